@@ -1,0 +1,37 @@
+// The compiler driver: one straight-line function of named stages from an ONNX
+// file and a DeepSpeed config to a verified graph. Later stages (loss, autodiff,
+// optimizer, ZeRO, precision, lowering to a plan) are appended here as they land.
+#pragma once
+
+#include <memory>
+#include <optional>
+#include <ostream>
+#include <string>
+#include <vector>
+
+#include "frontend/ds_config.h"
+#include "ir/graph.h"
+
+namespace ds {
+
+struct CompileOptions {
+  std::string model_path;
+  std::optional<std::string> config_path;
+  std::optional<int> zero_stage;        // --zero, overrides the config
+  int64_t world_size = 1;               // --gpus
+  std::optional<int64_t> micro_batch;   // --batch, overrides the config
+  std::vector<std::string> dump_after;  // pass names or "all"
+  std::ostream* dump = nullptr;
+};
+
+struct Compilation {
+  std::unique_ptr<Graph> graph;
+  DsConfig config;  // resolved: batch arithmetic filled in, flags applied
+  int64_t world_size = 1;
+  int zero_stage = 0;
+  int64_t micro_batch = 0;
+};
+
+Compilation compile(const CompileOptions& options);
+
+}  // namespace ds

@@ -1,0 +1,116 @@
+#include "frontend/ds_config.h"
+
+#include <fstream>
+#include <sstream>
+
+#include "ir/error.h"
+
+namespace ds {
+namespace {
+
+using nlohmann::json;
+
+// Reads an optional positive integer at `key`; DeepSpeed writes some sizes as 1e9.
+std::optional<int64_t> positiveInt(const json& obj, const char* key, const std::string& path) {
+  auto it = obj.find(key);
+  if (it == obj.end() || (it->is_string() && *it == "auto")) return std::nullopt;
+  DS_CHECK(it->is_number(), path, key, ": must be a number, is ", it->type_name());
+  double v = it->get<double>();
+  DS_CHECK(v >= 1 && v == static_cast<double>(static_cast<int64_t>(v)), path, key,
+           ": must be a positive integer, is ", it->dump());
+  return static_cast<int64_t>(v);
+}
+
+bool enabled(const json& obj, const char* section) {
+  auto it = obj.find(section);
+  if (it == obj.end()) return false;
+  DS_CHECK(it->is_object(), section, ": must be an object");
+  auto e = it->find("enabled");
+  if (e == it->end()) return false;
+  DS_CHECK(e->is_boolean(), section, ".enabled: must be true or false, is ", e->dump());
+  return e->get<bool>();
+}
+
+void readZero(const json& root, DsConfig& c) {
+  auto z = root.find("zero_optimization");
+  if (z == root.end()) return;
+  DS_CHECK(z->is_object(), "zero_optimization: must be an object");
+  if (auto s = z->find("stage"); s != z->end()) {
+    DS_CHECK(s->is_number_integer() && *s >= 0 && *s <= 3,
+             "zero_optimization.stage: must be 0, 1, 2 or 3, is ", s->dump());
+    c.zero_stage = s->get<int>();
+  }
+  if (auto off = z->find("offload_optimizer"); off != z->end()) {
+    DS_CHECK(off->is_object(), "zero_optimization.offload_optimizer: must be an object");
+    auto device = off->value("device", std::string("none"));
+    DS_CHECK(device == "none" || device == "cpu" || device == "nvme",
+             "zero_optimization.offload_optimizer.device: must be none, cpu or nvme, is ", device);
+    c.offload_optimizer = device == "cpu";
+  }
+}
+
+}  // namespace
+
+DsConfig parseDsConfig(const std::string& text, const std::string& origin) {
+  DsConfig c;
+  try {
+    c.raw = json::parse(text, nullptr, /*allow_exceptions=*/true, /*ignore_comments=*/true);
+  } catch (const json::parse_error& e) {
+    throw makeError(origin, ": not valid JSON: ", e.what());
+  }
+  try {
+    DS_CHECK(c.raw.is_object(), "the top level must be an object");
+    c.train_batch_size = positiveInt(c.raw, "train_batch_size", "");
+    c.micro_batch = positiveInt(c.raw, "train_micro_batch_size_per_gpu", "");
+    c.gradient_accumulation_steps = positiveInt(c.raw, "gradient_accumulation_steps", "");
+    c.fp16 = enabled(c.raw, "fp16");
+    c.bf16 = enabled(c.raw, "bf16");
+    DS_CHECK(!(c.fp16 && c.bf16), "fp16.enabled and bf16.enabled: only one may be true");
+    readZero(c.raw, c);
+    if (auto opt = c.raw.find("optimizer"); opt != c.raw.end()) {
+      DS_CHECK(opt->is_object() && opt->contains("type") && (*opt)["type"].is_string(),
+               "optimizer.type: must be a string");
+      c.optimizer = (*opt)["type"].get<std::string>();
+    }
+  } catch (const Error& e) {
+    throw makeError(origin, ": ", e.what());
+  }
+  return c;
+}
+
+DsConfig loadDsConfig(const std::string& path) {
+  std::ifstream in(path);
+  DS_CHECK(in.good(), path, ": cannot open config file");
+  std::stringstream ss;
+  ss << in.rdbuf();
+  return parseDsConfig(ss.str(), path);
+}
+
+void resolveBatch(DsConfig& c, int64_t world) {
+  auto& tb = c.train_batch_size;
+  auto& mb = c.micro_batch;
+  auto& ga = c.gradient_accumulation_steps;
+  if (tb && mb && !ga) {
+    DS_CHECK(*tb % (*mb * world) == 0, "train_batch_size ", *tb,
+             " is not divisible by train_micro_batch_size_per_gpu ", *mb, " x world size ", world);
+    ga = *tb / (*mb * world);
+  } else if (tb && ga && !mb) {
+    DS_CHECK(*tb % (*ga * world) == 0, "train_batch_size ", *tb,
+             " is not divisible by gradient_accumulation_steps ", *ga, " x world size ", world);
+    mb = *tb / (*ga * world);
+  } else if (tb && !mb && !ga) {
+    ga = 1;
+    DS_CHECK(*tb % world == 0, "train_batch_size ", *tb, " is not divisible by world size ", world);
+    mb = *tb / world;
+  } else if (!tb && mb) {
+    if (!ga) ga = 1;
+    tb = *mb * *ga * world;
+  } else if (!tb) {
+    return;  // nothing given: the micro-batch must come from the command line
+  }
+  DS_CHECK(*tb == *mb * *ga * world, "train_batch_size ", *tb,
+           " != train_micro_batch_size_per_gpu ", *mb, " x gradient_accumulation_steps ", *ga,
+           " x world size ", world, " (= ", *mb * *ga * world, ")");
+}
+
+}  // namespace ds

@@ -1,0 +1,39 @@
+// The DeepSpeed JSON configuration, read as DeepSpeed users write it (comments
+// allowed) and resolved against the world size: the batch arithmetic
+// train_batch_size = micro-batch × gradient_accumulation_steps × world size.
+//
+// Errors name the key's JSON path ("zero_optimization.stage: must be 0, 1, 2 or 3").
+#pragma once
+
+#include <cstdint>
+#include <optional>
+#include <string>
+
+#include <nlohmann/json.hpp>
+
+namespace ds {
+
+struct DsConfig {
+  nlohmann::json raw;  // the file as read (comments stripped)
+
+  // Batch arithmetic, resolved by resolveBatch().
+  std::optional<int64_t> train_batch_size;
+  std::optional<int64_t> micro_batch;
+  std::optional<int64_t> gradient_accumulation_steps;
+
+  int zero_stage = 0;
+  bool fp16 = false;
+  bool bf16 = false;
+  bool offload_optimizer = false;  // zero_optimization.offload_optimizer.device == "cpu"
+  std::string optimizer = "AdamW";
+};
+
+// Parses a config file; throws ds::Error naming the file and key path on bad input.
+DsConfig loadDsConfig(const std::string& path);
+DsConfig parseDsConfig(const std::string& text, const std::string& origin);
+
+// Fills in whichever of train_batch_size, micro-batch and accumulation steps is
+// missing (DeepSpeed's rules) and checks that the three agree with world_size.
+void resolveBatch(DsConfig& config, int64_t world_size);
+
+}  // namespace ds

@@ -1,0 +1,76 @@
+// Shape-rule building blocks shared by the op families and by the constant
+// folder: dtype/rank checks, axis lists, and the ONNX index arithmetic of
+// Reshape, Slice, Split, Shape and Range, so inference and evaluation agree.
+#pragma once
+
+#include <cstdint>
+#include <limits>
+#include <string>
+#include <vector>
+
+#include "ir/op_registry.h"
+
+namespace ds {
+
+// Fails unless input i has a floating-point dtype.
+void requireFloat(const InferContext& ctx, size_t i);
+// Fails when input i is Bool (arithmetic needs numbers).
+void requireNumeric(const InferContext& ctx, size_t i);
+// Fails unless inputs a and b have the same dtype.
+void requireSameDType(const InferContext& ctx, size_t a, size_t b);
+// Fails unless input i is an i32 or i64 tensor.
+void requireIndexType(const InferContext& ctx, size_t i);
+inline constexpr int64_t kAnyRank = std::numeric_limits<int64_t>::max();
+
+// Fails unless input i's rank lies in [min_rank, max_rank].
+void requireRank(const InferContext& ctx, size_t i, int64_t min_rank, int64_t max_rank);
+// Fails unless `value` is one of `allowed` (for string attributes).
+void requireOneOf(const InferContext& ctx, const std::string& attr, const std::string& value,
+                  const std::vector<std::string>& allowed);
+
+// Normalises axes against `rank` (negative ones count from the end); fails on
+// out-of-range or repeated axes. The result keeps the given order.
+std::vector<int64_t> normalizeAxes(const InferContext& ctx, const std::vector<int64_t>& axes,
+                                   int64_t rank);
+
+// Transpose's permutation: empty means reversed; fails unless a permutation of [0, rank).
+std::vector<int64_t> transposePerm(const InferContext& ctx, const std::vector<int64_t>& perm,
+                                   int64_t rank);
+
+// Reshape's target with ONNX semantics (0 copies the input dim unless allowzero, one -1 is
+// inferred); fails when the element counts differ.
+Shape reshapeTarget(const InferContext& ctx, const Shape& in, const std::vector<int64_t>& target,
+                    bool allowzero);
+
+// One axis of a resolved Slice: first index, step and number of elements taken.
+struct SliceAxis {
+  int64_t start = 0;
+  int64_t step = 1;
+  int64_t count = 0;
+};
+// Resolves Slice attributes against `shape` with ONNX clamping; one entry per dim
+// (untouched dims take everything).
+std::vector<SliceAxis> resolveSlice(const InferContext& ctx, const Shape& shape,
+                                    const std::vector<int64_t>& starts,
+                                    const std::vector<int64_t>& ends,
+                                    const std::vector<int64_t>& axes,
+                                    const std::vector<int64_t>& steps);
+
+// Split's part sizes along a dim of size `dim` into `parts` outputs.
+std::vector<int64_t> splitSizes(const InferContext& ctx, int64_t dim,
+                                const std::vector<int64_t>& split, size_t parts);
+
+// Shape op's [start, end) range of dims with opset-15 clamping (end >= start).
+std::pair<int64_t, int64_t> shapeOpRange(int64_t start, int64_t end, int64_t rank);
+
+// Number of elements of Range(start, limit, delta); exact for integer dtypes.
+int64_t rangeLength(const InferContext& ctx, const Tensor& start, const Tensor& limit,
+                    const Tensor& delta);
+
+// Row-major strides of `shape`.
+std::vector<int64_t> stridesOf(const Shape& shape);
+// For each element of `out`, the linear index of the element of a tensor of shape `in`
+// that broadcasts to it (numpy rules; `in` must broadcast to `out`).
+std::vector<int64_t> broadcastIndices(const Shape& in, const Shape& out);
+
+}  // namespace ds

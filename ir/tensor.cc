@@ -1,0 +1,168 @@
+#include "ir/tensor.h"
+
+#include <bit>
+#include <cmath>
+
+#include "ir/error.h"
+
+namespace ds {
+
+int64_t numElements(const Shape& shape) {
+  int64_t n = 1;
+  for (int64_t d : shape) n *= d;
+  return n;
+}
+
+std::string shapeToString(const Shape& shape) {
+  std::string s = "[";
+  for (size_t i = 0; i < shape.size(); ++i) {
+    if (i) s += ",";
+    s += std::to_string(shape[i]);
+  }
+  return s + "]";
+}
+
+std::string TensorType::toString() const {
+  return std::string(dtypeName(dtype)) + shapeToString(shape);
+}
+
+Tensor::Tensor(TensorType type) : type_(std::move(type)), data_(type_.bytes(), 0) {}
+
+Tensor::Tensor(TensorType type, std::vector<uint8_t> bytes)
+    : type_(std::move(type)), data_(std::move(bytes)) {
+  DS_CHECK(data_.size() == type_.bytes(), "tensor ", type_.toString(), " needs ", type_.bytes(),
+           " bytes, got ", data_.size());
+}
+
+Tensor Tensor::fromInts(DType dtype, Shape shape, const std::vector<int64_t>& values) {
+  Tensor t(TensorType{dtype, std::move(shape)});
+  DS_CHECK(static_cast<int64_t>(values.size()) == t.numel(), "tensor ", t.type().toString(),
+           " given ", values.size(), " values");
+  for (size_t i = 0; i < values.size(); ++i) t.setInt(static_cast<int64_t>(i), values[i]);
+  return t;
+}
+
+Tensor Tensor::fromDoubles(DType dtype, Shape shape, const std::vector<double>& values) {
+  Tensor t(TensorType{dtype, std::move(shape)});
+  DS_CHECK(static_cast<int64_t>(values.size()) == t.numel(), "tensor ", t.type().toString(),
+           " given ", values.size(), " values");
+  for (size_t i = 0; i < values.size(); ++i) t.setDouble(static_cast<int64_t>(i), values[i]);
+  return t;
+}
+
+double Tensor::getDouble(int64_t i) const {
+  switch (dtype()) {
+    case DType::F32: return as<float>()[i];
+    case DType::F16: return halfToFloat(as<uint16_t>()[i]);
+    case DType::BF16: return bf16ToFloat(as<uint16_t>()[i]);
+    case DType::F64: return as<double>()[i];
+    case DType::I64: return static_cast<double>(as<int64_t>()[i]);
+    case DType::I32: return as<int32_t>()[i];
+    case DType::I8: return as<int8_t>()[i];
+    case DType::U8: return as<uint8_t>()[i];
+    case DType::Bool: return as<uint8_t>()[i] ? 1.0 : 0.0;
+  }
+  return 0;
+}
+
+int64_t Tensor::getInt(int64_t i) const {
+  switch (dtype()) {
+    case DType::I64: return as<int64_t>()[i];
+    case DType::I32: return as<int32_t>()[i];
+    case DType::I8: return as<int8_t>()[i];
+    case DType::U8: return as<uint8_t>()[i];
+    case DType::Bool: return as<uint8_t>()[i] ? 1 : 0;
+    default: return static_cast<int64_t>(getDouble(i));
+  }
+}
+
+void Tensor::setDouble(int64_t i, double v) {
+  switch (dtype()) {
+    case DType::F32: as<float>()[i] = static_cast<float>(v); return;
+    case DType::F16: as<uint16_t>()[i] = floatToHalf(static_cast<float>(v)); return;
+    case DType::BF16: as<uint16_t>()[i] = floatToBf16(static_cast<float>(v)); return;
+    case DType::F64: as<double>()[i] = v; return;
+    case DType::Bool: as<uint8_t>()[i] = v != 0.0; return;
+    default: setInt(i, static_cast<int64_t>(v)); return;
+  }
+}
+
+void Tensor::setInt(int64_t i, int64_t v) {
+  switch (dtype()) {
+    case DType::I64: as<int64_t>()[i] = v; return;
+    case DType::I32: as<int32_t>()[i] = static_cast<int32_t>(v); return;
+    case DType::I8: as<int8_t>()[i] = static_cast<int8_t>(v); return;
+    case DType::U8: as<uint8_t>()[i] = static_cast<uint8_t>(v); return;
+    case DType::Bool: as<uint8_t>()[i] = v != 0; return;
+    default: setDouble(i, static_cast<double>(v)); return;
+  }
+}
+
+std::vector<int64_t> Tensor::toInts() const {
+  std::vector<int64_t> out(static_cast<size_t>(numel()));
+  for (int64_t i = 0; i < numel(); ++i) out[i] = getInt(i);
+  return out;
+}
+
+std::vector<double> Tensor::toDoubles() const {
+  std::vector<double> out(static_cast<size_t>(numel()));
+  for (int64_t i = 0; i < numel(); ++i) out[i] = getDouble(i);
+  return out;
+}
+
+Tensor Tensor::reshaped(Shape shape) const {
+  DS_CHECK(numElements(shape) == numel(), "cannot reshape ", type_.toString(), " to ",
+           shapeToString(shape));
+  return Tensor(TensorType{dtype(), std::move(shape)}, data_);
+}
+
+Tensor Tensor::castTo(DType to) const {
+  Tensor out(TensorType{to, shape()});
+  bool exact_ints = !isFloat(to) && !isFloat(dtype());
+  for (int64_t i = 0; i < numel(); ++i) {
+    if (exact_ints)
+      out.setInt(i, getInt(i));
+    else
+      out.setDouble(i, getDouble(i));
+  }
+  return out;
+}
+
+uint16_t floatToHalf(float f) {
+  uint32_t x = std::bit_cast<uint32_t>(f);
+  uint32_t sign = (x >> 16) & 0x8000u;
+  uint32_t mag = x & 0x7fffffffu;
+  if (mag >= 0x7f800000u) return static_cast<uint16_t>(sign | (mag > 0x7f800000u ? 0x7e00u : 0x7c00u));
+  if (mag >= 0x477ff000u) return static_cast<uint16_t>(sign | 0x7c00u);  // rounds to inf
+  if (mag < 0x38800000u) {  // subnormal or zero in half
+    float a = std::bit_cast<float>(mag);
+    // 2^-24 is the half subnormal step; rint rounds to nearest even.
+    return static_cast<uint16_t>(sign | static_cast<uint32_t>(std::nearbyint(a * 16777216.0f)));
+  }
+  uint32_t mant_odd = (mag >> 13) & 1u;
+  mag += 0xc8000fffu + mant_odd;  // rebias exponent (-112 << 23) and round to nearest even
+  return static_cast<uint16_t>(sign | (mag >> 13));
+}
+
+float halfToFloat(uint16_t h) {
+  uint32_t sign = static_cast<uint32_t>(h & 0x8000u) << 16;
+  uint32_t exp = (h >> 10) & 0x1fu;
+  uint32_t mant = h & 0x3ffu;
+  if (exp == 0) {
+    float v = std::ldexp(static_cast<float>(mant), -24);
+    return sign ? -v : v;
+  }
+  if (exp == 31) return std::bit_cast<float>(sign | 0x7f800000u | (mant << 13));
+  return std::bit_cast<float>(sign | ((exp + 112) << 23) | (mant << 13));
+}
+
+uint16_t floatToBf16(float f) {
+  uint32_t x = std::bit_cast<uint32_t>(f);
+  if ((x & 0x7fffffffu) > 0x7f800000u) return static_cast<uint16_t>((x >> 16) | 0x40u);  // NaN
+  x += 0x7fffu + ((x >> 16) & 1u);
+  return static_cast<uint16_t>(x >> 16);
+}
+
+float bf16ToFloat(uint16_t b) { return std::bit_cast<float>(static_cast<uint32_t>(b) << 16); }
+
+}  // namespace ds

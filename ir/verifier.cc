@@ -1,0 +1,76 @@
+#include "ir/verifier.h"
+
+#include <algorithm>
+#include <map>
+#include <unordered_set>
+
+#include "ir/error.h"
+#include "ir/op_registry.h"
+
+namespace ds {
+namespace {
+
+void verifySources(const Graph& g, std::unordered_set<const Value*>& defined) {
+  for (const Value* v : g.sources()) {
+    DS_CHECK(v->producer() == nullptr, "verifier: source '", v->name(), "' has a producer");
+    DS_CHECK(isSourceRole(v->role()), "verifier: source '", v->name(), "' has role ",
+             roleName(v->role()));
+    if (v->hasData())
+      DS_CHECK(v->data().type() == v->type(), "verifier: source '", v->name(), "' holds data ",
+               v->data().type().toString(), " but is typed ", v->type().toString());
+    DS_CHECK(defined.insert(v).second, "verifier: source '", v->name(), "' listed twice");
+  }
+}
+
+void verifyUses(const Graph& g) {
+  std::map<const Value*, std::map<const Node*, int>> uses;
+  for (const auto& n : g.nodes())
+    for (const Value* v : n->inputs())
+      if (v) uses[v][n.get()]++;
+  auto check = [&](const Value* v) {
+    std::map<const Node*, int> listed;
+    for (const Node* u : v->users()) listed[u]++;
+    DS_CHECK(listed == uses[v], "verifier: user list of '", v->name(),
+             "' does not match its uses");
+  };
+  for (const Value* v : g.sources()) check(v);
+  for (const auto& n : g.nodes())
+    for (const Value* v : n->outputs()) check(v);
+}
+
+void verifyTypes(const Node& n) {
+  std::vector<TensorType> inferred = inferOutputTypes(n);
+  for (size_t i = 0; i < n.numOutputs(); ++i)
+    DS_CHECK(inferred[i] == n.output(i)->type(), "verifier: ", n.describe(), " output '",
+             n.output(i)->name(), "' is typed ", n.output(i)->type().toString(),
+             " but its shape rule gives ", inferred[i].toString());
+}
+
+}  // namespace
+
+void verifyGraph(const Graph& g) {
+  std::unordered_set<const Value*> defined;
+  verifySources(g, defined);
+  for (const auto& node : g.nodes()) {
+    const Node& n = *node;
+    for (size_t i = 0; i < n.numInputs(); ++i) {
+      const Value* v = n.input(i);
+      if (!v) continue;
+      DS_CHECK(defined.count(v), "verifier: ", n.describe(), " uses '", v->name(),
+               "' before it is defined");
+    }
+    for (const Value* v : n.outputs()) {
+      DS_CHECK(v->producer() == &n, "verifier: '", v->name(), "' does not name ", n.describe(),
+               " as its producer");
+      DS_CHECK(!isSourceRole(v->role()), "verifier: ", n.describe(), " output '", v->name(),
+               "' has source role ", roleName(v->role()));
+      DS_CHECK(defined.insert(v).second, "verifier: '", v->name(), "' is defined twice");
+    }
+    verifyTypes(n);
+  }
+  verifyUses(g);
+  for (const Value* v : g.outputs())
+    DS_CHECK(defined.count(v), "verifier: graph output '", v->name(), "' is not defined");
+}
+
+}  // namespace ds

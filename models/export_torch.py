@@ -1,0 +1,171 @@
+#!/usr/bin/python3
+"""Exports the model families of `dsmodel` from PyTorch to ONNX training graphs.
+
+For users who start from PyTorch: the graphs come out the way torch.onnx.export
+writes them (training-mode BatchNormalization, Shape/Gather/Unsqueeze/Concat
+chains around view()), so dscompile's importer sees the real thing.
+
+Usage: /usr/bin/python3 models/export_torch.py resnet18|resnet34|resnet50|resnet101|resnet152|mlp|gpt
+       [--classes 10] [--image 32] [--batch 2] [--seed 0] -o FILE.onnx
+"""
+
+import argparse
+import math
+import sys
+
+RESNETS = ("resnet18", "resnet34", "resnet50", "resnet101", "resnet152")
+FAMILIES = RESNETS + ("mlp", "gpt")
+
+
+def parse_args(argv):
+    parser = argparse.ArgumentParser(
+        description="Export a PyTorch model as an ONNX training graph (opset 15).")
+    parser.add_argument("family", choices=FAMILIES, help="model family to export")
+    parser.add_argument("-o", "--output", required=True, help="ONNX file to write")
+    parser.add_argument("--seed", type=int, default=0, help="torch.manual_seed value")
+    parser.add_argument("--batch", type=int, default=2, help="batch size of the example input")
+    parser.add_argument("--classes", type=int, default=10, help="classes (resnet, mlp)")
+    parser.add_argument("--image", type=int, default=32, help="image height = width (resnet)")
+    parser.add_argument("--in", dest="in_features", type=int, default=784,
+                        help="input features (mlp)")
+    parser.add_argument("--hidden", default="256,256",
+                        help="comma-separated hidden widths (mlp)")
+    parser.add_argument("--layers", type=int, default=2, help="transformer blocks (gpt)")
+    parser.add_argument("--d-model", type=int, default=64, help="embedding width (gpt)")
+    parser.add_argument("--heads", type=int, default=4, help="attention heads (gpt)")
+    parser.add_argument("--vocab", type=int, default=100, help="vocabulary size (gpt)")
+    parser.add_argument("--seq", type=int, default=16, help="sequence length (gpt)")
+    args = parser.parse_args(argv)
+    positive = ["batch", "classes", "image", "in_features", "layers", "d_model", "heads",
+                "vocab", "seq"]
+    for name in positive:
+        if getattr(args, name) <= 0:
+            parser.error(f"--{name.replace('_', '-')} must be positive")
+    try:
+        args.hidden = [int(w) for w in args.hidden.split(",") if w]
+    except ValueError:
+        parser.error(f"--hidden must be comma-separated integers, got '{args.hidden}'")
+    if any(w <= 0 for w in args.hidden):
+        parser.error("--hidden widths must be positive")
+    if args.d_model % args.heads:
+        parser.error("--d-model must be a multiple of --heads")
+    return args
+
+
+def build_mlp(torch, args):
+    """Linear/ReLU stack; parameter names layers.0.weight ... like dsmodel's."""
+    nn = torch.nn
+    layers = []
+    width = args.in_features
+    for hidden in args.hidden:
+        layers += [nn.Linear(width, hidden), nn.ReLU()]
+        width = hidden
+    layers.append(nn.Linear(width, args.classes))
+
+    class Mlp(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.layers = nn.Sequential(*layers)
+
+        def forward(self, x):
+            return self.layers(x)
+
+    return Mlp()
+
+
+def build_gpt(torch, args):
+    """GPT-2 style decoder with the lm_head tied to wte."""
+    nn = torch.nn
+    F = torch.nn.functional
+    d, heads, seq = args.d_model, args.heads, args.seq
+
+    class Attention(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.c_attn = nn.Linear(d, 3 * d)
+            self.c_proj = nn.Linear(d, d)
+            mask = torch.tril(torch.ones(seq, seq, dtype=torch.bool))
+            self.register_buffer("mask", mask.view(1, 1, seq, seq), persistent=False)
+
+        def forward(self, x):
+            B, T, C = x.size()
+            q, k, v = self.c_attn(x).split(C, dim=2)
+            q = q.view(B, T, heads, C // heads).transpose(1, 2)
+            k = k.view(B, T, heads, C // heads).transpose(1, 2)
+            v = v.view(B, T, heads, C // heads).transpose(1, 2)
+            att = (q @ k.transpose(-2, -1)) * (1.0 / math.sqrt(d // heads))
+            att = att.masked_fill(~self.mask[:, :, :T, :T], float("-inf"))
+            att = F.softmax(att, dim=-1)
+            y = (att @ v).transpose(1, 2).contiguous().view(B, T, C)
+            return self.c_proj(y)
+
+    class Block(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.ln_1 = nn.LayerNorm(d)
+            self.attn = Attention()
+            self.ln_2 = nn.LayerNorm(d)
+            self.mlp = nn.ModuleDict(dict(c_fc=nn.Linear(d, 4 * d), c_proj=nn.Linear(4 * d, d)))
+
+        def forward(self, x):
+            x = x + self.attn(self.ln_1(x))
+            return x + self.mlp.c_proj(F.gelu(self.mlp.c_fc(self.ln_2(x))))
+
+    class Gpt(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.wte = nn.Embedding(args.vocab, d)
+            self.wpe = nn.Embedding(seq, d)
+            self.h = nn.ModuleList(Block() for _ in range(args.layers))
+            self.ln_f = nn.LayerNorm(d)
+            for name, p in self.named_parameters():
+                if name.endswith("c_proj.weight"):
+                    nn.init.normal_(p, std=0.02 / math.sqrt(2 * args.layers))
+                elif name.endswith(".weight") and p.dim() == 2:
+                    nn.init.normal_(p, std=0.02)
+                elif name.endswith(".bias"):
+                    nn.init.zeros_(p)
+
+        def forward(self, input_ids):
+            T = input_ids.size(1)
+            pos = torch.arange(0, T, dtype=torch.long, device=input_ids.device)
+            x = self.wte(input_ids) + self.wpe(pos)
+            for block in self.h:
+                x = block(x)
+            return self.ln_f(x) @ self.wte.weight.t()
+
+    return Gpt()
+
+
+def build(torch, args):
+    """Returns (module, example input, input name)."""
+    if args.family in RESNETS:
+        import torchvision
+        model = getattr(torchvision.models, args.family)(num_classes=args.classes)
+        return model, torch.randn(args.batch, 3, args.image, args.image), "input"
+    if args.family == "mlp":
+        return build_mlp(torch, args), torch.randn(args.batch, args.in_features), "input"
+    ids = torch.randint(0, args.vocab, (args.batch, args.seq), dtype=torch.long)
+    return build_gpt(torch, args), ids, "input_ids"
+
+
+def main(argv):
+    args = parse_args(argv)
+    import torch
+    torch.manual_seed(args.seed)
+    model, example, input_name = build(torch, args)
+    model.train()
+    try:
+        torch.onnx.export(model, (example,), args.output,
+                          training=torch.onnx.TrainingMode.TRAINING,
+                          do_constant_folding=False, opset_version=15,
+                          input_names=[input_name], output_names=["logits"],
+                          dynamic_axes={input_name: {0: "batch"}, "logits": {0: "batch"}})
+    except OSError as error:
+        print(f"export_torch.py: cannot write '{args.output}': {error.strerror}", file=sys.stderr)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))

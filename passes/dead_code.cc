@@ -1,0 +1,38 @@
+#include "passes/dead_code.h"
+
+#include <algorithm>
+
+namespace ds {
+namespace {
+
+bool isGraphOutput(const Graph& g, const Value* v) {
+  return std::find(g.outputs().begin(), g.outputs().end(), v) != g.outputs().end();
+}
+
+bool isLive(const Graph& g, const Value* v) { return !v->users().empty() || isGraphOutput(g, v); }
+
+}  // namespace
+
+bool eliminateDeadCode(Graph& graph) {
+  bool changed = false;
+  std::vector<Node*> order;
+  for (const auto& n : graph.nodes()) order.push_back(n.get());
+  for (auto it = order.rbegin(); it != order.rend(); ++it) {
+    Node* n = *it;
+    bool live = std::any_of(n->outputs().begin(), n->outputs().end(),
+                            [&](const Value* v) { return isLive(graph, v); });
+    if (live) continue;
+    graph.eraseNode(n);
+    changed = true;
+  }
+  std::vector<Value*> sources = graph.sources();
+  for (Value* v : sources) {
+    bool feed = v->role() == Role::Input || v->role() == Role::Label;
+    if (feed || isLive(graph, v)) continue;
+    graph.eraseSource(v);
+    changed = true;
+  }
+  return changed;
+}
+
+}  // namespace ds

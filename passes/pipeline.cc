@@ -1,0 +1,48 @@
+#include "passes/pipeline.h"
+
+#include <algorithm>
+
+#include "ir/error.h"
+#include "ir/text.h"
+#include "ir/verifier.h"
+#include "passes/dead_code.h"
+#include "passes/fold_constants.h"
+
+namespace ds {
+
+const std::vector<PassInfo>& allPasses() {
+  static const std::vector<PassInfo> passes = {
+      {"fold-constants", "evaluate nodes whose inputs are all compile-time constants",
+       foldConstants},
+      {"dead-code", "remove nodes and sources that nothing uses", eliminateDeadCode},
+  };
+  return passes;
+}
+
+const PassInfo& findPass(const std::string& name) {
+  for (const PassInfo& p : allPasses())
+    if (name == p.name) return p;
+  std::string known;
+  for (const PassInfo& p : allPasses()) known += std::string(known.empty() ? "" : ", ") + p.name;
+  throw makeError("unknown pass '", name, "' (passes: ", known, ")");
+}
+
+void runPasses(Graph& graph, const std::vector<std::string>& names, const PassRunOptions& options) {
+  for (const std::string& name : names) {
+    const PassInfo& pass = findPass(name);
+    pass.run(graph);
+    if (options.verify_each) {
+      try {
+        verifyGraph(graph);
+      } catch (const Error& e) {
+        throw makeError("after pass '", name, "': ", e.what());
+      }
+    }
+    const auto& dumps = options.dump_after;
+    bool dump = std::find(dumps.begin(), dumps.end(), name) != dumps.end() ||
+                std::find(dumps.begin(), dumps.end(), "all") != dumps.end();
+    if (dump && options.dump) *options.dump << "// after " << name << "\n" << printGraph(graph);
+  }
+}
+
+}  // namespace ds
