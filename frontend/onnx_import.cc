@@ -93,7 +93,8 @@ class Importer {
   }
 
   TensorType inputType(const onnx::ValueInfoProto& in) const {
-    DS_CHECK(in.type().has_tensor_type(), "graph input '", in.name(), "' is not a tensor");
+    DS_CHECK(in.type().has_tensor_type(), "graph input '", in.name(),
+             "' is not a tensor (sequence, map and optional inputs are not supported)");
     const auto& tt = in.type().tensor_type();
     auto dtype = dtypeFromOnnx(tt.elem_type());
     DS_CHECK(dtype.has_value(), "graph input '", in.name(), "': element type ",

@@ -35,6 +35,9 @@ const char* onnxTypeName(int32_t elem_type) {
 
 namespace {
 
+// Guards allocations against corrupt dims: 2^40 elements is far beyond any model.
+constexpr int64_t kMaxElements = int64_t{1} << 40;
+
 std::vector<uint8_t> readExternal(const onnx::TensorProto& p, const std::string& base_dir) {
   std::string location;
   int64_t offset = 0, length = -1;
@@ -54,6 +57,10 @@ std::vector<uint8_t> readExternal(const onnx::TensorProto& p, const std::string&
   DS_CHECK(offset >= 0 && offset + length <= file_size, "tensor '", p.name(),
            "': external data file '", path.string(), "' is ", file_size,
            " bytes, too short for offset ", offset, " + length ", length);
+  DS_CHECK(length == static_cast<int64_t>(dtypeSize(*dtypeFromOnnx(p.data_type()))) *
+                         numElements(Shape(p.dims().begin(), p.dims().end())),
+           "tensor '", p.name(), "': external data length ", length,
+           " does not match its shape");
   std::vector<uint8_t> bytes(static_cast<size_t>(length));
   in.seekg(offset);
   in.read(reinterpret_cast<char*>(bytes.data()), length);
@@ -77,17 +84,26 @@ Tensor tensorFromOnnx(const onnx::TensorProto& p, const std::string& base_dir) {
   DS_CHECK(dtype.has_value(), "tensor '", p.name(), "': element type ", onnxTypeName(p.data_type()),
            " is not supported");
   TensorType type{*dtype, Shape(p.dims().begin(), p.dims().end())};
-  for (int64_t d : type.shape) DS_CHECK(d >= 0, "tensor '", p.name(), "' has a negative dim");
+  int64_t numel = 1;
+  for (int64_t d : type.shape) {
+    DS_CHECK(d >= 0 && (d == 0 || numel <= kMaxElements / d), "tensor '", p.name(),
+             "' has an invalid shape ", shapeToString(type.shape));
+    numel *= d;
+  }
   std::vector<uint8_t> bytes;
   if (p.data_location() == onnx::TensorProto::EXTERNAL) {
     bytes = readExternal(p, base_dir);
   } else if (p.has_raw_data()) {
     bytes.assign(p.raw_data().begin(), p.raw_data().end());
   } else {
+    int typed_count = p.float_data_size() + p.double_data_size() + p.int64_data_size() +
+                      p.int32_data_size();
+    DS_CHECK(typed_count == numel, "tensor '", p.name(), "' ", type.toString(), " holds ",
+             typed_count, " values");
     Tensor t(type);
     auto expect = [&](int size) {
-      DS_CHECK(size == t.numel(), "tensor '", p.name(), "' ", type.toString(), " holds ", size,
-               " values");
+      DS_CHECK(size == t.numel(), "tensor '", p.name(), "' ", type.toString(),
+               " holds its values in the wrong field for its type");
     };
     if (*dtype == DType::F32) {
       expect(p.float_data_size());

@@ -13,7 +13,6 @@
 #include <fstream>
 #include <functional>
 #include <iostream>
-#include <map>
 
 #include "ir/error.h"
 #include "models/models.h"
@@ -59,16 +58,16 @@ CLI::App* addMlpCommand(CLI::App& app, ds::MlpOptions& mlp, std::string& chosen)
 
 void addResNetCommands(CLI::App& app, ds::ResNetOptions& resnet, std::string& chosen,
                        std::vector<CLI::App*>& commands) {
-  const std::map<std::string, ds::ResNetStem> stems = {{"imagenet", ds::ResNetStem::kImageNet},
-                                                       {"cifar", ds::ResNetStem::kCifar}};
   for (int depth : {18, 34, 50, 101, 152}) {
     const std::string name = "resnet" + std::to_string(depth);
     CLI::App* command = app.add_subcommand(name, "torchvision " + name + " (training-mode BN)");
-    command
-        ->add_option("--stem", resnet.stem,
-                     "imagenet: 7x7/2 conv + 3x3/2 max pool; cifar: 3x3/1 conv, no pool")
-        ->transform(CLI::CheckedTransformer(stems, CLI::ignore_case))
-        ->default_str("imagenet");
+    auto* stem = command->add_option_function<std::string>(
+        "--stem",
+        [&resnet](const std::string& value) {
+          resnet.stem = value == "cifar" ? ds::ResNetStem::kCifar : ds::ResNetStem::kImageNet;
+        },
+        "imagenet: 7x7/2 conv + 3x3/2 max pool; cifar: 3x3/1 conv, no pool");
+    stem->check(CLI::IsMember({"imagenet", "cifar"}))->default_str("imagenet");
     command->add_option("--classes", resnet.classes, "output classes")->capture_default_str();
     command->add_option("--image", resnet.image, "input height = width")->capture_default_str();
     command->callback([&resnet, &chosen, depth, name] {
@@ -117,6 +116,11 @@ int run(int argc, char** argv) {
   addResNetCommands(app, resnet, chosen, commands);
   commands.push_back(addGptCommand(app, gpt, preset, chosen));
   for (CLI::App* command : commands) addCommonOptions(command, common);
+  if (argc > 1 && argv[1][0] != '-' && app.get_subcommand_no_throw(argv[1]) == nullptr) {
+    std::cerr << "dsmodel: error: unknown model '" << argv[1]
+              << "' (expected mlp, resnet18, resnet34, resnet50, resnet101, resnet152 or gpt)\n";
+    return ds::kUserErrorExitCode;
+  }
   try {
     app.parse(argc, argv);
   } catch (const CLI::CallForHelp& e) {

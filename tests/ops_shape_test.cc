@@ -1,0 +1,354 @@
+// Shape and dtype inference of every registered op: typical and tricky cases
+// (auto_pad, ceil_mode, numpy matmul, Reshape 0/-1, negative Slice steps, ...),
+// and that invalid nodes fail with a ds::Error naming the node and its op.
+#include <gtest/gtest.h>
+
+#include <limits>
+#include <string>
+#include <vector>
+
+#include "ir/error.h"
+#include "ir/graph.h"
+#include "ir/op_registry.h"
+
+namespace ds {
+namespace {
+
+using Ints = std::vector<int64_t>;
+constexpr int64_t kMax = std::numeric_limits<int64_t>::max();
+constexpr int64_t kMin = std::numeric_limits<int64_t>::min();
+
+class OpsShapeTest : public ::testing::Test {
+ protected:
+  Value* in(DType t, Shape s) { return g.addSource(g.uniqueName("x"), {t, std::move(s)}, Role::Input); }
+  Value* f32(Shape s) { return in(DType::F32, std::move(s)); }
+  Value* i64(Shape s) { return in(DType::I64, std::move(s)); }
+  Value* constInts(Shape s, const Ints& v) {
+    return g.addConstant(g.uniqueName("c"), Tensor::fromInts(DType::I64, std::move(s), v));
+  }
+
+  // Output `index` of a new node with `outputs` outputs.
+  TensorType infer(const std::string& op, std::vector<Value*> inputs, AttributeMap attrs = {},
+                   size_t outputs = 1, size_t index = 0) {
+    return g.addNodeN(op, std::move(inputs), std::move(attrs), outputs)->output(index)->type();
+  }
+
+  // Expects the node to be rejected; checks the message names node and op and returns it.
+  std::string fails(const std::string& op, std::vector<Value*> inputs, AttributeMap attrs = {},
+                    size_t outputs = 1) {
+    try {
+      g.addNodeN(op, std::move(inputs), std::move(attrs), outputs, "bad_node");
+    } catch (const Error& e) {
+      std::string msg = e.what();
+      EXPECT_NE(msg.find("'bad_node'"), std::string::npos) << msg;
+      EXPECT_NE(msg.find("(" + op + ")"), std::string::npos) << msg;
+      return msg;
+    }
+    ADD_FAILURE() << op << " was accepted";
+    return "";
+  }
+
+  Graph g;
+};
+
+TensorType T(DType t, Shape s) { return {t, std::move(s)}; }
+TensorType F(Shape s) { return {DType::F32, std::move(s)}; }
+bool has(const std::string& msg, const std::string& part) { return msg.find(part) != std::string::npos; }
+
+TEST_F(OpsShapeTest, RegistryHasEveryOp) {
+  const char* expected[] = {
+      "Conv", "BatchNormalization", "Relu", "LeakyRelu", "Sigmoid", "Tanh", "Erf", "Gelu",
+      "MaxPool", "AveragePool", "GlobalAveragePool", "Flatten", "Gemm", "MatMul", "Add", "Sub",
+      "Mul", "Div", "Pow", "Sqrt", "Neg", "Softmax", "LogSoftmax", "ReduceMean", "ReduceSum",
+      "LayerNormalization", "Reshape", "Transpose", "Unsqueeze", "Squeeze", "Concat", "Split",
+      "Slice", "Gather", "Expand", "Where", "Equal", "Trilu", "Cast", "Shape", "Range",
+      "ConstantOfShape", "Dropout", "Identity", "SoftmaxCrossEntropyLoss"};
+  std::vector<std::string> names = OpRegistry::instance().names();
+  for (const char* op : expected)
+    EXPECT_NE(std::find(names.begin(), names.end(), op), names.end()) << op;
+  EXPECT_TRUE(std::is_sorted(names.begin(), names.end()));
+}
+
+TEST_F(OpsShapeTest, Unary) {
+  for (const char* op : {"Relu", "Sigmoid", "Tanh", "Erf", "Sqrt", "LeakyRelu", "Gelu"})
+    EXPECT_EQ(infer(op, {in(DType::F16, {2, 3})}), T(DType::F16, {2, 3})) << op;
+  EXPECT_EQ(infer("Neg", {i64({4})}), T(DType::I64, {4}));
+  EXPECT_EQ(infer("Identity", {in(DType::Bool, {})}), T(DType::Bool, {}));
+  EXPECT_EQ(infer("Gelu", {f32({3})}, {{"approximate", std::string("tanh")}}), F({3}));
+  EXPECT_TRUE(has(fails("Sqrt", {in(DType::I32, {2})}), "floating-point"));
+  fails("Relu", {i64({2})});
+  fails("Neg", {in(DType::Bool, {2})});
+  fails("Gelu", {f32({3})}, {{"approximate", std::string("fast")}});
+  fails("LeakyRelu", {f32({3})}, {{"alpha", int64_t{1}}});  // wrong attribute kind
+  fails("Relu", {f32({3}), f32({3})});                      // too many inputs
+}
+
+TEST_F(OpsShapeTest, BinaryBroadcast) {
+  EXPECT_EQ(infer("Add", {f32({2, 1, 4}), f32({3, 1})}), F({2, 3, 4}));
+  EXPECT_EQ(infer("Div", {i64({}), i64({5})}), T(DType::I64, {5}));
+  EXPECT_EQ(infer("Pow", {f32({2, 3}), i64({3})}), F({2, 3}));
+  EXPECT_EQ(infer("Equal", {i64({2, 1}), i64({1, 3})}), T(DType::Bool, {2, 3}));
+  EXPECT_TRUE(has(fails("Mul", {f32({2, 3}), f32({4, 3})}), "do not broadcast"));
+  EXPECT_TRUE(has(fails("Sub", {f32({2}), in(DType::F16, {2})}), "same dtype"));
+  fails("Add", {f32({2})});
+}
+
+TEST_F(OpsShapeTest, WhereAndCast) {
+  EXPECT_EQ(infer("Where", {in(DType::Bool, {3, 1}), f32({1, 4}), f32({})}), F({3, 4}));
+  fails("Where", {f32({3}), f32({3}), f32({3})});
+  fails("Where", {in(DType::Bool, {3}), f32({3}), i64({3})});
+  EXPECT_EQ(infer("Cast", {f32({2})}, {{"to", std::string("f16")}}), T(DType::F16, {2}));
+  EXPECT_EQ(infer("Cast", {f32({2})}, {{"to", std::string("i64")}}), T(DType::I64, {2}));
+  EXPECT_TRUE(has(fails("Cast", {f32({2})}, {{"to", std::string("float")}}), "float"));
+  EXPECT_TRUE(has(fails("Cast", {f32({2})}), "required attribute 'to'"));
+}
+
+TEST_F(OpsShapeTest, Conv) {
+  EXPECT_EQ(infer("Conv", {f32({1, 3, 32, 32}), f32({8, 3, 3, 3}), f32({8})},
+                  {{"pads", Ints{1, 1, 1, 1}}}),
+            F({1, 8, 32, 32}));
+  // SAME_UPPER with stride 2: ceil(7 / 2) = 4.
+  EXPECT_EQ(infer("Conv", {f32({1, 3, 7, 7}), f32({8, 3, 3, 3})},
+                  {{"auto_pad", std::string("SAME_UPPER")}, {"strides", Ints{2, 2}}}),
+            F({1, 8, 4, 4}));
+  // VALID with dilation 2: effective kernel 5 on 10 -> 6.
+  EXPECT_EQ(infer("Conv", {f32({1, 1, 10, 10}), f32({2, 1, 3, 3})},
+                  {{"auto_pad", std::string("VALID")}, {"dilations", Ints{2, 2}}}),
+            F({1, 2, 6, 6}));
+  EXPECT_EQ(infer("Conv", {f32({1, 4, 10}), f32({8, 2, 3})}, {{"group", int64_t{2}}}),
+            F({1, 8, 8}));
+  EXPECT_EQ(infer("Conv", {f32({2, 2, 4, 4, 4}), f32({4, 2, 2, 2, 2})}, {{"strides", Ints{2, 2, 2}}}),
+            F({2, 4, 2, 2, 2}));
+  EXPECT_EQ(infer("Conv", {f32({1, 3, 8, 8}), f32({4, 3, 3, 3})},
+                  {{"strides", Ints{2, 2}}, {"pads", Ints{0, 0, 1, 1}}}),
+            F({1, 4, 4, 4}));
+  EXPECT_TRUE(has(fails("Conv", {f32({1, 4, 8, 8}), f32({8, 3, 3, 3})}), "channels"));
+  fails("Conv", {f32({1, 4, 8}), f32({6, 1, 3})}, {{"group", int64_t{4}}});  // 6 % 4
+  fails("Conv", {f32({1, 3, 8, 8}), f32({8, 3, 3, 3}), f32({4})});          // bias
+  fails("Conv", {f32({1, 3, 8, 8}), f32({8, 3, 3, 3})}, {{"strides", Ints{1}}});
+  fails("Conv", {f32({1, 3, 2, 2}), f32({8, 3, 3, 3})});  // kernel larger than input
+  fails("Conv", {f32({1, 3, 8, 8}), f32({8, 3, 3, 3})}, {{"kernel_shape", Ints{5, 5}}});
+  fails("Conv", {f32({1, 3, 8, 8}), f32({8, 3, 3, 3})}, {{"auto_pad", std::string("SAME")}});
+  fails("Conv", {i64({1, 3, 8, 8}), i64({8, 3, 3, 3})});
+}
+
+TEST_F(OpsShapeTest, Pooling) {
+  AttributeMap k3s2 = {{"kernel_shape", Ints{3, 3}}, {"strides", Ints{2, 2}}};
+  EXPECT_EQ(infer("MaxPool", {f32({1, 1, 6, 6})}, k3s2), F({1, 1, 2, 2}));
+  k3s2["ceil_mode"] = int64_t{1};
+  EXPECT_EQ(infer("MaxPool", {f32({1, 1, 6, 6})}, k3s2), F({1, 1, 3, 3}));
+  // ceil_mode: a third window would start in the right padding (index 4 >= 3 + 1), so 2.
+  EXPECT_EQ(infer("MaxPool", {f32({1, 1, 3})},
+                  {{"kernel_shape", Ints{2}}, {"strides", Ints{2}}, {"pads", Ints{1, 1}},
+                   {"ceil_mode", int64_t{1}}}),
+            F({1, 1, 2}));
+  EXPECT_EQ(infer("MaxPool", {f32({1, 1, 5, 5})},
+                  {{"kernel_shape", Ints{3, 3}}, {"strides", Ints{2, 2}},
+                   {"auto_pad", std::string("SAME_LOWER")}}),
+            F({1, 1, 3, 3}));
+  EXPECT_EQ(infer("AveragePool", {f32({1, 2, 7, 7})},
+                  {{"kernel_shape", Ints{3, 3}}, {"strides", Ints{2, 2}}, {"pads", Ints{1, 1, 1, 1}}}),
+            F({1, 2, 4, 4}));
+  EXPECT_EQ(infer("GlobalAveragePool", {f32({2, 3, 5, 5})}), F({2, 3, 1, 1}));
+  EXPECT_EQ(infer("GlobalAveragePool", {f32({2, 3, 5})}), F({2, 3, 1}));
+  EXPECT_TRUE(has(fails("MaxPool", {f32({1, 1, 6, 6})}), "kernel_shape"));
+  fails("MaxPool", {f32({1, 1, 6, 6})}, {{"kernel_shape", Ints{3}}});
+  fails("AveragePool", {f32({6, 6})}, {{"kernel_shape", Ints{3}}});
+  fails("GlobalAveragePool", {f32({2, 3})});
+}
+
+TEST_F(OpsShapeTest, BatchNormalization) {
+  auto p = [&] { return f32({3}); };
+  EXPECT_EQ(infer("BatchNormalization", {f32({2, 3, 4, 4}), p(), p(), p(), p()}),
+            F({2, 3, 4, 4}));
+  EXPECT_EQ(infer("BatchNormalization", {f32({2, 3, 4, 4}), p(), p(), p(), p()},
+                  {{"training_mode", int64_t{1}}}, 3, 2),
+            F({3}));
+  EXPECT_TRUE(has(fails("BatchNormalization", {f32({2, 3, 4, 4}), p(), p(), p(), p()}, {}, 3),
+                  "training_mode"));
+  fails("BatchNormalization", {f32({2, 4, 4, 4}), p(), p(), p(), p()});
+}
+
+TEST_F(OpsShapeTest, FlattenGemmMatMul) {
+  EXPECT_EQ(infer("Flatten", {f32({2, 3, 4, 5})}, {{"axis", int64_t{2}}}), F({6, 20}));
+  EXPECT_EQ(infer("Flatten", {f32({2, 3, 4, 5})}, {{"axis", int64_t{-1}}}), F({24, 5}));
+  EXPECT_EQ(infer("Flatten", {f32({2, 3, 4, 5})}, {{"axis", int64_t{4}}}), F({120, 1}));
+  EXPECT_EQ(infer("Flatten", {f32({2, 3, 4, 5})}, {{"axis", int64_t{0}}}), F({1, 120}));
+  fails("Flatten", {f32({2, 3})}, {{"axis", int64_t{3}}});
+
+  EXPECT_EQ(infer("Gemm", {f32({3, 4}), f32({5, 4}), f32({5})}, {{"transB", int64_t{1}}}),
+            F({3, 5}));
+  EXPECT_EQ(infer("Gemm", {f32({4, 3}), f32({4, 5}), f32({3, 1})}, {{"transA", int64_t{1}}}),
+            F({3, 5}));
+  fails("Gemm", {f32({3, 4}), f32({4, 5}), f32({4})});
+  EXPECT_TRUE(has(fails("Gemm", {f32({3, 4}), f32({3, 5})}), "inner dims"));
+
+  EXPECT_EQ(infer("MatMul", {f32({3}), f32({3})}), F({}));
+  EXPECT_EQ(infer("MatMul", {f32({3}), f32({3, 4})}), F({4}));
+  EXPECT_EQ(infer("MatMul", {f32({2, 3, 4}), f32({4})}), F({2, 3}));
+  EXPECT_EQ(infer("MatMul", {f32({2, 1, 3, 4}), f32({5, 4, 6})}), F({2, 5, 3, 6}));
+  fails("MatMul", {f32({2, 3}), f32({4, 5})});
+  fails("MatMul", {f32({2, 3, 4}), f32({3, 4, 5})});  // batch 2 vs 3
+}
+
+TEST_F(OpsShapeTest, SoftmaxAndReductions) {
+  EXPECT_EQ(infer("Softmax", {f32({2, 3, 4})}), F({2, 3, 4}));
+  EXPECT_EQ(infer("LogSoftmax", {f32({2, 3, 4})}, {{"axis", int64_t{-3}}}), F({2, 3, 4}));
+  EXPECT_TRUE(has(fails("Softmax", {f32({2, 3, 4})}, {{"axis", int64_t{3}}}), "axis 3"));
+
+  EXPECT_EQ(infer("ReduceMean", {f32({2, 3, 4})}, {{"axes", Ints{1}}}), F({2, 1, 4}));
+  EXPECT_EQ(infer("ReduceSum", {f32({2, 3, 4})}, {{"axes", Ints{-1, 0}}, {"keepdims", int64_t{0}}}),
+            F({3}));
+  EXPECT_EQ(infer("ReduceSum", {f32({2, 3, 4})}), F({1, 1, 1}));
+  EXPECT_EQ(infer("ReduceMean", {f32({2, 3, 4})}, {{"keepdims", int64_t{0}}}), F({}));
+  EXPECT_EQ(infer("ReduceSum", {f32({2, 3})}, {{"noop_with_empty_axes", int64_t{1}}}), F({2, 3}));
+  fails("ReduceSum", {f32({2, 3})}, {{"axes", Ints{1, -1}}});
+  fails("ReduceMean", {f32({2, 3})}, {{"axes", Ints{2}}});
+}
+
+TEST_F(OpsShapeTest, LayerNormalization) {
+  EXPECT_EQ(infer("LayerNormalization", {f32({2, 5, 8}), f32({8}), f32({8})}), F({2, 5, 8}));
+  EXPECT_EQ(infer("LayerNormalization", {f32({2, 5, 8}), f32({8})}, {}, 3, 1), F({2, 5, 1}));
+  EXPECT_EQ(infer("LayerNormalization", {in(DType::F16, {2, 5, 8}), in(DType::F16, {5, 8})},
+                  {{"axis", int64_t{1}}}, 3, 2),
+            F({2, 1, 1}));
+  fails("LayerNormalization", {f32({2, 5, 8}), f32({5})});
+  fails("LayerNormalization", {f32({2, 5, 8}), f32({8})}, {{"axis", int64_t{3}}});
+}
+
+TEST_F(OpsShapeTest, ReshapeTransposeSqueeze) {
+  EXPECT_EQ(infer("Reshape", {f32({2, 3, 4})}, {{"shape", Ints{0, -1}}}), F({2, 12}));
+  EXPECT_EQ(infer("Reshape", {f32({2, 3, 4})}, {{"shape", Ints{4, 0, -1}}}), F({4, 3, 2}));
+  EXPECT_EQ(infer("Reshape", {f32({2, 0})}, {{"shape", Ints{0, 5}}, {"allowzero", int64_t{1}}}),
+            F({0, 5}));
+  fails("Reshape", {f32({2, 3, 4})}, {{"shape", Ints{-1, -1}}});
+  fails("Reshape", {f32({2, 3, 4})}, {{"shape", Ints{5, -1}}});
+  fails("Reshape", {f32({2, 3, 4})}, {{"shape", Ints{0, 4}}, {"allowzero", int64_t{1}}});
+  EXPECT_TRUE(has(fails("Reshape", {f32({2, 3})}), "required attribute 'shape'"));
+
+  EXPECT_EQ(infer("Transpose", {f32({2, 3, 4})}), F({4, 3, 2}));
+  EXPECT_EQ(infer("Transpose", {f32({2, 3, 4})}, {{"perm", Ints{0, 2, 1}}}), F({2, 4, 3}));
+  fails("Transpose", {f32({2, 3, 4})}, {{"perm", Ints{0, 0, 1}}});
+
+  EXPECT_EQ(infer("Unsqueeze", {f32({3, 4})}, {{"axes", Ints{0, -1}}}), F({1, 3, 4, 1}));
+  EXPECT_EQ(infer("Unsqueeze", {f32({})}, {{"axes", Ints{0}}}), F({1}));
+  fails("Unsqueeze", {f32({3})}, {{"axes", Ints{0, 0}}});
+  EXPECT_EQ(infer("Squeeze", {f32({1, 3, 1, 4})}), F({3, 4}));
+  EXPECT_EQ(infer("Squeeze", {f32({1, 3, 1, 4})}, {{"axes", Ints{-2}}}), F({1, 3, 4}));
+  EXPECT_TRUE(has(fails("Squeeze", {f32({1, 3})}, {{"axes", Ints{1}}}), "size 3"));
+}
+
+TEST_F(OpsShapeTest, ConcatSplit) {
+  EXPECT_EQ(infer("Concat", {f32({2, 3}), f32({2, 5}), f32({2, 1})}, {{"axis", int64_t{-1}}}),
+            F({2, 9}));
+  EXPECT_EQ(infer("Concat", {f32({2, 3})}, {{"axis", int64_t{0}}}), F({2, 3}));
+  fails("Concat", {f32({2, 3}), f32({3, 3})}, {{"axis", int64_t{1}}});
+  fails("Concat", {f32({2, 3}), i64({2, 3})}, {{"axis", int64_t{0}}});
+  fails("Concat", {f32({2, 3}), f32({2, 3})});  // axis is required
+
+  for (size_t i = 0; i < 3; ++i) EXPECT_EQ(infer("Split", {f32({6, 4})}, {}, 3, i), F({2, 4}));
+  EXPECT_EQ(infer("Split", {f32({6, 4})}, {{"axis", int64_t{1}}, {"split", Ints{1, 3}}}, 2, 1),
+            F({6, 3}));
+  EXPECT_TRUE(has(fails("Split", {f32({6, 4})}, {{"axis", int64_t{1}}}, 3), "equal parts"));
+  fails("Split", {f32({6, 4})}, {{"split", Ints{1, 2}}}, 2);
+}
+
+TEST_F(OpsShapeTest, Slice) {
+  EXPECT_EQ(infer("Slice", {f32({10, 20})},
+                  {{"starts", Ints{1}}, {"ends", Ints{-1}}, {"axes", Ints{0}}}),
+            F({8, 20}));
+  // Full reverse with INT64_MIN end.
+  EXPECT_EQ(infer("Slice", {f32({10, 20})},
+                  {{"starts", Ints{-1}}, {"ends", Ints{kMin}}, {"axes", Ints{1}}, {"steps", Ints{-1}}}),
+            F({10, 20}));
+  // 8, 5, 2.
+  EXPECT_EQ(infer("Slice", {f32({10})}, {{"starts", Ints{8}}, {"ends", Ints{1}}, {"steps", Ints{-3}}}),
+            F({3}));
+  EXPECT_EQ(infer("Slice", {f32({10, 20})},
+                  {{"starts", Ints{0}}, {"ends", Ints{kMax}}, {"axes", Ints{-1}}, {"steps", Ints{3}}}),
+            F({10, 7}));
+  EXPECT_EQ(infer("Slice", {f32({10})}, {{"starts", Ints{5}}, {"ends", Ints{2}}}), F({0}));
+  EXPECT_EQ(infer("Slice", {f32({10})}, {{"starts", Ints{100}}, {"ends", Ints{-100}}, {"steps", Ints{-1}}}),
+            F({10}));
+  fails("Slice", {f32({10})}, {{"starts", Ints{0}}, {"ends", Ints{5}}, {"steps", Ints{0}}});
+  fails("Slice", {f32({10})}, {{"starts", Ints{0}}, {"ends", Ints{5, 6}}});
+  fails("Slice", {f32({10})}, {{"starts", Ints{0}}, {"ends", Ints{5}}, {"axes", Ints{1}}});
+}
+
+TEST_F(OpsShapeTest, GatherExpandTrilu) {
+  EXPECT_EQ(infer("Gather", {f32({5, 4, 3}), i64({2, 2})}, {{"axis", int64_t{1}}}),
+            F({5, 2, 2, 3}));
+  EXPECT_EQ(infer("Gather", {f32({5, 4}), constInts({}, {-1})}), F({4}));
+  fails("Gather", {f32({5, 4}), f32({2})});
+  fails("Gather", {f32({5, 4}), i64({2})}, {{"axis", int64_t{2}}});
+  EXPECT_TRUE(has(fails("Gather", {f32({5, 4}), constInts({1}, {5})}), "out of range"));
+
+  EXPECT_EQ(infer("Expand", {f32({3, 1})}, {{"shape", Ints{2, 1, 4}}}), F({2, 3, 4}));
+  fails("Expand", {f32({3})}, {{"shape", Ints{2}}});
+
+  EXPECT_EQ(infer("Trilu", {i64({2, 4, 4})}, {{"upper", int64_t{0}}, {"k", int64_t{-1}}}),
+            T(DType::I64, {2, 4, 4}));
+  fails("Trilu", {f32({4})});
+}
+
+TEST_F(OpsShapeTest, ShapeRangeConstantOfShape) {
+  EXPECT_EQ(infer("Shape", {f32({2, 3, 4, 5})}), T(DType::I64, {4}));
+  EXPECT_EQ(infer("Shape", {f32({2, 3, 4, 5})}, {{"start", int64_t{1}}, {"end", int64_t{-1}}}),
+            T(DType::I64, {2}));
+  EXPECT_EQ(infer("Shape", {f32({2, 3, 4, 5})}, {{"start", int64_t{-10}}}), T(DType::I64, {4}));
+  EXPECT_EQ(infer("Shape", {f32({2, 3, 4, 5})}, {{"start", int64_t{3}}, {"end", int64_t{1}}}),
+            T(DType::I64, {0}));
+
+  auto scalar = [&](int64_t v) { return constInts({}, {v}); };
+  auto fscalar = [&](double v) {
+    return g.addConstant(g.uniqueName("f"), Tensor::fromDoubles(DType::F32, {}, {v}));
+  };
+  EXPECT_EQ(infer("Range", {scalar(0), scalar(10), scalar(3)}), T(DType::I64, {4}));
+  EXPECT_EQ(infer("Range", {scalar(10), scalar(0), scalar(-3)}), T(DType::I64, {4}));
+  EXPECT_EQ(infer("Range", {scalar(5), scalar(0), scalar(1)}), T(DType::I64, {0}));
+  EXPECT_EQ(infer("Range", {fscalar(1.0), fscalar(2.0), fscalar(0.3)}), F({4}));
+  EXPECT_TRUE(has(fails("Range", {scalar(0), i64({}), scalar(1)}), "needs constant inputs"));
+  fails("Range", {scalar(0), scalar(4), scalar(0)});
+
+  EXPECT_EQ(infer("ConstantOfShape", {constInts({2}, {2, 3})}), F({2, 3}));
+  EXPECT_EQ(infer("ConstantOfShape", {constInts({2}, {2, 3})},
+                  {{"value", Tensor::fromInts(DType::I64, {1}, {7})}}),
+            T(DType::I64, {2, 3}));
+  EXPECT_EQ(infer("ConstantOfShape", {constInts({0}, {})}), F({}));
+  fails("ConstantOfShape", {i64({2})});
+}
+
+TEST_F(OpsShapeTest, DropoutAndLoss) {
+  EXPECT_EQ(infer("Dropout", {f32({4, 8})}, {}, 2, 0), F({4, 8}));
+  EXPECT_EQ(infer("Dropout", {f32({4, 8})}, {{"training_mode", int64_t{1}}}, 2, 1),
+            T(DType::Bool, {4, 8}));
+  fails("Dropout", {f32({4})}, {{"ratio", 1.0}});
+
+  auto sce = [&](Shape scores, Shape labels, AttributeMap attrs = {}, size_t outs = 1, size_t i = 0) {
+    return infer("SoftmaxCrossEntropyLoss", {f32(std::move(scores)), i64(std::move(labels))},
+                 std::move(attrs), outs, i);
+  };
+  EXPECT_EQ(sce({4, 10}, {4}), F({}));
+  EXPECT_EQ(sce({4, 10}, {4}, {{"reduction", std::string("none")}}), F({4}));
+  EXPECT_EQ(sce({4, 10, 7}, {4, 7}, {{"reduction", std::string("none")}}), F({4, 7}));
+  EXPECT_EQ(sce({4, 10, 7}, {4, 7}, {}, 2, 1), F({4, 10, 7}));
+  EXPECT_EQ(infer("SoftmaxCrossEntropyLoss", {f32({4, 10}), in(DType::I32, {4}), f32({10})},
+                  {{"reduction", std::string("sum")}}),
+            F({}));
+  fails("SoftmaxCrossEntropyLoss", {f32({4, 10}), i64({10})});
+  fails("SoftmaxCrossEntropyLoss", {f32({4, 10}), f32({4})});
+  fails("SoftmaxCrossEntropyLoss", {f32({4, 10}), i64({4}), f32({4})});
+  fails("SoftmaxCrossEntropyLoss", {f32({4, 10}), i64({4})}, {{"reduction", std::string("avg")}});
+}
+
+TEST_F(OpsShapeTest, FailedNodeLeavesGraphUnchanged) {
+  Value* x = f32({2, 3});
+  size_t values = g.numValues();
+  fails("Softmax", {x}, {{"axis", int64_t{5}}});
+  EXPECT_EQ(g.numNodes(), 0u);
+  EXPECT_EQ(g.numValues(), values);
+  EXPECT_TRUE(x->users().empty());
+}
+
+}  // namespace
+}  // namespace ds

@@ -1,0 +1,65 @@
+// Helpers shared by the tests: ONNX models from ONNX's text syntax, temp files,
+// and running the project's command-line tools.
+#pragma once
+
+#include <gtest/gtest.h>
+#include <onnx/defs/parser.h>
+#include <onnx/onnx_pb.h>
+
+#include <array>
+#include <cstdio>
+#include <filesystem>
+#include <fstream>
+#include <string>
+
+namespace ds::test {
+
+inline onnx::ModelProto parseOnnxText(const std::string& text) {
+  onnx::ModelProto model;
+  auto status = onnx::OnnxParser::Parse(model, text.c_str());
+  EXPECT_TRUE(status.IsOK()) << status.ErrorMessage();
+  return model;
+}
+
+inline std::string tempPath(const std::string& name) {
+  auto dir = std::filesystem::path(::testing::TempDir()) / "dscompile_tests";
+  std::filesystem::create_directories(dir);
+  return (dir / name).string();
+}
+
+inline std::string writeModel(const onnx::ModelProto& model, const std::string& name) {
+  std::string path = tempPath(name);
+  std::ofstream out(path, std::ios::binary);
+  model.SerializeToOstream(&out);
+  return path;
+}
+
+inline void writeFile(const std::string& path, const std::string& contents) {
+  std::ofstream out(path, std::ios::binary);
+  out << contents;
+}
+
+struct CommandResult {
+  int exit_code;
+  std::string output;  // stdout and stderr together
+};
+
+inline CommandResult runCommand(const std::string& cmd) {
+  CommandResult r{-1, ""};
+  FILE* pipe = popen((cmd + " 2>&1").c_str(), "r");
+  if (!pipe) return r;
+  std::array<char, 4096> buf;
+  size_t n;
+  while ((n = fread(buf.data(), 1, buf.size(), pipe)) > 0) r.output.append(buf.data(), n);
+  int status = pclose(pipe);
+  r.exit_code = WIFEXITED(status) ? WEXITSTATUS(status) : -1;
+  return r;
+}
+
+inline std::string binary(const std::string& name) { return std::string(DS_BINARY_DIR) + "/" + name; }
+
+inline bool contains(const std::string& haystack, const std::string& needle) {
+  return haystack.find(needle) != std::string::npos;
+}
+
+}  // namespace ds::test
