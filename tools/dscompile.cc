@@ -64,8 +64,9 @@ int main(int argc, char** argv) {
   try {
     app.parse(argc, argv);
   } catch (const CLI::ParseError& e) {
-    int code = app.exit(e);
-    return code == 0 ? 0 : ds::kUserErrorExitCode;
+    if (e.get_exit_code() == 0) return app.exit(e);  // --help
+    std::cerr << "dscompile: error: " << e.what() << " (see --help)\n";
+    return ds::kUserErrorExitCode;
   }
   try {
     return run(args);

@@ -5,6 +5,7 @@
 //   dsmodel resnet50 [--stem imagenet|cifar --classes 10 --image 32] -o r50.onnx
 //   dsmodel gpt [--preset small|xl] [--layers .. --d-model .. --heads .. ] -o gpt.onnx
 #include <CLI/CLI.hpp>
+#include <algorithm>
 #include <cerrno>
 #include <chrono>
 #include <cstdio>
@@ -116,7 +117,8 @@ int run(int argc, char** argv) {
   addResNetCommands(app, resnet, chosen, commands);
   commands.push_back(addGptCommand(app, gpt, preset, chosen));
   for (CLI::App* command : commands) addCommonOptions(command, common);
-  if (argc > 1 && argv[1][0] != '-' && app.get_subcommand_no_throw(argv[1]) == nullptr) {
+  const auto named = [&](CLI::App* command) { return command->get_name() == argv[1]; };
+  if (argc > 1 && argv[1][0] != '-' && std::none_of(commands.begin(), commands.end(), named)) {
     std::cerr << "dsmodel: error: unknown model '" << argv[1]
               << "' (expected mlp, resnet18, resnet34, resnet50, resnet101, resnet152 or gpt)\n";
     return ds::kUserErrorExitCode;

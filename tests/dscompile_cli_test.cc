@@ -1,0 +1,114 @@
+// dscompile end to end: summary on a small model, and bad input of every kind
+// gives one line on stderr and exit code 2.
+#include <gtest/gtest.h>
+
+#include "frontend/ds_config.h"
+#include "frontend/summary.h"
+#include "ir/error.h"
+#include "tests/test_util.h"
+
+namespace ds {
+namespace {
+
+using test::contains;
+
+std::string smallModel() {
+  static const std::string path = test::writeModel(test::parseOnnxText(R"(
+<ir_version: 8, opset_import: ["" : 17]>
+mlp (float[batch, 4] input) => (float[batch, 2] logits)
+<float[4, 2] w = {1, 2, 3, 4, 5, 6, 7, 8}, float[2] b = {0.5, -0.5}>
+{
+  h = MatMul(input, w)
+  logits = Add(h, b)
+}
+)"),
+                                                   "cli_mlp.onnx");
+  return path;
+}
+
+test::CommandResult dscompile(const std::string& args) {
+  return test::runCommand(test::binary("dscompile") + " " + args);
+}
+
+void expectOneLineError(const test::CommandResult& r, const std::string& message) {
+  EXPECT_EQ(r.exit_code, 2) << r.output;
+  EXPECT_TRUE(contains(r.output, message)) << r.output;
+  EXPECT_EQ(std::count(r.output.begin(), r.output.end(), '\n'), 1) << r.output;
+}
+
+TEST(DscompileCli, PrintsSummaryWithZeroAccounting) {
+  auto r = dscompile(smallModel() + " --batch 4 --gpus 2 --zero 2 --dump summary");
+  ASSERT_EQ(r.exit_code, 0) << r.output;
+  EXPECT_TRUE(contains(r.output, "micro-batch 4 x accumulation 1 x 2 ranks = train batch 8"));
+  EXPECT_TRUE(contains(r.output, "parameters    10 (40 B in fp32)")) << r.output;
+  EXPECT_TRUE(contains(r.output, "  > ZeRO-2 on 2 ranks")) << r.output;
+  EXPECT_TRUE(contains(r.output, "MatMul 1")) << r.output;
+}
+
+TEST(DscompileCli, DumpsVerifiedIrAndWritesOutput) {
+  std::string out = test::tempPath("cli_mlp.ir");
+  auto r = dscompile(smallModel() + " --batch 3 --dump ir -o " + out);
+  ASSERT_EQ(r.exit_code, 0) << r.output;
+  EXPECT_TRUE(contains(r.output, "input %input : f32[3,4]")) << r.output;
+  EXPECT_TRUE(std::filesystem::file_size(out) > 0);
+}
+
+TEST(DscompileCli, BadInputIsOneLineAndExitCode2) {
+  std::string cfg = test::tempPath("bad_stage.json");
+  test::writeFile(cfg, R"({"train_micro_batch_size_per_gpu": 4, "zero_optimization": {"stage": 7}})");
+  expectOneLineError(dscompile(smallModel() + " --config " + cfg),
+                     "zero_optimization.stage: must be 0, 1, 2 or 3, is 7");
+  expectOneLineError(dscompile("/nonexistent.onnx --batch 2"), "/nonexistent.onnx: cannot open file");
+  expectOneLineError(dscompile(smallModel()), "symbolic batch dimension 'batch'");
+  expectOneLineError(dscompile(smallModel() + " --batch 2 --zero 5"), "--zero: must be 0, 1, 2 or 3");
+  expectOneLineError(dscompile(smallModel() + " --batch 2 --dump everything"), "--dump");
+  std::string bad_json = test::tempPath("bad.json");
+  test::writeFile(bad_json, "{ \"train_batch_size\": 8, ");
+  expectOneLineError(dscompile(smallModel() + " --config " + bad_json), "not valid JSON");
+}
+
+TEST(DscompileCli, HelpDocumentsEveryFlag) {
+  auto r = dscompile("--help");
+  EXPECT_EQ(r.exit_code, 0);
+  for (const char* flag : {"--config", "--zero", "--gpus", "--world-size", "--batch", "--output",
+                           "--dump", "--dump-after"})
+    EXPECT_TRUE(contains(r.output, flag)) << flag;
+}
+
+TEST(DsConfig, ReferenceConfigLoadsAndResolvesTheBatch) {
+  DsConfig c = loadDsConfig(std::string(DS_SOURCE_DIR) + "/configs/ds_config_resnet101_zero3.json");
+  resolveBatch(c, 8);
+  EXPECT_EQ(*c.micro_batch, 128);
+  EXPECT_EQ(*c.train_batch_size, 1024);
+  EXPECT_EQ(*c.gradient_accumulation_steps, 1);
+  EXPECT_EQ(c.zero_stage, 3);
+  EXPECT_TRUE(c.fp16);
+  EXPECT_TRUE(c.offload_optimizer);
+}
+
+TEST(DsConfig, BatchArithmeticFollowsDeepSpeed) {
+  DsConfig only_total = parseDsConfig(R"({"train_batch_size": 64, "gradient_accumulation_steps": 2})", "t");
+  resolveBatch(only_total, 4);
+  EXPECT_EQ(*only_total.micro_batch, 8);
+  DsConfig inconsistent = parseDsConfig(
+      R"({"train_batch_size": 64, "train_micro_batch_size_per_gpu": 4, "gradient_accumulation_steps": 2})",
+      "t");
+  try {
+    resolveBatch(inconsistent, 4);
+    FAIL() << "accepted 64 != 4 x 2 x 4";
+  } catch (const Error& e) {
+    EXPECT_TRUE(contains(e.what(), "train_batch_size 64 != train_micro_batch_size_per_gpu 4")) << e.what();
+  }
+}
+
+TEST(ZeroAccounting, MatchesThePaper) {
+  // Psi = 7.5B on 64 ranks (ZeRO paper, Figure 1): 120 GB, 31.4 GB, 16.6 GB, 1.88 GB.
+  const int64_t psi = 7'500'000'000;
+  EXPECT_NEAR(zeroModelStates(psi, 0, 64).total() / 1e9, 120.0, 0.1);
+  EXPECT_NEAR(zeroModelStates(psi, 1, 64).total() / 1e9, 31.4, 0.1);
+  EXPECT_NEAR(zeroModelStates(psi, 2, 64).total() / 1e9, 16.6, 0.1);
+  EXPECT_NEAR(zeroModelStates(psi, 3, 64).total() / 1e9, 1.88, 0.01);
+}
+
+}  // namespace
+}  // namespace ds
