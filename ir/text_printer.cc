@@ -103,13 +103,13 @@ std::string formatAttr(const Attribute& a) {
 
 void printSource(std::ostream& os, const Value& v, const PrintOptions& options) {
   os << "  " << roleName(v.role()) << " %" << nameToken(v.name()) << " : " << v.type().toString();
+  // Constants always show their value; one parsed from an elided dump has none and
+  // prints as elided again, so dumps round-trip.
   bool wants_data = v.role() == Role::Constant || options.print_weights;
-  if (v.hasData() && wants_data) {
-    if (v.data().numel() <= options.max_data_elements)
-      os << " = " << formatData(v.data());
-    else
-      os << " = <elided>";
-  }
+  if (wants_data && v.hasData() && v.data().numel() <= options.max_data_elements)
+    os << " = " << formatData(v.data());
+  else if (wants_data && (v.hasData() || v.role() == Role::Constant))
+    os << " = <elided>";
   os << "\n";
 }
 

@@ -12,6 +12,7 @@ Usage: /usr/bin/python3 models/export_torch.py resnet18|resnet34|resnet50|resnet
 import argparse
 import math
 import sys
+import warnings
 
 RESNETS = ("resnet18", "resnet34", "resnet50", "resnet101", "resnet152")
 FAMILIES = RESNETS + ("mlp", "gpt")
@@ -152,6 +153,8 @@ def build(torch, args):
 def main(argv):
     args = parse_args(argv)
     import torch
+    # Expected for training-mode BN: num_batches_tracked updates are dropped from the graph.
+    warnings.filterwarnings("ignore", message=".*Removing mutation from node aten::add_")
     torch.manual_seed(args.seed)
     model, example, input_name = build(torch, args)
     model.train()

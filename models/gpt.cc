@@ -16,7 +16,7 @@ constexpr double kInitStd = 0.02;
 constexpr float kLayerNormEpsilon = 1e-5f;
 constexpr float kMaskedScore = -1e9f;  // softmax weight exp(-1e9 - max) is exactly 0
 
-// Emits one GPT-2 model; constant helpers are initializers shared by all blocks.
+// Emits one GPT-2 model; constant helpers are Constant nodes shared by all blocks.
 class GptEmitter {
  public:
   GptEmitter(OnnxBuilder& builder, const GptOptions& options)
@@ -26,19 +26,19 @@ class GptEmitter {
     const int64_t t = o_.seq;
     std::vector<int64_t> positions(t);
     for (int64_t i = 0; i < t; ++i) positions[i] = i;
-    b_.addInt64("position_ids", {t}, positions);
+    b_.addInt64Constant("position_ids", {t}, positions);
     std::vector<float> mask(t * t, 0.0f);
     for (int64_t row = 0; row < t; ++row) {
       for (int64_t col = row + 1; col < t; ++col) mask[row * t + col] = kMaskedScore;
     }
-    b_.addFloat("attn.causal_mask", {t, t}, mask);
-    b_.addFloat("attn.scale", {}, {static_cast<float>(1.0 / std::sqrt(double(head_dim_)))});
-    b_.addInt64("attn.qkv_split", {3}, {o_.d_model, o_.d_model, o_.d_model});
-    b_.addInt64("attn.heads_shape", {4}, {0, t, o_.heads, head_dim_});
-    b_.addInt64("attn.merge_shape", {3}, {0, t, o_.d_model});
-    b_.addFloat("gelu.sqrt2", {}, {static_cast<float>(std::numbers::sqrt2)});
-    b_.addFloat("gelu.one", {}, {1.0f});
-    b_.addFloat("gelu.half", {}, {0.5f});
+    b_.addFloatConstant("attn.causal_mask", {t, t}, mask);
+    b_.addFloatConstant("attn.scale", {}, {static_cast<float>(1.0 / std::sqrt(double(head_dim_)))});
+    b_.addInt64Constant("attn.qkv_split", {3}, {o_.d_model, o_.d_model, o_.d_model});
+    b_.addInt64Constant("attn.heads_shape", {4}, {0, t, o_.heads, head_dim_});
+    b_.addInt64Constant("attn.merge_shape", {3}, {0, t, o_.d_model});
+    b_.addFloatConstant("gelu.sqrt2", {}, {static_cast<float>(std::numbers::sqrt2)});
+    b_.addFloatConstant("gelu.one", {}, {1.0f});
+    b_.addFloatConstant("gelu.half", {}, {0.5f});
   }
 
   std::string embeddings() {

@@ -118,6 +118,38 @@ const std::string& OnnxBuilder::addInt64(const std::string& name, const std::vec
   return tensor->name();
 }
 
+namespace {
+
+template <typename T>
+onnx::AttributeProto tensorAttr(const std::string& name, onnx::TensorProto::DataType type,
+                                const std::vector<int64_t>& dims, const std::vector<T>& values) {
+  DS_CHECK(elementCount(dims) == static_cast<int64_t>(values.size()), "constant '", name, "': ",
+           values.size(), " values for ", elementCount(dims), " elements");
+  onnx::AttributeProto attr;
+  attr.set_name("value");
+  attr.set_type(onnx::AttributeProto::TENSOR);
+  onnx::TensorProto* tensor = attr.mutable_t();
+  tensor->set_name(name);
+  tensor->set_data_type(type);
+  for (int64_t d : dims) tensor->add_dims(d);
+  setRawData(tensor, values);
+  return attr;
+}
+
+}  // namespace
+
+std::string OnnxBuilder::addFloatConstant(const std::string& name,
+                                          const std::vector<int64_t>& dims,
+                                          const std::vector<float>& values) {
+  return add("Constant", {}, name, {tensorAttr(name, onnx::TensorProto::FLOAT, dims, values)});
+}
+
+std::string OnnxBuilder::addInt64Constant(const std::string& name,
+                                          const std::vector<int64_t>& dims,
+                                          const std::vector<int64_t>& values) {
+  return add("Constant", {}, name, {tensorAttr(name, onnx::TensorProto::INT64, dims, values)});
+}
+
 std::string OnnxBuilder::uniqueName(const std::string& wanted) {
   std::string name = wanted;
   for (int i = 1; used_names_.count(name) != 0; ++i) name = wanted + "_" + std::to_string(i);

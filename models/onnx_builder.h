@@ -44,6 +44,13 @@ class OnnxBuilder {
   const std::string& addInt64(const std::string& name, const std::vector<int64_t>& dims,
                               const std::vector<int64_t>& values);
 
+  // Adds a Constant node (a non-trainable tensor: masks, scales, shapes); returns its output.
+  // Initializers are trainable parameters to the importer, so constants must not be ones.
+  std::string addFloatConstant(const std::string& name, const std::vector<int64_t>& dims,
+                               const std::vector<float>& values);
+  std::string addInt64Constant(const std::string& name, const std::vector<int64_t>& dims,
+                               const std::vector<int64_t>& values);
+
   // Adds a node with one output named after `name` (made unique); returns the output.
   std::string add(const std::string& op, const std::vector<std::string>& inputs,
                   const std::string& name, const std::vector<onnx::AttributeProto>& attrs = {});

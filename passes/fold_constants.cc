@@ -50,20 +50,25 @@ Tensor mapElements(const Tensor& in, const TensorType& type, SrcOf src_of) {
 
 Tensor evalShape(const EvalArgs& a) {
   const Shape& shape = a.node.input(0)->shape();
-  auto [start, end] = shapeOpRange(a.node.i("start"), a.node.i("end"),
-                                   static_cast<int64_t>(shape.size()));
+  auto [start, end] =
+      shapeOpRange(a.node.i("start"), a.node.i("end"), static_cast<int64_t>(shape.size()));
   return Tensor::fromInts(DType::I64, a.out.shape,
                           std::vector<int64_t>(shape.begin() + start, shape.begin() + end));
 }
 
-Tensor evalReshape(const EvalArgs& a) { return a.input(0).reshaped(a.out.shape); }
+Tensor evalReshape(const EvalArgs& a) {
+  return a.input(0).reshaped(a.out.shape);
+}
 
-Tensor evalCast(const EvalArgs& a) { return a.input(0).castTo(a.out.dtype); }
+Tensor evalCast(const EvalArgs& a) {
+  return a.input(0).castTo(a.out.dtype);
+}
 
 Tensor evalGather(const EvalArgs& a) {
   const Tensor& data = a.input(0);
   std::vector<int64_t> indices = a.input(1).toInts();
-  int64_t axis = InferContext(a.node).axis(a.node.i("axis"), static_cast<int64_t>(data.shape().size()));
+  int64_t axis =
+      InferContext(a.node).axis(a.node.i("axis"), static_cast<int64_t>(data.shape().size()));
   int64_t dim = data.shape()[axis];
   int64_t inner = numElements(Shape(data.shape().begin() + axis + 1, data.shape().end()));
   int64_t outer = numElements(Shape(data.shape().begin(), data.shape().begin() + axis));
@@ -81,7 +86,8 @@ Tensor evalGather(const EvalArgs& a) {
 }
 
 Tensor evalConcat(const EvalArgs& a) {
-  int64_t axis = InferContext(a.node).axis(a.node.i("axis"), static_cast<int64_t>(a.out.shape.size()));
+  int64_t axis =
+      InferContext(a.node).axis(a.node.i("axis"), static_cast<int64_t>(a.out.shape.size()));
   int64_t outer = numElements(Shape(a.out.shape.begin(), a.out.shape.begin() + axis));
   Tensor out(a.out);
   int64_t o = 0;
@@ -163,14 +169,19 @@ Tensor evalWhere(const EvalArgs& a) {
 }
 
 // Exact integer arithmetic on int64 with two's-complement wrapping.
-int64_t wrap(uint64_t v) { return static_cast<int64_t>(v); }
+int64_t wrap(uint64_t v) {
+  return static_cast<int64_t>(v);
+}
 
 int64_t intOp(const EvalArgs& a, char op, int64_t x, int64_t y) {
   auto ux = static_cast<uint64_t>(x), uy = static_cast<uint64_t>(y);
   switch (op) {
-    case '+': return wrap(ux + uy);
-    case '-': return wrap(ux - uy);
-    case '*': return wrap(ux * uy);
+    case '+':
+      return wrap(ux + uy);
+    case '-':
+      return wrap(ux - uy);
+    case '*':
+      return wrap(ux * uy);
     default:
       DS_CHECK(y != 0, a.node.describe(), ": integer division by zero");
       if (y == -1) return wrap(0 - ux);  // avoids INT64_MIN / -1 overflow
@@ -180,10 +191,14 @@ int64_t intOp(const EvalArgs& a, char op, int64_t x, int64_t y) {
 
 double floatOp(char op, double x, double y) {
   switch (op) {
-    case '+': return x + y;
-    case '-': return x - y;
-    case '*': return x * y;
-    default: return x / y;
+    case '+':
+      return x + y;
+    case '-':
+      return x - y;
+    case '*':
+      return x * y;
+    default:
+      return x / y;
   }
 }
 
@@ -200,22 +215,23 @@ Tensor binary(const EvalArgs& a, Apply apply) {
 
 Evaluator arithmetic(char op) {
   return [op](const EvalArgs& a) {
-    return binary(a, [&](Tensor& out, int64_t i, const Tensor& x, int64_t xi, const Tensor& y,
-                         int64_t yi) {
-      if (isFloat(out.dtype()))
-        out.setDouble(i, floatOp(op, x.getDouble(xi), y.getDouble(yi)));
-      else
-        out.setInt(i, intOp(a, op, x.getInt(xi), y.getInt(yi)));
-    });
+    return binary(
+        a, [&](Tensor& out, int64_t i, const Tensor& x, int64_t xi, const Tensor& y, int64_t yi) {
+          if (isFloat(out.dtype()))
+            out.setDouble(i, floatOp(op, x.getDouble(xi), y.getDouble(yi)));
+          else
+            out.setInt(i, intOp(a, op, x.getInt(xi), y.getInt(yi)));
+        });
   };
 }
 
 Tensor evalEqual(const EvalArgs& a) {
-  return binary(a, [](Tensor& out, int64_t i, const Tensor& x, int64_t xi, const Tensor& y,
-                      int64_t yi) {
-    bool eq = isFloat(x.dtype()) ? x.getDouble(xi) == y.getDouble(yi) : x.getInt(xi) == y.getInt(yi);
-    out.setInt(i, eq ? 1 : 0);
-  });
+  return binary(
+      a, [](Tensor& out, int64_t i, const Tensor& x, int64_t xi, const Tensor& y, int64_t yi) {
+        bool eq =
+            isFloat(x.dtype()) ? x.getDouble(xi) == y.getDouble(yi) : x.getInt(xi) == y.getInt(yi);
+        out.setInt(i, eq ? 1 : 0);
+      });
 }
 
 Tensor evalNeg(const EvalArgs& a) {
@@ -232,26 +248,13 @@ Tensor evalNeg(const EvalArgs& a) {
 
 const std::map<std::string, Evaluator>& evaluators() {
   static const std::map<std::string, Evaluator> table = {
-      {"Shape", evalShape},
-      {"Gather", evalGather},
-      {"Unsqueeze", evalReshape},
-      {"Squeeze", evalReshape},
-      {"Reshape", evalReshape},
-      {"Identity", evalReshape},
-      {"Concat", evalConcat},
-      {"Range", evalRange},
-      {"ConstantOfShape", evalConstantOfShape},
-      {"Cast", evalCast},
-      {"Equal", evalEqual},
-      {"Where", evalWhere},
-      {"Slice", evalSlice},
-      {"Expand", evalExpand},
-      {"Transpose", evalTranspose},
-      {"Add", arithmetic('+')},
-      {"Sub", arithmetic('-')},
-      {"Mul", arithmetic('*')},
-      {"Div", arithmetic('/')},
-      {"Neg", evalNeg},
+      {"Shape", evalShape},     {"Gather", evalGather},   {"Unsqueeze", evalReshape},
+      {"Squeeze", evalReshape}, {"Reshape", evalReshape}, {"Identity", evalReshape},
+      {"Concat", evalConcat},   {"Range", evalRange},     {"ConstantOfShape", evalConstantOfShape},
+      {"Cast", evalCast},       {"Equal", evalEqual},     {"Where", evalWhere},
+      {"Slice", evalSlice},     {"Expand", evalExpand},   {"Transpose", evalTranspose},
+      {"Add", arithmetic('+')}, {"Sub", arithmetic('-')}, {"Mul", arithmetic('*')},
+      {"Div", arithmetic('/')}, {"Neg", evalNeg},
   };
   return table;
 }
@@ -299,8 +302,8 @@ bool foldNode(Graph& graph, Node* node) {
   for (size_t i = 0; i < results.size(); ++i) {
     Value* out = node->output(i);
     names.push_back(out->name());
-    Value* tmp = graph.addSource(graph.uniqueName(out->name() + "_folding"), out->type(),
-                                 Role::Constant);
+    Value* tmp =
+        graph.addSource(graph.uniqueName(out->name() + "_folding"), out->type(), Role::Constant);
     graph.replaceAllUsesWith(out, tmp);
     placeholders.push_back(tmp);
   }

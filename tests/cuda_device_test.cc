@@ -14,5 +14,7 @@ TEST(CudaDevice, ReportsDevicesOrAReason) {
   EXPECT_NE(ds::cuda::describeDevice(0).find("sm_"), std::string::npos);
 }
 #else
-TEST(CudaDevice, ReportsDevicesOrAReason) { GTEST_SKIP() << "built without CUDA (DS_ENABLE_CUDA=OFF or no nvcc)"; }
+TEST(CudaDevice, ReportsDevicesOrAReason) {
+  GTEST_SKIP() << "built without CUDA (DS_ENABLE_CUDA=OFF or no nvcc)";
+}
 #endif

@@ -55,12 +55,15 @@ TEST(DscompileCli, DumpsVerifiedIrAndWritesOutput) {
 
 TEST(DscompileCli, BadInputIsOneLineAndExitCode2) {
   std::string cfg = test::tempPath("bad_stage.json");
-  test::writeFile(cfg, R"({"train_micro_batch_size_per_gpu": 4, "zero_optimization": {"stage": 7}})");
+  test::writeFile(cfg,
+                  R"({"train_micro_batch_size_per_gpu": 4, "zero_optimization": {"stage": 7}})");
   expectOneLineError(dscompile(smallModel() + " --config " + cfg),
                      "zero_optimization.stage: must be 0, 1, 2 or 3, is 7");
-  expectOneLineError(dscompile("/nonexistent.onnx --batch 2"), "/nonexistent.onnx: cannot open file");
+  expectOneLineError(dscompile("/nonexistent.onnx --batch 2"),
+                     "/nonexistent.onnx: cannot open file");
   expectOneLineError(dscompile(smallModel()), "symbolic batch dimension 'batch'");
-  expectOneLineError(dscompile(smallModel() + " --batch 2 --zero 5"), "--zero: must be 0, 1, 2 or 3");
+  expectOneLineError(dscompile(smallModel() + " --batch 2 --zero 5"),
+                     "--zero: must be 0, 1, 2 or 3");
   expectOneLineError(dscompile(smallModel() + " --batch 2 --dump everything"), "--dump");
   std::string bad_json = test::tempPath("bad.json");
   test::writeFile(bad_json, "{ \"train_batch_size\": 8, ");
@@ -87,7 +90,8 @@ TEST(DsConfig, ReferenceConfigLoadsAndResolvesTheBatch) {
 }
 
 TEST(DsConfig, BatchArithmeticFollowsDeepSpeed) {
-  DsConfig only_total = parseDsConfig(R"({"train_batch_size": 64, "gradient_accumulation_steps": 2})", "t");
+  DsConfig only_total =
+      parseDsConfig(R"({"train_batch_size": 64, "gradient_accumulation_steps": 2})", "t");
   resolveBatch(only_total, 4);
   EXPECT_EQ(*only_total.micro_batch, 8);
   DsConfig inconsistent = parseDsConfig(
@@ -97,7 +101,8 @@ TEST(DsConfig, BatchArithmeticFollowsDeepSpeed) {
     resolveBatch(inconsistent, 4);
     FAIL() << "accepted 64 != 4 x 2 x 4";
   } catch (const Error& e) {
-    EXPECT_TRUE(contains(e.what(), "train_batch_size 64 != train_micro_batch_size_per_gpu 4")) << e.what();
+    EXPECT_TRUE(contains(e.what(), "train_batch_size 64 != train_micro_batch_size_per_gpu 4"))
+        << e.what();
   }
 }
 

@@ -95,7 +95,8 @@ TEST_F(FoldTest, FoldedValueKeepsNameAndUses) {
 }
 
 TEST_F(FoldTest, RangeAndConstantOfShape) {
-  EXPECT_EQ(fold("Range", {i64({}, {0}), i64({}, {10}), i64({}, {3})}).toInts(), (Ints{0, 3, 6, 9}));
+  EXPECT_EQ(fold("Range", {i64({}, {0}), i64({}, {10}), i64({}, {3})}).toInts(),
+            (Ints{0, 3, 6, 9}));
   EXPECT_EQ(fold("Range", {i64({}, {10}), i64({}, {0}), i64({}, {-4})}).toInts(), (Ints{10, 6, 2}));
   auto f = [&](double v) { return doubles(DType::F32, {}, {v}); };
   EXPECT_EQ(fold("Range", {f(1.0), f(2.0), f(0.25)}).toDoubles(),
@@ -104,8 +105,8 @@ TEST_F(FoldTest, RangeAndConstantOfShape) {
   const Tensor& zeros = fold("ConstantOfShape", {i64({2}, {2, 2})});
   EXPECT_EQ(zeros.type(), (TensorType{DType::F32, {2, 2}}));
   EXPECT_EQ(zeros.toDoubles(), (std::vector<double>{0, 0, 0, 0}));
-  const Tensor& sevens = fold("ConstantOfShape", {i64({1}, {3})},
-                              {{"value", Tensor::fromInts(DType::I32, {1}, {7})}});
+  const Tensor& sevens =
+      fold("ConstantOfShape", {i64({1}, {3})}, {{"value", Tensor::fromInts(DType::I32, {1}, {7})}});
   EXPECT_EQ(sevens.type(), (TensorType{DType::I32, {3}}));
   EXPECT_EQ(sevens.toInts(), (Ints{7, 7, 7}));
 }
@@ -146,8 +147,7 @@ TEST_F(FoldTest, IntegerArithmetic) {
   // Exact beyond double precision: 2^53 + 1.
   int64_t big = (int64_t{1} << 53) + 1;
   EXPECT_EQ(fold("Add", {i64({}, {big}), i64({}, {2})}).toInts(), (Ints{big + 2}));
-  EXPECT_EQ(fold("Div", {doubles(DType::F32, {1}, {7}), doubles(DType::F32, {1}, {2})})
-                .toDoubles(),
+  EXPECT_EQ(fold("Div", {doubles(DType::F32, {1}, {7}), doubles(DType::F32, {1}, {2})}).toDoubles(),
             (std::vector<double>{3.5}));
 
   Node* div0 = g.addNode("Div", {i64({1}, {1}), i64({1}, {0})}, {}, {}, "div0");
@@ -162,8 +162,11 @@ TEST_F(FoldTest, IntegerArithmetic) {
 TEST_F(FoldTest, DataMovement) {
   auto m = [&] { return i64({2, 3}, {0, 1, 2, 3, 4, 5}); };
   EXPECT_EQ(fold("Transpose", {m()}).toInts(), (Ints{0, 3, 1, 4, 2, 5}));
-  EXPECT_EQ(fold("Slice", {m()}, {{"starts", Ints{-1}}, {"ends", Ints{std::numeric_limits<int64_t>::min()}},
-                                {"axes", Ints{1}}, {"steps", Ints{-2}}})
+  EXPECT_EQ(fold("Slice", {m()},
+                 {{"starts", Ints{-1}},
+                  {"ends", Ints{std::numeric_limits<int64_t>::min()}},
+                  {"axes", Ints{1}},
+                  {"steps", Ints{-2}}})
                 .toInts(),
             (Ints{2, 0, 5, 3}));
   EXPECT_EQ(fold("Gather", {m(), i64({2, 2}, {1, -1, 0, 0})}, {{"axis", int64_t{1}}}).toInts(),

@@ -93,8 +93,7 @@ TEST(IrText, ParseErrorsNameLineAndColumn) {
       {"graph g {\n  input %x : f99[2]\n  return %x\n}", "line 2:14: unknown dtype 'f99'"},
       {"graph g {\n  input %x : f32[2]\n  %y = Frobnicate(%x) : f32[2]\n  return %y\n}",
        "unknown op 'Frobnicate'"},
-      {"graph g {\n  input %x : f32[2]\n  input %x : f32[2]\n  return %x\n}",
-       "defined twice"},
+      {"graph g {\n  input %x : f32[2]\n  input %x : f32[2]\n  return %x\n}", "defined twice"},
       {"graph g {\n  const %c : i64[3] = [1, 2]\n  return %c\n}", "needs 3 values, got 2"},
       {"graph g {\n  input %x : f32[2]\n  return %x\n", "expected '}'"},
   };
@@ -119,28 +118,33 @@ TEST(IrVerifier, CatchesBrokenGraphs) {
   input %x : f32[2,3]
   %y = Relu(%x) : f32[3,2] @r
   return %y
-})", "is typed f32[3,2] but its shape rule gives f32[2,3]"},
+})",
+       "is typed f32[3,2] but its shape rule gives f32[2,3]"},
       {R"(graph g {
   input %x : f32[2,3]
   %y = Relu(%x) {alpha = 1.0} : f32[2,3] @r
   return %y
-})", "unknown attribute 'alpha'"},
+})",
+       "unknown attribute 'alpha'"},
       {R"(graph g {
   input %x : f32[2,3]
   %y = Add(%x) : f32[2,3] @a
   return %y
-})", "inputs, got 1"},
+})",
+       "inputs, got 1"},
       {R"(graph g {
   input %x : f32[2,3]
   input %w : f32[4,5]
   %y = MatMul(%x, %w) : f32[2,5] @mm
   return %y
-})", "node 'mm' (MatMul)"},
+})",
+       "node 'mm' (MatMul)"},
       {R"(graph g {
   input %x : f32[2,3]
   %y = Reshape(%x) {shape = "oops"} : f32[6] @r
   return %y
-})", "attribute 'shape' must be ints"},
+})",
+       "attribute 'shape' must be ints"},
   };
   for (const Case& c : cases) {
     auto g = parseGraph(c.text);

@@ -62,7 +62,8 @@ TEST(OnnxImport, StaticBatchDisagreeingWithMicroBatchNamesBothNumbers) {
 g (float[8, 4] input) => (float[8, 4] y) { y = Relu(input) }
 )");
   std::string msg = importError(test::writeModel(model, "static.onnx"), batched(32));
-  EXPECT_TRUE(contains(msg, "graph input 'input' has a static batch of 8 but the micro-batch is 32"))
+  EXPECT_TRUE(
+      contains(msg, "graph input 'input' has a static batch of 8 but the micro-batch is 32"))
       << msg;
 }
 

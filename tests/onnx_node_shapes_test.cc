@@ -72,8 +72,8 @@ Outcome checkCase(const fs::path& dir, std::string* why) {
     TensorType want{*dtype, Shape(expected.dims().begin(), expected.dims().end())};
     const TensorType& got = g->outputs()[i]->type();
     if (got != want) {
-      *why = "output " + std::to_string(i) + " is " + got.toString() + ", expected " +
-             want.toString();
+      *why =
+          "output " + std::to_string(i) + " is " + got.toString() + ", expected " + want.toString();
       return Outcome::Failed;
     }
   }
@@ -89,8 +89,12 @@ TEST(OnnxNodeShapes, InferredTypesMatchConformanceOutputs) {
   for (const fs::path& dir : dirs) {
     std::string why;
     switch (checkCase(dir, &why)) {
-      case Outcome::Passed: ++passed; break;
-      case Outcome::Unsupported: ++unsupported; break;
+      case Outcome::Passed:
+        ++passed;
+        break;
+      case Outcome::Unsupported:
+        ++unsupported;
+        break;
       case Outcome::Failed:
         ++failed;
         ADD_FAILURE() << dir.filename().string() << ": " << why;

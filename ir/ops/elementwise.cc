@@ -29,7 +29,8 @@ OpSchema unary(const std::string& name, Accepts accepts, std::vector<AttrSpec> a
 }
 
 OpSchema gelu() {
-  OpSchema s = unary("Gelu", Accepts::Float, {{"approximate", AttrKind::String, std::string("none")}});
+  OpSchema s =
+      unary("Gelu", Accepts::Float, {{"approximate", AttrKind::String, std::string("none")}});
   s.infer = [](InferContext& ctx) {
     requireOneOf(ctx, "approximate", ctx.node().s("approximate"), {"none", "tanh"});
     requireFloat(ctx, 0);

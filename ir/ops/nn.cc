@@ -57,8 +57,8 @@ int64_t windowDim(const InferContext& ctx, const Window& w, size_t i, int64_t in
   int64_t pad_begin = w.auto_pad == "NOTSET" ? w.pads[i] : 0;
   int64_t padded = in + pad_begin + (w.auto_pad == "NOTSET" ? w.pads[i + k] : 0);
   if (padded < span)
-    ctx.fail("window of size ", span, " does not fit spatial dim ", i, " of size ", in,
-             " (padded ", padded, ")");
+    ctx.fail("window of size ", span, " does not fit spatial dim ", i, " of size ", in, " (padded ",
+             padded, ")");
   int64_t room = padded - span;
   int64_t out = (w.ceil_mode ? (room + s - 1) / s : room / s) + 1;
   if (w.ceil_mode && (out - 1) * s >= in + pad_begin) --out;

@@ -106,8 +106,8 @@ void inferCrossEntropy(InferContext& ctx) {
   Shape per_sample = scores;
   per_sample.erase(per_sample.begin() + 1);
   if (ctx.shape(1) != per_sample)
-    ctx.fail("labels shape ", shapeToString(ctx.shape(1)), " must be ",
-             shapeToString(per_sample), " for scores ", shapeToString(scores));
+    ctx.fail("labels shape ", shapeToString(ctx.shape(1)), " must be ", shapeToString(per_sample),
+             " for scores ", shapeToString(scores));
   if (ctx.hasInput(2)) {
     requireSameDType(ctx, 0, 2);
     if (ctx.shape(2) != Shape{scores[1]})

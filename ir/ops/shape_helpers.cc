@@ -70,7 +70,8 @@ std::vector<int64_t> transposePerm(const InferContext& ctx, const std::vector<in
     ctx.fail("perm has ", perm.size(), " entries for rank ", rank);
   std::vector<bool> seen(static_cast<size_t>(rank), false);
   for (int64_t p : perm) {
-    if (p < 0 || p >= rank || seen[p]) ctx.fail("perm ", shapeToString(perm), " is not a permutation");
+    if (p < 0 || p >= rank || seen[p])
+      ctx.fail("perm ", shapeToString(perm), " is not a permutation");
     seen[p] = true;
   }
   return perm;
@@ -90,7 +91,8 @@ Shape reshapeTarget(const InferContext& ctx, const Shape& in, const std::vector<
     }
     if (d < -1) ctx.fail("shape ", shapeToString(target), " has a negative dim");
     if (d == 0 && !allowzero) {
-      if (i >= in.size()) ctx.fail("shape ", shapeToString(target), " copies dim ", i, " (0) past the input rank");
+      if (i >= in.size())
+        ctx.fail("shape ", shapeToString(target), " copies dim ", i, " (0) past the input rank");
       d = in[i];
     }
     out[i] = d;
@@ -115,6 +117,7 @@ SliceAxis clampSliceAxis(int64_t dim, int64_t start, int64_t end, int64_t step) 
   if (end < 0) end += dim;
   SliceAxis s;
   s.step = step;
+  if (dim == 0) return s;  // nothing to take (and clamping to [0, dim - 1] is empty)
   if (step > 0) {
     s.start = std::clamp<int64_t>(start, 0, dim);
     end = std::clamp<int64_t>(end, 0, dim);
@@ -122,7 +125,8 @@ SliceAxis clampSliceAxis(int64_t dim, int64_t start, int64_t end, int64_t step) 
   } else {
     s.start = std::clamp<int64_t>(start, 0, dim - 1);
     end = std::clamp<int64_t>(end, -1, dim - 1);
-    int64_t back = step == std::numeric_limits<int64_t>::min() ? std::numeric_limits<int64_t>::max() : -step;
+    int64_t back =
+        step == std::numeric_limits<int64_t>::min() ? std::numeric_limits<int64_t>::max() : -step;
     s.count = s.start > end ? (s.start - end - 1) / back + 1 : 0;
   }
   return s;
@@ -137,8 +141,10 @@ std::vector<SliceAxis> resolveSlice(const InferContext& ctx, const Shape& shape,
   auto rank = static_cast<int64_t>(shape.size());
   size_t n = starts.size();
   if (ends.size() != n) ctx.fail("starts has ", n, " entries but ends has ", ends.size());
-  if (!axes.empty() && axes.size() != n) ctx.fail("axes has ", axes.size(), " entries, expected ", n);
-  if (!steps.empty() && steps.size() != n) ctx.fail("steps has ", steps.size(), " entries, expected ", n);
+  if (!axes.empty() && axes.size() != n)
+    ctx.fail("axes has ", axes.size(), " entries, expected ", n);
+  if (!steps.empty() && steps.size() != n)
+    ctx.fail("steps has ", steps.size(), " entries, expected ", n);
   std::vector<int64_t> default_axes(n);
   for (size_t i = 0; i < n; ++i) default_axes[i] = static_cast<int64_t>(i);
   std::vector<int64_t> ax = normalizeAxes(ctx, axes.empty() ? default_axes : axes, rank);
@@ -159,7 +165,8 @@ std::vector<int64_t> splitSizes(const InferContext& ctx, int64_t dim,
     if (dim % p != 0) ctx.fail("dim ", dim, " does not split into ", p, " equal parts");
     return std::vector<int64_t>(parts, dim / p);
   }
-  if (split.size() != parts) ctx.fail("split has ", split.size(), " entries for ", parts, " outputs");
+  if (split.size() != parts)
+    ctx.fail("split has ", split.size(), " entries for ", parts, " outputs");
   int64_t sum = 0;
   for (int64_t s : split) {
     if (s < 0) ctx.fail("split ", shapeToString(split), " has a negative size");

@@ -110,9 +110,8 @@ void inferSplit(InferContext& ctx) {
 
 void inferSlice(InferContext& ctx) {
   const Node& n = ctx.node();
-  std::vector<SliceAxis> axes =
-      resolveSlice(ctx, ctx.shape(0), n.ints("starts"), n.ints("ends"), n.ints("axes"),
-                   n.ints("steps"));
+  std::vector<SliceAxis> axes = resolveSlice(ctx, ctx.shape(0), n.ints("starts"), n.ints("ends"),
+                                             n.ints("axes"), n.ints("steps"));
   Shape out;
   for (const SliceAxis& a : axes) out.push_back(a.count);
   ctx.setOutput(0, ctx.dtype(0), out);
@@ -188,8 +187,8 @@ void registerShapeOps(OpRegistry& r) {
   OpSchema concat = schema("Concat", {{"axis", K::Int, std::nullopt}}, inferConcat);
   concat.max_inputs = kVariadic;
   r.add(concat);
-  OpSchema split = schema("Split", {{"axis", K::Int, int64_t{0}}, {"split", K::Ints, kNoInts}},
-                          inferSplit);
+  OpSchema split =
+      schema("Split", {{"axis", K::Int, int64_t{0}}, {"split", K::Ints, kNoInts}}, inferSplit);
   split.max_outputs = kVariadic;
   r.add(split);
   r.add(schema("Slice",
@@ -203,9 +202,10 @@ void registerShapeOps(OpRegistry& r) {
   r.add(gather);
   r.add(schema("Expand", {{"shape", K::Ints, std::nullopt}}, inferExpand));
   r.add(schema("Trilu", {{"k", K::Int, int64_t{0}}, {"upper", K::Int, int64_t{1}}}, inferTrilu));
-  r.add(schema("Shape",
-               {{"end", K::Int, std::numeric_limits<int64_t>::max()}, {"start", K::Int, int64_t{0}}},
-               inferShape));
+  r.add(
+      schema("Shape",
+             {{"end", K::Int, std::numeric_limits<int64_t>::max()}, {"start", K::Int, int64_t{0}}},
+             inferShape));
   OpSchema range = schema("Range", {}, inferRange);
   range.min_inputs = range.max_inputs = 3;
   r.add(range);
