@@ -4,7 +4,7 @@
 set -euo pipefail
 
 packages=(
-  build-essential cmake ninja-build pkg-config clang-format
+  build-essential cmake ninja-build pkg-config clang-format bc
   libonnx-dev libonnx-testdata libprotobuf-dev protobuf-compiler
   libgtest-dev nlohmann-json3-dev libcli11-dev
   python3-torch python3-torchvision python3-onnx python3-numpy
