@@ -176,7 +176,7 @@ const std::map<std::string, OnnxConverter>& onnxConverters() {
     for (const char* op :
          {"Conv", "Relu", "LeakyRelu", "Sigmoid", "Tanh", "Erf", "Gelu", "AveragePool",
           "GlobalAveragePool", "Flatten", "Gemm", "MatMul", "Add", "Sub", "Mul", "Div", "Pow",
-          "Sqrt", "Neg", "LayerNormalization", "Transpose", "Concat", "Gather", "Where", "Equal",
+          "Sqrt", "Neg", "Not", "LayerNormalization", "Transpose", "Concat", "Gather", "Where", "Equal",
           "Shape", "Range", "ConstantOfShape", "SoftmaxCrossEntropyLoss"})
       t[op] = passThrough;
     t["Constant"] = convertConstant;

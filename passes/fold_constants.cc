@@ -246,6 +246,13 @@ Tensor evalNeg(const EvalArgs& a) {
   return out;
 }
 
+Tensor evalNot(const EvalArgs& a) {
+  const Tensor& x = a.input(0);
+  Tensor out(a.out);
+  for (int64_t i = 0; i < out.numel(); ++i) out.setInt(i, x.getInt(i) ? 0 : 1);
+  return out;
+}
+
 const std::map<std::string, Evaluator>& evaluators() {
   static const std::map<std::string, Evaluator> table = {
       {"Shape", evalShape},     {"Gather", evalGather},   {"Unsqueeze", evalReshape},
@@ -254,7 +261,7 @@ const std::map<std::string, Evaluator>& evaluators() {
       {"Cast", evalCast},       {"Equal", evalEqual},     {"Where", evalWhere},
       {"Slice", evalSlice},     {"Expand", evalExpand},   {"Transpose", evalTranspose},
       {"Add", arithmetic('+')}, {"Sub", arithmetic('-')}, {"Mul", arithmetic('*')},
-      {"Div", arithmetic('/')}, {"Neg", evalNeg},
+      {"Div", arithmetic('/')}, {"Neg", evalNeg},       {"Not", evalNot},
   };
   return table;
 }

@@ -119,6 +119,8 @@ TEST_F(FoldTest, WhereEqualCast) {
   EXPECT_EQ(fold("Where", {rows, i64({3}, {1, 2, 3}), i64({1}, {-1})}).toInts(),
             (Ints{-1, -1, -1, 1, 2, 3}));
 
+  EXPECT_EQ(fold("Not", {ints(DType::Bool, {3}, {1, 0, 1})}).toInts(), (Ints{0, 1, 0}));
+
   const Tensor& eq = fold("Equal", {i64({3}, {1, 2, 3}), i64({3}, {1, 5, 3})});
   EXPECT_EQ(eq.dtype(), DType::Bool);
   EXPECT_EQ(eq.toInts(), (Ints{1, 0, 1}));

@@ -71,13 +71,14 @@ TEST_F(OpsShapeTest, RegistryHasEveryOp) {
       "GlobalAveragePool Flatten Gemm MatMul Add Sub Mul Div Pow Sqrt Neg Softmax LogSoftmax "
       "ReduceMean ReduceSum LayerNormalization Reshape Transpose Unsqueeze Squeeze Concat Split "
       "Slice Gather Expand Where Equal Trilu Cast Shape Range ConstantOfShape Dropout Identity "
-      "SoftmaxCrossEntropyLoss";
+      "SoftmaxCrossEntropyLoss Not";
   std::vector<std::string> names = OpRegistry::instance().names();
   std::istringstream ops(expected);
   size_t count = 0;
   for (std::string op; ops >> op; ++count)
     EXPECT_NE(std::find(names.begin(), names.end(), op), names.end()) << op;
-  EXPECT_EQ(count, 45u);
+  EXPECT_EQ(count, 46u);
+  EXPECT_EQ(names.size(), count) << "a registered op is missing from this list";
   EXPECT_TRUE(std::is_sorted(names.begin(), names.end()));
 }
 
@@ -86,6 +87,8 @@ TEST_F(OpsShapeTest, Unary) {
     EXPECT_EQ(infer(op, {in(DType::F16, {2, 3})}), T(DType::F16, {2, 3})) << op;
   EXPECT_EQ(infer("Neg", {i64({4})}), T(DType::I64, {4}));
   EXPECT_EQ(infer("Identity", {in(DType::Bool, {})}), T(DType::Bool, {}));
+  EXPECT_EQ(infer("Not", {in(DType::Bool, {2, 2})}), T(DType::Bool, {2, 2}));
+  fails("Not", {f32({2})});
   EXPECT_EQ(infer("Gelu", {f32({3})}, {{"approximate", std::string("tanh")}}), F({3}));
   EXPECT_TRUE(has(fails("Sqrt", {in(DType::I32, {2})}), "floating-point"));
   fails("Relu", {i64({2})});

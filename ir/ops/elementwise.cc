@@ -85,6 +85,16 @@ OpSchema where() {
   return s;
 }
 
+OpSchema logicalNot() {
+  OpSchema s;
+  s.name = "Not";
+  s.infer = [](InferContext& ctx) {
+    if (ctx.dtype(0) != DType::Bool) ctx.fail("input must be bool, is ", dtypeName(ctx.dtype(0)));
+    ctx.setOutput(0, ctx.input(0));
+  };
+  return s;
+}
+
 OpSchema cast() {
   OpSchema s;
   s.name = "Cast";
@@ -105,6 +115,7 @@ void registerElementwiseOps(OpRegistry& r) {
     r.add(unary(name, Accepts::Float));
   r.add(unary("Neg", Accepts::Numeric));
   r.add(unary("Identity", Accepts::Any));
+  r.add(logicalNot());
   r.add(unary("LeakyRelu", Accepts::Float, {{"alpha", AttrKind::Float, 0.01}}));
   r.add(gelu());
   for (const char* name : {"Add", "Sub", "Mul", "Div"}) r.add(arithmetic(name));
