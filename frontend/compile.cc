@@ -20,8 +20,10 @@ DsConfig effectiveConfig(const CompileOptions& o) {
   if (o.micro_batch) {
     DS_CHECK(*o.micro_batch >= 1, "--batch: must be at least 1, is ", *o.micro_batch);
     c.micro_batch = o.micro_batch;
-    if (c.train_batch_size && c.gradient_accumulation_steps) c.train_batch_size.reset();
-    else if (c.train_batch_size) c.gradient_accumulation_steps.reset();
+    if (c.train_batch_size && c.gradient_accumulation_steps)
+      c.train_batch_size.reset();
+    else if (c.train_batch_size)
+      c.gradient_accumulation_steps.reset();
   }
   resolveBatch(c, o.world_size);
   return c;

@@ -24,13 +24,20 @@ inline constexpr int64_t kMaxOpset = 21;
 Attribute attributeFromOnnx(const onnx::AttributeProto& a, const std::string& base_dir) {
   using A = onnx::AttributeProto;
   switch (a.type()) {
-    case A::INT: return a.i();
-    case A::FLOAT: return static_cast<double>(a.f());
-    case A::STRING: return a.s();
-    case A::INTS: return std::vector<int64_t>(a.ints().begin(), a.ints().end());
-    case A::FLOATS: return std::vector<double>(a.floats().begin(), a.floats().end());
-    case A::STRINGS: return std::vector<std::string>(a.strings().begin(), a.strings().end());
-    case A::TENSOR: return tensorFromOnnx(a.t(), base_dir);
+    case A::INT:
+      return a.i();
+    case A::FLOAT:
+      return static_cast<double>(a.f());
+    case A::STRING:
+      return a.s();
+    case A::INTS:
+      return std::vector<int64_t>(a.ints().begin(), a.ints().end());
+    case A::FLOATS:
+      return std::vector<double>(a.floats().begin(), a.floats().end());
+    case A::STRINGS:
+      return std::vector<std::string>(a.strings().begin(), a.strings().end());
+    case A::TENSOR:
+      return tensorFromOnnx(a.t(), base_dir);
     default:
       throw makeError("attribute '", a.name(), "' has unsupported type ",
                       A::AttributeType_Name(a.type()));
@@ -63,7 +70,8 @@ class Importer {
     declareInitializers(g);
     declareInputs(g);
     for (const onnx::NodeProto& node : g.node()) convertNode(node);
-    for (const onnx::ValueInfoProto& out : g.output()) graph_->addOutput(lookup(out.name(), "graph output"));
+    for (const onnx::ValueInfoProto& out : g.output())
+      graph_->addOutput(lookup(out.name(), "graph output"));
     markBuffers();
     eliminateDeadCode(*graph_);
     verifyGraph(*graph_);

@@ -17,7 +17,7 @@
 namespace onnx {
 class ModelProto;
 class TensorProto;
-}
+}  // namespace onnx
 
 namespace ds {
 

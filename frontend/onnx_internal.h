@@ -26,9 +26,9 @@ struct OnnxNode {
   const onnx::NodeProto& proto;
   int64_t opset;
   Graph& graph;
-  std::string name;                // node name, or a generated one
-  std::vector<Value*> inputs;      // nullptr for omitted optional inputs
-  AttributeMap attrs;              // converted ONNX attributes
+  std::string name;                  // node name, or a generated one
+  std::vector<Value*> inputs;        // nullptr for omitted optional inputs
+  AttributeMap attrs;                // converted ONNX attributes
   std::vector<std::string> outputs;  // ONNX output names ("" when omitted)
 
   std::string describe() const;

@@ -60,9 +60,12 @@ std::vector<Value*> convertConstant(OnnxNode& n) {
   DS_CHECK(n.attrs.size() == 1, n.describe(), ": needs exactly one value attribute");
   const auto& [key, value] = *n.attrs.begin();
   Tensor t;
-  if (key == "value") t = std::get<Tensor>(value);
-  else if (key == "value_float") t = Tensor::fromDoubles(DType::F32, {}, {std::get<double>(value)});
-  else if (key == "value_int") t = Tensor::fromInts(DType::I64, {}, {std::get<int64_t>(value)});
+  if (key == "value")
+    t = std::get<Tensor>(value);
+  else if (key == "value_float")
+    t = Tensor::fromDoubles(DType::F32, {}, {std::get<double>(value)});
+  else if (key == "value_int")
+    t = Tensor::fromInts(DType::I64, {}, {std::get<int64_t>(value)});
   else if (key == "value_floats") {
     const auto& v = std::get<std::vector<double>>(value);
     t = Tensor::fromDoubles(DType::F32, {static_cast<int64_t>(v.size())}, v);
@@ -75,7 +78,9 @@ std::vector<Value*> convertConstant(OnnxNode& n) {
   return {n.graph.addConstant(n.outputs.at(0), std::move(t))};
 }
 
-std::vector<Value*> convertIdentity(OnnxNode& n) { return {n.inputs.at(0)}; }
+std::vector<Value*> convertIdentity(OnnxNode& n) {
+  return {n.inputs.at(0)};
+}
 
 std::vector<Value*> convertCast(OnnxNode& n) {
   auto to = dtypeFromOnnx(static_cast<int32_t>(std::get<int64_t>(n.attrs.at("to"))));
@@ -95,9 +100,11 @@ std::vector<Value*> convertSoftmax(OnnxNode& n) {
   int64_t axis = n.attrs.count("axis") ? std::get<int64_t>(n.attrs["axis"]) : 1;
   if (axis < 0) axis += x->rank();
   if (axis == x->rank() - 1) return n.emit(n.proto.op_type(), {x}, {{"axis", int64_t{-1}}}, 1);
-  Value* flat = n.graph.addNode("Flatten", {x}, {{"axis", axis}}, {}, n.name + "/flatten")->output(0);
-  Value* soft = n.graph.addNode(n.proto.op_type(), {flat}, {{"axis", int64_t{-1}}}, {},
-                                n.name + "/softmax")->output(0);
+  Value* flat =
+      n.graph.addNode("Flatten", {x}, {{"axis", axis}}, {}, n.name + "/flatten")->output(0);
+  Value* soft =
+      n.graph.addNode(n.proto.op_type(), {flat}, {{"axis", int64_t{-1}}}, {}, n.name + "/softmax")
+          ->output(0);
   return n.emit("Reshape", {soft}, {{"shape", x->shape()}}, 1);
 }
 
@@ -131,7 +138,8 @@ std::vector<Value*> convertSplit(OnnxNode& n) {
              ": bad axis or num_outputs");
     int64_t chunk = (shape[axis] + parts - 1) / parts;
     std::vector<int64_t> sizes;
-    for (int64_t left = shape[axis]; left > 0; left -= chunk) sizes.push_back(std::min(chunk, left));
+    for (int64_t left = shape[axis]; left > 0; left -= chunk)
+      sizes.push_back(std::min(chunk, left));
     n.attrs["split"] = sizes;
   }
   return n.emit("Split", {n.inputs.at(0)}, n.attrs, n.outputs.size());
@@ -173,11 +181,36 @@ std::vector<Value*> convertNamedInput(OnnxNode& n, const char* attr) {
 const std::map<std::string, OnnxConverter>& onnxConverters() {
   static const std::map<std::string, OnnxConverter> table = [] {
     std::map<std::string, OnnxConverter> t;
-    for (const char* op :
-         {"Conv", "Relu", "LeakyRelu", "Sigmoid", "Tanh", "Erf", "Gelu", "AveragePool",
-          "GlobalAveragePool", "Flatten", "Gemm", "MatMul", "Add", "Sub", "Mul", "Div", "Pow",
-          "Sqrt", "Neg", "Not", "LayerNormalization", "Transpose", "Concat", "Gather", "Where", "Equal",
-          "Shape", "Range", "ConstantOfShape", "SoftmaxCrossEntropyLoss"})
+    for (const char* op : {"Conv",
+                           "Relu",
+                           "LeakyRelu",
+                           "Sigmoid",
+                           "Tanh",
+                           "Erf",
+                           "Gelu",
+                           "AveragePool",
+                           "GlobalAveragePool",
+                           "Flatten",
+                           "Gemm",
+                           "MatMul",
+                           "Add",
+                           "Sub",
+                           "Mul",
+                           "Div",
+                           "Pow",
+                           "Sqrt",
+                           "Neg",
+                           "Not",
+                           "LayerNormalization",
+                           "Transpose",
+                           "Concat",
+                           "Gather",
+                           "Where",
+                           "Equal",
+                           "Shape",
+                           "Range",
+                           "ConstantOfShape",
+                           "SoftmaxCrossEntropyLoss"})
       t[op] = passThrough;
     t["Constant"] = convertConstant;
     t["Identity"] = convertIdentity;

@@ -13,16 +13,26 @@ namespace ds {
 
 std::optional<DType> dtypeFromOnnx(int32_t elem_type) {
   switch (elem_type) {
-    case onnx::TensorProto::FLOAT: return DType::F32;
-    case onnx::TensorProto::FLOAT16: return DType::F16;
-    case onnx::TensorProto::BFLOAT16: return DType::BF16;
-    case onnx::TensorProto::DOUBLE: return DType::F64;
-    case onnx::TensorProto::INT64: return DType::I64;
-    case onnx::TensorProto::INT32: return DType::I32;
-    case onnx::TensorProto::INT8: return DType::I8;
-    case onnx::TensorProto::UINT8: return DType::U8;
-    case onnx::TensorProto::BOOL: return DType::Bool;
-    default: return std::nullopt;
+    case onnx::TensorProto::FLOAT:
+      return DType::F32;
+    case onnx::TensorProto::FLOAT16:
+      return DType::F16;
+    case onnx::TensorProto::BFLOAT16:
+      return DType::BF16;
+    case onnx::TensorProto::DOUBLE:
+      return DType::F64;
+    case onnx::TensorProto::INT64:
+      return DType::I64;
+    case onnx::TensorProto::INT32:
+      return DType::I32;
+    case onnx::TensorProto::INT8:
+      return DType::I8;
+    case onnx::TensorProto::UINT8:
+      return DType::U8;
+    case onnx::TensorProto::BOOL:
+      return DType::Bool;
+    default:
+      return std::nullopt;
   }
 }
 
@@ -59,8 +69,7 @@ std::vector<uint8_t> readExternal(const onnx::TensorProto& p, const std::string&
            " bytes, too short for offset ", offset, " + length ", length);
   DS_CHECK(length == static_cast<int64_t>(dtypeSize(*dtypeFromOnnx(p.data_type()))) *
                          numElements(Shape(p.dims().begin(), p.dims().end())),
-           "tensor '", p.name(), "': external data length ", length,
-           " does not match its shape");
+           "tensor '", p.name(), "': external data length ", length, " does not match its shape");
   std::vector<uint8_t> bytes(static_cast<size_t>(length));
   in.seekg(offset);
   in.read(reinterpret_cast<char*>(bytes.data()), length);
@@ -96,8 +105,8 @@ Tensor tensorFromOnnx(const onnx::TensorProto& p, const std::string& base_dir) {
   } else if (p.has_raw_data()) {
     bytes.assign(p.raw_data().begin(), p.raw_data().end());
   } else {
-    int typed_count = p.float_data_size() + p.double_data_size() + p.int64_data_size() +
-                      p.int32_data_size();
+    int typed_count =
+        p.float_data_size() + p.double_data_size() + p.int64_data_size() + p.int32_data_size();
     DS_CHECK(typed_count == numel, "tensor '", p.name(), "' ", type.toString(), " holds ",
              typed_count, " values");
     Tensor t(type);

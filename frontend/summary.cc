@@ -23,7 +23,8 @@ GraphStats graphStats(const Graph& g) {
     s.op_counts[n->op()]++;
     s.num_nodes++;
     for (const Value* v : n->outputs())
-      if (v->role() == Role::Activation) s.activation_bytes += static_cast<int64_t>(v->type().bytes());
+      if (v->role() == Role::Activation)
+        s.activation_bytes += static_cast<int64_t>(v->type().bytes());
   }
   for (const Value* v : g.sources()) {
     if (v->role() == Role::Parameter) {
@@ -63,7 +64,8 @@ std::string opCounts(const GraphStats& s) {
   std::vector<std::pair<std::string, int64_t>> ops(s.op_counts.begin(), s.op_counts.end());
   std::stable_sort(ops.begin(), ops.end(), [](auto& a, auto& b) { return a.second > b.second; });
   std::string out;
-  for (const auto& [op, count] : ops) out += (out.empty() ? "" : ", ") + op + " " + std::to_string(count);
+  for (const auto& [op, count] : ops)
+    out += (out.empty() ? "" : ", ") + op + " " + std::to_string(count);
   return out;
 }
 
@@ -78,13 +80,17 @@ std::string formatSummary(const Compilation& c, const std::string& model_path) {
      << cfg.gradient_accumulation_steps.value_or(1) << " x " << c.world_size
      << " ranks = train batch " << cfg.train_batch_size.value_or(c.micro_batch * c.world_size)
      << "\n";
-  os << "precision     " << (cfg.fp16 ? "fp16" : cfg.bf16 ? "bf16" : "fp32") << ", optimizer "
-     << cfg.optimizer << (cfg.offload_optimizer ? " (offloaded to CPU)" : "") << "\n";
+  os << "precision     "
+     << (cfg.fp16   ? "fp16"
+         : cfg.bf16 ? "bf16"
+                    : "fp32")
+     << ", optimizer " << cfg.optimizer << (cfg.offload_optimizer ? " (offloaded to CPU)" : "")
+     << "\n";
   os << "ops           " << s.num_nodes << " nodes: " << opCounts(s) << "\n";
   os << "parameters    " << withCommas(s.num_params) << " (" << bytesString(double(s.param_bytes))
      << " in fp32); buffers " << withCommas(s.num_buffer_elements) << " elements\n";
-  os << "activations   " << bytesString(double(s.activation_bytes))
-     << " per rank at micro-batch " << c.micro_batch << " (every forward activation, fp32)\n";
+  os << "activations   " << bytesString(double(s.activation_bytes)) << " per rank at micro-batch "
+     << c.micro_batch << " (every forward activation, fp32)\n";
   os << "model states  per rank, mixed-precision Adam (2 psi fp16 params + 2 psi fp16 grads + "
         "12 psi fp32 optimizer; ZeRO paper):\n";
   for (int stage = 0; stage <= 3; ++stage) {

@@ -17,7 +17,9 @@ using Attribute = std::variant<int64_t, double, std::string, std::vector<int64_t
                                std::vector<double>, std::vector<std::string>, Tensor>;
 
 // Index of each kind in the variant matches AttrKind.
-inline AttrKind attrKind(const Attribute& a) { return static_cast<AttrKind>(a.index()); }
+inline AttrKind attrKind(const Attribute& a) {
+  return static_cast<AttrKind>(a.index());
+}
 const char* attrKindName(AttrKind k);
 
 // Ordered so that printing is deterministic.

@@ -26,14 +26,24 @@ constexpr std::array<DTypeInfo, kNumDTypes> kDTypes = {{
 
 static_assert(static_cast<int>(DType::Bool) + 1 == kNumDTypes, "kDTypes must list every DType");
 
-constexpr const DTypeInfo& info(DType t) { return kDTypes[static_cast<size_t>(t)]; }
+constexpr const DTypeInfo& info(DType t) {
+  return kDTypes[static_cast<size_t>(t)];
+}
 
 }  // namespace
 
-std::string_view dtypeName(DType t) { return info(t).name; }
-size_t dtypeSize(DType t) { return info(t).size; }
-bool isFloat(DType t) { return info(t).is_float; }
-bool isInteger(DType t) { return !info(t).is_float && t != DType::Bool; }
+std::string_view dtypeName(DType t) {
+  return info(t).name;
+}
+size_t dtypeSize(DType t) {
+  return info(t).size;
+}
+bool isFloat(DType t) {
+  return info(t).is_float;
+}
+bool isInteger(DType t) {
+  return !info(t).is_float && t != DType::Bool;
+}
 
 std::optional<DType> parseDType(std::string_view name) {
   for (const auto& d : kDTypes)

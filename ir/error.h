@@ -25,9 +25,9 @@ Error makeError(Parts&&... parts) {
   return Error(os.str());
 }
 
-#define DS_CHECK(cond, ...)                                   \
-  do {                                                        \
-    if (!(cond)) throw ::ds::makeError(__VA_ARGS__);          \
+#define DS_CHECK(cond, ...)                          \
+  do {                                               \
+    if (!(cond)) throw ::ds::makeError(__VA_ARGS__); \
   } while (0)
 
 }  // namespace ds

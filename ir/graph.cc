@@ -14,7 +14,9 @@ constexpr std::array<const char*, kNumRoles> kRoleNames = {
 static_assert(static_cast<int>(Role::CommBuffer) + 1 == kNumRoles);
 }  // namespace
 
-const char* roleName(Role r) { return kRoleNames[static_cast<size_t>(r)]; }
+const char* roleName(Role r) {
+  return kRoleNames[static_cast<size_t>(r)];
+}
 
 bool parseRole(std::string_view s, Role* out) {
   for (size_t i = 0; i < kRoleNames.size(); ++i) {
@@ -55,7 +57,9 @@ void Node::addInput(Value* v) {
   if (v) v->users_.push_back(this);
 }
 
-std::string Node::describe() const { return "node '" + name_ + "' (" + op_ + ")"; }
+std::string Node::describe() const {
+  return "node '" + name_ + "' (" + op_ + ")";
+}
 
 const Attribute& Node::attr(const std::string& name) const {
   if (auto it = attrs_.find(name); it != attrs_.end()) return it->second;
@@ -80,7 +84,9 @@ const T& attrAs(const Node& n, const std::string& name, AttrKind kind) {
 int64_t Node::i(const std::string& name) const {
   return attrAs<int64_t>(*this, name, AttrKind::Int);
 }
-double Node::f(const std::string& name) const { return attrAs<double>(*this, name, AttrKind::Float); }
+double Node::f(const std::string& name) const {
+  return attrAs<double>(*this, name, AttrKind::Float);
+}
 const std::string& Node::s(const std::string& name) const {
   return attrAs<std::string>(*this, name, AttrKind::String);
 }
@@ -108,8 +114,9 @@ Value* Graph::addSource(const std::string& name, TensorType type, Role role,
                         std::shared_ptr<const Tensor> data) {
   DS_CHECK(isSourceRole(role), "value '", name, "': role ", roleName(role),
            " cannot be a graph source");
-  if (data) DS_CHECK(data->type() == type, "value '", name, "': data ", data->type().toString(),
-                     " does not match type ", type.toString());
+  if (data)
+    DS_CHECK(data->type() == type, "value '", name, "': data ", data->type().toString(),
+             " does not match type ", type.toString());
   Value* v = newValue(name, std::move(type), role);
   v->data_ = std::move(data);
   sources_.push_back(v);
@@ -175,8 +182,8 @@ Node* Graph::addNode(const std::string& op, std::vector<Value*> inputs, Attribut
 
 Node* Graph::addNodeN(const std::string& op, std::vector<Value*> inputs, AttributeMap attrs,
                       size_t num_outputs, const std::string& node_name, Node* before) {
-  return addNode(op, std::move(inputs), std::move(attrs),
-                 std::vector<std::string>(num_outputs), node_name, before);
+  return addNode(op, std::move(inputs), std::move(attrs), std::vector<std::string>(num_outputs),
+                 node_name, before);
 }
 
 Node* Graph::addNodeTyped(const std::string& op, std::vector<Value*> inputs, AttributeMap attrs,
@@ -198,8 +205,8 @@ void Graph::inferTypes(Node* node) {
 
 void Graph::eraseValue(Value* v) {
   DS_CHECK(v->users_.empty(), "cannot erase value '", v->name(), "': it still has users");
-  DS_CHECK(std::find(outputs_.begin(), outputs_.end(), v) == outputs_.end(),
-           "cannot erase value '", v->name(), "': it is a graph output");
+  DS_CHECK(std::find(outputs_.begin(), outputs_.end(), v) == outputs_.end(), "cannot erase value '",
+           v->name(), "': it is a graph output");
   values_.erase(v->name());
 }
 

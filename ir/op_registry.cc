@@ -85,16 +85,16 @@ std::vector<TensorType> inferOutputTypes(const Node& node) {
   DS_CHECK(count >= s.min_inputs && count <= s.max_inputs, node.describe(), ": takes ",
            s.min_inputs, s.max_inputs == s.min_inputs ? "" : " or more", " inputs, got ", count);
   auto outs = static_cast<int>(node.numOutputs());
-  DS_CHECK(outs >= s.min_outputs && outs <= s.max_outputs, node.describe(), ": has ",
-           s.min_outputs, s.max_outputs == s.min_outputs ? "" : " or more", " outputs, got ", outs);
+  DS_CHECK(outs >= s.min_outputs && outs <= s.max_outputs, node.describe(), ": has ", s.min_outputs,
+           s.max_outputs == s.min_outputs ? "" : " or more", " outputs, got ", outs);
   for (int i = 0; i < s.min_inputs; ++i)
     DS_CHECK(node.hasInput(static_cast<size_t>(i)), node.describe(), ": required input ", i,
              " is missing");
   for (const auto& [name, value] : node.attrs()) {
     const AttrSpec* spec = s.findAttr(name);
     DS_CHECK(spec != nullptr, node.describe(), ": unknown attribute '", name, "'");
-    DS_CHECK(attrKind(value) == spec->kind, node.describe(), ": attribute '", name,
-             "' must be ", attrKindName(spec->kind), ", is ", attrKindName(attrKind(value)));
+    DS_CHECK(attrKind(value) == spec->kind, node.describe(), ": attribute '", name, "' must be ",
+             attrKindName(spec->kind), ", is ", attrKindName(attrKind(value)));
   }
   InferContext ctx(node);
   s.infer(ctx);

@@ -52,49 +52,88 @@ Tensor Tensor::fromDoubles(DType dtype, Shape shape, const std::vector<double>& 
 
 double Tensor::getDouble(int64_t i) const {
   switch (dtype()) {
-    case DType::F32: return as<float>()[i];
-    case DType::F16: return halfToFloat(as<uint16_t>()[i]);
-    case DType::BF16: return bf16ToFloat(as<uint16_t>()[i]);
-    case DType::F64: return as<double>()[i];
-    case DType::I64: return static_cast<double>(as<int64_t>()[i]);
-    case DType::I32: return as<int32_t>()[i];
-    case DType::I8: return as<int8_t>()[i];
-    case DType::U8: return as<uint8_t>()[i];
-    case DType::Bool: return as<uint8_t>()[i] ? 1.0 : 0.0;
+    case DType::F32:
+      return as<float>()[i];
+    case DType::F16:
+      return halfToFloat(as<uint16_t>()[i]);
+    case DType::BF16:
+      return bf16ToFloat(as<uint16_t>()[i]);
+    case DType::F64:
+      return as<double>()[i];
+    case DType::I64:
+      return static_cast<double>(as<int64_t>()[i]);
+    case DType::I32:
+      return as<int32_t>()[i];
+    case DType::I8:
+      return as<int8_t>()[i];
+    case DType::U8:
+      return as<uint8_t>()[i];
+    case DType::Bool:
+      return as<uint8_t>()[i] ? 1.0 : 0.0;
   }
   return 0;
 }
 
 int64_t Tensor::getInt(int64_t i) const {
   switch (dtype()) {
-    case DType::I64: return as<int64_t>()[i];
-    case DType::I32: return as<int32_t>()[i];
-    case DType::I8: return as<int8_t>()[i];
-    case DType::U8: return as<uint8_t>()[i];
-    case DType::Bool: return as<uint8_t>()[i] ? 1 : 0;
-    default: return static_cast<int64_t>(getDouble(i));
+    case DType::I64:
+      return as<int64_t>()[i];
+    case DType::I32:
+      return as<int32_t>()[i];
+    case DType::I8:
+      return as<int8_t>()[i];
+    case DType::U8:
+      return as<uint8_t>()[i];
+    case DType::Bool:
+      return as<uint8_t>()[i] ? 1 : 0;
+    default:
+      return static_cast<int64_t>(getDouble(i));
   }
 }
 
 void Tensor::setDouble(int64_t i, double v) {
   switch (dtype()) {
-    case DType::F32: as<float>()[i] = static_cast<float>(v); return;
-    case DType::F16: as<uint16_t>()[i] = floatToHalf(static_cast<float>(v)); return;
-    case DType::BF16: as<uint16_t>()[i] = floatToBf16(static_cast<float>(v)); return;
-    case DType::F64: as<double>()[i] = v; return;
-    case DType::Bool: as<uint8_t>()[i] = v != 0.0; return;
-    default: setInt(i, static_cast<int64_t>(v)); return;
+    case DType::F32:
+      as<float>()[i] = static_cast<float>(v);
+      return;
+    case DType::F16:
+      as<uint16_t>()[i] = floatToHalf(static_cast<float>(v));
+      return;
+    case DType::BF16:
+      as<uint16_t>()[i] = floatToBf16(static_cast<float>(v));
+      return;
+    case DType::F64:
+      as<double>()[i] = v;
+      return;
+    case DType::Bool:
+      as<uint8_t>()[i] = v != 0.0;
+      return;
+    default:
+      setInt(i, static_cast<int64_t>(v));
+      return;
   }
 }
 
 void Tensor::setInt(int64_t i, int64_t v) {
   switch (dtype()) {
-    case DType::I64: as<int64_t>()[i] = v; return;
-    case DType::I32: as<int32_t>()[i] = static_cast<int32_t>(v); return;
-    case DType::I8: as<int8_t>()[i] = static_cast<int8_t>(v); return;
-    case DType::U8: as<uint8_t>()[i] = static_cast<uint8_t>(v); return;
-    case DType::Bool: as<uint8_t>()[i] = v != 0; return;
-    default: setDouble(i, static_cast<double>(v)); return;
+    case DType::I64:
+      as<int64_t>()[i] = v;
+      return;
+    case DType::I32:
+      as<int32_t>()[i] = static_cast<int32_t>(v);
+      return;
+    case DType::I8:
+      as<int8_t>()[i] = static_cast<int8_t>(v);
+      return;
+    case DType::U8:
+      as<uint8_t>()[i] = static_cast<uint8_t>(v);
+      return;
+    case DType::Bool:
+      as<uint8_t>()[i] = v != 0;
+      return;
+    default:
+      setDouble(i, static_cast<double>(v));
+      return;
   }
 }
 
@@ -132,7 +171,8 @@ uint16_t floatToHalf(float f) {
   uint32_t x = std::bit_cast<uint32_t>(f);
   uint32_t sign = (x >> 16) & 0x8000u;
   uint32_t mag = x & 0x7fffffffu;
-  if (mag >= 0x7f800000u) return static_cast<uint16_t>(sign | (mag > 0x7f800000u ? 0x7e00u : 0x7c00u));
+  if (mag >= 0x7f800000u)
+    return static_cast<uint16_t>(sign | (mag > 0x7f800000u ? 0x7e00u : 0x7c00u));
   if (mag >= 0x477ff000u) return static_cast<uint16_t>(sign | 0x7c00u);  // rounds to inf
   if (mag < 0x38800000u) {  // subnormal or zero in half
     float a = std::bit_cast<float>(mag);
@@ -163,6 +203,8 @@ uint16_t floatToBf16(float f) {
   return static_cast<uint16_t>(x >> 16);
 }
 
-float bf16ToFloat(uint16_t b) { return std::bit_cast<float>(static_cast<uint32_t>(b) << 16); }
+float bf16ToFloat(uint16_t b) {
+  return std::bit_cast<float>(static_cast<uint32_t>(b) << 16);
+}
 
 }  // namespace ds

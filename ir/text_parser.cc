@@ -44,7 +44,8 @@ class Lexer {
       });
     } else if (std::isalpha(static_cast<unsigned char>(c)) || c == '_') {
       t.kind = Tok::Ident;
-      t.text = readWhile([](char ch) { return std::isalnum(static_cast<unsigned char>(ch)) || ch == '_'; });
+      t.text = readWhile(
+          [](char ch) { return std::isalnum(static_cast<unsigned char>(ch)) || ch == '_'; });
     } else {
       t.kind = Tok::Punct;
       t.text = std::string(1, c);
@@ -143,8 +144,8 @@ class Parser {
  private:
   template <typename... Parts>
   [[noreturn]] void fail(Parts&&... parts) const {
-    Lexer::fail(tok_, std::forward<Parts>(parts)..., tok_.kind == Tok::End ? " at end of input"
-                                                      : " at '" + tok_.text + "'");
+    Lexer::fail(tok_, std::forward<Parts>(parts)...,
+                tok_.kind == Tok::End ? " at end of input" : " at '" + tok_.text + "'");
   }
   Token take() {
     Token t = tok_;
@@ -281,8 +282,10 @@ class Parser {
     std::vector<double> floats;
     for (const Token& t : items) {
       Parser p(t.text);
-      if (any_float) floats.push_back(p.parseDouble());
-      else ints.push_back(p.parseInt());
+      if (any_float)
+        floats.push_back(p.parseDouble());
+      else
+        ints.push_back(p.parseInt());
     }
     if (any_float) return floats;
     return ints;
@@ -362,7 +365,8 @@ class Parser {
       roles.push_back(role);
     }
     std::string node_name = tok_.kind == Tok::At ? take().text : graph_->uniqueName(op.text);
-    Node* n = graph_->addNodeTyped(op.text, std::move(inputs), std::move(attrs), out_types, node_name);
+    Node* n =
+        graph_->addNodeTyped(op.text, std::move(inputs), std::move(attrs), out_types, node_name);
     for (size_t i = 0; i < roles.size(); ++i) n->output(i)->setRole(roles[i]);
   }
 
@@ -373,6 +377,8 @@ class Parser {
 
 }  // namespace
 
-std::unique_ptr<Graph> parseGraph(std::string_view text) { return Parser(text).parse(); }
+std::unique_ptr<Graph> parseGraph(std::string_view text) {
+  return Parser(text).parse();
+}
 
 }  // namespace ds

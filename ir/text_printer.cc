@@ -56,8 +56,10 @@ std::string formatElement(const Tensor& t, int64_t i) {
       if (s.find_first_of(".e") == std::string::npos) s += ".0";
       return s;
     }
-    case DType::F64: return formatDouble(t.getDouble(i));
-    default: return std::to_string(t.getInt(i));
+    case DType::F64:
+      return formatDouble(t.getDouble(i));
+    default:
+      return std::to_string(t.getInt(i));
   }
 }
 
@@ -83,9 +85,12 @@ std::string formatList(const std::vector<T>& list, const char* empty, F format) 
 
 std::string formatAttr(const Attribute& a) {
   switch (attrKind(a)) {
-    case AttrKind::Int: return std::to_string(std::get<int64_t>(a));
-    case AttrKind::Float: return formatDouble(std::get<double>(a));
-    case AttrKind::String: return quoted(std::get<std::string>(a));
+    case AttrKind::Int:
+      return std::to_string(std::get<int64_t>(a));
+    case AttrKind::Float:
+      return formatDouble(std::get<double>(a));
+    case AttrKind::String:
+      return quoted(std::get<std::string>(a));
     case AttrKind::Ints:
       return formatList(std::get<std::vector<int64_t>>(a), "ints",
                         [](int64_t v) { return std::to_string(v); });

@@ -30,8 +30,7 @@ void verifyUses(const Graph& g) {
   auto check = [&](const Value* v) {
     std::map<const Node*, int> listed;
     for (const Node* u : v->users()) listed[u]++;
-    DS_CHECK(listed == uses[v], "verifier: user list of '", v->name(),
-             "' does not match its uses");
+    DS_CHECK(listed == uses[v], "verifier: user list of '", v->name(), "' does not match its uses");
   };
   for (const Value* v : g.sources()) check(v);
   for (const auto& n : g.nodes())

@@ -123,8 +123,8 @@ namespace {
 template <typename T>
 onnx::AttributeProto tensorAttr(const std::string& name, onnx::TensorProto::DataType type,
                                 const std::vector<int64_t>& dims, const std::vector<T>& values) {
-  DS_CHECK(elementCount(dims) == static_cast<int64_t>(values.size()), "constant '", name, "': ",
-           values.size(), " values for ", elementCount(dims), " elements");
+  DS_CHECK(elementCount(dims) == static_cast<int64_t>(values.size()), "constant '", name,
+           "': ", values.size(), " values for ", elementCount(dims), " elements");
   onnx::AttributeProto attr;
   attr.set_name("value");
   attr.set_type(onnx::AttributeProto::TENSOR);
@@ -138,14 +138,12 @@ onnx::AttributeProto tensorAttr(const std::string& name, onnx::TensorProto::Data
 
 }  // namespace
 
-std::string OnnxBuilder::addFloatConstant(const std::string& name,
-                                          const std::vector<int64_t>& dims,
+std::string OnnxBuilder::addFloatConstant(const std::string& name, const std::vector<int64_t>& dims,
                                           const std::vector<float>& values) {
   return add("Constant", {}, name, {tensorAttr(name, onnx::TensorProto::FLOAT, dims, values)});
 }
 
-std::string OnnxBuilder::addInt64Constant(const std::string& name,
-                                          const std::vector<int64_t>& dims,
+std::string OnnxBuilder::addInt64Constant(const std::string& name, const std::vector<int64_t>& dims,
                                           const std::vector<int64_t>& values) {
   return add("Constant", {}, name, {tensorAttr(name, onnx::TensorProto::INT64, dims, values)});
 }

@@ -9,7 +9,9 @@ bool isGraphOutput(const Graph& g, const Value* v) {
   return std::find(g.outputs().begin(), g.outputs().end(), v) != g.outputs().end();
 }
 
-bool isLive(const Graph& g, const Value* v) { return !v->users().empty() || isGraphOutput(g, v); }
+bool isLive(const Graph& g, const Value* v) {
+  return !v->users().empty() || isGraphOutput(g, v);
+}
 
 }  // namespace
 

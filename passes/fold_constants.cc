@@ -261,7 +261,7 @@ const std::map<std::string, Evaluator>& evaluators() {
       {"Cast", evalCast},       {"Equal", evalEqual},     {"Where", evalWhere},
       {"Slice", evalSlice},     {"Expand", evalExpand},   {"Transpose", evalTranspose},
       {"Add", arithmetic('+')}, {"Sub", arithmetic('-')}, {"Mul", arithmetic('*')},
-      {"Div", arithmetic('/')}, {"Neg", evalNeg},       {"Not", evalNot},
+      {"Div", arithmetic('/')}, {"Neg", evalNeg},         {"Not", evalNot},
   };
   return table;
 }

@@ -189,7 +189,8 @@ TEST(DsModelGraph, GptConstantsKeepBatchSymbolic) {
   EXPECT_EQ(mask[5 * 16 + 3], 0.0f);
   EXPECT_LT(mask[3 * 16 + 5], -1e8f);
   // Helper tensors are Constant nodes, never initializers (which import as trainable).
-  for (const auto& init : model.graph().initializer()) EXPECT_TRUE(ds::isParameter(init)) << init.name();
+  for (const auto& init : model.graph().initializer())
+    EXPECT_TRUE(ds::isParameter(init)) << init.name();
   EXPECT_TRUE(ds::isParameter(initializer(model, "wte.weight")));
 }
 

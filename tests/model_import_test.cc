@@ -72,14 +72,13 @@ TEST_P(ModelImportResNet, ImportsWithTorchvisionParameterCountAndRoundTrips) {
   expectRoundTrip(*g);
 }
 
-INSTANTIATE_TEST_SUITE_P(
-    AllDepths, ModelImportResNet,
-    ::testing::Values(ResNetCase{18, ResNetStem::kImageNet, 10, 11'181'642},
-                      ResNetCase{34, ResNetStem::kImageNet, 10, 21'289'802},
-                      ResNetCase{50, ResNetStem::kImageNet, 10, 23'528'522},
-                      ResNetCase{101, ResNetStem::kImageNet, 10, 42'520'650},
-                      ResNetCase{152, ResNetStem::kImageNet, 10, 58'164'298},
-                      ResNetCase{18, ResNetStem::kCifar, 10, 11'173'962}));
+INSTANTIATE_TEST_SUITE_P(AllDepths, ModelImportResNet,
+                         ::testing::Values(ResNetCase{18, ResNetStem::kImageNet, 10, 11'181'642},
+                                           ResNetCase{34, ResNetStem::kImageNet, 10, 21'289'802},
+                                           ResNetCase{50, ResNetStem::kImageNet, 10, 23'528'522},
+                                           ResNetCase{101, ResNetStem::kImageNet, 10, 42'520'650},
+                                           ResNetCase{152, ResNetStem::kImageNet, 10, 58'164'298},
+                                           ResNetCase{18, ResNetStem::kCifar, 10, 11'173'962}));
 
 TEST(ModelImport, GptConstantsStayConstantAndRoundTrip) {
   GptOptions options{.layers = 2, .d_model = 64, .heads = 4, .vocab = 100, .seq = 16, .seed = 0};

@@ -56,7 +56,9 @@ inline CommandResult runCommand(const std::string& cmd) {
   return r;
 }
 
-inline std::string binary(const std::string& name) { return std::string(DS_BINARY_DIR) + "/" + name; }
+inline std::string binary(const std::string& name) {
+  return std::string(DS_BINARY_DIR) + "/" + name;
+}
 
 inline bool contains(const std::string& haystack, const std::string& needle) {
   return haystack.find(needle) != std::string::npos;

@@ -4,10 +4,10 @@
 namespace ds {
 class OpRegistry;
 
-void registerElementwiseOps(OpRegistry& r);   // ir/ops/elementwise.cc
-void registerNnOps(OpRegistry& r);            // ir/ops/nn.cc
-void registerReductionOps(OpRegistry& r);     // ir/ops/reduction.cc
-void registerShapeOps(OpRegistry& r);         // ir/ops/shape_ops.cc
-void registerTrainingOps(OpRegistry& r);      // ir/ops/training.cc
+void registerElementwiseOps(OpRegistry& r);  // ir/ops/elementwise.cc
+void registerNnOps(OpRegistry& r);           // ir/ops/nn.cc
+void registerReductionOps(OpRegistry& r);    // ir/ops/reduction.cc
+void registerShapeOps(OpRegistry& r);        // ir/ops/shape_ops.cc
+void registerTrainingOps(OpRegistry& r);     // ir/ops/training.cc
 
 }  // namespace ds
