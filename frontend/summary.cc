@@ -5,6 +5,8 @@
 #include <sstream>
 #include <vector>
 
+#include "passes/memory_plan.h"
+
 namespace ds {
 
 ModelStateBytes zeroModelStates(int64_t num_params, int stage, int64_t world_size) {
@@ -91,6 +93,12 @@ std::string formatSummary(const Compilation& c, const std::string& model_path) {
      << " in fp32); buffers " << withCommas(s.num_buffer_elements) << " elements\n";
   os << "activations   " << bytesString(double(s.activation_bytes)) << " per rank at micro-batch "
      << c.micro_batch << " (every forward activation, fp32)\n";
+  MemoryPlan arena = planMemory(*c.graph);
+  char ratio[16];
+  std::snprintf(ratio, sizeof(ratio), "%.3f", arena.ratio());
+  os << "forward arena " << bytesString(double(arena.arena_bytes)) << " (peak live "
+     << bytesString(double(arena.peak_live_bytes)) << ", ratio " << ratio << ", "
+     << arena.inplace_count << " ops in place)\n";
   os << "model states  per rank, mixed-precision Adam (2 psi fp16 params + 2 psi fp16 grads + "
         "12 psi fp32 optimizer; ZeRO paper):\n";
   for (int stage = 0; stage <= 3; ++stage) {

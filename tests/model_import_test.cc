@@ -78,7 +78,11 @@ INSTANTIATE_TEST_SUITE_P(AllDepths, ModelImportResNet,
                                            ResNetCase{50, ResNetStem::kImageNet, 10, 23'528'522},
                                            ResNetCase{101, ResNetStem::kImageNet, 10, 42'520'650},
                                            ResNetCase{152, ResNetStem::kImageNet, 10, 58'164'298},
-                                           ResNetCase{18, ResNetStem::kCifar, 10, 11'173'962}));
+                                           ResNetCase{18, ResNetStem::kCifar, 10, 11'173'962}),
+                         [](const ::testing::TestParamInfo<ResNetCase>& info) {
+                           return "resnet" + std::to_string(info.param.depth) +
+                                  (info.param.stem == ResNetStem::kCifar ? "_cifar" : "_imagenet");
+                         });
 
 TEST(ModelImport, GptConstantsStayConstantAndRoundTrip) {
   GptOptions options{.layers = 2, .d_model = 64, .heads = 4, .vocab = 100, .seq = 16, .seed = 0};

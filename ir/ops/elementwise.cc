@@ -21,6 +21,7 @@ OpSchema unary(const std::string& name, Accepts accepts, std::vector<AttrSpec> a
   OpSchema s;
   s.name = name;
   s.attrs = std::move(attrs);
+  s.inplace_input = 0;
   s.infer = [accepts](InferContext& ctx) {
     checkUnaryDType(ctx, accepts);
     ctx.setOutput(0, ctx.input(0));
@@ -44,6 +45,7 @@ OpSchema arithmetic(const std::string& name) {
   OpSchema s;
   s.name = name;
   s.min_inputs = s.max_inputs = 2;
+  s.inplace_input = 0;
   s.infer = [](InferContext& ctx) {
     requireNumeric(ctx, 0);
     requireSameDType(ctx, 0, 1);

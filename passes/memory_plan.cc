@@ -1,0 +1,143 @@
+#include "passes/memory_plan.h"
+
+#include <algorithm>
+#include <map>
+#include <vector>
+
+#include "ir/error.h"
+#include "ir/op_registry.h"
+
+namespace ds {
+namespace {
+
+int64_t alignUp(int64_t v) {
+  return (v + kArenaAlignment - 1) / kArenaAlignment * kArenaAlignment;
+}
+
+struct Buffer {
+  std::vector<const Value*> values;  // more than one when in-place pairs share it
+  int64_t bytes = 0;
+  int64_t first = 0, last = 0;
+};
+
+// Step 1: lifetimes in node order.
+std::unordered_map<const Value*, Allocation> lifetimes(const Graph& g,
+                                                       std::map<const Node*, int64_t>& index) {
+  int64_t step = 0;
+  for (const auto& n : g.nodes()) index[n.get()] = step++;
+  std::unordered_map<const Value*, Allocation> live;
+  for (const auto& n : g.nodes()) {
+    for (const Value* v : n->outputs()) {
+      Allocation& a = live[v];
+      a.bytes = static_cast<int64_t>(v->type().bytes());
+      a.first_step = a.last_step = index[n.get()];
+      for (const Node* user : v->users()) a.last_step = std::max(a.last_step, index[user]);
+    }
+  }
+  for (const Value* out : g.outputs())
+    if (auto it = live.find(out); it != live.end()) it->second.last_step = step;
+  return live;
+}
+
+// Step 2: an output joins its in-place input's buffer when that input dies here.
+std::vector<Buffer> buffers(const Graph& g,
+                            const std::unordered_map<const Value*, Allocation>& live,
+                            const std::map<const Node*, int64_t>& index, int64_t* inplace) {
+  std::vector<Buffer> out;
+  std::unordered_map<const Value*, size_t> buffer_of;
+  for (const auto& n : g.nodes()) {
+    int in = n->schema().inplace_input;
+    for (size_t o = 0; o < n->numOutputs(); ++o) {
+      const Value* v = n->output(o);
+      const Allocation& a = live.at(v);
+      bool reuse = o == 0 && in >= 0 && n->hasInput(static_cast<size_t>(in));
+      const Value* src = reuse ? n->input(static_cast<size_t>(in)) : nullptr;
+      reuse = reuse && buffer_of.count(src) && src->type() == v->type() &&
+              live.at(src).last_step == index.at(n.get()) &&
+              std::count(n->inputs().begin(), n->inputs().end(), src) == 1;
+      if (reuse) {
+        Buffer& b = out[buffer_of[src]];
+        b.values.push_back(v);
+        b.last = std::max(b.last, a.last_step);
+        buffer_of[v] = buffer_of[src];
+        ++*inplace;
+        continue;
+      }
+      buffer_of[v] = out.size();
+      out.push_back({{v}, a.bytes, a.first_step, a.last_step});
+    }
+  }
+  return out;
+}
+
+// Step 3: lowest offset that clears every placed buffer live at the same time.
+int64_t place(const Buffer& b, const std::vector<std::pair<const Buffer*, int64_t>>& placed) {
+  std::vector<std::pair<int64_t, int64_t>> busy;  // [offset, end) of conflicting buffers
+  for (const auto& [other, offset] : placed)
+    if (other->first <= b.last && b.first <= other->last)
+      busy.emplace_back(offset, offset + alignUp(other->bytes));
+  std::sort(busy.begin(), busy.end());
+  int64_t offset = 0;
+  for (const auto& [start, end] : busy) {
+    if (offset + alignUp(b.bytes) <= start) break;
+    offset = std::max(offset, end);
+  }
+  return offset;
+}
+
+}  // namespace
+
+MemoryPlan planMemory(const Graph& g) {
+  MemoryPlan plan;
+  std::map<const Node*, int64_t> index;
+  auto live = lifetimes(g, index);
+  std::vector<Buffer> bufs = buffers(g, live, index, &plan.inplace_count);
+  std::vector<const Buffer*> order;
+  for (const Buffer& b : bufs) order.push_back(&b);
+  std::stable_sort(order.begin(), order.end(),
+                   [](const Buffer* a, const Buffer* b) { return a->bytes > b->bytes; });
+  std::vector<std::pair<const Buffer*, int64_t>> placed;
+  for (const Buffer* b : order) {
+    int64_t offset = place(*b, placed);
+    placed.emplace_back(b, offset);
+    plan.arena_bytes = std::max(plan.arena_bytes, offset + alignUp(b->bytes));
+    for (const Value* v : b->values) {
+      Allocation a = live.at(v);
+      a.offset = offset;
+      plan.allocations[v] = a;
+    }
+  }
+  // Step 4: the peak of live bytes over the schedule.
+  std::vector<int64_t> at_step(index.size() + 1, 0);
+  for (const Buffer& b : bufs)
+    for (int64_t s = b.first; s <= b.last; ++s) at_step[static_cast<size_t>(s)] += b.bytes;
+  for (int64_t bytes : at_step) plan.peak_live_bytes = std::max(plan.peak_live_bytes, bytes);
+  return plan;
+}
+
+void checkMemoryPlan(const Graph& g, const MemoryPlan& plan) {
+  std::vector<std::pair<const Value*, Allocation>> all(plan.allocations.begin(),
+                                                       plan.allocations.end());
+  auto inplacePair = [](const Value* a, const Value* b) {
+    for (auto [x, y] : {std::pair{a, b}, std::pair{b, a}}) {
+      const Node* n = y->producer();
+      int in = n ? n->schema().inplace_input : -1;
+      if (in >= 0 && n->hasInput(static_cast<size_t>(in)) && n->input(in) == x) return true;
+    }
+    return false;
+  };
+  for (size_t i = 0; i < all.size(); ++i) {
+    for (size_t j = i + 1; j < all.size(); ++j) {
+      const auto& [va, a] = all[i];
+      const auto& [vb, b] = all[j];
+      bool same_time = a.first_step <= b.last_step && b.first_step <= a.last_step;
+      bool same_bytes = a.offset < b.offset + b.bytes && b.offset < a.offset + a.bytes;
+      DS_CHECK(!(same_time && same_bytes) || (a.offset == b.offset && inplacePair(va, vb)),
+               "memory plan: '", va->name(), "' and '", vb->name(),
+               "' are live together and overlap in the arena");
+    }
+  }
+  DS_CHECK(plan.allocations.size() <= g.numValues(), "memory plan: more allocations than values");
+}
+
+}  // namespace ds
