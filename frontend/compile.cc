@@ -2,6 +2,7 @@
 
 #include "frontend/onnx_import.h"
 #include "ir/error.h"
+#include "passes/lower_to_plan.h"
 #include "passes/pipeline.h"
 
 namespace ds {
@@ -46,7 +47,27 @@ Compilation compile(const CompileOptions& o) {
   // Stage 2: clean-up passes, verified after each.
   runPasses(*out.graph, {"fold-constants", "dead-code"},
             {.verify_each = true, .dump_after = o.dump_after, .dump = o.dump});
+
+  // Stage 3: static memory plan for the arena.
+  out.memory = planMemory(*out.graph);
   return out;
+}
+
+nlohmann::json effectiveConfigJson(const Compilation& c) {
+  nlohmann::json j = c.config.raw.is_object() ? c.config.raw : nlohmann::json::object();
+  j["train_micro_batch_size_per_gpu"] = c.micro_batch;
+  j["gradient_accumulation_steps"] = c.config.gradient_accumulation_steps.value_or(1);
+  j["train_batch_size"] = c.config.train_batch_size.value_or(c.micro_batch * c.world_size);
+  j["zero_optimization"]["stage"] = c.zero_stage;
+  j["world_size"] = c.world_size;
+  return j;
+}
+
+PlanFile buildPlan(const Compilation& c, const std::string& model_path) {
+  return lowerToPlan(*c.graph, c.memory,
+                     {.model = model_path,
+                      .world_size = c.world_size,
+                      .config_json = effectiveConfigJson(c).dump()});
 }
 
 }  // namespace ds

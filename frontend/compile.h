@@ -11,6 +11,8 @@
 
 #include "frontend/ds_config.h"
 #include "ir/graph.h"
+#include "ir/plan.h"
+#include "passes/memory_plan.h"
 
 namespace ds {
 
@@ -30,8 +32,15 @@ struct Compilation {
   int64_t world_size = 1;
   int zero_stage = 0;
   int64_t micro_batch = 0;
+  MemoryPlan memory;
 };
 
 Compilation compile(const CompileOptions& options);
+
+// The effective configuration: the file as read plus every resolved value.
+nlohmann::json effectiveConfigJson(const Compilation& c);
+
+// Lowers a compilation to a plan file's contents.
+PlanFile buildPlan(const Compilation& c, const std::string& model_path);
 
 }  // namespace ds

@@ -93,7 +93,7 @@ std::string formatSummary(const Compilation& c, const std::string& model_path) {
      << " in fp32); buffers " << withCommas(s.num_buffer_elements) << " elements\n";
   os << "activations   " << bytesString(double(s.activation_bytes)) << " per rank at micro-batch "
      << c.micro_batch << " (every forward activation, fp32)\n";
-  MemoryPlan arena = planMemory(*c.graph);
+  const MemoryPlan& arena = c.memory;
   char ratio[16];
   std::snprintf(ratio, sizeof(ratio), "%.3f", arena.ratio());
   os << "forward arena " << bytesString(double(arena.arena_bytes)) << " (peak live "

@@ -101,6 +101,13 @@ std::vector<TensorType> inferOutputTypes(const Node& node) {
   return std::move(ctx.outputs());
 }
 
+AttributeMap attrsWithDefaults(const Node& node) {
+  AttributeMap attrs = node.attrs();
+  for (const AttrSpec& spec : node.schema().attrs)
+    if (spec.default_value && !attrs.count(spec.name)) attrs[spec.name] = *spec.default_value;
+  return attrs;
+}
+
 Shape broadcastShapes(const InferContext& ctx, const Shape& a, const Shape& b) {
   size_t rank = std::max(a.size(), b.size());
   Shape out(rank);

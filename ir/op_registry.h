@@ -93,6 +93,9 @@ class OpRegistry {
 // shape rule; throws ds::Error naming the node on any mismatch.
 std::vector<TensorType> inferOutputTypes(const Node& node);
 
+// The node's attributes with every schema default filled in: what a plan step carries.
+AttributeMap attrsWithDefaults(const Node& node);
+
 // Shape-rule building blocks shared by the op families.
 Shape broadcastShapes(const InferContext& ctx, const Shape& a, const Shape& b);
 

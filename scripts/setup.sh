@@ -2,11 +2,12 @@
 # Installs every Debian package the build, the demo and the tests need.
 # Idempotent and non-interactive: safe to run on every CI job and fresh machine.
 set -euo pipefail
+cd "$(dirname "$0")/.."
 
 packages=(
   build-essential cmake ninja-build pkg-config clang-format bc
   libonnx-dev libonnx-testdata libprotobuf-dev protobuf-compiler
-  libgtest-dev nlohmann-json3-dev libcli11-dev
+  libgtest-dev nlohmann-json3-dev libcli11-dev libdnnl-dev ocl-icd-opencl-dev opencl-headers
   python3-torch python3-torchvision python3-onnx python3-numpy
 )
 
@@ -21,4 +22,12 @@ if ((${#missing[@]})); then
   export DEBIAN_FRONTEND=noninteractive
   $sudo_cmd apt-get update -qq
   $sudo_cmd apt-get install -y -qq --no-install-recommends "${missing[@]}"
+fi
+
+# Python tools for the oracles (ONNX's newer node-test data, ONNX Runtime) live in
+# a project-local virtual environment, git-ignored, so nothing touches the system.
+venv=.venv
+if [ ! -x "$venv/bin/python" ] || ! "$venv/bin/python" -c 'import onnx, onnxruntime, numpy' 2>/dev/null; then
+  python3 -m venv "$venv"
+  "$venv/bin/pip" install -q --disable-pip-version-check onnx onnxruntime numpy
 fi

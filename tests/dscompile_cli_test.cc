@@ -4,6 +4,7 @@
 
 #include "frontend/ds_config.h"
 #include "frontend/summary.h"
+#include "ir/plan.h"
 #include "ir/error.h"
 #include "tests/test_util.h"
 
@@ -46,11 +47,12 @@ TEST(DscompileCli, PrintsSummaryWithZeroAccounting) {
 }
 
 TEST(DscompileCli, DumpsVerifiedIrAndWritesOutput) {
-  std::string out = test::tempPath("cli_mlp.ir");
+  std::string out = test::tempPath("cli_mlp.plan");
   auto r = dscompile(smallModel() + " --batch 3 --dump ir -o " + out);
   ASSERT_EQ(r.exit_code, 0) << r.output;
   EXPECT_TRUE(contains(r.output, "input %input : f32[3,4]")) << r.output;
   EXPECT_TRUE(std::filesystem::file_size(out) > 0);
+  EXPECT_EQ(readPlanFile(out).plan.tensors_size(), 5);  // input, w, b, h, logits
 }
 
 TEST(DscompileCli, BadInputIsOneLineAndExitCode2) {

@@ -2,7 +2,6 @@
 // later stages land, a per-rank plan). Bad input is one line on stderr, exit 2.
 #include <CLI/CLI.hpp>
 
-#include <fstream>
 #include <iostream>
 
 #include "frontend/compile.h"
@@ -28,10 +27,9 @@ void addFlags(CLI::App& app, Args& a) {
   app.add_option("--batch", a.compile.micro_batch,
                  "micro-batch per rank (overrides train_micro_batch_size_per_gpu); binds the "
                  "model's symbolic batch axis");
-  app.add_option("-o,--output", a.output,
-                 "output file; until plans exist it receives the verified IR in text form");
-  app.add_option("--dump", a.dumps, "print 'summary' and/or 'ir' to stdout")
-      ->check(CLI::IsMember({"summary", "ir"}));
+  app.add_option("-o,--output", a.output, "write the plan file (run it with dsrun)");
+  app.add_option("--dump", a.dumps, "print 'summary', 'ir' and/or 'plan' to stdout")
+      ->check(CLI::IsMember({"summary", "ir", "plan"}));
   app.add_option("--dump-after", a.compile.dump_after,
                  "print the IR after the named pass (or 'all') to stderr");
 }
@@ -46,11 +44,10 @@ int run(const Args& a) {
   if (wants("ir")) std::cout << ds::printGraph(*c.graph);
   if (wants("summary") || (a.dumps.empty() && a.output.empty()))
     std::cout << ds::formatSummary(c, a.compile.model_path);
-  if (!a.output.empty()) {
-    std::ofstream out(a.output);
-    DS_CHECK(out.good(), a.output, ": cannot write output file");
-    out << ds::printGraph(*c.graph);
-    DS_CHECK(out.good(), a.output, ": write failed");
+  if (wants("plan") || !a.output.empty()) {
+    ds::PlanFile plan = ds::buildPlan(c, a.compile.model_path);
+    if (wants("plan")) std::cout << ds::printPlan(plan);
+    if (!a.output.empty()) ds::writePlanFile(a.output, plan);
   }
   return 0;
 }

@@ -1,0 +1,98 @@
+#include "passes/lower_to_plan.h"
+
+#include <unordered_map>
+
+#include "ir/error.h"
+#include "ir/op_registry.h"
+
+namespace ds {
+namespace {
+
+int64_t alignUp(int64_t v) { return (v + kPlanAlignment - 1) / kPlanAlignment * kPlanAlignment; }
+
+class Lowering {
+ public:
+  Lowering(const Graph& g, const MemoryPlan& m) : g_(g), m_(m) {}
+
+  PlanFile run(const LowerOptions& o) {
+    planpb::Plan& p = f_.plan;
+    p.set_format_version(kPlanFormatVersion);
+    p.set_producer("dscompile 0.1.0");
+    p.set_model(o.model);
+    p.set_world_size(static_cast<int32_t>(o.world_size));
+    p.set_config_json(o.config_json);
+    p.add_streams("compute");
+    for (const Value* v : g_.sources()) addSource(v);
+    for (const auto& n : g_.nodes())
+      for (const Value* v : n->outputs()) addArenaTensor(v);
+    for (const Value* v : g_.feeds()) p.add_feeds(index_.at(v));
+    for (const Value* v : g_.outputs()) p.add_outputs(index_.at(v));
+    p.set_arena_bytes(m_.arena_bytes);
+    p.set_peak_live_bytes(m_.peak_live_bytes);
+    p.set_persistent_bytes(persistent_bytes_);
+    for (int64_t r = 0; r < o.world_size; ++r) emitRank(static_cast<int32_t>(r));
+    return std::move(f_);
+  }
+
+ private:
+  planpb::TensorInfo* addTensor(const Value* v) {
+    index_[v] = f_.plan.tensors_size();
+    planpb::TensorInfo* t = f_.plan.add_tensors();
+    t->set_name(v->name());
+    t->set_dtype(static_cast<int32_t>(v->dtype()));
+    for (int64_t d : v->shape()) t->add_shape(d);
+    t->set_role(static_cast<int32_t>(v->role()));
+    return t;
+  }
+
+  void addSource(const Value* v) {
+    planpb::TensorInfo* t = addTensor(v);
+    t->set_storage(planpb::PERSISTENT);
+    t->set_offset(persistent_bytes_);
+    persistent_bytes_ = alignUp(persistent_bytes_ + static_cast<int64_t>(v->type().bytes()));
+    bool fed = v->role() == Role::Input || v->role() == Role::Label;
+    if (!fed) {
+      DS_CHECK(v->hasData(), "lowering: '", v->name(), "' (", roleName(v->role()),
+               ") has no initial value");
+      f_.setInit(index_.at(v), v->data());
+    }
+  }
+
+  void addArenaTensor(const Value* v) {
+    planpb::TensorInfo* t = addTensor(v);
+    t->set_storage(planpb::ARENA);
+    auto it = m_.allocations.find(v);
+    DS_CHECK(it != m_.allocations.end(), "lowering: '", v->name(), "' has no arena offset");
+    t->set_offset(it->second.offset);
+  }
+
+  void emitRank(int32_t rank) {
+    planpb::RankPlan* r = f_.plan.add_ranks();
+    r->set_rank(rank);
+    for (const auto& n : g_.nodes()) {
+      planpb::Step* s = r->add_steps();
+      s->set_op(n->op());
+      s->set_node(n->name());
+      s->set_stream(0);
+      s->set_record_event(-1);
+      for (const auto& [name, value] : attrsWithDefaults(*n)) toPlanAttr(name, value, s->add_attrs());
+      for (size_t i = 0; i < n->numInputs(); ++i)
+        s->add_inputs(n->hasInput(i) ? index_.at(n->input(i)) : -1);
+      for (const Value* v : n->outputs()) s->add_outputs(index_.at(v));
+    }
+  }
+
+  const Graph& g_;
+  const MemoryPlan& m_;
+  PlanFile f_;
+  std::unordered_map<const Value*, int32_t> index_;
+  int64_t persistent_bytes_ = 0;
+};
+
+}  // namespace
+
+PlanFile lowerToPlan(const Graph& graph, const MemoryPlan& memory, const LowerOptions& options) {
+  return Lowering(graph, memory).run(options);
+}
+
+}  // namespace ds

@@ -1,0 +1,32 @@
+// Lowering: a verified graph and its memory plan become a plan file.
+//
+// Guarantees: every node becomes one step, in graph order, on the compute stream,
+// with all of its attributes (schema defaults filled in); every value becomes a
+// plan tensor: node outputs in the arena at the memory plan's offsets, sources
+// (weights, buffers, constants, feeds) in the persistent region with their initial
+// data in the blob. Each rank gets its own step list (identical until the
+// distributed passes land).
+//
+// Algorithm:
+//  1. Number tensors: sources in declaration order, then node outputs in order.
+//  2. Lay out the persistent region: aligned offsets, in the same order.
+//  3. Emit one step per node for every rank.
+#pragma once
+
+#include <string>
+
+#include "ir/graph.h"
+#include "ir/plan.h"
+#include "passes/memory_plan.h"
+
+namespace ds {
+
+struct LowerOptions {
+  std::string model;        // for the header
+  int64_t world_size = 1;
+  std::string config_json;  // the effective DeepSpeed configuration
+};
+
+PlanFile lowerToPlan(const Graph& graph, const MemoryPlan& memory, const LowerOptions& options);
+
+}  // namespace ds

@@ -1,0 +1,174 @@
+// Plan files and the CPU executor: the file round-trips, damaged or foreign files
+// and bad feeds are one-line errors, and a poisoned run (every arena tensor
+// overwritten after its last use) computes the same outputs as a clean one.
+#include <gtest/gtest.h>
+
+#include <cmath>
+#include <fstream>
+
+#include "frontend/compile.h"
+#include "ir/error.h"
+#include "ir/plan.h"
+#include "models/models.h"
+#include "runtime/cpu_executor.h"
+#include "runtime/npy.h"
+#include "tests/test_util.h"
+
+namespace ds {
+namespace {
+
+using test::contains;
+
+// Compiles a generated model at `batch` and returns its plan.
+PlanFile compiledPlan(const onnx::ModelProto& model, const std::string& name, int64_t batch) {
+  std::string path = test::tempPath(name + ".onnx");
+  saveModel(model, path);
+  CompileOptions o;
+  o.model_path = path;
+  o.micro_batch = batch;
+  return buildPlan(compile(o), path);
+}
+
+Tensor randomTensor(TensorType type, uint64_t seed) {
+  Tensor t(type);
+  uint64_t x = seed * 6364136223846793005ULL + 1442695040888963407ULL;
+  for (int64_t i = 0; i < t.numel(); ++i) {
+    x = x * 6364136223846793005ULL + 1442695040888963407ULL;
+    double v = static_cast<double>(x >> 40) / static_cast<double>(1 << 24) - 0.5;  // [-0.5, 0.5)
+    t.setDouble(i, isFloat(type.dtype) ? v : std::floor(v * 200));
+  }
+  return t;
+}
+
+std::string errorOf(const std::function<void()>& fn) {
+  try {
+    fn();
+  } catch (const Error& e) {
+    return e.what();
+  }
+  return "";
+}
+
+TEST(PlanFile, RoundTripsAndDumps) {
+  PlanFile plan = compiledPlan(buildMlp({}), "plan_mlp", 4);
+  std::string path = test::tempPath("mlp.plan");
+  writePlanFile(path, plan);
+  PlanFile back = readPlanFile(path);
+  EXPECT_EQ(back.plan.SerializeAsString(), plan.plan.SerializeAsString());
+  EXPECT_EQ(back.blob, plan.blob);
+  std::string dump = printPlan(back);
+  EXPECT_TRUE(contains(dump, "0 [compute] Gemm(t6, t0, t1) -> t7 @layers.0")) << dump;
+  EXPECT_TRUE(contains(dump, "t6 input %input f32[4,784] persistent@")) << dump;
+}
+
+TEST(PlanFile, ForeignDamagedAndOtherVersionFilesAreClearErrors) {
+  PlanFile plan = compiledPlan(buildMlp({}), "plan_mlp2", 2);
+  std::string path = test::tempPath("good.plan");
+  writePlanFile(path, plan);
+  std::ifstream in(path, std::ios::binary);
+  std::string bytes((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
+
+  std::string foreign = test::tempPath("foreign.plan");
+  test::writeFile(foreign, "PK\x03\x04 definitely a zip file");
+  EXPECT_TRUE(contains(errorOf([&] { readPlanFile(foreign); }), "not a dscompile plan"));
+
+  std::string other_version = test::tempPath("v99.plan");
+  std::string v99 = bytes;
+  v99[8] = 99;  // the u32 after the magic
+  test::writeFile(other_version, v99);
+  EXPECT_TRUE(contains(errorOf([&] { readPlanFile(other_version); }),
+                       "plan format version 99 is not supported"));
+
+  std::string truncated = test::tempPath("truncated.plan");
+  test::writeFile(truncated, bytes.substr(0, bytes.size() - 1000));
+  std::string msg = errorOf([&] { readPlanFile(truncated); });
+  EXPECT_TRUE(contains(msg, truncated + ": damaged plan")) << msg;
+
+  std::string garbled = test::tempPath("garbled.plan");
+  std::string g = bytes;
+  for (size_t i = 20; i < 60; ++i) g[i] = static_cast<char>(0xFF);
+  test::writeFile(garbled, g);
+  EXPECT_TRUE(contains(errorOf([&] { readPlanFile(garbled); }), "damaged plan"));
+}
+
+TEST(CpuExecutor, FeedErrorsNameTheFeedWithExpectedAndActual) {
+  PlanFile plan = compiledPlan(buildMlp({}), "plan_mlp3", 2);
+  CpuExecutor exec(plan);
+  EXPECT_TRUE(contains(errorOf([&] { exec.run(); }), "input 'input' (f32[2,784]) was not fed"));
+  EXPECT_TRUE(contains(errorOf([&] { exec.setFeed("x", Tensor({DType::F32, {2, 784}})); }),
+                       "feed 'x': the plan has no such input (inputs: input)"));
+  EXPECT_TRUE(contains(errorOf([&] { exec.setFeed("input", Tensor({DType::F64, {2, 784}})); }),
+                       "feed 'input': expected f32[2,784], got f64[2,784]"));
+  EXPECT_TRUE(contains(errorOf([&] { exec.setFeed("input", Tensor({DType::F32, {3, 784}})); }),
+                       "expected f32[2,784], got f32[3,784]"));
+}
+
+TEST(CpuExecutor, PoisonedRunMatchesCleanRun) {
+  ResNetOptions options;
+  options.depth = 18;
+  PlanFile plan = compiledPlan(buildResNet(options), "plan_r18", 2);
+  Tensor input = randomTensor({DType::F32, {2, 3, 32, 32}}, 7);
+  CpuExecutor clean(plan);
+  clean.setFeed("input", input);
+  clean.run();
+  CpuExecutor poisoned(plan, {.rank = 0, .poison_freed = true});
+  poisoned.setFeed("input", input);
+  poisoned.run();
+  Tensor a = clean.output(0), b = poisoned.output(0);
+  ASSERT_EQ(a.type(), (TensorType{DType::F32, {2, 10}}));
+  for (int64_t i = 0; i < a.numel(); ++i) {
+    ASSERT_TRUE(std::isfinite(a.getDouble(i)));
+    EXPECT_EQ(a.getDouble(i), b.getDouble(i)) << i;
+  }
+}
+
+TEST(Npy, RoundTripsEveryNumpyDtype) {
+  for (DType t : {DType::F32, DType::F64, DType::F16, DType::I64, DType::I32, DType::I8, DType::U8,
+                  DType::Bool}) {
+    for (Shape shape : {Shape{}, Shape{5}, Shape{2, 3}}) {
+      Tensor x = randomTensor({t, shape}, 3);
+      std::string path = test::tempPath("x.npy");
+      writeNpy(path, x);
+      EXPECT_EQ(readNpy(path), x) << dtypeName(t) << shapeToString(shape);
+    }
+  }
+  std::string bad = test::tempPath("bad.npy");
+  test::writeFile(bad, "not numpy");
+  EXPECT_TRUE(contains(errorOf([&] { readNpy(bad); }), bad + ": not a NumPy .npy file"));
+}
+
+TEST(Dsrun, BadInputIsOneLineAndExitCode2) {
+  PlanFile plan = compiledPlan(buildMlp({}), "plan_mlp4", 2);
+  std::string path = test::tempPath("cli.plan");
+  writePlanFile(path, plan);
+  std::string good = test::tempPath("good_feed.npy");
+  writeNpy(good, randomTensor({DType::F32, {2, 784}}, 1));
+  std::string wrong = test::tempPath("wrong_feed.npy");
+  writeNpy(wrong, randomTensor({DType::F32, {2, 783}}, 1));
+  auto dsrun = [&](const std::string& args) {
+    return test::runCommand(test::binary("dsrun") + " " + args);
+  };
+  struct Case {
+    std::string args, message;
+  };
+  for (const Case& c : std::vector<Case>{
+           {path, "input 'input' (f32[2,784]) was not fed"},
+           {path + " --feed input=" + wrong, "expected f32[2,784], got f32[2,783]"},
+           {path + " --feed nope=" + good, "feed 'nope': the plan has no such input"},
+           {path + " --feed input=/missing.npy", "/missing.npy: cannot open file"},
+           {"/missing.plan", "/missing.plan: cannot open plan file"},
+           {path + " --feed input=" + good + " --backend cuda", "--backend cuda"},
+       }) {
+    auto r = dsrun(c.args);
+    EXPECT_EQ(r.exit_code, 2) << c.args << "\n" << r.output;
+    EXPECT_TRUE(contains(r.output, c.message)) << r.output;
+    EXPECT_EQ(std::count(r.output.begin(), r.output.end(), '\n'), 1) << r.output;
+  }
+  auto ok = dsrun(path + " --feed input=" + good + " --dump-outputs " + test::tempPath("outs"));
+  EXPECT_EQ(ok.exit_code, 0) << ok.output;
+  EXPECT_EQ(readNpy(test::tempPath("outs") + "/logits.npy").type(),
+            (TensorType{DType::F32, {2, 10}}));
+}
+
+}  // namespace
+}  // namespace ds
