@@ -1,8 +1,12 @@
 #include "frontend/ds_config.h"
 
+#include <cctype>
 #include <fstream>
+#include <map>
+#include <set>
 #include <sstream>
 
+#include "frontend/ds_config_schema.h"
 #include "ir/error.h"
 
 namespace ds {
@@ -27,8 +31,66 @@ bool enabled(const json& obj, const char* section) {
   DS_CHECK(it->is_object(), section, ": must be an object");
   auto e = it->find("enabled");
   if (e == it->end()) return false;
+  if (e->is_string() && *e == "auto") return false;  // no trainer to take it from: off
   DS_CHECK(e->is_boolean(), section, ".enabled: must be true or false, is ", e->dump());
   return e->get<bool>();
+}
+
+// nlohmann::json keeps the last of duplicate keys silently; DeepSpeed users expect
+// an error, so the parser callback tracks the keys of each open object.
+json parseRejectingDuplicates(const std::string& text) {
+  std::vector<std::set<std::string>> seen;
+  std::vector<std::string> path;
+  auto callback = [&](int, json::parse_event_t event, json& parsed) {
+    switch (event) {
+      case json::parse_event_t::object_start:
+        seen.emplace_back();
+        path.emplace_back();
+        break;
+      case json::parse_event_t::object_end:
+        seen.pop_back();
+        path.pop_back();
+        break;
+      case json::parse_event_t::key: {
+        std::string key = parsed.get<std::string>();
+        path.back() = key;
+        std::string where;
+        for (const std::string& k : path) where += (where.empty() ? "" : ".") + k;
+        DS_CHECK(seen.back().insert(key).second, where, ": duplicate key");
+        break;
+      }
+      default: break;
+    }
+    return true;
+  };
+  return json::parse(text, callback, /*allow_exceptions=*/true, /*ignore_comments=*/true);
+}
+
+std::string lowered(std::string s) {
+  for (char& c : s) c = static_cast<char>(std::tolower(static_cast<unsigned char>(c)));
+  return s;
+}
+
+// DeepSpeed matches optimizer and scheduler types case-insensitively for optimizers.
+void readTypes(const json& root, DsConfig& c) {
+  if (auto opt = root.find("optimizer"); opt != root.end()) {
+    DS_CHECK(opt->contains("type"), "optimizer.type: missing");
+    std::string type = (*opt)["type"].get<std::string>();
+    const std::map<std::string, std::string> known = {{"adam", "Adam"}, {"adamw", "AdamW"}, {"sgd", "SGD"}};
+    auto it = known.find(lowered(type));
+    DS_CHECK(it != known.end(), "optimizer.type: '", type,
+             "' is not supported by dscompile (supported: Adam, AdamW, SGD)");
+    c.optimizer = it->second;
+  }
+  if (auto sch = root.find("scheduler"); sch != root.end()) {
+    DS_CHECK(sch->contains("type"), "scheduler.type: missing");
+    std::string type = (*sch)["type"].get<std::string>();
+    const std::set<std::string> known = {"WarmupLR", "WarmupDecayLR", "WarmupCosineLR", "OneCycle"};
+    DS_CHECK(known.count(type), "scheduler.type: '", type,
+             "' is not supported by dscompile (supported: WarmupLR, WarmupDecayLR, WarmupCosineLR, "
+             "OneCycle)");
+    c.scheduler = type;
+  }
 }
 
 void readZero(const json& root, DsConfig& c) {
@@ -54,12 +116,13 @@ void readZero(const json& root, DsConfig& c) {
 DsConfig parseDsConfig(const std::string& text, const std::string& origin) {
   DsConfig c;
   try {
-    c.raw = json::parse(text, nullptr, /*allow_exceptions=*/true, /*ignore_comments=*/true);
-  } catch (const json::parse_error& e) {
-    throw makeError(origin, ": not valid JSON: ", e.what());
-  }
-  try {
+    try {
+      c.raw = parseRejectingDuplicates(text);
+    } catch (const json::parse_error& e) {
+      throw makeError("not valid JSON: ", e.what());
+    }
     DS_CHECK(c.raw.is_object(), "the top level must be an object");
+    c.warnings = validateConfigKeys(c.raw);
     c.train_batch_size = positiveInt(c.raw, "train_batch_size", "");
     c.micro_batch = positiveInt(c.raw, "train_micro_batch_size_per_gpu", "");
     c.gradient_accumulation_steps = positiveInt(c.raw, "gradient_accumulation_steps", "");
@@ -67,11 +130,7 @@ DsConfig parseDsConfig(const std::string& text, const std::string& origin) {
     c.bf16 = enabled(c.raw, "bf16");
     DS_CHECK(!(c.fp16 && c.bf16), "fp16.enabled and bf16.enabled: only one may be true");
     readZero(c.raw, c);
-    if (auto opt = c.raw.find("optimizer"); opt != c.raw.end()) {
-      DS_CHECK(opt->is_object() && opt->contains("type") && (*opt)["type"].is_string(),
-               "optimizer.type: must be a string");
-      c.optimizer = (*opt)["type"].get<std::string>();
-    }
+    readTypes(c.raw, c);
   } catch (const Error& e) {
     throw makeError(origin, ": ", e.what());
   }

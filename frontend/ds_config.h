@@ -8,6 +8,7 @@
 #include <cstdint>
 #include <optional>
 #include <string>
+#include <vector>
 
 #include <nlohmann/json.hpp>
 
@@ -26,6 +27,10 @@ struct DsConfig {
   bool bf16 = false;
   bool offload_optimizer = false;  // zero_optimization.offload_optimizer.device == "cpu"
   std::string optimizer = "AdamW";
+  std::string scheduler;  // empty: constant learning rate
+
+  // Real DeepSpeed keys dscompile ignores, one line each, for the tools to print.
+  std::vector<std::string> warnings;
 };
 
 // Parses a config file; throws ds::Error naming the file and key path on bad input.

@@ -3,6 +3,7 @@
 #include <gtest/gtest.h>
 
 #include "frontend/ds_config.h"
+#include "frontend/ds_config_schema.h"
 #include "frontend/summary.h"
 #include "ir/plan.h"
 #include "ir/error.h"
@@ -115,6 +116,71 @@ TEST(ZeroAccounting, MatchesThePaper) {
   EXPECT_NEAR(zeroModelStates(psi, 1, 64).total() / 1e9, 31.4, 0.1);
   EXPECT_NEAR(zeroModelStates(psi, 2, 64).total() / 1e9, 16.6, 0.1);
   EXPECT_NEAR(zeroModelStates(psi, 3, 64).total() / 1e9, 1.88, 0.01);
+}
+
+}  // namespace
+}  // namespace ds
+
+namespace ds {
+namespace {
+
+std::string configError(const std::string& text) {
+  try {
+    parseDsConfig(text, "cfg.json");
+  } catch (const Error& e) {
+    return e.what();
+  }
+  return "";
+}
+
+TEST(DsConfig, MisspeltKeysAreErrorsWithASuggestion) {
+  EXPECT_EQ(configError(R"({"train_micro_batch_size_per_gpus": 4})"),
+            "cfg.json: train_micro_batch_size_per_gpus: unknown DeepSpeed config key; did you mean "
+            "'train_micro_batch_size_per_gpu'?");
+  EXPECT_EQ(configError(R"({"zero_optimization": {"stgae": 2}})"),
+            "cfg.json: zero_optimization.stgae: unknown DeepSpeed config key; did you mean 'stage'?");
+  EXPECT_EQ(configError(R"({"zzz_not_a_key": 1})"),
+            "cfg.json: zzz_not_a_key: unknown DeepSpeed config key");
+}
+
+TEST(DsConfig, WrongTypesDuplicatesAndUnsupportedTypesNameTheKeyPath) {
+  EXPECT_EQ(configError(R"({"fp16": {"enabled": "yes"}})"),
+            "cfg.json: fp16.enabled: must be true or false, is \"yes\"");
+  EXPECT_EQ(configError(R"({"optimizer": {"type": "AdamW", "params": {"lr": "fast"}}})"),
+            "cfg.json: optimizer.params.lr: must be a number, is \"fast\"");
+  EXPECT_EQ(configError(R"({"gradient_clipping": 1.0, "gradient_clipping": 2.0})"),
+            "cfg.json: gradient_clipping: duplicate key");
+  EXPECT_EQ(configError(R"({"zero_optimization": {"stage": 1, "stage": 2}})"),
+            "cfg.json: zero_optimization.stage: duplicate key");
+  EXPECT_TRUE(test::contains(configError(R"({"optimizer": {"type": "Lamb"}})"),
+                             "optimizer.type: 'Lamb' is not supported by dscompile"));
+  EXPECT_TRUE(test::contains(configError(R"({"scheduler": {"type": "LRRangeTest"}})"),
+                             "scheduler.type: 'LRRangeTest' is not supported"));
+}
+
+TEST(DsConfig, RealButUnimplementedKeysWarnAndAreIgnored) {
+  DsConfig c = parseDsConfig(
+      R"({"train_batch_size": 8, "wall_clock_breakdown": true, "optimizer": {"type": "adamw"},
+          "zero_optimization": {"stage": 2, "round_robin_gradients": true}})",
+      "cfg.json");
+  EXPECT_EQ(c.optimizer, "AdamW");
+  ASSERT_EQ(c.warnings.size(), 2u);
+  EXPECT_EQ(c.warnings[0], "wall_clock_breakdown: not implemented by dscompile, ignored");
+  EXPECT_EQ(c.warnings[1], "zero_optimization.round_robin_gradients: not implemented by dscompile, ignored");
+}
+
+TEST(DsConfig, ReferenceConfigWarnsOnlyAboutSubGroupSize) {
+  // sub_group_size only tunes how DeepSpeed chunks the offloaded optimizer step.
+  DsConfig c = loadDsConfig(std::string(DS_SOURCE_DIR) + "/configs/ds_config_resnet101_zero3.json");
+  EXPECT_EQ(c.warnings, (std::vector<std::string>{
+                            "zero_optimization.sub_group_size: not implemented by dscompile, ignored"}));
+  EXPECT_EQ(c.scheduler, "WarmupLR");
+}
+
+TEST(DsConfig, EditDistance) {
+  EXPECT_EQ(editDistance("stage", "stgae"), 2u);
+  EXPECT_EQ(editDistance("", "abc"), 3u);
+  EXPECT_EQ(editDistance("kitten", "sitting"), 3u);
 }
 
 }  // namespace

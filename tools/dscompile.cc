@@ -38,6 +38,7 @@ int run(const Args& a) {
   ds::CompileOptions options = a.compile;
   options.dump = &std::cerr;
   ds::Compilation c = ds::compile(options);
+  for (const std::string& w : c.config.warnings) std::cerr << "dscompile: warning: " << w << "\n";
   auto wants = [&](const char* what) {
     return std::find(a.dumps.begin(), a.dumps.end(), what) != a.dumps.end();
   };

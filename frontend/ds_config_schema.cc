@@ -1,0 +1,228 @@
+#include "frontend/ds_config_schema.h"
+
+#include <algorithm>
+
+#include "ir/error.h"
+
+namespace ds {
+namespace {
+
+using nlohmann::json;
+
+enum class Type { Int, Number, Bool, String, Object, List, Any };
+enum Auto : bool { kNoAuto = false, kAuto = true };
+enum Impl : bool { kIgnored = false, kUsed = true };
+
+struct Key {
+  const char* name;
+  Type type;
+  Impl implemented;
+  Auto allows_auto = kNoAuto;
+  std::vector<Key> children = {};  // for objects; empty = any keys (unchecked)
+};
+
+const char* typeName(Type t) {
+  switch (t) {
+    case Type::Int: return "an integer";
+    case Type::Number: return "a number";
+    case Type::Bool: return "true or false";
+    case Type::String: return "a string";
+    case Type::Object: return "an object";
+    case Type::List: return "a list";
+    case Type::Any: return "anything";
+  }
+  return "?";
+}
+
+// Optimizer and scheduler params are checked against the union of the params of
+// the types dscompile implements; the type itself is checked in ds_config.cc.
+const std::vector<Key>& optimizerParams() {
+  static const std::vector<Key> keys = {
+      {"lr", Type::Number, kUsed, kAuto},          {"betas", Type::List, kUsed, kAuto},
+      {"eps", Type::Number, kUsed, kAuto},         {"weight_decay", Type::Number, kUsed, kAuto},
+      {"adam_w_mode", Type::Bool, kUsed},          {"bias_correction", Type::Bool, kUsed},
+      {"torch_adam", Type::Bool, kIgnored},        {"amsgrad", Type::Bool, kIgnored},
+      {"momentum", Type::Number, kUsed},           {"nesterov", Type::Bool, kUsed},
+      {"dampening", Type::Number, kUsed},          {"fused", Type::Bool, kIgnored},
+  };
+  return keys;
+}
+
+const std::vector<Key>& schedulerParams() {
+  static const std::vector<Key> keys = {
+      {"warmup_min_lr", Type::Number, kUsed, kAuto},  {"warmup_max_lr", Type::Number, kUsed, kAuto},
+      {"warmup_num_steps", Type::Int, kUsed, kAuto},  {"warmup_type", Type::String, kUsed},
+      {"total_num_steps", Type::Int, kUsed, kAuto},   {"warmup_min_ratio", Type::Number, kUsed},
+      {"cos_min_ratio", Type::Number, kUsed},         {"cycle_min_lr", Type::Number, kUsed},
+      {"cycle_max_lr", Type::Number, kUsed},          {"decay_lr_rate", Type::Number, kUsed},
+      {"cycle_first_step_size", Type::Int, kUsed},    {"cycle_second_step_size", Type::Int, kUsed},
+      {"cycle_first_stair_count", Type::Int, kUsed},  {"cycle_second_stair_count", Type::Int, kUsed},
+      {"decay_step_size", Type::Int, kUsed},          {"cycle_momentum", Type::Bool, kUsed},
+      {"cycle_min_mom", Type::Number, kUsed},         {"cycle_max_mom", Type::Number, kUsed},
+      {"decay_mom_rate", Type::Number, kUsed},        {"last_batch_iteration", Type::Int, kUsed},
+  };
+  return keys;
+}
+
+const std::vector<Key>& offloadKeys() {
+  static const std::vector<Key> keys = {
+      {"device", Type::String, kUsed},       {"pin_memory", Type::Bool, kIgnored},
+      {"buffer_count", Type::Int, kIgnored}, {"buffer_size", Type::Number, kIgnored},
+      {"fast_init", Type::Bool, kIgnored},   {"ratio", Type::Number, kIgnored},
+      {"nvme_path", Type::String, kIgnored}, {"max_in_cpu", Type::Number, kIgnored},
+  };
+  return keys;
+}
+
+const std::vector<Key>& zeroKeys() {
+  static const std::vector<Key> keys = {
+      {"stage", Type::Int, kUsed},
+      {"allgather_partitions", Type::Bool, kIgnored},
+      {"allgather_bucket_size", Type::Number, kUsed},
+      {"overlap_comm", Type::Bool, kUsed},
+      {"reduce_scatter", Type::Bool, kUsed},
+      {"reduce_bucket_size", Type::Number, kUsed, kAuto},
+      {"contiguous_gradients", Type::Bool, kUsed},
+      {"offload_optimizer", Type::Object, kUsed, kNoAuto, offloadKeys()},
+      {"offload_param", Type::Object, kIgnored, kNoAuto, offloadKeys()},
+      {"sub_group_size", Type::Number, kIgnored},
+      {"stage3_prefetch_bucket_size", Type::Number, kUsed, kAuto},
+      {"stage3_param_persistence_threshold", Type::Number, kUsed, kAuto},
+      {"stage3_max_live_parameters", Type::Number, kUsed},
+      {"stage3_max_reuse_distance", Type::Number, kUsed},
+      {"stage3_gather_16bit_weights_on_model_save", Type::Bool, kUsed},
+      {"stage3_gather_fp16_weights_on_model_save", Type::Bool, kUsed},
+      {"round_robin_gradients", Type::Bool, kIgnored},
+      {"ignore_unused_parameters", Type::Bool, kIgnored},
+      {"elastic_checkpoint", Type::Bool, kIgnored},
+      {"load_from_fp32_weights", Type::Bool, kIgnored},
+      {"cpu_offload", Type::Bool, kIgnored},
+      {"zero_hpz_partition_size", Type::Int, kIgnored},
+      {"zero_quantized_weights", Type::Bool, kIgnored},
+      {"zero_quantized_gradients", Type::Bool, kIgnored},
+      {"mics_shard_size", Type::Int, kIgnored},
+  };
+  return keys;
+}
+
+const std::vector<Key>& topKeys() {
+  static const std::vector<Key> keys = {
+      {"train_batch_size", Type::Int, kUsed, kAuto},
+      {"train_micro_batch_size_per_gpu", Type::Int, kUsed, kAuto},
+      {"gradient_accumulation_steps", Type::Int, kUsed, kAuto},
+      {"optimizer", Type::Object, kUsed, kNoAuto,
+       {{"type", Type::String, kUsed}, {"params", Type::Object, kUsed, kNoAuto, optimizerParams()}}},
+      {"scheduler", Type::Object, kUsed, kNoAuto,
+       {{"type", Type::String, kUsed}, {"params", Type::Object, kUsed, kNoAuto, schedulerParams()}}},
+      {"fp16", Type::Object, kUsed, kNoAuto,
+       {{"enabled", Type::Bool, kUsed, kAuto},
+        {"auto_cast", Type::Bool, kIgnored},
+        {"loss_scale", Type::Number, kUsed},
+        {"initial_scale_power", Type::Int, kUsed},
+        {"loss_scale_window", Type::Int, kUsed},
+        {"hysteresis", Type::Int, kUsed},
+        {"consecutive_hysteresis", Type::Bool, kUsed},
+        {"min_loss_scale", Type::Number, kUsed},
+        {"fp16_master_weights_and_grads", Type::Bool, kIgnored}}},
+      {"bf16", Type::Object, kUsed, kNoAuto, {{"enabled", Type::Bool, kUsed, kAuto}}},
+      {"gradient_clipping", Type::Number, kUsed, kAuto},
+      {"zero_optimization", Type::Object, kUsed, kNoAuto, zeroKeys()},
+      {"steps_per_print", Type::Int, kUsed},
+      {"wall_clock_breakdown", Type::Bool, kIgnored},
+      {"dump_state", Type::Bool, kIgnored},
+      {"prescale_gradients", Type::Bool, kIgnored},
+      {"gradient_predivide_factor", Type::Number, kIgnored},
+      {"sparse_gradients", Type::Bool, kIgnored},
+      {"communication_data_type", Type::String, kIgnored},
+      {"seed", Type::Int, kUsed},
+      {"zero_allow_untested_optimizer", Type::Bool, kIgnored},
+      {"zero_force_ds_cpu_optimizer", Type::Bool, kIgnored},
+      {"memory_breakdown", Type::Bool, kIgnored},
+      {"amp", Type::Object, kIgnored},
+      {"activation_checkpointing", Type::Object, kIgnored},
+      {"flops_profiler", Type::Object, kIgnored},
+      {"tensorboard", Type::Object, kIgnored},
+      {"wandb", Type::Object, kIgnored},
+      {"csv_monitor", Type::Object, kIgnored},
+      {"comms_logger", Type::Object, kIgnored},
+      {"checkpoint", Type::Object, kIgnored},
+      {"data_types", Type::Object, kIgnored},
+      {"elasticity", Type::Object, kIgnored},
+      {"aio", Type::Object, kIgnored},
+      {"autotuning", Type::Object, kIgnored},
+      {"compression_training", Type::Object, kIgnored},
+      {"data_efficiency", Type::Object, kIgnored},
+      {"pipeline", Type::Object, kIgnored},
+  };
+  return keys;
+}
+
+bool hasType(const json& v, Type t) {
+  switch (t) {
+    case Type::Int: return v.is_number_integer() || (v.is_number_float() && v.get<double>() == static_cast<double>(static_cast<int64_t>(v.get<double>())));
+    case Type::Number: return v.is_number();
+    case Type::Bool: return v.is_boolean();
+    case Type::String: return v.is_string();
+    case Type::Object: return v.is_object();
+    case Type::List: return v.is_array();
+    case Type::Any: return true;
+  }
+  return false;
+}
+
+std::string suggestion(const std::string& key, const std::vector<Key>& keys) {
+  const Key* best = nullptr;
+  size_t best_distance = key.size();
+  for (const Key& k : keys) {
+    size_t d = editDistance(key, k.name);
+    if (d < best_distance) {
+      best_distance = d;
+      best = &k;
+    }
+  }
+  bool close = best && best_distance <= std::max<size_t>(2, key.size() / 3);
+  return close ? std::string("; did you mean '") + best->name + "'?" : "";
+}
+
+void validate(const json& obj, const std::vector<Key>& keys, const std::string& path,
+              std::vector<std::string>& warnings) {
+  for (const auto& [name, value] : obj.items()) {
+    std::string here = path + name;
+    auto it = std::find_if(keys.begin(), keys.end(), [&](const Key& k) { return name == k.name; });
+    DS_CHECK(it != keys.end(), here, ": unknown DeepSpeed config key", suggestion(name, keys));
+    if (!it->implemented) {
+      warnings.push_back(here + ": not implemented by dscompile, ignored");
+      continue;
+    }
+    if (it->allows_auto && value.is_string() && value == "auto") continue;
+    DS_CHECK(hasType(value, it->type), here, ": must be ", typeName(it->type), ", is ",
+             value.dump());
+    if (it->type == Type::Object && !it->children.empty())
+      validate(value, it->children, here + ".", warnings);
+  }
+}
+
+}  // namespace
+
+size_t editDistance(const std::string& a, const std::string& b) {
+  std::vector<size_t> row(b.size() + 1);
+  for (size_t j = 0; j <= b.size(); ++j) row[j] = j;
+  for (size_t i = 1; i <= a.size(); ++i) {
+    size_t diagonal = row[0];
+    row[0] = i;
+    for (size_t j = 1; j <= b.size(); ++j) {
+      size_t up = row[j];
+      row[j] = std::min({row[j] + 1, row[j - 1] + 1, diagonal + (a[i - 1] == b[j - 1] ? 0 : 1)});
+      diagonal = up;
+    }
+  }
+  return row[b.size()];
+}
+
+std::vector<std::string> validateConfigKeys(const json& config) {
+  std::vector<std::string> warnings;
+  validate(config, topKeys(), "", warnings);
+  return warnings;
+}
+
+}  // namespace ds
