@@ -1,0 +1,285 @@
+// Gradient rules (see grad_rules.h). Each rule's math is in its one-line comment;
+// reduceToShape undoes broadcasting.
+#include "passes/grad_rules.h"
+
+#include <numeric>
+
+#include "ir/error.h"
+
+namespace ds {
+
+GradContext::GradContext(Graph& graph, const Node& node, std::vector<Value*> output_grads)
+    : graph_(graph), node_(node), output_grads_(std::move(output_grads)) {}
+
+bool GradContext::wants(size_t i) const {
+  return i < wanted_.size() && wanted_[i];
+}
+
+std::vector<Value*> GradContext::emitN(const std::string& op, std::vector<Value*> inputs,
+                                       AttributeMap attrs, size_t num_outputs) {
+  std::vector<std::string> names(num_outputs);
+  for (std::string& n : names) n = graph_.uniqueName(node_.name() + "_grad");
+  Node* n = graph_.addNode(op, std::move(inputs), std::move(attrs), names,
+                           graph_.uniqueName(node_.name() + "/grad/" + op));
+  for (Value* v : n->outputs()) v->setRole(Role::Gradient);
+  return n->outputs();
+}
+
+Value* GradContext::emit(const std::string& op, std::vector<Value*> inputs, AttributeMap attrs) {
+  return emitN(op, std::move(inputs), std::move(attrs), 1)[0];
+}
+
+Value* GradContext::scalar(double v, DType dtype) {
+  Tensor t({dtype, {}});
+  t.setDouble(0, v);
+  return graph_.addConstant(graph_.uniqueName(node_.name() + "_grad_const"), std::move(t));
+}
+
+Value* GradContext::reduceToShape(Value* g, const Shape& shape) {
+  if (g->shape() == shape) return g;
+  const Shape& from = g->shape();
+  size_t lead = from.size() - shape.size();
+  std::vector<int64_t> axes;
+  for (size_t i = 0; i < from.size(); ++i)
+    if (i < lead || (shape[i - lead] == 1 && from[i] != 1)) axes.push_back(static_cast<int64_t>(i));
+  Value* summed = emit("ReduceSum", {g}, {{"axes", axes}, {"keepdims", int64_t{1}}});
+  return summed->shape() == shape ? summed : emit("Reshape", {summed}, {{"shape", shape}});
+}
+
+namespace {
+
+using Grads = std::vector<Value*>;
+
+// Y = A + B ⇒ dA = dY, dB = dY (each reduced to its shape)
+Grads addGrad(GradContext& c) {
+  return {c.reduceToShape(c.dy(), c.x(0)->shape()), c.reduceToShape(c.dy(), c.x(1)->shape())};
+}
+
+// Y = A - B ⇒ dA = dY, dB = -dY
+Grads subGrad(GradContext& c) {
+  Value* db = c.wants(1) ? c.reduceToShape(c.emit("Neg", {c.dy()}), c.x(1)->shape()) : nullptr;
+  return {c.reduceToShape(c.dy(), c.x(0)->shape()), db};
+}
+
+// Y = A·B ⇒ dA = dY·B, dB = dY·A
+Grads mulGrad(GradContext& c) {
+  Value* da =
+      c.wants(0) ? c.reduceToShape(c.emit("Mul", {c.dy(), c.x(1)}), c.x(0)->shape()) : nullptr;
+  Value* db =
+      c.wants(1) ? c.reduceToShape(c.emit("Mul", {c.dy(), c.x(0)}), c.x(1)->shape()) : nullptr;
+  return {da, db};
+}
+
+// Y = A / B ⇒ dA = dY / B, dB = -dY·Y / B
+Grads divGrad(GradContext& c) {
+  Value* da =
+      c.wants(0) ? c.reduceToShape(c.emit("Div", {c.dy(), c.x(1)}), c.x(0)->shape()) : nullptr;
+  Value* db = nullptr;
+  if (c.wants(1)) {
+    Value* t = c.emit("Div", {c.emit("Mul", {c.dy(), c.y()}), c.x(1)});
+    db = c.reduceToShape(c.emit("Neg", {t}), c.x(1)->shape());
+  }
+  return {da, db};
+}
+
+// Y = -X ⇒ dX = -dY
+Grads negGrad(GradContext& c) {
+  return {c.emit("Neg", {c.dy()})};
+}
+
+// Y = X ⇒ dX = dY
+Grads identityGrad(GradContext& c) {
+  return {c.dy()};
+}
+
+// Y = max(X, 0) ⇒ dX = dY where Y ≠ 0, else 0 (PyTorch's subgradient at 0)
+Grads reluGrad(GradContext& c) {
+  Value* zero = c.scalar(0, c.y()->dtype());
+  Value* off = c.emit("Equal", {c.y(), zero});
+  return {c.emit("Where", {off, zero, c.dy()})};
+}
+
+// Y = σ(X) ⇒ dX = dY·Y·(1 − Y)
+Grads sigmoidGrad(GradContext& c) {
+  Value* one_minus = c.emit("Sub", {c.scalar(1, c.y()->dtype()), c.y()});
+  return {c.emit("Mul", {c.emit("Mul", {c.dy(), c.y()}), one_minus})};
+}
+
+// Y = tanh(X) ⇒ dX = dY·(1 − Y²)
+Grads tanhGrad(GradContext& c) {
+  Value* sq = c.emit("Mul", {c.y(), c.y()});
+  return {c.emit("Mul", {c.dy(), c.emit("Sub", {c.scalar(1, c.y()->dtype()), sq})})};
+}
+
+// Y = √X ⇒ dX = dY / (2Y)
+Grads sqrtGrad(GradContext& c) {
+  return {c.emit("Div", {c.dy(), c.emit("Mul", {c.y(), c.scalar(2, c.y()->dtype())})})};
+}
+
+// Y = A^p, p constant ⇒ dA = dY·p·A^(p−1)
+Grads powGrad(GradContext& c) {
+  DS_CHECK(!c.wants(1), "autodiff: ", c.node().describe(), ": gradient of the exponent");
+  Value* p = c.x(1);
+  Value* pm1 = c.emit("Sub", {p, c.scalar(1, p->dtype())});
+  Value* t =
+      c.emit("Mul", {c.emit("Pow", {c.x(0), pm1}),
+                     c.emit("Cast", {p}, {{"to", std::string(dtypeName(c.x(0)->dtype()))}})});
+  return {c.reduceToShape(c.emit("Mul", {c.dy(), t}), c.x(0)->shape()), nullptr};
+}
+
+// Y = Where(C, A, B) ⇒ dA = Where(C, dY, 0), dB = Where(C, 0, dY)
+Grads whereGrad(GradContext& c) {
+  Value* zero = c.scalar(0, c.dy()->dtype());
+  Value* da = c.wants(1) ? c.reduceToShape(c.emit("Where", {c.x(0), c.dy(), zero}), c.x(1)->shape())
+                         : nullptr;
+  Value* db = c.wants(2) ? c.reduceToShape(c.emit("Where", {c.x(0), zero, c.dy()}), c.x(2)->shape())
+                         : nullptr;
+  return {nullptr, da, db};
+}
+
+// Y = Cast(X) ⇒ dX = Cast(dY) back to X's dtype
+Grads castGrad(GradContext& c) {
+  return {c.emit("Cast", {c.dy()}, {{"to", std::string(dtypeName(c.x(0)->dtype()))}})};
+}
+
+// Reshape, Flatten, Squeeze, Unsqueeze ⇒ dX = reshape(dY, X.shape)
+Grads reshapeGrad(GradContext& c) {
+  return {c.emit("Reshape", {c.dy()}, {{"shape", c.x(0)->shape()}})};
+}
+
+// Y = transpose(X, p) ⇒ dX = transpose(dY, p⁻¹)
+Grads transposeGrad(GradContext& c) {
+  std::vector<int64_t> perm = c.node().ints("perm");
+  if (perm.empty())
+    for (int64_t i = c.x(0)->rank() - 1; i >= 0; --i) perm.push_back(i);
+  std::vector<int64_t> inverse(perm.size());
+  for (size_t i = 0; i < perm.size(); ++i)
+    inverse[static_cast<size_t>(perm[i])] = static_cast<int64_t>(i);
+  return {c.emit("Transpose", {c.dy()}, {{"perm", inverse}})};
+}
+
+// Y = Expand(X) ⇒ dX = Σ over broadcast axes of dY
+Grads expandGrad(GradContext& c) {
+  return {c.reduceToShape(c.dy(), c.x(0)->shape())};
+}
+
+// Y = ReduceSum/Mean(X, axes) ⇒ dX = expand(dY with kept axes) (÷ count for Mean)
+Grads reduceGrad(GradContext& c, bool mean) {
+  const Shape& xs = c.x(0)->shape();
+  std::vector<int64_t> axes = c.node().ints("axes");
+  if (axes.empty())
+    for (int64_t i = 0; i < static_cast<int64_t>(xs.size()); ++i) axes.push_back(i);
+  Shape kept = xs;
+  int64_t count = 1;
+  for (int64_t a : axes) {
+    size_t axis = static_cast<size_t>(a < 0 ? a + static_cast<int64_t>(xs.size()) : a);
+    count *= xs[axis];
+    kept[axis] = 1;
+  }
+  Value* g = c.emit("Reshape", {c.dy()}, {{"shape", kept}});
+  if (mean) g = c.emit("Div", {g, c.scalar(static_cast<double>(count), g->dtype())});
+  return {c.emit("Expand", {g}, {{"shape", xs}})};
+}
+
+// Y = softmax(X) ⇒ dX = Y·(dY − Σ(dY·Y)) along the axis
+Grads softmaxGrad(GradContext& c) {
+  std::vector<int64_t> axis = {c.node().i("axis")};
+  Value* dot = c.emit("ReduceSum", {c.emit("Mul", {c.dy(), c.y()})},
+                      {{"axes", axis}, {"keepdims", int64_t{1}}});
+  return {c.emit("Mul", {c.y(), c.emit("Sub", {c.dy(), dot})})};
+}
+
+// Y = A·B (matrices, batched) ⇒ dA = dY·Bᵀ, dB = Aᵀ·dY (reduced over broadcast batch axes)
+Grads matmulGrad(GradContext& c) {
+  Value* a = c.x(0);
+  Value* b = c.x(1);
+  DS_CHECK(a->rank() >= 2 && b->rank() >= 2, "autodiff: ", c.node().describe(),
+           ": gradient of 1-D MatMul operands is not supported");
+  auto swapLast = [&](Value* v) {
+    std::vector<int64_t> perm(static_cast<size_t>(v->rank()));
+    std::iota(perm.begin(), perm.end(), 0);
+    std::swap(perm[perm.size() - 1], perm[perm.size() - 2]);
+    return c.emit("Transpose", {v}, {{"perm", perm}});
+  };
+  Value* da =
+      c.wants(0) ? c.reduceToShape(c.emit("MatMul", {c.dy(), swapLast(b)}), a->shape()) : nullptr;
+  Value* db =
+      c.wants(1) ? c.reduceToShape(c.emit("MatMul", {swapLast(a), c.dy()}), b->shape()) : nullptr;
+  return {da, db};
+}
+
+// Y = α·op(A)·op(B) + β·C ⇒ dA, dB by Gemm with transposes chosen per case, dC = β·Σ dY
+Grads gemmGrad(GradContext& c) {
+  const Node& n = c.node();
+  double alpha = n.f("alpha"), beta = n.f("beta");
+  bool ta = n.i("transA") != 0, tb = n.i("transB") != 0;
+  auto gemm = [&](Value* p, Value* q, bool tp, bool tq) {
+    return c.emit("Gemm", {p, q},
+                  {{"alpha", alpha}, {"transA", int64_t{tp}}, {"transB", int64_t{tq}}});
+  };
+  Value* dy = c.dy();
+  Value* da = nullptr;
+  Value* db = nullptr;
+  if (c.wants(0)) da = ta ? gemm(c.x(1), dy, tb, true) : gemm(dy, c.x(1), false, !tb);
+  if (c.wants(1)) db = tb ? gemm(dy, c.x(0), true, ta) : gemm(c.x(0), dy, !ta, false);
+  Value* dc = nullptr;
+  if (n.hasInput(2) && c.wants(2)) {
+    dc = c.reduceToShape(dy, c.x(2)->shape());
+    if (beta != 1.0) dc = c.emit("Mul", {dc, c.scalar(beta, dc->dtype())});
+  }
+  return {da, db, dc};
+}
+
+// Y = concat(X₀, X₁, …) ⇒ dXᵢ = the slice of dY that Xᵢ occupies
+Grads concatGrad(GradContext& c) {
+  std::vector<int64_t> sizes;
+  int64_t axis = c.node().i("axis");
+  if (axis < 0) axis += c.y()->rank();
+  for (Value* v : c.node().inputs()) sizes.push_back(v->shape()[static_cast<size_t>(axis)]);
+  return c.emitN("Split", {c.dy()}, {{"axis", axis}, {"split", sizes}}, sizes.size());
+}
+
+// Y = GlobalAveragePool(X) ⇒ dX = expand(dY) / (spatial size)
+Grads globalAveragePoolGrad(GradContext& c) {
+  const Shape& xs = c.x(0)->shape();
+  int64_t spatial = 1;
+  for (size_t i = 2; i < xs.size(); ++i) spatial *= xs[i];
+  Value* g = c.emit("Div", {c.dy(), c.scalar(static_cast<double>(spatial), c.dy()->dtype())});
+  return {c.emit("Expand", {g}, {{"shape", xs}})};
+}
+
+}  // namespace
+
+const std::map<std::string, GradRule>& gradRules() {
+  static const std::map<std::string, GradRule> rules = {
+      {"Add", addGrad},
+      {"Sub", subGrad},
+      {"Mul", mulGrad},
+      {"Div", divGrad},
+      {"Neg", negGrad},
+      {"Identity", identityGrad},
+      {"Relu", reluGrad},
+      {"Sigmoid", sigmoidGrad},
+      {"Tanh", tanhGrad},
+      {"Sqrt", sqrtGrad},
+      {"Pow", powGrad},
+      {"Where", whereGrad},
+      {"Cast", castGrad},
+      {"Reshape", reshapeGrad},
+      {"Flatten", reshapeGrad},
+      {"Squeeze", reshapeGrad},
+      {"Unsqueeze", reshapeGrad},
+      {"Transpose", transposeGrad},
+      {"Expand", expandGrad},
+      {"ReduceSum", [](GradContext& c) { return reduceGrad(c, false); }},
+      {"ReduceMean", [](GradContext& c) { return reduceGrad(c, true); }},
+      {"Softmax", softmaxGrad},
+      {"MatMul", matmulGrad},
+      {"Gemm", gemmGrad},
+      {"Concat", concatGrad},
+      {"GlobalAveragePool", globalAveragePoolGrad},
+  };
+  return rules;
+}
+
+}  // namespace ds
