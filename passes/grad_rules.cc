@@ -239,6 +239,33 @@ Grads concatGrad(GradContext& c) {
   return c.emitN("Split", {c.dy()}, {{"axis", axis}, {"split", sizes}}, sizes.size());
 }
 
+// Y₀, Y₁, … = split(X) ⇒ dX = concat(dY₀, dY₁, …), zeros for outputs without a gradient
+Grads splitGrad(GradContext& c) {
+  std::vector<Value*> parts;
+  for (size_t i = 0; i < c.node().numOutputs(); ++i) {
+    Value* part = c.dy(i);
+    if (!part) {
+      Value* zero = c.scalar(0, c.y(i)->dtype());
+      part = c.emit("Expand", {zero}, {{"shape", c.y(i)->shape()}});
+    }
+    parts.push_back(part);
+  }
+  int64_t axis = c.node().i("axis");
+  return {c.emit("Concat", parts, {{"axis", axis < 0 ? axis + c.x(0)->rank() : axis}})};
+}
+
+// Y, M = dropout(X) ⇒ dX = dY·M / (1 − ratio) in training, dY otherwise
+Grads dropoutGrad(GradContext& c) {
+  const Node& n = c.node();
+  double ratio = n.f("ratio");
+  if (n.i("training_mode") == 0 || ratio == 0.0) return {c.dy()};
+  DS_CHECK(n.numOutputs() == 2, "autodiff: ", n.describe(),
+           ": training-mode Dropout needs its mask output for the gradient");
+  Value* mask = c.emit("Cast", {c.y(1)}, {{"to", std::string(dtypeName(c.dy()->dtype()))}});
+  Value* kept = c.emit("Mul", {c.dy(), mask});
+  return {c.emit("Mul", {kept, c.scalar(1.0 / (1.0 - ratio), c.dy()->dtype())})};
+}
+
 // Y = GlobalAveragePool(X) ⇒ dX = expand(dY) / (spatial size)
 Grads globalAveragePoolGrad(GradContext& c) {
   const Shape& xs = c.x(0)->shape();
@@ -278,6 +305,8 @@ const std::map<std::string, GradRule>& gradRules() {
       {"Gemm", gemmGrad},
       {"Concat", concatGrad},
       {"GlobalAveragePool", globalAveragePoolGrad},
+      {"Split", splitGrad},
+      {"Dropout", dropoutGrad},
   };
   return rules;
 }

@@ -73,6 +73,10 @@ const std::vector<GradCase>& cases() {
        "@n"},
       {"GlobalAveragePool",
        "input %x0 : f64[2,3,2,2]\n %y = GlobalAveragePool(%x0) : f64[2,3,1,1] @n"},
+      // Only the first part reaches the loss: the other part's gradient is zeros.
+      {"Split",
+       "input %x0 : f64[2,5]\n %y, %rest = Split(%x0) {axis = 1, split = [2, 3]} : f64[2,2], "
+       "f64[2,3] @n"},
   };
   return all;
 }
@@ -149,7 +153,32 @@ TEST(Autodiff, EveryRuleMatchesFiniteDifferences) {
 TEST(Autodiff, EveryRuleHasAFiniteDifferenceCase) {
   std::set<std::string> covered;
   for (const GradCase& c : cases()) covered.insert(c.op);
+  covered.insert("Dropout");  // random: checked against its own mask below
   for (const auto& [op, rule] : gradRules()) EXPECT_TRUE(covered.count(op)) << op << " has no case";
+}
+
+// Training-mode dropout draws a fresh mask every run, so finite differences do
+// not apply; the gradient must be dY·mask / (1 − ratio) for the run's own mask.
+TEST(Autodiff, DropoutGradientUsesTheRunsMask) {
+  auto g = parseGraph(R"(graph g {
+  input %x : f64[4,5]
+  const %r : f64[4,5] = [1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15, 16, 17, 18, 19, 20]
+  %y, %mask = Dropout(%x) {ratio = 0.25, seed = 5, training_mode = 1} : f64[4,5], bool[4,5] @drop
+  %w = Mul(%y, %r) : f64[4,5] @weigh
+  %loss = ReduceSum(%w) {keepdims = 0} : f64[] @sum
+  return %loss, %mask
+})");
+  Value* x = g->value("x");
+  g->addOutput(buildGradients(*g, g->value("loss"), {x}).at(x));
+  PlanFile plan = lowerToPlan(*g, planMemory(*g), {});
+  CpuExecutor exec(plan);
+  exec.setFeed("x", Tensor(x->type()));
+  for (int run = 0; run < 3; ++run) {
+    exec.run();
+    Tensor mask = exec.output(1), grad = exec.output(2);
+    for (int64_t i = 0; i < grad.numel(); ++i)
+      EXPECT_DOUBLE_EQ(grad.getDouble(i), mask.getInt(i) ? (i + 1) / 0.75 : 0.0) << i;
+  }
 }
 
 TEST(Autodiff, FanOutGradientsAreSummed) {

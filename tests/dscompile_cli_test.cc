@@ -5,8 +5,8 @@
 #include "frontend/ds_config.h"
 #include "frontend/ds_config_schema.h"
 #include "frontend/summary.h"
-#include "ir/plan.h"
 #include "ir/error.h"
+#include "ir/plan.h"
 #include "tests/test_util.h"
 
 namespace ds {
@@ -137,8 +137,9 @@ TEST(DsConfig, MisspeltKeysAreErrorsWithASuggestion) {
   EXPECT_EQ(configError(R"({"train_micro_batch_size_per_gpus": 4})"),
             "cfg.json: train_micro_batch_size_per_gpus: unknown DeepSpeed config key; did you mean "
             "'train_micro_batch_size_per_gpu'?");
-  EXPECT_EQ(configError(R"({"zero_optimization": {"stgae": 2}})"),
-            "cfg.json: zero_optimization.stgae: unknown DeepSpeed config key; did you mean 'stage'?");
+  EXPECT_EQ(
+      configError(R"({"zero_optimization": {"stgae": 2}})"),
+      "cfg.json: zero_optimization.stgae: unknown DeepSpeed config key; did you mean 'stage'?");
   EXPECT_EQ(configError(R"({"zzz_not_a_key": 1})"),
             "cfg.json: zzz_not_a_key: unknown DeepSpeed config key");
 }
@@ -166,14 +167,16 @@ TEST(DsConfig, RealButUnimplementedKeysWarnAndAreIgnored) {
   EXPECT_EQ(c.optimizer, "AdamW");
   ASSERT_EQ(c.warnings.size(), 2u);
   EXPECT_EQ(c.warnings[0], "wall_clock_breakdown: not implemented by dscompile, ignored");
-  EXPECT_EQ(c.warnings[1], "zero_optimization.round_robin_gradients: not implemented by dscompile, ignored");
+  EXPECT_EQ(c.warnings[1],
+            "zero_optimization.round_robin_gradients: not implemented by dscompile, ignored");
 }
 
 TEST(DsConfig, ReferenceConfigWarnsOnlyAboutSubGroupSize) {
   // sub_group_size only tunes how DeepSpeed chunks the offloaded optimizer step.
   DsConfig c = loadDsConfig(std::string(DS_SOURCE_DIR) + "/configs/ds_config_resnet101_zero3.json");
-  EXPECT_EQ(c.warnings, (std::vector<std::string>{
-                            "zero_optimization.sub_group_size: not implemented by dscompile, ignored"}));
+  EXPECT_EQ(c.warnings,
+            (std::vector<std::string>{
+                "zero_optimization.sub_group_size: not implemented by dscompile, ignored"}));
   EXPECT_EQ(c.scheduler, "WarmupLR");
 }
 

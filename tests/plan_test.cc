@@ -95,11 +95,17 @@ TEST(CpuExecutor, FeedErrorsNameTheFeedWithExpectedAndActual) {
   PlanFile plan = compiledPlan(buildMlp({}), "plan_mlp3", 2);
   CpuExecutor exec(plan);
   EXPECT_TRUE(contains(errorOf([&] { exec.run(); }), "input 'input' (f32[2,784]) was not fed"));
-  EXPECT_TRUE(contains(errorOf([&] { exec.setFeed("x", Tensor({DType::F32, {2, 784}})); }),
+  EXPECT_TRUE(contains(errorOf([&] {
+                         exec.setFeed("x", Tensor({DType::F32, {2, 784}}));
+                       }),
                        "feed 'x': the plan has no such input (inputs: input)"));
-  EXPECT_TRUE(contains(errorOf([&] { exec.setFeed("input", Tensor({DType::F64, {2, 784}})); }),
+  EXPECT_TRUE(contains(errorOf([&] {
+                         exec.setFeed("input", Tensor({DType::F64, {2, 784}}));
+                       }),
                        "feed 'input': expected f32[2,784], got f64[2,784]"));
-  EXPECT_TRUE(contains(errorOf([&] { exec.setFeed("input", Tensor({DType::F32, {3, 784}})); }),
+  EXPECT_TRUE(contains(errorOf([&] {
+                         exec.setFeed("input", Tensor({DType::F32, {3, 784}}));
+                       }),
                        "expected f32[2,784], got f32[3,784]"));
 }
 

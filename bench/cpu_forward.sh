@@ -1,0 +1,54 @@
+#!/usr/bin/env bash
+# CPU forward time of dsrun next to ONNX Runtime and PyTorch on the same models and
+# thread count: ResNet-50 (batch 8, 224x224, 1000 classes) and a GPT-2-small-sized
+# GPT (12 layers, d_model 768, 12 heads, vocab 50257, seq 128, batch 1).
+#
+# dsrun and ORT run the same ONNX file (dsmodel's, training-mode BatchNormalization);
+# PyTorch runs torchvision's resnet50 / models/export_torch.py's GPT in train() mode
+# under no_grad, so all three normalise by batch statistics. What "cold" and
+# "steady" mean for each runtime is printed under the table (bench/cpu_forward.py).
+#
+# Usage: bench/cpu_forward.sh [runs]     (default 5; BUILD_DIR=build by default)
+set -euo pipefail
+cd "$(dirname "$0")/.."
+runs=${1:-5}
+build=${BUILD_DIR:-build}
+threads=$(nproc)
+venv_python=.venv/bin/python
+torch_python=/usr/bin/python3
+[ -x "$build/dsrun" ] || bash scripts/build.sh
+[ -x "$venv_python" ] || { echo "missing $venv_python: run scripts/setup.sh" >&2; exit 2; }
+dir=$(mktemp -d)
+trap 'rm -rf "$dir"' EXIT
+helper="$venv_python bench/cpu_forward.py"
+
+echo "machine: $threads cores, $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | xargs)," \
+  "$(free -g | awk '/Mem:/ {print $2}') GiB"
+echo "date: $(date -u +%Y-%m-%dT%H:%MZ); build: $build ($(grep -m1 CMAKE_BUILD_TYPE "$build/CMakeCache.txt" | cut -d= -f2)); threads: $threads; runs: $runs"
+
+bench_model() {  # name family batch dsmodel-args...
+  local name=$1 family=$2 batch=$3
+  shift 3
+  local d="$dir/$family"
+  mkdir -p "$d/feeds"
+  "$build/dsmodel" "$family" "$@" -o "$d/model.onnx" >/dev/null
+  "$build/dscompile" "$d/model.onnx" --batch "$batch" -o "$d/model.plan" >/dev/null
+  $helper inputs "$family" "$d/feeds"
+  $helper dsrun "$name" "$build/dsrun" "$d/model.plan" "$d/feeds" --runs "$runs" \
+    --threads "$threads" -o "$dir/$family.dsrun.json"
+  $helper ort "$name" "$d/model.onnx" "$d/feeds" --runs "$runs" --threads "$threads" \
+    -o "$dir/$family.ort.json"
+  if $torch_python -c 'import torch, torchvision' 2>/dev/null; then
+    $torch_python bench/cpu_forward.py torch "$name" "$family" --runs "$runs" \
+      --threads "$threads" -o "$dir/$family.torch.json"
+  else
+    echo "$name: PyTorch skipped ($torch_python has no torch + torchvision)" >&2
+  fi
+  rm -f "$d/model.onnx" "$d/model.plan"
+}
+
+bench_model "resnet50 b8 224x224" resnet50 8 --image 224 --classes 1000
+bench_model "gpt 12x768 h12 v50257 s128 b1" gpt 1 --layers 12 --d-model 768 --heads 12 \
+  --vocab 50257 --seq 128
+echo
+$helper table "$dir"/*.json

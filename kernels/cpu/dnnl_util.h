@@ -1,0 +1,56 @@
+// Shared oneDNN plumbing for the CPU kernels: one engine and stream for the
+// process, memory descriptors for plain row-major f32 tensors, and DnnlCall, a
+// primitive bound once to its arguments and to a scratchpad it owns, so a
+// kernel's run() executes it without any allocation (the C++ execute() builds a
+// std::vector per call; the C entry point with a prepared argument array does not).
+#pragma once
+
+#include <oneapi/dnnl/dnnl.hpp>
+
+#include <vector>
+
+#include "ir/tensor.h"
+
+namespace ds::cpu {
+
+dnnl::engine& dnnlEngine();
+// One in-order stream: plan steps run one after another on the host.
+dnnl::stream& dnnlStream();
+
+dnnl::memory::dims toDims(const Shape& shape);
+// f32 row-major (dense, last dim fastest) descriptor of `dims`.
+dnnl::memory::desc plainDesc(const dnnl::memory::dims& dims);
+// f32 descriptor with explicit element strides.
+dnnl::memory::desc stridedDesc(const dnnl::memory::dims& dims, const dnnl::memory::dims& strides);
+// Wraps caller-owned memory (never freed by oneDNN).
+dnnl::memory wrapMemory(const dnnl::memory::desc& desc, const void* data);
+
+// Attributes with the user-managed scratchpad every DnnlCall relies on.
+dnnl::primitive_attr scratchpadAttr();
+
+// A primitive plus its bound arguments; memories are kept alive by the call.
+class DnnlCall {
+ public:
+  DnnlCall() = default;
+  // Move-only: the bound scratchpad memory points into scratch_'s buffer.
+  DnnlCall(const DnnlCall&) = delete;
+  DnnlCall& operator=(const DnnlCall&) = delete;
+  DnnlCall(DnnlCall&&) = default;
+  DnnlCall& operator=(DnnlCall&&) = default;
+  // `pd` must have been created with scratchpadAttr() (or a copy of it).
+  DnnlCall(dnnl::primitive prim, const dnnl::primitive_desc_base& pd);
+  void arg(int which, const dnnl::memory& mem);
+  bool valid() const { return static_cast<bool>(prim_); }
+  void execute() const;  // runs and waits; allocation-free
+
+ private:
+  dnnl::primitive prim_;
+  std::vector<dnnl::memory> mems_;
+  std::vector<dnnl_exec_arg_t> args_;
+  std::vector<uint8_t> scratch_;
+};
+
+// A reorder from `src` to `dst` (both owned by the call).
+DnnlCall reorderCall(const dnnl::memory& src, const dnnl::memory& dst);
+
+}  // namespace ds::cpu

@@ -1,0 +1,189 @@
+// Gemm (alpha, beta, transA, transB, C broadcast) and MatMul (numpy semantics:
+// 1-D operands, broadcast batch dims). f32 runs one oneDNN matmul primitive built
+// in the factory (transposes as strided descriptors, alpha as output scale,
+// beta*C through a sum post-op on Y prefilled with C); f64 runs GemmF64.
+#include <algorithm>
+#include <type_traits>
+
+#include "ir/ops/shape_helpers.h"
+#include "kernels/cpu/dnnl_util.h"
+#include "kernels/cpu/gemm_ref.h"
+#include "kernels/cpu/nn.h"
+
+namespace ds::cpu {
+
+namespace {
+
+using dnnl::memory;
+
+// Y = alpha * A·B (+ Y when `sum`) as one oneDNN matmul; descriptors may be batched.
+DnnlCall matmulCall(const memory::desc& a, const void* a_data, const memory::desc& b,
+                    const void* b_data, const memory::desc& y, void* y_data, float alpha,
+                    bool sum) {
+  dnnl::primitive_attr attr = scratchpadAttr();
+  if (alpha != 1.0f) attr.set_output_scales(0, {alpha});
+  if (sum) {
+    dnnl::post_ops ops;
+    ops.append_sum(1.0f);
+    attr.set_post_ops(ops);
+  }
+  dnnl::matmul::primitive_desc pd(dnnl::matmul::desc(a, b, y), attr, dnnlEngine());
+  DnnlCall call(dnnl::matmul(pd), pd);
+  call.arg(DNNL_ARG_SRC, wrapMemory(a, a_data));
+  call.arg(DNNL_ARG_WEIGHTS, wrapMemory(b, b_data));
+  call.arg(DNNL_ARG_DST, wrapMemory(y, y_data));
+  return call;
+}
+
+// ---- Gemm ----
+
+template <typename T>
+class GemmKernel : public CpuKernel {
+ public:
+  explicit GemmKernel(const KernelContext& ctx) {
+    const Shape& a = ctx.input(0).shape();
+    bool ta = ctx.i("transA") != 0, tb = ctx.i("transB") != 0;
+    m_ = ta ? a[1] : a[0];
+    k_ = ta ? a[0] : a[1];
+    n_ = ctx.output(0).shape()[1];
+    alpha_ = ctx.f("alpha");
+    beta_ = ctx.hasInput(2) ? ctx.f("beta") : 0.0;
+    if (ctx.hasInput(2)) {
+      Shape c = ctx.input(2).shape();
+      while (c.size() < 2) c.insert(c.begin(), 1);
+      c_rows_ = c[0];
+      c_cols_ = c[1];
+    }
+    if (k_ == 0) return;
+    int64_t a_rs = ta ? 1 : k_, a_cs = ta ? m_ : 1, b_rs = tb ? 1 : n_, b_cs = tb ? k_ : 1;
+    if constexpr (std::is_same_v<T, float>) {
+      call_ =
+          matmulCall(stridedDesc({m_, k_}, {a_rs, a_cs}), ctx.input(0).data,
+                     stridedDesc({k_, n_}, {b_rs, b_cs}), ctx.input(1).data, plainDesc({m_, n_}),
+                     ctx.output(0).data, static_cast<float>(alpha_), beta_ != 0.0);
+    } else {
+      ref_ = GemmF64(m_, n_, k_, a_rs, a_cs, b_rs, b_cs);
+    }
+  }
+
+  void run(const KernelContext& ctx) override {
+    T* y = ctx.output(0).as<T>();
+    if (beta_ != 0.0) {
+      fillC(ctx.input(2).as<T>(), y);
+    } else if (k_ == 0) {
+      std::fill(y, y + m_ * n_, T(0));
+    }
+    if (k_ == 0) return;
+    if constexpr (std::is_same_v<T, float>) {
+      call_.execute();
+    } else {
+      ref_.run(ctx.input(0).as<T>(), ctx.input(1).as<T>(), y, alpha_, beta_ != 0.0);
+    }
+  }
+
+ private:
+  // y = beta * broadcast(C).
+  void fillC(const T* c, T* y) const {
+    int64_t rows = c_rows_, cols = c_cols_, n = n_;
+    double beta = beta_;
+#pragma omp parallel for schedule(static)
+    for (int64_t i = 0; i < m_; ++i) {
+      const T* crow = c + (rows > 1 ? i * cols : 0);
+      for (int64_t j = 0; j < n; ++j) y[i * n + j] = static_cast<T>(beta * crow[cols > 1 ? j : 0]);
+    }
+  }
+
+  int64_t m_ = 0, n_ = 0, k_ = 0, c_rows_ = 1, c_cols_ = 1;
+  double alpha_ = 1.0, beta_ = 0.0;
+  DnnlCall call_;
+  GemmF64 ref_;
+};
+
+// ---- MatMul ----
+
+// MatMul operands as batched matrices: 1-D operands gain a unit dim, and both
+// are padded with leading unit batch dims to the output's batch rank.
+struct MatMulGeom {
+  int64_t m = 1, n = 1, k = 1;
+  Shape a, b, y;  // [batch..., m, k], [batch..., k, n], [batch..., m, n]
+  int64_t batches = 1;
+};
+
+MatMulGeom matmulGeom(const KernelContext& ctx) {
+  MatMulGeom g;
+  g.a = ctx.input(0).shape();
+  g.b = ctx.input(1).shape();
+  if (g.a.size() == 1) g.a.insert(g.a.begin(), 1);
+  if (g.b.size() == 1) g.b.push_back(1);
+  size_t rank = std::max(g.a.size(), g.b.size());
+  g.a.insert(g.a.begin(), rank - g.a.size(), 1);
+  g.b.insert(g.b.begin(), rank - g.b.size(), 1);
+  g.m = g.a[rank - 2];
+  g.k = g.a[rank - 1];
+  g.n = g.b[rank - 1];
+  for (size_t d = 0; d + 2 < rank; ++d) {
+    g.y.push_back(std::max(g.a[d], g.b[d]));
+    g.batches *= g.y.back();
+  }
+  g.y.push_back(g.m);
+  g.y.push_back(g.n);
+  return g;
+}
+
+template <typename T>
+class MatMulKernel : public CpuKernel {
+ public:
+  explicit MatMulKernel(const KernelContext& ctx) : g_(matmulGeom(ctx)) {
+    if (g_.k == 0) return;
+    if constexpr (std::is_same_v<T, float>) {
+      call_ =
+          matmulCall(plainDesc(toDims(g_.a)), ctx.input(0).data, plainDesc(toDims(g_.b)),
+                     ctx.input(1).data, plainDesc(toDims(g_.y)), ctx.output(0).data, 1.0f, false);
+    } else {
+      Shape batch(g_.y.begin(), g_.y.end() - 2);
+      a_off_ = broadcastIndices(Shape(g_.a.begin(), g_.a.end() - 2), batch);
+      b_off_ = broadcastIndices(Shape(g_.b.begin(), g_.b.end() - 2), batch);
+      ref_ = GemmF64(g_.m, g_.n, g_.k, g_.k, 1, g_.n, 1);
+    }
+  }
+
+  void run(const KernelContext& ctx) override {
+    T* y = ctx.output(0).as<T>();
+    if (g_.k == 0) {
+      std::fill(y, y + ctx.output(0).numel(), T(0));
+      return;
+    }
+    if constexpr (std::is_same_v<T, float>) {
+      call_.execute();
+    } else {
+      const T* a = ctx.input(0).as<T>();
+      const T* b = ctx.input(1).as<T>();
+      for (int64_t i = 0; i < g_.batches; ++i)
+        ref_.run(a + a_off_[i] * g_.m * g_.k, b + b_off_[i] * g_.k * g_.n, y + i * g_.m * g_.n, 1.0,
+                 false);
+    }
+  }
+
+ private:
+  MatMulGeom g_;
+  std::vector<int64_t> a_off_, b_off_;  // per output batch: batch index into A / B
+  DnnlCall call_;
+  GemmF64 ref_;
+};
+
+template <template <typename> class K>
+std::unique_ptr<CpuKernel> makeTyped(const KernelContext& ctx) {
+  DType t = requireF32OrF64(ctx, 0);
+  if (ctx.output(0).numel() == 0) return noopKernel();
+  if (t == DType::F32) return std::make_unique<K<float>>(ctx);
+  return std::make_unique<K<double>>(ctx);
+}
+
+}  // namespace
+
+void registerMatMulKernels(CpuKernelRegistry& r) {
+  r.add("Gemm", makeTyped<GemmKernel>);
+  r.add("MatMul", makeTyped<MatMulKernel>);
+}
+
+}  // namespace ds::cpu

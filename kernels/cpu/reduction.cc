@@ -1,0 +1,296 @@
+// CPU kernels of ReduceSum/ReduceMean (axes attribute, keepdims only changes the
+// shape) and Softmax/LogSoftmax (one axis, stabilised by subtracting the max).
+// Floats accumulate in double, integers in wrapping int64. The factory collapses
+// the input into [outer, reduced, inner] blocks (or, for interleaved axes, offset
+// tables) so run() only streams over memory.
+#include <cmath>
+#include <limits>
+
+#include "kernels/cpu/cpu_util.h"
+
+namespace ds::cpu {
+namespace {
+
+constexpr int64_t kTile = 64;  // inner elements handled together when the axis is not last
+constexpr int64_t kSerial = std::numeric_limits<int64_t>::max();
+
+// Reduction geometry: out[o, i] = sum_r in[(o * R + r) * I + i] (rows when I == 1),
+// or, when reduced and kept dims interleave, sum_r in[base[o] + offsets[r]].
+struct ReduceShape {
+  int64_t outer = 1, reduced = 1, inner = 1;
+  bool general = false;
+  std::vector<int64_t> base, offsets;
+};
+
+// Appends the offsets of every element of a sub-grid of `shape` (the dims `take`).
+std::vector<int64_t> gridOffsets(const Shape& shape, const std::vector<bool>& take) {
+  std::vector<int64_t> strides(shape.size(), 1), out{0};
+  for (size_t d = shape.size(); d-- > 1;) strides[d - 1] = strides[d] * shape[d];
+  for (size_t d = 0; d < shape.size(); ++d) {
+    if (!take[d]) continue;
+    std::vector<int64_t> next;
+    next.reserve(out.size() * static_cast<size_t>(shape[d]));
+    for (int64_t o : out)
+      for (int64_t i = 0; i < shape[d]; ++i) next.push_back(o + i * strides[d]);
+    out = std::move(next);
+  }
+  return out;
+}
+
+ReduceShape reduceShape(const Shape& x, const std::vector<bool>& reduced) {
+  // Blocks of consecutive (non-unit) dims with the same flag.
+  std::vector<std::pair<int64_t, bool>> blocks;
+  for (size_t d = 0; d < x.size(); ++d) {
+    if (x[d] == 1) continue;
+    if (!blocks.empty() && blocks.back().second == reduced[d])
+      blocks.back().first *= x[d];
+    else
+      blocks.emplace_back(x[d], reduced[d]);
+  }
+  ReduceShape r;
+  size_t b = 0;
+  if (b < blocks.size() && !blocks[b].second) r.outer = blocks[b++].first;
+  if (b < blocks.size() && blocks[b].second) r.reduced = blocks[b++].first;
+  if (b < blocks.size() && !blocks[b].second) r.inner = blocks[b++].first;
+  if (b == blocks.size()) return r;
+  r.general = true;
+  std::vector<bool> kept(reduced.size());
+  for (size_t d = 0; d < kept.size(); ++d) kept[d] = !reduced[d];
+  r.base = gridOffsets(x, kept);
+  r.offsets = gridOffsets(x, reduced);
+  r.reduced = static_cast<int64_t>(r.offsets.size());
+  return r;
+}
+
+template <typename T>
+class ReduceKernel : public CpuKernel {
+  using Acc = std::conditional_t<kIsFloat<T>, double, uint64_t>;
+
+ public:
+  ReduceKernel(const KernelContext& ctx, const std::vector<bool>& reduced, bool mean)
+      : shape_(reduceShape(ctx.input(0).shape(), reduced)), mean_(mean) {
+    min_parallel_ = ctx.input(0).numel() > kParallelMin ? 0 : kSerial;
+  }
+
+  void run(const KernelContext& ctx) override {
+    const T* x = ctx.input(0).as<T>();
+    T* y = ctx.output(0).as<T>();
+    const ReduceShape& s = shape_;
+    if (s.general) {
+      parallelChunks(
+          static_cast<int64_t>(s.base.size()),
+          [&](int64_t begin, int64_t end) {
+            for (int64_t o = begin; o < end; ++o) {
+              Acc acc = 0;
+              for (int64_t off : s.offsets) acc += static_cast<Acc>(load(x[s.base[o] + off]));
+              y[o] = finish(acc);
+            }
+          },
+          min_parallel_);
+    } else if (s.inner == 1) {
+      parallelChunks(
+          s.outer,
+          [&](int64_t begin, int64_t end) {
+            for (int64_t o = begin; o < end; ++o) y[o] = finish(sumRow(x + o * s.reduced));
+          },
+          min_parallel_);
+    } else {
+      const int64_t tiles = (s.inner + kTile - 1) / kTile;
+      parallelChunks(
+          s.outer * tiles,
+          [&](int64_t begin, int64_t end) {
+            for (int64_t t = begin; t < end; ++t) columns(x, y, t / tiles, (t % tiles) * kTile);
+          },
+          min_parallel_);
+    }
+  }
+
+ private:
+  Acc sumRow(const T* x) const {
+    Acc acc = 0;
+#pragma omp simd reduction(+ : acc)
+    for (int64_t r = 0; r < shape_.reduced; ++r) acc += static_cast<Acc>(load(x[r]));
+    return acc;
+  }
+
+  // Sums columns [i0, i0 + kTile) of block o of a [outer, reduced, inner] input.
+  void columns(const T* x, T* y, int64_t o, int64_t i0) const {
+    const ReduceShape& s = shape_;
+    const int64_t w = std::min(kTile, s.inner - i0);
+    Acc acc[kTile] = {};
+    for (int64_t r = 0; r < s.reduced; ++r) {
+      const T* row = x + (o * s.reduced + r) * s.inner + i0;
+#pragma omp simd
+      for (int64_t k = 0; k < w; ++k) acc[k] += static_cast<Acc>(load(row[k]));
+    }
+    for (int64_t k = 0; k < w; ++k) y[o * s.inner + i0 + k] = finish(acc[k]);
+  }
+
+  T finish(Acc acc) const {
+    if constexpr (kIsFloat<T>) {
+      double v = mean_ ? acc / static_cast<double>(shape_.reduced) : acc;
+      return store<T>(static_cast<Compute<T>>(v));
+    } else {
+      auto v = static_cast<int64_t>(acc);
+      if (mean_) v = shape_.reduced == 0 ? 0 : v / shape_.reduced;
+      return static_cast<T>(v);
+    }
+  }
+
+  ReduceShape shape_;
+  bool mean_;
+  int64_t min_parallel_;
+};
+
+CpuKernelFactory reduce(bool mean) {
+  return [mean](const KernelContext& ctx) -> std::unique_ptr<CpuKernel> {
+    const std::vector<int64_t>& axes = ctx.ints("axes");
+    const int64_t rank = ctx.input(0).rank();
+    if (axes.empty() && ctx.i("noop_with_empty_axes") != 0)
+      return statelessKernel([](const KernelContext& c) {
+        copyBytes(c.output(0).data, c.input(0).data, c.output(0).bytes());
+      });
+    std::vector<bool> reduced(static_cast<size_t>(rank), axes.empty());
+    for (int64_t a : axes) {
+      if (a < -rank || a >= rank) ctx.fail("axis ", a, " is out of range for rank ", rank);
+      reduced[a < 0 ? a + rank : a] = true;
+    }
+    std::unique_ptr<CpuKernel> k;
+    dispatchOrFail(ctx, NumericTypes{}, ctx.input(0).dtype(), [&](auto tag) {
+      k = std::make_unique<ReduceKernel<typename decltype(tag)::type>>(ctx, reduced, mean);
+    });
+    return k;
+  };
+}
+
+template <typename C>
+C expOf(C x) {
+  if constexpr (std::is_same_v<C, float>) return fastExp(x);
+  return std::exp(x);
+}
+
+// Softmax (Log = false) or LogSoftmax over the middle dim of [outer, axis, inner].
+template <typename T, bool Log>
+class SoftmaxKernel : public CpuKernel {
+  using C = Compute<T>;
+
+ public:
+  explicit SoftmaxKernel(const KernelContext& ctx) {
+    const Shape& x = ctx.input(0).shape();
+    int64_t rank = ctx.input(0).rank(), axis = ctx.i("axis");
+    if (axis < -rank || axis >= rank) ctx.fail("axis ", axis, " is out of range for rank ", rank);
+    if (axis < 0) axis += rank;
+    for (int64_t d = 0; d < rank; ++d) (d < axis ? outer_ : d == axis ? n_ : inner_) *= x[d];
+    min_parallel_ = ctx.input(0).numel() > kCostlyMin ? 0 : kSerial;
+  }
+
+  void run(const KernelContext& ctx) override {
+    const T* x = ctx.input(0).as<T>();
+    T* y = ctx.output(0).as<T>();
+    if (n_ == 0) return;
+    if (inner_ == 1) {
+      parallelChunks(
+          outer_,
+          [&](int64_t begin, int64_t end) {
+            for (int64_t o = begin; o < end; ++o) row(x + o * n_, y + o * n_);
+          },
+          min_parallel_);
+      return;
+    }
+    const int64_t tiles = (inner_ + kTile - 1) / kTile;
+    parallelChunks(
+        outer_ * tiles,
+        [&](int64_t begin, int64_t end) {
+          for (int64_t t = begin; t < end; ++t) {
+            int64_t o = t / tiles, i0 = (t % tiles) * kTile;
+            int64_t off = o * n_ * inner_ + i0;
+            columns(x + off, y + off, std::min(kTile, inner_ - i0));
+          }
+        },
+        min_parallel_);
+  }
+
+ private:
+  static constexpr int64_t kCostlyMin = 4096;
+
+  void row(const T* x, T* y) const {
+    C m = -std::numeric_limits<C>::infinity();
+#pragma omp simd reduction(max : m)
+    for (int64_t j = 0; j < n_; ++j) {
+      const C v = load(x[j]);
+      m = v > m ? v : m;
+    }
+    double sum = 0;
+    if constexpr (Log) {
+#pragma omp simd reduction(+ : sum)
+      for (int64_t j = 0; j < n_; ++j) sum += expOf(load(x[j]) - m);
+      const auto lse = static_cast<C>(std::log(sum));
+#pragma omp simd
+      for (int64_t j = 0; j < n_; ++j) y[j] = store<T>((load(x[j]) - m) - lse);
+    } else {
+#pragma omp simd reduction(+ : sum)
+      for (int64_t j = 0; j < n_; ++j) {
+        C e = expOf(load(x[j]) - m);
+        y[j] = store<T>(e);
+        sum += e;
+      }
+      const auto inv = static_cast<C>(1.0 / sum);
+#pragma omp simd
+      for (int64_t j = 0; j < n_; ++j) y[j] = store<T>(load(y[j]) * inv);
+    }
+  }
+
+  // The same over `w` columns of stride inner_ at once (axis not last).
+  void columns(const T* x, T* y, int64_t w) const {
+    C m[kTile];
+    double sum[kTile] = {};
+    std::fill(m, m + w, -std::numeric_limits<C>::infinity());
+    for (int64_t a = 0; a < n_; ++a) {
+#pragma omp simd
+      for (int64_t k = 0; k < w; ++k) {
+        const C v = load(x[a * inner_ + k]);
+        m[k] = v > m[k] ? v : m[k];
+      }
+    }
+    for (int64_t a = 0; a < n_; ++a) {
+#pragma omp simd
+      for (int64_t k = 0; k < w; ++k) {
+        C e = expOf(load(x[a * inner_ + k]) - m[k]);
+        if constexpr (!Log) y[a * inner_ + k] = store<T>(e);
+        sum[k] += e;
+      }
+    }
+    C scale[kTile];
+    for (int64_t k = 0; k < w; ++k)
+      scale[k] = static_cast<C>(Log ? std::log(sum[k]) : 1.0 / sum[k]);
+    for (int64_t a = 0; a < n_; ++a) {
+#pragma omp simd
+      for (int64_t k = 0; k < w; ++k) {
+        int64_t i = a * inner_ + k;
+        y[i] = store<T>(Log ? (load(x[i]) - m[k]) - scale[k] : load(y[i]) * scale[k]);
+      }
+    }
+  }
+
+  int64_t outer_ = 1, n_ = 1, inner_ = 1, min_parallel_ = kSerial;
+};
+
+template <bool Log>
+std::unique_ptr<CpuKernel> softmaxKernel(const KernelContext& ctx) {
+  std::unique_ptr<CpuKernel> k;
+  dispatchOrFail(ctx, FloatTypes{}, ctx.input(0).dtype(), [&](auto tag) {
+    k = std::make_unique<SoftmaxKernel<typename decltype(tag)::type, Log>>(ctx);
+  });
+  return k;
+}
+
+}  // namespace
+
+void registerReductionKernels(CpuKernelRegistry& r) {
+  r.add("ReduceSum", reduce(false));
+  r.add("ReduceMean", reduce(true));
+  r.add("Softmax", softmaxKernel<false>);
+  r.add("LogSoftmax", softmaxKernel<true>);
+}
+
+}  // namespace ds::cpu
