@@ -278,7 +278,17 @@ Grads globalAveragePoolGrad(GradContext& c) {
 }  // namespace
 
 const std::map<std::string, GradRule>& gradRules() {
-  static const std::map<std::string, GradRule> rules = {
+  static const std::map<std::string, GradRule> rules = [] {
+    std::map<std::string, GradRule> all = elementwiseAndTensorRules();
+    for (auto& [op, rule] : nnGradRules())
+      DS_CHECK(all.emplace(op, std::move(rule)).second, "gradient rule for ", op, " defined twice");
+    return all;
+  }();
+  return rules;
+}
+
+std::map<std::string, GradRule> elementwiseAndTensorRules() {
+  return {
       {"Add", addGrad},
       {"Sub", subGrad},
       {"Mul", mulGrad},
@@ -308,7 +318,6 @@ const std::map<std::string, GradRule>& gradRules() {
       {"Split", splitGrad},
       {"Dropout", dropoutGrad},
   };
-  return rules;
 }
 
 }  // namespace ds

@@ -46,4 +46,9 @@ using GradRule = std::function<std::vector<Value*>(GradContext&)>;
 
 const std::map<std::string, GradRule>& gradRules();
 
+// The rule families gradRules() merges: element-wise and tensor ops written with
+// forward ops (grad_rules.cc), and ops with dedicated backward ops (grad_rules_nn.cc).
+std::map<std::string, GradRule> elementwiseAndTensorRules();
+std::map<std::string, GradRule> nnGradRules();
+
 }  // namespace ds
