@@ -2,8 +2,14 @@
 
 #include "frontend/onnx_import.h"
 #include "ir/error.h"
+#include "passes/add_loss.h"
+#include "passes/add_optimizer.h"
+#include "passes/autodiff.h"
+#include "passes/dead_code.h"
 #include "passes/lower_to_plan.h"
+#include "ir/verifier.h"
 #include "passes/pipeline.h"
+#include "runtime/lr_schedule.h"
 
 namespace ds {
 
@@ -30,6 +36,64 @@ DsConfig effectiveConfig(const CompileOptions& o) {
   return c;
 }
 
+OptimizerOptions optimizerOptions(const DsConfig& c) {
+  OptimizerOptions o;
+  o.type = c.optimizer;
+  const nlohmann::json params =
+      c.raw.contains("optimizer") ? c.raw["optimizer"].value("params", nlohmann::json::object())
+                                  : nlohmann::json::object();
+  auto number = [&](const char* key, double fallback) {
+    auto it = params.find(key);
+    DS_CHECK(it == params.end() || it->is_number(), "optimizer.params.", key,
+             ": 'auto' cannot be resolved without a trainer; give a number");
+    return it == params.end() ? fallback : it->get<double>();
+  };
+  if (auto betas = params.find("betas"); betas != params.end()) {
+    DS_CHECK(betas->is_array() && betas->size() == 2, "optimizer.params.betas: must be [beta1, beta2]");
+    o.beta1 = (*betas)[0].get<double>();
+    o.beta2 = (*betas)[1].get<double>();
+  }
+  o.eps = number("eps", 1e-8);
+  o.weight_decay = number("weight_decay", 0.0);
+  o.momentum = number("momentum", 0.0);
+  o.dampening = number("dampening", 0.0);
+  o.nesterov = params.value("nesterov", false);
+  o.adam_w_mode = params.value("adam_w_mode", true);
+  o.bias_correction = params.value("bias_correction", true);
+  return o;
+}
+
+// --freeze-bn: BatchNormalization in inference form (running statistics, no updates).
+void freezeBatchNorm(Graph& g) {
+  std::vector<Node*> bns;
+  for (const auto& n : g.nodes())
+    if (n->op() == "BatchNormalization") bns.push_back(n.get());
+  for (Node* n : bns) {
+    AttributeMap attrs = n->attrs();
+    attrs["training_mode"] = int64_t{0};
+    Node* frozen = g.addNode("BatchNormalization", n->inputs(), attrs, {}, n->name() + "/frozen", n);
+    g.replaceAllUsesWith(n->output(0), frozen->output(0));
+    g.eraseNode(n);
+  }
+}
+
+// Loss, reverse-mode gradients of every parameter, the optimizer step and the
+// BatchNorm statistics updates, verified.
+void addTraining(Graph& g, const CompileOptions& o, const DsConfig& config) {
+  auto clip = config.raw.find("gradient_clipping");
+  DS_CHECK(clip == config.raw.end() || (clip->is_number() && clip->get<double>() == 0.0),
+           "gradient_clipping: not implemented yet; remove it or set it to 0");
+  learningRate(config.raw, 1);  // rejects unimplemented schedules now
+  if (o.freeze_bn) freezeBatchNorm(g);
+  Value* loss = addLoss(g, {.kind = *o.loss, .label = o.label, .output = o.loss_output});
+  std::vector<Value*> params = g.sourcesWithRole(Role::Parameter);
+  auto grads = buildGradients(g, loss, params);
+  addOptimizer(g, grads, optimizerOptions(config));
+  if (!o.freeze_bn) bindBatchNormStatistics(g);
+  eliminateDeadCode(g);
+  verifyGraph(g);
+}
+
 }  // namespace
 
 Compilation compile(const CompileOptions& o) {
@@ -48,7 +112,10 @@ Compilation compile(const CompileOptions& o) {
   runPasses(*out.graph, {"fold-constants", "dead-code"},
             {.verify_each = true, .dump_after = o.dump_after, .dump = o.dump});
 
-  // Stage 3: static memory plan for the arena.
+  // Stage 3: training — loss, backward graph, optimizer step.
+  if (o.loss) addTraining(*out.graph, o, out.config);
+
+  // Stage 4: static memory plan for the arena.
   out.memory = planMemory(*out.graph);
   return out;
 }

@@ -207,6 +207,9 @@ void Graph::eraseValue(Value* v) {
   DS_CHECK(v->users_.empty(), "cannot erase value '", v->name(), "': it still has users");
   DS_CHECK(std::find(outputs_.begin(), outputs_.end(), v) == outputs_.end(), "cannot erase value '",
            v->name(), "': it is a graph output");
+  for (const StateUpdate& u : state_updates_)
+    DS_CHECK(u.state != v && u.next != v, "cannot erase value '", v->name(),
+             "': it takes part in a state update");
   values_.erase(v->name());
 }
 
@@ -230,6 +233,22 @@ void Graph::replaceAllUsesWith(Value* from, Value* to) {
       if (n->inputs_[i] == from) n->setInput(i, to);
   for (Value*& out : outputs_)
     if (out == from) out = to;
+  for (StateUpdate& u : state_updates_)
+    if (u.next == from) u.next = to;
+}
+
+void Graph::addStateUpdate(Value* state, Value* next) {
+  DS_CHECK(state->producer() == nullptr && isSourceRole(state->role()) &&
+               state->role() != Role::Input && state->role() != Role::Label &&
+               state->role() != Role::Constant,
+           "state update: '", state->name(), "' (", roleName(state->role()),
+           ") is not a parameter, buffer or optimizer state");
+  DS_CHECK(next->producer() != nullptr, "state update: '", next->name(), "' is not computed");
+  DS_CHECK(state->type() == next->type(), "state update: '", next->name(), "' is ",
+           next->type().toString(), " but '", state->name(), "' is ", state->type().toString());
+  for (const StateUpdate& u : state_updates_)
+    DS_CHECK(u.state != state, "state update: '", state->name(), "' is updated twice");
+  state_updates_.push_back({state, next});
 }
 
 Value* Graph::findValue(const std::string& name) const {

@@ -163,6 +163,16 @@ class Graph {
   void setOutput(size_t i, Value* v) { outputs_.at(i) = v; }
   void clearOutputs() { outputs_.clear(); }
 
+  // State updates: at the end of a step, `state` (a parameter, buffer or optimizer
+  // state source) takes the value `next` computed by a node. Lowering stores `next`
+  // in the state's own memory, so nothing may read `state` after `next` is produced.
+  struct StateUpdate {
+    Value* state;
+    Value* next;
+  };
+  void addStateUpdate(Value* state, Value* next);
+  const std::vector<StateUpdate>& stateUpdates() const { return state_updates_; }
+
   Value* findValue(const std::string& name) const;
   Value* value(const std::string& name) const;  // throws if missing
   std::string uniqueName(const std::string& prefix);
@@ -181,6 +191,7 @@ class Graph {
   std::unordered_map<std::string, std::unique_ptr<Value>> values_;
   std::vector<Value*> sources_;
   std::vector<Value*> outputs_;
+  std::vector<StateUpdate> state_updates_;
   NodeList nodes_;
   std::unordered_map<std::string, int64_t> name_counters_;
 };

@@ -48,6 +48,7 @@ const OpRegistry& OpRegistry::instance() {
     registerReductionOps(r);
     registerShapeOps(r);
     registerTrainingOps(r);
+    registerOptimizerOps(r);
     std::sort(r.schemas_.begin(), r.schemas_.end(),
               [](const OpSchema& a, const OpSchema& b) { return a.name < b.name; });
     return r;

@@ -10,6 +10,7 @@
 //     return %z
 //   }
 //
+// State updates are `update %state = %next` lines before `return`.
 // Sources are `ROLE %name : TYPE [= [values...] | = <elided>]`; a node is
 // `%out, ... = Op(%in | none, ...) {attrs} : [ROLE] TYPE, ... @node_name`, the role
 // written only when it is not "activation". Names outside [A-Za-z0-9_.-/] are quoted.

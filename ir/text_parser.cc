@@ -124,7 +124,9 @@ class Parser {
     graph_ = std::make_unique<Graph>(expectNameLike());
     expectPunct("{");
     while (!(tok_.kind == Tok::Ident && tok_.text == "return")) {
-      if (tok_.kind == Tok::Ident)
+      if (tok_.kind == Tok::Ident && tok_.text == "update")
+        parseUpdate();
+      else if (tok_.kind == Tok::Ident)
         parseSource();
       else if (tok_.kind == Tok::Percent)
         parseNode();
@@ -241,6 +243,18 @@ class Parser {
       Lexer::fail(at, "type ", type.toString(), " needs ", type.numel(), " values, got ", count);
     return is_float ? Tensor::fromDoubles(type.dtype, type.shape, values)
                     : Tensor::fromInts(type.dtype, type.shape, ints);
+  }
+
+  void parseUpdate() {
+    Token at = take();
+    Value* state = lookup(expect(Tok::Percent, "the updated state"));
+    expectPunct("=");
+    Value* next = lookup(expect(Tok::Percent, "the new value"));
+    try {
+      graph_->addStateUpdate(state, next);
+    } catch (const Error& e) {
+      Lexer::fail(at, e.what());
+    }
   }
 
   void parseSource() {

@@ -154,6 +154,8 @@ std::string printGraph(const Graph& graph, const PrintOptions& options) {
   os << "graph " << nameToken(graph.name()) << " {\n";
   for (const Value* v : graph.sources()) printSource(os, *v, options);
   for (const auto& n : graph.nodes()) printNode(os, *n);
+  for (const Graph::StateUpdate& u : graph.stateUpdates())
+    os << "  update %" << nameToken(u.state->name()) << " = %" << nameToken(u.next->name()) << "\n";
   os << "  return";
   for (size_t i = 0; i < graph.outputs().size(); ++i)
     os << (i ? ", " : " ") << "%" << nameToken(graph.outputs()[i]->name());

@@ -45,6 +45,22 @@ void verifyTypes(const Node& n) {
              " but its shape rule gives ", inferred[i].toString());
 }
 
+// A state's memory receives its next value when that value is produced, so no node
+// after the producer may read the state (the producer itself may: it updates in place).
+void verifyStateUpdates(const Graph& g) {
+  std::map<const Node*, size_t> order;
+  for (const auto& n : g.nodes()) order.emplace(n.get(), order.size());
+  for (const Graph::StateUpdate& u : g.stateUpdates()) {
+    const Node* producer = u.next->producer();
+    DS_CHECK(producer && order.count(producer), "verifier: update of '", u.state->name(),
+             "' names '", u.next->name(), "', which no node of the graph computes");
+    for (const Node* reader : u.state->users())
+      DS_CHECK(order.at(reader) <= order.at(producer), "verifier: ", reader->describe(),
+               " reads '", u.state->name(), "' after ", producer->describe(),
+               " has overwritten it");
+  }
+}
+
 }  // namespace
 
 void verifyGraph(const Graph& g) {
@@ -68,6 +84,7 @@ void verifyGraph(const Graph& g) {
     verifyTypes(n);
   }
   verifyUses(g);
+  verifyStateUpdates(g);
   for (const Value* v : g.outputs())
     DS_CHECK(defined.count(v), "verifier: graph output '", v->name(), "' is not defined");
 }

@@ -10,6 +10,7 @@
 //  5. Arity and attributes match the op's schema, and re-running the shape rule gives
 //     the output types stored in the graph.
 //  6. Graph outputs are defined values.
+//  7. No node reads a state after the node that computes its update.
 #pragma once
 
 #include "ir/graph.h"

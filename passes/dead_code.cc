@@ -10,6 +10,8 @@ bool isGraphOutput(const Graph& g, const Value* v) {
 }
 
 bool isLive(const Graph& g, const Value* v) {
+  for (const Graph::StateUpdate& u : g.stateUpdates())
+    if (u.next == v || u.state == v) return true;
   return !v->users().empty() || isGraphOutput(g, v);
 }
 

@@ -51,7 +51,8 @@ class Lowering {
     t->set_offset(persistent_bytes_);
     persistent_bytes_ = alignUp(persistent_bytes_ + static_cast<int64_t>(v->type().bytes()));
     bool fed = v->role() == Role::Input || v->role() == Role::Label;
-    if (!fed) {
+    bool zero = v->role() == Role::OptimizerState && !v->hasData();  // the region starts zeroed
+    if (!fed && !zero) {
       DS_CHECK(v->hasData(), "lowering: '", v->name(), "' (", roleName(v->role()),
                ") has no initial value");
       f_.setInit(index_.at(v), v->data());
@@ -59,6 +60,14 @@ class Lowering {
   }
 
   void addArenaTensor(const Value* v) {
+    for (const Graph::StateUpdate& u : g_.stateUpdates()) {
+      if (u.next != v) continue;
+      int32_t state = index_.at(u.state);  // the update writes the state's own memory
+      planpb::TensorInfo* t = addTensor(v);
+      t->set_storage(planpb::PERSISTENT);
+      t->set_offset(f_.plan.tensors(state).offset());
+      return;
+    }
     planpb::TensorInfo* t = addTensor(v);
     t->set_storage(planpb::ARENA);
     auto it = m_.allocations.find(v);

@@ -2,6 +2,7 @@
 
 #include <algorithm>
 #include <map>
+#include <set>
 #include <vector>
 
 #include "ir/error.h"
@@ -26,8 +27,11 @@ std::unordered_map<const Value*, Allocation> lifetimes(const Graph& g,
   int64_t step = 0;
   for (const auto& n : g.nodes()) index[n.get()] = step++;
   std::unordered_map<const Value*, Allocation> live;
+  std::set<const Value*> in_state;  // new values of states live in the state's memory
+  for (const Graph::StateUpdate& u : g.stateUpdates()) in_state.insert(u.next);
   for (const auto& n : g.nodes()) {
     for (const Value* v : n->outputs()) {
+      if (in_state.count(v)) continue;
       Allocation& a = live[v];
       a.bytes = static_cast<int64_t>(v->type().bytes());
       a.first_step = a.last_step = index[n.get()];
@@ -49,6 +53,7 @@ std::vector<Buffer> buffers(const Graph& g,
     int in = n->schema().inplace_input;
     for (size_t o = 0; o < n->numOutputs(); ++o) {
       const Value* v = n->output(o);
+      if (!live.count(v)) continue;  // stored in a state's memory
       const Allocation& a = live.at(v);
       bool reuse = o == 0 && in >= 0 && n->hasInput(static_cast<size_t>(in));
       const Value* src = reuse ? n->input(static_cast<size_t>(in)) : nullptr;

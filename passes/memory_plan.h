@@ -4,7 +4,8 @@
 // Guarantees: two values whose lifetimes overlap never share bytes, except an
 // output placed in place of an input its op may overwrite (OpSchema::inplace_input)
 // when that input dies at the node and has the same type. Sources (inputs,
-// parameters, buffers, constants) are persistent and not in the arena.
+// parameters, buffers, constants) are persistent and not in the arena, nor are the
+// new values of state updates, which lowering places in their state's memory.
 //
 // Algorithm:
 //  1. Number the nodes; a value lives from its producer's index to its last user's

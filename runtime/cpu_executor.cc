@@ -32,6 +32,7 @@ CpuExecutor::CpuExecutor(const PlanFile& plan, ExecutorOptions options)
   arena_ = allocateAligned(p.arena_bytes());
   persistent_ = allocateAligned(p.persistent_bytes());
   std::memset(arena_, 0, static_cast<size_t>(p.arena_bytes()));
+  std::memset(persistent_, 0, static_cast<size_t>(p.persistent_bytes()));  // optimizer state
   for (int i = 0; i < p.tensors_size(); ++i) {
     const auto& t = p.tensors(i);
     if (t.has_init()) std::memcpy(address(i), plan.blob.data() + t.init_offset(), t.init_bytes());

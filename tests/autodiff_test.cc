@@ -77,6 +77,78 @@ const std::vector<GradCase>& cases() {
       {"Split",
        "input %x0 : f64[2,5]\n %y, %rest = Split(%x0) {axis = 1, split = [2, 3]} : f64[2,2], "
        "f64[2,3] @n"},
+      {"Conv",
+       "input %x0 : f64[2,4,7,7]\n input %x1 : f64[6,2,3,3]\n input %x2 : f64[6]\n"
+       " %y = Conv(%x0, %x1, %x2) {dilations = [2, 2], group = 2, pads = [1, 1, 1, 1], strides = "
+       "[2, 2]} : f64[2,6,3,3] @n"},
+      {"Conv",
+       "input %x0 : f64[2,3,4,4]\n input %x1 : f64[5,3,1,1]\n %y = Conv(%x0, %x1) : f64[2,5,4,4] "
+       "@n"},
+      {"Conv",
+       "input %x0 : f64[1,2,7]\n input %x1 : f64[3,2,3]\n"
+       " %y = Conv(%x0, %x1) {auto_pad = \"SAME_LOWER\", strides = [2]} : f64[1,3,4] @n"},
+      // Random f64 inputs: no two window entries lie within the FD step of each other.
+      {"MaxPool",
+       "input %x0 : f64[2,2,6,6]\n %y = MaxPool(%x0) {ceil_mode = 1, kernel_shape = [3, 3], pads = "
+       "[1, 1, 1, 1], strides = [2, 2]} : f64[2,2,4,4] @n"},
+      {"MaxPool",
+       "input %x0 : f64[1,2,7,7]\n %y = MaxPool(%x0) {dilations = [2, 2], kernel_shape = [2, 2]} "
+       ": f64[1,2,5,5] @n"},
+      {"AveragePool",
+       "input %x0 : f64[2,2,6,6]\n %y = AveragePool(%x0) {ceil_mode = 1, count_include_pad = 1, "
+       "kernel_shape = [3, 3], pads = [1, 1, 1, 1], strides = [2, 2]} : f64[2,2,4,4] @n"},
+      {"AveragePool",
+       "input %x0 : f64[2,2,6,6]\n %y = AveragePool(%x0) {ceil_mode = 1, kernel_shape = [3, 3], "
+       "pads = [1, 1, 1, 1], strides = [2, 2]} : f64[2,2,4,4] @n"},
+      {"BatchNormalization",
+       "input %x0 : f64[3,2,2,2]\n input %x1 : f64[2]\n input %x2 : f64[2]\n"
+       " const %m : f64[2] = [0.1, -0.2]\n const %v : f64[2] = [0.5, 2.0]\n"
+       " %y = BatchNormalization(%x0, %x1, %x2, %m, %v) {epsilon = 0.01, training_mode = 1} : "
+       "f64[3,2,2,2] @n"},
+      // Inference form (--freeze-bn): every input, statistics included, gets a gradient.
+      {"BatchNormalization",
+       "input %x0 : f64[2,3,2]\n input %x1 : f64[3]\n input %x2 : f64[3]\n input %x3 : f64[3]\n"
+       " input %x4 : f64[3]\n %y = BatchNormalization(%x0, %x1, %x2, %x3, %x4) {epsilon = 0.01} : "
+       "f64[2,3,2] @n",
+       true},
+      {"LayerNormalization",
+       "input %x0 : f64[3,4]\n input %x1 : f64[4]\n input %x2 : f64[4]\n"
+       " %y = LayerNormalization(%x0, %x1, %x2) {epsilon = 0.01} : f64[3,4] @n"},
+      {"LayerNormalization",
+       "input %x0 : f64[2,3,4]\n input %x1 : f64[1,4]\n input %x2 : f64[3,4]\n"
+       " %y = LayerNormalization(%x0, %x1, %x2) {axis = 1} : f64[2,3,4] @n"},
+      {"SoftmaxCrossEntropyLoss",
+       "input %x0 : f64[5,3]\n const %t : i64[5] = [0, 2, 1, 2, 1]\n"
+       " const %w : f64[3] = [0.5, 2.0, 1.5]\n"
+       " %y = SoftmaxCrossEntropyLoss(%x0, %t, %w) {ignore_index = 1} : f64[] @n"},
+      {"SoftmaxCrossEntropyLoss",
+       "input %x0 : f64[2,3,2]\n const %t : i32[2,2] = [0, 2, 1, 1]\n"
+       " %y = SoftmaxCrossEntropyLoss(%x0, %t) {reduction = \"sum\"} : f64[] @n"},
+      {"SoftmaxCrossEntropyLoss",
+       "input %x0 : f64[3,4]\n const %t : i64[3] = [3, 0, 3]\n const %w : f64[4] = [1, 2, 3, 4]\n"
+       " %y = SoftmaxCrossEntropyLoss(%x0, %t, %w) {reduction = \"none\"} : f64[3] @n"},
+      // Only the log-prob output reaches the loss.
+      {"SoftmaxCrossEntropyLoss",
+       "input %x0 : f64[3,4]\n const %t : i64[3] = [3, 0, 1]\n"
+       " %l, %y = SoftmaxCrossEntropyLoss(%x0, %t) : f64[], f64[3,4] @n"},
+      {"LogSoftmax", "input %x0 : f64[3,5]\n %y = LogSoftmax(%x0) {axis = -1} : f64[3,5] @n"},
+      {"LogSoftmax", "input %x0 : f64[3,5]\n %y = LogSoftmax(%x0) {axis = 0} : f64[3,5] @n"},
+      {"Exp", "input %x0 : f64[3,4]\n %y = Exp(%x0) : f64[3,4] @n"},
+      {"Erf", "input %x0 : f64[3,4]\n %y = Erf(%x0) : f64[3,4] @n"},
+      {"Gelu", "input %x0 : f64[3,4]\n %y = Gelu(%x0) : f64[3,4] @n"},
+      {"Gelu", "input %x0 : f64[3,4]\n %y = Gelu(%x0) {approximate = \"tanh\"} : f64[3,4] @n"},
+      {"Gather",
+       "input %x0 : f64[5,3]\n const %i : i64[4] = [1, 3, 1, -1]\n"
+       " %y = Gather(%x0, %i) : f64[4,3] @n"},
+      {"Gather",
+       "input %x0 : f64[2,4,3]\n const %i : i32[2,2] = [0, 3, 3, -4]\n"
+       " %y = Gather(%x0, %i) {axis = 1} : f64[2,2,2,3] @n"},
+      {"Slice",
+       "input %x0 : f64[5,6]\n %y = Slice(%x0) {axes = [0, 1], ends = [5, 0], starts = [0, 5], "
+       "steps = [2, -2]} : f64[3,3] @n"},
+      {"Slice",
+       "input %x0 : f64[2,6]\n %y = Slice(%x0) {axes = [-1], ends = [-1], starts = [1]} : "
+       "f64[2,4] @n"},
   };
   return all;
 }
@@ -206,7 +278,7 @@ TEST(Autodiff, FanOutGradientsAreSummed) {
 TEST(Autodiff, MissingRuleNamesTheNode) {
   auto g = parseGraph(R"(graph g {
   input %x : f64[4]
-  %e = Erf(%x) : f64[4] @the_erf
+  %e = LeakyRelu(%x) : f64[4] @the_leaky
   %loss = ReduceSum(%e) {keepdims = 0} : f64[] @sum
   return %loss
 })");
@@ -214,7 +286,8 @@ TEST(Autodiff, MissingRuleNamesTheNode) {
     buildGradients(*g, g->value("loss"), {g->value("x")});
     FAIL() << "no error for an op without a gradient rule";
   } catch (const Error& e) {
-    EXPECT_TRUE(test::contains(e.what(), "no gradient rule for node 'the_erf' (Erf)")) << e.what();
+    EXPECT_TRUE(test::contains(e.what(), "no gradient rule for node 'the_leaky' (LeakyRelu)"))
+        << e.what();
   }
 }
 

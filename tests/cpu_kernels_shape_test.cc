@@ -70,10 +70,16 @@ TEST(CpuKernelShape, Transpose) {
     Shape shape;
     Ints perm;
   };
-  std::vector<Case> cases = {{{37, 45}, {1, 0}},           {{3, 4, 5}, {2, 0, 1}},
-                             {{2, 3, 4, 5}, {0, 2, 1, 3}}, {{2, 3, 4}, {}},
-                             {{300, 200}, {1, 0}},         {{4, 70, 3, 40}, {0, 3, 2, 1}},
-                             {{2, 1, 3}, {1, 2, 0}},       {{5, 6, 7, 8}, {1, 3, 0, 2}}};
+  std::vector<Case> cases = {{{37, 45}, {1, 0}},
+                             {{3, 4, 5}, {2, 0, 1}},
+                             {{2, 3, 4, 5}, {0, 2, 1, 3}},
+                             {{2, 3, 4}, {}},
+                             {{300, 200}, {1, 0}},
+                             {{4, 70, 3, 40}, {0, 3, 2, 1}},
+                             {{2, 1, 3}, {1, 2, 0}},
+                             {{600, 500}, {1, 0}},
+                             {{4, 70, 30, 40}, {0, 3, 2, 1}},
+                             {{5, 6, 7, 8}, {1, 3, 0, 2}}};
   for (DType t : kTypes) {
     for (const Case& c : cases) {
       SCOPED_TRACE(shapeToString(c.shape) + " perm " + shapeToString(c.perm));
@@ -175,6 +181,15 @@ TEST(CpuKernelShape, SliceWithStepsAndNegativeSteps) {
       expectGathered(y, xt, c.out, c.src);
     }
   }
+  Tensor big = iota(DType::F32, {40, 50, 300});  // large enough to run in parallel
+  Tensor strided = runOp("Slice", {big},
+                         {{"starts", Ints{-1, 1}},
+                          {"ends", Ints{-1000, 1000}},
+                          {"axes", Ints{1, 2}},
+                          {"steps", Ints{-1, 2}}})[0];
+  expectGathered(strided, big, {40, 50, 150}, [](const Ints& o) {
+    return Ints{o[0], 49 - o[1], 1 + 2 * o[2]};
+  });
   Tensor empty = runOp("Slice", {x}, {{"starts", Ints{3}}, {"ends", Ints{1}}})[0];
   EXPECT_EQ(empty.numel(), 0);
 }

@@ -30,6 +30,16 @@ void addFlags(CLI::App& app, Args& a) {
   app.add_option("-o,--output", a.output, "write the plan file (run it with dsrun)");
   app.add_option("--dump", a.dumps, "print 'summary', 'ir' and/or 'plan' to stdout")
       ->check(CLI::IsMember({"summary", "ir", "plan"}));
+  app.add_option("--loss", a.compile.loss,
+                 "make a training plan with this loss: cross_entropy (adds a label input), mse, "
+                 "or output (the model's own scalar loss, see --loss-output)")
+      ->check(CLI::IsMember({"cross_entropy", "mse", "output"}));
+  app.add_option("--label", a.compile.label, "name of the label input the loss adds")
+      ->default_val("label");
+  app.add_option("--loss-output", a.compile.loss_output,
+                 "the model output holding the loss (--loss output) or the logits");
+  app.add_flag("--freeze-bn", a.compile.freeze_bn,
+               "train with BatchNormalization in inference form (running statistics)");
   app.add_option("--dump-after", a.compile.dump_after,
                  "print the IR after the named pass (or 'all') to stderr");
 }

@@ -5,12 +5,14 @@
 #include <algorithm>
 #include <chrono>
 #include <filesystem>
+#include <map>
 #include <iostream>
 
 #include "ir/error.h"
 #include "ir/plan.h"
 #include "runtime/cpu_executor.h"
 #include "runtime/npy.h"
+#include "runtime/trainer.h"
 
 #ifdef DS_HAVE_CUDA
 #include "kernels/cuda/device.h"
@@ -25,6 +27,8 @@ struct Args {
   std::string dump_outputs;
   int rank = 0;
   int repeat = 1;
+  int64_t steps = 1;
+  std::string metrics;
   bool poison = false;
 };
 
@@ -46,6 +50,31 @@ std::string fileNameFor(std::string name) {
   return name + ".npy";
 }
 
+// NAME=FILE.npy pairs, read.
+std::map<std::string, ds::Tensor> readFeeds(const std::vector<std::string>& feeds) {
+  std::map<std::string, ds::Tensor> out;
+  for (const std::string& feed : feeds) {
+    auto eq = feed.find('=');
+    DS_CHECK(eq != std::string::npos && eq > 0, "--feed '", feed, "': expected NAME=FILE.npy");
+    out[feed.substr(0, eq)] = ds::readNpy(feed.substr(eq + 1));
+  }
+  return out;
+}
+
+int trainPlan(const Args& a, const ds::PlanFile& plan, ds::CpuExecutor& exec) {
+  ds::TrainOptions options;
+  options.steps = a.steps;
+  options.datasets = readFeeds(a.feeds);
+  options.metrics_path = a.metrics;
+  auto start = std::chrono::steady_clock::now();
+  std::vector<ds::StepMetrics> steps = ds::train(exec, plan, options);
+  double seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
+  std::cerr << "dsrun: trained " << steps.size() << " steps in " << seconds << " s; loss "
+            << steps.front().loss << " -> " << steps.back().loss << ", last lr " << steps.back().lr
+            << ", grad_norm " << steps.back().grad_norm << "\n";
+  return 0;
+}
+
 int run(const Args& a) {
   checkBackend(a.backend);
   ds::PlanFile plan = ds::readPlanFile(a.plan);
@@ -53,6 +82,7 @@ int run(const Args& a) {
   options.rank = a.rank;
   options.poison_freed = a.poison;
   ds::CpuExecutor exec(plan, options);
+  if (ds::isTrainingPlan(plan)) return trainPlan(a, plan, exec);
   for (const std::string& feed : a.feeds) {
     auto eq = feed.find('=');
     DS_CHECK(eq != std::string::npos && eq > 0, "--feed '", feed, "': expected NAME=FILE.npy");
@@ -91,9 +121,14 @@ int main(int argc, char** argv) {
   app.add_option("plan", args.plan, "plan file written by dscompile -o")->required();
   app.add_option("--backend", args.backend, "cpu (default) or cuda")
       ->check(CLI::IsMember({"cpu", "cuda"}));
-  app.add_option("--feed", args.feeds, "NAME=FILE.npy: the value of plan input NAME");
+  app.add_option("--feed", args.feeds,
+                 "NAME=FILE.npy: the value of plan input NAME (training: its dataset, samples along axis 0)");
   app.add_option("--dump-outputs", args.dump_outputs, "write each output as DIR/NAME.npy");
   app.add_option("--rank", args.rank, "which rank of the plan to run (default 0)");
+  app.add_option("--steps", args.steps, "training plans: optimizer steps to run")
+      ->check(CLI::PositiveNumber);
+  app.add_option("--metrics", args.metrics,
+                 "training plans: write one JSON object per step (step, loss, lr, grad_norm, ...)");
   app.add_option("--repeat", args.repeat, "run the plan N times and report the median time")
       ->check(CLI::PositiveNumber);
   app.add_flag("--poison-freed", args.poison,

@@ -9,5 +9,6 @@ void registerNnOps(OpRegistry& r);           // ir/ops/nn.cc
 void registerReductionOps(OpRegistry& r);    // ir/ops/reduction.cc
 void registerShapeOps(OpRegistry& r);        // ir/ops/shape_ops.cc
 void registerTrainingOps(OpRegistry& r);     // ir/ops/training.cc
+void registerOptimizerOps(OpRegistry& r);    // ir/ops/optimizer.cc
 
 }  // namespace ds

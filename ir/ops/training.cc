@@ -1,13 +1,176 @@
-// Training-only op schemas: gradient ops, optimizer updates and collectives are
-// registered here by later issues; the family exists now so OpRegistry::instance()
-// has a stable set of registration functions.
+// Training-only op schemas: the backward ops the gradient rules emit (normalisation,
+// loss, gather and slice backward here; the sliding-window ones in
+// training_window.cc) and Exp, which the Erf, Gelu and LogSoftmax gradients need.
+// Each backward op takes its forward op's attributes unchanged, plus the shape it
+// cannot infer from its inputs.
+#include <limits>
+#include <string>
+#include <vector>
+
 #include "ir/op_registry.h"
 #include "ir/ops/ops.h"
+#include "ir/ops/shape_helpers.h"
 
 namespace ds {
 
-void registerTrainingOps(OpRegistry& /*r*/) {
-  // Intentionally empty until the autodiff, optimizer and collective issues land.
+void registerTrainingWindowOps(OpRegistry& r);  // ir/ops/training_window.cc
+
+namespace {
+
+const std::vector<int64_t> kNoInts;
+
+OpSchema expOp() {
+  OpSchema s;
+  s.name = "Exp";
+  s.inplace_input = 0;
+  s.infer = [](InferContext& ctx) {
+    requireFloat(ctx, 0);
+    ctx.setOutput(0, ctx.input(0));
+  };
+  return s;
+}
+
+void requireSameType(const InferContext& ctx, size_t a, size_t b) {
+  if (ctx.input(a) != ctx.input(b))
+    ctx.fail("input ", a, " must have the type of input ", b, ", ", ctx.input(b).toString());
+}
+
+// BatchNormalizationGrad(dY, X, scale){epsilon} -> dX, dScale, dBias (training
+// mode: batch statistics are recomputed from X).
+OpSchema batchNormGrad() {
+  OpSchema s;
+  s.name = "BatchNormalizationGrad";
+  s.min_inputs = s.max_inputs = 3;
+  s.min_outputs = s.max_outputs = 3;
+  s.attrs = {{"epsilon", AttrKind::Float, 1e-5}};
+  s.infer = [](InferContext& ctx) {
+    requireFloat(ctx, 0);
+    requireRank(ctx, 0, 2, kAnyRank);
+    requireSameType(ctx, 0, 1);
+    requireFloat(ctx, 2);
+    if (ctx.shape(2) != Shape{ctx.shape(1)[1]})
+      ctx.fail("scale shape ", shapeToString(ctx.shape(2)), " must be [", ctx.shape(1)[1], "]");
+    ctx.setOutput(0, ctx.input(1));
+    ctx.setOutput(1, ctx.input(2));
+    ctx.setOutput(2, ctx.input(2));
+  };
+  return s;
+}
+
+// LayerNormalizationGrad(dY, X, Scale){axis, epsilon} -> dX, dScale, dBias; the
+// parameter gradients have the normalised shape X.shape[axis:] (the rule reduces
+// them to Scale's and B's own shapes).
+OpSchema layerNormGrad() {
+  OpSchema s;
+  s.name = "LayerNormalizationGrad";
+  s.min_inputs = s.max_inputs = 3;
+  s.min_outputs = s.max_outputs = 3;
+  s.attrs = {{"axis", AttrKind::Int, int64_t{-1}}, {"epsilon", AttrKind::Float, 1e-5}};
+  s.infer = [](InferContext& ctx) {
+    requireFloat(ctx, 0);
+    requireRank(ctx, 0, 1, kAnyRank);
+    requireSameType(ctx, 0, 1);
+    requireSameDType(ctx, 0, 2);
+    const Shape& x = ctx.shape(1);
+    int64_t axis = ctx.axis(ctx.node().i("axis"), ctx.rank(1));
+    Shape normalized(x.begin() + axis, x.end());
+    const Shape& p = ctx.shape(2);
+    bool ok = p.size() <= normalized.size();
+    for (size_t d = 0; ok && d < p.size(); ++d)
+      ok = p[d] == 1 || p[d] == normalized[normalized.size() - p.size() + d];
+    if (!ok)
+      ctx.fail("Scale shape ", shapeToString(p), " does not broadcast to ",
+               shapeToString(normalized));
+    ctx.setOutput(0, ctx.input(1));
+    ctx.setOutput(1, ctx.dtype(0), normalized);
+    ctx.setOutput(2, ctx.dtype(0), normalized);
+  };
+  return s;
+}
+
+// SoftmaxCrossEntropyLossGrad(dLoss, scores, labels[, weights]) -> dScores.
+OpSchema crossEntropyGrad() {
+  OpSchema s;
+  s.name = "SoftmaxCrossEntropyLossGrad";
+  s.min_inputs = 3;
+  s.max_inputs = 4;
+  s.attrs = {{"ignore_index", AttrKind::Int, std::numeric_limits<int64_t>::min()},
+             {"reduction", AttrKind::String, std::string("mean")}};
+  s.infer = [](InferContext& ctx) {
+    requireFloat(ctx, 1);
+    requireRank(ctx, 1, 2, kAnyRank);
+    requireSameDType(ctx, 1, 0);
+    requireIndexType(ctx, 2);
+    const std::string& reduction = ctx.node().s("reduction");
+    requireOneOf(ctx, "reduction", reduction, {"none", "mean", "sum"});
+    Shape per_sample = ctx.shape(1);
+    per_sample.erase(per_sample.begin() + 1);
+    if (ctx.shape(2) != per_sample) ctx.fail("labels shape must be ", shapeToString(per_sample));
+    Shape loss = reduction == "none" ? per_sample : Shape{};
+    if (ctx.shape(0) != loss) ctx.fail("dLoss shape must be ", shapeToString(loss));
+    if (ctx.hasInput(3)) {
+      requireSameDType(ctx, 1, 3);
+      if (ctx.shape(3) != Shape{ctx.shape(1)[1]})
+        ctx.fail("weights shape must be [", ctx.shape(1)[1], "]");
+    }
+    ctx.setOutput(0, ctx.input(1));
+  };
+  return s;
+}
+
+// GatherGrad(dY, indices){axis, data_shape} -> dData : data_shape (scatter-add).
+OpSchema gatherGrad() {
+  OpSchema s;
+  s.name = "GatherGrad";
+  s.min_inputs = s.max_inputs = 2;
+  s.attrs = {{"axis", AttrKind::Int, int64_t{0}}, {"data_shape", AttrKind::Ints, std::nullopt}};
+  s.infer = [](InferContext& ctx) {
+    requireFloat(ctx, 0);
+    requireIndexType(ctx, 1);
+    Shape data = ctx.node().ints("data_shape");
+    if (data.empty()) ctx.fail("data_shape must have rank >= 1");
+    int64_t axis = ctx.axis(ctx.node().i("axis"), static_cast<int64_t>(data.size()));
+    Shape y(data.begin(), data.begin() + axis);
+    y.insert(y.end(), ctx.shape(1).begin(), ctx.shape(1).end());
+    y.insert(y.end(), data.begin() + axis + 1, data.end());
+    if (ctx.shape(0) != y) ctx.fail("dY shape must be ", shapeToString(y));
+    ctx.setOutput(0, ctx.dtype(0), data);
+  };
+  return s;
+}
+
+// SliceGrad(dY){Slice attrs, input_shape} -> dX : input_shape, zero outside the slice.
+OpSchema sliceGrad() {
+  OpSchema s;
+  s.name = "SliceGrad";
+  s.attrs = {{"axes", AttrKind::Ints, kNoInts},
+             {"ends", AttrKind::Ints, std::nullopt},
+             {"input_shape", AttrKind::Ints, std::nullopt},
+             {"starts", AttrKind::Ints, std::nullopt},
+             {"steps", AttrKind::Ints, kNoInts}};
+  s.infer = [](InferContext& ctx) {
+    const Node& n = ctx.node();
+    Shape x = n.ints("input_shape");
+    std::vector<SliceAxis> axes =
+        resolveSlice(ctx, x, n.ints("starts"), n.ints("ends"), n.ints("axes"), n.ints("steps"));
+    Shape y;
+    for (const SliceAxis& a : axes) y.push_back(a.count);
+    if (ctx.shape(0) != y) ctx.fail("dY shape must be ", shapeToString(y));
+    ctx.setOutput(0, ctx.dtype(0), x);
+  };
+  return s;
+}
+
+}  // namespace
+
+void registerTrainingOps(OpRegistry& r) {
+  r.add(expOp());
+  r.add(batchNormGrad());
+  r.add(layerNormGrad());
+  r.add(crossEntropyGrad());
+  r.add(gatherGrad());
+  r.add(sliceGrad());
+  registerTrainingWindowOps(r);
 }
 
 }  // namespace ds

@@ -1,8 +1,9 @@
 // Helpers shared by the CPU kernels: C++ element types for each DType (f16 and
 // bf16 as storage structs computed in float), dtype dispatch over type lists,
-// OpenMP chunked loops, and a strided (numpy-broadcast) walker whose collapsed
-// dims and strides are computed once when a plan step's kernel is built, so
-// run() walks the tensors without allocating.
+// wrapping integer and saturating float->int arithmetic, branch-free selects and
+// vectorisable float exp/tanh/erf, OpenMP chunked loops, and a strided
+// (numpy-broadcast) walker whose collapsed dims and strides are computed once
+// when a plan step's kernel is built, so run() walks tensors without allocating.
 #pragma once
 
 #include <omp.h>
@@ -13,6 +14,7 @@
 #include <cmath>
 #include <cstdint>
 #include <cstring>
+#include <limits>
 #include <type_traits>
 #include <vector>
 
@@ -136,6 +138,22 @@ inline C select(bool c, C a, C b) {
   } else {
     return c ? a : b;
   }
+}
+
+// Signed integer arithmetic wraps (two's complement) instead of overflowing.
+template <typename X, typename F>
+X wrapped(X a, X b, F f) {
+  using U = std::make_unsigned_t<X>;
+  return static_cast<X>(f(static_cast<U>(a), static_cast<U>(b)));
+}
+
+// Saturating float -> integer conversion truncating toward zero (NaN -> 0).
+template <typename I>
+I floatToInt(double v) {
+  if (!(v == v)) return 0;
+  if (v <= -9223372036854775808.0) return static_cast<I>(std::numeric_limits<int64_t>::min());
+  if (v >= 9223372036854775808.0) return static_cast<I>(std::numeric_limits<int64_t>::max());
+  return static_cast<I>(static_cast<int64_t>(v));  // narrower types wrap like C
 }
 
 // Branch-free float approximations (within a few ulp of <cmath>) that loops

@@ -15,22 +15,6 @@ namespace {
 constexpr int64_t kCheap = kParallelMin;
 constexpr int64_t kCostly = 4096;
 
-// Signed integer arithmetic wraps (two's complement) instead of overflowing.
-template <typename X, typename F>
-X wrapped(X a, X b, F f) {
-  using U = std::make_unsigned_t<X>;
-  return static_cast<X>(f(static_cast<U>(a), static_cast<U>(b)));
-}
-
-// Saturating float -> integer conversion truncating toward zero (NaN -> 0).
-template <typename I>
-I floatToInt(double v) {
-  if (!(v == v)) return 0;
-  if (v <= -9223372036854775808.0) return static_cast<I>(std::numeric_limits<int64_t>::min());
-  if (v >= 9223372036854775808.0) return static_cast<I>(std::numeric_limits<int64_t>::max());
-  return static_cast<I>(static_cast<int64_t>(v));  // narrower types wrap like C
-}
-
 struct ReluOp {
   template <typename C>
   C operator()(C x) const {
@@ -432,7 +416,7 @@ class DropoutKernel : public CpuKernel {
 
   void run(const KernelContext& ctx) override {
     const int64_t n = ctx.output(0).numel();
-    bool* mask = ctx.outputs.size() > 1 ? ctx.output(1).as<bool>() : nullptr;  // null if absent
+    bool* mask = ctx.outputs.size() > 1 ? ctx.output(1).as<bool>() : nullptr;  // null: absent
     if (!training_ || ratio_ == 0.0) {
       copyBytes(ctx.output(0).data, ctx.input(0).data, ctx.output(0).bytes());
       if (mask) std::fill(mask, mask + n, true);

@@ -48,6 +48,8 @@ const CpuKernelRegistry& CpuKernelRegistry::instance() {
     registerReductionKernels(r);
     registerShapeKernels(r);
     registerNnKernels(r);
+    registerTrainingKernels(r);
+    registerOptimizerKernels(r);
     return r;
   }();
   return registry;

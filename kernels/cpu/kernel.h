@@ -88,5 +88,7 @@ void registerElementwiseKernels(CpuKernelRegistry& r);  // kernels/cpu/elementwi
 void registerReductionKernels(CpuKernelRegistry& r);    // kernels/cpu/reduction.cc
 void registerShapeKernels(CpuKernelRegistry& r);        // kernels/cpu/shape_ops.cc
 void registerNnKernels(CpuKernelRegistry& r);           // kernels/cpu/nn.cc (+ conv.cc, ...)
+void registerTrainingKernels(CpuKernelRegistry& r);     // kernels/cpu/grad_*.cc
+void registerOptimizerKernels(CpuKernelRegistry& r);    // kernels/cpu/optimizer.cc
 
 }  // namespace ds::cpu

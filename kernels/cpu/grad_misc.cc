@@ -1,0 +1,193 @@
+// CPU kernels of Exp and of the data-movement backward ops, and the registration
+// of every backward kernel family (registerTrainingKernels): GatherGrad (zeros,
+// then dY scatter-added at the gathered rows, accumulating repeated indices in
+// index order so results are deterministic) and SliceGrad (zeros, then dY written
+// at the sliced positions through a strided walk prepared in the factory).
+#include <algorithm>
+#include <cmath>
+#include <cstring>
+#include <limits>
+
+#include "ir/ops/shape_helpers.h"
+#include "kernels/cpu/cpu_util.h"
+#include "kernels/cpu/grad_util.h"
+#include "kernels/cpu/nn.h"
+
+namespace ds::cpu {
+namespace {
+
+constexpr int64_t kExpParallelMin = 4096;  // transcendental: threads pay off early
+
+template <typename T>
+class ExpKernel : public CpuKernel {
+ public:
+  void run(const KernelContext& ctx) override {
+    const T* x = ctx.input(0).as<T>();
+    T* y = ctx.output(0).as<T>();
+    parallelChunks(
+        ctx.output(0).numel(),
+        [&](int64_t begin, int64_t end) {
+#pragma omp simd
+          for (int64_t i = begin; i < end; ++i) {
+            Compute<T> v = load(x[i]);
+            if constexpr (std::is_same_v<Compute<T>, float>)
+              y[i] = store<T>(fastExp(v));
+            else
+              y[i] = store<T>(std::exp(v));
+          }
+        },
+        kExpParallelMin);
+  }
+};
+
+std::unique_ptr<CpuKernel> makeExp(const KernelContext& ctx) {
+  std::unique_ptr<CpuKernel> k;
+  dispatchOrFail(ctx, FloatTypes{}, ctx.input(0).dtype(), [&](auto tag) {
+    k = std::make_unique<ExpKernel<typename decltype(tag)::type>>();
+  });
+  return k;
+}
+
+// GatherGrad: dData viewed as [outer, dim, inner], dY as [outer, count, inner].
+template <typename T>
+class GatherGradKernel : public CpuKernel {
+ public:
+  explicit GatherGradKernel(const KernelContext& ctx) {
+    const Shape& data = ctx.output(0).shape();
+    auto rank = static_cast<int64_t>(data.size());
+    int64_t axis = ctx.i("axis");
+    if (axis < -rank || axis >= rank) ctx.fail("axis ", axis, " is out of range for rank ", rank);
+    if (axis < 0) axis += rank;
+    for (int64_t d = 0; d < rank; ++d) (d < axis ? outer_ : d == axis ? dim_ : inner_) *= data[d];
+    DType it = ctx.input(1).dtype();
+    if (it != DType::I64 && it != DType::I32)
+      ctx.fail("indices dtype ", dtypeName(it), " is not supported");
+    index_.resize(static_cast<size_t>(ctx.input(1).numel()));
+  }
+
+  void run(const KernelContext& ctx) override {
+    const TensorView& iv = ctx.input(1);
+    for (size_t n = 0; n < index_.size(); ++n) {
+      int64_t v = iv.dtype() == DType::I64 ? iv.as<int64_t>()[n] : iv.as<int32_t>()[n];
+      if (v < -dim_ || v >= dim_) ctx.fail("index ", v, " is out of range for size ", dim_);
+      index_[n] = v < 0 ? v + dim_ : v;
+    }
+    const T* dy = ctx.input(0).as<T>();
+    T* dx = ctx.output(0).as<T>();
+    const auto count = static_cast<int64_t>(index_.size());
+    // Lanes (o, j): each is owned by one thread, which adds dY rows in index order.
+    parallelChunks(outer_ * inner_, [&](int64_t begin, int64_t end) {
+      for (int64_t lane = begin; lane < end;) {
+        int64_t o = lane / inner_, j0 = lane % inner_;
+        int64_t j1 = std::min(inner_, j0 + (end - lane));
+        for (int64_t r = 0; r < dim_; ++r)
+          std::fill_n(dx + (o * dim_ + r) * inner_ + j0, j1 - j0, T(0));
+        for (int64_t n = 0; n < count; ++n) {
+          T* dst = dx + (o * dim_ + index_[n]) * inner_;
+          const T* src = dy + (o * count + n) * inner_;
+          for (int64_t j = j0; j < j1; ++j) dst[j] += src[j];
+        }
+        lane += j1 - j0;
+      }
+    });
+  }
+
+ private:
+  int64_t outer_ = 1, dim_ = 1, inner_ = 1;
+  std::vector<int64_t> index_;
+};
+
+std::unique_ptr<CpuKernel> makeGatherGrad(const KernelContext& ctx) {
+  if (requireF32OrF64(ctx, 0) == DType::F32) return std::make_unique<GatherGradKernel<float>>(ctx);
+  return std::make_unique<GatherGradKernel<double>>(ctx);
+}
+
+// One Slice axis with ONNX clamping (the rule of ir/ops/shape_helpers.cc): first
+// index and element count for a dim of size `dim`.
+void clampAxis(int64_t dim, int64_t start, int64_t end, int64_t step, int64_t& first,
+               int64_t& count) {
+  if (start < 0) start += dim;
+  if (end < 0) end += dim;
+  first = count = 0;
+  if (dim == 0) return;
+  if (step > 0) {
+    first = std::clamp<int64_t>(start, 0, dim);
+    end = std::clamp<int64_t>(end, 0, dim);
+    count = end > first ? (end - first - 1) / step + 1 : 0;
+  } else {
+    first = std::clamp<int64_t>(start, 0, dim - 1);
+    end = std::clamp<int64_t>(end, -1, dim - 1);
+    int64_t back =
+        step == std::numeric_limits<int64_t>::min() ? std::numeric_limits<int64_t>::max() : -step;
+    count = first > end ? (first - end - 1) / back + 1 : 0;
+  }
+}
+
+// SliceGrad: zero dX, then walk dY (contiguous) writing dX at base + walk offsets.
+class SliceGradKernel : public CpuKernel {
+ public:
+  explicit SliceGradKernel(const KernelContext& ctx) : elem_(dtypeSize(ctx.input(0).dtype())) {
+    const Shape& x = ctx.output(0).shape();
+    const auto& starts = ctx.ints("starts");
+    const auto& ends = ctx.ints("ends");
+    const auto& axes = ctx.ints("axes");
+    const auto& steps = ctx.ints("steps");
+    const auto rank = static_cast<int64_t>(x.size());
+    if (ends.size() != starts.size() || (!axes.empty() && axes.size() != starts.size()) ||
+        (!steps.empty() && steps.size() != starts.size()))
+      ctx.fail("starts, ends, axes and steps must have the same length");
+    std::vector<int64_t> x_strides = stridesOf(x), strides = x_strides;
+    for (size_t i = 0; i < starts.size(); ++i) {
+      int64_t axis = axes.empty() ? static_cast<int64_t>(i) : axes[i];
+      if (axis < -rank || axis >= rank) ctx.fail("axis ", axis, " is out of range for rank ", rank);
+      if (axis < 0) axis += rank;
+      int64_t step = steps.empty() ? 1 : steps[i], first = 0, count = 0;
+      if (step == 0) ctx.fail("slice step is 0");
+      clampAxis(x[axis], starts[i], ends[i], step, first, count);
+      if (count != ctx.input(0).shape()[axis])
+        ctx.fail("axis ", axis, " takes ", count, " elements but dY has ",
+                 ctx.input(0).shape()[axis]);
+      base_ += first * x_strides[axis];
+      strides[axis] = x_strides[axis] * step;
+    }
+    walk_ = StridedWalk<1>(ctx, ctx.input(0).shape(), {strides});
+  }
+
+  void run(const KernelContext& ctx) override {
+    std::memset(ctx.output(0).data, 0, ctx.output(0).bytes());
+    dispatchSize(elem_, [&](auto tag) {
+      using E = typename decltype(tag)::type;
+      const E* dy = ctx.input(0).as<E>();
+      E* dx = ctx.output(0).as<E>() + base_;
+      const int64_t s = walk_.innerStride(0);
+      walk_.run([&](int64_t o, const std::array<int64_t, 1>& off, int64_t len) {
+        for (int64_t j = 0; j < len; ++j) dx[off[0] + j * s] = dy[o + j];
+      });
+    });
+  }
+
+ private:
+  size_t elem_;
+  int64_t base_ = 0;
+  StridedWalk<1> walk_;
+};
+
+}  // namespace
+
+void registerMiscGradKernels(CpuKernelRegistry& r) {
+  r.add("Exp", makeExp);
+  r.add("GatherGrad", makeGatherGrad);
+  r.add("SliceGrad", [](const KernelContext& ctx) -> std::unique_ptr<CpuKernel> {
+    return std::make_unique<SliceGradKernel>(ctx);
+  });
+}
+
+void registerTrainingKernels(CpuKernelRegistry& r) {
+  registerConvGradKernels(r);
+  registerPoolGradKernels(r);
+  registerNormGradKernels(r);
+  registerLossGradKernels(r);
+  registerMiscGradKernels(r);
+}
+
+}  // namespace ds::cpu

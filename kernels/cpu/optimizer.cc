@@ -1,0 +1,82 @@
+// Fused optimizer steps on the CPU, element-wise and in place (the outputs are the
+// parameter's and its states' own memory). Math follows torch.optim.SGD and
+// DeepSpeed's FusedAdam; updates are computed in double and stored in T.
+#include <cmath>
+
+#include "kernels/cpu/kernel.h"
+
+namespace ds::cpu {
+namespace {
+
+template <typename T>
+void sgdStep(const KernelContext& c) {
+  const int64_t n = c.input(0).numel();
+  const T* p = c.input(0).as<T>();
+  const T* g = c.input(1).as<T>();
+  const double lr = *c.input(2).as<float>();
+  const int64_t step = *c.input(3).as<int64_t>();
+  const double momentum = c.f("momentum"), dampening = c.f("dampening"), wd = c.f("weight_decay");
+  const bool nesterov = c.i("nesterov") != 0;
+  T* p_out = c.output(0).as<T>();
+  const T* buf = c.hasInput(4) ? c.input(4).as<T>() : nullptr;
+  T* buf_out = c.outputs.size() > 1 ? c.output(1).as<T>() : nullptr;
+#pragma omp parallel for if (n > 32768)
+  for (int64_t i = 0; i < n; ++i) {
+    double d = static_cast<double>(g[i]) + wd * static_cast<double>(p[i]);
+    if (buf) {
+      // The first step starts the velocity at the gradient, as torch.optim.SGD does.
+      double b = step <= 1 ? d : momentum * static_cast<double>(buf[i]) + (1 - dampening) * d;
+      buf_out[i] = static_cast<T>(b);
+      d = nesterov ? d + momentum * b : b;
+    }
+    p_out[i] = static_cast<T>(static_cast<double>(p[i]) - lr * d);
+  }
+}
+
+template <typename T>
+void adamStep(const KernelContext& c) {
+  const int64_t n = c.input(0).numel();
+  const T* p = c.input(0).as<T>();
+  const T* g = c.input(1).as<T>();
+  const double lr = *c.input(2).as<float>();
+  const auto step = static_cast<double>(*c.input(3).as<int64_t>());
+  const T* m = c.input(4).as<T>();
+  const T* v = c.input(5).as<T>();
+  const double b1 = c.f("beta1"), b2 = c.f("beta2"), eps = c.f("eps"), wd = c.f("weight_decay");
+  const bool decoupled = c.i("adam_w_mode") != 0;
+  const bool correct = c.i("bias_correction") != 0;
+  const double bc1 = correct ? 1 - std::pow(b1, step) : 1.0;
+  const double bc2 = correct ? 1 - std::pow(b2, step) : 1.0;
+  T* p_out = c.output(0).as<T>();
+  T* m_out = c.output(1).as<T>();
+  T* v_out = c.output(2).as<T>();
+#pragma omp parallel for if (n > 32768)
+  for (int64_t i = 0; i < n; ++i) {
+    double pi = static_cast<double>(p[i]);
+    double gi = static_cast<double>(g[i]);
+    if (!decoupled) gi += wd * pi;  // L2: decay enters the moments
+    double mi = b1 * static_cast<double>(m[i]) + (1 - b1) * gi;
+    double vi = b2 * static_cast<double>(v[i]) + (1 - b2) * gi * gi;
+    if (decoupled) pi -= lr * wd * pi;  // AdamW: decay the weight itself
+    double denom = std::sqrt(vi) / std::sqrt(bc2) + eps;
+    p_out[i] = static_cast<T>(pi - (lr / bc1) * mi / denom);
+    m_out[i] = static_cast<T>(mi);
+    v_out[i] = static_cast<T>(vi);
+  }
+}
+
+template <void (*F32)(const KernelContext&), void (*F64)(const KernelContext&)>
+std::unique_ptr<CpuKernel> byDtype(const KernelContext& ctx) {
+  if (ctx.input(0).dtype() == DType::F32) return statelessKernel(F32);
+  if (ctx.input(0).dtype() == DType::F64) return statelessKernel(F64);
+  ctx.fail("dtype ", dtypeName(ctx.input(0).dtype()), " is not supported");
+}
+
+}  // namespace
+
+void registerOptimizerKernels(CpuKernelRegistry& r) {
+  r.add("SgdStep", byDtype<sgdStep<float>, sgdStep<double>>);
+  r.add("AdamStep", byDtype<adamStep<float>, adamStep<double>>);
+}
+
+}  // namespace ds::cpu

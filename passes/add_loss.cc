@@ -1,0 +1,64 @@
+#include "passes/add_loss.h"
+
+#include "ir/error.h"
+
+namespace ds {
+namespace {
+
+Value* modelOutput(Graph& g, const std::string& name) {
+  DS_CHECK(!g.outputs().empty(), "--loss: the model has no outputs");
+  if (name.empty()) return g.outputs()[0];
+  for (Value* v : g.outputs())
+    if (v->name() == name) return v;
+  throw makeError("--loss-output: the model has no output named '", name, "'");
+}
+
+Value* crossEntropy(Graph& g, Value* logits, const std::string& label_name) {
+  DS_CHECK(logits->rank() >= 2 && isFloat(logits->dtype()), "--loss cross_entropy: output '",
+           logits->name(), "' must be float logits with a class axis, is ",
+           logits->type().toString());
+  Shape label_shape(logits->shape().begin(), logits->shape().end() - 1);
+  Value* label = g.addSource(label_name, {DType::I64, label_shape}, Role::Label);
+  Value* scores = logits;
+  if (logits->rank() > 2) {  // SoftmaxCrossEntropyLoss wants the class axis at 1
+    std::vector<int64_t> perm = {0, logits->rank() - 1};
+    for (int64_t i = 1; i < logits->rank() - 1; ++i) perm.push_back(i);
+    scores = g.addNode("Transpose", {logits}, {{"perm", perm}}, {"loss/scores"})->output(0);
+  }
+  return g.addNode("SoftmaxCrossEntropyLoss", {scores, label}, {{"reduction", std::string("mean")}},
+                   {"loss"}, "loss")
+      ->output(0);
+}
+
+Value* meanSquaredError(Graph& g, Value* out, const std::string& label_name) {
+  Value* label = g.addSource(label_name, out->type(), Role::Label);
+  Value* diff = g.addNode("Sub", {out, label}, {}, {"loss/diff"})->output(0);
+  Value* sq = g.addNode("Mul", {diff, diff}, {}, {"loss/sq"})->output(0);
+  return g.addNode("ReduceMean", {sq}, {{"keepdims", int64_t{0}}}, {"loss"}, "loss")->output(0);
+}
+
+}  // namespace
+
+Value* addLoss(Graph& g, const LossOptions& o) {
+  Value* out = modelOutput(g, o.output);
+  Value* loss = nullptr;
+  if (o.kind == "cross_entropy") {
+    loss = crossEntropy(g, out, o.label);
+  } else if (o.kind == "mse") {
+    loss = meanSquaredError(g, out, o.label);
+  } else if (o.kind == "output") {
+    DS_CHECK(out->type().numel() == 1 && isFloat(out->dtype()), "--loss-output: '", out->name(),
+             "' must be a float scalar, is ", out->type().toString());
+    loss = out;
+  } else {
+    throw makeError("--loss: '", o.kind, "' is not one of cross_entropy, mse, output");
+  }
+  std::vector<Value*> outputs = g.outputs();
+  g.clearOutputs();
+  g.addOutput(loss);
+  for (Value* v : outputs)
+    if (v != loss) g.addOutput(v);
+  return loss;
+}
+
+}  // namespace ds

@@ -1,0 +1,38 @@
+// Pass "add-optimizer": appends one fused optimizer step per trainable parameter.
+//
+// Guarantees: for every parameter p with gradient g, an SgdStep or AdamStep node
+// updates p and its optimizer state in place (graph state updates); the state
+// sources (role optstate, zero-initialised) are named "<p>.exp_avg" /
+// "<p>.exp_avg_sq" / "<p>.momentum_buffer" like PyTorch's; the learning rate and
+// the step number are scalar feeds named kLrFeed and kStepFeed, which the runtime
+// sets every step from the schedule; a "grad_norm" output holds the global L2 norm
+// of the gradients. Training-mode BatchNormalization running statistics are bound
+// as state updates of their buffers.
+#pragma once
+
+#include <map>
+#include <string>
+
+#include "ir/graph.h"
+
+namespace ds {
+
+inline constexpr const char* kLrFeed = "ds.lr";
+inline constexpr const char* kStepFeed = "ds.step";
+
+struct OptimizerOptions {
+  std::string type = "AdamW";  // SGD | Adam | AdamW (DeepSpeed's names)
+  double beta1 = 0.9, beta2 = 0.999, eps = 1e-8, weight_decay = 0.0;
+  bool adam_w_mode = true;  // DeepSpeed's "Adam" decouples weight decay unless false
+  bool bias_correction = true;
+  double momentum = 0.0, dampening = 0.0;
+  bool nesterov = false;
+};
+
+void addOptimizer(Graph& graph, const std::map<Value*, Value*>& grads, const OptimizerOptions& o);
+
+// Binds the running-statistic outputs of training-mode BatchNormalization nodes to
+// their buffers, so a step updates them.
+void bindBatchNormStatistics(Graph& graph);
+
+}  // namespace ds

@@ -1,0 +1,150 @@
+// CPU backward kernels at the kernel level. Their f64 forms are checked against
+// finite differences through the gradient rules (autodiff_test.cc); here the f32
+// forms are checked against those f64 ones on the same (f32-representable) data:
+// for Conv that compares oneDNN's backward primitives with the reference loops on
+// ResNet-like shapes. Plus cases finite differences cannot see: MaxPool ties route
+// to the first maximum, and shape rules reject a dY that does not match.
+#include <gtest/gtest.h>
+
+#include <algorithm>
+#include <cmath>
+#include <string>
+#include <vector>
+
+#include "ir/error.h"
+#include "kernels/cpu/run_node.h"
+#include "tests/cpu_nn_test_util.h"
+#include "tests/test_util.h"
+
+namespace ds::cpu {
+namespace {
+
+using test::Ints;
+using test::rnd;
+using test::Vec;
+
+// The same values as f64.
+Tensor toF64(const Tensor& t) {
+  if (!isFloat(t.dtype()) || t.dtype() == DType::F64) return t;
+  return Tensor::fromDoubles(DType::F64, t.shape(), t.toDoubles());
+}
+
+// Every element within 1e-4 relative of the f64 result; elements that cancel to
+// near zero are judged against 1e-4 of the tensor's RMS instead (f32 rounding of
+// the summed terms, not of the result, bounds their error).
+void expectAgree(const Tensor& f32, const Tensor& f64, const std::string& what) {
+  ASSERT_EQ(f32.shape(), f64.shape()) << what;
+  Vec a = f32.toDoubles(), b = f64.toDoubles();
+  double rms = 0.0;
+  for (double v : b) rms += v * v;
+  rms = std::sqrt(rms / static_cast<double>(std::max<size_t>(b.size(), 1)));
+  int bad = 0;
+  for (size_t i = 0; i < b.size() && bad < 5; ++i)
+    if (!(std::fabs(a[i] - b[i]) <= 1e-4 * std::max(std::fabs(b[i]), rms)))
+      ADD_FAILURE() << what << " element " << i << ": f32 " << a[i] << ", f64 " << b[i]
+                    << (++bad, "");
+}
+
+// Runs `op` on f32 inputs and on the same values in f64; compares every output.
+void checkF32AgainstF64(const std::string& op, const std::vector<Tensor>& f32_inputs,
+                        const AttributeMap& attrs, size_t outputs = 1) {
+  std::vector<Tensor> f64_inputs;
+  for (const Tensor& t : f32_inputs) f64_inputs.push_back(toF64(t));
+  std::vector<Tensor> lo = runOp(op, f32_inputs, attrs, outputs);
+  std::vector<Tensor> hi = runOp(op, f64_inputs, attrs, outputs);
+  for (size_t i = 0; i < outputs; ++i)
+    expectAgree(lo[i], hi[i], op + " output " + std::to_string(i));
+}
+
+struct ConvShape {
+  Shape x, w;
+  AttributeMap attrs;
+  Shape y;
+};
+
+TEST(CpuGradConv, OneDnnMatchesF64ReferenceOnResNetShapes) {
+  const std::vector<ConvShape> shapes = {
+      {{2, 3, 32, 32},
+       {16, 3, 7, 7},
+       {{"pads", Ints{3, 3, 3, 3}}, {"strides", Ints{2, 2}}},
+       {2, 16, 16, 16}},
+      {{2, 64, 14, 14}, {64, 64, 3, 3}, {{"pads", Ints{1, 1, 1, 1}}}, {2, 64, 14, 14}},
+      {{2, 64, 14, 14}, {128, 64, 1, 1}, {{"strides", Ints{2, 2}}}, {2, 128, 7, 7}},
+      {{2, 32, 9, 9},
+       {32, 8, 3, 3},
+       {{"group", int64_t{4}}, {"dilations", Ints{2, 2}}, {"pads", Ints{2, 1, 2, 1}}},
+       {2, 32, 9, 7}},
+  };
+  uint32_t seed = 1;
+  for (const ConvShape& c : shapes) {
+    SCOPED_TRACE(shapeToString(c.x) + " * " + shapeToString(c.w));
+    Tensor dy = rnd(DType::F32, c.y, seed++), x = rnd(DType::F32, c.x, seed++),
+           w = rnd(DType::F32, c.w, seed++);
+    AttributeMap in_attrs = c.attrs, w_attrs = c.attrs;
+    in_attrs["input_shape"] = c.x;
+    w_attrs["weight_shape"] = c.w;
+    checkF32AgainstF64("ConvGradInput", {dy, w}, in_attrs);
+    checkF32AgainstF64("ConvGradWeight", {dy, x}, w_attrs);
+  }
+}
+
+TEST(CpuGradKernels, F32MatchesF64) {
+  Tensor x = rnd(DType::F32, {2, 3, 6, 6}, 11), dy_pool = rnd(DType::F32, {2, 3, 3, 3}, 12);
+  AttributeMap pool{{"kernel_shape", Ints{3, 3}},
+                    {"strides", Ints{2, 2}},
+                    {"pads", Ints{1, 1, 1, 1}},
+                    {"ceil_mode", int64_t{0}}};
+  checkF32AgainstF64("MaxPoolGrad", {dy_pool, x}, pool);
+  pool["input_shape"] = Ints{2, 3, 6, 6};
+  pool["count_include_pad"] = int64_t{1};
+  checkF32AgainstF64("AveragePoolGrad", {dy_pool}, pool);
+  Tensor dy = rnd(DType::F32, {2, 3, 6, 6}, 13), scale = rnd(DType::F32, {3}, 14);
+  checkF32AgainstF64("BatchNormalizationGrad", {dy, x, scale}, {{"epsilon", 1e-5}}, 3);
+  Tensor ln_scale = rnd(DType::F32, {6}, 15);
+  checkF32AgainstF64("LayerNormalizationGrad", {dy, x, ln_scale}, {{"axis", int64_t{-1}}}, 3);
+  Tensor scores = rnd(DType::F32, {4, 5}, 16, -3, 3), dloss = rnd(DType::F32, {}, 17);
+  Tensor labels = Tensor::fromInts(DType::I64, {4}, {4, 0, 2, 0});
+  checkF32AgainstF64("SoftmaxCrossEntropyLossGrad", {dloss, scores, labels},
+                     {{"ignore_index", int64_t{2}}});
+  checkF32AgainstF64("Exp", {rnd(DType::F32, {1000}, 18, -20, 20)}, {});
+  Tensor idx = Tensor::fromInts(DType::I64, {3}, {2, -1, 2});
+  checkF32AgainstF64("GatherGrad", {rnd(DType::F32, {3, 4}, 19), idx},
+                     {{"data_shape", Ints{5, 4}}});
+  checkF32AgainstF64("SliceGrad", {rnd(DType::F32, {2, 2}, 20)},
+                     {{"starts", Ints{3, 0}},
+                      {"ends", Ints{0, 4}},
+                      {"steps", Ints{-2, 3}},
+                      {"input_shape", Ints{4, 5}}});
+}
+
+// A window of equal values sends its whole gradient to its first tap (PyTorch).
+TEST(CpuGradPool, MaxPoolTiesRouteToTheFirstMaximum) {
+  for (DType t : test::kTypes) {
+    Tensor x = Tensor::fromDoubles(t, {1, 1, 2, 4}, Vec(8, 1.0));
+    Tensor dy = Tensor::fromDoubles(t, {1, 1, 1, 2}, {1.5, 2.5});
+    AttributeMap attrs{{"kernel_shape", Ints{2, 2}}, {"strides", Ints{2, 2}}};
+    Tensor dx = runOp("MaxPoolGrad", {dy, x}, attrs)[0];
+    EXPECT_EQ(dx.toDoubles(), (Vec{1.5, 0, 2.5, 0, 0, 0, 0, 0})) << dtypeName(t);
+  }
+}
+
+TEST(CpuGradSchema, BackwardOpsRejectAMismatchedGradient) {
+  Tensor dy = rnd(DType::F64, {1, 2, 3, 3}, 1), w = rnd(DType::F64, {2, 1, 3, 3}, 2);
+  try {
+    runOp("ConvGradInput", {dy, w}, {{"input_shape", Ints{1, 1, 6, 6}}});
+    FAIL() << "dY of the wrong shape accepted";
+  } catch (const Error& e) {
+    EXPECT_TRUE(test::contains(e.what(), "dY must have the forward output type f64[1,2,4,4]"))
+        << e.what();
+  }
+  try {
+    runOp("SliceGrad", {dy},
+          {{"starts", Ints{0}}, {"ends", Ints{2}}, {"input_shape", Ints{1, 2, 3, 4}}});
+    FAIL() << "dY of the wrong shape accepted";
+  } catch (const Error& e) {
+    EXPECT_TRUE(test::contains(e.what(), "dY shape must be [1,2,3,4]")) << e.what();
+  }
+}
+
+}  // namespace
+}  // namespace ds::cpu

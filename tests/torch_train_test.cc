@@ -1,0 +1,15 @@
+// Training on one rank matches PyTorch: tests/torch_train_compare.py trains the
+// MLP with dscompile + dsrun and with torch.optim (AdamW, Adam with L2, SGD with
+// Nesterov momentum) from the same weights and data, and compares step losses.
+#include <gtest/gtest.h>
+
+#include "tests/test_util.h"
+
+TEST(TorchTrain, MlpLossesMatchPyTorch) {
+  if (ds::test::runCommand("/usr/bin/python3 -c 'import torch, onnx'").exit_code != 0)
+    GTEST_SKIP() << "/usr/bin/python3 cannot import torch and onnx (scripts/setup.sh installs them)";
+  auto r = ds::test::runCommand("/usr/bin/python3 " DS_SOURCE_DIR "/tests/torch_train_compare.py --bin " DS_BINARY_DIR
+                                " --work " + ds::test::tempPath("torch_train"));
+  std::printf("%s", r.output.c_str());
+  EXPECT_EQ(r.exit_code, 0) << r.output;
+}
