@@ -12,11 +12,13 @@ What is measured (wall clock, time.perf_counter):
          run     = cold - load: an estimate of one (first, cold-cache) run, since
                    dsrun has no timing flag of its own.
   ort    cold    = InferenceSession(model file) + the first run, in process.
-         steady  = median of --runs runs after 2 warm-up runs.
+         steady  = median of --runs runs after one more warm-up run.
   torch  cold    = building the model (random init) + the first forward.
-         steady  = median of --runs forwards after 2 warm-up runs, model.train()
-                   (BatchNorm on batch statistics, as the ONNX graphs say) under
-                   torch.no_grad().
+         steady  = median of the next --runs forwards (the first one warmed up),
+                   model.train() (BatchNorm on batch statistics, as the ONNX graphs
+                   say) under torch.no_grad(). Debian's torch 1.13 does matrix
+                   products with the reference BLAS (torch.__config__: BLAS_INFO=
+                   generic), so its GPT time says little about PyTorch elsewhere.
 
 Usage:
   cpu_forward.py inputs resnet50|gpt DIR            (writes DIR/<input>.npy)
@@ -93,8 +95,7 @@ def cmd_ort(args):
     session = ort.InferenceSession(args.model, options, providers=["CPUExecutionProvider"])
     session.run(None, feeds)
     cold = time.perf_counter() - start
-    for _ in range(2):
-        session.run(None, feeds)
+    session.run(None, feeds)
     steady = [timed(lambda: session.run(None, feeds)) for _ in range(args.runs)]
     return {"cold": cold, "steady": statistics.median(steady), "steady_runs": steady,
             "version": ort.__version__}
@@ -118,8 +119,6 @@ def cmd_torch(args):
     with torch.no_grad():
         model(x)
         cold = time.perf_counter() - start
-        for _ in range(2):
-            model(x)
         steady = [timed(lambda: model(x)) for _ in range(args.runs)]
     return {"cold": cold, "steady": statistics.median(steady), "steady_runs": steady,
             "version": torch.__version__}
@@ -142,6 +141,8 @@ def cmd_table(args):
           "1st run; PyTorch = model build + 1st forward.")
     print("steady: ORT / PyTorch = median per-iteration time after warm-up; dsrun = cold - "
           "load-only (estimate of one cold-cache run, dsrun has no timing flag).")
+    print("PyTorch is Debian's torch 1.13: matrix products use the reference BLAS "
+          "(BLAS_INFO=generic), hence its GPT time.")
 
 
 def main():

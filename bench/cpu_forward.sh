@@ -8,10 +8,10 @@
 # under no_grad, so all three normalise by batch statistics. What "cold" and
 # "steady" mean for each runtime is printed under the table (bench/cpu_forward.py).
 #
-# Usage: bench/cpu_forward.sh [runs]     (default 5; BUILD_DIR=build by default)
+# Usage: bench/cpu_forward.sh [runs]     (default 3, ~5 min on 2 cores; BUILD_DIR=build by default)
 set -euo pipefail
 cd "$(dirname "$0")/.."
-runs=${1:-5}
+runs=${1:-3}
 build=${BUILD_DIR:-build}
 threads=$(nproc)
 venv_python=.venv/bin/python
@@ -25,6 +25,7 @@ helper="$venv_python bench/cpu_forward.py"
 echo "machine: $threads cores, $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | xargs)," \
   "$(free -g | awk '/Mem:/ {print $2}') GiB"
 echo "date: $(date -u +%Y-%m-%dT%H:%MZ); build: $build ($(grep -m1 CMAKE_BUILD_TYPE "$build/CMakeCache.txt" | cut -d= -f2)); threads: $threads; runs: $runs"
+echo "load average before: $(cut -d" " -f1-3 /proc/loadavg)"
 
 bench_model() {  # name family batch dsmodel-args...
   local name=$1 family=$2 batch=$3
@@ -51,4 +52,5 @@ bench_model "resnet50 b8 224x224" resnet50 8 --image 224 --classes 1000
 bench_model "gpt 12x768 h12 v50257 s128 b1" gpt 1 --layers 12 --d-model 768 --heads 12 \
   --vocab 50257 --seq 128
 echo
-$helper table "$dir"/*.json
+$helper table "$dir"/resnet50.*.json "$dir"/gpt.*.json
+echo "load average after: $(cut -d" " -f1-3 /proc/loadavg) (other work on the machine skews all three alike)"

@@ -80,6 +80,14 @@ void freezeBatchNorm(Graph& g) {
 // Loss, reverse-mode gradients of every parameter, the optimizer step and the
 // BatchNorm statistics updates, verified.
 void addTraining(Graph& g, const CompileOptions& o, const DsConfig& config) {
+  // Requests a training plan cannot honour yet fail loudly instead of training differently.
+  DS_CHECK(!config.fp16 && !config.bf16,
+           "fp16.enabled / bf16.enabled: mixed-precision training is not implemented yet; "
+           "disable it to train in fp32");
+  DS_CHECK(o.world_size == 1, "--gpus ", o.world_size,
+           ": multi-rank training plans are not implemented yet; compile with --gpus 1");
+  DS_CHECK(config.gradient_accumulation_steps.value_or(1) == 1,
+           "gradient_accumulation_steps: accumulation is not implemented yet; use 1");
   auto clip = config.raw.find("gradient_clipping");
   DS_CHECK(clip == config.raw.end() || (clip->is_number() && clip->get<double>() == 0.0),
            "gradient_clipping: not implemented yet; remove it or set it to 0");
