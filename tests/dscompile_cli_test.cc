@@ -188,3 +188,42 @@ TEST(DsConfig, EditDistance) {
 
 }  // namespace
 }  // namespace ds
+
+namespace ds {
+namespace {
+
+TEST(DscompileCli, TrainingRequestsNotYetHonouredAreOneLineErrors) {
+  std::string fp16 = test::tempPath("fp16.json");
+  test::writeFile(fp16, R"({"train_micro_batch_size_per_gpu": 4, "fp16": {"enabled": true}})");
+  expectOneLineError(dscompile(smallModel() + " --config " + fp16 + " --loss mse"),
+                     "mixed-precision training is not implemented yet");
+  expectOneLineError(dscompile(smallModel() + " --batch 4 --gpus 2 --loss mse"),
+                     "--gpus 2: multi-rank training plans are not implemented yet");
+  expectOneLineError(dscompile(smallModel() + " --batch 4 --loss hinge"), "--loss");
+  std::string cosine = test::tempPath("cosine.json");
+  test::writeFile(cosine, R"({"train_micro_batch_size_per_gpu": 4,
+                              "scheduler": {"type": "OneCycle", "params": {}}})");
+  expectOneLineError(dscompile(smallModel() + " --config " + cosine + " --loss mse"),
+                     "scheduler.type: 'OneCycle' is not implemented by dsrun yet");
+}
+
+TEST(DscompileCli, TrainingPlanHasOptimizerStepsAndStateUpdates) {
+  std::string out = test::tempPath("train.plan");
+  auto r = dscompile(smallModel() + " --batch 4 --loss mse -o " + out + " --dump plan");
+  ASSERT_EQ(r.exit_code, 0) << r.output;
+  EXPECT_TRUE(test::contains(r.output, "AdamStep(")) << r.output;
+  // The updated weight lives in the weight's own memory.
+  PlanFile plan = readPlanFile(out);
+  int w = -1, w_next = -1;
+  for (int i = 0; i < plan.plan.tensors_size(); ++i) {
+    if (plan.plan.tensors(i).name() == "w") w = i;
+    if (plan.plan.tensors(i).name().rfind("w/step", 0) == 0 && w_next < 0) w_next = i;
+  }
+  ASSERT_GE(w, 0);
+  ASSERT_GE(w_next, 0);
+  EXPECT_EQ(plan.plan.tensors(w).offset(), plan.plan.tensors(w_next).offset());
+  EXPECT_EQ(plan.plan.tensors(w_next).storage(), planpb::PERSISTENT);
+}
+
+}  // namespace
+}  // namespace ds

@@ -198,3 +198,47 @@ TEST(IrGraph, ReplaceAllUsesAndEraseKeepLinksConsistent) {
 
 }  // namespace
 }  // namespace ds
+
+namespace ds {
+namespace {
+
+TEST(IrStateUpdates, RoundTripAndReadsAfterTheUpdateAreCaught) {
+  const char* text = R"(graph g {
+  param %w : f32[4]
+  input %x : f32[4]
+  %w_next = Sub(%w, %x) : f32[4] @step
+  update %w = %w_next
+  return %w_next
+}
+)";
+  auto g = parseGraph(text);
+  verifyGraph(*g);
+  EXPECT_EQ(printGraph(*g), text);
+  ASSERT_EQ(g->stateUpdates().size(), 1u);
+  EXPECT_EQ(g->stateUpdates()[0].state->name(), "w");
+
+  auto late = parseGraph(R"(graph g {
+  param %w : f32[4]
+  input %x : f32[4]
+  %w_next = Sub(%w, %x) : f32[4] @step
+  %stale = Neg(%w) : f32[4] @late_reader
+  update %w = %w_next
+  return %stale
+})");
+  try {
+    verifyGraph(*late);
+    FAIL() << "verifier accepted a read after the update";
+  } catch (const Error& e) {
+    EXPECT_TRUE(test::contains(e.what(), "node 'late_reader' (Neg) reads 'w' after node 'step'"))
+        << e.what();
+  }
+  try {
+    parseGraph("graph g {\n  input %x : f32[4]\n  %y = Neg(%x) : f32[4] @n\n  update %x = %y\n  return %y\n}");
+    FAIL() << "an input cannot be updated";
+  } catch (const Error& e) {
+    EXPECT_TRUE(test::contains(e.what(), "is not a parameter, buffer or optimizer state")) << e.what();
+  }
+}
+
+}  // namespace
+}  // namespace ds

@@ -115,7 +115,7 @@ class PoolGradKernel : public CpuKernel {
     const int64_t o[3] = {od, oh, ow};
     double count = 1.0;
     for (int d = 0; d < 3; ++d)
-      count *= static_cast<double>(!count_include_pad_ ? taps_[d].padded[o[d]] : hi[d] - lo[d]);
+      count *= static_cast<double>(count_include_pad_ ? taps_[d].padded[o[d]] : hi[d] - lo[d]);
     const T share = static_cast<T>(static_cast<double>(g) / count);
     forTaps(base, lo, hi, [&](int64_t i) { dxp[i] += share; });
   }
