@@ -63,7 +63,8 @@ void CpuExecutor::buildSteps() {
     step.ctx.node_name = ps.node();
     for (const auto& a : ps.attrs()) step.ctx.attrs[a.name()] = fromPlanAttr(a);
     for (int idx : ps.inputs()) {
-      step.ctx.inputs.push_back(idx < 0 ? cpu::TensorView{} : cpu::TensorView{address(idx), plan_.tensorType(idx)});
+      step.ctx.inputs.push_back(idx < 0 ? cpu::TensorView{}
+                                        : cpu::TensorView{address(idx), plan_.tensorType(idx)});
       if (idx >= 0) last_use[static_cast<size_t>(idx)] = s;
     }
     for (int idx : ps.outputs()) step.ctx.outputs.push_back({address(idx), plan_.tensorType(idx)});
@@ -119,8 +120,8 @@ void CpuExecutor::poisonAfter(size_t s) {
 void CpuExecutor::run() {
   for (size_t i = 0; i < fed_.size(); ++i) {
     const auto& t = plan_.plan.tensors(plan_.plan.feeds(static_cast<int>(i)));
-    DS_CHECK(fed_[i], "input '", t.name(), "' (", plan_.tensorType(plan_.plan.feeds(static_cast<int>(i))).toString(),
-             ") was not fed");
+    DS_CHECK(fed_[i], "input '", t.name(), "' (",
+             plan_.tensorType(plan_.plan.feeds(static_cast<int>(i))).toString(), ") was not fed");
   }
   for (size_t s = 0; s < steps_.size(); ++s) {
     steps_[s].kernel->run(steps_[s].ctx);
@@ -128,7 +129,9 @@ void CpuExecutor::run() {
   }
 }
 
-size_t CpuExecutor::numOutputs() const { return static_cast<size_t>(plan_.plan.outputs_size()); }
+size_t CpuExecutor::numOutputs() const {
+  return static_cast<size_t>(plan_.plan.outputs_size());
+}
 
 std::string CpuExecutor::outputName(size_t i) const {
   return plan_.plan.tensors(plan_.plan.outputs(static_cast<int>(i))).name();

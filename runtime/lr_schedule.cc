@@ -19,7 +19,8 @@ double param(const json& p, const char* key, double fallback) {
 double warmupGamma(const json& p, int64_t it) {
   double steps = std::max(2.0, param(p, "warmup_num_steps", 1000));
   if (it >= steps) return 1.0;
-  if (p.value("warmup_type", std::string("log")) == "linear") return static_cast<double>(it) / steps;
+  if (p.value("warmup_type", std::string("log")) == "linear")
+    return static_cast<double>(it) / steps;
   return std::log(static_cast<double>(it) + 1) / std::log(steps);
 }
 
@@ -33,7 +34,8 @@ double warmupLr(const json& p, int64_t it) {
 double warmupDecayLr(const json& p, int64_t it) {
   double lo = param(p, "warmup_min_lr", 0.0), hi = param(p, "warmup_max_lr", 0.001);
   double warm = std::max(2.0, param(p, "warmup_num_steps", 1000));
-  DS_CHECK(p.contains("total_num_steps"), "scheduler.params.total_num_steps: required by WarmupDecayLR");
+  DS_CHECK(p.contains("total_num_steps"),
+           "scheduler.params.total_num_steps: required by WarmupDecayLR");
   double total = param(p, "total_num_steps", 0);
   if (it < 0) return lo;
   if (it < warm) return lo + (hi - lo) * warmupGamma(p, it);
@@ -45,7 +47,8 @@ double warmupDecayLr(const json& p, int64_t it) {
 
 double learningRate(const json& config, int64_t step) {
   double base = 1e-3;
-  if (config.contains("optimizer")) base = param(config["optimizer"].value("params", json::object()), "lr", base);
+  if (config.contains("optimizer"))
+    base = param(config["optimizer"].value("params", json::object()), "lr", base);
   if (!config.contains("scheduler")) return base;
   const json& s = config["scheduler"];
   std::string type = s.value("type", std::string());

@@ -14,25 +14,35 @@ constexpr char kMagic[] = "\x93NUMPY";
 
 const char* descrOf(DType t) {
   switch (t) {
-    case DType::F32: return "<f4";
-    case DType::F64: return "<f8";
-    case DType::F16: return "<f2";
-    case DType::I64: return "<i8";
-    case DType::I32: return "<i4";
-    case DType::I8: return "|i1";
-    case DType::U8: return "|u1";
-    case DType::Bool: return "|b1";
-    case DType::BF16: return nullptr;
+    case DType::F32:
+      return "<f4";
+    case DType::F64:
+      return "<f8";
+    case DType::F16:
+      return "<f2";
+    case DType::I64:
+      return "<i8";
+    case DType::I32:
+      return "<i4";
+    case DType::I8:
+      return "|i1";
+    case DType::U8:
+      return "|u1";
+    case DType::Bool:
+      return "|b1";
+    case DType::BF16:
+      return nullptr;
   }
   return nullptr;
 }
 
 DType dtypeOfDescr(const std::string& d, const std::string& path) {
-  for (DType t : {DType::F32, DType::F64, DType::F16, DType::I64, DType::I32, DType::I8,
-                  DType::U8, DType::Bool}) {
+  for (DType t : {DType::F32, DType::F64, DType::F16, DType::I64, DType::I32, DType::I8, DType::U8,
+                  DType::Bool}) {
     std::string mine = descrOf(t);
     // '|' and '<' are equivalent for one-byte types; '=' means native (little) endian.
-    if (d == mine || (d.size() == 3 && mine.substr(1) == d.substr(1) && (d[0] == '=' || d[0] == '|' || d[0] == '<')))
+    if (d == mine || (d.size() == 3 && mine.substr(1) == d.substr(1) &&
+                      (d[0] == '=' || d[0] == '|' || d[0] == '<')))
       return t;
   }
   throw makeError(path, ": NumPy dtype '", d, "' is not supported");
@@ -78,8 +88,8 @@ Tensor readNpy(const std::string& path) {
   TensorType type{dtype, shape};
   std::vector<uint8_t> bytes(type.bytes());
   in.read(reinterpret_cast<char*>(bytes.data()), static_cast<std::streamsize>(bytes.size()));
-  DS_CHECK(in.gcount() == static_cast<std::streamsize>(bytes.size()), path, ": truncated: ",
-           type.toString(), " needs ", bytes.size(), " bytes of data");
+  DS_CHECK(in.gcount() == static_cast<std::streamsize>(bytes.size()), path,
+           ": truncated: ", type.toString(), " needs ", bytes.size(), " bytes of data");
   return Tensor(type, std::move(bytes));
 }
 
@@ -87,10 +97,11 @@ void writeNpy(const std::string& path, const Tensor& t) {
   const char* descr = descrOf(t.dtype());
   DS_CHECK(descr != nullptr, path, ": ", dtypeName(t.dtype()), " has no NumPy dtype");
   std::string dims;  // a Python tuple: "()", "(2,)", "(2, 3)"
-  for (size_t i = 0; i < t.shape().size(); ++i) dims += (i ? ", " : "") + std::to_string(t.shape()[i]);
+  for (size_t i = 0; i < t.shape().size(); ++i)
+    dims += (i ? ", " : "") + std::to_string(t.shape()[i]);
   if (t.shape().size() == 1) dims += ",";
-  std::string header = "{'descr': '" + std::string(descr) + "', 'fortran_order': False, 'shape': (" +
-                       dims + "), }";
+  std::string header =
+      "{'descr': '" + std::string(descr) + "', 'fortran_order': False, 'shape': (" + dims + "), }";
   // Pad with spaces so that magic + version + length + header is a multiple of 64.
   size_t total = 6 + 2 + 2 + header.size() + 1;
   header.append((64 - total % 64) % 64, ' ');

@@ -39,16 +39,23 @@ bool isTrainingPlan(const PlanFile& plan) {
 }
 
 std::vector<StepMetrics> train(CpuExecutor& exec, const PlanFile& plan, const TrainOptions& o) {
-  nlohmann::json config = nlohmann::json::parse(plan.plan.config_json().empty() ? "{}" : plan.plan.config_json());
+  nlohmann::json config =
+      nlohmann::json::parse(plan.plan.config_json().empty() ? "{}" : plan.plan.config_json());
   std::vector<std::string> data_feeds;
+  std::string image_feed, label_feed;
   for (const std::string& name : exec.feedNames()) {
     if (name == kLrFeed || name == kStepFeed) continue;
+    if (o.cifar) {
+      (exec.feedType(name).dtype == DType::I64 ? label_feed : image_feed) = name;
+      continue;
+    }
     auto it = o.datasets.find(name);
     DS_CHECK(it != o.datasets.end(), "input '", name, "' (", exec.feedType(name).toString(),
              " per micro-batch) has no dataset: give --feed ", name, "=FILE.npy");
     TensorType want = exec.feedType(name);
     const Tensor& d = it->second;
-    DS_CHECK(d.dtype() == want.dtype && d.shape().size() == want.shape.size() && !d.shape().empty() &&
+    DS_CHECK(d.dtype() == want.dtype && d.shape().size() == want.shape.size() &&
+                 !d.shape().empty() &&
                  std::equal(d.shape().begin() + 1, d.shape().end(), want.shape.begin() + 1),
              "--feed ", name, ": samples must be ", dtypeName(want.dtype), " of shape ",
              shapeToString(Shape(want.shape.begin() + 1, want.shape.end())), ", got ",
@@ -58,6 +65,15 @@ std::vector<StepMetrics> train(CpuExecutor& exec, const PlanFile& plan, const Tr
   for (const auto& [name, d] : o.datasets)
     DS_CHECK(std::find(data_feeds.begin(), data_feeds.end(), name) != data_feeds.end(), "--feed ",
              name, ": the plan has no such input");
+  if (o.cifar) {
+    DS_CHECK(!image_feed.empty() && !label_feed.empty() && o.datasets.empty(),
+             "--data cifar10: the plan must have one image input and one label input");
+    TensorType want = exec.feedType(image_feed);
+    DS_CHECK(want.dtype == DType::F32 && want.rank() == 4 && want.shape[1] == 3 &&
+                 want.shape[2] == 32 && want.shape[3] == 32,
+             "--data cifar10: input '", image_feed, "' must be f32[batch,3,32,32], is ",
+             want.toString());
+  }
   int loss_out = outputIndex(exec, "loss"), norm_out = outputIndex(exec, "grad_norm");
   DS_CHECK(loss_out >= 0, "the plan has no 'loss' output");
   std::ofstream metrics;
@@ -69,6 +85,13 @@ std::vector<StepMetrics> train(CpuExecutor& exec, const PlanFile& plan, const Tr
   for (int64_t step = 1; step <= o.steps; ++step) {
     auto start = std::chrono::steady_clock::now();
     int64_t batch = 0;
+    if (o.cifar) {
+      batch = exec.feedType(image_feed).shape[0];
+      Tensor images, labels;
+      o.cifar->batch((step - 1) * batch, batch, &images, &labels);
+      exec.setFeed(image_feed, images);
+      exec.setFeed(label_feed, labels);
+    }
     for (const std::string& name : data_feeds) {
       batch = exec.feedType(name).shape[0];
       exec.setFeed(name, slice(o.datasets.at(name), (step - 1) * batch, batch));
@@ -77,14 +100,19 @@ std::vector<StepMetrics> train(CpuExecutor& exec, const PlanFile& plan, const Tr
     exec.setFeed(kLrFeed, Tensor::fromDoubles(DType::F32, {}, {lr}));
     exec.setFeed(kStepFeed, Tensor::fromInts(DType::I64, {}, {step}));
     exec.run();
-    double seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
+    double seconds =
+        std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
     StepMetrics m{step, exec.output(static_cast<size_t>(loss_out)).getDouble(0), lr,
                   norm_out >= 0 ? exec.output(static_cast<size_t>(norm_out)).getDouble(0) : 0.0,
                   static_cast<double>(batch) / seconds};
     if (metrics.is_open())
-      metrics << nlohmann::json{{"step", m.step}, {"loss", m.loss}, {"lr", m.lr},
-                                {"grad_norm", m.grad_norm}, {"loss_scale", 1.0},
-                                {"skipped", false}, {"samples_per_s", m.samples_per_s}}
+      metrics << nlohmann::json{{"step", m.step},
+                                {"loss", m.loss},
+                                {"lr", m.lr},
+                                {"grad_norm", m.grad_norm},
+                                {"loss_scale", 1.0},
+                                {"skipped", false},
+                                {"samples_per_s", m.samples_per_s}}
                      .dump()
               << "\n";
     out.push_back(m);

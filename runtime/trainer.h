@@ -8,6 +8,7 @@
 #include <string>
 
 #include "ir/plan.h"
+#include "runtime/cifar10.h"
 #include "runtime/cpu_executor.h"
 
 namespace ds {
@@ -20,6 +21,8 @@ struct TrainOptions {
   // axis; samples are read in order and cycled.
   std::map<std::string, Tensor> datasets;
   std::string metrics_path;  // JSON lines, one object per optimizer step
+  // CIFAR-10 instead of datasets: feeds the plan's image input and its label.
+  const Cifar10* cifar = nullptr;
 };
 
 struct StepMetrics {
@@ -28,6 +31,7 @@ struct StepMetrics {
 };
 
 // Runs the steps; returns every step's metrics. Errors name the feed or dataset.
-std::vector<StepMetrics> train(CpuExecutor& exec, const PlanFile& plan, const TrainOptions& options);
+std::vector<StepMetrics> train(CpuExecutor& exec, const PlanFile& plan,
+                               const TrainOptions& options);
 
 }  // namespace ds

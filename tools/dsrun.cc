@@ -5,8 +5,8 @@
 #include <algorithm>
 #include <chrono>
 #include <filesystem>
-#include <map>
 #include <iostream>
+#include <map>
 
 #include "ir/error.h"
 #include "ir/plan.h"
@@ -28,6 +28,8 @@ struct Args {
   int rank = 0;
   int repeat = 1;
   int64_t steps = 1;
+  std::string data;
+  uint64_t seed = 0;
   std::string metrics;
   bool poison = false;
 };
@@ -37,7 +39,8 @@ void checkBackend(const std::string& backend) {
 #ifdef DS_HAVE_CUDA
   std::string why = ds::cuda::unavailableReason();
   DS_CHECK(why.empty(), "--backend cuda: no usable GPU (", why, ")");
-  throw ds::makeError("--backend cuda: the CUDA executor is not implemented yet; use --backend cpu");
+  throw ds::makeError(
+      "--backend cuda: the CUDA executor is not implemented yet; use --backend cpu");
 #else
   throw ds::makeError("--backend cuda: this dsrun was built without CUDA");
 #endif
@@ -66,6 +69,14 @@ int trainPlan(const Args& a, const ds::PlanFile& plan, ds::CpuExecutor& exec) {
   options.steps = a.steps;
   options.datasets = readFeeds(a.feeds);
   options.metrics_path = a.metrics;
+  std::unique_ptr<ds::Cifar10> cifar;
+  if (!a.data.empty()) {
+    const std::string prefix = "cifar10:";
+    DS_CHECK(a.data.rfind(prefix, 0) == 0, "--data '", a.data, "': expected cifar10:DIR");
+    cifar = std::make_unique<ds::Cifar10>(a.data.substr(prefix.size()),
+                                          ds::Cifar10Options{a.seed, true});
+    options.cifar = cifar.get();
+  }
   auto start = std::chrono::steady_clock::now();
   std::vector<ds::StepMetrics> steps = ds::train(exec, plan, options);
   double seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
@@ -98,13 +109,15 @@ int run(const Args& a) {
   for (int i = 0; i < a.repeat; ++i) {
     auto start = std::chrono::steady_clock::now();
     exec.run();
-    ms.push_back(std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - start).count());
+    ms.push_back(std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - start)
+                     .count());
   }
   if (!a.dump_outputs.empty()) {
     std::filesystem::create_directories(a.dump_outputs);
     for (size_t i = 0; i < exec.numOutputs(); ++i)
-      ds::writeNpy((std::filesystem::path(a.dump_outputs) / fileNameFor(exec.outputName(i))).string(),
-                   exec.output(i));
+      ds::writeNpy(
+          (std::filesystem::path(a.dump_outputs) / fileNameFor(exec.outputName(i))).string(),
+          exec.output(i));
   }
   std::sort(ms.begin(), ms.end());
   std::cerr << "dsrun: ran " << plan.plan.ranks(a.rank).steps_size() << " steps of rank " << a.rank
@@ -121,12 +134,17 @@ int main(int argc, char** argv) {
   app.add_option("plan", args.plan, "plan file written by dscompile -o")->required();
   app.add_option("--backend", args.backend, "cpu (default) or cuda")
       ->check(CLI::IsMember({"cpu", "cuda"}));
-  app.add_option("--feed", args.feeds,
-                 "NAME=FILE.npy: the value of plan input NAME (training: its dataset, samples along axis 0)");
+  app.add_option(
+      "--feed", args.feeds,
+      "NAME=FILE.npy: the value of plan input NAME (training: its dataset, samples along axis 0)");
   app.add_option("--dump-outputs", args.dump_outputs, "write each output as DIR/NAME.npy");
   app.add_option("--rank", args.rank, "which rank of the plan to run (default 0)");
   app.add_option("--steps", args.steps, "training plans: optimizer steps to run")
       ->check(CLI::PositiveNumber);
+  app.add_option("--data", args.data,
+                 "training data instead of --feed: cifar10:DIR (CIFAR-10 binary batches; shuffled "
+                 "per epoch, random crop and flip, normalised)");
+  app.add_option("--seed", args.seed, "seed of data shuffling and augmentation (default 0)");
   app.add_option("--metrics", args.metrics,
                  "training plans: write one JSON object per step (step, loss, lr, grad_norm, ...)");
   app.add_option("--repeat", args.repeat, "run the plan N times and report the median time")
