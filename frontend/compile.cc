@@ -2,12 +2,12 @@
 
 #include "frontend/onnx_import.h"
 #include "ir/error.h"
+#include "ir/verifier.h"
 #include "passes/add_loss.h"
 #include "passes/add_optimizer.h"
 #include "passes/autodiff.h"
 #include "passes/dead_code.h"
 #include "passes/lower_to_plan.h"
-#include "ir/verifier.h"
 #include "passes/pipeline.h"
 #include "runtime/lr_schedule.h"
 
@@ -39,9 +39,9 @@ DsConfig effectiveConfig(const CompileOptions& o) {
 OptimizerOptions optimizerOptions(const DsConfig& c) {
   OptimizerOptions o;
   o.type = c.optimizer;
-  const nlohmann::json params =
-      c.raw.contains("optimizer") ? c.raw["optimizer"].value("params", nlohmann::json::object())
-                                  : nlohmann::json::object();
+  const nlohmann::json params = c.raw.contains("optimizer")
+                                    ? c.raw["optimizer"].value("params", nlohmann::json::object())
+                                    : nlohmann::json::object();
   auto number = [&](const char* key, double fallback) {
     auto it = params.find(key);
     DS_CHECK(it == params.end() || it->is_number(), "optimizer.params.", key,
@@ -49,7 +49,8 @@ OptimizerOptions optimizerOptions(const DsConfig& c) {
     return it == params.end() ? fallback : it->get<double>();
   };
   if (auto betas = params.find("betas"); betas != params.end()) {
-    DS_CHECK(betas->is_array() && betas->size() == 2, "optimizer.params.betas: must be [beta1, beta2]");
+    DS_CHECK(betas->is_array() && betas->size() == 2,
+             "optimizer.params.betas: must be [beta1, beta2]");
     o.beta1 = (*betas)[0].get<double>();
     o.beta2 = (*betas)[1].get<double>();
   }
@@ -71,7 +72,8 @@ void freezeBatchNorm(Graph& g) {
   for (Node* n : bns) {
     AttributeMap attrs = n->attrs();
     attrs["training_mode"] = int64_t{0};
-    Node* frozen = g.addNode("BatchNormalization", n->inputs(), attrs, {}, n->name() + "/frozen", n);
+    Node* frozen =
+        g.addNode("BatchNormalization", n->inputs(), attrs, {}, n->name() + "/frozen", n);
     g.replaceAllUsesWith(n->output(0), frozen->output(0));
     g.eraseNode(n);
   }

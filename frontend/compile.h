@@ -24,10 +24,10 @@ struct CompileOptions {
   std::optional<int64_t> micro_batch;   // --batch, overrides the config
   std::vector<std::string> dump_after;  // pass names or "all"
   // Training: a loss makes a training plan (loss, backward, optimizer step).
-  std::optional<std::string> loss;      // cross_entropy | mse | output
-  std::string label = "label";          // name of the label input the loss adds
-  std::string loss_output;              // --loss-output: the model's loss / the output to use
-  bool freeze_bn = false;               // keep BatchNormalization in inference form
+  std::optional<std::string> loss;  // cross_entropy | mse | output
+  std::string label = "label";      // name of the label input the loss adds
+  std::string loss_output;          // --loss-output: the model's loss / the output to use
+  bool freeze_bn = false;           // keep BatchNormalization in inference form
   std::ostream* dump = nullptr;
 };
 

@@ -59,7 +59,8 @@ json parseRejectingDuplicates(const std::string& text) {
         DS_CHECK(seen.back().insert(key).second, where, ": duplicate key");
         break;
       }
-      default: break;
+      default:
+        break;
     }
     return true;
   };
@@ -76,7 +77,8 @@ void readTypes(const json& root, DsConfig& c) {
   if (auto opt = root.find("optimizer"); opt != root.end()) {
     DS_CHECK(opt->contains("type"), "optimizer.type: missing");
     std::string type = (*opt)["type"].get<std::string>();
-    const std::map<std::string, std::string> known = {{"adam", "Adam"}, {"adamw", "AdamW"}, {"sgd", "SGD"}};
+    const std::map<std::string, std::string> known = {
+        {"adam", "Adam"}, {"adamw", "AdamW"}, {"sgd", "SGD"}};
     auto it = known.find(lowered(type));
     DS_CHECK(it != known.end(), "optimizer.type: '", type,
              "' is not supported by dscompile (supported: Adam, AdamW, SGD)");

@@ -23,13 +23,20 @@ struct Key {
 
 const char* typeName(Type t) {
   switch (t) {
-    case Type::Int: return "an integer";
-    case Type::Number: return "a number";
-    case Type::Bool: return "true or false";
-    case Type::String: return "a string";
-    case Type::Object: return "an object";
-    case Type::List: return "a list";
-    case Type::Any: return "anything";
+    case Type::Int:
+      return "an integer";
+    case Type::Number:
+      return "a number";
+    case Type::Bool:
+      return "true or false";
+    case Type::String:
+      return "a string";
+    case Type::Object:
+      return "an object";
+    case Type::List:
+      return "a list";
+    case Type::Any:
+      return "anything";
   }
   return "?";
 }
@@ -38,28 +45,28 @@ const char* typeName(Type t) {
 // the types dscompile implements; the type itself is checked in ds_config.cc.
 const std::vector<Key>& optimizerParams() {
   static const std::vector<Key> keys = {
-      {"lr", Type::Number, kUsed, kAuto},          {"betas", Type::List, kUsed, kAuto},
-      {"eps", Type::Number, kUsed, kAuto},         {"weight_decay", Type::Number, kUsed, kAuto},
-      {"adam_w_mode", Type::Bool, kUsed},          {"bias_correction", Type::Bool, kUsed},
-      {"torch_adam", Type::Bool, kIgnored},        {"amsgrad", Type::Bool, kIgnored},
-      {"momentum", Type::Number, kUsed},           {"nesterov", Type::Bool, kUsed},
-      {"dampening", Type::Number, kUsed},          {"fused", Type::Bool, kIgnored},
+      {"lr", Type::Number, kUsed, kAuto},   {"betas", Type::List, kUsed, kAuto},
+      {"eps", Type::Number, kUsed, kAuto},  {"weight_decay", Type::Number, kUsed, kAuto},
+      {"adam_w_mode", Type::Bool, kUsed},   {"bias_correction", Type::Bool, kUsed},
+      {"torch_adam", Type::Bool, kIgnored}, {"amsgrad", Type::Bool, kIgnored},
+      {"momentum", Type::Number, kUsed},    {"nesterov", Type::Bool, kUsed},
+      {"dampening", Type::Number, kUsed},   {"fused", Type::Bool, kIgnored},
   };
   return keys;
 }
 
 const std::vector<Key>& schedulerParams() {
   static const std::vector<Key> keys = {
-      {"warmup_min_lr", Type::Number, kUsed, kAuto},  {"warmup_max_lr", Type::Number, kUsed, kAuto},
-      {"warmup_num_steps", Type::Int, kUsed, kAuto},  {"warmup_type", Type::String, kUsed},
-      {"total_num_steps", Type::Int, kUsed, kAuto},   {"warmup_min_ratio", Type::Number, kUsed},
-      {"cos_min_ratio", Type::Number, kUsed},         {"cycle_min_lr", Type::Number, kUsed},
-      {"cycle_max_lr", Type::Number, kUsed},          {"decay_lr_rate", Type::Number, kUsed},
-      {"cycle_first_step_size", Type::Int, kUsed},    {"cycle_second_step_size", Type::Int, kUsed},
-      {"cycle_first_stair_count", Type::Int, kUsed},  {"cycle_second_stair_count", Type::Int, kUsed},
-      {"decay_step_size", Type::Int, kUsed},          {"cycle_momentum", Type::Bool, kUsed},
-      {"cycle_min_mom", Type::Number, kUsed},         {"cycle_max_mom", Type::Number, kUsed},
-      {"decay_mom_rate", Type::Number, kUsed},        {"last_batch_iteration", Type::Int, kUsed},
+      {"warmup_min_lr", Type::Number, kUsed, kAuto}, {"warmup_max_lr", Type::Number, kUsed, kAuto},
+      {"warmup_num_steps", Type::Int, kUsed, kAuto}, {"warmup_type", Type::String, kUsed},
+      {"total_num_steps", Type::Int, kUsed, kAuto},  {"warmup_min_ratio", Type::Number, kUsed},
+      {"cos_min_ratio", Type::Number, kUsed},        {"cycle_min_lr", Type::Number, kUsed},
+      {"cycle_max_lr", Type::Number, kUsed},         {"decay_lr_rate", Type::Number, kUsed},
+      {"cycle_first_step_size", Type::Int, kUsed},   {"cycle_second_step_size", Type::Int, kUsed},
+      {"cycle_first_stair_count", Type::Int, kUsed}, {"cycle_second_stair_count", Type::Int, kUsed},
+      {"decay_step_size", Type::Int, kUsed},         {"cycle_momentum", Type::Bool, kUsed},
+      {"cycle_min_mom", Type::Number, kUsed},        {"cycle_max_mom", Type::Number, kUsed},
+      {"decay_mom_rate", Type::Number, kUsed},       {"last_batch_iteration", Type::Int, kUsed},
   };
   return keys;
 }
@@ -110,11 +117,22 @@ const std::vector<Key>& topKeys() {
       {"train_batch_size", Type::Int, kUsed, kAuto},
       {"train_micro_batch_size_per_gpu", Type::Int, kUsed, kAuto},
       {"gradient_accumulation_steps", Type::Int, kUsed, kAuto},
-      {"optimizer", Type::Object, kUsed, kNoAuto,
-       {{"type", Type::String, kUsed}, {"params", Type::Object, kUsed, kNoAuto, optimizerParams()}}},
-      {"scheduler", Type::Object, kUsed, kNoAuto,
-       {{"type", Type::String, kUsed}, {"params", Type::Object, kUsed, kNoAuto, schedulerParams()}}},
-      {"fp16", Type::Object, kUsed, kNoAuto,
+      {"optimizer",
+       Type::Object,
+       kUsed,
+       kNoAuto,
+       {{"type", Type::String, kUsed},
+        {"params", Type::Object, kUsed, kNoAuto, optimizerParams()}}},
+      {"scheduler",
+       Type::Object,
+       kUsed,
+       kNoAuto,
+       {{"type", Type::String, kUsed},
+        {"params", Type::Object, kUsed, kNoAuto, schedulerParams()}}},
+      {"fp16",
+       Type::Object,
+       kUsed,
+       kNoAuto,
        {{"enabled", Type::Bool, kUsed, kAuto},
         {"auto_cast", Type::Bool, kIgnored},
         {"loss_scale", Type::Number, kUsed},
@@ -159,13 +177,22 @@ const std::vector<Key>& topKeys() {
 
 bool hasType(const json& v, Type t) {
   switch (t) {
-    case Type::Int: return v.is_number_integer() || (v.is_number_float() && v.get<double>() == static_cast<double>(static_cast<int64_t>(v.get<double>())));
-    case Type::Number: return v.is_number();
-    case Type::Bool: return v.is_boolean();
-    case Type::String: return v.is_string();
-    case Type::Object: return v.is_object();
-    case Type::List: return v.is_array();
-    case Type::Any: return true;
+    case Type::Int:
+      return v.is_number_integer() ||
+             (v.is_number_float() &&
+              v.get<double>() == static_cast<double>(static_cast<int64_t>(v.get<double>())));
+    case Type::Number:
+      return v.is_number();
+    case Type::Bool:
+      return v.is_boolean();
+    case Type::String:
+      return v.is_string();
+    case Type::Object:
+      return v.is_object();
+    case Type::List:
+      return v.is_array();
+    case Type::Any:
+      return true;
   }
   return false;
 }

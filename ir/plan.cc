@@ -41,8 +41,8 @@ void checkTensors(const PlanFile& f, const std::string& path) {
     for (const auto& step : rank.steps())
       for (auto list : {&step.inputs(), &step.outputs()})
         for (int idx : *list)
-          DS_CHECK(idx >= -1 && idx < p.tensors_size(), path, ": damaged plan (step '",
-                   step.node(), "' names tensor ", idx, ")");
+          DS_CHECK(idx >= -1 && idx < p.tensors_size(), path, ": damaged plan (step '", step.node(),
+                   "' names tensor ", idx, ")");
 }
 
 }  // namespace

@@ -11,9 +11,15 @@ namespace ds {
 void toPlanAttr(const std::string& name, const Attribute& value, planpb::Attr* out) {
   out->set_name(name);
   switch (attrKind(value)) {
-    case AttrKind::Int: out->set_i(std::get<int64_t>(value)); break;
-    case AttrKind::Float: out->set_f(std::get<double>(value)); break;
-    case AttrKind::String: out->set_s(std::get<std::string>(value)); break;
+    case AttrKind::Int:
+      out->set_i(std::get<int64_t>(value));
+      break;
+    case AttrKind::Float:
+      out->set_f(std::get<double>(value));
+      break;
+    case AttrKind::String:
+      out->set_s(std::get<std::string>(value));
+      break;
     case AttrKind::Ints:
       for (int64_t v : std::get<std::vector<int64_t>>(value)) out->mutable_ints()->add_v(v);
       out->mutable_ints();
@@ -40,10 +46,14 @@ void toPlanAttr(const std::string& name, const Attribute& value, planpb::Attr* o
 
 Attribute fromPlanAttr(const planpb::Attr& a) {
   switch (a.value_case()) {
-    case planpb::Attr::kI: return a.i();
-    case planpb::Attr::kF: return a.f();
-    case planpb::Attr::kS: return a.s();
-    case planpb::Attr::kInts: return std::vector<int64_t>(a.ints().v().begin(), a.ints().v().end());
+    case planpb::Attr::kI:
+      return a.i();
+    case planpb::Attr::kF:
+      return a.f();
+    case planpb::Attr::kS:
+      return a.s();
+    case planpb::Attr::kInts:
+      return std::vector<int64_t>(a.ints().v().begin(), a.ints().v().end());
     case planpb::Attr::kFloats:
       return std::vector<double>(a.floats().v().begin(), a.floats().v().end());
     case planpb::Attr::kStrings:
@@ -56,7 +66,8 @@ Attribute fromPlanAttr(const planpb::Attr& a) {
       DS_CHECK(type.bytes() == t.data().size(), "plan attribute '", a.name(), "' is damaged");
       return Tensor(type, std::vector<uint8_t>(t.data().begin(), t.data().end()));
     }
-    default: throw makeError("plan attribute '", a.name(), "' has no value");
+    default:
+      throw makeError("plan attribute '", a.name(), "' has no value");
   }
 }
 
@@ -70,7 +81,8 @@ std::string mib(int64_t bytes) {
 
 std::string tensorList(const google::protobuf::RepeatedField<int32_t>& ids) {
   std::string s;
-  for (int id : ids) s += (s.empty() ? "" : ", ") + (id < 0 ? std::string("none") : "t" + std::to_string(id));
+  for (int id : ids)
+    s += (s.empty() ? "" : ", ") + (id < 0 ? std::string("none") : "t" + std::to_string(id));
   return s;
 }
 

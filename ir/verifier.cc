@@ -55,9 +55,8 @@ void verifyStateUpdates(const Graph& g) {
     DS_CHECK(producer && order.count(producer), "verifier: update of '", u.state->name(),
              "' names '", u.next->name(), "', which no node of the graph computes");
     for (const Node* reader : u.state->users())
-      DS_CHECK(order.at(reader) <= order.at(producer), "verifier: ", reader->describe(),
-               " reads '", u.state->name(), "' after ", producer->describe(),
-               " has overwritten it");
+      DS_CHECK(order.at(reader) <= order.at(producer), "verifier: ", reader->describe(), " reads '",
+               u.state->name(), "' after ", producer->describe(), " has overwritten it");
   }
 }
 

@@ -25,8 +25,9 @@ Value* crossEntropy(Graph& g, Value* logits, const std::string& label_name) {
     for (int64_t i = 1; i < logits->rank() - 1; ++i) perm.push_back(i);
     scores = g.addNode("Transpose", {logits}, {{"perm", perm}}, {"loss/scores"})->output(0);
   }
-  return g.addNode("SoftmaxCrossEntropyLoss", {scores, label}, {{"reduction", std::string("mean")}},
-                   {"loss"}, "loss")
+  return g
+      .addNode("SoftmaxCrossEntropyLoss", {scores, label}, {{"reduction", std::string("mean")}},
+               {"loss"}, "loss")
       ->output(0);
 }
 

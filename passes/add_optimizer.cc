@@ -40,8 +40,10 @@ void addOptimizer(Graph& g, const std::map<Value*, Value*>& grads, const Optimiz
       std::vector<Value*> ins = {param, grad, lr, step};
       if (o.momentum != 0.0) ins.push_back(zeroState(g, param, "momentum_buffer"));
       Node* n = g.addNodeN("SgdStep", ins,
-                           {{"momentum", o.momentum}, {"dampening", o.dampening},
-                            {"nesterov", int64_t{o.nesterov}}, {"weight_decay", o.weight_decay}},
+                           {{"momentum", o.momentum},
+                            {"dampening", o.dampening},
+                            {"nesterov", int64_t{o.nesterov}},
+                            {"weight_decay", o.weight_decay}},
                            ins.size() - 3, name);
       g.addStateUpdate(param, n->output(0));
       if (ins.size() == 5) g.addStateUpdate(ins[4], n->output(1));
@@ -51,7 +53,9 @@ void addOptimizer(Graph& g, const std::map<Value*, Value*>& grads, const Optimiz
       Value* m = zeroState(g, param, "exp_avg");
       Value* v = zeroState(g, param, "exp_avg_sq");
       Node* n = g.addNodeN("AdamStep", {param, grad, lr, step, m, v},
-                           {{"beta1", o.beta1}, {"beta2", o.beta2}, {"eps", o.eps},
+                           {{"beta1", o.beta1},
+                            {"beta2", o.beta2},
+                            {"eps", o.eps},
                             {"weight_decay", o.weight_decay},
                             {"adam_w_mode", int64_t{o.adam_w_mode}},
                             {"bias_correction", int64_t{o.bias_correction}}},

@@ -8,7 +8,9 @@
 namespace ds {
 namespace {
 
-int64_t alignUp(int64_t v) { return (v + kPlanAlignment - 1) / kPlanAlignment * kPlanAlignment; }
+int64_t alignUp(int64_t v) {
+  return (v + kPlanAlignment - 1) / kPlanAlignment * kPlanAlignment;
+}
 
 class Lowering {
  public:
@@ -84,7 +86,8 @@ class Lowering {
       s->set_node(n->name());
       s->set_stream(0);
       s->set_record_event(-1);
-      for (const auto& [name, value] : attrsWithDefaults(*n)) toPlanAttr(name, value, s->add_attrs());
+      for (const auto& [name, value] : attrsWithDefaults(*n))
+        toPlanAttr(name, value, s->add_attrs());
       for (size_t i = 0; i < n->numInputs(); ++i)
         s->add_inputs(n->hasInput(i) ? index_.at(n->input(i)) : -1);
       for (const Value* v : n->outputs()) s->add_outputs(index_.at(v));

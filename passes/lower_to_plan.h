@@ -22,7 +22,7 @@
 namespace ds {
 
 struct LowerOptions {
-  std::string model;        // for the header
+  std::string model;  // for the header
   int64_t world_size = 1;
   std::string config_json;  // the effective DeepSpeed configuration
 };

@@ -25,58 +25,9 @@ struct GradCase {
   bool positive = false;  // draw inputs from [0.5, 1.5] instead of [-1, 1]
 };
 
-const std::vector<GradCase>& cases() {
-  static const std::vector<GradCase> all = {
-      {"Add", "input %x0 : f64[2,3]\n input %x1 : f64[3]\n %y = Add(%x0, %x1) : f64[2,3] @n"},
-      {"Sub", "input %x0 : f64[2,3]\n input %x1 : f64[2,1]\n %y = Sub(%x0, %x1) : f64[2,3] @n"},
-      {"Mul", "input %x0 : f64[2,3]\n input %x1 : f64[1,3]\n %y = Mul(%x0, %x1) : f64[2,3] @n"},
-      {"Div", "input %x0 : f64[2,3]\n input %x1 : f64[2,3]\n %y = Div(%x0, %x1) : f64[2,3] @n",
-       true},
-      {"Neg", "input %x0 : f64[4]\n %y = Neg(%x0) : f64[4] @n"},
-      {"Identity", "input %x0 : f64[4]\n %y = Identity(%x0) : f64[4] @n"},
-      {"Relu", "input %x0 : f64[3,4]\n %y = Relu(%x0) : f64[3,4] @n"},
-      {"Sigmoid", "input %x0 : f64[3,4]\n %y = Sigmoid(%x0) : f64[3,4] @n"},
-      {"Tanh", "input %x0 : f64[3,4]\n %y = Tanh(%x0) : f64[3,4] @n"},
-      {"Sqrt", "input %x0 : f64[3,4]\n %y = Sqrt(%x0) : f64[3,4] @n", true},
-      {"Pow", "input %x0 : f64[3,4]\n const %p : f64[] = [3.0]\n %y = Pow(%x0, %p) : f64[3,4] @n",
-       true},
-      {"Where",
-       "input %x0 : f64[2,3]\n input %x1 : f64[3]\n const %c : bool[2,3] = [1, 0, 1, 0, 0, 1]\n"
-       " %y = Where(%c, %x0, %x1) : f64[2,3] @n"},
-      {"Cast", "input %x0 : f64[4]\n %y = Cast(%x0) {to = \"f64\"} : f64[4] @n"},
-      {"Reshape", "input %x0 : f64[2,6]\n %y = Reshape(%x0) {shape = [3, -1]} : f64[3,4] @n"},
-      {"Flatten", "input %x0 : f64[2,3,2]\n %y = Flatten(%x0) : f64[2,6] @n"},
-      {"Squeeze", "input %x0 : f64[2,1,3]\n %y = Squeeze(%x0) {axes = [1]} : f64[2,3] @n"},
-      {"Unsqueeze", "input %x0 : f64[2,3]\n %y = Unsqueeze(%x0) {axes = [0]} : f64[1,2,3] @n"},
-      {"Transpose",
-       "input %x0 : f64[2,3,4]\n %y = Transpose(%x0) {perm = [2, 0, 1]} : f64[4,2,3] @n"},
-      {"Expand", "input %x0 : f64[3,1]\n %y = Expand(%x0) {shape = [2, 3, 4]} : f64[2,3,4] @n"},
-      {"ReduceSum",
-       "input %x0 : f64[2,3,4]\n %y = ReduceSum(%x0) {axes = [1], keepdims = 0} : f64[2,4] @n"},
-      {"ReduceMean",
-       "input %x0 : f64[2,3,4]\n %y = ReduceMean(%x0) {axes = [0, 2]} : f64[1,3,1] @n"},
-      {"Softmax", "input %x0 : f64[3,5]\n %y = Softmax(%x0) {axis = -1} : f64[3,5] @n"},
-      {"MatMul",
-       "input %x0 : f64[2,2,3]\n input %x1 : f64[3,4]\n %y = MatMul(%x0, %x1) : f64[2,2,4] @n"},
-      {"Gemm",
-       "input %x0 : f64[3,2]\n input %x1 : f64[3,4]\n input %x2 : f64[4]\n"
-       " %y = Gemm(%x0, %x1, %x2) {alpha = 0.5, beta = 2.0, transA = 1} : f64[2,4] @n"},
-      {"Gemm",
-       "input %x0 : f64[2,3]\n input %x1 : f64[4,3]\n input %x2 : f64[2,1]\n"
-       " %y = Gemm(%x0, %x1, %x2) {transB = 1} : f64[2,4] @n"},
-      {"Gemm",
-       "input %x0 : f64[3,2]\n input %x1 : f64[4,3]\n %y = Gemm(%x0, %x1) {transA = 1, transB = 1} "
-       ": f64[2,4] @n"},
-      {"Gemm", "input %x0 : f64[2,3]\n input %x1 : f64[3,4]\n %y = Gemm(%x0, %x1) : f64[2,4] @n"},
-      {"Concat",
-       "input %x0 : f64[2,3]\n input %x1 : f64[2,1]\n %y = Concat(%x0, %x1) {axis = 1} : f64[2,4] "
-       "@n"},
-      {"GlobalAveragePool",
-       "input %x0 : f64[2,3,2,2]\n %y = GlobalAveragePool(%x0) : f64[2,3,1,1] @n"},
-      // Only the first part reaches the loss: the other part's gradient is zeros.
-      {"Split",
-       "input %x0 : f64[2,5]\n %y, %rest = Split(%x0) {axis = 1, split = [2, 3]} : f64[2,2], "
-       "f64[2,3] @n"},
+// Ops with dedicated backward ops: sliding windows and normalisation.
+std::vector<GradCase> windowAndNormCases() {
+  return {
       {"Conv",
        "input %x0 : f64[2,4,7,7]\n input %x1 : f64[6,2,3,3]\n input %x2 : f64[6]\n"
        " %y = Conv(%x0, %x1, %x2) {dilations = [2, 2], group = 2, pads = [1, 1, 1, 1], strides = "
@@ -117,6 +68,13 @@ const std::vector<GradCase>& cases() {
       {"LayerNormalization",
        "input %x0 : f64[2,3,4]\n input %x1 : f64[1,4]\n input %x2 : f64[3,4]\n"
        " %y = LayerNormalization(%x0, %x1, %x2) {axis = 1} : f64[2,3,4] @n"},
+  };
+}
+
+// The loss, softmax-family and element-wise ops whose gradients need Exp, gathers
+// and slices.
+std::vector<GradCase> lossAndTensorCases() {
+  return {
       {"SoftmaxCrossEntropyLoss",
        "input %x0 : f64[5,3]\n const %t : i64[5] = [0, 2, 1, 2, 1]\n"
        " const %w : f64[3] = [0.5, 2.0, 1.5]\n"
@@ -150,6 +108,96 @@ const std::vector<GradCase>& cases() {
        "input %x0 : f64[2,6]\n %y = Slice(%x0) {axes = [-1], ends = [-1], starts = [1]} : "
        "f64[2,4] @n"},
   };
+}
+
+std::vector<GradCase> compositionCases() {
+  return {
+      // Compositions: a ResNet-like block and a GPT-like embedding/head, every
+      // parameter fed, so the backward ops are checked chained as models use them.
+      {"Conv",
+       "input %x0 : f64[2,2,6,6]\n input %x1 : f64[4,2,3,3]\n input %x2 : f64[4]\n"
+       " input %x3 : f64[4]\n input %x4 : f64[3,4]\n const %m : f64[4] = [0, 0, 0, 0]\n"
+       " const %v : f64[4] = [1, 1, 1, 1]\n const %t : i64[2] = [2, 0]\n"
+       " %c = Conv(%x0, %x1) {pads = [1, 1, 1, 1]} : f64[2,4,6,6] @conv\n"
+       " %b = BatchNormalization(%c, %x2, %x3, %m, %v) {training_mode = 1} : f64[2,4,6,6] @bn\n"
+       " %a = Relu(%b) : f64[2,4,6,6] @relu\n"
+       " %p = MaxPool(%a) {kernel_shape = [2, 2], strides = [2, 2]} : f64[2,4,3,3] @pool\n"
+       " %g = GlobalAveragePool(%p) : f64[2,4,1,1] @gap\n %f = Flatten(%g) : f64[2,4] @flat\n"
+       " %s = Gemm(%f, %x4) {transB = 1} : f64[2,3] @fc\n"
+       " %y = SoftmaxCrossEntropyLoss(%s, %t) : f64[] @n"},
+      {"Gather",
+       "input %x0 : f64[6,4]\n input %x1 : f64[4]\n input %x2 : f64[4]\n input %x3 : f64[4,6]\n"
+       " const %i : i64[2,3] = [1, 5, 1, 0, 2, 4]\n const %t : i64[2,3] = [1, 2, 3, 0, 5, 1]\n"
+       " %e = Gather(%x0, %i) : f64[2,3,4] @wte\n"
+       " %h = LayerNormalization(%e, %x1, %x2) : f64[2,3,4] @ln\n"
+       " %a = Gelu(%h) : f64[2,3,4] @act\n %l = MatMul(%a, %x3) : f64[2,3,6] @head\n"
+       " %z = Transpose(%l) {perm = [0, 2, 1]} : f64[2,6,3] @tr\n"
+       " %y = SoftmaxCrossEntropyLoss(%z, %t) : f64[] @n"},
+  };
+}
+
+// `base` followed by the cases of the backward-op families.
+std::vector<GradCase> withBackwardOpCases(std::vector<GradCase> base) {
+  for (const auto& part : {windowAndNormCases(), lossAndTensorCases(), compositionCases()})
+    base.insert(base.end(), part.begin(), part.end());
+  return base;
+}
+
+const std::vector<GradCase>& cases() {
+  static const std::vector<GradCase> all = withBackwardOpCases({
+      {"Add", "input %x0 : f64[2,3]\n input %x1 : f64[3]\n %y = Add(%x0, %x1) : f64[2,3] @n"},
+      {"Sub", "input %x0 : f64[2,3]\n input %x1 : f64[2,1]\n %y = Sub(%x0, %x1) : f64[2,3] @n"},
+      {"Mul", "input %x0 : f64[2,3]\n input %x1 : f64[1,3]\n %y = Mul(%x0, %x1) : f64[2,3] @n"},
+      {"Div", "input %x0 : f64[2,3]\n input %x1 : f64[2,3]\n %y = Div(%x0, %x1) : f64[2,3] @n",
+       true},
+      {"Neg", "input %x0 : f64[4]\n %y = Neg(%x0) : f64[4] @n"},
+      {"Identity", "input %x0 : f64[4]\n %y = Identity(%x0) : f64[4] @n"},
+      {"Relu", "input %x0 : f64[3,4]\n %y = Relu(%x0) : f64[3,4] @n"},
+      {"Sigmoid", "input %x0 : f64[3,4]\n %y = Sigmoid(%x0) : f64[3,4] @n"},
+      {"Tanh", "input %x0 : f64[3,4]\n %y = Tanh(%x0) : f64[3,4] @n"},
+      {"Sqrt", "input %x0 : f64[3,4]\n %y = Sqrt(%x0) : f64[3,4] @n", true},
+      {"Pow", "input %x0 : f64[3,4]\n const %p : f64[] = [3.0]\n %y = Pow(%x0, %p) : f64[3,4] @n",
+       true},
+      {"Where",
+       "input %x0 : f64[2,3]\n input %x1 : f64[3]\n const %c : bool[2,3] = [1, 0, 1, 0, 0, 1]\n"
+       " %y = Where(%c, %x0, %x1) : f64[2,3] @n"},
+      {"Cast", "input %x0 : f64[4]\n %y = Cast(%x0) {to = \"f64\"} : f64[4] @n"},
+      {"Reshape", "input %x0 : f64[2,6]\n %y = Reshape(%x0) {shape = [3, -1]} : f64[3,4] @n"},
+      {"Flatten", "input %x0 : f64[2,3,2]\n %y = Flatten(%x0) : f64[2,6] @n"},
+      {"Squeeze", "input %x0 : f64[2,1,3]\n %y = Squeeze(%x0) {axes = [1]} : f64[2,3] @n"},
+      {"Unsqueeze", "input %x0 : f64[2,3]\n %y = Unsqueeze(%x0) {axes = [0]} : f64[1,2,3] @n"},
+      {"Transpose",
+       "input %x0 : f64[2,3,4]\n %y = Transpose(%x0) {perm = [2, 0, 1]} : f64[4,2,3] @n"},
+      {"Expand", "input %x0 : f64[3,1]\n %y = Expand(%x0) {shape = [2, 3, 4]} : f64[2,3,4] @n"},
+      {"ReduceSum",
+       "input %x0 : f64[2,3,4]\n %y = ReduceSum(%x0) {axes = [1], keepdims = 0} : f64[2,4] @n"},
+      {"ReduceMean",
+       "input %x0 : f64[2,3,4]\n %y = ReduceMean(%x0) {axes = [0, 2]} : f64[1,3,1] @n"},
+      {"Softmax", "input %x0 : f64[3,5]\n %y = Softmax(%x0) {axis = -1} : f64[3,5] @n"},
+      {"MatMul",
+       "input %x0 : f64[2,2,3]\n input %x1 : f64[3,4]\n %y = MatMul(%x0, %x1) : f64[2,2,4] @n"},
+      {"Gemm",
+       "input %x0 : f64[3,2]\n input %x1 : f64[3,4]\n input %x2 : f64[4]\n"
+       " %y = Gemm(%x0, %x1, %x2) {alpha = 0.5, beta = 2.0, transA = 1} : f64[2,4] @n"},
+      {"Gemm",
+       "input %x0 : f64[2,3]\n input %x1 : f64[4,3]\n input %x2 : f64[2,1]\n"
+       " %y = Gemm(%x0, %x1, %x2) {transB = 1} : f64[2,4] @n"},
+      {"Gemm",
+       "input %x0 : f64[3,2]\n input %x1 : f64[4,3]\n %y = Gemm(%x0, %x1) {transA = 1, transB = "
+       "1} "
+       ": f64[2,4] @n"},
+      {"Gemm", "input %x0 : f64[2,3]\n input %x1 : f64[3,4]\n %y = Gemm(%x0, %x1) : f64[2,4] @n"},
+      {"Concat",
+       "input %x0 : f64[2,3]\n input %x1 : f64[2,1]\n %y = Concat(%x0, %x1) {axis = 1} : "
+       "f64[2,4] "
+       "@n"},
+      {"GlobalAveragePool",
+       "input %x0 : f64[2,3,2,2]\n %y = GlobalAveragePool(%x0) : f64[2,3,1,1] @n"},
+      // Only the first part reaches the loss: the other part's gradient is zeros.
+      {"Split",
+       "input %x0 : f64[2,5]\n %y, %rest = Split(%x0) {axis = 1, split = [2, 3]} : f64[2,2], "
+       "f64[2,3] @n"},
+  });
   return all;
 }
 

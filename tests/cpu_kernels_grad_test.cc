@@ -2,8 +2,9 @@
 // finite differences through the gradient rules (autodiff_test.cc); here the f32
 // forms are checked against those f64 ones on the same (f32-representable) data:
 // for Conv that compares oneDNN's backward primitives with the reference loops on
-// ResNet-like shapes. Plus cases finite differences cannot see: MaxPool ties route
-// to the first maximum, and shape rules reject a dY that does not match.
+// ResNet-like shapes. Plus what the small finite-difference cases cannot see: the
+// threaded loops of large shapes (against naive references), MaxPool ties routing
+// to the first maximum, and shape rules rejecting a dY that does not match.
 #include <gtest/gtest.h>
 
 #include <algorithm>
@@ -115,6 +116,34 @@ TEST(CpuGradKernels, F32MatchesF64) {
                       {"ends", Ints{0, 4}},
                       {"steps", Ints{-2, 3}},
                       {"input_shape", Ints{4, 5}}});
+}
+
+// Shapes big enough for the threaded loops, against naive references written here.
+TEST(CpuGradKernels, ThreadedPathsMatchNaiveReferences) {
+  const int64_t rows = 100, dim = 50, cols = 400;
+  Tensor dy = rnd(DType::F64, {rows, cols}, 21), x = rnd(DType::F64, {rows, cols}, 22);
+  std::vector<int64_t> idx(rows);
+  for (int64_t r = 0; r < rows; ++r) idx[r] = (r * 7) % dim - (r % 3 == 0 ? dim : 0);
+  Tensor gathered = runOp("GatherGrad", {dy, Tensor::fromInts(DType::I64, {rows}, idx)},
+                          {{"data_shape", Ints{dim, cols}}})[0];
+  Vec want(static_cast<size_t>(dim * cols), 0.0), g = dy.toDoubles(), xv = x.toDoubles();
+  for (int64_t r = 0; r < rows; ++r)
+    for (int64_t j = 0; j < cols; ++j) want[((idx[r] + dim) % dim) * cols + j] += g[r * cols + j];
+  test::expectNear(gathered, want, {dim, cols});
+  Tensor scale = rnd(DType::F64, {cols}, 23);
+  std::vector<Tensor> ln = runOp("LayerNormalizationGrad", {dy, x, scale}, {{"epsilon", 1e-5}}, 3);
+  Vec dscale(static_cast<size_t>(cols), 0.0), dbias(static_cast<size_t>(cols), 0.0);
+  for (int64_t r = 0; r < rows; ++r) {
+    double mean = 0.0, var = 0.0;
+    for (int64_t j = 0; j < cols; ++j) mean += xv[r * cols + j] / cols;
+    for (int64_t j = 0; j < cols; ++j) var += std::pow(xv[r * cols + j] - mean, 2) / cols;
+    for (int64_t j = 0; j < cols; ++j) {
+      dscale[j] += g[r * cols + j] * (xv[r * cols + j] - mean) / std::sqrt(var + 1e-5);
+      dbias[j] += g[r * cols + j];
+    }
+  }
+  test::expectNear(ln[1], dscale, {cols});
+  test::expectNear(ln[2], dbias, {cols});
 }
 
 // A window of equal values sends its whole gradient to its first tap (PyTorch).

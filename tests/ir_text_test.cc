@@ -233,10 +233,13 @@ TEST(IrStateUpdates, RoundTripAndReadsAfterTheUpdateAreCaught) {
         << e.what();
   }
   try {
-    parseGraph("graph g {\n  input %x : f32[4]\n  %y = Neg(%x) : f32[4] @n\n  update %x = %y\n  return %y\n}");
+    parseGraph(
+        "graph g {\n  input %x : f32[4]\n  %y = Neg(%x) : f32[4] @n\n  update %x = %y\n  return "
+        "%y\n}");
     FAIL() << "an input cannot be updated";
   } catch (const Error& e) {
-    EXPECT_TRUE(test::contains(e.what(), "is not a parameter, buffer or optimizer state")) << e.what();
+    EXPECT_TRUE(test::contains(e.what(), "is not a parameter, buffer or optimizer state"))
+        << e.what();
   }
 }
 

@@ -7,9 +7,11 @@
 
 TEST(TorchTrain, MlpLossesMatchPyTorch) {
   if (ds::test::runCommand("/usr/bin/python3 -c 'import torch, onnx'").exit_code != 0)
-    GTEST_SKIP() << "/usr/bin/python3 cannot import torch and onnx (scripts/setup.sh installs them)";
-  auto r = ds::test::runCommand("/usr/bin/python3 " DS_SOURCE_DIR "/tests/torch_train_compare.py --bin " DS_BINARY_DIR
-                                " --work " + ds::test::tempPath("torch_train"));
+    GTEST_SKIP()
+        << "/usr/bin/python3 cannot import torch and onnx (scripts/setup.sh installs them)";
+  auto r = ds::test::runCommand("/usr/bin/python3 " DS_SOURCE_DIR
+                                "/tests/torch_train_compare.py --bin " DS_BINARY_DIR " --work " +
+                                ds::test::tempPath("torch_train"));
   std::printf("%s", r.output.c_str());
   EXPECT_EQ(r.exit_code, 0) << r.output;
 }

@@ -13,7 +13,8 @@ void checkStepInputs(InferContext& ctx, size_t first_state) {
   if (ctx.rank(2) != 0 || ctx.dtype(2) != DType::F32) ctx.fail("lr must be an f32 scalar");
   if (ctx.rank(3) != 0 || ctx.dtype(3) != DType::I64) ctx.fail("step must be an i64 scalar");
   for (size_t i = first_state; i < ctx.numInputs(); ++i)
-    if (ctx.input(i) != ctx.input(0)) ctx.fail("optimizer state ", i, " must have the parameter's type");
+    if (ctx.input(i) != ctx.input(0))
+      ctx.fail("optimizer state ", i, " must have the parameter's type");
 }
 
 // SgdStep(param, grad, lr, step, [velocity]) -> param', [velocity'] — torch.optim.SGD.
@@ -42,9 +43,12 @@ OpSchema adamStep() {
   s.name = "AdamStep";
   s.min_inputs = s.max_inputs = 6;
   s.min_outputs = s.max_outputs = 3;
-  s.attrs = {{"beta1", AttrKind::Float, 0.9},          {"beta2", AttrKind::Float, 0.999},
-             {"eps", AttrKind::Float, 1e-8},           {"weight_decay", AttrKind::Float, 0.0},
-             {"adam_w_mode", AttrKind::Int, int64_t{1}}, {"bias_correction", AttrKind::Int, int64_t{1}}};
+  s.attrs = {{"beta1", AttrKind::Float, 0.9},
+             {"beta2", AttrKind::Float, 0.999},
+             {"eps", AttrKind::Float, 1e-8},
+             {"weight_decay", AttrKind::Float, 0.0},
+             {"adam_w_mode", AttrKind::Int, int64_t{1}},
+             {"bias_correction", AttrKind::Int, int64_t{1}}};
   s.infer = [](InferContext& ctx) {
     checkStepInputs(ctx, 4);
     for (size_t i = 0; i < 3; ++i) ctx.setOutput(i, ctx.input(0));

@@ -75,21 +75,25 @@ class GatherGradKernel : public CpuKernel {
     const T* dy = ctx.input(0).as<T>();
     T* dx = ctx.output(0).as<T>();
     const auto count = static_cast<int64_t>(index_.size());
+    parallelChunks(ctx.output(0).numel(),
+                   [&](int64_t b, int64_t e) { std::fill(dx + b, dx + e, T(0)); });
     // Lanes (o, j): each is owned by one thread, which adds dY rows in index order.
-    parallelChunks(outer_ * inner_, [&](int64_t begin, int64_t end) {
-      for (int64_t lane = begin; lane < end;) {
-        int64_t o = lane / inner_, j0 = lane % inner_;
-        int64_t j1 = std::min(inner_, j0 + (end - lane));
-        for (int64_t r = 0; r < dim_; ++r)
-          std::fill_n(dx + (o * dim_ + r) * inner_ + j0, j1 - j0, T(0));
-        for (int64_t n = 0; n < count; ++n) {
-          T* dst = dx + (o * dim_ + index_[n]) * inner_;
-          const T* src = dy + (o * count + n) * inner_;
-          for (int64_t j = j0; j < j1; ++j) dst[j] += src[j];
-        }
-        lane += j1 - j0;
-      }
-    });
+    int64_t work = count * inner_ * outer_;
+    parallelChunks(
+        outer_ * inner_,
+        [&](int64_t begin, int64_t end) {
+          for (int64_t lane = begin; lane < end;) {
+            int64_t o = lane / inner_, j0 = lane % inner_;
+            int64_t j1 = std::min(inner_, j0 + (end - lane));
+            for (int64_t n = 0; n < count; ++n) {
+              T* dst = dx + (o * dim_ + index_[n]) * inner_;
+              const T* src = dy + (o * count + n) * inner_;
+              for (int64_t j = j0; j < j1; ++j) dst[j] += src[j];
+            }
+            lane += j1 - j0;
+          }
+        },
+        work > kParallelMin ? 0 : work);
   }
 
  private:

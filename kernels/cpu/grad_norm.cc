@@ -117,22 +117,27 @@ class LayerNormGradKernel : public CpuKernel {
     for (int64_t r = 0; r < outer_; ++r) inputGradRow(ctx, r);
     T* dscale = ctx.output(1).as<T>();
     T* dbias = ctx.output(2).as<T>();
-    parallelChunks(inner_, [&](int64_t begin, int64_t end) {
-      std::fill(acc_scale_.begin() + begin, acc_scale_.begin() + end, 0.0);
-      std::fill(acc_bias_.begin() + begin, acc_bias_.begin() + end, 0.0);
-      for (int64_t r = 0; r < outer_; ++r) {
-        const T* dyr = dy + r * inner_;
-        const T* xr = x + r * inner_;
-        for (int64_t i = begin; i < end; ++i) {
-          acc_scale_[i] += dyr[i] * (xr[i] - mean_[r]) * inv_[r];
-          acc_bias_[i] += dyr[i];
-        }
-      }
-      for (int64_t i = begin; i < end; ++i) {
-        dscale[i] = static_cast<T>(acc_scale_[i]);
-        dbias[i] = static_cast<T>(acc_bias_[i]);
-      }
-    });
+    // Column blocks, each owned by one thread; threads pay off once rows × columns is large.
+    int64_t work = outer_ * inner_;
+    parallelChunks(
+        inner_,
+        [&](int64_t begin, int64_t end) {
+          std::fill(acc_scale_.begin() + begin, acc_scale_.begin() + end, 0.0);
+          std::fill(acc_bias_.begin() + begin, acc_bias_.begin() + end, 0.0);
+          for (int64_t r = 0; r < outer_; ++r) {
+            const T* dyr = dy + r * inner_;
+            const T* xr = x + r * inner_;
+            for (int64_t i = begin; i < end; ++i) {
+              acc_scale_[i] += dyr[i] * (xr[i] - mean_[r]) * inv_[r];
+              acc_bias_[i] += dyr[i];
+            }
+          }
+          for (int64_t i = begin; i < end; ++i) {
+            dscale[i] = static_cast<T>(acc_scale_[i]);
+            dbias[i] = static_cast<T>(acc_bias_[i]);
+          }
+        },
+        work > kParallelMin ? 0 : work);
   }
 
  private:

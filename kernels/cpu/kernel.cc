@@ -24,8 +24,12 @@ class FunctionKernel : public CpuKernel {
 
 }  // namespace
 
-int64_t KernelContext::i(const std::string& name) const { return attrAs<int64_t>(*this, name); }
-double KernelContext::f(const std::string& name) const { return attrAs<double>(*this, name); }
+int64_t KernelContext::i(const std::string& name) const {
+  return attrAs<int64_t>(*this, name);
+}
+double KernelContext::f(const std::string& name) const {
+  return attrAs<double>(*this, name);
+}
 const std::string& KernelContext::s(const std::string& name) const {
   return attrAs<std::string>(*this, name);
 }
@@ -35,7 +39,9 @@ const std::vector<int64_t>& KernelContext::ints(const std::string& name) const {
 const std::vector<double>& KernelContext::floats(const std::string& name) const {
   return attrAs<std::vector<double>>(*this, name);
 }
-const Tensor& KernelContext::t(const std::string& name) const { return attrAs<Tensor>(*this, name); }
+const Tensor& KernelContext::t(const std::string& name) const {
+  return attrAs<Tensor>(*this, name);
+}
 
 std::unique_ptr<CpuKernel> statelessKernel(std::function<void(const KernelContext&)> fn) {
   return std::make_unique<FunctionKernel>(std::move(fn));
