@@ -67,4 +67,24 @@ DnnlCall reorderCall(const dnnl::memory& src, const dnnl::memory& dst) {
   return call;
 }
 
+using dnnl::memory;
+
+memory::dims weightDims(const Shape& w, int64_t group) {
+  memory::dims d = toDims(w);
+  if (group == 1) return d;
+  d[0] /= group;
+  d.insert(d.begin(), group);
+  return d;
+}
+
+memory::dims minusOne(const std::vector<int64_t>& v) {
+  memory::dims d;
+  for (int64_t x : v) d.push_back(x - 1);
+  return d;
+}
+
+memory::desc anyDesc(const memory::dims& dims) {
+  return memory::desc(dims, memory::data_type::f32, memory::format_tag::any);
+}
+
 }  // namespace ds::cpu

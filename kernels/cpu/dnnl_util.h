@@ -18,6 +18,13 @@ dnnl::engine& dnnlEngine();
 dnnl::stream& dnnlStream();
 
 dnnl::memory::dims toDims(const Shape& shape);
+
+// Convolution helpers shared by the forward and backward kernels: ONNX weights
+// [O, I/g, k...] as oneDNN's grouped [g, O/g, I/g, k...]; ONNX dilations (1 = dense)
+// as oneDNN's (0 = dense); an f32 descriptor whose layout oneDNN chooses.
+dnnl::memory::dims weightDims(const Shape& w, int64_t group);
+dnnl::memory::dims minusOne(const std::vector<int64_t>& v);
+dnnl::memory::desc anyDesc(const dnnl::memory::dims& dims);
 // f32 row-major (dense, last dim fastest) descriptor of `dims`.
 dnnl::memory::desc plainDesc(const dnnl::memory::dims& dims);
 // f32 descriptor with explicit element strides.

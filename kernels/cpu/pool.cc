@@ -15,31 +15,6 @@ namespace ds::cpu {
 
 namespace {
 
-// For one spatial dim: per output index, taps [lo, hi) inside the input and the
-// number of taps inside the padded extent.
-struct TapTable {
-  std::vector<int64_t> lo, hi, padded;
-};
-
-TapTable tapTable(const Window& w, size_t d) {
-  TapTable t;
-  for (int64_t o = 0; o < w.out[d]; ++o) {
-    int64_t lo = w.kernel[d], hi = 0, padded = 0;
-    for (int64_t k = 0; k < w.kernel[d]; ++k) {
-      int64_t pos = o * w.strides[d] - w.pad_begin[d] + k * w.dilations[d];
-      if (pos >= 0 && pos < w.in[d]) {
-        lo = std::min(lo, k);
-        hi = k + 1;
-      }
-      if (pos >= -w.pad_begin[d] && pos < w.in[d] + w.pad_end[d]) ++padded;
-    }
-    t.lo.push_back(std::min(lo, hi));
-    t.hi.push_back(hi);
-    t.padded.push_back(padded);
-  }
-  return t;
-}
-
 template <typename T, bool kMax>
 class PoolKernel : public CpuKernel {
  public:

@@ -27,4 +27,12 @@ struct Window {
 // [N, C', out...], for the given kernel extent per spatial dim.
 Window resolveWindow(const KernelContext& ctx, const std::vector<int64_t>& kernel);
 
+// For one spatial dim of a pooling window: per output index, the taps [lo, hi)
+// that fall inside the input and the number of taps inside the padded extent
+// (AveragePool's divisor with count_include_pad). Shared by forward and backward.
+struct TapTable {
+  std::vector<int64_t> lo, hi, padded;
+};
+TapTable tapTable(const Window& w, size_t d);
+
 }  // namespace ds::cpu
