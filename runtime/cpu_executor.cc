@@ -25,7 +25,7 @@ uint8_t* allocateAligned(int64_t bytes) {
 }  // namespace
 
 CpuExecutor::CpuExecutor(const PlanFile& plan, ExecutorOptions options)
-    : plan_(plan), options_(options) {
+    : Executor(plan), options_(options) {
   const planpb::Plan& p = plan.plan;
   DS_CHECK(options.rank >= 0 && options.rank < p.ranks_size(), "rank ", options.rank,
            " is not in the plan (world size ", p.ranks_size(), ")");
@@ -80,25 +80,6 @@ void CpuExecutor::buildSteps() {
       dies_after_[static_cast<size_t>(last_use[i])].push_back(static_cast<int>(i));
 }
 
-int CpuExecutor::feedIndex(const std::string& name) const {
-  const auto& p = plan_.plan;
-  for (int i = 0; i < p.feeds_size(); ++i)
-    if (p.tensors(p.feeds(i)).name() == name) return i;
-  std::string names;
-  for (const std::string& n : feedNames()) names += (names.empty() ? "" : ", ") + n;
-  throw makeError("feed '", name, "': the plan has no such input (inputs: ", names, ")");
-}
-
-std::vector<std::string> CpuExecutor::feedNames() const {
-  std::vector<std::string> out;
-  for (int idx : plan_.plan.feeds()) out.push_back(plan_.plan.tensors(idx).name());
-  return out;
-}
-
-TensorType CpuExecutor::feedType(const std::string& name) const {
-  return plan_.tensorType(plan_.plan.feeds(feedIndex(name)));
-}
-
 void CpuExecutor::setFeed(const std::string& name, const Tensor& value) {
   int i = feedIndex(name);
   int tensor = plan_.plan.feeds(i);
@@ -129,19 +110,23 @@ void CpuExecutor::run() {
   }
 }
 
-size_t CpuExecutor::numOutputs() const {
-  return static_cast<size_t>(plan_.plan.outputs_size());
-}
-
-std::string CpuExecutor::outputName(size_t i) const {
-  return plan_.plan.tensors(plan_.plan.outputs(static_cast<int>(i))).name();
-}
-
 Tensor CpuExecutor::output(size_t i) const {
-  int idx = plan_.plan.outputs(static_cast<int>(i));
-  TensorType type = plan_.tensorType(idx);
-  const auto* p = static_cast<const uint8_t*>(address(idx));
+  return readTensor(plan_.plan.outputs(static_cast<int>(i)));
+}
+
+Tensor CpuExecutor::readTensor(int index) const {
+  TensorType type = plan_.tensorType(index);
+  const auto* p = static_cast<const uint8_t*>(address(index));
   return Tensor(type, std::vector<uint8_t>(p, p + type.bytes()));
+}
+
+void CpuExecutor::writeTensor(int index, const Tensor& value) {
+  const auto& t = plan_.plan.tensors(index);
+  DS_CHECK(t.storage() == planpb::PERSISTENT, "tensor '", t.name(), "' is not persistent");
+  TensorType want = plan_.tensorType(index);
+  DS_CHECK(value.type() == want, "tensor '", t.name(), "': expected ", want.toString(), ", got ",
+           value.type().toString());
+  std::memcpy(address(index), value.raw(), value.bytes());
 }
 
 }  // namespace ds

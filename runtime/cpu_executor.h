@@ -10,44 +10,27 @@
 
 #include "ir/plan.h"
 #include "kernels/cpu/kernel.h"
+#include "runtime/executor.h"
 
 namespace ds {
 
-struct ExecutorOptions {
-  int rank = 0;
-  // Fill each arena tensor with 0xFF (NaN for floats) right after its last use, so a
-  // memory plan that lets two live tensors overlap corrupts results visibly.
-  bool poison_freed = false;
-};
-
-class CpuExecutor {
+class CpuExecutor : public Executor {
  public:
   explicit CpuExecutor(const PlanFile& plan, ExecutorOptions options = {});
-  ~CpuExecutor();
-  CpuExecutor(const CpuExecutor&) = delete;
-  CpuExecutor& operator=(const CpuExecutor&) = delete;
+  ~CpuExecutor() override;
 
-  // Feeds (inputs and labels), by name; a wrong name, dtype or shape is a ds::Error
-  // naming the feed with expected and actual.
-  std::vector<std::string> feedNames() const;
-  TensorType feedType(const std::string& name) const;
-  void setFeed(const std::string& name, const Tensor& value);
-
-  // Runs every step once; fails naming any feed that was never set.
-  void run();
-
-  size_t numOutputs() const;
-  std::string outputName(size_t i) const;
-  Tensor output(size_t i) const;
+  void setFeed(const std::string& name, const Tensor& value) override;
+  void run() override;
+  Tensor output(size_t i) const override;
+  Tensor readTensor(int index) const override;
+  void writeTensor(int index, const Tensor& value) override;
 
  private:
   struct Step;
   void* address(int tensor) const;
-  int feedIndex(const std::string& name) const;
   void buildSteps();
   void poisonAfter(size_t step);
 
-  const PlanFile& plan_;
   ExecutorOptions options_;
   uint8_t* arena_ = nullptr;
   uint8_t* persistent_ = nullptr;

@@ -11,12 +11,6 @@
 namespace ds {
 namespace {
 
-int outputIndex(const CpuExecutor& exec, const std::string& name) {
-  for (size_t i = 0; i < exec.numOutputs(); ++i)
-    if (exec.outputName(i) == name) return static_cast<int>(i);
-  return -1;
-}
-
 // Samples [start, start + count) of `data` along axis 0, wrapping around.
 Tensor slice(const Tensor& data, int64_t start, int64_t count) {
   int64_t n = data.shape()[0];
@@ -38,7 +32,7 @@ bool isTrainingPlan(const PlanFile& plan) {
   return false;
 }
 
-std::vector<StepMetrics> train(CpuExecutor& exec, const PlanFile& plan, const TrainOptions& o) {
+std::vector<StepMetrics> train(Executor& exec, const PlanFile& plan, const TrainOptions& o) {
   nlohmann::json config =
       nlohmann::json::parse(plan.plan.config_json().empty() ? "{}" : plan.plan.config_json());
   std::vector<std::string> data_feeds;
@@ -74,7 +68,7 @@ std::vector<StepMetrics> train(CpuExecutor& exec, const PlanFile& plan, const Tr
              "--data cifar10: input '", image_feed, "' must be f32[batch,3,32,32], is ",
              want.toString());
   }
-  int loss_out = outputIndex(exec, "loss"), norm_out = outputIndex(exec, "grad_norm");
+  int loss_out = exec.outputIndex("loss"), norm_out = exec.outputIndex("grad_norm");
   DS_CHECK(loss_out >= 0, "the plan has no 'loss' output");
   std::ofstream metrics;
   if (!o.metrics_path.empty()) {

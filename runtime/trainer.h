@@ -9,7 +9,7 @@
 
 #include "ir/plan.h"
 #include "runtime/cifar10.h"
-#include "runtime/cpu_executor.h"
+#include "runtime/executor.h"
 
 namespace ds {
 
@@ -31,7 +31,6 @@ struct StepMetrics {
 };
 
 // Runs the steps; returns every step's metrics. Errors name the feed or dataset.
-std::vector<StepMetrics> train(CpuExecutor& exec, const PlanFile& plan,
-                               const TrainOptions& options);
+std::vector<StepMetrics> train(Executor& exec, const PlanFile& plan, const TrainOptions& options);
 
 }  // namespace ds

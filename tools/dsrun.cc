@@ -64,7 +64,7 @@ std::map<std::string, ds::Tensor> readFeeds(const std::vector<std::string>& feed
   return out;
 }
 
-int trainPlan(const Args& a, const ds::PlanFile& plan, ds::CpuExecutor& exec) {
+int trainPlan(const Args& a, const ds::PlanFile& plan, ds::Executor& exec) {
   ds::TrainOptions options;
   options.steps = a.steps;
   options.datasets = readFeeds(a.feeds);

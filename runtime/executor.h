@@ -1,0 +1,57 @@
+// The backend-independent face of a plan executor. A backend (CPU, CUDA) executes
+// one rank of a plan; the trainer, checkpoints and tools talk to it only through
+// this interface: feeds and outputs by name, persistent tensors by plan index.
+#pragma once
+
+#include <string>
+#include <vector>
+
+#include "ir/plan.h"
+#include "ir/tensor.h"
+
+namespace ds {
+
+struct ExecutorOptions {
+  int rank = 0;
+  // Fill each arena tensor with 0xFF (NaN for floats) right after its last use, so a
+  // memory plan that lets two live tensors overlap corrupts results visibly.
+  bool poison_freed = false;
+};
+
+class Executor {
+ public:
+  explicit Executor(const PlanFile& plan) : plan_(plan) {}
+  virtual ~Executor() = default;
+  Executor(const Executor&) = delete;
+  Executor& operator=(const Executor&) = delete;
+
+  const PlanFile& plan() const { return plan_; }
+
+  // Feeds (inputs and labels), by name; a wrong name, dtype or shape is a ds::Error
+  // naming the feed with expected and actual.
+  std::vector<std::string> feedNames() const;
+  TensorType feedType(const std::string& name) const;
+  virtual void setFeed(const std::string& name, const Tensor& value) = 0;
+
+  // Runs every step of the rank once; fails naming any feed that was never set.
+  virtual void run() = 0;
+
+  size_t numOutputs() const;
+  std::string outputName(size_t i) const;
+  // The output's index, or -1 when the plan has no output of that name.
+  int outputIndex(const std::string& name) const;
+  virtual Tensor output(size_t i) const = 0;
+
+  // Any plan tensor by index (persistent state for checkpoints, outputs, feeds).
+  virtual Tensor readTensor(int index) const = 0;
+  // Overwrites a persistent tensor (resuming from a checkpoint).
+  virtual void writeTensor(int index, const Tensor& value) = 0;
+
+ protected:
+  // The position of `name` in the plan's feeds; a ds::Error listing them if absent.
+  int feedIndex(const std::string& name) const;
+
+  const PlanFile& plan_;
+};
+
+}  // namespace ds
