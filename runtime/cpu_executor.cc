@@ -98,13 +98,16 @@ void CpuExecutor::poisonAfter(size_t s) {
   }
 }
 
-void CpuExecutor::run() {
+void CpuExecutor::run(bool optimizer_step) {
   for (size_t i = 0; i < fed_.size(); ++i) {
     const auto& t = plan_.plan.tensors(plan_.plan.feeds(static_cast<int>(i)));
     DS_CHECK(fed_[i], "input '", t.name(), "' (",
              plan_.tensorType(plan_.plan.feeds(static_cast<int>(i))).toString(), ") was not fed");
   }
+  const planpb::RankPlan& rank = plan_.plan.ranks(options_.rank);
   for (size_t s = 0; s < steps_.size(); ++s) {
+    if (!optimizer_step && rank.steps(static_cast<int>(s)).phase() == planpb::OPTIMIZER_STEP)
+      continue;
     steps_[s].kernel->run(steps_[s].ctx);
     if (options_.poison_freed) poisonAfter(s);
   }

@@ -20,7 +20,7 @@ class CpuExecutor : public Executor {
   ~CpuExecutor() override;
 
   void setFeed(const std::string& name, const Tensor& value) override;
-  void run() override;
+  void run(bool optimizer_step = true) override;
   Tensor output(size_t i) const override;
   Tensor readTensor(int index) const override;
   void writeTensor(int index, const Tensor& value) override;

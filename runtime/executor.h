@@ -33,8 +33,10 @@ class Executor {
   TensorType feedType(const std::string& name) const;
   virtual void setFeed(const std::string& name, const Tensor& value) = 0;
 
-  // Runs every step of the rank once; fails naming any feed that was never set.
-  virtual void run() = 0;
+  // Runs the rank's EVERY_MICRO_STEP steps and, when `optimizer_step`, then its
+  // OPTIMIZER_STEP steps; fails naming any feed that was never set. Gradient
+  // accumulation over G micro-steps is G-1 calls run(false) and one run(true).
+  virtual void run(bool optimizer_step = true) = 0;
 
   size_t numOutputs() const;
   std::string outputName(size_t i) const;
