@@ -8,16 +8,19 @@
 # under no_grad, so all three normalise by batch statistics. What "cold" and
 # "steady" mean for each runtime is printed under the table (bench/cpu_forward.py).
 #
-# Usage: bench/cpu_forward.sh [runs]     (default 3, ~5 min on 2 cores; BUILD_DIR=build by default)
+# Usage: bench/cpu_forward.sh [runs]     (default 3, ~5 min on 2 cores)
+#   env: BUILD_DIR (default build), THREADS (default nproc), VENV_PYTHON, TORCH_PYTHON
 set -euo pipefail
 cd "$(dirname "$0")/.."
 runs=${1:-3}
 build=${BUILD_DIR:-build}
-threads=$(nproc)
-venv_python=.venv/bin/python
-torch_python=/usr/bin/python3
+threads=${THREADS:-$(nproc)}
+# Interpreters with ONNX Runtime (+ numpy) and with PyTorch; overridable for machines
+# where one python has both (the GPU machine: VENV_PYTHON=TORCH_PYTHON=python3).
+venv_python=${VENV_PYTHON:-.venv/bin/python}
+torch_python=${TORCH_PYTHON:-/usr/bin/python3}
 [ -x "$build/dsrun" ] || bash scripts/build.sh
-[ -x "$venv_python" ] || { echo "missing $venv_python: run scripts/setup.sh" >&2; exit 2; }
+command -v "$venv_python" >/dev/null || { echo "missing $venv_python: run scripts/setup.sh" >&2; exit 2; }
 dir=$(mktemp -d)
 trap 'rm -rf "$dir"' EXIT
 helper="$venv_python bench/cpu_forward.py"

@@ -36,6 +36,10 @@ def parse_args(argv):
     parser.add_argument("--heads", type=int, default=4, help="attention heads (gpt)")
     parser.add_argument("--vocab", type=int, default=100, help="vocabulary size (gpt)")
     parser.add_argument("--seq", type=int, default=16, help="sequence length (gpt)")
+    parser.add_argument("--eval", action="store_true",
+                        help="export the inference form (model.eval(); BatchNormalization uses "
+                             "running statistics, first moved off their defaults by a few "
+                             "training-mode forward passes on random data)")
     args = parser.parse_args(argv)
     positive = ["batch", "classes", "image", "in_features", "layers", "d_model", "heads",
                 "vocab", "seq"]
@@ -158,9 +162,14 @@ def main(argv):
     torch.manual_seed(args.seed)
     model, example, input_name = build(torch, args)
     model.train()
+    if args.eval:
+        with torch.no_grad():
+            for _ in range(3):
+                model(example * 2 + 0.5)
+        model.eval()
+    mode = torch.onnx.TrainingMode.EVAL if args.eval else torch.onnx.TrainingMode.TRAINING
     try:
-        torch.onnx.export(model, (example,), args.output,
-                          training=torch.onnx.TrainingMode.TRAINING,
+        torch.onnx.export(model, (example,), args.output, training=mode,
                           do_constant_folding=False, opset_version=15,
                           input_names=[input_name], output_names=["logits"],
                           dynamic_axes={input_name: {0: "batch"}, "logits": {0: "batch"}})

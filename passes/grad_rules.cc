@@ -189,22 +189,28 @@ Grads softmaxGrad(GradContext& c) {
   return {c.emit("Mul", {c.y(), c.emit("Sub", {c.dy(), dot})})};
 }
 
-// Y = A·B (matrices, batched) ⇒ dA = dY·Bᵀ, dB = Aᵀ·dY (reduced over broadcast batch axes)
+// Y = op(A)·op(B) (matrices, batched; op transposes per transA/transB) ⇒
+//   dA = dY·op(B)ᵀ, stored transposed when transA; dB = op(A)ᵀ·dY, likewise —
+// each one MatMul with the transposes as attributes, reduced over broadcast batch axes.
 Grads matmulGrad(GradContext& c) {
   Value* a = c.x(0);
   Value* b = c.x(1);
   DS_CHECK(a->rank() >= 2 && b->rank() >= 2, "autodiff: ", c.node().describe(),
            ": gradient of 1-D MatMul operands is not supported");
-  auto swapLast = [&](Value* v) {
-    std::vector<int64_t> perm(static_cast<size_t>(v->rank()));
-    std::iota(perm.begin(), perm.end(), 0);
-    std::swap(perm[perm.size() - 1], perm[perm.size() - 2]);
-    return c.emit("Transpose", {v}, {{"perm", perm}});
+  bool ta = c.node().i("transA") != 0, tb = c.node().i("transB") != 0;
+  auto matmul = [&](Value* x, Value* y, bool tx, bool ty) {
+    return c.emit("MatMul", {x, y}, {{"transA", int64_t{tx}}, {"transB", int64_t{ty}}});
   };
-  Value* da =
-      c.wants(0) ? c.reduceToShape(c.emit("MatMul", {c.dy(), swapLast(b)}), a->shape()) : nullptr;
-  Value* db =
-      c.wants(1) ? c.reduceToShape(c.emit("MatMul", {swapLast(a), c.dy()}), b->shape()) : nullptr;
+  // dA: A·B → dY·Bᵀ; A·Bᵀ → dY·B; Aᵀ·B → B·dYᵀ; Aᵀ·Bᵀ → Bᵀ·dYᵀ.
+  Value* da = nullptr;
+  if (c.wants(0))
+    da = c.reduceToShape(ta ? matmul(b, c.dy(), tb, true) : matmul(c.dy(), b, false, !tb),
+                         a->shape());
+  // dB: A·B → Aᵀ·dY; A·Bᵀ → dYᵀ·A; Aᵀ·B → A·dY; Aᵀ·Bᵀ → dYᵀ·Aᵀ.
+  Value* db = nullptr;
+  if (c.wants(1))
+    db = c.reduceToShape(tb ? matmul(c.dy(), a, true, ta) : matmul(a, c.dy(), !ta, false),
+                         b->shape());
   return {da, db};
 }
 

@@ -7,6 +7,7 @@
 #include "ir/verifier.h"
 #include "passes/dead_code.h"
 #include "passes/fold_constants.h"
+#include "passes/fold_transpose.h"
 
 namespace ds {
 
@@ -14,6 +15,8 @@ const std::vector<PassInfo>& allPasses() {
   static const std::vector<PassInfo> passes = {
       {"fold-constants", "evaluate nodes whose inputs are all compile-time constants",
        foldConstants},
+      {"fold-transpose", "make last-two-dim Transposes of MatMul operands transA/transB",
+       foldTransposeIntoMatMul},
       {"dead-code", "remove nodes and sources that nothing uses", eliminateDeadCode},
   };
   return passes;

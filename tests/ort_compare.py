@@ -17,6 +17,9 @@ a one-node model and the script prints it). And at batch 2 such a ResNet is too
 ill-conditioned for any float32 run to be within 1e-4 of the exact logits (see
 compare_training_bn). Those models are compared with onnx's spec-following
 onnx.reference.ReferenceEvaluator run in float64, in float64 and in float32.
+The ResNet-18s are also compared with ONNX Runtime in their inference form
+(the "-eval" models: BatchNormalization on running statistics, as model.eval()
+exports it), where ORT follows the spec.
 
 Usage: .venv/bin/python tests/ort_compare.py --bin BUILD_DIR [--torch-python /usr/bin/python3]
        [--tol 1e-4] [--only NAME ...] [--keep DIR]
@@ -45,7 +48,9 @@ MODELS = {
     "dsmodel-mlp": ("dsmodel", "mlp", []),
     "dsmodel-resnet18": ("dsmodel", "resnet18", ["--image", "32", "--classes", "10"]),
     "dsmodel-gpt": ("dsmodel", "gpt", GPT_ARGS),
+    "dsmodel-resnet18-eval": ("dsmodel", "resnet18", ["--image", "32", "--classes", "10"]),
     "torch-resnet18": ("torch", "resnet18", ["--classes", "10", "--image", "32"]),
+    "torch-resnet18-eval": ("torch", "resnet18", ["--classes", "10", "--image", "32", "--eval"]),
     "torch-gpt": ("torch", "gpt", GPT_ARGS),
 }
 
@@ -92,6 +97,28 @@ def probe_ort_training_bn():
                              providers=["CPUExecutionProvider"]).run(None, {"x": x})[0]
     mean, var = x.mean(axis=(0, 2, 3), keepdims=True), x.var(axis=(0, 2, 3), keepdims=True)
     return float(np.max(np.abs(y - (x - mean) / np.sqrt(var + 1e-5))))
+
+
+def to_inference_batchnorm(model, seed):
+    """The inference form of a training graph, as model.eval() exports it: every
+    BatchNormalization uses its running statistics (set to seeded values away from
+    their 0/1 defaults, so a kernel that ignored them would be caught) and has one output."""
+    rng = np.random.default_rng(seed)
+    inits = {i.name: i for i in model.graph.initializer}
+    for node in model.graph.node:
+        if node.op_type != "BatchNormalization":
+            continue
+        for a in node.attribute:
+            if a.name == "training_mode":
+                a.i = 0
+        del node.output[1:]
+        mean, var = inits[node.input[3]], inits[node.input[4]]
+        c = numpy_helper.to_array(mean).shape
+        mean.CopyFrom(numpy_helper.from_array(
+            rng.normal(0, 0.5, c).astype(np.float32), mean.name))
+        var.CopyFrom(numpy_helper.from_array(
+            rng.uniform(0.5, 2.0, c).astype(np.float32), var.name))
+    return model
 
 
 def has_training_batchnorm(model):
@@ -239,6 +266,8 @@ def build_model(name, args, work):
     path = os.path.join(work, name + ".onnx")
     if generator == "dsmodel":
         run([os.path.join(args.bin, "dsmodel"), family, *extra, "-o", path])
+        if name.endswith("-eval"):
+            onnx.save(to_inference_batchnorm(onnx.load(path), seed=len(name)), path)
     else:
         run([args.torch_python, os.path.join(SOURCE_DIR, "models/export_torch.py"), family,
              *extra, "-o", path])

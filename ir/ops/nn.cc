@@ -239,6 +239,8 @@ OpSchema gemm() {
 }
 
 // numpy.matmul: 1-D operands gain (and then lose) a unit dim; batch dims broadcast.
+// transA/transB (a dscompile extension, default 0, like Gemm's) use an operand's last
+// two dims swapped, so transposes feeding a product cost no copy (passes/fold_transpose).
 void inferMatMul(InferContext& ctx) {
   requireRank(ctx, 0, 1, kAnyRank);
   requireRank(ctx, 1, 1, kAnyRank);
@@ -246,6 +248,10 @@ void inferMatMul(InferContext& ctx) {
   requireSameDType(ctx, 0, 1);
   Shape a = ctx.shape(0), b = ctx.shape(1);
   bool a_vec = a.size() == 1, b_vec = b.size() == 1;
+  bool trans_a = ctx.node().i("transA") != 0, trans_b = ctx.node().i("transB") != 0;
+  if ((trans_a && a_vec) || (trans_b && b_vec)) ctx.fail("transA/transB need a matrix operand");
+  if (trans_a) std::swap(a[a.size() - 1], a[a.size() - 2]);
+  if (trans_b) std::swap(b[b.size() - 1], b[b.size() - 2]);
   if (a_vec) a.insert(a.begin(), 1);
   if (b_vec) b.push_back(1);
   int64_t k_a = a.back(), k_b = b[b.size() - 2];
@@ -260,6 +266,7 @@ OpSchema matMul() {
   OpSchema s;
   s.name = "MatMul";
   s.min_inputs = s.max_inputs = 2;
+  s.attrs = {{"transA", AttrKind::Int, int64_t{0}}, {"transB", AttrKind::Int, int64_t{0}}};
   s.infer = inferMatMul;
   return s;
 }
@@ -267,6 +274,7 @@ OpSchema matMul() {
 OpSchema dropout() {
   OpSchema s;
   s.name = "Dropout";
+  s.max_inputs = 2;  // optional: the optimizer step (training plans; see seed-dropout)
   s.max_outputs = 2;
   s.attrs = {{"ratio", AttrKind::Float, 0.5},
              {"seed", AttrKind::Int, int64_t{0}},
@@ -275,6 +283,8 @@ OpSchema dropout() {
     requireFloat(ctx, 0);
     double ratio = ctx.node().f("ratio");
     if (!(ratio >= 0.0 && ratio < 1.0)) ctx.fail("ratio ", ratio, " must lie in [0, 1)");
+    if (ctx.hasInput(1) && !(ctx.input(1).dtype == DType::I64 && ctx.input(1).numel() == 1))
+      ctx.fail("the step input must be an i64 scalar, is ", ctx.input(1).toString());
     ctx.setOutput(0, ctx.input(0));
     if (ctx.numOutputs() > 1) ctx.setOutput(1, DType::Bool, ctx.shape(0));
   };

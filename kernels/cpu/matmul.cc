@@ -1,6 +1,6 @@
 // Gemm (alpha, beta, transA, transB, C broadcast) and MatMul (numpy semantics:
-// 1-D operands, broadcast batch dims). f32 runs one oneDNN matmul primitive built
-// in the factory (transposes as strided descriptors, alpha as output scale,
+// 1-D operands, broadcast batch dims; transA/transB as strides, no copies). f32 runs one oneDNN
+// matmul primitive built in the factory (transposes as strided descriptors, alpha as output scale,
 // beta*C through a sum post-op on Y prefilled with C); f64 runs GemmF64.
 #include <algorithm>
 #include <type_traits>
@@ -101,11 +101,13 @@ class GemmKernel : public CpuKernel {
 
 // ---- MatMul ----
 
-// MatMul operands as batched matrices: 1-D operands gain a unit dim, and both
-// are padded with leading unit batch dims to the output's batch rank.
+// MatMul operands as batched matrices: 1-D operands gain a unit dim, transposed
+// operands (transA/transB) have their last two dims swapped, and both are padded
+// with leading unit batch dims to the output's batch rank.
 struct MatMulGeom {
   int64_t m = 1, n = 1, k = 1;
-  Shape a, b, y;  // [batch..., m, k], [batch..., k, n], [batch..., m, n]
+  Shape a, b, y;  // logical [batch..., m, k], [batch..., k, n], [batch..., m, n]
+  bool trans_a = false, trans_b = false;  // stored as [batch..., k, m] / [batch..., n, k]
   int64_t batches = 1;
 };
 
@@ -113,6 +115,10 @@ MatMulGeom matmulGeom(const KernelContext& ctx) {
   MatMulGeom g;
   g.a = ctx.input(0).shape();
   g.b = ctx.input(1).shape();
+  g.trans_a = ctx.i("transA") != 0;
+  g.trans_b = ctx.i("transB") != 0;
+  if (g.trans_a) std::swap(g.a[g.a.size() - 1], g.a[g.a.size() - 2]);
+  if (g.trans_b) std::swap(g.b[g.b.size() - 1], g.b[g.b.size() - 2]);
   if (g.a.size() == 1) g.a.insert(g.a.begin(), 1);
   if (g.b.size() == 1) g.b.push_back(1);
   size_t rank = std::max(g.a.size(), g.b.size());
@@ -130,20 +136,37 @@ MatMulGeom matmulGeom(const KernelContext& ctx) {
   return g;
 }
 
+// A logical [batch..., rows, cols] operand stored row-major, or stored as
+// [batch..., cols, rows] when `transposed`.
+memory::desc operandDesc(const Shape& logical, bool transposed) {
+  size_t rank = logical.size();
+  int64_t rows = logical[rank - 2], cols = logical[rank - 1];
+  memory::dims strides(rank);
+  strides[rank - 2] = transposed ? 1 : cols;
+  strides[rank - 1] = transposed ? rows : 1;
+  int64_t stride = rows * cols;
+  for (size_t d = rank - 2; d-- > 0;) {
+    strides[d] = stride;
+    stride *= logical[d];
+  }
+  return stridedDesc(toDims(logical), strides);
+}
+
 template <typename T>
 class MatMulKernel : public CpuKernel {
  public:
   explicit MatMulKernel(const KernelContext& ctx) : g_(matmulGeom(ctx)) {
     if (g_.k == 0) return;
     if constexpr (std::is_same_v<T, float>) {
-      call_ =
-          matmulCall(plainDesc(toDims(g_.a)), ctx.input(0).data, plainDesc(toDims(g_.b)),
-                     ctx.input(1).data, plainDesc(toDims(g_.y)), ctx.output(0).data, 1.0f, false);
+      call_ = matmulCall(operandDesc(g_.a, g_.trans_a), ctx.input(0).data,
+                         operandDesc(g_.b, g_.trans_b), ctx.input(1).data, plainDesc(toDims(g_.y)),
+                         ctx.output(0).data, 1.0f, false);
     } else {
       Shape batch(g_.y.begin(), g_.y.end() - 2);
       a_off_ = broadcastIndices(Shape(g_.a.begin(), g_.a.end() - 2), batch);
       b_off_ = broadcastIndices(Shape(g_.b.begin(), g_.b.end() - 2), batch);
-      ref_ = GemmF64(g_.m, g_.n, g_.k, g_.k, 1, g_.n, 1);
+      ref_ = GemmF64(g_.m, g_.n, g_.k, g_.trans_a ? 1 : g_.k, g_.trans_a ? g_.m : 1,
+                     g_.trans_b ? 1 : g_.n, g_.trans_b ? g_.k : 1);
     }
   }
 
