@@ -1,14 +1,17 @@
 #include "frontend/compile.h"
 
+#include "frontend/onnx_export.h"
 #include "frontend/onnx_import.h"
 #include "ir/error.h"
 #include "ir/verifier.h"
+#include "passes/accumulate_grads.h"
 #include "passes/add_loss.h"
 #include "passes/add_optimizer.h"
 #include "passes/autodiff.h"
 #include "passes/dead_code.h"
 #include "passes/lower_to_plan.h"
 #include "passes/pipeline.h"
+#include "passes/seed_dropout.h"
 #include "runtime/lr_schedule.h"
 
 namespace ds {
@@ -61,7 +64,46 @@ OptimizerOptions optimizerOptions(const DsConfig& c) {
   o.nesterov = params.value("nesterov", false);
   o.adam_w_mode = params.value("adam_w_mode", true);
   o.bias_correction = params.value("bias_correction", true);
+  if (auto clip = c.raw.find("gradient_clipping"); clip != c.raw.end()) {
+    DS_CHECK(clip->is_number(), "gradient_clipping: 'auto' cannot be resolved; give a number");
+    o.gradient_clipping = clip->get<double>();
+    DS_CHECK(o.gradient_clipping >= 0, "gradient_clipping: must be >= 0, is ", clip->dump());
+  }
+  // OneCycle cycles beta1 per step and fixes beta2 at 0.99 (DeepSpeed's OneCycle).
+  o.cycle_momentum = cyclesMomentum(c.raw);
+  if (o.cycle_momentum) o.beta2 = kOneCycleBeta2;
   return o;
+}
+
+// The optimizer section as the plan applies it: type and every parameter, defaults
+// filled in.
+nlohmann::json optimizerJson(const DsConfig& c) {
+  OptimizerOptions o = optimizerOptions(c);
+  nlohmann::json p = {{"lr", baseLearningRate(c.raw)}, {"weight_decay", o.weight_decay}};
+  if (o.type == "SGD") {
+    p.update({{"momentum", o.momentum}, {"dampening", o.dampening}, {"nesterov", o.nesterov}});
+  } else {
+    p.update({{"betas", {o.beta1, o.beta2}},
+              {"eps", o.eps},
+              {"adam_w_mode", o.adam_w_mode},
+              {"bias_correction", o.bias_correction}});
+  }
+  return {{"type", o.type}, {"params", p}};
+}
+
+// The micro-batch, when no flag or config key gives it, is the model's static
+// batch (axis 0 of its first input); the batch arithmetic is then completed.
+void microBatchFromModel(DsConfig& c, const Graph& g, int64_t world_size) {
+  if (c.micro_batch) return;
+  for (const Value* v : g.feeds()) {
+    if (v->rank() == 0) continue;
+    c.micro_batch = v->shape()[0];
+    break;
+  }
+  DS_CHECK(c.micro_batch,
+           "train_micro_batch_size_per_gpu: not given and the model has no "
+           "batched input; give --batch N");
+  resolveBatch(c, world_size);
 }
 
 // --freeze-bn: BatchNormalization in inference form (running statistics, no updates).
@@ -88,17 +130,19 @@ void addTraining(Graph& g, const CompileOptions& o, const DsConfig& config) {
            "disable it to train in fp32");
   DS_CHECK(o.world_size == 1, "--gpus ", o.world_size,
            ": multi-rank training plans are not implemented yet; compile with --gpus 1");
-  DS_CHECK(config.gradient_accumulation_steps.value_or(1) == 1,
-           "gradient_accumulation_steps: accumulation is not implemented yet; use 1");
-  auto clip = config.raw.find("gradient_clipping");
-  DS_CHECK(clip == config.raw.end() || (clip->is_number() && clip->get<double>() == 0.0),
-           "gradient_clipping: not implemented yet; remove it or set it to 0");
-  learningRate(config.raw, 1);  // rejects unimplemented schedules now
+  learningRate(config.raw, 1);  // rejects bad schedules now, naming the key
   if (o.freeze_bn) freezeBatchNorm(g);
   Value* loss = addLoss(g, {.kind = *o.loss, .label = o.label, .output = o.loss_output});
   std::vector<Value*> params = g.sourcesWithRole(Role::Parameter);
-  auto grads = buildGradients(g, loss, params);
+  // Gradient accumulation: backward from loss / G into persistent accumulators,
+  // which the optimizer step reads and then resets.
+  const int64_t accumulation = config.gradient_accumulation_steps.value_or(1);
+  Value* seed = accumulation > 1 ? scaleLoss(g, loss, accumulation) : loss;
+  auto grads = buildGradients(g, seed, params);
+  if (accumulation > 1) grads = accumulateGradients(g, grads);
   addOptimizer(g, grads, optimizerOptions(config));
+  if (accumulation > 1) resetAccumulators(g, grads);
+  seedDropout(g, g.value(kStepFeed));
   if (!o.freeze_bn) bindBatchNormStatistics(g);
   eliminateDeadCode(g);
   verifyGraph(g);
@@ -116,10 +160,11 @@ Compilation compile(const CompileOptions& o) {
   ImportOptions import;
   import.batch = out.config.micro_batch;
   out.graph = importOnnxFile(o.model_path, import);
-  out.micro_batch = out.config.micro_batch.value_or(0);
+  microBatchFromModel(out.config, *out.graph, o.world_size);
+  out.micro_batch = *out.config.micro_batch;
 
   // Stage 2: clean-up passes, verified after each.
-  runPasses(*out.graph, {"fold-constants", "dead-code"},
+  runPasses(*out.graph, {"fold-constants", "fold-transpose", "dead-code"},
             {.verify_each = true, .dump_after = o.dump_after, .dump = o.dump});
 
   // Stage 3: training — loss, backward graph, optimizer step.
@@ -135,16 +180,23 @@ nlohmann::json effectiveConfigJson(const Compilation& c) {
   j["train_micro_batch_size_per_gpu"] = c.micro_batch;
   j["gradient_accumulation_steps"] = c.config.gradient_accumulation_steps.value_or(1);
   j["train_batch_size"] = c.config.train_batch_size.value_or(c.micro_batch * c.world_size);
+  if (c.graph && c.graph->findValue(kLrFeed)) {  // a training plan: what its optimizer applies
+    j["gradient_clipping"] = optimizerOptions(c.config).gradient_clipping;
+    j["optimizer"] = optimizerJson(c.config);
+    if (j.contains("scheduler")) j["scheduler"]["params"] = resolvedSchedulerParams(c.config.raw);
+  }
   j["zero_optimization"]["stage"] = c.zero_stage;
   j["world_size"] = c.world_size;
   return j;
 }
 
 PlanFile buildPlan(const Compilation& c, const std::string& model_path) {
-  return lowerToPlan(*c.graph, c.memory,
-                     {.model = model_path,
-                      .world_size = c.world_size,
-                      .config_json = effectiveConfigJson(c).dump()});
+  PlanFile plan = lowerToPlan(*c.graph, c.memory,
+                              {.model = model_path,
+                               .world_size = c.world_size,
+                               .config_json = effectiveConfigJson(c).dump()});
+  embedOnnxModel(model_path, &plan);  // for dsrun --export-onnx
+  return plan;
 }
 
 }  // namespace ds

@@ -95,6 +95,17 @@ void readTypes(const json& root, DsConfig& c) {
   }
 }
 
+// DeepSpeed's OneCycle cycles momentum only for optimizers with betas (Adam, AdamW);
+// for SGD it disables cycle_momentum with a warning, and so does dscompile.
+void warnUncycledMomentum(DsConfig& c) {
+  if (c.scheduler != "OneCycle" || c.optimizer != "SGD") return;
+  const json params = c.raw["scheduler"].value("params", json::object());
+  if (params.value("cycle_momentum", true) == true)
+    c.warnings.push_back(
+        "scheduler.params.cycle_momentum: SGD has no betas, so OneCycle does not cycle its "
+        "momentum (as in DeepSpeed); ignored");
+}
+
 void readZero(const json& root, DsConfig& c) {
   auto z = root.find("zero_optimization");
   if (z == root.end()) return;
@@ -133,6 +144,7 @@ DsConfig parseDsConfig(const std::string& text, const std::string& origin) {
     DS_CHECK(!(c.fp16 && c.bf16), "fp16.enabled and bf16.enabled: only one may be true");
     readZero(c.raw, c);
     readTypes(c.raw, c);
+    warnUncycledMomentum(c);
   } catch (const Error& e) {
     throw makeError(origin, ": ", e.what());
   }

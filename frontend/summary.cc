@@ -71,6 +71,18 @@ std::string opCounts(const GraphStats& s) {
   return out;
 }
 
+// The effective configuration, one top-level key per line: every resolved value
+// (batch arithmetic, "auto" values, optimizer and scheduler parameters with their
+// defaults), exactly what the plan stores in config_json.
+std::string effectiveConfigLines(const Compilation& c) {
+  std::string out;
+  const nlohmann::json config = effectiveConfigJson(c);
+  for (const auto& [key, value] : config.items())
+    out += std::string(out.empty() ? "config        " : "              ") + key + ": " +
+           value.dump() + "\n";
+  return out;
+}
+
 }  // namespace
 
 std::string formatSummary(const Compilation& c, const std::string& model_path) {
@@ -88,6 +100,7 @@ std::string formatSummary(const Compilation& c, const std::string& model_path) {
                     : "fp32")
      << ", optimizer " << cfg.optimizer << (cfg.offload_optimizer ? " (offloaded to CPU)" : "")
      << "\n";
+  os << effectiveConfigLines(c);
   os << "ops           " << s.num_nodes << " nodes: " << opCounts(s) << "\n";
   os << "parameters    " << withCommas(s.num_params) << " (" << bytesString(double(s.param_bytes))
      << " in fp32); buffers " << withCommas(s.num_buffer_elements) << " elements\n";

@@ -153,6 +153,7 @@ Node* Graph::insertNode(const std::string& op, std::vector<Value*> inputs, Attri
   n->op_ = op;
   n->name_ = node_name.empty() ? uniqueName(op) : node_name;
   n->attrs_ = std::move(attrs);
+  n->phase_ = insertion_phase_;
   for (Value* v : inputs) n->addInput(v);
   n->position_ = nodes_.insert(before ? before->position_ : nodes_.end(), std::move(node));
   return n;
@@ -247,7 +248,8 @@ void Graph::addStateUpdate(Value* state, Value* next) {
   DS_CHECK(state->type() == next->type(), "state update: '", next->name(), "' is ",
            next->type().toString(), " but '", state->name(), "' is ", state->type().toString());
   for (const StateUpdate& u : state_updates_)
-    DS_CHECK(u.state != state, "state update: '", state->name(), "' is updated twice");
+    DS_CHECK(u.next != next, "state update: '", next->name(), "' is already the update of '",
+             u.state->name(), "'");
   state_updates_.push_back({state, next});
 }
 

@@ -36,6 +36,14 @@ const char* roleName(Role r);
 bool parseRole(std::string_view s, Role* out);
 bool isSourceRole(Role r);  // defined without a producer node
 
+// When a node runs within an optimizer step of gradient_accumulation_steps
+// micro-steps (lowered to planpb::Phase). Forward, backward and gradient
+// accumulation run every micro-step; the optimizer-step nodes (gradient norm,
+// clipping, the update, resetting the accumulators) run once, after the last.
+// Nothing in the micro-step phase may read a value the optimizer step computes;
+// it reads persistent state instead (the verifier checks this).
+enum class Phase : uint8_t { EveryMicroStep, OptimizerStep };
+
 class Value {
  public:
   const std::string& name() const { return name_; }
@@ -101,6 +109,9 @@ class Node {
   void setAttr(const std::string& name, Attribute value) { attrs_[name] = std::move(value); }
   void removeAttr(const std::string& name) { attrs_.erase(name); }
 
+  Phase phase() const { return phase_; }
+  void setPhase(Phase p) { phase_ = p; }
+
   // "node 'conv1' (Conv)": the prefix every diagnostic about a node starts with.
   std::string describe() const;
 
@@ -115,6 +126,7 @@ class Node {
   std::vector<Value*> inputs_;
   std::vector<Value*> outputs_;
   AttributeMap attrs_;
+  Phase phase_ = Phase::EveryMicroStep;
   std::list<std::unique_ptr<Node>>::iterator position_;
 };
 
@@ -163,9 +175,26 @@ class Graph {
   void setOutput(size_t i, Value* v) { outputs_.at(i) = v; }
   void clearOutputs() { outputs_.clear(); }
 
+  // Nodes created while a PhaseScope is alive get its phase (the default phase is
+  // EveryMicroStep); passes that append optimizer-step nodes open one.
+  class PhaseScope {
+   public:
+    PhaseScope(Graph& g, Phase p) : g_(g), saved_(g.insertion_phase_) { g.insertion_phase_ = p; }
+    ~PhaseScope() { g_.insertion_phase_ = saved_; }
+    PhaseScope(const PhaseScope&) = delete;
+    PhaseScope& operator=(const PhaseScope&) = delete;
+
+   private:
+    Graph& g_;
+    Phase saved_;
+  };
+
   // State updates: at the end of a step, `state` (a parameter, buffer or optimizer
   // state source) takes the value `next` computed by a node. Lowering stores `next`
   // in the state's own memory, so nothing may read `state` after `next` is produced.
+  // A state may be updated more than once (a gradient accumulator is added to every
+  // micro-step and reset by the optimizer step): the updates form a chain in node
+  // order, each reading the state's memory as the previous one left it.
   struct StateUpdate {
     Value* state;
     Value* next;
@@ -192,6 +221,7 @@ class Graph {
   std::vector<Value*> sources_;
   std::vector<Value*> outputs_;
   std::vector<StateUpdate> state_updates_;
+  Phase insertion_phase_ = Phase::EveryMicroStep;
   NodeList nodes_;
   std::unordered_map<std::string, int64_t> name_counters_;
 };

@@ -49,6 +49,7 @@ const OpRegistry& OpRegistry::instance() {
     registerShapeOps(r);
     registerTrainingOps(r);
     registerOptimizerOps(r);
+    registerCollectiveOps(r);
     std::sort(r.schemas_.begin(), r.schemas_.end(),
               [](const OpSchema& a, const OpSchema& b) { return a.name < b.name; });
     return r;

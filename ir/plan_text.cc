@@ -112,6 +112,7 @@ std::string printPlan(const PlanFile& f, bool with_tensors) {
       const auto& s = rank.steps(i);
       os << "  " << i << " [" << p.streams(s.stream()) << "] " << s.op() << "("
          << tensorList(s.inputs()) << ") -> " << tensorList(s.outputs()) << " @" << s.node();
+      if (s.phase() == planpb::OPTIMIZER_STEP) os << " optimizer_step";
       if (s.record_event() >= 0) os << " record e" << s.record_event();
       for (int e : s.wait_events()) os << " wait e" << e;
       os << "\n";

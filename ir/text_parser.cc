@@ -382,6 +382,10 @@ class Parser {
     Node* n =
         graph_->addNodeTyped(op.text, std::move(inputs), std::move(attrs), out_types, node_name);
     for (size_t i = 0; i < roles.size(); ++i) n->output(i)->setRole(roles[i]);
+    if (tok_.kind == Tok::Ident && tok_.text == "optimizer_step") {
+      take();
+      n->setPhase(Phase::OptimizerStep);
+    }
   }
 
   Lexer lex_;

@@ -144,7 +144,9 @@ void printNode(std::ostream& os, const Node& n) {
     if (v->role() != Role::Activation) os << roleName(v->role()) << " ";
     os << v->type().toString();
   }
-  os << " @" << nameToken(n.name()) << "\n";
+  os << " @" << nameToken(n.name());
+  if (n.phase() == Phase::OptimizerStep) os << " optimizer_step";
+  os << "\n";
 }
 
 }  // namespace

@@ -47,16 +47,45 @@ void verifyTypes(const Node& n) {
 
 // A state's memory receives its next value when that value is produced, so no node
 // after the producer may read the state (the producer itself may: it updates in place).
+// Several updates of one state form a chain in node order: each may be read only up
+// to the node that computes the following one.
 void verifyStateUpdates(const Graph& g) {
   std::map<const Node*, size_t> order;
   for (const auto& n : g.nodes()) order.emplace(n.get(), order.size());
+  std::map<const Value*, std::vector<const Value*>> chains;  // state -> nexts in node order
   for (const Graph::StateUpdate& u : g.stateUpdates()) {
     const Node* producer = u.next->producer();
     DS_CHECK(producer && order.count(producer), "verifier: update of '", u.state->name(),
              "' names '", u.next->name(), "', which no node of the graph computes");
-    for (const Node* reader : u.state->users())
-      DS_CHECK(order.at(reader) <= order.at(producer), "verifier: ", reader->describe(), " reads '",
-               u.state->name(), "' after ", producer->describe(), " has overwritten it");
+    chains[u.state].push_back(u.next);
+  }
+  for (auto& [state, nexts] : chains) {
+    std::sort(nexts.begin(), nexts.end(), [&](const Value* a, const Value* b) {
+      return order.at(a->producer()) < order.at(b->producer());
+    });
+    const Value* current = state;
+    for (const Value* next : nexts) {
+      const Node* producer = next->producer();
+      for (const Node* reader : current->users())
+        DS_CHECK(order.at(reader) <= order.at(producer), "verifier: ", reader->describe(),
+                 " reads '", current->name(), "' after ", producer->describe(),
+                 " has overwritten it");
+      DS_CHECK(current == state || current->producer() != producer,
+               "verifier: ", producer->describe(), " updates '", state->name(), "' twice");
+      current = next;
+    }
+  }
+}
+
+// The optimizer-step nodes run only after the last micro-step, so a micro-step node
+// must not read what they compute (persistent state is read as a source instead).
+void verifyPhases(const Graph& g) {
+  for (const auto& n : g.nodes()) {
+    if (n->phase() != Phase::EveryMicroStep) continue;
+    for (const Value* v : n->inputs())
+      DS_CHECK(!v || !v->producer() || v->producer()->phase() == Phase::EveryMicroStep,
+               "verifier: ", n->describe(), " runs every micro-step but reads '", v->name(),
+               "', which the optimizer step computes");
   }
 }
 
@@ -84,6 +113,7 @@ void verifyGraph(const Graph& g) {
   }
   verifyUses(g);
   verifyStateUpdates(g);
+  verifyPhases(g);
   for (const Value* v : g.outputs())
     DS_CHECK(defined.count(v), "verifier: graph output '", v->name(), "' is not defined");
 }

@@ -10,7 +10,9 @@
 //  5. Arity and attributes match the op's schema, and re-running the shape rule gives
 //     the output types stored in the graph.
 //  6. Graph outputs are defined values.
-//  7. No node reads a state after the node that computes its update.
+//  7. No node reads a state after the node that computes its update (for a chain of
+//     updates of one state: no value of the chain after the next link is computed).
+//  8. No micro-step node reads a value computed by an optimizer-step node.
 #pragma once
 
 #include "ir/graph.h"

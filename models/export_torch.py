@@ -5,7 +5,8 @@ For users who start from PyTorch: the graphs come out the way torch.onnx.export
 writes them (training-mode BatchNormalization, Shape/Gather/Unsqueeze/Concat
 chains around view()), so dscompile's importer sees the real thing.
 
-Usage: /usr/bin/python3 models/export_torch.py resnet18|resnet34|resnet50|resnet101|resnet152|mlp|gpt
+Usage: /usr/bin/python3 models/export_torch.py
+       resnet18|resnet34|resnet50|resnet101|resnet152|mlp|cnn|gpt
        [--classes 10] [--image 32] [--batch 2] [--seed 0] -o FILE.onnx
 """
 
@@ -15,7 +16,7 @@ import sys
 import warnings
 
 RESNETS = ("resnet18", "resnet34", "resnet50", "resnet101", "resnet152")
-FAMILIES = RESNETS + ("mlp", "gpt")
+FAMILIES = RESNETS + ("mlp", "cnn", "gpt")
 
 
 def parse_args(argv):
@@ -25,8 +26,8 @@ def parse_args(argv):
     parser.add_argument("-o", "--output", required=True, help="ONNX file to write")
     parser.add_argument("--seed", type=int, default=0, help="torch.manual_seed value")
     parser.add_argument("--batch", type=int, default=2, help="batch size of the example input")
-    parser.add_argument("--classes", type=int, default=10, help="classes (resnet, mlp)")
-    parser.add_argument("--image", type=int, default=32, help="image height = width (resnet)")
+    parser.add_argument("--classes", type=int, default=10, help="classes (resnet, mlp, cnn)")
+    parser.add_argument("--image", type=int, default=32, help="image height = width (resnet, cnn)")
     parser.add_argument("--in", dest="in_features", type=int, default=784,
                         help="input features (mlp)")
     parser.add_argument("--hidden", default="256,256",
@@ -76,6 +77,29 @@ def build_mlp(torch, args):
             return self.layers(x)
 
     return Mlp()
+
+
+def build_cnn(torch, args):
+    """A small BatchNorm CNN: conv3x3(3->8)-BN-ReLU-MaxPool2-conv3x3(8->16)-BN-ReLU-
+    global average pool-Linear(16->classes). The convolutions have no bias (BN removes
+    it, and its gradient would be rounding noise)."""
+    nn = torch.nn
+
+    class Cnn(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.conv1 = nn.Conv2d(3, 8, 3, padding=1, bias=False)
+            self.bn1 = nn.BatchNorm2d(8)
+            self.conv2 = nn.Conv2d(8, 16, 3, padding=1, bias=False)
+            self.bn2 = nn.BatchNorm2d(16)
+            self.fc = nn.Linear(16, args.classes)
+
+        def forward(self, x):
+            x = nn.functional.max_pool2d(torch.relu(self.bn1(self.conv1(x))), 2)
+            x = torch.relu(self.bn2(self.conv2(x)))
+            return self.fc(x.mean(dim=(2, 3)))
+
+    return Cnn()
 
 
 def build_gpt(torch, args):
@@ -150,6 +174,8 @@ def build(torch, args):
         return model, torch.randn(args.batch, 3, args.image, args.image), "input"
     if args.family == "mlp":
         return build_mlp(torch, args), torch.randn(args.batch, args.in_features), "input"
+    if args.family == "cnn":
+        return build_cnn(torch, args), torch.randn(args.batch, 3, args.image, args.image), "input"
     ids = torch.randint(0, args.vocab, (args.batch, args.seq), dtype=torch.long)
     return build_gpt(torch, args), ids, "input_ids"
 

@@ -1,5 +1,7 @@
 #include "passes/add_optimizer.h"
 
+#include <vector>
+
 #include "ir/error.h"
 
 namespace ds {
@@ -23,58 +25,116 @@ Value* zeroState(Graph& g, Value* param, const std::string& suffix) {
   return g.addSource(param->name() + "." + suffix, param->type(), Role::OptimizerState);
 }
 
+// The scalars every update reads: lr, step, and optionally the clipping
+// coefficient and the fed momentum.
+struct StepScalars {
+  Value* lr;
+  Value* step;
+  Value* grad_scale;  // nullptr: no clipping
+  Value* momentum;    // nullptr: the attribute's constant momentum
+};
+
+void addSgdStep(Graph& g, Value* param, Value* grad, const StepScalars& s,
+                const OptimizerOptions& o) {
+  Value* velocity =
+      o.momentum != 0.0 || s.momentum ? zeroState(g, param, "momentum_buffer") : nullptr;
+  std::vector<Value*> ins = {param, grad, s.lr, s.step, velocity, s.grad_scale, s.momentum};
+  while (!ins.back()) ins.pop_back();
+  Node* n = g.addNodeN("SgdStep", ins,
+                       {{"momentum", o.momentum},
+                        {"dampening", o.dampening},
+                        {"nesterov", int64_t{o.nesterov}},
+                        {"weight_decay", o.weight_decay}},
+                       velocity ? 2 : 1, param->name() + "/step");
+  g.addStateUpdate(param, n->output(0));
+  if (velocity) g.addStateUpdate(velocity, n->output(1));
+}
+
+void addAdamStep(Graph& g, Value* param, Value* grad, const StepScalars& s,
+                 const OptimizerOptions& o) {
+  DS_CHECK(o.type == "Adam" || o.type == "AdamW", "optimizer.type: '", o.type,
+           "' is not supported");
+  Value* m = zeroState(g, param, "exp_avg");
+  Value* v = zeroState(g, param, "exp_avg_sq");
+  std::vector<Value*> ins = {param, grad, s.lr, s.step, m, v, s.grad_scale, s.momentum};
+  while (!ins.back()) ins.pop_back();
+  Node* n = g.addNodeN("AdamStep", ins,
+                       {{"beta1", o.beta1},
+                        {"beta2", o.beta2},
+                        {"eps", o.eps},
+                        {"weight_decay", o.weight_decay},
+                        {"adam_w_mode", int64_t{o.adam_w_mode}},
+                        {"bias_correction", int64_t{o.bias_correction}}},
+                       3, param->name() + "/step");
+  g.addStateUpdate(param, n->output(0));
+  g.addStateUpdate(m, n->output(1));
+  g.addStateUpdate(v, n->output(2));
+}
+
 }  // namespace
 
 void addOptimizer(Graph& g, const std::map<Value*, Value*>& grads, const OptimizerOptions& o) {
   DS_CHECK(!grads.empty(), "optimizer: the model has no trainable parameters");
-  Value* lr = g.addSource(kLrFeed, {DType::F32, {}}, Role::Input);
-  Value* step = g.addSource(kStepFeed, {DType::I64, {}}, Role::Input);
-  g.addOutput(gradNorm(g, grads));
+  DS_CHECK(o.gradient_clipping >= 0.0, "gradient_clipping: must be >= 0, is ", o.gradient_clipping);
+  Graph::PhaseScope optimizer_step(g, Phase::OptimizerStep);
+  StepScalars s{g.addSource(kLrFeed, {DType::F32, {}}, Role::Input),
+                g.addSource(kStepFeed, {DType::I64, {}}, Role::Input), nullptr, nullptr};
+  if (o.cycle_momentum) s.momentum = g.addSource(kMomentumFeed, {DType::F32, {}}, Role::Input);
+  Value* norm = gradNorm(g, grads);
+  g.addOutput(norm);
+  if (o.gradient_clipping > 0.0)
+    s.grad_scale = g.addNode("ClipCoef", {norm}, {{"max_norm", o.gradient_clipping}}, {"clip_coef"},
+                             "clip_coef")
+                       ->output(0);
   // Parameters in declaration order, so plans are deterministic.
   for (Value* param : g.sourcesWithRole(Role::Parameter)) {
     auto found = grads.find(param);
     if (found == grads.end()) continue;
-    Value* grad = found->second;
-    std::string name = param->name() + "/step";
-    if (o.type == "SGD") {
-      std::vector<Value*> ins = {param, grad, lr, step};
-      if (o.momentum != 0.0) ins.push_back(zeroState(g, param, "momentum_buffer"));
-      Node* n = g.addNodeN("SgdStep", ins,
-                           {{"momentum", o.momentum},
-                            {"dampening", o.dampening},
-                            {"nesterov", int64_t{o.nesterov}},
-                            {"weight_decay", o.weight_decay}},
-                           ins.size() - 3, name);
-      g.addStateUpdate(param, n->output(0));
-      if (ins.size() == 5) g.addStateUpdate(ins[4], n->output(1));
-    } else {
-      DS_CHECK(o.type == "Adam" || o.type == "AdamW", "optimizer.type: '", o.type,
-               "' is not supported");
-      Value* m = zeroState(g, param, "exp_avg");
-      Value* v = zeroState(g, param, "exp_avg_sq");
-      Node* n = g.addNodeN("AdamStep", {param, grad, lr, step, m, v},
-                           {{"beta1", o.beta1},
-                            {"beta2", o.beta2},
-                            {"eps", o.eps},
-                            {"weight_decay", o.weight_decay},
-                            {"adam_w_mode", int64_t{o.adam_w_mode}},
-                            {"bias_correction", int64_t{o.bias_correction}}},
-                           3, name);
-      g.addStateUpdate(param, n->output(0));
-      g.addStateUpdate(m, n->output(1));
-      g.addStateUpdate(v, n->output(2));
-    }
+    if (o.type == "SGD")
+      addSgdStep(g, param, found->second, s, o);
+    else
+      addAdamStep(g, param, found->second, s, o);
   }
 }
 
+namespace {
+
+// PyTorch's running variance: ONNX's update (and the BatchNormalization kernel) mixes
+// in the biased batch variance, PyTorch — whose models these are — the unbiased one:
+//   torch = m·v + (1−m)·var·n/(n−1) = onnx·n/(n−1) − v·m/(n−1),
+// with v the input running variance, m the ONNX momentum and n values per channel.
+Value* unbiasedRunningVariance(Graph& g, Node& bn) {
+  const Shape& x = bn.input(0)->shape();
+  int64_t n = x[0];
+  for (size_t d = 2; d < x.size(); ++d) n *= x[d];
+  DS_CHECK(n > 1, bn.describe(), ": training-mode BatchNormalization needs more than one value ",
+           "per channel (input ", shapeToString(x), "), as in PyTorch");
+  Value* onnx_var = bn.output(2);
+  Value* in_var = bn.input(4);
+  DType t = onnx_var->dtype();
+  double scale = static_cast<double>(n) / static_cast<double>(n - 1);
+  double mix = -bn.f("momentum") / static_cast<double>(n - 1);
+  auto scalar = [&](const char* what, double v) {
+    return g.addConstant(g.uniqueName(bn.name() + "/" + what), Tensor::fromDoubles(t, {}, {v}));
+  };
+  Value* scaled = g.addNode("Mul", {onnx_var, scalar("unbias_scale", scale)})->output(0);
+  Value* mixed = g.addNode("Mul", {in_var, scalar("unbias_mix", mix)})->output(0);
+  return g.addNode("Add", {scaled, mixed}, {}, {g.uniqueName(bn.name() + "/running_var")})
+      ->output(0);
+}
+
+}  // namespace
+
 void bindBatchNormStatistics(Graph& g) {
-  for (const auto& n : g.nodes()) {
-    if (n->op() != "BatchNormalization" || n->i("training_mode") == 0 || n->numOutputs() < 3)
-      continue;
-    for (size_t k = 1; k < 3; ++k) {
-      Value* buffer = n->input(k + 2);
-      if (buffer->role() == Role::Buffer) g.addStateUpdate(buffer, n->output(k));
-    }
+  std::vector<Node*> norms;
+  for (const auto& n : g.nodes())
+    if (n->op() == "BatchNormalization" && n->i("training_mode") != 0 && n->numOutputs() >= 3)
+      norms.push_back(n.get());
+  for (Node* n : norms) {
+    Value* mean = n->input(3);
+    Value* var = n->input(4);
+    if (mean->role() == Role::Buffer) g.addStateUpdate(mean, n->output(1));
+    if (var->role() == Role::Buffer) g.addStateUpdate(var, unbiasedRunningVariance(g, *n));
   }
 }
 

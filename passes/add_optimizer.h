@@ -6,8 +6,13 @@
 // "<p>.exp_avg_sq" / "<p>.momentum_buffer" like PyTorch's; the learning rate and
 // the step number are scalar feeds named kLrFeed and kStepFeed, which the runtime
 // sets every step from the schedule; a "grad_norm" output holds the global L2 norm
-// of the gradients. Training-mode BatchNormalization running statistics are bound
-// as state updates of their buffers.
+// of the gradients (before clipping, as DeepSpeed reports it). With
+// gradient_clipping > 0 a ClipCoef node turns that norm into DeepSpeed's clipping
+// coefficient, which every update takes as its gradient scale. With
+// cycle_momentum, the momentum (SGD) or beta1 (Adam) of each step is a scalar feed
+// named kMomentumFeed. Every node the pass adds runs in the optimizer-step phase.
+// Training-mode BatchNormalization running statistics are bound as state updates
+// of their buffers.
 #pragma once
 
 #include <map>
@@ -19,6 +24,7 @@ namespace ds {
 
 inline constexpr const char* kLrFeed = "ds.lr";
 inline constexpr const char* kStepFeed = "ds.step";
+inline constexpr const char* kMomentumFeed = "ds.momentum";
 
 struct OptimizerOptions {
   std::string type = "AdamW";  // SGD | Adam | AdamW (DeepSpeed's names)
@@ -27,12 +33,16 @@ struct OptimizerOptions {
   bool bias_correction = true;
   double momentum = 0.0, dampening = 0.0;
   bool nesterov = false;
+  double gradient_clipping = 0.0;  // max global L2 norm; 0: no clipping
+  bool cycle_momentum = false;     // momentum / beta1 fed each step (kMomentumFeed)
 };
 
 void addOptimizer(Graph& graph, const std::map<Value*, Value*>& grads, const OptimizerOptions& o);
 
 // Binds the running-statistic outputs of training-mode BatchNormalization nodes to
-// their buffers, so a step updates them.
+// their buffers, so a step updates them — with PyTorch's unbiased batch variance in
+// the running variance, as the exported model was trained with (ONNX's update uses
+// the biased one).
 void bindBatchNormStatistics(Graph& graph);
 
 }  // namespace ds

@@ -86,6 +86,8 @@ class Lowering {
       s->set_node(n->name());
       s->set_stream(0);
       s->set_record_event(-1);
+      s->set_phase(n->phase() == Phase::OptimizerStep ? planpb::OPTIMIZER_STEP
+                                                      : planpb::EVERY_MICRO_STEP);
       for (const auto& [name, value] : attrsWithDefaults(*n))
         toPlanAttr(name, value, s->add_attrs());
       for (size_t i = 0; i < n->numInputs(); ++i)

@@ -61,6 +61,8 @@ void CpuExecutor::buildSteps() {
     Step step;
     step.ctx.op = ps.op();
     step.ctx.node_name = ps.node();
+    step.ctx.seed = options_.seed;
+    step.ctx.comm = options_.comm;
     for (const auto& a : ps.attrs()) step.ctx.attrs[a.name()] = fromPlanAttr(a);
     for (int idx : ps.inputs()) {
       step.ctx.inputs.push_back(idx < 0 ? cpu::TensorView{}

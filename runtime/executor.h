@@ -11,11 +11,19 @@
 
 namespace ds {
 
+class Communicator;  // runtime/comm/communicator.h
+
 struct ExecutorOptions {
   int rank = 0;
   // Fill each arena tensor with 0xFF (NaN for floats) right after its last use, so a
   // memory plan that lets two live tensors overlap corrupts results visibly.
   bool poison_freed = false;
+  // Seed of the plan's random ops (training-mode Dropout), mixed with each node's
+  // own seed attribute; dsrun --seed.
+  uint64_t seed = 0;
+  // This rank's communicator (runtime/launch.h makes one per rank); collective steps
+  // need it unless the plan has a single rank.
+  Communicator* comm = nullptr;
 };
 
 class Executor {

@@ -6,6 +6,7 @@
 
 #include "ir/error.h"
 #include "passes/add_optimizer.h"
+#include "runtime/feed_ranges.h"
 #include "runtime/lr_schedule.h"
 
 namespace ds {
@@ -24,6 +25,13 @@ Tensor slice(const Tensor& data, int64_t start, int64_t count) {
   return out;
 }
 
+// The position of feed `name` in the plan's feeds.
+int feedIndexOf(const PlanFile& plan, const std::string& name) {
+  for (int i = 0; i < plan.plan.feeds_size(); ++i)
+    if (plan.plan.tensors(plan.plan.feeds(i)).name() == name) return i;
+  throw makeError("the plan has no input '", name, "'");
+}
+
 }  // namespace
 
 bool isTrainingPlan(const PlanFile& plan) {
@@ -38,9 +46,13 @@ std::vector<StepMetrics> train(Executor& exec, const PlanFile& plan, const Train
   std::vector<std::string> data_feeds;
   std::string image_feed, label_feed;
   for (const std::string& name : exec.feedNames()) {
-    if (name == kLrFeed || name == kStepFeed) continue;
+    if (name == kLrFeed || name == kStepFeed || name == kMomentumFeed) continue;
     if (o.cifar) {
       (exec.feedType(name).dtype == DType::I64 ? label_feed : image_feed) = name;
+      continue;
+    }
+    if (o.synthetic) {
+      data_feeds.push_back(name);
       continue;
     }
     auto it = o.datasets.find(name);
@@ -54,6 +66,7 @@ std::vector<StepMetrics> train(Executor& exec, const PlanFile& plan, const Train
              "--feed ", name, ": samples must be ", dtypeName(want.dtype), " of shape ",
              shapeToString(Shape(want.shape.begin() + 1, want.shape.end())), ", got ",
              d.type().toString());
+    checkFeedRange(plan, plan.plan.feeds(feedIndexOf(plan, name)), d, "--feed " + name);
     data_feeds.push_back(name);
   }
   for (const auto& [name, d] : o.datasets)
@@ -67,36 +80,55 @@ std::vector<StepMetrics> train(Executor& exec, const PlanFile& plan, const Train
                  want.shape[2] == 32 && want.shape[3] == 32,
              "--data cifar10: input '", image_feed, "' must be f32[batch,3,32,32], is ",
              want.toString());
+    // Checked now: the loss kernel would only fail at the first batch with a label >= classes.
+    auto classes = feedRange(plan, plan.plan.feeds(feedIndexOf(plan, label_feed)));
+    DS_CHECK(!classes || classes->end >= 10, "--data cifar10: ", classes->reader, " takes ",
+             classes->end, " classes but CIFAR-10 labels go up to 9");
   }
   int loss_out = exec.outputIndex("loss"), norm_out = exec.outputIndex("grad_norm");
   DS_CHECK(loss_out >= 0, "the plan has no 'loss' output");
   std::ofstream metrics;
   if (!o.metrics_path.empty()) {
-    metrics.open(o.metrics_path);
+    // A resumed run continues the file of the run it resumes.
+    metrics.open(o.metrics_path, o.start_step > 0 ? std::ios::app : std::ios::trunc);
     DS_CHECK(metrics.good(), o.metrics_path, ": cannot write metrics file");
   }
+  // Sample k of the data stream: pure functions of k, so resumed runs continue exactly.
+  auto samples = [&](const std::string& name, int64_t first, int64_t count) {
+    return o.synthetic ? o.synthetic->batch(name, first, count)
+                       : slice(o.datasets.at(name), first, count);
+  };
+  const int64_t accumulation = config.value("gradient_accumulation_steps", int64_t{1});
+  const int64_t world = std::max(1, plan.plan.world_size()), rank = 0;
   std::vector<StepMetrics> out;
-  for (int64_t step = 1; step <= o.steps; ++step) {
+  for (int64_t step = o.start_step + 1; step <= o.steps; ++step) {
     auto start = std::chrono::steady_clock::now();
-    int64_t batch = 0;
-    if (o.cifar) {
-      batch = exec.feedType(image_feed).shape[0];
-      Tensor images, labels;
-      o.cifar->batch((step - 1) * batch, batch, &images, &labels);
-      exec.setFeed(image_feed, images);
-      exec.setFeed(label_feed, labels);
-    }
-    for (const std::string& name : data_feeds) {
-      batch = exec.feedType(name).shape[0];
-      exec.setFeed(name, slice(o.datasets.at(name), (step - 1) * batch, batch));
-    }
     double lr = learningRate(config, step);
     exec.setFeed(kLrFeed, Tensor::fromDoubles(DType::F32, {}, {lr}));
     exec.setFeed(kStepFeed, Tensor::fromInts(DType::I64, {}, {step}));
-    exec.run();
+    if (auto momentum = scheduledMomentum(config, step))
+      exec.setFeed(kMomentumFeed, Tensor::fromDoubles(DType::F32, {}, {*momentum}));
+    // Gradient accumulation: micro-step g on rank r takes the contiguous slice of the
+    // step's global batch that starts at sample (g x world + r) x micro-batch; the
+    // optimizer-step part of the plan runs after the last one.
+    const int64_t micro = exec.feedType(o.cifar ? image_feed : data_feeds.at(0)).shape[0];
+    const int64_t batch = micro * accumulation;
+    double loss_sum = 0;
+    for (int64_t g = 0; g < accumulation; ++g) {
+      const int64_t first = (step - 1) * batch * world + (g * world + rank) * micro;
+      if (o.cifar) {
+        Tensor images, labels;
+        o.cifar->batch(first, micro, &images, &labels);
+        exec.setFeed(image_feed, images);
+        exec.setFeed(label_feed, labels);
+      }
+      for (const std::string& name : data_feeds) exec.setFeed(name, samples(name, first, micro));
+      exec.run(/*optimizer_step=*/g + 1 == accumulation);
+      loss_sum += exec.output(static_cast<size_t>(loss_out)).getDouble(0);
+    }
     double seconds =
         std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
-    StepMetrics m{step, exec.output(static_cast<size_t>(loss_out)).getDouble(0), lr,
+    StepMetrics m{step, loss_sum / static_cast<double>(accumulation), lr,
                   norm_out >= 0 ? exec.output(static_cast<size_t>(norm_out)).getDouble(0) : 0.0,
                   static_cast<double>(batch) / seconds};
     if (metrics.is_open())
@@ -110,6 +142,7 @@ std::vector<StepMetrics> train(Executor& exec, const PlanFile& plan, const Train
                      .dump()
               << "\n";
     out.push_back(m);
+    if (o.after_step) o.after_step(m);
   }
   return out;
 }

@@ -1,8 +1,11 @@
-// The training loop over a training plan: each optimizer step takes the next
-// micro-batch of every dataset, sets the learning rate and step feeds, runs the
-// plan once and records the step's metrics.
+// The training loop over a training plan: each optimizer step sets the learning
+// rate, step (and cycled momentum) feeds, then runs gradient_accumulation_steps
+// micro-steps, each on the next micro-batch of every dataset, the last one with
+// the optimizer step, and records the step's metrics (loss: the mean over the
+// micro-steps, i.e. over the global batch).
 #pragma once
 
+#include <functional>
 #include <map>
 #include <ostream>
 #include <string>
@@ -10,19 +13,29 @@
 #include "ir/plan.h"
 #include "runtime/cifar10.h"
 #include "runtime/executor.h"
+#include "runtime/synthetic_data.h"
 
 namespace ds {
 
 bool isTrainingPlan(const PlanFile& plan);
 
+struct StepMetrics;
+
 struct TrainOptions {
-  int64_t steps = 1;
+  int64_t steps = 1;  // the last optimizer step to run (total, counting resumed steps)
+  // Optimizer steps already taken (resuming from a checkpoint): training runs steps
+  // start_step + 1 .. steps; data, learning rate and dropout continue from there.
+  int64_t start_step = 0;
   // One dataset per plan feed (inputs and labels): the first axis is the sample
   // axis; samples are read in order and cycled.
   std::map<std::string, Tensor> datasets;
   std::string metrics_path;  // JSON lines, one object per optimizer step
   // CIFAR-10 instead of datasets: feeds the plan's image input and its label.
   const Cifar10* cifar = nullptr;
+  // --data synthetic instead of datasets: random samples of every feed.
+  const SyntheticData* synthetic = nullptr;
+  // Called after every optimizer step (checkpoints, progress display).
+  std::function<void(const StepMetrics&)> after_step;
 };
 
 struct StepMetrics {

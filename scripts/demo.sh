@@ -2,7 +2,7 @@
 # The main job: set up, build, generate the reference workload's ResNet-101
 # (ImageNet stem, 10 classes, 32x32 CIFAR-10 images), compile it for ZeRO-3 on
 # 8 GPUs with the reference DeepSpeed config and print the plan summary; then
-# train it a few steps on the CPU (one rank, fp32, synthetic CIFAR-shaped data).
+# train it a dozen steps on the CPU (one rank, fp32, CIFAR-10-format data).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/setup.sh
@@ -12,15 +12,18 @@ mkdir -p out
 ./build/dscompile out/resnet101.onnx --zero 3 --gpus 8 \
   --config configs/ds_config_resnet101_zero3.json --dump summary
 
-# Training on the CPU: one rank in fp32 with the reference optimizer and schedule.
-.venv/bin/python - <<'PY'
-import numpy as np
-rng = np.random.default_rng(0)
-np.save("out/images.npy", rng.uniform(-1, 1, (64, 3, 32, 32)).astype(np.float32))
-np.save("out/labels.npy", rng.integers(0, 10, 64).astype(np.int64))
-PY
+# Training on the CPU: one rank in fp32 on CIFAR-10-format data: $CIFAR10_DIR if
+# set (the binary batches from the CIFAR-10 site), else a small learnable set in that
+# format. Then a checkpoint and the trained model as ONNX.
+data=${CIFAR10_DIR:-out/cifar_like}
+[ -n "${CIFAR10_DIR:-}" ] || .venv/bin/python scripts/make_cifar_like.py "$data"
 ./build/dscompile out/resnet101.onnx --config configs/ds_config_cpu_demo.json \
   --loss cross_entropy -o out/resnet101_train.plan
-./build/dsrun out/resnet101_train.plan --feed input=out/images.npy --feed label=out/labels.npy \
-  --steps 3 --metrics out/metrics.jsonl
-cat out/metrics.jsonl
+./build/dsrun out/resnet101_train.plan --data "cifar10:$data" --steps 12 \
+  --metrics out/metrics.jsonl --save out/checkpoint --export-onnx out/resnet101_trained.onnx
+.venv/bin/python - <<'PY'
+import json
+losses = [json.loads(line)["loss"] for line in open("out/metrics.jsonl")]
+print("loss per step:", " ".join(f"{x:.3f}" for x in losses))
+print(f"mean of the first 3 steps {sum(losses[:3]) / 3:.3f}, of the last 3 {sum(losses[-3:]) / 3:.3f}")
+PY

@@ -9,6 +9,7 @@ packages=(
   libonnx-dev libonnx-testdata libprotobuf-dev protobuf-compiler
   libgtest-dev nlohmann-json3-dev libcli11-dev libdnnl-dev ocl-icd-opencl-dev opencl-headers
   python3-torch python3-torchvision python3-onnx python3-numpy
+  openmpi-bin libopenmpi-dev
 )
 
 missing=()

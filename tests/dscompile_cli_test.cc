@@ -200,11 +200,96 @@ TEST(DscompileCli, TrainingRequestsNotYetHonouredAreOneLineErrors) {
   expectOneLineError(dscompile(smallModel() + " --batch 4 --gpus 2 --loss mse"),
                      "--gpus 2: multi-rank training plans are not implemented yet");
   expectOneLineError(dscompile(smallModel() + " --batch 4 --loss hinge"), "--loss");
-  std::string cosine = test::tempPath("cosine.json");
-  test::writeFile(cosine, R"({"train_micro_batch_size_per_gpu": 4,
-                              "scheduler": {"type": "OneCycle", "params": {}}})");
-  expectOneLineError(dscompile(smallModel() + " --config " + cosine + " --loss mse"),
-                     "scheduler.type: 'OneCycle' is not implemented by dsrun yet");
+  std::string cycle = test::tempPath("cycle.json");
+  test::writeFile(cycle, R"({"train_micro_batch_size_per_gpu": 4,
+                             "scheduler": {"type": "OneCycle", "params": {"cycle_max_lr": 1}}})");
+  expectOneLineError(dscompile(smallModel() + " --config " + cycle + " --loss mse"),
+                     "scheduler.params.cycle_min_lr: required by OneCycle");
+}
+
+// Impossible batch arithmetic is one line naming the keys, exit code 2.
+TEST(DscompileCli, BadBatchArithmeticIsOneLineNamingTheKeys) {
+  auto withConfig = [](const std::string& json, const std::string& flags = "") {
+    std::string path = test::tempPath("batch.json");
+    test::writeFile(path, json);
+    return dscompile(smallModel() + " --config " + path + " --loss mse " + flags);
+  };
+  expectOneLineError(withConfig(R"({"train_batch_size": 32, "train_micro_batch_size_per_gpu": 4,
+                                    "gradient_accumulation_steps": 2})"),
+                     "train_batch_size 32 != train_micro_batch_size_per_gpu 4 x "
+                     "gradient_accumulation_steps 2 x world size 1 (= 8)");
+  expectOneLineError(withConfig(R"({"train_batch_size": 30, "gradient_accumulation_steps": 4})"),
+                     "train_batch_size 30 is not divisible by gradient_accumulation_steps 4");
+  expectOneLineError(withConfig(R"({"train_batch_size": 30, "train_micro_batch_size_per_gpu": 4})"),
+                     "train_batch_size 30 is not divisible by train_micro_batch_size_per_gpu 4");
+  expectOneLineError(withConfig(R"({"gradient_accumulation_steps": 0})", "--batch 4"),
+                     "gradient_accumulation_steps: must be a positive integer, is 0");
+  expectOneLineError(withConfig(R"({"gradient_clipping": -1})", "--batch 4"),
+                     "gradient_clipping: must be >= 0, is -1");
+}
+
+// "auto" and absent values resolve by the documented rules; the plan stores them.
+TEST(DscompileCli, AutoBatchValuesResolveAndThePlanStoresThem) {
+  std::string path = test::tempPath("auto.json");
+  test::writeFile(path, R"({"train_batch_size": "auto", "train_micro_batch_size_per_gpu": "auto",
+                            "gradient_accumulation_steps": 2, "gradient_clipping": 1.0,
+                            "optimizer": {"type": "SGD", "params": {"lr": 0.1}},
+                            "scheduler": {"type": "WarmupCosineLR",
+                                          "params": {"total_num_steps": 10}}})");
+  std::string out = test::tempPath("auto.plan");
+  auto r = dscompile(smallModel() + " --config " + path + " --batch 4 --loss mse -o " + out +
+                     " --dump summary");
+  ASSERT_EQ(r.exit_code, 0) << r.output;
+  EXPECT_TRUE(contains(r.output, "micro-batch 4 x accumulation 2 x 1 ranks = train batch 8"))
+      << r.output;
+  auto config = nlohmann::json::parse(readPlanFile(out).plan.config_json());
+  EXPECT_EQ(config["train_batch_size"], 8);
+  EXPECT_EQ(config["train_micro_batch_size_per_gpu"], 4);
+  EXPECT_EQ(config["gradient_accumulation_steps"], 2);
+  EXPECT_EQ(config["gradient_clipping"], 1.0);
+  EXPECT_EQ(config["optimizer"]["params"]["momentum"], 0.0);  // defaults filled in
+  EXPECT_EQ(config["scheduler"]["params"]["cos_min_ratio"], 0.0001);
+  EXPECT_TRUE(contains(r.output, "\"cos_min_ratio\":0.0001")) << r.output;  // summary prints it
+}
+
+// Without --batch or a micro-batch key, the micro-batch is the model's static batch.
+TEST(DscompileCli, MicroBatchComesFromTheModelsStaticBatch) {
+  std::string model = test::writeModel(test::parseOnnxText(R"(
+<ir_version: 8, opset_import: ["" : 17]>
+mlp (float[4, 4] input) => (float[4, 2] logits)
+<float[4, 2] w = {1, 2, 3, 4, 5, 6, 7, 8}>
+{
+  logits = MatMul(input, w)
+}
+)"),
+                                       "cli_static_mlp.onnx");
+  std::string path = test::tempPath("static.json");
+  test::writeFile(path, R"({"gradient_accumulation_steps": 3, "train_batch_size": "auto"})");
+  auto r = dscompile(model + " --config " + path + " --loss mse --dump summary");
+  ASSERT_EQ(r.exit_code, 0) << r.output;
+  EXPECT_TRUE(contains(r.output, "micro-batch 4 x accumulation 3 x 1 ranks = train batch 12"))
+      << r.output;
+  expectOneLineError(dscompile(smallModel() + " --loss mse"),
+                     "give --batch N or train_micro_batch_size_per_gpu in the config");
+}
+
+// With accumulation, forward and backward run every micro-step; the norm, the
+// clipping coefficient, the updates and the accumulator resets once per step.
+TEST(DscompileCli, AccumulationPlanSplitsStepsByPhase) {
+  std::string path = test::tempPath("accumulate.json");
+  test::writeFile(path, R"({"train_batch_size": 8, "gradient_accumulation_steps": 2,
+                            "gradient_clipping": 1.0})");
+  std::string out = test::tempPath("accumulate.plan");
+  auto r = dscompile(smallModel() + " --config " + path + " --loss mse -o " + out);
+  ASSERT_EQ(r.exit_code, 0) << r.output;
+  PlanFile plan = readPlanFile(out);
+  std::map<std::string, planpb::Phase> phase;  // by op, and by node name
+  for (const planpb::Step& s : plan.plan.ranks(0).steps())
+    phase[s.op()] = phase[s.node()] = s.phase();
+  EXPECT_EQ(phase["MatMul"], planpb::EVERY_MICRO_STEP);
+  EXPECT_EQ(phase["w.grad_acc/add"], planpb::EVERY_MICRO_STEP);
+  for (const char* op : {"Sqrt", "ClipCoef", "AdamStep", "ZerosLike"})
+    EXPECT_EQ(phase[op], planpb::OPTIMIZER_STEP) << op;
 }
 
 TEST(DscompileCli, TrainingPlanHasOptimizerStepsAndStateUpdates) {

@@ -74,15 +74,35 @@ TEST_F(OpsShapeTest, RegistryHasEveryOp) {
       "SoftmaxCrossEntropyLoss Not "
       // Backward and optimizer ops (training).
       "Exp ConvGradInput ConvGradWeight MaxPoolGrad AveragePoolGrad BatchNormalizationGrad "
-      "LayerNormalizationGrad SoftmaxCrossEntropyLossGrad GatherGrad SliceGrad SgdStep AdamStep";
+      "LayerNormalizationGrad SoftmaxCrossEntropyLossGrad GatherGrad SliceGrad SgdStep AdamStep "
+      "ClipCoef ZerosLike "
+      // Collectives (distributed plans).
+      "AllReduce ReduceScatter AllGather Broadcast";
   std::vector<std::string> names = OpRegistry::instance().names();
   std::istringstream ops(expected);
   size_t count = 0;
   for (std::string op; ops >> op; ++count)
     EXPECT_NE(std::find(names.begin(), names.end(), op), names.end()) << op;
-  EXPECT_EQ(count, 58u);
+  EXPECT_EQ(count, 64u);
   EXPECT_EQ(names.size(), count) << "a registered op is missing from this list";
   EXPECT_TRUE(std::is_sorted(names.begin(), names.end()));
+}
+
+TEST_F(OpsShapeTest, OptimizerSteps) {
+  Value* p = f32({4, 2});
+  Value* lr = f32({});
+  Value* step = i64({});
+  EXPECT_EQ(infer("ClipCoef", {lr}, {{"max_norm", 1.0}}), F({}));
+  EXPECT_TRUE(has(fails("ClipCoef", {f32({2})}, {{"max_norm", 1.0}}), "f32 scalar"));
+  EXPECT_EQ(infer("ZerosLike", {p}), F({4, 2}));
+  // SgdStep: one output per updated tensor, so two with a velocity; the gradient
+  // scale and the momentum are optional f32 scalars.
+  EXPECT_EQ(infer("SgdStep", {p, p, lr, step, p, lr, lr}, {}, 2, 1), F({4, 2}));
+  EXPECT_EQ(infer("SgdStep", {p, p, lr, step, nullptr, lr}, {}, 1), F({4, 2}));
+  EXPECT_TRUE(has(fails("SgdStep", {p, p, lr, step, nullptr, lr}, {}, 2), "one output"));
+  EXPECT_TRUE(has(fails("SgdStep", {p, p, lr, step, p, f32({2})}, {}, 2), "gradient scale"));
+  EXPECT_EQ(infer("AdamStep", {p, p, lr, step, p, p, lr, lr}, {}, 3, 2), F({4, 2}));
+  EXPECT_TRUE(has(fails("AdamStep", {p, p, lr, step, p, p, lr, step}, {}, 3), "momentum"));
 }
 
 TEST_F(OpsShapeTest, Unary) {
@@ -369,6 +389,27 @@ TEST_F(OpsShapeTest, DropoutAndLoss) {
   fails("SoftmaxCrossEntropyLoss", {f32({4, 10}), f32({4})});
   fails("SoftmaxCrossEntropyLoss", {f32({4, 10}), i64({4}), f32({4})});
   fails("SoftmaxCrossEntropyLoss", {f32({4, 10}), i64({4})}, {{"reduction", std::string("avg")}});
+}
+
+// Shards split axis 0 into world_size equal parts (contiguous in the flat buffer).
+TEST_F(OpsShapeTest, Collectives) {
+  AttributeMap n4 = {{"world_size", int64_t{4}}};
+  EXPECT_EQ(infer("AllReduce", {f32({3, 5})}, n4), F({3, 5}));
+  EXPECT_EQ(infer("AllReduce", {in(DType::BF16, {})}, n4), T(DType::BF16, {}));
+  EXPECT_EQ(infer("ReduceScatter", {f32({8, 3})}, n4), F({2, 3}));
+  EXPECT_EQ(infer("ReduceScatter", {i64({12})}, n4), T(DType::I64, {3}));
+  EXPECT_EQ(infer("AllGather", {f32({2, 3})}, n4), F({8, 3}));
+  EXPECT_EQ(infer("AllGather", {in(DType::Bool, {1})}, n4), T(DType::Bool, {4}));
+  EXPECT_EQ(infer("Broadcast", {f32({7})}, {{"world_size", int64_t{2}}, {"root", int64_t{1}}}),
+            F({7}));
+  EXPECT_TRUE(has(fails("ReduceScatter", {f32({6, 3})}, n4), "4 equal shards"));
+  fails("ReduceScatter", {f32({})}, n4);
+  fails("AllGather", {f32({})}, n4);
+  fails("AllReduce", {in(DType::Bool, {2})}, n4);
+  fails("AllReduce", {f32({2})}, {{"world_size", int64_t{2}}, {"reduction", std::string("max")}});
+  fails("AllReduce", {f32({2})});  // world_size is required
+  fails("AllReduce", {f32({2})}, {{"world_size", int64_t{0}}});
+  fails("Broadcast", {f32({2})}, {{"world_size", int64_t{2}}, {"root", int64_t{2}}});
 }
 
 TEST_F(OpsShapeTest, FailedNodeLeavesGraphUnchanged) {

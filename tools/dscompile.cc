@@ -19,7 +19,14 @@ struct Args {
 
 void addFlags(CLI::App& app, Args& a) {
   app.add_option("model", a.compile.model_path, "ONNX model to compile")->required();
-  app.add_option("--config", a.compile.config_path, "DeepSpeed JSON config (comments allowed)");
+  app.add_option("--config", a.compile.config_path,
+                 "DeepSpeed JSON config (comments allowed). Batch arithmetic: "
+                 "train_batch_size = micro-batch x gradient_accumulation_steps x ranks; any two "
+                 "determine the third, all three must agree. Absent or \"auto\": the micro-batch "
+                 "is --batch, else derived from the other two, else the model's static batch; "
+                 "gradient_accumulation_steps is derived, else 1; train_batch_size is derived. "
+                 "Scheduler \"auto\": warmup_max_lr = optimizer lr, warmup_min_lr = 0, "
+                 "warmup_num_steps = 1000 (see docs/training.md)");
   app.add_option("--zero", a.compile.zero_stage,
                  "ZeRO stage 0-3 (overrides zero_optimization.stage)");
   app.add_option("--gpus,--world-size", a.compile.world_size, "number of ranks (data parallel)")

@@ -1,20 +1,30 @@
-// dsrun: executes a plan produced by dscompile. Today: forward plans on the CPU
-// backend with NumPy feeds and outputs. Bad input is one line on stderr, exit 2.
+// dsrun: executes a plan produced by dscompile on the CPU backend: forward plans
+// with NumPy feeds and outputs; training plans with datasets, checkpoints and
+// ONNX export. Bad input is one line on stderr, exit 2.
 #include <CLI/CLI.hpp>
 
 #include <algorithm>
 #include <chrono>
+#include <cstdlib>
 #include <filesystem>
 #include <iostream>
 #include <map>
+#include <optional>
 
+#include <unistd.h>
+
+#include "frontend/onnx_export.h"
 #include "ir/error.h"
 #include "ir/plan.h"
+#include "runtime/checkpoint.h"
 #include "runtime/cpu_executor.h"
+#include "runtime/launch.h"
 #include "runtime/npy.h"
+#include "runtime/synthetic_data.h"
 #include "runtime/trainer.h"
 
 #ifdef DS_HAVE_CUDA
+#include "kernels/cuda/cuda_executor.h"
 #include "kernels/cuda/device.h"
 #endif
 
@@ -30,8 +40,15 @@ struct Args {
   int64_t steps = 1;
   std::string data;
   uint64_t seed = 0;
+  bool seed_given = false;
   std::string metrics;
   bool poison = false;
+  std::string save, resume, export_onnx;
+  int64_t save_every = 0;      // 0: only after the last step
+  std::string comm = "local";  // plans with several ranks: local threads or mpi processes
+  double comm_timeout = ds::comm::kDefaultTimeoutSeconds;
+  std::string fault;  // test hook: RANK:K:MODE (runtime/comm/fault_injection.h)
+  bool rank_given = false;
 };
 
 void checkBackend(const std::string& backend) {
@@ -39,11 +56,19 @@ void checkBackend(const std::string& backend) {
 #ifdef DS_HAVE_CUDA
   std::string why = ds::cuda::unavailableReason();
   DS_CHECK(why.empty(), "--backend cuda: no usable GPU (", why, ")");
-  throw ds::makeError(
-      "--backend cuda: the CUDA executor is not implemented yet; use --backend cpu");
 #else
   throw ds::makeError("--backend cuda: this dsrun was built without CUDA");
 #endif
+}
+
+// The executor of --backend (checked by checkBackend).
+std::unique_ptr<ds::Executor> makeExecutor(const std::string& backend, const ds::PlanFile& plan,
+                                           const ds::ExecutorOptions& options) {
+#ifdef DS_HAVE_CUDA
+  if (backend == "cuda") return std::make_unique<ds::CudaExecutor>(plan, options);
+#endif
+  (void)backend;
+  return std::make_unique<ds::CpuExecutor>(plan, options);
 }
 
 // Output names may hold '/' or ':' (ONNX names); file names may not.
@@ -59,24 +84,132 @@ std::map<std::string, ds::Tensor> readFeeds(const std::vector<std::string>& feed
   for (const std::string& feed : feeds) {
     auto eq = feed.find('=');
     DS_CHECK(eq != std::string::npos && eq > 0, "--feed '", feed, "': expected NAME=FILE.npy");
-    out[feed.substr(0, eq)] = ds::readNpy(feed.substr(eq + 1));
+    try {
+      out[feed.substr(0, eq)] = ds::readNpy(feed.substr(eq + 1));
+    } catch (const ds::Error& e) {
+      throw ds::makeError("--feed ", feed.substr(0, eq), ": ", e.what());
+    }
   }
   return out;
 }
 
-int trainPlan(const Args& a, const ds::PlanFile& plan, ds::Executor& exec) {
+// Global samples per optimizer step (train_batch_size), 0 when the plan does not say.
+int64_t samplesPerStep(const ds::PlanFile& plan) {
+  if (plan.plan.config_json().empty()) return 0;
+  return nlohmann::json::parse(plan.plan.config_json()).value("train_batch_size", int64_t{0});
+}
+
+// A recompiled plan may legitimately change hyperparameters (a lower lr to finish a
+// run), so a config that differs from the checkpoint's is a warning naming the keys.
+void warnOnConfigChange(const ds::CheckpointInfo& info, const ds::PlanFile& plan) {
+  const std::string& text = plan.plan.config_json();
+  nlohmann::json now = nlohmann::json::parse(text.empty() ? "{}" : text);
+  std::string keys;
+  for (const auto& op : nlohmann::json::diff(info.manifest.value("config", nlohmann::json()), now))
+    keys += (keys.empty() ? "" : ", ") + op.value("path", "");
+  if (!keys.empty())
+    std::cerr << "dsrun: warning: the plan's config differs from the checkpoint's at " << keys
+              << "\n";
+}
+
+// --resume: the checkpoint, checked against the plan, its seed and data position.
+std::optional<ds::CheckpointInfo> readResume(const Args& a, const ds::PlanFile& plan) {
+  if (a.resume.empty()) return std::nullopt;
+  DS_CHECK(ds::isTrainingPlan(plan), "--resume: ", a.plan, " is not a training plan");
+  ds::CheckpointInfo info = ds::readCheckpoint(a.resume, plan);
+  const ds::TrainPosition& pos = info.position;
+  DS_CHECK(!a.seed_given || a.seed == pos.seed, "--seed ", a.seed, ": the checkpoint in ", a.resume,
+           " was trained with seed ", pos.seed,
+           "; another seed would not continue the same run (omit --seed)");
+  int64_t per_step = samplesPerStep(plan);
+  DS_CHECK(per_step == 0 || pos.samples_seen == pos.step * per_step, "--resume ", a.resume,
+           ": the checkpoint consumed ", pos.samples_seen, " samples in ", pos.step,
+           " steps, but this plan takes ", per_step,
+           " per step, so the data would not continue where it stopped");
+  warnOnConfigChange(info, plan);
+  return info;
+}
+
+// A progress bar on a terminal; nothing otherwise (the summary line follows).
+class Progress {
+ public:
+  Progress(int64_t first, int64_t last) : first_(first), last_(last), tty_(isatty(2) != 0) {}
+  void update(const ds::StepMetrics& m) {
+    if (!tty_) return;
+    constexpr int kWidth = 30;
+    auto done =
+        static_cast<int>(kWidth * (m.step - first_ + 1) / std::max<int64_t>(1, last_ - first_ + 1));
+    std::fprintf(stderr, "\r[%s%s] step %lld/%lld  loss %.4f  %.1f samples/s ",
+                 std::string(static_cast<size_t>(done), '=').c_str(),
+                 std::string(static_cast<size_t>(kWidth - done), ' ').c_str(),
+                 static_cast<long long>(m.step), static_cast<long long>(last_), m.loss,
+                 m.samples_per_s);
+    if (m.step == last_) std::fputc('\n', stderr);
+  }
+
+ private:
+  int64_t first_, last_;
+  bool tty_;
+};
+
+// The data source: --feed datasets, --data cifar10:DIR or --data synthetic.
+struct DataSources {
+  std::unique_ptr<ds::Cifar10> cifar;
+  std::unique_ptr<ds::SyntheticData> synthetic;
+};
+
+// `seed` is the run's: --seed, or the checkpoint's when resuming.
+void setData(const Args& a, const ds::PlanFile& plan, uint64_t seed, ds::TrainOptions* options,
+             DataSources* sources) {
+  options->datasets = readFeeds(a.feeds);
+  if (a.data.empty()) return;
+  const std::string prefix = "cifar10:";
+  if (a.data == "synthetic") {
+    DS_CHECK(a.feeds.empty(), "--data synthetic: give no --feed");
+    sources->synthetic = std::make_unique<ds::SyntheticData>(plan, seed);
+    options->synthetic = sources->synthetic.get();
+    return;
+  }
+  DS_CHECK(a.data.rfind(prefix, 0) == 0, "--data '", a.data,
+           "': expected cifar10:DIR or synthetic");
+  sources->cifar =
+      std::make_unique<ds::Cifar10>(a.data.substr(prefix.size()), ds::Cifar10Options{seed, true});
+  options->cifar = sources->cifar.get();
+}
+
+// --save DIR must not hold a later run's checkpoint, which this run would replace.
+void checkSaveDir(const Args& a, int64_t start_step) {
+  if (a.save.empty()) return;
+  int64_t saved = ds::latestCheckpointStep(a.save);
+  DS_CHECK(saved <= start_step, "--save ", a.save, ": holds a checkpoint at step ", saved,
+           ", beyond this run's start (step ", start_step, "); continue it with --resume ", a.save,
+           " or save elsewhere");
+}
+
+int trainPlan(const Args& a, const ds::PlanFile& plan, ds::Executor& exec,
+              const std::optional<ds::CheckpointInfo>& resume) {
   ds::TrainOptions options;
   options.steps = a.steps;
-  options.datasets = readFeeds(a.feeds);
   options.metrics_path = a.metrics;
-  std::unique_ptr<ds::Cifar10> cifar;
-  if (!a.data.empty()) {
-    const std::string prefix = "cifar10:";
-    DS_CHECK(a.data.rfind(prefix, 0) == 0, "--data '", a.data, "': expected cifar10:DIR");
-    cifar = std::make_unique<ds::Cifar10>(a.data.substr(prefix.size()),
-                                          ds::Cifar10Options{a.seed, true});
-    options.cifar = cifar.get();
+  ds::TrainPosition pos{resume ? resume->position.step : 0, 0,
+                        resume ? resume->position.seed : a.seed};
+  DataSources sources;
+  setData(a, plan, pos.seed, &options, &sources);
+  if (resume) ds::restoreCheckpoint(*resume, exec);
+  checkSaveDir(a, pos.step);
+  options.start_step = pos.step;
+  if (a.steps <= pos.step) {
+    std::cerr << "dsrun: the checkpoint is at step " << pos.step << " already (--steps " << a.steps
+              << "): nothing to train\n";
+    return 0;
   }
+  Progress progress(pos.step + 1, a.steps);
+  options.after_step = [&](const ds::StepMetrics& m) {
+    progress.update(m);
+    bool due = m.step == a.steps || (a.save_every > 0 && m.step % a.save_every == 0);
+    if (a.save.empty() || !due) return;
+    ds::saveCheckpoint(a.save, exec, {m.step, m.step * samplesPerStep(plan), pos.seed});
+  };
   auto start = std::chrono::steady_clock::now();
   std::vector<ds::StepMetrics> steps = ds::train(exec, plan, options);
   double seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
@@ -86,14 +219,8 @@ int trainPlan(const Args& a, const ds::PlanFile& plan, ds::Executor& exec) {
   return 0;
 }
 
-int run(const Args& a) {
-  checkBackend(a.backend);
-  ds::PlanFile plan = ds::readPlanFile(a.plan);
-  ds::ExecutorOptions options;
-  options.rank = a.rank;
-  options.poison_freed = a.poison;
-  ds::CpuExecutor exec(plan, options);
-  if (ds::isTrainingPlan(plan)) return trainPlan(a, plan, exec);
+// Feeds, runs --repeat times; the reporting rank (0) writes outputs and the timing.
+void runForward(const Args& a, const ds::PlanFile& plan, ds::Executor& exec, int rank) {
   for (const std::string& feed : a.feeds) {
     auto eq = feed.find('=');
     DS_CHECK(eq != std::string::npos && eq > 0, "--feed '", feed, "': expected NAME=FILE.npy");
@@ -112,6 +239,7 @@ int run(const Args& a) {
     ms.push_back(std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - start)
                      .count());
   }
+  if (rank != a.rank) return;  // several ranks: only rank 0 reports
   if (!a.dump_outputs.empty()) {
     std::filesystem::create_directories(a.dump_outputs);
     for (size_t i = 0; i < exec.numOutputs(); ++i)
@@ -119,11 +247,69 @@ int run(const Args& a) {
           (std::filesystem::path(a.dump_outputs) / fileNameFor(exec.outputName(i))).string(),
           exec.output(i));
   }
+  if (!a.export_onnx.empty()) ds::exportOnnx(exec, a.export_onnx);
   std::sort(ms.begin(), ms.end());
-  std::cerr << "dsrun: ran " << plan.plan.ranks(a.rank).steps_size() << " steps of rank " << a.rank
+  std::cerr << "dsrun: ran " << plan.plan.ranks(rank).steps_size() << " steps of rank " << rank
             << " on the " << a.backend << " backend " << a.repeat << " time(s); median "
             << ms[ms.size() / 2] << " ms, min " << ms.front() << " ms per run\n";
+}
+
+int runOneRank(const Args& a, const ds::PlanFile& plan) {
+  std::optional<ds::CheckpointInfo> resume = readResume(a, plan);
+  if (!a.export_onnx.empty()) ds::checkOnnxExportable(plan);
+  ds::ExecutorOptions options;
+  options.rank = a.rank;
+  options.poison_freed = a.poison;
+  options.seed = resume ? resume->position.seed : a.seed;
+  std::unique_ptr<ds::Executor> executor = makeExecutor(a.backend, plan, options);
+  ds::Executor& exec = *executor;
+  if (ds::isTrainingPlan(plan)) {
+    int rc = trainPlan(a, plan, exec, resume);
+    if (!a.export_onnx.empty()) ds::exportOnnx(exec, a.export_onnx);
+    return rc;
+  }
+  DS_CHECK(a.save.empty(), "--save: ", a.plan, " is not a training plan");
+  runForward(a, plan, exec, a.rank);
   return 0;
+}
+
+// Plans with several ranks (or under mpirun): the launcher runs every rank, each
+// with its communicator; rank 0 writes the outputs and the timing line. Every
+// failed rank's error is one line; a stuck rank or MPI means leaving at once.
+int runRanks(const Args& a, const ds::PlanFile& plan) {
+  const int n = plan.plan.ranks_size();
+  DS_CHECK(!a.rank_given, "--rank: a plan with ", n,
+           " ranks runs all of them (threads with "
+           "--comm local, one per process under mpirun with --comm mpi)");
+  DS_CHECK(!ds::isTrainingPlan(plan), a.plan, ": training plans with ", n,
+           " ranks need the data-parallel runtime, which dsrun does not have yet");
+  DS_CHECK(a.save.empty() && a.resume.empty() && a.export_onnx.empty(),
+           "--save, --resume and --export-onnx need a training plan");
+  ds::LaunchOptions launch{a.comm, a.comm_timeout, ds::FaultSpec{}};
+  if (!a.fault.empty()) launch.fault = ds::parseFaultSpec(a.fault);
+  ds::LaunchResult result = ds::launchRanks(n, launch, [&](ds::Communicator& comm) {
+    ds::ExecutorOptions options;
+    options.rank = comm.rank();
+    options.poison_freed = a.poison;
+    options.seed = a.seed;
+    options.comm = &comm;
+    ds::CpuExecutor exec(plan, options);
+    runForward(a, plan, exec, comm.rank());
+  });
+  for (const std::string& e : result.errors) std::cerr << "dsrun: error: " << e << "\n";
+  int rc = result.ok() ? 0 : ds::kUserErrorExitCode;
+  if (result.must_exit) {
+    std::cerr.flush();
+    std::_Exit(rc);
+  }
+  return rc;
+}
+
+int run(const Args& a) {
+  checkBackend(a.backend);
+  ds::PlanFile plan = ds::readPlanFile(a.plan);
+  if (plan.plan.ranks_size() > 1 || a.comm == "mpi") return runRanks(a, plan);
+  return runOneRank(a, plan);
 }
 
 }  // namespace
@@ -139,20 +325,57 @@ int main(int argc, char** argv) {
       "NAME=FILE.npy: the value of plan input NAME (training: its dataset, samples along axis 0)");
   app.add_option("--dump-outputs", args.dump_outputs, "write each output as DIR/NAME.npy");
   app.add_option("--rank", args.rank, "which rank of the plan to run (default 0)");
-  app.add_option("--steps", args.steps, "training plans: optimizer steps to run")
+  app.add_option("--steps", args.steps,
+                 "training plans: train up to optimizer step N (with --resume, counting the "
+                 "checkpoint's steps)")
       ->check(CLI::PositiveNumber);
   app.add_option("--data", args.data,
                  "training data instead of --feed: cifar10:DIR (CIFAR-10 binary batches; shuffled "
-                 "per epoch, random crop and flip, normalised)");
-  app.add_option("--seed", args.seed, "seed of data shuffling and augmentation (default 0)");
+                 "per epoch, random crop and flip, normalised) or synthetic (seeded random "
+                 "samples: floats standard normal, labels in [0, classes))");
+  app.add_option("--seed", args.seed,
+                 "seed of data order, augmentation, synthetic data and dropout masks (default 0; "
+                 "--resume takes the checkpoint's)");
+  CLI::Option* save =
+      app.add_option(
+             "--save", args.save,
+             "training plans: checkpoint into DIR after the last step (DIR/latest names the "
+             "newest DIR/step-N; written atomically; see docs/checkpoints.md)")
+          ->type_name("DIR");
+  app.add_option("--save-every", args.save_every, "with --save: also checkpoint every K steps")
+      ->check(CLI::PositiveNumber)
+      ->needs(save);
+  app.add_option("--resume", args.resume,
+                 "training plans: continue from the latest checkpoint in DIR (parameters, "
+                 "optimizer state, step, data position, seed); --steps counts the resumed steps")
+      ->type_name("DIR");
+  app.add_option("--export-onnx", args.export_onnx,
+                 "after training: write the source ONNX model with the trained parameters and "
+                 "BatchNorm statistics to FILE")
+      ->type_name("FILE");
   app.add_option("--metrics", args.metrics,
                  "training plans: write one JSON object per step (step, loss, lr, grad_norm, ...)");
   app.add_option("--repeat", args.repeat, "run the plan N times and report the median time")
       ->check(CLI::PositiveNumber);
+  app.add_option("--comm", args.comm,
+                 "plans with several ranks: local (one thread per rank; the default) or mpi "
+                 "(one process per rank; the default under mpirun: mpirun -np N dsrun PLAN)")
+      ->check(CLI::IsMember({"local", "mpi"}));
+  app.add_option("--comm-timeout", args.comm_timeout,
+                 "seconds a rank waits in a collective for the others before it fails, naming "
+                 "the missing ranks (default 300)")
+      ->check(CLI::PositiveNumber);
+  app.add_option("--fault", args.fault,
+                 "test hook: RANK:K:MODE makes rank RANK throw, kill itself or hang at its K-th "
+                 "collective")
+      ->group("");  // hidden
   app.add_flag("--poison-freed", args.poison,
                "debug: overwrite each arena tensor after its last use (checks the memory plan)");
   try {
     app.parse(argc, argv);
+    args.seed_given = app.count("--seed") > 0;
+    args.rank_given = app.count("--rank") > 0;
+    if (app.count("--comm") == 0) args.comm = ds::defaultComm();
   } catch (const CLI::ParseError& e) {
     if (e.get_exit_code() == 0) return app.exit(e);
     std::cerr << "dsrun: error: " << e.what() << " (see --help)\n";

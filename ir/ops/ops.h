@@ -10,5 +10,6 @@ void registerReductionOps(OpRegistry& r);    // ir/ops/reduction.cc
 void registerShapeOps(OpRegistry& r);        // ir/ops/shape_ops.cc
 void registerTrainingOps(OpRegistry& r);     // ir/ops/training.cc
 void registerOptimizerOps(OpRegistry& r);    // ir/ops/optimizer.cc
+void registerCollectiveOps(OpRegistry& r);   // ir/ops/collective.cc
 
 }  // namespace ds

@@ -1,47 +1,65 @@
 // Optimizer step ops: one fused update per parameter, written in place of the
 // parameter and its optimizer state (the graph's state updates say so). The
 // learning rate and the step number are scalar feeds set by the runtime each step.
+// Two optional scalar inputs follow the states: a gradient scale (the clipping
+// coefficient ClipCoef computes) and the momentum (SGD) or beta1 (Adam) of this
+// step, fed when the schedule cycles momentum (OneCycle); absent, the attribute holds.
+// ClipCoef and ZerosLike serve gradient clipping and gradient accumulation.
+#include <algorithm>
+
 #include "ir/op_registry.h"
 #include "ir/ops/ops.h"
 
 namespace ds {
 namespace {
 
-void checkStepInputs(InferContext& ctx, size_t first_state) {
+void checkScalar(InferContext& ctx, size_t i, const char* what) {
+  if (ctx.hasInput(i) && (ctx.rank(i) != 0 || ctx.dtype(i) != DType::F32))
+    ctx.fail(what, " must be an f32 scalar");
+}
+
+// Inputs: param, grad, lr, step, states [first_state, first_option), then the
+// optional gradient scale and momentum.
+void checkStepInputs(InferContext& ctx, size_t first_option) {
   if (!isFloat(ctx.dtype(0))) ctx.fail("parameter must be float");
   if (ctx.input(1) != ctx.input(0)) ctx.fail("gradient must have the parameter's type");
   if (ctx.rank(2) != 0 || ctx.dtype(2) != DType::F32) ctx.fail("lr must be an f32 scalar");
   if (ctx.rank(3) != 0 || ctx.dtype(3) != DType::I64) ctx.fail("step must be an i64 scalar");
-  for (size_t i = first_state; i < ctx.numInputs(); ++i)
-    if (ctx.input(i) != ctx.input(0))
+  for (size_t i = 4; i < std::min(first_option, ctx.numInputs()); ++i)
+    if (ctx.hasInput(i) && ctx.input(i) != ctx.input(0))
       ctx.fail("optimizer state ", i, " must have the parameter's type");
+  checkScalar(ctx, first_option, "the gradient scale");
+  checkScalar(ctx, first_option + 1, "the momentum");
 }
 
-// SgdStep(param, grad, lr, step, [velocity]) -> param', [velocity'] — torch.optim.SGD.
+// SgdStep(param, grad, lr, step, [velocity], [grad_scale], [momentum])
+//   -> param', [velocity'] — torch.optim.SGD.
 OpSchema sgdStep() {
   OpSchema s;
   s.name = "SgdStep";
   s.min_inputs = 4;
-  s.max_inputs = 5;
+  s.max_inputs = 7;
   s.max_outputs = 2;
   s.attrs = {{"momentum", AttrKind::Float, 0.0},
              {"dampening", AttrKind::Float, 0.0},
              {"nesterov", AttrKind::Int, int64_t{0}},
              {"weight_decay", AttrKind::Float, 0.0}};
   s.infer = [](InferContext& ctx) {
-    checkStepInputs(ctx, 4);
-    if (ctx.numOutputs() != ctx.numInputs() - 3) ctx.fail("one output per updated tensor");
+    checkStepInputs(ctx, 5);
+    if (ctx.numOutputs() != (ctx.hasInput(4) ? 2u : 1u)) ctx.fail("one output per updated tensor");
     for (size_t i = 0; i < ctx.numOutputs(); ++i) ctx.setOutput(i, ctx.input(0));
   };
   return s;
 }
 
-// AdamStep(param, grad, lr, step, m, v) -> param', m', v' — DeepSpeed's FusedAdam:
-// decoupled weight decay when adam_w_mode, else L2 added to the gradient.
+// AdamStep(param, grad, lr, step, m, v, [grad_scale], [beta1]) -> param', m', v' —
+// DeepSpeed's FusedAdam: decoupled weight decay when adam_w_mode, else L2 added to
+// the gradient.
 OpSchema adamStep() {
   OpSchema s;
   s.name = "AdamStep";
-  s.min_inputs = s.max_inputs = 6;
+  s.min_inputs = 6;
+  s.max_inputs = 8;
   s.min_outputs = s.max_outputs = 3;
   s.attrs = {{"beta1", AttrKind::Float, 0.9},
              {"beta2", AttrKind::Float, 0.999},
@@ -50,9 +68,34 @@ OpSchema adamStep() {
              {"adam_w_mode", AttrKind::Int, int64_t{1}},
              {"bias_correction", AttrKind::Int, int64_t{1}}};
   s.infer = [](InferContext& ctx) {
-    checkStepInputs(ctx, 4);
+    if (!ctx.hasInput(4) || !ctx.hasInput(5)) ctx.fail("m and v are required");
+    checkStepInputs(ctx, 6);
     for (size_t i = 0; i < 3; ++i) ctx.setOutput(i, ctx.input(0));
   };
+  return s;
+}
+
+// ClipCoef(norm){max_norm} -> f32 scalar: max_norm / (norm + 1e-6) when that is
+// below 1, else exactly 1 — DeepSpeed's clip_grad_norm_ (runtime/utils.py), which
+// scales the gradients only when the coefficient is below 1.
+OpSchema clipCoef() {
+  OpSchema s;
+  s.name = "ClipCoef";
+  s.attrs = {{"max_norm", AttrKind::Float, std::nullopt}};
+  s.infer = [](InferContext& ctx) {
+    if (ctx.rank(0) != 0 || ctx.dtype(0) != DType::F32) ctx.fail("norm must be an f32 scalar");
+    ctx.setOutput(0, DType::F32, {});
+  };
+  return s;
+}
+
+// ZerosLike(x) -> zeros of x's type: resets a gradient accumulator after the
+// optimizer step has consumed it (the input orders the reset after its readers).
+OpSchema zerosLike() {
+  OpSchema s;
+  s.name = "ZerosLike";
+  s.inplace_input = 0;
+  s.infer = [](InferContext& ctx) { ctx.setOutput(0, ctx.input(0)); };
   return s;
 }
 
@@ -61,6 +104,8 @@ OpSchema adamStep() {
 void registerOptimizerOps(OpRegistry& r) {
   r.add(sgdStep());
   r.add(adamStep());
+  r.add(clipCoef());
+  r.add(zerosLike());
 }
 
 }  // namespace ds

@@ -7,6 +7,7 @@
 #include <limits>
 
 #include "kernels/cpu/cpu_util.h"
+#include "kernels/dropout_rng.h"
 
 namespace ds::cpu {
 namespace {
@@ -394,24 +395,24 @@ std::unique_ptr<CpuKernel> castKernel(const KernelContext& ctx) {
   return k;
 }
 
-// splitmix64's finaliser: a counter-based generator, so threads need no shared state.
-inline uint64_t mix64(uint64_t z) {
-  z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ull;
-  z = (z ^ (z >> 27)) * 0x94d049bb133111ebull;
-  return z ^ (z >> 31);
-}
-
-// Dropout: a copy (mask all true) unless training_mode=1 and ratio > 0. Training
-// draws element i of run r from mix64(seed, r, i): reproducible for a seed, a
-// fresh mask on every run of the step.
+// Dropout: a copy (mask all true) unless training_mode=1 and ratio > 0.
+// Training plans give the node a second input, the optimizer step (ds.step):
+// the mask is then a pure function of (run seed, seed attribute, node, step,
+// micro-step) — kernels/dropout_rng.h — where the micro-step counts the runs since
+// the step last changed (accumulation runs micro-steps 0..G-1 of a step in order).
+// Without it (ONNX Dropout, inference) run r of the kernel draws from
+// (seed attribute, r): reproducible for a seed, a fresh mask on every run.
 template <typename T>
 class DropoutKernel : public CpuKernel {
  public:
   explicit DropoutKernel(const KernelContext& ctx)
       : ratio_(ctx.f("ratio")),
         seed_(static_cast<uint64_t>(ctx.i("seed"))),
-        training_(ctx.i("training_mode") != 0) {
+        training_(ctx.i("training_mode") != 0),
+        stream_{ctx.seed, seed_, nodeHash(ctx.node_name), -1, 0} {
     if (!(ratio_ >= 0.0 && ratio_ < 1.0)) ctx.fail("ratio ", ratio_, " must lie in [0, 1)");
+    if (ctx.hasInput(1) && !(ctx.input(1).dtype() == DType::I64 && ctx.input(1).numel() == 1))
+      ctx.fail("the step input must be an i64 scalar");
   }
 
   void run(const KernelContext& ctx) override {
@@ -424,12 +425,12 @@ class DropoutKernel : public CpuKernel {
     }
     const T* x = ctx.input(0).as<T>();
     T* y = ctx.output(0).as<T>();
-    const uint64_t stream = mix64(seed_ + 0x9e3779b97f4a7c15ull * ++runs_);
+    const uint64_t key = nextKey(ctx);
     const auto threshold = static_cast<uint64_t>(ratio_ * 4294967296.0);
     const auto scale = static_cast<Compute<T>>(1.0 / (1.0 - ratio_));
     parallelChunks(n, [&](int64_t begin, int64_t end) {
       for (int64_t i = begin; i < end; ++i) {
-        bool keep = (mix64(stream ^ static_cast<uint64_t>(i)) >> 32) >= threshold;
+        bool keep = dropoutKeep(key, static_cast<uint64_t>(i), threshold);
         y[i] = store<T>(select(keep, load(x[i]) * scale, Compute<T>(0)));
         if (mask) mask[i] = keep;
       }
@@ -437,10 +438,19 @@ class DropoutKernel : public CpuKernel {
   }
 
  private:
+  uint64_t nextKey(const KernelContext& ctx) {
+    if (!ctx.hasInput(1)) return mix64(seed_ + 0x9e3779b97f4a7c15ull * ++runs_);
+    int64_t step = *ctx.input(1).as<int64_t>();
+    stream_.micro_step = step == stream_.step ? stream_.micro_step + 1 : 0;
+    stream_.step = step;
+    return dropoutKey(stream_);
+  }
+
   double ratio_;
   uint64_t seed_;
   bool training_;
   uint64_t runs_ = 0;
+  DropoutStream stream_;
 };
 
 }  // namespace

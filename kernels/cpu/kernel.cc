@@ -56,6 +56,7 @@ const CpuKernelRegistry& CpuKernelRegistry::instance() {
     registerNnKernels(r);
     registerTrainingKernels(r);
     registerOptimizerKernels(r);
+    registerCollectiveKernels(r);
     return r;
   }();
   return registry;

@@ -15,6 +15,10 @@
 #include "ir/error.h"
 #include "ir/tensor.h"
 
+namespace ds {
+class Communicator;  // runtime/comm/communicator.h
+}
+
 namespace ds::cpu {
 
 // A tensor in the arena, in persistent storage or a feed: non-owning.
@@ -41,6 +45,8 @@ struct KernelContext {
   AttributeMap attrs;
   std::vector<TensorView> inputs;
   std::vector<TensorView> outputs;
+  uint64_t seed = 0;             // the run's seed (ExecutorOptions::seed), for random ops
+  Communicator* comm = nullptr;  // this rank's (ExecutorOptions::comm), for collectives
 
   bool hasInput(size_t i) const { return i < inputs.size() && inputs[i].present(); }
   const TensorView& input(size_t i) const { return inputs.at(i); }
@@ -90,5 +96,6 @@ void registerShapeKernels(CpuKernelRegistry& r);        // kernels/cpu/shape_ops
 void registerNnKernels(CpuKernelRegistry& r);           // kernels/cpu/nn.cc (+ conv.cc, ...)
 void registerTrainingKernels(CpuKernelRegistry& r);     // kernels/cpu/grad_*.cc
 void registerOptimizerKernels(CpuKernelRegistry& r);    // kernels/cpu/optimizer.cc
+void registerCollectiveKernels(CpuKernelRegistry& r);   // kernels/cpu/collective.cc
 
 }  // namespace ds::cpu

@@ -1,12 +1,28 @@
 // Fused optimizer steps on the CPU, element-wise and in place (the outputs are the
 // parameter's and its states' own memory). Math follows torch.optim.SGD and
-// DeepSpeed's FusedAdam; updates are computed in double and stored in T.
+// DeepSpeed's FusedAdam; updates are computed in double and stored in T. A clipped
+// gradient is rounded to T before use, as PyTorch's in-place grad.mul_ stores it.
+// Also ClipCoef (DeepSpeed's clip_grad_norm_) and ZerosLike.
 #include <cmath>
+#include <cstring>
 
 #include "kernels/cpu/kernel.h"
 
 namespace ds::cpu {
 namespace {
+
+// The optional scalar input i (f32), or `fallback` when absent.
+double optionalScalar(const KernelContext& c, size_t i, double fallback) {
+  return c.hasInput(i) ? static_cast<double>(*c.input(i).as<float>()) : fallback;
+}
+
+// The gradient as the update sees it: scaled by the clipping coefficient and
+// stored back in T first, exactly as torch's p.grad.mul_(clip_coef) does.
+template <typename T>
+double scaledGrad(T g, double scale, bool scaled) {
+  return scaled ? static_cast<double>(static_cast<T>(static_cast<double>(g) * scale))
+                : static_cast<double>(g);
+}
 
 template <typename T>
 void sgdStep(const KernelContext& c) {
@@ -15,14 +31,17 @@ void sgdStep(const KernelContext& c) {
   const T* g = c.input(1).as<T>();
   const double lr = *c.input(2).as<float>();
   const int64_t step = *c.input(3).as<int64_t>();
-  const double momentum = c.f("momentum"), dampening = c.f("dampening"), wd = c.f("weight_decay");
+  const double momentum = optionalScalar(c, 6, c.f("momentum"));
+  const double dampening = c.f("dampening"), wd = c.f("weight_decay");
   const bool nesterov = c.i("nesterov") != 0;
+  const bool scaled = c.hasInput(5);
+  const double scale = optionalScalar(c, 5, 1.0);
   T* p_out = c.output(0).as<T>();
   const T* buf = c.hasInput(4) ? c.input(4).as<T>() : nullptr;
   T* buf_out = c.outputs.size() > 1 ? c.output(1).as<T>() : nullptr;
 #pragma omp parallel for if (n > 32768)
   for (int64_t i = 0; i < n; ++i) {
-    double d = static_cast<double>(g[i]) + wd * static_cast<double>(p[i]);
+    double d = scaledGrad(g[i], scale, scaled) + wd * static_cast<double>(p[i]);
     if (buf) {
       // The first step starts the velocity at the gradient, as torch.optim.SGD does.
       double b = step <= 1 ? d : momentum * static_cast<double>(buf[i]) + (1 - dampening) * d;
@@ -42,7 +61,10 @@ void adamStep(const KernelContext& c) {
   const auto step = static_cast<double>(*c.input(3).as<int64_t>());
   const T* m = c.input(4).as<T>();
   const T* v = c.input(5).as<T>();
-  const double b1 = c.f("beta1"), b2 = c.f("beta2"), eps = c.f("eps"), wd = c.f("weight_decay");
+  const double b1 = optionalScalar(c, 7, c.f("beta1"));
+  const double b2 = c.f("beta2"), eps = c.f("eps"), wd = c.f("weight_decay");
+  const bool scaled = c.hasInput(6);
+  const double scale = optionalScalar(c, 6, 1.0);
   const bool decoupled = c.i("adam_w_mode") != 0;
   const bool correct = c.i("bias_correction") != 0;
   const double bc1 = correct ? 1 - std::pow(b1, step) : 1.0;
@@ -53,7 +75,7 @@ void adamStep(const KernelContext& c) {
 #pragma omp parallel for if (n > 32768)
   for (int64_t i = 0; i < n; ++i) {
     double pi = static_cast<double>(p[i]);
-    double gi = static_cast<double>(g[i]);
+    double gi = scaledGrad(g[i], scale, scaled);
     if (!decoupled) gi += wd * pi;  // L2: decay enters the moments
     double mi = b1 * static_cast<double>(m[i]) + (1 - b1) * gi;
     double vi = b2 * static_cast<double>(v[i]) + (1 - b2) * gi * gi;
@@ -63,6 +85,16 @@ void adamStep(const KernelContext& c) {
     m_out[i] = static_cast<T>(mi);
     v_out[i] = static_cast<T>(vi);
   }
+}
+
+void clipCoef(const KernelContext& c) {
+  const double norm = *c.input(0).as<float>();
+  const double coef = c.f("max_norm") / (norm + 1e-6);
+  *c.output(0).as<float>() = coef < 1.0 ? static_cast<float>(coef) : 1.0f;
+}
+
+void zerosLike(const KernelContext& c) {
+  std::memset(c.output(0).data, 0, c.output(0).bytes());
 }
 
 template <void (*F32)(const KernelContext&), void (*F64)(const KernelContext&)>
@@ -77,6 +109,8 @@ std::unique_ptr<CpuKernel> byDtype(const KernelContext& ctx) {
 void registerOptimizerKernels(CpuKernelRegistry& r) {
   r.add("SgdStep", byDtype<sgdStep<float>, sgdStep<double>>);
   r.add("AdamStep", byDtype<adamStep<float>, adamStep<double>>);
+  r.add("ClipCoef", [](const KernelContext&) { return statelessKernel(clipCoef); });
+  r.add("ZerosLike", [](const KernelContext&) { return statelessKernel(zerosLike); });
 }
 
 }  // namespace ds::cpu

@@ -1,0 +1,101 @@
+#!/usr/bin/env bash
+# The CUDA backend's check on a lent GPU machine, run from the repository root
+# after scripts/gpu_pack.sh filled .gpu/ here (the device tool carries it):
+#   1. unpacks .gpu/payload.tar.xz; libraries: the packed ones, then cuDNN, cuBLAS,
+#      NCCL (and the CUDA runtime) of PyTorch's pip packages in /opt/torch/.venv;
+#   2. nvidia-smi;
+#   3. ds_tests --gtest_filter='Cuda*', each test in a process of its own: every op,
+#      and MLP, ResNet-18 and a tiny GPT forward and training, against the CPU
+#      backend (computed on this machine);
+#   4. training-step timing of ResNet-18 and ResNet-101 (32×32, batch 128, SGD) on
+#      the CPU and CUDA backends with synthetic data.
+# Logs go to $OUT (the device tool's output folder; /tmp/gpu_check_out otherwise).
+# Exit status: that of the tests.
+set -uo pipefail
+cd "$(dirname "$0")/.."
+OUT=${OUT:-/tmp/gpu_check_out}
+mkdir -p "$OUT"
+log() { echo "gpu_check: $*" | tee -a "$OUT/summary.txt"; }
+
+work=$(mktemp -d /tmp/dsgpu.XXXXXX)
+tar -C "$work" -xJf .gpu/payload.tar.xz || { log "cannot unpack .gpu/payload.tar.xz"; exit 2; }
+bin=$work/bin
+
+# PyTorch's pip packages: nvidia/<package>/lib (cu12 layout) or nvidia/cu13/lib.
+pip_libs=$(ls -d /opt/torch/.venv/lib/python3*/site-packages/nvidia/*/lib 2>/dev/null | tr '\n' ':')
+if [[ -z $pip_libs ]]; then  # elsewhere: ask the Python that has them
+  for py in /opt/torch/.venv/bin/python python3; do
+    dir=$("$py" -c 'import nvidia, os; print(list(nvidia.__path__)[0])' 2>/dev/null) || continue
+    pip_libs=$(ls -d "$dir"/*/lib 2>/dev/null | tr '\n' ':')
+    [[ -n $pip_libs ]] && break
+  done
+fi
+[[ -n $pip_libs ]] || log "no pip NVIDIA libraries found; relying on the system's cuDNN/cuBLAS/NCCL"
+base_path=${LD_LIBRARY_PATH:-}
+export LD_LIBRARY_PATH="$work/lib:${pip_libs}${base_path}"
+# The packed libstdc++ only when the machine's own is older than the build's.
+if ! "$bin/dsmodel" --help > /dev/null 2>&1; then
+  export LD_LIBRARY_PATH="$work/lib:$work/lib-fallback:${pip_libs}${base_path}"
+fi
+# Belt and braces: f32 must not run on TF32 tensor cores (the kernels ask for FMA math).
+export NVIDIA_TF32_OVERRIDE=0
+log "LD_LIBRARY_PATH=$LD_LIBRARY_PATH"
+ldd "$bin/ds_tests" > "$OUT/ldd_ds_tests.txt" 2>&1
+ldd "$bin/ds_tests" | grep "not found" | tee -a "$OUT/summary.txt"
+# cuDNN loads its engine libraries lazily; list what this machine has.
+ls ${pip_libs//:/ } 2>/dev/null | grep -E "cudnn|cublas|cudart|nvrtc" | sort -u > "$OUT/pip_cuda_libs.txt"
+
+nvidia-smi > "$OUT/nvidia-smi.txt" 2>&1
+head -15 "$OUT/nvidia-smi.txt"
+
+# ---- 3. tests, each in a process of its own (a device fault is sticky) ----
+start=$(date +%s)
+tests_rc=0
+"$bin/ds_tests" --gtest_list_tests --gtest_filter='Cuda*' |
+  awk '/^[^ ]/ {suite = $1} /^  / {print suite $1}' > "$OUT/test_names.txt"
+if [[ ! -s "$OUT/test_names.txt" ]]; then
+  log "ds_tests lists no Cuda* tests (does it start? see ldd_ds_tests.txt)"
+  "$bin/ds_tests" --gtest_list_tests > "$OUT/tests.log" 2>&1
+  tests_rc=2
+fi
+while read -r name; do
+  timeout 300 "$bin/ds_tests" --gtest_filter="$name" --gtest_color=no >> "$OUT/tests.log" 2>&1
+  rc=$?
+  if ((rc != 0)); then
+    tests_rc=1
+    log "FAILED $name (exit $rc)"
+  fi
+done < "$OUT/test_names.txt"
+log "ds_tests Cuda*: $(wc -l < "$OUT/test_names.txt") tests in $(($(date +%s) - start)) s;" \
+  "$(grep -c '^\[       OK \]' "$OUT/tests.log") passed," \
+  "$(grep -c '^\[  SKIPPED \] .*(' "$OUT/tests.log") skipped"
+grep -B3 -A12 "Failure\|exception" "$OUT/tests.log" | head -150 > "$OUT/failures.txt"
+
+# ---- 4. timing ----
+plans=$work/plans
+mkdir -p "$plans"
+cat > "$plans/config.json" << 'JSON'
+{"train_micro_batch_size_per_gpu": 128,
+ "optimizer": {"type": "SGD", "params": {"lr": 0.01, "momentum": 0.9}}}
+JSON
+for depth in 18 101; do
+  model=resnet$depth
+  "$bin/dsmodel" "$model" --image 32 --classes 10 -o "$plans/$model.onnx" > /dev/null &&
+    "$bin/dscompile" "$plans/$model.onnx" --config "$plans/config.json" --loss cross_entropy \
+      -o "$plans/$model.plan" > "$OUT/compile_$model.log" 2>&1 ||
+    { log "$model: compile failed (see compile_$model.log)"; continue; }
+  for backend in cuda cpu; do
+    steps=10
+    [[ $backend == cpu ]] && steps=2
+    timeout 240 "$bin/dsrun" "$plans/$model.plan" --backend "$backend" --data synthetic \
+      --steps "$steps" --metrics "$OUT/metrics_${model}_$backend.jsonl" \
+      > "$OUT/dsrun_${model}_$backend.log" 2>&1
+    rc=$?
+    log "$model batch 128 $backend: exit $rc; $(tail -1 "$OUT/dsrun_${model}_$backend.log")"
+    # Steady state: samples/s of the last step (the first pays for warm-up).
+    [[ -s "$OUT/metrics_${model}_$backend.jsonl" ]] &&
+      log "  last step: $(tail -1 "$OUT/metrics_${model}_$backend.jsonl")"
+  done
+done
+rm -rf "$work"
+exit $tests_rc

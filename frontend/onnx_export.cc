@@ -1,0 +1,131 @@
+#include "frontend/onnx_export.h"
+
+#include <onnx/onnx_pb.h>
+
+#include <cstdio>
+#include <filesystem>
+#include <fstream>
+#include <map>
+#include <sstream>
+
+#include "frontend/onnx_import.h"
+#include "ir/error.h"
+#include "ir/graph.h"
+
+namespace ds {
+namespace {
+
+onnx::ModelProto parseModel(const std::string& bytes, const std::string& origin) {
+  onnx::ModelProto model;
+  DS_CHECK(model.ParseFromString(bytes) && model.has_graph(), origin,
+           ": not an ONNX model (the bytes do not parse as an ONNX ModelProto)");
+  return model;
+}
+
+std::string readFile(const std::string& path, const std::string& why) {
+  std::ifstream in(path, std::ios::binary);
+  DS_CHECK(in.good(), path, ": cannot open file", why);
+  std::stringstream buffer;
+  buffer << in.rdbuf();
+  return buffer.str();
+}
+
+// Plan tensors whose values training changes and the ONNX file holds as
+// initializers: parameters and buffers, by name.
+std::map<std::string, int> trainedTensors(const PlanFile& plan) {
+  std::map<std::string, int> out;
+  for (int i = 0; i < plan.plan.tensors_size(); ++i) {
+    auto role = static_cast<Role>(plan.plan.tensors(i).role());
+    if (role == Role::Parameter || role == Role::Buffer) out[plan.plan.tensors(i).name()] = i;
+  }
+  return out;
+}
+
+// Replaces whatever form the initializer's value had (typed fields, external
+// data) by little-endian raw_data, the form every ONNX reader accepts.
+void setRawData(onnx::TensorProto* init, const uint8_t* data, size_t bytes) {
+  onnx::TensorProto replaced;
+  replaced.set_name(init->name());
+  replaced.set_data_type(init->data_type());
+  *replaced.mutable_dims() = init->dims();
+  if (bytes > 0) replaced.set_raw_data(data, bytes);
+  *init = std::move(replaced);
+}
+
+// The embedded model, or the file plan.model names for plans compiled without one.
+onnx::ModelProto sourceModel(const PlanFile& plan) {
+  const planpb::Plan& p = plan.plan;
+  if (p.onnx_bytes() == 0)
+    return parseModel(readFile(p.model(),
+                               " (the plan embeds no ONNX model, so --export-onnx re-reads the "
+                               "model it was compiled from; recompile the plan)"),
+                      p.model());
+  DS_CHECK(p.onnx_offset() + p.onnx_bytes() <= plan.blob.size(),
+           "damaged plan: the embedded ONNX model lies outside the blob");
+  return parseModel(std::string(reinterpret_cast<const char*>(plan.blob.data() + p.onnx_offset()),
+                                p.onnx_bytes()),
+                    "the plan's embedded model of " + p.model());
+}
+
+void writeAtomically(const std::string& path, const onnx::ModelProto& model) {
+  std::string tmp = path + ".tmp";
+  {
+    std::ofstream out(tmp, std::ios::binary | std::ios::trunc);
+    DS_CHECK(out.good(), "--export-onnx ", path, ": cannot write file");
+    DS_CHECK(model.SerializeToOstream(&out) && out.flush().good(), "--export-onnx ", path,
+             ": write failed (disk full?)");
+  }
+  std::error_code ec;
+  std::filesystem::rename(tmp, path, ec);
+  DS_CHECK(!ec, "--export-onnx ", path, ": cannot rename ", tmp, ": ", ec.message());
+}
+
+}  // namespace
+
+void embedOnnxModel(const std::string& model_path, PlanFile* plan) {
+  onnx::ModelProto model = parseModel(readFile(model_path, ""), model_path);
+  std::string base_dir = std::filesystem::path(model_path).parent_path().string();
+  const std::map<std::string, int> trained = trainedTensors(*plan);
+  for (onnx::TensorProto& init : *model.mutable_graph()->mutable_initializer()) {
+    if (trained.count(init.name())) {
+      setRawData(&init, nullptr, 0);  // the plan's initial data holds the value
+    } else if (init.data_location() == onnx::TensorProto::EXTERNAL) {
+      Tensor t = tensorFromOnnx(init, base_dir.empty() ? "." : base_dir);
+      setRawData(&init, t.raw(), t.bytes());  // self-contained: no file beside the plan
+    }
+  }
+  std::string bytes;
+  DS_CHECK(model.SerializeToString(&bytes), model_path,
+           ": the model is too large to embed in the plan");
+  while (plan->blob.size() % kPlanAlignment) plan->blob.push_back(0);
+  plan->plan.set_onnx_offset(plan->blob.size());
+  plan->plan.set_onnx_bytes(bytes.size());
+  plan->blob.insert(plan->blob.end(), bytes.begin(), bytes.end());
+}
+
+void checkOnnxExportable(const PlanFile& plan) {
+  sourceModel(plan);
+}
+
+void exportOnnx(const Executor& exec, const std::string& out_path) {
+  const PlanFile& plan = exec.plan();
+  onnx::ModelProto model = sourceModel(plan);
+  std::map<std::string, int> trained = trainedTensors(plan);
+  for (onnx::TensorProto& init : *model.mutable_graph()->mutable_initializer()) {
+    auto it = trained.find(init.name());
+    if (it == trained.end()) continue;
+    Tensor value = exec.readTensor(it->second);
+    Shape dims(init.dims().begin(), init.dims().end());
+    DS_CHECK(dims == value.shape(), "--export-onnx: initializer '", init.name(), "' has shape ",
+             shapeToString(dims), " but the plan's tensor is ", value.type().toString());
+    setRawData(&init, value.raw(), value.bytes());
+    trained.erase(it);
+  }
+  DS_CHECK(trained.empty(), "--export-onnx: plan tensor '",
+           trained.empty() ? "" : trained.begin()->first,
+           "' (a parameter or buffer) is not an initializer of the ONNX model, so its trained "
+           "value would be lost");
+  writeAtomically(out_path, model);
+}
+
+}  // namespace ds

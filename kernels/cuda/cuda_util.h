@@ -1,0 +1,85 @@
+// Host-side helpers of the CUDA backend: status checks for the CUDA runtime,
+// cuDNN and cuBLAS that throw a one-line ds::Error naming the call, its file:line
+// and a hint; device buffers owned by kernels (constant index tables made at
+// load); and the broadcast walks element-wise launches take.
+#pragma once
+
+#include <cublas_v2.h>
+#include <cuda_runtime_api.h>
+#include <cudnn.h>
+
+#include <cstdint>
+#include <vector>
+
+#include "ir/error.h"
+#include "kernels/cuda/kernel.h"
+#include "kernels/cuda/launch.h"
+
+namespace ds::cuda {
+
+[[noreturn]] void throwCudaError(const char* call, const char* status, const char* file, int line);
+
+const char* cublasStatusName(cublasStatus_t status);
+
+#define DS_CUDA_CHECK(call)                                                                  \
+  do {                                                                                       \
+    cudaError_t ds_status_ = (call);                                                         \
+    if (ds_status_ != cudaSuccess)                                                           \
+      ::ds::cuda::throwCudaError(#call, cudaGetErrorString(ds_status_), __FILE__, __LINE__); \
+  } while (0)
+
+#define DS_CUDNN_CHECK(call)                                                                  \
+  do {                                                                                        \
+    cudnnStatus_t ds_status_ = (call);                                                        \
+    if (ds_status_ != CUDNN_STATUS_SUCCESS)                                                   \
+      ::ds::cuda::throwCudaError(#call, cudnnGetErrorString(ds_status_), __FILE__, __LINE__); \
+  } while (0)
+
+#define DS_CUBLAS_CHECK(call)                                                               \
+  do {                                                                                      \
+    cublasStatus_t ds_status_ = (call);                                                     \
+    if (ds_status_ != CUBLAS_STATUS_SUCCESS)                                                \
+      ::ds::cuda::throwCudaError(#call, ::ds::cuda::cublasStatusName(ds_status_), __FILE__, \
+                                 __LINE__);                                                 \
+  } while (0)
+
+// A device allocation owned by a kernel, made once at plan load.
+class DeviceBuffer {
+ public:
+  DeviceBuffer() = default;
+  explicit DeviceBuffer(size_t bytes);
+  // Uploads `values` (synchronously: this runs at load).
+  static DeviceBuffer upload(const std::vector<int64_t>& values);
+  ~DeviceBuffer();
+  DeviceBuffer(DeviceBuffer&& other) noexcept;
+  DeviceBuffer& operator=(DeviceBuffer&& other) noexcept;
+  DeviceBuffer(const DeviceBuffer&) = delete;
+  DeviceBuffer& operator=(const DeviceBuffer&) = delete;
+
+  void* get() const { return data_; }
+  template <typename T>
+  T* as() const {
+    return static_cast<T*>(data_);
+  }
+
+ private:
+  void* data_ = nullptr;
+};
+
+// A walk over `dims` in which operand k advances by strides[k][d] (operand 0 is
+// the output): size-1 and mergeable dims collapsed; fails the step when more than
+// kMaxWalkDims remain.
+Walk makeWalk(const KernelContext& ctx, std::vector<int64_t> dims,
+              std::vector<std::vector<int64_t>> strides);
+// The walk of a contiguous output of shape `out` and inputs broadcast to it.
+Walk broadcastWalk(const KernelContext& ctx, const Shape& out, const std::vector<Shape>& inputs);
+
+// Fails at load unless input `i` is f32 (the CUDA kernels compute in f32).
+void requireF32(const KernelContext& ctx, size_t i);
+bool hasOutput(const KernelContext& ctx, size_t i);
+// A kernel that does nothing (steps with empty outputs).
+std::unique_ptr<CudaKernel> noopKernel();
+// Copies the input to the output on the stream (nothing when they alias).
+void copyAsync(const TensorView& from, const TensorView& to, cudaStream_t stream);
+
+}  // namespace ds::cuda

@@ -1,0 +1,362 @@
+// Element-wise and data-movement device kernels (see launch.h): unary math,
+// broadcasting binary ops, Where, Cast, Dropout, fills, strided copies (Transpose,
+// Slice, Expand, SliceGrad), Trilu and Range. One kernel per op family with the
+// op chosen by a switch inside, so few templates are instantiated.
+#include <cuda_bf16.h>
+#include <cuda_fp16.h>
+
+#include <type_traits>
+
+#include "kernels/cuda/device_util.h"
+#include "kernels/dropout_rng.h"
+
+namespace ds::cuda {
+namespace {
+
+__device__ inline float unaryF32(UnaryOp op, float x, float alpha) {
+  switch (op) {
+    case UnaryOp::Relu:
+      return x < 0.0f ? 0.0f : x;
+    case UnaryOp::LeakyRelu:
+      return x < 0.0f ? alpha * x : x;
+    case UnaryOp::Sigmoid:
+      return 1.0f / (1.0f + expf(-x));
+    case UnaryOp::Tanh:
+      return tanhf(x);
+    case UnaryOp::Erf:
+      return erff(x);
+    case UnaryOp::GeluErf:
+      return 0.5f * x * (1.0f + erff(x * 0.70710678118654752440f));
+    case UnaryOp::GeluTanh:
+      return 0.5f * x * (1.0f + tanhf(0.79788456080286535588f * (x + 0.044715f * x * x * x)));
+    case UnaryOp::Sqrt:
+      return sqrtf(x);
+    case UnaryOp::Neg:
+      return -x;
+    case UnaryOp::Exp:
+      return expf(x);
+  }
+  return x;
+}
+
+__global__ void unaryF32Kernel(UnaryOp op, const float* x, float* y, int64_t n, float alpha) {
+  for (int64_t i = globalIndex(); i < n; i += globalStride()) y[i] = unaryF32(op, x[i], alpha);
+}
+
+// Integer negation wraps (two's complement), as on the CPU.
+template <typename T>
+__global__ void negIntKernel(const T* x, T* y, int64_t n) {
+  using U = std::make_unsigned_t<T>;
+  for (int64_t i = globalIndex(); i < n; i += globalStride())
+    y[i] = static_cast<T>(U(0) - static_cast<U>(x[i]));
+}
+
+__global__ void notKernel(const bool* x, bool* y, int64_t n) {
+  for (int64_t i = globalIndex(); i < n; i += globalStride()) y[i] = !x[i];
+}
+
+template <typename T>
+__device__ inline T binaryValue(BinaryOp op, T a, T b) {
+  if constexpr (std::is_integral_v<T>) {
+    using U = std::make_unsigned_t<T>;
+    switch (op) {  // wrapping arithmetic; x / 0 is 0, as on the CPU
+      case BinaryOp::Add:
+        return static_cast<T>(static_cast<U>(a) + static_cast<U>(b));
+      case BinaryOp::Sub:
+        return static_cast<T>(static_cast<U>(a) - static_cast<U>(b));
+      case BinaryOp::Mul:
+        return static_cast<T>(static_cast<U>(a) * static_cast<U>(b));
+      case BinaryOp::Div:
+        return b == 0 ? T(0) : b == T(-1) ? static_cast<T>(U(0) - static_cast<U>(a)) : a / b;
+      default:
+        return T(0);
+    }
+  } else {
+    switch (op) {
+      case BinaryOp::Add:
+        return a + b;
+      case BinaryOp::Sub:
+        return a - b;
+      case BinaryOp::Mul:
+        return a * b;
+      case BinaryOp::Div:
+        return a / b;
+      case BinaryOp::Pow:
+        return b == 2.0f ? a * a : powf(a, b);
+      default:
+        return T(0);
+    }
+  }
+}
+
+template <typename T>
+__global__ void binaryKernel(BinaryOp op, const T* a, const T* b, T* o, Walk w) {
+  for (int64_t i = globalIndex(); i < w.numel; i += globalStride())
+    o[i] = binaryValue(op, a[walkOffset(w, 1, i)], b[walkOffset(w, 2, i)]);
+}
+
+template <typename T>
+__global__ void equalKernel(const T* a, const T* b, bool* o, Walk w) {
+  for (int64_t i = globalIndex(); i < w.numel; i += globalStride())
+    o[i] = a[walkOffset(w, 1, i)] == b[walkOffset(w, 2, i)];
+}
+
+template <typename E>
+__global__ void whereKernel(const bool* c, const E* x, const E* y, E* o, Walk w) {
+  for (int64_t i = globalIndex(); i < w.numel; i += globalStride())
+    o[i] = c[walkOffset(w, 0, i)] ? x[walkOffset(w, 1, i)] : y[walkOffset(w, 2, i)];
+}
+
+template <typename E>
+__global__ void stridedCopyKernel(const E* in, E* out, Walk w) {
+  for (int64_t i = globalIndex(); i < w.numel; i += globalStride())
+    out[walkOffset(w, 0, i)] = in[walkOffset(w, 1, i)];
+}
+
+template <typename E>
+__global__ void fillKernel(E v, E* y, int64_t n) {
+  for (int64_t i = globalIndex(); i < n; i += globalStride()) y[i] = v;
+}
+
+// Cast through double (exact for every source but i64 beyond 2^53, which the CPU
+// kernel converts directly; plans do not cast such values).
+__device__ inline double loadAs(DType t, const void* p, int64_t i) {
+  switch (t) {
+    case DType::F32:
+      return static_cast<const float*>(p)[i];
+    case DType::F16:
+      return __half2float(static_cast<const __half*>(p)[i]);
+    case DType::BF16:
+      return __bfloat162float(static_cast<const __nv_bfloat16*>(p)[i]);
+    case DType::F64:
+      return static_cast<const double*>(p)[i];
+    case DType::I64:
+      return static_cast<double>(static_cast<const int64_t*>(p)[i]);
+    case DType::I32:
+      return static_cast<const int32_t*>(p)[i];
+    case DType::I8:
+      return static_cast<const int8_t*>(p)[i];
+    case DType::U8:
+      return static_cast<const uint8_t*>(p)[i];
+    case DType::Bool:
+      return static_cast<const bool*>(p)[i] ? 1.0 : 0.0;
+  }
+  return 0.0;
+}
+
+// Saturating truncation toward zero, NaN -> 0, then wrapping into narrow types.
+__device__ inline int64_t toInt(double v) {
+  if (!(v == v)) return 0;
+  if (v <= -9223372036854775808.0) return INT64_MIN;
+  if (v >= 9223372036854775808.0) return INT64_MAX;
+  return static_cast<int64_t>(v);
+}
+
+__device__ inline void storeAs(DType t, void* p, int64_t i, double v) {
+  switch (t) {
+    case DType::F32:
+      static_cast<float*>(p)[i] = static_cast<float>(v);
+      return;
+    case DType::F16:
+      static_cast<__half*>(p)[i] = __float2half(static_cast<float>(v));
+      return;
+    case DType::BF16:
+      static_cast<__nv_bfloat16*>(p)[i] = __float2bfloat16(static_cast<float>(v));
+      return;
+    case DType::F64:
+      static_cast<double*>(p)[i] = v;
+      return;
+    case DType::I64:
+      static_cast<int64_t*>(p)[i] = toInt(v);
+      return;
+    case DType::I32:
+      static_cast<int32_t*>(p)[i] = static_cast<int32_t>(toInt(v));
+      return;
+    case DType::I8:
+      static_cast<int8_t*>(p)[i] = static_cast<int8_t>(toInt(v));
+      return;
+    case DType::U8:
+      static_cast<uint8_t*>(p)[i] = static_cast<uint8_t>(toInt(v));
+      return;
+    case DType::Bool:
+      static_cast<bool*>(p)[i] = v != 0.0;
+      return;
+  }
+}
+
+__global__ void castKernel(DType from, DType to, const void* x, void* y, int64_t n) {
+  for (int64_t i = globalIndex(); i < n; i += globalStride()) {
+    if (from == DType::I64 && to == DType::I32)  // exact for all values, no detour via double
+      static_cast<int32_t*>(y)[i] = static_cast<int32_t>(static_cast<const int64_t*>(x)[i]);
+    else
+      storeAs(to, y, i, loadAs(from, x, i));
+  }
+}
+
+__global__ void dropoutKernel(const float* x, float* y, bool* mask, int64_t n, uint64_t key,
+                              const uint64_t* key_on_device, uint64_t threshold, float scale) {
+  if (key_on_device) key = *key_on_device;
+  for (int64_t i = globalIndex(); i < n; i += globalStride()) {
+    bool keep = dropoutKeep(key, static_cast<uint64_t>(i), threshold);
+    y[i] = keep ? x[i] * scale : 0.0f;
+    if (mask) mask[i] = keep;
+  }
+}
+
+// One thread: the micro-step counts the runs since the step feed last changed.
+__global__ void dropoutKeyKernel(DropoutStream stream, const int64_t* step, int64_t* state,
+                                 uint64_t* key) {
+  stream.step = *step;
+  stream.micro_step = stream.step == state[0] ? state[1] + 1 : 0;
+  state[0] = stream.step;
+  state[1] = stream.micro_step;
+  *key = ::ds::dropoutKey(stream);
+}
+
+template <typename E>
+__global__ void triluKernel(const E* in, E* out, int64_t total, int64_t rows, int64_t cols,
+                            int64_t k, bool upper) {
+  for (int64_t i = globalIndex(); i < total; i += globalStride()) {
+    int64_t c = i % cols, r = i / cols % rows;
+    bool keep = upper ? c >= r + k : c <= r + k;
+    out[i] = keep ? in[i] : E(0);
+  }
+}
+
+template <typename T>
+__global__ void rangeKernel(const T* start, const T* delta, T* y, int64_t n) {
+  for (int64_t i = globalIndex(); i < n; i += globalStride()) {
+    if constexpr (std::is_floating_point_v<T>)
+      y[i] = *start + static_cast<T>(i) * *delta;
+    else
+      y[i] = static_cast<T>(static_cast<int64_t>(*start) + i * static_cast<int64_t>(*delta));
+  }
+}
+
+// Calls f(E{}) with the unsigned type of `size` bytes.
+template <typename F>
+void bySize(size_t size, F&& f) {
+  switch (size) {
+    case 1:
+      return f(uint8_t{});
+    case 2:
+      return f(uint16_t{});
+    case 4:
+      return f(uint32_t{});
+    default:
+      return f(uint64_t{});
+  }
+}
+
+}  // namespace
+
+void unary(UnaryOp op, DType t, const void* x, void* y, int64_t n, float alpha, cudaStream_t s) {
+  if (n == 0) return;
+  if (t == DType::F32)
+    unaryF32Kernel<<<gridFor(n), kThreads, 0, s>>>(op, static_cast<const float*>(x),
+                                                   static_cast<float*>(y), n, alpha);
+  else if (t == DType::I64)
+    negIntKernel<<<gridFor(n), kThreads, 0, s>>>(static_cast<const int64_t*>(x),
+                                                 static_cast<int64_t*>(y), n);
+  else
+    negIntKernel<<<gridFor(n), kThreads, 0, s>>>(static_cast<const int32_t*>(x),
+                                                 static_cast<int32_t*>(y), n);
+}
+
+void logicalNot(const bool* x, bool* y, int64_t n, cudaStream_t s) {
+  if (n > 0) notKernel<<<gridFor(n), kThreads, 0, s>>>(x, y, n);
+}
+
+void binary(BinaryOp op, DType t, const void* a, const void* b, void* o, const Walk& w,
+            cudaStream_t s) {
+  if (w.numel == 0) return;
+  auto launch = [&](auto tag) {
+    using T = decltype(tag);
+    const T* at = static_cast<const T*>(a);
+    const T* bt = static_cast<const T*>(b);
+    if (op == BinaryOp::Equal)
+      equalKernel<<<gridFor(w.numel), kThreads, 0, s>>>(at, bt, static_cast<bool*>(o), w);
+    else
+      binaryKernel<<<gridFor(w.numel), kThreads, 0, s>>>(op, at, bt, static_cast<T*>(o), w);
+  };
+  switch (t) {
+    case DType::F32:
+      return launch(float{});
+    case DType::I64:
+      return launch(int64_t{});
+    case DType::I32:
+      return launch(int32_t{});
+    default:  // bool, Equal only
+      equalKernel<<<gridFor(w.numel), kThreads, 0, s>>>(
+          static_cast<const uint8_t*>(a), static_cast<const uint8_t*>(b), static_cast<bool*>(o), w);
+  }
+}
+
+void where(size_t elem_size, const bool* c, const void* x, const void* y, void* o, const Walk& w,
+           cudaStream_t s) {
+  if (w.numel == 0) return;
+  bySize(elem_size, [&](auto tag) {
+    using E = decltype(tag);
+    whereKernel<<<gridFor(w.numel), kThreads, 0, s>>>(
+        c, static_cast<const E*>(x), static_cast<const E*>(y), static_cast<E*>(o), w);
+  });
+}
+
+void cast(DType from, DType to, const void* x, void* y, int64_t n, cudaStream_t s) {
+  if (n > 0) castKernel<<<gridFor(n), kThreads, 0, s>>>(from, to, x, y, n);
+}
+
+void dropout(const float* x, float* y, bool* mask, int64_t n, uint64_t key,
+             const uint64_t* key_on_device, uint64_t threshold, float scale, cudaStream_t s) {
+  if (n > 0)
+    dropoutKernel<<<gridFor(n), kThreads, 0, s>>>(x, y, mask, n, key, key_on_device, threshold,
+                                                  scale);
+}
+
+void dropoutKey(uint64_t run_seed, uint64_t node_seed, uint64_t node, const int64_t* step,
+                int64_t* state, uint64_t* key, cudaStream_t s) {
+  dropoutKeyKernel<<<1, 1, 0, s>>>(DropoutStream{run_seed, node_seed, node, -1, 0}, step, state,
+                                   key);
+}
+
+void fillBits(size_t elem_size, uint64_t bits, void* y, int64_t n, cudaStream_t s) {
+  if (n == 0) return;
+  bySize(elem_size, [&](auto tag) {
+    using E = decltype(tag);
+    fillKernel<<<gridFor(n), kThreads, 0, s>>>(static_cast<E>(bits), static_cast<E*>(y), n);
+  });
+}
+
+void stridedCopy(size_t elem_size, const void* in, void* out, const Walk& w, cudaStream_t s) {
+  if (w.numel == 0) return;
+  bySize(elem_size, [&](auto tag) {
+    using E = decltype(tag);
+    stridedCopyKernel<<<gridFor(w.numel), kThreads, 0, s>>>(static_cast<const E*>(in),
+                                                            static_cast<E*>(out), w);
+  });
+}
+
+void trilu(size_t elem_size, const void* in, void* out, int64_t matrices, int64_t rows,
+           int64_t cols, int64_t k, bool upper, cudaStream_t s) {
+  int64_t total = matrices * rows * cols;
+  if (total == 0) return;
+  bySize(elem_size, [&](auto tag) {
+    using E = decltype(tag);
+    triluKernel<<<gridFor(total), kThreads, 0, s>>>(static_cast<const E*>(in), static_cast<E*>(out),
+                                                    total, rows, cols, k, upper);
+  });
+}
+
+void range(DType t, const void* start, const void* delta, void* y, int64_t n, cudaStream_t s) {
+  if (n == 0) return;
+  auto launch = [&](auto tag) {
+    using T = decltype(tag);
+    rangeKernel<<<gridFor(n), kThreads, 0, s>>>(
+        static_cast<const T*>(start), static_cast<const T*>(delta), static_cast<T*>(y), n);
+  };
+  if (t == DType::F32) return launch(float{});
+  if (t == DType::I64) return launch(int64_t{});
+  launch(int32_t{});
+}
+
+}  // namespace ds::cuda

@@ -1,0 +1,164 @@
+// CUDA kernels of the element-wise ops (the CPU twins are kernels/cpu/elementwise.cc
+// and Exp in grad_misc.cc): unary math in f32 (Neg also on integers), broadcasting
+// binary arithmetic in f32/i64/i32, Equal, Pow (f32), Where (any dtype), Cast,
+// Identity and Dropout (the CPU's counter-based masks, bit for bit).
+#include "kernels/cpu/cpu_util.h"
+#include "kernels/cuda/cuda_util.h"
+#include "kernels/dropout_rng.h"
+
+namespace ds::cuda {
+namespace {
+
+CudaKernelFactory unaryFactory(UnaryOp op, bool integers = false) {
+  return [op, integers](const KernelContext& ctx, const Device&) {
+    DType t = ctx.input(0).dtype();
+    bool ok = t == DType::F32 || (integers && (t == DType::I64 || t == DType::I32));
+    if (!ok) ctx.fail("dtype ", dtypeName(t), " is not supported by the CUDA kernel");
+    float alpha = op == UnaryOp::LeakyRelu ? static_cast<float>(ctx.f("alpha")) : 0.0f;
+    return launchKernel([op, t, alpha](const KernelContext& c, const Device& dev, void*) {
+      unary(op, t, c.input(0).data, c.output(0).data, c.output(0).numel(), alpha, dev.stream);
+    });
+  };
+}
+
+std::unique_ptr<CudaKernel> geluKernel(const KernelContext& ctx, const Device& dev) {
+  const std::string& approximate = ctx.s("approximate");
+  if (approximate == "tanh") return unaryFactory(UnaryOp::GeluTanh)(ctx, dev);
+  if (approximate != "none") ctx.fail("approximate '", approximate, "' is not supported");
+  return unaryFactory(UnaryOp::GeluErf)(ctx, dev);
+}
+
+std::unique_ptr<CudaKernel> notKernel(const KernelContext& ctx, const Device&) {
+  if (ctx.input(0).dtype() != DType::Bool) ctx.fail("input must be bool");
+  return launchKernel([](const KernelContext& c, const Device& dev, void*) {
+    logicalNot(c.input(0).as<bool>(), c.output(0).as<bool>(), c.output(0).numel(), dev.stream);
+  });
+}
+
+std::unique_ptr<CudaKernel> copyKernel(const KernelContext&, const Device&) {
+  return launchKernel([](const KernelContext& c, const Device& dev, void*) {
+    copyAsync(c.input(0), c.output(0), dev.stream);
+  });
+}
+
+CudaKernelFactory binaryFactory(BinaryOp op) {
+  return [op](const KernelContext& ctx, const Device&) {
+    DType t = ctx.input(0).dtype();
+    bool ok = t == DType::F32 || (op != BinaryOp::Pow && (t == DType::I64 || t == DType::I32)) ||
+              (op == BinaryOp::Equal && t == DType::Bool);
+    if (!ok || ctx.input(1).dtype() != t)
+      ctx.fail("dtypes ", dtypeName(t), " and ", dtypeName(ctx.input(1).dtype()),
+               " are not supported by the CUDA kernel");
+    Walk w =
+        broadcastWalk(ctx, ctx.output(0).shape(), {ctx.input(0).shape(), ctx.input(1).shape()});
+    return launchKernel([op, t, w](const KernelContext& c, const Device& dev, void*) {
+      binary(op, t, c.input(0).data, c.input(1).data, c.output(0).data, w, dev.stream);
+    });
+  };
+}
+
+std::unique_ptr<CudaKernel> whereKernel(const KernelContext& ctx, const Device&) {
+  // Where's walk operands are c, x, y (the output is contiguous).
+  std::vector<std::vector<int64_t>> strides;
+  for (size_t k = 0; k < 3; ++k)
+    strides.push_back(cpu::broadcastStrides(ctx.input(k).shape(), ctx.output(0).shape()));
+  Walk w = makeWalk(ctx, ctx.output(0).shape(), std::move(strides));
+  size_t elem = dtypeSize(ctx.input(1).dtype());
+  return launchKernel([w, elem](const KernelContext& c, const Device& dev, void*) {
+    where(elem, c.input(0).as<bool>(), c.input(1).data, c.input(2).data, c.output(0).data, w,
+          dev.stream);
+  });
+}
+
+std::unique_ptr<CudaKernel> castKernel(const KernelContext& ctx, const Device& dev) {
+  DType from = ctx.input(0).dtype(), to = ctx.output(0).dtype();
+  if (from == to) return copyKernel(ctx, dev);
+  return launchKernel([from, to](const KernelContext& c, const Device& d, void*) {
+    cast(from, to, c.input(0).data, c.output(0).data, c.output(0).numel(), d.stream);
+  });
+}
+
+// Dropout: a copy (mask all true) unless training_mode=1 and ratio > 0. The masks
+// are the CPU kernel's, bit for bit (kernels/dropout_rng.h): with the step input
+// (training plans) the key follows (run seed, node seed, node, step, micro-step)
+// and is computed on the device from the step feed; without it run r of the
+// kernel uses (seed attribute, r).
+class DropoutKernel : public CudaKernel {
+ public:
+  explicit DropoutKernel(const KernelContext& ctx)
+      : ratio_(ctx.f("ratio")),
+        seed_(static_cast<uint64_t>(ctx.i("seed"))),
+        training_(ctx.i("training_mode") != 0),
+        run_seed_(ctx.seed),
+        node_(nodeHash(ctx.node_name)) {
+    requireF32(ctx, 0);
+    if (!(ratio_ >= 0.0 && ratio_ < 1.0)) ctx.fail("ratio ", ratio_, " must lie in [0, 1)");
+    if (ctx.hasInput(1)) {
+      if (!(ctx.input(1).dtype() == DType::I64 && ctx.input(1).numel() == 1))
+        ctx.fail("the step input must be an i64 scalar");
+      state_ = DeviceBuffer(2 * sizeof(int64_t) + sizeof(uint64_t));
+      const int64_t start[2] = {-1, 0};  // no step seen yet
+      DS_CUDA_CHECK(cudaMemcpy(state_.get(), start, sizeof(start), cudaMemcpyHostToDevice));
+    }
+  }
+
+  void run(const KernelContext& ctx, const Device& dev, void*) override {
+    const int64_t n = ctx.output(0).numel();
+    bool* mask = hasOutput(ctx, 1) ? ctx.output(1).as<bool>() : nullptr;
+    if (!training_ || ratio_ == 0.0) {
+      copyAsync(ctx.input(0), ctx.output(0), dev.stream);
+      if (mask) DS_CUDA_CHECK(cudaMemsetAsync(mask, 1, static_cast<size_t>(n), dev.stream));
+      return;
+    }
+    uint64_t key = 0;
+    const uint64_t* key_on_device = nullptr;
+    if (ctx.hasInput(1)) {
+      auto* state = state_.as<int64_t>();
+      key_on_device = reinterpret_cast<const uint64_t*>(state + 2);
+      dropoutKey(run_seed_, seed_, node_, ctx.input(1).as<int64_t>(), state,
+                 reinterpret_cast<uint64_t*>(state + 2), dev.stream);
+    } else {
+      key = mix64(seed_ + 0x9e3779b97f4a7c15ull * ++runs_);
+    }
+    const auto threshold = static_cast<uint64_t>(ratio_ * 4294967296.0);
+    dropout(ctx.input(0).as<float>(), ctx.output(0).as<float>(), mask, n, key, key_on_device,
+            threshold, static_cast<float>(1.0 / (1.0 - ratio_)), dev.stream);
+  }
+
+ private:
+  double ratio_;
+  uint64_t seed_;
+  bool training_;
+  uint64_t run_seed_, node_;
+  uint64_t runs_ = 0;
+  DeviceBuffer state_;  // {last step, micro-step, key} on the device
+};
+
+}  // namespace
+
+void registerElementwiseKernels(CudaKernelRegistry& r) {
+  r.add("Relu", unaryFactory(UnaryOp::Relu));
+  r.add("LeakyRelu", unaryFactory(UnaryOp::LeakyRelu));
+  r.add("Sigmoid", unaryFactory(UnaryOp::Sigmoid));
+  r.add("Tanh", unaryFactory(UnaryOp::Tanh));
+  r.add("Erf", unaryFactory(UnaryOp::Erf));
+  r.add("Gelu", geluKernel);
+  r.add("Sqrt", unaryFactory(UnaryOp::Sqrt));
+  r.add("Neg", unaryFactory(UnaryOp::Neg, true));
+  r.add("Exp", unaryFactory(UnaryOp::Exp));
+  r.add("Not", notKernel);
+  r.add("Identity", copyKernel);
+  r.add("Add", binaryFactory(BinaryOp::Add));
+  r.add("Sub", binaryFactory(BinaryOp::Sub));
+  r.add("Mul", binaryFactory(BinaryOp::Mul));
+  r.add("Div", binaryFactory(BinaryOp::Div));
+  r.add("Pow", binaryFactory(BinaryOp::Pow));
+  r.add("Equal", binaryFactory(BinaryOp::Equal));
+  r.add("Where", whereKernel);
+  r.add("Cast", castKernel);
+  r.add("Dropout", [](const KernelContext& ctx, const Device&) -> std::unique_ptr<CudaKernel> {
+    return std::make_unique<DropoutKernel>(ctx);
+  });
+}
+
+}  // namespace ds::cuda

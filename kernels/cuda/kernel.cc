@@ -1,0 +1,146 @@
+// The CUDA kernel registry and the host helpers of cuda_util.h.
+#include "kernels/cuda/kernel.h"
+
+#include "kernels/cpu/cpu_util.h"
+#include "kernels/cuda/cuda_util.h"
+
+namespace ds::cuda {
+
+namespace {
+
+class FunctionKernel : public CudaKernel {
+ public:
+  FunctionKernel(LaunchFn fn, size_t workspace) : fn_(std::move(fn)), workspace_(workspace) {}
+  size_t workspaceBytes() const override { return workspace_; }
+  void run(const KernelContext& ctx, const Device& dev, void* workspace) override {
+    fn_(ctx, dev, workspace);
+  }
+
+ private:
+  LaunchFn fn_;
+  size_t workspace_;
+};
+
+// What the user most likely got wrong, for errors that have a usual cause.
+const char* hintFor(const std::string& status) {
+  if (status.find("out of memory") != std::string::npos ||
+      status.find("ALLOC_FAILED") != std::string::npos)
+    return " (hint: the plan's arena or a batch too large for this GPU; lower the micro-batch)";
+  if (status.find("no kernel image") != std::string::npos)
+    return " (hint: this build targets sm_90 only; rebuild with this GPU's architecture)";
+  return "";
+}
+
+}  // namespace
+
+void throwCudaError(const char* call, const char* status, const char* file, int line) {
+  throw makeError(call, " failed: ", status, " (", file, ":", line, ")", hintFor(status));
+}
+
+const char* cublasStatusName(cublasStatus_t status) {
+  return cublasGetStatusName(status);
+}
+
+std::unique_ptr<CudaKernel> launchKernel(LaunchFn fn, size_t workspace_bytes) {
+  return std::make_unique<FunctionKernel>(std::move(fn), workspace_bytes);
+}
+
+const CudaKernelRegistry& CudaKernelRegistry::instance() {
+  static const CudaKernelRegistry registry = [] {
+    CudaKernelRegistry r;
+    registerElementwiseKernels(r);
+    registerShapeKernels(r);
+    registerReductionKernels(r);
+    registerConvKernels(r);
+    registerMatMulKernels(r);
+    registerNnKernels(r);
+    return r;
+  }();
+  return registry;
+}
+
+void CudaKernelRegistry::add(const std::string& op, CudaKernelFactory factory) {
+  DS_CHECK(factories_.emplace(op, std::move(factory)).second, "CUDA kernel for '", op,
+           "' registered twice");
+}
+
+const CudaKernelFactory* CudaKernelRegistry::find(const std::string& op) const {
+  auto it = factories_.find(op);
+  return it == factories_.end() ? nullptr : &it->second;
+}
+
+std::vector<std::string> CudaKernelRegistry::ops() const {
+  std::vector<std::string> out;
+  for (const auto& [op, f] : factories_) out.push_back(op);
+  return out;
+}
+
+// ---- cuda_util.h ----
+
+DeviceBuffer::DeviceBuffer(size_t bytes) {
+  if (bytes > 0) DS_CUDA_CHECK(cudaMalloc(&data_, bytes));
+}
+
+DeviceBuffer DeviceBuffer::upload(const std::vector<int64_t>& values) {
+  DeviceBuffer b(values.size() * sizeof(int64_t));
+  if (!values.empty())
+    DS_CUDA_CHECK(cudaMemcpy(b.data_, values.data(), values.size() * sizeof(int64_t),
+                             cudaMemcpyHostToDevice));
+  return b;
+}
+
+DeviceBuffer::~DeviceBuffer() {
+  if (data_) cudaFree(data_);
+}
+
+DeviceBuffer::DeviceBuffer(DeviceBuffer&& other) noexcept : data_(other.data_) {
+  other.data_ = nullptr;
+}
+
+DeviceBuffer& DeviceBuffer::operator=(DeviceBuffer&& other) noexcept {
+  std::swap(data_, other.data_);
+  return *this;
+}
+
+Walk makeWalk(const KernelContext& ctx, std::vector<int64_t> dims,
+              std::vector<std::vector<int64_t>> strides) {
+  Walk w;
+  w.numel = 1;
+  for (int64_t d : dims) w.numel *= d;
+  cpu::collapseWalk(dims, strides);
+  if (dims.size() > static_cast<size_t>(kMaxWalkDims))
+    ctx.fail("rank ", dims.size(), " after collapsing exceeds the CUDA walk limit ", kMaxWalkDims);
+  w.rank = static_cast<int>(dims.size());
+  for (size_t d = 0; d < dims.size(); ++d) {
+    w.dims[d] = dims[d];
+    for (size_t k = 0; k < strides.size() && k < 3; ++k) w.strides[k][d] = strides[k][d];
+  }
+  return w;
+}
+
+Walk broadcastWalk(const KernelContext& ctx, const Shape& out, const std::vector<Shape>& inputs) {
+  std::vector<std::vector<int64_t>> strides{cpu::broadcastStrides(out, out)};
+  for (const Shape& in : inputs) strides.push_back(cpu::broadcastStrides(in, out));
+  return makeWalk(ctx, out, std::move(strides));
+}
+
+void requireF32(const KernelContext& ctx, size_t i) {
+  DType t = ctx.input(i).dtype();
+  if (t != DType::F32)
+    ctx.fail("input ", i, " has dtype ", dtypeName(t), "; the CUDA kernel supports f32");
+}
+
+bool hasOutput(const KernelContext& ctx, size_t i) {
+  return i < ctx.outputs.size() && ctx.outputs[i].present();
+}
+
+std::unique_ptr<CudaKernel> noopKernel() {
+  return launchKernel([](const KernelContext&, const Device&, void*) {});
+}
+
+void copyAsync(const TensorView& from, const TensorView& to, cudaStream_t stream) {
+  if (from.data == to.data || to.bytes() == 0) return;
+  DS_CUDA_CHECK(cudaMemcpyAsync(to.data, from.data, to.bytes(), cudaMemcpyDeviceToDevice, stream));
+}
+
+}  // namespace ds::cuda

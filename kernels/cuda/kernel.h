@@ -1,0 +1,72 @@
+// The CUDA kernel interface, mirroring kernels/cpu/kernel.h. A plan step is
+// described by the same backend-independent KernelContext (op, attributes with
+// every default filled in, tensor views), whose data pointers are device
+// addresses here. The executor builds one CudaKernel per step at plan load —
+// where cuDNN descriptors and algorithms, cuBLAS parameters, broadcast walks and
+// index tables are prepared — and run() only enqueues work on the executor's
+// stream: no allocation, no synchronisation.
+#pragma once
+
+#include <cublas_v2.h>
+#include <cuda_runtime_api.h>
+#include <cudnn.h>
+
+#include <functional>
+#include <map>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "kernels/cpu/kernel.h"
+
+namespace ds::cuda {
+
+using cpu::KernelContext;
+using cpu::TensorView;
+
+// The executor's stream and library handles (all bound to the stream), made once.
+struct Device {
+  cudaStream_t stream = nullptr;
+  cublasHandle_t cublas = nullptr;
+  cudnnHandle_t cudnn = nullptr;
+};
+
+class CudaKernel {
+ public:
+  virtual ~CudaKernel() = default;
+  // Device scratch needed during run(). Steps run one after another on one
+  // stream, so the executor gives all of them the same workspace, sized for the
+  // largest request.
+  virtual size_t workspaceBytes() const { return 0; }
+  // Enqueues the step; the context's views are the same on every call.
+  virtual void run(const KernelContext& ctx, const Device& dev, void* workspace) = 0;
+};
+
+// Builds a kernel for a step (once, at plan load).
+using CudaKernelFactory =
+    std::function<std::unique_ptr<CudaKernel>(const KernelContext&, const Device&)>;
+
+using LaunchFn = std::function<void(const KernelContext&, const Device&, void* workspace)>;
+// Wraps a launch function (usually a lambda holding what the factory resolved).
+std::unique_ptr<CudaKernel> launchKernel(LaunchFn fn, size_t workspace_bytes = 0);
+
+class CudaKernelRegistry {
+ public:
+  static const CudaKernelRegistry& instance();
+  void add(const std::string& op, CudaKernelFactory factory);
+  const CudaKernelFactory* find(const std::string& op) const;
+  std::vector<std::string> ops() const;
+
+ private:
+  std::map<std::string, CudaKernelFactory> factories_;
+};
+
+// Kernel families; CudaKernelRegistry::instance() calls each once.
+void registerElementwiseKernels(CudaKernelRegistry& r);  // elementwise_kernels.cc
+void registerShapeKernels(CudaKernelRegistry& r);        // shape_kernels.cc
+void registerReductionKernels(CudaKernelRegistry& r);    // reduction_kernels.cc (+ norms, loss)
+void registerConvKernels(CudaKernelRegistry& r);         // conv_kernels.cc (cuDNN)
+void registerMatMulKernels(CudaKernelRegistry& r);       // matmul_kernels.cc (cuBLAS)
+void registerNnKernels(CudaKernelRegistry& r);  // nn_kernels.cc (pooling, gather, optimizers)
+
+}  // namespace ds::cuda

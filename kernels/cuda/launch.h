@@ -1,0 +1,164 @@
+// The device side of the CUDA backend: plain launch functions over raw device
+// pointers, implemented in kernels/cuda/*.cu. Host-side kernel objects
+// (kernels/cuda/*_kernels.cc) resolve attributes, shapes and dtypes once at plan
+// load and call these from run(); keeping the .cu files free of project headers
+// other than this one keeps nvcc's share of the build small. Every launch is
+// asynchronous on `stream`; none allocates. Float math is f32 unless noted;
+// statistics (norms, reductions, losses) accumulate in double, as the CPU oracle does.
+#pragma once
+
+#include <cuda_runtime_api.h>
+
+#include <cstdint>
+
+#include "ir/dtype.h"
+
+namespace ds::cuda {
+
+inline constexpr int kMaxWalkDims = 8;
+
+// An element-wise walk over `numel` output elements in row-major order of
+// `dims`; operand k's element offset is Σ index[d] * strides[k][d] plus base[k].
+struct Walk {
+  int rank = 1;
+  int64_t numel = 0;
+  int64_t dims[kMaxWalkDims] = {};
+  int64_t strides[3][kMaxWalkDims] = {};
+  int64_t base[3] = {};
+};
+
+enum class UnaryOp : int { Relu, LeakyRelu, Sigmoid, Tanh, Erf, GeluErf, GeluTanh, Sqrt, Neg, Exp };
+enum class BinaryOp : int { Add, Sub, Mul, Div, Pow, Equal };
+
+// ---- elementwise.cu ----
+// y = op(x) over n elements; f32 for every op, i64/i32 for Neg.
+void unary(UnaryOp op, DType t, const void* x, void* y, int64_t n, float alpha, cudaStream_t s);
+void logicalNot(const bool* x, bool* y, int64_t n, cudaStream_t s);
+// o = op(a, b) with operands 1 and 2 of `w` broadcast (operand 0 is the output).
+// Same-dtype a and b: f32, i64 or i32 (Equal also bool, output bool); Pow: f32 only.
+void binary(BinaryOp op, DType t, const void* a, const void* b, void* o, const Walk& w,
+            cudaStream_t s);
+// o = c ? x : y, elements of `elem_size` bytes; operands 0..2 of `w` are c, x, y
+// and the output is contiguous.
+void where(size_t elem_size, const bool* c, const void* x, const void* y, void* o, const Walk& w,
+           cudaStream_t s);
+// Converts n elements (floats to integers truncate toward zero saturating, NaN -> 0).
+void cast(DType from, DType to, const void* x, void* y, int64_t n, cudaStream_t s);
+// Training dropout (kernels/dropout_rng.h): element i is kept when
+// dropoutKeep(key, i, threshold); the key is `*key_on_device` when that is not
+// null (computed by dropoutKey below), else `key`.
+void dropout(const float* x, float* y, bool* mask, int64_t n, uint64_t key,
+             const uint64_t* key_on_device, uint64_t threshold, float scale, cudaStream_t s);
+// The key of this run of a training-plan Dropout node, from the step feed: state
+// holds {last step, micro-step} (starting at {-1, 0}) and is advanced on the
+// device, so no step value needs to reach the host.
+void dropoutKey(uint64_t run_seed, uint64_t node_seed, uint64_t node, const int64_t* step,
+                int64_t* state, uint64_t* key, cudaStream_t s);
+void fillBits(size_t elem_size, uint64_t bits, void* y, int64_t n, cudaStream_t s);
+// out[offset_0(i)] = in[offset_1(i)] over the walk (operand 0 is the output).
+void stridedCopy(size_t elem_size, const void* in, void* out, const Walk& w, cudaStream_t s);
+void trilu(size_t elem_size, const void* in, void* out, int64_t matrices, int64_t rows,
+           int64_t cols, int64_t k, bool upper, cudaStream_t s);
+// y[i] = start + i * delta with scalars read on the device; f32, i64 or i32.
+void range(DType t, const void* start, const void* delta, void* y, int64_t n, cudaStream_t s);
+
+// ---- reduce.cu ----
+// y[o, i] = scale * Σ_r x[(o * reduced + r) * inner + i] (f32, double accumulation).
+// Few long rows are split over reduceSplitParts() blocks each, whose partial sums
+// go to `scratch` (outer * parts doubles) and are added in order by a second kernel.
+int64_t reduceSplitParts(int64_t outer, int64_t reduced, int64_t inner);
+void reduceBlocks(const float* x, float* y, int64_t outer, int64_t reduced, int64_t inner,
+                  double scale, double* scratch, cudaStream_t s);
+// y[o] = scale * Σ_r x[base[o] + offsets[r]] with device tables (interleaved axes).
+void reduceTable(const float* x, float* y, const int64_t* base, int64_t outputs,
+                 const int64_t* offsets, int64_t reduced, double scale, cudaStream_t s);
+// (Log)Softmax over the middle dim of [outer, n, inner].
+void softmax(bool log, const float* x, float* y, int64_t outer, int64_t n, int64_t inner,
+             cudaStream_t s);
+
+// ---- reduce.cu: normalisation ----
+struct BatchNormArgs {
+  int64_t n = 0, c = 0, inner = 0;
+  double eps = 0.0, momentum = 0.0;
+};
+// Training: batch statistics (biased variance) and optional running-stat outputs;
+// inference: in_mean/in_var. `scratch` holds 2 * c doubles.
+void batchNormForward(const BatchNormArgs& a, bool training, const float* x, const float* scale,
+                      const float* bias, const float* in_mean, const float* in_var, float* y,
+                      float* out_mean, float* out_var, double* scratch, cudaStream_t s);
+// dX, dScale, dBias from recomputed batch statistics; `scratch` holds 4 * c doubles.
+void batchNormBackward(const BatchNormArgs& a, const float* dy, const float* x, const float* scale,
+                       float* dx, float* dscale, float* dbias, double* scratch, cudaStream_t s);
+// Rows of `inner` elements; scale/bias have `inner` elements (bias may be null);
+// mean/inv_std outputs may be null.
+void layerNormForward(const float* x, const float* scale, const float* bias, float* y, float* mean,
+                      float* inv_std, int64_t outer, int64_t inner, double eps, cudaStream_t s);
+// `scratch` holds 2 * outer doubles.
+void layerNormBackward(const float* dy, const float* x, const float* scale, float* dx,
+                       float* dscale, float* dbias, int64_t outer, int64_t inner, double eps,
+                       double* scratch, cudaStream_t s);
+
+// ---- reduce.cu: cross-entropy ----
+struct CrossEntropyArgs {
+  int64_t n = 0, c = 0, d = 0;  // scores [n, c, d]
+  int64_t ignore_index = INT64_MIN;
+  int reduction = 2;  // 0 none, 1 sum, 2 mean
+  bool labels32 = false;
+};
+// Labels outside [0, c) that are not ignored make the loss NaN (the CPU kernel
+// throws; a device kernel cannot). `scratch` holds 2 * n * d doubles.
+void crossEntropy(const CrossEntropyArgs& a, const float* scores, const void* labels,
+                  const float* weights, float* loss, float* log_prob, double* scratch,
+                  cudaStream_t s);
+// `scratch` holds one double.
+void crossEntropyGrad(const CrossEntropyArgs& a, const float* dloss, const float* scores,
+                      const void* labels, const float* weights, float* dscores, double* scratch,
+                      cudaStream_t s);
+
+// ---- nn.cu ----
+// A pooling window padded to 3 spatial dims (leading unit dims).
+struct PoolArgs {
+  int64_t planes = 0;  // N * C
+  int64_t in[3] = {}, out[3] = {}, kernel[3] = {}, strides[3] = {}, dilations[3] = {},
+          pad_begin[3] = {}, pad_end[3] = {};
+  bool count_include_pad = false;
+};
+void maxPool(const PoolArgs& a, const float* x, float* y, cudaStream_t s);
+void averagePool(const PoolArgs& a, const float* x, float* y, cudaStream_t s);
+// dY routed to each window's first maximum (row-major taps, NaN wins), as the CPU does.
+void maxPoolGrad(const PoolArgs& a, const float* dy, const float* x, float* dx, cudaStream_t s);
+void averagePoolGrad(const PoolArgs& a, const float* dy, float* dx, cudaStream_t s);
+// y[i, j] = beta * c[i or 0, j or 0] (Gemm's C broadcast into Y before Y += alpha A·B).
+void gemmFillC(const float* c, float* y, int64_t m, int64_t n, int64_t c_rows, int64_t c_cols,
+               float beta, cudaStream_t s);
+// Gather of rows of `row_bytes` from data [outer, dim, row] by i64/i32 indices;
+// negative indices wrap, out-of-range rows come out zero.
+void gather(const void* data, const void* indices, bool indices32, void* out, int64_t outer,
+            int64_t dim, int64_t count, int64_t row_bytes, cudaStream_t s);
+// dData [outer, dim, inner] = Σ of dY rows per index, added in index order.
+void gatherGrad(const float* dy, const void* indices, bool indices32, float* dx, int64_t outer,
+                int64_t dim, int64_t count, int64_t inner, cudaStream_t s);
+
+// ---- nn.cu: optimizer steps ----
+struct SgdArgs {
+  double momentum = 0, dampening = 0, weight_decay = 0;
+  bool nesterov = false;
+};
+// Optional device scalars (null when absent): grad_scale multiplies the gradient
+// (rounded to f32 first, as torch's grad.mul_ stores it); momentum / beta1 replaces
+// the attribute for this step.
+void sgdStep(const SgdArgs& a, const float* p, const float* g, const float* lr, const int64_t* step,
+             const float* buf, const float* grad_scale, const float* momentum, float* p_out,
+             float* buf_out, int64_t n, cudaStream_t s);
+struct AdamArgs {
+  double beta1 = 0.9, beta2 = 0.999, eps = 1e-8, weight_decay = 0;
+  bool adam_w_mode = true, bias_correction = true;
+};
+void adamStep(const AdamArgs& a, const float* p, const float* g, const float* lr,
+              const int64_t* step, const float* m, const float* v, const float* grad_scale,
+              const float* beta1, float* p_out, float* m_out, float* v_out, int64_t n,
+              cudaStream_t s);
+// coef = max_norm / (norm + 1e-6) when below 1, else 1 (DeepSpeed's clip_grad_norm_).
+void clipCoef(const float* norm, float* coef, double max_norm, cudaStream_t s);
+
+}  // namespace ds::cuda

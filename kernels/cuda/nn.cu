@@ -1,0 +1,304 @@
+// Device kernels of pooling (forward and backward), Gemm's C broadcast, Gather
+// and its gradient, and the fused optimizer steps (see launch.h). Backward
+// kernels gather (one thread per dX element sums what flows into it) rather than
+// scatter with atomics, so results are deterministic and equal the CPU's order.
+#include "kernels/cuda/device_util.h"
+
+namespace ds::cuda {
+namespace {
+
+// Along dim d of output index o: the in-input taps [lo, hi) and the taps inside
+// the explicit padding (AveragePool's divisor with count_include_pad); the CPU's
+// tapTable (kernels/cpu/window.cc) computes the same per index.
+__device__ inline void taps(const PoolArgs& a, int d, int64_t o, int64_t* lo, int64_t* hi,
+                            int64_t* padded) {
+  int64_t l = a.kernel[d], h = 0, p = 0;
+  for (int64_t k = 0; k < a.kernel[d]; ++k) {
+    int64_t pos = o * a.strides[d] - a.pad_begin[d] + k * a.dilations[d];
+    if (pos >= 0 && pos < a.in[d]) {
+      l = min(l, k);
+      h = k + 1;
+    }
+    if (pos >= -a.pad_begin[d] && pos < a.in[d] + a.pad_end[d]) ++p;
+  }
+  *lo = min(l, h);
+  *hi = h;
+  *padded = p;
+}
+
+struct PoolWindow {
+  int64_t base[3], lo[3], hi[3];
+  double count, count_padded;
+};
+
+__device__ inline PoolWindow poolWindow(const PoolArgs& a, const int64_t o[3]) {
+  PoolWindow w;
+  w.count = w.count_padded = 1.0;
+  for (int d = 0; d < 3; ++d) {
+    int64_t padded;
+    taps(a, d, o[d], &w.lo[d], &w.hi[d], &padded);
+    w.base[d] = o[d] * a.strides[d] - a.pad_begin[d];
+    w.count *= static_cast<double>(w.hi[d] - w.lo[d]);
+    w.count_padded *= static_cast<double>(padded);
+  }
+  return w;
+}
+
+__device__ inline void unflatten(const int64_t* dims, int64_t i, int64_t out[3]) {
+  out[2] = i % dims[2];
+  out[1] = i / dims[2] % dims[1];
+  out[0] = i / (dims[1] * dims[2]);
+}
+
+// Flat input index of the first maximum of window `w` in plane xp (NaN wins, a
+// window of -inf gives its first tap, an empty window -1).
+__device__ inline int64_t argMax(const PoolArgs& a, const PoolWindow& w, const float* xp) {
+  int64_t best_at = -1;
+  float best = -INFINITY;
+  for (int64_t kd = w.lo[0]; kd < w.hi[0]; ++kd)
+    for (int64_t kh = w.lo[1]; kh < w.hi[1]; ++kh)
+      for (int64_t kw = w.lo[2]; kw < w.hi[2]; ++kw) {
+        int64_t i =
+            ((w.base[0] + kd * a.dilations[0]) * a.in[1] + w.base[1] + kh * a.dilations[1]) *
+                a.in[2] +
+            w.base[2] + kw * a.dilations[2];
+        float v = xp[i];
+        if (best_at < 0) best_at = i;
+        if (v > best || isnan(v)) {
+          best = v;
+          best_at = i;
+        }
+      }
+  return best_at;
+}
+
+__global__ void poolKernel(PoolArgs a, bool max_pool, const float* x, float* y) {
+  const int64_t out_size = a.out[0] * a.out[1] * a.out[2], in_size = a.in[0] * a.in[1] * a.in[2];
+  for (int64_t t = globalIndex(); t < a.planes * out_size; t += globalStride()) {
+    int64_t p = t / out_size, o[3];
+    unflatten(a.out, t - p * out_size, o);
+    PoolWindow w = poolWindow(a, o);
+    const float* xp = x + p * in_size;
+    if (max_pool) {
+      int64_t at = argMax(a, w, xp);
+      y[t] = at < 0 ? -INFINITY : xp[at];
+      continue;
+    }
+    double sum = 0.0;
+    for (int64_t kd = w.lo[0]; kd < w.hi[0]; ++kd)
+      for (int64_t kh = w.lo[1]; kh < w.hi[1]; ++kh)
+        for (int64_t kw = w.lo[2]; kw < w.hi[2]; ++kw)
+          sum +=
+              xp[((w.base[0] + kd * a.dilations[0]) * a.in[1] + w.base[1] + kh * a.dilations[1]) *
+                     a.in[2] +
+                 w.base[2] + kw * a.dilations[2]];
+    y[t] = static_cast<float>(sum / (a.count_include_pad ? w.count_padded : w.count));
+  }
+}
+
+// Output indices along dim d whose tap k lands on input index i (-1 when none).
+__device__ inline int64_t outFor(const PoolArgs& a, int d, int64_t i, int64_t k) {
+  int64_t t = i + a.pad_begin[d] - k * a.dilations[d];
+  if (t < 0 || t % a.strides[d] != 0) return -1;
+  t /= a.strides[d];
+  return t < a.out[d] ? t : -1;
+}
+
+// dX[i] = Σ over windows containing input i of their share of dY, visiting windows
+// in row-major output order as the CPU's scatter loop adds them.
+__global__ void poolGradKernel(PoolArgs a, bool max_pool, const float* dy, const float* x,
+                               float* dx) {
+  const int64_t out_size = a.out[0] * a.out[1] * a.out[2], in_size = a.in[0] * a.in[1] * a.in[2];
+  for (int64_t t = globalIndex(); t < a.planes * in_size; t += globalStride()) {
+    int64_t p = t / in_size, flat = t - p * in_size, i[3];
+    unflatten(a.in, flat, i);
+    const float* dyp = dy + p * out_size;
+    const float* xp = max_pool ? x + p * in_size : nullptr;
+    float acc = 0.0f;
+    // Larger taps belong to earlier windows: descending k visits outputs in ascending order.
+    for (int64_t kd = a.kernel[0] - 1; kd >= 0; --kd) {
+      const int64_t od = outFor(a, 0, i[0], kd);
+      if (od < 0) continue;
+      for (int64_t kh = a.kernel[1] - 1; kh >= 0; --kh) {
+        const int64_t oh = outFor(a, 1, i[1], kh);
+        if (oh < 0) continue;
+        for (int64_t kw = a.kernel[2] - 1; kw >= 0; --kw) {
+          const int64_t ow = outFor(a, 2, i[2], kw);
+          if (ow < 0) continue;
+          const int64_t o[3] = {od, oh, ow};
+          PoolWindow w = poolWindow(a, o);
+          float g = dyp[(od * a.out[1] + oh) * a.out[2] + ow];
+          if (max_pool) {
+            if (argMax(a, w, xp) == flat) acc += g;
+          } else {
+            acc += static_cast<float>(static_cast<double>(g) /
+                                      (a.count_include_pad ? w.count_padded : w.count));
+          }
+        }
+      }
+    }
+    dx[t] = acc;
+  }
+}
+
+__global__ void gemmFillCKernel(const float* c, float* y, int64_t m, int64_t n, int64_t c_rows,
+                                int64_t c_cols, float beta) {
+  for (int64_t t = globalIndex(); t < m * n; t += globalStride()) {
+    int64_t i = t / n, j = t - i * n;
+    y[t] = static_cast<float>(static_cast<double>(beta) *
+                              c[(c_rows > 1 ? i * c_cols : 0) + (c_cols > 1 ? j : 0)]);
+  }
+}
+
+__device__ inline int64_t indexAt(const void* indices, bool indices32, int64_t n, int64_t dim) {
+  int64_t v =
+      indices32 ? static_cast<const int32_t*>(indices)[n] : static_cast<const int64_t*>(indices)[n];
+  return v < 0 ? v + dim : v;
+}
+
+// One thread per output element of E; rows are row_elems elements of E.
+template <typename E>
+__global__ void gatherKernel(const E* data, const void* indices, bool indices32, E* out,
+                             int64_t outer, int64_t dim, int64_t count, int64_t row_elems) {
+  for (int64_t t = globalIndex(); t < outer * count * row_elems; t += globalStride()) {
+    int64_t j = t % row_elems, on = t / row_elems, n = on % count, o = on / count;
+    int64_t idx = indexAt(indices, indices32, n, dim);
+    out[t] = idx >= 0 && idx < dim ? data[(o * dim + idx) * row_elems + j] : E(0);
+  }
+}
+
+// One thread per (outer, column) lane, adding dY rows in index order.
+__global__ void gatherGradKernel(const float* dy, const void* indices, bool indices32, float* dx,
+                                 int64_t outer, int64_t dim, int64_t count, int64_t inner) {
+  for (int64_t t = globalIndex(); t < outer * inner; t += globalStride()) {
+    int64_t o = t / inner, j = t - o * inner;
+    for (int64_t n = 0; n < count; ++n) {
+      int64_t idx = indexAt(indices, indices32, n, dim);
+      if (idx >= 0 && idx < dim) dx[(o * dim + idx) * inner + j] += dy[(o * count + n) * inner + j];
+    }
+  }
+}
+
+// The gradient as the update sees it: scaled by the clipping coefficient and
+// rounded to f32 first, as kernels/cpu/optimizer.cc does.
+__device__ inline double scaledGrad(float g, const float* scale) {
+  return scale ? static_cast<double>(static_cast<float>(static_cast<double>(g) * *scale))
+               : static_cast<double>(g);
+}
+
+__global__ void sgdKernel(SgdArgs a, const float* p, const float* g, const float* lr_ptr,
+                          const int64_t* step_ptr, const float* buf, const float* grad_scale,
+                          const float* momentum_ptr, float* p_out, float* buf_out, int64_t n) {
+  const double lr = *lr_ptr, momentum = momentum_ptr ? *momentum_ptr : a.momentum;
+  const int64_t step = *step_ptr;
+  for (int64_t i = globalIndex(); i < n; i += globalStride()) {
+    double d = scaledGrad(g[i], grad_scale) + a.weight_decay * static_cast<double>(p[i]);
+    if (buf) {
+      // The first step starts the velocity at the gradient, as torch.optim.SGD does.
+      double b = step <= 1 ? d : momentum * static_cast<double>(buf[i]) + (1 - a.dampening) * d;
+      buf_out[i] = static_cast<float>(b);
+      d = a.nesterov ? d + momentum * b : b;
+    }
+    p_out[i] = static_cast<float>(static_cast<double>(p[i]) - lr * d);
+  }
+}
+
+__global__ void adamKernel(AdamArgs a, const float* p, const float* g, const float* lr_ptr,
+                           const int64_t* step_ptr, const float* m, const float* v,
+                           const float* grad_scale, const float* beta1_ptr, float* p_out,
+                           float* m_out, float* v_out, int64_t n) {
+  const double lr = *lr_ptr, step = static_cast<double>(*step_ptr);
+  const double b1 = beta1_ptr ? *beta1_ptr : a.beta1, b2 = a.beta2;
+  const double bc1 = a.bias_correction ? 1 - pow(b1, step) : 1.0;
+  const double bc2 = a.bias_correction ? 1 - pow(b2, step) : 1.0;
+  for (int64_t i = globalIndex(); i < n; i += globalStride()) {
+    double pi = p[i], gi = scaledGrad(g[i], grad_scale);
+    if (!a.adam_w_mode) gi += a.weight_decay * pi;  // L2: decay enters the moments
+    double mi = b1 * m[i] + (1 - b1) * gi;
+    double vi = b2 * v[i] + (1 - b2) * gi * gi;
+    if (a.adam_w_mode) pi -= lr * a.weight_decay * pi;  // AdamW: decay the weight itself
+    double denom = sqrt(vi) / sqrt(bc2) + a.eps;
+    p_out[i] = static_cast<float>(pi - (lr / bc1) * mi / denom);
+    m_out[i] = static_cast<float>(mi);
+    v_out[i] = static_cast<float>(vi);
+  }
+}
+
+__global__ void clipCoefKernel(const float* norm, float* coef, double max_norm) {
+  const double c = max_norm / (static_cast<double>(*norm) + 1e-6);
+  *coef = c < 1.0 ? static_cast<float>(c) : 1.0f;
+}
+
+}  // namespace
+
+void maxPool(const PoolArgs& a, const float* x, float* y, cudaStream_t s) {
+  int64_t n = a.planes * a.out[0] * a.out[1] * a.out[2];
+  if (n > 0) poolKernel<<<gridFor(n), kThreads, 0, s>>>(a, true, x, y);
+}
+
+void averagePool(const PoolArgs& a, const float* x, float* y, cudaStream_t s) {
+  int64_t n = a.planes * a.out[0] * a.out[1] * a.out[2];
+  if (n > 0) poolKernel<<<gridFor(n), kThreads, 0, s>>>(a, false, x, y);
+}
+
+void maxPoolGrad(const PoolArgs& a, const float* dy, const float* x, float* dx, cudaStream_t s) {
+  int64_t n = a.planes * a.in[0] * a.in[1] * a.in[2];
+  if (n > 0) poolGradKernel<<<gridFor(n), kThreads, 0, s>>>(a, true, dy, x, dx);
+}
+
+void averagePoolGrad(const PoolArgs& a, const float* dy, float* dx, cudaStream_t s) {
+  int64_t n = a.planes * a.in[0] * a.in[1] * a.in[2];
+  if (n > 0) poolGradKernel<<<gridFor(n), kThreads, 0, s>>>(a, false, dy, nullptr, dx);
+}
+
+void gemmFillC(const float* c, float* y, int64_t m, int64_t n, int64_t c_rows, int64_t c_cols,
+               float beta, cudaStream_t s) {
+  if (m * n > 0)
+    gemmFillCKernel<<<gridFor(m * n), kThreads, 0, s>>>(c, y, m, n, c_rows, c_cols, beta);
+}
+
+void gather(const void* data, const void* indices, bool indices32, void* out, int64_t outer,
+            int64_t dim, int64_t count, int64_t row_bytes, cudaStream_t s) {
+  auto launch = [&](auto tag) {
+    using E = decltype(tag);
+    int64_t row = row_bytes / static_cast<int64_t>(sizeof(E)), total = outer * count * row;
+    if (total > 0)
+      gatherKernel<<<gridFor(total), kThreads, 0, s>>>(static_cast<const E*>(data), indices,
+                                                       indices32, static_cast<E*>(out), outer, dim,
+                                                       count, row);
+  };
+  if (row_bytes % 4 == 0) return launch(uint32_t{});
+  if (row_bytes % 2 == 0) return launch(uint16_t{});
+  launch(uint8_t{});
+}
+
+void gatherGrad(const float* dy, const void* indices, bool indices32, float* dx, int64_t outer,
+                int64_t dim, int64_t count, int64_t inner, cudaStream_t s) {
+  if (outer * dim * inner == 0) return;
+  cudaMemsetAsync(dx, 0, static_cast<size_t>(outer * dim * inner) * sizeof(float), s);
+  gatherGradKernel<<<gridFor(outer * inner), kThreads, 0, s>>>(dy, indices, indices32, dx, outer,
+                                                               dim, count, inner);
+}
+
+void sgdStep(const SgdArgs& a, const float* p, const float* g, const float* lr, const int64_t* step,
+             const float* buf, const float* grad_scale, const float* momentum, float* p_out,
+             float* buf_out, int64_t n, cudaStream_t s) {
+  if (n > 0)
+    sgdKernel<<<gridFor(n), kThreads, 0, s>>>(a, p, g, lr, step, buf, grad_scale, momentum, p_out,
+                                              buf_out, n);
+}
+
+void adamStep(const AdamArgs& a, const float* p, const float* g, const float* lr,
+              const int64_t* step, const float* m, const float* v, const float* grad_scale,
+              const float* beta1, float* p_out, float* m_out, float* v_out, int64_t n,
+              cudaStream_t s) {
+  if (n > 0)
+    adamKernel<<<gridFor(n), kThreads, 0, s>>>(a, p, g, lr, step, m, v, grad_scale, beta1, p_out,
+                                               m_out, v_out, n);
+}
+
+void clipCoef(const float* norm, float* coef, double max_norm, cudaStream_t s) {
+  clipCoefKernel<<<1, 1, 0, s>>>(norm, coef, max_norm);
+}
+
+}  // namespace ds::cuda

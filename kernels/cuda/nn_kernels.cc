@@ -1,0 +1,128 @@
+// CUDA kernels of pooling forward and backward (CPU twins: kernels/cpu/pool.cc,
+// grad_pool.cc) and of the optimizer ops SgdStep, AdamStep, ClipCoef and ZerosLike
+// (optimizer.cc).
+// Pooling windows are resolved with the CPU's window rules (kernels/cpu/window.h)
+// and handed to the device as a 3-D window; the learning rate and step number are
+// read on the device from their feeds, so run() never synchronises.
+#include "kernels/cpu/grad_util.h"
+#include "kernels/cpu/window.h"
+#include "kernels/cuda/cuda_util.h"
+
+namespace ds::cuda {
+namespace {
+
+PoolArgs poolArgs(const cpu::Window& window, bool count_include_pad) {
+  cpu::Window w = window.as3d();
+  PoolArgs a;
+  a.planes = w.n * w.c_in;
+  for (size_t d = 0; d < 3; ++d) {
+    a.in[d] = w.in[d];
+    a.out[d] = w.out[d];
+    a.kernel[d] = w.kernel[d];
+    a.strides[d] = w.strides[d];
+    a.dilations[d] = w.dilations[d];
+    a.pad_begin[d] = w.pad_begin[d];
+    a.pad_end[d] = w.pad_end[d];
+  }
+  a.count_include_pad = count_include_pad;
+  return a;
+}
+
+template <bool kMax>
+std::unique_ptr<CudaKernel> makePool(const KernelContext& ctx, const Device&) {
+  requireF32(ctx, 0);
+  cpu::Window w = cpu::resolveWindow(ctx, ctx.ints("kernel_shape"));
+  if (w.spatial() > 3) ctx.fail("more than 3 spatial dims");
+  PoolArgs a = poolArgs(w, !kMax && ctx.i("count_include_pad") != 0);
+  return launchKernel([a](const KernelContext& c, const Device& d, void*) {
+    if constexpr (kMax)
+      maxPool(a, c.input(0).as<float>(), c.output(0).as<float>(), d.stream);
+    else
+      averagePool(a, c.input(0).as<float>(), c.output(0).as<float>(), d.stream);
+  });
+}
+
+// MaxPoolGrad(dY, X) -> dX and AveragePoolGrad(dY) -> dX.
+template <bool kMax>
+std::unique_ptr<CudaKernel> makePoolGrad(const KernelContext& ctx, const Device&) {
+  requireF32(ctx, 0);
+  cpu::Window w = cpu::forwardWindow(ctx, ctx.output(0).shape(), ctx.input(0).shape(),
+                                     ctx.ints("kernel_shape"));
+  if (w.spatial() > 3) ctx.fail("more than 3 spatial dims");
+  PoolArgs a = poolArgs(w, !kMax && ctx.i("count_include_pad") != 0);
+  return launchKernel([a](const KernelContext& c, const Device& d, void*) {
+    if constexpr (kMax)
+      maxPoolGrad(a, c.input(0).as<float>(), c.input(1).as<float>(), c.output(0).as<float>(),
+                  d.stream);
+    else
+      averagePoolGrad(a, c.input(0).as<float>(), c.output(0).as<float>(), d.stream);
+  });
+}
+
+// The optional f32 scalar input i on the device, or null when absent.
+const float* optionalScalar(const KernelContext& c, size_t i) {
+  return c.hasInput(i) ? c.input(i).as<float>() : nullptr;
+}
+
+// SgdStep(param, grad, lr, step[, velocity][, grad_scale][, momentum]) -> param'[, velocity'].
+std::unique_ptr<CudaKernel> sgdKernel(const KernelContext& ctx, const Device&) {
+  requireF32(ctx, 0);
+  SgdArgs a;
+  a.momentum = ctx.f("momentum");
+  a.dampening = ctx.f("dampening");
+  a.weight_decay = ctx.f("weight_decay");
+  a.nesterov = ctx.i("nesterov") != 0;
+  return launchKernel([a](const KernelContext& c, const Device& d, void*) {
+    const float* buf = c.hasInput(4) ? c.input(4).as<float>() : nullptr;
+    float* buf_out = c.outputs.size() > 1 ? c.output(1).as<float>() : nullptr;
+    sgdStep(a, c.input(0).as<float>(), c.input(1).as<float>(), c.input(2).as<float>(),
+            c.input(3).as<int64_t>(), buf, optionalScalar(c, 5), optionalScalar(c, 6),
+            c.output(0).as<float>(), buf_out, c.input(0).numel(), d.stream);
+  });
+}
+
+// AdamStep(param, grad, lr, step, m, v[, grad_scale][, beta1]) -> param', m', v'.
+std::unique_ptr<CudaKernel> adamKernel(const KernelContext& ctx, const Device&) {
+  requireF32(ctx, 0);
+  AdamArgs a;
+  a.beta1 = ctx.f("beta1");
+  a.beta2 = ctx.f("beta2");
+  a.eps = ctx.f("eps");
+  a.weight_decay = ctx.f("weight_decay");
+  a.adam_w_mode = ctx.i("adam_w_mode") != 0;
+  a.bias_correction = ctx.i("bias_correction") != 0;
+  return launchKernel([a](const KernelContext& c, const Device& d, void*) {
+    adamStep(a, c.input(0).as<float>(), c.input(1).as<float>(), c.input(2).as<float>(),
+             c.input(3).as<int64_t>(), c.input(4).as<float>(), c.input(5).as<float>(),
+             optionalScalar(c, 6), optionalScalar(c, 7), c.output(0).as<float>(),
+             c.output(1).as<float>(), c.output(2).as<float>(), c.input(0).numel(), d.stream);
+  });
+}
+
+std::unique_ptr<CudaKernel> clipCoefKernel(const KernelContext& ctx, const Device&) {
+  const double max_norm = ctx.f("max_norm");
+  return launchKernel([max_norm](const KernelContext& c, const Device& d, void*) {
+    clipCoef(c.input(0).as<float>(), c.output(0).as<float>(), max_norm, d.stream);
+  });
+}
+
+std::unique_ptr<CudaKernel> zerosLikeKernel(const KernelContext&, const Device&) {
+  return launchKernel([](const KernelContext& c, const Device& d, void*) {
+    DS_CUDA_CHECK(cudaMemsetAsync(c.output(0).data, 0, c.output(0).bytes(), d.stream));
+  });
+}
+
+}  // namespace
+
+void registerNnKernels(CudaKernelRegistry& r) {
+  r.add("MaxPool", makePool<true>);
+  r.add("AveragePool", makePool<false>);
+  r.add("MaxPoolGrad", makePoolGrad<true>);
+  r.add("AveragePoolGrad", makePoolGrad<false>);
+  r.add("SgdStep", sgdKernel);
+  r.add("AdamStep", adamKernel);
+  r.add("ClipCoef", clipCoefKernel);
+  r.add("ZerosLike", zerosLikeKernel);
+}
+
+}  // namespace ds::cuda

@@ -1,0 +1,473 @@
+// Reduction-shaped device kernels (see launch.h): ReduceSum/Mean, (Log)Softmax,
+// BatchNormalization and LayerNormalization forward and backward, and softmax
+// cross-entropy with its gradient. Statistics accumulate in double with a fixed
+// summation order (block-wide tree sums), so results are deterministic and match
+// the CPU oracle, which also accumulates in double, to f32 rounding.
+#include <algorithm>
+
+#include "kernels/cuda/device_util.h"
+
+namespace ds::cuda {
+namespace {
+
+// Threads for one block per row: wide blocks when there are few rows to share the GPU.
+inline int rowThreads(int64_t rows) {
+  return rows < 128 ? 1024 : 256;
+}
+
+inline unsigned rowsGrid(int64_t rows) {
+  return static_cast<unsigned>(rows);
+}
+
+__global__ void reduceRowsKernel(const float* x, float* y, int64_t reduced, double scale) {
+  __shared__ double shared[32];
+  const float* row = x + static_cast<int64_t>(blockIdx.x) * reduced;
+  double acc = 0.0;
+  for (int64_t r = threadIdx.x; r < reduced; r += blockDim.x) acc += row[r];
+  acc = blockSum(acc, shared);
+  if (threadIdx.x == 0) y[blockIdx.x] = static_cast<float>(acc * scale);
+}
+
+// Block (o, p) sums part p of row o (parts of `chunk` elements) into partial[o * parts + p].
+__global__ void reducePartsKernel(const float* x, double* partial, int64_t reduced, int64_t chunk) {
+  __shared__ double shared[32];
+  const int64_t o = blockIdx.y, p = blockIdx.x;
+  const float* row = x + o * reduced;
+  const int64_t end = min(reduced, (p + 1) * chunk);
+  double acc = 0.0;
+  for (int64_t r = p * chunk + threadIdx.x; r < end; r += blockDim.x) acc += row[r];
+  acc = blockSum(acc, shared);
+  if (threadIdx.x == 0) partial[o * gridDim.x + p] = acc;
+}
+
+__global__ void reducePartialsKernel(const double* partial, float* y, int64_t outer, int64_t parts,
+                                     double scale) {
+  for (int64_t o = globalIndex(); o < outer; o += globalStride()) {
+    double acc = 0.0;
+    for (int64_t p = 0; p < parts; ++p) acc += partial[o * parts + p];
+    y[o] = static_cast<float>(acc * scale);
+  }
+}
+
+__global__ void reduceColumnsKernel(const float* x, float* y, int64_t outer, int64_t reduced,
+                                    int64_t inner, double scale) {
+  for (int64_t t = globalIndex(); t < outer * inner; t += globalStride()) {
+    int64_t o = t / inner, i = t - o * inner;
+    const float* col = x + o * reduced * inner + i;
+    double acc = 0.0;
+    for (int64_t r = 0; r < reduced; ++r) acc += col[r * inner];
+    y[t] = static_cast<float>(acc * scale);
+  }
+}
+
+__global__ void reduceTableKernel(const float* x, float* y, const int64_t* base, int64_t outputs,
+                                  const int64_t* offsets, int64_t reduced, double scale) {
+  for (int64_t o = globalIndex(); o < outputs; o += globalStride()) {
+    double acc = 0.0;
+    for (int64_t r = 0; r < reduced; ++r) acc += x[base[o] + offsets[r]];
+    y[o] = static_cast<float>(acc * scale);
+  }
+}
+
+__global__ void softmaxRowsKernel(bool log, const float* x, float* y, int64_t n) {
+  __shared__ double shared[32];
+  const int64_t off = static_cast<int64_t>(blockIdx.x) * n;
+  double m = -INFINITY;
+  for (int64_t j = threadIdx.x; j < n; j += blockDim.x)
+    m = fmax(m, static_cast<double>(x[off + j]));
+  const float mf = static_cast<float>(blockMax(m, shared));
+  double sum = 0.0;
+  for (int64_t j = threadIdx.x; j < n; j += blockDim.x) sum += expf(x[off + j] - mf);
+  sum = blockSum(sum, shared);
+  const float lse = static_cast<float>(::log(sum)), inv = static_cast<float>(1.0 / sum);
+  for (int64_t j = threadIdx.x; j < n; j += blockDim.x)
+    y[off + j] = log ? (x[off + j] - mf) - lse : expf(x[off + j] - mf) * inv;
+}
+
+__global__ void softmaxColumnsKernel(bool log, const float* x, float* y, int64_t outer, int64_t n,
+                                     int64_t inner) {
+  for (int64_t t = globalIndex(); t < outer * inner; t += globalStride()) {
+    int64_t o = t / inner, i = t - o * inner;
+    const float* xc = x + o * n * inner + i;
+    float* yc = y + o * n * inner + i;
+    float m = -INFINITY;
+    for (int64_t a = 0; a < n; ++a) m = fmaxf(m, xc[a * inner]);
+    double sum = 0.0;
+    for (int64_t a = 0; a < n; ++a) sum += expf(xc[a * inner] - m);
+    const float lse = static_cast<float>(::log(sum)), inv = static_cast<float>(1.0 / sum);
+    for (int64_t a = 0; a < n; ++a)
+      yc[a * inner] = log ? (xc[a * inner] - m) - lse : expf(xc[a * inner] - m) * inv;
+  }
+}
+
+// ---- BatchNormalization: one block per channel for statistics ----
+
+// Flat index of element j (of n * inner) of channel c.
+__device__ inline int64_t channelIndex(const BatchNormArgs& a, int64_t c, int64_t j) {
+  int64_t n = j / a.inner;
+  return (n * a.c + c) * a.inner + (j - n * a.inner);
+}
+
+// Mean and biased variance of channel blockIdx.x, two passes.
+__device__ inline void channelStats(const BatchNormArgs& a, const float* x, double* shared,
+                                    double* mean, double* var) {
+  const int64_t c = blockIdx.x, m = a.n * a.inner;
+  double sum = 0.0;
+  for (int64_t j = threadIdx.x; j < m; j += blockDim.x) sum += x[channelIndex(a, c, j)];
+  *mean = blockSum(sum, shared) / static_cast<double>(m);
+  double sq = 0.0;
+  for (int64_t j = threadIdx.x; j < m; j += blockDim.x) {
+    double d = x[channelIndex(a, c, j)] - *mean;
+    sq += d * d;
+  }
+  *var = blockSum(sq, shared) / static_cast<double>(m);
+}
+
+// scratch[c] = mul, scratch[C + c] = add so that Y = X * mul + add.
+__global__ void batchNormTrainStatsKernel(BatchNormArgs a, const float* x, const float* scale,
+                                          const float* bias, const float* in_mean,
+                                          const float* in_var, float* out_mean, float* out_var,
+                                          double* scratch) {
+  __shared__ double shared[32];
+  double mean, var;
+  channelStats(a, x, shared, &mean, &var);
+  if (threadIdx.x != 0) return;
+  const int64_t c = blockIdx.x;
+  const double keep = a.momentum, take = 1.0 - a.momentum;
+  if (out_mean) out_mean[c] = static_cast<float>(in_mean[c] * keep + mean * take);
+  if (out_var) out_var[c] = static_cast<float>(in_var[c] * keep + var * take);
+  double mul = scale[c] / sqrt(var + a.eps);
+  scratch[c] = mul;
+  scratch[a.c + c] = bias[c] - mean * mul;
+}
+
+__global__ void batchNormInferStatsKernel(BatchNormArgs a, const float* scale, const float* bias,
+                                          const float* mean, const float* var, double* scratch) {
+  for (int64_t c = globalIndex(); c < a.c; c += globalStride()) {
+    double mul = scale[c] / sqrt(static_cast<double>(var[c]) + a.eps);
+    scratch[c] = mul;
+    scratch[a.c + c] = bias[c] - mean[c] * mul;
+  }
+}
+
+__global__ void batchNormApplyKernel(BatchNormArgs a, const float* x, float* y,
+                                     const double* scratch) {
+  const int64_t total = a.n * a.c * a.inner;
+  for (int64_t i = globalIndex(); i < total; i += globalStride()) {
+    int64_t c = i / a.inner % a.c;
+    y[i] = static_cast<float>(x[i] * scratch[c] + scratch[a.c + c]);
+  }
+}
+
+// Per channel: dScale, dBias and scratch = mean, inv_std, mean(dY), mean(dY·x̂).
+__global__ void batchNormGradStatsKernel(BatchNormArgs a, const float* dy, const float* x,
+                                         float* dscale, float* dbias, double* scratch) {
+  __shared__ double shared[32];
+  double mean, var;
+  channelStats(a, x, shared, &mean, &var);
+  const double inv = 1.0 / sqrt(var + a.eps);
+  const int64_t c = blockIdx.x, m = a.n * a.inner;
+  double sb = 0.0, ss = 0.0;
+  for (int64_t j = threadIdx.x; j < m; j += blockDim.x) {
+    int64_t i = channelIndex(a, c, j);
+    sb += dy[i];
+    ss += dy[i] * (x[i] - mean) * inv;
+  }
+  sb = blockSum(sb, shared);
+  ss = blockSum(ss, shared);
+  if (threadIdx.x != 0) return;
+  dscale[c] = static_cast<float>(ss);
+  dbias[c] = static_cast<float>(sb);
+  scratch[c] = mean;
+  scratch[a.c + c] = inv;
+  scratch[2 * a.c + c] = sb / static_cast<double>(m);
+  scratch[3 * a.c + c] = ss / static_cast<double>(m);
+}
+
+__global__ void batchNormGradInputKernel(BatchNormArgs a, const float* dy, const float* x,
+                                         const float* scale, float* dx, const double* scratch) {
+  const int64_t total = a.n * a.c * a.inner;
+  for (int64_t i = globalIndex(); i < total; i += globalStride()) {
+    int64_t c = i / a.inner % a.c;
+    double mean = scratch[c], inv = scratch[a.c + c];
+    double xhat = (x[i] - mean) * inv;
+    dx[i] = static_cast<float>(scale[c] * inv *
+                               (dy[i] - scratch[2 * a.c + c] - xhat * scratch[3 * a.c + c]));
+  }
+}
+
+// ---- LayerNormalization: one block per row ----
+
+__device__ inline void rowStats(const float* xr, int64_t inner, double eps, double* shared,
+                                double* mean, double* inv) {
+  double sum = 0.0;
+  for (int64_t i = threadIdx.x; i < inner; i += blockDim.x) sum += xr[i];
+  *mean = blockSum(sum, shared) / static_cast<double>(inner);
+  double sq = 0.0;
+  for (int64_t i = threadIdx.x; i < inner; i += blockDim.x) {
+    double d = xr[i] - *mean;
+    sq += d * d;
+  }
+  *inv = 1.0 / sqrt(blockSum(sq, shared) / static_cast<double>(inner) + eps);
+}
+
+__global__ void layerNormKernel(const float* x, const float* scale, const float* bias, float* y,
+                                float* mean_out, float* inv_out, int64_t inner, double eps) {
+  __shared__ double shared[32];
+  const int64_t r = blockIdx.x;
+  const float* xr = x + r * inner;
+  float* yr = y + r * inner;
+  double mean, inv;
+  rowStats(xr, inner, eps, shared, &mean, &inv);
+  for (int64_t i = threadIdx.x; i < inner; i += blockDim.x) {
+    double v = (xr[i] - mean) * inv * scale[i];
+    yr[i] = static_cast<float>(bias ? v + bias[i] : v);
+  }
+  if (threadIdx.x == 0 && mean_out) mean_out[r] = static_cast<float>(mean);
+  if (threadIdx.x == 0 && inv_out) inv_out[r] = static_cast<float>(inv);
+}
+
+__global__ void layerNormGradRowKernel(const float* dy, const float* x, const float* scale,
+                                       float* dx, int64_t outer, int64_t inner, double eps,
+                                       double* scratch) {
+  __shared__ double shared[32];
+  const int64_t r = blockIdx.x;
+  const float* xr = x + r * inner;
+  const float* dyr = dy + r * inner;
+  double mean, inv;
+  rowStats(xr, inner, eps, shared, &mean, &inv);
+  double sg = 0.0, sgx = 0.0;
+  for (int64_t i = threadIdx.x; i < inner; i += blockDim.x) {
+    double g = static_cast<double>(dyr[i]) * scale[i];
+    sg += g;
+    sgx += g * (xr[i] - mean) * inv;
+  }
+  const double mean_g = blockSum(sg, shared) / static_cast<double>(inner);
+  const double mean_gx = blockSum(sgx, shared) / static_cast<double>(inner);
+  for (int64_t i = threadIdx.x; i < inner; i += blockDim.x) {
+    double g = static_cast<double>(dyr[i]) * scale[i];
+    dx[r * inner + i] = static_cast<float>(inv * (g - mean_g - (xr[i] - mean) * inv * mean_gx));
+  }
+  if (threadIdx.x == 0) {
+    scratch[r] = mean;
+    scratch[outer + r] = inv;
+  }
+}
+
+__global__ void layerNormGradParamsKernel(const float* dy, const float* x, float* dscale,
+                                          float* dbias, int64_t outer, int64_t inner,
+                                          const double* scratch) {
+  for (int64_t i = globalIndex(); i < inner; i += globalStride()) {
+    double s = 0.0, b = 0.0;
+    for (int64_t r = 0; r < outer; ++r) {
+      double g = dy[r * inner + i];
+      s += g * (x[r * inner + i] - scratch[r]) * scratch[outer + r];
+      b += g;
+    }
+    dscale[i] = static_cast<float>(s);
+    dbias[i] = static_cast<float>(b);
+  }
+}
+
+// ---- Softmax cross-entropy: one block per sample ----
+
+__device__ inline int64_t labelAt(const CrossEntropyArgs& a, const void* labels, int64_t s) {
+  return a.labels32 ? static_cast<const int32_t*>(labels)[s]
+                    : static_cast<const int64_t*>(labels)[s];
+}
+
+__device__ inline bool ignored(const CrossEntropyArgs& a, int64_t label) {
+  return a.ignore_index != INT64_MIN && label == a.ignore_index;
+}
+
+// log Σ_c exp(scores of sample s), over the block.
+__device__ inline double logSumExp(const CrossEntropyArgs& a, const float* xs, double* shared) {
+  double m = -INFINITY;
+  for (int64_t c = threadIdx.x; c < a.c; c += blockDim.x)
+    m = fmax(m, static_cast<double>(xs[c * a.d]));
+  m = blockMax(m, shared);
+  double sum = 0.0;
+  for (int64_t c = threadIdx.x; c < a.c; c += blockDim.x) sum += exp(xs[c * a.d] - m);
+  return m + ::log(blockSum(sum, shared));
+}
+
+__global__ void crossEntropySampleKernel(CrossEntropyArgs a, const float* x, const void* labels,
+                                         const float* weights, float* loss, float* log_prob,
+                                         double* scratch) {
+  __shared__ double shared[32];
+  const int64_t s = blockIdx.x, samples = a.n * a.d, n = s / a.d, d = s - n * a.d;
+  const float* xs = x + n * a.c * a.d + d;
+  const double lse = logSumExp(a, xs, shared);
+  if (log_prob)
+    for (int64_t c = threadIdx.x; c < a.c; c += blockDim.x)
+      log_prob[n * a.c * a.d + d + c * a.d] = static_cast<float>(xs[c * a.d] - lse);
+  if (threadIdx.x != 0) return;
+  const int64_t label = labelAt(a, labels, s);
+  double l = 0.0, w = 0.0;
+  if (!ignored(a, label)) {
+    if (label < 0 || label >= a.c) {
+      l = NAN;
+    } else {
+      w = weights ? static_cast<double>(weights[label]) : 1.0;
+      l = -w * (xs[label * a.d] - lse);
+    }
+  }
+  if (a.reduction == 0) loss[s] = static_cast<float>(l);
+  scratch[s] = l;
+  scratch[samples + s] = w;
+}
+
+__global__ void crossEntropyTotalKernel(CrossEntropyArgs a, float* loss, const double* scratch) {
+  __shared__ double shared[32];
+  const int64_t samples = a.n * a.d;
+  double total = 0.0, weight = 0.0;
+  for (int64_t s = threadIdx.x; s < samples; s += blockDim.x) {
+    total += scratch[s];
+    weight += scratch[samples + s];
+  }
+  total = blockSum(total, shared);
+  weight = blockSum(weight, shared);
+  if (threadIdx.x == 0) loss[0] = static_cast<float>(a.reduction == 2 ? total / weight : total);
+}
+
+__global__ void crossEntropyWeightKernel(CrossEntropyArgs a, const void* labels,
+                                         const float* weights, double* weight_sum) {
+  __shared__ double shared[32];
+  double w = 0.0;
+  for (int64_t s = threadIdx.x; s < a.n * a.d; s += blockDim.x) {
+    int64_t label = labelAt(a, labels, s);
+    if (ignored(a, label)) continue;
+    if (label < 0 || label >= a.c)
+      w += NAN;
+    else
+      w += weights ? static_cast<double>(weights[label]) : 1.0;
+  }
+  w = blockSum(w, shared);
+  if (threadIdx.x == 0) *weight_sum = w;
+}
+
+__global__ void crossEntropyGradKernel(CrossEntropyArgs a, const float* dloss, const float* x,
+                                       const void* labels, const float* weights, float* dx,
+                                       const double* weight_sum) {
+  __shared__ double shared[32];
+  const int64_t s = blockIdx.x, n = s / a.d, d = s - n * a.d;
+  const float* xs = x + n * a.c * a.d + d;
+  float* dxs = dx + n * a.c * a.d + d;
+  const int64_t label = labelAt(a, labels, s);
+  if (ignored(a, label)) {
+    for (int64_t c = threadIdx.x; c < a.c; c += blockDim.x) dxs[c * a.d] = 0.0f;
+    return;
+  }
+  double g = a.reduction == 0 ? dloss[s] : dloss[0];
+  if (a.reduction == 2) g /= *weight_sum;
+  if (label < 0 || label >= a.c) g = NAN;
+  const double scale = g * (weights && label >= 0 && label < a.c ? weights[label] : 1.0);
+  const double lse = logSumExp(a, xs, shared);
+  for (int64_t c = threadIdx.x; c < a.c; c += blockDim.x)
+    dxs[c * a.d] = static_cast<float>(scale * (exp(xs[c * a.d] - lse) - (c == label ? 1.0 : 0.0)));
+}
+
+}  // namespace
+
+constexpr int64_t kSplitChunk = 32768;  // elements per block when long rows are split
+
+int64_t reduceSplitParts(int64_t outer, int64_t reduced, int64_t inner) {
+  if (inner != 1 || outer >= 64 || reduced < 4 * kSplitChunk) return 1;
+  return std::min<int64_t>(1024, (reduced + kSplitChunk - 1) / kSplitChunk);
+}
+
+void reduceBlocks(const float* x, float* y, int64_t outer, int64_t reduced, int64_t inner,
+                  double scale, double* scratch, cudaStream_t s) {
+  if (outer * inner == 0) return;
+  const int64_t parts = reduceSplitParts(outer, reduced, inner);
+  if (parts > 1) {
+    const int64_t chunk = (reduced + parts - 1) / parts;
+    reducePartsKernel<<<dim3(static_cast<unsigned>(parts), static_cast<unsigned>(outer)), 256, 0,
+                        s>>>(x, scratch, reduced, chunk);
+    reducePartialsKernel<<<gridFor(outer), kThreads, 0, s>>>(scratch, y, outer, parts, scale);
+  } else if (inner == 1) {
+    reduceRowsKernel<<<rowsGrid(outer), rowThreads(outer), 0, s>>>(x, y, reduced, scale);
+  } else {
+    reduceColumnsKernel<<<gridFor(outer * inner), kThreads, 0, s>>>(x, y, outer, reduced, inner,
+                                                                    scale);
+  }
+}
+
+void reduceTable(const float* x, float* y, const int64_t* base, int64_t outputs,
+                 const int64_t* offsets, int64_t reduced, double scale, cudaStream_t s) {
+  if (outputs > 0)
+    reduceTableKernel<<<gridFor(outputs), kThreads, 0, s>>>(x, y, base, outputs, offsets, reduced,
+                                                            scale);
+}
+
+void softmax(bool log, const float* x, float* y, int64_t outer, int64_t n, int64_t inner,
+             cudaStream_t s) {
+  if (outer * n * inner == 0) return;
+  if (inner == 1)
+    softmaxRowsKernel<<<rowsGrid(outer), rowThreads(outer), 0, s>>>(log, x, y, n);
+  else
+    softmaxColumnsKernel<<<gridFor(outer * inner), kThreads, 0, s>>>(log, x, y, outer, n, inner);
+}
+
+void batchNormForward(const BatchNormArgs& a, bool training, const float* x, const float* scale,
+                      const float* bias, const float* in_mean, const float* in_var, float* y,
+                      float* out_mean, float* out_var, double* scratch, cudaStream_t s) {
+  if (a.n * a.c * a.inner == 0) return;
+  if (training)
+    batchNormTrainStatsKernel<<<rowsGrid(a.c), rowThreads(a.c), 0, s>>>(
+        a, x, scale, bias, in_mean, in_var, out_mean, out_var, scratch);
+  else
+    batchNormInferStatsKernel<<<gridFor(a.c), kThreads, 0, s>>>(a, scale, bias, in_mean, in_var,
+                                                                scratch);
+  batchNormApplyKernel<<<gridFor(a.n * a.c * a.inner), kThreads, 0, s>>>(a, x, y, scratch);
+}
+
+void batchNormBackward(const BatchNormArgs& a, const float* dy, const float* x, const float* scale,
+                       float* dx, float* dscale, float* dbias, double* scratch, cudaStream_t s) {
+  if (a.c == 0) return;
+  batchNormGradStatsKernel<<<rowsGrid(a.c), rowThreads(a.c), 0, s>>>(a, dy, x, dscale, dbias,
+                                                                     scratch);
+  if (a.n * a.inner > 0)
+    batchNormGradInputKernel<<<gridFor(a.n * a.c * a.inner), kThreads, 0, s>>>(a, dy, x, scale, dx,
+                                                                               scratch);
+}
+
+void layerNormForward(const float* x, const float* scale, const float* bias, float* y, float* mean,
+                      float* inv_std, int64_t outer, int64_t inner, double eps, cudaStream_t s) {
+  if (outer * inner == 0) return;
+  layerNormKernel<<<rowsGrid(outer), rowThreads(outer), 0, s>>>(x, scale, bias, y, mean, inv_std,
+                                                                inner, eps);
+}
+
+void layerNormBackward(const float* dy, const float* x, const float* scale, float* dx,
+                       float* dscale, float* dbias, int64_t outer, int64_t inner, double eps,
+                       double* scratch, cudaStream_t s) {
+  if (inner == 0) return;
+  if (outer > 0)
+    layerNormGradRowKernel<<<rowsGrid(outer), rowThreads(outer), 0, s>>>(dy, x, scale, dx, outer,
+                                                                         inner, eps, scratch);
+  layerNormGradParamsKernel<<<gridFor(inner), kThreads, 0, s>>>(dy, x, dscale, dbias, outer, inner,
+                                                                scratch);
+}
+
+void crossEntropy(const CrossEntropyArgs& a, const float* scores, const void* labels,
+                  const float* weights, float* loss, float* log_prob, double* scratch,
+                  cudaStream_t s) {
+  const int64_t samples = a.n * a.d;
+  if (samples > 0)
+    crossEntropySampleKernel<<<rowsGrid(samples), 128, 0, s>>>(a, scores, labels, weights, loss,
+                                                               log_prob, scratch);
+  if (a.reduction != 0) crossEntropyTotalKernel<<<1, 1024, 0, s>>>(a, loss, scratch);
+}
+
+void crossEntropyGrad(const CrossEntropyArgs& a, const float* dloss, const float* scores,
+                      const void* labels, const float* weights, float* dscores, double* scratch,
+                      cudaStream_t s) {
+  const int64_t samples = a.n * a.d;
+  if (samples == 0 || a.c == 0) return;
+  crossEntropyWeightKernel<<<1, 1024, 0, s>>>(a, labels, weights, scratch);
+  crossEntropyGradKernel<<<rowsGrid(samples), 128, 0, s>>>(a, dloss, scores, labels, weights,
+                                                           dscores, scratch);
+}
+
+}  // namespace ds::cuda

@@ -1,0 +1,268 @@
+// CUDA kernels of the reduction-shaped ops (CPU twins: kernels/cpu/reduction.cc,
+// norm.cc, loss.cc, grad_norm.cc, grad_loss.cc, GlobalAveragePool in pool.cc):
+// ReduceSum/Mean, (Log)Softmax, BatchNormalization(Grad), LayerNormalization(Grad),
+// GlobalAveragePool and SoftmaxCrossEntropyLoss(Grad), all f32 with double
+// accumulation. Per-step scratch (statistics) lives in the shared workspace.
+#include "ir/ops/shape_helpers.h"
+#include "kernels/cuda/cuda_util.h"
+
+namespace ds::cuda {
+namespace {
+
+// out[o, i] = Σ_r in[(o * reduced + r) * inner + i] when the reduced dims form one
+// block; otherwise (interleaved axes) tables: base offset per output, offset per
+// reduced element.
+struct ReduceGeometry {
+  int64_t outer = 1, reduced = 1, inner = 1;
+  bool general = false;
+  std::vector<int64_t> base, offsets;
+};
+
+std::vector<int64_t> gridOffsets(const Shape& shape, const std::vector<bool>& take) {
+  std::vector<int64_t> strides = stridesOf(shape), out{0};
+  for (size_t d = 0; d < shape.size(); ++d) {
+    if (!take[d]) continue;
+    std::vector<int64_t> next;
+    for (int64_t o : out)
+      for (int64_t i = 0; i < shape[d]; ++i) next.push_back(o + i * strides[d]);
+    out = std::move(next);
+  }
+  return out;
+}
+
+ReduceGeometry reduceGeometry(const Shape& x, const std::vector<bool>& reduced) {
+  std::vector<std::pair<int64_t, bool>> blocks;  // runs of non-unit dims with one flag
+  for (size_t d = 0; d < x.size(); ++d) {
+    if (x[d] == 1) continue;
+    if (!blocks.empty() && blocks.back().second == reduced[d])
+      blocks.back().first *= x[d];
+    else
+      blocks.emplace_back(x[d], reduced[d]);
+  }
+  ReduceGeometry g;
+  size_t b = 0;
+  if (b < blocks.size() && !blocks[b].second) g.outer = blocks[b++].first;
+  if (b < blocks.size() && blocks[b].second) g.reduced = blocks[b++].first;
+  if (b < blocks.size() && !blocks[b].second) g.inner = blocks[b++].first;
+  if (b == blocks.size()) return g;
+  g.general = true;
+  std::vector<bool> kept(reduced.size());
+  for (size_t d = 0; d < kept.size(); ++d) kept[d] = !reduced[d];
+  g.base = gridOffsets(x, kept);
+  g.offsets = gridOffsets(x, reduced);
+  g.reduced = static_cast<int64_t>(g.offsets.size());
+  return g;
+}
+
+CudaKernelFactory reduceFactory(bool mean) {
+  return [mean](const KernelContext& ctx, const Device&) -> std::unique_ptr<CudaKernel> {
+    const std::vector<int64_t>& axes = ctx.ints("axes");
+    const int64_t rank = ctx.input(0).rank();
+    if (axes.empty() && ctx.i("noop_with_empty_axes") != 0)
+      return launchKernel([](const KernelContext& c, const Device& d, void*) {
+        copyAsync(c.input(0), c.output(0), d.stream);
+      });
+    requireF32(ctx, 0);
+    std::vector<bool> reduced(static_cast<size_t>(rank), axes.empty());
+    for (int64_t a : axes) {
+      if (a < -rank || a >= rank) ctx.fail("axis ", a, " is out of range for rank ", rank);
+      reduced[a < 0 ? a + rank : a] = true;
+    }
+    ReduceGeometry g = reduceGeometry(ctx.input(0).shape(), reduced);
+    const double scale = mean ? 1.0 / static_cast<double>(g.reduced) : 1.0;
+    if (!g.general) {
+      const size_t scratch = static_cast<size_t>(g.outer) *
+                             static_cast<size_t>(reduceSplitParts(g.outer, g.reduced, g.inner));
+      return launchKernel(
+          [g, scale](const KernelContext& c, const Device& d, void* ws) {
+            reduceBlocks(c.input(0).as<float>(), c.output(0).as<float>(), g.outer, g.reduced,
+                         g.inner, scale, static_cast<double*>(ws), d.stream);
+          },
+          scratch * sizeof(double));
+    }
+    auto base = std::make_shared<DeviceBuffer>(DeviceBuffer::upload(g.base));
+    auto offsets = std::make_shared<DeviceBuffer>(DeviceBuffer::upload(g.offsets));
+    const auto outputs = static_cast<int64_t>(g.base.size());
+    return launchKernel(
+        [base, offsets, outputs, g, scale](const KernelContext& c, const Device& d, void*) {
+          reduceTable(c.input(0).as<float>(), c.output(0).as<float>(), base->as<int64_t>(), outputs,
+                      offsets->as<int64_t>(), g.reduced, scale, d.stream);
+        });
+  };
+}
+
+std::unique_ptr<CudaKernel> globalAveragePoolKernel(const KernelContext& ctx, const Device&) {
+  requireF32(ctx, 0);
+  const Shape& s = ctx.input(0).shape();
+  int64_t planes = s[0] * s[1], size = planes == 0 ? 0 : ctx.input(0).numel() / planes;
+  const size_t scratch = static_cast<size_t>(planes * reduceSplitParts(planes, size, 1));
+  return launchKernel(
+      [planes, size](const KernelContext& c, const Device& d, void* ws) {
+        reduceBlocks(c.input(0).as<float>(), c.output(0).as<float>(), planes, size, 1,
+                     1.0 / static_cast<double>(size), static_cast<double*>(ws), d.stream);
+      },
+      scratch * sizeof(double));
+}
+
+CudaKernelFactory softmaxFactory(bool log) {
+  return [log](const KernelContext& ctx, const Device&) {
+    requireF32(ctx, 0);
+    const Shape& x = ctx.input(0).shape();
+    int64_t rank = ctx.input(0).rank(), axis = ctx.i("axis"), outer = 1, n = 1, inner = 1;
+    if (axis < -rank || axis >= rank) ctx.fail("axis ", axis, " is out of range for rank ", rank);
+    if (axis < 0) axis += rank;
+    for (int64_t d = 0; d < rank; ++d) (d < axis ? outer : d == axis ? n : inner) *= x[d];
+    return launchKernel([=](const KernelContext& c, const Device& d, void*) {
+      softmax(log, c.input(0).as<float>(), c.output(0).as<float>(), outer, n, inner, d.stream);
+    });
+  };
+}
+
+const float* optionalF32(const KernelContext& ctx, size_t i) {
+  return ctx.hasInput(i) ? ctx.input(i).as<float>() : nullptr;
+}
+
+float* optionalOutput(const KernelContext& ctx, size_t i) {
+  return hasOutput(ctx, i) ? ctx.output(i).as<float>() : nullptr;
+}
+
+// BatchNormalization(X, scale, B, mean, var) -> Y[, running mean, running var].
+std::unique_ptr<CudaKernel> batchNormKernel(const KernelContext& ctx, const Device&) {
+  for (size_t i = 0; i < 5; ++i) requireF32(ctx, i);
+  const Shape& s = ctx.input(0).shape();
+  BatchNormArgs a;
+  a.n = s[0];
+  a.c = s[1];
+  a.inner = a.n * a.c == 0 ? 0 : ctx.input(0).numel() / (a.n * a.c);
+  a.eps = ctx.f("epsilon");
+  a.momentum = ctx.f("momentum");
+  const bool training = ctx.i("training_mode") != 0;
+  return launchKernel(
+      [a, training](const KernelContext& c, const Device& d, void* ws) {
+        batchNormForward(a, training, c.input(0).as<float>(), c.input(1).as<float>(),
+                         c.input(2).as<float>(), c.input(3).as<float>(), c.input(4).as<float>(),
+                         c.output(0).as<float>(), optionalOutput(c, 1), optionalOutput(c, 2),
+                         static_cast<double*>(ws), d.stream);
+      },
+      2 * static_cast<size_t>(a.c) * sizeof(double));
+}
+
+// BatchNormalizationGrad(dY, X, scale) -> dX, dScale, dBias.
+std::unique_ptr<CudaKernel> batchNormGradKernel(const KernelContext& ctx, const Device&) {
+  for (size_t i = 0; i < 3; ++i) requireF32(ctx, i);
+  const Shape& s = ctx.input(1).shape();
+  BatchNormArgs a;
+  a.n = s[0];
+  a.c = s[1];
+  a.inner = a.n * a.c == 0 ? 0 : ctx.input(1).numel() / (a.n * a.c);
+  a.eps = ctx.f("epsilon");
+  return launchKernel(
+      [a](const KernelContext& c, const Device& d, void* ws) {
+        batchNormBackward(a, c.input(0).as<float>(), c.input(1).as<float>(), c.input(2).as<float>(),
+                          c.output(0).as<float>(), c.output(1).as<float>(), c.output(2).as<float>(),
+                          static_cast<double*>(ws), d.stream);
+      },
+      4 * static_cast<size_t>(a.c) * sizeof(double));
+}
+
+// Rows and row length of a LayerNormalization over [axis, rank); scale and bias
+// must cover the whole normalised shape (no broadcasting on the GPU yet).
+std::pair<int64_t, int64_t> layerNormRows(const KernelContext& ctx, const TensorView& x,
+                                          const TensorView& scale, const TensorView* bias) {
+  const Shape& s = x.shape();
+  int64_t axis = ctx.i("axis");
+  if (axis < 0) axis += static_cast<int64_t>(s.size());
+  int64_t inner = 1;
+  for (size_t d = static_cast<size_t>(axis); d < s.size(); ++d) inner *= s[d];
+  if (scale.numel() != inner || (bias && bias->present() && bias->numel() != inner))
+    ctx.fail("scale and bias must have the normalised shape's ", inner,
+             " elements (broadcast scale is not supported by the CUDA kernel)");
+  return {inner == 0 ? 0 : x.numel() / inner, inner};
+}
+
+std::unique_ptr<CudaKernel> layerNormKernel(const KernelContext& ctx, const Device&) {
+  requireF32(ctx, 0);
+  requireF32(ctx, 1);
+  TensorView none;
+  auto [outer, inner] =
+      layerNormRows(ctx, ctx.input(0), ctx.input(1), ctx.hasInput(2) ? &ctx.input(2) : &none);
+  const double eps = ctx.f("epsilon");
+  return launchKernel([outer, inner, eps](const KernelContext& c, const Device& d, void*) {
+    layerNormForward(c.input(0).as<float>(), c.input(1).as<float>(), optionalF32(c, 2),
+                     c.output(0).as<float>(), optionalOutput(c, 1), optionalOutput(c, 2), outer,
+                     inner, eps, d.stream);
+  });
+}
+
+// LayerNormalizationGrad(dY, X, Scale) -> dX, dScale, dBias.
+std::unique_ptr<CudaKernel> layerNormGradKernel(const KernelContext& ctx, const Device&) {
+  for (size_t i = 0; i < 3; ++i) requireF32(ctx, i);
+  auto [outer, inner] = layerNormRows(ctx, ctx.input(1), ctx.input(2), nullptr);
+  const double eps = ctx.f("epsilon");
+  return launchKernel(
+      [outer, inner, eps](const KernelContext& c, const Device& d, void* ws) {
+        layerNormBackward(c.input(0).as<float>(), c.input(1).as<float>(), c.input(2).as<float>(),
+                          c.output(0).as<float>(), c.output(1).as<float>(), c.output(2).as<float>(),
+                          outer, inner, eps, static_cast<double*>(ws), d.stream);
+      },
+      2 * static_cast<size_t>(outer) * sizeof(double));
+}
+
+CrossEntropyArgs crossEntropyArgs(const KernelContext& ctx, const TensorView& scores,
+                                  const TensorView& labels) {
+  const Shape& s = scores.shape();
+  CrossEntropyArgs a;
+  a.n = s[0];
+  a.c = s[1];
+  a.d = a.n * a.c == 0 ? 0 : scores.numel() / (a.n * a.c);
+  a.ignore_index = ctx.i("ignore_index");
+  const std::string& red = ctx.s("reduction");
+  a.reduction = red == "none" ? 0 : red == "sum" ? 1 : 2;
+  a.labels32 = labels.dtype() == DType::I32;
+  if (!a.labels32 && labels.dtype() != DType::I64) ctx.fail("labels must be i32 or i64");
+  return a;
+}
+
+// SoftmaxCrossEntropyLoss(scores, labels[, weights]) -> loss[, log_prob].
+std::unique_ptr<CudaKernel> crossEntropyKernel(const KernelContext& ctx, const Device&) {
+  requireF32(ctx, 0);
+  CrossEntropyArgs a = crossEntropyArgs(ctx, ctx.input(0), ctx.input(1));
+  return launchKernel(
+      [a](const KernelContext& c, const Device& d, void* ws) {
+        crossEntropy(a, c.input(0).as<float>(), c.input(1).data, optionalF32(c, 2),
+                     c.output(0).as<float>(), optionalOutput(c, 1), static_cast<double*>(ws),
+                     d.stream);
+      },
+      2 * static_cast<size_t>(a.n * a.d) * sizeof(double));
+}
+
+// SoftmaxCrossEntropyLossGrad(dLoss, scores, labels[, weights]) -> dScores.
+std::unique_ptr<CudaKernel> crossEntropyGradKernel(const KernelContext& ctx, const Device&) {
+  requireF32(ctx, 1);
+  CrossEntropyArgs a = crossEntropyArgs(ctx, ctx.input(1), ctx.input(2));
+  return launchKernel(
+      [a](const KernelContext& c, const Device& d, void* ws) {
+        crossEntropyGrad(a, c.input(0).as<float>(), c.input(1).as<float>(), c.input(2).data,
+                         optionalF32(c, 3), c.output(0).as<float>(), static_cast<double*>(ws),
+                         d.stream);
+      },
+      sizeof(double));
+}
+
+}  // namespace
+
+void registerReductionKernels(CudaKernelRegistry& r) {
+  r.add("ReduceSum", reduceFactory(false));
+  r.add("ReduceMean", reduceFactory(true));
+  r.add("Softmax", softmaxFactory(false));
+  r.add("LogSoftmax", softmaxFactory(true));
+  r.add("GlobalAveragePool", globalAveragePoolKernel);
+  r.add("BatchNormalization", batchNormKernel);
+  r.add("BatchNormalizationGrad", batchNormGradKernel);
+  r.add("LayerNormalization", layerNormKernel);
+  r.add("LayerNormalizationGrad", layerNormGradKernel);
+  r.add("SoftmaxCrossEntropyLoss", crossEntropyKernel);
+  r.add("SoftmaxCrossEntropyLossGrad", crossEntropyGradKernel);
+}
+
+}  // namespace ds::cuda

@@ -1,0 +1,253 @@
+// CUDA kernels of the shape and data-movement ops (CPU twins: kernels/cpu/shape_ops.cc,
+// GatherGrad/SliceGrad in grad_misc.cc). Reshape-like ops are device copies;
+// Transpose, Slice, Expand and SliceGrad are one strided-copy launch over a walk
+// prepared at load; Concat and Split are 2-D memcpys (one per part); Gather,
+// Trilu, Range and ConstantOfShape are small kernels; Shape copies dims uploaded
+// at load. Data movement goes by element size, so every dtype works.
+#include <algorithm>
+#include <cstring>
+#include <limits>
+
+#include "ir/ops/shape_helpers.h"
+#include "kernels/cpu/cpu_util.h"
+#include "kernels/cuda/cuda_util.h"
+
+namespace ds::cuda {
+namespace {
+
+std::unique_ptr<CudaKernel> copyKernel(const KernelContext&, const Device&) {
+  return launchKernel([](const KernelContext& c, const Device& dev, void*) {
+    copyAsync(c.input(0), c.output(0), dev.stream);
+  });
+}
+
+// Input 0 copied to output 0 along `w` (operand 0: output offsets, 1: input offsets).
+std::unique_ptr<CudaKernel> walkCopyKernel(const KernelContext& ctx, Walk w) {
+  size_t elem = dtypeSize(ctx.input(0).dtype());
+  return launchKernel([w, elem](const KernelContext& c, const Device& dev, void*) {
+    stridedCopy(elem, c.input(0).data, c.output(0).data, w, dev.stream);
+  });
+}
+
+std::unique_ptr<CudaKernel> transposeKernel(const KernelContext& ctx, const Device&) {
+  const Shape& x = ctx.input(0).shape();
+  std::vector<int64_t> perm = ctx.ints("perm"), in_strides = stridesOf(x), strides;
+  if (perm.empty())
+    for (int64_t d = ctx.input(0).rank(); d-- > 0;) perm.push_back(d);
+  if (perm.size() != x.size()) ctx.fail("perm has ", perm.size(), " entries for rank ", x.size());
+  for (int64_t p : perm) strides.push_back(in_strides.at(static_cast<size_t>(p)));
+  const Shape& y = ctx.output(0).shape();
+  return walkCopyKernel(ctx, makeWalk(ctx, y, {stridesOf(y), strides}));
+}
+
+std::unique_ptr<CudaKernel> expandKernel(const KernelContext& ctx, const Device&) {
+  const Shape& y = ctx.output(0).shape();
+  return walkCopyKernel(
+      ctx, makeWalk(ctx, y, {stridesOf(y), cpu::broadcastStrides(ctx.input(0).shape(), y)}));
+}
+
+// Slice attributes resolved against the sliced tensor `x` (ONNX clamping, as
+// ir/ops/shape_helpers.cc): the offset of the first taken element and per-dim
+// strides of the taken elements; `taken` is the slice's shape, checked.
+std::pair<int64_t, std::vector<int64_t>> sliceGeometry(const KernelContext& ctx, const Shape& x,
+                                                       const Shape& taken) {
+  const auto& starts = ctx.ints("starts");
+  const auto& ends = ctx.ints("ends");
+  const auto& axes = ctx.ints("axes");
+  const auto& steps = ctx.ints("steps");
+  const auto rank = static_cast<int64_t>(x.size());
+  if (ends.size() != starts.size() || (!axes.empty() && axes.size() != starts.size()) ||
+      (!steps.empty() && steps.size() != starts.size()))
+    ctx.fail("starts, ends, axes and steps must have the same length");
+  std::vector<int64_t> x_strides = stridesOf(x), strides = x_strides;
+  int64_t base = 0;
+  for (size_t i = 0; i < starts.size(); ++i) {
+    int64_t axis = axes.empty() ? static_cast<int64_t>(i) : axes[i];
+    if (axis < -rank || axis >= rank) ctx.fail("axis ", axis, " is out of range for rank ", rank);
+    if (axis < 0) axis += rank;
+    const int64_t dim = x[axis], step = steps.empty() ? 1 : steps[i];
+    if (step == 0) ctx.fail("slice step is 0");
+    int64_t start = starts[i] < 0 ? starts[i] + dim : starts[i];
+    int64_t end = ends[i] < 0 ? ends[i] + dim : ends[i];
+    int64_t first = 0, count = 0;
+    if (dim > 0 && step > 0) {
+      first = std::clamp<int64_t>(start, 0, dim);
+      end = std::clamp<int64_t>(end, 0, dim);
+      count = end > first ? (end - first - 1) / step + 1 : 0;
+    } else if (dim > 0) {
+      first = std::clamp<int64_t>(start, 0, dim - 1);
+      end = std::clamp<int64_t>(end, -1, dim - 1);
+      int64_t back =
+          step == std::numeric_limits<int64_t>::min() ? std::numeric_limits<int64_t>::max() : -step;
+      count = first > end ? (first - end - 1) / back + 1 : 0;
+    }
+    if (count != taken[axis])
+      ctx.fail("axis ", axis, " takes ", count, " elements but the slice has ", taken[axis]);
+    base += first * x_strides[axis];
+    strides[axis] = x_strides[axis] * step;
+  }
+  return {base, strides};
+}
+
+std::unique_ptr<CudaKernel> sliceKernel(const KernelContext& ctx, const Device&) {
+  const Shape& y = ctx.output(0).shape();
+  auto [base, strides] = sliceGeometry(ctx, ctx.input(0).shape(), y);
+  Walk w = makeWalk(ctx, y, {stridesOf(y), strides});
+  w.base[1] = base;
+  return walkCopyKernel(ctx, w);
+}
+
+// SliceGrad(dY) -> dX: zeros, then dY written at the sliced positions.
+std::unique_ptr<CudaKernel> sliceGradKernel(const KernelContext& ctx, const Device&) {
+  const Shape& dy = ctx.input(0).shape();
+  auto [base, strides] = sliceGeometry(ctx, ctx.output(0).shape(), dy);
+  Walk w = makeWalk(ctx, dy, {strides, stridesOf(dy)});
+  w.base[0] = base;
+  size_t elem = dtypeSize(ctx.input(0).dtype());
+  return launchKernel([w, elem](const KernelContext& c, const Device& dev, void*) {
+    DS_CUDA_CHECK(cudaMemsetAsync(c.output(0).data, 0, c.output(0).bytes(), dev.stream));
+    stridedCopy(elem, c.input(0).data, c.output(0).data, w, dev.stream);
+  });
+}
+
+// Concat (split = false) and Split: whole viewed as [outer, row bytes]; part k owns
+// block_k bytes of each row.
+std::unique_ptr<CudaKernel> concatKernel(const KernelContext& ctx, bool split) {
+  const std::vector<TensorView>& parts = split ? ctx.outputs : ctx.inputs;
+  const TensorView& whole = split ? ctx.input(0) : ctx.output(0);
+  int64_t rank = whole.rank(), axis = ctx.i("axis"), outer = 1;
+  if (axis < -rank || axis >= rank) ctx.fail("axis ", axis, " is out of range for rank ", rank);
+  if (axis < 0) axis += rank;
+  for (int64_t d = 0; d < axis; ++d) outer *= whole.shape()[d];
+  std::vector<size_t> blocks;
+  size_t row = 0;
+  for (const TensorView& v : parts) {
+    if (!v.present()) ctx.fail("all inputs and outputs must be present");
+    blocks.push_back(outer == 0 ? 0 : v.bytes() / static_cast<size_t>(outer));
+    row += blocks.back();
+  }
+  return launchKernel(
+      [split, outer, blocks, row](const KernelContext& c, const Device& dev, void*) {
+        const std::vector<TensorView>& ps = split ? c.outputs : c.inputs;
+        auto* w = static_cast<uint8_t*>(split ? c.input(0).data : c.output(0).data);
+        size_t at = 0;
+        for (size_t k = 0; k < ps.size(); at += blocks[k++]) {
+          if (blocks[k] == 0) continue;
+          auto* p = static_cast<uint8_t*>(ps[k].data);
+          auto h = static_cast<size_t>(outer);
+          if (split)
+            DS_CUDA_CHECK(cudaMemcpy2DAsync(p, blocks[k], w + at, row, blocks[k], h,
+                                            cudaMemcpyDeviceToDevice, dev.stream));
+          else
+            DS_CUDA_CHECK(cudaMemcpy2DAsync(w + at, row, p, blocks[k], blocks[k], h,
+                                            cudaMemcpyDeviceToDevice, dev.stream));
+        }
+      });
+}
+
+// data [outer, dim, inner] and indices [count]; `data_index` is the data's position.
+struct GatherGeometry {
+  int64_t outer = 1, dim = 1, inner = 1;
+  bool indices32 = false;
+};
+
+GatherGeometry gatherGeometry(const KernelContext& ctx, const Shape& data) {
+  GatherGeometry g;
+  auto rank = static_cast<int64_t>(data.size());
+  int64_t axis = ctx.i("axis");
+  if (axis < -rank || axis >= rank) ctx.fail("axis ", axis, " is out of range for rank ", rank);
+  if (axis < 0) axis += rank;
+  for (int64_t d = 0; d < rank; ++d) (d < axis ? g.outer : d == axis ? g.dim : g.inner) *= data[d];
+  DType it = ctx.input(1).dtype();
+  if (it != DType::I64 && it != DType::I32)
+    ctx.fail("indices dtype ", dtypeName(it), " is not supported");
+  g.indices32 = it == DType::I32;
+  return g;
+}
+
+std::unique_ptr<CudaKernel> gatherKernel(const KernelContext& ctx, const Device&) {
+  GatherGeometry g = gatherGeometry(ctx, ctx.input(0).shape());
+  int64_t count = ctx.input(1).numel();
+  int64_t row_bytes = g.inner * static_cast<int64_t>(dtypeSize(ctx.input(0).dtype()));
+  return launchKernel([g, count, row_bytes](const KernelContext& c, const Device& dev, void*) {
+    gather(c.input(0).data, c.input(1).data, g.indices32, c.output(0).data, g.outer, g.dim, count,
+           row_bytes, dev.stream);
+  });
+}
+
+std::unique_ptr<CudaKernel> gatherGradKernel(const KernelContext& ctx, const Device&) {
+  requireF32(ctx, 0);
+  GatherGeometry g = gatherGeometry(ctx, ctx.output(0).shape());
+  int64_t count = ctx.input(1).numel();
+  return launchKernel([g, count](const KernelContext& c, const Device& dev, void*) {
+    gatherGrad(c.input(0).as<float>(), c.input(1).data, g.indices32, c.output(0).as<float>(),
+               g.outer, g.dim, count, g.inner, dev.stream);
+  });
+}
+
+std::unique_ptr<CudaKernel> triluKernel(const KernelContext& ctx, const Device&) {
+  const Shape& x = ctx.input(0).shape();
+  if (x.size() < 2) ctx.fail("input must have rank >= 2");
+  const int64_t rows = x[x.size() - 2], cols = x[x.size() - 1], k = ctx.i("k");
+  const int64_t matrices = rows * cols == 0 ? 0 : ctx.input(0).numel() / (rows * cols);
+  const bool upper = ctx.i("upper") != 0;
+  const size_t elem = dtypeSize(ctx.input(0).dtype());
+  return launchKernel([=](const KernelContext& c, const Device& dev, void*) {
+    trilu(elem, c.input(0).data, c.output(0).data, matrices, rows, cols, k, upper, dev.stream);
+  });
+}
+
+std::unique_ptr<CudaKernel> shapeKernel(const KernelContext& ctx, const Device&) {
+  const Shape& x = ctx.input(0).shape();
+  auto [start, end] = shapeOpRange(ctx.i("start"), ctx.i("end"), ctx.input(0).rank());
+  std::vector<int64_t> dims(x.begin() + start, x.begin() + end);
+  if (static_cast<int64_t>(dims.size()) != ctx.output(0).numel())
+    ctx.fail("output must have ", dims.size(), " elements");
+  auto values = std::make_shared<DeviceBuffer>(DeviceBuffer::upload(dims));
+  return launchKernel([values](const KernelContext& c, const Device& dev, void*) {
+    if (c.output(0).bytes() > 0)
+      DS_CUDA_CHECK(cudaMemcpyAsync(c.output(0).data, values->get(), c.output(0).bytes(),
+                                    cudaMemcpyDeviceToDevice, dev.stream));
+  });
+}
+
+std::unique_ptr<CudaKernel> rangeKernel(const KernelContext& ctx, const Device&) {
+  DType t = ctx.input(0).dtype();
+  if (t != DType::F32 && t != DType::I64 && t != DType::I32)
+    ctx.fail("dtype ", dtypeName(t), " is not supported by the CUDA kernel");
+  return launchKernel([t](const KernelContext& c, const Device& dev, void*) {
+    range(t, c.input(0).data, c.input(2).data, c.output(0).data, c.output(0).numel(), dev.stream);
+  });
+}
+
+std::unique_ptr<CudaKernel> constantOfShapeKernel(const KernelContext& ctx, const Device&) {
+  const Tensor& value = ctx.t("value");
+  if (value.numel() != 1 || value.dtype() != ctx.output(0).dtype())
+    ctx.fail("attribute 'value' must hold one ", dtypeName(ctx.output(0).dtype()), " element");
+  uint64_t bits = 0;
+  std::memcpy(&bits, value.raw(), value.bytes());
+  const size_t elem = value.bytes();
+  return launchKernel([bits, elem](const KernelContext& c, const Device& dev, void*) {
+    fillBits(elem, bits, c.output(0).data, c.output(0).numel(), dev.stream);
+  });
+}
+
+}  // namespace
+
+void registerShapeKernels(CudaKernelRegistry& r) {
+  for (const char* op : {"Reshape", "Flatten", "Squeeze", "Unsqueeze"}) r.add(op, copyKernel);
+  r.add("Transpose", transposeKernel);
+  r.add("Slice", sliceKernel);
+  r.add("SliceGrad", sliceGradKernel);
+  r.add("Expand", expandKernel);
+  r.add("Concat", [](const KernelContext& ctx, const Device&) { return concatKernel(ctx, false); });
+  r.add("Split", [](const KernelContext& ctx, const Device&) { return concatKernel(ctx, true); });
+  r.add("Gather", gatherKernel);
+  r.add("GatherGrad", gatherGradKernel);
+  r.add("Trilu", triluKernel);
+  r.add("Shape", shapeKernel);
+  r.add("Range", rangeKernel);
+  r.add("ConstantOfShape", constantOfShapeKernel);
+}
+
+}  // namespace ds::cuda

@@ -1,0 +1,337 @@
+#include "runtime/checkpoint.h"
+
+#include <fcntl.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <cerrno>
+#include <cstring>
+#include <filesystem>
+#include <fstream>
+#include <iomanip>
+#include <set>
+#include <sstream>
+#include <utility>
+
+#include "ir/error.h"
+#include "ir/graph.h"
+
+namespace ds {
+namespace {
+
+namespace fs = std::filesystem;
+
+constexpr int kFormatVersion = 1;
+constexpr const char* kFormat = "dscompile-checkpoint";
+constexpr const char* kManifest = "checkpoint.json";
+constexpr const char* kTensorsFile = "tensors.bin";
+constexpr const char* kLatest = "latest";
+
+// FNV-1a, 64 bits: detects truncated or damaged files; not a cryptographic hash.
+struct Fnv1a {
+  uint64_t h = 0xcbf29ce484222325ull;
+  void add(const uint8_t* p, size_t n) {
+    for (size_t i = 0; i < n; ++i) h = (h ^ p[i]) * 0x100000001b3ull;
+  }
+  void add(const std::string& s) { add(reinterpret_cast<const uint8_t*>(s.data()), s.size()); }
+  std::string hex() const {
+    std::ostringstream out;
+    out << std::hex << std::setw(16) << std::setfill('0') << h;
+    return out.str();
+  }
+};
+
+std::string stepName(int64_t step) {
+  std::ostringstream out;
+  out << "step-" << std::setw(8) << std::setfill('0') << step;
+  return out.str();
+}
+
+[[noreturn]] void failIo(const std::string& what, const fs::path& path) {
+  throw makeError("checkpoint: cannot ", what, " ", path.string(), ": ", std::strerror(errno));
+}
+
+// A new file written in pieces and fsynced on commit(), so a rename that follows
+// publishes complete data even if the machine crashes right after.
+class DurableFile {
+ public:
+  explicit DurableFile(fs::path path) : path_(std::move(path)) {
+    fd_ = ::open(path_.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
+    if (fd_ < 0) failIo("create", path_);
+  }
+  ~DurableFile() {
+    if (fd_ >= 0) ::close(fd_);
+  }
+  DurableFile(const DurableFile&) = delete;
+  DurableFile& operator=(const DurableFile&) = delete;
+
+  void append(const uint8_t* p, size_t n) {
+    while (n > 0) {
+      ssize_t w = ::write(fd_, p, n);
+      if (w < 0 && errno == EINTR) continue;
+      if (w <= 0) failIo("write", path_);
+      p += w;
+      n -= static_cast<size_t>(w);
+    }
+  }
+  void commit() {
+    int fd = std::exchange(fd_, -1);
+    if (::fsync(fd) != 0) {
+      int error = errno;
+      ::close(fd);
+      errno = error;
+      failIo("sync", path_);
+    }
+    if (::close(fd) != 0) failIo("close", path_);
+  }
+
+ private:
+  fs::path path_;
+  int fd_ = -1;
+};
+
+void writeDurably(const fs::path& path, const std::string& text) {
+  DurableFile file(path);
+  file.append(reinterpret_cast<const uint8_t*>(text.data()), text.size());
+  file.commit();
+}
+
+// Makes a rename or creation inside `dir` durable.
+void syncDirectory(const fs::path& dir) {
+  int fd = ::open(dir.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+  if (fd < 0) failIo("open directory", dir);
+  int rc = ::fsync(fd);
+  ::close(fd);
+  if (rc != 0) failIo("sync directory", dir);
+}
+
+void renameOrFail(const fs::path& from, const fs::path& to) {
+  if (::rename(from.c_str(), to.c_str()) != 0) failIo("rename " + from.string() + " to", to);
+}
+
+std::string typeString(const PlanFile& plan, int index) {
+  return plan.tensorType(index).toString();
+}
+
+std::string roleString(const PlanFile& plan, int index) {
+  return roleName(static_cast<Role>(plan.plan.tensors(index).role()));
+}
+
+nlohmann::json tensorTable(const PlanFile& plan) {
+  nlohmann::json table = nlohmann::json::array();
+  uint64_t offset = 0;
+  for (int i : checkpointTensors(plan)) {
+    uint64_t bytes = plan.tensorType(i).bytes();
+    table.push_back({{"name", plan.plan.tensors(i).name()},
+                     {"type", typeString(plan, i)},
+                     {"role", roleString(plan, i)},
+                     {"offset", offset},
+                     {"bytes", bytes}});
+    offset += bytes;
+  }
+  return table;
+}
+
+nlohmann::json manifestFor(const PlanFile& plan, const TrainPosition& pos) {
+  const std::string& config = plan.plan.config_json();
+  return {{"format", kFormat},
+          {"version", kFormatVersion},
+          {"model", plan.plan.model()},
+          {"plan_fingerprint", planFingerprint(plan)},
+          {"step", pos.step},
+          {"samples_seen", pos.samples_seen},
+          {"seed", pos.seed},
+          {"scheduler", "none saved: the learning rate is a function of the step and the config"},
+          {"config", nlohmann::json::parse(config.empty() ? "{}" : config)},
+          {"tensors", tensorTable(plan)}};
+}
+
+// Writes a complete checkpoint into `tmp` (a fresh directory), one tensor at a
+// time so a save needs no second copy of the model state in memory.
+void writeCheckpointFiles(const fs::path& tmp, const Executor& exec, const TrainPosition& pos) {
+  const PlanFile& plan = exec.plan();
+  DurableFile tensors(tmp / kTensorsFile);
+  Fnv1a hash;
+  uint64_t total = 0;
+  for (int i : checkpointTensors(plan)) {
+    Tensor t = exec.readTensor(i);
+    hash.add(t.raw(), t.bytes());
+    tensors.append(t.raw(), t.bytes());
+    total += t.bytes();
+  }
+  tensors.commit();
+  nlohmann::json manifest = manifestFor(plan, pos);
+  manifest["tensors_file"] = {{"name", kTensorsFile}, {"bytes", total}, {"fnv1a", hash.hex()}};
+  writeDurably(tmp / kManifest, manifest.dump(1) + "\n");
+  syncDirectory(tmp);
+}
+
+// Removes step directories other than `keep` and temporaries of interrupted saves.
+void removeOthers(const fs::path& dir, const std::string& keep) {
+  std::error_code ec;
+  for (const auto& entry : fs::directory_iterator(dir, ec)) {
+    std::string name = entry.path().filename().string();
+    bool stale_tmp = name.rfind(".step-", 0) == 0 && entry.is_directory();
+    bool old_step = name.rfind("step-", 0) == 0 && name != keep && entry.is_directory();
+    if (stale_tmp || old_step) fs::remove_all(entry.path(), ec);  // best effort: already safe
+  }
+}
+
+std::string readLatest(const fs::path& dir) {
+  std::ifstream in(dir / kLatest);
+  std::string name;
+  if (!in || !std::getline(in, name)) return "";
+  DS_CHECK(name.rfind("step-", 0) == 0 && name.find('/') == std::string::npos, "checkpoint ",
+           dir.string(), ": ", kLatest, " names '", name, "', not a step directory");
+  return name;
+}
+
+// DIR itself when it holds a manifest, else the directory DIR/latest names.
+fs::path resolveCheckpoint(const std::string& dir) {
+  fs::path p(dir);
+  if (fs::exists(p / kManifest)) return p;
+  DS_CHECK(fs::is_directory(p), "checkpoint ", dir, ": no such directory");
+  std::string latest = readLatest(p);
+  DS_CHECK(!latest.empty(), "checkpoint ", dir, ": holds no checkpoint (no ", kLatest, " file)");
+  DS_CHECK(fs::exists(p / latest / kManifest), "checkpoint ", dir, ": ", kLatest, " names ", latest,
+           ", which has no ", kManifest);
+  return p / latest;
+}
+
+nlohmann::json readManifest(const fs::path& path) {
+  std::ifstream in(path);
+  DS_CHECK(in.good(), "checkpoint ", path.string(), ": cannot read");
+  nlohmann::json j = nlohmann::json::parse(in, nullptr, false);
+  DS_CHECK(!j.is_discarded() && j.is_object() && j.value("format", "") == kFormat, "checkpoint ",
+           path.string(), ": not a dscompile checkpoint manifest");
+  DS_CHECK(j.value("version", 0) == kFormatVersion, "checkpoint ", path.string(), ": version ",
+           j.value("version", 0), " is not supported (this dsrun reads version ", kFormatVersion,
+           ")");
+  return j;
+}
+
+// The first difference between the checkpoint's tensor table and the plan's.
+std::string firstDifference(const nlohmann::json& saved, const nlohmann::json& want) {
+  for (size_t i = 0; i < std::max(saved.size(), want.size()); ++i) {
+    if (i >= saved.size()) return "tensor '" + want[i].value("name", "") + "' is not saved";
+    if (i >= want.size()) return "tensor '" + saved[i].value("name", "") + "' is not in the plan";
+    for (const char* key : {"name", "type", "role"})
+      if (saved[i].value(key, "") != want[i].value(key, ""))
+        return "tensor " + std::to_string(i) + " is " + saved[i].value("name", "") + " " +
+               saved[i].value("type", "") + " (" + saved[i].value("role", "") +
+               ") in the checkpoint, " + want[i].value("name", "") + " " +
+               want[i].value("type", "") + " (" + want[i].value("role", "") + ") in the plan";
+  }
+  return "the tables are equal but their fingerprints differ";
+}
+
+void checkFits(const fs::path& dir, const nlohmann::json& m, const PlanFile& plan) {
+  std::string fingerprint = planFingerprint(plan);
+  if (m.value("plan_fingerprint", "") == fingerprint) return;
+  throw makeError("checkpoint ", dir.string(), " (model '", m.value("model", ""), "', tensors ",
+                  m.value("plan_fingerprint", ""), ") does not fit this plan (model '",
+                  plan.plan.model(), "', tensors ", fingerprint, "): ",
+                  firstDifference(m.value("tensors", nlohmann::json::array()), tensorTable(plan)));
+}
+
+}  // namespace
+
+std::vector<int> checkpointTensors(const PlanFile& plan) {
+  const planpb::Plan& p = plan.plan;
+  std::vector<bool> feed(static_cast<size_t>(p.tensors_size()), false);
+  for (int f : p.feeds()) feed[static_cast<size_t>(f)] = true;
+  std::vector<int> out;
+  std::set<std::pair<int64_t, size_t>> chosen;  // offset and size of the tensors chosen
+  for (int i = 0; i < p.tensors_size(); ++i) {
+    const planpb::TensorInfo& t = p.tensors(i);
+    auto role = static_cast<Role>(t.role());
+    bool fixed = role == Role::Constant || role == Role::Input || role == Role::Label;
+    if (t.storage() != planpb::PERSISTENT || fixed || feed[static_cast<size_t>(i)]) continue;
+    // A state update's new value lives in the state's own memory: an alias of a
+    // tensor already chosen (sources come first in the table), saved once.
+    if (!chosen.insert({t.offset(), plan.tensorType(i).bytes()}).second) continue;
+    out.push_back(i);
+  }
+  return out;
+}
+
+std::string planFingerprint(const PlanFile& plan) {
+  Fnv1a hash;
+  for (int i : checkpointTensors(plan))
+    hash.add(plan.plan.tensors(i).name() + "|" + typeString(plan, i) + "|" + roleString(plan, i) +
+             "\n");
+  return hash.hex();
+}
+
+std::string saveCheckpoint(const std::string& dir, const Executor& exec,
+                           const TrainPosition& position) {
+  fs::path root(dir);
+  std::error_code ec;
+  fs::create_directories(root, ec);
+  if (ec) throw makeError("checkpoint: cannot create ", dir, ": ", ec.message());
+  const std::string name = stepName(position.step);
+  DS_CHECK(readLatest(root) != name, "checkpoint ", dir, ": ", name,
+           " is the latest checkpoint already; refusing to overwrite it");
+  fs::path tmp = root / ("." + name + ".tmp"), final_dir = root / name;
+  fs::remove_all(tmp, ec);  // left by an interrupted save
+  if (!fs::create_directory(tmp, ec) || ec)
+    throw makeError("checkpoint: cannot create ", tmp.string(), ": ", ec.message());
+  writeCheckpointFiles(tmp, exec, position);
+  fs::remove_all(final_dir, ec);  // an uncommitted copy of this step: latest never named it
+  renameOrFail(tmp, final_dir);
+  syncDirectory(root);
+  // The commit point: until this rename, DIR/latest names the previous checkpoint.
+  writeDurably(root / (std::string(kLatest) + ".tmp"), name + "\n");
+  renameOrFail(root / (std::string(kLatest) + ".tmp"), root / kLatest);
+  syncDirectory(root);
+  removeOthers(root, name);
+  return final_dir.string();
+}
+
+int64_t latestCheckpointStep(const std::string& dir) {
+  if (!fs::is_directory(dir)) return -1;
+  std::string latest = readLatest(dir);
+  return latest.empty() ? -1 : std::stoll(latest.substr(5));
+}
+
+CheckpointInfo readCheckpoint(const std::string& dir, const PlanFile& plan) {
+  fs::path path = resolveCheckpoint(dir);
+  nlohmann::json m = readManifest(path / kManifest);
+  checkFits(path, m, plan);
+  CheckpointInfo info{path.string(), {}, m};
+  info.position.step = m.value("step", int64_t{-1});
+  info.position.samples_seen = m.value("samples_seen", int64_t{-1});
+  info.position.seed = m.value("seed", uint64_t{0});
+  DS_CHECK(info.position.step >= 0 && info.position.samples_seen >= 0, "checkpoint ", path.string(),
+           ": the manifest has no step or data position");
+  return info;
+}
+
+void restoreCheckpoint(const CheckpointInfo& info, Executor& exec) {
+  fs::path path = fs::path(info.dir) / kTensorsFile;
+  std::ifstream in(path, std::ios::binary);
+  DS_CHECK(in.good(), "checkpoint ", info.dir, ": cannot read ", kTensorsFile);
+  std::vector<uint8_t> bytes((std::istreambuf_iterator<char>(in)),
+                             std::istreambuf_iterator<char>());
+  const nlohmann::json& file = info.manifest.at("tensors_file");
+  Fnv1a hash;
+  hash.add(bytes.data(), bytes.size());
+  DS_CHECK(
+      bytes.size() == file.value("bytes", uint64_t{0}) && hash.hex() == file.value("fnv1a", ""),
+      "checkpoint ", path.string(), ": damaged (", bytes.size(), " bytes, checksum ", hash.hex(),
+      "; the manifest says ", file.value("bytes", uint64_t{0}), " bytes, ", file.value("fnv1a", ""),
+      ")");
+  const std::vector<int> indices = checkpointTensors(exec.plan());
+  const nlohmann::json& table = info.manifest.at("tensors");
+  for (size_t k = 0; k < indices.size(); ++k) {
+    auto offset = table[k].value("offset", uint64_t{0});
+    TensorType type = exec.plan().tensorType(indices[k]);
+    DS_CHECK(offset + type.bytes() <= bytes.size(), "checkpoint ", path.string(), ": tensor '",
+             table[k].value("name", ""), "' lies outside the file");
+    std::vector<uint8_t> data(bytes.begin() + static_cast<long>(offset),
+                              bytes.begin() + static_cast<long>(offset + type.bytes()));
+    exec.writeTensor(indices[k], Tensor(type, std::move(data)));
+  }
+}
+
+}  // namespace ds

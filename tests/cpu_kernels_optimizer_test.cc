@@ -1,0 +1,66 @@
+// The optimizer-step kernels' optional inputs and the clipping and accumulation
+// helpers, against values worked out by hand from torch.optim.SGD, DeepSpeed's
+// FusedAdam and DeepSpeed's clip_grad_norm_ (the end-to-end check against PyTorch
+// is tests/torch_train_compare.py).
+#include <gtest/gtest.h>
+
+#include "kernels/cpu/run_node.h"
+
+namespace ds {
+namespace {
+
+using cpu::runOp;
+
+Tensor f32(Shape shape, std::vector<double> v) {
+  return Tensor::fromDoubles(DType::F32, std::move(shape), v);
+}
+Tensor scalar(double v) {
+  return f32({}, {v});
+}
+Tensor step(int64_t s) {
+  return Tensor::fromInts(DType::I64, {}, {s});
+}
+
+TEST(CpuOptimizerKernels, ClipCoefScalesOnlyWhenBelowOne) {
+  // coef = max_norm / (norm + 1e-6), used only when < 1.
+  EXPECT_EQ(runOp("ClipCoef", {scalar(4.0)}, {{"max_norm", 1.0}})[0].getDouble(0),
+            static_cast<float>(1.0 / (4.0 + 1e-6)));
+  EXPECT_EQ(runOp("ClipCoef", {scalar(0.5)}, {{"max_norm", 1.0}})[0].getDouble(0), 1.0);
+  EXPECT_EQ(runOp("ClipCoef", {scalar(1.0)}, {{"max_norm", 1.0}})[0].getDouble(0),
+            static_cast<float>(1.0 / (1.0 + 1e-6)));  // just below 1: scales, as DeepSpeed's
+}
+
+TEST(CpuOptimizerKernels, ZerosLike) {
+  Tensor z = runOp("ZerosLike", {f32({3}, {1, -2, 3})})[0];
+  for (int64_t i = 0; i < 3; ++i) EXPECT_EQ(z.getDouble(i), 0.0);
+}
+
+TEST(CpuOptimizerKernels, SgdStepTakesTheGradientScaleAndTheFedMomentum) {
+  // d = g * scale = [0.25, -0.5]; the fed momentum 0.8 overrides the attribute 0.9:
+  // buf = 0.8 * [0.2, 0.3] + d = [0.41, -0.26]; p' = p - 0.1 * buf = [0.959, 2.026].
+  auto out = runOp("SgdStep",
+                   {f32({2}, {1, 2}), f32({2}, {0.5, -1}), scalar(0.1), step(2),
+                    f32({2}, {0.2, 0.3}), scalar(0.5), scalar(0.8)},
+                   {{"momentum", 0.9}}, 2);
+  EXPECT_NEAR(out[0].getDouble(0), 0.959, 1e-6);
+  EXPECT_NEAR(out[0].getDouble(1), 2.026, 1e-6);
+  EXPECT_NEAR(out[1].getDouble(0), 0.41, 1e-6);
+  EXPECT_NEAR(out[1].getDouble(1), -0.26, 1e-6);
+}
+
+TEST(CpuOptimizerKernels, AdamStepScaleAndBeta1InputsEqualTheirConstantForms) {
+  Tensor p = f32({3}, {1, -2, 0.5}), g = f32({3}, {0.4, 0.2, -0.8});
+  Tensor m = f32({3}, {0.1, 0, -0.1}), v = f32({3}, {0.01, 0.02, 0.03});
+  Tensor half_g = f32({3}, {0.2, 0.1, -0.4});
+  // beta1 0.75 is exact in f32, the dtype of the fed momentum.
+  auto fed = runOp("AdamStep", {p, g, scalar(0.01), step(3), m, v, scalar(0.5), scalar(0.75)},
+                   {{"weight_decay", 0.1}}, 3);
+  auto constant = runOp("AdamStep", {p, half_g, scalar(0.01), step(3), m, v},
+                        {{"weight_decay", 0.1}, {"beta1", 0.75}}, 3);
+  for (size_t k = 0; k < 3; ++k)
+    for (int64_t i = 0; i < 3; ++i)
+      EXPECT_DOUBLE_EQ(fed[k].getDouble(i), constant[k].getDouble(i)) << k << "," << i;
+}
+
+}  // namespace
+}  // namespace ds

@@ -1,0 +1,574 @@
+// The CUDA backend against the CPU oracle. Per op: a small graph (text IR) with
+// its gradients built by autodiff (loss = Σ y·r), lowered to a plan and run on
+// both executors; every output must agree within 1e-4 relative in f32 (elements
+// that cancel to near zero are judged against 1e-4 of the tensor's RMS), integer
+// and bool outputs exactly. Whole models: MLP, ResNet-18 (32×32) and a tiny GPT
+// forward, and a few training steps of each (AdamW, SGD with momentum and
+// clipping, Adam) comparing every step's loss and gradient norm and the final
+// parameters. Plans and CPU references are computed before the GPU check, and
+// every kernel factory is run on every plan without a device, so without a GPU
+// these tests still exercise everything but the device work, then skip.
+#include <gtest/gtest.h>
+
+#include <cmath>
+#include <random>
+#include <set>
+
+#include "ir/error.h"
+#include "ir/text.h"
+#include "ir/verifier.h"
+#include "kernels/cpu/kernel.h"
+#include "passes/autodiff.h"
+#include "passes/lower_to_plan.h"
+#include "passes/memory_plan.h"
+#include "runtime/cpu_executor.h"
+#include "tests/test_util.h"
+
+#ifdef DS_HAVE_CUDA
+#include "frontend/compile.h"
+#include "kernels/cuda/cuda_executor.h"
+#include "kernels/cuda/device.h"
+#include "models/models.h"
+#include "runtime/trainer.h"
+
+namespace ds {
+namespace {
+
+#define SKIP_WITHOUT_GPU()                                         \
+  do {                                                             \
+    if (std::string why = cuda::unavailableReason(); !why.empty()) \
+      GTEST_SKIP() << "no GPU: " << why;                           \
+  } while (0)
+
+bool haveGpu() {
+  return cuda::unavailableReason().empty();
+}
+
+struct OpCase {
+  std::string op;    // the op under test (its backward ops come with it)
+  std::string text;  // f32 inputs, output %y
+  bool grads = true;
+  bool positive = false;  // inputs from [0.5, 1.5] instead of [-1, 1]
+};
+
+void PrintTo(const OpCase& c, std::ostream* os) {
+  *os << c.op;
+}
+
+// Forward ops with gradients: the backward ops (ConvGradInput, MaxPoolGrad, ...)
+// run in the same plans.
+std::vector<OpCase> nnCases() {
+  return {
+      {"Conv",
+       "input %x0 : f32[2,4,9,9]\n input %x1 : f32[6,2,3,3]\n input %x2 : f32[6]\n"
+       " %y = Conv(%x0, %x1, %x2) {dilations = [2, 2], group = 2, pads = [1, 1, 1, 1], strides = "
+       "[2, 2]} : f32[2,6,4,4] @n"},
+      {"Conv",
+       "input %x0 : f32[4,16,8,8]\n input %x1 : f32[32,16,3,3]\n"
+       " %y = Conv(%x0, %x1) {pads = [1, 1, 1, 1]} : f32[4,32,8,8] @n"},
+      {"Conv",
+       "input %x0 : f32[2,3,16,16]\n input %x1 : f32[8,3,7,7]\n"
+       " %y = Conv(%x0, %x1) {pads = [3, 3, 3, 3], strides = [2, 2]} : f32[2,8,8,8] @n"},
+      {"Conv",
+       "input %x0 : f32[1,2,7]\n input %x1 : f32[3,2,3]\n"
+       " %y = Conv(%x0, %x1) {pads = [1, 1], strides = [2]} : f32[1,3,4] @n"},
+      {"MaxPool",
+       "input %x0 : f32[2,3,8,8]\n %y = MaxPool(%x0) {kernel_shape = [3, 3], pads = [1, 1, 1, 1], "
+       "strides = [2, 2]} : f32[2,3,4,4] @n"},
+      {"MaxPool",
+       "input %x0 : f32[2,2,6,6]\n %y = MaxPool(%x0) {ceil_mode = 1, kernel_shape = [3, 3], pads = "
+       "[1, 1, 1, 1], strides = [2, 2]} : f32[2,2,4,4] @n"},
+      {"AveragePool",
+       "input %x0 : f32[2,2,6,6]\n %y = AveragePool(%x0) {ceil_mode = 1, count_include_pad = 1, "
+       "kernel_shape = [3, 3], pads = [1, 1, 1, 1], strides = [2, 2]} : f32[2,2,4,4] @n"},
+      {"AveragePool",
+       "input %x0 : f32[2,2,6,6]\n %y = AveragePool(%x0) {kernel_shape = [3, 3], pads = [1, 1, 1, "
+       "1], strides = [2, 2]} : f32[2,2,3,3] @n"},
+      {"GlobalAveragePool",
+       "input %x0 : f32[2,3,5,5]\n %y = GlobalAveragePool(%x0) : f32[2,3,1,1] @n"},
+      {"BatchNormalization",
+       "input %x0 : f32[4,3,5,5]\n input %x1 : f32[3]\n input %x2 : f32[3]\n"
+       " const %m : f32[3] = [0.1, -0.2, 0.3]\n const %v : f32[3] = [0.5, 2.0, 1.0]\n"
+       " %y, %rm, %rv = BatchNormalization(%x0, %x1, %x2, %m, %v) {epsilon = 0.01, momentum = 0.8,"
+       " training_mode = 1} : f32[4,3,5,5], f32[3], f32[3] @n"},
+      {"BatchNormalization",
+       "input %x0 : f32[2,3,2]\n input %x1 : f32[3]\n input %x2 : f32[3]\n input %x3 : f32[3]\n"
+       " input %x4 : f32[3]\n %y = BatchNormalization(%x0, %x1, %x2, %x3, %x4) {epsilon = 0.01} : "
+       "f32[2,3,2] @n",
+       true, true},
+      {"LayerNormalization",
+       "input %x0 : f32[6,32]\n input %x1 : f32[32]\n input %x2 : f32[32]\n"
+       " %y = LayerNormalization(%x0, %x1, %x2) {epsilon = 0.00001} : f32[6,32] @n"},
+      {"Gemm",
+       "input %x0 : f32[3,2]\n input %x1 : f32[3,4]\n input %x2 : f32[4]\n"
+       " %y = Gemm(%x0, %x1, %x2) {alpha = 0.5, beta = 2.0, transA = 1} : f32[2,4] @n"},
+      {"Gemm",
+       "input %x0 : f32[8,32]\n input %x1 : f32[16,32]\n input %x2 : f32[8,1]\n"
+       " %y = Gemm(%x0, %x1, %x2) {transB = 1} : f32[8,16] @n"},
+      {"MatMul",
+       "input %x0 : f32[2,5,3]\n input %x1 : f32[3,4]\n %y = MatMul(%x0, %x1) : f32[2,5,4] @n"},
+      {"MatMul",
+       "input %x0 : f32[2,1,3,5]\n input %x1 : f32[3,5,2]\n %y = MatMul(%x0, %x1) : f32[2,3,3,2] "
+       "@n"},
+      {"MatMul",
+       "input %x0 : f32[4]\n input %x1 : f32[2,4,3]\n %y = MatMul(%x0, %x1) : f32[2,3] @n", false},
+      {"MatMul",
+       "input %x0 : f32[2,3,5]\n input %x1 : f32[2,4,3]\n"
+       " %y = MatMul(%x0, %x1) {transA = 1, transB = 1} : f32[2,5,4] @n"},
+      {"SoftmaxCrossEntropyLoss",
+       "input %x0 : f32[5,3]\n const %t : i64[5] = [0, 2, 1, 2, 1]\n"
+       " const %w : f32[3] = [0.5, 2.0, 1.5]\n"
+       " %y = SoftmaxCrossEntropyLoss(%x0, %t, %w) {ignore_index = 1} : f32[] @n"},
+      {"SoftmaxCrossEntropyLoss",
+       "input %x0 : f32[2,3,2]\n const %t : i32[2,2] = [0, 2, 1, 1]\n"
+       " %y = SoftmaxCrossEntropyLoss(%x0, %t) {reduction = \"sum\"} : f32[] @n"},
+      {"SoftmaxCrossEntropyLoss",
+       "input %x0 : f32[3,4]\n const %t : i64[3] = [3, 0, 3]\n"
+       " %y = SoftmaxCrossEntropyLoss(%x0, %t) {reduction = \"none\"} : f32[3] @n"},
+      {"SoftmaxCrossEntropyLoss",
+       "input %x0 : f32[3,4]\n const %t : i64[3] = [3, 0, 1]\n"
+       " %l, %y = SoftmaxCrossEntropyLoss(%x0, %t) : f32[], f32[3,4] @n"},
+  };
+}
+
+std::vector<OpCase> tensorCases() {
+  return {
+      {"Add", "input %x0 : f32[2,3]\n input %x1 : f32[3]\n %y = Add(%x0, %x1) : f32[2,3] @n"},
+      {"Sub", "input %x0 : f32[2,3]\n input %x1 : f32[2,1]\n %y = Sub(%x0, %x1) : f32[2,3] @n"},
+      {"Mul",
+       "input %x0 : f32[2,3,4]\n input %x1 : f32[1,3,1]\n %y = Mul(%x0, %x1) : f32[2,3,4] @n"},
+      {"Div", "input %x0 : f32[2,3]\n input %x1 : f32[2,3]\n %y = Div(%x0, %x1) : f32[2,3] @n",
+       true, true},
+      {"Pow", "input %x0 : f32[3,4]\n const %p : f32[] = [3.0]\n %y = Pow(%x0, %p) : f32[3,4] @n",
+       true, true},
+      {"Neg", "input %x0 : f32[4]\n %y = Neg(%x0) : f32[4] @n"},
+      {"Identity", "input %x0 : f32[4]\n %y = Identity(%x0) : f32[4] @n"},
+      {"Relu", "input %x0 : f32[3,4]\n %y = Relu(%x0) : f32[3,4] @n"},
+      {"LeakyRelu", "input %x0 : f32[3,4]\n %y = LeakyRelu(%x0) {alpha = 0.1} : f32[3,4] @n",
+       false},
+      {"Sigmoid", "input %x0 : f32[3,4]\n %y = Sigmoid(%x0) : f32[3,4] @n"},
+      {"Tanh", "input %x0 : f32[3,4]\n %y = Tanh(%x0) : f32[3,4] @n"},
+      {"Sqrt", "input %x0 : f32[3,4]\n %y = Sqrt(%x0) : f32[3,4] @n", true, true},
+      {"Exp", "input %x0 : f32[3,4]\n %y = Exp(%x0) : f32[3,4] @n"},
+      {"Erf", "input %x0 : f32[3,4]\n %y = Erf(%x0) : f32[3,4] @n"},
+      {"Gelu", "input %x0 : f32[3,4]\n %y = Gelu(%x0) : f32[3,4] @n"},
+      {"Gelu", "input %x0 : f32[3,4]\n %y = Gelu(%x0) {approximate = \"tanh\"} : f32[3,4] @n"},
+      {"Where",
+       "input %x0 : f32[2,3]\n input %x1 : f32[3]\n const %c : bool[2,3] = [1, 0, 1, 0, 0, 1]\n"
+       " %y = Where(%c, %x0, %x1) : f32[2,3] @n"},
+      {"Cast", "input %x0 : f32[4]\n %y = Cast(%x0) {to = \"f32\"} : f32[4] @n"},
+      {"Reshape", "input %x0 : f32[2,6]\n %y = Reshape(%x0) {shape = [3, -1]} : f32[3,4] @n"},
+      {"Flatten", "input %x0 : f32[2,3,2]\n %y = Flatten(%x0) : f32[2,6] @n"},
+      {"Squeeze", "input %x0 : f32[2,1,3]\n %y = Squeeze(%x0) {axes = [1]} : f32[2,3] @n"},
+      {"Unsqueeze", "input %x0 : f32[2,3]\n %y = Unsqueeze(%x0) {axes = [0]} : f32[1,2,3] @n"},
+      {"Transpose",
+       "input %x0 : f32[2,3,4]\n %y = Transpose(%x0) {perm = [2, 0, 1]} : f32[4,2,3] @n"},
+      {"Expand", "input %x0 : f32[3,1]\n %y = Expand(%x0) {shape = [2, 3, 4]} : f32[2,3,4] @n"},
+      {"ReduceSum",
+       "input %x0 : f32[2,3,4]\n %y = ReduceSum(%x0) {axes = [1], keepdims = 0} : f32[2,4] @n"},
+      {"ReduceSum", "input %x0 : f32[300,70]\n %y = ReduceSum(%x0) {keepdims = 0} : f32[] @n"},
+      // Long enough to be split over several blocks.
+      {"ReduceSum", "input %x0 : f32[400,400]\n %y = ReduceSum(%x0) {keepdims = 0} : f32[] @n"},
+      {"ReduceMean",
+       "input %x0 : f32[2,3,4,5]\n %y = ReduceMean(%x0) {axes = [1, 3], keepdims = 0} : f32[2,4] "
+       "@n"},
+      {"ReduceMean",
+       "input %x0 : f32[2,3,4]\n %y = ReduceMean(%x0) {axes = [0, 2]} : f32[1,3,1] @n"},
+      {"Softmax", "input %x0 : f32[3,500]\n %y = Softmax(%x0) {axis = -1} : f32[3,500] @n"},
+      {"Softmax", "input %x0 : f32[3,5,2]\n %y = Softmax(%x0) {axis = 1} : f32[3,5,2] @n"},
+      {"LogSoftmax", "input %x0 : f32[3,5]\n %y = LogSoftmax(%x0) {axis = -1} : f32[3,5] @n"},
+      {"Concat",
+       "input %x0 : f32[2,3]\n input %x1 : f32[2,1]\n %y = Concat(%x0, %x1) {axis = 1} : f32[2,4] "
+       "@n"},
+      {"Split",
+       "input %x0 : f32[2,5]\n %y, %rest = Split(%x0) {axis = 1, split = [2, 3]} : f32[2,2], "
+       "f32[2,3] @n"},
+      {"Gather",
+       "input %x0 : f32[5,3]\n const %i : i64[4] = [1, 3, 1, -1]\n"
+       " %y = Gather(%x0, %i) : f32[4,3] @n"},
+      {"Gather",
+       "input %x0 : f32[2,4,3]\n const %i : i32[2,2] = [0, 3, 3, -4]\n"
+       " %y = Gather(%x0, %i) {axis = 1} : f32[2,2,2,3] @n"},
+      {"Slice",
+       "input %x0 : f32[5,6]\n %y = Slice(%x0) {axes = [0, 1], ends = [5, 0], starts = [0, 5], "
+       "steps = [2, -2]} : f32[3,3] @n"},
+      {"Trilu", "input %x0 : f32[2,3,4]\n %y = Trilu(%x0) {k = 1} : f32[2,3,4] @n", false},
+  };
+}
+
+// Ops without gradients: integer, bool and random outputs, optimizer steps.
+std::vector<OpCase> forwardOnlyCases() {
+  return {
+      {"Equal",
+       "input %x0 : f32[2,3]\n const %z : f32[3] = [0, 0.5, -1]\n %y = Equal(%x0, %z) : "
+       "bool[2,3] @n",
+       false},
+      {"Not", "const %c : bool[4] = [1, 0, 0, 1]\n %y = Not(%c) : bool[4] @n", false},
+      {"Cast",
+       "input %x0 : f32[6]\n const %k : f32[] = [7.0]\n %t = Mul(%x0, %k) : f32[6] @scale\n"
+       " %y = Cast(%t) {to = \"i64\"} : i64[6] @n",
+       false},
+      {"Cast",
+       "input %x0 : f32[6]\n %h = Cast(%x0) {to = \"f16\"} : f16[6] @half\n"
+       " %b = Cast(%h) {to = \"bool\"} : bool[6] @flag\n %y = Cast(%b) {to = \"f32\"} : f32[6] @n",
+       false},
+      {"Add",
+       "const %a : i64[3] = [1, -2, 3]\n const %b : i64[1] = [5]\n %y = Add(%a, %b) : i64[3] @n",
+       false},
+      {"Shape", "input %x0 : f32[2,3,4]\n %y = Shape(%x0) {start = 1} : i64[2] @n", false},
+      {"Range",
+       "const %a : i64[] = [2]\n const %b : i64[] = [11]\n const %d : i64[] = [3]\n"
+       " %y = Range(%a, %b, %d) : i64[3] @n",
+       false},
+      {"ConstantOfShape",
+       "const %s : i64[2] = [2, 3]\n %y = ConstantOfShape(%s) {value = tensor<f32[1]>[1.5]} : "
+       "f32[2,3] @n",
+       false},
+      {"Dropout",
+       "input %x0 : f32[64,33]\n %y, %mask = Dropout(%x0) {ratio = 0.25, seed = 5, training_mode = "
+       "1} : f32[64,33], bool[64,33] @n",
+       false},
+      // With the step input (training plans): the key follows step and micro-step.
+      {"Dropout",
+       "input %x0 : f32[16,9]\n const %s : i64[] = [4]\n %y, %mask = Dropout(%x0, %s) {ratio = "
+       "0.5, training_mode = 1} : f32[16,9], bool[16,9] @n",
+       false},
+      {"AdamStep",
+       "input %x0 : f32[40]\n input %x1 : f32[40]\n const %lr : f32[] = [0.01]\n"
+       " const %s : i64[] = [3]\n input %x2 : f32[40]\n input %x3 : f32[40]\n"
+       " %y, %m, %v = AdamStep(%x0, %x1, %lr, %s, %x2, %x3) {weight_decay = 0.1} : f32[40], "
+       "f32[40], f32[40] @n",
+       false, true},
+      {"SgdStep",
+       "input %x0 : f32[40]\n input %x1 : f32[40]\n const %lr : f32[] = [0.1]\n"
+       " const %s : i64[] = [2]\n input %x2 : f32[40]\n"
+       " %y, %b = SgdStep(%x0, %x1, %lr, %s, %x2) {momentum = 0.9, nesterov = 1, weight_decay = "
+       "0.01} : f32[40], f32[40] @n",
+       false},
+      {"ClipCoef", "input %x0 : f32[]\n %y = ClipCoef(%x0) {max_norm = 0.7} : f32[] @n", false,
+       true},
+      {"ZerosLike", "input %x0 : f32[3,2]\n %y = ZerosLike(%x0) : f32[3,2] @n", false},
+  };
+}
+
+std::vector<OpCase> allCases() {
+  std::vector<OpCase> all = nnCases();
+  for (const auto& part : {tensorCases(), forwardOnlyCases()})
+    all.insert(all.end(), part.begin(), part.end());
+  return all;
+}
+
+// The case's graph with outputs %y (and the case's other outputs), then, with
+// gradients, d(Σ y·r)/d x for every float input x.
+PlanFile casePlan(const OpCase& c) {
+  auto g = parseGraph("graph cuda_case {\n " + c.text + "\n return %y\n}");
+  Value* y = g->value("y");
+  if (c.grads) {
+    std::mt19937_64 rng(42);
+    std::uniform_real_distribution<double> u(-1, 1);
+    Tensor r({y->dtype(), y->shape()});
+    for (int64_t i = 0; i < r.numel(); ++i) r.setDouble(i, u(rng));
+    Value* weighted = g->addNode("Mul", {y, g->addConstant("r", r)})->output(0);
+    Value* loss =
+        g->addNode("ReduceSum", {weighted}, {{"keepdims", int64_t{0}}}, {"loss"})->output(0);
+    std::vector<Value*> wrt;
+    for (Value* x : g->feeds())
+      if (isFloat(x->dtype())) wrt.push_back(x);
+    auto grads = buildGradients(*g, loss, wrt);
+    for (Value* x : wrt) g->addOutput(grads.at(x));
+  }
+  verifyGraph(*g);
+  return lowerToPlan(*g, planMemory(*g), {});
+}
+
+std::vector<Tensor> randomFeeds(const Executor& exec, uint64_t seed, bool positive) {
+  std::mt19937_64 rng(seed);
+  std::uniform_real_distribution<double> u(positive ? 0.5 : -1.0, positive ? 1.5 : 1.0);
+  std::vector<Tensor> feeds;
+  for (const std::string& name : exec.feedNames()) {
+    Tensor t(exec.feedType(name));
+    for (int64_t i = 0; i < t.numel(); ++i)
+      t.setDouble(i, isFloat(t.dtype()) ? u(rng) : std::floor(u(rng) * 3));
+    feeds.push_back(std::move(t));
+  }
+  return feeds;
+}
+
+// Floats within 1e-4 of max(|want|, RMS(want)) (+1e-6 for all-zero tensors); the rest exactly.
+void expectClose(const Tensor& got, const Tensor& want, const std::string& what) {
+  ASSERT_EQ(got.type(), want.type()) << what;
+  if (!isFloat(want.dtype())) {
+    EXPECT_EQ(got.toDoubles(), want.toDoubles()) << what;
+    return;
+  }
+  std::vector<double> a = got.toDoubles(), b = want.toDoubles();
+  double rms = 0.0;
+  for (double v : b) rms += v * v;
+  rms = std::sqrt(rms / static_cast<double>(std::max<size_t>(b.size(), 1)));
+  int bad = 0;
+  for (size_t i = 0; i < b.size() && bad < 5; ++i) {
+    bool same_nan = std::isnan(a[i]) && std::isnan(b[i]);
+    if (!same_nan && !(std::fabs(a[i] - b[i]) <= 1e-4 * std::max(std::fabs(b[i]), rms) + 1e-6))
+      ADD_FAILURE() << what << " element " << i << ": cuda " << a[i] << ", cpu " << b[i]
+                    << (++bad, "");
+  }
+}
+
+// Relative L2 distance ||got - want|| / ||want|| within 1e-4 (parameters after
+// training: Adam's normalised updates move near-zero gradient entries by ±lr
+// whatever their rounding, so elementwise bounds would judge noise).
+void expectCloseL2(const Tensor& got, const Tensor& want, const std::string& what) {
+  std::vector<double> a = got.toDoubles(), b = want.toDoubles();
+  ASSERT_EQ(a.size(), b.size()) << what;
+  double diff = 0.0, norm = 0.0;
+  for (size_t i = 0; i < b.size(); ++i) {
+    diff += (a[i] - b[i]) * (a[i] - b[i]);
+    norm += b[i] * b[i];
+  }
+  EXPECT_LE(std::sqrt(diff), 1e-4 * std::sqrt(norm) + 1e-7) << what;
+}
+
+// Runs `plan` on both backends with the same random feeds and compares every
+// output; without a GPU only the CPU half runs (the caller then skips).
+void checkPlanOnBothBackends(const PlanFile& plan, const std::string& what, bool positive,
+                             int runs = 1) {
+  CpuExecutor cpu(plan, {});
+  std::vector<Tensor> feeds = randomFeeds(cpu, 7, positive);
+  std::vector<std::string> names = cpu.feedNames();
+  for (size_t i = 0; i < feeds.size(); ++i) cpu.setFeed(names[i], feeds[i]);
+  std::vector<std::vector<Tensor>> want(static_cast<size_t>(runs));
+  for (auto& outputs : want) {
+    cpu.run();
+    for (size_t i = 0; i < cpu.numOutputs(); ++i) outputs.push_back(cpu.output(i));
+  }
+  if (!haveGpu()) return;
+  CudaExecutor gpu(plan, {});
+  for (size_t i = 0; i < feeds.size(); ++i) gpu.setFeed(names[i], feeds[i]);
+  for (int r = 0; r < runs; ++r) {
+    gpu.run();
+    for (size_t i = 0; i < gpu.numOutputs(); ++i)
+      expectClose(gpu.output(i), want[static_cast<size_t>(r)][i],
+                  what + " run " + std::to_string(r) + " output " + gpu.outputName(i));
+  }
+}
+
+TEST(CudaBackend, EveryCpuKernelHasACudaKernel) {
+  // Collectives are the communicator's (NCCL on GPUs), not compute kernels.
+  const std::set<std::string> collectives = {"AllGather", "AllReduce", "Broadcast",
+                                             "ReduceScatter"};
+  std::vector<std::string> missing;
+  for (const std::string& op : cpu::CpuKernelRegistry::instance().ops())
+    if (!collectives.count(op) && !cuda::CudaKernelRegistry::instance().find(op))
+      missing.push_back(op);
+  EXPECT_TRUE(missing.empty()) << "no CUDA kernel: " << ::testing::PrintToString(missing);
+}
+
+TEST(CudaBackend, EveryCudaKernelHasACase) {
+  std::set<std::string> covered;
+  for (const OpCase& c : allCases()) {
+    auto plan = casePlan(c);
+    for (const auto& step : plan.plan.ranks(0).steps()) covered.insert(step.op());
+  }
+  for (const std::string& op : cuda::CudaKernelRegistry::instance().ops())
+    EXPECT_TRUE(covered.count(op)) << op << " runs in no case";
+}
+
+// Every step of `plan` gets its CUDA kernel built without a GPU: factories get
+// fake device addresses and no library handles, so attributes, shapes and walks
+// are all checked; only calls that need a device may fail (the "X failed: ..." of
+// a status check).
+void expectKernelsBuild(const PlanFile& plan, const std::string& what) {
+  for (const auto& step : plan.plan.ranks(0).steps()) {
+    cpu::KernelContext ctx;
+    ctx.op = step.op();
+    ctx.node_name = step.node();
+    for (const auto& a : step.attrs()) ctx.attrs[a.name()] = fromPlanAttr(a);
+    void* fake = reinterpret_cast<void*>(uintptr_t{1} << 20);  // never dereferenced
+    for (int idx : step.inputs())
+      ctx.inputs.push_back(idx < 0 ? cpu::TensorView{}
+                                   : cpu::TensorView{fake, plan.tensorType(idx)});
+    for (int idx : step.outputs()) ctx.outputs.push_back({fake, plan.tensorType(idx)});
+    const cuda::CudaKernelFactory* factory = cuda::CudaKernelRegistry::instance().find(ctx.op);
+    ASSERT_NE(factory, nullptr) << what << ": no CUDA kernel for " << ctx.op;
+    try {
+      (*factory)(ctx, cuda::Device{});
+    } catch (const Error& e) {
+      EXPECT_TRUE(test::contains(e.what(), " failed: "))
+          << what << " step " << ctx.node_name << " (" << ctx.op << "): " << e.what();
+    }
+  }
+}
+
+TEST(CudaBackend, KernelFactoriesAcceptEveryCasePlan) {
+  for (const OpCase& c : allCases()) expectKernelsBuild(casePlan(c), c.op);
+}
+
+// One test per case, so that a case which faults the device (a sticky CUDA error)
+// can be run, and reported, in a process of its own (bench/gpu_check.sh does).
+class CudaOp : public ::testing::TestWithParam<OpCase> {};
+
+TEST_P(CudaOp, MatchesTheCpuBackend) {
+  const OpCase& c = GetParam();
+  SCOPED_TRACE(c.op + ": " + c.text);
+  try {
+    checkPlanOnBothBackends(casePlan(c), c.op, c.positive, c.op == "Dropout" ? 3 : 1);
+  } catch (const Error& e) {
+    ADD_FAILURE() << c.op << ": " << e.what();
+  }
+  SKIP_WITHOUT_GPU();
+}
+
+INSTANTIATE_TEST_SUITE_P(Cuda, CudaOp, ::testing::ValuesIn(allCases()),
+                         [](const ::testing::TestParamInfo<OpCase>& info) {
+                           return info.param.op + "_" + std::to_string(info.index);
+                         });
+
+TEST(CudaBackend, MissingKernelNamesTheNode) {
+  auto g =
+      parseGraph("graph g {\n input %x : f32[2]\n %y = Relu(%x) : f32[2] @the_relu\n return %y\n}");
+  PlanFile plan = lowerToPlan(*g, planMemory(*g), {});
+  plan.plan.mutable_ranks(0)->mutable_steps(0)->set_op("NoSuchOp");
+  SKIP_WITHOUT_GPU();
+  try {
+    CudaExecutor exec(plan, {});
+    ADD_FAILURE() << "expected an error";
+  } catch (const Error& e) {
+    EXPECT_TRUE(test::contains(e.what(), "node 'the_relu' (NoSuchOp): no CUDA kernel")) << e.what();
+  }
+}
+
+// ---- whole models ----
+
+PlanFile modelPlan(const onnx::ModelProto& model, const std::string& name, int64_t batch,
+                   const std::string& config_json = "", bool training = false) {
+  CompileOptions o;
+  o.model_path = test::tempPath(name + ".onnx");
+  saveModel(model, o.model_path);
+  o.micro_batch = batch;
+  if (!config_json.empty()) {
+    o.config_path = test::tempPath(name + ".json");
+    test::writeFile(*o.config_path, config_json);
+  }
+  if (training) o.loss = "cross_entropy";
+  return buildPlan(compile(o), o.model_path);
+}
+
+GptOptions tinyGpt() {
+  GptOptions g;
+  g.layers = 2;
+  g.d_model = 64;
+  g.heads = 4;
+  g.vocab = 100;
+  g.seq = 16;
+  return g;
+}
+
+ResNetOptions smallResNet() {
+  ResNetOptions r;
+  r.depth = 18;
+  r.image = 32;
+  r.classes = 10;
+  return r;
+}
+
+TEST(CudaBackend, MlpForwardMatchesCpu) {
+  checkPlanOnBothBackends(modelPlan(buildMlp({}), "cuda_mlp", 8), "mlp", false);
+  SKIP_WITHOUT_GPU();
+}
+
+TEST(CudaBackend, ResNet18ForwardMatchesCpu) {
+  checkPlanOnBothBackends(modelPlan(buildResNet(smallResNet()), "cuda_r18", 4), "resnet18", false);
+  SKIP_WITHOUT_GPU();
+}
+
+TEST(CudaBackend, GptForwardMatchesCpu) {
+  checkPlanOnBothBackends(modelPlan(buildGpt(tinyGpt()), "cuda_gpt", 2), "gpt", false);
+  SKIP_WITHOUT_GPU();
+}
+
+// `steps` optimizer steps on both backends from the same data; every step's loss
+// within 1e-4 relative, then every parameter within 1e-4 (relative L2).
+void checkTraining(const PlanFile& plan, const std::string& what, int64_t steps, int64_t samples) {
+  TrainOptions options;
+  options.steps = steps;
+  {
+    CpuExecutor probe(plan, {});
+    std::vector<Tensor> one = randomFeeds(probe, 11, false);
+    std::vector<std::string> names = probe.feedNames();
+    std::mt19937_64 rng(3);
+    for (size_t i = 0; i < names.size(); ++i) {
+      if (names[i].rfind("ds.", 0) == 0) continue;  // lr and step: the trainer's
+      Shape shape = one[i].shape();
+      shape[0] *= samples / shape[0];
+      Tensor data(TensorType{one[i].dtype(), shape});
+      std::uniform_real_distribution<double> u(-1, 1);
+      for (int64_t k = 0; k < data.numel(); ++k)
+        data.setDouble(k, isFloat(data.dtype()) ? u(rng) : static_cast<double>(rng() % 10));
+      options.datasets[names[i]] = data;
+    }
+  }
+  CpuExecutor cpu(plan, {});
+  std::vector<StepMetrics> want = train(cpu, plan, options);
+  SKIP_WITHOUT_GPU();
+  CudaExecutor gpu(plan, {});
+  std::vector<StepMetrics> got = train(gpu, plan, options);
+  ASSERT_EQ(got.size(), want.size());
+  for (size_t s = 0; s < want.size(); ++s) {
+    EXPECT_NEAR(got[s].loss, want[s].loss, 1e-4 * std::fabs(want[s].loss)) << what << " step " << s;
+    EXPECT_NEAR(got[s].grad_norm, want[s].grad_norm, 1e-4 * std::fabs(want[s].grad_norm))
+        << what << " step " << s;
+  }
+  for (int i = 0; i < plan.plan.tensors_size(); ++i)
+    if (plan.plan.tensors(i).role() == static_cast<int>(Role::Parameter))
+      expectCloseL2(gpu.readTensor(i), cpu.readTensor(i), what + " " + plan.plan.tensors(i).name());
+}
+
+TEST(CudaBackend, MlpTrainingMatchesCpu) {
+  PlanFile plan = modelPlan(buildMlp({}), "cuda_mlp_train", 8,
+                            R"({"train_micro_batch_size_per_gpu": 8,
+                                "optimizer": {"type": "AdamW",
+                                              "params": {"lr": 0.001, "weight_decay": 0.01}}})",
+                            true);
+  checkTraining(plan, "mlp", 5, 64);
+}
+
+TEST(CudaBackend, ResNet18TrainingMatchesCpu) {
+  PlanFile plan = modelPlan(buildResNet(smallResNet()), "cuda_r18_train", 4,
+                            R"({"train_micro_batch_size_per_gpu": 4, "gradient_clipping": 1.0,
+                                "optimizer": {"type": "SGD",
+                                              "params": {"lr": 0.01, "momentum": 0.9}}})",
+                            true);
+  checkTraining(plan, "resnet18", 3, 16);
+}
+
+// SGD, not Adam: the key third of each attn.c_attn.bias has an exactly zero
+// gradient (it adds the same q·b_k to a whole softmax row), so Adam would scale
+// each backend's rounding noise up to ±lr steps there and compare noise
+// (tests/torch_golden.py measures the same effect against PyTorch in float64).
+TEST(CudaBackend, GptTrainingMatchesCpu) {
+  PlanFile plan = modelPlan(buildGpt(tinyGpt()), "cuda_gpt_train", 2,
+                            R"({"train_micro_batch_size_per_gpu": 2,
+                                "optimizer": {"type": "SGD",
+                                              "params": {"lr": 0.01, "momentum": 0.9}}})",
+                            true);
+  checkTraining(plan, "gpt", 3, 8);
+}
+
+// The kernels of whole training plans build (without a GPU too).
+TEST(CudaBackend, KernelFactoriesAcceptModelTrainingPlans) {
+  const std::string adam = R"({"train_micro_batch_size_per_gpu": 2,
+                               "optimizer": {"type": "Adam", "params": {"lr": 0.001}}})";
+  expectKernelsBuild(modelPlan(buildMlp({}), "cuda_kf_mlp", 2, adam, true), "mlp");
+  expectKernelsBuild(modelPlan(buildResNet(smallResNet()), "cuda_kf_r18", 2, adam, true),
+                     "resnet18");
+  expectKernelsBuild(modelPlan(buildGpt(tinyGpt()), "cuda_kf_gpt", 2, adam, true), "gpt");
+}
+
+}  // namespace
+}  // namespace ds
+
+#else
+TEST(CudaBackend, MatchesTheCpuBackend) {
+  GTEST_SKIP() << "built without CUDA (DS_ENABLE_CUDA=OFF or no nvcc)";
+}
+#endif

@@ -1,0 +1,113 @@
+// Small training models in ONNX's text syntax and helpers for driving dscompile
+// and dsrun from the training tests (checkpoints, export, data).
+#pragma once
+
+#include <gtest/gtest.h>
+
+#include <algorithm>
+#include <cmath>
+#include <filesystem>
+#include <fstream>
+#include <string>
+
+#include <unistd.h>
+
+#include "tests/test_util.h"
+
+namespace ds::test {
+
+// n deterministic values in [-scale, scale], as ONNX text.
+inline std::string values(int n, double scale, int seed) {
+  std::string out;
+  for (int i = 0; i < n; ++i)
+    out += (i ? ", " : "") + std::to_string(scale * std::sin(1.3 * i + seed));
+  return out;
+}
+
+// x[batch,8] -> MatMul+Add -> Relu [-> Dropout(0.3, training)] -> MatMul+Add -> logits[batch,4].
+inline std::string mlpText(bool dropout) {
+  return R"(<ir_version: 8, opset_import: ["" : 17]>
+mlp (float[batch, 8] x) => (float[batch, 4] logits)
+<float[8, 16] w1 = {)" +
+         values(128, 0.4, 1) + R"(}, float[16] b1 = {)" + values(16, 0.1, 2) +
+         R"(}, float[16, 4] w2 = {)" + values(64, 0.4, 3) + R"(}, float[4] b2 = {)" +
+         values(4, 0.1, 4) + R"(}>
+{
+  ratio = Constant<value = float {0.3}>()
+  train = Constant<value = bool {1}>()
+  h = MatMul(x, w1)
+  hb = Add(h, b1)
+  r = Relu(hb)
+)" + (dropout ? "  d, mask = Dropout(r, ratio, train)\n" : "  d = Identity(r)\n") +
+         R"(  o = MatMul(d, w2)
+  logits = Add(o, b2)
+}
+)";
+}
+
+// x[batch,3,32,32] -> Conv(4, 1x1) -> BatchNormalization(training) -> Relu -> GAP -> Gemm ->
+// [batch,10].
+inline std::string bnCnnText() {
+  return R"(<ir_version: 8, opset_import: ["" : 17]>
+cnn (float[batch, 3, 32, 32] x) => (float[batch, 10] logits)
+<float[4, 3, 1, 1] wc = {)" +
+         values(12, 0.5, 5) + R"(},
+ float[4] scale = {1.0, 0.9, 1.1, 1.2}, float[4] bias = {0.0, 0.1, -0.1, 0.05},
+ float[4] mean = {0, 0, 0, 0}, float[4] var = {1, 1, 1, 1},
+ float[10, 4] wf = {)" +
+         values(40, 0.3, 6) + R"(}, float[10] bf = {)" + values(10, 0.05, 7) + R"(}>
+{
+  c = Conv<kernel_shape = [1, 1]>(x, wc)
+  y, rm, rv = BatchNormalization<training_mode = 1, momentum = 0.9>(c, scale, bias, mean, var)
+  a = Relu(y)
+  p = GlobalAveragePool(a)
+  f = Flatten(p)
+  logits = Gemm<transB = 1>(f, wf, bf)
+}
+)";
+}
+
+// A file name and a path under the test temp dir private to this process: the source tree is
+// shared, so other builds' test runs may run these tests at the same time.
+inline std::string scratchName(const std::string& name) {
+  return "p" + std::to_string(::getpid()) + "_" + name;
+}
+inline std::string scratch(const std::string& name) {
+  return tempPath(scratchName(name));
+}
+
+// Runs one of the project's tools with `args`.
+inline CommandResult tool(const std::string& name, const std::string& args) {
+  return runCommand(binary(name) + " " + args);
+}
+
+// A user error: exit code 2 and one line holding `message`.
+inline void expectOneLineError(const CommandResult& r, const std::string& message) {
+  EXPECT_EQ(r.exit_code, 2) << r.output;
+  EXPECT_TRUE(contains(r.output, message)) << r.output;
+  EXPECT_EQ(std::count(r.output.begin(), r.output.end(), '\n'), 1) << r.output;
+}
+
+inline std::string readBytes(const std::string& path) {
+  std::ifstream in(path, std::ios::binary);
+  return std::string((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
+}
+
+// A path under the test temp dir with nothing there.
+inline std::string freshDir(const std::string& name) {
+  std::string dir = scratch(name);
+  std::filesystem::remove_all(dir);
+  return dir;
+}
+
+// Writes an ONNX text model as NAME.onnx and compiles it with `flags` into NAME.plan.
+inline std::string compileText(const std::string& text, const std::string& name,
+                               const std::string& flags) {
+  std::string model = writeModel(parseOnnxText(text), scratchName(name + ".onnx"));
+  std::string plan = scratch(name + ".plan");
+  auto r = tool("dscompile", model + " " + flags + " -o " + plan);
+  EXPECT_EQ(r.exit_code, 0) << r.output;
+  return plan;
+}
+
+}  // namespace ds::test
