@@ -7,10 +7,8 @@ so each is timed by its own call and `table` joins the JSON files.
 What is measured (wall clock, time.perf_counter):
   dsrun  cold    = `dsrun PLAN --feed ...`: process start, plan load (weights
                    copied in), kernel build, one run; median of --runs.
-         load    = the same without feeds: dsrun loads and builds, then stops at
-                   "input ... was not fed" (exit 2); median of --runs.
-         run     = cold - load: an estimate of one (first, cold-cache) run, since
-                   dsrun has no timing flag of its own.
+         steady  = median per-run time of `dsrun --repeat N+1 --print-times`
+                   after the first run, in one process.
   ort    cold    = InferenceSession(model file) + the first run, in process.
          steady  = median of --runs runs after one more warm-up run.
   torch  cold    = building the model (random init) + the first forward.
@@ -72,15 +70,21 @@ def cmd_dsrun(args):
         subprocess.run([args.dsrun, args.plan, *feeds], env=env, check=True,
                        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
 
-    def load_only():
-        r = subprocess.run([args.dsrun, args.plan], env=env, capture_output=True, text=True)
-        if r.returncode != 2 or "was not fed" not in r.stderr:
-            raise RuntimeError(f"dsrun without feeds: expected 'was not fed', got {r.stderr}")
+    def steady_runs():
+        """dsrun --repeat N+1: per-run times after plan load and kernel build, in process;
+        the first run (cold caches, first-touch of the arena) is dropped."""
+        r = subprocess.run([args.dsrun, args.plan, *feeds, "--repeat", str(args.runs + 1),
+                            "--print-times"], env=env, capture_output=True, text=True, check=True)
+        times = [float(line.split()[-2]) / 1000 for line in r.stderr.splitlines()
+                 if line.startswith("dsrun: run ")]
+        if len(times) != args.runs + 1:
+            raise RuntimeError(f"dsrun --print-times: unexpected output {r.stderr}")
+        return times[1:]
 
     cold = [timed(full) for _ in range(args.runs)]
-    load = [timed(load_only) for _ in range(args.runs)]
-    c, l = statistics.median(cold), statistics.median(load)
-    return {"cold": c, "load": l, "steady": c - l, "cold_runs": cold, "load_runs": load}
+    steady = steady_runs()
+    return {"cold": statistics.median(cold), "steady": statistics.median(steady),
+            "cold_runs": cold, "steady_runs": steady}
 
 
 def cmd_ort(args):
@@ -139,10 +143,8 @@ def cmd_table(args):
                   f"{ratio_c:>9} {ratio_s:>11}")
     print("cold: dsrun = process + plan load + kernel build + 1 run; ORT = session from file + "
           "1st run; PyTorch = model build + 1st forward.")
-    print("steady: ORT / PyTorch = median per-iteration time after warm-up; dsrun = cold - "
-          "load-only (estimate of one cold-cache run, dsrun has no timing flag).")
-    print("PyTorch is Debian's torch 1.13: matrix products use the reference BLAS "
-          "(BLAS_INFO=generic), hence its GPT time.")
+    print("steady: median per-run time after a warm-up run, in process (dsrun: "
+          "--repeat N+1 --print-times).")
 
 
 def main():

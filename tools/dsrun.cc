@@ -43,6 +43,7 @@ struct Args {
   bool seed_given = false;
   std::string metrics;
   bool poison = false;
+  bool print_times = false;
   std::string save, resume, export_onnx;
   int64_t save_every = 0;      // 0: only after the last step
   std::string comm = "local";  // plans with several ranks: local threads or mpi processes
@@ -240,6 +241,9 @@ void runForward(const Args& a, const ds::PlanFile& plan, ds::Executor& exec, int
                      .count());
   }
   if (rank != a.rank) return;  // several ranks: only rank 0 reports
+  if (a.print_times)
+    for (size_t i = 0; i < ms.size(); ++i)
+      std::cerr << "dsrun: run " << i + 1 << " took " << ms[i] << " ms\n";
   if (!a.dump_outputs.empty()) {
     std::filesystem::create_directories(a.dump_outputs);
     for (size_t i = 0; i < exec.numOutputs(); ++i)
@@ -355,6 +359,7 @@ int main(int argc, char** argv) {
       ->type_name("FILE");
   app.add_option("--metrics", args.metrics,
                  "training plans: write one JSON object per step (step, loss, lr, grad_norm, ...)");
+  app.add_flag("--print-times", args.print_times, "with --repeat: print each run's time");
   app.add_option("--repeat", args.repeat, "run the plan N times and report the median time")
       ->check(CLI::PositiveNumber);
   app.add_option("--comm", args.comm,

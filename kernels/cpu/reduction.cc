@@ -7,60 +7,13 @@
 #include <limits>
 
 #include "kernels/cpu/cpu_util.h"
+#include "kernels/cpu/reduce_shape.h"
 
 namespace ds::cpu {
 namespace {
 
 constexpr int64_t kTile = 64;  // inner elements handled together when the axis is not last
 constexpr int64_t kSerial = std::numeric_limits<int64_t>::max();
-
-// Reduction geometry: out[o, i] = sum_r in[(o * R + r) * I + i] (rows when I == 1),
-// or, when reduced and kept dims interleave, sum_r in[base[o] + offsets[r]].
-struct ReduceShape {
-  int64_t outer = 1, reduced = 1, inner = 1;
-  bool general = false;
-  std::vector<int64_t> base, offsets;
-};
-
-// Appends the offsets of every element of a sub-grid of `shape` (the dims `take`).
-std::vector<int64_t> gridOffsets(const Shape& shape, const std::vector<bool>& take) {
-  std::vector<int64_t> strides(shape.size(), 1), out{0};
-  for (size_t d = shape.size(); d-- > 1;) strides[d - 1] = strides[d] * shape[d];
-  for (size_t d = 0; d < shape.size(); ++d) {
-    if (!take[d]) continue;
-    std::vector<int64_t> next;
-    next.reserve(out.size() * static_cast<size_t>(shape[d]));
-    for (int64_t o : out)
-      for (int64_t i = 0; i < shape[d]; ++i) next.push_back(o + i * strides[d]);
-    out = std::move(next);
-  }
-  return out;
-}
-
-ReduceShape reduceShape(const Shape& x, const std::vector<bool>& reduced) {
-  // Blocks of consecutive (non-unit) dims with the same flag.
-  std::vector<std::pair<int64_t, bool>> blocks;
-  for (size_t d = 0; d < x.size(); ++d) {
-    if (x[d] == 1) continue;
-    if (!blocks.empty() && blocks.back().second == reduced[d])
-      blocks.back().first *= x[d];
-    else
-      blocks.emplace_back(x[d], reduced[d]);
-  }
-  ReduceShape r;
-  size_t b = 0;
-  if (b < blocks.size() && !blocks[b].second) r.outer = blocks[b++].first;
-  if (b < blocks.size() && blocks[b].second) r.reduced = blocks[b++].first;
-  if (b < blocks.size() && !blocks[b].second) r.inner = blocks[b++].first;
-  if (b == blocks.size()) return r;
-  r.general = true;
-  std::vector<bool> kept(reduced.size());
-  for (size_t d = 0; d < kept.size(); ++d) kept[d] = !reduced[d];
-  r.base = gridOffsets(x, kept);
-  r.offsets = gridOffsets(x, reduced);
-  r.reduced = static_cast<int64_t>(r.offsets.size());
-  return r;
-}
 
 template <typename T>
 class ReduceKernel : public CpuKernel {

@@ -4,54 +4,16 @@
 // GlobalAveragePool and SoftmaxCrossEntropyLoss(Grad), all f32 with double
 // accumulation. Per-step scratch (statistics) lives in the shared workspace.
 #include "ir/ops/shape_helpers.h"
+#include "kernels/cpu/reduce_shape.h"
 #include "kernels/cuda/cuda_util.h"
 
 namespace ds::cuda {
 namespace {
 
-// out[o, i] = Σ_r in[(o * reduced + r) * inner + i] when the reduced dims form one
-// block; otherwise (interleaved axes) tables: base offset per output, offset per
-// reduced element.
-struct ReduceGeometry {
-  int64_t outer = 1, reduced = 1, inner = 1;
-  bool general = false;
-  std::vector<int64_t> base, offsets;
-};
-
-std::vector<int64_t> gridOffsets(const Shape& shape, const std::vector<bool>& take) {
-  std::vector<int64_t> strides = stridesOf(shape), out{0};
-  for (size_t d = 0; d < shape.size(); ++d) {
-    if (!take[d]) continue;
-    std::vector<int64_t> next;
-    for (int64_t o : out)
-      for (int64_t i = 0; i < shape[d]; ++i) next.push_back(o + i * strides[d]);
-    out = std::move(next);
-  }
-  return out;
-}
-
+// The reduction's blocks or offset tables, as the CPU kernels compute them.
+using ReduceGeometry = cpu::ReduceShape;
 ReduceGeometry reduceGeometry(const Shape& x, const std::vector<bool>& reduced) {
-  std::vector<std::pair<int64_t, bool>> blocks;  // runs of non-unit dims with one flag
-  for (size_t d = 0; d < x.size(); ++d) {
-    if (x[d] == 1) continue;
-    if (!blocks.empty() && blocks.back().second == reduced[d])
-      blocks.back().first *= x[d];
-    else
-      blocks.emplace_back(x[d], reduced[d]);
-  }
-  ReduceGeometry g;
-  size_t b = 0;
-  if (b < blocks.size() && !blocks[b].second) g.outer = blocks[b++].first;
-  if (b < blocks.size() && blocks[b].second) g.reduced = blocks[b++].first;
-  if (b < blocks.size() && !blocks[b].second) g.inner = blocks[b++].first;
-  if (b == blocks.size()) return g;
-  g.general = true;
-  std::vector<bool> kept(reduced.size());
-  for (size_t d = 0; d < kept.size(); ++d) kept[d] = !reduced[d];
-  g.base = gridOffsets(x, kept);
-  g.offsets = gridOffsets(x, reduced);
-  g.reduced = static_cast<int64_t>(g.offsets.size());
-  return g;
+  return cpu::reduceShape(x, reduced);
 }
 
 CudaKernelFactory reduceFactory(bool mean) {
