@@ -7,6 +7,7 @@
 
 #include "ir/error.h"
 #include "ir/graph.h"
+#include "ir/plan_verifier.h"
 
 namespace ds {
 namespace {
@@ -106,6 +107,11 @@ PlanFile readPlanFile(const std::string& path) {
   in.read(reinterpret_cast<char*>(f.blob.data()), static_cast<std::streamsize>(f.blob.size()));
   DS_CHECK(in.good() || f.blob.empty(), path, ": damaged plan (truncated data)");
   checkTensors(f, path);
+  try {
+    verifyPlanCollectives(f);
+  } catch (const Error& e) {
+    throw makeError(path, ": ", e.what());
+  }
   return f;
 }
 

@@ -4,6 +4,7 @@
 
 #include "ir/error.h"
 #include "ir/op_registry.h"
+#include "ir/plan_verifier.h"
 
 namespace ds {
 namespace {
@@ -106,7 +107,9 @@ class Lowering {
 }  // namespace
 
 PlanFile lowerToPlan(const Graph& graph, const MemoryPlan& memory, const LowerOptions& options) {
-  return Lowering(graph, memory).run(options);
+  PlanFile plan = Lowering(graph, memory).run(options);
+  verifyPlanCollectives(plan);
+  return plan;
 }
 
 }  // namespace ds

@@ -1,0 +1,67 @@
+#include "ir/plan_verifier.h"
+
+#include <sstream>
+#include <vector>
+
+#include "ir/error.h"
+
+namespace ds {
+namespace {
+
+struct Collective {
+  const planpb::Step* step;
+  std::string signature;  // what every rank must agree on
+};
+
+std::string signature(const PlanFile& plan, const planpb::Step& step) {
+  std::ostringstream s;
+  s << step.op() << " {";
+  for (const planpb::Attr& a : step.attrs()) s << " " << a.ShortDebugString();
+  s << " } (";
+  for (int t : step.inputs()) s << " " << (t < 0 ? "absent" : plan.tensorType(t).toString());
+  s << " ) -> (";
+  for (int t : step.outputs()) s << " " << plan.tensorType(t).toString();
+  s << " )";
+  return s.str();
+}
+
+std::vector<Collective> collectivesOf(const PlanFile& plan, const planpb::RankPlan& rank) {
+  std::vector<Collective> out;
+  for (const planpb::Step& step : rank.steps())
+    if (isCollectiveOp(step.op())) out.push_back({&step, signature(plan, step)});
+  return out;
+}
+
+int64_t worldSizeAttr(const planpb::Step& step) {
+  for (const planpb::Attr& a : step.attrs())
+    if (a.name() == "world_size") return a.i();
+  return -1;
+}
+
+}  // namespace
+
+bool isCollectiveOp(const std::string& op) {
+  return op == "AllReduce" || op == "ReduceScatter" || op == "AllGather" || op == "Broadcast";
+}
+
+void verifyPlanCollectives(const PlanFile& plan) {
+  const planpb::Plan& p = plan.plan;
+  if (p.ranks_size() == 0) return;
+  const std::vector<Collective> reference = collectivesOf(plan, p.ranks(0));
+  for (const Collective& c : reference)
+    DS_CHECK(worldSizeAttr(*c.step) == p.ranks_size(), "plan: collective node '", c.step->node(),
+             "' (", c.step->op(), ") has world_size ", worldSizeAttr(*c.step), " but the plan has ",
+             p.ranks_size(), " ranks");
+  for (int r = 1; r < p.ranks_size(); ++r) {
+    const std::vector<Collective> mine = collectivesOf(plan, p.ranks(r));
+    for (size_t i = 0; i < std::min(mine.size(), reference.size()); ++i)
+      DS_CHECK(mine[i].signature == reference[i].signature, "plan: rank ", r, "'s collective #",
+               i + 1, " (node '", mine[i].step->node(), "') does not match rank 0's (node '",
+               reference[i].step->node(), "'): ", mine[i].signature, " vs ",
+               reference[i].signature);
+    DS_CHECK(mine.size() == reference.size(), "plan: rank ", r, " issues ", mine.size(),
+             " collectives but rank 0 issues ", reference.size());
+  }
+}
+
+}  // namespace ds

@@ -1,0 +1,21 @@
+// Checks of a whole plan that no single rank's steps can show.
+#pragma once
+
+#include <string>
+
+#include "ir/plan.h"
+
+namespace ds {
+
+// True for the ops that call the communicator (AllReduce, ReduceScatter, AllGather,
+// Broadcast).
+bool isCollectiveOp(const std::string& op);
+
+// Proves that every rank issues the same collectives in the same order, each with
+// the same op, attributes (world size, root, reduction), dtypes and shapes, and a
+// world size equal to the plan's: a plan that passes cannot deadlock on, or exchange
+// mismatched data at, a collective. Throws a ds::Error naming the first rank, the
+// collective's position and node, and what differs.
+void verifyPlanCollectives(const PlanFile& plan);
+
+}  // namespace ds

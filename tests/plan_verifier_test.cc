@@ -1,0 +1,101 @@
+// The plan verifier's collective check: every rank issues the same collectives in the
+// same order with the same types; plans that break it are rejected at lowering and
+// at load, naming the rank, the collective and the difference.
+#include <gtest/gtest.h>
+
+#include <algorithm>
+#include <string>
+
+#include "ir/error.h"
+#include "ir/plan_verifier.h"
+#include "ir/text.h"
+#include "passes/lower_to_plan.h"
+#include "passes/memory_plan.h"
+#include "tests/test_util.h"
+
+namespace ds {
+namespace {
+
+using test::contains;
+
+const char* kGraph = R"(graph collectives {
+  input %x : f32[4,3]
+  %z = AllReduce(%x) {world_size = 4} : f32[4,3] @sum
+  %s = ReduceScatter(%x) {world_size = 4} : f32[1,3] @shard
+  %g = AllGather(%s) {world_size = 4} : f32[4,3] @gather
+  return %z, %g
+})";
+
+PlanFile lowered(int world_size) {
+  auto g = parseGraph(kGraph);
+  LowerOptions options;
+  options.world_size = world_size;
+  return lowerToPlan(*g, planMemory(*g), options);
+}
+
+std::string verifyError(const PlanFile& plan) {
+  try {
+    verifyPlanCollectives(plan);
+  } catch (const Error& e) {
+    return e.what();
+  }
+  return "";
+}
+
+TEST(PlanVerifier, MatchingRanksPass) {
+  PlanFile plan = lowered(4);
+  EXPECT_EQ(verifyError(plan), "");
+  EXPECT_TRUE(isCollectiveOp("AllGather"));
+  EXPECT_FALSE(isCollectiveOp("Add"));
+}
+
+TEST(PlanVerifier, ReorderedCollectivesAreRejected) {
+  PlanFile plan = lowered(4);
+  auto* steps = plan.plan.mutable_ranks(2)->mutable_steps();
+  auto first = std::find_if(steps->begin(), steps->end(),
+                            [](const planpb::Step& s) { return s.node() == "sum"; });
+  auto second = std::find_if(steps->begin(), steps->end(),
+                             [](const planpb::Step& s) { return s.node() == "shard"; });
+  ASSERT_TRUE(first != steps->end() && second != steps->end());
+  std::iter_swap(first, second);
+  std::string error = verifyError(plan);
+  EXPECT_TRUE(contains(error,
+                       "rank 2's collective #1 (node 'shard') does not match rank 0's "
+                       "(node 'sum')"))
+      << error;
+}
+
+TEST(PlanVerifier, MissingCollectiveAndWrongWorldSizeAreRejected) {
+  PlanFile plan = lowered(4);
+  auto* steps = plan.plan.mutable_ranks(3)->mutable_steps();
+  steps->erase(std::find_if(steps->begin(), steps->end(),
+                            [](const planpb::Step& s) { return s.node() == "gather"; }));
+  EXPECT_TRUE(contains(verifyError(plan), "rank 3 issues 2 collectives but rank 0 issues 3"))
+      << verifyError(plan);
+
+  // A plan of 2 ranks whose collectives say 4 is also a hang waiting to happen.
+  try {
+    lowered(2);
+    ADD_FAILURE() << "lowering accepted world_size 4 collectives in a 2-rank plan";
+  } catch (const Error& e) {
+    EXPECT_TRUE(contains(e.what(), "node 'sum' (AllReduce) has world_size 4 but the plan has 2"))
+        << e.what();
+  }
+}
+
+TEST(PlanVerifier, LoadingAMismatchedPlanNamesTheFile) {
+  PlanFile plan = lowered(4);
+  for (auto& step : *plan.plan.mutable_ranks(1)->mutable_steps())
+    if (step.node() == "shard") step.set_outputs(0, step.inputs(0));  // f32[4,3], not f32[1,3]
+  std::string path = test::tempPath("mismatched_collectives.plan");
+  writePlanFile(path, plan);
+  try {
+    readPlanFile(path);
+    ADD_FAILURE() << "a plan with mismatched collectives loaded";
+  } catch (const Error& e) {
+    EXPECT_TRUE(contains(e.what(), path + ": plan: rank 1's collective #2")) << e.what();
+  }
+}
+
+}  // namespace
+}  // namespace ds
