@@ -31,11 +31,9 @@ class CpuExecutor : public Executor {
   void buildSteps();
   void poisonAfter(size_t step);
 
-  ExecutorOptions options_;
   uint8_t* arena_ = nullptr;
   uint8_t* persistent_ = nullptr;
   std::vector<Step> steps_;
-  std::vector<bool> fed_;
   std::vector<std::vector<int>> dies_after_;  // arena tensors whose last use is step i
 };
 

@@ -4,6 +4,66 @@
 
 namespace ds {
 
+Executor::Executor(const PlanFile& plan, ExecutorOptions options)
+    : plan_(plan), options_(options), fed_(static_cast<size_t>(plan.plan.feeds_size()), false) {
+  DS_CHECK(options.rank >= 0 && options.rank < plan.plan.ranks_size(), "rank ", options.rank,
+           " is not in the plan (world size ", plan.plan.ranks_size(), ")");
+}
+
+int Executor::acceptFeed(const std::string& name, const Tensor& value) {
+  int i = feedIndex(name);
+  int tensor = plan_.plan.feeds(i);
+  TensorType want = plan_.tensorType(tensor);
+  DS_CHECK(value.type() == want, "feed '", name, "': expected ", want.toString(), ", got ",
+           value.type().toString());
+  fed_[static_cast<size_t>(i)] = true;
+  return tensor;
+}
+
+void Executor::requireAllFed() const {
+  for (size_t i = 0; i < fed_.size(); ++i) {
+    int tensor = plan_.plan.feeds(static_cast<int>(i));
+    DS_CHECK(fed_[i], "input '", plan_.plan.tensors(tensor).name(), "' (",
+             plan_.tensorType(tensor).toString(), ") was not fed");
+  }
+}
+
+uint8_t* Executor::tensorAddress(int index, uint8_t* arena, uint8_t* persistent) const {
+  const auto& t = plan_.plan.tensors(index);
+  return (t.storage() == planpb::ARENA ? arena : persistent) + t.offset();
+}
+
+cpu::KernelContext Executor::stepContext(const planpb::Step& step, uint8_t* arena,
+                                         uint8_t* persistent) const {
+  cpu::KernelContext ctx;
+  ctx.op = step.op();
+  ctx.node_name = step.node();
+  ctx.seed = options_.seed;
+  ctx.comm = options_.comm;
+  for (const auto& a : step.attrs()) ctx.attrs[a.name()] = fromPlanAttr(a);
+  auto view = [&](int idx) {
+    return idx < 0 ? cpu::TensorView{}
+                   : cpu::TensorView{tensorAddress(idx, arena, persistent), plan_.tensorType(idx)};
+  };
+  for (int idx : step.inputs()) ctx.inputs.push_back(view(idx));
+  for (int idx : step.outputs()) ctx.outputs.push_back(view(idx));
+  return ctx;
+}
+
+std::vector<std::vector<int>> Executor::lastUses() const {
+  const planpb::RankPlan& rank = plan_.plan.ranks(options_.rank);
+  std::vector<int> last_use(static_cast<size_t>(plan_.plan.tensors_size()), -1);
+  for (int s = 0; s < rank.steps_size(); ++s)
+    for (int idx : rank.steps(s).inputs())
+      if (idx >= 0) last_use[static_cast<size_t>(idx)] = s;
+  for (int out : plan_.plan.outputs()) last_use[static_cast<size_t>(out)] = -1;
+  std::vector<std::vector<int>> dies_after(static_cast<size_t>(rank.steps_size()));
+  for (size_t i = 0; i < last_use.size(); ++i)
+    if (last_use[i] >= 0 && plan_.plan.tensors(static_cast<int>(i)).storage() == planpb::ARENA)
+      dies_after[static_cast<size_t>(last_use[i])].push_back(static_cast<int>(i));
+  return dies_after;
+}
+
 int Executor::feedIndex(const std::string& name) const {
   const auto& p = plan_.plan;
   for (int i = 0; i < p.feeds_size(); ++i)

@@ -8,6 +8,7 @@
 
 #include "ir/plan.h"
 #include "ir/tensor.h"
+#include "kernels/cpu/kernel.h"
 
 namespace ds {
 
@@ -28,7 +29,7 @@ struct ExecutorOptions {
 
 class Executor {
  public:
-  explicit Executor(const PlanFile& plan) : plan_(plan) {}
+  Executor(const PlanFile& plan, ExecutorOptions options);
   virtual ~Executor() = default;
   Executor(const Executor&) = delete;
   Executor& operator=(const Executor&) = delete;
@@ -60,8 +61,27 @@ class Executor {
  protected:
   // The position of `name` in the plan's feeds; a ds::Error listing them if absent.
   int feedIndex(const std::string& name) const;
+  // Checks `value` against feed `name`'s type, records the feed as set and returns
+  // its plan tensor, which the backend then fills.
+  int acceptFeed(const std::string& name, const Tensor& value);
+  // Fails naming the first feed that was never set.
+  void requireAllFed() const;
+
+  // Where plan tensor `index` lives, given the backend's two allocations.
+  uint8_t* tensorAddress(int index, uint8_t* arena, uint8_t* persistent) const;
+  // What a kernel of `step` sees: op, node, attributes, run options, and its tensors
+  // as views at the backend's addresses. Backends build one per step at load.
+  cpu::KernelContext stepContext(const planpb::Step& step, uint8_t* arena,
+                                 uint8_t* persistent) const;
+  // Per step of this rank, the arena tensors read for the last time there (graph
+  // outputs excluded: they are read after the run), for --poison-freed.
+  std::vector<std::vector<int>> lastUses() const;
 
   const PlanFile& plan_;
+  const ExecutorOptions options_;
+
+ private:
+  std::vector<bool> fed_;  // per plan feed
 };
 
 }  // namespace ds

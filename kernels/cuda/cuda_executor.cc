@@ -36,10 +36,7 @@ struct CudaExecutor::Step {
 };
 
 CudaExecutor::CudaExecutor(const PlanFile& plan, ExecutorOptions options)
-    : Executor(plan), options_(options) {
-  const planpb::Plan& p = plan.plan;
-  DS_CHECK(options.rank >= 0 && options.rank < p.ranks_size(), "rank ", options.rank,
-           " is not in the plan (world size ", p.ranks_size(), ")");
+    : Executor(plan, options) {
   std::string why = cuda::unavailableReason();
   DS_CHECK(why.empty(), "CUDA backend: no usable GPU (", why, ")");
   try {
@@ -64,7 +61,6 @@ void CudaExecutor::load() {
       DS_CUDA_CHECK(cudaMemcpy(address(i), plan_.blob.data() + t.init_offset(), t.init_bytes(),
                                cudaMemcpyHostToDevice));
   }
-  fed_.assign(static_cast<size_t>(p.feeds_size()), false);
   buildSteps();
 }
 
@@ -97,31 +93,17 @@ void CudaExecutor::createDevice() {
 }
 
 void* CudaExecutor::address(int tensor) const {
-  const auto& t = plan_.plan.tensors(tensor);
-  return (t.storage() == planpb::ARENA ? arena_ : persistent_) + t.offset();
+  return tensorAddress(tensor, arena_, persistent_);
 }
 
 void CudaExecutor::buildSteps() {
   const planpb::RankPlan& rank = plan_.plan.ranks(options_.rank);
-  std::vector<int> last_use(static_cast<size_t>(plan_.plan.tensors_size()), -1);
   steps_.reserve(static_cast<size_t>(rank.steps_size()));
   size_t kernel_workspace = 0;
-  for (int s = 0; s < rank.steps_size(); ++s) {
-    const planpb::Step& ps = rank.steps(s);
+  for (const planpb::Step& ps : rank.steps()) {
     Step step;
-    step.ctx.op = ps.op();
-    step.ctx.node_name = ps.node();
-    step.ctx.seed = options_.seed;
+    step.ctx = stepContext(ps, arena_, persistent_);
     step.optimizer_phase = ps.phase() == planpb::OPTIMIZER_STEP;
-    for (const auto& a : ps.attrs()) step.ctx.attrs[a.name()] = fromPlanAttr(a);
-    for (int idx : ps.inputs()) {
-      step.ctx.inputs.push_back(idx < 0 ? cpu::TensorView{}
-                                        : cpu::TensorView{address(idx), plan_.tensorType(idx)});
-      if (idx >= 0) last_use[static_cast<size_t>(idx)] = s;
-    }
-    for (int idx : ps.outputs())
-      step.ctx.outputs.push_back(idx < 0 ? cpu::TensorView{}
-                                         : cpu::TensorView{address(idx), plan_.tensorType(idx)});
     const cuda::CudaKernelFactory* factory = cuda::CudaKernelRegistry::instance().find(ps.op());
     DS_CHECK(factory != nullptr, "node '", ps.node(), "' (", ps.op(), "): no CUDA kernel");
     try {
@@ -137,11 +119,7 @@ void CudaExecutor::buildSteps() {
   DS_CUBLAS_CHECK(cublasSetWorkspace(
       device_.cublas, static_cast<uint8_t*>(workspace_) + workspace_bytes_ - kCublasWorkspace,
       kCublasWorkspace));
-  dies_after_.assign(steps_.size(), {});
-  for (int out : plan_.plan.outputs()) last_use[static_cast<size_t>(out)] = -1;  // read after run
-  for (size_t i = 0; i < last_use.size(); ++i)
-    if (last_use[i] >= 0 && plan_.plan.tensors(static_cast<int>(i)).storage() == planpb::ARENA)
-      dies_after_[static_cast<size_t>(last_use[i])].push_back(static_cast<int>(i));
+  dies_after_ = lastUses();
 }
 
 size_t CudaExecutor::deviceBytes() const {
@@ -150,17 +128,12 @@ size_t CudaExecutor::deviceBytes() const {
 }
 
 void CudaExecutor::setFeed(const std::string& name, const Tensor& value) {
-  int i = feedIndex(name);
-  int tensor = plan_.plan.feeds(i);
-  TensorType want = plan_.tensorType(tensor);
-  DS_CHECK(value.type() == want, "feed '", name, "': expected ", want.toString(), ", got ",
-           value.type().toString());
+  int tensor = acceptFeed(name, value);
   // Ordered after the previous run's kernels on the stream; synchronous, since
   // `value` is pageable host memory the caller may free on return.
   DS_CUDA_CHECK(cudaMemcpyAsync(address(tensor), value.raw(), value.bytes(), cudaMemcpyHostToDevice,
                                 device_.stream));
   DS_CUDA_CHECK(cudaStreamSynchronize(device_.stream));
-  fed_[static_cast<size_t>(i)] = true;
 }
 
 void CudaExecutor::poisonAfter(size_t s) {
@@ -174,11 +147,7 @@ void CudaExecutor::poisonAfter(size_t s) {
 }
 
 void CudaExecutor::run(bool optimizer_step) {
-  for (size_t i = 0; i < fed_.size(); ++i) {
-    int tensor = plan_.plan.feeds(static_cast<int>(i));
-    DS_CHECK(fed_[i], "input '", plan_.plan.tensors(tensor).name(), "' (",
-             plan_.tensorType(tensor).toString(), ") was not fed");
-  }
+  requireAllFed();
   for (size_t s = 0; s < steps_.size(); ++s) {
     Step& step = steps_[s];
     if (!optimizer_step && step.optimizer_phase) continue;

@@ -43,14 +43,12 @@ class CudaExecutor : public Executor {
   void buildSteps();
   void poisonAfter(size_t step);
 
-  ExecutorOptions options_;
   cuda::Device device_;
   uint8_t* arena_ = nullptr;
   uint8_t* persistent_ = nullptr;
   void* workspace_ = nullptr;
   size_t workspace_bytes_ = 0;
   std::vector<Step> steps_;
-  std::vector<bool> fed_;
   std::vector<std::vector<int>> dies_after_;  // arena tensors whose last use is step i
 };
 
