@@ -96,14 +96,11 @@ template <typename T>
 class LayerNormGradKernel : public CpuKernel {
  public:
   explicit LayerNormGradKernel(const KernelContext& ctx) {
-    const Shape& s = ctx.input(1).shape();
-    int64_t axis = ctx.i("axis");
-    if (axis < 0) axis += static_cast<int64_t>(s.size());
-    Shape normalized(s.begin() + axis, s.end());
-    inner_ = numElements(normalized);
-    outer_ = inner_ == 0 ? 0 : ctx.input(1).numel() / inner_;
+    LayerNormRows rows = layerNormRows(ctx.input(1).shape(), ctx.i("axis"));
+    outer_ = rows.outer;
+    inner_ = rows.inner;
     eps_ = ctx.f("epsilon");
-    scale_idx_ = broadcastIndices(ctx.input(2).shape(), normalized);
+    scale_idx_ = broadcastIndices(ctx.input(2).shape(), rows.normalized);
     mean_.resize(static_cast<size_t>(outer_));
     inv_.resize(static_cast<size_t>(outer_));
     acc_scale_.resize(static_cast<size_t>(inner_));
@@ -148,11 +145,7 @@ class LayerNormGradKernel : public CpuKernel {
     const T* scale = ctx.input(2).as<T>();
     T* dxr = ctx.output(0).as<T>() + r * inner_;
     const auto n = static_cast<double>(inner_);
-    double sum = 0.0, sq = 0.0;
-    for (int64_t i = 0; i < inner_; ++i) sum += xr[i];
-    double mean = sum / n;
-    for (int64_t i = 0; i < inner_; ++i) sq += (xr[i] - mean) * (xr[i] - mean);
-    double inv = 1.0 / std::sqrt(sq / n + eps_);
+    auto [mean, inv] = rowMoments(xr, inner_, eps_);
     double sum_g = 0.0, sum_gx = 0.0;
     for (int64_t i = 0; i < inner_; ++i) {
       double g = dyr[i] * scale[scale_idx_[i]];

@@ -2,6 +2,8 @@
 // one per file, and small helpers they share.
 #pragma once
 
+#include <cmath>
+
 #include "kernels/cpu/kernel.h"
 
 namespace ds::cpu {
@@ -17,5 +19,26 @@ DType requireF32OrF64(const KernelContext& ctx, size_t i);
 
 // A kernel that does nothing (steps whose outputs are empty).
 std::unique_ptr<CpuKernel> noopKernel();
+
+// LayerNormalization's view of X (forward and gradient kernels): `outer` rows of
+// `inner` elements, normalising dims [axis, rank) whose shape is `normalized`.
+struct LayerNormRows {
+  int64_t outer = 0, inner = 0;
+  Shape normalized;
+};
+LayerNormRows layerNormRows(const Shape& x, int64_t axis);
+
+// One row's mean and 1 / sqrt(variance + eps) (biased variance, two passes in double).
+struct RowMoments {
+  double mean, inv_std;
+};
+template <typename T>
+RowMoments rowMoments(const T* row, int64_t n, double eps) {
+  double sum = 0.0, sq = 0.0;
+  for (int64_t i = 0; i < n; ++i) sum += row[i];
+  double mean = sum / static_cast<double>(n);
+  for (int64_t i = 0; i < n; ++i) sq += (row[i] - mean) * (row[i] - mean);
+  return {mean, 1.0 / std::sqrt(sq / static_cast<double>(n) + eps)};
+}
 
 }  // namespace ds::cpu

@@ -114,15 +114,12 @@ template <typename T>
 class LayerNormKernel : public CpuKernel {
  public:
   explicit LayerNormKernel(const KernelContext& ctx) {
-    const Shape& s = ctx.input(0).shape();
-    int64_t axis = ctx.i("axis");
-    if (axis < 0) axis += static_cast<int64_t>(s.size());
-    Shape normalized(s.begin() + axis, s.end());
-    inner_ = numElements(normalized);
-    outer_ = inner_ == 0 ? 0 : ctx.input(0).numel() / inner_;
+    LayerNormRows rows = layerNormRows(ctx.input(0).shape(), ctx.i("axis"));
+    outer_ = rows.outer;
+    inner_ = rows.inner;
     eps_ = ctx.f("epsilon");
-    scale_idx_ = broadcastIndices(ctx.input(1).shape(), normalized);
-    if (ctx.hasInput(2)) bias_idx_ = broadcastIndices(ctx.input(2).shape(), normalized);
+    scale_idx_ = broadcastIndices(ctx.input(1).shape(), rows.normalized);
+    if (ctx.hasInput(2)) bias_idx_ = broadcastIndices(ctx.input(2).shape(), rows.normalized);
   }
 
   void run(const KernelContext& ctx) override {
@@ -136,11 +133,7 @@ class LayerNormKernel : public CpuKernel {
     for (int64_t r = 0; r < outer_; ++r) {
       const T* xr = x + r * inner_;
       T* yr = y + r * inner_;
-      double sum = 0.0, sq = 0.0;
-      for (int64_t i = 0; i < inner_; ++i) sum += xr[i];
-      double mean = sum / static_cast<double>(inner_);
-      for (int64_t i = 0; i < inner_; ++i) sq += (xr[i] - mean) * (xr[i] - mean);
-      double inv = 1.0 / std::sqrt(sq / static_cast<double>(inner_) + eps_);
+      auto [mean, inv] = rowMoments(xr, inner_, eps_);
       for (int64_t i = 0; i < inner_; ++i) {
         double v = (xr[i] - mean) * inv * scale[scale_idx_[i]];
         yr[i] = static_cast<T>(bias ? v + bias[bias_idx_[i]] : v);
@@ -164,6 +157,15 @@ std::unique_ptr<CpuKernel> makeLayerNorm(const KernelContext& ctx) {
 }
 
 }  // namespace
+
+LayerNormRows layerNormRows(const Shape& x, int64_t axis) {
+  if (axis < 0) axis += static_cast<int64_t>(x.size());
+  LayerNormRows rows;
+  rows.normalized = Shape(x.begin() + axis, x.end());
+  rows.inner = numElements(rows.normalized);
+  rows.outer = rows.inner == 0 ? 0 : numElements(x) / rows.inner;
+  return rows;
+}
 
 void registerNormKernels(CpuKernelRegistry& r) {
   r.add("BatchNormalization", makeBatchNorm);
