@@ -8,6 +8,7 @@
 
 #include "ir/ops/shape_helpers.h"
 #include "kernels/cpu/cpu_util.h"
+#include "kernels/cpu/slice_geometry.h"
 
 namespace ds::cpu {
 namespace {
@@ -70,54 +71,10 @@ std::unique_ptr<CpuKernel> expandKernel(const KernelContext& ctx) {
   return std::make_unique<WalkCopyKernel>(std::move(walk), 0, dtypeSize(ctx.input(0).dtype()));
 }
 
-// One Slice axis resolved with ONNX clamping (as ir/ops/shape_helpers.cc does).
-void clampSliceAxis(int64_t dim, int64_t start, int64_t end, int64_t step, int64_t& first,
-                    int64_t& count) {
-  if (start < 0) start += dim;
-  if (end < 0) end += dim;
-  first = 0;
-  count = 0;
-  if (dim == 0) return;
-  if (step > 0) {
-    first = std::clamp<int64_t>(start, 0, dim);
-    end = std::clamp<int64_t>(end, 0, dim);
-    count = end > first ? (end - first - 1) / step + 1 : 0;
-  } else {
-    first = std::clamp<int64_t>(start, 0, dim - 1);
-    end = std::clamp<int64_t>(end, -1, dim - 1);
-    int64_t back =
-        step == std::numeric_limits<int64_t>::min() ? std::numeric_limits<int64_t>::max() : -step;
-    count = first > end ? (first - end - 1) / back + 1 : 0;
-  }
-}
-
 std::unique_ptr<CpuKernel> sliceKernel(const KernelContext& ctx) {
-  const Shape& x = ctx.input(0).shape();
-  const auto& starts = ctx.ints("starts");
-  const auto& ends = ctx.ints("ends");
-  const auto& axes = ctx.ints("axes");
-  const auto& steps = ctx.ints("steps");
-  const int64_t rank = ctx.input(0).rank();
-  if (ends.size() != starts.size() || (!axes.empty() && axes.size() != starts.size()) ||
-      (!steps.empty() && steps.size() != starts.size()))
-    ctx.fail("starts, ends, axes and steps must have the same length");
-  std::vector<int64_t> in_strides = stridesOf(x), strides = in_strides;
-  int64_t base = 0;
-  for (size_t i = 0; i < starts.size(); ++i) {
-    int64_t axis = axes.empty() ? static_cast<int64_t>(i) : axes[i];
-    if (axis < -rank || axis >= rank) ctx.fail("axis ", axis, " is out of range for rank ", rank);
-    if (axis < 0) axis += rank;
-    int64_t step = steps.empty() ? 1 : steps[i], first = 0, count = 0;
-    if (step == 0) ctx.fail("slice step is 0");
-    clampSliceAxis(x[axis], starts[i], ends[i], step, first, count);
-    if (count != ctx.output(0).shape()[axis])
-      ctx.fail("axis ", axis, " takes ", count, " elements but the output has ",
-               ctx.output(0).shape()[axis]);
-    base += first * in_strides[axis];
-    strides[axis] = in_strides[axis] * step;
-  }
-  StridedWalk<1> walk(ctx, ctx.output(0).shape(), {strides});
-  return std::make_unique<WalkCopyKernel>(std::move(walk), base, dtypeSize(ctx.input(0).dtype()));
+  SliceGeometry g = sliceGeometry(ctx, ctx.input(0).shape(), ctx.output(0).shape());
+  StridedWalk<1> walk(ctx, ctx.output(0).shape(), {g.strides});
+  return std::make_unique<WalkCopyKernel>(std::move(walk), g.base, dtypeSize(ctx.input(0).dtype()));
 }
 
 // Transpose. When the output's innermost dim is also the input's, segments are

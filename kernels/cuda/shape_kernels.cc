@@ -10,6 +10,7 @@
 
 #include "ir/ops/shape_helpers.h"
 #include "kernels/cpu/cpu_util.h"
+#include "kernels/cpu/slice_geometry.h"
 #include "kernels/cuda/cuda_util.h"
 
 namespace ds::cuda {
@@ -46,52 +47,9 @@ std::unique_ptr<CudaKernel> expandKernel(const KernelContext& ctx, const Device&
       ctx, makeWalk(ctx, y, {stridesOf(y), cpu::broadcastStrides(ctx.input(0).shape(), y)}));
 }
 
-// Slice attributes resolved against the sliced tensor `x` (ONNX clamping, as
-// ir/ops/shape_helpers.cc): the offset of the first taken element and per-dim
-// strides of the taken elements; `taken` is the slice's shape, checked.
-std::pair<int64_t, std::vector<int64_t>> sliceGeometry(const KernelContext& ctx, const Shape& x,
-                                                       const Shape& taken) {
-  const auto& starts = ctx.ints("starts");
-  const auto& ends = ctx.ints("ends");
-  const auto& axes = ctx.ints("axes");
-  const auto& steps = ctx.ints("steps");
-  const auto rank = static_cast<int64_t>(x.size());
-  if (ends.size() != starts.size() || (!axes.empty() && axes.size() != starts.size()) ||
-      (!steps.empty() && steps.size() != starts.size()))
-    ctx.fail("starts, ends, axes and steps must have the same length");
-  std::vector<int64_t> x_strides = stridesOf(x), strides = x_strides;
-  int64_t base = 0;
-  for (size_t i = 0; i < starts.size(); ++i) {
-    int64_t axis = axes.empty() ? static_cast<int64_t>(i) : axes[i];
-    if (axis < -rank || axis >= rank) ctx.fail("axis ", axis, " is out of range for rank ", rank);
-    if (axis < 0) axis += rank;
-    const int64_t dim = x[axis], step = steps.empty() ? 1 : steps[i];
-    if (step == 0) ctx.fail("slice step is 0");
-    int64_t start = starts[i] < 0 ? starts[i] + dim : starts[i];
-    int64_t end = ends[i] < 0 ? ends[i] + dim : ends[i];
-    int64_t first = 0, count = 0;
-    if (dim > 0 && step > 0) {
-      first = std::clamp<int64_t>(start, 0, dim);
-      end = std::clamp<int64_t>(end, 0, dim);
-      count = end > first ? (end - first - 1) / step + 1 : 0;
-    } else if (dim > 0) {
-      first = std::clamp<int64_t>(start, 0, dim - 1);
-      end = std::clamp<int64_t>(end, -1, dim - 1);
-      int64_t back =
-          step == std::numeric_limits<int64_t>::min() ? std::numeric_limits<int64_t>::max() : -step;
-      count = first > end ? (first - end - 1) / back + 1 : 0;
-    }
-    if (count != taken[axis])
-      ctx.fail("axis ", axis, " takes ", count, " elements but the slice has ", taken[axis]);
-    base += first * x_strides[axis];
-    strides[axis] = x_strides[axis] * step;
-  }
-  return {base, strides};
-}
-
 std::unique_ptr<CudaKernel> sliceKernel(const KernelContext& ctx, const Device&) {
   const Shape& y = ctx.output(0).shape();
-  auto [base, strides] = sliceGeometry(ctx, ctx.input(0).shape(), y);
+  auto [base, strides] = cpu::sliceGeometry(ctx, ctx.input(0).shape(), y);
   Walk w = makeWalk(ctx, y, {stridesOf(y), strides});
   w.base[1] = base;
   return walkCopyKernel(ctx, w);
@@ -100,7 +58,7 @@ std::unique_ptr<CudaKernel> sliceKernel(const KernelContext& ctx, const Device&)
 // SliceGrad(dY) -> dX: zeros, then dY written at the sliced positions.
 std::unique_ptr<CudaKernel> sliceGradKernel(const KernelContext& ctx, const Device&) {
   const Shape& dy = ctx.input(0).shape();
-  auto [base, strides] = sliceGeometry(ctx, ctx.output(0).shape(), dy);
+  auto [base, strides] = cpu::sliceGeometry(ctx, ctx.output(0).shape(), dy);
   Walk w = makeWalk(ctx, dy, {strides, stridesOf(dy)});
   w.base[0] = base;
   size_t elem = dtypeSize(ctx.input(0).dtype());
