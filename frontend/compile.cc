@@ -12,6 +12,7 @@
 #include "passes/lower_to_plan.h"
 #include "passes/pipeline.h"
 #include "passes/seed_dropout.h"
+#include "passes/zero_partition.h"
 #include "runtime/lr_schedule.h"
 
 namespace ds {
@@ -106,6 +107,33 @@ void microBatchFromModel(DsConfig& c, const Graph& g, int64_t world_size) {
   resolveBatch(c, world_size);
 }
 
+// zero_optimization's bucket and stage-3 limits; absent or "auto": DeepSpeed's defaults.
+ZeroOptions zeroOptions(const DsConfig& c, int64_t world_size) {
+  ZeroOptions z;
+  z.stage = c.zero_stage;
+  z.world_size = world_size;
+  z.accumulation = c.gradient_accumulation_steps.value_or(1);
+  const nlohmann::json section = c.raw.is_object() && c.raw.contains("zero_optimization")
+                                     ? c.raw["zero_optimization"]
+                                     : nlohmann::json::object();
+  auto count = [&](const char* key, int64_t* out) {
+    auto it = section.find(key);
+    if (it == section.end() || (it->is_string() && *it == "auto")) return;
+    DS_CHECK(it->is_number() && it->get<double>() >= 0 && it->get<double>() < 9.2e18,
+             "zero_optimization.", key, ": must be a non-negative number, is ", it->dump());
+    *out = static_cast<int64_t>(it->get<double>());
+  };
+  count("reduce_bucket_size", &z.reduce_bucket_elements);
+  count("stage3_prefetch_bucket_size", &z.prefetch_bucket_elements);
+  count("stage3_param_persistence_threshold", &z.param_persistence_threshold);
+  count("stage3_max_live_parameters", &z.max_live_parameters);
+  count("stage3_max_reuse_distance", &z.max_reuse_distance);
+  DS_CHECK(z.reduce_bucket_elements >= 1, "zero_optimization.reduce_bucket_size: must be >= 1");
+  DS_CHECK(z.prefetch_bucket_elements >= 1,
+           "zero_optimization.stage3_prefetch_bucket_size: must be >= 1");
+  return z;
+}
+
 // --freeze-bn: BatchNormalization in inference form (running statistics, no updates).
 void freezeBatchNorm(Graph& g) {
   std::vector<Node*> bns;
@@ -128,20 +156,21 @@ void addTraining(Graph& g, const CompileOptions& o, const DsConfig& config) {
   DS_CHECK(!config.fp16 && !config.bf16,
            "fp16.enabled / bf16.enabled: mixed-precision training is not implemented yet; "
            "disable it to train in fp32");
-  DS_CHECK(o.world_size == 1, "--gpus ", o.world_size,
-           ": multi-rank training plans are not implemented yet; compile with --gpus 1");
   learningRate(config.raw, 1);  // rejects bad schedules now, naming the key
   if (o.freeze_bn) freezeBatchNorm(g);
   Value* loss = addLoss(g, {.kind = *o.loss, .label = o.label, .output = o.loss_output});
   std::vector<Value*> params = g.sourcesWithRole(Role::Parameter);
-  // Gradient accumulation: backward from loss / G into persistent accumulators,
-  // which the optimizer step reads and then resets.
-  const int64_t accumulation = config.gradient_accumulation_steps.value_or(1);
-  Value* seed = accumulation > 1 ? scaleLoss(g, loss, accumulation) : loss;
+  // Backward from loss / (G x N): gradients summed over G micro-steps (accumulators
+  // the optimizer step reads and resets) and N ranks are the global batch's mean.
+  const ZeroOptions zero = zeroOptions(config, o.world_size);
+  const int64_t divisor = zero.accumulation * zero.world_size;
+  Value* seed = divisor > 1 ? scaleLoss(g, loss, divisor) : loss;
+  const Node* last_forward = g.nodes().back().get();
   auto grads = buildGradients(g, seed, params);
-  if (accumulation > 1) grads = accumulateGradients(g, grads);
-  addOptimizer(g, grads, optimizerOptions(config));
-  if (accumulation > 1) resetAccumulators(g, grads);
+  ZeroPartition partition = partitionForZero(g, grads, last_forward, zero);
+  auto next = addOptimizer(g, partition.updates, optimizerOptions(config),
+                           partition.shard_world_size);
+  finishZeroStep(g, partition, next);
   seedDropout(g, g.value(kStepFeed));
   if (!o.freeze_bn) bindBatchNormStatistics(g);
   eliminateDeadCode(g);
@@ -194,7 +223,8 @@ PlanFile buildPlan(const Compilation& c, const std::string& model_path) {
   PlanFile plan = lowerToPlan(*c.graph, c.memory,
                               {.model = model_path,
                                .world_size = c.world_size,
-                               .config_json = effectiveConfigJson(c).dump()});
+                               .config_json = effectiveConfigJson(c).dump(),
+                               .accumulation = c.config.gradient_accumulation_steps.value_or(1)});
   embedOnnxModel(model_path, &plan);  // for dsrun --export-onnx
   return plan;
 }

@@ -6,11 +6,13 @@
 #include <filesystem>
 #include <fstream>
 #include <map>
+#include <set>
 #include <sstream>
 
 #include "frontend/onnx_import.h"
 #include "ir/error.h"
 #include "ir/graph.h"
+#include "runtime/shards.h"
 
 namespace ds {
 namespace {
@@ -31,13 +33,21 @@ std::string readFile(const std::string& path, const std::string& why) {
 }
 
 // Plan tensors whose values training changes and the ONNX file holds as
-// initializers: parameters and buffers, by name.
-std::map<std::string, int> trainedTensors(const PlanFile& plan) {
-  std::map<std::string, int> out;
+// initializers: parameters (whole or ZeRO shards of them) and buffers.
+std::vector<int> trainedTensors(const PlanFile& plan) {
+  std::vector<int> out;
   for (int i = 0; i < plan.plan.tensors_size(); ++i) {
     auto role = static_cast<Role>(plan.plan.tensors(i).role());
-    if (role == Role::Parameter || role == Role::Buffer) out[plan.plan.tensors(i).name()] = i;
+    if (role == Role::Parameter || role == Role::Buffer) out.push_back(i);
   }
+  return out;
+}
+
+// The initializer names those tensors hold.
+std::set<std::string> trainedNames(const PlanFile& plan) {
+  std::set<std::string> out;
+  for (int i : trainedTensors(plan))
+    for (const std::string& name : wholeNames(plan.plan.tensors(i))) out.insert(name);
   return out;
 }
 
@@ -85,7 +95,7 @@ void writeAtomically(const std::string& path, const onnx::ModelProto& model) {
 void embedOnnxModel(const std::string& model_path, PlanFile* plan) {
   onnx::ModelProto model = parseModel(readFile(model_path, ""), model_path);
   std::string base_dir = std::filesystem::path(model_path).parent_path().string();
-  const std::map<std::string, int> trained = trainedTensors(*plan);
+  const std::set<std::string> trained = trainedNames(*plan);
   for (onnx::TensorProto& init : *model.mutable_graph()->mutable_initializer()) {
     if (trained.count(init.name())) {
       setRawData(&init, nullptr, 0);  // the plan's initial data holds the value
@@ -109,12 +119,13 @@ void checkOnnxExportable(const PlanFile& plan) {
 
 void exportOnnx(const Executor& exec, const std::string& out_path) {
   const PlanFile& plan = exec.plan();
+  std::map<std::string, Tensor> trained = gatherWholeTensors(exec, trainedTensors(plan));
+  if (exec.rank() != 0) return;
   onnx::ModelProto model = sourceModel(plan);
-  std::map<std::string, int> trained = trainedTensors(plan);
   for (onnx::TensorProto& init : *model.mutable_graph()->mutable_initializer()) {
     auto it = trained.find(init.name());
     if (it == trained.end()) continue;
-    Tensor value = exec.readTensor(it->second);
+    const Tensor& value = it->second;
     Shape dims(init.dims().begin(), init.dims().end());
     DS_CHECK(dims == value.shape(), "--export-onnx: initializer '", init.name(), "' has shape ",
              shapeToString(dims), " but the plan's tensor is ", value.type().toString());

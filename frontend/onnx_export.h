@@ -26,7 +26,8 @@ void checkOnnxExportable(const PlanFile& plan);
 
 // Writes the source model with every parameter and buffer initializer set to the
 // executor's value, atomically (OUT.tmp, then rename). Errors name the initializer
-// or the file.
+// or the file. Every rank of a multi-rank plan calls it: ZeRO shards are gathered
+// into whole weights (runtime/shards.h) and rank 0 writes the file.
 void exportOnnx(const Executor& exec, const std::string& out_path);
 
 }  // namespace ds

@@ -5,14 +5,18 @@
 #include <sstream>
 #include <vector>
 
+#include "passes/add_optimizer.h"
 #include "passes/memory_plan.h"
+#include "passes/rank_cost.h"
 
 namespace ds {
 
-ModelStateBytes zeroModelStates(int64_t num_params, int stage, int64_t world_size) {
+ModelStateBytes zeroModelStates(int64_t num_params, int stage, int64_t world_size,
+                                StatePrecision precision) {
   const auto psi = static_cast<double>(num_params);
   const auto n = static_cast<double>(world_size);
-  ModelStateBytes b{2 * psi, 2 * psi, 12 * psi};
+  ModelStateBytes b{precision.param_bytes * psi, precision.param_bytes * psi,
+                    precision.optimizer_bytes * psi};
   if (stage >= 1) b.optimizer /= n;
   if (stage >= 2) b.grads /= n;
   if (stage >= 3) b.params /= n;
@@ -30,8 +34,14 @@ GraphStats graphStats(const Graph& g) {
   }
   for (const Value* v : g.sources()) {
     if (v->role() == Role::Parameter) {
-      s.num_params += v->type().numel();
-      s.param_bytes += static_cast<int64_t>(v->type().bytes());
+      // A ZeRO-3 shard stands for the whole parameters it packs.
+      int64_t numel = v->type().numel();
+      if (const ShardLayout* layout = v->shardLayout()) {
+        numel = 0;
+        for (const ShardPiece& p : layout->pieces) numel += numElements(p.shape);
+      }
+      s.num_params += numel;
+      s.param_bytes += numel * static_cast<int64_t>(dtypeSize(v->dtype()));
     } else if (v->role() == Role::Buffer) {
       s.num_buffer_elements += v->type().numel();
     }
@@ -83,6 +93,26 @@ std::string effectiveConfigLines(const Compilation& c) {
   return out;
 }
 
+// The training plan's own figures (passes/rank_cost.h), as the plan records them.
+std::string planCostLines(const Compilation& c) {
+  const RankCost cost = rankCost(*c.graph, c.config.gradient_accumulation_steps.value_or(1));
+  std::ostringstream os;
+  os << "this plan     per rank (ZeRO-" << c.zero_stage << " on " << c.world_size
+     << " ranks): params " << bytesString(double(cost.parameter_bytes)) << ", grads "
+     << bytesString(double(cost.gradient_bytes)) << ", optimizer "
+     << bytesString(double(cost.optimizer_bytes)) << ", model states "
+     << bytesString(double(cost.modelStateBytes())) << "; buffers "
+     << bytesString(double(cost.buffer_bytes)) << "; largest comm buffer "
+     << bytesString(double(cost.comm_buffer_bytes)) << "\n";
+  os << "comm          per rank per optimizer step:";
+  if (cost.comm.empty()) os << " none";
+  for (const auto& [op, v] : cost.comm)
+    os << " " << op << " " << v.calls_per_step << " calls, " << bytesString(double(v.bytes_per_step))
+       << ";";
+  os << "\n";
+  return os.str();
+}
+
 }  // namespace
 
 std::string formatSummary(const Compilation& c, const std::string& model_path) {
@@ -112,15 +142,20 @@ std::string formatSummary(const Compilation& c, const std::string& model_path) {
   os << "forward arena " << bytesString(double(arena.arena_bytes)) << " (peak live "
      << bytesString(double(arena.peak_live_bytes)) << ", ratio " << ratio << ", "
      << arena.inplace_count << " ops in place)\n";
-  os << "model states  per rank, mixed-precision Adam (2 psi fp16 params + 2 psi fp16 grads + "
-        "12 psi fp32 optimizer; ZeRO paper):\n";
+  const bool mixed = cfg.fp16 || cfg.bf16;
+  const bool adam = cfg.optimizer != "SGD";
+  const StatePrecision precision{mixed ? 2.0 : 4.0, mixed ? 12.0 : adam ? 8.0 : 4.0};
+  os << "model states  per rank, ZeRO paper's figures for " << (mixed ? "mixed-precision " : "fp32 ")
+     << cfg.optimizer << " (" << precision.param_bytes << " psi params + " << precision.param_bytes
+     << " psi grads + " << precision.optimizer_bytes << " psi optimizer):\n";
   for (int stage = 0; stage <= 3; ++stage) {
-    ModelStateBytes b = zeroModelStates(s.num_params, stage, c.world_size);
+    ModelStateBytes b = zeroModelStates(s.num_params, stage, c.world_size, precision);
     os << (stage == c.zero_stage ? "  > " : "    ") << "ZeRO-" << stage << " on " << c.world_size
        << " ranks: params " << bytesString(b.params) << ", grads " << bytesString(b.grads)
        << ", optimizer " << bytesString(b.optimizer) << ", total " << bytesString(b.total())
        << "\n";
   }
+  if (c.graph->findValue(kLrFeed)) os << planCostLines(c);
   return os.str();
 }
 

@@ -33,6 +33,17 @@ bool isSourceRole(Role r) {
          r == Role::Constant || r == Role::OptimizerState;
 }
 
+int64_t ShardLayout::shardElements() const {
+  int64_t end = 0;
+  for (const ShardPiece& p : pieces) end = std::max(end, p.offset + numElements(p.shape));
+  return (end + world_size - 1) / world_size;
+}
+
+TensorType Value::dataType() const {
+  if (!shard_layout_) return type_;
+  return {type_.dtype, {type_.numel() * shard_layout_->world_size}};
+}
+
 const Tensor& Value::data() const {
   DS_CHECK(data_ != nullptr, "value '", name_, "' has no data");
   return *data_;
@@ -123,10 +134,29 @@ Value* Graph::addSource(const std::string& name, TensorType type, Role role,
   return v;
 }
 
+Value* Graph::addShardedSource(const std::string& name, DType dtype, Role role, ShardLayout layout,
+                               std::shared_ptr<const Tensor> data) {
+  DS_CHECK(layout.world_size >= 1 && !layout.pieces.empty(), "value '", name,
+           "': a shard layout needs a world size and at least one piece");
+  Value* v = addSource(name, {dtype, {layout.shardElements()}}, role);
+  v->shard_layout_ = std::make_shared<const ShardLayout>(std::move(layout));
+  if (data)
+    DS_CHECK(data->type() == v->dataType(), "value '", name, "': data ",
+             data->type().toString(), " does not match the flat buffer ",
+             v->dataType().toString());
+  v->data_ = std::move(data);
+  return v;
+}
+
 Value* Graph::addConstant(const std::string& name, Tensor data) {
   TensorType type = data.type();
   return addSource(name, std::move(type), Role::Constant,
                    std::make_shared<const Tensor>(std::move(data)));
+}
+
+Node* Graph::nextNode(const Node* node) const {
+  auto it = std::next(node->position_);
+  return it == nodes_.end() ? nullptr : it->get();
 }
 
 std::vector<Value*> Graph::sourcesWithRole(Role role) const {

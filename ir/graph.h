@@ -44,6 +44,24 @@ bool isSourceRole(Role r);  // defined without a producer node
 // it reads persistent state instead (the verifier checks this).
 enum class Phase : uint8_t { EveryMicroStep, OptimizerStep };
 
+// A sharded source (ZeRO): N ranks each hold one contiguous shard of a flat
+// buffer that packs whole tensors (`pieces`, each at an element offset) and is
+// zero-padded to N*k elements; rank r holds elements [r*k, (r+1)*k). The value's
+// type is one shard, [k]; its data, when it has any, is the whole flat buffer
+// [N*k], from which each rank takes its own shard. Pieces are named by the tensor
+// they pack (a parameter, or its optimizer state "W.exp_avg"), so checkpoints and
+// exports can put whole tensors back together from any layout.
+struct ShardPiece {
+  std::string name;
+  Shape shape;
+  int64_t offset = 0;  // in elements, within the flat buffer
+};
+struct ShardLayout {
+  int64_t world_size = 1;
+  std::vector<ShardPiece> pieces;
+  int64_t shardElements() const;  // k: the packed elements, padded, divided by N
+};
+
 class Value {
  public:
   const std::string& name() const { return name_; }
@@ -56,6 +74,10 @@ class Value {
   // One entry per use: a node that reads the value twice appears twice.
   const std::vector<Node*>& users() const { return users_; }
   bool hasData() const { return data_ != nullptr; }
+  // Non-null for a sharded source (see ShardLayout).
+  const ShardLayout* shardLayout() const { return shard_layout_.get(); }
+  // The type of the data: the whole flat buffer for a sharded source, else type().
+  TensorType dataType() const;
   const Tensor& data() const;  // initial or constant value
   std::shared_ptr<const Tensor> dataPtr() const { return data_; }
 
@@ -76,6 +98,7 @@ class Value {
   Node* producer_ = nullptr;
   std::vector<Node*> users_;
   std::shared_ptr<const Tensor> data_;
+  std::shared_ptr<const ShardLayout> shard_layout_;
 };
 
 class Node {
@@ -145,6 +168,9 @@ class Graph {
   Value* addSource(const std::string& name, TensorType type, Role role,
                    std::shared_ptr<const Tensor> data = nullptr);
   Value* addConstant(const std::string& name, Tensor data);
+  // A sharded source of `layout` (type [k], data [N*k]; see ShardLayout).
+  Value* addShardedSource(const std::string& name, DType dtype, Role role, ShardLayout layout,
+                          std::shared_ptr<const Tensor> data = nullptr);
   const std::vector<Value*>& sources() const { return sources_; }
   std::vector<Value*> sourcesWithRole(Role role) const;
   std::vector<Value*> feeds() const;  // inputs and labels
@@ -163,6 +189,8 @@ class Graph {
                      const std::string& node_name);
 
   const NodeList& nodes() const { return nodes_; }
+  // The node after `node` in program order, or nullptr at the end.
+  Node* nextNode(const Node* node) const;
   size_t numNodes() const { return nodes_.size(); }
   // Removes a node whose outputs are unused (and not graph outputs).
   void eraseNode(Node* node);

@@ -1,5 +1,6 @@
 #include "ir/plan.h"
 
+#include <algorithm>
 #include <cstring>
 #include <filesystem>
 #include <fstream>
@@ -35,7 +36,8 @@ void checkTensors(const PlanFile& f, const std::string& path) {
     DS_CHECK(t.offset() >= 0 && t.offset() + bytes <= limit, path, ": damaged plan (tensor '",
              t.name(), "' lies outside its memory region)");
     DS_CHECK(!t.has_init() || (t.init_offset() + t.init_bytes() <= f.blob.size() &&
-                               static_cast<int64_t>(t.init_bytes()) == bytes),
+                               static_cast<int64_t>(t.init_bytes()) ==
+                                   bytes * std::max(1, t.shard().world_size())),
              path, ": damaged plan (initial data of tensor '", t.name(), "' is truncated)");
   }
   for (const auto& rank : p.ranks())

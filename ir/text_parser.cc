@@ -4,6 +4,7 @@
 #include <charconv>
 #include <cmath>
 #include <limits>
+#include <optional>
 
 #include "ir/error.h"
 #include "ir/op_registry.h"
@@ -265,17 +266,56 @@ class Parser {
     Token name = expect(Tok::Percent, "a value name");
     expectPunct(":");
     TensorType type = parseType();
+    std::optional<ShardLayout> layout;
+    if (tok_.kind == Tok::Ident && tok_.text == "sharded") layout = parseShardLayout();
     std::shared_ptr<const Tensor> data;
     if (acceptPunct("=")) {
       if (acceptPunct("<")) {
         expectIdent("elided");
         expectPunct(">");
       } else {
-        data = std::make_shared<const Tensor>(parseData(type));
+        TensorType data_type = type;
+        if (layout) data_type.shape = {type.numel() * layout->world_size};
+        data = std::make_shared<const Tensor>(parseData(data_type));
       }
     }
     if (graph_->findValue(name.text)) Lexer::fail(name, "value '%", name.text, "' defined twice");
-    graph_->addSource(name.text, type, role, std::move(data));
+    if (!layout) {
+      graph_->addSource(name.text, type, role, std::move(data));
+      return;
+    }
+    try {
+      Value* v = graph_->addShardedSource(name.text, type.dtype, role, *layout, std::move(data));
+      if (v->type() != type)
+        Lexer::fail(name, "a shard of this layout is ", v->type().toString(), ", not ",
+                    type.toString());
+    } catch (const Error& e) {
+      Lexer::fail(name, e.what());
+    }
+  }
+
+  // sharded(N; %piece [shape] at OFFSET, ...)
+  ShardLayout parseShardLayout() {
+    take();
+    ShardLayout layout;
+    expectPunct("(");
+    layout.world_size = parseInt();
+    expectPunct(";");
+    do {
+      ShardPiece piece;
+      piece.name = expect(Tok::Percent, "a packed tensor's name").text;
+      expectPunct("[");
+      if (!isPunct("]")) {
+        piece.shape.push_back(parseInt());
+        while (acceptPunct(",")) piece.shape.push_back(parseInt());
+      }
+      expectPunct("]");
+      expectIdent("at");
+      piece.offset = parseInt();
+      layout.pieces.push_back(std::move(piece));
+    } while (acceptPunct(","));
+    expectPunct(")");
+    return layout;
   }
 
   Attribute parseList() {

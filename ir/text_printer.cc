@@ -108,6 +108,15 @@ std::string formatAttr(const Attribute& a) {
 
 void printSource(std::ostream& os, const Value& v, const PrintOptions& options) {
   os << "  " << roleName(v.role()) << " %" << nameToken(v.name()) << " : " << v.type().toString();
+  if (const ShardLayout* layout = v.shardLayout()) {
+    os << " sharded(" << layout->world_size << ";";
+    for (size_t i = 0; i < layout->pieces.size(); ++i) {
+      const ShardPiece& p = layout->pieces[i];
+      os << (i ? ", %" : " %") << nameToken(p.name) << " " << shapeToString(p.shape) << " at "
+         << p.offset;
+    }
+    os << ")";
+  }
   // Constants always show their value; one parsed from an elided dump has none and
   // prints as elided again, so dumps round-trip.
   bool wants_data = v.role() == Role::Constant || options.print_weights;

@@ -4,43 +4,49 @@
 
 namespace ds {
 
-Value* scaleLoss(Graph& g, Value* loss, int64_t steps) {
-  DS_CHECK(steps >= 1, "gradient_accumulation_steps: must be at least 1, is ", steps);
-  Tensor divisor = Tensor::fromDoubles(loss->dtype(), {}, {static_cast<double>(steps)});
-  Value* divisor_value = g.addConstant("loss/accumulation_steps", std::move(divisor));
+Value* scaleLoss(Graph& g, Value* loss, int64_t divisor) {
+  DS_CHECK(divisor >= 1, "gradient_accumulation_steps x world size: must be at least 1, is ",
+           divisor);
+  Tensor value = Tensor::fromDoubles(loss->dtype(), {}, {static_cast<double>(divisor)});
+  Value* divisor_value = g.addConstant("loss/accumulation_steps", std::move(value));
   return g
       .addNode("Div", {loss, divisor_value}, {}, {"loss/accumulation_scaled"}, "loss/accumulation")
       ->output(0);
 }
 
-std::map<Value*, Value*> accumulateGradients(Graph& g, const std::map<Value*, Value*>& grads) {
-  std::map<Value*, Value*> out;
-  // Parameters in declaration order, so plans are deterministic.
-  for (Value* param : g.sourcesWithRole(Role::Parameter)) {
-    auto found = grads.find(param);
-    if (found == grads.end()) continue;
-    std::string name = param->name() + ".grad_acc";
-    Value* acc = g.addSource(name, found->second->type(), Role::OptimizerState);
-    Value* sum =
-        g.addNode("Add", {acc, found->second}, {}, {name + "/sum"}, name + "/add")->output(0);
+std::vector<ParamGrad> accumulateGradients(Graph& g, const std::vector<ParamGrad>& grads) {
+  std::vector<ParamGrad> out;
+  for (const ParamGrad& pg : grads) {
+    Value* acc = addStateLike(g, pg.param, "grad_acc", Role::OptimizerState);
+    const std::string& name = acc->name();
+    Value* sum = g.addNode("Add", {acc, pg.grad}, {}, {name + "/sum"}, name + "/add")->output(0);
     sum->setRole(Role::Gradient);
     g.addStateUpdate(acc, sum);
-    out[param] = sum;
+    out.push_back({pg.param, sum});
   }
   return out;
 }
 
-void resetAccumulators(Graph& g, const std::map<Value*, Value*>& accumulated) {
+std::map<Value*, Value*> accumulateGradients(Graph& g, const std::map<Value*, Value*>& grads) {
+  std::map<Value*, Value*> out;
+  for (const ParamGrad& pg : accumulateGradients(g, inDeclarationOrder(g, grads)))
+    out[pg.param] = pg.grad;
+  return out;
+}
+
+void resetAccumulators(Graph& g, const std::vector<ParamGrad>& accumulated) {
   Graph::PhaseScope optimizer_step(g, Phase::OptimizerStep);
-  for (Value* param : g.sourcesWithRole(Role::Parameter)) {
-    auto found = accumulated.find(param);
-    if (found == accumulated.end()) continue;
-    Value* sum = found->second;
+  for (const ParamGrad& pg : accumulated) {
+    Value* sum = pg.grad;
     Value* acc = sum->producer()->input(0);
     Node* zero = g.addNode("ZerosLike", {sum}, {}, {acc->name() + "/zero"}, acc->name() + "/reset");
     zero->output(0)->setRole(Role::Gradient);
     g.addStateUpdate(acc, zero->output(0));
   }
+}
+
+void resetAccumulators(Graph& g, const std::map<Value*, Value*>& accumulated) {
+  resetAccumulators(g, inDeclarationOrder(g, accumulated));
 }
 
 }  // namespace ds

@@ -11,7 +11,8 @@
 // averages over its samples; the "loss" output itself stays unscaled.
 //
 // Algorithm:
-//  1. scaleLoss: %scaled = Div(%loss, G) — the value autodiff differentiates.
+//  1. scaleLoss: %scaled = Div(%loss, G x N) — the value autodiff differentiates
+//     (N ranks: the data-parallel mean; passes/zero_partition.h).
 //  2. accumulateGradients: per parameter p with gradient g, a source
 //     %p.grad_acc and %p.grad_acc/sum = Add(%p.grad_acc, g) with the state
 //     update p.grad_acc = sum; the optimizer reads the sum.
@@ -22,16 +23,24 @@
 
 #include <cstdint>
 #include <map>
+#include <vector>
 
 #include "ir/graph.h"
+#include "passes/add_optimizer.h"
 
 namespace ds {
 
-Value* scaleLoss(Graph& graph, Value* loss, int64_t accumulation_steps);
+// The loss every rank differentiates: loss / divisor, with divisor G (accumulation
+// steps) x N (ranks), so that gradients summed over micro-steps and ranks are the
+// global batch's mean.
+Value* scaleLoss(Graph& graph, Value* loss, int64_t divisor);
 
-// Returns parameter -> accumulated gradient, the values the optimizer step reads.
+// Accumulators for the gradients of `grads` (parameters or ZeRO shards); returns
+// the same list with each gradient replaced by its running sum.
+std::vector<ParamGrad> accumulateGradients(Graph& graph, const std::vector<ParamGrad>& grads);
 std::map<Value*, Value*> accumulateGradients(Graph& graph, const std::map<Value*, Value*>& grads);
 
+void resetAccumulators(Graph& graph, const std::vector<ParamGrad>& accumulated);
 void resetAccumulators(Graph& graph, const std::map<Value*, Value*>& accumulated);
 
 }  // namespace ds

@@ -7,22 +7,25 @@
 namespace ds {
 namespace {
 
-Value* gradNorm(Graph& g, const std::map<Value*, Value*>& grads) {
+// The global L2 norm of the gradients; shards sum their squares over the ranks.
+Value* gradNorm(Graph& g, const std::vector<ParamGrad>& updates, int64_t shard_world_size) {
   Value* total = nullptr;
-  for (Value* param : g.sourcesWithRole(Role::Parameter)) {
-    if (!grads.count(param)) continue;
-    Value* grad = grads.at(param);
-    Value* sq = g.addNode("Mul", {grad, grad})->output(0);
+  for (const ParamGrad& u : updates) {
+    Value* sq = g.addNode("Mul", {u.grad, u.grad})->output(0);
     Value* sum = g.addNode("ReduceSum", {sq}, {{"keepdims", int64_t{0}}})->output(0);
     if (sum->dtype() != DType::F32)
       sum = g.addNode("Cast", {sum}, {{"to", std::string("f32")}})->output(0);
     total = total ? g.addNode("Add", {total, sum})->output(0) : sum;
   }
+  if (shard_world_size > 1)
+    total = g.addNode("AllReduce", {total}, {{"world_size", shard_world_size}}, {"grad_norm/sum_sq"},
+                      "grad_norm/all_reduce")
+                ->output(0);
   return g.addNode("Sqrt", {total}, {}, {"grad_norm"}, "grad_norm")->output(0);
 }
 
 Value* zeroState(Graph& g, Value* param, const std::string& suffix) {
-  return g.addSource(param->name() + "." + suffix, param->type(), Role::OptimizerState);
+  return addStateLike(g, param, suffix, Role::OptimizerState);
 }
 
 // The scalars every update reads: lr, step, and optionally the clipping
@@ -34,8 +37,8 @@ struct StepScalars {
   Value* momentum;    // nullptr: the attribute's constant momentum
 };
 
-void addSgdStep(Graph& g, Value* param, Value* grad, const StepScalars& s,
-                const OptimizerOptions& o) {
+Value* addSgdStep(Graph& g, Value* param, Value* grad, const StepScalars& s,
+                  const OptimizerOptions& o) {
   Value* velocity =
       o.momentum != 0.0 || s.momentum ? zeroState(g, param, "momentum_buffer") : nullptr;
   std::vector<Value*> ins = {param, grad, s.lr, s.step, velocity, s.grad_scale, s.momentum};
@@ -48,10 +51,11 @@ void addSgdStep(Graph& g, Value* param, Value* grad, const StepScalars& s,
                        velocity ? 2 : 1, param->name() + "/step");
   g.addStateUpdate(param, n->output(0));
   if (velocity) g.addStateUpdate(velocity, n->output(1));
+  return n->output(0);
 }
 
-void addAdamStep(Graph& g, Value* param, Value* grad, const StepScalars& s,
-                 const OptimizerOptions& o) {
+Value* addAdamStep(Graph& g, Value* param, Value* grad, const StepScalars& s,
+                   const OptimizerOptions& o) {
   DS_CHECK(o.type == "Adam" || o.type == "AdamW", "optimizer.type: '", o.type,
            "' is not supported");
   Value* m = zeroState(g, param, "exp_avg");
@@ -69,32 +73,46 @@ void addAdamStep(Graph& g, Value* param, Value* grad, const StepScalars& s,
   g.addStateUpdate(param, n->output(0));
   g.addStateUpdate(m, n->output(1));
   g.addStateUpdate(v, n->output(2));
+  return n->output(0);
 }
 
 }  // namespace
 
-void addOptimizer(Graph& g, const std::map<Value*, Value*>& grads, const OptimizerOptions& o) {
-  DS_CHECK(!grads.empty(), "optimizer: the model has no trainable parameters");
+std::vector<ParamGrad> inDeclarationOrder(const Graph& g, const std::map<Value*, Value*>& grads) {
+  std::vector<ParamGrad> out;
+  for (Value* param : g.sourcesWithRole(Role::Parameter))
+    if (auto it = grads.find(param); it != grads.end()) out.push_back({param, it->second});
+  return out;
+}
+
+Value* addStateLike(Graph& g, Value* like, const std::string& suffix, Role role) {
+  std::string name = like->name() + "." + suffix;
+  const ShardLayout* layout = like->shardLayout();
+  if (!layout) return g.addSource(name, like->type(), role);
+  ShardLayout state = *layout;
+  for (ShardPiece& piece : state.pieces) piece.name += "." + suffix;
+  return g.addShardedSource(name, like->dtype(), role, std::move(state));
+}
+
+std::map<Value*, Value*> addOptimizer(Graph& g, const std::vector<ParamGrad>& updates,
+                                      const OptimizerOptions& o, int64_t shard_world_size) {
+  DS_CHECK(!updates.empty(), "optimizer: the model has no trainable parameters");
   DS_CHECK(o.gradient_clipping >= 0.0, "gradient_clipping: must be >= 0, is ", o.gradient_clipping);
   Graph::PhaseScope optimizer_step(g, Phase::OptimizerStep);
   StepScalars s{g.addSource(kLrFeed, {DType::F32, {}}, Role::Input),
                 g.addSource(kStepFeed, {DType::I64, {}}, Role::Input), nullptr, nullptr};
   if (o.cycle_momentum) s.momentum = g.addSource(kMomentumFeed, {DType::F32, {}}, Role::Input);
-  Value* norm = gradNorm(g, grads);
+  Value* norm = gradNorm(g, updates, shard_world_size);
   g.addOutput(norm);
   if (o.gradient_clipping > 0.0)
     s.grad_scale = g.addNode("ClipCoef", {norm}, {{"max_norm", o.gradient_clipping}}, {"clip_coef"},
                              "clip_coef")
                        ->output(0);
-  // Parameters in declaration order, so plans are deterministic.
-  for (Value* param : g.sourcesWithRole(Role::Parameter)) {
-    auto found = grads.find(param);
-    if (found == grads.end()) continue;
-    if (o.type == "SGD")
-      addSgdStep(g, param, found->second, s, o);
-    else
-      addAdamStep(g, param, found->second, s, o);
-  }
+  std::map<Value*, Value*> next;
+  for (const ParamGrad& u : updates)
+    next[u.param] = o.type == "SGD" ? addSgdStep(g, u.param, u.grad, s, o)
+                                        : addAdamStep(g, u.param, u.grad, s, o);
+  return next;
 }
 
 namespace {

@@ -1,6 +1,7 @@
 // Pass "add-optimizer": appends one fused optimizer step per trainable parameter.
 //
-// Guarantees: for every parameter p with gradient g, an SgdStep or AdamStep node
+// Guarantees: for every parameter p with gradient g (or, under ZeRO, every rank
+// shard of parameters with its gradient shard), an SgdStep or AdamStep node
 // updates p and its optimizer state in place (graph state updates); the state
 // sources (role optstate, zero-initialised) are named "<p>.exp_avg" /
 // "<p>.exp_avg_sq" / "<p>.momentum_buffer" like PyTorch's; the learning rate and
@@ -17,6 +18,7 @@
 
 #include <map>
 #include <string>
+#include <vector>
 
 #include "ir/graph.h"
 
@@ -37,7 +39,32 @@ struct OptimizerOptions {
   bool cycle_momentum = false;     // momentum / beta1 fed each step (kMomentumFeed)
 };
 
-void addOptimizer(Graph& graph, const std::map<Value*, Value*>& grads, const OptimizerOptions& o);
+// A tensor the optimizer steps and its gradient: a parameter, or (ZeRO) a rank's
+// shard of parameters with its shard of the gradients.
+struct ParamGrad {
+  Value* param;
+  Value* grad;
+};
+
+// The parameters of `grads` in declaration order, so plans are deterministic.
+std::vector<ParamGrad> inDeclarationOrder(const Graph& graph,
+                                          const std::map<Value*, Value*>& grads);
+
+// A zero-initialised state source (role `role`) shaped like `like`, named
+// "<like>.<suffix>"; when `like` is a ZeRO shard the state is sharded the same way,
+// each packed tensor named "<tensor>.<suffix>", so optimizer state and gradient
+// accumulators keep their per-parameter names in any layout.
+Value* addStateLike(Graph& graph, Value* like, const std::string& suffix, Role role);
+
+// Steps every update in order; returns, per updated tensor, its value after the
+// step. With `shard_world_size` N > 1 the gradients are rank shards (ZeRO), so the
+// global norm sums their squares over the ranks (AllReduce).
+std::map<Value*, Value*> addOptimizer(Graph& graph, const std::vector<ParamGrad>& updates,
+                              const OptimizerOptions& o, int64_t shard_world_size = 1);
+inline std::map<Value*, Value*> addOptimizer(Graph& graph, const std::map<Value*, Value*>& grads,
+                                             const OptimizerOptions& o) {
+  return addOptimizer(graph, inDeclarationOrder(graph, grads), o);
+}
 
 // Binds the running-statistic outputs of training-mode BatchNormalization nodes to
 // their buffers, so a step updates them — with PyTorch's unbiased batch variance in

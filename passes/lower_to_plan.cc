@@ -5,6 +5,7 @@
 #include "ir/error.h"
 #include "ir/op_registry.h"
 #include "ir/plan_verifier.h"
+#include "passes/rank_cost.h"
 
 namespace ds {
 namespace {
@@ -33,6 +34,7 @@ class Lowering {
     p.set_arena_bytes(m_.arena_bytes);
     p.set_peak_live_bytes(m_.peak_live_bytes);
     p.set_persistent_bytes(persistent_bytes_);
+    setRankCost(rankCost(g_, o.accumulation), p.mutable_rank_cost());
     for (int64_t r = 0; r < o.world_size; ++r) emitRank(static_cast<int32_t>(r));
     return std::move(f_);
   }
@@ -55,6 +57,16 @@ class Lowering {
     persistent_bytes_ = alignUp(persistent_bytes_ + static_cast<int64_t>(v->type().bytes()));
     bool fed = v->role() == Role::Input || v->role() == Role::Label;
     bool zero = v->role() == Role::OptimizerState && !v->hasData();  // the region starts zeroed
+    if (const ShardLayout* layout = v->shardLayout()) {
+      planpb::ShardLayout* out = t->mutable_shard();
+      out->set_world_size(static_cast<int32_t>(layout->world_size));
+      for (const ShardPiece& piece : layout->pieces) {
+        planpb::ShardPiece* p = out->add_pieces();
+        p->set_name(piece.name);
+        for (int64_t d : piece.shape) p->add_shape(d);
+        p->set_offset(piece.offset);
+      }
+    }
     if (!fed && !zero) {
       DS_CHECK(v->hasData(), "lowering: '", v->name(), "' (", roleName(v->role()),
                ") has no initial value");
@@ -76,6 +88,20 @@ class Lowering {
     auto it = m_.allocations.find(v);
     DS_CHECK(it != m_.allocations.end(), "lowering: '", v->name(), "' has no arena offset");
     t->set_offset(it->second.offset);
+  }
+
+  static void setRankCost(const RankCost& c, planpb::RankCost* out) {
+    out->set_parameter_bytes(c.parameter_bytes);
+    out->set_gradient_bytes(c.gradient_bytes);
+    out->set_optimizer_bytes(c.optimizer_bytes);
+    out->set_buffer_bytes(c.buffer_bytes);
+    out->set_comm_buffer_bytes(c.comm_buffer_bytes);
+    for (const auto& [op, volume] : c.comm) {
+      planpb::CommVolume* v = out->add_comm();
+      v->set_op(op);
+      v->set_calls_per_step(volume.calls_per_step);
+      v->set_bytes_per_step(volume.bytes_per_step);
+    }
   }
 
   void emitRank(int32_t rank) {

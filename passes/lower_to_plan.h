@@ -25,6 +25,7 @@ struct LowerOptions {
   std::string model;  // for the header
   int64_t world_size = 1;
   std::string config_json;  // the effective DeepSpeed configuration
+  int64_t accumulation = 1;  // gradient_accumulation_steps, for the per-step cost
 };
 
 PlanFile lowerToPlan(const Graph& graph, const MemoryPlan& memory, const LowerOptions& options);

@@ -9,12 +9,15 @@
 #include <filesystem>
 #include <fstream>
 #include <iomanip>
+#include <map>
 #include <set>
 #include <sstream>
 #include <utility>
 
 #include "ir/error.h"
 #include "ir/graph.h"
+#include "runtime/comm/communicator.h"
+#include "runtime/shards.h"
 
 namespace ds {
 namespace {
@@ -117,16 +120,42 @@ std::string roleString(const PlanFile& plan, int index) {
   return roleName(static_cast<Role>(plan.plan.tensors(index).role()));
 }
 
+nlohmann::json shardJson(const planpb::TensorInfo& t) {
+  nlohmann::json pieces = nlohmann::json::array();
+  for (const planpb::ShardPiece& p : t.shard().pieces())
+    pieces.push_back({{"name", p.name()},
+                      {"shape", std::vector<int64_t>(p.shape().begin(), p.shape().end())},
+                      {"offset", p.offset()}});
+  return {{"world_size", t.shard().world_size()}, {"pieces", pieces}};
+}
+
+ShardLayout shardFromJson(const nlohmann::json& j) {
+  ShardLayout layout;
+  layout.world_size = j.at("world_size").get<int64_t>();
+  for (const nlohmann::json& p : j.at("pieces"))
+    layout.pieces.push_back(
+        {p.at("name").get<std::string>(), p.at("shape").get<Shape>(), p.at("offset").get<int64_t>()});
+  return layout;
+}
+
+// The tensors file of `rank` in a plan of `world` ranks.
+std::string tensorsFileName(int rank, int world) {
+  return world == 1 ? kTensorsFile : "tensors.rank-" + std::to_string(rank) + ".bin";
+}
+
 nlohmann::json tensorTable(const PlanFile& plan) {
   nlohmann::json table = nlohmann::json::array();
   uint64_t offset = 0;
   for (int i : checkpointTensors(plan)) {
     uint64_t bytes = plan.tensorType(i).bytes();
-    table.push_back({{"name", plan.plan.tensors(i).name()},
-                     {"type", typeString(plan, i)},
-                     {"role", roleString(plan, i)},
-                     {"offset", offset},
-                     {"bytes", bytes}});
+    nlohmann::json entry = {{"name", plan.plan.tensors(i).name()},
+                            {"type", typeString(plan, i)},
+                            {"role", roleString(plan, i)},
+                            {"dtype", plan.plan.tensors(i).dtype()},
+                            {"offset", offset},
+                            {"bytes", bytes}};
+    if (isSharded(plan.plan.tensors(i))) entry["shard"] = shardJson(plan.plan.tensors(i));
+    table.push_back(std::move(entry));
     offset += bytes;
   }
   return table;
@@ -146,22 +175,46 @@ nlohmann::json manifestFor(const PlanFile& plan, const TrainPosition& pos) {
           {"tensors", tensorTable(plan)}};
 }
 
-// Writes a complete checkpoint into `tmp` (a fresh directory), one tensor at a
-// time so a save needs no second copy of the model state in memory.
-void writeCheckpointFiles(const fs::path& tmp, const Executor& exec, const TrainPosition& pos) {
+struct TensorsFile {
+  uint64_t bytes = 0, hash = 0;
+  bool ok = false;
+};
+
+// Writes this rank's tensors into `tmp`, one tensor at a time so a save needs no
+// second copy of the model state in memory.
+TensorsFile writeTensorsFile(const fs::path& tmp, const Executor& exec) {
   const PlanFile& plan = exec.plan();
-  DurableFile tensors(tmp / kTensorsFile);
+  DurableFile file(tmp / tensorsFileName(exec.rank(), std::max(1, plan.plan.world_size())));
   Fnv1a hash;
-  uint64_t total = 0;
+  TensorsFile out;
   for (int i : checkpointTensors(plan)) {
     Tensor t = exec.readTensor(i);
     hash.add(t.raw(), t.bytes());
-    tensors.append(t.raw(), t.bytes());
-    total += t.bytes();
+    file.append(t.raw(), t.bytes());
+    out.bytes += t.bytes();
   }
-  tensors.commit();
+  file.commit();
+  out.hash = hash.h;
+  out.ok = true;
+  return out;
+}
+
+std::string hexOf(uint64_t h) {
+  Fnv1a f;
+  f.h = h;
+  return f.hex();
+}
+
+void writeManifest(const fs::path& tmp, const PlanFile& plan, const TrainPosition& pos,
+                   const std::vector<TensorsFile>& files) {
   nlohmann::json manifest = manifestFor(plan, pos);
-  manifest["tensors_file"] = {{"name", kTensorsFile}, {"bytes", total}, {"fnv1a", hash.hex()}};
+  nlohmann::json list = nlohmann::json::array();
+  for (size_t r = 0; r < files.size(); ++r)
+    list.push_back({{"name", tensorsFileName(static_cast<int>(r), static_cast<int>(files.size()))},
+                    {"bytes", files[r].bytes},
+                    {"fnv1a", hexOf(files[r].hash)}});
+  manifest["world_size"] = files.size();
+  manifest["tensors_files"] = list;
   writeDurably(tmp / kManifest, manifest.dump(1) + "\n");
   syncDirectory(tmp);
 }
@@ -263,28 +316,78 @@ std::string planFingerprint(const PlanFile& plan) {
   return hash.hex();
 }
 
+namespace {
+
+// Every rank learns whether every rank succeeded; a failure anywhere fails the save
+// everywhere (the failing rank with its own message), so no rank hangs or commits.
+void agreeOrFail(Communicator* comm, const std::string& error, const std::string& step) {
+  int64_t ok = error.empty() ? 1 : 0;
+  std::vector<int64_t> all(static_cast<size_t>(comm ? comm->size() : 1), ok);
+  if (comm) comm->allGather(&ok, all.data(), 1, DType::I64, {"checkpoint " + step, ""});
+  if (!error.empty()) throw makeError(error);
+  for (size_t r = 0; r < all.size(); ++r)
+    DS_CHECK(all[r] == 1, "checkpoint: rank ", r, " failed to save ", step, "; nothing was committed");
+}
+
+template <typename Fn>
+std::string attempt(Fn&& fn) {
+  try {
+    fn();
+  } catch (const Error& e) {
+    return e.what();
+  }
+  return "";
+}
+
+}  // namespace
+
 std::string saveCheckpoint(const std::string& dir, const Executor& exec,
                            const TrainPosition& position) {
+  const PlanFile& plan = exec.plan();
+  Communicator* comm = exec.communicator();
+  const int world = std::max(1, plan.plan.world_size());
+  const bool leader = exec.rank() == 0;
   fs::path root(dir);
-  std::error_code ec;
-  fs::create_directories(root, ec);
-  if (ec) throw makeError("checkpoint: cannot create ", dir, ": ", ec.message());
   const std::string name = stepName(position.step);
-  DS_CHECK(readLatest(root) != name, "checkpoint ", dir, ": ", name,
-           " is the latest checkpoint already; refusing to overwrite it");
   fs::path tmp = root / ("." + name + ".tmp"), final_dir = root / name;
-  fs::remove_all(tmp, ec);  // left by an interrupted save
-  if (!fs::create_directory(tmp, ec) || ec)
-    throw makeError("checkpoint: cannot create ", tmp.string(), ": ", ec.message());
-  writeCheckpointFiles(tmp, exec, position);
-  fs::remove_all(final_dir, ec);  // an uncommitted copy of this step: latest never named it
-  renameOrFail(tmp, final_dir);
-  syncDirectory(root);
-  // The commit point: until this rename, DIR/latest names the previous checkpoint.
-  writeDurably(root / (std::string(kLatest) + ".tmp"), name + "\n");
-  renameOrFail(root / (std::string(kLatest) + ".tmp"), root / kLatest);
-  syncDirectory(root);
-  removeOthers(root, name);
+  // 1. Rank 0 makes the temporary directory every rank writes into.
+  agreeOrFail(comm, !leader ? "" : attempt([&] {
+    std::error_code ec;
+    fs::create_directories(root, ec);
+    if (ec) throw makeError("checkpoint: cannot create ", dir, ": ", ec.message());
+    DS_CHECK(readLatest(root) != name, "checkpoint ", dir, ": ", name,
+             " is the latest checkpoint already; refusing to overwrite it");
+    fs::remove_all(tmp, ec);  // left by an interrupted save
+    if (!fs::create_directory(tmp, ec) || ec)
+      throw makeError("checkpoint: cannot create ", tmp.string(), ": ", ec.message());
+  }), name);
+  // 2. Every rank writes its own tensors (its shards), durably.
+  TensorsFile mine;
+  std::string error = attempt([&] { mine = writeTensorsFile(tmp, exec); });
+  std::vector<TensorsFile> files(static_cast<size_t>(world));
+  uint64_t record[3] = {mine.bytes, mine.hash, mine.ok ? 1u : 0u};
+  std::vector<uint64_t> records(3 * static_cast<size_t>(world));
+  if (comm)
+    comm->allGather(record, records.data(), 3, DType::I64, {"checkpoint " + name, ""});
+  else
+    std::copy(record, record + 3, records.begin());
+  for (size_t r = 0; r < files.size(); ++r) files[r] = {records[3 * r], records[3 * r + 1], records[3 * r + 2] == 1};
+  if (!error.empty()) throw makeError(error);
+  for (size_t r = 0; r < files.size(); ++r)
+    DS_CHECK(files[r].ok, "checkpoint: rank ", r, " failed to write its tensors for ", name);
+  // 3. Rank 0 writes the manifest and commits; the others wait for the outcome.
+  agreeOrFail(comm, !leader ? "" : attempt([&] {
+    writeManifest(tmp, plan, position, files);
+    std::error_code ec;
+    fs::remove_all(final_dir, ec);  // an uncommitted copy of this step: latest never named it
+    renameOrFail(tmp, final_dir);
+    syncDirectory(root);
+    // The commit point: until this rename, DIR/latest names the previous checkpoint.
+    writeDurably(root / (std::string(kLatest) + ".tmp"), name + "\n");
+    renameOrFail(root / (std::string(kLatest) + ".tmp"), root / kLatest);
+    syncDirectory(root);
+    removeOthers(root, name);
+  }), name);
   return final_dir.string();
 }
 
@@ -294,11 +397,142 @@ int64_t latestCheckpointStep(const std::string& dir) {
   return latest.empty() ? -1 : std::stoll(latest.substr(5));
 }
 
+namespace {
+
+// Names a one-rank plan gives a gradient accumulator: zero at every checkpoint.
+bool isAccumulator(const std::string& name) {
+  return name.size() > 9 && name.compare(name.size() - 9, 9, ".grad_acc") == 0;
+}
+
+// The whole tensors a checkpoint's table holds (its tensors' or their pieces' names).
+std::set<std::string> savedWholeNames(const nlohmann::json& table) {
+  std::set<std::string> out;
+  for (const nlohmann::json& t : table) {
+    if (!t.contains("shard")) out.insert(t.value("name", ""));
+    else
+      for (const ShardPiece& p : shardFromJson(t["shard"]).pieces) out.insert(p.name);
+  }
+  return out;
+}
+
+// A checkpoint of another world size or ZeRO stage restores through whole tensors
+// when it holds every one the plan needs (accumulators excepted: zero between steps).
+void checkReshardable(const fs::path& dir, const nlohmann::json& m, const PlanFile& plan) {
+  const std::set<std::string> saved = savedWholeNames(m.value("tensors", nlohmann::json::array()));
+  for (int i : checkpointTensors(plan))
+    for (const std::string& name : wholeNames(plan.plan.tensors(i)))
+      if (!saved.count(name) && !isAccumulator(name))
+        throw makeError("checkpoint ", dir.string(), " (model '", m.value("model", ""),
+                        "') does not fit this plan (model '", plan.plan.model(), "'): tensor '",
+                        name, "' is not saved");
+}
+
+// The manifest's tensors files, one per saved rank.
+nlohmann::json tensorsFiles(const nlohmann::json& m) {
+  if (m.contains("tensors_files")) return m.at("tensors_files");
+  nlohmann::json one = m.at("tensors_file");
+  one["name"] = kTensorsFile;
+  return nlohmann::json::array({one});
+}
+
+std::vector<uint8_t> readTensorsFile(const fs::path& dir, const nlohmann::json& file) {
+  fs::path path = dir / file.value("name", "");
+  std::ifstream in(path, std::ios::binary);
+  DS_CHECK(in.good(), "checkpoint ", dir.string(), ": cannot read ", file.value("name", ""));
+  std::vector<uint8_t> bytes((std::istreambuf_iterator<char>(in)),
+                             std::istreambuf_iterator<char>());
+  Fnv1a hash;
+  hash.add(bytes.data(), bytes.size());
+  DS_CHECK(
+      bytes.size() == file.value("bytes", uint64_t{0}) && hash.hex() == file.value("fnv1a", ""),
+      "checkpoint ", path.string(), ": damaged (", bytes.size(), " bytes, checksum ", hash.hex(),
+      "; the manifest says ", file.value("bytes", uint64_t{0}), " bytes, ", file.value("fnv1a", ""),
+      ")");
+  return bytes;
+}
+
+std::vector<uint8_t> slice(const std::vector<uint8_t>& bytes, const nlohmann::json& entry,
+                           const fs::path& dir) {
+  auto offset = entry.value("offset", uint64_t{0}), size = entry.value("bytes", uint64_t{0});
+  DS_CHECK(offset + size <= bytes.size(), "checkpoint ", dir.string(), ": tensor '",
+           entry.value("name", ""), "' lies outside its file");
+  return {bytes.begin() + static_cast<long>(offset), bytes.begin() + static_cast<long>(offset + size)};
+}
+
+// Every saved rank's file put back together as whole tensors.
+std::map<std::string, Tensor> wholeTensorsOf(const CheckpointInfo& info) {
+  const fs::path dir(info.dir);
+  std::vector<std::vector<uint8_t>> files;
+  for (const nlohmann::json& f : tensorsFiles(info.manifest)) files.push_back(readTensorsFile(dir, f));
+  std::map<std::string, Tensor> whole;
+  for (const nlohmann::json& entry : info.manifest.at("tensors")) {
+    DS_CHECK(entry.contains("dtype"), "checkpoint ", info.dir,
+             ": written by an older dsrun; it restores only into the plan that saved it");
+    const auto dtype = static_cast<DType>(entry.at("dtype").get<int>());
+    if (!entry.contains("shard")) {
+      std::vector<uint8_t> bytes = slice(files.at(0), entry, dir);
+      const size_t n = bytes.size() / dtypeSize(dtype);
+      // Whole tensors keep their shape in the name table only as text; the plan
+      // reshapes on restore (same element count).
+      whole[entry.at("name").get<std::string>()] =
+          Tensor(TensorType{dtype, {static_cast<int64_t>(n)}}, std::move(bytes));
+      continue;
+    }
+    const ShardLayout layout = shardFromJson(entry.at("shard"));
+    DS_CHECK(static_cast<int64_t>(files.size()) == layout.world_size, "checkpoint ", info.dir,
+             ": tensor '", entry.value("name", ""), "' is sharded over ", layout.world_size,
+             " ranks but ", files.size(), " files are saved");
+    std::vector<uint8_t> flat;
+    for (const std::vector<uint8_t>& file : files) {
+      std::vector<uint8_t> shard = slice(file, entry, dir);
+      flat.insert(flat.end(), shard.begin(), shard.end());
+    }
+    const auto n = static_cast<int64_t>(flat.size() / dtypeSize(dtype));
+    unpackShards(layout, Tensor(TensorType{dtype, {n}}, std::move(flat)), &whole);
+  }
+  return whole;
+}
+
+// Whole tensor `name` as `type`: saved whole tensors come back flat.
+Tensor asType(const std::map<std::string, Tensor>& whole, const std::string& name,
+              const TensorType& type) {
+  auto it = whole.find(name);
+  if (it == whole.end()) return Tensor(type);  // an accumulator (checked at read)
+  DS_CHECK(it->second.dtype() == type.dtype && it->second.numel() == type.numel(), "checkpoint: '",
+           name, "' is ", it->second.type().toString(), ", the plan needs ", type.toString());
+  return Tensor(type, std::vector<uint8_t>(it->second.raw(), it->second.raw() + it->second.bytes()));
+}
+
+void restoreResharded(const CheckpointInfo& info, Executor& exec) {
+  const std::map<std::string, Tensor> saved = wholeTensorsOf(info);
+  std::map<std::string, Tensor> whole;  // shaped as the plan's pieces need them
+  const PlanFile& plan = exec.plan();
+  for (int i : checkpointTensors(plan)) {
+    const planpb::TensorInfo& t = plan.plan.tensors(i);
+    if (!isSharded(t)) {
+      exec.writeTensor(i, asType(saved, t.name(), plan.tensorType(i)));
+      continue;
+    }
+    const ShardLayout layout = shardLayoutOf(t);
+    const auto dtype = static_cast<DType>(t.dtype());
+    for (const ShardPiece& p : layout.pieces)
+      if (saved.count(p.name)) whole[p.name] = asType(saved, p.name, {dtype, p.shape});
+    exec.writeTensor(i, packShard(layout, dtype, exec.rank(), whole, /*missing_is_zero=*/true));
+  }
+}
+
+}  // namespace
+
 CheckpointInfo readCheckpoint(const std::string& dir, const PlanFile& plan) {
   fs::path path = resolveCheckpoint(dir);
   nlohmann::json m = readManifest(path / kManifest);
-  checkFits(path, m, plan);
-  CheckpointInfo info{path.string(), {}, m};
+  const bool same_layout = m.value("plan_fingerprint", "") == planFingerprint(plan) &&
+                           m.value("world_size", 1) == std::max(1, plan.plan.world_size());
+  if (!same_layout && !m.at("tensors").empty() && m.at("tensors")[0].contains("dtype"))
+    checkReshardable(path, m, plan);
+  else
+    checkFits(path, m, plan);
+  CheckpointInfo info{path.string(), {}, m, !same_layout};
   info.position.step = m.value("step", int64_t{-1});
   info.position.samples_seen = m.value("samples_seen", int64_t{-1});
   info.position.seed = m.value("seed", uint64_t{0});
@@ -308,28 +542,20 @@ CheckpointInfo readCheckpoint(const std::string& dir, const PlanFile& plan) {
 }
 
 void restoreCheckpoint(const CheckpointInfo& info, Executor& exec) {
-  fs::path path = fs::path(info.dir) / kTensorsFile;
-  std::ifstream in(path, std::ios::binary);
-  DS_CHECK(in.good(), "checkpoint ", info.dir, ": cannot read ", kTensorsFile);
-  std::vector<uint8_t> bytes((std::istreambuf_iterator<char>(in)),
-                             std::istreambuf_iterator<char>());
-  const nlohmann::json& file = info.manifest.at("tensors_file");
-  Fnv1a hash;
-  hash.add(bytes.data(), bytes.size());
-  DS_CHECK(
-      bytes.size() == file.value("bytes", uint64_t{0}) && hash.hex() == file.value("fnv1a", ""),
-      "checkpoint ", path.string(), ": damaged (", bytes.size(), " bytes, checksum ", hash.hex(),
-      "; the manifest says ", file.value("bytes", uint64_t{0}), " bytes, ", file.value("fnv1a", ""),
-      ")");
+  if (info.reshard) return restoreResharded(info, exec);
+  const fs::path dir(info.dir);
+  const nlohmann::json files = tensorsFiles(info.manifest);
+  DS_CHECK(static_cast<int>(files.size()) > exec.rank(), "checkpoint ", info.dir, ": no tensors for rank ",
+           exec.rank());
+  std::vector<uint8_t> bytes = readTensorsFile(dir, files[static_cast<size_t>(exec.rank())]);
   const std::vector<int> indices = checkpointTensors(exec.plan());
   const nlohmann::json& table = info.manifest.at("tensors");
   for (size_t k = 0; k < indices.size(); ++k) {
-    auto offset = table[k].value("offset", uint64_t{0});
     TensorType type = exec.plan().tensorType(indices[k]);
-    DS_CHECK(offset + type.bytes() <= bytes.size(), "checkpoint ", path.string(), ": tensor '",
-             table[k].value("name", ""), "' lies outside the file");
-    std::vector<uint8_t> data(bytes.begin() + static_cast<long>(offset),
-                              bytes.begin() + static_cast<long>(offset + type.bytes()));
+    std::vector<uint8_t> data = slice(bytes, table[k], dir);
+    DS_CHECK(data.size() == type.bytes(), "checkpoint ", info.dir, ": tensor '",
+             table[k].value("name", ""), "' has ", data.size(), " bytes, the plan needs ",
+             type.bytes());
     exec.writeTensor(indices[k], Tensor(type, std::move(data)));
   }
 }

@@ -40,6 +40,9 @@ struct CheckpointInfo {
   std::string dir;  // the step directory holding checkpoint.json
   TrainPosition position;
   nlohmann::json manifest;
+  // Saved with another world size or ZeRO stage: restored through whole tensors
+  // (runtime/shards.h), each rank reading every saved rank's file.
+  bool reshard = false;
 };
 
 // Indices of the plan tensors a checkpoint holds, in plan order: persistent, not

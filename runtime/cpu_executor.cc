@@ -31,8 +31,8 @@ CpuExecutor::CpuExecutor(const PlanFile& plan, ExecutorOptions options) : Execut
   std::memset(arena_, 0, static_cast<size_t>(p.arena_bytes()));
   std::memset(persistent_, 0, static_cast<size_t>(p.persistent_bytes()));  // optimizer state
   for (int i = 0; i < p.tensors_size(); ++i) {
-    const auto& t = p.tensors(i);
-    if (t.has_init()) std::memcpy(address(i), plan.blob.data() + t.init_offset(), t.init_bytes());
+    std::span<const uint8_t> init = initialValue(i);
+    if (!init.empty()) std::memcpy(address(i), init.data(), init.size());
   }
   buildSteps();
 }

@@ -33,6 +33,15 @@ uint8_t* Executor::tensorAddress(int index, uint8_t* arena, uint8_t* persistent)
   return (t.storage() == planpb::ARENA ? arena : persistent) + t.offset();
 }
 
+std::span<const uint8_t> Executor::initialValue(int index) const {
+  const auto& t = plan_.plan.tensors(index);
+  if (!t.has_init()) return {};
+  const uint8_t* data = plan_.blob.data() + t.init_offset();
+  if (t.shard().world_size() <= 1) return {data, t.init_bytes()};
+  size_t shard = t.init_bytes() / static_cast<size_t>(t.shard().world_size());
+  return {data + shard * static_cast<size_t>(options_.rank), shard};
+}
+
 cpu::KernelContext Executor::stepContext(const planpb::Step& step, uint8_t* arena,
                                          uint8_t* persistent) const {
   cpu::KernelContext ctx;

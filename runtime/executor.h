@@ -3,6 +3,7 @@
 // this interface: feeds and outputs by name, persistent tensors by plan index.
 #pragma once
 
+#include <span>
 #include <string>
 #include <vector>
 
@@ -35,6 +36,9 @@ class Executor {
   Executor& operator=(const Executor&) = delete;
 
   const PlanFile& plan() const { return plan_; }
+  int rank() const { return options_.rank; }
+  // This rank's communicator; nullptr for a one-rank plan run without one.
+  Communicator* communicator() const { return options_.comm; }
 
   // Feeds (inputs and labels), by name; a wrong name, dtype or shape is a ds::Error
   // naming the feed with expected and actual.
@@ -67,6 +71,9 @@ class Executor {
   // Fails naming the first feed that was never set.
   void requireAllFed() const;
 
+  // This rank's initial bytes of plan tensor `index` (its shard of a sharded
+  // tensor); empty when the tensor has no initial value.
+  std::span<const uint8_t> initialValue(int index) const;
   // Where plan tensor `index` lives, given the backend's two allocations.
   uint8_t* tensorAddress(int index, uint8_t* arena, uint8_t* persistent) const;
   // What a kernel of `step` sees: op, node, attributes, run options, and its tensors

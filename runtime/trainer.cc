@@ -6,6 +6,7 @@
 
 #include "ir/error.h"
 #include "passes/add_optimizer.h"
+#include "runtime/comm/communicator.h"
 #include "runtime/feed_ranges.h"
 #include "runtime/lr_schedule.h"
 
@@ -99,7 +100,9 @@ std::vector<StepMetrics> train(Executor& exec, const PlanFile& plan, const Train
                        : slice(o.datasets.at(name), first, count);
   };
   const int64_t accumulation = config.value("gradient_accumulation_steps", int64_t{1});
-  const int64_t world = std::max(1, plan.plan.world_size()), rank = 0;
+  const int64_t world = std::max(1, plan.plan.world_size()), rank = exec.rank();
+  Communicator* comm = exec.communicator();
+  DS_CHECK(world == 1 || comm, "a plan with ", world, " ranks trains with a communicator");
   std::vector<StepMetrics> out;
   for (int64_t step = o.start_step + 1; step <= o.steps; ++step) {
     auto start = std::chrono::steady_clock::now();
@@ -126,11 +129,13 @@ std::vector<StepMetrics> train(Executor& exec, const PlanFile& plan, const Train
       exec.run(/*optimizer_step=*/g + 1 == accumulation);
       loss_sum += exec.output(static_cast<size_t>(loss_out)).getDouble(0);
     }
+    // The global batch's loss: the mean over every rank's micro-batches.
+    if (world > 1) comm->allReduce(&loss_sum, &loss_sum, 1, DType::F64, {"loss metric", ""});
     double seconds =
         std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
-    StepMetrics m{step, loss_sum / static_cast<double>(accumulation), lr,
+    StepMetrics m{step, loss_sum / static_cast<double>(accumulation * world), lr,
                   norm_out >= 0 ? exec.output(static_cast<size_t>(norm_out)).getDouble(0) : 0.0,
-                  static_cast<double>(batch) / seconds};
+                  static_cast<double>(batch * world) / seconds};
     if (metrics.is_open())
       metrics << nlohmann::json{{"step", m.step},
                                 {"loss", m.loss},

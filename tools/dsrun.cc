@@ -187,11 +187,13 @@ void checkSaveDir(const Args& a, int64_t start_step) {
            " or save elsewhere");
 }
 
+// Trains one rank; rank 0 reports (metrics file, progress, the summary line).
 int trainPlan(const Args& a, const ds::PlanFile& plan, ds::Executor& exec,
               const std::optional<ds::CheckpointInfo>& resume) {
+  const bool reporting = exec.rank() == 0;
   ds::TrainOptions options;
   options.steps = a.steps;
-  options.metrics_path = a.metrics;
+  if (reporting) options.metrics_path = a.metrics;
   ds::TrainPosition pos{resume ? resume->position.step : 0, 0,
                         resume ? resume->position.seed : a.seed};
   DataSources sources;
@@ -200,13 +202,14 @@ int trainPlan(const Args& a, const ds::PlanFile& plan, ds::Executor& exec,
   checkSaveDir(a, pos.step);
   options.start_step = pos.step;
   if (a.steps <= pos.step) {
-    std::cerr << "dsrun: the checkpoint is at step " << pos.step << " already (--steps " << a.steps
+    if (reporting)
+      std::cerr << "dsrun: the checkpoint is at step " << pos.step << " already (--steps " << a.steps
               << "): nothing to train\n";
     return 0;
   }
   Progress progress(pos.step + 1, a.steps);
   options.after_step = [&](const ds::StepMetrics& m) {
-    progress.update(m);
+    if (reporting) progress.update(m);
     bool due = m.step == a.steps || (a.save_every > 0 && m.step % a.save_every == 0);
     if (a.save.empty() || !due) return;
     ds::saveCheckpoint(a.save, exec, {m.step, m.step * samplesPerStep(plan), pos.seed});
@@ -214,6 +217,7 @@ int trainPlan(const Args& a, const ds::PlanFile& plan, ds::Executor& exec,
   auto start = std::chrono::steady_clock::now();
   std::vector<ds::StepMetrics> steps = ds::train(exec, plan, options);
   double seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
+  if (!reporting) return 0;
   std::cerr << "dsrun: trained " << steps.size() << " steps in " << seconds << " s; loss "
             << steps.front().loss << " -> " << steps.back().loss << ", last lr " << steps.back().lr
             << ", grad_norm " << steps.back().grad_norm << "\n";
@@ -285,20 +289,26 @@ int runRanks(const Args& a, const ds::PlanFile& plan) {
   DS_CHECK(!a.rank_given, "--rank: a plan with ", n,
            " ranks runs all of them (threads with "
            "--comm local, one per process under mpirun with --comm mpi)");
-  DS_CHECK(!ds::isTrainingPlan(plan), a.plan, ": training plans with ", n,
-           " ranks need the data-parallel runtime, which dsrun does not have yet");
-  DS_CHECK(a.save.empty() && a.resume.empty() && a.export_onnx.empty(),
+  const bool training = ds::isTrainingPlan(plan);
+  DS_CHECK(training || (a.save.empty() && a.resume.empty() && a.export_onnx.empty()),
            "--save, --resume and --export-onnx need a training plan");
+  const std::optional<ds::CheckpointInfo> resume = readResume(a, plan);
+  if (!a.export_onnx.empty()) ds::checkOnnxExportable(plan);
   ds::LaunchOptions launch{a.comm, a.comm_timeout, ds::FaultSpec{}};
   if (!a.fault.empty()) launch.fault = ds::parseFaultSpec(a.fault);
   ds::LaunchResult result = ds::launchRanks(n, launch, [&](ds::Communicator& comm) {
     ds::ExecutorOptions options;
     options.rank = comm.rank();
     options.poison_freed = a.poison;
-    options.seed = a.seed;
+    options.seed = resume ? resume->position.seed : a.seed;
     options.comm = &comm;
     ds::CpuExecutor exec(plan, options);
-    runForward(a, plan, exec, comm.rank());
+    if (training) {
+      trainPlan(a, plan, exec, resume);
+      if (!a.export_onnx.empty()) ds::exportOnnx(exec, a.export_onnx);
+    } else {
+      runForward(a, plan, exec, comm.rank());
+    }
   });
   for (const std::string& e : result.errors) std::cerr << "dsrun: error: " << e << "\n";
   int rc = result.ok() ? 0 : ds::kUserErrorExitCode;

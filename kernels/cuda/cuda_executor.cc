@@ -56,10 +56,9 @@ void CudaExecutor::load() {
   DS_CUDA_CHECK(cudaMemset(arena_, 0, roundUp(p.arena_bytes())));
   DS_CUDA_CHECK(cudaMemset(persistent_, 0, roundUp(p.persistent_bytes())));
   for (int i = 0; i < p.tensors_size(); ++i) {
-    const auto& t = p.tensors(i);
-    if (t.has_init() && t.init_bytes() > 0)
-      DS_CUDA_CHECK(cudaMemcpy(address(i), plan_.blob.data() + t.init_offset(), t.init_bytes(),
-                               cudaMemcpyHostToDevice));
+    std::span<const uint8_t> init = initialValue(i);
+    if (!init.empty())
+      DS_CUDA_CHECK(cudaMemcpy(address(i), init.data(), init.size(), cudaMemcpyHostToDevice));
   }
   buildSteps();
 }

@@ -1,0 +1,51 @@
+#include "passes/rank_cost.h"
+
+#include <algorithm>
+
+namespace ds {
+namespace {
+
+int64_t bytesOf(const Value* v) {
+  return v ? static_cast<int64_t>(v->type().bytes()) : 0;
+}
+
+bool isCollective(const std::string& op) {
+  return op == "AllReduce" || op == "ReduceScatter" || op == "AllGather" || op == "Broadcast";
+}
+
+// Optimizer state inputs of an update node: Adam's moments, SGD's velocity.
+void addOptimizerStep(const Node& n, RankCost* cost) {
+  const Value* param = n.input(0);
+  if (param->role() == Role::OptimizerState) cost->optimizer_bytes += bytesOf(param);  // master
+  cost->gradient_bytes += bytesOf(n.input(1));
+  const std::vector<size_t> state = n.op() == "AdamStep" ? std::vector<size_t>{4, 5}
+                                                         : std::vector<size_t>{4};
+  for (size_t i : state)
+    if (n.hasInput(i) && n.input(i)->role() == Role::OptimizerState)
+      cost->optimizer_bytes += bytesOf(n.input(i));
+}
+
+}  // namespace
+
+RankCost rankCost(const Graph& g, int64_t accumulation) {
+  RankCost cost;
+  for (const Value* v : g.sources()) {
+    if (v->role() == Role::Parameter) cost.parameter_bytes += bytesOf(v);
+    if (v->role() == Role::Buffer) cost.buffer_bytes += bytesOf(v);
+  }
+  for (const auto& n : g.nodes()) {
+    if (n->op() == "AdamStep" || n->op() == "SgdStep") addOptimizerStep(*n, &cost);
+    for (const Value* v : n->outputs())
+      if (v->role() == Role::CommBuffer)
+        cost.comm_buffer_bytes = std::max(cost.comm_buffer_bytes, bytesOf(v));
+    if (!isCollective(n->op())) continue;
+    CommVolume& volume = cost.comm[n->op()];
+    const int64_t calls = n->phase() == Phase::EveryMicroStep ? accumulation : 1;
+    const Value* buffer = n->op() == "AllGather" ? n->output(0) : n->input(0);
+    volume.calls_per_step += calls;
+    volume.bytes_per_step += calls * bytesOf(buffer);
+  }
+  return cost;
+}
+
+}  // namespace ds

@@ -1,0 +1,304 @@
+#include "passes/zero_partition.h"
+
+#include <algorithm>
+#include <cstring>
+#include <optional>
+#include <string>
+#include <unordered_map>
+
+#include "ir/error.h"
+#include "passes/accumulate_grads.h"
+
+namespace ds {
+namespace {
+
+// Parameters whose gradients travel together, packed in order into one flat buffer.
+struct Bucket {
+  std::vector<Value*> params;
+  std::vector<Value*> grads;
+  int64_t elements = 0;
+  bool sharded_params = false;  // stage 3: only the shard persists
+  ShardLayout layout;           // the parameters' pieces in the flat buffer
+};
+
+std::vector<int64_t> oneDim(int64_t n) {
+  return {n};
+}
+
+// `parts` flattened and concatenated, zero-padded to `elements`, before `before`.
+Value* flatBuffer(Graph& g, const std::vector<Value*>& parts, int64_t elements, const std::string& name,
+                  Node* before) {
+  std::vector<Value*> flat;
+  int64_t total = 0;
+  for (Value* v : parts) {
+    const int64_t n = v->type().numel();
+    total += n;
+    flat.push_back(v->rank() == 1 ? v
+                                  : g.addNode("Reshape", {v}, {{"shape", oneDim(n)}}, {}, "",
+                                               before)
+                                        ->output(0));
+  }
+  const DType dtype = parts.front()->dtype();
+  if (elements > total)
+    flat.push_back(g.addConstant(g.uniqueName(name + "/padding"),
+                                  Tensor(TensorType{dtype, {elements - total}})));
+  if (flat.size() == 1) return flat[0];
+  Node* cat = g.addNode("Concat", flat, {{"axis", int64_t{0}}}, {g.uniqueName(name)},
+                         g.uniqueName(name + "/pack"), before);
+  cat->output(0)->setRole(Role::CommBuffer);
+  return cat->output(0);
+}
+
+// The bucket's tensors, shaped as `like`, out of a flat buffer (padding dropped).
+std::vector<Value*> unpack(Graph& g, Value* flat, const std::vector<Value*>& like,
+                           const std::string& name, Node* before) {
+  std::vector<int64_t> sizes;
+  for (Value* v : like) sizes.push_back(v->type().numel());
+  int64_t total = 0;
+  for (int64_t n : sizes) total += n;
+  if (flat->type().numel() > total) sizes.push_back(flat->type().numel() - total);
+  std::vector<Value*> pieces;
+  if (sizes.size() == 1) {
+    pieces.push_back(flat);
+  } else {
+    Node* split = g.addNodeN("Split", {flat}, {{"axis", int64_t{0}}, {"split", sizes}},
+                              sizes.size(), g.uniqueName(name + "/unpack"), before);
+    pieces = split->outputs();
+  }
+  std::vector<Value*> out;
+  for (size_t i = 0; i < like.size(); ++i) {
+    Value* v = pieces[i];
+    if (v->shape() != like[i]->shape())
+      v = g.addNode("Reshape", {v}, {{"shape", like[i]->shape()}}, {}, "", before)->output(0);
+    out.push_back(v);
+  }
+  return out;
+}
+
+class ZeroBuilder {
+ public:
+  ZeroBuilder(Graph& g, const ZeroOptions& o, const Node* last_forward) : g_(g), o_(o) {
+    size_t i = 0;
+    for (const auto& n : g.nodes()) {
+      order_[n.get()] = i++;
+      if (n.get() == last_forward) forward_end_ = order_[n.get()];
+    }
+  }
+
+  ZeroPartition run(const std::vector<ParamGrad>& grads) {
+    ZeroPartition out;
+    if (o_.world_size == 1 && o_.stage == 0) {
+      out.updates = grads;
+      if (o_.accumulation > 1) out.updates = out.accumulated = accumulateGradients(g_, grads);
+      return out;
+    }
+    std::vector<ParamGrad> full = grads;
+    // Stages 0 and 1 with accumulation: whole gradients accumulate, then reduce once.
+    const bool reduce_in_step = o_.accumulation > 1 && o_.stage <= 1;
+    if (reduce_in_step) full = out.accumulated = accumulateGradients(g_, grads);
+    std::vector<Bucket> buckets = makeBuckets(full);
+    out.shard_world_size = o_.stage == 0 ? 1 : o_.world_size;
+    if (o_.stage == 3) gatherStage3Parameters(buckets);
+    for (size_t i = 0; i < buckets.size(); ++i) {
+      const Bucket& b = buckets[i];
+      const std::string name = "zero/bucket" + std::to_string(i);
+      std::optional<Graph::PhaseScope> phase;
+      if (reduce_in_step) phase.emplace(g_, Phase::OptimizerStep);
+      Node* before = reduce_in_step ? nullptr : afterLastGradient(b);
+      if (o_.stage == 0) {
+        allReduce(b, name, before, &out);
+        continue;
+      }
+      Value* shard = b.sharded_params ? shards_.at(i) : masterCopy(b, name);
+      Value* grad = reduceScatter(b, name, before);
+      if (o_.accumulation > 1 && !reduce_in_step) {
+        std::vector<ParamGrad> acc = accumulateGradients(g_, std::vector<ParamGrad>{{shard, grad}});
+        out.accumulated.push_back(acc[0]);
+        grad = acc[0].grad;
+      }
+      out.updates.push_back({shard, grad});
+      if (!b.sharded_params) out.gather_back.push_back({shard, b.params});
+    }
+    return out;
+  }
+
+ private:
+  std::vector<Bucket> makeBuckets(const std::vector<ParamGrad>& grads) {
+    std::vector<Bucket> buckets;
+    // Stage 3 buckets its sharded parameters and its persistent ones separately.
+    size_t open_index[2] = {SIZE_MAX, SIZE_MAX};
+    for (const ParamGrad& pg : grads) {
+      const int64_t n = pg.param->type().numel();
+      const bool sharded = o_.stage == 3 && n > o_.param_persistence_threshold;
+      const int64_t limit = sharded ? o_.prefetch_bucket_elements : o_.reduce_bucket_elements;
+      size_t& at = open_index[sharded];
+      if (at == SIZE_MAX || (buckets[at].elements > 0 && buckets[at].elements + n > limit)) {
+        buckets.emplace_back();
+        at = buckets.size() - 1;
+        buckets[at].sharded_params = sharded;
+        buckets[at].layout.world_size = o_.world_size;
+      }
+      Bucket& b = buckets[at];
+      b.layout.pieces.push_back({pg.param->name(), pg.param->shape(), b.elements});
+      b.params.push_back(pg.param);
+      b.grads.push_back(pg.grad);
+      b.elements += n;
+    }
+    return buckets;
+  }
+
+  int64_t shardElements(const Bucket& b) const {
+    return (b.elements + o_.world_size - 1) / o_.world_size;
+  }
+
+  // The node right after the last producer of the bucket's gradients.
+  Node* afterLastGradient(const Bucket& b) const {
+    const Node* last = nullptr;
+    for (Value* grad : b.grads) {
+      DS_CHECK(grad->producer() != nullptr, "zero: gradient '", grad->name(), "' has no producer");
+      if (!last || order_.at(grad->producer()) > order_.at(last)) last = grad->producer();
+    }
+    return g_.nextNode(last);
+  }
+
+  // Stage 0: every rank gets the summed gradients of the bucket.
+  void allReduce(const Bucket& b, const std::string& name, Node* before, ZeroPartition* out) {
+    Value* flat = flatBuffer(g_, b.grads, b.elements, name + "/grads", before);
+    Value* sum = g_.addNode("AllReduce", {flat}, {{"world_size", o_.world_size}},
+                            {g_.uniqueName(name + "/grads_sum")}, name + "/all_reduce", before)
+                     ->output(0);
+    sum->setRole(Role::CommBuffer);
+    std::vector<Value*> reduced = unpack(g_, sum, b.grads, name + "/grads_sum", before);
+    for (size_t i = 0; i < b.params.size(); ++i) {
+      reduced[i]->setRole(Role::Gradient);
+      out->updates.push_back({b.params[i], reduced[i]});
+    }
+  }
+
+  // Stages 1-3: this rank's shard of the bucket's summed gradients.
+  Value* reduceScatter(const Bucket& b, const std::string& name, Node* before) {
+    Value* flat = flatBuffer(g_, b.grads, shardElements(b) * o_.world_size, name + "/grads", before);
+    Value* shard = g_.addNode("ReduceScatter", {flat}, {{"world_size", o_.world_size}},
+                              {name + "/grad_shard"}, name + "/reduce_scatter", before)
+                       ->output(0);
+    shard->setRole(Role::Gradient);
+    return shard;
+  }
+
+  // The bucket's initial parameter values, packed and padded: every rank's shard.
+  std::shared_ptr<const Tensor> packedInitialValues(const Bucket& b) const {
+    Tensor flat(TensorType{b.params.front()->dtype(), {shardElements(b) * o_.world_size}});
+    size_t at = 0;
+    for (Value* p : b.params) {
+      DS_CHECK(p->hasData(), "zero: parameter '", p->name(), "' has no initial value");
+      std::memcpy(flat.raw() + at, p->data().raw(), p->data().bytes());
+      at += p->data().bytes();
+    }
+    return std::make_shared<const Tensor>(std::move(flat));
+  }
+
+  // Stages 1-2: the sharded master copy the optimizer steps.
+  Value* masterCopy(const Bucket& b, const std::string& name) {
+    return g_.addShardedSource(name + ".master", b.params.front()->dtype(), Role::OptimizerState,
+                               b.layout, packedInitialValues(b));
+  }
+
+  // Stage 3: shards replace the bucket's parameters, which are gathered for use.
+  void gatherStage3Parameters(const std::vector<Bucket>& buckets) {
+    std::vector<bool> keep = keepForBackward(buckets);
+    for (size_t i = 0; i < buckets.size(); ++i) {
+      const Bucket& b = buckets[i];
+      if (!b.sharded_params) continue;
+      const std::string name = "zero/bucket" + std::to_string(i);
+      Value* shard = g_.addShardedSource(name + ".params", b.params.front()->dtype(),
+                                         Role::Parameter, b.layout, packedInitialValues(b));
+      shards_[i] = shard;
+      std::vector<std::pair<Node*, size_t>> forward, backward;  // (user, input slot)
+      for (Value* p : b.params)
+        for (Node* user : std::vector<Node*>(p->users()))
+          for (size_t s = 0; s < user->numInputs(); ++s)
+            if (user->input(s) == p)
+              (isBackward(user) && !keep[i] ? backward : forward).push_back({user, s});
+      gatherFor(b, shard, forward, name + "/gather");
+      if (!backward.empty()) gatherFor(b, shard, backward, name + "/gather_backward");
+      for (Value* p : b.params) g_.eraseSource(p);
+    }
+  }
+
+  // One AllGather before the first of `uses`, whose inputs it then replaces.
+  void gatherFor(const Bucket& b, Value* shard, const std::vector<std::pair<Node*, size_t>>& uses,
+                 const std::string& name) {
+    Node* first = nullptr;
+    for (const auto& [user, slot] : uses)
+      if (!first || order_.at(user) < order_.at(first)) first = user;
+    Value* flat = g_.addNode("AllGather", {shard}, {{"world_size", o_.world_size}},
+                             {g_.uniqueName(name + "ed")}, g_.uniqueName(name), first)
+                      ->output(0);
+    flat->setRole(Role::CommBuffer);
+    std::vector<Value*> values = unpack(g_, flat, b.params, name, first);
+    for (const auto& [user, slot] : uses) {
+      auto it = std::find(b.params.begin(), b.params.end(), user->input(slot));
+      user->setInput(slot, values[static_cast<size_t>(it - b.params.begin())]);
+    }
+  }
+
+  bool isBackward(const Node* n) const {
+    auto it = order_.find(n);
+    return it != order_.end() && it->second > forward_end_;
+  }
+
+  // Which stage-3 buckets backward reuses from forward instead of gathering again:
+  // a bucket's reuse distance is the elements gathered between its forward and its
+  // backward use (each later bucket once in forward, once in backward); closest
+  // first, while the kept buckets fit max_live_parameters (DeepSpeed's limits).
+  std::vector<bool> keepForBackward(const std::vector<Bucket>& buckets) const {
+    std::vector<bool> keep(buckets.size(), false);
+    int64_t later = 0, live = 0;
+    for (size_t i = buckets.size(); i-- > 0;) {
+      if (!buckets[i].sharded_params) continue;
+      const int64_t distance = 2 * later;
+      if (distance <= o_.max_reuse_distance &&
+          live + buckets[i].elements <= o_.max_live_parameters) {
+        keep[i] = true;
+        live += buckets[i].elements;
+      }
+      later += buckets[i].elements;
+    }
+    return keep;
+  }
+
+  Graph& g_;
+  const ZeroOptions& o_;
+  std::unordered_map<const Node*, size_t> order_;
+  size_t forward_end_ = SIZE_MAX;
+  std::map<size_t, Value*> shards_;  // stage 3: bucket index -> its parameter shard
+};
+
+}  // namespace
+
+ZeroPartition partitionForZero(Graph& g, const std::map<Value*, Value*>& grads,
+                               const Node* last_forward, const ZeroOptions& o) {
+  DS_CHECK(o.stage >= 0 && o.stage <= 3, "zero_optimization.stage: must be 0, 1, 2 or 3, is ",
+           o.stage);
+  DS_CHECK(o.world_size >= 1, "world size: must be at least 1, is ", o.world_size);
+  DS_CHECK(o.reduce_bucket_elements >= 1 && o.prefetch_bucket_elements >= 1,
+           "zero_optimization: bucket sizes must be at least 1");
+  return ZeroBuilder(g, o, last_forward).run(inDeclarationOrder(g, grads));
+}
+
+void finishZeroStep(Graph& g, const ZeroPartition& p, const std::map<Value*, Value*>& next) {
+  Graph::PhaseScope optimizer_step(g, Phase::OptimizerStep);
+  for (const ZeroPartition::GatherBack& gb : p.gather_back) {
+    const std::string& name = gb.master->name();
+    const int64_t world = gb.master->shardLayout()->world_size;
+    Value* flat = g.addNode("AllGather", {next.at(gb.master)}, {{"world_size", world}},
+                            {name + "/gathered"}, name + "/all_gather")
+                      ->output(0);
+    flat->setRole(Role::CommBuffer);
+    std::vector<Value*> values = unpack(g, flat, gb.params, name, nullptr);
+    for (size_t i = 0; i < gb.params.size(); ++i) g.addStateUpdate(gb.params[i], values[i]);
+  }
+  if (!p.accumulated.empty()) resetAccumulators(g, p.accumulated);
+}
+
+}  // namespace ds

@@ -1,0 +1,80 @@
+// Pass "zero-partition": data parallelism over N ranks and ZeRO stages 1-3, as
+// DeepSpeed's zero_optimization configures them. It runs between autodiff and the
+// optimizer; collectives are IR ops (ir/ops/collective.cc), so --dump ir and
+// --dump plan show them and the plan verifier proves every rank issues the same.
+//
+// Every rank runs the same graph on its own micro-batch; the loss is divided by
+// G x N (scaleLoss), so gradients summed over the ranks are the global batch's mean.
+//
+// Guarantees:
+//  * Parameters with gradients are grouped, in declaration order, into buckets of
+//    at most `reduce_bucket_elements` (stage 3: `prefetch_bucket_elements`)
+//    elements. A bucket's gradients are flattened into one communication buffer
+//    (Reshape, Concat; role comm), reduced, and the reduction is placed right after
+//    the bucket's last gradient is produced, so full gradients die early — except at
+//    stages 0 and 1 with accumulation, where full gradients accumulate over the
+//    micro-steps and are reduced once, in the optimizer step.
+//  * Stage 0: the buffer is AllReduced and split back; every rank steps every
+//    parameter with the same summed gradient.
+//  * Stages 1-3: the buffer is zero-padded to N*k elements and ReduceScattered: rank
+//    r receives elements [r*k, (r+1)*k), its gradient shard, and steps only that
+//    shard (a sharded source, ir/graph.h ShardLayout), so optimizer state is 1/N.
+//    Stages 2 and 3 reduce every micro-step and accumulate only the shard.
+//  * Stages 1 and 2 (and stage-3 parameters of at most
+//    `param_persistence_threshold` elements) keep every parameter whole and step a
+//    sharded fp32 master copy ("zero/bucketI.master"); after the step an AllGather
+//    refreshes every parameter from the updated masters.
+//  * Stage 3 keeps only the rank's shard of each bucket ("zero/bucketI.params").
+//    An AllGather before the first forward use rebuilds the bucket's parameters
+//    (released after their last use by the memory plan); backward uses either the
+//    same values, when the bucket's reuse distance (elements gathered between its
+//    forward and backward use) is at most `max_reuse_distance` and the kept buckets
+//    fit `max_live_parameters`, or a second AllGather before the first backward use.
+//  * The gradient norm sums squared shards over the ranks (addOptimizer).
+#pragma once
+
+#include <cstdint>
+#include <map>
+#include <vector>
+
+#include "ir/graph.h"
+#include "passes/add_optimizer.h"
+
+namespace ds {
+
+struct ZeroOptions {
+  int stage = 0;
+  int64_t world_size = 1;
+  int64_t accumulation = 1;  // gradient_accumulation_steps
+  // DeepSpeed's defaults (its "auto" values need a model hidden size ONNX lacks).
+  int64_t reduce_bucket_elements = 500'000'000;
+  int64_t prefetch_bucket_elements = 50'000'000;
+  int64_t param_persistence_threshold = 100'000;
+  int64_t max_live_parameters = 1'000'000'000;
+  int64_t max_reuse_distance = 1'000'000'000;
+};
+
+// What the optimizer then steps, and what the pass finishes after it.
+struct ZeroPartition {
+  std::vector<ParamGrad> updates;        // parameters (stage 0) or rank shards
+  int64_t shard_world_size = 1;          // for addOptimizer's gradient norm
+  std::vector<ParamGrad> accumulated;    // accumulators to reset after the step
+  struct GatherBack {
+    Value* master;                       // a sharded master copy the optimizer steps
+    std::vector<Value*> params;          // the whole parameters it refreshes
+  };
+  std::vector<GatherBack> gather_back;
+};
+
+// `grads` maps parameters to gradients (autodiff); nodes after `last_forward` are
+// backward. With one rank at stage 0 the gradients pass through unchanged (only
+// accumulated when G > 1).
+ZeroPartition partitionForZero(Graph& graph, const std::map<Value*, Value*>& grads,
+                               const Node* last_forward, const ZeroOptions& options);
+
+// After addOptimizer (whose result is `next`): all-gathers the updated masters into
+// their parameters, then resets the accumulators.
+void finishZeroStep(Graph& graph, const ZeroPartition& partition,
+                    const std::map<Value*, Value*>& next);
+
+}  // namespace ds
