@@ -20,6 +20,7 @@
 #include "runtime/comm/mpi_communicator.h"
 #include "runtime/npy.h"
 #include "tests/test_util.h"
+#include "tests/training_fixtures.h"
 
 namespace ds {
 namespace {
@@ -83,15 +84,9 @@ std::string dsrun(const std::string& out_dir, const std::string& extra = "") {
          (out_dir.empty() ? "" : " --dump-outputs " + out_dir) + " " + extra;
 }
 
-std::string mpirunPrefix(int np) {
-  // Containers run as root, which mpirun refuses without these.
-  return "OMPI_ALLOW_RUN_AS_ROOT=1 OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1 timeout 120 mpirun -np " +
-         std::to_string(np) + " --oversubscribe ";
-}
-
 // No --comm: under mpirun dsrun picks the MPI transport itself.
 std::string mpirun(const std::string& command) {
-  return mpirunPrefix(kRanks) + command;
+  return test::mpirunPrefix(kRanks) + command;
 }
 
 // Under mpirun with each rank's stderr in its own file, read back in rank order:
@@ -103,16 +98,12 @@ test::CommandResult mpirunToFiles(const std::string& dsrun_command, const std::s
   std::filesystem::remove_all(dir);
   std::filesystem::create_directories(dir);
   std::string cmd = dsrun_command + " --comm mpi 2>" + dir + "/err.$OMPI_COMM_WORLD_RANK";
-  test::CommandResult r = test::runCommand(mpirunPrefix(np) + "sh -c 'exec " + cmd + "'");
+  test::CommandResult r = test::runCommand(test::mpirunPrefix(np) + "sh -c 'exec " + cmd + "'");
   for (int rank = 0; rank < np; ++rank) {
     std::ifstream in(dir + "/err." + std::to_string(rank));
     r.output += std::string(std::istreambuf_iterator<char>(in), {});
   }
   return r;
-}
-
-bool haveMpirun() {
-  return haveMpi() && test::runCommand("command -v mpirun").exit_code == 0;
 }
 
 // The outputs rank 0 writes must be the serial computation's, bit for bit.
@@ -164,7 +155,7 @@ TEST(CommDsrun, LocalRanksGiveTheSerialResult) {
 }
 
 TEST(CommDsrun, MpiRanksGiveTheSameResultAsLocal) {
-  if (!haveMpirun()) GTEST_SKIP() << "no MPI in this build or no mpirun";
+  if (!test::haveMpirun()) GTEST_SKIP() << "no MPI in this build or no mpirun";
   std::string dir = test::tempPath("collectives4_mpi");
   test::CommandResult r = test::runCommand(mpirun(dsrun(dir)));
   ASSERT_EQ(r.exit_code, 0) << r.output;
@@ -172,7 +163,7 @@ TEST(CommDsrun, MpiRanksGiveTheSameResultAsLocal) {
 }
 
 TEST(CommDsrun, WrongProcessCountIsOneLine) {
-  if (!haveMpirun()) GTEST_SKIP() << "no MPI in this build or no mpirun";
+  if (!test::haveMpirun()) GTEST_SKIP() << "no MPI in this build or no mpirun";
   test::CommandResult r = mpirunToFiles(dsrun(""), "mpi_np2", 2);
   EXPECT_NE(r.exit_code, 0);
   for (int rank = 0; rank < 2; ++rank)
@@ -215,7 +206,7 @@ TEST(CommDsrun, LocalRankThatHangsIsATimeout) {
 }
 
 TEST(CommDsrun, MpiRankThatDiesStopsTheOthers) {
-  if (!haveMpirun()) GTEST_SKIP() << "no MPI in this build or no mpirun";
+  if (!test::haveMpirun()) GTEST_SKIP() << "no MPI in this build or no mpirun";
   Timed t = timed(
       [] { return mpirunToFiles(dsrun("", "--comm-timeout 2 --fault 3:0:kill"), "mpi_kill"); });
   EXPECT_NE(t.result.exit_code, 0) << t.result.output;
@@ -224,7 +215,7 @@ TEST(CommDsrun, MpiRankThatDiesStopsTheOthers) {
 }
 
 TEST(CommDsrun, MpiRankThatHangsIsATimeout) {
-  if (!haveMpirun()) GTEST_SKIP() << "no MPI in this build or no mpirun";
+  if (!test::haveMpirun()) GTEST_SKIP() << "no MPI in this build or no mpirun";
   Timed t = timed(
       [] { return mpirunToFiles(dsrun("", "--comm-timeout 2 --fault 2:0:hang"), "mpi_hang"); });
   EXPECT_NE(t.result.exit_code, 0) << t.result.output;

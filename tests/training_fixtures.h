@@ -12,6 +12,7 @@
 
 #include <unistd.h>
 
+#include "runtime/comm/mpi_communicator.h"
 #include "tests/test_util.h"
 
 namespace ds::test {
@@ -74,6 +75,18 @@ inline std::string scratchName(const std::string& name) {
 }
 inline std::string scratch(const std::string& name) {
   return tempPath(scratchName(name));
+}
+
+// `mpirun -np N` as the tests run it: containers run as root, which mpirun refuses
+// without the two variables; a stuck job is killed after 120 s.
+inline std::string mpirunPrefix(int np) {
+  return "OMPI_ALLOW_RUN_AS_ROOT=1 OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1 timeout 120 mpirun -np " +
+         std::to_string(np) + " --oversubscribe ";
+}
+
+// Whether this build has MPI and the machine an mpirun.
+inline bool haveMpirun() {
+  return haveMpi() && runCommand("command -v mpirun").exit_code == 0;
 }
 
 // Runs one of the project's tools with `args`.

@@ -122,7 +122,7 @@ struct Trained {
   std::map<std::string, Tensor> weights;
 };
 
-Trained train(const Model& m, int stage, int world, int64_t accumulation, int steps) {
+std::string compilePlan(const Model& m, int stage, int world, int64_t accumulation) {
   const std::string tag = m.name + "_z" + std::to_string(stage) + "_n" + std::to_string(world) +
                           "_g" + std::to_string(accumulation);
   const std::string plan = test::scratch(tag + ".plan");
@@ -130,9 +130,17 @@ Trained train(const Model& m, int stage, int world, int64_t accumulation, int st
                                  " --config " + writeConfig(m, stage, accumulation, tag) +
                                  " -o " + plan);
   EXPECT_EQ(r.exit_code, 0) << r.output;
+  return plan;
+}
+
+// Runs dsrun on `plan` (`launcher` before it: mpirun) and reads back what it trained.
+Trained run(const Model& m, const std::string& plan, const std::string& args,
+            const std::string& launcher = "") {
+  static int runs = 0;
+  const std::string tag = m.name + "_run" + std::to_string(++runs);
   const std::string metrics = test::scratch(tag + ".jsonl"), out = test::scratch(tag + ".onnx");
-  r = tool("dsrun", plan + writeData(m, plan) + " --steps " + std::to_string(steps) +
-                        " --metrics " + metrics + " --export-onnx " + out);
+  auto r = test::runCommand(launcher + test::binary("dsrun") + " " + plan + writeData(m, plan) +
+                            " " + args + " --metrics " + metrics + " --export-onnx " + out);
   EXPECT_EQ(r.exit_code, 0) << r.output;
   Trained t;
   std::ifstream in(metrics);
@@ -140,6 +148,10 @@ Trained train(const Model& m, int stage, int world, int64_t accumulation, int st
     t.losses.push_back(nlohmann::json::parse(line)["loss"].get<double>());
   t.weights = floatInitializers(out);
   return t;
+}
+
+Trained train(const Model& m, int stage, int world, int64_t accumulation, int steps) {
+  return run(m, compilePlan(m, stage, world, accumulation), "--steps " + std::to_string(steps));
 }
 
 // max |a - b| / max |b| over a tensor.
@@ -210,6 +222,83 @@ INSTANTIATE_TEST_SUITE_P(
       return info.param.model + "_" + std::to_string(info.param.world) + "ranks_" +
              std::to_string(info.param.accumulation) + "micro";
     });
+
+// Resume after re-sharding: 6 steps on 4 ranks at ZeRO-3 equal 3 steps there, a
+// checkpoint, and 3 more on 2 ranks at ZeRO-2 (2 accumulation steps, so the global
+// batch stays 16).
+TEST(ZeroCheckpoint, ResumingOnAnotherWorldSizeAndStageContinuesTheSameRun) {
+  const Model& m = mlp();
+  const std::string four = compilePlan(m, 3, 4, 1), two = compilePlan(m, 2, 2, 2);
+  Trained whole = run(m, four, "--steps 6");
+  const std::string dir = test::freshDir("zero_reshard");
+  Trained head = run(m, four, "--steps 3 --save " + dir);
+  EXPECT_TRUE(std::filesystem::exists(dir + "/step-00000003/tensors.rank-3.bin"))
+      << "each rank saves its own shard";
+  Trained tail = run(m, two, "--steps 6 --resume " + dir);
+  ASSERT_EQ(whole.losses.size(), 6u);
+  ASSERT_EQ(tail.losses.size(), 3u);
+  for (size_t i = 0; i < 3; ++i)
+    EXPECT_NEAR(tail.losses[i], whole.losses[3 + i], 1e-6 * std::abs(whole.losses[3 + i]))
+        << "step " << 4 + i;
+  for (const auto& [name, ref] : whole.weights)
+    EXPECT_LE(relativeError(tail.weights.at(name), ref), 1e-6) << name;
+}
+
+// `mpirun -np 4 dsrun PLAN` (one process per rank) trains exactly as 4 local ranks:
+// both sum in rank order.
+TEST(ZeroMpi, FourMpiRanksTrainLikeFourLocalRanks) {
+  if (!test::haveMpirun()) GTEST_SKIP() << "no MPI in this build or no mpirun";
+  const Model& m = mlp();
+  const std::string plan = compilePlan(m, 3, 4, 1);
+  Trained local = run(m, plan, "--steps 4");
+  Trained mpi = run(m, plan, "--steps 4", test::mpirunPrefix(4));
+  EXPECT_EQ(mpi.losses, local.losses);
+  for (const auto& [name, ref] : local.weights)
+    EXPECT_EQ(relativeError(mpi.weights.at(name), ref), 0.0) << name;
+}
+
+// The plan states what each rank holds: ResNet-101 at ZeRO-3 on 8 ranks keeps 1/8 of
+// the ZeRO-0 model states (exactly the ZeRO paper's fp32 figure when no parameter
+// stays whole), and the summary names the all-gather and reduce-scatter volume.
+TEST(ZeroSummary, ResNet101AtZero3On8RanksHoldsAnEighthOfTheModelStates) {
+  const std::string model = test::scratch("zero_resnet101.onnx");
+  ASSERT_EQ(tool("dsmodel", "resnet101 -o " + model).exit_code, 0);
+  auto cost = [&](int stage, const std::string& zero_json) {
+    const std::string config = test::scratch("zero_r101_" + std::to_string(stage) + ".json");
+    test::writeFile(config, R"({"optimizer": {"type": "AdamW", "params": {"lr": 1e-4}},
+                               "zero_optimization": )" + zero_json + "}");
+    const std::string plan = test::scratch("zero_r101.plan");
+    auto r = tool("dscompile", model + " --loss cross_entropy --batch 2 --gpus 8 --zero " +
+                                   std::to_string(stage) + " --config " + config +
+                                   " --dump summary -o " + plan);
+    EXPECT_EQ(r.exit_code, 0) << r.output;
+    if (stage == 3) {
+      EXPECT_TRUE(test::contains(r.output, "this plan     per rank (ZeRO-3 on 8 ranks)")) << r.output;
+      EXPECT_TRUE(test::contains(r.output, "AllGather")) << r.output;
+      EXPECT_TRUE(test::contains(r.output, "ReduceScatter")) << r.output;
+    }
+    return readPlanFile(plan).plan.rank_cost();
+  };
+  const planpb::RankCost zero0 = cost(0, "{}");
+  const double psi = static_cast<double>(zero0.parameter_bytes()) / 4;  // fp32 parameters
+  EXPECT_EQ(zero0.gradient_bytes(), zero0.parameter_bytes());
+  EXPECT_EQ(zero0.optimizer_bytes(), 2 * zero0.parameter_bytes());  // Adam's two moments
+  auto states = [](const planpb::RankCost& c) {
+    return static_cast<double>(c.parameter_bytes() + c.gradient_bytes() + c.optimizer_bytes());
+  };
+  // Every parameter sharded: the paper's 16 psi / 8 bytes, plus padding.
+  const planpb::RankCost all_sharded = cost(3, R"({"stage3_param_persistence_threshold": 0})");
+  EXPECT_NEAR(states(all_sharded), 16 * psi / 8, 0.01 * 16 * psi / 8);
+  // DeepSpeed's defaults keep parameters of at most 1e5 elements whole: about 1/8 still.
+  const planpb::RankCost defaults = cost(3, "{}");
+  EXPECT_LT(states(defaults), 1.06 * states(zero0) / 8);
+  bool gathers = false, scatters = false;
+  for (const planpb::CommVolume& v : defaults.comm()) {
+    gathers |= v.op() == "AllGather" && v.bytes_per_step() >= zero0.parameter_bytes();
+    scatters |= v.op() == "ReduceScatter" && v.bytes_per_step() >= zero0.parameter_bytes();
+  }
+  EXPECT_TRUE(gathers && scatters) << "every parameter is gathered and every gradient reduced";
+}
 
 }  // namespace
 }  // namespace ds
