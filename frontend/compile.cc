@@ -168,8 +168,8 @@ void addTraining(Graph& g, const CompileOptions& o, const DsConfig& config) {
   const Node* last_forward = g.nodes().back().get();
   auto grads = buildGradients(g, seed, params);
   ZeroPartition partition = partitionForZero(g, grads, last_forward, zero);
-  auto next = addOptimizer(g, partition.updates, optimizerOptions(config),
-                           partition.shard_world_size);
+  auto next =
+      addOptimizer(g, partition.updates, optimizerOptions(config), partition.shard_world_size);
   finishZeroStep(g, partition, next);
   seedDropout(g, g.value(kStepFeed));
   if (!o.freeze_bn) bindBatchNormStatistics(g);

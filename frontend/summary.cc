@@ -107,8 +107,8 @@ std::string planCostLines(const Compilation& c) {
   os << "comm          per rank per optimizer step:";
   if (cost.comm.empty()) os << " none";
   for (const auto& [op, v] : cost.comm)
-    os << " " << op << " " << v.calls_per_step << " calls, " << bytesString(double(v.bytes_per_step))
-       << ";";
+    os << " " << op << " " << v.calls_per_step << " calls, "
+       << bytesString(double(v.bytes_per_step)) << ";";
   os << "\n";
   return os.str();
 }
@@ -145,9 +145,10 @@ std::string formatSummary(const Compilation& c, const std::string& model_path) {
   const bool mixed = cfg.fp16 || cfg.bf16;
   const bool adam = cfg.optimizer != "SGD";
   const StatePrecision precision{mixed ? 2.0 : 4.0, mixed ? 12.0 : adam ? 8.0 : 4.0};
-  os << "model states  per rank, ZeRO paper's figures for " << (mixed ? "mixed-precision " : "fp32 ")
-     << cfg.optimizer << " (" << precision.param_bytes << " psi params + " << precision.param_bytes
-     << " psi grads + " << precision.optimizer_bytes << " psi optimizer):\n";
+  os << "model states  per rank, ZeRO paper's figures for "
+     << (mixed ? "mixed-precision " : "fp32 ") << cfg.optimizer << " (" << precision.param_bytes
+     << " psi params + " << precision.param_bytes << " psi grads + " << precision.optimizer_bytes
+     << " psi optimizer):\n";
   for (int stage = 0; stage <= 3; ++stage) {
     ModelStateBytes b = zeroModelStates(s.num_params, stage, c.world_size, precision);
     os << (stage == c.zero_stage ? "  > " : "    ") << "ZeRO-" << stage << " on " << c.world_size

@@ -22,7 +22,7 @@ struct ModelStateBytes {
   double total() const { return params + grads + optimizer; }
 };
 struct StatePrecision {
-  double param_bytes = 2;      // per element, parameters and gradients
+  double param_bytes = 2;       // per element, parameters and gradients
   double optimizer_bytes = 12;  // K
 };
 ModelStateBytes zeroModelStates(int64_t num_params, int stage, int64_t world_size,

@@ -141,9 +141,8 @@ Value* Graph::addShardedSource(const std::string& name, DType dtype, Role role, 
   Value* v = addSource(name, {dtype, {layout.shardElements()}}, role);
   v->shard_layout_ = std::make_shared<const ShardLayout>(std::move(layout));
   if (data)
-    DS_CHECK(data->type() == v->dataType(), "value '", name, "': data ",
-             data->type().toString(), " does not match the flat buffer ",
-             v->dataType().toString());
+    DS_CHECK(data->type() == v->dataType(), "value '", name, "': data ", data->type().toString(),
+             " does not match the flat buffer ", v->dataType().toString());
   v->data_ = std::move(data);
   return v;
 }

@@ -16,9 +16,8 @@ void verifySources(const Graph& g, std::unordered_set<const Value*>& defined) {
     DS_CHECK(isSourceRole(v->role()), "verifier: source '", v->name(), "' has role ",
              roleName(v->role()));
     if (v->hasData())
-      DS_CHECK(v->data().type() == v->dataType(), "verifier: source '", v->name(),
-               "' holds data ", v->data().type().toString(), " but is typed ",
-               v->dataType().toString());
+      DS_CHECK(v->data().type() == v->dataType(), "verifier: source '", v->name(), "' holds data ",
+               v->data().type().toString(), " but is typed ", v->dataType().toString());
     DS_CHECK(defined.insert(v).second, "verifier: source '", v->name(), "' listed twice");
   }
 }

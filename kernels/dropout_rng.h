@@ -44,12 +44,18 @@ struct DropoutStream {
   uint64_t node_seed;  // the ONNX node's `seed` attribute (0 when absent)
   uint64_t node;       // nodeHash(node name)
   int64_t step;        // optimizer step (the ds.step feed)
-  int64_t micro_step;  // 0 .. gradient_accumulation_steps - 1
+  int64_t micro_step;  // 0 .. gradient_accumulation_steps - 1, on this rank
+  // Data parallelism: rank r's micro-step g takes micro-batch g x N + r of the step
+  // (runtime/trainer.h), so masks follow that global index and N ranks draw the
+  // masks one rank would draw over the same micro-batches.
+  int64_t rank = 0;
+  int64_t world_size = 1;
 };
 
 DS_HOST_DEVICE inline uint64_t dropoutKey(const DropoutStream& s) {
   uint64_t key = mixIn(mixIn(s.run_seed, s.node_seed), s.node);
-  return mixIn(mixIn(key, static_cast<uint64_t>(s.step)), static_cast<uint64_t>(s.micro_step));
+  const int64_t micro_batch = s.micro_step * s.world_size + s.rank;
+  return mixIn(mixIn(key, static_cast<uint64_t>(s.step)), static_cast<uint64_t>(micro_batch));
 }
 
 // Element i is kept when the high 32 bits of its draw reach ratio · 2^32.

@@ -18,8 +18,8 @@ Value* gradNorm(Graph& g, const std::vector<ParamGrad>& updates, int64_t shard_w
     total = total ? g.addNode("Add", {total, sum})->output(0) : sum;
   }
   if (shard_world_size > 1)
-    total = g.addNode("AllReduce", {total}, {{"world_size", shard_world_size}}, {"grad_norm/sum_sq"},
-                      "grad_norm/all_reduce")
+    total = g.addNode("AllReduce", {total}, {{"world_size", shard_world_size}},
+                      {"grad_norm/sum_sq"}, "grad_norm/all_reduce")
                 ->output(0);
   return g.addNode("Sqrt", {total}, {}, {"grad_norm"}, "grad_norm")->output(0);
 }
@@ -111,7 +111,7 @@ std::map<Value*, Value*> addOptimizer(Graph& g, const std::vector<ParamGrad>& up
   std::map<Value*, Value*> next;
   for (const ParamGrad& u : updates)
     next[u.param] = o.type == "SGD" ? addSgdStep(g, u.param, u.grad, s, o)
-                                        : addAdamStep(g, u.param, u.grad, s, o);
+                                    : addAdamStep(g, u.param, u.grad, s, o);
   return next;
 }
 

@@ -60,7 +60,7 @@ Value* addStateLike(Graph& graph, Value* like, const std::string& suffix, Role r
 // step. With `shard_world_size` N > 1 the gradients are rank shards (ZeRO), so the
 // global norm sums their squares over the ranks (AllReduce).
 std::map<Value*, Value*> addOptimizer(Graph& graph, const std::vector<ParamGrad>& updates,
-                              const OptimizerOptions& o, int64_t shard_world_size = 1);
+                                      const OptimizerOptions& o, int64_t shard_world_size = 1);
 inline std::map<Value*, Value*> addOptimizer(Graph& graph, const std::map<Value*, Value*>& grads,
                                              const OptimizerOptions& o) {
   return addOptimizer(graph, inDeclarationOrder(graph, grads), o);

@@ -24,7 +24,7 @@ namespace ds {
 struct LowerOptions {
   std::string model;  // for the header
   int64_t world_size = 1;
-  std::string config_json;  // the effective DeepSpeed configuration
+  std::string config_json;   // the effective DeepSpeed configuration
   int64_t accumulation = 1;  // gradient_accumulation_steps, for the per-step cost
 };
 

@@ -18,8 +18,8 @@ void addOptimizerStep(const Node& n, RankCost* cost) {
   const Value* param = n.input(0);
   if (param->role() == Role::OptimizerState) cost->optimizer_bytes += bytesOf(param);  // master
   cost->gradient_bytes += bytesOf(n.input(1));
-  const std::vector<size_t> state = n.op() == "AdamStep" ? std::vector<size_t>{4, 5}
-                                                         : std::vector<size_t>{4};
+  const std::vector<size_t> state =
+      n.op() == "AdamStep" ? std::vector<size_t>{4, 5} : std::vector<size_t>{4};
   for (size_t i : state)
     if (n.hasInput(i) && n.input(i)->role() == Role::OptimizerState)
       cost->optimizer_bytes += bytesOf(n.input(i));

@@ -26,25 +26,25 @@ std::vector<int64_t> oneDim(int64_t n) {
 }
 
 // `parts` flattened and concatenated, zero-padded to `elements`, before `before`.
-Value* flatBuffer(Graph& g, const std::vector<Value*>& parts, int64_t elements, const std::string& name,
-                  Node* before) {
+Value* flatBuffer(Graph& g, const std::vector<Value*>& parts, int64_t elements,
+                  const std::string& name, Node* before) {
   std::vector<Value*> flat;
   int64_t total = 0;
   for (Value* v : parts) {
     const int64_t n = v->type().numel();
     total += n;
-    flat.push_back(v->rank() == 1 ? v
-                                  : g.addNode("Reshape", {v}, {{"shape", oneDim(n)}}, {}, "",
-                                               before)
-                                        ->output(0));
+    flat.push_back(
+        v->rank() == 1
+            ? v
+            : g.addNode("Reshape", {v}, {{"shape", oneDim(n)}}, {}, "", before)->output(0));
   }
   const DType dtype = parts.front()->dtype();
   if (elements > total)
     flat.push_back(g.addConstant(g.uniqueName(name + "/padding"),
-                                  Tensor(TensorType{dtype, {elements - total}})));
+                                 Tensor(TensorType{dtype, {elements - total}})));
   if (flat.size() == 1) return flat[0];
   Node* cat = g.addNode("Concat", flat, {{"axis", int64_t{0}}}, {g.uniqueName(name)},
-                         g.uniqueName(name + "/pack"), before);
+                        g.uniqueName(name + "/pack"), before);
   cat->output(0)->setRole(Role::CommBuffer);
   return cat->output(0);
 }
@@ -62,7 +62,7 @@ std::vector<Value*> unpack(Graph& g, Value* flat, const std::vector<Value*>& lik
     pieces.push_back(flat);
   } else {
     Node* split = g.addNodeN("Split", {flat}, {{"axis", int64_t{0}}, {"split", sizes}},
-                              sizes.size(), g.uniqueName(name + "/unpack"), before);
+                             sizes.size(), g.uniqueName(name + "/unpack"), before);
     pieces = split->outputs();
   }
   std::vector<Value*> out;
@@ -177,7 +177,8 @@ class ZeroBuilder {
 
   // Stages 1-3: this rank's shard of the bucket's summed gradients.
   Value* reduceScatter(const Bucket& b, const std::string& name, Node* before) {
-    Value* flat = flatBuffer(g_, b.grads, shardElements(b) * o_.world_size, name + "/grads", before);
+    Value* flat =
+        flatBuffer(g_, b.grads, shardElements(b) * o_.world_size, name + "/grads", before);
     Value* shard = g_.addNode("ReduceScatter", {flat}, {{"world_size", o_.world_size}},
                               {name + "/grad_shard"}, name + "/reduce_scatter", before)
                        ->output(0);

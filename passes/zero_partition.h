@@ -56,12 +56,12 @@ struct ZeroOptions {
 
 // What the optimizer then steps, and what the pass finishes after it.
 struct ZeroPartition {
-  std::vector<ParamGrad> updates;        // parameters (stage 0) or rank shards
-  int64_t shard_world_size = 1;          // for addOptimizer's gradient norm
-  std::vector<ParamGrad> accumulated;    // accumulators to reset after the step
+  std::vector<ParamGrad> updates;      // parameters (stage 0) or rank shards
+  int64_t shard_world_size = 1;        // for addOptimizer's gradient norm
+  std::vector<ParamGrad> accumulated;  // accumulators to reset after the step
   struct GatherBack {
-    Value* master;                       // a sharded master copy the optimizer steps
-    std::vector<Value*> params;          // the whole parameters it refreshes
+    Value* master;               // a sharded master copy the optimizer steps
+    std::vector<Value*> params;  // the whole parameters it refreshes
   };
   std::vector<GatherBack> gather_back;
 };

@@ -133,8 +133,8 @@ ShardLayout shardFromJson(const nlohmann::json& j) {
   ShardLayout layout;
   layout.world_size = j.at("world_size").get<int64_t>();
   for (const nlohmann::json& p : j.at("pieces"))
-    layout.pieces.push_back(
-        {p.at("name").get<std::string>(), p.at("shape").get<Shape>(), p.at("offset").get<int64_t>()});
+    layout.pieces.push_back({p.at("name").get<std::string>(), p.at("shape").get<Shape>(),
+                             p.at("offset").get<int64_t>()});
   return layout;
 }
 
@@ -326,7 +326,8 @@ void agreeOrFail(Communicator* comm, const std::string& error, const std::string
   if (comm) comm->allGather(&ok, all.data(), 1, DType::I64, {"checkpoint " + step, ""});
   if (!error.empty()) throw makeError(error);
   for (size_t r = 0; r < all.size(); ++r)
-    DS_CHECK(all[r] == 1, "checkpoint: rank ", r, " failed to save ", step, "; nothing was committed");
+    DS_CHECK(all[r] == 1, "checkpoint: rank ", r, " failed to save ", step,
+             "; nothing was committed");
 }
 
 template <typename Fn>
@@ -352,15 +353,16 @@ std::string saveCheckpoint(const std::string& dir, const Executor& exec,
   fs::path tmp = root / ("." + name + ".tmp"), final_dir = root / name;
   // 1. Rank 0 makes the temporary directory every rank writes into.
   agreeOrFail(comm, !leader ? "" : attempt([&] {
-    std::error_code ec;
-    fs::create_directories(root, ec);
-    if (ec) throw makeError("checkpoint: cannot create ", dir, ": ", ec.message());
-    DS_CHECK(readLatest(root) != name, "checkpoint ", dir, ": ", name,
-             " is the latest checkpoint already; refusing to overwrite it");
-    fs::remove_all(tmp, ec);  // left by an interrupted save
-    if (!fs::create_directory(tmp, ec) || ec)
-      throw makeError("checkpoint: cannot create ", tmp.string(), ": ", ec.message());
-  }), name);
+                std::error_code ec;
+                fs::create_directories(root, ec);
+                if (ec) throw makeError("checkpoint: cannot create ", dir, ": ", ec.message());
+                DS_CHECK(readLatest(root) != name, "checkpoint ", dir, ": ", name,
+                         " is the latest checkpoint already; refusing to overwrite it");
+                fs::remove_all(tmp, ec);  // left by an interrupted save
+                if (!fs::create_directory(tmp, ec) || ec)
+                  throw makeError("checkpoint: cannot create ", tmp.string(), ": ", ec.message());
+              }),
+              name);
   // 2. Every rank writes its own tensors (its shards), durably.
   TensorsFile mine;
   std::string error = attempt([&] { mine = writeTensorsFile(tmp, exec); });
@@ -371,23 +373,26 @@ std::string saveCheckpoint(const std::string& dir, const Executor& exec,
     comm->allGather(record, records.data(), 3, DType::I64, {"checkpoint " + name, ""});
   else
     std::copy(record, record + 3, records.begin());
-  for (size_t r = 0; r < files.size(); ++r) files[r] = {records[3 * r], records[3 * r + 1], records[3 * r + 2] == 1};
+  for (size_t r = 0; r < files.size(); ++r)
+    files[r] = {records[3 * r], records[3 * r + 1], records[3 * r + 2] == 1};
   if (!error.empty()) throw makeError(error);
   for (size_t r = 0; r < files.size(); ++r)
     DS_CHECK(files[r].ok, "checkpoint: rank ", r, " failed to write its tensors for ", name);
   // 3. Rank 0 writes the manifest and commits; the others wait for the outcome.
   agreeOrFail(comm, !leader ? "" : attempt([&] {
-    writeManifest(tmp, plan, position, files);
-    std::error_code ec;
-    fs::remove_all(final_dir, ec);  // an uncommitted copy of this step: latest never named it
-    renameOrFail(tmp, final_dir);
-    syncDirectory(root);
-    // The commit point: until this rename, DIR/latest names the previous checkpoint.
-    writeDurably(root / (std::string(kLatest) + ".tmp"), name + "\n");
-    renameOrFail(root / (std::string(kLatest) + ".tmp"), root / kLatest);
-    syncDirectory(root);
-    removeOthers(root, name);
-  }), name);
+                writeManifest(tmp, plan, position, files);
+                std::error_code ec;
+                fs::remove_all(final_dir,
+                               ec);  // an uncommitted copy of this step: latest never named it
+                renameOrFail(tmp, final_dir);
+                syncDirectory(root);
+                // The commit point: until this rename, DIR/latest names the previous checkpoint.
+                writeDurably(root / (std::string(kLatest) + ".tmp"), name + "\n");
+                renameOrFail(root / (std::string(kLatest) + ".tmp"), root / kLatest);
+                syncDirectory(root);
+                removeOthers(root, name);
+              }),
+              name);
   return final_dir.string();
 }
 
@@ -408,7 +413,8 @@ bool isAccumulator(const std::string& name) {
 std::set<std::string> savedWholeNames(const nlohmann::json& table) {
   std::set<std::string> out;
   for (const nlohmann::json& t : table) {
-    if (!t.contains("shard")) out.insert(t.value("name", ""));
+    if (!t.contains("shard"))
+      out.insert(t.value("name", ""));
     else
       for (const ShardPiece& p : shardFromJson(t["shard"]).pieces) out.insert(p.name);
   }
@@ -456,14 +462,16 @@ std::vector<uint8_t> slice(const std::vector<uint8_t>& bytes, const nlohmann::js
   auto offset = entry.value("offset", uint64_t{0}), size = entry.value("bytes", uint64_t{0});
   DS_CHECK(offset + size <= bytes.size(), "checkpoint ", dir.string(), ": tensor '",
            entry.value("name", ""), "' lies outside its file");
-  return {bytes.begin() + static_cast<long>(offset), bytes.begin() + static_cast<long>(offset + size)};
+  return {bytes.begin() + static_cast<long>(offset),
+          bytes.begin() + static_cast<long>(offset + size)};
 }
 
 // Every saved rank's file put back together as whole tensors.
 std::map<std::string, Tensor> wholeTensorsOf(const CheckpointInfo& info) {
   const fs::path dir(info.dir);
   std::vector<std::vector<uint8_t>> files;
-  for (const nlohmann::json& f : tensorsFiles(info.manifest)) files.push_back(readTensorsFile(dir, f));
+  for (const nlohmann::json& f : tensorsFiles(info.manifest))
+    files.push_back(readTensorsFile(dir, f));
   std::map<std::string, Tensor> whole;
   for (const nlohmann::json& entry : info.manifest.at("tensors")) {
     DS_CHECK(entry.contains("dtype"), "checkpoint ", info.dir,
@@ -500,7 +508,8 @@ Tensor asType(const std::map<std::string, Tensor>& whole, const std::string& nam
   if (it == whole.end()) return Tensor(type);  // an accumulator (checked at read)
   DS_CHECK(it->second.dtype() == type.dtype && it->second.numel() == type.numel(), "checkpoint: '",
            name, "' is ", it->second.type().toString(), ", the plan needs ", type.toString());
-  return Tensor(type, std::vector<uint8_t>(it->second.raw(), it->second.raw() + it->second.bytes()));
+  return Tensor(type,
+                std::vector<uint8_t>(it->second.raw(), it->second.raw() + it->second.bytes()));
 }
 
 void restoreResharded(const CheckpointInfo& info, Executor& exec) {
@@ -545,8 +554,8 @@ void restoreCheckpoint(const CheckpointInfo& info, Executor& exec) {
   if (info.reshard) return restoreResharded(info, exec);
   const fs::path dir(info.dir);
   const nlohmann::json files = tensorsFiles(info.manifest);
-  DS_CHECK(static_cast<int>(files.size()) > exec.rank(), "checkpoint ", info.dir, ": no tensors for rank ",
-           exec.rank());
+  DS_CHECK(static_cast<int>(files.size()) > exec.rank(), "checkpoint ", info.dir,
+           ": no tensors for rank ", exec.rank());
   std::vector<uint8_t> bytes = readTensorsFile(dir, files[static_cast<size_t>(exec.rank())]);
   const std::vector<int> indices = checkpointTensors(exec.plan());
   const nlohmann::json& table = info.manifest.at("tensors");

@@ -31,8 +31,9 @@ void unpackShards(const ShardLayout& layout, const Tensor& flat,
   const size_t es = dtypeSize(flat.dtype());
   for (const ShardPiece& p : layout.pieces) {
     Tensor t(TensorType{flat.dtype(), p.shape});
-    DS_CHECK((p.offset + t.numel()) * static_cast<int64_t>(es) <= static_cast<int64_t>(flat.bytes()),
-             "shard layout: piece '", p.name, "' lies outside the flat buffer");
+    DS_CHECK(
+        (p.offset + t.numel()) * static_cast<int64_t>(es) <= static_cast<int64_t>(flat.bytes()),
+        "shard layout: piece '", p.name, "' lies outside the flat buffer");
     std::memcpy(t.raw(), flat.raw() + static_cast<size_t>(p.offset) * es, t.bytes());
     (*whole)[p.name] = std::move(t);
   }
@@ -51,8 +52,8 @@ Tensor packShard(const ShardLayout& layout, DType dtype, int rank,
       continue;
     }
     const Tensor& t = it->second;
-    DS_CHECK(t.dtype() == dtype && t.shape() == p.shape, "'", p.name, "' is ",
-             t.type().toString(), ", the layout needs ", TensorType{dtype, p.shape}.toString());
+    DS_CHECK(t.dtype() == dtype && t.shape() == p.shape, "'", p.name, "' is ", t.type().toString(),
+             ", the layout needs ", TensorType{dtype, p.shape}.toString());
     // The overlap of the piece [offset, offset + n) with this rank's [begin, end).
     const int64_t lo = std::max(begin, p.offset), hi = std::min(end, p.offset + t.numel());
     if (lo >= hi) continue;

@@ -199,9 +199,9 @@ TEST(DscompileCli, TrainingRequestsNotYetHonouredAreOneLineErrors) {
                      "mixed-precision training is not implemented yet");
   std::string buckets = test::tempPath("buckets.json");
   test::writeFile(buckets, R"({"zero_optimization": {"stage": 2, "reduce_bucket_size": 0}})");
-  expectOneLineError(dscompile(smallModel() + " --batch 4 --gpus 2 --config " + buckets +
-                               " --loss mse"),
-                     "zero_optimization.reduce_bucket_size: must be >= 1");
+  expectOneLineError(
+      dscompile(smallModel() + " --batch 4 --gpus 2 --config " + buckets + " --loss mse"),
+      "zero_optimization.reduce_bucket_size: must be >= 1");
   expectOneLineError(dscompile(smallModel() + " --batch 4 --loss hinge"), "--loss");
   std::string cycle = test::tempPath("cycle.json");
   test::writeFile(cycle, R"({"train_micro_batch_size_per_gpu": 4,

@@ -84,6 +84,32 @@ TEST(IrText, RoundTripsEdgeCaseAttributes) {
   EXPECT_EQ(g->value("a")->role(), Role::Gradient);
 }
 
+// A ZeRO shard: its type is one rank's part, its data every rank's, and its layout
+// names the whole tensors it packs.
+TEST(IrText, ShardedSourcesRoundTripWithTheirLayout) {
+  const std::string text = R"(graph z {
+  param %zero/bucket0.params : f32[3] sharded(2; %w [2,2] at 0, %b [1] at 4) = [1.0, 2.0, 3.0, 4.0, 5.0, 0.0]
+  %y = Neg(%zero/bucket0.params) : f32[3] @neg
+  return %y
+}
+)";
+  auto g = parseGraph(text);
+  verifyGraph(*g);
+  const Value* shard = g->value("zero/bucket0.params");
+  ASSERT_NE(shard->shardLayout(), nullptr);
+  EXPECT_EQ(shard->shardLayout()->world_size, 2);
+  EXPECT_EQ(shard->shardLayout()->pieces.at(1).name, "b");
+  EXPECT_EQ(shard->shardLayout()->pieces.at(1).offset, 4);
+  EXPECT_EQ(shard->dataType().toString(), "f32[6]");
+  EXPECT_EQ(printGraph(*g, {.print_weights = true}), text);
+  // A shard type that does not match its layout is a parse error naming the value.
+  EXPECT_THROW(parseGraph(R"(graph z {
+  param %s : f32[4] sharded(2; %w [2,2] at 0, %b [1] at 4)
+  return %s
+})"),
+               Error);
+}
+
 TEST(IrText, ParseErrorsNameLineAndColumn) {
   struct Case {
     const char* text;

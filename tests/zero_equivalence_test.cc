@@ -42,6 +42,15 @@ const Model& mlp() {
   return m;
 }
 
+// With Dropout: rank r's masks are those one rank draws for the same micro-batch.
+const Model& mlpWithDropout() {
+  static const Model m{"mlp_dropout",
+                       test::writeModel(test::parseOnnxText(test::mlpText(true)),
+                                        test::scratchName("zero_mlp_dropout.onnx")),
+                       4, 100, 10};
+  return m;
+}
+
 const Model& cnn() {
   static const Model m{
       "cnn",
@@ -62,6 +71,7 @@ const Model& gpt() {
 }
 
 const Model& modelNamed(const std::string& name) {
+  if (name == "mlp_dropout") return mlpWithDropout();
   return name == "mlp" ? mlp() : name == "cnn" ? cnn() : gpt();
 }
 
@@ -127,8 +137,8 @@ std::string compilePlan(const Model& m, int stage, int world, int64_t accumulati
                           "_g" + std::to_string(accumulation);
   const std::string plan = test::scratch(tag + ".plan");
   auto r = tool("dscompile", m.onnx + " --loss cross_entropy --gpus " + std::to_string(world) +
-                                 " --config " + writeConfig(m, stage, accumulation, tag) +
-                                 " -o " + plan);
+                                 " --config " + writeConfig(m, stage, accumulation, tag) + " -o " +
+                                 plan);
   EXPECT_EQ(r.exit_code, 0) << r.output;
   return plan;
 }
@@ -212,16 +222,17 @@ TEST_P(ZeroEquivalence, EveryStageTrainsLikeOneRankWithTheSameGlobalBatch) {
   }
 }
 
-INSTANTIATE_TEST_SUITE_P(
-    Models, ZeroEquivalence,
-    ::testing::Values(Case{"mlp", 1, 1}, Case{"mlp", 2, 1}, Case{"mlp", 4, 1}, Case{"mlp", 8, 1},
-                      Case{"mlp", 2, 2}, Case{"cnn", 1, 1}, Case{"cnn", 2, 1}, Case{"cnn", 4, 1},
-                      Case{"cnn", 2, 2}, Case{"gpt", 1, 1}, Case{"gpt", 2, 1}, Case{"gpt", 4, 1},
-                      Case{"gpt", 2, 2}),
-    [](const auto& info) {
-      return info.param.model + "_" + std::to_string(info.param.world) + "ranks_" +
-             std::to_string(info.param.accumulation) + "micro";
-    });
+INSTANTIATE_TEST_SUITE_P(Models, ZeroEquivalence,
+                         ::testing::Values(Case{"mlp", 1, 1}, Case{"mlp", 2, 1}, Case{"mlp", 4, 1},
+                                           Case{"mlp", 8, 1}, Case{"mlp", 2, 2},
+                                           Case{"mlp_dropout", 2, 2}, Case{"cnn", 1, 1},
+                                           Case{"cnn", 2, 1}, Case{"cnn", 4, 1}, Case{"cnn", 2, 2},
+                                           Case{"gpt", 1, 1}, Case{"gpt", 2, 1}, Case{"gpt", 4, 1},
+                                           Case{"gpt", 2, 2}),
+                         [](const auto& info) {
+                           return info.param.model + "_" + std::to_string(info.param.world) +
+                                  "ranks_" + std::to_string(info.param.accumulation) + "micro";
+                         });
 
 // Resume after re-sharding: 6 steps on 4 ranks at ZeRO-3 equal 3 steps there, a
 // checkpoint, and 3 more on 2 ranks at ZeRO-2 (2 accumulation steps, so the global
@@ -266,14 +277,16 @@ TEST(ZeroSummary, ResNet101AtZero3On8RanksHoldsAnEighthOfTheModelStates) {
   auto cost = [&](int stage, const std::string& zero_json) {
     const std::string config = test::scratch("zero_r101_" + std::to_string(stage) + ".json");
     test::writeFile(config, R"({"optimizer": {"type": "AdamW", "params": {"lr": 1e-4}},
-                               "zero_optimization": )" + zero_json + "}");
+                               "zero_optimization": )" +
+                                zero_json + "}");
     const std::string plan = test::scratch("zero_r101.plan");
     auto r = tool("dscompile", model + " --loss cross_entropy --batch 2 --gpus 8 --zero " +
                                    std::to_string(stage) + " --config " + config +
                                    " --dump summary -o " + plan);
     EXPECT_EQ(r.exit_code, 0) << r.output;
     if (stage == 3) {
-      EXPECT_TRUE(test::contains(r.output, "this plan     per rank (ZeRO-3 on 8 ranks)")) << r.output;
+      EXPECT_TRUE(test::contains(r.output, "this plan     per rank (ZeRO-3 on 8 ranks)"))
+          << r.output;
       EXPECT_TRUE(test::contains(r.output, "AllGather")) << r.output;
       EXPECT_TRUE(test::contains(r.output, "ReduceScatter")) << r.output;
     }

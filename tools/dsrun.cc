@@ -203,8 +203,8 @@ int trainPlan(const Args& a, const ds::PlanFile& plan, ds::Executor& exec,
   options.start_step = pos.step;
   if (a.steps <= pos.step) {
     if (reporting)
-      std::cerr << "dsrun: the checkpoint is at step " << pos.step << " already (--steps " << a.steps
-              << "): nothing to train\n";
+      std::cerr << "dsrun: the checkpoint is at step " << pos.step << " already (--steps "
+                << a.steps << "): nothing to train\n";
     return 0;
   }
   Progress progress(pos.step + 1, a.steps);
