@@ -10,9 +10,11 @@
 #include "passes/autodiff.h"
 #include "passes/dead_code.h"
 #include "passes/lower_to_plan.h"
+#include "passes/mixed_precision.h"
 #include "passes/pipeline.h"
 #include "passes/seed_dropout.h"
 #include "passes/zero_partition.h"
+#include "runtime/loss_scaler.h"
 #include "runtime/lr_schedule.h"
 
 namespace ds {
@@ -152,10 +154,6 @@ void freezeBatchNorm(Graph& g) {
 // Loss, reverse-mode gradients of every parameter, the optimizer step and the
 // BatchNorm statistics updates, verified.
 void addTraining(Graph& g, const CompileOptions& o, const DsConfig& config) {
-  // Requests a training plan cannot honour yet fail loudly instead of training differently.
-  DS_CHECK(!config.fp16 && !config.bf16,
-           "fp16.enabled / bf16.enabled: mixed-precision training is not implemented yet; "
-           "disable it to train in fp32");
   learningRate(config.raw, 1);  // rejects bad schedules now, naming the key
   if (o.freeze_bn) freezeBatchNorm(g);
   Value* loss = addLoss(g, {.kind = *o.loss, .label = o.label, .output = o.loss_output});
@@ -164,12 +162,20 @@ void addTraining(Graph& g, const CompileOptions& o, const DsConfig& config) {
   // the optimizer step reads and resets) and N ranks are the global batch's mean.
   const ZeroOptions zero = zeroOptions(config, o.world_size);
   const int64_t divisor = zero.accumulation * zero.world_size;
+  if (config.fp16 || config.bf16)
+    convertToMixedPrecision(g, config.fp16 ? DType::F16 : DType::BF16);
   Value* seed = divisor > 1 ? scaleLoss(g, loss, divisor) : loss;
+  LossScaling scaling;
+  if (config.fp16) {  // backward from loss x scale; the optimizer divides it out
+    scaling.scale = g.addSource(kLossScaleFeed, {DType::F32, {}}, Role::Input);
+    scaling.check_overflow = lossScalerOptions(config.raw).static_scale == 0;
+    seed = g.addNode("Mul", {seed, scaling.scale}, {}, {"loss/scaled"}, "loss/scale")->output(0);
+  }
   const Node* last_forward = g.nodes().back().get();
   auto grads = buildGradients(g, seed, params);
   ZeroPartition partition = partitionForZero(g, grads, last_forward, zero);
-  auto next =
-      addOptimizer(g, partition.updates, optimizerOptions(config), partition.shard_world_size);
+  auto next = addOptimizer(g, partition.updates, optimizerOptions(config),
+                           partition.shard_world_size, scaling);
   finishZeroStep(g, partition, next);
   seedDropout(g, g.value(kStepFeed));
   if (!o.freeze_bn) bindBatchNormStatistics(g);

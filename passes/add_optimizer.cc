@@ -8,7 +8,8 @@ namespace ds {
 namespace {
 
 // The global L2 norm of the gradients; shards sum their squares over the ranks.
-Value* gradNorm(Graph& g, const std::vector<ParamGrad>& updates, int64_t shard_world_size) {
+Value* gradNorm(Graph& g, const std::vector<ParamGrad>& updates, int64_t shard_world_size,
+                Value* loss_scale) {
   Value* total = nullptr;
   for (const ParamGrad& u : updates) {
     Value* sq = g.addNode("Mul", {u.grad, u.grad})->output(0);
@@ -21,7 +22,9 @@ Value* gradNorm(Graph& g, const std::vector<ParamGrad>& updates, int64_t shard_w
     total = g.addNode("AllReduce", {total}, {{"world_size", shard_world_size}},
                       {"grad_norm/sum_sq"}, "grad_norm/all_reduce")
                 ->output(0);
-  return g.addNode("Sqrt", {total}, {}, {"grad_norm"}, "grad_norm")->output(0);
+  if (!loss_scale) return g.addNode("Sqrt", {total}, {}, {"grad_norm"}, "grad_norm")->output(0);
+  Value* scaled = g.addNode("Sqrt", {total}, {}, {"grad_norm/scaled"}, "grad_norm")->output(0);
+  return g.addNode("Div", {scaled, loss_scale}, {}, {"grad_norm"}, "grad_norm/unscale")->output(0);
 }
 
 Value* zeroState(Graph& g, Value* param, const std::string& suffix) {
@@ -33,15 +36,17 @@ Value* zeroState(Graph& g, Value* param, const std::string& suffix) {
 struct StepScalars {
   Value* lr;
   Value* step;
-  Value* grad_scale;  // nullptr: no clipping
-  Value* momentum;    // nullptr: the attribute's constant momentum
+  Value* grad_scale;                // nullptr: no clipping
+  Value* momentum;                  // nullptr: the attribute's constant momentum
+  Value* overflow_check = nullptr;  // non-finite: the step changes nothing
 };
 
 Value* addSgdStep(Graph& g, Value* param, Value* grad, const StepScalars& s,
                   const OptimizerOptions& o) {
   Value* velocity =
       o.momentum != 0.0 || s.momentum ? zeroState(g, param, "momentum_buffer") : nullptr;
-  std::vector<Value*> ins = {param, grad, s.lr, s.step, velocity, s.grad_scale, s.momentum};
+  std::vector<Value*> ins = {param,    grad,         s.lr,       s.step,
+                             velocity, s.grad_scale, s.momentum, s.overflow_check};
   while (!ins.back()) ins.pop_back();
   Node* n = g.addNodeN("SgdStep", ins,
                        {{"momentum", o.momentum},
@@ -60,7 +65,8 @@ Value* addAdamStep(Graph& g, Value* param, Value* grad, const StepScalars& s,
            "' is not supported");
   Value* m = zeroState(g, param, "exp_avg");
   Value* v = zeroState(g, param, "exp_avg_sq");
-  std::vector<Value*> ins = {param, grad, s.lr, s.step, m, v, s.grad_scale, s.momentum};
+  std::vector<Value*> ins = {param, grad,         s.lr,       s.step,          m,
+                             v,     s.grad_scale, s.momentum, s.overflow_check};
   while (!ins.back()) ins.pop_back();
   Node* n = g.addNodeN("AdamStep", ins,
                        {{"beta1", o.beta1},
@@ -95,19 +101,31 @@ Value* addStateLike(Graph& g, Value* like, const std::string& suffix, Role role)
 }
 
 std::map<Value*, Value*> addOptimizer(Graph& g, const std::vector<ParamGrad>& updates,
-                                      const OptimizerOptions& o, int64_t shard_world_size) {
+                                      const OptimizerOptions& o, int64_t shard_world_size,
+                                      const LossScaling& scaling) {
   DS_CHECK(!updates.empty(), "optimizer: the model has no trainable parameters");
   DS_CHECK(o.gradient_clipping >= 0.0, "gradient_clipping: must be >= 0, is ", o.gradient_clipping);
   Graph::PhaseScope optimizer_step(g, Phase::OptimizerStep);
   StepScalars s{g.addSource(kLrFeed, {DType::F32, {}}, Role::Input),
                 g.addSource(kStepFeed, {DType::I64, {}}, Role::Input), nullptr, nullptr};
   if (o.cycle_momentum) s.momentum = g.addSource(kMomentumFeed, {DType::F32, {}}, Role::Input);
-  Value* norm = gradNorm(g, updates, shard_world_size);
+  Value* norm = gradNorm(g, updates, shard_world_size, scaling.scale);
   g.addOutput(norm);
   if (o.gradient_clipping > 0.0)
     s.grad_scale = g.addNode("ClipCoef", {norm}, {{"max_norm", o.gradient_clipping}}, {"clip_coef"},
                              "clip_coef")
                        ->output(0);
+  if (scaling.scale) {  // the updates divide the loss scale out of the gradients
+    Value* one = g.addConstant("loss_scale/one", Tensor::fromDoubles(DType::F32, {}, {1.0}));
+    Value* inverse =
+        g.addNode("Div", {one, scaling.scale}, {}, {"loss_scale/inverse"}, "loss_scale/inverse")
+            ->output(0);
+    s.grad_scale =
+        s.grad_scale
+            ? g.addNode("Mul", {s.grad_scale, inverse}, {}, {"grad_scale"}, "grad_scale")->output(0)
+            : inverse;
+  }
+  if (scaling.check_overflow) s.overflow_check = norm;
   std::map<Value*, Value*> next;
   for (const ParamGrad& u : updates)
     next[u.param] = o.type == "SGD" ? addSgdStep(g, u.param, u.grad, s, o)

@@ -27,6 +27,12 @@ namespace ds {
 inline constexpr const char* kLrFeed = "ds.lr";
 inline constexpr const char* kStepFeed = "ds.step";
 inline constexpr const char* kMomentumFeed = "ds.momentum";
+inline constexpr const char* kLossScaleFeed = "ds.loss_scale";
+
+// Whether a plan feed is one the trainer sets each step (not a dataset's).
+inline bool isRuntimeFeed(const std::string& name) {
+  return name == kLrFeed || name == kStepFeed || name == kMomentumFeed || name == kLossScaleFeed;
+}
 
 struct OptimizerOptions {
   std::string type = "AdamW";  // SGD | Adam | AdamW (DeepSpeed's names)
@@ -56,11 +62,20 @@ std::vector<ParamGrad> inDeclarationOrder(const Graph& graph,
 // accumulators keep their per-parameter names in any layout.
 Value* addStateLike(Graph& graph, Value* like, const std::string& suffix, Role role);
 
+// fp16 loss scaling: the gradients arrive multiplied by `scale` (the kLossScaleFeed
+// feed); the reported norm and the updates divide it out. With `check_overflow`
+// (dynamic scaling) a non-finite global norm skips the update (runtime/loss_scaler.h).
+struct LossScaling {
+  Value* scale = nullptr;  // nullptr: no loss scaling (f32, bf16)
+  bool check_overflow = false;
+};
+
 // Steps every update in order; returns, per updated tensor, its value after the
 // step. With `shard_world_size` N > 1 the gradients are rank shards (ZeRO), so the
 // global norm sums their squares over the ranks (AllReduce).
 std::map<Value*, Value*> addOptimizer(Graph& graph, const std::vector<ParamGrad>& updates,
-                                      const OptimizerOptions& o, int64_t shard_world_size = 1);
+                                      const OptimizerOptions& o, int64_t shard_world_size = 1,
+                                      const LossScaling& scaling = {});
 inline std::map<Value*, Value*> addOptimizer(Graph& graph, const std::map<Value*, Value*>& grads,
                                              const OptimizerOptions& o) {
   return addOptimizer(graph, inDeclarationOrder(graph, grads), o);

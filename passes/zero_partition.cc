@@ -2,6 +2,7 @@
 
 #include <algorithm>
 #include <cstring>
+#include <map>
 #include <optional>
 #include <string>
 #include <unordered_map>
@@ -20,6 +21,10 @@ struct Bucket {
   bool sharded_params = false;  // stage 3: only the shard persists
   ShardLayout layout;           // the parameters' pieces in the flat buffer
 };
+
+bool isF32(const Value* v) {
+  return v->dtype() == DType::F32;
+}
 
 std::vector<int64_t> oneDim(int64_t n) {
   return {n};
@@ -88,8 +93,9 @@ class ZeroBuilder {
   ZeroPartition run(const std::vector<ParamGrad>& grads) {
     ZeroPartition out;
     if (o_.world_size == 1 && o_.stage == 0) {
-      out.updates = grads;
-      if (o_.accumulation > 1) out.updates = out.accumulated = accumulateGradients(g_, grads);
+      std::vector<ParamGrad> whole = grads;
+      if (o_.accumulation > 1) whole = out.accumulated = accumulateGradients(g_, grads);
+      for (const ParamGrad& pg : whole) stepWhole(pg, &out);
       return out;
     }
     std::vector<ParamGrad> full = grads;
@@ -106,32 +112,41 @@ class ZeroBuilder {
       if (reduce_in_step) phase.emplace(g_, Phase::OptimizerStep);
       Node* before = reduce_in_step ? nullptr : afterLastGradient(b);
       if (o_.stage == 0) {
-        allReduce(b, name, before, &out);
+        for (const ParamGrad& pg : allReduce(b, name, before)) stepWhole(pg, &out);
         continue;
       }
-      Value* shard = b.sharded_params ? shards_.at(i) : masterCopy(b, name);
-      Value* grad = reduceScatter(b, name, before);
+      Value* grad = toF32(reduceScatter(b, name, before), before);
+      Value* shard = b.sharded_params ? shards_.at(i) : nullptr;
+      // The optimizer steps f32: the stage-3 shard itself, else an f32 master shard.
+      Value* stepped = shard && isF32(shard) ? shard : masterCopy(b, name);
       if (o_.accumulation > 1 && !reduce_in_step) {
-        std::vector<ParamGrad> acc = accumulateGradients(g_, std::vector<ParamGrad>{{shard, grad}});
+        std::vector<ParamGrad> acc =
+            accumulateGradients(g_, std::vector<ParamGrad>{{stepped, grad}});
         out.accumulated.push_back(acc[0]);
         grad = acc[0].grad;
       }
-      out.updates.push_back({shard, grad});
-      if (!b.sharded_params) out.gather_back.push_back({shard, b.params});
+      out.updates.push_back({stepped, grad});
+      if (!shard)
+        out.write_back.push_back({stepped, b.params, true});
+      else if (stepped != shard)
+        out.write_back.push_back({stepped, {shard}, false});
     }
+    for (Value* p : replaced_) g_.eraseSource(p);
     return out;
   }
 
  private:
   std::vector<Bucket> makeBuckets(const std::vector<ParamGrad>& grads) {
     std::vector<Bucket> buckets;
-    // Stage 3 buckets its sharded parameters and its persistent ones separately.
-    size_t open_index[2] = {SIZE_MAX, SIZE_MAX};
+    // Stage 3 buckets its sharded parameters and its persistent ones separately; a
+    // bucket holds one dtype (mixed precision keeps some parameters f32).
+    std::map<std::pair<bool, DType>, size_t> open;
     for (const ParamGrad& pg : grads) {
       const int64_t n = pg.param->type().numel();
       const bool sharded = o_.stage == 3 && n > o_.param_persistence_threshold;
       const int64_t limit = sharded ? o_.prefetch_bucket_elements : o_.reduce_bucket_elements;
-      size_t& at = open_index[sharded];
+      auto [it, fresh] = open.try_emplace({sharded, pg.param->dtype()}, SIZE_MAX);
+      size_t& at = it->second;
       if (at == SIZE_MAX || (buckets[at].elements > 0 && buckets[at].elements + n > limit)) {
         buckets.emplace_back();
         at = buckets.size() - 1;
@@ -162,17 +177,19 @@ class ZeroBuilder {
   }
 
   // Stage 0: every rank gets the summed gradients of the bucket.
-  void allReduce(const Bucket& b, const std::string& name, Node* before, ZeroPartition* out) {
+  std::vector<ParamGrad> allReduce(const Bucket& b, const std::string& name, Node* before) {
     Value* flat = flatBuffer(g_, b.grads, b.elements, name + "/grads", before);
     Value* sum = g_.addNode("AllReduce", {flat}, {{"world_size", o_.world_size}},
                             {g_.uniqueName(name + "/grads_sum")}, name + "/all_reduce", before)
                      ->output(0);
     sum->setRole(Role::CommBuffer);
     std::vector<Value*> reduced = unpack(g_, sum, b.grads, name + "/grads_sum", before);
+    std::vector<ParamGrad> out;
     for (size_t i = 0; i < b.params.size(); ++i) {
       reduced[i]->setRole(Role::Gradient);
-      out->updates.push_back({b.params[i], reduced[i]});
+      out.push_back({b.params[i], reduced[i]});
     }
+    return out;
   }
 
   // Stages 1-3: this rank's shard of the bucket's summed gradients.
@@ -198,10 +215,41 @@ class ZeroBuilder {
     return std::make_shared<const Tensor>(std::move(flat));
   }
 
-  // Stages 1-2: the sharded master copy the optimizer steps.
+  // The f32 master shard the optimizer steps (stages 1-2, 16-bit stage-3 shards).
+  // Packing 16-bit parameters, its pieces are "<param>.master": the parameters'
+  // own names hold their 16-bit values.
   Value* masterCopy(const Bucket& b, const std::string& name) {
-    return g_.addShardedSource(name + ".master", b.params.front()->dtype(), Role::OptimizerState,
-                               b.layout, packedInitialValues(b));
+    ShardLayout layout = b.layout;
+    if (!isF32(b.params.front()))
+      for (ShardPiece& piece : layout.pieces) piece.name += ".master";
+    auto data = std::make_shared<const Tensor>(packedInitialValues(b)->castTo(DType::F32));
+    return g_.addShardedSource(name + ".master", DType::F32, Role::OptimizerState,
+                               std::move(layout), std::move(data));
+  }
+
+  // A whole parameter's update: itself when f32, else an f32 master copy written back
+  // (rounded) after the step, as DeepSpeed's fp16 optimizers keep one.
+  void stepWhole(const ParamGrad& pg, ZeroPartition* out) {
+    if (isF32(pg.param)) {
+      out->updates.push_back(pg);
+      return;
+    }
+    Graph::PhaseScope optimizer_step(g_, Phase::OptimizerStep);
+    DS_CHECK(pg.param->hasData(), "zero: parameter '", pg.param->name(), "' has no initial value");
+    Value* master = g_.addSource(
+        pg.param->name() + ".master", {DType::F32, pg.param->shape()}, Role::OptimizerState,
+        std::make_shared<const Tensor>(pg.param->data().castTo(DType::F32)));
+    out->updates.push_back({master, toF32(pg.grad, nullptr)});
+    out->write_back.push_back({master, {pg.param}, false});
+  }
+
+  Value* toF32(Value* v, Node* before) {
+    if (isF32(v)) return v;
+    Value* out = g_.addNode("Cast", {v}, {{"to", std::string("f32")}},
+                            {g_.uniqueName(v->name() + "/f32")}, "", before)
+                     ->output(0);
+    out->setRole(Role::Gradient);
+    return out;
   }
 
   // Stage 3: shards replace the bucket's parameters, which are gathered for use.
@@ -222,7 +270,7 @@ class ZeroBuilder {
               (isBackward(user) && !keep[i] ? backward : forward).push_back({user, s});
       gatherFor(b, shard, forward, name + "/gather");
       if (!backward.empty()) gatherFor(b, shard, backward, name + "/gather_backward");
-      for (Value* p : b.params) g_.eraseSource(p);
+      for (Value* p : b.params) replaced_.push_back(p);  // erased once masters are made
     }
   }
 
@@ -273,6 +321,7 @@ class ZeroBuilder {
   std::unordered_map<const Node*, size_t> order_;
   size_t forward_end_ = SIZE_MAX;
   std::map<size_t, Value*> shards_;  // stage 3: bucket index -> its parameter shard
+  std::vector<Value*> replaced_;     // stage 3: parameters their shards replace
 };
 
 }  // namespace
@@ -289,15 +338,25 @@ ZeroPartition partitionForZero(Graph& g, const std::map<Value*, Value*>& grads,
 
 void finishZeroStep(Graph& g, const ZeroPartition& p, const std::map<Value*, Value*>& next) {
   Graph::PhaseScope optimizer_step(g, Phase::OptimizerStep);
-  for (const ZeroPartition::GatherBack& gb : p.gather_back) {
-    const std::string& name = gb.master->name();
-    const int64_t world = gb.master->shardLayout()->world_size;
-    Value* flat = g.addNode("AllGather", {next.at(gb.master)}, {{"world_size", world}},
-                            {name + "/gathered"}, name + "/all_gather")
+  for (const ZeroPartition::WriteBack& wb : p.write_back) {
+    const std::string& name = wb.master->name();
+    Value* value = next.at(wb.master);
+    const DType dtype = wb.targets.front()->dtype();
+    if (value->dtype() != dtype)  // the 16-bit parameters round the f32 masters
+      value = g.addNode("Cast", {value}, {{"to", std::string(dtypeName(dtype))}},
+                        {name + "/" + std::string(dtypeName(dtype))}, name + "/round")
+                  ->output(0);
+    if (!wb.all_gather) {
+      g.addStateUpdate(wb.targets.front(), value);
+      continue;
+    }
+    const int64_t world = wb.master->shardLayout()->world_size;
+    Value* flat = g.addNode("AllGather", {value}, {{"world_size", world}}, {name + "/gathered"},
+                            name + "/all_gather")
                       ->output(0);
     flat->setRole(Role::CommBuffer);
-    std::vector<Value*> values = unpack(g, flat, gb.params, name, nullptr);
-    for (size_t i = 0; i < gb.params.size(); ++i) g.addStateUpdate(gb.params[i], values[i]);
+    std::vector<Value*> values = unpack(g, flat, wb.targets, name, nullptr);
+    for (size_t i = 0; i < wb.targets.size(); ++i) g.addStateUpdate(wb.targets[i], values[i]);
   }
   if (!p.accumulated.empty()) resetAccumulators(g, p.accumulated);
 }

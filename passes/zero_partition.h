@@ -31,6 +31,10 @@
 //    forward and backward use) is at most `max_reuse_distance` and the kept buckets
 //    fit `max_live_parameters`, or a second AllGather before the first backward use.
 //  * The gradient norm sums squared shards over the ranks (addOptimizer).
+//  * Mixed precision (passes/mixed_precision.h): buckets hold one dtype; 16-bit
+//    parameters are stepped through f32 masters ("<param>.master", whole at stage
+//    0, sharded above) whose rounded values are written back after the step, and
+//    their gradients are cast to f32 before the optimizer.
 #pragma once
 
 #include <cstdint>
@@ -59,11 +63,15 @@ struct ZeroPartition {
   std::vector<ParamGrad> updates;      // parameters (stage 0) or rank shards
   int64_t shard_world_size = 1;        // for addOptimizer's gradient norm
   std::vector<ParamGrad> accumulated;  // accumulators to reset after the step
-  struct GatherBack {
-    Value* master;               // a sharded master copy the optimizer steps
-    std::vector<Value*> params;  // the whole parameters it refreshes
+  // A master copy the optimizer steps and what it refreshes after the step (rounded
+  // to their dtype): with `all_gather`, the whole parameters its shards pack;
+  // otherwise one tensor of its own shape (a 16-bit parameter or stage-3 shard).
+  struct WriteBack {
+    Value* master;
+    std::vector<Value*> targets;
+    bool all_gather;
   };
-  std::vector<GatherBack> gather_back;
+  std::vector<WriteBack> write_back;
 };
 
 // `grads` maps parameters to gradients (autodiff); nodes after `last_forward` are
@@ -72,8 +80,8 @@ struct ZeroPartition {
 ZeroPartition partitionForZero(Graph& graph, const std::map<Value*, Value*>& grads,
                                const Node* last_forward, const ZeroOptions& options);
 
-// After addOptimizer (whose result is `next`): all-gathers the updated masters into
-// their parameters, then resets the accumulators.
+// After addOptimizer (whose result is `next`): writes the updated masters back into
+// their parameters (all-gathering shards), then resets the accumulators.
 void finishZeroStep(Graph& graph, const ZeroPartition& partition,
                     const std::map<Value*, Value*>& next);
 

@@ -170,6 +170,8 @@ nlohmann::json manifestFor(const PlanFile& plan, const TrainPosition& pos) {
           {"step", pos.step},
           {"samples_seen", pos.samples_seen},
           {"seed", pos.seed},
+          {"skipped_steps", pos.skipped_steps},
+          {"loss_scaler", pos.loss_scaler},
           {"scheduler", "none saved: the learning rate is a function of the step and the config"},
           {"config", nlohmann::json::parse(config.empty() ? "{}" : config)},
           {"tensors", tensorTable(plan)}};
@@ -545,6 +547,8 @@ CheckpointInfo readCheckpoint(const std::string& dir, const PlanFile& plan) {
   info.position.step = m.value("step", int64_t{-1});
   info.position.samples_seen = m.value("samples_seen", int64_t{-1});
   info.position.seed = m.value("seed", uint64_t{0});
+  info.position.skipped_steps = m.value("skipped_steps", int64_t{0});
+  info.position.loss_scaler = m.value("loss_scaler", nlohmann::json());
   DS_CHECK(info.position.step >= 0 && info.position.samples_seen >= 0, "checkpoint ", path.string(),
            ": the manifest has no step or data position");
   return info;

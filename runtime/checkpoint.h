@@ -33,6 +33,10 @@ struct TrainPosition {
   int64_t step = 0;          // optimizer steps completed
   int64_t samples_seen = 0;  // data position: global samples consumed
   uint64_t seed = 0;         // seed of data order, augmentation and dropout
+  // fp16: steps skipped on gradient overflow (the learning-rate schedule and Adam's
+  // step count advance only on applied steps) and the loss scaler's state.
+  int64_t skipped_steps = 0;
+  nlohmann::json loss_scaler;  // null without fp16 loss scaling
 };
 
 // A checkpoint's manifest, found and checked against a plan.

@@ -1,10 +1,12 @@
 #include "runtime/cpu_executor.h"
 
+#include <algorithm>
 #include <cstdlib>
 #include <cstring>
 
 #include "ir/error.h"
 #include "ir/graph.h"
+#include "kernels/cpu/promote16.h"
 
 namespace ds {
 
@@ -50,13 +52,23 @@ void* CpuExecutor::address(int tensor) const {
 void CpuExecutor::buildSteps() {
   const planpb::RankPlan& rank = plan_.plan.ranks(options_.rank);
   steps_.reserve(static_cast<size_t>(rank.steps_size()));
+  size_t scratch_bytes = 0;  // f32 copies of 16-bit tensors, shared by every step
   for (const planpb::Step& ps : rank.steps()) {
     Step step;
     step.ctx = stepContext(ps, arena_, persistent_);
+    if (cpu::needsPromotion(step.ctx))
+      scratch_bytes = std::max(scratch_bytes, cpu::promotionScratchBytes(step.ctx));
+    steps_.push_back(std::move(step));
+  }
+  scratch_.resize(scratch_bytes / sizeof(float) + 1);
+  for (size_t s = 0; s < steps_.size(); ++s) {
+    const planpb::Step& ps = rank.steps(static_cast<int>(s));
     const cpu::CpuKernelFactory* factory = cpu::CpuKernelRegistry::instance().find(ps.op());
     DS_CHECK(factory != nullptr, "node '", ps.node(), "' (", ps.op(), "): no CPU kernel");
-    step.kernel = (*factory)(step.ctx);
-    steps_.push_back(std::move(step));
+    Step& step = steps_[s];
+    step.kernel = cpu::needsPromotion(step.ctx)
+                      ? cpu::promotedKernel(step.ctx, *factory, scratch_.data())
+                      : (*factory)(step.ctx);
   }
   dies_after_ = lastUses();
 }

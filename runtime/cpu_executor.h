@@ -35,6 +35,7 @@ class CpuExecutor : public Executor {
   uint8_t* persistent_ = nullptr;
   std::vector<Step> steps_;
   std::vector<std::vector<int>> dies_after_;  // arena tensors whose last use is step i
+  std::vector<float> scratch_;  // f32 copies for 16-bit steps (kernels/cpu/promote16.h)
 };
 
 }  // namespace ds

@@ -1,6 +1,8 @@
 #include "runtime/trainer.h"
 
+#include <algorithm>
 #include <chrono>
+#include <cmath>
 #include <cstring>
 #include <fstream>
 
@@ -8,6 +10,7 @@
 #include "passes/add_optimizer.h"
 #include "runtime/comm/communicator.h"
 #include "runtime/feed_ranges.h"
+#include "runtime/loss_scaler.h"
 #include "runtime/lr_schedule.h"
 
 namespace ds {
@@ -47,7 +50,7 @@ std::vector<StepMetrics> train(Executor& exec, const PlanFile& plan, const Train
   std::vector<std::string> data_feeds;
   std::string image_feed, label_feed;
   for (const std::string& name : exec.feedNames()) {
-    if (name == kLrFeed || name == kStepFeed || name == kMomentumFeed) continue;
+    if (isRuntimeFeed(name)) continue;
     if (o.cifar) {
       (exec.feedType(name).dtype == DType::I64 ? label_feed : image_feed) = name;
       continue;
@@ -103,14 +106,24 @@ std::vector<StepMetrics> train(Executor& exec, const PlanFile& plan, const Train
   const int64_t world = std::max(1, plan.plan.world_size()), rank = exec.rank();
   Communicator* comm = exec.communicator();
   DS_CHECK(world == 1 || comm, "a plan with ", world, " ranks trains with a communicator");
+  const std::vector<std::string> feeds = exec.feedNames();
+  const bool loss_scaling = std::find(feeds.begin(), feeds.end(), kLossScaleFeed) != feeds.end();
+  LossScaler scaler(lossScalerOptions(config));
+  if (!o.loss_scaler.is_null()) scaler.restore(LossScaler::stateFromJson(o.loss_scaler));
+  int64_t skipped = o.skipped_steps;
   std::vector<StepMetrics> out;
   for (int64_t step = o.start_step + 1; step <= o.steps; ++step) {
     auto start = std::chrono::steady_clock::now();
-    double lr = learningRate(config, step);
+    // The schedule and Adam's bias correction count applied steps only.
+    const int64_t applied = step - skipped;
+    double lr = learningRate(config, applied);
     exec.setFeed(kLrFeed, Tensor::fromDoubles(DType::F32, {}, {lr}));
-    exec.setFeed(kStepFeed, Tensor::fromInts(DType::I64, {}, {step}));
-    if (auto momentum = scheduledMomentum(config, step))
+    exec.setFeed(kStepFeed, Tensor::fromInts(DType::I64, {}, {applied}));
+    if (auto momentum = scheduledMomentum(config, applied))
       exec.setFeed(kMomentumFeed, Tensor::fromDoubles(DType::F32, {}, {*momentum}));
+    const double loss_scale = scaler.scale();
+    if (loss_scaling)
+      exec.setFeed(kLossScaleFeed, Tensor::fromDoubles(DType::F32, {}, {loss_scale}));
     // Gradient accumulation: micro-step g on rank r takes the contiguous slice of the
     // step's global batch that starts at sample (g x world + r) x micro-batch; the
     // optimizer-step part of the plan runs after the last one.
@@ -133,16 +146,28 @@ std::vector<StepMetrics> train(Executor& exec, const PlanFile& plan, const Train
     if (world > 1) comm->allReduce(&loss_sum, &loss_sum, 1, DType::F64, {"loss metric", ""});
     double seconds =
         std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
-    StepMetrics m{step, loss_sum / static_cast<double>(accumulation * world), lr,
-                  norm_out >= 0 ? exec.output(static_cast<size_t>(norm_out)).getDouble(0) : 0.0,
-                  static_cast<double>(batch * world) / seconds};
+    StepMetrics m;
+    m.step = step;
+    m.loss = loss_sum / static_cast<double>(accumulation * world);
+    m.lr = lr;
+    m.grad_norm = norm_out >= 0 ? exec.output(static_cast<size_t>(norm_out)).getDouble(0) : 0.0;
+    m.samples_per_s = static_cast<double>(batch * world) / seconds;
+    if (loss_scaling) {
+      // Every rank sees the same global norm, so every rank skips or none does.
+      m.loss_scale = loss_scale;
+      m.skipped = scaler.dynamic() && !std::isfinite(m.grad_norm);
+      scaler.update(m.skipped);
+      skipped += m.skipped ? 1 : 0;
+      m.loss_scaler = scaler.toJson();
+    }
+    m.skipped_steps = skipped;
     if (metrics.is_open())
       metrics << nlohmann::json{{"step", m.step},
                                 {"loss", m.loss},
                                 {"lr", m.lr},
                                 {"grad_norm", m.grad_norm},
-                                {"loss_scale", 1.0},
-                                {"skipped", false},
+                                {"loss_scale", m.loss_scale},
+                                {"skipped", m.skipped},
                                 {"samples_per_s", m.samples_per_s}}
                      .dump()
               << "\n";

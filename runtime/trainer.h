@@ -1,14 +1,19 @@
 // The training loop over a training plan: each optimizer step sets the learning
-// rate, step (and cycled momentum) feeds, then runs gradient_accumulation_steps
+// rate, step (and cycled momentum, and fp16 loss scale) feeds, then runs
+// gradient_accumulation_steps
 // micro-steps, each on the next micro-batch of every dataset, the last one with
 // the optimizer step, and records the step's metrics (loss: the mean over the
-// micro-steps, i.e. over the global batch).
+// micro-steps, i.e. over the global batch). Under fp16 a non-finite gradient norm
+// means the plan skipped the update; the loss scaler then lowers the scale and the
+// schedule and Adam's step count stay where they were, as in DeepSpeed.
 #pragma once
 
 #include <functional>
 #include <map>
 #include <ostream>
 #include <string>
+
+#include <nlohmann/json.hpp>
 
 #include "ir/plan.h"
 #include "runtime/cifar10.h"
@@ -36,11 +41,19 @@ struct TrainOptions {
   const SyntheticData* synthetic = nullptr;
   // Called after every optimizer step (checkpoints, progress display).
   std::function<void(const StepMetrics&)> after_step;
+  // fp16 (resuming): steps skipped so far and the loss scaler's state
+  // (runtime/loss_scaler.h); null: a fresh scaler.
+  int64_t skipped_steps = 0;
+  nlohmann::json loss_scaler;
 };
 
 struct StepMetrics {
   int64_t step;
   double loss, lr, grad_norm, samples_per_s;
+  double loss_scale = 1;       // the scale this step's backward used
+  bool skipped = false;        // gradients overflowed: nothing was updated
+  int64_t skipped_steps = 0;   // so far, this one included
+  nlohmann::json loss_scaler;  // the scaler's state after the step (fp16)
 };
 
 // Runs the steps; returns every step's metrics. Errors name the feed or dataset.

@@ -5,7 +5,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 packages=(
-  build-essential cmake ninja-build pkg-config clang-format bc
+  build-essential cmake ninja-build pkg-config clang-format bc graphviz
   libonnx-dev libonnx-testdata libprotobuf-dev protobuf-compiler
   libgtest-dev nlohmann-json3-dev libcli11-dev libdnnl-dev ocl-icd-opencl-dev opencl-headers
   python3-torch python3-torchvision python3-onnx python3-numpy

@@ -228,12 +228,18 @@ TEST(Checkpoint, SaveFailingMidWriteKeepsThePreviousCheckpoint) {
   PlanFile plan = readPlanFile(mlp().plan);
   FailingExecutor exec(plan);
   std::string dir = freshDir("ckpt_midwrite");
-  saveCheckpoint(dir, exec, {1, 4, 0});
+  auto at = [](int64_t step) {
+    TrainPosition p;
+    p.step = step;
+    p.samples_seen = 4 * step;
+    return p;
+  };
+  saveCheckpoint(dir, exec, at(1));
   std::string good = tensorsOf(dir, 1);
   Tensor w1 = exec.readTensor(checkpointTensors(plan).front());
   exec.writeTensor(checkpointTensors(plan).front(), Tensor(w1.type()));  // changed state
   exec.fail_after = 2;
-  EXPECT_THROW(saveCheckpoint(dir, exec, {2, 8, 0}), Error);
+  EXPECT_THROW(saveCheckpoint(dir, exec, at(2)), Error);
   exec.fail_after = -1;
   CheckpointInfo info = readCheckpoint(dir, plan);
   EXPECT_EQ(info.position.step, 1);

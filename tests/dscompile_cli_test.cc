@@ -192,11 +192,12 @@ TEST(DsConfig, EditDistance) {
 namespace ds {
 namespace {
 
-TEST(DscompileCli, TrainingRequestsNotYetHonouredAreOneLineErrors) {
+TEST(DscompileCli, BadTrainingRequestsAreOneLineErrors) {
   std::string fp16 = test::tempPath("fp16.json");
-  test::writeFile(fp16, R"({"train_micro_batch_size_per_gpu": 4, "fp16": {"enabled": true}})");
+  test::writeFile(fp16, R"({"train_micro_batch_size_per_gpu": 4,
+                            "fp16": {"enabled": true, "hysteresis": 0}})");
   expectOneLineError(dscompile(smallModel() + " --config " + fp16 + " --loss mse"),
-                     "mixed-precision training is not implemented yet");
+                     "fp16.hysteresis: must be at least 1, is 0");
   std::string buckets = test::tempPath("buckets.json");
   test::writeFile(buckets, R"({"zero_optimization": {"stage": 2, "reduce_bucket_size": 0}})");
   expectOneLineError(

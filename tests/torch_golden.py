@@ -17,7 +17,8 @@ momentum 0.9 and weight decay (torch.optim.SGD), "Adam" with "adam_w_mode": fals
 over the parameters it is given (usually model.parameters(), one group), so every
 parameter decays, BatchNorm's and biases included.
 Variants: plain; gradient_clipping active on most steps (checked); 2 accumulation
-steps; both.
+steps; both; and the 2 micro-batches on 2 ranks instead, at ZeRO-2, and clipped at
+ZeRO-3 (BatchNorm running statistics are then per rank and not compared).
 
 PyTorch is the oracle with DeepSpeed's engine semantics written out: optimizer step s
 (from 1) runs G micro-steps; micro-step g takes the `micro` samples that start at
@@ -103,7 +104,12 @@ OPTIMIZERS = {
               lambda p: torch.optim.AdamW(p, lr=2e-3, betas=(0.9, 0.999), eps=1e-8,
                                           weight_decay=0.05)),
 }
-VARIANTS = {"plain": (False, 1), "clip": (True, 1), "accum": (False, 2), "clip+accum": (True, 2)}
+# variant: (clipped, micro-batches per step, ranks, ZeRO stage). On 2 ranks each rank
+# takes one of the step's 2 micro-batches, exactly as the reference's 2 accumulation
+# micro-steps do (docs/zero.md).
+VARIANTS = {"plain": (False, 1, 1, 0), "clip": (True, 1, 1, 0), "accum": (False, 2, 1, 0),
+            "clip+accum": (True, 2, 1, 0), "zero2x2": (False, 2, 2, 2),
+            "clip+zero3x2": (True, 2, 2, 3)}
 
 
 def run(cmd):
@@ -224,12 +230,12 @@ def torch_train(model, optimizer, x, y, batch, accumulation, clip, dtype=torch.f
     return losses, norms
 
 
-def ours_train(bin_dir, path, name, spec, config):
+def ours_train(bin_dir, path, name, spec, config, ranks):
     """dscompile + dsrun: returns the metrics and the exported initializers."""
     with open(path("config.json"), "w") as f:
         json.dump(config, f)
     run([os.path.join(bin_dir, "dscompile"), path(f"{name}.onnx"), "--config", path("config.json"),
-         "--loss", "cross_entropy", "-o", path("train.plan")])
+         "--loss", "cross_entropy", "--gpus", str(ranks), "-o", path("train.plan")])
     run([os.path.join(bin_dir, "dsrun"), path("train.plan"),
          "--feed", f"{spec['input']}={path(f'{name}_x.npy')}",
          "--feed", f"label={path(f'{name}_y.npy')}", "--steps", str(STEPS),
@@ -286,14 +292,17 @@ def check_weights(trained, weights, float64_reference):
 
 def compare(name, spec, opt_name, variant, bin_dir, path, data, onnx_bn):
     optimizer_config, make_optimizer = OPTIMIZERS[opt_name]
-    clipped, accumulation = VARIANTS[variant]
+    clipped, accumulation, ranks, stage = VARIANTS[variant]
     clip = spec["clip"] if clipped else 0.0
-    config = {"train_batch_size": spec["batch"], "gradient_accumulation_steps": accumulation,
-              "gradient_clipping": clip, "optimizer": optimizer_config}
-    metrics, trained = ours_train(bin_dir, path, name, spec, config)
+    config = {"train_batch_size": spec["batch"],
+              "gradient_accumulation_steps": accumulation // ranks, "gradient_clipping": clip,
+              "optimizer": optimizer_config, "zero_optimization": {"stage": stage}}
+    metrics, trained = ours_train(bin_dir, path, name, spec, config, ranks)
     reference = lambda dtype: torch_reference(spec, path(f"{name}.onnx"), make_optimizer, data,
                                               accumulation, clip, onnx_bn, dtype)
     losses, norms, weights = reference(torch.float32)
+    if ranks > 1:  # running statistics are per rank (data parallel); rank 0's are exported
+        weights = {k: v for k, v in weights.items() if "running_" not in k}
     problems = []
     if len(metrics) != STEPS:
         problems.append(f"{len(metrics)} metric lines, expected {STEPS}")

@@ -1,7 +1,8 @@
 // Golden data from PyTorch: tests/torch_golden.py exports an MLP, a BatchNorm CNN and
 // a 2-layer GPT with torch.onnx.export (training mode), trains each in PyTorch with
 // DeepSpeed's semantics (SGD with momentum and weight decay, Adam with L2 decay, AdamW;
-// plain, clipped, 2 accumulation steps, both) and with dscompile + dsrun from the same
+// plain, clipped, 2 accumulation steps, both, and those 2 micro-batches on 2 ranks at
+// ZeRO-2 and, clipped, ZeRO-3) and with dscompile + dsrun from the same
 // ONNX file, data and config, and checks that the 6 step losses, the gradient norms
 // and every final parameter and BatchNorm running statistic (read back with
 // --export-onnx) agree within 1e-5 relative (per tensor: ||ours - torch|| / ||torch||;

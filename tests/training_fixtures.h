@@ -12,7 +12,9 @@
 
 #include <unistd.h>
 
+#include "ir/plan.h"
 #include "runtime/comm/mpi_communicator.h"
+#include "runtime/npy.h"
 #include "tests/test_util.h"
 
 namespace ds::test {
@@ -121,6 +123,33 @@ inline std::string compileText(const std::string& text, const std::string& name,
   auto r = tool("dscompile", model + " " + flags + " -o " + plan);
   EXPECT_EQ(r.exit_code, 0) << r.output;
   return plan;
+}
+
+// One deterministic dataset per data input of the plan at `plan_path` (`samples`
+// samples; floats sin(phase * i + 1), integers — labels, token ids — in [0, 4), valid
+// for every test model), written as NAME.npy files tagged `tag`; returns the
+// dsrun --feed flags.
+inline std::string writeFeedData(const std::string& plan_path, const std::string& tag,
+                                 int64_t samples, double phase) {
+  PlanFile plan = readPlanFile(plan_path);
+  std::string flags;
+  for (int index : plan.plan.feeds()) {
+    const planpb::TensorInfo& t = plan.plan.tensors(index);
+    if (t.name().rfind("ds.", 0) == 0) continue;  // the trainer's own feeds
+    Shape shape(t.shape().begin(), t.shape().end());
+    shape[0] = samples;
+    Tensor data(TensorType{static_cast<DType>(t.dtype()), shape});
+    for (int64_t i = 0; i < data.numel(); ++i) {
+      if (data.dtype() == DType::F32)
+        data.setDouble(i, std::sin(phase * static_cast<double>(i) + 1));
+      else
+        data.setInt(i, (i * 7 + i / 5) % 4);
+    }
+    const std::string path = scratch(tag + "_" + t.name() + ".npy");
+    writeNpy(path, data);
+    flags += " --feed " + t.name() + "=" + path;
+  }
+  return flags;
 }
 
 }  // namespace ds::test

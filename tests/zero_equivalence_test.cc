@@ -93,28 +93,9 @@ std::string writeConfig(const Model& m, int stage, int64_t accumulation, const s
   return path;
 }
 
-// One dataset per plan input, 64 deterministic samples (integers: labels and
-// token ids in [0, 4), valid for every model here).
+// 64 samples per plan input (data parallelism slices them by rank).
 std::string writeData(const Model& m, const std::string& plan_path) {
-  PlanFile plan = readPlanFile(plan_path);
-  std::string flags;
-  for (int index : plan.plan.feeds()) {
-    const planpb::TensorInfo& t = plan.plan.tensors(index);
-    if (t.name().rfind("ds.", 0) == 0) continue;
-    Shape shape(t.shape().begin(), t.shape().end());
-    shape[0] = 64;
-    Tensor data(TensorType{static_cast<DType>(t.dtype()), shape});
-    for (int64_t i = 0; i < data.numel(); ++i) {
-      if (data.dtype() == DType::F32)
-        data.setDouble(i, std::sin(0.37 * static_cast<double>(i) + 1));
-      else
-        data.setInt(i, (i * 7 + i / 5) % 4);
-    }
-    std::string path = test::scratch(m.name + "_zero_" + t.name() + ".npy");
-    writeNpy(path, data);
-    flags += " --feed " + t.name() + "=" + path;
-  }
-  return flags;
+  return test::writeFeedData(plan_path, m.name + "_zero", 64, 0.37);
 }
 
 std::map<std::string, Tensor> floatInitializers(const std::string& onnx_path) {

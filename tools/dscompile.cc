@@ -3,11 +3,15 @@
 #include <CLI/CLI.hpp>
 
 #include <iostream>
+#include <optional>
 
 #include "frontend/compile.h"
 #include "frontend/summary.h"
 #include "ir/error.h"
 #include "ir/text.h"
+#include "runtime/device_profile.h"
+#include "runtime/plan_views.h"
+#include "runtime/simulator.h"
 
 namespace {
 
@@ -15,6 +19,7 @@ struct Args {
   ds::CompileOptions compile;
   std::string output;
   std::vector<std::string> dumps;
+  std::string format = "text";  // of --dump summary
 };
 
 void addFlags(CLI::App& app, Args& a) {
@@ -37,6 +42,11 @@ void addFlags(CLI::App& app, Args& a) {
   app.add_option("-o,--output", a.output, "write the plan file (run it with dsrun)");
   app.add_option("--dump", a.dumps, "print 'summary', 'ir' and/or 'plan' to stdout")
       ->check(CLI::IsMember({"summary", "ir", "plan"}));
+  app.add_option("--format", a.format,
+                 "--dump summary as text (the summary, the predicted step time and exposed "
+                 "communication on an H100), json, dot (Graphviz, rank 0's steps) or trace "
+                 "(Chrome trace JSON); see dsplan and docs/cost_model.md")
+      ->check(CLI::IsMember({"text", "json", "dot", "trace"}));
   app.add_option("--loss", a.compile.loss,
                  "make a training plan with this loss: cross_entropy (adds a label input), mse, "
                  "or output (the model's own scalar loss, see --loss-output)")
@@ -51,6 +61,17 @@ void addFlags(CLI::App& app, Args& a) {
                  "print the IR after the named pass (or 'all') to stderr");
 }
 
+// What --dump summary adds to the compiler's summary (text: the predicted step
+// time and exposed communication of rank 0), or prints instead of it.
+std::string summaryViews(const ds::PlanFile& plan, const std::string& format) {
+  const ds::DeviceProfile device = ds::h100Sxm();
+  if (format == "dot") return ds::planDot(plan, 0);
+  if (format == "trace") return ds::chromeTrace(plan, ds::simulateRanks(plan, device)).dump();
+  const ds::Simulation sim = ds::simulate(plan, 0, device);
+  if (format == "json") return ds::planJson(plan, sim, device).dump(2) + "\n";
+  return ds::predictionLines(sim, device);
+}
+
 int run(const Args& a) {
   ds::CompileOptions options = a.compile;
   options.dump = &std::cerr;
@@ -60,13 +81,17 @@ int run(const Args& a) {
     return std::find(a.dumps.begin(), a.dumps.end(), what) != a.dumps.end();
   };
   if (wants("ir")) std::cout << ds::printGraph(*c.graph);
-  if (wants("summary") || (a.dumps.empty() && a.output.empty()))
-    std::cout << ds::formatSummary(c, a.compile.model_path);
-  if (wants("plan") || !a.output.empty()) {
-    ds::PlanFile plan = ds::buildPlan(c, a.compile.model_path);
-    if (wants("plan")) std::cout << ds::printPlan(plan);
-    if (!a.output.empty()) ds::writePlanFile(a.output, plan);
+  std::optional<ds::PlanFile> plan;  // built once, for the summary and/or the plan
+  auto built = [&]() -> const ds::PlanFile& {
+    if (!plan) plan = ds::buildPlan(c, a.compile.model_path);
+    return *plan;
+  };
+  if (wants("summary") || (a.dumps.empty() && a.output.empty())) {
+    if (a.format == "text") std::cout << ds::formatSummary(c, a.compile.model_path);
+    std::cout << summaryViews(built(), a.format);
   }
+  if (wants("plan")) std::cout << ds::printPlan(built());
+  if (!a.output.empty()) ds::writePlanFile(a.output, built());
   return 0;
 }
 

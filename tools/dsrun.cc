@@ -194,8 +194,11 @@ int trainPlan(const Args& a, const ds::PlanFile& plan, ds::Executor& exec,
   ds::TrainOptions options;
   options.steps = a.steps;
   if (reporting) options.metrics_path = a.metrics;
-  ds::TrainPosition pos{resume ? resume->position.step : 0, 0,
-                        resume ? resume->position.seed : a.seed};
+  ds::TrainPosition pos;
+  pos.seed = a.seed;
+  if (resume) pos = resume->position;
+  options.skipped_steps = pos.skipped_steps;
+  options.loss_scaler = pos.loss_scaler;
   DataSources sources;
   setData(a, plan, pos.seed, &options, &sources);
   if (resume) ds::restoreCheckpoint(*resume, exec);
@@ -212,7 +215,9 @@ int trainPlan(const Args& a, const ds::PlanFile& plan, ds::Executor& exec,
     if (reporting) progress.update(m);
     bool due = m.step == a.steps || (a.save_every > 0 && m.step % a.save_every == 0);
     if (a.save.empty() || !due) return;
-    ds::saveCheckpoint(a.save, exec, {m.step, m.step * samplesPerStep(plan), pos.seed});
+    ds::saveCheckpoint(
+        a.save, exec,
+        {m.step, m.step * samplesPerStep(plan), pos.seed, m.skipped_steps, m.loss_scaler});
   };
   auto start = std::chrono::steady_clock::now();
   std::vector<ds::StepMetrics> steps = ds::train(exec, plan, options);

@@ -1,9 +1,12 @@
 // Optimizer step ops: one fused update per parameter, written in place of the
 // parameter and its optimizer state (the graph's state updates say so). The
 // learning rate and the step number are scalar feeds set by the runtime each step.
-// Two optional scalar inputs follow the states: a gradient scale (the clipping
-// coefficient ClipCoef computes) and the momentum (SGD) or beta1 (Adam) of this
-// step, fed when the schedule cycles momentum (OneCycle); absent, the attribute holds.
+// Three optional scalar inputs follow the states: a gradient scale (the clipping
+// coefficient ClipCoef computes, times 1 / loss scale under fp16), the momentum
+// (SGD) or beta1 (Adam) of this step, fed when the schedule cycles momentum
+// (OneCycle; absent, the attribute holds), and an overflow check: when that value
+// (the global gradient norm under dynamic fp16 loss scaling) is inf or NaN, the
+// step changes nothing — DeepSpeed skips the step on every rank.
 // ClipCoef and ZerosLike serve gradient clipping and gradient accumulation.
 #include <algorithm>
 
@@ -30,15 +33,16 @@ void checkStepInputs(InferContext& ctx, size_t first_option) {
       ctx.fail("optimizer state ", i, " must have the parameter's type");
   checkScalar(ctx, first_option, "the gradient scale");
   checkScalar(ctx, first_option + 1, "the momentum");
+  checkScalar(ctx, first_option + 2, "the overflow check");
 }
 
-// SgdStep(param, grad, lr, step, [velocity], [grad_scale], [momentum])
+// SgdStep(param, grad, lr, step, [velocity], [grad_scale], [momentum], [overflow_check])
 //   -> param', [velocity'] — torch.optim.SGD.
 OpSchema sgdStep() {
   OpSchema s;
   s.name = "SgdStep";
   s.min_inputs = 4;
-  s.max_inputs = 7;
+  s.max_inputs = 8;
   s.max_outputs = 2;
   s.attrs = {{"momentum", AttrKind::Float, 0.0},
              {"dampening", AttrKind::Float, 0.0},
@@ -52,14 +56,15 @@ OpSchema sgdStep() {
   return s;
 }
 
-// AdamStep(param, grad, lr, step, m, v, [grad_scale], [beta1]) -> param', m', v' —
+// AdamStep(param, grad, lr, step, m, v, [grad_scale], [beta1], [overflow_check])
+//   -> param', m', v' —
 // DeepSpeed's FusedAdam: decoupled weight decay when adam_w_mode, else L2 added to
 // the gradient.
 OpSchema adamStep() {
   OpSchema s;
   s.name = "AdamStep";
   s.min_inputs = 6;
-  s.max_inputs = 8;
+  s.max_inputs = 9;
   s.min_outputs = s.max_outputs = 3;
   s.attrs = {{"beta1", AttrKind::Float, 0.9},
              {"beta2", AttrKind::Float, 0.999},

@@ -24,8 +24,20 @@ double scaledGrad(T g, double scale, bool scaled) {
                 : static_cast<double>(g);
 }
 
+// The overflow check (input i): a non-finite value skips the step. The outputs are
+// the inputs' own memory in plans; a kernel run out of place copies them over.
+bool skipStep(const KernelContext& c, size_t check) {
+  if (!c.hasInput(check) || std::isfinite(*c.input(check).as<float>())) return false;
+  for (size_t o = 0; o < c.outputs.size(); ++o) {
+    const TensorView& in = c.input(o == 0 ? 0 : 4 + (o - 1));
+    if (c.output(o).data != in.data) std::memcpy(c.output(o).data, in.data, in.bytes());
+  }
+  return true;
+}
+
 template <typename T>
 void sgdStep(const KernelContext& c) {
+  if (skipStep(c, 7)) return;
   const int64_t n = c.input(0).numel();
   const T* p = c.input(0).as<T>();
   const T* g = c.input(1).as<T>();
@@ -54,6 +66,7 @@ void sgdStep(const KernelContext& c) {
 
 template <typename T>
 void adamStep(const KernelContext& c) {
+  if (skipStep(c, 8)) return;
   const int64_t n = c.input(0).numel();
   const T* p = c.input(0).as<T>();
   const T* g = c.input(1).as<T>();

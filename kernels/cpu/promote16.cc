@@ -1,0 +1,97 @@
+#include "kernels/cpu/promote16.h"
+
+#include <set>
+#include <string>
+#include <vector>
+
+#include "ir/tensor.h"
+
+namespace ds::cpu {
+namespace {
+
+bool is16BitFloat(DType t) {
+  return t == DType::F16 || t == DType::BF16;
+}
+
+bool movesBytesOnly(const std::string& op) {
+  static const std::set<std::string> ops = {
+      "Cast",      "Reshape",   "Flatten",   "Squeeze",       "Unsqueeze", "Transpose",
+      "Concat",    "Split",     "Slice",     "Gather",        "Expand",    "Identity",
+      "ZerosLike", "AllReduce", "AllGather", "ReduceScatter", "Broadcast", "Shape"};
+  return ops.count(op) != 0;
+}
+
+size_t f32Bytes(const TensorView& v) {
+  return static_cast<size_t>(v.numel()) * sizeof(float);
+}
+
+void widen(const TensorView& from, float* to) {
+  const auto* bits = from.as<uint16_t>();
+  const bool half = from.dtype() == DType::F16;
+  const int64_t n = from.numel();
+#pragma omp parallel for if (n > 65536)
+  for (int64_t i = 0; i < n; ++i) to[i] = half ? halfToFloat(bits[i]) : bf16ToFloat(bits[i]);
+}
+
+void round(const float* from, const TensorView& to) {
+  auto* bits = to.as<uint16_t>();
+  const bool half = to.dtype() == DType::F16;
+  const int64_t n = to.numel();
+#pragma omp parallel for if (n > 65536)
+  for (int64_t i = 0; i < n; ++i) bits[i] = half ? floatToHalf(from[i]) : floatToBf16(from[i]);
+}
+
+class PromotedKernel : public CpuKernel {
+ public:
+  PromotedKernel(const KernelContext& ctx, const CpuKernelFactory& factory, void* scratch)
+      : inner_ctx_(ctx) {
+    auto* at = static_cast<uint8_t*>(scratch);
+    auto promote = [&](TensorView& v, std::vector<std::pair<TensorView, float*>>* list) {
+      if (!v.present() || !is16BitFloat(v.dtype())) return;
+      auto* f32 = reinterpret_cast<float*>(at);
+      at += f32Bytes(v);
+      list->push_back({v, f32});
+      v.data = f32;
+      v.type.dtype = DType::F32;
+    };
+    for (TensorView& v : inner_ctx_.inputs) promote(v, &inputs_);
+    for (TensorView& v : inner_ctx_.outputs) promote(v, &outputs_);
+    inner_ = factory(inner_ctx_);
+  }
+
+  void run(const KernelContext&) override {
+    for (const auto& [view, f32] : inputs_) widen(view, f32);
+    inner_->run(inner_ctx_);
+    for (const auto& [view, f32] : outputs_) round(f32, view);
+  }
+
+ private:
+  KernelContext inner_ctx_;
+  std::vector<std::pair<TensorView, float*>> inputs_, outputs_;  // 16-bit view, f32 copy
+  std::unique_ptr<CpuKernel> inner_;
+};
+
+}  // namespace
+
+bool needsPromotion(const KernelContext& ctx) {
+  if (movesBytesOnly(ctx.op)) return false;
+  for (const auto* list : {&ctx.inputs, &ctx.outputs})
+    for (const TensorView& v : *list)
+      if (v.present() && is16BitFloat(v.dtype())) return true;
+  return false;
+}
+
+size_t promotionScratchBytes(const KernelContext& ctx) {
+  size_t bytes = 0;
+  for (const auto* list : {&ctx.inputs, &ctx.outputs})
+    for (const TensorView& v : *list)
+      if (v.present() && is16BitFloat(v.dtype())) bytes += f32Bytes(v);
+  return bytes;
+}
+
+std::unique_ptr<CpuKernel> promotedKernel(const KernelContext& ctx,
+                                          const CpuKernelFactory& f32_factory, void* scratch) {
+  return std::make_unique<PromotedKernel>(ctx, f32_factory, scratch);
+}
+
+}  // namespace ds::cpu

@@ -1,0 +1,101 @@
+#include "passes/mixed_precision.h"
+
+#include <map>
+#include <set>
+#include <vector>
+
+#include "ir/error.h"
+
+namespace ds {
+namespace {
+
+bool isF32(const Value* v) {
+  return v && v->dtype() == DType::F32;
+}
+
+// Inputs that are not data the op computes on: Dropout's ratio and training flag.
+bool isDataInput(const Node& n, size_t i) {
+  return !(n.op() == "Dropout" && i > 0);
+}
+
+class MixedPrecision {
+ public:
+  MixedPrecision(Graph& g, DType compute) : g_(g), compute_(compute) {}
+
+  void run() {
+    for (Value* p : g_.sourcesWithRole(Role::Parameter))
+      if (isF32(p) && allUsesAre16Bit(p)) lower(p);
+    std::vector<Node*> nodes;
+    for (const auto& n : g_.nodes()) nodes.push_back(n.get());
+    for (Node* n : nodes) convert(n);
+    for (size_t i = 0; i < g_.outputs().size(); ++i) {
+      Value* out = g_.outputs()[i];
+      if (out->dtype() == compute_) g_.setOutput(i, cast(out, DType::F32, nullptr));
+    }
+  }
+
+ private:
+  bool allUsesAre16Bit(const Value* p) const {
+    for (const Node* u : p->users())
+      if (keepsF32(u->op())) return false;
+    return !p->users().empty();
+  }
+
+  // A parameter used only by 16-bit ops becomes a 16-bit parameter.
+  void lower(Value* p) {
+    TensorType type = p->type();
+    type.dtype = compute_;
+    if (p->hasData()) p->setData(std::make_shared<const Tensor>(p->data().castTo(compute_)));
+    p->setType(type);
+  }
+
+  void convert(Node* n) {
+    const bool keep = keepsF32(n->op());
+    for (size_t i = 0; i < n->numInputs(); ++i) {
+      Value* v = n->input(i);
+      if (!v || !isDataInput(*n, i)) continue;
+      if (keep && v->dtype() == compute_)
+        n->setInput(i, cast(v, DType::F32, n));
+      else if (!keep && isF32(v))
+        n->setInput(i, cast(v, compute_, n));
+    }
+    g_.inferTypes(n);  // inputs may have changed dtype upstream (parameters, casts)
+  }
+
+  // `v` in `to`: a converted constant, or a Cast before `before` (shared by later users).
+  Value* cast(Value* v, DType to, Node* before) {
+    auto key = std::make_pair(v, to);
+    if (auto it = casts_.find(key); it != casts_.end()) return it->second;
+    Value* out;
+    if (v->role() == Role::Constant && v->hasData())
+      out = g_.addConstant(g_.uniqueName(v->name() + "/" + std::string(dtypeName(to))),
+                           v->data().castTo(to));
+    else
+      out = g_.addNode("Cast", {v}, {{"to", std::string(dtypeName(to))}},
+                       {g_.uniqueName(v->name() + "/" + std::string(dtypeName(to)))}, "", before)
+                ->output(0);
+    casts_[key] = out;
+    return out;
+  }
+
+  Graph& g_;
+  DType compute_;
+  std::map<std::pair<Value*, DType>, Value*> casts_;
+};
+
+}  // namespace
+
+bool keepsF32(const std::string& op) {
+  static const std::set<std::string> ops = {
+      "BatchNormalization",      "LayerNormalization", "Softmax",    "LogSoftmax",
+      "SoftmaxCrossEntropyLoss", "ReduceSum",          "ReduceMean", "NegativeLogLikelihoodLoss"};
+  return ops.count(op) != 0;
+}
+
+void convertToMixedPrecision(Graph& g, DType compute) {
+  DS_CHECK(compute == DType::F16 || compute == DType::BF16,
+           "mixed precision computes in f16 or bf16, not ", dtypeName(compute));
+  MixedPrecision(g, compute).run();
+}
+
+}  // namespace ds

@@ -1,0 +1,189 @@
+#include "runtime/cost_model.h"
+
+#include <algorithm>
+#include <cmath>
+#include <map>
+#include <set>
+
+#include "ir/error.h"
+
+namespace ds {
+namespace {
+
+// The type of the step's i-th input or output; a void type for an absent one.
+TensorType inputType(const PlanFile& plan, const planpb::Step& step, int i) {
+  if (i >= step.inputs_size() || step.inputs(i) < 0) return {DType::F32, {0}};
+  return plan.tensorType(step.inputs(i));
+}
+TensorType outputType(const PlanFile& plan, const planpb::Step& step, int i) {
+  if (i >= step.outputs_size()) return {DType::F32, {0}};
+  return plan.tensorType(step.outputs(i));
+}
+
+const planpb::Attr* findAttr(const planpb::Step& step, const std::string& name) {
+  for (const planpb::Attr& a : step.attrs())
+    if (a.name() == name) return &a;
+  return nullptr;
+}
+
+int64_t intAttr(const planpb::Step& step, const std::string& name, int64_t fallback) {
+  const planpb::Attr* a = findAttr(step, name);
+  return a && a->value_case() == planpb::Attr::kI ? a->i() : fallback;
+}
+
+int64_t product(const Shape& shape, size_t from) {
+  int64_t p = 1;
+  for (size_t i = from; i < shape.size(); ++i) p *= shape[i];
+  return p;
+}
+
+// Multiply-adds per output element of a convolution: Cin/group x kernel, which is
+// the weight's elements per output channel (W: [Cout, Cin/group, k...]). The
+// input gradient is the transposed convolution and the weight gradient the
+// correlation of dY with X: each does the forward's multiply-adds, once per dY
+// element.
+double convFlops(const PlanFile& plan, const planpb::Step& step) {
+  const std::string& op = step.op();
+  const Shape y = op == "Conv" ? outputType(plan, step, 0).shape : inputType(plan, step, 0).shape;
+  const Shape w =
+      op == "ConvGradWeight" ? outputType(plan, step, 0).shape : inputType(plan, step, 1).shape;
+  return 2.0 * static_cast<double>(numElements(y)) * static_cast<double>(product(w, 1));
+}
+
+// 2 M N K, batched: every output element is a K-long dot product. K is A's last
+// dim (its second-last with transA; a vector's only dim).
+double matMulFlops(const PlanFile& plan, const planpb::Step& step) {
+  const Shape a = inputType(plan, step, 0).shape;
+  const bool trans_a = intAttr(step, "transA", 0) != 0;
+  const int64_t k = a.size() == 1 ? a[0] : trans_a ? a[a.size() - 2] : a.back();
+  return 2.0 * static_cast<double>(outputType(plan, step, 0).numel()) * static_cast<double>(k);
+}
+
+// Pooling and its gradients: one operation per window element per (d)Y element.
+double poolFlops(const PlanFile& plan, const planpb::Step& step) {
+  const bool forward = step.op() == "MaxPool" || step.op() == "AveragePool";
+  const int64_t y = forward ? outputType(plan, step, 0).numel() : inputType(plan, step, 0).numel();
+  const planpb::Attr* kernel = findAttr(step, "kernel_shape");
+  int64_t window = 1;
+  if (kernel && kernel->value_case() == planpb::Attr::kInts)
+    for (int64_t k : kernel->ints().v()) window *= k;
+  return static_cast<double>(y) * static_cast<double>(window);
+}
+
+// FLOPs per element of the ops without a formula of their own, counted on their
+// first input or first output. Normalisations and softmax take "a few": mean,
+// variance, normalise and the affine transform forward, about half again
+// backward; Adam reads four values and does about twelve operations per element.
+enum class Per { Input, Output };
+struct ElementCost {
+  double flops;
+  Per per;
+};
+const std::map<std::string, ElementCost>& elementCosts() {
+  static const std::map<std::string, ElementCost> costs = {
+      {"BatchNormalization", {8, Per::Input}},
+      {"BatchNormalizationGrad", {12, Per::Input}},
+      {"LayerNormalization", {8, Per::Input}},
+      {"LayerNormalizationGrad", {12, Per::Input}},
+      {"Softmax", {5, Per::Input}},
+      {"LogSoftmax", {5, Per::Input}},
+      {"SoftmaxCrossEntropyLoss", {6, Per::Input}},
+      {"SoftmaxCrossEntropyLossGrad", {5, Per::Output}},
+      {"ReduceMean", {1, Per::Input}},
+      {"ReduceSum", {1, Per::Input}},
+      {"GlobalAveragePool", {1, Per::Input}},
+      {"GatherGrad", {1, Per::Input}},  // scatter-add of dY
+      {"AdamStep", {12, Per::Input}},
+      {"SgdStep", {4, Per::Input}},
+  };
+  return costs;
+}
+
+// Ops that only move or reinterpret data.
+bool movesDataOnly(const std::string& op) {
+  static const std::set<std::string> ops = {
+      "Reshape", "Flatten", "Squeeze", "Unsqueeze", "Identity",       "Transpose",
+      "Concat",  "Split",   "Slice",   "SliceGrad", "Gather",         "Expand",
+      "Cast",    "Range",   "Trilu",   "ZerosLike", "ConstantOfShape"};
+  return ops.count(op) > 0;
+}
+
+bool onTensorCores(const std::string& op) {
+  return op == "Conv" || op == "ConvGradInput" || op == "ConvGradWeight" || op == "Gemm" ||
+         op == "MatMul";
+}
+
+int64_t collectiveBufferBytes(const PlanFile& plan, const planpb::Step& step) {
+  const TensorType buffer =
+      step.op() == "AllGather" ? outputType(plan, step, 0) : inputType(plan, step, 0);
+  return static_cast<int64_t>(buffer.bytes());
+}
+
+}  // namespace
+
+double stepFlops(const PlanFile& plan, const planpb::Step& step) {
+  const std::string& op = step.op();
+  if (op == "Conv" || op == "ConvGradInput" || op == "ConvGradWeight") return convFlops(plan, step);
+  if (op == "MatMul" || op == "Gemm") return matMulFlops(plan, step);
+  if (op == "MaxPool" || op == "AveragePool" || op == "MaxPoolGrad" || op == "AveragePoolGrad")
+    return poolFlops(plan, step);
+  if (movesDataOnly(op) || isCollectiveOp(op)) return 0;
+  auto it = elementCosts().find(op);
+  if (it == elementCosts().end())  // element-wise: one operation per output element
+    return static_cast<double>(outputType(plan, step, 0).numel());
+  const ElementCost& c = it->second;
+  const TensorType counted =
+      c.per == Per::Input ? inputType(plan, step, 0) : outputType(plan, step, 0);
+  return c.flops * static_cast<double>(counted.numel());
+}
+
+int64_t stepBytes(const PlanFile& plan, const planpb::Step& step) {
+  int64_t bytes = 0;
+  for (int i : step.inputs())
+    if (i >= 0) bytes += static_cast<int64_t>(plan.tensorType(i).bytes());
+  for (int i : step.outputs()) bytes += static_cast<int64_t>(plan.tensorType(i).bytes());
+  return bytes;
+}
+
+double peakFlops(const std::string& op, DType dtype, const DeviceProfile& device) {
+  if (dtype == DType::F64) return device.fp64_flops;
+  if (onTensorCores(op) && (dtype == DType::F16 || dtype == DType::BF16)) return device.fp16_flops;
+  return device.fp32_flops;
+}
+
+double kernelSeconds(double flops, int64_t bytes, double peak_flops, const DeviceProfile& device) {
+  const double compute = peak_flops > 0 ? flops / peak_flops : 0;
+  const double memory = static_cast<double>(bytes) / device.hbm_bytes_per_s;
+  return device.launch_seconds + std::max(compute, memory);
+}
+
+double collectiveSeconds(const std::string& op, int64_t bytes, int64_t world_size,
+                         const DeviceProfile& device) {
+  DS_CHECK(isCollectiveOp(op), "collectiveSeconds: '", op, "' is not a collective");
+  if (world_size <= 1) return 0;
+  const bool in_node = world_size <= device.gpus_per_node;
+  const double bw = in_node ? device.nvlink_bytes_per_s : device.network_bytes_per_s;
+  const double latency = in_node ? device.nvlink_latency_seconds : device.network_latency_seconds;
+  const auto n = static_cast<double>(world_size);
+  const auto b = static_cast<double>(bytes);
+  if (op == "AllReduce") return 2 * (n - 1) / n * b / bw + 2 * (n - 1) * latency;
+  if (op == "Broadcast") return b / bw + std::log2(n) * latency;
+  return (n - 1) / n * b / bw + (n - 1) * latency;  // ReduceScatter, AllGather
+}
+
+StepCost stepCost(const PlanFile& plan, const planpb::Step& step, const DeviceProfile& device) {
+  StepCost c;
+  c.flops = stepFlops(plan, step);
+  c.bytes = stepBytes(plan, step);
+  if (isCollectiveOp(step.op())) {
+    c.comm_bytes = collectiveBufferBytes(plan, step);
+    c.world_size = intAttr(step, "world_size", 1);
+    c.seconds = collectiveSeconds(step.op(), c.comm_bytes, c.world_size, device);
+    return c;
+  }
+  const DType dtype = step.outputs_size() > 0 ? outputType(plan, step, 0).dtype : DType::F32;
+  c.seconds = kernelSeconds(c.flops, c.bytes, peakFlops(step.op(), dtype, device), device);
+  return c;
+}
+
+}  // namespace ds
