@@ -131,8 +131,8 @@ ZeroOptions zeroOptions(const DsConfig& c, int64_t world_size) {
   count("stage3_max_live_parameters", &z.max_live_parameters);
   count("stage3_max_reuse_distance", &z.max_reuse_distance);
   DS_CHECK(z.reduce_bucket_elements >= 1, "zero_optimization.reduce_bucket_size: must be >= 1");
-  DS_CHECK(z.prefetch_bucket_elements >= 1,
-           "zero_optimization.stage3_prefetch_bucket_size: must be >= 1");
+  z.prefetch = z.prefetch_bucket_elements > 0;  // 0: no prefetching, as in DeepSpeed
+  z.prefetch_bucket_elements = std::max<int64_t>(1, z.prefetch_bucket_elements);
   return z;
 }
 
@@ -225,12 +225,23 @@ nlohmann::json effectiveConfigJson(const Compilation& c) {
   return j;
 }
 
+// zero_optimization.overlap_comm, with DeepSpeed's default: on at stage 3, off below.
+static bool overlapComm(const Compilation& c) {
+  const nlohmann::json& raw = c.config.raw;
+  if (raw.is_object() && raw.contains("zero_optimization")) {
+    auto it = raw["zero_optimization"].find("overlap_comm");
+    if (it != raw["zero_optimization"].end() && it->is_boolean()) return it->get<bool>();
+  }
+  return c.zero_stage == 3;
+}
+
 PlanFile buildPlan(const Compilation& c, const std::string& model_path) {
   PlanFile plan = lowerToPlan(*c.graph, c.memory,
                               {.model = model_path,
                                .world_size = c.world_size,
                                .config_json = effectiveConfigJson(c).dump(),
-                               .accumulation = c.config.gradient_accumulation_steps.value_or(1)});
+                               .accumulation = c.config.gradient_accumulation_steps.value_or(1),
+                               .overlap_comm = overlapComm(c)});
   embedOnnxModel(model_path, &plan);  // for dsrun --export-onnx
   return plan;
 }

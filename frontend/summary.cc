@@ -133,9 +133,9 @@ std::string formatSummary(const Compilation& c, const std::string& model_path) {
   os << effectiveConfigLines(c);
   os << "ops           " << s.num_nodes << " nodes: " << opCounts(s) << "\n";
   os << "parameters    " << withCommas(s.num_params) << " (" << bytesString(double(s.param_bytes))
-     << " in fp32); buffers " << withCommas(s.num_buffer_elements) << " elements\n";
+     << " as stored); buffers " << withCommas(s.num_buffer_elements) << " elements\n";
   os << "activations   " << bytesString(double(s.activation_bytes)) << " per rank at micro-batch "
-     << c.micro_batch << " (every forward activation, fp32)\n";
+     << c.micro_batch << " (every forward activation, as stored)\n";
   const MemoryPlan& arena = c.memory;
   char ratio[16];
   std::snprintf(ratio, sizeof(ratio), "%.3f", arena.ratio());

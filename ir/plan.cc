@@ -111,6 +111,7 @@ PlanFile readPlanFile(const std::string& path) {
   checkTensors(f, path);
   try {
     verifyPlanCollectives(f);
+    verifyPlanStreams(f);
   } catch (const Error& e) {
     throw makeError(path, ": ", e.what());
   }

@@ -1,5 +1,6 @@
 #include "ir/plan_verifier.h"
 
+#include <map>
 #include <sstream>
 #include <vector>
 
@@ -61,6 +62,32 @@ void verifyPlanCollectives(const PlanFile& plan) {
                reference[i].signature);
     DS_CHECK(mine.size() == reference.size(), "plan: rank ", r, " issues ", mine.size(),
              " collectives but rank 0 issues ", reference.size());
+  }
+}
+
+void verifyPlanStreams(const PlanFile& plan) {
+  const planpb::Plan& p = plan.plan;
+  for (const planpb::RankPlan& rank : p.ranks()) {
+    std::map<int32_t, int32_t> recorded_on;  // event -> the stream recording it
+    for (const planpb::Step& step : rank.steps()) {
+      auto where = [&] {
+        return "plan: rank " + std::to_string(rank.rank()) + " step '" + step.node() + "' (" +
+               step.op() + ")";
+      };
+      DS_CHECK(step.stream() >= 0 && step.stream() < p.streams_size(), where(), " runs on stream ",
+               step.stream(), " but the plan has ", p.streams_size());
+      for (int32_t e : step.wait_events()) {
+        auto it = recorded_on.find(e);
+        DS_CHECK(it != recorded_on.end(), where(), " waits on event ", e,
+                 ", which no earlier step records");
+        DS_CHECK(it->second != step.stream(), where(), " waits on event ", e, " of its own stream");
+      }
+      if (step.record_event() < 0) continue;
+      DS_CHECK(step.record_event() < p.num_events(), where(), " records event ",
+               step.record_event(), " but the plan has ", p.num_events());
+      DS_CHECK(recorded_on.emplace(step.record_event(), step.stream()).second, where(),
+               " records event ", step.record_event(), " a second time");
+    }
   }
 }
 

@@ -18,4 +18,10 @@ bool isCollectiveOp(const std::string& op);
 // collective's position and node, and what differs.
 void verifyPlanCollectives(const PlanFile& plan);
 
+// Proves the streams are consistent: every step names one of the plan's streams,
+// records an event of the plan's range at most once per rank, and waits only on
+// events an earlier step on another stream records — so no stream can wait forever.
+// Throws a ds::Error naming the rank and step.
+void verifyPlanStreams(const PlanFile& plan);
+
 }  // namespace ds

@@ -1,5 +1,7 @@
 #include "passes/lower_to_plan.h"
 
+#include <map>
+#include <set>
 #include <unordered_map>
 
 #include "ir/error.h"
@@ -26,6 +28,8 @@ class Lowering {
     p.set_world_size(static_cast<int32_t>(o.world_size));
     p.set_config_json(o.config_json);
     p.add_streams("compute");
+    overlap_ = o.overlap_comm && hasCollectives();
+    if (overlap_) p.add_streams("comm");
     for (const Value* v : g_.sources()) addSource(v);
     for (const auto& n : g_.nodes())
       for (const Value* v : n->outputs()) addArenaTensor(v);
@@ -104,14 +108,52 @@ class Lowering {
     }
   }
 
+  bool hasCollectives() const {
+    for (const auto& n : g_.nodes())
+      if (isCollectiveOp(n->op())) return true;
+    return false;
+  }
+
+  // The event step `at` of rank plan `r` records, made on first need.
+  int32_t eventOf(planpb::RankPlan* r, int at) {
+    planpb::Step* s = r->mutable_steps(at);
+    if (s->record_event() < 0) {
+      s->set_record_event(f_.plan.num_events());
+      f_.plan.set_num_events(f_.plan.num_events() + 1);
+    }
+    return s->record_event();
+  }
+
+  // Overlap: a collective waits for the compute step issued just before it (so the
+  // memory it writes is no longer read there), and a compute step reading a
+  // collective's result waits for that collective; the memory plan keeps the
+  // collective's inputs live until then.
+  void addWaits(planpb::RankPlan* r, int at, const Node& n, std::map<int32_t, int>& producer,
+                int last_compute) {
+    planpb::Step* s = r->mutable_steps(at);
+    std::set<int32_t> waits;
+    if (s->stream() == 1 && last_compute >= 0) waits.insert(eventOf(r, last_compute));
+    if (s->stream() == 0)
+      for (const Value* v : n.inputs()) {
+        if (!v) continue;
+        auto it = producer.find(index_.at(v));
+        if (it != producer.end() && r->steps(it->second).stream() == 1)
+          waits.insert(eventOf(r, it->second));
+      }
+    for (int32_t e : waits) r->mutable_steps(at)->add_wait_events(e);
+  }
+
   void emitRank(int32_t rank) {
     planpb::RankPlan* r = f_.plan.add_ranks();
     r->set_rank(rank);
+    std::map<int32_t, int> producer;  // tensor -> the step writing it
+    int last_compute = -1;
     for (const auto& n : g_.nodes()) {
+      const int at = r->steps_size();
       planpb::Step* s = r->add_steps();
       s->set_op(n->op());
       s->set_node(n->name());
-      s->set_stream(0);
+      s->set_stream(overlap_ && isCollectiveOp(n->op()) ? 1 : 0);
       s->set_record_event(-1);
       s->set_phase(n->phase() == Phase::OptimizerStep ? planpb::OPTIMIZER_STEP
                                                       : planpb::EVERY_MICRO_STEP);
@@ -120,6 +162,9 @@ class Lowering {
       for (size_t i = 0; i < n->numInputs(); ++i)
         s->add_inputs(n->hasInput(i) ? index_.at(n->input(i)) : -1);
       for (const Value* v : n->outputs()) s->add_outputs(index_.at(v));
+      if (overlap_) addWaits(r, at, *n, producer, last_compute);
+      for (const Value* v : n->outputs()) producer[index_.at(v)] = at;
+      if (r->steps(at).stream() == 0) last_compute = at;
     }
   }
 
@@ -128,6 +173,7 @@ class Lowering {
   PlanFile f_;
   std::unordered_map<const Value*, int32_t> index_;
   int64_t persistent_bytes_ = 0;
+  bool overlap_ = false;
 };
 
 }  // namespace
@@ -135,6 +181,7 @@ class Lowering {
 PlanFile lowerToPlan(const Graph& graph, const MemoryPlan& memory, const LowerOptions& options) {
   PlanFile plan = Lowering(graph, memory).run(options);
   verifyPlanCollectives(plan);
+  verifyPlanStreams(plan);
   return plan;
 }
 

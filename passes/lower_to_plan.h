@@ -26,6 +26,9 @@ struct LowerOptions {
   int64_t world_size = 1;
   std::string config_json;   // the effective DeepSpeed configuration
   int64_t accumulation = 1;  // gradient_accumulation_steps, for the per-step cost
+  // zero_optimization.overlap_comm: collectives run on a "comm" stream, ordered
+  // against compute by events, so they overlap the compute steps after them.
+  bool overlap_comm = false;
 };
 
 PlanFile lowerToPlan(const Graph& graph, const MemoryPlan& memory, const LowerOptions& options);

@@ -7,6 +7,7 @@
 
 #include "ir/error.h"
 #include "ir/op_registry.h"
+#include "ir/plan_verifier.h"
 
 namespace ds {
 namespace {
@@ -20,6 +21,23 @@ struct Buffer {
   int64_t bytes = 0;
   int64_t first = 0, last = 0;
 };
+
+// A collective runs on the communication stream and overlaps the compute steps
+// after it until the first step that reads its result waits for it (lowering's
+// events), so its inputs stay live until then: no compute step in between may
+// reuse their bytes. A result nothing reads is waited for at the end of the run.
+void extendCollectiveInputs(const Graph& g, const std::map<const Node*, int64_t>& index,
+                            int64_t end, std::unordered_map<const Value*, Allocation>& live) {
+  for (const auto& n : g.nodes()) {
+    if (!isCollectiveOp(n->op())) continue;
+    int64_t done = end;
+    for (const Value* out : n->outputs())
+      for (const Node* user : out->users()) done = std::min(done, index.at(user));
+    for (const Value* in : n->inputs())
+      if (auto it = live.find(in); it != live.end())
+        it->second.last_step = std::max(it->second.last_step, done);
+  }
+}
 
 // Step 1: lifetimes in node order.
 std::unordered_map<const Value*, Allocation> lifetimes(const Graph& g,
@@ -40,6 +58,7 @@ std::unordered_map<const Value*, Allocation> lifetimes(const Graph& g,
   }
   for (const Value* out : g.outputs())
     if (auto it = live.find(out); it != live.end()) it->second.last_step = step;
+  extendCollectiveInputs(g, index, step, live);
   return live;
 }
 

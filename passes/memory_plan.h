@@ -9,7 +9,9 @@
 //
 // Algorithm:
 //  1. Number the nodes; a value lives from its producer's index to its last user's
-//     index (graph outputs live to the end).
+//     index (graph outputs live to the end). A collective's inputs live on until
+//     the first reader of its result, since it may run on the communication stream
+//     while the compute steps before that reader run.
 //  2. Merge in-place pairs into one buffer whose lifetime is the union.
 //  3. Greedy by size (largest first): place each buffer at the lowest aligned offset
 //     that does not overlap any placed buffer whose lifetime intersects its own.

@@ -17,7 +17,11 @@ bool isCollective(const std::string& op) {
 void addOptimizerStep(const Node& n, RankCost* cost) {
   const Value* param = n.input(0);
   if (param->role() == Role::OptimizerState) cost->optimizer_bytes += bytesOf(param);  // master
-  cost->gradient_bytes += bytesOf(n.input(1));
+  // Gradients in the dtype they are reduced in: a 16-bit gradient the update reads
+  // widened to f32 (mixed precision) counts as the 16-bit buffer.
+  const Value* grad = n.input(1);
+  if (grad->producer() && grad->producer()->op() == "Cast") grad = grad->producer()->input(0);
+  cost->gradient_bytes += bytesOf(grad);
   const std::vector<size_t> state =
       n.op() == "AdamStep" ? std::vector<size_t>{4, 5} : std::vector<size_t>{4};
   for (size_t i : state)

@@ -156,10 +156,19 @@ class ZeroBuilder {
       Bucket& b = buckets[at];
       b.layout.pieces.push_back({pg.param->name(), pg.param->shape(), b.elements});
       b.params.push_back(pg.param);
-      b.grads.push_back(pg.grad);
+      b.grads.push_back(computed(pg.grad));
       b.elements += n;
     }
     return buckets;
+  }
+
+  // A gradient as its last backward op computes it: autodiff names gradients with
+  // Identity nodes at the end of backward, which would hold every reduction back
+  // until backward is over (dead-code elimination then drops them).
+  static Value* computed(Value* grad) {
+    while (grad->producer() && grad->producer()->op() == "Identity" && grad->users().empty())
+      grad = grad->producer()->input(0);
+    return grad;
   }
 
   int64_t shardElements(const Bucket& b) const {
@@ -252,39 +261,75 @@ class ZeroBuilder {
     return out;
   }
 
+  // Where the parameters of a stage-3 bucket are used: forward, and backward unless
+  // the bucket is kept from forward.
+  struct BucketUses {
+    std::vector<std::pair<Node*, size_t>> forward, backward;  // (user, input slot)
+  };
+
   // Stage 3: shards replace the bucket's parameters, which are gathered for use.
   void gatherStage3Parameters(const std::vector<Bucket>& buckets) {
     std::vector<bool> keep = keepForBackward(buckets);
+    std::map<size_t, BucketUses> uses;
     for (size_t i = 0; i < buckets.size(); ++i) {
+      if (!buckets[i].sharded_params) continue;
+      BucketUses& u = uses[i];
+      for (Value* p : buckets[i].params)
+        for (Node* user : std::vector<Node*>(p->users()))
+          for (size_t s = 0; s < user->numInputs(); ++s)
+            if (user->input(s) == p)
+              (isBackward(user) && !keep[i] ? u.backward : u.forward).push_back({user, s});
+    }
+    std::map<size_t, Node*> forward_at = prefetchPoints(uses, false);
+    std::map<size_t, Node*> backward_at = prefetchPoints(uses, true);
+    for (auto& [i, u] : uses) {
       const Bucket& b = buckets[i];
-      if (!b.sharded_params) continue;
       const std::string name = "zero/bucket" + std::to_string(i);
       Value* shard = g_.addShardedSource(name + ".params", b.params.front()->dtype(),
                                          Role::Parameter, b.layout, packedInitialValues(b));
       shards_[i] = shard;
-      std::vector<std::pair<Node*, size_t>> forward, backward;  // (user, input slot)
-      for (Value* p : b.params)
-        for (Node* user : std::vector<Node*>(p->users()))
-          for (size_t s = 0; s < user->numInputs(); ++s)
-            if (user->input(s) == p)
-              (isBackward(user) && !keep[i] ? backward : forward).push_back({user, s});
-      gatherFor(b, shard, forward, name + "/gather");
-      if (!backward.empty()) gatherFor(b, shard, backward, name + "/gather_backward");
+      gatherFor(b, shard, u.forward, name + "/gather", forward_at.at(i));
+      if (!u.backward.empty())
+        gatherFor(b, shard, u.backward, name + "/gather_backward", backward_at.at(i));
       for (Value* p : b.params) replaced_.push_back(p);  // erased once masters are made
     }
   }
 
-  // One AllGather before the first of `uses`, whose inputs it then replaces.
-  void gatherFor(const Bucket& b, Value* shard, const std::vector<std::pair<Node*, size_t>>& uses,
-                 const std::string& name) {
+  Node* firstOf(const std::vector<std::pair<Node*, size_t>>& uses) const {
     Node* first = nullptr;
     for (const auto& [user, slot] : uses)
       if (!first || order_.at(user) < order_.at(first)) first = user;
+    return first;
+  }
+
+  // Where each bucket's gather is issued: before the first use of the bucket used
+  // just before it (forward or backward order), i.e. prefetched one bucket — at most
+  // stage3_prefetch_bucket_size elements — ahead; without prefetching, before its
+  // own first use.
+  std::map<size_t, Node*> prefetchPoints(const std::map<size_t, BucketUses>& uses,
+                                         bool backward) const {
+    std::vector<std::pair<size_t, Node*>> firsts;  // (order of first use, its node)
+    std::map<size_t, Node*> at;
+    for (const auto& [i, u] : uses) {
+      Node* first = firstOf(backward ? u.backward : u.forward);
+      if (first) firsts.push_back({i, first});
+    }
+    std::sort(firsts.begin(), firsts.end(), [&](const auto& a, const auto& b) {
+      return order_.at(a.second) < order_.at(b.second);
+    });
+    for (size_t k = 0; k < firsts.size(); ++k)
+      at[firsts[k].first] = o_.prefetch && k > 0 ? firsts[k - 1].second : firsts[k].second;
+    return at;
+  }
+
+  // One AllGather before `at`, whose values then replace the parameters in `uses`.
+  void gatherFor(const Bucket& b, Value* shard, const std::vector<std::pair<Node*, size_t>>& uses,
+                 const std::string& name, Node* at) {
     Value* flat = g_.addNode("AllGather", {shard}, {{"world_size", o_.world_size}},
-                             {g_.uniqueName(name + "ed")}, g_.uniqueName(name), first)
+                             {g_.uniqueName(name + "ed")}, g_.uniqueName(name), at)
                       ->output(0);
     flat->setRole(Role::CommBuffer);
-    std::vector<Value*> values = unpack(g_, flat, b.params, name, first);
+    std::vector<Value*> values = unpack(g_, flat, b.params, name, at);
     for (const auto& [user, slot] : uses) {
       auto it = std::find(b.params.begin(), b.params.end(), user->input(slot));
       user->setInput(slot, values[static_cast<size_t>(it - b.params.begin())]);

@@ -25,8 +25,10 @@
 //    sharded fp32 master copy ("zero/bucketI.master"); after the step an AllGather
 //    refreshes every parameter from the updated masters.
 //  * Stage 3 keeps only the rank's shard of each bucket ("zero/bucketI.params").
-//    An AllGather before the first forward use rebuilds the bucket's parameters
-//    (released after their last use by the memory plan); backward uses either the
+//    An AllGather rebuilds the bucket's parameters before their first forward use —
+//    prefetched one bucket ahead: it is issued before the first use of the bucket
+//    used just before it — and the memory plan releases them after their last use;
+//    backward (which prefetches the same way, in backward order) uses either the
 //    same values, when the bucket's reuse distance (elements gathered between its
 //    forward and backward use) is at most `max_reuse_distance` and the kept buckets
 //    fit `max_live_parameters`, or a second AllGather before the first backward use.
@@ -56,6 +58,9 @@ struct ZeroOptions {
   int64_t param_persistence_threshold = 100'000;
   int64_t max_live_parameters = 1'000'000'000;
   int64_t max_reuse_distance = 1'000'000'000;
+  // Stage 3 gathers a bucket one bucket ahead of its use (stage3_prefetch_bucket_size
+  // > 0); off: right before it.
+  bool prefetch = true;
 };
 
 // What the optimizer then steps, and what the pass finishes after it.

@@ -42,7 +42,7 @@ TEST(DscompileCli, PrintsSummaryWithZeroAccounting) {
   auto r = dscompile(smallModel() + " --batch 4 --gpus 2 --zero 2 --dump summary");
   ASSERT_EQ(r.exit_code, 0) << r.output;
   EXPECT_TRUE(contains(r.output, "micro-batch 4 x accumulation 1 x 2 ranks = train batch 8"));
-  EXPECT_TRUE(contains(r.output, "parameters    10 (40 B in fp32)")) << r.output;
+  EXPECT_TRUE(contains(r.output, "parameters    10 (40 B as stored)")) << r.output;
   EXPECT_TRUE(contains(r.output, "  > ZeRO-2 on 2 ranks")) << r.output;
   EXPECT_TRUE(contains(r.output, "MatMul 1")) << r.output;
 }
