@@ -102,7 +102,7 @@ std::string planCostLines(const Compilation& c) {
      << bytesString(double(cost.gradient_bytes)) << ", optimizer "
      << bytesString(double(cost.optimizer_bytes)) << ", model states "
      << bytesString(double(cost.modelStateBytes())) << "; buffers "
-     << bytesString(double(cost.buffer_bytes)) << "; largest comm buffer "
+     << bytesString(double(cost.buffer_bytes)) << "; comm buffers in flight "
      << bytesString(double(cost.comm_buffer_bytes)) << "\n";
   os << "comm          per rank per optimizer step:";
   if (cost.comm.empty()) os << " none";

@@ -1,6 +1,8 @@
 #include "passes/rank_cost.h"
 
 #include <algorithm>
+#include <map>
+#include <vector>
 
 namespace ds {
 namespace {
@@ -29,19 +31,43 @@ void addOptimizerStep(const Node& n, RankCost* cost) {
       cost->optimizer_bytes += bytesOf(n.input(i));
 }
 
+// The peak of communication buffers live at once: with overlap several buckets are
+// in flight, each live from its producer until the first reader of the collective
+// it feeds (passes/memory_plan.h keeps it so).
+int64_t peakCommBufferBytes(const Graph& g) {
+  std::map<const Node*, int64_t> index;
+  for (const auto& n : g.nodes()) index[n.get()] = static_cast<int64_t>(index.size());
+  const int64_t end = static_cast<int64_t>(index.size());
+  std::vector<int64_t> live(index.size() + 1, 0);
+  for (const auto& n : g.nodes())
+    for (const Value* v : n->outputs()) {
+      if (v->role() != Role::CommBuffer) continue;
+      int64_t last = index.at(n.get());
+      for (const Node* user : v->users()) {
+        last = std::max(last, index.at(user));
+        if (!isCollective(user->op())) continue;
+        int64_t done = end;
+        for (const Value* out : user->outputs())
+          for (const Node* reader : out->users()) done = std::min(done, index.at(reader));
+        last = std::max(last, done);
+      }
+      for (int64_t s = index.at(n.get()); s <= std::min(last, end); ++s)
+        live[static_cast<size_t>(s)] += bytesOf(v);
+    }
+  return *std::max_element(live.begin(), live.end());
+}
+
 }  // namespace
 
 RankCost rankCost(const Graph& g, int64_t accumulation) {
   RankCost cost;
+  cost.comm_buffer_bytes = peakCommBufferBytes(g);
   for (const Value* v : g.sources()) {
     if (v->role() == Role::Parameter) cost.parameter_bytes += bytesOf(v);
     if (v->role() == Role::Buffer) cost.buffer_bytes += bytesOf(v);
   }
   for (const auto& n : g.nodes()) {
     if (n->op() == "AdamStep" || n->op() == "SgdStep") addOptimizerStep(*n, &cost);
-    for (const Value* v : n->outputs())
-      if (v->role() == Role::CommBuffer)
-        cost.comm_buffer_bytes = std::max(cost.comm_buffer_bytes, bytesOf(v));
     if (!isCollective(n->op())) continue;
     CommVolume& volume = cost.comm[n->op()];
     const int64_t calls = n->phase() == Phase::EveryMicroStep ? accumulation : 1;

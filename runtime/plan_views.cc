@@ -35,7 +35,7 @@ std::string memoryLine(const PlanFile& plan) {
          formatBytes(double(c.gradient_bytes())) + ", optimizer " +
          formatBytes(double(c.optimizer_bytes())) + ", model states " +
          formatBytes(double(states)) + "; buffers " + formatBytes(double(c.buffer_bytes())) +
-         "; largest comm buffer " + formatBytes(double(c.comm_buffer_bytes())) + "; arena " +
+         "; comm buffers in flight " + formatBytes(double(c.comm_buffer_bytes())) + "; arena " +
          formatBytes(double(plan.plan.arena_bytes())) + ", persistent " +
          formatBytes(double(plan.plan.persistent_bytes())) + "\n";
 }
