@@ -11,6 +11,7 @@
 #include "passes/dead_code.h"
 #include "passes/lower_to_plan.h"
 #include "passes/mixed_precision.h"
+#include "passes/offload_optimizer.h"
 #include "passes/pipeline.h"
 #include "passes/seed_dropout.h"
 #include "passes/zero_partition.h"
@@ -179,6 +180,12 @@ void addTraining(Graph& g, const CompileOptions& o, const DsConfig& config) {
   finishZeroStep(g, partition, next);
   seedDropout(g, g.value(kStepFeed));
   if (!o.freeze_bn) bindBatchNormStatistics(g);
+  if (config.offload_optimizer) {
+    DS_CHECK(zero.stage >= 1,
+             "zero_optimization.offload_optimizer: needs ZeRO stage 1, 2 or 3 "
+             "(the optimizer state it moves to the host is partitioned)");
+    offloadOptimizer(g);
+  }
   eliminateDeadCode(g);
   verifyGraph(g);
 }

@@ -157,6 +157,10 @@ std::string formatSummary(const Compilation& c, const std::string& model_path) {
        << "\n";
   }
   if (c.graph->findValue(kLrFeed)) os << planCostLines(c);
+  if (c.memory.host_arena_bytes > 0 || cfg.offload_optimizer)
+    os << "host          optimizer offload: optimizer state and its update on the host; host "
+          "staging arena "
+       << bytesString(double(c.memory.host_arena_bytes)) << " per rank\n";
   return os.str();
 }
 

@@ -282,6 +282,17 @@ void Graph::addStateUpdate(Value* state, Value* next) {
   state_updates_.push_back({state, next});
 }
 
+void Graph::replaceStateUpdate(Value* state, Value* next, Value* replacement) {
+  for (StateUpdate& u : state_updates_) {
+    if (u.state != state || u.next != next) continue;
+    DS_CHECK(replacement->producer() != nullptr && replacement->type() == state->type(),
+             "state update: '", replacement->name(), "' cannot update '", state->name(), "'");
+    u.next = replacement;
+    return;
+  }
+  throw makeError("state update: '", next->name(), "' does not update '", state->name(), "'");
+}
+
 Value* Graph::findValue(const std::string& name) const {
   auto it = values_.find(name);
   return it == values_.end() ? nullptr : it->second.get();

@@ -134,6 +134,10 @@ class Node {
 
   Phase phase() const { return phase_; }
   void setPhase(Phase p) { phase_ = p; }
+  // Runs on the host CPU rather than the device: optimizer offload
+  // (passes/offload_optimizer.h). Its inputs and outputs live in host memory.
+  bool onHost() const { return on_host_; }
+  void setOnHost(bool on_host) { on_host_ = on_host; }
 
   // "node 'conv1' (Conv)": the prefix every diagnostic about a node starts with.
   std::string describe() const;
@@ -150,6 +154,7 @@ class Node {
   std::vector<Value*> outputs_;
   AttributeMap attrs_;
   Phase phase_ = Phase::EveryMicroStep;
+  bool on_host_ = false;
   std::list<std::unique_ptr<Node>>::iterator position_;
 };
 
@@ -228,6 +233,8 @@ class Graph {
     Value* next;
   };
   void addStateUpdate(Value* state, Value* next);
+  // Makes `replacement` (computed after `next`) the update of `state` instead.
+  void replaceStateUpdate(Value* state, Value* next, Value* replacement);
   const std::vector<StateUpdate>& stateUpdates() const { return state_updates_; }
 
   Value* findValue(const std::string& name) const;

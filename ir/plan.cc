@@ -31,7 +31,11 @@ void checkTensors(const PlanFile& f, const std::string& path) {
     const auto& t = p.tensors(i);
     DS_CHECK(t.dtype() >= 0 && t.dtype() < kNumDTypes, path, ": damaged plan (tensor ", i,
              " has dtype ", t.dtype(), ")");
-    int64_t limit = t.storage() == planpb::ARENA ? p.arena_bytes() : p.persistent_bytes();
+    int64_t limit = t.storage() == planpb::ARENA             ? p.arena_bytes()
+                    : t.storage() == planpb::PERSISTENT      ? p.persistent_bytes()
+                    : t.storage() == planpb::HOST_ARENA      ? p.host_arena_bytes()
+                    : t.storage() == planpb::HOST_PERSISTENT ? p.host_persistent_bytes()
+                                                             : -1;
     auto bytes = static_cast<int64_t>(f.tensorType(i).bytes());
     DS_CHECK(t.offset() >= 0 && t.offset() + bytes <= limit, path, ": damaged plan (tensor '",
              t.name(), "' lies outside its memory region)");

@@ -18,6 +18,14 @@ namespace ds {
 inline constexpr uint32_t kPlanFormatVersion = 1;
 inline constexpr int64_t kPlanAlignment = 256;  // arena and persistent offsets
 
+// Reused memory (device or host arena) versus memory held for the whole run.
+inline bool isArena(int storage) {
+  return storage == planpb::ARENA || storage == planpb::HOST_ARENA;
+}
+inline bool isPersistentStorage(int storage) {
+  return storage == planpb::PERSISTENT || storage == planpb::HOST_PERSISTENT;
+}
+
 struct PlanFile {
   planpb::Plan plan;
   std::vector<uint8_t> blob;  // initial tensor data

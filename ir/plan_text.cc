@@ -7,6 +7,23 @@
 #include "ir/plan.h"
 
 namespace ds {
+namespace {
+
+const char* storageName(int storage) {
+  switch (storage) {
+    case planpb::ARENA:
+      return "arena";
+    case planpb::PERSISTENT:
+      return "persistent";
+    case planpb::HOST_ARENA:
+      return "host-arena";
+    case planpb::HOST_PERSISTENT:
+      return "host-persistent";
+  }
+  return "?";
+}
+
+}  // namespace
 
 void toPlanAttr(const std::string& name, const Attribute& value, planpb::Attr* out) {
   out->set_name(name);
@@ -101,8 +118,7 @@ std::string printPlan(const PlanFile& f, bool with_tensors) {
     for (int i = 0; i < p.tensors_size(); ++i) {
       const auto& t = p.tensors(i);
       os << "  t" << i << " " << roleName(static_cast<Role>(t.role())) << " %" << t.name() << " "
-         << f.tensorType(i).toString() << " "
-         << (t.storage() == planpb::ARENA ? "arena@" : "persistent@") << t.offset()
+         << f.tensorType(i).toString() << " " << storageName(t.storage()) << "@" << t.offset()
          << (t.has_init() ? " init" : "") << "\n";
     }
   }

@@ -14,7 +14,8 @@
 // Sources are `ROLE %name : TYPE [= [values...] | = <elided>]`; a node is
 // `%out, ... = Op(%in | none, ...) {attrs} : [ROLE] TYPE, ... @node_name`, the role
 // written only when it is not "activation"; a node that runs once per optimizer step
-// rather than every micro-step ends in `optimizer_step`. Names outside [A-Za-z0-9_.-/]
+// rather than every micro-step ends in `optimizer_step`, one that runs on the host
+// CPU (optimizer offload) in `host`. Names outside [A-Za-z0-9_.-/]
 // are quoted.
 // Attribute values: 3, 0.5, "str", [1, 2], [0.5], ["a"], ints[], floats[], strings[],
 // tensor<f32[2]>[1.0, 2.0].

@@ -426,6 +426,10 @@ class Parser {
       take();
       n->setPhase(Phase::OptimizerStep);
     }
+    if (tok_.kind == Tok::Ident && tok_.text == "host") {
+      take();
+      n->setOnHost(true);
+    }
   }
 
   Lexer lex_;

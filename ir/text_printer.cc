@@ -155,6 +155,7 @@ void printNode(std::ostream& os, const Node& n) {
   }
   os << " @" << nameToken(n.name());
   if (n.phase() == Phase::OptimizerStep) os << " optimizer_step";
+  if (n.onHost()) os << " host";
   os << "\n";
 }
 

@@ -7,6 +7,7 @@
 #include "ir/error.h"
 #include "ir/op_registry.h"
 #include "ir/plan_verifier.h"
+#include "passes/offload_optimizer.h"
 #include "passes/rank_cost.h"
 
 namespace ds {
@@ -28,17 +29,24 @@ class Lowering {
     p.set_world_size(static_cast<int32_t>(o.world_size));
     p.set_config_json(o.config_json);
     p.add_streams("compute");
-    overlap_ = o.overlap_comm && hasCollectives();
-    if (overlap_) p.add_streams("comm");
+    if (o.overlap_comm && has([](const Node& n) { return isCollectiveOp(n.op()); }))
+      comm_stream_ = addStream("comm");
+    if (has([](const Node& n) { return n.onHost(); })) {  // optimizer offload
+      host_stream_ = addStream("host");
+      copy_stream_ = addStream("copy");
+    }
     for (const Value* v : g_.sources()) addSource(v);
     for (const auto& n : g_.nodes())
       for (const Value* v : n->outputs()) addArenaTensor(v);
     for (const Value* v : g_.feeds()) p.add_feeds(index_.at(v));
     for (const Value* v : g_.outputs()) p.add_outputs(index_.at(v));
     p.set_arena_bytes(m_.arena_bytes);
+    p.set_host_arena_bytes(m_.host_arena_bytes);
     p.set_peak_live_bytes(m_.peak_live_bytes);
     p.set_persistent_bytes(persistent_bytes_);
+    p.set_host_persistent_bytes(host_persistent_bytes_);
     setRankCost(rankCost(g_, o.accumulation), p.mutable_rank_cost());
+    p.mutable_rank_cost()->set_host_bytes(m_.host_arena_bytes + host_persistent_bytes_);
     for (int64_t r = 0; r < o.world_size; ++r) emitRank(static_cast<int32_t>(r));
     return std::move(f_);
   }
@@ -56,9 +64,11 @@ class Lowering {
 
   void addSource(const Value* v) {
     planpb::TensorInfo* t = addTensor(v);
-    t->set_storage(planpb::PERSISTENT);
-    t->set_offset(persistent_bytes_);
-    persistent_bytes_ = alignUp(persistent_bytes_ + static_cast<int64_t>(v->type().bytes()));
+    const bool host = isHostValue(v);
+    int64_t& region = host ? host_persistent_bytes_ : persistent_bytes_;
+    t->set_storage(host ? planpb::HOST_PERSISTENT : planpb::PERSISTENT);
+    t->set_offset(region);
+    region = alignUp(region + static_cast<int64_t>(v->type().bytes()));
     bool fed = v->role() == Role::Input || v->role() == Role::Label;
     bool zero = v->role() == Role::OptimizerState && !v->hasData();  // the region starts zeroed
     if (const ShardLayout* layout = v->shardLayout()) {
@@ -83,14 +93,14 @@ class Lowering {
       if (u.next != v) continue;
       int32_t state = index_.at(u.state);  // the update writes the state's own memory
       planpb::TensorInfo* t = addTensor(v);
-      t->set_storage(planpb::PERSISTENT);
+      t->set_storage(f_.plan.tensors(state).storage());
       t->set_offset(f_.plan.tensors(state).offset());
       return;
     }
     planpb::TensorInfo* t = addTensor(v);
-    t->set_storage(planpb::ARENA);
     auto it = m_.allocations.find(v);
     DS_CHECK(it != m_.allocations.end(), "lowering: '", v->name(), "' has no arena offset");
+    t->set_storage(it->second.host ? planpb::HOST_ARENA : planpb::ARENA);
     t->set_offset(it->second.offset);
   }
 
@@ -108,10 +118,25 @@ class Lowering {
     }
   }
 
-  bool hasCollectives() const {
+  template <typename Pred>
+  bool has(Pred pred) const {
     for (const auto& n : g_.nodes())
-      if (isCollectiveOp(n->op())) return true;
+      if (pred(*n)) return true;
     return false;
+  }
+
+  int32_t addStream(const char* name) {
+    f_.plan.add_streams(name);
+    return f_.plan.streams_size() - 1;
+  }
+
+  // Host steps (offload) on the host stream, copies on the copy stream, collectives
+  // on the comm stream with overlap_comm, the rest on compute (0).
+  int32_t streamOf(const Node& n) const {
+    if (n.onHost()) return host_stream_;
+    if (n.op() == "Copy" && copy_stream_ >= 0) return copy_stream_;
+    if (isCollectiveOp(n.op()) && comm_stream_ >= 0) return comm_stream_;
+    return 0;
   }
 
   // The event step `at` of rank plan `r` records, made on first need.
@@ -124,36 +149,38 @@ class Lowering {
     return s->record_event();
   }
 
-  // Overlap: a collective waits for the compute step issued just before it (so the
-  // memory it writes is no longer read there), and a compute step reading a
-  // collective's result waits for that collective; the memory plan keeps the
-  // collective's inputs live until then.
-  void addWaits(planpb::RankPlan* r, int at, const Node& n, std::map<int32_t, int>& producer,
-                int last_compute) {
-    planpb::Step* s = r->mutable_steps(at);
+  // A step waits for the steps on other streams that wrote its inputs. A
+  // collective or copy also waits for the last compute and host steps issued
+  // before it, whose reads of the memory it writes must be over; the memory plan
+  // keeps an asynchronous op's inputs live until its result is first read.
+  void addWaits(planpb::RankPlan* r, int at, const Node& n, const std::map<int32_t, int>& producer,
+                const std::map<int32_t, int>& last_on_stream) {
+    const int32_t stream = r->steps(at).stream();
     std::set<int32_t> waits;
-    if (s->stream() == 1 && last_compute >= 0) waits.insert(eventOf(r, last_compute));
-    if (s->stream() == 0)
-      for (const Value* v : n.inputs()) {
-        if (!v) continue;
-        auto it = producer.find(index_.at(v));
-        if (it != producer.end() && r->steps(it->second).stream() == 1)
+    if (stream == comm_stream_ || stream == copy_stream_)
+      for (int32_t other : {int32_t{0}, host_stream_})
+        if (auto it = last_on_stream.find(other); other >= 0 && it != last_on_stream.end())
           waits.insert(eventOf(r, it->second));
-      }
+    for (const Value* v : n.inputs()) {
+      if (!v) continue;
+      auto it = producer.find(index_.at(v));
+      if (it != producer.end() && r->steps(it->second).stream() != stream)
+        waits.insert(eventOf(r, it->second));
+    }
     for (int32_t e : waits) r->mutable_steps(at)->add_wait_events(e);
   }
 
   void emitRank(int32_t rank) {
     planpb::RankPlan* r = f_.plan.add_ranks();
     r->set_rank(rank);
-    std::map<int32_t, int> producer;  // tensor -> the step writing it
-    int last_compute = -1;
+    std::map<int32_t, int> producer;        // tensor -> the step writing it
+    std::map<int32_t, int> last_on_stream;  // stream -> its latest step
     for (const auto& n : g_.nodes()) {
       const int at = r->steps_size();
       planpb::Step* s = r->add_steps();
       s->set_op(n->op());
       s->set_node(n->name());
-      s->set_stream(overlap_ && isCollectiveOp(n->op()) ? 1 : 0);
+      s->set_stream(streamOf(*n));
       s->set_record_event(-1);
       s->set_phase(n->phase() == Phase::OptimizerStep ? planpb::OPTIMIZER_STEP
                                                       : planpb::EVERY_MICRO_STEP);
@@ -162,9 +189,9 @@ class Lowering {
       for (size_t i = 0; i < n->numInputs(); ++i)
         s->add_inputs(n->hasInput(i) ? index_.at(n->input(i)) : -1);
       for (const Value* v : n->outputs()) s->add_outputs(index_.at(v));
-      if (overlap_) addWaits(r, at, *n, producer, last_compute);
+      if (f_.plan.streams_size() > 1) addWaits(r, at, *n, producer, last_on_stream);
       for (const Value* v : n->outputs()) producer[index_.at(v)] = at;
-      if (r->steps(at).stream() == 0) last_compute = at;
+      last_on_stream[r->steps(at).stream()] = at;
     }
   }
 
@@ -173,7 +200,8 @@ class Lowering {
   PlanFile f_;
   std::unordered_map<const Value*, int32_t> index_;
   int64_t persistent_bytes_ = 0;
-  bool overlap_ = false;
+  int64_t host_persistent_bytes_ = 0;
+  int32_t comm_stream_ = -1, host_stream_ = -1, copy_stream_ = -1;  // -1: none
 };
 
 }  // namespace

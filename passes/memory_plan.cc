@@ -8,6 +8,7 @@
 #include "ir/error.h"
 #include "ir/op_registry.h"
 #include "ir/plan_verifier.h"
+#include "passes/offload_optimizer.h"
 
 namespace ds {
 namespace {
@@ -29,7 +30,7 @@ struct Buffer {
 void extendCollectiveInputs(const Graph& g, const std::map<const Node*, int64_t>& index,
                             int64_t end, std::unordered_map<const Value*, Allocation>& live) {
   for (const auto& n : g.nodes()) {
-    if (!isCollectiveOp(n->op())) continue;
+    if (!isCollectiveOp(n->op()) && n->op() != "Copy") continue;  // the asynchronous ops
     int64_t done = end;
     for (const Value* out : n->outputs())
       for (const Node* user : out->users()) done = std::min(done, index.at(user));
@@ -52,6 +53,7 @@ std::unordered_map<const Value*, Allocation> lifetimes(const Graph& g,
       if (in_state.count(v)) continue;
       Allocation& a = live[v];
       a.bytes = static_cast<int64_t>(v->type().bytes());
+      a.host = isHostValue(v);
       a.first_step = a.last_step = index[n.get()];
       for (const Node* user : v->users()) a.last_step = std::max(a.last_step, index[user]);
     }
@@ -120,21 +122,24 @@ MemoryPlan planMemory(const Graph& g) {
   for (const Buffer& b : bufs) order.push_back(&b);
   std::stable_sort(order.begin(), order.end(),
                    [](const Buffer* a, const Buffer* b) { return a->bytes > b->bytes; });
-  std::vector<std::pair<const Buffer*, int64_t>> placed;
+  std::vector<std::pair<const Buffer*, int64_t>> placed[2];  // device, host arenas
   for (const Buffer* b : order) {
-    int64_t offset = place(*b, placed);
-    placed.emplace_back(b, offset);
-    plan.arena_bytes = std::max(plan.arena_bytes, offset + alignUp(b->bytes));
+    const bool host = live.at(b->values.front()).host;
+    int64_t offset = place(*b, placed[host]);
+    placed[host].emplace_back(b, offset);
+    int64_t& arena = host ? plan.host_arena_bytes : plan.arena_bytes;
+    arena = std::max(arena, offset + alignUp(b->bytes));
     for (const Value* v : b->values) {
       Allocation a = live.at(v);
       a.offset = offset;
       plan.allocations[v] = a;
     }
   }
-  // Step 4: the peak of live bytes over the schedule.
+  // Step 4: the peak of live device bytes over the schedule.
   std::vector<int64_t> at_step(index.size() + 1, 0);
   for (const Buffer& b : bufs)
-    for (int64_t s = b.first; s <= b.last; ++s) at_step[static_cast<size_t>(s)] += b.bytes;
+    if (!live.at(b.values.front()).host)
+      for (int64_t s = b.first; s <= b.last; ++s) at_step[static_cast<size_t>(s)] += b.bytes;
   for (int64_t bytes : at_step) plan.peak_live_bytes = std::max(plan.peak_live_bytes, bytes);
   return plan;
 }
@@ -154,7 +159,8 @@ void checkMemoryPlan(const Graph& g, const MemoryPlan& plan) {
     for (size_t j = i + 1; j < all.size(); ++j) {
       const auto& [va, a] = all[i];
       const auto& [vb, b] = all[j];
-      bool same_time = a.first_step <= b.last_step && b.first_step <= a.last_step;
+      bool same_time =
+          a.first_step <= b.last_step && b.first_step <= a.last_step && a.host == b.host;
       bool same_bytes = a.offset < b.offset + b.bytes && b.offset < a.offset + a.bytes;
       DS_CHECK(!(same_time && same_bytes) || (a.offset == b.offset && inplacePair(va, vb)),
                "memory plan: '", va->name(), "' and '", vb->name(),

@@ -33,12 +33,14 @@ struct Allocation {
   int64_t bytes = 0;
   int64_t first_step = 0;  // producer's index
   int64_t last_step = 0;   // last user's index (inclusive)
+  bool host = false;       // in the host arena (optimizer offload), not the device's
 };
 
 struct MemoryPlan {
   std::unordered_map<const Value*, Allocation> allocations;
   int64_t arena_bytes = 0;
-  int64_t peak_live_bytes = 0;  // max over steps of the bytes live at that step
+  int64_t host_arena_bytes = 0;  // values of host nodes (passes/offload_optimizer.h)
+  int64_t peak_live_bytes = 0;   // max over steps of the device bytes live at that step
   int64_t inplace_count = 0;
 
   double ratio() const {

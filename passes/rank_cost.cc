@@ -22,7 +22,8 @@ void addOptimizerStep(const Node& n, RankCost* cost) {
   // Gradients in the dtype they are reduced in: a 16-bit gradient the update reads
   // widened to f32 (mixed precision) counts as the 16-bit buffer.
   const Value* grad = n.input(1);
-  if (grad->producer() && grad->producer()->op() == "Cast") grad = grad->producer()->input(0);
+  while (grad->producer() && (grad->producer()->op() == "Cast" || grad->producer()->op() == "Copy"))
+    grad = grad->producer()->input(0);  // through offload's copy too
   cost->gradient_bytes += bytesOf(grad);
   const std::vector<size_t> state =
       n.op() == "AdamStep" ? std::vector<size_t>{4, 5} : std::vector<size_t>{4};

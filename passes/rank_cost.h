@@ -23,7 +23,7 @@ struct RankCost {
   int64_t gradient_bytes = 0;              // gradients the optimizer step reads (ZeRO-2/3: shards)
   int64_t optimizer_bytes = 0;             // optimizer moments and fp32 master shards
   int64_t buffer_bytes = 0;                // BatchNorm running statistics
-  int64_t comm_buffer_bytes = 0;  // communication buffers live at once, at the peak
+  int64_t comm_buffer_bytes = 0;           // communication buffers live at once, at the peak
   std::map<std::string, CommVolume> comm;  // by collective op
   int64_t modelStateBytes() const { return parameter_bytes + gradient_bytes + optimizer_bytes; }
 };

@@ -12,6 +12,7 @@
 #include <map>
 #include <set>
 #include <sstream>
+#include <tuple>
 #include <utility>
 
 #include "ir/error.h"
@@ -296,15 +297,15 @@ std::vector<int> checkpointTensors(const PlanFile& plan) {
   std::vector<bool> feed(static_cast<size_t>(p.tensors_size()), false);
   for (int f : p.feeds()) feed[static_cast<size_t>(f)] = true;
   std::vector<int> out;
-  std::set<std::pair<int64_t, size_t>> chosen;  // offset and size of the tensors chosen
+  std::set<std::tuple<int, int64_t, size_t>> chosen;  // storage, offset, size of those chosen
   for (int i = 0; i < p.tensors_size(); ++i) {
     const planpb::TensorInfo& t = p.tensors(i);
     auto role = static_cast<Role>(t.role());
     bool fixed = role == Role::Constant || role == Role::Input || role == Role::Label;
-    if (t.storage() != planpb::PERSISTENT || fixed || feed[static_cast<size_t>(i)]) continue;
+    if (!isPersistentStorage(t.storage()) || fixed || feed[static_cast<size_t>(i)]) continue;
     // A state update's new value lives in the state's own memory: an alias of a
     // tensor already chosen (sources come first in the table), saved once.
-    if (!chosen.insert({t.offset(), plan.tensorType(i).bytes()}).second) continue;
+    if (!chosen.insert({t.storage(), t.offset(), plan.tensorType(i).bytes()}).second) continue;
     out.push_back(i);
   }
   return out;

@@ -28,10 +28,14 @@ uint8_t* allocateAligned(int64_t bytes) {
 
 CpuExecutor::CpuExecutor(const PlanFile& plan, ExecutorOptions options) : Executor(plan, options) {
   const planpb::Plan& p = plan.plan;
-  arena_ = allocateAligned(p.arena_bytes());
-  persistent_ = allocateAligned(p.persistent_bytes());
-  std::memset(arena_, 0, static_cast<size_t>(p.arena_bytes()));
-  std::memset(persistent_, 0, static_cast<size_t>(p.persistent_bytes()));  // optimizer state
+  // Host and device memory are one on the CPU: four allocations, one per storage.
+  auto allocateZeroed = [](int64_t bytes) {
+    uint8_t* p = allocateAligned(bytes);
+    std::memset(p, 0, static_cast<size_t>(bytes));  // optimizer state starts at zero
+    return p;
+  };
+  regions_ = {allocateZeroed(p.arena_bytes()), allocateZeroed(p.persistent_bytes()),
+              allocateZeroed(p.host_arena_bytes()), allocateZeroed(p.host_persistent_bytes())};
   for (int i = 0; i < p.tensors_size(); ++i) {
     std::span<const uint8_t> init = initialValue(i);
     if (!init.empty()) std::memcpy(address(i), init.data(), init.size());
@@ -41,12 +45,13 @@ CpuExecutor::CpuExecutor(const PlanFile& plan, ExecutorOptions options) : Execut
 
 CpuExecutor::~CpuExecutor() {
   steps_.clear();  // kernels may hold views into the memory freed below
-  std::free(arena_);
-  std::free(persistent_);
+  for (uint8_t* p :
+       {regions_.arena, regions_.persistent, regions_.host_arena, regions_.host_persistent})
+    std::free(p);
 }
 
 void* CpuExecutor::address(int tensor) const {
-  return tensorAddress(tensor, arena_, persistent_);
+  return tensorAddress(tensor, regions_);
 }
 
 void CpuExecutor::buildSteps() {
@@ -55,7 +60,7 @@ void CpuExecutor::buildSteps() {
   size_t scratch_bytes = 0;  // f32 copies of 16-bit tensors, shared by every step
   for (const planpb::Step& ps : rank.steps()) {
     Step step;
-    step.ctx = stepContext(ps, arena_, persistent_);
+    step.ctx = stepContext(ps, regions_);
     if (cpu::needsPromotion(step.ctx))
       scratch_bytes = std::max(scratch_bytes, cpu::promotionScratchBytes(step.ctx));
     steps_.push_back(std::move(step));
@@ -108,7 +113,7 @@ Tensor CpuExecutor::readTensor(int index) const {
 
 void CpuExecutor::writeTensor(int index, const Tensor& value) {
   const auto& t = plan_.plan.tensors(index);
-  DS_CHECK(t.storage() == planpb::PERSISTENT, "tensor '", t.name(), "' is not persistent");
+  DS_CHECK(isPersistentStorage(t.storage()), "tensor '", t.name(), "' is not persistent");
   TensorType want = plan_.tensorType(index);
   DS_CHECK(value.type() == want, "tensor '", t.name(), "': expected ", want.toString(), ", got ",
            value.type().toString());

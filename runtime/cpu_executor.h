@@ -1,5 +1,6 @@
-// Executes one rank of a plan on the CPU: one arena allocation and one persistent
-// allocation made at load (initial data copied in), one kernel per step built at
+// Executes one rank of a plan on the CPU: one allocation per storage (arena,
+// persistent, and the host ones of optimizer offload) made at load (initial data
+// copied in), one kernel per step built at
 // load, and a run() that only executes kernels. The CPU backend is the oracle for
 // every other backend, so it runs exactly what the plan says.
 #pragma once
@@ -31,8 +32,7 @@ class CpuExecutor : public Executor {
   void buildSteps();
   void poisonAfter(size_t step);
 
-  uint8_t* arena_ = nullptr;
-  uint8_t* persistent_ = nullptr;
+  Regions regions_;
   std::vector<Step> steps_;
   std::vector<std::vector<int>> dies_after_;  // arena tensors whose last use is step i
   std::vector<float> scratch_;  // f32 copies for 16-bit steps (kernels/cpu/promote16.h)

@@ -28,9 +28,20 @@ void Executor::requireAllFed() const {
   }
 }
 
-uint8_t* Executor::tensorAddress(int index, uint8_t* arena, uint8_t* persistent) const {
+uint8_t* Executor::tensorAddress(int index, const Regions& r) const {
   const auto& t = plan_.plan.tensors(index);
-  return (t.storage() == planpb::ARENA ? arena : persistent) + t.offset();
+  switch (t.storage()) {
+    case planpb::ARENA:
+      return r.arena + t.offset();
+    case planpb::PERSISTENT:
+      return r.persistent + t.offset();
+    case planpb::HOST_ARENA:
+      return r.host_arena + t.offset();
+    case planpb::HOST_PERSISTENT:
+      return r.host_persistent + t.offset();
+    default:
+      throw makeError("tensor '", t.name(), "' has an unknown storage ", t.storage());
+  }
 }
 
 std::span<const uint8_t> Executor::initialValue(int index) const {
@@ -42,8 +53,7 @@ std::span<const uint8_t> Executor::initialValue(int index) const {
   return {data + shard * static_cast<size_t>(options_.rank), shard};
 }
 
-cpu::KernelContext Executor::stepContext(const planpb::Step& step, uint8_t* arena,
-                                         uint8_t* persistent) const {
+cpu::KernelContext Executor::stepContext(const planpb::Step& step, const Regions& regions) const {
   cpu::KernelContext ctx;
   ctx.op = step.op();
   ctx.node_name = step.node();
@@ -52,7 +62,7 @@ cpu::KernelContext Executor::stepContext(const planpb::Step& step, uint8_t* aren
   for (const auto& a : step.attrs()) ctx.attrs[a.name()] = fromPlanAttr(a);
   auto view = [&](int idx) {
     return idx < 0 ? cpu::TensorView{}
-                   : cpu::TensorView{tensorAddress(idx, arena, persistent), plan_.tensorType(idx)};
+                   : cpu::TensorView{tensorAddress(idx, regions), plan_.tensorType(idx)};
   };
   for (int idx : step.inputs()) ctx.inputs.push_back(view(idx));
   for (int idx : step.outputs()) ctx.outputs.push_back(view(idx));
@@ -68,7 +78,7 @@ std::vector<std::vector<int>> Executor::lastUses() const {
   for (int out : plan_.plan.outputs()) last_use[static_cast<size_t>(out)] = -1;
   std::vector<std::vector<int>> dies_after(static_cast<size_t>(rank.steps_size()));
   for (size_t i = 0; i < last_use.size(); ++i)
-    if (last_use[i] >= 0 && plan_.plan.tensors(static_cast<int>(i)).storage() == planpb::ARENA)
+    if (last_use[i] >= 0 && isArena(plan_.plan.tensors(static_cast<int>(i)).storage()))
       dies_after[static_cast<size_t>(last_use[i])].push_back(static_cast<int>(i));
   return dies_after;
 }

@@ -74,12 +74,18 @@ class Executor {
   // This rank's initial bytes of plan tensor `index` (its shard of a sharded
   // tensor); empty when the tensor has no initial value.
   std::span<const uint8_t> initialValue(int index) const;
-  // Where plan tensor `index` lives, given the backend's two allocations.
-  uint8_t* tensorAddress(int index, uint8_t* arena, uint8_t* persistent) const;
+  // The backend's allocations, one per planpb::Storage; host ones only for offload.
+  struct Regions {
+    uint8_t* arena = nullptr;
+    uint8_t* persistent = nullptr;
+    uint8_t* host_arena = nullptr;
+    uint8_t* host_persistent = nullptr;
+  };
+  // Where plan tensor `index` lives, given the backend's allocations.
+  uint8_t* tensorAddress(int index, const Regions& regions) const;
   // What a kernel of `step` sees: op, node, attributes, run options, and its tensors
   // as views at the backend's addresses. Backends build one per step at load.
-  cpu::KernelContext stepContext(const planpb::Step& step, uint8_t* arena,
-                                 uint8_t* persistent) const;
+  cpu::KernelContext stepContext(const planpb::Step& step, const Regions& regions) const;
   // Per step of this rank, the arena tensors read for the last time there (graph
   // outputs excluded: they are read after the run), for --poison-freed.
   std::vector<std::vector<int>> lastUses() const;

@@ -37,7 +37,10 @@ std::string memoryLine(const PlanFile& plan) {
          formatBytes(double(states)) + "; buffers " + formatBytes(double(c.buffer_bytes())) +
          "; comm buffers in flight " + formatBytes(double(c.comm_buffer_bytes())) + "; arena " +
          formatBytes(double(plan.plan.arena_bytes())) + ", persistent " +
-         formatBytes(double(plan.plan.persistent_bytes())) + "\n";
+         formatBytes(double(plan.plan.persistent_bytes())) +
+         (c.host_bytes() > 0 ? "; host (optimizer offload) " + formatBytes(double(c.host_bytes()))
+                             : std::string()) +
+         "\n";
 }
 
 std::string commLines(const PlanFile& plan, const Simulation& sim) {

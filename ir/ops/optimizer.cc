@@ -104,6 +104,20 @@ OpSchema zerosLike() {
   return s;
 }
 
+// Copy(x){to} -> x: moves a tensor between device and host memory for optimizer
+// offload ("host": gradients down to the host optimizer, "device": parameters up).
+OpSchema copy() {
+  OpSchema s;
+  s.name = "Copy";
+  s.attrs = {{"to", AttrKind::String, std::nullopt}};
+  s.infer = [](InferContext& ctx) {
+    const std::string& to = ctx.node().s("to");
+    if (to != "host" && to != "device") ctx.fail("to must be 'host' or 'device', is '", to, "'");
+    ctx.setOutput(0, ctx.input(0));
+  };
+  return s;
+}
+
 }  // namespace
 
 void registerOptimizerOps(OpRegistry& r) {
@@ -111,6 +125,7 @@ void registerOptimizerOps(OpRegistry& r) {
   r.add(adamStep());
   r.add(clipCoef());
   r.add(zerosLike());
+  r.add(copy());
 }
 
 }  // namespace ds

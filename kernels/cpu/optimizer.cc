@@ -2,7 +2,7 @@
 // parameter's and its states' own memory). Math follows torch.optim.SGD and
 // DeepSpeed's FusedAdam; updates are computed in double and stored in T. A clipped
 // gradient is rounded to T before use, as PyTorch's in-place grad.mul_ stores it.
-// Also ClipCoef (DeepSpeed's clip_grad_norm_) and ZerosLike.
+// Also ClipCoef (DeepSpeed's clip_grad_norm_), ZerosLike and offload's Copy.
 #include <cmath>
 #include <cstring>
 
@@ -124,6 +124,13 @@ void registerOptimizerKernels(CpuKernelRegistry& r) {
   r.add("AdamStep", byDtype<adamStep<float>, adamStep<double>>);
   r.add("ClipCoef", [](const KernelContext&) { return statelessKernel(clipCoef); });
   r.add("ZerosLike", [](const KernelContext&) { return statelessKernel(zerosLike); });
+  // Host and device memory are one on the CPU: offload's copies are plain copies.
+  r.add("Copy", [](const KernelContext&) {
+    return statelessKernel([](const KernelContext& c) {
+      if (c.output(0).data != c.input(0).data)
+        std::memcpy(c.output(0).data, c.input(0).data, c.input(0).bytes());
+    });
+  });
 }
 
 }  // namespace ds::cpu

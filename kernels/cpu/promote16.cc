@@ -15,9 +15,9 @@ bool is16BitFloat(DType t) {
 
 bool movesBytesOnly(const std::string& op) {
   static const std::set<std::string> ops = {
-      "Cast",      "Reshape",   "Flatten",   "Squeeze",       "Unsqueeze", "Transpose",
-      "Concat",    "Split",     "Slice",     "Gather",        "Expand",    "Identity",
-      "ZerosLike", "AllReduce", "AllGather", "ReduceScatter", "Broadcast", "Shape"};
+      "Cast",      "Reshape",       "Flatten",   "Squeeze", "Unsqueeze", "Transpose", "Concat",
+      "Split",     "Slice",         "Gather",    "Expand",  "Identity",  "ZerosLike", "AllReduce",
+      "AllGather", "ReduceScatter", "Broadcast", "Shape",   "Copy"};
   return ops.count(op) != 0;
 }
 

@@ -49,6 +49,9 @@ CudaExecutor::CudaExecutor(const PlanFile& plan, ExecutorOptions options)
 
 void CudaExecutor::load() {
   const planpb::Plan& p = plan_.plan;
+  DS_CHECK(p.host_arena_bytes() == 0 && p.host_persistent_bytes() == 0,
+           "optimizer offload (zero_optimization.offload_optimizer) runs on the CPU backend "
+           "only for now; the CUDA backend has no host steps or copy stream yet");
   createDevice();
   DS_CUDA_CHECK(cudaMalloc(reinterpret_cast<void**>(&arena_), roundUp(p.arena_bytes())));
   DS_CUDA_CHECK(cudaMalloc(reinterpret_cast<void**>(&persistent_), roundUp(p.persistent_bytes())));
@@ -92,7 +95,7 @@ void CudaExecutor::createDevice() {
 }
 
 void* CudaExecutor::address(int tensor) const {
-  return tensorAddress(tensor, arena_, persistent_);
+  return tensorAddress(tensor, {arena_, persistent_});
 }
 
 void CudaExecutor::buildSteps() {
@@ -101,7 +104,7 @@ void CudaExecutor::buildSteps() {
   size_t kernel_workspace = 0;
   for (const planpb::Step& ps : rank.steps()) {
     Step step;
-    step.ctx = stepContext(ps, arena_, persistent_);
+    step.ctx = stepContext(ps, {arena_, persistent_});
     step.optimizer_phase = ps.phase() == planpb::OPTIMIZER_STEP;
     const cuda::CudaKernelFactory* factory = cuda::CudaKernelRegistry::instance().find(ps.op());
     DS_CHECK(factory != nullptr, "node '", ps.node(), "' (", ps.op(), "): no CUDA kernel");

@@ -1,0 +1,93 @@
+#include "passes/offload_optimizer.h"
+
+#include <map>
+#include <set>
+#include <vector>
+
+#include "ir/error.h"
+#include "ir/plan_verifier.h"
+
+namespace ds {
+namespace {
+
+// Host-resident during the pass: optimizer state, and what host nodes and host
+// copies produce.
+bool offloaded(const Value* v) {
+  if (!v->producer()) return v->role() == Role::OptimizerState;
+  const Node* p = v->producer();
+  return p->op() == "Copy" ? p->s("to") == "host" : p->onHost();
+}
+
+class Offload {
+ public:
+  explicit Offload(Graph& g) : g_(g) {}
+
+  void run() {
+    std::set<const Value*> updated_on_host;  // states whose new value a host node makes
+    for (const Graph::StateUpdate& u : g_.stateUpdates())
+      if (offloaded(u.state)) updated_on_host.insert(u.next);
+    std::vector<Node*> nodes;
+    for (const auto& n : g_.nodes()) nodes.push_back(n.get());
+    for (Node* n : nodes) {
+      if (isCollectiveOp(n->op())) continue;
+      bool host = false;
+      for (const Value* v : n->inputs()) host |= v && offloaded(v);
+      for (const Value* v : n->outputs()) host |= updated_on_host.count(v) > 0;
+      if (host) n->setOnHost(true);
+    }
+    for (Node* n : nodes) copyInputs(n);
+    deviceStateUpdates();
+  }
+
+ private:
+  // Every input on the other side of the node's placement arrives through a Copy.
+  void copyInputs(Node* n) {
+    if (n->op() == "Copy") return;
+    for (size_t i = 0; i < n->numInputs(); ++i) {
+      Value* v = n->input(i);
+      if (v && offloaded(v) != n->onHost()) n->setInput(i, copied(v, n->onHost(), n));
+    }
+  }
+
+  // A device state (a parameter) updated with a value made on the host.
+  void deviceStateUpdates() {
+    std::vector<Graph::StateUpdate> updates = g_.stateUpdates();
+    for (const Graph::StateUpdate& u : updates) {
+      if (offloaded(u.state) || !offloaded(u.next)) continue;
+      Graph::PhaseScope phase(g_, u.next->producer()->phase());
+      Node* copy = g_.addNode("Copy", {u.next}, {{"to", std::string("device")}},
+                              {u.next->name() + "/device"}, u.next->name() + "/to_device");
+      g_.replaceStateUpdate(u.state, u.next, copy->output(0));
+    }
+  }
+
+  Value* copied(Value* v, bool to_host, Node* before) {
+    auto key = std::make_pair(v, to_host);
+    if (auto it = copies_.find(key); it != copies_.end()) return it->second;
+    Graph::PhaseScope phase(g_, before->phase());
+    const std::string to = to_host ? "host" : "device";
+    Node* copy = g_.addNode("Copy", {v}, {{"to", to}}, {g_.uniqueName(v->name() + "/" + to)},
+                            g_.uniqueName(v->name() + "/to_" + to), before);
+    copy->setOnHost(false);  // copies are issued by the device's copy engine
+    copy->output(0)->setRole(v->role() == Role::Gradient ? Role::Gradient : Role::Activation);
+    return copies_[key] = copy->output(0);
+  }
+
+  Graph& g_;
+  std::map<std::pair<Value*, bool>, Value*> copies_;
+};
+
+}  // namespace
+
+bool isHostValue(const Value* v) {
+  if (v->producer()) return offloaded(v);
+  for (const Node* user : v->users())  // a source: host when host nodes use it
+    if (user->onHost()) return true;
+  return false;
+}
+
+void offloadOptimizer(Graph& g) {
+  Offload(g).run();
+}
+
+}  // namespace ds

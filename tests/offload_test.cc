@@ -1,0 +1,138 @@
+// Optimizer offload (zero_optimization.offload_optimizer.device = "cpu"): the plan
+// keeps optimizer state in host memory, runs the update on the host stream and moves
+// gradients down and parameters up on the copy stream — and trains exactly as the
+// same plan without offload.
+#include <gtest/gtest.h>
+
+#include <fstream>
+#include <string>
+#include <vector>
+
+#include <nlohmann/json.hpp>
+
+#include "ir/graph.h"
+#include "ir/plan.h"
+#include "tests/training_fixtures.h"
+
+namespace ds {
+namespace {
+
+using test::tool;
+
+const std::string& mlpModel() {
+  static const std::string path = test::writeModel(test::parseOnnxText(test::mlpText(false)),
+                                                   test::scratchName("offload_mlp.onnx"));
+  return path;
+}
+
+nlohmann::json config(int stage, bool offload, bool fp16) {
+  nlohmann::json zero = {{"stage", stage},
+                         {"reduce_bucket_size", 100},
+                         {"stage3_prefetch_bucket_size", 100},
+                         {"stage3_param_persistence_threshold", 10}};
+  if (offload) zero["offload_optimizer"] = {{"device", "cpu"}, {"pin_memory", true}};
+  nlohmann::json c = {
+      {"train_micro_batch_size_per_gpu", 4},
+      {"gradient_clipping", 1.0},
+      {"optimizer", {{"type", "AdamW"}, {"params", {{"lr", 1e-2}, {"weight_decay", 0.01}}}}},
+      {"zero_optimization", zero}};
+  if (fp16) c["fp16"] = {{"enabled", true}, {"initial_scale_power", 8}};
+  return c;
+}
+
+std::string compile(const nlohmann::json& c, const std::string& tag, int ranks = 2) {
+  const std::string path = test::scratch("offload_" + tag + ".json");
+  test::writeFile(path, c.dump());
+  const std::string plan = test::scratch("offload_" + tag + ".plan");
+  auto r = tool("dscompile", mlpModel() + " --loss cross_entropy --gpus " + std::to_string(ranks) +
+                                 " --config " + path + " -o " + plan);
+  EXPECT_EQ(r.exit_code, 0) << r.output;
+  return plan;
+}
+
+struct Trained {
+  std::vector<std::string> losses;
+  std::string weights;
+};
+
+Trained train(const std::string& plan, const std::string& tag, const std::string& extra = "") {
+  const std::string metrics = test::scratch("offload_" + tag + ".jsonl");
+  const std::string out = test::scratch("offload_" + tag + ".onnx");
+  auto r = tool("dsrun", plan + test::writeFeedData(plan, "offload_" + tag, 32, 0.29) +
+                             " --steps 5 --metrics " + metrics + " --export-onnx " + out + extra);
+  EXPECT_EQ(r.exit_code, 0) << r.output;
+  Trained t;
+  std::ifstream in(metrics);
+  for (std::string line; std::getline(in, line);)
+    t.losses.push_back(nlohmann::json::parse(line)["loss"].dump());
+  t.weights = test::readBytes(out);
+  return t;
+}
+
+TEST(Offload, TrainsExactlyAsWithoutOffloadAtEveryStageInFp32AndFp16) {
+  for (bool fp16 : {false, true})
+    for (int stage = 1; stage <= 3; ++stage) {
+      const std::string tag = (fp16 ? "fp16_z" : "fp32_z") + std::to_string(stage);
+      SCOPED_TRACE(tag);
+      Trained device = train(compile(config(stage, false, fp16), tag + "_device"), tag + "_d");
+      Trained host = train(compile(config(stage, true, fp16), tag + "_host"), tag + "_h");
+      ASSERT_EQ(device.losses.size(), 5u);
+      EXPECT_EQ(host.losses, device.losses);
+      EXPECT_TRUE(host.weights == device.weights) << "the exported models differ";
+    }
+}
+
+TEST(Offload, OptimizerStateLivesOnTheHostAndTheUpdateRunsThere) {
+  PlanFile device = readPlanFile(compile(config(3, false, true), "plan_device"));
+  PlanFile host = readPlanFile(compile(config(3, true, true), "plan_host"));
+  std::vector<std::string> streams(host.plan.streams().begin(), host.plan.streams().end());
+  EXPECT_EQ(streams, (std::vector<std::string>{"compute", "comm", "host", "copy"}));
+  int64_t optimizer_state = 0;
+  for (const planpb::TensorInfo& t : host.plan.tensors()) {
+    if (static_cast<Role>(t.role()) != Role::OptimizerState) continue;
+    EXPECT_EQ(t.storage(), planpb::HOST_PERSISTENT) << t.name();
+    optimizer_state += static_cast<int64_t>(
+        TensorType{static_cast<DType>(t.dtype()), Shape(t.shape().begin(), t.shape().end())}
+            .bytes());
+  }
+  EXPECT_GT(optimizer_state, 0);
+  // The device holds that much less; the host holds it.
+  EXPECT_LE(host.plan.persistent_bytes(), device.plan.persistent_bytes() - optimizer_state);
+  EXPECT_GE(host.plan.rank_cost().host_bytes(), optimizer_state);
+  int updates = 0, copies = 0;
+  for (const planpb::Step& s : host.plan.ranks(0).steps()) {
+    if (s.op() == "AdamStep") {
+      EXPECT_EQ(host.plan.streams(s.stream()), "host") << s.node();
+      ++updates;
+    }
+    if (s.op() == "Copy") {
+      EXPECT_EQ(host.plan.streams(s.stream()), "copy") << s.node();
+      ++copies;
+    }
+  }
+  EXPECT_GT(updates, 0);
+  EXPECT_GT(copies, 2 * updates) << "gradients go down and parameters come up";
+}
+
+TEST(Offload, CheckpointsKeepTheHostStateAndResumeExactly) {
+  const std::string plan = compile(config(2, true, false), "ckpt");
+  Trained whole = train(plan, "ckpt_whole");
+  const std::string dir = test::freshDir("offload_ckpt");
+  auto r = tool("dsrun", plan + test::writeFeedData(plan, "offload_ckpt_head", 32, 0.29) +
+                             " --steps 2 --save " + dir);
+  ASSERT_EQ(r.exit_code, 0) << r.output;
+  Trained tail = train(plan, "ckpt_tail", " --resume " + dir);
+  ASSERT_EQ(tail.losses.size(), 3u);
+  EXPECT_EQ(tail.losses, std::vector<std::string>(whole.losses.begin() + 2, whole.losses.end()));
+  EXPECT_TRUE(tail.weights == whole.weights);
+}
+
+TEST(Offload, NeedsAPartitionedOptimizer) {
+  const std::string path = test::scratch("offload_stage0.json");
+  test::writeFile(path, config(0, true, false).dump());
+  auto r = tool("dscompile", mlpModel() + " --loss cross_entropy --config " + path);
+  test::expectOneLineError(r, "zero_optimization.offload_optimizer: needs ZeRO stage 1, 2 or 3");
+}
+
+}  // namespace
+}  // namespace ds
