@@ -162,17 +162,14 @@ TEST(Dsplan, DscompileSummaryFormats) {
   EXPECT_TRUE(contains(dot.output, "digraph")) << dot.output;
 }
 
-// The reference workload's shape (ResNet-101, micro-batch 128, ZeRO-3 on 8 GPUs) in
-// fp32: the summary predicts a step time and the communication it exposes.
+// The reference workload (ResNet-101, its DeepSpeed config: micro-batch 128, fp16,
+// AdamW, ZeRO-3 with optimizer offload, on 8 GPUs): the summary predicts a step time
+// and the communication it exposes, and reports the offload's host memory.
 TEST(Dsplan, ResNet101SummaryPredictsStepTimeAndExposedComm) {
   const std::string model = test::scratch("views_resnet101.onnx");
   ASSERT_EQ(tool("dsmodel", "resnet101 -o " + model).exit_code, 0);
-  const std::string config = test::scratch("views_r101_fp32.json");
-  test::writeFile(config, R"({"train_micro_batch_size_per_gpu": 128,
-                              "optimizer": {"type": "AdamW", "params": {"lr": 1e-4}}})");
-  auto r =
-      tool("dscompile", model + " --loss cross_entropy --batch 128 --gpus 8 --zero 3 --config " +
-                            config + " --dump summary");
+  auto r = tool("dscompile", model + " --loss cross_entropy --gpus 8 --config " DS_SOURCE_DIR
+                                     "/configs/ds_config_resnet101_zero3.json --dump summary");
   ASSERT_EQ(r.exit_code, 0) << r.output;
   std::smatch m;
   const std::string& out = r.output;
@@ -184,6 +181,8 @@ TEST(Dsplan, ResNet101SummaryPredictsStepTimeAndExposedComm) {
       std::regex("exposed comm  ([0-9.]+) (s|ms|us) of ([0-9.]+) (s|ms|us) in collectives")))
       << out;
   EXPECT_GT(std::stod(m[3]), 0) << "ZeRO-3 gathers and reduces every step";
+  EXPECT_TRUE(contains(out, "precision     fp16")) << out;
+  EXPECT_TRUE(contains(out, "host          optimizer offload")) << out;
 }
 
 }  // namespace

@@ -1,5 +1,5 @@
 // CUDA kernels of pooling forward and backward (CPU twins: kernels/cpu/pool.cc,
-// grad_pool.cc) and of the optimizer ops SgdStep, AdamStep, ClipCoef and ZerosLike
+// grad_pool.cc) and of the optimizer ops SgdStep, AdamStep, ClipCoef, ZerosLike and Copy
 // (optimizer.cc).
 // Pooling windows are resolved with the CPU's window rules (kernels/cpu/window.h)
 // and handed to the device as a 3-D window; the learning rate and step number are
@@ -121,6 +121,16 @@ std::unique_ptr<CudaKernel> zerosLikeKernel(const KernelContext&, const Device&)
   });
 }
 
+// Copy between device tensors; a plan with host memory (optimizer offload) is
+// refused at load, so both sides are device memory here.
+std::unique_ptr<CudaKernel> copyKernel(const KernelContext&, const Device&) {
+  return launchKernel([](const KernelContext& c, const Device& d, void*) {
+    if (c.output(0).data == c.input(0).data) return;
+    DS_CUDA_CHECK(cudaMemcpyAsync(c.output(0).data, c.input(0).data, c.input(0).bytes(),
+                                  cudaMemcpyDeviceToDevice, d.stream));
+  });
+}
+
 }  // namespace
 
 void registerNnKernels(CudaKernelRegistry& r) {
@@ -132,6 +142,7 @@ void registerNnKernels(CudaKernelRegistry& r) {
   r.add("AdamStep", adamKernel);
   r.add("ClipCoef", clipCoefKernel);
   r.add("ZerosLike", zerosLikeKernel);
+  r.add("Copy", copyKernel);
 }
 
 }  // namespace ds::cuda
