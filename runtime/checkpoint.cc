@@ -17,6 +17,8 @@
 
 #include "ir/error.h"
 #include "ir/graph.h"
+#include "runtime/checkpoint_files.h"
+#include "runtime/checkpoint_reshard.h"
 #include "runtime/comm/communicator.h"
 #include "runtime/shards.h"
 
@@ -24,26 +26,12 @@ namespace ds {
 namespace {
 
 namespace fs = std::filesystem;
+using namespace checkpoint_files;
 
 constexpr int kFormatVersion = 1;
 constexpr const char* kFormat = "dscompile-checkpoint";
 constexpr const char* kManifest = "checkpoint.json";
-constexpr const char* kTensorsFile = "tensors.bin";
 constexpr const char* kLatest = "latest";
-
-// FNV-1a, 64 bits: detects truncated or damaged files; not a cryptographic hash.
-struct Fnv1a {
-  uint64_t h = 0xcbf29ce484222325ull;
-  void add(const uint8_t* p, size_t n) {
-    for (size_t i = 0; i < n; ++i) h = (h ^ p[i]) * 0x100000001b3ull;
-  }
-  void add(const std::string& s) { add(reinterpret_cast<const uint8_t*>(s.data()), s.size()); }
-  std::string hex() const {
-    std::ostringstream out;
-    out << std::hex << std::setw(16) << std::setfill('0') << h;
-    return out.str();
-  }
-};
 
 std::string stepName(int64_t step) {
   std::ostringstream out;
@@ -119,29 +107,6 @@ std::string typeString(const PlanFile& plan, int index) {
 
 std::string roleString(const PlanFile& plan, int index) {
   return roleName(static_cast<Role>(plan.plan.tensors(index).role()));
-}
-
-nlohmann::json shardJson(const planpb::TensorInfo& t) {
-  nlohmann::json pieces = nlohmann::json::array();
-  for (const planpb::ShardPiece& p : t.shard().pieces())
-    pieces.push_back({{"name", p.name()},
-                      {"shape", std::vector<int64_t>(p.shape().begin(), p.shape().end())},
-                      {"offset", p.offset()}});
-  return {{"world_size", t.shard().world_size()}, {"pieces", pieces}};
-}
-
-ShardLayout shardFromJson(const nlohmann::json& j) {
-  ShardLayout layout;
-  layout.world_size = j.at("world_size").get<int64_t>();
-  for (const nlohmann::json& p : j.at("pieces"))
-    layout.pieces.push_back({p.at("name").get<std::string>(), p.at("shape").get<Shape>(),
-                             p.at("offset").get<int64_t>()});
-  return layout;
-}
-
-// The tensors file of `rank` in a plan of `world` ranks.
-std::string tensorsFileName(int rank, int world) {
-  return world == 1 ? kTensorsFile : "tensors.rank-" + std::to_string(rank) + ".bin";
 }
 
 nlohmann::json tensorTable(const PlanFile& plan) {
@@ -404,136 +369,6 @@ int64_t latestCheckpointStep(const std::string& dir) {
   std::string latest = readLatest(dir);
   return latest.empty() ? -1 : std::stoll(latest.substr(5));
 }
-
-namespace {
-
-// Names a one-rank plan gives a gradient accumulator: zero at every checkpoint.
-bool isAccumulator(const std::string& name) {
-  return name.size() > 9 && name.compare(name.size() - 9, 9, ".grad_acc") == 0;
-}
-
-// The whole tensors a checkpoint's table holds (its tensors' or their pieces' names).
-std::set<std::string> savedWholeNames(const nlohmann::json& table) {
-  std::set<std::string> out;
-  for (const nlohmann::json& t : table) {
-    if (!t.contains("shard"))
-      out.insert(t.value("name", ""));
-    else
-      for (const ShardPiece& p : shardFromJson(t["shard"]).pieces) out.insert(p.name);
-  }
-  return out;
-}
-
-// A checkpoint of another world size or ZeRO stage restores through whole tensors
-// when it holds every one the plan needs (accumulators excepted: zero between steps).
-void checkReshardable(const fs::path& dir, const nlohmann::json& m, const PlanFile& plan) {
-  const std::set<std::string> saved = savedWholeNames(m.value("tensors", nlohmann::json::array()));
-  for (int i : checkpointTensors(plan))
-    for (const std::string& name : wholeNames(plan.plan.tensors(i)))
-      if (!saved.count(name) && !isAccumulator(name))
-        throw makeError("checkpoint ", dir.string(), " (model '", m.value("model", ""),
-                        "') does not fit this plan (model '", plan.plan.model(), "'): tensor '",
-                        name, "' is not saved");
-}
-
-// The manifest's tensors files, one per saved rank.
-nlohmann::json tensorsFiles(const nlohmann::json& m) {
-  if (m.contains("tensors_files")) return m.at("tensors_files");
-  nlohmann::json one = m.at("tensors_file");
-  one["name"] = kTensorsFile;
-  return nlohmann::json::array({one});
-}
-
-std::vector<uint8_t> readTensorsFile(const fs::path& dir, const nlohmann::json& file) {
-  fs::path path = dir / file.value("name", "");
-  std::ifstream in(path, std::ios::binary);
-  DS_CHECK(in.good(), "checkpoint ", dir.string(), ": cannot read ", file.value("name", ""));
-  std::vector<uint8_t> bytes((std::istreambuf_iterator<char>(in)),
-                             std::istreambuf_iterator<char>());
-  Fnv1a hash;
-  hash.add(bytes.data(), bytes.size());
-  DS_CHECK(
-      bytes.size() == file.value("bytes", uint64_t{0}) && hash.hex() == file.value("fnv1a", ""),
-      "checkpoint ", path.string(), ": damaged (", bytes.size(), " bytes, checksum ", hash.hex(),
-      "; the manifest says ", file.value("bytes", uint64_t{0}), " bytes, ", file.value("fnv1a", ""),
-      ")");
-  return bytes;
-}
-
-std::vector<uint8_t> slice(const std::vector<uint8_t>& bytes, const nlohmann::json& entry,
-                           const fs::path& dir) {
-  auto offset = entry.value("offset", uint64_t{0}), size = entry.value("bytes", uint64_t{0});
-  DS_CHECK(offset + size <= bytes.size(), "checkpoint ", dir.string(), ": tensor '",
-           entry.value("name", ""), "' lies outside its file");
-  return {bytes.begin() + static_cast<long>(offset),
-          bytes.begin() + static_cast<long>(offset + size)};
-}
-
-// Every saved rank's file put back together as whole tensors.
-std::map<std::string, Tensor> wholeTensorsOf(const CheckpointInfo& info) {
-  const fs::path dir(info.dir);
-  std::vector<std::vector<uint8_t>> files;
-  for (const nlohmann::json& f : tensorsFiles(info.manifest))
-    files.push_back(readTensorsFile(dir, f));
-  std::map<std::string, Tensor> whole;
-  for (const nlohmann::json& entry : info.manifest.at("tensors")) {
-    DS_CHECK(entry.contains("dtype"), "checkpoint ", info.dir,
-             ": written by an older dsrun; it restores only into the plan that saved it");
-    const auto dtype = static_cast<DType>(entry.at("dtype").get<int>());
-    if (!entry.contains("shard")) {
-      std::vector<uint8_t> bytes = slice(files.at(0), entry, dir);
-      const size_t n = bytes.size() / dtypeSize(dtype);
-      // Whole tensors keep their shape in the name table only as text; the plan
-      // reshapes on restore (same element count).
-      whole[entry.at("name").get<std::string>()] =
-          Tensor(TensorType{dtype, {static_cast<int64_t>(n)}}, std::move(bytes));
-      continue;
-    }
-    const ShardLayout layout = shardFromJson(entry.at("shard"));
-    DS_CHECK(static_cast<int64_t>(files.size()) == layout.world_size, "checkpoint ", info.dir,
-             ": tensor '", entry.value("name", ""), "' is sharded over ", layout.world_size,
-             " ranks but ", files.size(), " files are saved");
-    std::vector<uint8_t> flat;
-    for (const std::vector<uint8_t>& file : files) {
-      std::vector<uint8_t> shard = slice(file, entry, dir);
-      flat.insert(flat.end(), shard.begin(), shard.end());
-    }
-    const auto n = static_cast<int64_t>(flat.size() / dtypeSize(dtype));
-    unpackShards(layout, Tensor(TensorType{dtype, {n}}, std::move(flat)), &whole);
-  }
-  return whole;
-}
-
-// Whole tensor `name` as `type`: saved whole tensors come back flat.
-Tensor asType(const std::map<std::string, Tensor>& whole, const std::string& name,
-              const TensorType& type) {
-  auto it = whole.find(name);
-  if (it == whole.end()) return Tensor(type);  // an accumulator (checked at read)
-  DS_CHECK(it->second.dtype() == type.dtype && it->second.numel() == type.numel(), "checkpoint: '",
-           name, "' is ", it->second.type().toString(), ", the plan needs ", type.toString());
-  return Tensor(type,
-                std::vector<uint8_t>(it->second.raw(), it->second.raw() + it->second.bytes()));
-}
-
-void restoreResharded(const CheckpointInfo& info, Executor& exec) {
-  const std::map<std::string, Tensor> saved = wholeTensorsOf(info);
-  std::map<std::string, Tensor> whole;  // shaped as the plan's pieces need them
-  const PlanFile& plan = exec.plan();
-  for (int i : checkpointTensors(plan)) {
-    const planpb::TensorInfo& t = plan.plan.tensors(i);
-    if (!isSharded(t)) {
-      exec.writeTensor(i, asType(saved, t.name(), plan.tensorType(i)));
-      continue;
-    }
-    const ShardLayout layout = shardLayoutOf(t);
-    const auto dtype = static_cast<DType>(t.dtype());
-    for (const ShardPiece& p : layout.pieces)
-      if (saved.count(p.name)) whole[p.name] = asType(saved, p.name, {dtype, p.shape});
-    exec.writeTensor(i, packShard(layout, dtype, exec.rank(), whole, /*missing_is_zero=*/true));
-  }
-}
-
-}  // namespace
 
 CheckpointInfo readCheckpoint(const std::string& dir, const PlanFile& plan) {
   fs::path path = resolveCheckpoint(dir);
