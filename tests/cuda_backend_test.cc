@@ -248,6 +248,7 @@ std::vector<OpCase> forwardOnlyCases() {
       {"ClipCoef", "input %x0 : f32[]\n %y = ClipCoef(%x0) {max_norm = 0.7} : f32[] @n", false,
        true},
       {"ZerosLike", "input %x0 : f32[3,2]\n %y = ZerosLike(%x0) : f32[3,2] @n", false},
+      {"Copy", "input %x0 : f32[3,2]\n %y = Copy(%x0) {to = \"device\"} : f32[3,2] @n", false},
   };
 }
 
