@@ -145,8 +145,7 @@ class ZeroBuilder {
       const int64_t n = pg.param->type().numel();
       const bool sharded = o_.stage == 3 && n > o_.param_persistence_threshold;
       const int64_t limit = sharded ? o_.prefetch_bucket_elements : o_.reduce_bucket_elements;
-      auto [it, fresh] = open.try_emplace({sharded, pg.param->dtype()}, SIZE_MAX);
-      size_t& at = it->second;
+      size_t& at = open.try_emplace({sharded, pg.param->dtype()}, SIZE_MAX).first->second;
       if (at == SIZE_MAX || (buckets[at].elements > 0 && buckets[at].elements + n > limit)) {
         buckets.emplace_back();
         at = buckets.size() - 1;

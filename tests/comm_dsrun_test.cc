@@ -67,11 +67,11 @@ const Fixture& fixture() {
       for (auto& step : *plan.plan.mutable_ranks(r)->mutable_steps())
         if (step.node() == "scale") step.set_inputs(1, tensorIndex(plan, "c" + std::to_string(r)));
     Fixture out;
-    out.plan_path = test::tempPath("collectives4.plan");
+    out.plan_path = test::scratch("collectives4.plan");
     writePlanFile(out.plan_path, plan);
     out.x = Tensor({DType::F32, {4, 3}});
     for (int64_t i = 0; i < 12; ++i) out.x.setDouble(i, 0.1 * static_cast<double>(i) - 0.37);
-    out.feed_path = test::tempPath("collectives4_x.npy");
+    out.feed_path = test::scratch("collectives4_x.npy");
     writeNpy(out.feed_path, out.x);
     return out;
   }();
@@ -147,7 +147,7 @@ TEST(CommDsrun, CollectivesRoundTripThroughTextAndPlan) {
 }
 
 TEST(CommDsrun, LocalRanksGiveTheSerialResult) {
-  std::string dir = test::tempPath("collectives4_local");
+  std::string dir = test::scratch("collectives4_local");
   test::CommandResult r = test::runCommand(dsrun(dir));
   ASSERT_EQ(r.exit_code, 0) << r.output;
   EXPECT_TRUE(contains(r.output, "steps of rank 0")) << r.output;
@@ -156,7 +156,7 @@ TEST(CommDsrun, LocalRanksGiveTheSerialResult) {
 
 TEST(CommDsrun, MpiRanksGiveTheSameResultAsLocal) {
   if (!test::haveMpirun()) GTEST_SKIP() << "no MPI in this build or no mpirun";
-  std::string dir = test::tempPath("collectives4_mpi");
+  std::string dir = test::scratch("collectives4_mpi");
   test::CommandResult r = test::runCommand(mpirun(dsrun(dir)));
   ASSERT_EQ(r.exit_code, 0) << r.output;
   expectSerialResults(dir);

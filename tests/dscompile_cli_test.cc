@@ -8,6 +8,7 @@
 #include "ir/error.h"
 #include "ir/plan.h"
 #include "tests/test_util.h"
+#include "tests/training_fixtures.h"
 
 namespace ds {
 namespace {
@@ -24,7 +25,7 @@ mlp (float[batch, 4] input) => (float[batch, 2] logits)
   logits = Add(h, b)
 }
 )"),
-                                                   "cli_mlp.onnx");
+                                                   test::scratchName("cli_mlp.onnx"));
   return path;
 }
 
@@ -32,11 +33,7 @@ test::CommandResult dscompile(const std::string& args) {
   return test::runCommand(test::binary("dscompile") + " " + args);
 }
 
-void expectOneLineError(const test::CommandResult& r, const std::string& message) {
-  EXPECT_EQ(r.exit_code, 2) << r.output;
-  EXPECT_TRUE(contains(r.output, message)) << r.output;
-  EXPECT_EQ(std::count(r.output.begin(), r.output.end(), '\n'), 1) << r.output;
-}
+using test::expectOneLineError;
 
 TEST(DscompileCli, PrintsSummaryWithZeroAccounting) {
   auto r = dscompile(smallModel() + " --batch 4 --gpus 2 --zero 2 --dump summary");
