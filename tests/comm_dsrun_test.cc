@@ -162,6 +162,12 @@ TEST(CommDsrun, MpiRanksGiveTheSameResultAsLocal) {
   expectSerialResults(dir);
 }
 
+// Several ranks run on the CPU backend only for now: asking for CUDA says so (or,
+// without a GPU, that there is none) instead of silently running on the CPU.
+TEST(CommDsrun, SeveralRanksOnTheCudaBackendIsOneLine) {
+  test::expectOneLineError(test::runCommand(dsrun("", "--backend cuda")), "--backend cuda");
+}
+
 TEST(CommDsrun, WrongProcessCountIsOneLine) {
   if (!test::haveMpirun()) GTEST_SKIP() << "no MPI in this build or no mpirun";
   test::CommandResult r = mpirunToFiles(dsrun(""), "mpi_np2", 2);

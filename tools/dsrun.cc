@@ -294,6 +294,9 @@ int runRanks(const Args& a, const ds::PlanFile& plan) {
   DS_CHECK(!a.rank_given, "--rank: a plan with ", n,
            " ranks runs all of them (threads with "
            "--comm local, one per process under mpirun with --comm mpi)");
+  DS_CHECK(a.backend == "cpu", "--backend ", a.backend, ": a plan with ", n,
+           " ranks runs on the CPU backend only for now (the CUDA executor has no NCCL "
+           "collectives yet); use --backend cpu");
   const bool training = ds::isTrainingPlan(plan);
   DS_CHECK(training || (a.save.empty() && a.resume.empty() && a.export_onnx.empty()),
            "--save, --resume and --export-onnx need a training plan");
