@@ -100,7 +100,8 @@ std::string planCostLines(const Compilation& c) {
   os << "this plan     per rank (ZeRO-" << c.zero_stage << " on " << c.world_size
      << " ranks): params " << bytesString(double(cost.parameter_bytes)) << ", grads "
      << bytesString(double(cost.gradient_bytes)) << ", optimizer "
-     << bytesString(double(cost.optimizer_bytes)) << ", model states "
+     << bytesString(double(cost.optimizer_bytes))
+     << (c.config.offload_optimizer ? " (on the host)" : "") << ", model states "
      << bytesString(double(cost.modelStateBytes())) << "; buffers "
      << bytesString(double(cost.buffer_bytes)) << "; comm buffers in flight "
      << bytesString(double(cost.comm_buffer_bytes)) << "\n";
