@@ -118,6 +118,10 @@ void CpuExecutor::writeTensor(int index, const Tensor& value) {
   DS_CHECK(value.type() == want, "tensor '", t.name(), "': expected ", want.toString(), ", got ",
            value.type().toString());
   std::memcpy(address(index), value.raw(), value.bytes());
+  if (isConstant(index)) {  // kernels may hold it prepared (packed weights): rebuild them
+    steps_.clear();
+    buildSteps();
+  }
 }
 
 }  // namespace ds

@@ -1,13 +1,40 @@
 #include "runtime/executor.h"
 
+#include <set>
+#include <utility>
+
 #include "ir/error.h"
 
 namespace ds {
+
+namespace {
+
+// Persistent tensors no step writes and no feed sets: weights of a plan that does
+// not train them. A step output in persistent memory (a state update) writes the
+// tensor whose bytes it shares.
+std::vector<bool> constantTensors(const PlanFile& plan, int rank) {
+  const planpb::Plan& p = plan.plan;
+  std::set<std::pair<int, int64_t>> written;  // (storage, offset)
+  for (const planpb::Step& step : p.ranks(rank).steps())
+    for (int out : step.outputs())
+      written.insert({p.tensors(out).storage(), p.tensors(out).offset()});
+  std::vector<bool> constant(static_cast<size_t>(p.tensors_size()), false);
+  for (int i = 0; i < p.tensors_size(); ++i) {
+    const planpb::TensorInfo& t = p.tensors(i);
+    constant[static_cast<size_t>(i)] =
+        isPersistentStorage(t.storage()) && !written.count({t.storage(), t.offset()});
+  }
+  for (int feed : p.feeds()) constant[static_cast<size_t>(feed)] = false;
+  return constant;
+}
+
+}  // namespace
 
 Executor::Executor(const PlanFile& plan, ExecutorOptions options)
     : plan_(plan), options_(options), fed_(static_cast<size_t>(plan.plan.feeds_size()), false) {
   DS_CHECK(options.rank >= 0 && options.rank < plan.plan.ranks_size(), "rank ", options.rank,
            " is not in the plan (world size ", plan.plan.ranks_size(), ")");
+  constant_ = constantTensors(plan, options.rank);
 }
 
 int Executor::acceptFeed(const std::string& name, const Tensor& value) {
@@ -62,7 +89,8 @@ cpu::KernelContext Executor::stepContext(const planpb::Step& step, const Regions
   for (const auto& a : step.attrs()) ctx.attrs[a.name()] = fromPlanAttr(a);
   auto view = [&](int idx) {
     return idx < 0 ? cpu::TensorView{}
-                   : cpu::TensorView{tensorAddress(idx, regions), plan_.tensorType(idx)};
+                   : cpu::TensorView{tensorAddress(idx, regions), plan_.tensorType(idx),
+                                     constant_[static_cast<size_t>(idx)]};
   };
   for (int idx : step.inputs()) ctx.inputs.push_back(view(idx));
   for (int idx : step.outputs()) ctx.outputs.push_back(view(idx));

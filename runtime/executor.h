@@ -70,6 +70,8 @@ class Executor {
   int acceptFeed(const std::string& name, const Tensor& value);
   // Fails naming the first feed that was never set.
   void requireAllFed() const;
+  // Whether plan tensor `index` holds the same bytes in every run (TensorView::constant).
+  bool isConstant(int index) const { return constant_[static_cast<size_t>(index)]; }
 
   // This rank's initial bytes of plan tensor `index` (its shard of a sharded
   // tensor); empty when the tensor has no initial value.
@@ -94,7 +96,8 @@ class Executor {
   const ExecutorOptions options_;
 
  private:
-  std::vector<bool> fed_;  // per plan feed
+  std::vector<bool> fed_;       // per plan feed
+  std::vector<bool> constant_;  // per plan tensor: the same in every run (TensorView)
 };
 
 }  // namespace ds

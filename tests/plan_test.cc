@@ -121,6 +121,41 @@ TEST(CpuExecutor, FeedErrorsNameTheFeedWithExpectedAndActual) {
                        "expected f32[2,784], got f32[3,784]"));
 }
 
+// Constant MatMul weights are packed at the first run; overwriting one (a restore)
+// repacks it, so the next run uses the new values exactly as a fresh executor does.
+TEST(CpuExecutor, OverwrittenConstantWeightsAreRepacked) {
+  PlanFile plan = compiledPlan(buildGpt({.layers = 1, .d_model = 32, .heads = 2, .vocab = 50,
+                                         .seq = 8}),
+                               "plan_gpt_pack", 2);
+  int weight = -1;  // the first 2-D weight a MatMul reads
+  for (const planpb::Step& step : plan.plan.ranks(0).steps())
+    if (weight < 0 && step.op() == "MatMul" && plan.tensorType(step.inputs(1)).rank() == 2)
+      weight = step.inputs(1);
+  ASSERT_GE(weight, 0);
+  Tensor tokens({DType::I64, {2, 8}});
+  for (int64_t i = 0; i < tokens.numel(); ++i) tokens.setInt(i, (i * 7) % 50);
+  CpuExecutor exec(plan);
+  exec.setFeed("input_ids", tokens);
+  exec.run();
+  const Tensor before = exec.output(0);
+  Tensor doubled = exec.readTensor(weight);
+  for (int64_t i = 0; i < doubled.numel(); ++i) doubled.setDouble(i, 2 * doubled.getDouble(i));
+  exec.writeTensor(weight, doubled);
+  exec.setFeed("input_ids", tokens);
+  exec.run();
+  CpuExecutor fresh(plan);
+  fresh.writeTensor(weight, doubled);
+  fresh.setFeed("input_ids", tokens);
+  fresh.run();
+  const Tensor after = exec.output(0), expected = fresh.output(0);
+  bool changed = false;
+  for (int64_t i = 0; i < after.numel(); ++i) {
+    ASSERT_EQ(after.getDouble(i), expected.getDouble(i)) << i;
+    changed |= after.getDouble(i) != before.getDouble(i);
+  }
+  EXPECT_TRUE(changed) << "the new weights were not used";
+}
+
 TEST(CpuExecutor, PoisonedRunMatchesCleanRun) {
   ResNetOptions options;
   options.depth = 18;

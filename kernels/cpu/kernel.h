@@ -25,6 +25,9 @@ namespace ds::cpu {
 struct TensorView {
   void* data = nullptr;  // nullptr: an absent optional input
   TensorType type;
+  // The same bytes in every run of the plan (weights no step writes): a kernel may
+  // prepare them once, e.g. pack them into a faster layout at its first run.
+  bool constant = false;
 
   bool present() const { return data != nullptr; }
   DType dtype() const { return type.dtype; }
