@@ -124,9 +124,9 @@ TEST(CpuExecutor, FeedErrorsNameTheFeedWithExpectedAndActual) {
 // Constant MatMul weights are packed at the first run; overwriting one (a restore)
 // repacks it, so the next run uses the new values exactly as a fresh executor does.
 TEST(CpuExecutor, OverwrittenConstantWeightsAreRepacked) {
-  PlanFile plan = compiledPlan(buildGpt({.layers = 1, .d_model = 32, .heads = 2, .vocab = 50,
-                                         .seq = 8}),
-                               "plan_gpt_pack", 2);
+  PlanFile plan =
+      compiledPlan(buildGpt({.layers = 1, .d_model = 32, .heads = 2, .vocab = 50, .seq = 8}),
+                   "plan_gpt_pack", 2);
   int weight = -1;  // the first 2-D weight a MatMul reads
   for (const planpb::Step& step : plan.plan.ranks(0).steps())
     if (weight < 0 && step.op() == "MatMul" && plan.tensorType(step.inputs(1)).rank() == 2)
