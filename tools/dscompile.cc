@@ -12,6 +12,7 @@
 #include "runtime/device_profile.h"
 #include "runtime/plan_views.h"
 #include "runtime/simulator.h"
+#include "tools/cli_main.h"
 
 namespace {
 
@@ -101,17 +102,5 @@ int main(int argc, char** argv) {
   CLI::App app{"dscompile: compile an ONNX model and a DeepSpeed config into a training plan"};
   Args args;
   addFlags(app, args);
-  try {
-    app.parse(argc, argv);
-  } catch (const CLI::ParseError& e) {
-    if (e.get_exit_code() == 0) return app.exit(e);  // --help
-    std::cerr << "dscompile: error: " << e.what() << " (see --help)\n";
-    return ds::kUserErrorExitCode;
-  }
-  try {
-    return run(args);
-  } catch (const ds::Error& e) {
-    std::cerr << "dscompile: error: " << e.what() << "\n";
-    return ds::kUserErrorExitCode;
-  }
+  return ds::tools::runCli("dscompile", app, argc, argv, {}, [&] { return run(args); });
 }

@@ -15,6 +15,7 @@
 #include "runtime/memory_estimate.h"
 #include "runtime/plan_views.h"
 #include "runtime/simulator.h"
+#include "tools/cli_main.h"
 
 namespace {
 
@@ -98,17 +99,5 @@ int main(int argc, char** argv) {
   CLI::App app{"dsplan: memory, communication, predicted step time and views of a plan"};
   Args args;
   addFlags(app, args);
-  try {
-    app.parse(argc, argv);
-  } catch (const CLI::ParseError& e) {
-    if (e.get_exit_code() == 0) return app.exit(e);  // --help
-    std::cerr << "dsplan: error: " << e.what() << " (see --help)\n";
-    return ds::kUserErrorExitCode;
-  }
-  try {
-    return run(args);
-  } catch (const ds::Error& e) {
-    std::cerr << "dsplan: error: " << e.what() << "\n";
-    return ds::kUserErrorExitCode;
-  }
+  return ds::tools::runCli("dsplan", app, argc, argv, {}, [&] { return run(args); });
 }

@@ -22,6 +22,7 @@
 #include "runtime/npy.h"
 #include "runtime/synthetic_data.h"
 #include "runtime/trainer.h"
+#include "tools/cli_main.h"
 
 #ifdef DS_HAVE_CUDA
 #include "kernels/cuda/cuda_executor.h"
@@ -394,20 +395,10 @@ int main(int argc, char** argv) {
       ->group("");  // hidden
   app.add_flag("--poison-freed", args.poison,
                "debug: overwrite each arena tensor after its last use (checks the memory plan)");
-  try {
-    app.parse(argc, argv);
+  auto flag_counts = [&] {
     args.seed_given = app.count("--seed") > 0;
     args.rank_given = app.count("--rank") > 0;
     if (app.count("--comm") == 0) args.comm = ds::defaultComm();
-  } catch (const CLI::ParseError& e) {
-    if (e.get_exit_code() == 0) return app.exit(e);
-    std::cerr << "dsrun: error: " << e.what() << " (see --help)\n";
-    return ds::kUserErrorExitCode;
-  }
-  try {
-    return run(args);
-  } catch (const ds::Error& e) {
-    std::cerr << "dsrun: error: " << e.what() << "\n";
-    return ds::kUserErrorExitCode;
-  }
+  };
+  return ds::tools::runCli("dsrun", app, argc, argv, flag_counts, [&] { return run(args); });
 }
