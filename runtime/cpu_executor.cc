@@ -6,6 +6,7 @@
 
 #include "ir/error.h"
 #include "ir/graph.h"
+#include "kernels/cpu/layout.h"
 #include "kernels/cpu/promote16.h"
 
 namespace ds {
@@ -66,6 +67,7 @@ void CpuExecutor::buildSteps() {
     steps_.push_back(std::move(step));
   }
   scratch_.resize(scratch_bytes / sizeof(float) + 1);
+  if (options_.channels_last) chooseLayouts();
   for (size_t s = 0; s < steps_.size(); ++s) {
     const planpb::Step& ps = rank.steps(static_cast<int>(s));
     const cpu::CpuKernelFactory* factory = cpu::CpuKernelRegistry::instance().find(ps.op());
@@ -76,6 +78,33 @@ void CpuExecutor::buildSteps() {
                       : (*factory)(step.ctx);
   }
   dies_after_ = lastUses();
+}
+
+void CpuExecutor::chooseLayouts() {
+  const planpb::Plan& p = plan_.plan;
+  const planpb::RankPlan& rank = p.ranks(options_.rank);
+  std::vector<bool> may_reorder(static_cast<size_t>(p.tensors_size()));
+  for (int t = 0; t < p.tensors_size(); ++t)
+    may_reorder[static_cast<size_t>(t)] = p.tensors(t).storage() == planpb::ARENA;
+  for (const auto* outside : {&p.feeds(), &p.outputs()})
+    for (int t : *outside) may_reorder[static_cast<size_t>(t)] = false;
+  std::vector<cpu::LayoutStep> layout_steps;
+  for (size_t s = 0; s < steps_.size(); ++s) {
+    const planpb::Step& ps = rank.steps(static_cast<int>(s));
+    layout_steps.push_back({&steps_[s].ctx,
+                            {ps.inputs().begin(), ps.inputs().end()},
+                            {ps.outputs().begin(), ps.outputs().end()},
+                            cpu::needsPromotion(steps_[s].ctx)});
+  }
+  channels_last_ = cpu::chooseChannelsLast(layout_steps, may_reorder);
+  for (size_t s = 0; s < steps_.size(); ++s) {
+    const planpb::Step& ps = rank.steps(static_cast<int>(s));
+    for (int i = 0; i < ps.inputs_size(); ++i)
+      if (ps.inputs(i) >= 0) steps_[s].ctx.inputs[i].channels_last = channels_last_[ps.inputs(i)];
+    for (int i = 0; i < ps.outputs_size(); ++i)
+      if (ps.outputs(i) >= 0)
+        steps_[s].ctx.outputs[i].channels_last = channels_last_[ps.outputs(i)];
+  }
 }
 
 void CpuExecutor::setFeed(const std::string& name, const Tensor& value) {
@@ -108,7 +137,11 @@ Tensor CpuExecutor::output(size_t i) const {
 Tensor CpuExecutor::readTensor(int index) const {
   TensorType type = plan_.tensorType(index);
   const auto* p = static_cast<const uint8_t*>(address(index));
-  return Tensor(type, std::vector<uint8_t>(p, p + type.bytes()));
+  Tensor value(type, std::vector<uint8_t>(p, p + type.bytes()));
+  if (static_cast<size_t>(index) < channels_last_.size() && channels_last_[index])
+    cpu::channelsLastToPlain(reinterpret_cast<const float*>(p),
+                             reinterpret_cast<float*>(value.raw()), type.shape);
+  return value;
 }
 
 void CpuExecutor::writeTensor(int index, const Tensor& value) {

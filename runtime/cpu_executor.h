@@ -30,11 +30,13 @@ class CpuExecutor : public Executor {
   struct Step;
   void* address(int tensor) const;
   void buildSteps();
+  void chooseLayouts();  // kernels/cpu/layout.h
   void poisonAfter(size_t step);
 
   Regions regions_;
   std::vector<Step> steps_;
   std::vector<std::vector<int>> dies_after_;  // arena tensors whose last use is step i
+  std::vector<bool> channels_last_;           // per plan tensor: stored [N, H, W, C] in the arena
   std::vector<float> scratch_;  // f32 copies for 16-bit steps (kernels/cpu/promote16.h)
 };
 

@@ -26,6 +26,9 @@ struct ExecutorOptions {
   // This rank's communicator (runtime/launch.h makes one per rank); collective steps
   // need it unless the plan has a single rank.
   Communicator* comm = nullptr;
+  // CPU backend: keep 4-D activations channels-last between kernels that accept
+  // it (kernels/cpu/layout.h); off only to compare against the plain layout.
+  bool channels_last = true;
 };
 
 class Executor {

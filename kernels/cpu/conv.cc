@@ -3,17 +3,17 @@
 // reorders are built once in the factory. f64 runs a direct reference loop (for
 // high-precision oracles, not for speed).
 //
-// Layout: the primitive is created with format_tag::any for src, weights and dst
-// and every tensor whose chosen layout differs from the plain ONNX one is
-// reordered on each run — weights too, since a kernel cannot know whether its
-// weight pointer holds persistent, unchanging data. Measured on a 2-core AVX-512
-// host (one thread, N=8 64->64 3x3 pad 1 at 56x56): oneDNN picks brgconv with
-// NHWC src/dst and blocked weights, 13 ms + 0.1 ms weight reorder + 2 x 3.5 ms
-// activation reorders = 20.5 ms per run, against 30 ms for the all-plain NCHW
-// primitive (gemm:jit, im2col) and the same for plain src/dst with `any` weights.
+// Layout: the primitive is created with format_tag::any for src, weights and dst,
+// and a tensor whose chosen layout differs from the one it has in memory is
+// reordered. On AVX-512 oneDNN picks brgconv with NHWC src/dst and blocked weights
+// (one thread, N=8 64->64 3x3 pad 1 at 56x56: 13 ms, against 30 ms for the
+// all-plain NCHW primitive), so activations the executor keeps channels-last
+// (TensorView::channels_last, kernels/cpu/layout.h) need no reorder at all, and
+// constant weights are reordered once, at the first run.
 #include <string>
 
 #include "kernels/cpu/dnnl_util.h"
+#include "kernels/cpu/layout.h"
 #include "kernels/cpu/nn.h"
 #include "kernels/cpu/window.h"
 
@@ -28,18 +28,17 @@ class DnnlConv : public CpuKernel {
   DnnlConv(const KernelContext& ctx, const Window& w, int64_t group) {
     memory::dims src_d = toDims(ctx.input(0).shape()), dst_d = toDims(ctx.output(0).shape());
     memory::dims wei_d = weightDims(ctx.input(1).shape(), group);
-    memory::desc src_plain = plainDesc(src_d), wei_plain = plainDesc(wei_d),
-                 dst_plain = plainDesc(dst_d);
     memory::desc bias_md = ctx.hasInput(2) ? plainDesc({dst_d[1]}) : memory::desc();
     dnnl::convolution_forward::desc desc(
         dnnl::prop_kind::forward_inference, dnnl::algorithm::convolution_direct, anyDesc(src_d),
         anyDesc(wei_d), bias_md, anyDesc(dst_d), toDims(w.strides), minusOne(w.dilations),
         toDims(w.pad_begin), toDims(w.pad_end));
     dnnl::convolution_forward::primitive_desc pd(desc, scratchpadAttr(), dnnlEngine());
-    memory src = input(wrapMemory(src_plain, ctx.input(0).data), pd.src_desc());
-    memory wei = input(wrapMemory(wei_plain, ctx.input(1).data), pd.weights_desc());
-    memory dst_user = wrapMemory(dst_plain, ctx.output(0).data);
-    memory dst = pd.dst_desc() == dst_plain ? dst_user : memory(pd.dst_desc(), dnnlEngine());
+    memory src = input(ctx.input(0), src_d, pd.src_desc());
+    memory wei = input(ctx.input(1), wei_d, pd.weights_desc());
+    memory dst_user = wrapMemory(userDesc(ctx.output(0), dst_d), ctx.output(0).data);
+    memory dst =
+        pd.dst_desc() == dst_user.get_desc() ? dst_user : memory(pd.dst_desc(), dnnlEngine());
     DnnlCall conv(dnnl::convolution_forward(pd), pd);
     conv.arg(DNNL_ARG_SRC, src);
     conv.arg(DNNL_ARG_WEIGHTS, wei);
@@ -50,20 +49,31 @@ class DnnlConv : public CpuKernel {
   }
 
   void run(const KernelContext&) override {
+    if (!packed_)
+      for (const DnnlCall& c : packs_) c.execute();
+    packed_ = true;
     for (const DnnlCall& c : calls_) c.execute();
   }
 
  private:
-  // `user` in the layout the primitive wants: itself, or a buffer refreshed by a
-  // reorder that runs before the convolution.
-  memory input(const memory& user, const memory::desc& want) {
+  static memory::desc userDesc(const TensorView& v, const memory::dims& dims) {
+    if (!v.channels_last) return plainDesc(dims);
+    return memory::desc(dims, memory::data_type::f32, memory::format_tag::nhwc);
+  }
+
+  // `v` in the layout the primitive wants: its own memory, or a buffer refreshed
+  // by a reorder before each convolution (once, before the first, when constant).
+  memory input(const TensorView& v, const memory::dims& dims, const memory::desc& want) {
+    memory user = wrapMemory(userDesc(v, dims), v.data);
     if (user.get_desc() == want) return user;
     memory buf(want, dnnlEngine());
-    calls_.push_back(reorderCall(user, buf));
+    (v.constant ? packs_ : calls_).push_back(reorderCall(user, buf));
     return buf;
   }
 
   std::vector<DnnlCall> calls_;
+  std::vector<DnnlCall> packs_;  // one-time reorders of constant operands (weights)
+  bool packed_ = false;
 };
 
 // Direct convolution on the 3-D form of the window, accumulating in double.
@@ -125,6 +135,9 @@ std::unique_ptr<CpuKernel> makeConv(const KernelContext& ctx) {
 
 void registerConvKernels(CpuKernelRegistry& r) {
   r.add("Conv", makeConv);
+  r.allowChannelsLast("Conv", [](const KernelContext& ctx) {
+    return ctx.input(0).dtype() == DType::F32 ? dataInOutSeparately(ctx) : OperandGroups{};
+  });
 }
 
 }  // namespace ds::cpu

@@ -7,6 +7,7 @@
 #include <limits>
 
 #include "kernels/cpu/cpu_util.h"
+#include "kernels/cpu/layout.h"
 #include "kernels/dropout_rng.h"
 #include "runtime/comm/communicator.h"
 
@@ -490,6 +491,11 @@ void registerElementwiseKernels(CpuKernelRegistry& r) {
     });
     return k;
   });
+  // Element-wise maps read and write every operand in the same order, so any
+  // layout works as long as all share it (no broadcasting).
+  for (const char* op :
+       {"Relu", "LeakyRelu", "Sigmoid", "Tanh", "Gelu", "Identity", "Add", "Sub", "Mul", "Div"})
+    r.allowChannelsLast(op, allOperandsWhenSameShape);
 }
 
 }  // namespace ds::cpu

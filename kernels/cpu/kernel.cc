@@ -67,6 +67,16 @@ void CpuKernelRegistry::add(const std::string& op, CpuKernelFactory factory) {
            "' registered twice");
 }
 
+void CpuKernelRegistry::allowChannelsLast(const std::string& op, ChannelsLastRule rule) {
+  DS_CHECK(channels_last_.emplace(op, std::move(rule)).second, "channels-last rule for '", op,
+           "' registered twice");
+}
+
+const ChannelsLastRule* CpuKernelRegistry::channelsLastRule(const std::string& op) const {
+  auto it = channels_last_.find(op);
+  return it == channels_last_.end() ? nullptr : &it->second;
+}
+
 const CpuKernelFactory* CpuKernelRegistry::find(const std::string& op) const {
   auto it = factories_.find(op);
   return it == factories_.end() ? nullptr : &it->second;

@@ -28,6 +28,11 @@ struct TensorView {
   // The same bytes in every run of the plan (weights no step writes): a kernel may
   // prepare them once, e.g. pack them into a faster layout at its first run.
   bool constant = false;
+  // A 4-D [N, C, H, W] tensor stored in [N, H, W, C] order (channels-last); the
+  // shape stays the logical NCHW one. Set only on operands the step's kernel
+  // declared it accepts (ChannelsLastRule), by the executor's layout choice
+  // (kernels/cpu/layout.h).
+  bool channels_last = false;
 
   bool present() const { return data != nullptr; }
   DType dtype() const { return type.dtype; }
@@ -78,6 +83,19 @@ class CpuKernel {
 // Builds a kernel for a step (called once at plan load, with the step's context).
 using CpuKernelFactory = std::function<std::unique_ptr<CpuKernel>(const KernelContext&)>;
 
+// Which operands of a step its kernel can take channels-last (TensorView::
+// channels_last), as groups: the operands of one group share a layout (an
+// element-wise op reads and writes them alike; an in-place step aliases them),
+// while different groups are chosen independently (a convolution reorders its
+// input and writes its output in whichever layouts they have). An operand in no
+// group stays in the plain ONNX layout.
+struct Operand {
+  bool output = false;
+  size_t index = 0;
+};
+using OperandGroups = std::vector<std::vector<Operand>>;
+using ChannelsLastRule = std::function<OperandGroups(const KernelContext&)>;
+
 // Wraps a stateless function as a kernel.
 std::unique_ptr<CpuKernel> statelessKernel(std::function<void(const KernelContext&)> fn);
 
@@ -85,11 +103,16 @@ class CpuKernelRegistry {
  public:
   static const CpuKernelRegistry& instance();
   void add(const std::string& op, CpuKernelFactory factory);
+  // Declares that `op`'s kernel accepts channels-last operands as `rule` says.
+  void allowChannelsLast(const std::string& op, ChannelsLastRule rule);
   const CpuKernelFactory* find(const std::string& op) const;
+  // nullptr: the op's kernel takes every operand in the plain layout.
+  const ChannelsLastRule* channelsLastRule(const std::string& op) const;
   std::vector<std::string> ops() const;
 
  private:
   std::map<std::string, CpuKernelFactory> factories_;
+  std::map<std::string, ChannelsLastRule> channels_last_;
 };
 
 // Registration of the kernel families; CpuKernelRegistry::instance() calls each once.

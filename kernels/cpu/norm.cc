@@ -1,9 +1,12 @@
 // BatchNormalization (inference and training mode) and LayerNormalization, as
-// OpenMP loops accumulating statistics in double (two passes: mean, then the
-// centred sum of squares). Per-channel scratch is sized in the factory.
+// OpenMP loops accumulating statistics in double (BatchNorm: one pass of shifted
+// sums; LayerNorm: two passes, mean then the centred sum of squares). Per-channel
+// scratch is sized in the factory.
+#include <algorithm>
 #include <cmath>
 
 #include "ir/ops/shape_helpers.h"
+#include "kernels/cpu/layout.h"
 #include "kernels/cpu/nn.h"
 
 namespace ds::cpu {
@@ -34,6 +37,11 @@ bool hasOutput(const KernelContext& ctx, size_t i) {
 // (population) variance, as the ONNX BatchNormalization-15 text specifies
 // ("ReduceVar ... does not use sample size N - 1"); PyTorch's running_var uses
 // the unbiased one instead, so exporters that need PyTorch's numbers differ here.
+//
+// X and Y may be channels-last (TensorView::channels_last; both alike). The
+// statistics are shifted sums in double, one pass over X, over a fixed split of the
+// data (the result does not depend on the thread count); Y is X * mul + add per
+// channel in T's own precision, one pass that vectorises along the contiguous dim.
 template <typename T>
 class BatchNormKernel : public CpuKernel {
  public:
@@ -42,61 +50,140 @@ class BatchNormKernel : public CpuKernel {
     n_ = s[0];
     c_ = s[1];
     inner_ = c_ * n_ == 0 ? 0 : ctx.input(0).numel() / (n_ * c_);
+    channels_last_ = ctx.input(0).channels_last;
     training_ = ctx.i("training_mode") != 0;
     eps_ = ctx.f("epsilon");
     momentum_ = ctx.f("momentum");
     mul_.resize(static_cast<size_t>(c_));
     add_.resize(static_cast<size_t>(c_));
+    mean_.resize(static_cast<size_t>(c_));
+    var_.resize(static_cast<size_t>(c_));
+    if (training_ && channels_last_) {
+      rows_ = n_ * inner_;
+      chunks_ = std::min<int64_t>(rows_, kChunks);
+      partial_.resize(static_cast<size_t>(2 * chunks_ * c_));
+    }
   }
 
   void run(const KernelContext& ctx) override {
     const T* x = ctx.input(0).as<T>();
-#pragma omp parallel for schedule(static)
     for (int64_t c = 0; c < c_; ++c) {
-      double mean = param(ctx.input(3), c), var = param(ctx.input(4), c);
-      if (training_) {
-        batchStats(x, c, &mean, &var);
-        double keep = momentum_, take = 1.0 - momentum_;
-        if (hasOutput(ctx, 1))
-          setParam(ctx.output(1), c, param(ctx.input(3), c) * keep + mean * take);
-        if (hasOutput(ctx, 2))
-          setParam(ctx.output(2), c, param(ctx.input(4), c) * keep + var * take);
+      mean_[c] = param(ctx.input(3), c);
+      var_[c] = param(ctx.input(4), c);
+    }
+    if (training_) {
+      if (channels_last_) {
+        rowStats(x);
+      } else {
+        planeStats(x);
       }
-      double mul = param(ctx.input(1), c) / std::sqrt(var + eps_);
-      mul_[c] = mul;
-      add_[c] = param(ctx.input(2), c) - mean * mul;
+      double keep = momentum_, take = 1.0 - momentum_;
+      for (int64_t c = 0; c < c_; ++c) {
+        if (hasOutput(ctx, 1))
+          setParam(ctx.output(1), c, param(ctx.input(3), c) * keep + mean_[c] * take);
+        if (hasOutput(ctx, 2))
+          setParam(ctx.output(2), c, param(ctx.input(4), c) * keep + var_[c] * take);
+      }
     }
-    T* y = ctx.output(0).as<T>();
-    int64_t planes = n_ * c_;
-#pragma omp parallel for schedule(static)
-    for (int64_t p = 0; p < planes; ++p) {
-      double mul = mul_[p % c_], add = add_[p % c_];
-      const T* xp = x + p * inner_;
-      T* yp = y + p * inner_;
-      for (int64_t i = 0; i < inner_; ++i) yp[i] = static_cast<T>(xp[i] * mul + add);
+    for (int64_t c = 0; c < c_; ++c) {
+      double mul = param(ctx.input(1), c) / std::sqrt(var_[c] + eps_);
+      mul_[c] = static_cast<T>(mul);
+      add_[c] = static_cast<T>(param(ctx.input(2), c) - mean_[c] * mul);
     }
+    normalize(x, ctx.output(0).as<T>());
   }
 
  private:
-  void batchStats(const T* x, int64_t c, double* mean, double* var) const {
-    double sum = 0.0, sq = 0.0;
-    for (int64_t n = 0; n < n_; ++n) {
-      const T* xp = x + (n * c_ + c) * inner_;
-      for (int64_t i = 0; i < inner_; ++i) sum += xp[i];
+  static constexpr int64_t kChunks = 64;
+
+  // Both statistics in one pass: sums of d = x - shift and of d^2, with shift one
+  // of the channel's own values, so var = E[d^2] - E[d]^2 cancels no more than
+  // the two-pass formula does (the sums are in double).
+  void setStats(int64_t c, double shift, double sum, double sq, double count) {
+    double m = sum / count;
+    mean_[c] = shift + m;
+    var_[c] = std::max(0.0, sq / count - m * m);
+  }
+
+  // NCHW: one channel's planes are n_ runs of inner_ contiguous elements.
+  void planeStats(const T* x) {
+#pragma omp parallel for schedule(static)
+    for (int64_t c = 0; c < c_; ++c) {
+      const double shift = x[c * inner_];
+      double sum = 0.0, sq = 0.0;
+      for (int64_t n = 0; n < n_; ++n) {
+        const T* xp = x + (n * c_ + c) * inner_;
+#pragma omp simd reduction(+ : sum, sq)
+        for (int64_t i = 0; i < inner_; ++i) {
+          double d = static_cast<double>(xp[i]) - shift;
+          sum += d;
+          sq += d * d;
+        }
+      }
+      setStats(c, shift, sum, sq, static_cast<double>(n_ * inner_));
     }
-    double count = static_cast<double>(n_ * inner_);
-    *mean = sum / count;
-    for (int64_t n = 0; n < n_; ++n) {
-      const T* xp = x + (n * c_ + c) * inner_;
-      for (int64_t i = 0; i < inner_; ++i) sq += (xp[i] - *mean) * (xp[i] - *mean);
+  }
+
+  // Channels-last: rows_ rows of c_ channels, shifted by the first row. Each chunk
+  // of rows sums into its own per-channel partials, added up in chunk order.
+  void rowStats(const T* x) {
+#pragma omp parallel for schedule(static)
+    for (int64_t k = 0; k < chunks_; ++k) {
+      double* sum = partial_.data() + 2 * k * c_;
+      double* sq = sum + c_;
+      std::fill(sum, sum + 2 * c_, 0.0);
+      for (int64_t r = rows_ * k / chunks_; r < rows_ * (k + 1) / chunks_; ++r) {
+        const T* xr = x + r * c_;
+#pragma omp simd
+        for (int64_t c = 0; c < c_; ++c) {
+          double d = static_cast<double>(xr[c]) - static_cast<double>(x[c]);
+          sum[c] += d;
+          sq[c] += d * d;
+        }
+      }
     }
-    *var = sq / count;
+    for (int64_t c = 0; c < c_; ++c) {
+      double sum = 0.0, sq = 0.0;
+      for (int64_t k = 0; k < chunks_; ++k) {
+        sum += partial_[2 * k * c_ + c];
+        sq += partial_[(2 * k + 1) * c_ + c];
+      }
+      setStats(c, x[c], sum, sq, static_cast<double>(rows_));
+    }
+  }
+
+  void normalize(const T* x, T* y) const {
+    const T* mul = mul_.data();
+    const T* add = add_.data();
+    if (channels_last_) {
+      int64_t rows = n_ * inner_;
+#pragma omp parallel for schedule(static)
+      for (int64_t r = 0; r < rows; ++r) {
+        const T* xr = x + r * c_;
+        T* yr = y + r * c_;
+#pragma omp simd
+        for (int64_t c = 0; c < c_; ++c) yr[c] = xr[c] * mul[c] + add[c];
+      }
+      return;
+    }
+    int64_t planes = n_ * c_;
+#pragma omp parallel for schedule(static)
+    for (int64_t p = 0; p < planes; ++p) {
+      const T m = mul[p % c_], a = add[p % c_];
+      const T* xp = x + p * inner_;
+      T* yp = y + p * inner_;
+#pragma omp simd
+      for (int64_t i = 0; i < inner_; ++i) yp[i] = xp[i] * m + a;
+    }
   }
 
   int64_t n_ = 0, c_ = 0, inner_ = 0;
-  bool training_ = false;
+  bool channels_last_ = false, training_ = false;
   double eps_ = 0.0, momentum_ = 0.0;
-  std::vector<double> mul_, add_;  // per channel: Y = X * mul + add
+  int64_t rows_ = 0, chunks_ = 0;
+  std::vector<double> mean_, var_;  // per channel: the statistics normalised with
+  std::vector<T> mul_, add_;        // per channel: Y = X * mul + add
+  std::vector<double> partial_;     // per chunk: c_ sums and c_ sums of squares
 };
 
 std::unique_ptr<CpuKernel> makeBatchNorm(const KernelContext& ctx) {
@@ -169,6 +256,7 @@ LayerNormRows layerNormRows(const Shape& x, int64_t axis) {
 
 void registerNormKernels(CpuKernelRegistry& r) {
   r.add("BatchNormalization", makeBatchNorm);
+  r.allowChannelsLast("BatchNormalization", dataInOutTogether);
   r.add("LayerNormalization", makeLayerNorm);
 }
 

@@ -1,4 +1,5 @@
-// MaxPool, AveragePool and GlobalAveragePool with OpenMP loops over (n, c) planes.
+// MaxPool, AveragePool and GlobalAveragePool with OpenMP loops over (n, c) planes
+// (MaxPool and GlobalAveragePool also over channels-last pixels: kernels/cpu/layout.h).
 // Per output index and spatial dim the factory tabulates the range of kernel taps
 // that land inside the input, so run() does no bounds tests and no allocation.
 // AveragePool's divisor with count_include_pad counts taps inside the explicit
@@ -8,6 +9,7 @@
 #include <cmath>
 #include <limits>
 
+#include "kernels/cpu/layout.h"
 #include "kernels/cpu/nn.h"
 #include "kernels/cpu/window.h"
 
@@ -26,6 +28,10 @@ class PoolKernel : public CpuKernel {
   void run(const KernelContext& ctx) override {
     const T* x = ctx.input(0).as<T>();
     T* y = ctx.output(0).as<T>();
+    if (ctx.input(0).channels_last || ctx.output(0).channels_last) {
+      if constexpr (kMax) runChannelsLast(ctx);
+      return;
+    }
     int64_t planes = w_.n * w_.c_in, in_size = w_.inSize(), out_size = w_.outSize();
 #pragma omp parallel for schedule(static)
     for (int64_t p = 0; p < planes; ++p) {
@@ -35,6 +41,39 @@ class PoolKernel : public CpuKernel {
         for (int64_t oh = 0; oh < w_.out[1]; ++oh)
           for (int64_t ow = 0; ow < w_.out[2]; ++ow)
             yp[(od * w_.out[1] + oh) * w_.out[2] + ow] = window(xp, od, oh, ow);
+    }
+  }
+
+  // 2-D max pooling with channels-last input and/or output: per output pixel, the
+  // maximum over its taps of contiguous channel vectors.
+  void runChannelsLast(const KernelContext& ctx) const {
+    const T* x = ctx.input(0).as<T>();
+    T* y = ctx.output(0).as<T>();
+    const bool x_last = ctx.input(0).channels_last, y_last = ctx.output(0).channels_last;
+    const int64_t c = w_.c_in, in_hw = w_.in[1] * w_.in[2], out_hw = w_.out[1] * w_.out[2];
+    const int64_t xc = x_last ? 1 : in_hw, yc = y_last ? 1 : out_hw;  // channel strides
+    const int64_t xp = x_last ? c : 1, yp = y_last ? c : 1;           // pixel strides
+#pragma omp parallel for collapse(2) schedule(static)
+    for (int64_t n = 0; n < w_.n; ++n) {
+      for (int64_t oh = 0; oh < w_.out[1]; ++oh) {
+        for (int64_t ow = 0; ow < w_.out[2]; ++ow) {
+          T* yo = y + n * c * out_hw + (oh * w_.out[2] + ow) * yp;
+          for (int64_t ch = 0; ch < c; ++ch) yo[ch * yc] = -std::numeric_limits<T>::infinity();
+          int64_t h0 = oh * w_.strides[1] - w_.pad_begin[1];
+          int64_t w0 = ow * w_.strides[2] - w_.pad_begin[2];
+          for (int64_t kh = taps_[1].lo[oh]; kh < taps_[1].hi[oh]; ++kh) {
+            for (int64_t kw = taps_[2].lo[ow]; kw < taps_[2].hi[ow]; ++kw) {
+              int64_t pixel = (h0 + kh * w_.dilations[1]) * w_.in[2] + w0 + kw * w_.dilations[2];
+              const T* xi = x + n * c * in_hw + pixel * xp;
+#pragma omp simd
+              for (int64_t ch = 0; ch < c; ++ch) {
+                T v = xi[ch * xc], best = yo[ch * yc];
+                yo[ch * yc] = (v > best || v != v) ? v : best;
+              }
+            }
+          }
+        }
+      }
     }
   }
 
@@ -88,24 +127,57 @@ std::unique_ptr<CpuKernel> makePool(const KernelContext& ctx) {
   return std::make_unique<PoolKernel<double, kMax>>(w, include_pad);
 }
 
+// The mean of each (n, c) plane; a channels-last input sums its pixel rows into
+// per-channel accumulators instead.
 template <typename T>
-void globalAveragePool(const KernelContext& ctx) {
-  const Shape& s = ctx.input(0).shape();
-  int64_t planes = s[0] * s[1];
-  int64_t size = planes == 0 ? 0 : ctx.input(0).numel() / planes;
-  const T* x = ctx.input(0).as<T>();
-  T* y = ctx.output(0).as<T>();
-#pragma omp parallel for schedule(static)
-  for (int64_t p = 0; p < planes; ++p) {
-    double sum = 0.0;
-    for (int64_t i = 0; i < size; ++i) sum += x[p * size + i];
-    y[p] = static_cast<T>(sum / static_cast<double>(size));
+class GlobalAveragePoolKernel : public CpuKernel {
+ public:
+  explicit GlobalAveragePoolKernel(const KernelContext& ctx) {
+    const Shape& s = ctx.input(0).shape();
+    n_ = s[0];
+    c_ = s[1];
+    size_ = n_ * c_ == 0 ? 0 : ctx.input(0).numel() / (n_ * c_);
+    channels_last_ = ctx.input(0).channels_last;
+    if (channels_last_) sums_.resize(static_cast<size_t>(n_ * c_));
   }
-}
+
+  void run(const KernelContext& ctx) override {
+    const T* x = ctx.input(0).as<T>();
+    T* y = ctx.output(0).as<T>();
+    const double count = static_cast<double>(size_);
+    if (channels_last_) {
+#pragma omp parallel for schedule(static)
+      for (int64_t n = 0; n < n_; ++n) {
+        double* acc = sums_.data() + n * c_;
+        std::fill(acc, acc + c_, 0.0);
+        for (int64_t p = 0; p < size_; ++p) {
+          const T* xr = x + (n * size_ + p) * c_;
+#pragma omp simd
+          for (int64_t ch = 0; ch < c_; ++ch) acc[ch] += xr[ch];
+        }
+        for (int64_t ch = 0; ch < c_; ++ch) y[n * c_ + ch] = static_cast<T>(acc[ch] / count);
+      }
+      return;
+    }
+#pragma omp parallel for schedule(static)
+    for (int64_t p = 0; p < n_ * c_; ++p) {
+      double sum = 0.0;
+#pragma omp simd reduction(+ : sum)
+      for (int64_t i = 0; i < size_; ++i) sum += x[p * size_ + i];
+      y[p] = static_cast<T>(sum / count);
+    }
+  }
+
+ private:
+  int64_t n_ = 0, c_ = 0, size_ = 0;
+  bool channels_last_ = false;
+  std::vector<double> sums_;  // channels-last: per (n, c)
+};
 
 std::unique_ptr<CpuKernel> makeGlobalAveragePool(const KernelContext& ctx) {
-  if (requireF32OrF64(ctx, 0) == DType::F32) return statelessKernel(globalAveragePool<float>);
-  return statelessKernel(globalAveragePool<double>);
+  if (requireF32OrF64(ctx, 0) == DType::F32)
+    return std::make_unique<GlobalAveragePoolKernel<float>>(ctx);
+  return std::make_unique<GlobalAveragePoolKernel<double>>(ctx);
 }
 
 }  // namespace
@@ -114,6 +186,12 @@ void registerPoolKernels(CpuKernelRegistry& r) {
   r.add("MaxPool", makePool<true>);
   r.add("AveragePool", makePool<false>);
   r.add("GlobalAveragePool", makeGlobalAveragePool);
+  // Max pooling without the Indices output (its indices are NCHW offsets).
+  r.allowChannelsLast("MaxPool", [](const KernelContext& ctx) {
+    bool indices = ctx.outputs.size() > 1 && ctx.outputs[1].present();
+    return indices ? OperandGroups{} : dataInOutSeparately(ctx);
+  });
+  r.allowChannelsLast("GlobalAveragePool", dataInOutSeparately);
 }
 
 }  // namespace ds::cpu
