@@ -1,6 +1,7 @@
 #include "runtime/cpu_executor.h"
 
 #include <algorithm>
+#include <chrono>
 #include <cstdlib>
 #include <cstring>
 
@@ -78,6 +79,7 @@ void CpuExecutor::buildSteps() {
                       : (*factory)(step.ctx);
   }
   dies_after_ = lastUses();
+  if (options_.profile) step_seconds_.assign(steps_.size(), 0.0);
 }
 
 void CpuExecutor::chooseLayouts() {
@@ -125,7 +127,14 @@ void CpuExecutor::run(bool optimizer_step) {
   for (size_t s = 0; s < steps_.size(); ++s) {
     if (!optimizer_step && rank.steps(static_cast<int>(s)).phase() == planpb::OPTIMIZER_STEP)
       continue;
-    steps_[s].kernel->run(steps_[s].ctx);
+    if (options_.profile) {
+      auto start = std::chrono::steady_clock::now();
+      steps_[s].kernel->run(steps_[s].ctx);
+      step_seconds_[s] +=
+          std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
+    } else {
+      steps_[s].kernel->run(steps_[s].ctx);
+    }
     if (options_.poison_freed) poisonAfter(s);
   }
 }

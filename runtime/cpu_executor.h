@@ -25,6 +25,7 @@ class CpuExecutor : public Executor {
   Tensor output(size_t i) const override;
   Tensor readTensor(int index) const override;
   void writeTensor(int index, const Tensor& value) override;
+  std::vector<double> stepSeconds() const override { return step_seconds_; }
 
  private:
   struct Step;
@@ -37,7 +38,9 @@ class CpuExecutor : public Executor {
   std::vector<Step> steps_;
   std::vector<std::vector<int>> dies_after_;  // arena tensors whose last use is step i
   std::vector<bool> channels_last_;           // per plan tensor: stored [N, H, W, C] in the arena
-  std::vector<float> scratch_;  // f32 copies for 16-bit steps (kernels/cpu/promote16.h)
+  std::vector<float> scratch_;
+  std::vector<double> step_seconds_;  // ExecutorOptions::profile  // f32 copies for 16-bit steps
+                                      // (kernels/cpu/promote16.h)
 };
 
 }  // namespace ds

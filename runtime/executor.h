@@ -29,6 +29,8 @@ struct ExecutorOptions {
   // CPU backend: keep 4-D activations channels-last between kernels that accept
   // it (kernels/cpu/layout.h); off only to compare against the plain layout.
   bool channels_last = true;
+  // Time every step of every run (Executor::stepSeconds; dsrun --profile).
+  bool profile = false;
 };
 
 class Executor {
@@ -64,6 +66,11 @@ class Executor {
   virtual Tensor readTensor(int index) const = 0;
   // Overwrites a persistent tensor (resuming from a checkpoint).
   virtual void writeTensor(int index, const Tensor& value) = 0;
+
+  // With ExecutorOptions::profile: per step of this rank, the seconds spent in it
+  // summed over every run so far. Empty when not profiling, or when the backend
+  // cannot time single steps.
+  virtual std::vector<double> stepSeconds() const { return {}; }
 
  protected:
   // The position of `name` in the plan's feeds; a ds::Error listing them if absent.

@@ -12,7 +12,9 @@
 #include "models/models.h"
 #include "runtime/cpu_executor.h"
 #include "runtime/npy.h"
+#include "runtime/step_profile.h"
 #include "tests/test_util.h"
+#include "tests/training_fixtures.h"
 
 #ifdef DS_HAVE_CUDA
 #include "kernels/cuda/device.h"
@@ -173,6 +175,35 @@ TEST(CpuExecutor, PoisonedRunMatchesCleanRun) {
     ASSERT_TRUE(std::isfinite(a.getDouble(i)));
     EXPECT_EQ(a.getDouble(i), b.getDouble(i)) << i;
   }
+}
+
+// The profile table sums step times per op, per run, largest first, and lists the
+// slowest steps with their node names; dsrun --profile prints it from measured times.
+TEST(StepProfile, SumsStepTimesPerOpAndRanksSteps) {
+  PlanFile plan = compiledPlan(buildMlp({}), "plan_mlp_profile", 2);
+  const planpb::RankPlan& rank = plan.plan.ranks(0);
+  std::vector<double> seconds(static_cast<size_t>(rank.steps_size()), 0.0);
+  int slowest = -1;
+  for (int s = 0; s < rank.steps_size(); ++s) {
+    seconds[static_cast<size_t>(s)] = rank.steps(s).op() == "Gemm" ? 0.004 : 0.001;
+    if (rank.steps(s).op() == "Gemm" && slowest < 0) slowest = s;
+  }
+  seconds[static_cast<size_t>(slowest)] = 0.01;  // 10 ms over 2 runs: 5 ms per run
+  std::string report = stepProfileReport(plan, 0, seconds, 2, 1);
+  auto firstOpRow = report.substr(report.find("share\n") + 6);
+  EXPECT_EQ(firstOpRow.rfind("  Gemm", 0), 0u) << report;
+  EXPECT_TRUE(contains(report, "5.000  #" + std::to_string(slowest) + " Gemm @")) << report;
+  EXPECT_EQ(std::count(report.begin(), report.end(), '#'), 1) << report;  // top 1 step
+
+  std::string path = test::tempPath(test::scratchName("profile.plan"));
+  writePlanFile(path, plan);
+  std::string feed = test::tempPath(test::scratchName("profile_feed.npy"));
+  writeNpy(feed, randomTensor({DType::F32, {2, 784}}, 1));
+  auto r = test::runCommand(test::binary("dsrun") + " " + path + " --feed input=" + feed +
+                            " --repeat 3 --profile");
+  EXPECT_EQ(r.exit_code, 0) << r.output;
+  EXPECT_TRUE(contains(r.output, "profile of rank 0, 3 run(s)")) << r.output;
+  EXPECT_TRUE(contains(r.output, "slowest steps")) << r.output;
 }
 
 TEST(Npy, RoundTripsEveryNumpyDtype) {

@@ -20,6 +20,7 @@
 #include "runtime/cpu_executor.h"
 #include "runtime/launch.h"
 #include "runtime/npy.h"
+#include "runtime/step_profile.h"
 #include "runtime/synthetic_data.h"
 #include "runtime/trainer.h"
 #include "tools/cli_main.h"
@@ -45,6 +46,7 @@ struct Args {
   std::string metrics;
   bool poison = false;
   bool print_times = false;
+  bool profile = false;
   std::string save, resume, export_onnx;
   int64_t save_every = 0;      // 0: only after the last step
   std::string comm = "local";  // plans with several ranks: local threads or mpi processes
@@ -254,6 +256,7 @@ void runForward(const Args& a, const ds::PlanFile& plan, ds::Executor& exec, int
   if (a.print_times)
     for (size_t i = 0; i < ms.size(); ++i)
       std::cerr << "dsrun: run " << i + 1 << " took " << ms[i] << " ms\n";
+  if (a.profile) std::cerr << ds::stepProfileReport(plan, rank, exec.stepSeconds(), a.repeat);
   if (!a.dump_outputs.empty()) {
     std::filesystem::create_directories(a.dump_outputs);
     for (size_t i = 0; i < exec.numOutputs(); ++i)
@@ -275,6 +278,9 @@ int runOneRank(const Args& a, const ds::PlanFile& plan) {
   options.rank = a.rank;
   options.poison_freed = a.poison;
   options.seed = resume ? resume->position.seed : a.seed;
+  options.profile = a.profile;
+  DS_CHECK(!a.profile || (a.backend == "cpu" && !ds::isTrainingPlan(plan)),
+           "--profile: times forward plans on the cpu backend only");
   std::unique_ptr<ds::Executor> executor = makeExecutor(a.backend, plan, options);
   ds::Executor& exec = *executor;
   if (ds::isTrainingPlan(plan)) {
@@ -299,6 +305,7 @@ int runRanks(const Args& a, const ds::PlanFile& plan) {
            " ranks runs on the CPU backend only for now (the CUDA executor has no NCCL "
            "collectives yet); use --backend cpu");
   const bool training = ds::isTrainingPlan(plan);
+  DS_CHECK(!a.profile || !training, "--profile: times forward plans on the cpu backend only");
   DS_CHECK(training || (a.save.empty() && a.resume.empty() && a.export_onnx.empty()),
            "--save, --resume and --export-onnx need a training plan");
   const std::optional<ds::CheckpointInfo> resume = readResume(a, plan);
@@ -311,6 +318,7 @@ int runRanks(const Args& a, const ds::PlanFile& plan) {
     options.poison_freed = a.poison;
     options.seed = resume ? resume->position.seed : a.seed;
     options.comm = &comm;
+    options.profile = a.profile;
     ds::CpuExecutor exec(plan, options);
     if (training) {
       trainPlan(a, plan, exec, resume);
@@ -379,6 +387,9 @@ int main(int argc, char** argv) {
   app.add_option("--metrics", args.metrics,
                  "training plans: write one JSON object per step (step, loss, lr, grad_norm, ...)");
   app.add_flag("--print-times", args.print_times, "with --repeat: print each run's time");
+  app.add_flag("--profile", args.profile,
+               "forward plans on the cpu backend: time every step and print the time per op "
+               "and the slowest steps");
   app.add_option("--repeat", args.repeat, "run the plan N times and report the median time")
       ->check(CLI::PositiveNumber);
   app.add_option("--comm", args.comm,
