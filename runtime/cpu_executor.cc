@@ -7,6 +7,7 @@
 
 #include "ir/error.h"
 #include "ir/graph.h"
+#include "kernels/cpu/fusion.h"
 #include "kernels/cpu/layout.h"
 #include "kernels/cpu/promote16.h"
 
@@ -69,14 +70,19 @@ void CpuExecutor::buildSteps() {
   }
   scratch_.resize(scratch_bytes / sizeof(float) + 1);
   if (options_.channels_last) chooseLayouts();
+  std::vector<bool> absorbed = fuseSteps();
   for (size_t s = 0; s < steps_.size(); ++s) {
     const planpb::Step& ps = rank.steps(static_cast<int>(s));
     const cpu::CpuKernelFactory* factory = cpu::CpuKernelRegistry::instance().find(ps.op());
     DS_CHECK(factory != nullptr, "node '", ps.node(), "' (", ps.op(), "): no CPU kernel");
     Step& step = steps_[s];
-    step.kernel = cpu::needsPromotion(step.ctx)
-                      ? cpu::promotedKernel(step.ctx, *factory, scratch_.data())
-                      : (*factory)(step.ctx);
+    if (absorbed[s]) {
+      step.kernel = cpu::noopKernel();  // an earlier step's epilogue does its work
+    } else if (cpu::needsPromotion(step.ctx)) {
+      step.kernel = cpu::promotedKernel(step.ctx, *factory, scratch_.data());
+    } else {
+      step.kernel = (*factory)(step.ctx);
+    }
   }
   dies_after_ = lastUses();
   if (options_.profile) step_seconds_.assign(steps_.size(), 0.0);
@@ -107,6 +113,29 @@ void CpuExecutor::chooseLayouts() {
       if (ps.outputs(i) >= 0)
         steps_[s].ctx.outputs[i].channels_last = channels_last_[ps.outputs(i)];
   }
+}
+
+std::vector<bool> CpuExecutor::fuseSteps() {
+  const planpb::Plan& p = plan_.plan;
+  const planpb::RankPlan& rank = p.ranks(options_.rank);
+  std::vector<bool> may_skip(static_cast<size_t>(p.tensors_size()));
+  for (int t = 0; t < p.tensors_size(); ++t)
+    may_skip[static_cast<size_t>(t)] = p.tensors(t).storage() == planpb::ARENA;
+  for (int t : p.outputs()) may_skip[static_cast<size_t>(t)] = false;
+  std::vector<cpu::FusionStep> fusion;
+  for (size_t s = 0; s < steps_.size(); ++s) {
+    const planpb::Step& ps = rank.steps(static_cast<int>(s));
+    fusion.push_back({&steps_[s].ctx,
+                      {ps.inputs().begin(), ps.inputs().end()},
+                      {ps.outputs().begin(), ps.outputs().end()},
+                      ps.phase(),
+                      cpu::needsPromotion(steps_[s].ctx)});
+  }
+  if (options_.fuse_epilogues) cpu::fuseEpilogues(fusion, may_skip);
+  std::vector<bool> absorbed;
+  for (const cpu::FusionStep& f : fusion) absorbed.push_back(f.absorbed);
+  fused_steps_ = static_cast<size_t>(std::count(absorbed.begin(), absorbed.end(), true));
+  return absorbed;
 }
 
 void CpuExecutor::setFeed(const std::string& name, const Tensor& value) {

@@ -26,12 +26,15 @@ class CpuExecutor : public Executor {
   Tensor readTensor(int index) const override;
   void writeTensor(int index, const Tensor& value) override;
   std::vector<double> stepSeconds() const override { return step_seconds_; }
+  // How many steps an earlier step's kernel does as its epilogue (kernels/cpu/fusion.h).
+  size_t fusedSteps() const { return fused_steps_; }
 
  private:
   struct Step;
   void* address(int tensor) const;
   void buildSteps();
-  void chooseLayouts();  // kernels/cpu/layout.h
+  void chooseLayouts();           // kernels/cpu/layout.h
+  std::vector<bool> fuseSteps();  // kernels/cpu/fusion.h; per step: absorbed
   void poisonAfter(size_t step);
 
   Regions regions_;
@@ -39,7 +42,8 @@ class CpuExecutor : public Executor {
   std::vector<std::vector<int>> dies_after_;  // arena tensors whose last use is step i
   std::vector<bool> channels_last_;           // per plan tensor: stored [N, H, W, C] in the arena
   std::vector<float> scratch_;
-  std::vector<double> step_seconds_;  // ExecutorOptions::profile  // f32 copies for 16-bit steps
+  std::vector<double> step_seconds_;  // ExecutorOptions::profile
+  size_t fused_steps_ = 0;            // f32 copies for 16-bit steps
                                       // (kernels/cpu/promote16.h)
 };
 

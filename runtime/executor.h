@@ -29,6 +29,9 @@ struct ExecutorOptions {
   // CPU backend: keep 4-D activations channels-last between kernels that accept
   // it (kernels/cpu/layout.h); off only to compare against the plain layout.
   bool channels_last = true;
+  // CPU backend: let kernels apply the element-wise steps that follow them
+  // (kernels/cpu/fusion.h); off only to compare against unfused execution.
+  bool fuse_epilogues = true;
   // Time every step of every run (Executor::stepSeconds; dsrun --profile).
   bool profile = false;
 };

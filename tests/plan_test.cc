@@ -33,15 +33,7 @@ bool gpuVisible() {
 
 using test::contains;
 
-// Compiles a generated model at `batch` and returns its plan.
-PlanFile compiledPlan(const onnx::ModelProto& model, const std::string& name, int64_t batch) {
-  std::string path = test::tempPath(name + ".onnx");
-  saveModel(model, path);
-  CompileOptions o;
-  o.model_path = path;
-  o.micro_batch = batch;
-  return buildPlan(compile(o), path);
-}
+using test::compiledPlan;
 
 Tensor randomTensor(TensorType type, uint64_t seed) {
   Tensor t(type);

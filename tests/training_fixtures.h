@@ -12,7 +12,9 @@
 
 #include <unistd.h>
 
+#include "frontend/compile.h"
 #include "ir/plan.h"
+#include "models/models.h"
 #include "runtime/comm/mpi_communicator.h"
 #include "runtime/npy.h"
 #include "tests/test_util.h"
@@ -77,6 +79,18 @@ inline std::string scratchName(const std::string& name) {
 }
 inline std::string scratch(const std::string& name) {
   return tempPath(scratchName(name));
+}
+
+// Compiles `model` (written under this process's scratch name NAME.onnx) at
+// micro-batch `batch`, in process, and returns its plan.
+inline PlanFile compiledPlan(const onnx::ModelProto& model, const std::string& name,
+                             int64_t batch) {
+  std::string path = scratch(name + ".onnx");
+  saveModel(model, path);
+  CompileOptions o;
+  o.model_path = path;
+  o.micro_batch = batch;
+  return buildPlan(compile(o), path);
 }
 
 // `mpirun -np N` as the tests run it: containers run as root, which mpirun refuses

@@ -33,7 +33,9 @@ class DnnlConv : public CpuKernel {
         dnnl::prop_kind::forward_inference, dnnl::algorithm::convolution_direct, anyDesc(src_d),
         anyDesc(wei_d), bias_md, anyDesc(dst_d), toDims(w.strides), minusOne(w.dilations),
         toDims(w.pad_begin), toDims(w.pad_end));
-    dnnl::convolution_forward::primitive_desc pd(desc, scratchpadAttr(), dnnlEngine());
+    std::vector<std::pair<int, memory>> post_args;
+    dnnl::convolution_forward::primitive_desc pd(
+        desc, epilogueAttr(ctx.epilogue, dst_d, &post_args), dnnlEngine());
     memory src = input(ctx.input(0), src_d, pd.src_desc());
     memory wei = input(ctx.input(1), wei_d, pd.weights_desc());
     memory dst_user = wrapMemory(userDesc(ctx.output(0), dst_d), ctx.output(0).data);
@@ -44,6 +46,7 @@ class DnnlConv : public CpuKernel {
     conv.arg(DNNL_ARG_WEIGHTS, wei);
     if (ctx.hasInput(2)) conv.arg(DNNL_ARG_BIAS, wrapMemory(bias_md, ctx.input(2).data));
     conv.arg(DNNL_ARG_DST, dst);
+    for (const auto& [which, mem] : post_args) conv.arg(which, mem);
     calls_.push_back(std::move(conv));
     if (dst != dst_user) calls_.push_back(reorderCall(dst, dst_user));
   }
@@ -135,6 +138,9 @@ std::unique_ptr<CpuKernel> makeConv(const KernelContext& ctx) {
 
 void registerConvKernels(CpuKernelRegistry& r) {
   r.add("Conv", makeConv);
+  r.allowEpilogue("Conv", [](const KernelContext& ctx, const Epilogue& next) {
+    return ctx.input(0).dtype() == DType::F32 && next.op == "Relu";  // a oneDNN post-op
+  });
   r.allowChannelsLast("Conv", [](const KernelContext& ctx) {
     return ctx.input(0).dtype() == DType::F32 ? dataInOutSeparately(ctx) : OperandGroups{};
   });

@@ -87,4 +87,58 @@ memory::desc anyDesc(const memory::dims& dims) {
   return memory::desc(dims, memory::data_type::f32, memory::format_tag::any);
 }
 
+namespace {
+
+// The operand of a bias Add: an f32 vector of the output's last dim, as [1, ..., n].
+bool isLastDimVector(const TensorView& v, const Shape& out) {
+  if (!v.present() || v.dtype() != DType::F32 || out.empty() || v.rank() > std::ssize(out))
+    return false;
+  const Shape& s = v.shape();
+  for (size_t d = 0; d + 1 < s.size(); ++d)
+    if (s[d] != 1) return false;
+  return !s.empty() && s.back() == out.back();
+}
+
+// Gelu's `approximate` when it is one oneDNN has ("none": erf, or "tanh").
+const std::string* geluApproximation(const AttributeMap& attrs) {
+  auto it = attrs.find("approximate");
+  const auto* s = it == attrs.end() ? nullptr : std::get_if<std::string>(&it->second);
+  return s && (*s == "none" || *s == "tanh") ? s : nullptr;
+}
+
+}  // namespace
+
+bool epilogueFitsPostOps(const KernelContext& producer, const Epilogue& next) {
+  if (next.op == "Relu") return true;
+  if (next.op == "Gelu") return geluApproximation(next.attrs) != nullptr;
+  return next.op == "Add" && isLastDimVector(next.operand, producer.output(0).shape());
+}
+
+dnnl::primitive_attr epilogueAttr(const std::vector<Epilogue>& epilogue,
+                                  const memory::dims& dst_dims,
+                                  std::vector<std::pair<int, memory>>* args) {
+  dnnl::primitive_attr attr = scratchpadAttr();
+  if (epilogue.empty()) return attr;
+  dnnl::post_ops ops;
+  for (const Epilogue& e : epilogue) {
+    if (e.op == "Relu") {
+      ops.append_eltwise(1.0f, dnnl::algorithm::eltwise_relu, 0.0f, 0.0f);
+    } else if (e.op == "Gelu") {
+      bool tanh = *geluApproximation(e.attrs) == "tanh";
+      ops.append_eltwise(
+          1.0f, tanh ? dnnl::algorithm::eltwise_gelu_tanh : dnnl::algorithm::eltwise_gelu_erf, 0.0f,
+          0.0f);
+    } else {  // Add of a last-dim vector
+      memory::dims dims(dst_dims.size(), 1);
+      dims.back() = dst_dims.back();
+      memory::desc md = plainDesc(dims);
+      args->emplace_back(DNNL_ARG_ATTR_MULTIPLE_POST_OP(ops.len()) | DNNL_ARG_SRC_1,
+                         wrapMemory(md, e.operand.data));
+      ops.append_binary(dnnl::algorithm::binary_add, md);
+    }
+  }
+  attr.set_post_ops(ops);
+  return attr;
+}
+
 }  // namespace ds::cpu

@@ -140,6 +140,13 @@ struct AddOp {
     return a + b;
   }
 };
+// Add with a fused Relu (kernels/cpu/fusion.h): a residual connection's sum.
+struct AddReluOp {
+  template <typename X>
+  X operator()(X a, X b) const {
+    return ReluOp{}(a + b);
+  }
+};
 struct SubOp {
   template <typename X>
   X operator()(X a, X b) const {
@@ -476,7 +483,13 @@ void registerElementwiseKernels(CpuKernelRegistry& r) {
   r.add("Neg", unary(NumericTypes{}, NegOp{}, kCheap));
   r.add("Not", unary(TypeList<bool>{}, NotOp{}, kCheap));
   r.add("Identity", copyKernel);
-  r.add("Add", binary(NumericTypes{}, AddOp{}));
+  r.add("Add", [](const KernelContext& ctx) {
+    if (!ctx.epilogue.empty()) return binary(FloatTypes{}, AddReluOp{})(ctx);
+    return binary(NumericTypes{}, AddOp{})(ctx);
+  });
+  r.allowEpilogue("Add", [](const KernelContext& ctx, const Epilogue& next) {
+    return ctx.epilogue.empty() && next.op == "Relu" && isFloat(ctx.output(0).dtype());
+  });
   r.add("Sub", binary(NumericTypes{}, SubOp{}));
   r.add("Mul", binary(NumericTypes{}, MulOp{}));
   r.add("Div", binary(NumericTypes{}, DivOp{}));

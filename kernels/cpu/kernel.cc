@@ -47,6 +47,10 @@ std::unique_ptr<CpuKernel> statelessKernel(std::function<void(const KernelContex
   return std::make_unique<FunctionKernel>(std::move(fn));
 }
 
+std::unique_ptr<CpuKernel> noopKernel() {
+  return statelessKernel([](const KernelContext&) {});
+}
+
 const CpuKernelRegistry& CpuKernelRegistry::instance() {
   static const CpuKernelRegistry registry = [] {
     CpuKernelRegistry r;
@@ -75,6 +79,16 @@ void CpuKernelRegistry::allowChannelsLast(const std::string& op, ChannelsLastRul
 const ChannelsLastRule* CpuKernelRegistry::channelsLastRule(const std::string& op) const {
   auto it = channels_last_.find(op);
   return it == channels_last_.end() ? nullptr : &it->second;
+}
+
+void CpuKernelRegistry::allowEpilogue(const std::string& op, EpilogueRule rule) {
+  DS_CHECK(epilogues_.emplace(op, std::move(rule)).second, "epilogue rule for '", op,
+           "' registered twice");
+}
+
+const EpilogueRule* CpuKernelRegistry::epilogueRule(const std::string& op) const {
+  auto it = epilogues_.find(op);
+  return it == epilogues_.end() ? nullptr : &it->second;
 }
 
 const CpuKernelFactory* CpuKernelRegistry::find(const std::string& op) const {

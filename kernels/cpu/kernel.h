@@ -46,6 +46,15 @@ struct TensorView {
   }
 };
 
+// An element-wise step that a kernel applies to its output 0 before storing it,
+// in the same pass (epilogue fusion, kernels/cpu/fusion.h): the absorbed step's
+// op and attributes, and for a binary op its other operand.
+struct Epilogue {
+  std::string op;
+  AttributeMap attrs;
+  TensorView operand;  // absent for a unary op
+};
+
 // What a kernel sees: the step's op, attributes and tensors.
 struct KernelContext {
   std::string op;
@@ -55,6 +64,9 @@ struct KernelContext {
   std::vector<TensorView> outputs;
   uint64_t seed = 0;             // the run's seed (ExecutorOptions::seed), for random ops
   Communicator* comm = nullptr;  // this rank's (ExecutorOptions::comm), for collectives
+  // Steps fused into this one, applied in order to output 0, which is then the
+  // last absorbed step's output. Empty unless the op's EpilogueRule accepted them.
+  std::vector<Epilogue> epilogue;
 
   bool hasInput(size_t i) const { return i < inputs.size() && inputs[i].present(); }
   const TensorView& input(size_t i) const { return inputs.at(i); }
@@ -96,8 +108,15 @@ struct Operand {
 using OperandGroups = std::vector<std::vector<Operand>>;
 using ChannelsLastRule = std::function<OperandGroups(const KernelContext&)>;
 
+// Whether a kernel of `producer` (with the epilogue it already has) can also apply
+// `next` to its output.
+using EpilogueRule = std::function<bool(const KernelContext& producer, const Epilogue& next)>;
+
 // Wraps a stateless function as a kernel.
 std::unique_ptr<CpuKernel> statelessKernel(std::function<void(const KernelContext&)> fn);
+
+// A kernel that does nothing (steps whose outputs are empty, absorbed steps).
+std::unique_ptr<CpuKernel> noopKernel();
 
 class CpuKernelRegistry {
  public:
@@ -105,7 +124,11 @@ class CpuKernelRegistry {
   void add(const std::string& op, CpuKernelFactory factory);
   // Declares that `op`'s kernel accepts channels-last operands as `rule` says.
   void allowChannelsLast(const std::string& op, ChannelsLastRule rule);
+  // Declares that `op`'s kernel applies the epilogues `rule` accepts.
+  void allowEpilogue(const std::string& op, EpilogueRule rule);
   const CpuKernelFactory* find(const std::string& op) const;
+  // nullptr: the op's kernel applies no epilogue.
+  const EpilogueRule* epilogueRule(const std::string& op) const;
   // nullptr: the op's kernel takes every operand in the plain layout.
   const ChannelsLastRule* channelsLastRule(const std::string& op) const;
   std::vector<std::string> ops() const;
@@ -113,6 +136,7 @@ class CpuKernelRegistry {
  private:
   std::map<std::string, CpuKernelFactory> factories_;
   std::map<std::string, ChannelsLastRule> channels_last_;
+  std::map<std::string, EpilogueRule> epilogues_;
 };
 
 // Registration of the kernel families; CpuKernelRegistry::instance() calls each once.

@@ -1,6 +1,7 @@
 // Gemm (alpha, beta, transA, transB, C broadcast) and MatMul (numpy semantics:
 // 1-D operands, broadcast batch dims; transA/transB as strides, no copies; constant
-// 2-D weights packed once into oneDNN's preferred layout). f32 runs one oneDNN
+// 2-D weights packed once into oneDNN's preferred layout; bias adds and activations
+// that follow fused as post-ops, kernels/cpu/fusion.h). f32 runs one oneDNN
 // matmul primitive built in the factory (transposes as strided descriptors, alpha as output scale,
 // beta*C through a sum post-op on Y prefilled with C); f64 runs GemmF64.
 #include <algorithm>
@@ -18,11 +19,13 @@ namespace {
 
 using dnnl::memory;
 
-// Y = alpha * A·B (+ Y when `sum`) as one oneDNN matmul; descriptors may be batched.
+// Y = alpha * A·B (+ Y when `sum`), then `epilogue` (never with `sum`: only Gemm
+// sums, only MatMul fuses), as one oneDNN matmul; descriptors may be batched.
 DnnlCall matmulCall(const memory::desc& a, const void* a_data, const memory::desc& b,
-                    const void* b_data, const memory::desc& y, void* y_data, float alpha,
-                    bool sum) {
-  dnnl::primitive_attr attr = scratchpadAttr();
+                    const void* b_data, const memory::desc& y, void* y_data, float alpha, bool sum,
+                    const std::vector<Epilogue>& epilogue = {}) {
+  std::vector<std::pair<int, memory>> post_args;
+  dnnl::primitive_attr attr = epilogueAttr(epilogue, y.dims(), &post_args);
   if (alpha != 1.0f) attr.set_output_scales(0, {alpha});
   if (sum) {
     dnnl::post_ops ops;
@@ -34,6 +37,7 @@ DnnlCall matmulCall(const memory::desc& a, const void* a_data, const memory::des
   call.arg(DNNL_ARG_SRC, wrapMemory(a, a_data));
   call.arg(DNNL_ARG_WEIGHTS, wrapMemory(b, b_data));
   call.arg(DNNL_ARG_DST, wrapMemory(y, y_data));
+  for (const auto& [which, mem] : post_args) call.arg(which, mem);
   return call;
 }
 
@@ -48,8 +52,9 @@ struct PackedMatMul {
   bool packed_yet = false;
 
   PackedMatMul(const memory::desc& a, const void* a_data, const memory::desc& b, const void* b_data,
-               const memory::desc& y, void* y_data) {
-    dnnl::primitive_attr attr = scratchpadAttr();
+               const memory::desc& y, void* y_data, const std::vector<Epilogue>& epilogue) {
+    std::vector<std::pair<int, memory>> post_args;
+    dnnl::primitive_attr attr = epilogueAttr(epilogue, y.dims(), &post_args);
     dnnl::matmul::primitive_desc pd(
         dnnl::matmul::desc(
             a, memory::desc(b.dims(), memory::data_type::f32, memory::format_tag::any), y),
@@ -65,6 +70,7 @@ struct PackedMatMul {
     call.arg(DNNL_ARG_SRC, wrapMemory(a, a_data));
     call.arg(DNNL_ARG_WEIGHTS, weights);
     call.arg(DNNL_ARG_DST, wrapMemory(y, y_data));
+    for (const auto& [which, mem] : post_args) call.arg(which, mem);
   }
 
   void execute() {
@@ -203,11 +209,11 @@ class MatMulKernel : public CpuKernel {
         const int64_t rows = g_.batches * g_.m;
         packed_ = std::make_unique<PackedMatMul>(
             plainDesc({rows, g_.k}), ctx.input(0).data, operandDesc(Shape{g_.k, g_.n}, g_.trans_b),
-            ctx.input(1).data, plainDesc({rows, g_.n}), ctx.output(0).data);
+            ctx.input(1).data, plainDesc({rows, g_.n}), ctx.output(0).data, ctx.epilogue);
       } else
         call_ = matmulCall(operandDesc(g_.a, g_.trans_a), ctx.input(0).data,
                            operandDesc(g_.b, g_.trans_b), ctx.input(1).data,
-                           plainDesc(toDims(g_.y)), ctx.output(0).data, 1.0f, false);
+                           plainDesc(toDims(g_.y)), ctx.output(0).data, 1.0f, false, ctx.epilogue);
     } else {
       Shape batch(g_.y.begin(), g_.y.end() - 2);
       a_off_ = broadcastIndices(Shape(g_.a.begin(), g_.a.end() - 2), batch);
@@ -258,6 +264,13 @@ std::unique_ptr<CpuKernel> makeTyped(const KernelContext& ctx) {
 void registerMatMulKernels(CpuKernelRegistry& r) {
   r.add("Gemm", makeTyped<GemmKernel>);
   r.add("MatMul", makeTyped<MatMulKernel>);
+  // Bias adds and activations as oneDNN post-ops of f32 matrix products (no 1-D
+  // operands, whose dims the output drops; no empty K, which skips the primitive).
+  r.allowEpilogue("MatMul", [](const KernelContext& ctx, const Epilogue& next) {
+    return ctx.input(0).dtype() == DType::F32 && ctx.input(0).rank() >= 2 &&
+           ctx.input(1).rank() >= 2 && ctx.input(0).numel() > 0 && ctx.input(1).numel() > 0 &&
+           epilogueFitsPostOps(ctx, next);
+  });
 }
 
 }  // namespace ds::cpu

@@ -11,10 +11,6 @@ DType requireF32OrF64(const KernelContext& ctx, size_t i) {
   return t;
 }
 
-std::unique_ptr<CpuKernel> noopKernel() {
-  return statelessKernel([](const KernelContext&) {});
-}
-
 void registerNnKernels(CpuKernelRegistry& r) {
   registerConvKernels(r);
   registerMatMulKernels(r);

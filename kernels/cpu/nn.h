@@ -17,9 +17,6 @@ void registerLossKernels(CpuKernelRegistry& r);    // loss.cc: SoftmaxCrossEntro
 // Fails (at factory time) unless input `i` is f32 or f64; returns its dtype.
 DType requireF32OrF64(const KernelContext& ctx, size_t i);
 
-// A kernel that does nothing (steps whose outputs are empty).
-std::unique_ptr<CpuKernel> noopKernel();
-
 // LayerNormalization's view of X (forward and gradient kernels): `outer` rows of
 // `inner` elements, normalising dims [axis, rank) whose shape is `normalized`.
 struct LayerNormRows {
@@ -35,8 +32,10 @@ struct RowMoments {
 template <typename T>
 RowMoments rowMoments(const T* row, int64_t n, double eps) {
   double sum = 0.0, sq = 0.0;
+#pragma omp simd reduction(+ : sum)
   for (int64_t i = 0; i < n; ++i) sum += row[i];
   double mean = sum / static_cast<double>(n);
+#pragma omp simd reduction(+ : sq)
   for (int64_t i = 0; i < n; ++i) sq += (row[i] - mean) * (row[i] - mean);
   return {mean, 1.0 / std::sqrt(sq / static_cast<double>(n) + eps)};
 }

@@ -52,6 +52,7 @@ class BatchNormKernel : public CpuKernel {
     inner_ = c_ * n_ == 0 ? 0 : ctx.input(0).numel() / (n_ * c_);
     channels_last_ = ctx.input(0).channels_last;
     training_ = ctx.i("training_mode") != 0;
+    relu_ = !ctx.epilogue.empty();  // the only epilogue BatchNorm accepts
     eps_ = ctx.f("epsilon");
     momentum_ = ctx.f("momentum");
     mul_.resize(static_cast<size_t>(c_));
@@ -161,8 +162,16 @@ class BatchNormKernel : public CpuKernel {
       for (int64_t r = 0; r < rows; ++r) {
         const T* xr = x + r * c_;
         T* yr = y + r * c_;
+        if (relu_) {
 #pragma omp simd
-        for (int64_t c = 0; c < c_; ++c) yr[c] = xr[c] * mul[c] + add[c];
+          for (int64_t c = 0; c < c_; ++c) {
+            T v = xr[c] * mul[c] + add[c];
+            yr[c] = v < T(0) ? T(0) : v;  // NaN stays NaN, as in Relu
+          }
+        } else {
+#pragma omp simd
+          for (int64_t c = 0; c < c_; ++c) yr[c] = xr[c] * mul[c] + add[c];
+        }
       }
       return;
     }
@@ -172,13 +181,22 @@ class BatchNormKernel : public CpuKernel {
       const T m = mul[p % c_], a = add[p % c_];
       const T* xp = x + p * inner_;
       T* yp = y + p * inner_;
+      if (relu_) {
 #pragma omp simd
-      for (int64_t i = 0; i < inner_; ++i) yp[i] = xp[i] * m + a;
+        for (int64_t i = 0; i < inner_; ++i) {
+          T v = xp[i] * m + a;
+          yp[i] = v < T(0) ? T(0) : v;
+        }
+      } else {
+#pragma omp simd
+        for (int64_t i = 0; i < inner_; ++i) yp[i] = xp[i] * m + a;
+      }
     }
   }
 
   int64_t n_ = 0, c_ = 0, inner_ = 0;
   bool channels_last_ = false, training_ = false;
+  bool relu_ = false;  // a fused Relu (kernels/cpu/fusion.h) on X * mul + add
   double eps_ = 0.0, momentum_ = 0.0;
   int64_t rows_ = 0, chunks_ = 0;
   std::vector<double> mean_, var_;  // per channel: the statistics normalised with
@@ -207,6 +225,7 @@ class LayerNormKernel : public CpuKernel {
     eps_ = ctx.f("epsilon");
     scale_idx_ = broadcastIndices(ctx.input(1).shape(), rows.normalized);
     if (ctx.hasInput(2)) bias_idx_ = broadcastIndices(ctx.input(2).shape(), rows.normalized);
+    dense_ = ctx.input(1).numel() == inner_ && (!ctx.hasInput(2) || ctx.input(2).numel() == inner_);
   }
 
   void run(const KernelContext& ctx) override {
@@ -221,9 +240,18 @@ class LayerNormKernel : public CpuKernel {
       const T* xr = x + r * inner_;
       T* yr = y + r * inner_;
       auto [mean, inv] = rowMoments(xr, inner_, eps_);
-      for (int64_t i = 0; i < inner_; ++i) {
-        double v = (xr[i] - mean) * inv * scale[scale_idx_[i]];
-        yr[i] = static_cast<T>(bias ? v + bias[bias_idx_[i]] : v);
+      if (dense_) {  // scale and B cover the normalised shape: one vectorised pass
+        const T m = static_cast<T>(mean), s = static_cast<T>(inv);
+#pragma omp simd
+        for (int64_t i = 0; i < inner_; ++i) {
+          T v = (xr[i] - m) * s * scale[i];
+          yr[i] = bias ? v + bias[i] : v;
+        }
+      } else {
+        for (int64_t i = 0; i < inner_; ++i) {
+          double v = (xr[i] - mean) * inv * scale[scale_idx_[i]];
+          yr[i] = static_cast<T>(bias ? v + bias[bias_idx_[i]] : v);
+        }
       }
       if (mean_out) mean_out[r] = static_cast<float>(mean);
       if (inv_out) inv_out[r] = static_cast<float>(inv);
@@ -234,6 +262,7 @@ class LayerNormKernel : public CpuKernel {
   int64_t outer_ = 0, inner_ = 0;
   double eps_ = 0.0;
   std::vector<int64_t> scale_idx_, bias_idx_;  // per normalised element: index into scale/B
+  bool dense_ = false;                         // the indices are 0, 1, ..., inner_ - 1
 };
 
 std::unique_ptr<CpuKernel> makeLayerNorm(const KernelContext& ctx) {
@@ -257,6 +286,9 @@ LayerNormRows layerNormRows(const Shape& x, int64_t axis) {
 void registerNormKernels(CpuKernelRegistry& r) {
   r.add("BatchNormalization", makeBatchNorm);
   r.allowChannelsLast("BatchNormalization", dataInOutTogether);
+  r.allowEpilogue("BatchNormalization", [](const KernelContext& ctx, const Epilogue& next) {
+    return ctx.epilogue.empty() && next.op == "Relu";
+  });
   r.add("LayerNormalization", makeLayerNorm);
 }
 

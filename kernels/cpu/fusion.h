@@ -1,0 +1,34 @@
+// Epilogue fusion in the CPU backend. A bias add, an activation or a normalisation
+// after a matrix product or a convolution is a separate step in the plan, and on
+// the CPU each such step is one more pass over memory (GPT's bias adds and ResNet's
+// ReLUs: bench/RESULTS.md). A kernel that can finish its output with such an op in
+// the same pass — a oneDNN post-op, BatchNorm's normalise loop — declares which
+// (CpuKernelRegistry::allowEpilogue), and the executor lets it absorb the steps
+// right after it that apply those ops to its output alone. The absorbed steps then
+// do nothing; the plan, its memory and its results are unchanged.
+#pragma once
+
+#include <vector>
+
+#include "kernels/cpu/kernel.h"
+
+namespace ds::cpu {
+
+// One step as the fusion sees it.
+struct FusionStep {
+  KernelContext* ctx = nullptr;      // the producer's gets its epilogue and final output
+  std::vector<int> inputs, outputs;  // plan tensors, -1 when absent
+  int phase = 0;                     // steps of different phases never fuse
+  bool promoted = false;             // run through kernels/cpu/promote16.h: never fused
+  bool absorbed = false;             // out: an earlier step's epilogue does its work
+};
+
+// Fuses in place. Step t joins the epilogue of the step s before it when t
+// immediately follows s (or s's last absorbed step), is in the same phase, reads
+// s's current output exactly once and as its only unary/binary data input, that
+// output has no other reader and may_skip[output] (an arena intermediate nobody
+// reads after the run), t's output has the same type and layout and overlaps none
+// of s's inputs, and s's EpilogueRule accepts t.
+void fuseEpilogues(std::vector<FusionStep>& steps, const std::vector<bool>& may_skip);
+
+}  // namespace ds::cpu
