@@ -8,6 +8,7 @@
 #include "passes/dead_code.h"
 #include "passes/fold_constants.h"
 #include "passes/fold_transpose.h"
+#include "passes/fuse_gelu.h"
 
 namespace ds {
 
@@ -17,6 +18,7 @@ const std::vector<PassInfo>& allPasses() {
        foldConstants},
       {"fold-transpose", "make last-two-dim Transposes of MatMul operands transA/transB",
        foldTransposeIntoMatMul},
+      {"fuse-gelu", "make the elementwise GELU chains exporters write one Gelu op", fuseGelu},
       {"dead-code", "remove nodes and sources that nothing uses", eliminateDeadCode},
   };
   return passes;
