@@ -5,12 +5,15 @@
 #include <gtest/gtest.h>
 
 #include <cmath>
+#include <sstream>
 
 #include "frontend/compile.h"
 #include "kernels/cpu/fusion.h"
 #include "kernels/cpu/layout.h"
 #include "models/models.h"
 #include "runtime/cpu_executor.h"
+#include "runtime/npy.h"
+#include "runtime/trainer.h"
 #include "tests/test_util.h"
 #include "tests/training_fixtures.h"
 
@@ -297,6 +300,59 @@ TEST(CpuFusion, FusedModelsMatchUnfusedExecution) {
   auto [resnet_fused, n1] = runForward(plan, "input", input, true, true);
   EXPECT_EQ(n1, relus);
   EXPECT_LT(worstDifference(plain, resnet_fused), 1e-6);
+}
+
+// Training plans: the loss and gradient norm of every step are the same with the
+// CPU backend's layout choice and fusion as without them (ResNet-18 at 32x32 and an
+// MLP with AdamW in fp32, the BatchNorm CNN in fp16).
+TEST(CpuFusion, TrainingMatchesPlainExecution) {
+  struct Case {
+    std::string name, model, flags;
+    bool fuses;  // whether the training plan has a step to fuse
+  };
+  const std::string r18 = test::scratch("fusion_train_r18.onnx");
+  auto made = test::tool("dsmodel", "resnet18 --classes 10 --image 32 -o " + r18);
+  ASSERT_EQ(made.exit_code, 0) << made.output;
+  const std::string cnn = test::writeModel(test::parseOnnxText(test::bnCnnText()),
+                                           test::scratchName("fusion_train_cnn.onnx"));
+  const std::string mlp = test::writeModel(test::parseOnnxText(test::mlpText(false)),
+                                           test::scratchName("fusion_train_mlp.onnx"));
+  const std::string adamw = R"("train_micro_batch_size_per_gpu": 4,
+      "optimizer": {"type": "AdamW", "params": {"lr": 0.001}})";
+  const std::string fp32 = test::scratch("fusion_fp32.json"),
+                    fp16 = test::scratch("fusion_fp16.json");
+  test::writeFile(fp32, "{" + adamw + "}");
+  test::writeFile(fp16, "{" + adamw + R"(, "fp16": {"enabled": true}})");
+  for (const Case& c : std::vector<Case>{
+           {"r18", r18, "--config " + fp32, true},
+           // 16-bit steps (promoted to f32 per step) never fuse.
+           {"cnn_fp16", cnn, "--config " + fp16, false},
+           {"mlp", mlp, "--config " + fp32, true},  // the bias add joins the product
+       }) {
+    SCOPED_TRACE(c.name);
+    const std::string plan_path = test::scratch("fusion_train_" + c.name + ".plan");
+    auto r =
+        test::tool("dscompile", c.model + " --loss cross_entropy " + c.flags + " -o " + plan_path);
+    ASSERT_EQ(r.exit_code, 0) << r.output;
+    PlanFile plan = readPlanFile(plan_path);
+    TrainOptions options;
+    options.steps = 3;
+    std::istringstream flags(test::writeFeedData(plan_path, "fusion_" + c.name, 12, 0.37));
+    for (std::string flag, feed; flags >> flag >> feed;) {
+      auto eq = feed.find('=');
+      options.datasets[feed.substr(0, eq)] = readNpy(feed.substr(eq + 1));
+    }
+    CpuExecutor plain(plan, {.channels_last = false, .fuse_epilogues = false});
+    CpuExecutor chosen(plan);
+    std::vector<StepMetrics> a = train(plain, plan, options), b = train(chosen, plan, options);
+    ASSERT_EQ(a.size(), 3u);
+    ASSERT_EQ(b.size(), 3u);
+    EXPECT_EQ(chosen.fusedSteps() > 0, c.fuses) << chosen.fusedSteps();
+    for (size_t i = 0; i < a.size(); ++i) {
+      EXPECT_NEAR(a[i].loss, b[i].loss, 1e-6 * std::abs(a[i].loss)) << "step " << i + 1;
+      EXPECT_NEAR(a[i].grad_norm, b[i].grad_norm, 1e-5 * a[i].grad_norm) << "step " << i + 1;
+    }
+  }
 }
 
 }  // namespace
