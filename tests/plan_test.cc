@@ -196,6 +196,11 @@ TEST(StepProfile, SumsStepTimesPerOpAndRanksSteps) {
   EXPECT_EQ(r.exit_code, 0) << r.output;
   EXPECT_TRUE(contains(r.output, "profile of rank 0, 3 run(s)")) << r.output;
   EXPECT_TRUE(contains(r.output, "slowest steps")) << r.output;
+
+  std::string train =
+      test::compileText(test::mlpText(false), "profile_train", "--loss cross_entropy --batch 2");
+  test::expectOneLineError(test::tool("dsrun", train + " --steps 1 --data synthetic --profile"),
+                           "--profile: times forward plans on the cpu backend only");
 }
 
 TEST(Npy, RoundTripsEveryNumpyDtype) {
