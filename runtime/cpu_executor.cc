@@ -58,7 +58,8 @@ void* CpuExecutor::address(int tensor) const {
 }
 
 void CpuExecutor::buildSteps() {
-  const planpb::RankPlan& rank = plan_.plan.ranks(options_.rank);
+  const planpb::Plan& p = plan_.plan;
+  const planpb::RankPlan& rank = p.ranks(options_.rank);
   steps_.reserve(static_cast<size_t>(rank.steps_size()));
   size_t scratch_bytes = 0;  // f32 copies of 16-bit tensors, shared by every step
   for (const planpb::Step& ps : rank.steps()) {
@@ -69,16 +70,35 @@ void CpuExecutor::buildSteps() {
     steps_.push_back(std::move(step));
   }
   scratch_.resize(scratch_bytes / sizeof(float) + 1);
-  if (options_.channels_last) chooseLayouts();
-  std::vector<bool> absorbed = fuseSteps();
+
+  // Load-time choices that edit the contexts: layout, then fusion.
+  std::vector<cpu::PlannedStep> planned;
+  for (size_t s = 0; s < steps_.size(); ++s) {
+    const planpb::Step& ps = rank.steps(static_cast<int>(s));
+    planned.push_back({&steps_[s].ctx,
+                       {ps.inputs().begin(), ps.inputs().end()},
+                       {ps.outputs().begin(), ps.outputs().end()},
+                       ps.phase(),
+                       cpu::needsPromotion(steps_[s].ctx)});
+  }
+  std::vector<bool> intermediate(static_cast<size_t>(p.tensors_size()));
+  for (int t = 0; t < p.tensors_size(); ++t)
+    intermediate[static_cast<size_t>(t)] = p.tensors(t).storage() == planpb::ARENA;
+  for (const auto* outside : {&p.feeds(), &p.outputs()})
+    for (int t : *outside) intermediate[static_cast<size_t>(t)] = false;
+  if (options_.channels_last) chooseLayouts(planned, intermediate);
+  if (options_.fuse_epilogues) cpu::fuseEpilogues(planned, intermediate);
+
+  fused_steps_ = 0;
   for (size_t s = 0; s < steps_.size(); ++s) {
     const planpb::Step& ps = rank.steps(static_cast<int>(s));
     const cpu::CpuKernelFactory* factory = cpu::CpuKernelRegistry::instance().find(ps.op());
     DS_CHECK(factory != nullptr, "node '", ps.node(), "' (", ps.op(), "): no CPU kernel");
     Step& step = steps_[s];
-    if (absorbed[s]) {
+    if (planned[s].absorbed) {
       step.kernel = cpu::noopKernel();  // an earlier step's epilogue does its work
-    } else if (cpu::needsPromotion(step.ctx)) {
+      ++fused_steps_;
+    } else if (planned[s].promoted) {
       step.kernel = cpu::promotedKernel(step.ctx, *factory, scratch_.data());
     } else {
       step.kernel = (*factory)(step.ctx);
@@ -88,54 +108,16 @@ void CpuExecutor::buildSteps() {
   if (options_.profile) step_seconds_.assign(steps_.size(), 0.0);
 }
 
-void CpuExecutor::chooseLayouts() {
-  const planpb::Plan& p = plan_.plan;
-  const planpb::RankPlan& rank = p.ranks(options_.rank);
-  std::vector<bool> may_reorder(static_cast<size_t>(p.tensors_size()));
-  for (int t = 0; t < p.tensors_size(); ++t)
-    may_reorder[static_cast<size_t>(t)] = p.tensors(t).storage() == planpb::ARENA;
-  for (const auto* outside : {&p.feeds(), &p.outputs()})
-    for (int t : *outside) may_reorder[static_cast<size_t>(t)] = false;
-  std::vector<cpu::LayoutStep> layout_steps;
-  for (size_t s = 0; s < steps_.size(); ++s) {
-    const planpb::Step& ps = rank.steps(static_cast<int>(s));
-    layout_steps.push_back({&steps_[s].ctx,
-                            {ps.inputs().begin(), ps.inputs().end()},
-                            {ps.outputs().begin(), ps.outputs().end()},
-                            cpu::needsPromotion(steps_[s].ctx)});
+void CpuExecutor::chooseLayouts(const std::vector<cpu::PlannedStep>& planned,
+                                const std::vector<bool>& intermediate) {
+  channels_last_ = cpu::chooseChannelsLast(planned, intermediate);
+  for (const cpu::PlannedStep& step : planned) {
+    for (size_t i = 0; i < step.inputs.size(); ++i)
+      if (step.inputs[i] >= 0) step.ctx->inputs[i].channels_last = channels_last_[step.inputs[i]];
+    for (size_t i = 0; i < step.outputs.size(); ++i)
+      if (step.outputs[i] >= 0)
+        step.ctx->outputs[i].channels_last = channels_last_[step.outputs[i]];
   }
-  channels_last_ = cpu::chooseChannelsLast(layout_steps, may_reorder);
-  for (size_t s = 0; s < steps_.size(); ++s) {
-    const planpb::Step& ps = rank.steps(static_cast<int>(s));
-    for (int i = 0; i < ps.inputs_size(); ++i)
-      if (ps.inputs(i) >= 0) steps_[s].ctx.inputs[i].channels_last = channels_last_[ps.inputs(i)];
-    for (int i = 0; i < ps.outputs_size(); ++i)
-      if (ps.outputs(i) >= 0)
-        steps_[s].ctx.outputs[i].channels_last = channels_last_[ps.outputs(i)];
-  }
-}
-
-std::vector<bool> CpuExecutor::fuseSteps() {
-  const planpb::Plan& p = plan_.plan;
-  const planpb::RankPlan& rank = p.ranks(options_.rank);
-  std::vector<bool> may_skip(static_cast<size_t>(p.tensors_size()));
-  for (int t = 0; t < p.tensors_size(); ++t)
-    may_skip[static_cast<size_t>(t)] = p.tensors(t).storage() == planpb::ARENA;
-  for (int t : p.outputs()) may_skip[static_cast<size_t>(t)] = false;
-  std::vector<cpu::FusionStep> fusion;
-  for (size_t s = 0; s < steps_.size(); ++s) {
-    const planpb::Step& ps = rank.steps(static_cast<int>(s));
-    fusion.push_back({&steps_[s].ctx,
-                      {ps.inputs().begin(), ps.inputs().end()},
-                      {ps.outputs().begin(), ps.outputs().end()},
-                      ps.phase(),
-                      cpu::needsPromotion(steps_[s].ctx)});
-  }
-  if (options_.fuse_epilogues) cpu::fuseEpilogues(fusion, may_skip);
-  std::vector<bool> absorbed;
-  for (const cpu::FusionStep& f : fusion) absorbed.push_back(f.absorbed);
-  fused_steps_ = static_cast<size_t>(std::count(absorbed.begin(), absorbed.end(), true));
-  return absorbed;
 }
 
 void CpuExecutor::setFeed(const std::string& name, const Tensor& value) {

@@ -11,6 +11,7 @@
 
 #include "ir/plan.h"
 #include "kernels/cpu/kernel.h"
+#include "kernels/cpu/planned_step.h"
 #include "runtime/executor.h"
 
 namespace ds {
@@ -33,8 +34,9 @@ class CpuExecutor : public Executor {
   struct Step;
   void* address(int tensor) const;
   void buildSteps();
-  void chooseLayouts();           // kernels/cpu/layout.h
-  std::vector<bool> fuseSteps();  // kernels/cpu/fusion.h; per step: absorbed
+  // Sets the channels-last flags of every step's views (kernels/cpu/layout.h).
+  void chooseLayouts(const std::vector<cpu::PlannedStep>& planned,
+                     const std::vector<bool>& intermediate);
   void poisonAfter(size_t step);
 
   Regions regions_;

@@ -21,7 +21,7 @@ namespace ds {
 namespace {
 
 using cpu::KernelContext;
-using cpu::LayoutStep;
+using cpu::PlannedStep;
 using cpu::TensorView;
 
 // Synthetic steps over plan tensors 0..n-1 of the given types; views need only a
@@ -50,7 +50,7 @@ class StepList {
 
   std::vector<TensorType> types_;
   std::vector<std::unique_ptr<KernelContext>> contexts_;
-  std::vector<LayoutStep> steps_;
+  std::vector<PlannedStep> steps_;
   float dummy_ = 0;
 };
 
@@ -178,7 +178,7 @@ class FusionCase {
     for (int t : kept) may_skip[static_cast<size_t>(t)] = false;
     cpu::fuseEpilogues(steps_, may_skip);
     std::vector<bool> absorbed;
-    for (const cpu::FusionStep& s : steps_) absorbed.push_back(s.absorbed);
+    for (const PlannedStep& s : steps_) absorbed.push_back(s.absorbed);
     return absorbed;
   }
   const KernelContext& ctx(size_t step) const { return *contexts_[step]; }
@@ -191,7 +191,7 @@ class FusionCase {
   std::vector<size_t> offsets_;
   std::vector<uint8_t> memory_;
   std::vector<std::unique_ptr<KernelContext>> contexts_;
-  std::vector<cpu::FusionStep> steps_;
+  std::vector<PlannedStep> steps_;
 };
 
 const TensorType kX{DType::F32, {4, 8}}, kW{DType::F32, {8, 6}}, kY{DType::F32, {4, 6}},

@@ -27,7 +27,7 @@ bool clobbersAnInput(const KernelContext& producer, const TensorView& out) {
 
 // Fills `e` with what step `next` would add as an epilogue of the step producing
 // tensor `current`; false when `next` does not read it exactly once as a data input.
-bool asEpilogue(const FusionStep& next, int current, Epilogue* e) {
+bool asEpilogue(const PlannedStep& next, int current, Epilogue* e) {
   const KernelContext& ctx = *next.ctx;
   if (next.outputs.size() != 1 || next.inputs.empty() || next.inputs.size() > 2) return false;
   int slot = -1;
@@ -45,24 +45,24 @@ bool asEpilogue(const FusionStep& next, int current, Epilogue* e) {
 
 }  // namespace
 
-void fuseEpilogues(std::vector<FusionStep>& steps, const std::vector<bool>& may_skip) {
-  std::vector<int> readers(may_skip.size(), 0);
-  for (const FusionStep& step : steps)
+void fuseEpilogues(std::vector<PlannedStep>& steps, const std::vector<bool>& intermediate) {
+  std::vector<int> readers(intermediate.size(), 0);
+  for (const PlannedStep& step : steps)
     for (int t : step.inputs)
       if (t >= 0) ++readers[static_cast<size_t>(t)];
   const CpuKernelRegistry& registry = CpuKernelRegistry::instance();
   for (size_t s = 0; s < steps.size(); ++s) {
-    FusionStep& producer = steps[s];
+    PlannedStep& producer = steps[s];
     const EpilogueRule* rule = registry.epilogueRule(producer.ctx->op);
     if (!rule || producer.promoted || producer.absorbed || producer.outputs.empty()) continue;
     KernelContext& ctx = *producer.ctx;
     for (size_t t = s + 1; t < steps.size(); ++t) {
-      FusionStep& next = steps[t];
+      PlannedStep& next = steps[t];
       const int current = producer.outputs[0];
       Epilogue e;
       if (next.promoted || next.phase != producer.phase || current < 0 ||
-          !may_skip[static_cast<size_t>(current)] || readers[static_cast<size_t>(current)] != 1 ||
-          !asEpilogue(next, current, &e))
+          !intermediate[static_cast<size_t>(current)] ||
+          readers[static_cast<size_t>(current)] != 1 || !asEpilogue(next, current, &e))
         break;
       const TensorView& out = next.ctx->outputs[0];
       if (out.type != ctx.outputs[0].type || out.channels_last != ctx.outputs[0].channels_last ||

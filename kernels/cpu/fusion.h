@@ -10,25 +10,16 @@
 
 #include <vector>
 
-#include "kernels/cpu/kernel.h"
+#include "kernels/cpu/planned_step.h"
 
 namespace ds::cpu {
-
-// One step as the fusion sees it.
-struct FusionStep {
-  KernelContext* ctx = nullptr;      // the producer's gets its epilogue and final output
-  std::vector<int> inputs, outputs;  // plan tensors, -1 when absent
-  int phase = 0;                     // steps of different phases never fuse
-  bool promoted = false;             // run through kernels/cpu/promote16.h: never fused
-  bool absorbed = false;             // out: an earlier step's epilogue does its work
-};
 
 // Fuses in place. Step t joins the epilogue of the step s before it when t
 // immediately follows s (or s's last absorbed step), is in the same phase, reads
 // s's current output exactly once and as its only unary/binary data input, that
-// output has no other reader and may_skip[output] (an arena intermediate nobody
-// reads after the run), t's output has the same type and layout and overlaps none
+// output has no other reader and is an intermediate (in the arena, not an
+// output: nobody reads it after the run), t's output has the same type and layout and overlaps none
 // of s's inputs, and s's EpilogueRule accepts t.
-void fuseEpilogues(std::vector<FusionStep>& steps, const std::vector<bool>& may_skip);
+void fuseEpilogues(std::vector<PlannedStep>& steps, const std::vector<bool>& intermediate);
 
 }  // namespace ds::cpu

@@ -26,7 +26,7 @@ const TensorView& view(const KernelContext& ctx, Operand o) {
   return o.output ? ctx.outputs.at(o.index) : ctx.inputs.at(o.index);
 }
 
-int tensorOf(const LayoutStep& step, Operand o) {
+int tensorOf(const PlannedStep& step, Operand o) {
   const std::vector<int>& list = o.output ? step.outputs : step.inputs;
   return o.index < list.size() ? list[o.index] : -1;
 }
@@ -37,13 +37,13 @@ bool layoutMatters(const TensorView& v) {
   return v.present() && v.dtype() == DType::F32 && v.rank() == 4 && v.shape()[2] * v.shape()[3] > 1;
 }
 
-std::vector<bool> chooseChannelsLast(const std::vector<LayoutStep>& steps,
-                                     const std::vector<bool>& may_reorder) {
-  const size_t n = may_reorder.size();
+std::vector<bool> chooseChannelsLast(const std::vector<PlannedStep>& steps,
+                                     const std::vector<bool>& intermediate) {
+  const size_t n = intermediate.size();
   DisjointSets sets(n);
   std::vector<bool> pinned(n, false);
-  for (size_t t = 0; t < n; ++t) pinned[t] = !may_reorder[t];
-  for (const LayoutStep& step : steps) {
+  for (size_t t = 0; t < n; ++t) pinned[t] = !intermediate[t];
+  for (const PlannedStep& step : steps) {
     const KernelContext& ctx = *step.ctx;
     const ChannelsLastRule* rule = CpuKernelRegistry::instance().channelsLastRule(ctx.op);
     OperandGroups groups = rule && !step.promoted ? (*rule)(ctx) : OperandGroups{};
@@ -75,7 +75,7 @@ std::vector<bool> chooseChannelsLast(const std::vector<LayoutStep>& steps,
   for (size_t t = 0; t < n; ++t)
     if (pinned[t]) root_pinned[sets.find(t)] = true;
   std::vector<bool> chosen(n, false);
-  for (const LayoutStep& step : steps)
+  for (const PlannedStep& step : steps)
     for (const auto* list : {&step.inputs, &step.outputs})
       for (size_t i = 0; i < list->size(); ++i) {
         int t = (*list)[i];

@@ -11,26 +11,19 @@
 
 #include <vector>
 
-#include "kernels/cpu/kernel.h"
+#include "kernels/cpu/planned_step.h"
 
 namespace ds::cpu {
 
-// One step as the layout choice sees it: its kernel context (for the op's rule)
-// and the plan tensor behind each input and output (-1: absent).
-struct LayoutStep {
-  const KernelContext* ctx = nullptr;
-  std::vector<int> inputs, outputs;
-  bool promoted = false;  // run through kernels/cpu/promote16.h: plain operands only
-};
-
-// Per plan tensor (`may_reorder.size()` of them): whether it is stored
-// channels-last. Only tensors with may_reorder[t] (arena intermediates) that are
+// Per plan tensor (`intermediate.size()` of them): whether it is stored
+// channels-last. Only tensors with intermediate[t] (in the arena, neither a feed nor
+// an output) that are
 // f32, 4-D and have more than one spatial element are considered (with one,
 // both layouts are the same bytes); such a tensor is chosen when the rule of every
 // step that reads or writes it puts it in a group, and every tensor sharing a
 // group with it, transitively, is chosen too.
-std::vector<bool> chooseChannelsLast(const std::vector<LayoutStep>& steps,
-                                     const std::vector<bool>& may_reorder);
+std::vector<bool> chooseChannelsLast(const std::vector<PlannedStep>& steps,
+                                     const std::vector<bool>& intermediate);
 
 // Whether a view is 4-D f32 with more than one spatial element.
 bool layoutMatters(const TensorView& v);
