@@ -105,7 +105,7 @@ void CpuExecutor::buildSteps() {
     }
   }
   dies_after_ = lastUses();
-  if (options_.profile) step_seconds_.assign(steps_.size(), 0.0);
+  if (options_.profile) step_times_ = {std::vector<double>(steps_.size(), 0.0), 0};
 }
 
 void CpuExecutor::chooseLayouts(const std::vector<cpu::PlannedStep>& planned,
@@ -134,6 +134,7 @@ void CpuExecutor::poisonAfter(size_t s) {
 
 void CpuExecutor::run(bool optimizer_step) {
   requireAllFed();
+  if (options_.profile) ++step_times_.runs;
   const planpb::RankPlan& rank = plan_.plan.ranks(options_.rank);
   for (size_t s = 0; s < steps_.size(); ++s) {
     if (!optimizer_step && rank.steps(static_cast<int>(s)).phase() == planpb::OPTIMIZER_STEP)
@@ -141,7 +142,7 @@ void CpuExecutor::run(bool optimizer_step) {
     if (options_.profile) {
       auto start = std::chrono::steady_clock::now();
       steps_[s].kernel->run(steps_[s].ctx);
-      step_seconds_[s] +=
+      step_times_.seconds[s] +=
           std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
     } else {
       steps_[s].kernel->run(steps_[s].ctx);

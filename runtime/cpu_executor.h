@@ -26,7 +26,7 @@ class CpuExecutor : public Executor {
   Tensor output(size_t i) const override;
   Tensor readTensor(int index) const override;
   void writeTensor(int index, const Tensor& value) override;
-  std::vector<double> stepSeconds() const override { return step_seconds_; }
+  StepTimes stepTimes() const override { return step_times_; }
   // How many steps an earlier step's kernel does as its epilogue (kernels/cpu/fusion.h).
   size_t fusedSteps() const { return fused_steps_; }
 
@@ -44,9 +44,9 @@ class CpuExecutor : public Executor {
   std::vector<std::vector<int>> dies_after_;  // arena tensors whose last use is step i
   std::vector<bool> channels_last_;           // per plan tensor: stored [N, H, W, C] in the arena
   std::vector<float> scratch_;
-  std::vector<double> step_seconds_;  // ExecutorOptions::profile
-  size_t fused_steps_ = 0;            // f32 copies for 16-bit steps
-                                      // (kernels/cpu/promote16.h)
+  StepTimes step_times_;    // ExecutorOptions::profile
+  size_t fused_steps_ = 0;  // f32 copies for 16-bit steps
+                            // (kernels/cpu/promote16.h)
 };
 
 }  // namespace ds

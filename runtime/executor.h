@@ -32,7 +32,7 @@ struct ExecutorOptions {
   // CPU backend: let kernels apply the element-wise steps that follow them
   // (kernels/cpu/fusion.h); off only to compare against unfused execution.
   bool fuse_epilogues = true;
-  // Time every step of every run (Executor::stepSeconds; dsrun --profile).
+  // Time every step of every run (Executor::stepTimes; dsrun --profile).
   bool profile = false;
 };
 
@@ -71,9 +71,13 @@ class Executor {
   virtual void writeTensor(int index, const Tensor& value) = 0;
 
   // With ExecutorOptions::profile: per step of this rank, the seconds spent in it
-  // summed over every run so far. Empty when not profiling, or when the backend
-  // cannot time single steps.
-  virtual std::vector<double> stepSeconds() const { return {}; }
+  // summed over the `runs` runs so far (micro-steps, for training). Empty when not
+  // profiling, or when the backend cannot time single steps.
+  struct StepTimes {
+    std::vector<double> seconds;
+    int64_t runs = 0;
+  };
+  virtual StepTimes stepTimes() const { return {}; }
 
  protected:
   // The position of `name` in the plan's feeds; a ds::Error listing them if absent.

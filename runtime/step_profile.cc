@@ -24,7 +24,7 @@ std::string shapesOf(const PlanFile& plan, const google::protobuf::RepeatedField
 }  // namespace
 
 std::string stepProfileReport(const PlanFile& plan, int rank, const std::vector<double>& seconds,
-                              int runs, size_t top_steps) {
+                              int64_t runs, size_t top_steps) {
   const planpb::RankPlan& r = plan.plan.ranks(rank);
   DS_CHECK(seconds.size() == static_cast<size_t>(r.steps_size()) && runs > 0,
            "a step profile needs one time per step of rank ", rank, " and at least one run");
@@ -48,11 +48,11 @@ std::string stepProfileReport(const PlanFile& plan, int rank, const std::vector<
   out << std::fixed << std::setprecision(3);
   out << "profile of rank " << rank << ", " << runs << " run(s): " << 1e3 * total / runs
       << " ms per run in " << r.steps_size() << " steps\n";
-  out << "  " << std::left << std::setw(24) << "op" << std::right << std::setw(7) << "steps"
+  out << "  " << std::left << std::setw(32) << "op" << std::right << std::setw(7) << "steps"
       << std::setw(14) << "ms per run" << std::setw(9) << "share"
       << "\n";
   for (const auto& [op, t] : ops)
-    out << "  " << std::left << std::setw(24) << op << std::right << std::setw(7) << t.steps
+    out << "  " << std::left << std::setw(32) << op << std::right << std::setw(7) << t.steps
         << std::setw(14) << 1e3 * t.seconds / runs << std::setw(8) << std::setprecision(1)
         << t.seconds * share << "%\n"
         << std::setprecision(3);

@@ -11,8 +11,10 @@ namespace ds {
 
 // A table of the rank's ops by total time (steps, ms per run, share of the
 // measured time), then its `top_steps` slowest steps with node name and tensors'
-// shapes. `seconds` holds one sum per step over `runs` runs.
+// shapes. `seconds` holds one sum per step over `runs` runs (micro-steps when
+// training: optimizer steps count once per optimizer step, so their per-run time
+// is spread over the accumulation).
 std::string stepProfileReport(const PlanFile& plan, int rank, const std::vector<double>& seconds,
-                              int runs, size_t top_steps = 10);
+                              int64_t runs, size_t top_steps = 10);
 
 }  // namespace ds

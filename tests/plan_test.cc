@@ -170,7 +170,8 @@ TEST(CpuExecutor, PoisonedRunMatchesCleanRun) {
 }
 
 // The profile table sums step times per op, per run, largest first, and lists the
-// slowest steps with their node names; dsrun --profile prints it from measured times.
+// slowest steps with their node names; dsrun --profile prints it from measured times,
+// for forward and training plans.
 TEST(StepProfile, SumsStepTimesPerOpAndRanksSteps) {
   PlanFile plan = compiledPlan(buildMlp({}), "plan_mlp_profile", 2);
   const planpb::RankPlan& rank = plan.plan.ranks(0);
@@ -197,10 +198,13 @@ TEST(StepProfile, SumsStepTimesPerOpAndRanksSteps) {
   EXPECT_TRUE(contains(r.output, "profile of rank 0, 3 run(s)")) << r.output;
   EXPECT_TRUE(contains(r.output, "slowest steps")) << r.output;
 
+  // Training: per micro-step, over the micro-steps of every optimizer step.
   std::string train =
       test::compileText(test::mlpText(false), "profile_train", "--loss cross_entropy --batch 2");
-  test::expectOneLineError(test::tool("dsrun", train + " --steps 1 --data synthetic --profile"),
-                           "--profile: times forward plans on the cpu backend only");
+  auto t = test::tool("dsrun", train + " --steps 3 --data synthetic --profile");
+  EXPECT_EQ(t.exit_code, 0) << t.output;
+  EXPECT_TRUE(contains(t.output, "profile of rank 0, 3 run(s)")) << t.output;
+  EXPECT_TRUE(contains(t.output, "AdamStep")) << t.output;  // the optimizer steps too
 }
 
 TEST(Npy, RoundTripsEveryNumpyDtype) {

@@ -232,6 +232,12 @@ int trainPlan(const Args& a, const ds::PlanFile& plan, ds::Executor& exec,
   return 0;
 }
 
+// dsrun --profile: the executor's step times as a table (docs/cpu_backend.md).
+void printProfile(const ds::PlanFile& plan, const ds::Executor& exec) {
+  ds::Executor::StepTimes t = exec.stepTimes();
+  std::cerr << ds::stepProfileReport(plan, exec.rank(), t.seconds, t.runs);
+}
+
 // Feeds, runs --repeat times; the reporting rank (0) writes outputs and the timing.
 void runForward(const Args& a, const ds::PlanFile& plan, ds::Executor& exec, int rank) {
   for (const std::string& feed : a.feeds) {
@@ -256,7 +262,7 @@ void runForward(const Args& a, const ds::PlanFile& plan, ds::Executor& exec, int
   if (a.print_times)
     for (size_t i = 0; i < ms.size(); ++i)
       std::cerr << "dsrun: run " << i + 1 << " took " << ms[i] << " ms\n";
-  if (a.profile) std::cerr << ds::stepProfileReport(plan, rank, exec.stepSeconds(), a.repeat);
+  if (a.profile) printProfile(plan, exec);
   if (!a.dump_outputs.empty()) {
     std::filesystem::create_directories(a.dump_outputs);
     for (size_t i = 0; i < exec.numOutputs(); ++i)
@@ -279,13 +285,13 @@ int runOneRank(const Args& a, const ds::PlanFile& plan) {
   options.poison_freed = a.poison;
   options.seed = resume ? resume->position.seed : a.seed;
   options.profile = a.profile;
-  DS_CHECK(!a.profile || (a.backend == "cpu" && !ds::isTrainingPlan(plan)),
-           "--profile: times forward plans on the cpu backend only");
+  DS_CHECK(!a.profile || a.backend == "cpu", "--profile: times steps on the cpu backend only");
   std::unique_ptr<ds::Executor> executor = makeExecutor(a.backend, plan, options);
   ds::Executor& exec = *executor;
   if (ds::isTrainingPlan(plan)) {
     int rc = trainPlan(a, plan, exec, resume);
     if (!a.export_onnx.empty()) ds::exportOnnx(exec, a.export_onnx);
+    if (a.profile) printProfile(plan, exec);
     return rc;
   }
   DS_CHECK(a.save.empty(), "--save: ", a.plan, " is not a training plan");
@@ -305,7 +311,6 @@ int runRanks(const Args& a, const ds::PlanFile& plan) {
            " ranks runs on the CPU backend only for now (the CUDA executor has no NCCL "
            "collectives yet); use --backend cpu");
   const bool training = ds::isTrainingPlan(plan);
-  DS_CHECK(!a.profile || !training, "--profile: times forward plans on the cpu backend only");
   DS_CHECK(training || (a.save.empty() && a.resume.empty() && a.export_onnx.empty()),
            "--save, --resume and --export-onnx need a training plan");
   const std::optional<ds::CheckpointInfo> resume = readResume(a, plan);
@@ -323,6 +328,7 @@ int runRanks(const Args& a, const ds::PlanFile& plan) {
     if (training) {
       trainPlan(a, plan, exec, resume);
       if (!a.export_onnx.empty()) ds::exportOnnx(exec, a.export_onnx);
+      if (a.profile && comm.rank() == 0) printProfile(plan, exec);
     } else {
       runForward(a, plan, exec, comm.rank());
     }
@@ -388,8 +394,8 @@ int main(int argc, char** argv) {
                  "training plans: write one JSON object per step (step, loss, lr, grad_norm, ...)");
   app.add_flag("--print-times", args.print_times, "with --repeat: print each run's time");
   app.add_flag("--profile", args.profile,
-               "forward plans on the cpu backend: time every step and print the time per op "
-               "and the slowest steps");
+               "cpu backend: time every step and print the time per op and the slowest "
+               "steps of rank 0 (training: per micro-step)");
   app.add_option("--repeat", args.repeat, "run the plan N times and report the median time")
       ->check(CLI::PositiveNumber);
   app.add_option("--comm", args.comm,
