@@ -9,6 +9,7 @@
 #include <vector>
 
 #include "ir/dtype.h"
+#include "ir/float16.h"
 
 namespace ds {
 
@@ -71,11 +72,5 @@ class Tensor {
   TensorType type_;
   std::vector<uint8_t> data_;
 };
-
-// IEEE half and bfloat16 conversions (round to nearest even).
-uint16_t floatToHalf(float f);
-float halfToFloat(uint16_t h);
-uint16_t floatToBf16(float f);
-float bf16ToFloat(uint16_t b);
 
 }  // namespace ds
