@@ -386,8 +386,14 @@ class CastKernel : public CpuKernel {
     const S* s = ctx.input(0).as<S>();
     D* d = ctx.output(0).as<D>();
     parallelChunks(ctx.output(0).numel(), [&](int64_t begin, int64_t end) {
+      if constexpr (std::is_same_v<S, float> && std::is_same_v<D, Half>) {
+        floatsToHalves(s + begin, reinterpret_cast<uint16_t*>(d + begin), end - begin);
+      } else if constexpr (std::is_same_v<S, Half> && std::is_same_v<D, float>) {
+        halvesToFloats(reinterpret_cast<const uint16_t*>(s + begin), d + begin, end - begin);
+      } else {
 #pragma omp simd
-      for (int64_t i = begin; i < end; ++i) d[i] = convertValue<D>(s[i]);
+        for (int64_t i = begin; i < end; ++i) d[i] = convertValue<D>(s[i]);
+      }
     });
   }
 };

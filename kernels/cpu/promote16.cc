@@ -1,5 +1,6 @@
 #include "kernels/cpu/promote16.h"
 
+#include <algorithm>
 #include <set>
 #include <string>
 #include <vector>
@@ -25,20 +26,40 @@ size_t f32Bytes(const TensorView& v) {
   return static_cast<size_t>(v.numel()) * sizeof(float);
 }
 
+// fn(begin, end) over [0, n), split between the threads when n is large.
+template <typename F>
+void convertInChunks(int64_t n, F&& fn) {
+  constexpr int64_t kChunk = 65536;
+#pragma omp parallel for if (n > kChunk)
+  for (int64_t begin = 0; begin < n; begin += kChunk) fn(begin, std::min(n, begin + kChunk));
+}
+
 void widen(const TensorView& from, float* to) {
   const auto* bits = from.as<uint16_t>();
   const bool half = from.dtype() == DType::F16;
   const int64_t n = from.numel();
+  if (half) {
+    convertInChunks(n, [&](int64_t begin, int64_t end) {
+      halvesToFloats(bits + begin, to + begin, end - begin);
+    });
+    return;
+  }
 #pragma omp parallel for if (n > 65536)
-  for (int64_t i = 0; i < n; ++i) to[i] = half ? halfToFloat(bits[i]) : bf16ToFloat(bits[i]);
+  for (int64_t i = 0; i < n; ++i) to[i] = bf16ToFloat(bits[i]);
 }
 
 void round(const float* from, const TensorView& to) {
   auto* bits = to.as<uint16_t>();
   const bool half = to.dtype() == DType::F16;
   const int64_t n = to.numel();
+  if (half) {
+    convertInChunks(n, [&](int64_t begin, int64_t end) {
+      floatsToHalves(from + begin, bits + begin, end - begin);
+    });
+    return;
+  }
 #pragma omp parallel for if (n > 65536)
-  for (int64_t i = 0; i < n; ++i) bits[i] = half ? floatToHalf(from[i]) : floatToBf16(from[i]);
+  for (int64_t i = 0; i < n; ++i) bits[i] = floatToBf16(from[i]);
 }
 
 class PromotedKernel : public CpuKernel {
