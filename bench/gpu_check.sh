@@ -17,26 +17,10 @@ OUT=${OUT:-/tmp/gpu_check_out}
 mkdir -p "$OUT"
 log() { echo "gpu_check: $*" | tee -a "$OUT/summary.txt"; }
 
-work=$(mktemp -d /tmp/dsgpu.XXXXXX)
-tar -C "$work" -xJf .gpu/payload.tar.xz || { log "cannot unpack .gpu/payload.tar.xz"; exit 2; }
-bin=$work/bin
-
-# PyTorch's pip packages: nvidia/<package>/lib (cu12 layout) or nvidia/cu13/lib.
-pip_libs=$(ls -d /opt/torch/.venv/lib/python3*/site-packages/nvidia/*/lib 2>/dev/null | tr '\n' ':')
-if [[ -z $pip_libs ]]; then  # elsewhere: ask the Python that has them
-  for py in /opt/torch/.venv/bin/python python3; do
-    dir=$("$py" -c 'import nvidia, os; print(list(nvidia.__path__)[0])' 2>/dev/null) || continue
-    pip_libs=$(ls -d "$dir"/*/lib 2>/dev/null | tr '\n' ':')
-    [[ -n $pip_libs ]] && break
-  done
-fi
-[[ -n $pip_libs ]] || log "no pip NVIDIA libraries found; relying on the system's cuDNN/cuBLAS/NCCL"
-base_path=${LD_LIBRARY_PATH:-}
-export LD_LIBRARY_PATH="$work/lib:${pip_libs}${base_path}"
-# The packed libstdc++ only when the machine's own is older than the build's.
-if ! "$bin/dsmodel" --help > /dev/null 2>&1; then
-  export LD_LIBRARY_PATH="$work/lib:$work/lib-fallback:${pip_libs}${base_path}"
-fi
+# Unpacks the payload and finds the pip NVIDIA libraries (bench/gpu_env.sh).
+source bench/gpu_env.sh
+gpu_env_unpack || exit 2
+export LD_LIBRARY_PATH=$ds_ld_library_path
 # Belt and braces: f32 must not run on TF32 tensor cores (the kernels ask for FMA math).
 export NVIDIA_TF32_OVERRIDE=0
 log "LD_LIBRARY_PATH=$LD_LIBRARY_PATH"

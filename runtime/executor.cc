@@ -86,6 +86,7 @@ cpu::KernelContext Executor::stepContext(const planpb::Step& step, const Regions
   ctx.node_name = step.node();
   ctx.seed = options_.seed;
   ctx.comm = options_.comm;
+  ctx.device_comm = options_.device_comm;
   for (const auto& a : step.attrs()) ctx.attrs[a.name()] = fromPlanAttr(a);
   auto view = [&](int idx) {
     return idx < 0 ? cpu::TensorView{}

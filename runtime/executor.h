@@ -13,7 +13,8 @@
 
 namespace ds {
 
-class Communicator;  // runtime/comm/communicator.h
+class Communicator;        // runtime/comm/communicator.h
+class DeviceCommunicator;  // runtime/comm/device_communicator.h
 
 struct ExecutorOptions {
   int rank = 0;
@@ -26,6 +27,13 @@ struct ExecutorOptions {
   // This rank's communicator (runtime/launch.h makes one per rank); collective steps
   // need it unless the plan has a single rank.
   Communicator* comm = nullptr;
+  // CUDA backend: the collectives on device memory for the plan's collective steps
+  // (NCCL, or the local device transport); `comm` stays the host-side one (metrics,
+  // checkpoints). Needed unless the plan has a single rank.
+  DeviceCommunicator* device_comm = nullptr;
+  // CUDA backend: capture the step as a CUDA graph at the first run and replay it
+  // (dsrun --no-cuda-graph turns it off).
+  bool cuda_graph = true;
   // CPU backend: keep 4-D activations channels-last between kernels that accept
   // it (kernels/cpu/layout.h); off only to compare against the plain layout.
   bool channels_last = true;

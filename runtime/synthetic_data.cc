@@ -32,6 +32,9 @@ Tensor SyntheticData::batch(const std::string& name, int64_t first, int64_t coun
   Tensor out(type);
   const int64_t per_sample = type.numel() / count;
   const uint64_t feed_key = mixIn(seed_, nodeHash(name));
+  // Every element is a pure function of (seed, feed, sample, element), so samples
+  // are made in parallel: a 224x224 batch would otherwise keep a GPU waiting.
+#pragma omp parallel for if (count * per_sample > 65536)
   for (int64_t s = 0; s < count; ++s) {
     const uint64_t key = mixIn(feed_key, static_cast<uint64_t>(first + s));
     for (int64_t e = 0; e < per_sample; ++e) {

@@ -5,6 +5,8 @@
 #include <cmath>
 #include <cstring>
 #include <fstream>
+#include <optional>
+#include <utility>
 
 #include "ir/error.h"
 #include "passes/add_optimizer.h"
@@ -111,6 +113,26 @@ std::vector<StepMetrics> train(Executor& exec, const PlanFile& plan, const Train
   LossScaler scaler(lossScalerOptions(config));
   if (!o.loss_scaler.is_null()) scaler.restore(LossScaler::stateFromJson(o.loss_scaler));
   int64_t skipped = o.skipped_steps;
+  // Gradient accumulation: micro-step g of step s on rank r takes the contiguous
+  // slice of the step's global batch that starts at sample (g x world + r) x
+  // micro-batch; the optimizer-step part of the plan runs after the last one.
+  const int64_t micro = exec.feedType(o.cifar ? image_feed : data_feeds.at(0)).shape[0];
+  const int64_t batch = micro * accumulation;
+  using MicroBatch = std::vector<std::pair<std::string, Tensor>>;
+  auto microBatch = [&](int64_t step, int64_t g) {
+    const int64_t first = (step - 1) * batch * world + (g * world + rank) * micro;
+    MicroBatch micro_batch;
+    if (o.cifar) {
+      Tensor images, labels;
+      o.cifar->batch(first, micro, &images, &labels);
+      micro_batch.emplace_back(image_feed, std::move(images));
+      micro_batch.emplace_back(label_feed, std::move(labels));
+    }
+    for (const std::string& name : data_feeds)
+      micro_batch.emplace_back(name, samples(name, first, micro));
+    return micro_batch;
+  };
+  std::optional<MicroBatch> prefetched;
   std::vector<StepMetrics> out;
   for (int64_t step = o.start_step + 1; step <= o.steps; ++step) {
     auto start = std::chrono::steady_clock::now();
@@ -124,22 +146,17 @@ std::vector<StepMetrics> train(Executor& exec, const PlanFile& plan, const Train
     const double loss_scale = scaler.scale();
     if (loss_scaling)
       exec.setFeed(kLossScaleFeed, Tensor::fromDoubles(DType::F32, {}, {loss_scale}));
-    // Gradient accumulation: micro-step g on rank r takes the contiguous slice of the
-    // step's global batch that starts at sample (g x world + r) x micro-batch; the
-    // optimizer-step part of the plan runs after the last one.
-    const int64_t micro = exec.feedType(o.cifar ? image_feed : data_feeds.at(0)).shape[0];
-    const int64_t batch = micro * accumulation;
     double loss_sum = 0;
     for (int64_t g = 0; g < accumulation; ++g) {
-      const int64_t first = (step - 1) * batch * world + (g * world + rank) * micro;
-      if (o.cifar) {
-        Tensor images, labels;
-        o.cifar->batch(first, micro, &images, &labels);
-        exec.setFeed(image_feed, images);
-        exec.setFeed(label_feed, labels);
-      }
-      for (const std::string& name : data_feeds) exec.setFeed(name, samples(name, first, micro));
+      MicroBatch micro_batch = prefetched ? std::move(*prefetched) : microBatch(step, g);
+      prefetched.reset();
+      for (const auto& [name, value] : micro_batch) exec.setFeed(name, value);
       exec.run(/*optimizer_step=*/g + 1 == accumulation);
+      // The next micro-batch is made while the device (if any) runs this one.
+      if (g + 1 < accumulation)
+        prefetched = microBatch(step, g + 1);
+      else if (step < o.steps)
+        prefetched = microBatch(step + 1, 0);
       loss_sum += exec.output(static_cast<size_t>(loss_out)).getDouble(0);
     }
     // The global batch's loss: the mean over every rank's micro-batches.

@@ -8,6 +8,9 @@
 // parameters. Plans and CPU references are computed before the GPU check, and
 // every kernel factory is run on every plan without a device, so without a GPU
 // these tests still exercise everything but the device work, then skip.
+// Mixed precision: the same op graphs in f16 and bf16 (outputs within a couple of
+// 16-bit ulps, see expectClose; Cast and byte movers bit for bit), run natively
+// by Native16 kernels or promoted to f32 as the executor decides.
 #include <gtest/gtest.h>
 
 #include <cmath>
@@ -18,6 +21,7 @@
 #include "ir/text.h"
 #include "ir/verifier.h"
 #include "kernels/cpu/kernel.h"
+#include "kernels/cpu/promote16.h"
 #include "passes/autodiff.h"
 #include "passes/lower_to_plan.h"
 #include "passes/memory_plan.h"
@@ -49,6 +53,7 @@ struct OpCase {
   std::string text;  // f32 inputs, output %y
   bool grads = true;
   bool positive = false;  // inputs from [0.5, 1.5] instead of [-1, 1]
+  bool exact = false;     // 16-bit outputs bit for bit (Cast, byte movers, selections)
 };
 
 void PrintTo(const OpCase& c, std::ostream* os) {
@@ -249,12 +254,107 @@ std::vector<OpCase> forwardOnlyCases() {
        true},
       {"ZerosLike", "input %x0 : f32[3,2]\n %y = ZerosLike(%x0) : f32[3,2] @n", false},
       {"Copy", "input %x0 : f32[3,2]\n %y = Copy(%x0) {to = \"device\"} : f32[3,2] @n", false},
+      // Collectives of a one-rank plan: copies, no communicator (multi-rank runs
+      // are tests/cuda_comm_test.cc's).
+      {"AllReduce", "input %x0 : f32[6]\n %y = AllReduce(%x0) {world_size = 1} : f32[6] @n", false},
+      {"ReduceScatter",
+       "input %x0 : f32[4,2]\n %y = ReduceScatter(%x0) {world_size = 1} : f32[4,2] @n", false},
+      {"AllGather", "input %x0 : f32[3,2]\n %y = AllGather(%x0) {world_size = 1} : f32[3,2] @n",
+       false},
+      {"Broadcast", "input %x0 : f32[5]\n %y = Broadcast(%x0) {world_size = 1} : f32[5] @n", false},
   };
+}
+
+// The case with every f32 in its text written as `dtype` (f16 or bf16).
+OpCase as16(OpCase c, const std::string& dtype) {
+  for (size_t at = 0; (at = c.text.find("f32", at)) != std::string::npos; at += dtype.size())
+    c.text.replace(at, 3, dtype);
+  return c;
+}
+
+// f32 cases whose op graphs also run in f16 and bf16 (with gradients where the
+// f32 case has them: ConvGradInput, ConvGradWeight, MaxPoolGrad, ReLU's Where
+// and so on run in 16 bits too).
+std::vector<OpCase> cases16Source() {
+  std::vector<OpCase> out;
+  std::vector<OpCase> nn = nnCases(), tensor = tensorCases();
+  for (const OpCase& c : nn)
+    if (c.op == "Conv" || c.op == "MaxPool" || c.op == "AveragePool" || c.op == "Gemm" ||
+        c.op == "MatMul" || c.op == "GlobalAveragePool")
+      out.push_back(c);
+  // Their gradients only move bytes too (Expand's, Gather's and Where's broadcast
+  // add values, so those compare within tolerance).
+  const std::set<std::string> byte_movers = {"Identity",  "Reshape",   "Flatten", "Squeeze",
+                                             "Unsqueeze", "Transpose", "Concat",  "Split",
+                                             "Slice",     "Trilu"};
+  for (OpCase c : tensor) {
+    if (c.op == "Cast") continue;  // below, in every direction
+    c.exact = byte_movers.count(c.op) != 0;
+    out.push_back(c);
+  }
+  out.push_back({"Conv",  // grouped and strided, without bias: native in 16 bits
+                 "input %x0 : f32[2,4,9,9]\n input %x1 : f32[6,2,3,3]\n"
+                 " %y = Conv(%x0, %x1) {group = 2, pads = [1, 1, 1, 1], strides = [2, 2]} : "
+                 "f32[2,6,5,5] @n"});
+  out.push_back({"Gemm",  // without C: cuBLAS rounds its f32 result once
+                 "input %x0 : f32[8,32]\n input %x1 : f32[32,16]\n"
+                 " %y = Gemm(%x0, %x1) {alpha = 0.5} : f32[8,16] @n"});
+  out.push_back({"Equal",
+                 "input %x0 : f32[2,3]\n const %z : f32[3] = [0, 0.5, -1]\n"
+                 " %r = Relu(%x0) : f32[2,3] @relu\n %y = Equal(%r, %z) : bool[2,3] @n",
+                 false});
+  return out;
+}
+
+// Cast between every pair of f32, f16, bf16, and between 16 bits and integers and
+// bool; constants on rounding ties check nearest-even.
+std::vector<OpCase> castCases16() {
+  std::vector<OpCase> out;
+  const std::vector<std::string> floats = {"f32", "f16", "bf16"};
+  for (const std::string& from : floats)
+    for (const std::string& to : floats)
+      if (from != to)
+        out.push_back({"Cast",
+                       "input %x0 : " + from + "[64]\n %y = Cast(%x0) {to = \"" + to +
+                           "\"} : " + to + "[64] @n",
+                       false, false, true});
+  // Ties: 1 + 2^-11 (f16) and 1 + 2^-8 (bf16) round down to 1, 1 + 3·2^-11 and
+  // 1 + 3·2^-8 up to the even neighbour; 2049 is an f16 tie (to 2048).
+  const std::string ties =
+      "const %c : f32[6] = [1.00048828125, 1.00146484375, 1.00390625, 1.01171875, 2049, -0.1]\n";
+  for (const std::string to : {"f16", "bf16"})
+    out.push_back({"Cast", ties + " %y = Cast(%c) {to = \"" + to + "\"} : " + to + "[6] @n", false,
+                   false, true});
+  for (const std::string t : {"f16", "bf16"}) {
+    out.push_back({"Cast",
+                   "input %x0 : " + t + "[6]\n const %k : " + t +
+                       "[] = [7.0]\n %s = Mul(%x0, %k) : " + t +
+                       "[6] @scale\n %y = Cast(%s) {to = \"i64\"} : i64[6] @n",
+                   false, false, true});
+    out.push_back({"Cast",
+                   "const %a : i64[5] = [1, -300, 2049, 65504, -7]\n %y = Cast(%a) {to = \"" + t +
+                       "\"} : " + t + "[5] @n",
+                   false, false, true});
+    out.push_back({"Cast",
+                   "input %x0 : " + t +
+                       "[6]\n %b = Cast(%x0) {to = \"bool\"} : bool[6] @flag\n"
+                       " %y = Cast(%b) {to = \"" +
+                       t + "\"} : " + t + "[6] @n",
+                   false, false, true});
+  }
+  return out;
+}
+
+std::vector<OpCase> sixteenBitCases() {
+  std::vector<OpCase> out = castCases16();
+  for (const std::string dtype : {"f16", "bf16"})
+    for (const OpCase& c : cases16Source()) out.push_back(as16(c, dtype));
+  return out;
 }
 
 std::vector<OpCase> allCases() {
   std::vector<OpCase> all = nnCases();
-  for (const auto& part : {tensorCases(), forwardOnlyCases()})
+  for (const auto& part : {tensorCases(), forwardOnlyCases(), sixteenBitCases()})
     all.insert(all.end(), part.begin(), part.end());
   return all;
 }
@@ -295,10 +395,22 @@ std::vector<Tensor> randomFeeds(const Executor& exec, uint64_t seed, bool positi
   return feeds;
 }
 
-// Floats within 1e-4 of max(|want|, RMS(want)) (+1e-6 for all-zero tensors); the rest exactly.
-void expectClose(const Tensor& got, const Tensor& want, const std::string& what) {
+// The relative tolerance of a float output. f32: 1e-4. f16/bf16: both backends
+// compute in f32 and round each output once, but their f32 results differ in the
+// last bits (summation order, library functions), so an element may round to the
+// neighbouring 16-bit value: one ulp, at most 2^-10 (f16) or 2^-7 (bf16) of the
+// element. 16-bit intermediates of a graph (a forward value its gradient reuses)
+// can carry one such ulp on, so two ulps: 2e-3 for f16, 1.6e-2 for bf16.
+double tolerance(DType t) {
+  return t == DType::F16 ? 2e-3 : t == DType::BF16 ? 1.6e-2 : 1e-4;
+}
+
+// Floats within tolerance() of max(|want|, RMS(want)) (+1e-6 for all-zero
+// tensors); the rest, and all of an `exact` case, exactly.
+void expectClose(const Tensor& got, const Tensor& want, const std::string& what,
+                 bool exact = false) {
   ASSERT_EQ(got.type(), want.type()) << what;
-  if (!isFloat(want.dtype())) {
+  if (!isFloat(want.dtype()) || exact) {
     EXPECT_EQ(got.toDoubles(), want.toDoubles()) << what;
     return;
   }
@@ -309,7 +421,8 @@ void expectClose(const Tensor& got, const Tensor& want, const std::string& what)
   int bad = 0;
   for (size_t i = 0; i < b.size() && bad < 5; ++i) {
     bool same_nan = std::isnan(a[i]) && std::isnan(b[i]);
-    if (!same_nan && !(std::fabs(a[i] - b[i]) <= 1e-4 * std::max(std::fabs(b[i]), rms) + 1e-6))
+    const double tol = tolerance(want.dtype()) * std::max(std::fabs(b[i]), rms) + 1e-6;
+    if (!same_nan && !(std::fabs(a[i] - b[i]) <= tol))
       ADD_FAILURE() << what << " element " << i << ": cuda " << a[i] << ", cpu " << b[i]
                     << (++bad, "");
   }
@@ -332,7 +445,7 @@ void expectCloseL2(const Tensor& got, const Tensor& want, const std::string& wha
 // Runs `plan` on both backends with the same random feeds and compares every
 // output; without a GPU only the CPU half runs (the caller then skips).
 void checkPlanOnBothBackends(const PlanFile& plan, const std::string& what, bool positive,
-                             int runs = 1) {
+                             int runs = 1, bool exact = false) {
   CpuExecutor cpu(plan, {});
   std::vector<Tensor> feeds = randomFeeds(cpu, 7, positive);
   std::vector<std::string> names = cpu.feedNames();
@@ -349,7 +462,7 @@ void checkPlanOnBothBackends(const PlanFile& plan, const std::string& what, bool
     gpu.run();
     for (size_t i = 0; i < gpu.numOutputs(); ++i)
       expectClose(gpu.output(i), want[static_cast<size_t>(r)][i],
-                  what + " run " + std::to_string(r) + " output " + gpu.outputName(i));
+                  what + " run " + std::to_string(r) + " output " + gpu.outputName(i), exact);
   }
 }
 
@@ -374,25 +487,52 @@ TEST(CudaBackend, EveryCudaKernelHasACase) {
     EXPECT_TRUE(covered.count(op)) << op << " runs in no case";
 }
 
+// The step's context with fake device addresses (never dereferenced).
+cpu::KernelContext fakeContext(const PlanFile& plan, const planpb::Step& step) {
+  cpu::KernelContext ctx;
+  ctx.op = step.op();
+  ctx.node_name = step.node();
+  for (const auto& a : step.attrs()) ctx.attrs[a.name()] = fromPlanAttr(a);
+  void* fake = reinterpret_cast<void*>(uintptr_t{1} << 20);
+  for (int idx : step.inputs())
+    ctx.inputs.push_back(idx < 0 ? cpu::TensorView{} : cpu::TensorView{fake, plan.tensorType(idx)});
+  for (int idx : step.outputs()) ctx.outputs.push_back({fake, plan.tensorType(idx)});
+  return ctx;
+}
+
+// The context an F32Only kernel of a promoted step sees: 16-bit floats as f32.
+cpu::KernelContext promotedContext(cpu::KernelContext ctx) {
+  for (auto* list : {&ctx.inputs, &ctx.outputs})
+    for (cpu::TensorView& v : *list)
+      if (v.present() && (v.dtype() == DType::F16 || v.dtype() == DType::BF16))
+        v.type.dtype = DType::F32;
+  return ctx;
+}
+
+// Builds the step's kernel as the executor does: Native16 factories (and any for
+// a step without 16-bit arithmetic) see the step itself; F32Only ones, and a
+// Native16 one that returned null, the promoted step. Returns whether it runs
+// natively; throws what the factory throws.
+bool buildKernel(const cuda::CudaKernelRegistry::Entry& entry, const cpu::KernelContext& ctx) {
+  if (entry.precision == cuda::Precision::Native16 || !cpu::needsPromotion(ctx))
+    if (entry.factory(ctx, cuda::Device{})) return true;
+  EXPECT_TRUE(cpu::needsPromotion(ctx)) << ctx.op << ": null kernel for a step without 16 bits";
+  EXPECT_NE(entry.factory(promotedContext(ctx), cuda::Device{}), nullptr) << ctx.op << " promoted";
+  return false;
+}
+
 // Every step of `plan` gets its CUDA kernel built without a GPU: factories get
 // fake device addresses and no library handles, so attributes, shapes and walks
 // are all checked; only calls that need a device may fail (the "X failed: ..." of
 // a status check).
 void expectKernelsBuild(const PlanFile& plan, const std::string& what) {
   for (const auto& step : plan.plan.ranks(0).steps()) {
-    cpu::KernelContext ctx;
-    ctx.op = step.op();
-    ctx.node_name = step.node();
-    for (const auto& a : step.attrs()) ctx.attrs[a.name()] = fromPlanAttr(a);
-    void* fake = reinterpret_cast<void*>(uintptr_t{1} << 20);  // never dereferenced
-    for (int idx : step.inputs())
-      ctx.inputs.push_back(idx < 0 ? cpu::TensorView{}
-                                   : cpu::TensorView{fake, plan.tensorType(idx)});
-    for (int idx : step.outputs()) ctx.outputs.push_back({fake, plan.tensorType(idx)});
-    const cuda::CudaKernelFactory* factory = cuda::CudaKernelRegistry::instance().find(ctx.op);
-    ASSERT_NE(factory, nullptr) << what << ": no CUDA kernel for " << ctx.op;
+    cpu::KernelContext ctx = fakeContext(plan, step);
+    const cuda::CudaKernelRegistry::Entry* entry =
+        cuda::CudaKernelRegistry::instance().find(ctx.op);
+    ASSERT_NE(entry, nullptr) << what << ": no CUDA kernel for " << ctx.op;
     try {
-      (*factory)(ctx, cuda::Device{});
+      buildKernel(*entry, ctx);
     } catch (const Error& e) {
       EXPECT_TRUE(test::contains(e.what(), " failed: "))
           << what << " step " << ctx.node_name << " (" << ctx.op << "): " << e.what();
@@ -404,6 +544,35 @@ TEST(CudaBackend, KernelFactoriesAcceptEveryCasePlan) {
   for (const OpCase& c : allCases()) expectKernelsBuild(casePlan(c), c.op);
 }
 
+// The ops with native 16-bit kernels take the 16-bit cases themselves rather than
+// falling back to promotion (a 16-bit Conv with bias is promoted by design:
+// conv_kernels.cc). A factory that gets as far as a device call (cuDNN's algorithm
+// choice, an index table's upload: "... failed: ...") has accepted its dtypes.
+TEST(CudaBackend, Native16KernelsRunSixteenBitCasesNatively) {
+  std::set<std::string> seen;  // ops met in 16-bit steps
+  for (const OpCase& c : sixteenBitCases()) {
+    PlanFile plan = casePlan(c);
+    for (const auto& step : plan.plan.ranks(0).steps()) {
+      cpu::KernelContext ctx = fakeContext(plan, step);
+      const auto* entry = cuda::CudaKernelRegistry::instance().find(ctx.op);
+      ASSERT_NE(entry, nullptr) << ctx.op;
+      if (!cpu::needsPromotion(ctx) || entry->precision != cuda::Precision::Native16) continue;
+      seen.insert(ctx.op);
+      if (ctx.op == "Conv" && ctx.hasInput(2)) continue;
+      try {
+        EXPECT_TRUE(buildKernel(*entry, ctx)) << c.text << "\nstep " << ctx.op << " promoted";
+      } catch (const Error& e) {
+        EXPECT_TRUE(test::contains(e.what(), " failed: ")) << ctx.op << ": " << e.what();
+      }
+    }
+  }
+  // The cases reach the 16-bit steps of fp16 ResNet and bf16 GPT training plans.
+  for (const char* op : {"Conv", "ConvGradInput", "ConvGradWeight", "MaxPool", "MaxPoolGrad",
+                         "GlobalAveragePool", "Gemm", "MatMul", "ReduceSum", "Softmax", "Add",
+                         "Mul", "Div", "Relu", "Gelu", "Where", "Equal"})
+    EXPECT_TRUE(seen.count(op)) << op << " is in no 16-bit case";
+}
+
 // One test per case, so that a case which faults the device (a sticky CUDA error)
 // can be run, and reported, in a process of its own (bench/gpu_check.sh does).
 class CudaOp : public ::testing::TestWithParam<OpCase> {};
@@ -412,7 +581,7 @@ TEST_P(CudaOp, MatchesTheCpuBackend) {
   const OpCase& c = GetParam();
   SCOPED_TRACE(c.op + ": " + c.text);
   try {
-    checkPlanOnBothBackends(casePlan(c), c.op, c.positive, c.op == "Dropout" ? 3 : 1);
+    checkPlanOnBothBackends(casePlan(c), c.op, c.positive, c.op == "Dropout" ? 3 : 1, c.exact);
   } catch (const Error& e) {
     ADD_FAILURE() << c.op << ": " << e.what();
   }
@@ -563,6 +732,20 @@ TEST(CudaBackend, KernelFactoriesAcceptModelTrainingPlans) {
   expectKernelsBuild(modelPlan(buildResNet(smallResNet()), "cuda_kf_r18", 2, adam, true),
                      "resnet18");
   expectKernelsBuild(modelPlan(buildGpt(tinyGpt()), "cuda_kf_gpt", 2, adam, true), "gpt");
+}
+
+// Mixed-precision training plans (fp16 with loss scaling and its overflow check,
+// bf16): every step builds, natively or promoted.
+TEST(CudaBackend, KernelFactoriesAcceptMixedPrecisionTrainingPlans) {
+  const std::string fp16 = R"({"train_micro_batch_size_per_gpu": 2, "fp16": {"enabled": true},
+                               "optimizer": {"type": "SGD",
+                                             "params": {"lr": 0.01, "momentum": 0.9}}})";
+  const std::string bf16 = R"({"train_micro_batch_size_per_gpu": 2, "bf16": {"enabled": true},
+                               "optimizer": {"type": "AdamW", "params": {"lr": 0.001}}})";
+  expectKernelsBuild(modelPlan(buildMlp({}), "cuda_kf_mlp16", 2, fp16, true), "mlp fp16");
+  expectKernelsBuild(modelPlan(buildResNet(smallResNet()), "cuda_kf_r18_16", 2, fp16, true),
+                     "resnet18 fp16");
+  expectKernelsBuild(modelPlan(buildGpt(tinyGpt()), "cuda_kf_gpt16", 2, bf16, true), "gpt bf16");
 }
 
 }  // namespace

@@ -8,6 +8,7 @@
 
 #include <array>
 #include <cstdio>
+#include <cstdlib>
 #include <filesystem>
 #include <fstream>
 #include <string>
@@ -56,8 +57,11 @@ inline CommandResult runCommand(const std::string& cmd) {
   return r;
 }
 
+// The project's tools: those of this build, or of the directory the environment
+// variable DS_BINARY_DIR names (bench/gpu_check.sh runs a packed build elsewhere).
 inline std::string binary(const std::string& name) {
-  return std::string(DS_BINARY_DIR) + "/" + name;
+  const char* dir = std::getenv("DS_BINARY_DIR");
+  return std::string(dir && *dir ? dir : DS_BINARY_DIR) + "/" + name;
 }
 
 inline bool contains(const std::string& haystack, const std::string& needle) {

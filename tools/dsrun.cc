@@ -1,6 +1,7 @@
-// dsrun: executes a plan produced by dscompile on the CPU backend: forward plans
-// with NumPy feeds and outputs; training plans with datasets, checkpoints and
-// ONNX export. Bad input is one line on stderr, exit 2.
+// dsrun: executes a plan produced by dscompile on the CPU or CUDA backend: forward
+// plans with NumPy feeds and outputs; training plans with datasets, checkpoints and
+// ONNX export; plans of several ranks as threads or MPI processes (on GPUs, with
+// NCCL or the local device transport). Bad input is one line on stderr, exit 2.
 #include <CLI/CLI.hpp>
 
 #include <algorithm>
@@ -17,6 +18,7 @@
 #include "ir/error.h"
 #include "ir/plan.h"
 #include "runtime/checkpoint.h"
+#include "runtime/comm/device_communicator.h"
 #include "runtime/cpu_executor.h"
 #include "runtime/launch.h"
 #include "runtime/npy.h"
@@ -28,6 +30,7 @@
 #ifdef DS_HAVE_CUDA
 #include "kernels/cuda/cuda_executor.h"
 #include "kernels/cuda/device.h"
+#include "kernels/cuda/device_comms.h"
 #endif
 
 namespace {
@@ -53,6 +56,8 @@ struct Args {
   double comm_timeout = ds::comm::kDefaultTimeoutSeconds;
   std::string fault;  // test hook: RANK:K:MODE (runtime/comm/fault_injection.h)
   bool rank_given = false;
+  std::string device_comm = "auto";  // --backend cuda with several ranks
+  bool no_cuda_graph = false;
 };
 
 void checkBackend(const std::string& backend) {
@@ -285,6 +290,7 @@ int runOneRank(const Args& a, const ds::PlanFile& plan) {
   options.poison_freed = a.poison;
   options.seed = resume ? resume->position.seed : a.seed;
   options.profile = a.profile;
+  options.cuda_graph = !a.no_cuda_graph;
   DS_CHECK(!a.profile || a.backend == "cpu", "--profile: times steps on the cpu backend only");
   std::unique_ptr<ds::Executor> executor = makeExecutor(a.backend, plan, options);
   ds::Executor& exec = *executor;
@@ -307,9 +313,7 @@ int runRanks(const Args& a, const ds::PlanFile& plan) {
   DS_CHECK(!a.rank_given, "--rank: a plan with ", n,
            " ranks runs all of them (threads with "
            "--comm local, one per process under mpirun with --comm mpi)");
-  DS_CHECK(a.backend == "cpu", "--backend ", a.backend, ": a plan with ", n,
-           " ranks runs on the CPU backend only for now (the CUDA executor has no NCCL "
-           "collectives yet); use --backend cpu");
+  DS_CHECK(!a.profile || a.backend == "cpu", "--profile: times steps on the cpu backend only");
   const bool training = ds::isTrainingPlan(plan);
   DS_CHECK(training || (a.save.empty() && a.resume.empty() && a.export_onnx.empty()),
            "--save, --resume and --export-onnx need a training plan");
@@ -324,7 +328,15 @@ int runRanks(const Args& a, const ds::PlanFile& plan) {
     options.seed = resume ? resume->position.seed : a.seed;
     options.comm = &comm;
     options.profile = a.profile;
-    ds::CpuExecutor exec(plan, options);
+    options.cuda_graph = !a.no_cuda_graph;
+    std::unique_ptr<ds::DeviceCommunicator> device_comm;
+#ifdef DS_HAVE_CUDA
+    if (a.backend == "cuda")
+      device_comm = ds::cuda::makeDeviceCommunicator(comm, a.device_comm, a.comm_timeout);
+#endif
+    options.device_comm = device_comm.get();
+    std::unique_ptr<ds::Executor> executor = makeExecutor(a.backend, plan, options);
+    ds::Executor& exec = *executor;
     if (training) {
       trainPlan(a, plan, exec, resume);
       if (!a.export_onnx.empty()) ds::exportOnnx(exec, a.export_onnx);
@@ -345,7 +357,9 @@ int runRanks(const Args& a, const ds::PlanFile& plan) {
 int run(const Args& a) {
   checkBackend(a.backend);
   ds::PlanFile plan = ds::readPlanFile(a.plan);
-  if (plan.plan.ranks_size() > 1 || a.comm == "mpi") return runRanks(a, plan);
+  // A named device transport runs even one rank through it (NCCL at world size 1).
+  const bool device_comm = a.backend == "cuda" && a.device_comm != "auto";
+  if (plan.plan.ranks_size() > 1 || a.comm == "mpi" || device_comm) return runRanks(a, plan);
   return runOneRank(a, plan);
 }
 
@@ -402,6 +416,14 @@ int main(int argc, char** argv) {
                  "plans with several ranks: local (one thread per rank; the default) or mpi "
                  "(one process per rank; the default under mpirun: mpirun -np N dsrun PLAN)")
       ->check(CLI::IsMember({"local", "mpi"}));
+  app.add_option("--device-comm", args.device_comm,
+                 "--backend cuda, plans with several ranks: nccl (one GPU per rank), local "
+                 "(rank threads sharing GPU 0) or auto (nccl when every rank has a GPU; the "
+                 "default)")
+      ->check(CLI::IsMember({"auto", "nccl", "local"}));
+  app.add_flag("--no-cuda-graph", args.no_cuda_graph,
+               "--backend cuda: enqueue every step of every run instead of replaying the "
+               "step captured as a CUDA graph");
   app.add_option("--comm-timeout", args.comm_timeout,
                  "seconds a rank waits in a collective for the others before it fails, naming "
                  "the missing ranks (default 300)")

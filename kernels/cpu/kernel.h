@@ -16,8 +16,9 @@
 #include "ir/tensor.h"
 
 namespace ds {
-class Communicator;  // runtime/comm/communicator.h
-}
+class Communicator;        // runtime/comm/communicator.h
+class DeviceCommunicator;  // runtime/comm/device_communicator.h
+}  // namespace ds
 
 namespace ds::cpu {
 
@@ -64,6 +65,8 @@ struct KernelContext {
   std::vector<TensorView> outputs;
   uint64_t seed = 0;             // the run's seed (ExecutorOptions::seed), for random ops
   Communicator* comm = nullptr;  // this rank's (ExecutorOptions::comm), for collectives
+  // The CUDA backend's collectives on device memory (ExecutorOptions::device_comm).
+  DeviceCommunicator* device_comm = nullptr;
   // Steps fused into this one, applied in order to output 0, which is then the
   // last absorbed step's output. Empty unless the op's EpilogueRule accepted them.
   std::vector<Epilogue> epilogue;

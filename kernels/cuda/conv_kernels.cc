@@ -6,8 +6,16 @@
 // algorithms; its workspace comes from the executor's shared workspace.
 // cuDNN pads symmetrically, so a window with different begin and end pads fails
 // at load, naming the node.
+//
+// f16 and bf16 (Native16) run natively when every tensor has that dtype: 16-bit
+// descriptors with f32 compute (cuDNN's PSEUDO_HALF / PSEUDO_BFLOAT16 configs:
+// f32 accumulation, one rounding of each output) on tensor cores. A 16-bit Conv
+// with bias runs promoted instead: cuDNN's output is already rounded, and adding
+// the bias to it (cudnnAddTensor) would round twice where the CPU's promotion
+// rounds once. So do mixed dtypes and shapes cuDNN has no 16-bit algorithm for.
 #include <algorithm>
 #include <array>
+#include <optional>
 
 #include "kernels/cpu/grad_util.h"
 #include "kernels/cpu/window.h"
@@ -25,11 +33,18 @@ std::vector<int> toInts(const std::vector<int64_t>& v) {
   return std::vector<int>(v.begin(), v.end());
 }
 
+cudnnDataType_t cudnnTypeOf(DType t) {
+  return t == DType::F16    ? CUDNN_DATA_HALF
+         : t == DType::BF16 ? CUDNN_DATA_BFLOAT16
+                            : CUDNN_DATA_FLOAT;
+}
+
 // cuDNN descriptors of one convolution, destroyed with the kernel.
 class ConvDescriptors {
  public:
-  ConvDescriptors(const KernelContext& ctx, const Shape& x, const Shape& w, const Shape& y,
-                  const cpu::Window& win, int64_t group) {
+  ConvDescriptors(const KernelContext& ctx, DType t, const Shape& x, const Shape& w, const Shape& y,
+                  const cpu::Window& win, int64_t group)
+      : data_(cudnnTypeOf(t)) {
     DS_CUDNN_CHECK(cudnnCreateTensorDescriptor(&x_));
     DS_CUDNN_CHECK(cudnnCreateTensorDescriptor(&y_));
     DS_CUDNN_CHECK(cudnnCreateFilterDescriptor(&w_));
@@ -49,15 +64,17 @@ class ConvDescriptors {
     setTensor(x_, xs);
     setTensor(y_, ys);
     std::vector<int> wd = toInts(ws);
-    DS_CUDNN_CHECK(cudnnSetFilterNdDescriptor(w_, CUDNN_DATA_FLOAT, CUDNN_TENSOR_NCHW,
+    DS_CUDNN_CHECK(cudnnSetFilterNdDescriptor(w_, data_, CUDNN_TENSOR_NCHW,
                                               static_cast<int>(wd.size()), wd.data()));
     std::vector<int> p = toInts(pads), s = toInts(strides), dl = toInts(dilations);
     DS_CUDNN_CHECK(cudnnSetConvolutionNdDescriptor(conv_, static_cast<int>(p.size()), p.data(),
                                                    s.data(), dl.data(), CUDNN_CROSS_CORRELATION,
                                                    CUDNN_DATA_FLOAT));
     DS_CUDNN_CHECK(cudnnSetConvolutionGroupCount(conv_, static_cast<int>(group)));
-    // FMA only: the default math would let cuDNN use TF32 tensor cores for f32.
-    DS_CUDNN_CHECK(cudnnSetConvolutionMathType(conv_, CUDNN_FMA_MATH));
+    // f32: FMA only, since the default math would let cuDNN use TF32 tensor cores.
+    // 16-bit: tensor cores, which multiply 16-bit values exactly and accumulate in f32.
+    DS_CUDNN_CHECK(cudnnSetConvolutionMathType(
+        conv_, t == DType::F32 ? CUDNN_FMA_MATH : CUDNN_TENSOR_OP_MATH));
   }
 
   ~ConvDescriptors() {
@@ -74,62 +91,46 @@ class ConvDescriptors {
   cudnnConvolutionDescriptor_t conv_ = nullptr;
 
  private:
-  static void setTensor(cudnnTensorDescriptor_t desc, const Shape& shape) {
+  void setTensor(cudnnTensorDescriptor_t desc, const Shape& shape) const {
     std::vector<int> dims = toInts(shape), strides(dims.size(), 1);
     for (size_t d = dims.size() - 1; d-- > 0;) strides[d] = strides[d + 1] * dims[d + 1];
-    DS_CUDNN_CHECK(cudnnSetTensorNdDescriptor(desc, CUDNN_DATA_FLOAT, static_cast<int>(dims.size()),
+    DS_CUDNN_CHECK(cudnnSetTensorNdDescriptor(desc, data_, static_cast<int>(dims.size()),
                                               dims.data(), strides.data()));
   }
+
+  cudnnDataType_t data_;
 };
 
-// The first usable algorithm of cuDNN's ranked list: succeeded, no tensor-op
-// math, workspace within bounds, and deterministic when `deterministic` (falling
-// back to any usable one when none is).
+// The first usable algorithm of cuDNN's ranked list: succeeded, workspace within
+// bounds, no tensor-op math for f32 (`tensor_ops` false; for 16-bit data tensor-op
+// math is the fast path, but never with conversions), and deterministic when one
+// is (falling back to any usable one). Null when none is usable.
 template <typename Perf>
-Perf pickAlgorithm(const KernelContext& ctx, const Perf* perf, int count) {
+const Perf* pickAlgorithm(const Perf* perf, int count, bool tensor_ops) {
   for (bool need_deterministic : {true, false})
     for (int i = 0; i < count; ++i) {
       const Perf& p = perf[i];
       if (p.status != CUDNN_STATUS_SUCCESS || p.memory > kMaxConvWorkspace) continue;
-      if (p.mathType == CUDNN_TENSOR_OP_MATH || p.mathType == CUDNN_TENSOR_OP_MATH_ALLOW_CONVERSION)
+      if (p.mathType == CUDNN_TENSOR_OP_MATH_ALLOW_CONVERSION ||
+          (!tensor_ops && p.mathType == CUDNN_TENSOR_OP_MATH))
         continue;
       if (need_deterministic && p.determinism != CUDNN_DETERMINISTIC) continue;
-      return p;
+      return &p;
     }
-  ctx.fail("cuDNN offers no usable f32 algorithm for this convolution");
+  return nullptr;
 }
 
 class CudnnConv : public CudaKernel {
  public:
-  CudnnConv(const KernelContext& ctx, const Device& dev, ConvPass pass, const Shape& x,
+  // `t`: the dtype of every tensor (f32, or f16/bf16 without bias).
+  CudnnConv(const KernelContext& ctx, const Device& dev, ConvPass pass, DType t, const Shape& x,
             const Shape& w, const Shape& y, const cpu::Window& win, int64_t group)
-      : pass_(pass), desc_(ctx, x, w, y, win, group), bias_(ctx.hasInput(2)) {
+      : pass_(pass), desc_(ctx, t, x, w, y, win, group), bias_(ctx.hasInput(2)) {
     if (!dev.cudnn)  // descriptors checked, but algorithms need a device
       throwCudaError("cudnnGetConvolution*Algorithm_v7", "no cuDNN handle", __FILE__, __LINE__);
-    constexpr int kMax = 16;
-    int count = 0;
-    if (pass == ConvPass::Forward) {
-      std::array<cudnnConvolutionFwdAlgoPerf_t, kMax> perf{};
-      DS_CUDNN_CHECK(cudnnGetConvolutionForwardAlgorithm_v7(
-          dev.cudnn, desc_.x_, desc_.w_, desc_.conv_, desc_.y_, kMax, &count, perf.data()));
-      auto p = pickAlgorithm(ctx, perf.data(), count);
-      fwd_ = p.algo;
-      workspace_ = p.memory;
-    } else if (pass == ConvPass::GradInput) {
-      std::array<cudnnConvolutionBwdDataAlgoPerf_t, kMax> perf{};
-      DS_CUDNN_CHECK(cudnnGetConvolutionBackwardDataAlgorithm_v7(
-          dev.cudnn, desc_.w_, desc_.y_, desc_.conv_, desc_.x_, kMax, &count, perf.data()));
-      auto p = pickAlgorithm(ctx, perf.data(), count);
-      bwd_data_ = p.algo;
-      workspace_ = p.memory;
-    } else {
-      std::array<cudnnConvolutionBwdFilterAlgoPerf_t, kMax> perf{};
-      DS_CUDNN_CHECK(cudnnGetConvolutionBackwardFilterAlgorithm_v7(
-          dev.cudnn, desc_.x_, desc_.y_, desc_.conv_, desc_.w_, kMax, &count, perf.data()));
-      auto p = pickAlgorithm(ctx, perf.data(), count);
-      bwd_filter_ = p.algo;
-      workspace_ = p.memory;
-    }
+    usable_ = chooseAlgorithm(dev, t != DType::F32);
+    if (!usable_ && t == DType::F32)
+      ctx.fail("cuDNN offers no usable f32 algorithm for this convolution");
     if (bias_) {
       DS_CUDNN_CHECK(cudnnCreateTensorDescriptor(&bias_desc_));
       std::vector<int> dims(y.size() < 4 ? 4 : y.size(), 1), strides(dims.size(), 1);
@@ -145,6 +146,8 @@ class CudnnConv : public CudaKernel {
     if (bias_desc_) cudnnDestroyTensorDescriptor(bias_desc_);
   }
 
+  // False for a 16-bit convolution without a usable algorithm (it then runs promoted).
+  bool usable() const { return usable_; }
   size_t workspaceBytes() const override { return workspace_; }
 
   void run(const KernelContext& ctx, const Device& dev, void* ws) override {
@@ -175,9 +178,38 @@ class CudnnConv : public CudaKernel {
   }
 
  private:
+  // cuDNN's ranked algorithms for this pass, the first usable one taken.
+  bool chooseAlgorithm(const Device& dev, bool tensor_ops) {
+    constexpr int kMax = 16;
+    int count = 0;
+    auto take = [&](const auto* p, auto* algo) {
+      if (!p) return false;
+      *algo = p->algo;
+      workspace_ = p->memory;
+      return true;
+    };
+    if (pass_ == ConvPass::Forward) {
+      std::array<cudnnConvolutionFwdAlgoPerf_t, kMax> perf{};
+      DS_CUDNN_CHECK(cudnnGetConvolutionForwardAlgorithm_v7(
+          dev.cudnn, desc_.x_, desc_.w_, desc_.conv_, desc_.y_, kMax, &count, perf.data()));
+      return take(pickAlgorithm(perf.data(), count, tensor_ops), &fwd_);
+    }
+    if (pass_ == ConvPass::GradInput) {
+      std::array<cudnnConvolutionBwdDataAlgoPerf_t, kMax> perf{};
+      DS_CUDNN_CHECK(cudnnGetConvolutionBackwardDataAlgorithm_v7(
+          dev.cudnn, desc_.w_, desc_.y_, desc_.conv_, desc_.x_, kMax, &count, perf.data()));
+      return take(pickAlgorithm(perf.data(), count, tensor_ops), &bwd_data_);
+    }
+    std::array<cudnnConvolutionBwdFilterAlgoPerf_t, kMax> perf{};
+    DS_CUDNN_CHECK(cudnnGetConvolutionBackwardFilterAlgorithm_v7(
+        dev.cudnn, desc_.x_, desc_.y_, desc_.conv_, desc_.w_, kMax, &count, perf.data()));
+    return take(pickAlgorithm(perf.data(), count, tensor_ops), &bwd_filter_);
+  }
+
   ConvPass pass_;
   ConvDescriptors desc_;
   bool bias_;
+  bool usable_ = false;
   cudnnTensorDescriptor_t bias_desc_ = nullptr;
   cudnnConvolutionFwdAlgo_t fwd_{};
   cudnnConvolutionBwdDataAlgo_t bwd_data_{};
@@ -185,10 +217,23 @@ class CudnnConv : public CudaKernel {
   size_t workspace_ = 0;
 };
 
+// The dtype every tensor of the step has when it can run natively: f32 (checked
+// as before), or f16/bf16 without bias; nullopt for a 16-bit step to run promoted.
+std::optional<DType> convDType(const KernelContext& ctx) {
+  std::optional<DType> t = uniformFloatDType(ctx);
+  if (t == DType::F32) {
+    requireF32(ctx, 0);
+    requireF32(ctx, 1);
+    return t;
+  }
+  if (ctx.hasInput(2)) return std::nullopt;
+  return t;
+}
+
 template <ConvPass kPass>
 std::unique_ptr<CudaKernel> makeConv(const KernelContext& ctx, const Device& dev) {
-  requireF32(ctx, 0);
-  requireF32(ctx, 1);
+  const std::optional<DType> dtype = convDType(ctx);
+  if (!dtype) return nullptr;
   const bool fwd = kPass == ConvPass::Forward, weights = kPass == ConvPass::GradWeight;
   // Forward shapes: X, W, Y in the forward op's terms.
   const Shape& x = fwd       ? ctx.input(0).shape()
@@ -204,15 +249,17 @@ std::unique_ptr<CudaKernel> makeConv(const KernelContext& ctx, const Device& dev
     return launchKernel([](const KernelContext& c, const Device& d, void*) {
       DS_CUDA_CHECK(cudaMemsetAsync(c.output(0).data, 0, c.output(0).bytes(), d.stream));
     });
-  return std::make_unique<CudnnConv>(ctx, dev, kPass, x, w, y, win, ctx.i("group"));
+  auto conv = std::make_unique<CudnnConv>(ctx, dev, kPass, *dtype, x, w, y, win, ctx.i("group"));
+  if (!conv->usable()) return nullptr;  // 16-bit only: f32 failed above
+  return conv;
 }
 
 }  // namespace
 
 void registerConvKernels(CudaKernelRegistry& r) {
-  r.add("Conv", makeConv<ConvPass::Forward>);
-  r.add("ConvGradInput", makeConv<ConvPass::GradInput>);
-  r.add("ConvGradWeight", makeConv<ConvPass::GradWeight>);
+  r.add("Conv", makeConv<ConvPass::Forward>, Precision::Native16);
+  r.add("ConvGradInput", makeConv<ConvPass::GradInput>, Precision::Native16);
+  r.add("ConvGradWeight", makeConv<ConvPass::GradWeight>, Precision::Native16);
 }
 
 }  // namespace ds::cuda

@@ -1,16 +1,20 @@
 #include "kernels/cuda/cuda_executor.h"
 
 #include <cstring>
+#include <iostream>
 
 #include "ir/error.h"
+#include "kernels/cpu/promote16.h"
 #include "kernels/cuda/cuda_util.h"
 #include "kernels/cuda/device.h"
+#include "kernels/cuda/promote16.h"
+#include "runtime/comm/device_communicator.h"
 
 namespace ds {
 
 namespace {
 
-// cuBLAS gets its own slice of the workspace so that it never allocates inside
+// cuBLAS gets its own slice of each workspace so that it never allocates inside
 // run() (it would otherwise allocate on first use); 32 MiB is NVIDIA's advice for Hopper.
 constexpr size_t kCublasWorkspace = size_t{32} << 20;
 
@@ -27,12 +31,60 @@ size_t roundUp(int64_t bytes) {
   return std::max<size_t>((size + align - 1) / align * align, align);
 }
 
+size_t align256(size_t bytes) {
+  return (bytes + 255) / 256 * 256;
+}
+
+// Ops that need no library handle, workspace or promotion scratch on their stream.
+bool movesDataOnly(const std::string& op) {
+  return op == "Copy" || op == "AllReduce" || op == "ReduceScatter" || op == "AllGather" ||
+         op == "Broadcast";
+}
+
 }  // namespace
+
+// One plan stream: a CUDA stream, and what its steps need to run concurrently
+// with the other streams' (their own handles and scratch).
+struct CudaExecutor::Lane {
+  std::string name;
+  bool host = false;  // runs host steps, as host functions in stream order
+  cuda::Device dev;   // the stream; cuBLAS/cuDNN handles bound to it when needed
+  size_t workspace_bytes = 0;
+  size_t scratch_bytes = 0;
+  void* workspace = nullptr;        // kernels' scratch, then cuBLAS's
+  void* scratch = nullptr;          // f32 copies of promoted 16-bit steps
+  std::vector<float> host_scratch;  // the same for host steps
+  cudaEvent_t end = nullptr;        // recorded last in each run, for the join
+};
 
 struct CudaExecutor::Step {
   cpu::KernelContext ctx;
-  std::unique_ptr<cuda::CudaKernel> kernel;
+  std::unique_ptr<cuda::CudaKernel> kernel;     // device steps
+  std::unique_ptr<cpu::CpuKernel> host_kernel;  // host steps
+  const cuda::CudaKernelRegistry::Entry* entry = nullptr;
+  bool promoted = false;
+  size_t lane = 0;
+  std::vector<int> wait_events;
+  int record_event = -1;
   bool optimizer_phase = false;
+  CudaExecutor* owner = nullptr;  // for host functions
+};
+
+// Two pinned host buffers of one feed, used in turn; `copied[i]` is recorded when
+// the copy out of buffer i has been enqueued, so refilling it waits only for that.
+struct CudaExecutor::Staging {
+  uint8_t* buffer[2] = {nullptr, nullptr};
+  cudaEvent_t copied[2] = {nullptr, nullptr};
+  int next = 0;
+};
+
+struct CudaExecutor::Graph {
+  cudaGraph_t graph = nullptr;
+  cudaGraphExec_t exec = nullptr;
+  ~Graph() {
+    if (exec) cudaGraphExecDestroy(exec);
+    if (graph) cudaGraphDestroy(graph);
+  }
 };
 
 CudaExecutor::CudaExecutor(const PlanFile& plan, ExecutorOptions options)
@@ -49,21 +101,35 @@ CudaExecutor::CudaExecutor(const PlanFile& plan, ExecutorOptions options)
 
 void CudaExecutor::load() {
   const planpb::Plan& p = plan_.plan;
-  DS_CHECK(p.host_arena_bytes() == 0 && p.host_persistent_bytes() == 0,
-           "optimizer offload (zero_optimization.offload_optimizer) runs on the CPU backend "
-           "only for now; the CUDA backend has no host steps or copy stream yet");
-  createDevice();
-  DS_CUDA_CHECK(cudaMalloc(reinterpret_cast<void**>(&arena_), roundUp(p.arena_bytes())));
-  DS_CUDA_CHECK(cudaMalloc(reinterpret_cast<void**>(&persistent_), roundUp(p.persistent_bytes())));
-  // Zeroed as on the CPU: optimizer state starts at zero.
-  DS_CUDA_CHECK(cudaMemset(arena_, 0, roundUp(p.arena_bytes())));
-  DS_CUDA_CHECK(cudaMemset(persistent_, 0, roundUp(p.persistent_bytes())));
+  if (options_.device_comm) DS_CUDA_CHECK(cudaSetDevice(options_.device_comm->device()));
+  auto device_alloc = [&](uint8_t** region, int64_t bytes) {
+    DS_CUDA_CHECK(cudaMalloc(reinterpret_cast<void**>(region), roundUp(bytes)));
+    // Zeroed as on the CPU: optimizer state starts at zero.
+    DS_CUDA_CHECK(cudaMemset(*region, 0, roundUp(bytes)));
+    device_bytes_ += roundUp(bytes);
+  };
+  // Pinned, so the copy stream's transfers are asynchronous DMA.
+  auto host_alloc = [&](uint8_t** region, int64_t bytes) {
+    if (bytes == 0) return;
+    DS_CUDA_CHECK(
+        cudaHostAlloc(reinterpret_cast<void**>(region), roundUp(bytes), cudaHostAllocPortable));
+    std::memset(*region, 0, roundUp(bytes));
+  };
+  device_alloc(&regions_.arena, p.arena_bytes());
+  device_alloc(&regions_.persistent, p.persistent_bytes());
+  host_alloc(&regions_.host_arena, p.host_arena_bytes());
+  host_alloc(&regions_.host_persistent, p.host_persistent_bytes());
   for (int i = 0; i < p.tensors_size(); ++i) {
     std::span<const uint8_t> init = initialValue(i);
     if (!init.empty())
-      DS_CUDA_CHECK(cudaMemcpy(address(i), init.data(), init.size(), cudaMemcpyHostToDevice));
+      DS_CUDA_CHECK(cudaMemcpy(address(i), init.data(), init.size(), cudaMemcpyDefault));
   }
+  createLanes();
+  createStaging();
   buildSteps();
+  dies_after_ = lastUses();
+  graphs_enabled_ =
+      options_.cuda_graph && (!options_.device_comm || options_.device_comm->capturable());
 }
 
 CudaExecutor::~CudaExecutor() {
@@ -71,97 +137,361 @@ CudaExecutor::~CudaExecutor() {
 }
 
 void CudaExecutor::release() noexcept {
+  if (!lanes_.empty() && lanes_[0]->dev.stream) cudaStreamSynchronize(lanes_[0]->dev.stream);
+  for (auto& lane : lanes_)
+    if (lane->dev.stream) cudaStreamSynchronize(lane->dev.stream);
+  graphs_[0].reset();
+  graphs_[1].reset();
   steps_.clear();  // kernels hold descriptors and buffers that must go first
-  if (device_.stream) cudaStreamSynchronize(device_.stream);
-  cudaFree(workspace_);
-  cudaFree(persistent_);
-  cudaFree(arena_);
-  if (device_.cudnn) cudnnDestroy(device_.cudnn);
-  if (device_.cublas) cublasDestroy(device_.cublas);
-  if (device_.stream) cudaStreamDestroy(device_.stream);
-  workspace_ = nullptr;
-  persistent_ = arena_ = nullptr;
-  device_ = {};
+  for (cudaEvent_t e : events_) cudaEventDestroy(e);
+  events_.clear();
+  for (Staging& s : staging_)
+    for (int i = 0; i < 2; ++i) {
+      cudaFreeHost(s.buffer[i]);
+      if (s.copied[i]) cudaEventDestroy(s.copied[i]);
+    }
+  staging_.clear();
+  for (auto& lane : lanes_) {
+    cudaFree(lane->workspace);
+    cudaFree(lane->scratch);
+    if (lane->end) cudaEventDestroy(lane->end);
+    if (lane->dev.cudnn) cudnnDestroy(lane->dev.cudnn);
+    if (lane->dev.cublas) cublasDestroy(lane->dev.cublas);
+    if (lane->dev.stream) cudaStreamDestroy(lane->dev.stream);
+  }
+  lanes_.clear();
+  cudaFree(regions_.arena);
+  cudaFree(regions_.persistent);
+  cudaFreeHost(regions_.host_arena);
+  cudaFreeHost(regions_.host_persistent);
+  regions_ = {};
 }
 
-void CudaExecutor::createDevice() {
-  DS_CUDA_CHECK(cudaStreamCreate(&device_.stream));
-  DS_CUBLAS_CHECK(cublasCreate(&device_.cublas));
-  DS_CUBLAS_CHECK(cublasSetStream(device_.cublas, device_.stream));
-  // Default math: f32 GEMMs never use TF32 tensor cores, so results match the CPU.
-  DS_CUBLAS_CHECK(cublasSetMathMode(device_.cublas, CUBLAS_DEFAULT_MATH));
-  DS_CUDNN_CHECK(cudnnCreate(&device_.cudnn));
-  DS_CUDNN_CHECK(cudnnSetStream(device_.cudnn, device_.stream));
+void CudaExecutor::createLanes() {
+  const planpb::Plan& p = plan_.plan;
+  const planpb::RankPlan& rank = p.ranks(options_.rank);
+  const size_t count = std::max<size_t>(1, static_cast<size_t>(p.streams_size()));
+  std::vector<bool> needs_handles(count, false);
+  for (const planpb::Step& ps : rank.steps()) {
+    DS_CHECK(static_cast<size_t>(ps.stream()) < count, "node '", ps.node(), "' (", ps.op(),
+             "): stream ", ps.stream(), " is not in the plan's ", count, " streams");
+    if (!movesDataOnly(ps.op())) needs_handles[static_cast<size_t>(ps.stream())] = true;
+  }
+  for (size_t i = 0; i < count; ++i) {
+    auto lane = std::make_unique<Lane>();
+    lane->name = p.streams_size() > 0 ? p.streams(static_cast<int>(i)) : "compute";
+    lane->host = lane->name == "host";
+    // Non-blocking: the legacy default stream (other libraries' work) never joins in.
+    DS_CUDA_CHECK(cudaStreamCreateWithFlags(&lane->dev.stream, cudaStreamNonBlocking));
+    DS_CUDA_CHECK(cudaEventCreateWithFlags(&lane->end, cudaEventDisableTiming));
+    if (needs_handles[i] && !lane->host) {
+      DS_CUBLAS_CHECK(cublasCreate(&lane->dev.cublas));
+      DS_CUBLAS_CHECK(cublasSetStream(lane->dev.cublas, lane->dev.stream));
+      // Default math: f32 GEMMs never use TF32 tensor cores, so results match the
+      // CPU; 16-bit GEMMs add split-K partial sums in f32, so each output is
+      // rounded once (cuBLAS may otherwise reduce in the output type).
+      DS_CUBLAS_CHECK(cublasSetMathMode(
+          lane->dev.cublas,
+          static_cast<cublasMath_t>(CUBLAS_DEFAULT_MATH |
+                                    CUBLAS_MATH_DISALLOW_REDUCED_PRECISION_REDUCTION)));
+      DS_CUDNN_CHECK(cudnnCreate(&lane->dev.cudnn));
+      DS_CUDNN_CHECK(cudnnSetStream(lane->dev.cudnn, lane->dev.stream));
+    }
+    lanes_.push_back(std::move(lane));
+  }
+  events_.resize(static_cast<size_t>(p.num_events()), nullptr);
+  for (cudaEvent_t& e : events_)
+    DS_CUDA_CHECK(cudaEventCreateWithFlags(&e, cudaEventDisableTiming));
+}
+
+// Host steps may touch only host memory and device steps only device memory, but
+// for the copies between them; the offload pass guarantees it (passes/offload_optimizer.h).
+void CudaExecutor::checkStorage(const planpb::Step& ps, bool host_step) const {
+  if (ps.op() == "Copy") return;
+  for (const auto* list : {&ps.inputs(), &ps.outputs()})
+    for (int t : *list) {
+      if (t < 0) continue;
+      planpb::Storage storage = plan_.plan.tensors(t).storage();
+      bool on_host = storage == planpb::HOST_ARENA || storage == planpb::HOST_PERSISTENT;
+      DS_CHECK(on_host == host_step, "node '", ps.node(), "' (", ps.op(), "): a ",
+               host_step ? "host" : "device", " step uses tensor '", plan_.plan.tensors(t).name(),
+               "' in ", on_host ? "host" : "device", " memory (the plan lacks a Copy)");
+    }
 }
 
 void* CudaExecutor::address(int tensor) const {
-  return tensorAddress(tensor, {arena_, persistent_});
+  return tensorAddress(tensor, regions_);
+}
+
+void CudaExecutor::createStaging() {
+  staging_.resize(static_cast<size_t>(plan_.plan.feeds_size()));
+  for (size_t f = 0; f < staging_.size(); ++f) {
+    size_t bytes = plan_.tensorType(plan_.plan.feeds(static_cast<int>(f))).bytes();
+    for (int i = 0; i < 2; ++i) {
+      DS_CUDA_CHECK(cudaHostAlloc(reinterpret_cast<void**>(&staging_[f].buffer[i]),
+                                  std::max<size_t>(bytes, 1), cudaHostAllocPortable));
+      DS_CUDA_CHECK(cudaEventCreateWithFlags(&staging_[f].copied[i], cudaEventDisableTiming));
+    }
+  }
 }
 
 void CudaExecutor::buildSteps() {
   const planpb::RankPlan& rank = plan_.plan.ranks(options_.rank);
-  steps_.reserve(static_cast<size_t>(rank.steps_size()));
-  size_t kernel_workspace = 0;
-  for (const planpb::Step& ps : rank.steps()) {
-    Step step;
-    step.ctx = stepContext(ps, {arena_, persistent_});
+  steps_.resize(static_cast<size_t>(rank.steps_size()));
+  for (size_t s = 0; s < steps_.size(); ++s) {
+    const planpb::Step& ps = rank.steps(static_cast<int>(s));
+    Step& step = steps_[s];
+    step.ctx = stepContext(ps, regions_);
+    step.lane = static_cast<size_t>(ps.stream());
+    step.wait_events.assign(ps.wait_events().begin(), ps.wait_events().end());
+    step.record_event = ps.record_event();
     step.optimizer_phase = ps.phase() == planpb::OPTIMIZER_STEP;
-    const cuda::CudaKernelFactory* factory = cuda::CudaKernelRegistry::instance().find(ps.op());
-    DS_CHECK(factory != nullptr, "node '", ps.node(), "' (", ps.op(), "): no CUDA kernel");
-    try {
-      step.kernel = (*factory)(step.ctx, device_);
-    } catch (const Error& e) {
-      throw atNode(ps.node(), ps.op(), e);
+    step.owner = this;
+    for (int e : step.wait_events)
+      DS_CHECK(e >= 0 && e < static_cast<int>(events_.size()), "node '", ps.node(), "': event ", e,
+               " is not in the plan's ", events_.size());
+    checkStorage(ps, lanes_[step.lane]->host);
+    if (lanes_[step.lane]->host) {
+      buildHostKernel(step);
+      continue;
     }
-    kernel_workspace = std::max(kernel_workspace, step.kernel->workspaceBytes());
-    steps_.push_back(std::move(step));
+    step.entry = cuda::CudaKernelRegistry::instance().find(ps.op());
+    DS_CHECK(step.entry != nullptr, "node '", ps.node(), "' (", ps.op(), "): no CUDA kernel");
   }
-  workspace_bytes_ = (kernel_workspace + 255) / 256 * 256 + kCublasWorkspace;
-  DS_CUDA_CHECK(cudaMalloc(&workspace_, workspace_bytes_));
-  DS_CUBLAS_CHECK(cublasSetWorkspace(
-      device_.cublas, static_cast<uint8_t*>(workspace_) + workspace_bytes_ - kCublasWorkspace,
-      kCublasWorkspace));
-  dies_after_ = lastUses();
+  buildDeviceKernels();
+  allocateWorkspaces();
+}
+
+// Host steps (optimizer offload) run the CPU backend's kernels on pinned memory.
+void CudaExecutor::buildHostKernel(Step& step) {
+  const cpu::CpuKernelFactory* factory = cpu::CpuKernelRegistry::instance().find(step.ctx.op);
+  DS_CHECK(factory != nullptr, "node '", step.ctx.node_name, "' (", step.ctx.op,
+           "): no CPU kernel for this host step");
+  Lane& lane = *lanes_[step.lane];
+  try {
+    if (cpu::needsPromotion(step.ctx)) {
+      // One scratch per host lane, sized before any kernel takes its address.
+      size_t need = cpu::promotionScratchBytes(step.ctx) / sizeof(float) + 1;
+      DS_CHECK(lane.host_scratch.empty() || lane.host_scratch.size() >= need,
+               "host promotion scratch grew after use");
+      if (lane.host_scratch.empty()) {
+        const planpb::RankPlan& rank = plan_.plan.ranks(options_.rank);
+        size_t most = need;
+        for (const planpb::Step& ps : rank.steps())
+          if (static_cast<size_t>(ps.stream()) == step.lane) {
+            cpu::KernelContext c = stepContext(ps, regions_);
+            if (cpu::needsPromotion(c))
+              most = std::max(most, cpu::promotionScratchBytes(c) / sizeof(float) + 1);
+          }
+        lane.host_scratch.resize(most);
+      }
+      step.host_kernel = cpu::promotedKernel(step.ctx, *factory, lane.host_scratch.data());
+    } else {
+      step.host_kernel = (*factory)(step.ctx);
+    }
+  } catch (const Error& e) {
+    throw atNode(step.ctx.node_name, step.ctx.op, e);
+  }
+}
+
+// Device kernels in two passes: native ones first, which also tells which steps
+// run promoted and how much f32 scratch each stream needs; then, with the scratch
+// allocated, the promoted ones (their views point into it).
+void CudaExecutor::buildDeviceKernels() {
+  for (Step& step : steps_) {
+    if (!step.entry) continue;
+    Lane& lane = *lanes_[step.lane];
+    try {
+      bool sixteen = cpu::needsPromotion(step.ctx);
+      if (!sixteen || step.entry->precision == cuda::Precision::Native16)
+        step.kernel = step.entry->factory(step.ctx, lane.dev);
+      if (sixteen && !step.kernel) {
+        step.promoted = true;
+        lane.scratch_bytes =
+            std::max(lane.scratch_bytes, align256(cpu::promotionScratchBytes(step.ctx)));
+      }
+    } catch (const Error& e) {
+      throw atNode(step.ctx.node_name, step.ctx.op, e);
+    }
+  }
+  for (auto& lane : lanes_)
+    if (lane->scratch_bytes > 0) {
+      DS_CUDA_CHECK(cudaMalloc(&lane->scratch, lane->scratch_bytes));
+      device_bytes_ += lane->scratch_bytes;
+    }
+  for (Step& step : steps_) {
+    if (!step.promoted) continue;
+    Lane& lane = *lanes_[step.lane];
+    try {
+      step.kernel = cuda::promotedKernel(step.ctx, step.entry->factory, lane.dev, lane.scratch);
+    } catch (const Error& e) {
+      throw atNode(step.ctx.node_name, step.ctx.op, e);
+    }
+  }
+}
+
+void CudaExecutor::allocateWorkspaces() {
+  for (const Step& step : steps_)
+    if (step.kernel) {
+      Lane& lane = *lanes_[step.lane];
+      lane.workspace_bytes = std::max(lane.workspace_bytes, step.kernel->workspaceBytes());
+    }
+  for (auto& lane : lanes_) {
+    if (!lane->dev.cublas && lane->workspace_bytes == 0) continue;
+    size_t kernels = align256(lane->workspace_bytes);
+    size_t cublas = lane->dev.cublas ? kCublasWorkspace : 0;
+    lane->workspace_bytes = kernels + cublas;
+    DS_CUDA_CHECK(cudaMalloc(&lane->workspace, lane->workspace_bytes));
+    device_bytes_ += lane->workspace_bytes;
+    if (cublas > 0)
+      DS_CUBLAS_CHECK(cublasSetWorkspace(lane->dev.cublas,
+                                         static_cast<uint8_t*>(lane->workspace) + kernels, cublas));
+  }
 }
 
 size_t CudaExecutor::deviceBytes() const {
-  return roundUp(plan_.plan.arena_bytes()) + roundUp(plan_.plan.persistent_bytes()) +
-         workspace_bytes_;
+  return device_bytes_;
 }
 
 void CudaExecutor::setFeed(const std::string& name, const Tensor& value) {
-  int tensor = acceptFeed(name, value);
-  // Ordered after the previous run's kernels on the stream; synchronous, since
-  // `value` is pageable host memory the caller may free on return.
-  DS_CUDA_CHECK(cudaMemcpyAsync(address(tensor), value.raw(), value.bytes(), cudaMemcpyHostToDevice,
-                                device_.stream));
-  DS_CUDA_CHECK(cudaStreamSynchronize(device_.stream));
+  const int tensor = acceptFeed(name, value);
+  Staging& staging = staging_[static_cast<size_t>(feedIndex(name))];
+  const int i = staging.next;
+  staging.next = 1 - i;
+  // The buffer's previous copy was enqueued a run ago and is long done, normally.
+  DS_CUDA_CHECK(cudaEventSynchronize(staging.copied[i]));
+  std::memcpy(staging.buffer[i], value.raw(), value.bytes());
+  // On the first stream, so after every run enqueued so far has read the old value.
+  cudaStream_t first = lanes_[0]->dev.stream;
+  DS_CUDA_CHECK(cudaMemcpyAsync(address(tensor), staging.buffer[i], value.bytes(),
+                                cudaMemcpyHostToDevice, first));
+  DS_CUDA_CHECK(cudaEventRecord(staging.copied[i], first));
 }
 
 void CudaExecutor::poisonAfter(size_t s) {
+  cudaStream_t stream = lanes_[steps_[s].lane]->dev.stream;
   for (int dead : dies_after_[s]) {
     bool inplace = false;  // an output written over this input at the same step
     for (const cpu::TensorView& out : steps_[s].ctx.outputs) inplace |= out.data == address(dead);
     if (!inplace)
-      DS_CUDA_CHECK(
-          cudaMemsetAsync(address(dead), 0xFF, plan_.tensorType(dead).bytes(), device_.stream));
+      DS_CUDA_CHECK(cudaMemsetAsync(address(dead), 0xFF, plan_.tensorType(dead).bytes(), stream));
   }
 }
 
-void CudaExecutor::run(bool optimizer_step) {
-  requireAllFed();
-  for (size_t s = 0; s < steps_.size(); ++s) {
-    Step& step = steps_[s];
-    if (!optimizer_step && step.optimizer_phase) continue;
+void CudaExecutor::hostStepFailed(const std::string& what) noexcept {
+  std::lock_guard<std::mutex> lock(host_error_mu_);
+  if (host_error_.empty()) host_error_ = what;
+  host_failed_ = true;
+}
+
+void CudaExecutor::enqueueStep(Step& step, std::vector<bool>& recorded) {
+  Lane& lane = *lanes_[step.lane];
+  cudaStream_t stream = lane.dev.stream;
+  // An event not recorded in this run was recorded by an earlier one (a step of a
+  // phase this run skips), which the join at that run's end already waited for.
+  for (int e : step.wait_events)
+    if (recorded[static_cast<size_t>(e)])
+      DS_CUDA_CHECK(cudaStreamWaitEvent(stream, events_[static_cast<size_t>(e)], 0));
+  if (step.host_kernel) {
+    DS_CUDA_CHECK(cudaLaunchHostFunc(
+        stream,
+        [](void* data) {
+          auto* s = static_cast<Step*>(data);
+          if (s->owner->host_failed_) return;  // later host steps would read garbage
+          try {
+            s->host_kernel->run(s->ctx);
+          } catch (const std::exception& e) {
+            s->owner->hostStepFailed(atNode(s->ctx.node_name, s->ctx.op, Error(e.what())).what());
+          }
+        },
+        &step));
+  } else {
     try {
-      step.kernel->run(step.ctx, device_, workspace_);
+      step.kernel->run(step.ctx, lane.dev, lane.workspace);
       // Launch errors (bad configuration) are reported here, without waiting for the GPU.
       DS_CUDA_CHECK(cudaGetLastError());
     } catch (const Error& e) {
       throw atNode(step.ctx.node_name, step.ctx.op, e);
     }
+  }
+  if (step.record_event >= 0) {
+    DS_CUDA_CHECK(cudaEventRecord(events_[static_cast<size_t>(step.record_event)], stream));
+    recorded[static_cast<size_t>(step.record_event)] = true;
+  }
+}
+
+void CudaExecutor::enqueue(bool optimizer_step) {
+  cudaStream_t first = lanes_[0]->dev.stream;
+  // Fork: every stream starts after what the first holds (feeds, the last run).
+  DS_CUDA_CHECK(cudaEventRecord(lanes_[0]->end, first));
+  for (size_t i = 1; i < lanes_.size(); ++i)
+    DS_CUDA_CHECK(cudaStreamWaitEvent(lanes_[i]->dev.stream, lanes_[0]->end, 0));
+  std::vector<bool> recorded(events_.size(), false);
+  for (size_t s = 0; s < steps_.size(); ++s) {
+    if (!optimizer_step && steps_[s].optimizer_phase) continue;
+    enqueueStep(steps_[s], recorded);
     if (options_.poison_freed) poisonAfter(s);
   }
+  // Join: the first stream ends after every stream's last step.
+  for (size_t i = 1; i < lanes_.size(); ++i) {
+    DS_CUDA_CHECK(cudaEventRecord(lanes_[i]->end, lanes_[i]->dev.stream));
+    DS_CUDA_CHECK(cudaStreamWaitEvent(first, lanes_[i]->end, 0));
+  }
+}
+
+// Captures this kind of run into a graph on its second call (the first ran eagerly,
+// letting libraries finish their lazy set-up) and replays it from then on. A
+// capture that fails turns graphs off for good, with a warning: still correct.
+void CudaExecutor::runGraph(bool optimizer_step) {
+  std::unique_ptr<Graph>& graph = graphs_[optimizer_step ? 1 : 0];
+  cudaStream_t first = lanes_[0]->dev.stream;
+  if (!graph) {
+    graph = std::make_unique<Graph>();
+    // Thread-local: other ranks' threads may capture, or allocate, meanwhile.
+    DS_CUDA_CHECK(cudaStreamBeginCapture(first, cudaStreamCaptureModeThreadLocal));
+    std::string failure;
+    try {
+      enqueue(optimizer_step);
+    } catch (const Error& e) {
+      failure = e.what();
+    }
+    cudaGraph_t captured = nullptr;
+    cudaError_t end = cudaStreamEndCapture(first, &captured);
+    graph->graph = captured;
+    if (failure.empty() && end != cudaSuccess) failure = cudaGetErrorString(end);
+    if (failure.empty()) {
+      cudaError_t inst = cudaGraphInstantiateWithFlags(&graph->exec, captured, 0);
+      if (inst != cudaSuccess) failure = cudaGetErrorString(inst);
+    }
+    if (!failure.empty()) {
+      cudaGetLastError();  // clear the capture's error state
+      graph.reset();
+      graphs_enabled_ = false;
+      std::cerr << "dsrun: warning: capturing the step as a CUDA graph failed (" << failure
+                << "); running without CUDA graphs\n";
+      enqueue(optimizer_step);
+      return;
+    }
+  }
+  DS_CUDA_CHECK(cudaGraphLaunch(graph->exec, first));
+  ++graph_replays_;
+}
+
+void CudaExecutor::run(bool optimizer_step) {
+  requireAllFed();
+  if (host_failed_) synchronize();  // throws the host step's error
+  int& runs = runs_[optimizer_step ? 1 : 0];
+  ++runs;
+  if (graphs_enabled_ && runs >= 2)
+    runGraph(optimizer_step);
+  else
+    enqueue(optimizer_step);
+}
+
+void CudaExecutor::synchronize() const {
+  DS_CUDA_CHECK(cudaStreamSynchronize(lanes_[0]->dev.stream));
+  std::lock_guard<std::mutex> lock(host_error_mu_);
+  if (!host_error_.empty()) throw Error(host_error_);
 }
 
 Tensor CudaExecutor::output(size_t i) const {
@@ -169,25 +499,24 @@ Tensor CudaExecutor::output(size_t i) const {
 }
 
 Tensor CudaExecutor::readTensor(int index) const {
+  // Waits for the runs that computed the tensor; errors of their kernels surface here.
+  synchronize();
   TensorType type = plan_.tensorType(index);
   Tensor t(type);
   if (type.bytes() > 0)
-    DS_CUDA_CHECK(cudaMemcpyAsync(t.raw(), address(index), type.bytes(), cudaMemcpyDeviceToHost,
-                                  device_.stream));
-  // Waits for the run that computed the tensor; errors of its kernels surface here.
-  DS_CUDA_CHECK(cudaStreamSynchronize(device_.stream));
+    DS_CUDA_CHECK(cudaMemcpy(t.raw(), address(index), type.bytes(), cudaMemcpyDefault));
   return t;
 }
 
 void CudaExecutor::writeTensor(int index, const Tensor& value) {
   const auto& t = plan_.plan.tensors(index);
-  DS_CHECK(t.storage() == planpb::PERSISTENT, "tensor '", t.name(), "' is not persistent");
+  DS_CHECK(t.storage() == planpb::PERSISTENT || t.storage() == planpb::HOST_PERSISTENT, "tensor '",
+           t.name(), "' is not persistent");
   TensorType want = plan_.tensorType(index);
   DS_CHECK(value.type() == want, "tensor '", t.name(), "': expected ", want.toString(), ", got ",
            value.type().toString());
-  DS_CUDA_CHECK(cudaMemcpyAsync(address(index), value.raw(), value.bytes(), cudaMemcpyHostToDevice,
-                                device_.stream));
-  DS_CUDA_CHECK(cudaStreamSynchronize(device_.stream));
+  synchronize();
+  DS_CUDA_CHECK(cudaMemcpy(address(index), value.raw(), value.bytes(), cudaMemcpyDefault));
 }
 
 }  // namespace ds

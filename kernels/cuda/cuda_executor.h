@@ -1,14 +1,39 @@
-// Executes one rank of a plan on a GPU, the CUDA twin of runtime/cpu_executor.h:
-// at load, one device allocation for the arena, one for the persistent region
-// (initial data copied up) and one workspace shared by the steps, one stream with
-// its cuBLAS and cuDNN handles, and one CudaKernel per step (descriptors,
-// algorithms and tables prepared then). run() only enqueues kernels on the stream:
-// no allocation and no synchronisation; reading an output or tensor waits for it.
-// (It lives in kernels/cuda/ rather than runtime/ so that ds_runtime stays free of
-// CUDA; it builds only where nvcc is found, with DS_HAVE_CUDA defined.)
+// Executes one rank of a plan on a GPU, the CUDA twin of runtime/cpu_executor.h.
+//
+// At load: one device allocation for the arena and one for the persistent region
+// (initial data copied up), pinned host memory for the host regions of optimizer
+// offload, one CUDA stream per plan stream with one event per plan event, and one
+// kernel per step, its descriptors, algorithms and tables prepared then:
+//  * device steps get a CudaKernel (kernels/cuda/kernel.h); 16-bit steps of
+//    f32-only ops run promoted (kernels/cuda/promote16.h);
+//  * host steps (offload: the optimizer update on the host) get the CPU backend's
+//    kernel, enqueued on their stream with cudaLaunchHostFunc, so they too are
+//    ordered by the plan's events and never make the host wait;
+//  * collectives go through ExecutorOptions::device_comm (NCCL or the local device
+//    transport), enqueued on the comm stream.
+// Streams that run kernels needing library handles or scratch get their own
+// cuBLAS/cuDNN handles and workspace, so streams never share mutable state.
+//
+// run() only enqueues: every stream waits for the first at its start (fork) and
+// the first waits for every stream at its end (join); in between a step waits for
+// the events the plan names and records its own. No allocation, no host
+// synchronisation. With ExecutorOptions::cuda_graph (the default) the second run of
+// each kind (micro-step, or micro-step with the optimizer step) is captured as a
+// CUDA graph, which later runs replay: one launch per step instead of hundreds.
+// (The first runs eagerly: libraries and NCCL set themselves up lazily, which
+// capture forbids.) Reading an output or tensor waits for the runs before it.
+//
+// setFeed does not wait for the GPU either: the value goes to one of two pinned
+// staging buffers of the feed, copied up on the first stream after the runs
+// already enqueued, so the host prepares the next batch while the GPU trains.
+//
+// It lives in kernels/cuda/ rather than runtime/ so that ds_runtime stays free of
+// CUDA; it builds only where nvcc is found, with DS_HAVE_CUDA defined.
 #pragma once
 
+#include <atomic>
 #include <memory>
+#include <mutex>
 #include <string>
 #include <vector>
 
@@ -31,25 +56,56 @@ class CudaExecutor : public Executor {
   Tensor readTensor(int index) const override;
   void writeTensor(int index, const Tensor& value) override;
 
-  // Bytes of device memory the executor holds (arena, persistent, workspace).
+  // Bytes of device memory the executor allocated: arena, persistent region,
+  // workspaces and promotion scratch (the plan predicts the first two).
   size_t deviceBytes() const;
+  // Whether runs replay CUDA graphs (false when turned off, or when capture is not
+  // possible: a communicator that meets on the host).
+  bool usesCudaGraphs() const { return graphs_enabled_; }
+  // How many runs replayed a captured graph so far.
+  int64_t graphReplays() const { return graph_replays_; }
 
  private:
+  struct Lane;
   struct Step;
+  struct Graph;
+  struct Staging;
   void* address(int tensor) const;
   void load();
   void release() noexcept;
-  void createDevice();
+  void createLanes();
+  void createStaging();
   void buildSteps();
+  void buildDeviceKernels();
+  void allocateWorkspaces();
+  void checkStorage(const planpb::Step& ps, bool host_step) const;
+  void buildHostKernel(Step& step);
+  void enqueue(bool optimizer_step);
+  void enqueueStep(Step& step, std::vector<bool>& recorded);
+  void runGraph(bool optimizer_step);
   void poisonAfter(size_t step);
+  // Waits for every run so far; rethrows the first failure of a host step.
+  void synchronize() const;
+  void hostStepFailed(const std::string& what) noexcept;
 
-  cuda::Device device_;
-  uint8_t* arena_ = nullptr;
-  uint8_t* persistent_ = nullptr;
-  void* workspace_ = nullptr;
-  size_t workspace_bytes_ = 0;
+  Regions regions_;
+  std::vector<std::unique_ptr<Lane>> lanes_;  // per plan stream; lanes_[0] forks and joins
+  std::vector<cudaEvent_t> events_;           // per plan event
   std::vector<Step> steps_;
   std::vector<std::vector<int>> dies_after_;  // arena tensors whose last use is step i
+  std::vector<Staging> staging_;              // per plan feed, two pinned buffers
+  size_t device_bytes_ = 0;
+
+  bool graphs_enabled_ = false;
+  std::unique_ptr<Graph> graphs_[2];  // [optimizer_step]
+  int runs_[2] = {0, 0};
+  int64_t graph_replays_ = 0;
+
+  // A host step that throws cannot unwind through the CUDA driver's thread: its
+  // error waits here for the next synchronisation or run().
+  mutable std::mutex host_error_mu_;
+  std::string host_error_;
+  std::atomic<bool> host_failed_{false};
 };
 
 }  // namespace ds

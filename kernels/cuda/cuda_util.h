@@ -9,6 +9,7 @@
 #include <cudnn.h>
 
 #include <cstdint>
+#include <optional>
 #include <vector>
 
 #include "ir/error.h"
@@ -76,10 +77,15 @@ Walk broadcastWalk(const KernelContext& ctx, const Shape& out, const std::vector
 
 // Fails at load unless input `i` is f32 (the CUDA kernels compute in f32).
 void requireF32(const KernelContext& ctx, size_t i);
+// The storage dtype of a step for kernels that take one float dtype throughout:
+// F32 when no tensor is 16-bit (the f32 path checks its own dtypes), f16 or bf16
+// when every tensor has it, nullopt for a mix involving 16 bits (run promoted).
+std::optional<DType> uniformFloatDType(const KernelContext& ctx);
 bool hasOutput(const KernelContext& ctx, size_t i);
 // A kernel that does nothing (steps with empty outputs).
 std::unique_ptr<CudaKernel> noopKernel();
-// Copies the input to the output on the stream (nothing when they alias).
+// Copies the input to the output on the stream (nothing when they alias); either
+// may be pinned host memory (optimizer offload's copies).
 void copyAsync(const TensorView& from, const TensorView& to, cudaStream_t stream);
 
 }  // namespace ds::cuda

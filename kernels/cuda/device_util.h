@@ -1,7 +1,10 @@
 // Device helpers shared by the .cu files (included only there): launch sizes,
-// grid-stride loops, walk offsets and block-wide sums in double.
+// grid-stride loops, walk offsets, block-wide sums in double, and the float
+// storage types (f32, f16, bf16) that kernels load to f32 and round back from.
 #pragma once
 
+#include <cuda_bf16.h>
+#include <cuda_fp16.h>
 #include <cuda_runtime.h>
 
 #include <cstdint>
@@ -61,6 +64,48 @@ __device__ inline double blockMax(double v, double* shared) {
   double t = shared[0];
   for (int i = 1; i < warps; ++i) t = fmax(t, shared[i]);
   return t;
+}
+
+// Float storage: 16-bit values widen to f32 exactly; f32 results round to the
+// storage type to nearest-even, once, as the CPU oracle's promotion does
+// (kernels/cpu/promote16.h).
+__device__ inline float toFloat(float v) {
+  return v;
+}
+__device__ inline float toFloat(__half v) {
+  return __half2float(v);
+}
+__device__ inline float toFloat(__nv_bfloat16 v) {
+  return __bfloat162float(v);
+}
+
+template <typename S>
+__device__ inline S fromFloat(float v);
+template <>
+__device__ inline float fromFloat<float>(float v) {
+  return v;
+}
+template <>
+__device__ inline __half fromFloat<__half>(float v) {
+  return __float2half_rn(v);
+}
+template <>
+__device__ inline __nv_bfloat16 fromFloat<__nv_bfloat16>(float v) {
+  return __float2bfloat16_rn(v);
+}
+
+// Calls f(S{}) with the storage type of float dtype `t` (f32, f16 or bf16); the
+// host side of a launch picks the kernel instantiation with it.
+template <typename F>
+void byFloatType(DType t, F&& f) {
+  switch (t) {
+    case DType::F16:
+      return f(__half{});
+    case DType::BF16:
+      return f(__nv_bfloat16{});
+    default:
+      return f(float{});
+  }
 }
 
 }  // namespace ds::cuda

@@ -1,10 +1,8 @@
 // Element-wise and data-movement device kernels (see launch.h): unary math,
 // broadcasting binary ops, Where, Cast, Dropout, fills, strided copies (Transpose,
 // Slice, Expand, SliceGrad), Trilu and Range. One kernel per op family with the
-// op chosen by a switch inside, so few templates are instantiated.
-#include <cuda_bf16.h>
-#include <cuda_fp16.h>
-
+// op chosen by a switch inside, so few templates are instantiated: float math is
+// templated on the storage type only (f32, f16, bf16), always computing in f32.
 #include <type_traits>
 
 #include "kernels/cuda/device_util.h"
@@ -39,8 +37,10 @@ __device__ inline float unaryF32(UnaryOp op, float x, float alpha) {
   return x;
 }
 
-__global__ void unaryF32Kernel(UnaryOp op, const float* x, float* y, int64_t n, float alpha) {
-  for (int64_t i = globalIndex(); i < n; i += globalStride()) y[i] = unaryF32(op, x[i], alpha);
+template <typename S>
+__global__ void unaryFloatKernel(UnaryOp op, const S* x, S* y, int64_t n, float alpha) {
+  for (int64_t i = globalIndex(); i < n; i += globalStride())
+    y[i] = fromFloat<S>(unaryF32(op, toFloat(x[i]), alpha));
 }
 
 // Integer negation wraps (two's complement), as on the CPU.
@@ -95,10 +95,25 @@ __global__ void binaryKernel(BinaryOp op, const T* a, const T* b, T* o, Walk w) 
     o[i] = binaryValue(op, a[walkOffset(w, 1, i)], b[walkOffset(w, 2, i)]);
 }
 
+// Float storage S: operands widened to f32, the result rounded once.
+template <typename S>
+__global__ void binaryFloatKernel(BinaryOp op, const S* a, const S* b, S* o, Walk w) {
+  for (int64_t i = globalIndex(); i < w.numel; i += globalStride())
+    o[i] = fromFloat<S>(
+        binaryValue(op, toFloat(a[walkOffset(w, 1, i)]), toFloat(b[walkOffset(w, 2, i)])));
+}
+
+// Integers and bools compare their bits; floats their values (-0 == 0, NaN != NaN).
 template <typename T>
 __global__ void equalKernel(const T* a, const T* b, bool* o, Walk w) {
   for (int64_t i = globalIndex(); i < w.numel; i += globalStride())
     o[i] = a[walkOffset(w, 1, i)] == b[walkOffset(w, 2, i)];
+}
+
+template <typename S>
+__global__ void equalFloatKernel(const S* a, const S* b, bool* o, Walk w) {
+  for (int64_t i = globalIndex(); i < w.numel; i += globalStride())
+    o[i] = toFloat(a[walkOffset(w, 1, i)]) == toFloat(b[walkOffset(w, 2, i)]);
 }
 
 template <typename E>
@@ -158,10 +173,10 @@ __device__ inline void storeAs(DType t, void* p, int64_t i, double v) {
       static_cast<float*>(p)[i] = static_cast<float>(v);
       return;
     case DType::F16:
-      static_cast<__half*>(p)[i] = __float2half(static_cast<float>(v));
+      static_cast<__half*>(p)[i] = __float2half_rn(static_cast<float>(v));
       return;
     case DType::BF16:
-      static_cast<__nv_bfloat16*>(p)[i] = __float2bfloat16(static_cast<float>(v));
+      static_cast<__nv_bfloat16*>(p)[i] = __float2bfloat16_rn(static_cast<float>(v));
       return;
     case DType::F64:
       static_cast<double*>(p)[i] = v;
@@ -182,6 +197,13 @@ __device__ inline void storeAs(DType t, void* p, int64_t i, double v) {
       static_cast<bool*>(p)[i] = v != 0.0;
       return;
   }
+}
+
+// The casts of mixed-precision plans (between f32, f16 and bf16): through f32, one
+// rounding to nearest-even; no per-element dtype switch.
+template <typename S, typename D>
+__global__ void convertFloatKernel(const S* x, D* y, int64_t n) {
+  for (int64_t i = globalIndex(); i < n; i += globalStride()) y[i] = fromFloat<D>(toFloat(x[i]));
 }
 
 __global__ void castKernel(DType from, DType to, const void* x, void* y, int64_t n) {
@@ -248,13 +270,20 @@ void bySize(size_t size, F&& f) {
   }
 }
 
+bool isFloat32Or16(DType t) {
+  return t == DType::F32 || t == DType::F16 || t == DType::BF16;
+}
+
 }  // namespace
 
 void unary(UnaryOp op, DType t, const void* x, void* y, int64_t n, float alpha, cudaStream_t s) {
   if (n == 0) return;
-  if (t == DType::F32)
-    unaryF32Kernel<<<gridFor(n), kThreads, 0, s>>>(op, static_cast<const float*>(x),
-                                                   static_cast<float*>(y), n, alpha);
+  if (isFloat32Or16(t))
+    byFloatType(t, [&](auto tag) {
+      using S = decltype(tag);
+      unaryFloatKernel<<<gridFor(n), kThreads, 0, s>>>(op, static_cast<const S*>(x),
+                                                       static_cast<S*>(y), n, alpha);
+    });
   else if (t == DType::I64)
     negIntKernel<<<gridFor(n), kThreads, 0, s>>>(static_cast<const int64_t*>(x),
                                                  static_cast<int64_t*>(y), n);
@@ -270,18 +299,27 @@ void logicalNot(const bool* x, bool* y, int64_t n, cudaStream_t s) {
 void binary(BinaryOp op, DType t, const void* a, const void* b, void* o, const Walk& w,
             cudaStream_t s) {
   if (w.numel == 0) return;
+  const unsigned grid = gridFor(w.numel);
   auto launch = [&](auto tag) {
     using T = decltype(tag);
     const T* at = static_cast<const T*>(a);
     const T* bt = static_cast<const T*>(b);
     if (op == BinaryOp::Equal)
-      equalKernel<<<gridFor(w.numel), kThreads, 0, s>>>(at, bt, static_cast<bool*>(o), w);
+      equalKernel<<<grid, kThreads, 0, s>>>(at, bt, static_cast<bool*>(o), w);
     else
-      binaryKernel<<<gridFor(w.numel), kThreads, 0, s>>>(op, at, bt, static_cast<T*>(o), w);
+      binaryKernel<<<grid, kThreads, 0, s>>>(op, at, bt, static_cast<T*>(o), w);
   };
+  if (isFloat32Or16(t))
+    return byFloatType(t, [&](auto tag) {
+      using S = decltype(tag);
+      const S* as = static_cast<const S*>(a);
+      const S* bs = static_cast<const S*>(b);
+      if (op == BinaryOp::Equal)
+        equalFloatKernel<<<grid, kThreads, 0, s>>>(as, bs, static_cast<bool*>(o), w);
+      else
+        binaryFloatKernel<<<grid, kThreads, 0, s>>>(op, as, bs, static_cast<S*>(o), w);
+    });
   switch (t) {
-    case DType::F32:
-      return launch(float{});
     case DType::I64:
       return launch(int64_t{});
     case DType::I32:
@@ -303,7 +341,20 @@ void where(size_t elem_size, const bool* c, const void* x, const void* y, void* 
 }
 
 void cast(DType from, DType to, const void* x, void* y, int64_t n, cudaStream_t s) {
-  if (n > 0) castKernel<<<gridFor(n), kThreads, 0, s>>>(from, to, x, y, n);
+  if (n == 0) return;
+  if (!isFloat32Or16(from) || !isFloat32Or16(to) || from == to) {
+    castKernel<<<gridFor(n), kThreads, 0, s>>>(from, to, x, y, n);
+    return;
+  }
+  byFloatType(from, [&](auto from_tag) {
+    byFloatType(to, [&](auto to_tag) {
+      using S = decltype(from_tag);
+      using D = decltype(to_tag);
+      if constexpr (!std::is_same_v<S, D>)  // equal dtypes took the general kernel
+        convertFloatKernel<<<gridFor(n), kThreads, 0, s>>>(static_cast<const S*>(x),
+                                                           static_cast<D*>(y), n);
+    });
+  });
 }
 
 void dropout(const float* x, float* y, bool* mask, int64_t n, uint64_t key,

@@ -1,7 +1,10 @@
 // CUDA kernels of the element-wise ops (the CPU twins are kernels/cpu/elementwise.cc
-// and Exp in grad_misc.cc): unary math in f32 (Neg also on integers), broadcasting
-// binary arithmetic in f32/i64/i32, Equal, Pow (f32), Where (any dtype), Cast,
-// Identity and Dropout (the CPU's counter-based masks, bit for bit).
+// and Exp in grad_misc.cc): unary math on f32/f16/bf16 (Neg also on integers),
+// broadcasting binary arithmetic on f32/f16/bf16/i64/i32, Equal, Pow (floats),
+// Where (any dtype), Cast, Identity and Dropout (the CPU's counter-based masks,
+// bit for bit). 16-bit floats are computed in f32 and rounded once, as the CPU's
+// promotion does, so all but Dropout are registered Native16; a 16-bit step they
+// cannot take (mixed operand dtypes) returns nullptr and runs promoted.
 #include "kernels/cpu/cpu_util.h"
 #include "kernels/cuda/cuda_util.h"
 #include "kernels/dropout_rng.h"
@@ -9,10 +12,14 @@
 namespace ds::cuda {
 namespace {
 
+bool isComputeFloat(DType t) {
+  return t == DType::F32 || isSixteenBitFloat(t);
+}
+
 CudaKernelFactory unaryFactory(UnaryOp op, bool integers = false) {
   return [op, integers](const KernelContext& ctx, const Device&) {
     DType t = ctx.input(0).dtype();
-    bool ok = t == DType::F32 || (integers && (t == DType::I64 || t == DType::I32));
+    bool ok = isComputeFloat(t) || (integers && (t == DType::I64 || t == DType::I32));
     if (!ok) ctx.fail("dtype ", dtypeName(t), " is not supported by the CUDA kernel");
     float alpha = op == UnaryOp::LeakyRelu ? static_cast<float>(ctx.f("alpha")) : 0.0f;
     return launchKernel([op, t, alpha](const KernelContext& c, const Device& dev, void*) {
@@ -42,9 +49,12 @@ std::unique_ptr<CudaKernel> copyKernel(const KernelContext&, const Device&) {
 }
 
 CudaKernelFactory binaryFactory(BinaryOp op) {
-  return [op](const KernelContext& ctx, const Device&) {
+  return [op](const KernelContext& ctx, const Device&) -> std::unique_ptr<CudaKernel> {
     DType t = ctx.input(0).dtype();
-    bool ok = t == DType::F32 || (op != BinaryOp::Pow && (t == DType::I64 || t == DType::I32)) ||
+    // A 16-bit operand with one of another dtype (Pow's f32 exponent): both promoted.
+    DType u = ctx.input(1).dtype();
+    if ((isSixteenBitFloat(t) || isSixteenBitFloat(u)) && u != t) return nullptr;
+    bool ok = isComputeFloat(t) || (op != BinaryOp::Pow && (t == DType::I64 || t == DType::I32)) ||
               (op == BinaryOp::Equal && t == DType::Bool);
     if (!ok || ctx.input(1).dtype() != t)
       ctx.fail("dtypes ", dtypeName(t), " and ", dtypeName(ctx.input(1).dtype()),
@@ -137,25 +147,26 @@ class DropoutKernel : public CudaKernel {
 }  // namespace
 
 void registerElementwiseKernels(CudaKernelRegistry& r) {
-  r.add("Relu", unaryFactory(UnaryOp::Relu));
-  r.add("LeakyRelu", unaryFactory(UnaryOp::LeakyRelu));
-  r.add("Sigmoid", unaryFactory(UnaryOp::Sigmoid));
-  r.add("Tanh", unaryFactory(UnaryOp::Tanh));
-  r.add("Erf", unaryFactory(UnaryOp::Erf));
-  r.add("Gelu", geluKernel);
-  r.add("Sqrt", unaryFactory(UnaryOp::Sqrt));
-  r.add("Neg", unaryFactory(UnaryOp::Neg, true));
-  r.add("Exp", unaryFactory(UnaryOp::Exp));
+  constexpr Precision k16 = Precision::Native16;
+  r.add("Relu", unaryFactory(UnaryOp::Relu), k16);
+  r.add("LeakyRelu", unaryFactory(UnaryOp::LeakyRelu), k16);
+  r.add("Sigmoid", unaryFactory(UnaryOp::Sigmoid), k16);
+  r.add("Tanh", unaryFactory(UnaryOp::Tanh), k16);
+  r.add("Erf", unaryFactory(UnaryOp::Erf), k16);
+  r.add("Gelu", geluKernel, k16);
+  r.add("Sqrt", unaryFactory(UnaryOp::Sqrt), k16);
+  r.add("Neg", unaryFactory(UnaryOp::Neg, true), k16);
+  r.add("Exp", unaryFactory(UnaryOp::Exp), k16);
   r.add("Not", notKernel);
-  r.add("Identity", copyKernel);
-  r.add("Add", binaryFactory(BinaryOp::Add));
-  r.add("Sub", binaryFactory(BinaryOp::Sub));
-  r.add("Mul", binaryFactory(BinaryOp::Mul));
-  r.add("Div", binaryFactory(BinaryOp::Div));
-  r.add("Pow", binaryFactory(BinaryOp::Pow));
-  r.add("Equal", binaryFactory(BinaryOp::Equal));
-  r.add("Where", whereKernel);
-  r.add("Cast", castKernel);
+  r.add("Identity", copyKernel, k16);
+  r.add("Add", binaryFactory(BinaryOp::Add), k16);
+  r.add("Sub", binaryFactory(BinaryOp::Sub), k16);
+  r.add("Mul", binaryFactory(BinaryOp::Mul), k16);
+  r.add("Div", binaryFactory(BinaryOp::Div), k16);
+  r.add("Pow", binaryFactory(BinaryOp::Pow), k16);
+  r.add("Equal", binaryFactory(BinaryOp::Equal), k16);
+  r.add("Where", whereKernel, k16);  // selects bits: exact for every dtype
+  r.add("Cast", castKernel, k16);
   r.add("Dropout", [](const KernelContext& ctx, const Device&) -> std::unique_ptr<CudaKernel> {
     return std::make_unique<DropoutKernel>(ctx);
   });

@@ -54,24 +54,26 @@ const CudaKernelRegistry& CudaKernelRegistry::instance() {
     registerConvKernels(r);
     registerMatMulKernels(r);
     registerNnKernels(r);
+    registerCollectiveKernels(r);
     return r;
   }();
   return registry;
 }
 
-void CudaKernelRegistry::add(const std::string& op, CudaKernelFactory factory) {
-  DS_CHECK(factories_.emplace(op, std::move(factory)).second, "CUDA kernel for '", op,
-           "' registered twice");
+void CudaKernelRegistry::add(const std::string& op, CudaKernelFactory factory,
+                             Precision precision) {
+  DS_CHECK(entries_.emplace(op, Entry{std::move(factory), precision}).second, "CUDA kernel for '",
+           op, "' registered twice");
 }
 
-const CudaKernelFactory* CudaKernelRegistry::find(const std::string& op) const {
-  auto it = factories_.find(op);
-  return it == factories_.end() ? nullptr : &it->second;
+const CudaKernelRegistry::Entry* CudaKernelRegistry::find(const std::string& op) const {
+  auto it = entries_.find(op);
+  return it == entries_.end() ? nullptr : &it->second;
 }
 
 std::vector<std::string> CudaKernelRegistry::ops() const {
   std::vector<std::string> out;
-  for (const auto& [op, f] : factories_) out.push_back(op);
+  for (const auto& [op, e] : entries_) out.push_back(op);
   return out;
 }
 
@@ -130,6 +132,18 @@ void requireF32(const KernelContext& ctx, size_t i) {
     ctx.fail("input ", i, " has dtype ", dtypeName(t), "; the CUDA kernel supports f32");
 }
 
+std::optional<DType> uniformFloatDType(const KernelContext& ctx) {
+  const DType t = ctx.output(0).dtype();
+  bool same = true, any16 = isSixteenBitFloat(t);
+  for (const TensorView& v : ctx.inputs) {
+    if (!v.present()) continue;
+    same = same && v.dtype() == t;
+    any16 = any16 || isSixteenBitFloat(v.dtype());
+  }
+  if (!any16) return DType::F32;
+  return same ? std::optional<DType>(t) : std::nullopt;
+}
+
 bool hasOutput(const KernelContext& ctx, size_t i) {
   return i < ctx.outputs.size() && ctx.outputs[i].present();
 }
@@ -140,7 +154,7 @@ std::unique_ptr<CudaKernel> noopKernel() {
 
 void copyAsync(const TensorView& from, const TensorView& to, cudaStream_t stream) {
   if (from.data == to.data || to.bytes() == 0) return;
-  DS_CUDA_CHECK(cudaMemcpyAsync(to.data, from.data, to.bytes(), cudaMemcpyDeviceToDevice, stream));
+  DS_CUDA_CHECK(cudaMemcpyAsync(to.data, from.data, to.bytes(), cudaMemcpyDefault, stream));
 }
 
 }  // namespace ds::cuda

@@ -50,15 +50,29 @@ using LaunchFn = std::function<void(const KernelContext&, const Device&, void* w
 // Wraps a launch function (usually a lambda holding what the factory resolved).
 std::unique_ptr<CudaKernel> launchKernel(LaunchFn fn, size_t workspace_bytes = 0);
 
+// Which dtypes a factory is handed. Mixed-precision plans store activations and
+// weights in f16/bf16 (passes/mixed_precision.h). A step with 16-bit float tensors
+// whose op's factory is F32Only runs promoted (kernels/cuda/promote16.h): its
+// 16-bit inputs are widened to f32 scratch, the f32 kernel runs, and its 16-bit
+// outputs are rounded once, exactly as the CPU oracle does (kernels/cpu/promote16.h).
+// A Native16 factory sees the 16-bit step itself and may return nullptr for one it
+// cannot run natively, which then runs promoted.
+enum class Precision { F32Only, Native16 };
+
 class CudaKernelRegistry {
  public:
+  struct Entry {
+    CudaKernelFactory factory;
+    Precision precision = Precision::F32Only;
+  };
   static const CudaKernelRegistry& instance();
-  void add(const std::string& op, CudaKernelFactory factory);
-  const CudaKernelFactory* find(const std::string& op) const;
+  void add(const std::string& op, CudaKernelFactory factory,
+           Precision precision = Precision::F32Only);
+  const Entry* find(const std::string& op) const;
   std::vector<std::string> ops() const;
 
  private:
-  std::map<std::string, CudaKernelFactory> factories_;
+  std::map<std::string, Entry> entries_;
 };
 
 // Kernel families; CudaKernelRegistry::instance() calls each once.
@@ -68,5 +82,6 @@ void registerReductionKernels(CudaKernelRegistry& r);    // reduction_kernels.cc
 void registerConvKernels(CudaKernelRegistry& r);         // conv_kernels.cc (cuDNN)
 void registerMatMulKernels(CudaKernelRegistry& r);       // matmul_kernels.cc (cuBLAS)
 void registerNnKernels(CudaKernelRegistry& r);  // nn_kernels.cc (pooling, gather, optimizers)
+void registerCollectiveKernels(CudaKernelRegistry& r);  // collective_kernels.cc
 
 }  // namespace ds::cuda

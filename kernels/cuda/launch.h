@@ -27,22 +27,30 @@ struct Walk {
   int64_t base[3] = {};
 };
 
+// f16 and bf16: stored in 16 bits, computed in f32 and rounded to nearest-even once
+// per output element (kernels/cuda/kernel.h, Precision).
+inline bool isSixteenBitFloat(DType t) {
+  return t == DType::F16 || t == DType::BF16;
+}
+
 enum class UnaryOp : int { Relu, LeakyRelu, Sigmoid, Tanh, Erf, GeluErf, GeluTanh, Sqrt, Neg, Exp };
 enum class BinaryOp : int { Add, Sub, Mul, Div, Pow, Equal };
 
 // ---- elementwise.cu ----
-// y = op(x) over n elements; f32 for every op, i64/i32 for Neg.
+// y = op(x) over n elements; f32, f16 or bf16 for every op, i64/i32 for Neg.
 void unary(UnaryOp op, DType t, const void* x, void* y, int64_t n, float alpha, cudaStream_t s);
 void logicalNot(const bool* x, bool* y, int64_t n, cudaStream_t s);
 // o = op(a, b) with operands 1 and 2 of `w` broadcast (operand 0 is the output).
-// Same-dtype a and b: f32, i64 or i32 (Equal also bool, output bool); Pow: f32 only.
+// Same-dtype a and b: f32, f16, bf16, i64 or i32 (Equal also bool, output bool);
+// Pow: floats only.
 void binary(BinaryOp op, DType t, const void* a, const void* b, void* o, const Walk& w,
             cudaStream_t s);
 // o = c ? x : y, elements of `elem_size` bytes; operands 0..2 of `w` are c, x, y
 // and the output is contiguous.
 void where(size_t elem_size, const bool* c, const void* x, const void* y, void* o, const Walk& w,
            cudaStream_t s);
-// Converts n elements (floats to integers truncate toward zero saturating, NaN -> 0).
+// Converts n elements (floats to integers truncate toward zero saturating, NaN -> 0;
+// to f16/bf16 round to nearest-even, through f32 as the CPU's Cast does).
 void cast(DType from, DType to, const void* x, void* y, int64_t n, cudaStream_t s);
 // Training dropout (kernels/dropout_rng.h): element i is kept when
 // dropoutKeep(key, i, threshold); the key is `*key_on_device` when that is not
@@ -63,17 +71,19 @@ void trilu(size_t elem_size, const void* in, void* out, int64_t matrices, int64_
 void range(DType t, const void* start, const void* delta, void* y, int64_t n, cudaStream_t s);
 
 // ---- reduce.cu ----
-// y[o, i] = scale * Σ_r x[(o * reduced + r) * inner + i] (f32, double accumulation).
+// Sums and softmax take x and y of float dtype t (f32, f16 or bf16; 16-bit values
+// widened, each output rounded once from the f32 result).
+// y[o, i] = scale * Σ_r x[(o * reduced + r) * inner + i] (double accumulation).
 // Few long rows are split over reduceSplitParts() blocks each, whose partial sums
 // go to `scratch` (outer * parts doubles) and are added in order by a second kernel.
 int64_t reduceSplitParts(int64_t outer, int64_t reduced, int64_t inner);
-void reduceBlocks(const float* x, float* y, int64_t outer, int64_t reduced, int64_t inner,
+void reduceBlocks(DType t, const void* x, void* y, int64_t outer, int64_t reduced, int64_t inner,
                   double scale, double* scratch, cudaStream_t s);
 // y[o] = scale * Σ_r x[base[o] + offsets[r]] with device tables (interleaved axes).
-void reduceTable(const float* x, float* y, const int64_t* base, int64_t outputs,
+void reduceTable(DType t, const void* x, void* y, const int64_t* base, int64_t outputs,
                  const int64_t* offsets, int64_t reduced, double scale, cudaStream_t s);
 // (Log)Softmax over the middle dim of [outer, n, inner].
-void softmax(bool log, const float* x, float* y, int64_t outer, int64_t n, int64_t inner,
+void softmax(bool log, DType t, const void* x, void* y, int64_t outer, int64_t n, int64_t inner,
              cudaStream_t s);
 
 // ---- reduce.cu: normalisation ----
@@ -123,14 +133,19 @@ struct PoolArgs {
           pad_begin[3] = {}, pad_end[3] = {};
   bool count_include_pad = false;
 };
-void maxPool(const PoolArgs& a, const float* x, float* y, cudaStream_t s);
-void averagePool(const PoolArgs& a, const float* x, float* y, cudaStream_t s);
-// dY routed to each window's first maximum (row-major taps, NaN wins), as the CPU does.
-void maxPoolGrad(const PoolArgs& a, const float* dy, const float* x, float* dx, cudaStream_t s);
-void averagePoolGrad(const PoolArgs& a, const float* dy, float* dx, cudaStream_t s);
+// MaxPool (max_pool) or AveragePool with x and y of float dtype t (f32, f16 or bf16).
+void pool(const PoolArgs& a, bool max_pool, DType t, const void* x, void* y, cudaStream_t s);
+// MaxPoolGrad (dY routed to each window's first maximum of x: row-major taps, NaN
+// wins, as the CPU does) or AveragePoolGrad (x unused, may be null); dtype t as above.
+void poolGrad(const PoolArgs& a, bool max_pool, DType t, const void* dy, const void* x, void* dx,
+              cudaStream_t s);
 // y[i, j] = beta * c[i or 0, j or 0] (Gemm's C broadcast into Y before Y += alpha A·B).
 void gemmFillC(const float* c, float* y, int64_t m, int64_t n, int64_t c_rows, int64_t c_cols,
                float beta, cudaStream_t s);
+// 16-bit Gemm's epilogue: y[i, j] = round(acc[i, j] + beta * c[i or 0, j or 0]) with
+// acc the f32 product and c, y of dtype t (f16/bf16): one rounding, as promotion does.
+void gemmAddCRound(DType t, const float* acc, const void* c, void* y, int64_t m, int64_t n,
+                   int64_t c_rows, int64_t c_cols, float beta, cudaStream_t s);
 // Gather of rows of `row_bytes` from data [outer, dim, row] by i64/i32 indices;
 // negative indices wrap, out-of-range rows come out zero.
 void gather(const void* data, const void* indices, bool indices32, void* out, int64_t outer,
@@ -146,18 +161,19 @@ struct SgdArgs {
 };
 // Optional device scalars (null when absent): grad_scale multiplies the gradient
 // (rounded to f32 first, as torch's grad.mul_ stores it); momentum / beta1 replaces
-// the attribute for this step.
+// the attribute for this step; a non-finite `check` (fp16 loss scaling's overflow
+// check) skips the step, the outputs keeping the inputs' values.
 void sgdStep(const SgdArgs& a, const float* p, const float* g, const float* lr, const int64_t* step,
-             const float* buf, const float* grad_scale, const float* momentum, float* p_out,
-             float* buf_out, int64_t n, cudaStream_t s);
+             const float* buf, const float* grad_scale, const float* momentum, const float* check,
+             float* p_out, float* buf_out, int64_t n, cudaStream_t s);
 struct AdamArgs {
   double beta1 = 0.9, beta2 = 0.999, eps = 1e-8, weight_decay = 0;
   bool adam_w_mode = true, bias_correction = true;
 };
 void adamStep(const AdamArgs& a, const float* p, const float* g, const float* lr,
               const int64_t* step, const float* m, const float* v, const float* grad_scale,
-              const float* beta1, float* p_out, float* m_out, float* v_out, int64_t n,
-              cudaStream_t s);
+              const float* beta1, const float* check, float* p_out, float* m_out, float* v_out,
+              int64_t n, cudaStream_t s);
 // coef = max_norm / (norm + 1e-6) when below 1, else 1 (DeepSpeed's clip_grad_norm_).
 void clipCoef(const float* norm, float* coef, double max_norm, cudaStream_t s);
 

@@ -5,11 +5,41 @@
 // become cuBLAS transposes, never copies. MatMul batches
 // run as one strided-batched call when each operand's batch is either broadcast
 // whole (stride 0) or complete; other broadcasts loop over batches (launches only).
+//
+// f16/bf16 (Native16): cublasGemmEx with 16-bit operands, f32 compute and
+// accumulation (CUBLAS_COMPUTE_32F, tensor cores), each output rounded once, as
+// the CPU's promotion rounds. Gemm's C is added to the f32 product before that
+// rounding: the GEMM writes f32 into the step's workspace and one kernel adds
+// beta·C and rounds (gemmAddCRound). Mixed operand dtypes run promoted.
+#include <optional>
+
 #include "ir/ops/shape_helpers.h"
 #include "kernels/cuda/cuda_util.h"
 
 namespace ds::cuda {
 namespace {
+
+cudaDataType_t cudaTypeOf(DType t) {
+  return t == DType::F16 ? CUDA_R_16F : t == DType::BF16 ? CUDA_R_16BF : CUDA_R_32F;
+}
+
+// Row-major Y[m, n] = alpha·op(A)·op(B) (+ beta·Y) as the column-major Yᵀ = op(B)ᵀ·op(A)ᵀ;
+// A and B of dtype `t`, Y of `y_type`, f32 compute.
+struct GemmCall {
+  bool ta = false, tb = false;
+  int64_t m = 0, n = 0, k = 0;
+  DType t = DType::F32;
+};
+
+void gemmEx(const GemmCall& g, const Device& d, float alpha, const void* a, const void* b,
+            float beta, void* y, cudaDataType_t y_type) {
+  const cudaDataType_t t = cudaTypeOf(g.t);
+  DS_CUBLAS_CHECK(cublasGemmEx(
+      d.cublas, g.tb ? CUBLAS_OP_T : CUBLAS_OP_N, g.ta ? CUBLAS_OP_T : CUBLAS_OP_N,
+      static_cast<int>(g.n), static_cast<int>(g.m), static_cast<int>(g.k), &alpha, b, t,
+      static_cast<int>(g.tb ? g.k : g.n), a, t, static_cast<int>(g.ta ? g.m : g.k), &beta, y,
+      y_type, static_cast<int>(g.n), CUBLAS_COMPUTE_32F, CUBLAS_GEMM_DEFAULT));
+}
 
 std::unique_ptr<CudaKernel> zeroKernel() {
   return launchKernel([](const KernelContext& c, const Device& d, void*) {
@@ -17,10 +47,40 @@ std::unique_ptr<CudaKernel> zeroKernel() {
   });
 }
 
+// 16-bit Gemm: without C (or beta 0) cuBLAS rounds its f32 result to Y; with C
+// the f32 result goes to the workspace and gemmAddCRound adds beta·C and rounds.
+std::unique_ptr<CudaKernel> gemm16Kernel(const GemmCall& g, float alpha, float beta, int64_t c_rows,
+                                         int64_t c_cols) {
+  if (beta == 0.0f) {
+    if (g.k == 0) return zeroKernel();
+    return launchKernel([=](const KernelContext& c, const Device& d, void*) {
+      gemmEx(g, d, alpha, c.input(0).data, c.input(1).data, 0.0f, c.output(0).data,
+             cudaTypeOf(g.t));
+    });
+  }
+  const size_t acc_bytes = static_cast<size_t>(g.m * g.n) * sizeof(float);
+  return launchKernel(
+      [=](const KernelContext& c, const Device& d, void* ws) {
+        auto* acc = static_cast<float*>(ws);
+        if (g.k == 0) {
+          DS_CUDA_CHECK(cudaMemsetAsync(acc, 0, acc_bytes, d.stream));
+        } else {
+          gemmEx(g, d, alpha, c.input(0).data, c.input(1).data, 0.0f, acc, CUDA_R_32F);
+        }
+        gemmAddCRound(g.t, acc, c.input(2).data, c.output(0).data, g.m, g.n, c_rows, c_cols, beta,
+                      d.stream);
+      },
+      acc_bytes);
+}
+
 // Gemm(A, B[, C]): Y = alpha·op(A)·op(B) + beta·C with C broadcast to [M, N].
 std::unique_ptr<CudaKernel> gemmKernel(const KernelContext& ctx, const Device&) {
-  requireF32(ctx, 0);
-  requireF32(ctx, 1);
+  const std::optional<DType> dtype = uniformFloatDType(ctx);
+  if (!dtype) return nullptr;  // mixed 16-bit operands: promoted
+  if (*dtype == DType::F32) {
+    requireF32(ctx, 0);
+    requireF32(ctx, 1);
+  }
   if (ctx.output(0).numel() == 0) return noopKernel();
   const Shape& a = ctx.input(0).shape();
   const bool ta = ctx.i("transA") != 0, tb = ctx.i("transB") != 0;
@@ -34,6 +94,8 @@ std::unique_ptr<CudaKernel> gemmKernel(const KernelContext& ctx, const Device&) 
     c_rows = c[0];
     c_cols = c[1];
   }
+  if (*dtype != DType::F32)
+    return gemm16Kernel({ta, tb, m, n, k, *dtype}, alpha, beta, c_rows, c_cols);
   if (k == 0 && beta == 0.0f) return zeroKernel();
   return launchKernel([=](const KernelContext& c, const Device& d, void*) {
     float* y = c.output(0).as<float>();
@@ -89,12 +151,44 @@ MatMulPlan matmulPlan(const KernelContext& ctx) {
   return p;
 }
 
+// 16-bit MatMul: cublasGemm(StridedBatched)Ex, f32 compute, one rounding to Y.
+std::unique_ptr<CudaKernel> matmul16Kernel(const MatMulPlan& p, DType dtype) {
+  return launchKernel([p, dtype](const KernelContext& c, const Device& d, void*) {
+    const float one = 1.0f, zero = 0.0f;
+    const auto* a = static_cast<const uint16_t*>(c.input(0).data);  // 16-bit elements
+    const auto* b = static_cast<const uint16_t*>(c.input(1).data);
+    auto* y = static_cast<uint16_t*>(c.output(0).data);
+    const cudaDataType_t t = cudaTypeOf(dtype);
+    const int m = static_cast<int>(p.m), n = static_cast<int>(p.n), k = static_cast<int>(p.k);
+    const cublasOperation_t op_a = p.trans_a ? CUBLAS_OP_T : CUBLAS_OP_N;
+    const cublasOperation_t op_b = p.trans_b ? CUBLAS_OP_T : CUBLAS_OP_N;
+    const int lda = p.trans_a ? m : k, ldb = p.trans_b ? k : n;
+    if (p.strided) {
+      DS_CUBLAS_CHECK(cublasGemmStridedBatchedEx(d.cublas, op_b, op_a, n, m, k, &one, b, t, ldb,
+                                                 p.b_stride, a, t, lda, p.a_stride, &zero, y, t, n,
+                                                 p.m * p.n, static_cast<int>(p.batches),
+                                                 CUBLAS_COMPUTE_32F, CUBLAS_GEMM_DEFAULT));
+      return;
+    }
+    for (int64_t i = 0; i < p.batches; ++i)
+      DS_CUBLAS_CHECK(cublasGemmEx(d.cublas, op_b, op_a, n, m, k, &one,
+                                   b + p.b_batch[i] * p.k * p.n, t, ldb,
+                                   a + p.a_batch[i] * p.m * p.k, t, lda, &zero, y + i * p.m * p.n,
+                                   t, n, CUBLAS_COMPUTE_32F, CUBLAS_GEMM_DEFAULT));
+  });
+}
+
 std::unique_ptr<CudaKernel> matmulKernel(const KernelContext& ctx, const Device&) {
-  requireF32(ctx, 0);
-  requireF32(ctx, 1);
+  const std::optional<DType> dtype = uniformFloatDType(ctx);
+  if (!dtype) return nullptr;  // mixed 16-bit operands: promoted
+  if (*dtype == DType::F32) {
+    requireF32(ctx, 0);
+    requireF32(ctx, 1);
+  }
   if (ctx.output(0).numel() == 0) return noopKernel();
   MatMulPlan p = matmulPlan(ctx);
   if (p.k == 0) return zeroKernel();
+  if (*dtype != DType::F32) return matmul16Kernel(p, *dtype);
   return launchKernel([p](const KernelContext& c, const Device& d, void*) {
     const float one = 1.0f, zero = 0.0f;
     const float* a = c.input(0).as<float>();
@@ -120,8 +214,8 @@ std::unique_ptr<CudaKernel> matmulKernel(const KernelContext& ctx, const Device&
 }  // namespace
 
 void registerMatMulKernels(CudaKernelRegistry& r) {
-  r.add("Gemm", gemmKernel);
-  r.add("MatMul", matmulKernel);
+  r.add("Gemm", gemmKernel, Precision::Native16);
+  r.add("MatMul", matmulKernel, Precision::Native16);
 }
 
 }  // namespace ds::cuda

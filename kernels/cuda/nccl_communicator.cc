@@ -48,6 +48,7 @@ bool haveNccl() {
 struct NcclCommunicator::State {
   ncclComm_t comm = nullptr;
   int rank = 0, size = 1;
+  int device = 0;  // the GPU the communicator was created on
   double timeout_s = comm::kDefaultTimeoutSeconds;
   cudaStream_t stream = nullptr;
   int* barrier_word = nullptr;  // device memory the barrier all-reduces
@@ -91,6 +92,46 @@ struct NcclCommunicator::State {
       if (idle > 200) std::this_thread::sleep_for(std::chrono::microseconds(50));
     }
   }
+
+  // The collectives of both faces: enqueue on `on`, then wait until NCCL has
+  // finished enqueueing and, with `until_done` (the blocking face, whose stream is
+  // `stream`), until the stream has run the collective.
+  void allReduce(const void* send, void* recv, int64_t count, DType dtype, cudaStream_t on,
+                 const CollectiveSite& site, bool until_done) {
+    ready(site);
+    check(ncclAllReduce(send, recv, static_cast<size_t>(count), ncclSumType(dtype, site), ncclSum,
+                        comm, on),
+          "ncclAllReduce", site);
+    wait(site, until_done);
+  }
+
+  void reduceScatter(const void* send, void* recv, int64_t recv_count, DType dtype, cudaStream_t on,
+                     const CollectiveSite& site, bool until_done) {
+    ready(site);
+    check(ncclReduceScatter(send, recv, static_cast<size_t>(recv_count), ncclSumType(dtype, site),
+                            ncclSum, comm, on),
+          "ncclReduceScatter", site);
+    wait(site, until_done);
+  }
+
+  // Gathers and broadcasts move bytes, so every dtype (bool too) goes as u8.
+  void allGather(const void* send, void* recv, int64_t send_count, DType dtype, cudaStream_t on,
+                 const CollectiveSite& site, bool until_done) {
+    ready(site);
+    check(ncclAllGather(send, recv, static_cast<size_t>(send_count) * dtypeSize(dtype), ncclUint8,
+                        comm, on),
+          "ncclAllGather", site);
+    wait(site, until_done);
+  }
+
+  void broadcast(void* buf, int64_t count, DType dtype, int root, cudaStream_t on,
+                 const CollectiveSite& site, bool until_done) {
+    ready(site);
+    check(ncclBroadcast(buf, buf, static_cast<size_t>(count) * dtypeSize(dtype), ncclUint8, root,
+                        comm, on),
+          "ncclBroadcast", site);
+    wait(site, until_done);
+  }
 };
 
 void NcclCommunicator::init(int rank, int size, int device, const std::string& id_bytes,
@@ -98,6 +139,7 @@ void NcclCommunicator::init(int rank, int size, int device, const std::string& i
   DS_CHECK(timeout_s > 0, "--comm-timeout must be positive, is ", timeout_s);
   s_->rank = rank;
   s_->size = size;
+  s_->device = device;
   s_->timeout_s = timeout_s;
   cudaError_t rc = cudaSetDevice(device);
   DS_CHECK(rc == cudaSuccess, "NCCL rank ", rank, ": cannot use GPU ", device, ": ",
@@ -176,39 +218,22 @@ int NcclCommunicator::size() const {
 
 void NcclCommunicator::allReduce(const void* send, void* recv, int64_t count, DType dtype,
                                  const CollectiveSite& site) {
-  s_->ready(site);
-  s_->check(ncclAllReduce(send, recv, static_cast<size_t>(count), ncclSumType(dtype, site), ncclSum,
-                          s_->comm, s_->stream),
-            "ncclAllReduce", site);
-  s_->wait(site, true);
+  s_->allReduce(send, recv, count, dtype, s_->stream, site, true);
 }
 
 void NcclCommunicator::reduceScatter(const void* send, void* recv, int64_t recv_count, DType dtype,
                                      const CollectiveSite& site) {
-  s_->ready(site);
-  s_->check(ncclReduceScatter(send, recv, static_cast<size_t>(recv_count), ncclSumType(dtype, site),
-                              ncclSum, s_->comm, s_->stream),
-            "ncclReduceScatter", site);
-  s_->wait(site, true);
+  s_->reduceScatter(send, recv, recv_count, dtype, s_->stream, site, true);
 }
 
-// Gathers and broadcasts move bytes, so every dtype (bool too) goes as u8.
 void NcclCommunicator::allGather(const void* send, void* recv, int64_t send_count, DType dtype,
                                  const CollectiveSite& site) {
-  s_->ready(site);
-  s_->check(ncclAllGather(send, recv, static_cast<size_t>(send_count) * dtypeSize(dtype), ncclUint8,
-                          s_->comm, s_->stream),
-            "ncclAllGather", site);
-  s_->wait(site, true);
+  s_->allGather(send, recv, send_count, dtype, s_->stream, site, true);
 }
 
 void NcclCommunicator::broadcast(void* buf, int64_t count, DType dtype, int root,
                                  const CollectiveSite& site) {
-  s_->ready(site);
-  s_->check(ncclBroadcast(buf, buf, static_cast<size_t>(count) * dtypeSize(dtype), ncclUint8, root,
-                          s_->comm, s_->stream),
-            "ncclBroadcast", site);
-  s_->wait(site, true);
+  s_->broadcast(buf, count, dtype, root, s_->stream, site, true);
 }
 
 void NcclCommunicator::barrier(const CollectiveSite& site) {
@@ -217,6 +242,51 @@ void NcclCommunicator::barrier(const CollectiveSite& site) {
                           s_->stream),
             "ncclAllReduce", site);
   s_->wait(site, true);
+}
+
+int NcclCommunicator::device() const {
+  return s_->device;
+}
+
+// Capturable, by NCCL's documentation ("Using NCCL with CUDA Graphs", NCCL >= 2.9
+// with CUDA >= 11.3): collectives, point-to-point and group calls may all be
+// captured, provided every rank captures the same collectives (plans guarantee it)
+// and a process with a thread per GPU captures in cudaStreamCaptureModeThreadLocal
+// (or Relaxed). The guide sets no condition on non-blocking communicators, and
+// nothing found in NCCL's issues says they cannot be captured: non-blocking is a
+// host-side property (NCCL 2.14's notes, NVIDIA/nccl#715; a maintainer in
+// NVIDIA/nccl#1346: "the GPU-side isn't affected"). Two consequences for capture:
+// (1) a non-blocking call may return ncclInProgress and launch from NCCL's own
+// thread (src/group.cc, groupLaunchNonBlocking); the calls below poll until NCCL
+// has finished enqueueing, so the work is in the stream before they return and
+// before the capture ends, and only ThreadLocal or Relaxed capture lets that
+// thread's CUDA calls through; (2) the first call of a collective may set up
+// connections (allocations that capture forbids), so capture after one eager
+// step. The polling is ncclCommGetAsyncError, a host call capture allows; the
+// device face never queries the stream (the blocking face does: never capture it).
+// Not yet run under capture on a GPU.
+bool NcclCommunicator::capturable() const {
+  return true;
+}
+
+void NcclCommunicator::allReduce(const void* send, void* recv, int64_t count, DType dtype,
+                                 void* stream, const CollectiveSite& site) {
+  s_->allReduce(send, recv, count, dtype, static_cast<cudaStream_t>(stream), site, false);
+}
+
+void NcclCommunicator::reduceScatter(const void* send, void* recv, int64_t recv_count, DType dtype,
+                                     void* stream, const CollectiveSite& site) {
+  s_->reduceScatter(send, recv, recv_count, dtype, static_cast<cudaStream_t>(stream), site, false);
+}
+
+void NcclCommunicator::allGather(const void* send, void* recv, int64_t send_count, DType dtype,
+                                 void* stream, const CollectiveSite& site) {
+  s_->allGather(send, recv, send_count, dtype, static_cast<cudaStream_t>(stream), site, false);
+}
+
+void NcclCommunicator::broadcast(void* buf, int64_t count, DType dtype, int root, void* stream,
+                                 const CollectiveSite& site) {
+  s_->broadcast(buf, count, dtype, root, static_cast<cudaStream_t>(stream), site, false);
 }
 
 }  // namespace ds::cuda
@@ -257,6 +327,19 @@ void NcclCommunicator::reduceScatter(const void*, void*, int64_t, DType, const C
 void NcclCommunicator::allGather(const void*, void*, int64_t, DType, const CollectiveSite&) {}
 void NcclCommunicator::broadcast(void*, int64_t, DType, int, const CollectiveSite&) {}
 void NcclCommunicator::barrier(const CollectiveSite&) {}
+int NcclCommunicator::device() const {
+  return 0;
+}
+bool NcclCommunicator::capturable() const {
+  return false;
+}
+void NcclCommunicator::allReduce(const void*, void*, int64_t, DType, void*, const CollectiveSite&) {
+}
+void NcclCommunicator::reduceScatter(const void*, void*, int64_t, DType, void*,
+                                     const CollectiveSite&) {}
+void NcclCommunicator::allGather(const void*, void*, int64_t, DType, void*, const CollectiveSite&) {
+}
+void NcclCommunicator::broadcast(void*, int64_t, DType, int, void*, const CollectiveSite&) {}
 
 }  // namespace ds::cuda
 

@@ -9,6 +9,13 @@
 // aborted (ncclCommAbort) and the call throws naming the collective. NCCL does not
 // say which peer is missing, so the error says so. Sums follow NCCL's own order:
 // results may differ from the CPU transports in the last bits.
+//
+// One object is both faces of the rank: a Communicator (each call returns when the
+// data has arrived: it waits for the stream) and a DeviceCommunicator (each call
+// returns once NCCL has enqueued the collective on the given stream; the host waits
+// only for NCCL's own enqueueing, which a non-blocking communicator may finish
+// after returning ncclInProgress, never for the GPU). rank(), size() and kind()
+// are declared by both interfaces with the same signatures: one override serves both.
 #pragma once
 
 #include <memory>
@@ -16,13 +23,14 @@
 
 #include "runtime/comm/comm_util.h"
 #include "runtime/comm/communicator.h"
+#include "runtime/comm/device_communicator.h"
 #include "runtime/comm/tcp_bootstrap.h"
 
 namespace ds::cuda {
 
 bool haveNccl();
 
-class NcclCommunicator : public Communicator {
+class NcclCommunicator : public Communicator, public DeviceCommunicator {
  public:
   // Bootstraps over `bootstrap` (its rank and size) on GPU `device`.
   NcclCommunicator(Communicator& bootstrap, int device,
@@ -48,6 +56,18 @@ class NcclCommunicator : public Communicator {
   void broadcast(void* buf, int64_t count, DType dtype, int root,
                  const CollectiveSite& site) override;
   void barrier(const CollectiveSite& site) override;
+
+  // DeviceCommunicator: enqueued on `stream` (a cudaStream_t on device()).
+  int device() const override;
+  bool capturable() const override;
+  void allReduce(const void* send, void* recv, int64_t count, DType dtype, void* stream,
+                 const CollectiveSite& site) override;
+  void reduceScatter(const void* send, void* recv, int64_t recv_count, DType dtype, void* stream,
+                     const CollectiveSite& site) override;
+  void allGather(const void* send, void* recv, int64_t send_count, DType dtype, void* stream,
+                 const CollectiveSite& site) override;
+  void broadcast(void* buf, int64_t count, DType dtype, int root, void* stream,
+                 const CollectiveSite& site) override;
 
  private:
   struct State;

@@ -2,6 +2,8 @@
 // and its gradient, and the fused optimizer steps (see launch.h). Backward
 // kernels gather (one thread per dX element sums what flows into it) rather than
 // scatter with atomics, so results are deterministic and equal the CPU's order.
+// Pooling is templated on the storage type S (f32, f16, bf16): f32 math, each
+// 16-bit output rounded once, as the promoted f32 kernel would round it.
 #include "kernels/cuda/device_util.h"
 
 namespace ds::cuda {
@@ -52,7 +54,8 @@ __device__ inline void unflatten(const int64_t* dims, int64_t i, int64_t out[3])
 
 // Flat input index of the first maximum of window `w` in plane xp (NaN wins, a
 // window of -inf gives its first tap, an empty window -1).
-__device__ inline int64_t argMax(const PoolArgs& a, const PoolWindow& w, const float* xp) {
+template <typename S>
+__device__ inline int64_t argMax(const PoolArgs& a, const PoolWindow& w, const S* xp) {
   int64_t best_at = -1;
   float best = -INFINITY;
   for (int64_t kd = w.lo[0]; kd < w.hi[0]; ++kd)
@@ -62,7 +65,7 @@ __device__ inline int64_t argMax(const PoolArgs& a, const PoolWindow& w, const f
             ((w.base[0] + kd * a.dilations[0]) * a.in[1] + w.base[1] + kh * a.dilations[1]) *
                 a.in[2] +
             w.base[2] + kw * a.dilations[2];
-        float v = xp[i];
+        float v = toFloat(xp[i]);
         if (best_at < 0) best_at = i;
         if (v > best || isnan(v)) {
           best = v;
@@ -72,27 +75,28 @@ __device__ inline int64_t argMax(const PoolArgs& a, const PoolWindow& w, const f
   return best_at;
 }
 
-__global__ void poolKernel(PoolArgs a, bool max_pool, const float* x, float* y) {
+template <typename S>
+__global__ void poolKernel(PoolArgs a, bool max_pool, const S* x, S* y) {
   const int64_t out_size = a.out[0] * a.out[1] * a.out[2], in_size = a.in[0] * a.in[1] * a.in[2];
   for (int64_t t = globalIndex(); t < a.planes * out_size; t += globalStride()) {
     int64_t p = t / out_size, o[3];
     unflatten(a.out, t - p * out_size, o);
     PoolWindow w = poolWindow(a, o);
-    const float* xp = x + p * in_size;
+    const S* xp = x + p * in_size;
     if (max_pool) {
       int64_t at = argMax(a, w, xp);
-      y[t] = at < 0 ? -INFINITY : xp[at];
+      y[t] = at < 0 ? fromFloat<S>(-INFINITY) : xp[at];
       continue;
     }
     double sum = 0.0;
     for (int64_t kd = w.lo[0]; kd < w.hi[0]; ++kd)
       for (int64_t kh = w.lo[1]; kh < w.hi[1]; ++kh)
         for (int64_t kw = w.lo[2]; kw < w.hi[2]; ++kw)
-          sum +=
+          sum += toFloat(
               xp[((w.base[0] + kd * a.dilations[0]) * a.in[1] + w.base[1] + kh * a.dilations[1]) *
                      a.in[2] +
-                 w.base[2] + kw * a.dilations[2]];
-    y[t] = static_cast<float>(sum / (a.count_include_pad ? w.count_padded : w.count));
+                 w.base[2] + kw * a.dilations[2]]);
+    y[t] = fromFloat<S>(static_cast<float>(sum / (a.count_include_pad ? w.count_padded : w.count)));
   }
 }
 
@@ -106,14 +110,14 @@ __device__ inline int64_t outFor(const PoolArgs& a, int d, int64_t i, int64_t k)
 
 // dX[i] = Σ over windows containing input i of their share of dY, visiting windows
 // in row-major output order as the CPU's scatter loop adds them.
-__global__ void poolGradKernel(PoolArgs a, bool max_pool, const float* dy, const float* x,
-                               float* dx) {
+template <typename S>
+__global__ void poolGradKernel(PoolArgs a, bool max_pool, const S* dy, const S* x, S* dx) {
   const int64_t out_size = a.out[0] * a.out[1] * a.out[2], in_size = a.in[0] * a.in[1] * a.in[2];
   for (int64_t t = globalIndex(); t < a.planes * in_size; t += globalStride()) {
     int64_t p = t / in_size, flat = t - p * in_size, i[3];
     unflatten(a.in, flat, i);
-    const float* dyp = dy + p * out_size;
-    const float* xp = max_pool ? x + p * in_size : nullptr;
+    const S* dyp = dy + p * out_size;
+    const S* xp = max_pool ? x + p * in_size : nullptr;
     float acc = 0.0f;
     // Larger taps belong to earlier windows: descending k visits outputs in ascending order.
     for (int64_t kd = a.kernel[0] - 1; kd >= 0; --kd) {
@@ -127,7 +131,7 @@ __global__ void poolGradKernel(PoolArgs a, bool max_pool, const float* dy, const
           if (ow < 0) continue;
           const int64_t o[3] = {od, oh, ow};
           PoolWindow w = poolWindow(a, o);
-          float g = dyp[(od * a.out[1] + oh) * a.out[2] + ow];
+          float g = toFloat(dyp[(od * a.out[1] + oh) * a.out[2] + ow]);
           if (max_pool) {
             if (argMax(a, w, xp) == flat) acc += g;
           } else {
@@ -137,7 +141,7 @@ __global__ void poolGradKernel(PoolArgs a, bool max_pool, const float* dy, const
         }
       }
     }
-    dx[t] = acc;
+    dx[t] = fromFloat<S>(acc);
   }
 }
 
@@ -147,6 +151,17 @@ __global__ void gemmFillCKernel(const float* c, float* y, int64_t m, int64_t n, 
     int64_t i = t / n, j = t - i * n;
     y[t] = static_cast<float>(static_cast<double>(beta) *
                               c[(c_rows > 1 ? i * c_cols : 0) + (c_cols > 1 ? j : 0)]);
+  }
+}
+
+// Y (16-bit S) = round(acc + beta·C) with C (S) broadcast: f32 math, one rounding.
+template <typename S>
+__global__ void gemmAddCRoundKernel(const float* acc, const S* c, S* y, int64_t m, int64_t n,
+                                    int64_t c_rows, int64_t c_cols, float beta) {
+  for (int64_t t = globalIndex(); t < m * n; t += globalStride()) {
+    int64_t i = t / n, j = t - i * n;
+    const float cv = toFloat(c[(c_rows > 1 ? i * c_cols : 0) + (c_cols > 1 ? j : 0)]);
+    y[t] = fromFloat<S>(acc[t] + static_cast<float>(static_cast<double>(beta) * cv));
   }
 }
 
@@ -186,11 +201,25 @@ __device__ inline double scaledGrad(float g, const float* scale) {
                : static_cast<double>(g);
 }
 
+// fp16 loss scaling's overflow check: a non-finite value skips the step, whose
+// outputs then keep the inputs' values (copied when the step runs out of place).
+__device__ inline bool skipStep(const float* check) {
+  return check && !isfinite(*check);
+}
+
 __global__ void sgdKernel(SgdArgs a, const float* p, const float* g, const float* lr_ptr,
                           const int64_t* step_ptr, const float* buf, const float* grad_scale,
-                          const float* momentum_ptr, float* p_out, float* buf_out, int64_t n) {
+                          const float* momentum_ptr, const float* check, float* p_out,
+                          float* buf_out, int64_t n) {
   const double lr = *lr_ptr, momentum = momentum_ptr ? *momentum_ptr : a.momentum;
   const int64_t step = *step_ptr;
+  if (skipStep(check)) {
+    for (int64_t i = globalIndex(); i < n; i += globalStride()) {
+      p_out[i] = p[i];
+      if (buf && buf_out) buf_out[i] = buf[i];
+    }
+    return;
+  }
   for (int64_t i = globalIndex(); i < n; i += globalStride()) {
     double d = scaledGrad(g[i], grad_scale) + a.weight_decay * static_cast<double>(p[i]);
     if (buf) {
@@ -205,8 +234,16 @@ __global__ void sgdKernel(SgdArgs a, const float* p, const float* g, const float
 
 __global__ void adamKernel(AdamArgs a, const float* p, const float* g, const float* lr_ptr,
                            const int64_t* step_ptr, const float* m, const float* v,
-                           const float* grad_scale, const float* beta1_ptr, float* p_out,
-                           float* m_out, float* v_out, int64_t n) {
+                           const float* grad_scale, const float* beta1_ptr, const float* check,
+                           float* p_out, float* m_out, float* v_out, int64_t n) {
+  if (skipStep(check)) {
+    for (int64_t i = globalIndex(); i < n; i += globalStride()) {
+      p_out[i] = p[i];
+      m_out[i] = m[i];
+      v_out[i] = v[i];
+    }
+    return;
+  }
   const double lr = *lr_ptr, step = static_cast<double>(*step_ptr);
   const double b1 = beta1_ptr ? *beta1_ptr : a.beta1, b2 = a.beta2;
   const double bc1 = a.bias_correction ? 1 - pow(b1, step) : 1.0;
@@ -231,30 +268,41 @@ __global__ void clipCoefKernel(const float* norm, float* coef, double max_norm) 
 
 }  // namespace
 
-void maxPool(const PoolArgs& a, const float* x, float* y, cudaStream_t s) {
+void pool(const PoolArgs& a, bool max_pool, DType t, const void* x, void* y, cudaStream_t s) {
   int64_t n = a.planes * a.out[0] * a.out[1] * a.out[2];
-  if (n > 0) poolKernel<<<gridFor(n), kThreads, 0, s>>>(a, true, x, y);
+  if (n == 0) return;
+  byFloatType(t, [&](auto tag) {
+    using S = decltype(tag);
+    poolKernel<<<gridFor(n), kThreads, 0, s>>>(a, max_pool, static_cast<const S*>(x),
+                                               static_cast<S*>(y));
+  });
 }
 
-void averagePool(const PoolArgs& a, const float* x, float* y, cudaStream_t s) {
-  int64_t n = a.planes * a.out[0] * a.out[1] * a.out[2];
-  if (n > 0) poolKernel<<<gridFor(n), kThreads, 0, s>>>(a, false, x, y);
-}
-
-void maxPoolGrad(const PoolArgs& a, const float* dy, const float* x, float* dx, cudaStream_t s) {
+void poolGrad(const PoolArgs& a, bool max_pool, DType t, const void* dy, const void* x, void* dx,
+              cudaStream_t s) {
   int64_t n = a.planes * a.in[0] * a.in[1] * a.in[2];
-  if (n > 0) poolGradKernel<<<gridFor(n), kThreads, 0, s>>>(a, true, dy, x, dx);
-}
-
-void averagePoolGrad(const PoolArgs& a, const float* dy, float* dx, cudaStream_t s) {
-  int64_t n = a.planes * a.in[0] * a.in[1] * a.in[2];
-  if (n > 0) poolGradKernel<<<gridFor(n), kThreads, 0, s>>>(a, false, dy, nullptr, dx);
+  if (n == 0) return;
+  byFloatType(t, [&](auto tag) {
+    using S = decltype(tag);
+    poolGradKernel<<<gridFor(n), kThreads, 0, s>>>(a, max_pool, static_cast<const S*>(dy),
+                                                   static_cast<const S*>(x), static_cast<S*>(dx));
+  });
 }
 
 void gemmFillC(const float* c, float* y, int64_t m, int64_t n, int64_t c_rows, int64_t c_cols,
                float beta, cudaStream_t s) {
   if (m * n > 0)
     gemmFillCKernel<<<gridFor(m * n), kThreads, 0, s>>>(c, y, m, n, c_rows, c_cols, beta);
+}
+
+void gemmAddCRound(DType t, const float* acc, const void* c, void* y, int64_t m, int64_t n,
+                   int64_t c_rows, int64_t c_cols, float beta, cudaStream_t s) {
+  if (m * n == 0) return;
+  byFloatType(t, [&](auto tag) {
+    using S = decltype(tag);
+    gemmAddCRoundKernel<<<gridFor(m * n), kThreads, 0, s>>>(
+        acc, static_cast<const S*>(c), static_cast<S*>(y), m, n, c_rows, c_cols, beta);
+  });
 }
 
 void gather(const void* data, const void* indices, bool indices32, void* out, int64_t outer,
@@ -281,20 +329,20 @@ void gatherGrad(const float* dy, const void* indices, bool indices32, float* dx,
 }
 
 void sgdStep(const SgdArgs& a, const float* p, const float* g, const float* lr, const int64_t* step,
-             const float* buf, const float* grad_scale, const float* momentum, float* p_out,
-             float* buf_out, int64_t n, cudaStream_t s) {
+             const float* buf, const float* grad_scale, const float* momentum, const float* check,
+             float* p_out, float* buf_out, int64_t n, cudaStream_t s) {
   if (n > 0)
-    sgdKernel<<<gridFor(n), kThreads, 0, s>>>(a, p, g, lr, step, buf, grad_scale, momentum, p_out,
-                                              buf_out, n);
+    sgdKernel<<<gridFor(n), kThreads, 0, s>>>(a, p, g, lr, step, buf, grad_scale, momentum, check,
+                                              p_out, buf_out, n);
 }
 
 void adamStep(const AdamArgs& a, const float* p, const float* g, const float* lr,
               const int64_t* step, const float* m, const float* v, const float* grad_scale,
-              const float* beta1, float* p_out, float* m_out, float* v_out, int64_t n,
-              cudaStream_t s) {
+              const float* beta1, const float* check, float* p_out, float* m_out, float* v_out,
+              int64_t n, cudaStream_t s) {
   if (n > 0)
-    adamKernel<<<gridFor(n), kThreads, 0, s>>>(a, p, g, lr, step, m, v, grad_scale, beta1, p_out,
-                                               m_out, v_out, n);
+    adamKernel<<<gridFor(n), kThreads, 0, s>>>(a, p, g, lr, step, m, v, grad_scale, beta1, check,
+                                               p_out, m_out, v_out, n);
 }
 
 void clipCoef(const float* norm, float* coef, double max_norm, cudaStream_t s) {

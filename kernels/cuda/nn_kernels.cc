@@ -2,14 +2,25 @@
 // grad_pool.cc) and of the optimizer ops SgdStep, AdamStep, ClipCoef, ZerosLike and Copy
 // (optimizer.cc).
 // Pooling windows are resolved with the CPU's window rules (kernels/cpu/window.h)
-// and handed to the device as a 3-D window; the learning rate and step number are
-// read on the device from their feeds, so run() never synchronises.
+// and handed to the device as a 3-D window; pooling also runs on f16/bf16 storage
+// (Native16: f32 math, one rounding per output). The learning rate and step number
+// are read on the device from their feeds, so run() never synchronises.
+#include <optional>
+
 #include "kernels/cpu/grad_util.h"
 #include "kernels/cpu/window.h"
 #include "kernels/cuda/cuda_util.h"
 
 namespace ds::cuda {
 namespace {
+
+// The storage dtype of a pooling step: f32 (checked), or f16/bf16 when all its
+// tensors have it; nullopt for another 16-bit step, which then runs promoted.
+std::optional<DType> poolDType(const KernelContext& ctx) {
+  std::optional<DType> t = uniformFloatDType(ctx);
+  if (t == DType::F32) requireF32(ctx, 0);
+  return t;
+}
 
 PoolArgs poolArgs(const cpu::Window& window, bool count_include_pad) {
   cpu::Window w = window.as3d();
@@ -30,32 +41,28 @@ PoolArgs poolArgs(const cpu::Window& window, bool count_include_pad) {
 
 template <bool kMax>
 std::unique_ptr<CudaKernel> makePool(const KernelContext& ctx, const Device&) {
-  requireF32(ctx, 0);
+  const std::optional<DType> t = poolDType(ctx);
+  if (!t) return nullptr;
   cpu::Window w = cpu::resolveWindow(ctx, ctx.ints("kernel_shape"));
   if (w.spatial() > 3) ctx.fail("more than 3 spatial dims");
   PoolArgs a = poolArgs(w, !kMax && ctx.i("count_include_pad") != 0);
-  return launchKernel([a](const KernelContext& c, const Device& d, void*) {
-    if constexpr (kMax)
-      maxPool(a, c.input(0).as<float>(), c.output(0).as<float>(), d.stream);
-    else
-      averagePool(a, c.input(0).as<float>(), c.output(0).as<float>(), d.stream);
+  return launchKernel([a, dtype = *t](const KernelContext& c, const Device& d, void*) {
+    pool(a, kMax, dtype, c.input(0).data, c.output(0).data, d.stream);
   });
 }
 
 // MaxPoolGrad(dY, X) -> dX and AveragePoolGrad(dY) -> dX.
 template <bool kMax>
 std::unique_ptr<CudaKernel> makePoolGrad(const KernelContext& ctx, const Device&) {
-  requireF32(ctx, 0);
+  const std::optional<DType> t = poolDType(ctx);
+  if (!t) return nullptr;
   cpu::Window w = cpu::forwardWindow(ctx, ctx.output(0).shape(), ctx.input(0).shape(),
                                      ctx.ints("kernel_shape"));
   if (w.spatial() > 3) ctx.fail("more than 3 spatial dims");
   PoolArgs a = poolArgs(w, !kMax && ctx.i("count_include_pad") != 0);
-  return launchKernel([a](const KernelContext& c, const Device& d, void*) {
-    if constexpr (kMax)
-      maxPoolGrad(a, c.input(0).as<float>(), c.input(1).as<float>(), c.output(0).as<float>(),
-                  d.stream);
-    else
-      averagePoolGrad(a, c.input(0).as<float>(), c.output(0).as<float>(), d.stream);
+  return launchKernel([a, dtype = *t](const KernelContext& c, const Device& d, void*) {
+    poolGrad(a, kMax, dtype, c.input(0).data, kMax ? c.input(1).data : nullptr, c.output(0).data,
+             d.stream);
   });
 }
 
@@ -64,17 +71,11 @@ const float* optionalScalar(const KernelContext& c, size_t i) {
   return c.hasInput(i) ? c.input(i).as<float>() : nullptr;
 }
 
-// SgdStep(param, grad, lr, step[, velocity][, grad_scale][, momentum]) -> param'[, velocity'].
-// The overflow check of fp16 loss scaling comes with fp16 plans, which this backend
-// does not run yet (f32 only).
-void requireNoOverflowCheck(const KernelContext& ctx, size_t check) {
-  if (ctx.hasInput(check))
-    ctx.fail("the fp16 overflow check is not supported by the CUDA backend yet");
-}
-
+// SgdStep(param, grad, lr, step[, velocity][, grad_scale][, momentum][, overflow_check])
+// -> param'[, velocity']. The overflow check (fp16 plans' loss scaling) is read on
+// the device: a non-finite value skips the step.
 std::unique_ptr<CudaKernel> sgdKernel(const KernelContext& ctx, const Device&) {
   requireF32(ctx, 0);
-  requireNoOverflowCheck(ctx, 7);
   SgdArgs a;
   a.momentum = ctx.f("momentum");
   a.dampening = ctx.f("dampening");
@@ -85,14 +86,14 @@ std::unique_ptr<CudaKernel> sgdKernel(const KernelContext& ctx, const Device&) {
     float* buf_out = c.outputs.size() > 1 ? c.output(1).as<float>() : nullptr;
     sgdStep(a, c.input(0).as<float>(), c.input(1).as<float>(), c.input(2).as<float>(),
             c.input(3).as<int64_t>(), buf, optionalScalar(c, 5), optionalScalar(c, 6),
-            c.output(0).as<float>(), buf_out, c.input(0).numel(), d.stream);
+            optionalScalar(c, 7), c.output(0).as<float>(), buf_out, c.input(0).numel(), d.stream);
   });
 }
 
-// AdamStep(param, grad, lr, step, m, v[, grad_scale][, beta1]) -> param', m', v'.
+// AdamStep(param, grad, lr, step, m, v[, grad_scale][, beta1][, overflow_check])
+// -> param', m', v'.
 std::unique_ptr<CudaKernel> adamKernel(const KernelContext& ctx, const Device&) {
   requireF32(ctx, 0);
-  requireNoOverflowCheck(ctx, 8);
   AdamArgs a;
   a.beta1 = ctx.f("beta1");
   a.beta2 = ctx.f("beta2");
@@ -103,8 +104,9 @@ std::unique_ptr<CudaKernel> adamKernel(const KernelContext& ctx, const Device&) 
   return launchKernel([a](const KernelContext& c, const Device& d, void*) {
     adamStep(a, c.input(0).as<float>(), c.input(1).as<float>(), c.input(2).as<float>(),
              c.input(3).as<int64_t>(), c.input(4).as<float>(), c.input(5).as<float>(),
-             optionalScalar(c, 6), optionalScalar(c, 7), c.output(0).as<float>(),
-             c.output(1).as<float>(), c.output(2).as<float>(), c.input(0).numel(), d.stream);
+             optionalScalar(c, 6), optionalScalar(c, 7), optionalScalar(c, 8),
+             c.output(0).as<float>(), c.output(1).as<float>(), c.output(2).as<float>(),
+             c.input(0).numel(), d.stream);
   });
 }
 
@@ -134,15 +136,16 @@ std::unique_ptr<CudaKernel> copyKernel(const KernelContext&, const Device&) {
 }  // namespace
 
 void registerNnKernels(CudaKernelRegistry& r) {
-  r.add("MaxPool", makePool<true>);
-  r.add("AveragePool", makePool<false>);
-  r.add("MaxPoolGrad", makePoolGrad<true>);
-  r.add("AveragePoolGrad", makePoolGrad<false>);
+  constexpr Precision k16 = Precision::Native16;
+  r.add("MaxPool", makePool<true>, k16);
+  r.add("AveragePool", makePool<false>, k16);
+  r.add("MaxPoolGrad", makePoolGrad<true>, k16);
+  r.add("AveragePoolGrad", makePoolGrad<false>, k16);
   r.add("SgdStep", sgdKernel);
   r.add("AdamStep", adamKernel);
   r.add("ClipCoef", clipCoefKernel);
-  r.add("ZerosLike", zerosLikeKernel);
-  r.add("Copy", copyKernel);
+  r.add("ZerosLike", zerosLikeKernel, Precision::Native16);  // bytes only: any dtype
+  r.add("Copy", copyKernel, Precision::Native16);
 }
 
 }  // namespace ds::cuda

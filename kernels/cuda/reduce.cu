@@ -2,7 +2,10 @@
 // BatchNormalization and LayerNormalization forward and backward, and softmax
 // cross-entropy with its gradient. Statistics accumulate in double with a fixed
 // summation order (block-wide tree sums), so results are deterministic and match
-// the CPU oracle, which also accumulates in double, to f32 rounding.
+// the CPU oracle, which also accumulates in double, to f32 rounding. Sums and
+// softmax are templated on the storage type S (f32, f16, bf16): 16-bit values are
+// widened, the math is the f32 kernel's, and each output is rounded from its f32
+// value once, exactly as the promoted f32 kernel would round it.
 #include <algorithm>
 
 #include "kernels/cuda/device_util.h"
@@ -19,84 +22,102 @@ inline unsigned rowsGrid(int64_t rows) {
   return static_cast<unsigned>(rows);
 }
 
-__global__ void reduceRowsKernel(const float* x, float* y, int64_t reduced, double scale) {
+// The f32 result of a sum rounded to the storage type (16 bits: once more, as
+// the promoted f32 kernel's output would be).
+template <typename S>
+__device__ inline S sumOut(double acc, double scale) {
+  return fromFloat<S>(static_cast<float>(acc * scale));
+}
+
+template <typename S>
+__global__ void reduceRowsKernel(const S* x, S* y, int64_t reduced, double scale) {
   __shared__ double shared[32];
-  const float* row = x + static_cast<int64_t>(blockIdx.x) * reduced;
+  const S* row = x + static_cast<int64_t>(blockIdx.x) * reduced;
   double acc = 0.0;
-  for (int64_t r = threadIdx.x; r < reduced; r += blockDim.x) acc += row[r];
+  for (int64_t r = threadIdx.x; r < reduced; r += blockDim.x) acc += toFloat(row[r]);
   acc = blockSum(acc, shared);
-  if (threadIdx.x == 0) y[blockIdx.x] = static_cast<float>(acc * scale);
+  if (threadIdx.x == 0) y[blockIdx.x] = sumOut<S>(acc, scale);
 }
 
 // Block (o, p) sums part p of row o (parts of `chunk` elements) into partial[o * parts + p].
-__global__ void reducePartsKernel(const float* x, double* partial, int64_t reduced, int64_t chunk) {
+template <typename S>
+__global__ void reducePartsKernel(const S* x, double* partial, int64_t reduced, int64_t chunk) {
   __shared__ double shared[32];
   const int64_t o = blockIdx.y, p = blockIdx.x;
-  const float* row = x + o * reduced;
+  const S* row = x + o * reduced;
   const int64_t end = min(reduced, (p + 1) * chunk);
   double acc = 0.0;
-  for (int64_t r = p * chunk + threadIdx.x; r < end; r += blockDim.x) acc += row[r];
+  for (int64_t r = p * chunk + threadIdx.x; r < end; r += blockDim.x) acc += toFloat(row[r]);
   acc = blockSum(acc, shared);
   if (threadIdx.x == 0) partial[o * gridDim.x + p] = acc;
 }
 
-__global__ void reducePartialsKernel(const double* partial, float* y, int64_t outer, int64_t parts,
+template <typename S>
+__global__ void reducePartialsKernel(const double* partial, S* y, int64_t outer, int64_t parts,
                                      double scale) {
   for (int64_t o = globalIndex(); o < outer; o += globalStride()) {
     double acc = 0.0;
     for (int64_t p = 0; p < parts; ++p) acc += partial[o * parts + p];
-    y[o] = static_cast<float>(acc * scale);
+    y[o] = sumOut<S>(acc, scale);
   }
 }
 
-__global__ void reduceColumnsKernel(const float* x, float* y, int64_t outer, int64_t reduced,
-                                    int64_t inner, double scale) {
+template <typename S>
+__global__ void reduceColumnsKernel(const S* x, S* y, int64_t outer, int64_t reduced, int64_t inner,
+                                    double scale) {
   for (int64_t t = globalIndex(); t < outer * inner; t += globalStride()) {
     int64_t o = t / inner, i = t - o * inner;
-    const float* col = x + o * reduced * inner + i;
+    const S* col = x + o * reduced * inner + i;
     double acc = 0.0;
-    for (int64_t r = 0; r < reduced; ++r) acc += col[r * inner];
-    y[t] = static_cast<float>(acc * scale);
+    for (int64_t r = 0; r < reduced; ++r) acc += toFloat(col[r * inner]);
+    y[t] = sumOut<S>(acc, scale);
   }
 }
 
-__global__ void reduceTableKernel(const float* x, float* y, const int64_t* base, int64_t outputs,
+template <typename S>
+__global__ void reduceTableKernel(const S* x, S* y, const int64_t* base, int64_t outputs,
                                   const int64_t* offsets, int64_t reduced, double scale) {
   for (int64_t o = globalIndex(); o < outputs; o += globalStride()) {
     double acc = 0.0;
-    for (int64_t r = 0; r < reduced; ++r) acc += x[base[o] + offsets[r]];
-    y[o] = static_cast<float>(acc * scale);
+    for (int64_t r = 0; r < reduced; ++r) acc += toFloat(x[base[o] + offsets[r]]);
+    y[o] = sumOut<S>(acc, scale);
   }
 }
 
-__global__ void softmaxRowsKernel(bool log, const float* x, float* y, int64_t n) {
+template <typename S>
+__global__ void softmaxRowsKernel(bool log, const S* x, S* y, int64_t n) {
   __shared__ double shared[32];
   const int64_t off = static_cast<int64_t>(blockIdx.x) * n;
   double m = -INFINITY;
   for (int64_t j = threadIdx.x; j < n; j += blockDim.x)
-    m = fmax(m, static_cast<double>(x[off + j]));
+    m = fmax(m, static_cast<double>(toFloat(x[off + j])));
   const float mf = static_cast<float>(blockMax(m, shared));
   double sum = 0.0;
-  for (int64_t j = threadIdx.x; j < n; j += blockDim.x) sum += expf(x[off + j] - mf);
+  for (int64_t j = threadIdx.x; j < n; j += blockDim.x) sum += expf(toFloat(x[off + j]) - mf);
   sum = blockSum(sum, shared);
   const float lse = static_cast<float>(::log(sum)), inv = static_cast<float>(1.0 / sum);
-  for (int64_t j = threadIdx.x; j < n; j += blockDim.x)
-    y[off + j] = log ? (x[off + j] - mf) - lse : expf(x[off + j] - mf) * inv;
+  for (int64_t j = threadIdx.x; j < n; j += blockDim.x) {
+    const float d = toFloat(x[off + j]) - mf;
+    y[off + j] = fromFloat<S>(log ? d - lse : expf(d) * inv);
+  }
 }
 
-__global__ void softmaxColumnsKernel(bool log, const float* x, float* y, int64_t outer, int64_t n,
+template <typename S>
+__global__ void softmaxColumnsKernel(bool log, const S* x, S* y, int64_t outer, int64_t n,
                                      int64_t inner) {
   for (int64_t t = globalIndex(); t < outer * inner; t += globalStride()) {
     int64_t o = t / inner, i = t - o * inner;
-    const float* xc = x + o * n * inner + i;
-    float* yc = y + o * n * inner + i;
+    const S* xc = x + o * n * inner + i;
+    S* yc = y + o * n * inner + i;
     float m = -INFINITY;
-    for (int64_t a = 0; a < n; ++a) m = fmaxf(m, xc[a * inner]);
+    for (int64_t a = 0; a < n; ++a) m = fmaxf(m, toFloat(xc[a * inner]));
     double sum = 0.0;
-    for (int64_t a = 0; a < n; ++a) sum += expf(xc[a * inner] - m);
+    for (int64_t a = 0; a < n; ++a) sum += expf(toFloat(xc[a * inner]) - m);
     const float lse = static_cast<float>(::log(sum)), inv = static_cast<float>(1.0 / sum);
-    for (int64_t a = 0; a < n; ++a)
-      yc[a * inner] = log ? (xc[a * inner] - m) - lse : expf(xc[a * inner] - m) * inv;
+    for (int64_t a = 0; a < n; ++a) {
+      const float d = toFloat(xc[a * inner]) - m;
+      yc[a * inner] = fromFloat<S>(log ? d - lse : expf(d) * inv);
+    }
   }
 }
 
@@ -376,37 +397,51 @@ int64_t reduceSplitParts(int64_t outer, int64_t reduced, int64_t inner) {
   return std::min<int64_t>(1024, (reduced + kSplitChunk - 1) / kSplitChunk);
 }
 
-void reduceBlocks(const float* x, float* y, int64_t outer, int64_t reduced, int64_t inner,
+void reduceBlocks(DType t, const void* x, void* y, int64_t outer, int64_t reduced, int64_t inner,
                   double scale, double* scratch, cudaStream_t s) {
   if (outer * inner == 0) return;
   const int64_t parts = reduceSplitParts(outer, reduced, inner);
-  if (parts > 1) {
-    const int64_t chunk = (reduced + parts - 1) / parts;
-    reducePartsKernel<<<dim3(static_cast<unsigned>(parts), static_cast<unsigned>(outer)), 256, 0,
-                        s>>>(x, scratch, reduced, chunk);
-    reducePartialsKernel<<<gridFor(outer), kThreads, 0, s>>>(scratch, y, outer, parts, scale);
-  } else if (inner == 1) {
-    reduceRowsKernel<<<rowsGrid(outer), rowThreads(outer), 0, s>>>(x, y, reduced, scale);
-  } else {
-    reduceColumnsKernel<<<gridFor(outer * inner), kThreads, 0, s>>>(x, y, outer, reduced, inner,
-                                                                    scale);
-  }
+  byFloatType(t, [&](auto tag) {
+    using S = decltype(tag);
+    const S* xs = static_cast<const S*>(x);
+    S* ys = static_cast<S*>(y);
+    if (parts > 1) {
+      const int64_t chunk = (reduced + parts - 1) / parts;
+      reducePartsKernel<<<dim3(static_cast<unsigned>(parts), static_cast<unsigned>(outer)), 256, 0,
+                          s>>>(xs, scratch, reduced, chunk);
+      reducePartialsKernel<<<gridFor(outer), kThreads, 0, s>>>(scratch, ys, outer, parts, scale);
+    } else if (inner == 1) {
+      reduceRowsKernel<<<rowsGrid(outer), rowThreads(outer), 0, s>>>(xs, ys, reduced, scale);
+    } else {
+      reduceColumnsKernel<<<gridFor(outer * inner), kThreads, 0, s>>>(xs, ys, outer, reduced, inner,
+                                                                      scale);
+    }
+  });
 }
 
-void reduceTable(const float* x, float* y, const int64_t* base, int64_t outputs,
+void reduceTable(DType t, const void* x, void* y, const int64_t* base, int64_t outputs,
                  const int64_t* offsets, int64_t reduced, double scale, cudaStream_t s) {
-  if (outputs > 0)
-    reduceTableKernel<<<gridFor(outputs), kThreads, 0, s>>>(x, y, base, outputs, offsets, reduced,
-                                                            scale);
+  if (outputs == 0) return;
+  byFloatType(t, [&](auto tag) {
+    using S = decltype(tag);
+    reduceTableKernel<<<gridFor(outputs), kThreads, 0, s>>>(
+        static_cast<const S*>(x), static_cast<S*>(y), base, outputs, offsets, reduced, scale);
+  });
 }
 
-void softmax(bool log, const float* x, float* y, int64_t outer, int64_t n, int64_t inner,
+void softmax(bool log, DType t, const void* x, void* y, int64_t outer, int64_t n, int64_t inner,
              cudaStream_t s) {
   if (outer * n * inner == 0) return;
-  if (inner == 1)
-    softmaxRowsKernel<<<rowsGrid(outer), rowThreads(outer), 0, s>>>(log, x, y, n);
-  else
-    softmaxColumnsKernel<<<gridFor(outer * inner), kThreads, 0, s>>>(log, x, y, outer, n, inner);
+  byFloatType(t, [&](auto tag) {
+    using S = decltype(tag);
+    const S* xs = static_cast<const S*>(x);
+    S* ys = static_cast<S*>(y);
+    if (inner == 1)
+      softmaxRowsKernel<<<rowsGrid(outer), rowThreads(outer), 0, s>>>(log, xs, ys, n);
+    else
+      softmaxColumnsKernel<<<gridFor(outer * inner), kThreads, 0, s>>>(log, xs, ys, outer, n,
+                                                                       inner);
+  });
 }
 
 void batchNormForward(const BatchNormArgs& a, bool training, const float* x, const float* scale,

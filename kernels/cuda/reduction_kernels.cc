@@ -3,6 +3,11 @@
 // ReduceSum/Mean, (Log)Softmax, BatchNormalization(Grad), LayerNormalization(Grad),
 // GlobalAveragePool and SoftmaxCrossEntropyLoss(Grad), all f32 with double
 // accumulation. Per-step scratch (statistics) lives in the shared workspace.
+// The sums (ReduceSum/Mean, GlobalAveragePool) and (Log)Softmax also run on f16 and
+// bf16 storage (Native16) with the f32 kernels' math and one rounding per output;
+// the norms and losses stay F32Only (mixed precision keeps them in f32 anyway).
+#include <optional>
+
 #include "ir/ops/shape_helpers.h"
 #include "kernels/cpu/reduce_shape.h"
 #include "kernels/cuda/cuda_util.h"
@@ -16,6 +21,18 @@ ReduceGeometry reduceGeometry(const Shape& x, const std::vector<bool>& reduced) 
   return cpu::reduceShape(x, reduced);
 }
 
+// The storage dtype of a sum or softmax: f32 (checked), or f16/bf16 when input and
+// output share it; nullopt for another 16-bit step, which then runs promoted.
+std::optional<DType> storageDType(const KernelContext& ctx) {
+  const DType t = ctx.input(0).dtype();
+  if (!isSixteenBitFloat(t) && !isSixteenBitFloat(ctx.output(0).dtype())) {
+    requireF32(ctx, 0);
+    return DType::F32;
+  }
+  if (ctx.output(0).dtype() != t) return std::nullopt;
+  return t;
+}
+
 CudaKernelFactory reduceFactory(bool mean) {
   return [mean](const KernelContext& ctx, const Device&) -> std::unique_ptr<CudaKernel> {
     const std::vector<int64_t>& axes = ctx.ints("axes");
@@ -24,7 +41,9 @@ CudaKernelFactory reduceFactory(bool mean) {
       return launchKernel([](const KernelContext& c, const Device& d, void*) {
         copyAsync(c.input(0), c.output(0), d.stream);
       });
-    requireF32(ctx, 0);
+    const std::optional<DType> t = storageDType(ctx);
+    if (!t) return nullptr;
+    const DType dtype = *t;
     std::vector<bool> reduced(static_cast<size_t>(rank), axes.empty());
     for (int64_t a : axes) {
       if (a < -rank || a >= rank) ctx.fail("axis ", a, " is out of range for rank ", rank);
@@ -36,9 +55,9 @@ CudaKernelFactory reduceFactory(bool mean) {
       const size_t scratch = static_cast<size_t>(g.outer) *
                              static_cast<size_t>(reduceSplitParts(g.outer, g.reduced, g.inner));
       return launchKernel(
-          [g, scale](const KernelContext& c, const Device& d, void* ws) {
-            reduceBlocks(c.input(0).as<float>(), c.output(0).as<float>(), g.outer, g.reduced,
-                         g.inner, scale, static_cast<double*>(ws), d.stream);
+          [g, scale, dtype](const KernelContext& c, const Device& d, void* ws) {
+            reduceBlocks(dtype, c.input(0).data, c.output(0).data, g.outer, g.reduced, g.inner,
+                         scale, static_cast<double*>(ws), d.stream);
           },
           scratch * sizeof(double));
     }
@@ -46,36 +65,40 @@ CudaKernelFactory reduceFactory(bool mean) {
     auto offsets = std::make_shared<DeviceBuffer>(DeviceBuffer::upload(g.offsets));
     const auto outputs = static_cast<int64_t>(g.base.size());
     return launchKernel(
-        [base, offsets, outputs, g, scale](const KernelContext& c, const Device& d, void*) {
-          reduceTable(c.input(0).as<float>(), c.output(0).as<float>(), base->as<int64_t>(), outputs,
+        [base, offsets, outputs, g, scale, dtype](const KernelContext& c, const Device& d, void*) {
+          reduceTable(dtype, c.input(0).data, c.output(0).data, base->as<int64_t>(), outputs,
                       offsets->as<int64_t>(), g.reduced, scale, d.stream);
         });
   };
 }
 
 std::unique_ptr<CudaKernel> globalAveragePoolKernel(const KernelContext& ctx, const Device&) {
-  requireF32(ctx, 0);
+  const std::optional<DType> t = storageDType(ctx);
+  if (!t) return nullptr;
+  const DType dtype = *t;
   const Shape& s = ctx.input(0).shape();
   int64_t planes = s[0] * s[1], size = planes == 0 ? 0 : ctx.input(0).numel() / planes;
   const size_t scratch = static_cast<size_t>(planes * reduceSplitParts(planes, size, 1));
   return launchKernel(
-      [planes, size](const KernelContext& c, const Device& d, void* ws) {
-        reduceBlocks(c.input(0).as<float>(), c.output(0).as<float>(), planes, size, 1,
+      [planes, size, dtype](const KernelContext& c, const Device& d, void* ws) {
+        reduceBlocks(dtype, c.input(0).data, c.output(0).data, planes, size, 1,
                      1.0 / static_cast<double>(size), static_cast<double*>(ws), d.stream);
       },
       scratch * sizeof(double));
 }
 
 CudaKernelFactory softmaxFactory(bool log) {
-  return [log](const KernelContext& ctx, const Device&) {
-    requireF32(ctx, 0);
+  return [log](const KernelContext& ctx, const Device&) -> std::unique_ptr<CudaKernel> {
+    const std::optional<DType> t = storageDType(ctx);
+    if (!t) return nullptr;
+    const DType dtype = *t;
     const Shape& x = ctx.input(0).shape();
     int64_t rank = ctx.input(0).rank(), axis = ctx.i("axis"), outer = 1, n = 1, inner = 1;
     if (axis < -rank || axis >= rank) ctx.fail("axis ", axis, " is out of range for rank ", rank);
     if (axis < 0) axis += rank;
     for (int64_t d = 0; d < rank; ++d) (d < axis ? outer : d == axis ? n : inner) *= x[d];
     return launchKernel([=](const KernelContext& c, const Device& d, void*) {
-      softmax(log, c.input(0).as<float>(), c.output(0).as<float>(), outer, n, inner, d.stream);
+      softmax(log, dtype, c.input(0).data, c.output(0).data, outer, n, inner, d.stream);
     });
   };
 }
@@ -214,11 +237,12 @@ std::unique_ptr<CudaKernel> crossEntropyGradKernel(const KernelContext& ctx, con
 }  // namespace
 
 void registerReductionKernels(CudaKernelRegistry& r) {
-  r.add("ReduceSum", reduceFactory(false));
-  r.add("ReduceMean", reduceFactory(true));
-  r.add("Softmax", softmaxFactory(false));
-  r.add("LogSoftmax", softmaxFactory(true));
-  r.add("GlobalAveragePool", globalAveragePoolKernel);
+  constexpr Precision k16 = Precision::Native16;
+  r.add("ReduceSum", reduceFactory(false), k16);
+  r.add("ReduceMean", reduceFactory(true), k16);
+  r.add("Softmax", softmaxFactory(false), k16);
+  r.add("LogSoftmax", softmaxFactory(true), k16);
+  r.add("GlobalAveragePool", globalAveragePoolKernel, k16);
   r.add("BatchNormalization", batchNormKernel);
   r.add("BatchNormalizationGrad", batchNormGradKernel);
   r.add("LayerNormalization", layerNormKernel);

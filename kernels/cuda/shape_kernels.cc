@@ -3,7 +3,9 @@
 // Transpose, Slice, Expand and SliceGrad are one strided-copy launch over a walk
 // prepared at load; Concat and Split are 2-D memcpys (one per part); Gather,
 // Trilu, Range and ConstantOfShape are small kernels; Shape copies dims uploaded
-// at load. Data movement goes by element size, so every dtype works.
+// at load. Data movement goes by element size, so every dtype works, and all but
+// GatherGrad and Range (arithmetic: f32, 16-bit steps run promoted) are
+// registered Native16.
 #include <algorithm>
 #include <cstring>
 #include <limits>
@@ -193,19 +195,25 @@ std::unique_ptr<CudaKernel> constantOfShapeKernel(const KernelContext& ctx, cons
 }  // namespace
 
 void registerShapeKernels(CudaKernelRegistry& r) {
-  for (const char* op : {"Reshape", "Flatten", "Squeeze", "Unsqueeze"}) r.add(op, copyKernel);
-  r.add("Transpose", transposeKernel);
-  r.add("Slice", sliceKernel);
-  r.add("SliceGrad", sliceGradKernel);
-  r.add("Expand", expandKernel);
-  r.add("Concat", [](const KernelContext& ctx, const Device&) { return concatKernel(ctx, false); });
-  r.add("Split", [](const KernelContext& ctx, const Device&) { return concatKernel(ctx, true); });
-  r.add("Gather", gatherKernel);
+  constexpr Precision k16 = Precision::Native16;  // bytes moved as they are
+  for (const char* op : {"Reshape", "Flatten", "Squeeze", "Unsqueeze"}) r.add(op, copyKernel, k16);
+  r.add("Transpose", transposeKernel, k16);
+  r.add("Slice", sliceKernel, k16);
+  r.add("SliceGrad", sliceGradKernel, k16);  // zero bits are +0 in every float dtype
+  r.add("Expand", expandKernel, k16);
+  r.add(
+      "Concat", [](const KernelContext& ctx, const Device&) { return concatKernel(ctx, false); },
+      k16);
+  r.add(
+      "Split", [](const KernelContext& ctx, const Device&) { return concatKernel(ctx, true); },
+      k16);
+  r.add("Gather", gatherKernel, k16);
   r.add("GatherGrad", gatherGradKernel);
-  r.add("Trilu", triluKernel);
-  r.add("Shape", shapeKernel);
+  r.add("Trilu", triluKernel, k16);
+  r.add("Shape", shapeKernel, k16);
   r.add("Range", rangeKernel);
-  r.add("ConstantOfShape", constantOfShapeKernel);
+  // Its 'value' attribute has the output's dtype, so it cannot run promoted.
+  r.add("ConstantOfShape", constantOfShapeKernel, k16);
 }
 
 }  // namespace ds::cuda

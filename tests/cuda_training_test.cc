@@ -1,0 +1,285 @@
+// The CUDA executor's plan features against the CPU backend, through dsrun as a
+// user runs it: the same plan trained 10 steps on both backends from the same
+// data, comparing every step's loss and the final weights (dsrun --export-onnx,
+// consolidated from every rank's shards):
+//  * ZeRO stages 0-3 at world size 4 over the local device transport (four rank
+//    threads sharing one GPU) and at world size 1 over NCCL; fp32 within 1e-4;
+//  * fp16 (dynamic loss scaling) and bf16 plans: loss within 1% per step;
+//  * optimizer offload (host steps and copies on their own streams);
+//  * CUDA graphs on and off give the same training.
+// And the device memory the executor holds against the plan's prediction.
+// Without a GPU every test skips at once (their CPU halves alone would cost CI
+// minutes and prove nothing new: tests/zero_equivalence_test.cc runs them).
+#include <gtest/gtest.h>
+
+#include <cmath>
+#include <fstream>
+#include <map>
+#include <string>
+#include <vector>
+
+#include <nlohmann/json.hpp>
+
+#include "frontend/onnx_import.h"
+#include "tests/training_fixtures.h"
+
+#ifdef DS_HAVE_CUDA
+#include <cuda_runtime_api.h>
+
+#include "kernels/cuda/cuda_executor.h"
+#include "kernels/cuda/device.h"
+#endif
+
+namespace ds {
+namespace {
+
+#ifdef DS_HAVE_CUDA
+
+#define SKIP_WITHOUT_GPU()                                         \
+  do {                                                             \
+    if (std::string why = cuda::unavailableReason(); !why.empty()) \
+      GTEST_SKIP() << "no GPU: " << why;                           \
+  } while (0)
+
+struct Model {
+  std::string name;
+  std::string onnx;
+  int64_t micro;
+};
+
+Model textModel(const std::string& name, const std::string& text, int64_t micro) {
+  return {name, test::writeModel(test::parseOnnxText(text), test::scratchName(name + ".onnx")),
+          micro};
+}
+
+Model gptModel() {
+  std::string path = test::scratch("cuda_train_gpt.onnx");
+  auto r = test::tool(
+      "dsmodel", "gpt --layers 2 --d-model 32 --heads 2 --vocab 50 --seq 16 --seed 3 -o " + path);
+  EXPECT_EQ(r.exit_code, 0) << r.output;
+  return {"gpt", path, 2};
+}
+
+const std::vector<Model>& models() {
+  static const std::vector<Model> all = {textModel("mlp", test::mlpText(false), 4),
+                                         textModel("cnn", test::bnCnnText(), 4), gptModel()};
+  return all;
+}
+
+// precision: "fp32", "fp16" or "bf16"; small buckets so that every stage packs,
+// pads and re-gathers.
+std::string compilePlan(const Model& m, int stage, int world, const std::string& precision,
+                        bool offload = false) {
+  nlohmann::json config = {
+      {"train_micro_batch_size_per_gpu", m.micro},
+      {"optimizer",
+       {{"type", "AdamW"}, {"params", {{"lr", 1e-3}, {"eps", 1e-6}, {"weight_decay", 0.01}}}}},
+      {"gradient_clipping", 1.0},
+      {"zero_optimization",
+       {{"stage", stage},
+        {"overlap_comm", true},
+        {"reduce_bucket_size", 200},
+        {"stage3_prefetch_bucket_size", 200},
+        {"stage3_param_persistence_threshold", 10}}}};
+  if (precision == "fp16") config["fp16"] = {{"enabled", true}, {"initial_scale_power", 8}};
+  if (precision == "bf16") config["bf16"] = {{"enabled", true}};
+  if (offload) config["zero_optimization"]["offload_optimizer"] = {{"device", "cpu"}};
+  const std::string tag = "cuda_" + m.name + "_z" + std::to_string(stage) + "_n" +
+                          std::to_string(world) + "_" + precision + (offload ? "_off" : "");
+  const std::string json = test::scratch(tag + ".json"), plan = test::scratch(tag + ".plan");
+  test::writeFile(json, config.dump());
+  auto r = test::tool("dscompile", m.onnx + " --loss cross_entropy --gpus " +
+                                       std::to_string(world) + " --config " + json + " -o " + plan);
+  EXPECT_EQ(r.exit_code, 0) << r.output;
+  return plan;
+}
+
+struct Trained {
+  std::vector<double> losses;
+  std::map<std::string, Tensor> weights;
+};
+
+Trained dsrun(const Model& m, const std::string& plan, const std::string& args) {
+  static int runs = 0;
+  const std::string tag = m.name + "_cudarun" + std::to_string(++runs);
+  const std::string metrics = test::scratch(tag + ".jsonl"), out = test::scratch(tag + ".onnx");
+  auto r = test::runCommand(test::binary("dsrun") + " " + plan +
+                            test::writeFeedData(plan, m.name + "_cuda", 64, 0.37) + " --steps 10 " +
+                            args + " --metrics " + metrics + " --export-onnx " + out + " 2>&1");
+  EXPECT_EQ(r.exit_code, 0) << args << ": " << r.output;
+  Trained t;
+  std::ifstream in(metrics);
+  for (std::string line; std::getline(in, line);)
+    t.losses.push_back(nlohmann::json::parse(line)["loss"].get<double>());
+  onnx::ModelProto model;
+  std::ifstream file(out, std::ios::binary);
+  if (model.ParseFromIstream(&file))
+    for (const onnx::TensorProto& init : model.graph().initializer())
+      if (init.data_type() == onnx::TensorProto::FLOAT)
+        t.weights[init.name()] = tensorFromOnnx(init, ".");
+  return t;
+}
+
+// ‖a - b‖ / ‖b‖.
+double relativeL2(const Tensor& a, const Tensor& b) {
+  double diff = 0, norm = 0;
+  for (int64_t i = 0; i < b.numel(); ++i) {
+    diff += std::pow(a.getDouble(i) - b.getDouble(i), 2);
+    norm += std::pow(b.getDouble(i), 2);
+  }
+  return norm > 0 ? std::sqrt(diff / norm) : std::sqrt(diff);
+}
+
+// Every step's loss within `loss_tolerance` relative; with `weight_tolerance` > 0,
+// every exported float initializer within it (relative L2).
+void expectSameTraining(const Trained& got, const Trained& want, double loss_tolerance,
+                        double weight_tolerance) {
+  ASSERT_EQ(got.losses.size(), 10u);
+  ASSERT_EQ(want.losses.size(), 10u);
+  for (size_t i = 0; i < want.losses.size(); ++i)
+    EXPECT_NEAR(got.losses[i], want.losses[i], loss_tolerance * std::abs(want.losses[i]))
+        << "step " << i + 1;
+  if (weight_tolerance <= 0) return;
+  ASSERT_EQ(got.weights.size(), want.weights.size());
+  for (const auto& [name, ref] : want.weights) {
+    if (name == "mean" || name == "var") continue;  // BatchNorm statistics: rank 0's
+    auto it = got.weights.find(name);
+    ASSERT_NE(it, got.weights.end()) << name;
+    EXPECT_LE(relativeL2(it->second, ref), weight_tolerance) << name;
+  }
+}
+
+TEST(CudaTraining, ZeroStagesOnFourRanksSharingTheGpuMatchTheCpu) {
+  SKIP_WITHOUT_GPU();
+  for (const Model& m : models())
+    for (int stage = 0; stage <= 3; ++stage) {
+      SCOPED_TRACE(m.name + " ZeRO-" + std::to_string(stage) + " on 4 ranks");
+      std::string plan = compilePlan(m, stage, 4, "fp32");
+      Trained cpu = dsrun(m, plan, "--backend cpu");
+      Trained gpu = dsrun(m, plan, "--backend cuda --device-comm local");
+      expectSameTraining(gpu, cpu, 1e-4, 1e-4);
+    }
+}
+
+TEST(CudaTraining, ZeroStagesOverNcclAtWorldSizeOneMatchTheCpu) {
+  SKIP_WITHOUT_GPU();
+  for (const Model& m : models())
+    for (int stage = 0; stage <= 3; ++stage) {
+      SCOPED_TRACE(m.name + " ZeRO-" + std::to_string(stage) + " on 1 rank over NCCL");
+      std::string plan = compilePlan(m, stage, 1, "fp32");
+      Trained cpu = dsrun(m, plan, "--backend cpu");
+      Trained gpu = dsrun(m, plan, "--backend cuda --device-comm nccl");
+      expectSameTraining(gpu, cpu, 1e-4, 1e-4);
+    }
+}
+
+// 16-bit plans round the same values on both backends but sum them in different
+// orders (cuDNN, cuBLAS, the CPU's oneDNN), so a loss agrees to within 16-bit
+// precision, not bit for bit: 1% (issue 7's bar).
+TEST(CudaTraining, SixteenBitLossesWithinOnePercentOfTheCpu) {
+  SKIP_WITHOUT_GPU();
+  for (const Model& m : models())
+    for (const char* precision : {"fp16", "bf16"})
+      for (int world : {1, 4}) {
+        SCOPED_TRACE(m.name + " " + precision + " ZeRO-3 on " + std::to_string(world));
+        std::string plan = compilePlan(m, 3, world, precision);
+        Trained cpu = dsrun(m, plan, "--backend cpu");
+        Trained gpu = dsrun(m, plan, "--backend cuda --device-comm local");
+        expectSameTraining(gpu, cpu, 0.01, 0);
+      }
+}
+
+// Host steps (the optimizer on the host) and the copy stream: the same arithmetic
+// as without offload, so fp32 within 1e-4.
+TEST(CudaTraining, OptimizerOffloadMatchesTheCpu) {
+  SKIP_WITHOUT_GPU();
+  for (const Model& m : models())
+    for (int world : {1, 2}) {
+      SCOPED_TRACE(m.name + " offload on " + std::to_string(world));
+      std::string plan = compilePlan(m, 3, world, "fp32", true);
+      Trained cpu = dsrun(m, plan, "--backend cpu");
+      Trained gpu = dsrun(m, plan, "--backend cuda --device-comm local");
+      expectSameTraining(gpu, cpu, 1e-4, 1e-4);
+    }
+  const Model& cnn = models()[1];
+  std::string plan = compilePlan(cnn, 3, 2, "fp16", true);
+  expectSameTraining(dsrun(cnn, plan, "--backend cuda --device-comm local"),
+                     dsrun(cnn, plan, "--backend cpu"), 0.01, 0);
+}
+
+// Replaying the captured step runs the same kernels on the same data: the same
+// training to the last bit.
+TEST(CudaTraining, CudaGraphsOnAndOffTrainTheSame) {
+  SKIP_WITHOUT_GPU();
+  for (const Model& m : models()) {
+    SCOPED_TRACE(m.name);
+    std::string plan = compilePlan(m, 3, 1, "fp16");
+    Trained eager = dsrun(m, plan, "--backend cuda --no-cuda-graph");
+    Trained graphs = dsrun(m, plan, "--backend cuda");
+    expectSameTraining(graphs, eager, 0, 0);
+  }
+}
+
+TEST(CudaExecutorGraphs, ReplaysFromTheSecondRunOfEachKind) {
+  SKIP_WITHOUT_GPU();
+  const Model& m = models()[1];
+  PlanFile plan = readPlanFile(compilePlan(m, 0, 1, "fp32"));
+  CudaExecutor exec(plan, {});
+  ASSERT_TRUE(exec.usesCudaGraphs());
+  for (const std::string& name : exec.feedNames()) exec.setFeed(name, Tensor(exec.feedType(name)));
+  exec.run(false);
+  exec.run(true);
+  EXPECT_EQ(exec.graphReplays(), 0);
+  exec.run(false);
+  exec.run(true);
+  exec.run(true);
+  EXPECT_EQ(exec.graphReplays(), 3);
+  ExecutorOptions eager;
+  eager.cuda_graph = false;
+  CudaExecutor off(plan, eager);
+  EXPECT_FALSE(off.usesCudaGraphs());
+}
+
+// Issue 7: peak device memory within 5% of the plan's prediction (arena and
+// persistent region) on the reference workload's model at a real batch.
+TEST(CudaMemory, PeakDeviceMemoryWithinFivePercentOfThePlan) {
+  SKIP_WITHOUT_GPU();
+  std::string onnx = test::scratch("cuda_mem_r101.onnx");
+  auto r = test::tool("dsmodel", "resnet101 --image 32 --classes 10 -o " + onnx);
+  ASSERT_EQ(r.exit_code, 0) << r.output;
+  const std::string json = test::scratch("cuda_mem.json"), path = test::scratch("cuda_mem.plan");
+  test::writeFile(json, R"({"train_micro_batch_size_per_gpu": 128,
+    "fp16": {"enabled": true}, "optimizer": {"type": "AdamW", "params": {"lr": 1e-4}},
+    "zero_optimization": {"stage": 3}})");
+  r = test::tool("dscompile", onnx + " --loss cross_entropy --config " + json + " -o " + path);
+  ASSERT_EQ(r.exit_code, 0) << r.output;
+  PlanFile plan = readPlanFile(path);
+  const double predicted =
+      static_cast<double>(plan.plan.arena_bytes() + plan.plan.persistent_bytes());
+  size_t free_before = 0, free_after = 0, total = 0;
+  ASSERT_EQ(cudaSetDevice(0), cudaSuccess);
+  ASSERT_EQ(cudaFree(nullptr), cudaSuccess);  // the context exists before measuring
+  ASSERT_EQ(cudaMemGetInfo(&free_before, &total), cudaSuccess);
+  {
+    CudaExecutor exec(plan, {});
+    for (const std::string& name : exec.feedNames())
+      exec.setFeed(name, Tensor(exec.feedType(name)));
+    for (int i = 0; i < 3; ++i) exec.run(true);
+    exec.output(0);
+    ASSERT_EQ(cudaMemGetInfo(&free_after, &total), cudaSuccess);
+    const double measured = static_cast<double>(free_before - free_after);
+    std::cout << "plan " << predicted / 1048576 << " MiB; executor allocations "
+              << static_cast<double>(exec.deviceBytes()) / 1048576 << " MiB; measured "
+              << measured / 1048576 << " MiB\n";
+    EXPECT_LE(std::abs(measured - predicted), 0.05 * predicted);
+  }
+}
+
+#else
+TEST(CudaTraining, ZeroStagesOnFourRanksSharingTheGpuMatchTheCpu) {
+  GTEST_SKIP() << "built without CUDA (DS_ENABLE_CUDA=OFF or no nvcc)";
+}
+#endif
+
+}  // namespace
+}  // namespace ds
