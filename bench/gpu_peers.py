@@ -62,6 +62,7 @@ import statistics
 import sys
 import time
 import traceback
+import types
 
 WORKLOADS = {
     "ref": {"model": "resnet101", "image": 32, "classes": 10, "batch": 128, "precision": "fp16",
@@ -160,75 +161,14 @@ def build_resnet(torch, spec):
 
 
 def build_gpt(torch, spec, attn):
-    """The GPT of models/export_torch.py (dsmodel's layout), with the attention either
-    as scaled_dot_product_attention(is_causal=True) ('sdpa', FlashAttention where it
-    applies: what a PyTorch user writes today) or written out with a mask ('math', the
-    graph dsmodel emits). Both compute the same function and the same model FLOPs."""
-    nn = torch.nn
-    F = torch.nn.functional
-    d, heads, seq, layers = spec["d_model"], spec["heads"], spec["seq"], spec["layers"]
-    sdpa = attn == "sdpa" and hasattr(F, "scaled_dot_product_attention")
-
-    class Attention(nn.Module):
-        def __init__(self):
-            super().__init__()
-            self.c_attn = nn.Linear(d, 3 * d)
-            self.c_proj = nn.Linear(d, d)
-            if not sdpa:
-                mask = torch.tril(torch.ones(seq, seq, dtype=torch.bool))
-                self.register_buffer("mask", mask.view(1, 1, seq, seq), persistent=False)
-
-        def forward(self, x):
-            B, T, C = x.size()
-            q, k, v = self.c_attn(x).split(C, dim=2)
-            q = q.view(B, T, heads, C // heads).transpose(1, 2)
-            k = k.view(B, T, heads, C // heads).transpose(1, 2)
-            v = v.view(B, T, heads, C // heads).transpose(1, 2)
-            if sdpa:
-                y = F.scaled_dot_product_attention(q, k, v, is_causal=True)
-            else:
-                att = (q @ k.transpose(-2, -1)) * (1.0 / math.sqrt(C // heads))
-                att = att.masked_fill(~self.mask[:, :, :T, :T], float("-inf"))
-                y = F.softmax(att, dim=-1) @ v
-            return self.c_proj(y.transpose(1, 2).contiguous().view(B, T, C))
-
-    class Block(nn.Module):
-        def __init__(self):
-            super().__init__()
-            self.ln_1 = nn.LayerNorm(d, eps=1e-5)
-            self.attn = Attention()
-            self.ln_2 = nn.LayerNorm(d, eps=1e-5)
-            self.mlp = nn.ModuleDict(dict(c_fc=nn.Linear(d, 4 * d), c_proj=nn.Linear(4 * d, d)))
-
-        def forward(self, x):
-            x = x + self.attn(self.ln_1(x))
-            return x + self.mlp.c_proj(F.gelu(self.mlp.c_fc(self.ln_2(x))))  # exact (erf) GELU
-
-    class Gpt(nn.Module):
-        def __init__(self):
-            super().__init__()
-            self.wte = nn.Embedding(spec["vocab"], d)
-            self.wpe = nn.Embedding(seq, d)
-            self.h = nn.ModuleList(Block() for _ in range(layers))
-            self.ln_f = nn.LayerNorm(d, eps=1e-5)
-            for name, p in self.named_parameters():
-                if name.endswith("c_proj.weight"):
-                    nn.init.normal_(p, std=0.02 / math.sqrt(2 * layers))
-                elif name.endswith(".weight") and p.dim() == 2:
-                    nn.init.normal_(p, std=0.02)
-                elif name.endswith(".bias"):
-                    nn.init.zeros_(p)
-
-        def forward(self, input_ids):
-            pos = torch.arange(0, input_ids.size(1), dtype=torch.long, device=input_ids.device)
-            x = self.wte(input_ids) + self.wpe(pos)
-            for block in self.h:
-                x = block(x)
-            return self.ln_f(x) @ self.wte.weight.t()  # lm_head tied to wte
-
-    model = Gpt()
-    model.attention_impl = "sdpa" if sdpa else "math"
-    return model
+    """dsmodel's GPT, from models/export_torch.py (the one PyTorch definition of it),
+    with the attention written out ('math', the graph dsmodel emits) or as
+    scaled_dot_product_attention ('sdpa')."""
+    sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "models"))
+    import export_torch
+    sizes = types.SimpleNamespace(d_model=spec["d_model"], heads=spec["heads"], seq=spec["seq"],
+                                  layers=spec["layers"], vocab=spec["vocab"])
+    return export_torch.build_gpt(torch, sizes, attn)
 
 
 def make_batch(torch, spec, device, dtype=None):

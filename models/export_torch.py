@@ -102,19 +102,24 @@ def build_cnn(torch, args):
     return Cnn()
 
 
-def build_gpt(torch, args):
-    """GPT-2 style decoder with the lm_head tied to wte."""
+def build_gpt(torch, args, attn="math"):
+    """GPT-2 style decoder with the lm_head tied to wte. The attention is written out
+    with a mask ('math': the graph dsmodel emits) or, for timing against what a
+    PyTorch user writes today (bench/gpu_peers.py), as scaled_dot_product_attention
+    ('sdpa', FlashAttention where it applies): the same function and model FLOPs."""
     nn = torch.nn
     F = torch.nn.functional
     d, heads, seq = args.d_model, args.heads, args.seq
+    sdpa = attn == "sdpa" and hasattr(F, "scaled_dot_product_attention")
 
     class Attention(nn.Module):
         def __init__(self):
             super().__init__()
             self.c_attn = nn.Linear(d, 3 * d)
             self.c_proj = nn.Linear(d, d)
-            mask = torch.tril(torch.ones(seq, seq, dtype=torch.bool))
-            self.register_buffer("mask", mask.view(1, 1, seq, seq), persistent=False)
+            if not sdpa:
+                mask = torch.tril(torch.ones(seq, seq, dtype=torch.bool))
+                self.register_buffer("mask", mask.view(1, 1, seq, seq), persistent=False)
 
         def forward(self, x):
             B, T, C = x.size()
@@ -122,11 +127,13 @@ def build_gpt(torch, args):
             q = q.view(B, T, heads, C // heads).transpose(1, 2)
             k = k.view(B, T, heads, C // heads).transpose(1, 2)
             v = v.view(B, T, heads, C // heads).transpose(1, 2)
-            att = (q @ k.transpose(-2, -1)) * (1.0 / math.sqrt(d // heads))
-            att = att.masked_fill(~self.mask[:, :, :T, :T], float("-inf"))
-            att = F.softmax(att, dim=-1)
-            y = (att @ v).transpose(1, 2).contiguous().view(B, T, C)
-            return self.c_proj(y)
+            if sdpa:
+                y = F.scaled_dot_product_attention(q, k, v, is_causal=True)
+            else:
+                att = (q @ k.transpose(-2, -1)) * (1.0 / math.sqrt(d // heads))
+                att = att.masked_fill(~self.mask[:, :, :T, :T], float("-inf"))
+                y = F.softmax(att, dim=-1) @ v
+            return self.c_proj(y.transpose(1, 2).contiguous().view(B, T, C))
 
     class Block(nn.Module):
         def __init__(self):
@@ -163,7 +170,9 @@ def build_gpt(torch, args):
                 x = block(x)
             return self.ln_f(x) @ self.wte.weight.t()
 
-    return Gpt()
+    model = Gpt()
+    model.attention_impl = "sdpa" if sdpa else "math"
+    return model
 
 
 def build(torch, args):
