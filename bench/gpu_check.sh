@@ -4,9 +4,11 @@
 #   1. unpacks .gpu/payload.tar.xz; libraries: the packed ones, then cuDNN, cuBLAS,
 #      NCCL (and the CUDA runtime) of PyTorch's pip packages in /opt/torch/.venv;
 #   2. nvidia-smi;
-#   3. ds_tests --gtest_filter='Cuda*', each test in a process of its own: every op,
-#      and MLP, ResNet-18 and a tiny GPT forward and training, against the CPU
-#      backend (computed on this machine);
+#   3. ds_tests --gtest_filter='Cuda*' (and dsrun's multi-rank CUDA test), each test
+#      in a process of its own: every op in f32 and 16 bits, the collectives of both
+#      device transports, MLP, ResNet-18 and a tiny GPT forward and training, ZeRO
+#      stages on 4 ranks sharing the GPU and on 1 over NCCL, fp16/bf16, offload,
+#      CUDA graphs and peak memory, against the CPU backend (computed on this machine);
 #   4. training-step timing of ResNet-18 and ResNet-101 (32×32, batch 128, SGD) on
 #      the CPU and CUDA backends with synthetic data.
 # Logs go to $OUT (the device tool's output folder; /tmp/gpu_check_out otherwise).
@@ -21,6 +23,8 @@ log() { echo "gpu_check: $*" | tee -a "$OUT/summary.txt"; }
 source bench/gpu_env.sh
 gpu_env_unpack || exit 2
 export LD_LIBRARY_PATH=$ds_ld_library_path
+# Tests that run dsrun, dscompile and dsmodel find them here (tests/test_util.h).
+export DS_BINARY_DIR=$bin
 # Belt and braces: f32 must not run on TF32 tensor cores (the kernels ask for FMA math).
 export NVIDIA_TF32_OVERRIDE=0
 log "LD_LIBRARY_PATH=$LD_LIBRARY_PATH"
@@ -35,7 +39,7 @@ head -15 "$OUT/nvidia-smi.txt"
 # ---- 3. tests, each in a process of its own (a device fault is sticky) ----
 start=$(date +%s)
 tests_rc=0
-"$bin/ds_tests" --gtest_list_tests --gtest_filter='Cuda*' |
+"$bin/ds_tests" --gtest_list_tests --gtest_filter='Cuda*:CommDsrun.SeveralRanksOnTheCudaBackend' |
   awk '/^[^ ]/ {suite = $1} /^  / {print suite $1}' > "$OUT/test_names.txt"
 if [[ ! -s "$OUT/test_names.txt" ]]; then
   log "ds_tests lists no Cuda* tests (does it start? see ldd_ds_tests.txt)"

@@ -18,6 +18,15 @@ bool isDataInput(const Node& n, size_t i) {
   return !(n.op() == "Dropout" && i > 0);
 }
 
+// The normalisations compute in f32 but read X and write Y in 16 bits (their
+// parameters and statistics stay f32), as PyTorch's autocast and cuDNN run them:
+// every backend widens a 16-bit input exactly and rounds a 16-bit output once
+// (kernels/cpu/promote16.h), so this is Cast -> f32 op -> Cast to the bit, without
+// an f32 copy of every normalised activation kept for the backward pass.
+bool readsSixteenBitData(const Node& n, size_t i) {
+  return i == 0 && (n.op() == "BatchNormalization" || n.op() == "LayerNormalization");
+}
+
 class MixedPrecision {
  public:
   MixedPrecision(Graph& g, DType compute) : g_(g), compute_(compute) {}
@@ -54,7 +63,7 @@ class MixedPrecision {
     for (size_t i = 0; i < n->numInputs(); ++i) {
       Value* v = n->input(i);
       if (!v || !isDataInput(*n, i)) continue;
-      if (keep && v->dtype() == compute_)
+      if (keep && v->dtype() == compute_ && !readsSixteenBitData(*n, i))
         n->setInput(i, cast(v, DType::F32, n));
       else if (!keep && isF32(v))
         n->setInput(i, cast(v, compute_, n));

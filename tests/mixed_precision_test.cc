@@ -6,13 +6,21 @@
 #include <gtest/gtest.h>
 
 #include <cmath>
+#include <cstring>
 #include <fstream>
+#include <map>
 #include <string>
 #include <vector>
 
 #include <nlohmann/json.hpp>
 
 #include "ir/plan.h"
+#include "ir/text.h"
+#include "ir/verifier.h"
+#include "passes/autodiff.h"
+#include "passes/lower_to_plan.h"
+#include "passes/memory_plan.h"
+#include "runtime/cpu_executor.h"
 #include "runtime/npy.h"
 #include "tests/training_fixtures.h"
 
@@ -108,6 +116,98 @@ TEST(MixedPrecisionPlan, HoldsHalfParametersWithFloatMastersAndALossScaleFeed) {
   EXPECT_EQ(dtype.at("mean"), DType::F32);
   EXPECT_EQ(dtype.count("scale.master"), 0u);
   EXPECT_EQ(dtype.at("ds.loss_scale"), DType::F32);
+}
+
+// BatchNorm and LayerNorm read and write their data in 16 bits (no f32 copy of
+// the activations): no Cast feeds them, and their X and Y are 16-bit.
+TEST(MixedPrecisionPlan, NormalizationsKeepTheirDataInSixteenBits) {
+  struct Case {
+    Model model;
+    std::string precision, op;
+    DType dtype;
+  };
+  for (const Case& c :
+       {Case{textModel("cnn", test::bnCnnText(), 4), "fp16", "BatchNormalization", DType::F16},
+        Case{gptModel(), "bf16", "LayerNormalization", DType::BF16}}) {
+    SCOPED_TRACE(c.op);
+    PlanFile plan = readPlanFile(compile(c.model, c.precision, "", c.model.name + "_norm"));
+    std::map<int, std::string> producer;
+    for (const planpb::Step& step : plan.plan.ranks(0).steps())
+      for (int out : step.outputs()) producer[out] = step.op();
+    int normalizations = 0;
+    for (const planpb::Step& step : plan.plan.ranks(0).steps()) {
+      if (step.op() != c.op) continue;
+      ++normalizations;
+      EXPECT_EQ(static_cast<DType>(plan.plan.tensors(step.inputs(0)).dtype()), c.dtype);
+      EXPECT_EQ(static_cast<DType>(plan.plan.tensors(step.outputs(0)).dtype()), c.dtype);
+      EXPECT_NE(producer[step.inputs(0)], "Cast") << step.node();
+    }
+    EXPECT_GT(normalizations, 0);
+  }
+}
+
+// Forward outputs and the gradients of every input of the graph `body` (which
+// defines %y and %z, 16-bit) under loss = Σ y·r + Σ z·q, on the CPU.
+std::vector<Tensor> normOutputsAndGradients(const std::string& body) {
+  auto g = parseGraph("graph norms {" + body + "\n return %y, %z\n}");
+  auto weighted = [&](Value* v, double phase) {
+    Tensor r({DType::F32, v->shape()});
+    for (int64_t i = 0; i < r.numel(); ++i) r.setDouble(i, std::sin(phase * double(i)));
+    Value* wide = g->addNode("Cast", {v}, {{"to", std::string("f32")}})->output(0);
+    Value* prod = g->addNode("Mul", {wide, g->addConstant(g->uniqueName("r"), r)})->output(0);
+    return g->addNode("ReduceSum", {prod}, {{"keepdims", int64_t{0}}})->output(0);
+  };
+  Value* loss =
+      g->addNode("Add", {weighted(g->value("y"), 0.7), weighted(g->value("z"), 1.3)}, {}, {"loss"})
+          ->output(0);
+  std::vector<Value*> wrt = {g->value("x"), g->value("s"), g->value("b"),
+                             g->value("h"), g->value("g"), g->value("c")};
+  auto grads = buildGradients(*g, loss, wrt);
+  for (Value* v : wrt) g->addOutput(grads.at(v));
+  verifyGraph(*g);
+  PlanFile plan = lowerToPlan(*g, planMemory(*g), {});
+  CpuExecutor exec(plan, {});
+  for (const std::string& name : exec.feedNames()) {
+    Tensor t(exec.feedType(name));
+    for (int64_t i = 0; i < t.numel(); ++i) t.setDouble(i, std::cos(0.37 * double(i) + name[0]));
+    exec.setFeed(name, t);
+  }
+  exec.run();
+  std::vector<Tensor> outputs;
+  for (size_t i = 0; i < exec.numOutputs(); ++i) outputs.push_back(exec.output(i));
+  return outputs;
+}
+
+// ... and that means what Cast -> f32 op -> Cast means, to the bit: the CPU widens
+// 16-bit inputs exactly and rounds 16-bit outputs once (kernels/cpu/promote16.h).
+TEST(MixedPrecisionPlan, SixteenBitNormalizationsEqualCastF32NormCast) {
+  const std::string params = R"(
+    input %s : f32[3]
+    input %b : f32[3]
+    const %m : f32[3] = [0.0, 0.1, -0.1]
+    const %v : f32[3] = [1.0, 0.5, 2.0]
+    input %g : f32[8]
+    input %c : f32[8]
+    input %x : f16[4,3,5,5]
+    input %h : bf16[2,6,8])";
+  const std::string direct = params + R"(
+    %y, %rm, %rv = BatchNormalization(%x, %s, %b, %m, %v) {training_mode = 1} : f16[4,3,5,5], f32[3], f32[3] @bn
+    %z = LayerNormalization(%h, %g, %c) : bf16[2,6,8] @ln)";
+  const std::string casts = params + R"(
+    %x32 = Cast(%x) {to = "f32"} : f32[4,3,5,5] @x32
+    %y32, %rm, %rv = BatchNormalization(%x32, %s, %b, %m, %v) {training_mode = 1} : f32[4,3,5,5], f32[3], f32[3] @bn
+    %y = Cast(%y32) {to = "f16"} : f16[4,3,5,5] @y16
+    %h32 = Cast(%h) {to = "f32"} : f32[2,6,8] @h32
+    %z32 = LayerNormalization(%h32, %g, %c) : f32[2,6,8] @ln
+    %z = Cast(%z32) {to = "bf16"} : bf16[2,6,8] @z16)";
+  std::vector<Tensor> got = normOutputsAndGradients(direct);
+  std::vector<Tensor> want = normOutputsAndGradients(casts);
+  ASSERT_EQ(got.size(), 8u);
+  ASSERT_EQ(got.size(), want.size());
+  for (size_t i = 0; i < want.size(); ++i) {
+    ASSERT_EQ(got[i].type(), want[i].type()) << "output " << i;
+    EXPECT_EQ(std::memcmp(got[i].raw(), want[i].raw(), want[i].bytes()), 0) << "output " << i;
+  }
 }
 
 // Dynamic loss scaling: with a huge initial scale every gradient overflows, so the

@@ -11,6 +11,7 @@
 #include <gtest/gtest.h>
 
 #include "tests/test_util.h"
+#include "tests/training_fixtures.h"
 
 TEST(TorchGolden, MlpCnnGptTrainLikePyTorch) {
   if (ds::test::runCommand("/usr/bin/python3 -c 'import torch, onnx'").exit_code != 0)
@@ -18,7 +19,7 @@ TEST(TorchGolden, MlpCnnGptTrainLikePyTorch) {
         << "/usr/bin/python3 cannot import torch and onnx (scripts/setup.sh installs them)";
   auto r = ds::test::runCommand("/usr/bin/python3 " DS_SOURCE_DIR
                                 "/tests/torch_golden.py --bin " DS_BINARY_DIR " --work " +
-                                ds::test::tempPath("torch_golden"));
+                                ds::test::scratch("torch_golden"));
   std::printf("%s", r.output.c_str());
   EXPECT_EQ(r.exit_code, 0) << r.output;
 }

@@ -7,6 +7,7 @@
 #include <gtest/gtest.h>
 
 #include "tests/test_util.h"
+#include "tests/training_fixtures.h"
 
 TEST(TorchTrain, MlpLossesMatchPyTorch) {
   if (ds::test::runCommand("/usr/bin/python3 -c 'import torch, onnx'").exit_code != 0)
@@ -14,7 +15,7 @@ TEST(TorchTrain, MlpLossesMatchPyTorch) {
         << "/usr/bin/python3 cannot import torch and onnx (scripts/setup.sh installs them)";
   auto r = ds::test::runCommand("/usr/bin/python3 " DS_SOURCE_DIR
                                 "/tests/torch_train_compare.py --bin " DS_BINARY_DIR " --work " +
-                                ds::test::tempPath("torch_train"));
+                                ds::test::scratch("torch_train"));
   std::printf("%s", r.output.c_str());
   EXPECT_EQ(r.exit_code, 0) << r.output;
 }

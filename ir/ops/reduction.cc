@@ -58,7 +58,7 @@ OpSchema softmax(const std::string& name) {
 
 // Scale and B must broadcast (unidirectionally) to X.shape[axis:].
 void checkNormParam(const InferContext& ctx, size_t i, const Shape& normalized) {
-  requireSameDType(ctx, 0, i);
+  requireNormParamDType(ctx, 0, i);
   const Shape& p = ctx.shape(i);
   bool ok = p.size() <= normalized.size();
   for (size_t d = 0; ok && d < p.size(); ++d)

@@ -22,6 +22,14 @@ void requireSameDType(const InferContext& ctx, size_t a, size_t b) {
              " and ", dtypeName(ctx.dtype(b)));
 }
 
+void requireNormParamDType(const InferContext& ctx, size_t x, size_t param) {
+  DType t = ctx.dtype(x), p = ctx.dtype(param);
+  bool sixteen = t == DType::F16 || t == DType::BF16;
+  if (p != t && !(sixteen && p == DType::F32))
+    ctx.fail("input ", param, " has dtype ", dtypeName(p), "; it must be ", dtypeName(t),
+             sixteen ? " or f32" : "");
+}
+
 void requireIndexType(const InferContext& ctx, size_t i) {
   DType t = ctx.dtype(i);
   if (t != DType::I32 && t != DType::I64)

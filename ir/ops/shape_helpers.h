@@ -18,6 +18,9 @@ void requireFloat(const InferContext& ctx, size_t i);
 void requireNumeric(const InferContext& ctx, size_t i);
 // Fails unless inputs a and b have the same dtype.
 void requireSameDType(const InferContext& ctx, size_t a, size_t b);
+// A normalisation's parameter `param` has the dtype of its data `x`, or is f32 for
+// 16-bit data (mixed precision keeps the parameters in f32: passes/mixed_precision.h).
+void requireNormParamDType(const InferContext& ctx, size_t x, size_t param);
 // Fails unless input i is an i32 or i64 tensor.
 void requireIndexType(const InferContext& ctx, size_t i);
 inline constexpr int64_t kAnyRank = std::numeric_limits<int64_t>::max();

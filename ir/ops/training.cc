@@ -70,7 +70,7 @@ OpSchema layerNormGrad() {
     requireFloat(ctx, 0);
     requireRank(ctx, 0, 1, kAnyRank);
     requireSameType(ctx, 0, 1);
-    requireSameDType(ctx, 0, 2);
+    requireNormParamDType(ctx, 1, 2);
     const Shape& x = ctx.shape(1);
     int64_t axis = ctx.axis(ctx.node().i("axis"), ctx.rank(1));
     Shape normalized(x.begin() + axis, x.end());
@@ -82,8 +82,8 @@ OpSchema layerNormGrad() {
       ctx.fail("Scale shape ", shapeToString(p), " does not broadcast to ",
                shapeToString(normalized));
     ctx.setOutput(0, ctx.input(1));
-    ctx.setOutput(1, ctx.dtype(0), normalized);
-    ctx.setOutput(2, ctx.dtype(0), normalized);
+    ctx.setOutput(1, ctx.dtype(2), normalized);  // the parameters' dtype
+    ctx.setOutput(2, ctx.dtype(2), normalized);
   };
   return s;
 }
