@@ -66,6 +66,9 @@ class Executor {
   // OPTIMIZER_STEP steps; fails naming any feed that was never set. Gradient
   // accumulation over G micro-steps is G-1 calls run(false) and one run(true).
   virtual void run(bool optimizer_step = true) = 0;
+  // Returns when every run so far has finished: a device backend's run() only
+  // enqueues work (timing needs this); the CPU's run() has finished already.
+  virtual void waitForRuns() const {}
 
   size_t numOutputs() const;
   std::string outputName(size_t i) const;

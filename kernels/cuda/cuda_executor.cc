@@ -68,6 +68,8 @@ struct CudaExecutor::Step {
   int record_event = -1;
   bool optimizer_phase = false;
   CudaExecutor* owner = nullptr;  // for host functions
+  // ExecutorOptions::profile: recorded on the step's stream around its work.
+  cudaEvent_t started = nullptr, finished = nullptr;
 };
 
 // Two pinned host buffers of one feed, used in turn; `copied[i]` is recorded when
@@ -142,6 +144,10 @@ void CudaExecutor::release() noexcept {
     if (lane->dev.stream) cudaStreamSynchronize(lane->dev.stream);
   graphs_[0].reset();
   graphs_[1].reset();
+  for (Step& step : steps_) {
+    if (step.started) cudaEventDestroy(step.started);
+    if (step.finished) cudaEventDestroy(step.finished);
+  }
   steps_.clear();  // kernels hold descriptors and buffers that must go first
   for (cudaEvent_t e : events_) cudaEventDestroy(e);
   events_.clear();
@@ -392,6 +398,7 @@ void CudaExecutor::enqueueStep(Step& step, std::vector<bool>& recorded) {
   for (int e : step.wait_events)
     if (recorded[static_cast<size_t>(e)])
       DS_CUDA_CHECK(cudaStreamWaitEvent(stream, events_[static_cast<size_t>(e)], 0));
+  if (step.started) DS_CUDA_CHECK(cudaEventRecord(step.started, stream));
   if (step.host_kernel) {
     DS_CUDA_CHECK(cudaLaunchHostFunc(
         stream,
@@ -414,6 +421,7 @@ void CudaExecutor::enqueueStep(Step& step, std::vector<bool>& recorded) {
       throw atNode(step.ctx.node_name, step.ctx.op, e);
     }
   }
+  if (step.finished) DS_CUDA_CHECK(cudaEventRecord(step.finished, stream));
   if (step.record_event >= 0) {
     DS_CUDA_CHECK(cudaEventRecord(events_[static_cast<size_t>(step.record_event)], stream));
     recorded[static_cast<size_t>(step.record_event)] = true;
@@ -486,6 +494,18 @@ void CudaExecutor::run(bool optimizer_step) {
     runGraph(optimizer_step);
   else
     enqueue(optimizer_step);
+  if (options_.profile) collectStepTimes(optimizer_step);
+}
+
+void CudaExecutor::collectStepTimes(bool optimizer_step) {
+  synchronize();
+  ++step_times_.runs;
+  for (size_t s = 0; s < steps_.size(); ++s) {
+    if (!optimizer_step && steps_[s].optimizer_phase) continue;
+    float ms = 0.0f;
+    DS_CUDA_CHECK(cudaEventElapsedTime(&ms, steps_[s].started, steps_[s].finished));
+    step_times_.seconds[s] += static_cast<double>(ms) * 1e-3;
+  }
 }
 
 void CudaExecutor::synchronize() const {

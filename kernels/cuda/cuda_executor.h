@@ -52,9 +52,13 @@ class CudaExecutor : public Executor {
 
   void setFeed(const std::string& name, const Tensor& value) override;
   void run(bool optimizer_step = true) override;
+  void waitForRuns() const override { synchronize(); }
   Tensor output(size_t i) const override;
   Tensor readTensor(int index) const override;
   void writeTensor(int index, const Tensor& value) override;
+  // With ExecutorOptions::profile: each step's device time, from CUDA events around
+  // it (runs are then eager, and each ends by waiting for the GPU to read them).
+  StepTimes stepTimes() const override { return step_times_; }
 
   // Bytes of device memory the executor allocated: arena, persistent region,
   // workspaces and promotion scratch (the plan predicts the first two).
@@ -84,6 +88,7 @@ class CudaExecutor : public Executor {
   void enqueueStep(Step& step, std::vector<bool>& recorded);
   void runGraph(bool optimizer_step);
   void poisonAfter(size_t step);
+  void collectStepTimes(bool optimizer_step);
   // Waits for every run so far; rethrows the first failure of a host step.
   void synchronize() const;
   void hostStepFailed(const std::string& what) noexcept;
@@ -100,6 +105,7 @@ class CudaExecutor : public Executor {
   std::unique_ptr<Graph> graphs_[2];  // [optimizer_step]
   int runs_[2] = {0, 0};
   int64_t graph_replays_ = 0;
+  StepTimes step_times_;  // ExecutorOptions::profile
 
   // A host step that throws cannot unwind through the CUDA driver's thread: its
   // error waits here for the next synchronisation or run().
