@@ -368,6 +368,10 @@ for w in "${selected[@]}"; do
     if [[ -n $used && $w != gpt ]]; then
       dsrun_time "$w" "$used" dsrun-synthetic synthetic
     fi
+    if [[ -n $used && $mode == gpu ]]; then # where the device time goes, per op
+      limited "profile_$w" 60 "${ds[@]}" "$bin/dsrun" "$plans/${w}_$used.plan" --backend cuda \
+        --data synthetic --steps 3 --profile && cp "$logs/profile_$w.log" "$OUT/profile_$w.txt"
+    fi
     rm -f "$plans"/*.plan "$plans"/*.onnx "$plans"/*.onnx.data "$plans"/feeds/*.npy
   else
     note "$w" dsrun failed "dsmodel: $(why_not "dsmodel_$w" $?)"
