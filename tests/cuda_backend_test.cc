@@ -8,12 +8,14 @@
 // parameters. Plans and CPU references are computed before the GPU check, and
 // every kernel factory is run on every plan without a device, so without a GPU
 // these tests still exercise everything but the device work, then skip.
-// Mixed precision: the same op graphs in f16 and bf16 (outputs within a couple of
-// 16-bit ulps, see expectClose; Cast and byte movers bit for bit), run natively
-// by Native16 kernels or promoted to f32 as the executor decides.
+// Mixed precision: the same op graphs in f16 and bf16, and the normalisations with
+// 16-bit data and f32 parameters as mixed-precision plans have them (outputs within
+// a couple of 16-bit ulps, see expectClose; Cast and byte movers bit for bit), run
+// natively by Native16 kernels or promoted to f32 as the executor decides.
 #include <gtest/gtest.h>
 
 #include <cmath>
+#include <cstring>
 #include <random>
 #include <set>
 
@@ -265,10 +267,16 @@ std::vector<OpCase> forwardOnlyCases() {
   };
 }
 
+// `text` with every `from` written as `to`.
+std::string replaceAll(std::string text, const std::string& from, const std::string& to) {
+  for (size_t at = 0; (at = text.find(from, at)) != std::string::npos; at += to.size())
+    text.replace(at, from.size(), to);
+  return text;
+}
+
 // The case with every f32 in its text written as `dtype` (f16 or bf16).
 OpCase as16(OpCase c, const std::string& dtype) {
-  for (size_t at = 0; (at = c.text.find("f32", at)) != std::string::npos; at += dtype.size())
-    c.text.replace(at, 3, dtype);
+  c.text = replaceAll(c.text, "f32", dtype);
   return c;
 }
 
@@ -345,16 +353,60 @@ std::vector<OpCase> castCases16() {
   return out;
 }
 
+// The normalisations as mixed precision runs them: X, Y (and dY, dX) in 16 bits
+// `t`, parameters, statistics and their gradients in f32 (passes/mixed_precision.h);
+// Native16 kernels read and write the 16-bit tensors themselves.
+std::vector<OpCase> normCases16(const std::string& t) {
+  std::vector<OpCase> cases = {
+      {"BatchNormalization", R"(input %x0 : T[4,3,5,5]
+        input %x1 : f32[3]
+        input %x2 : f32[3]
+        const %m : f32[3] = [0.1, -0.2, 0.3]
+        const %v : f32[3] = [0.5, 2.0, 1.0]
+        %y, %rm, %rv = BatchNormalization(%x0, %x1, %x2, %m, %v) {epsilon = 0.01, momentum = 0.8, training_mode = 1} : T[4,3,5,5], f32[3], f32[3] @n)"},
+      // 2-D, without the running statistics.
+      {"BatchNormalization", R"(input %x0 : T[6,4]
+        input %x1 : f32[4]
+        input %x2 : f32[4]
+        const %m : f32[4] = [0, 0, 0, 0]
+        const %v : f32[4] = [1, 1, 1, 1]
+        %y = BatchNormalization(%x0, %x1, %x2, %m, %v) {training_mode = 1} : T[6,4] @n)"},
+      {"LayerNormalization", R"(input %x0 : T[6,32]
+        input %x1 : f32[32]
+        input %x2 : f32[32]
+        %y = LayerNormalization(%x0, %x1, %x2) {epsilon = 0.00001} : T[6,32] @n)"},
+      // Over the last two dims, with the f32 statistics out.
+      {"LayerNormalization", R"(input %x0 : T[2,6,8]
+        input %x1 : f32[6,8]
+        input %x2 : f32[6,8]
+        %y, %mean, %inv = LayerNormalization(%x0, %x1, %x2) {axis = 1} : T[2,6,8], f32[2,1,1], f32[2,1,1] @n)"},
+  };
+  for (OpCase& c : cases) c.text = replaceAll(c.text, "T[", t + "[");
+  return cases;
+}
+
 std::vector<OpCase> sixteenBitCases() {
   std::vector<OpCase> out = castCases16();
-  for (const std::string dtype : {"f16", "bf16"})
+  for (const std::string dtype : {"f16", "bf16"}) {
     for (const OpCase& c : cases16Source()) out.push_back(as16(c, dtype));
+    for (const OpCase& c : normCases16(dtype)) out.push_back(c);
+  }
+  return out;
+}
+
+// The normalisations with 16-bit parameters too (not what mixed precision makes):
+// the Native16 factories decline them, so they run promoted.
+std::vector<OpCase> promotedNormCases16() {
+  std::vector<OpCase> out;
+  for (const OpCase& c : nnCases())
+    if (c.op == "BatchNormalization" || c.op == "LayerNormalization") out.push_back(as16(c, "f16"));
   return out;
 }
 
 std::vector<OpCase> allCases() {
   std::vector<OpCase> all = nnCases();
-  for (const auto& part : {tensorCases(), forwardOnlyCases(), sixteenBitCases()})
+  for (const auto& part :
+       {tensorCases(), forwardOnlyCases(), sixteenBitCases(), promotedNormCases16()})
     all.insert(all.end(), part.begin(), part.end());
   return all;
 }
@@ -571,6 +623,23 @@ TEST(CudaBackend, Native16KernelsRunSixteenBitCasesNatively) {
                          "GlobalAveragePool", "Gemm", "MatMul", "ReduceSum", "Softmax", "Add",
                          "Mul", "Div", "Relu", "Gelu", "Where", "Equal"})
     EXPECT_TRUE(seen.count(op)) << op << " is in no 16-bit case";
+  // The normalisations with 16-bit data and f32 parameters (normCases16) too.
+  for (const char* op : {"BatchNormalization", "BatchNormalizationGrad", "LayerNormalization",
+                         "LayerNormalizationGrad"})
+    EXPECT_TRUE(seen.count(op)) << op << " is in no 16-bit case";
+}
+
+// Norm steps with 16-bit parameters are left to promotion: their factories decline.
+TEST(CudaBackend, NormsWithSixteenBitParametersRunPromoted) {
+  for (const OpCase& c : promotedNormCases16()) {
+    PlanFile plan = casePlan(c);
+    for (const auto& step : plan.plan.ranks(0).steps()) {
+      cpu::KernelContext ctx = fakeContext(plan, step);
+      if (ctx.op.rfind(c.op, 0) != 0) continue;  // the norm and its gradient
+      EXPECT_FALSE(buildKernel(*cuda::CudaKernelRegistry::instance().find(ctx.op), ctx))
+          << c.text << "\nstep " << ctx.op << " ran natively";
+    }
+  }
 }
 
 // One test per case, so that a case which faults the device (a sticky CUDA error)
@@ -592,6 +661,70 @@ INSTANTIATE_TEST_SUITE_P(Cuda, CudaOp, ::testing::ValuesIn(allCases()),
                          [](const ::testing::TestParamInfo<OpCase>& info) {
                            return info.param.op + "_" + std::to_string(info.index);
                          });
+
+// BatchNormalization then LayerNormalization (over the last two dims) on 16-bit
+// `t` data with f32 parameters; with `casts`, as Cast -> f32 op -> Cast instead,
+// which is what running the 16-bit steps promoted means.
+std::string normChain(const std::string& t, bool casts) {
+  const std::string inputs = R"(input %x0 : T[4,3,5,5]
+    input %s : f32[3]
+    input %b : f32[3]
+    input %g : f32[5,5]
+    input %c : f32[5,5]
+    const %m : f32[3] = [0.1, -0.2, 0.3]
+    const %v : f32[3] = [0.5, 2.0, 1.0])";
+  const std::string direct = R"(
+    %n, %rm, %rv = BatchNormalization(%x0, %s, %b, %m, %v) {training_mode = 1} : T[4,3,5,5], f32[3], f32[3] @bn
+    %y = LayerNormalization(%n, %g, %c) {axis = 2} : T[4,3,5,5] @ln)";
+  const std::string promoted = R"(
+    %x32 = Cast(%x0) {to = "f32"} : f32[4,3,5,5] @x32
+    %n32, %rm, %rv = BatchNormalization(%x32, %s, %b, %m, %v) {training_mode = 1} : f32[4,3,5,5], f32[3], f32[3] @bn
+    %n = Cast(%n32) {to = "T"} : T[4,3,5,5] @n16
+    %w = Cast(%n) {to = "f32"} : f32[4,3,5,5] @w
+    %y32 = LayerNormalization(%w, %g, %c) {axis = 2} : f32[4,3,5,5] @ln
+    %y = Cast(%y32) {to = "T"} : T[4,3,5,5] @y16)";
+  std::string text = replaceAll(inputs + (casts ? promoted : direct), "T[", t + "[");
+  return replaceAll(text, "\"T\"", "\"" + t + "\"");
+}
+
+// Every output of `plan` run once on `Exec`, each feed filled from its name.
+template <typename Exec>
+std::vector<Tensor> outputsOf(const PlanFile& plan) {
+  Exec exec(plan, {});
+  for (const std::string& name : exec.feedNames()) {
+    Tensor t(exec.feedType(name));
+    for (int64_t i = 0; i < t.numel(); ++i) t.setDouble(i, std::cos(0.37 * double(i) + name[0]));
+    exec.setFeed(name, t);
+  }
+  exec.run();
+  std::vector<Tensor> out;
+  for (size_t i = 0; i < exec.numOutputs(); ++i) out.push_back(exec.output(i));
+  return out;
+}
+
+void expectSameBits(const std::vector<Tensor>& got, const std::vector<Tensor>& want,
+                    const std::string& what) {
+  ASSERT_EQ(got.size(), want.size()) << what;
+  for (size_t i = 0; i < want.size(); ++i) {
+    ASSERT_EQ(got[i].type(), want[i].type()) << what << " output " << i;
+    EXPECT_EQ(std::memcmp(got[i].raw(), want[i].raw(), want[i].bytes()), 0)
+        << what << " output " << i;
+  }
+}
+
+// The native 16-bit normalisation kernels compute what their promoted f32 kernels
+// do, to the bit: forward and every gradient equal Cast -> f32 op -> Cast's on the
+// GPU (checked on the CPU first, where promotion makes them equal by construction).
+TEST(CudaBackend, SixteenBitNormsEqualCastF32NormCast) {
+  for (const std::string t : {"f16", "bf16"}) {
+    PlanFile direct = casePlan({"norms", normChain(t, false)});
+    PlanFile casts = casePlan({"norms", normChain(t, true)});
+    expectSameBits(outputsOf<CpuExecutor>(direct), outputsOf<CpuExecutor>(casts), t + " cpu");
+    if (!haveGpu()) continue;
+    expectSameBits(outputsOf<CudaExecutor>(direct), outputsOf<CudaExecutor>(casts), t + " cuda");
+  }
+  SKIP_WITHOUT_GPU();
+}
 
 TEST(CudaBackend, MissingKernelNamesTheNode) {
   auto g =

@@ -87,24 +87,30 @@ void softmax(bool log, DType t, const void* x, void* y, int64_t outer, int64_t n
              cudaStream_t s);
 
 // ---- reduce.cu: normalisation ----
+// The data tensors (X, Y, dY, dX) have float dtype t (f32, f16 or bf16: 16-bit values
+// widened, each output rounded once from the f32 kernel's result, as promotion
+// would); parameters, statistics and parameter gradients are f32.
 struct BatchNormArgs {
   int64_t n = 0, c = 0, inner = 0;
   double eps = 0.0, momentum = 0.0;
 };
 // Training: batch statistics (biased variance) and optional running-stat outputs;
 // inference: in_mean/in_var. `scratch` holds 2 * c doubles.
-void batchNormForward(const BatchNormArgs& a, bool training, const float* x, const float* scale,
-                      const float* bias, const float* in_mean, const float* in_var, float* y,
-                      float* out_mean, float* out_var, double* scratch, cudaStream_t s);
+void batchNormForward(const BatchNormArgs& a, bool training, DType t, const void* x,
+                      const float* scale, const float* bias, const float* in_mean,
+                      const float* in_var, void* y, float* out_mean, float* out_var,
+                      double* scratch, cudaStream_t s);
 // dX, dScale, dBias from recomputed batch statistics; `scratch` holds 4 * c doubles.
-void batchNormBackward(const BatchNormArgs& a, const float* dy, const float* x, const float* scale,
-                       float* dx, float* dscale, float* dbias, double* scratch, cudaStream_t s);
+void batchNormBackward(const BatchNormArgs& a, DType t, const void* dy, const void* x,
+                       const float* scale, void* dx, float* dscale, float* dbias, double* scratch,
+                       cudaStream_t s);
 // Rows of `inner` elements; scale/bias have `inner` elements (bias may be null);
 // mean/inv_std outputs may be null.
-void layerNormForward(const float* x, const float* scale, const float* bias, float* y, float* mean,
-                      float* inv_std, int64_t outer, int64_t inner, double eps, cudaStream_t s);
+void layerNormForward(DType t, const void* x, const float* scale, const float* bias, void* y,
+                      float* mean, float* inv_std, int64_t outer, int64_t inner, double eps,
+                      cudaStream_t s);
 // `scratch` holds 2 * outer doubles.
-void layerNormBackward(const float* dy, const float* x, const float* scale, float* dx,
+void layerNormBackward(DType t, const void* dy, const void* x, const float* scale, void* dx,
                        float* dscale, float* dbias, int64_t outer, int64_t inner, double eps,
                        double* scratch, cudaStream_t s);
 

@@ -2,10 +2,11 @@
 // BatchNormalization and LayerNormalization forward and backward, and softmax
 // cross-entropy with its gradient. Statistics accumulate in double with a fixed
 // summation order (block-wide tree sums), so results are deterministic and match
-// the CPU oracle, which also accumulates in double, to f32 rounding. Sums and
-// softmax are templated on the storage type S (f32, f16, bf16): 16-bit values are
-// widened, the math is the f32 kernel's, and each output is rounded from its f32
-// value once, exactly as the promoted f32 kernel would round it.
+// the CPU oracle, which also accumulates in double, to f32 rounding. Sums, softmax
+// and the normalisations' data tensors are templated on the storage type S (f32,
+// f16, bf16): 16-bit values are widened, the math is the f32 kernel's, and each
+// output is rounded from its f32 value once, exactly as the promoted f32 kernel
+// would round it (normalisation parameters and statistics stay f32).
 #include <algorithm>
 
 #include "kernels/cuda/device_util.h"
@@ -122,6 +123,10 @@ __global__ void softmaxColumnsKernel(bool log, const S* x, S* y, int64_t outer, 
 }
 
 // ---- BatchNormalization: one block per channel for statistics ----
+// X, Y, dY and dX are of storage type S; parameters and statistics are f32. Each
+// kernel is the f32 one with loads widened by toFloat and stores rounded by
+// fromFloat<S> from the f32 value the f32 kernel stores, so for S = float it is
+// that kernel and for 16 bits it equals the promoted f32 kernel bit for bit.
 
 // Flat index of element j (of n * inner) of channel c.
 __device__ inline int64_t channelIndex(const BatchNormArgs& a, int64_t c, int64_t j) {
@@ -130,22 +135,24 @@ __device__ inline int64_t channelIndex(const BatchNormArgs& a, int64_t c, int64_
 }
 
 // Mean and biased variance of channel blockIdx.x, two passes.
-__device__ inline void channelStats(const BatchNormArgs& a, const float* x, double* shared,
+template <typename S>
+__device__ inline void channelStats(const BatchNormArgs& a, const S* x, double* shared,
                                     double* mean, double* var) {
   const int64_t c = blockIdx.x, m = a.n * a.inner;
   double sum = 0.0;
-  for (int64_t j = threadIdx.x; j < m; j += blockDim.x) sum += x[channelIndex(a, c, j)];
+  for (int64_t j = threadIdx.x; j < m; j += blockDim.x) sum += toFloat(x[channelIndex(a, c, j)]);
   *mean = blockSum(sum, shared) / static_cast<double>(m);
   double sq = 0.0;
   for (int64_t j = threadIdx.x; j < m; j += blockDim.x) {
-    double d = x[channelIndex(a, c, j)] - *mean;
+    double d = toFloat(x[channelIndex(a, c, j)]) - *mean;
     sq += d * d;
   }
   *var = blockSum(sq, shared) / static_cast<double>(m);
 }
 
 // scratch[c] = mul, scratch[C + c] = add so that Y = X * mul + add.
-__global__ void batchNormTrainStatsKernel(BatchNormArgs a, const float* x, const float* scale,
+template <typename S>
+__global__ void batchNormTrainStatsKernel(BatchNormArgs a, const S* x, const float* scale,
                                           const float* bias, const float* in_mean,
                                           const float* in_var, float* out_mean, float* out_var,
                                           double* scratch) {
@@ -171,18 +178,19 @@ __global__ void batchNormInferStatsKernel(BatchNormArgs a, const float* scale, c
   }
 }
 
-__global__ void batchNormApplyKernel(BatchNormArgs a, const float* x, float* y,
-                                     const double* scratch) {
+template <typename S>
+__global__ void batchNormApplyKernel(BatchNormArgs a, const S* x, S* y, const double* scratch) {
   const int64_t total = a.n * a.c * a.inner;
   for (int64_t i = globalIndex(); i < total; i += globalStride()) {
     int64_t c = i / a.inner % a.c;
-    y[i] = static_cast<float>(x[i] * scratch[c] + scratch[a.c + c]);
+    y[i] = fromFloat<S>(static_cast<float>(toFloat(x[i]) * scratch[c] + scratch[a.c + c]));
   }
 }
 
 // Per channel: dScale, dBias and scratch = mean, inv_std, mean(dY), mean(dY·x̂).
-__global__ void batchNormGradStatsKernel(BatchNormArgs a, const float* dy, const float* x,
-                                         float* dscale, float* dbias, double* scratch) {
+template <typename S>
+__global__ void batchNormGradStatsKernel(BatchNormArgs a, const S* dy, const S* x, float* dscale,
+                                         float* dbias, double* scratch) {
   __shared__ double shared[32];
   double mean, var;
   channelStats(a, x, shared, &mean, &var);
@@ -190,9 +198,10 @@ __global__ void batchNormGradStatsKernel(BatchNormArgs a, const float* dy, const
   const int64_t c = blockIdx.x, m = a.n * a.inner;
   double sb = 0.0, ss = 0.0;
   for (int64_t j = threadIdx.x; j < m; j += blockDim.x) {
-    int64_t i = channelIndex(a, c, j);
-    sb += dy[i];
-    ss += dy[i] * (x[i] - mean) * inv;
+    const int64_t i = channelIndex(a, c, j);
+    const float g = toFloat(dy[i]), xi = toFloat(x[i]);
+    sb += g;
+    ss += g * (xi - mean) * inv;
   }
   sb = blockSum(sb, shared);
   ss = blockSum(ss, shared);
@@ -205,69 +214,74 @@ __global__ void batchNormGradStatsKernel(BatchNormArgs a, const float* dy, const
   scratch[3 * a.c + c] = ss / static_cast<double>(m);
 }
 
-__global__ void batchNormGradInputKernel(BatchNormArgs a, const float* dy, const float* x,
-                                         const float* scale, float* dx, const double* scratch) {
+template <typename S>
+__global__ void batchNormGradInputKernel(BatchNormArgs a, const S* dy, const S* x,
+                                         const float* scale, S* dx, const double* scratch) {
   const int64_t total = a.n * a.c * a.inner;
   for (int64_t i = globalIndex(); i < total; i += globalStride()) {
     int64_t c = i / a.inner % a.c;
     double mean = scratch[c], inv = scratch[a.c + c];
-    double xhat = (x[i] - mean) * inv;
-    dx[i] = static_cast<float>(scale[c] * inv *
-                               (dy[i] - scratch[2 * a.c + c] - xhat * scratch[3 * a.c + c]));
+    double xhat = (toFloat(x[i]) - mean) * inv;
+    dx[i] = fromFloat<S>(static_cast<float>(
+        scale[c] * inv * (toFloat(dy[i]) - scratch[2 * a.c + c] - xhat * scratch[3 * a.c + c])));
   }
 }
 
 // ---- LayerNormalization: one block per row ----
+// Storage as for BatchNormalization: X, Y, dY, dX of type S, the rest f32.
 
-__device__ inline void rowStats(const float* xr, int64_t inner, double eps, double* shared,
+template <typename S>
+__device__ inline void rowStats(const S* xr, int64_t inner, double eps, double* shared,
                                 double* mean, double* inv) {
   double sum = 0.0;
-  for (int64_t i = threadIdx.x; i < inner; i += blockDim.x) sum += xr[i];
+  for (int64_t i = threadIdx.x; i < inner; i += blockDim.x) sum += toFloat(xr[i]);
   *mean = blockSum(sum, shared) / static_cast<double>(inner);
   double sq = 0.0;
   for (int64_t i = threadIdx.x; i < inner; i += blockDim.x) {
-    double d = xr[i] - *mean;
+    double d = toFloat(xr[i]) - *mean;
     sq += d * d;
   }
   *inv = 1.0 / sqrt(blockSum(sq, shared) / static_cast<double>(inner) + eps);
 }
 
-__global__ void layerNormKernel(const float* x, const float* scale, const float* bias, float* y,
+template <typename S>
+__global__ void layerNormKernel(const S* x, const float* scale, const float* bias, S* y,
                                 float* mean_out, float* inv_out, int64_t inner, double eps) {
   __shared__ double shared[32];
   const int64_t r = blockIdx.x;
-  const float* xr = x + r * inner;
-  float* yr = y + r * inner;
+  const S* xr = x + r * inner;
+  S* yr = y + r * inner;
   double mean, inv;
   rowStats(xr, inner, eps, shared, &mean, &inv);
   for (int64_t i = threadIdx.x; i < inner; i += blockDim.x) {
-    double v = (xr[i] - mean) * inv * scale[i];
-    yr[i] = static_cast<float>(bias ? v + bias[i] : v);
+    double v = (toFloat(xr[i]) - mean) * inv * scale[i];
+    yr[i] = fromFloat<S>(static_cast<float>(bias ? v + bias[i] : v));
   }
   if (threadIdx.x == 0 && mean_out) mean_out[r] = static_cast<float>(mean);
   if (threadIdx.x == 0 && inv_out) inv_out[r] = static_cast<float>(inv);
 }
 
-__global__ void layerNormGradRowKernel(const float* dy, const float* x, const float* scale,
-                                       float* dx, int64_t outer, int64_t inner, double eps,
-                                       double* scratch) {
+template <typename S>
+__global__ void layerNormGradRowKernel(const S* dy, const S* x, const float* scale, S* dx,
+                                       int64_t outer, int64_t inner, double eps, double* scratch) {
   __shared__ double shared[32];
   const int64_t r = blockIdx.x;
-  const float* xr = x + r * inner;
-  const float* dyr = dy + r * inner;
+  const S* xr = x + r * inner;
+  const S* dyr = dy + r * inner;
   double mean, inv;
   rowStats(xr, inner, eps, shared, &mean, &inv);
   double sg = 0.0, sgx = 0.0;
   for (int64_t i = threadIdx.x; i < inner; i += blockDim.x) {
-    double g = static_cast<double>(dyr[i]) * scale[i];
+    double g = static_cast<double>(toFloat(dyr[i])) * scale[i];
     sg += g;
-    sgx += g * (xr[i] - mean) * inv;
+    sgx += g * (toFloat(xr[i]) - mean) * inv;
   }
   const double mean_g = blockSum(sg, shared) / static_cast<double>(inner);
   const double mean_gx = blockSum(sgx, shared) / static_cast<double>(inner);
   for (int64_t i = threadIdx.x; i < inner; i += blockDim.x) {
-    double g = static_cast<double>(dyr[i]) * scale[i];
-    dx[r * inner + i] = static_cast<float>(inv * (g - mean_g - (xr[i] - mean) * inv * mean_gx));
+    double g = static_cast<double>(toFloat(dyr[i])) * scale[i];
+    dx[r * inner + i] = fromFloat<S>(
+        static_cast<float>(inv * (g - mean_g - (toFloat(xr[i]) - mean) * inv * mean_gx)));
   }
   if (threadIdx.x == 0) {
     scratch[r] = mean;
@@ -275,14 +289,14 @@ __global__ void layerNormGradRowKernel(const float* dy, const float* x, const fl
   }
 }
 
-__global__ void layerNormGradParamsKernel(const float* dy, const float* x, float* dscale,
-                                          float* dbias, int64_t outer, int64_t inner,
-                                          const double* scratch) {
+template <typename S>
+__global__ void layerNormGradParamsKernel(const S* dy, const S* x, float* dscale, float* dbias,
+                                          int64_t outer, int64_t inner, const double* scratch) {
   for (int64_t i = globalIndex(); i < inner; i += globalStride()) {
     double s = 0.0, b = 0.0;
     for (int64_t r = 0; r < outer; ++r) {
-      double g = dy[r * inner + i];
-      s += g * (x[r * inner + i] - scratch[r]) * scratch[outer + r];
+      double g = toFloat(dy[r * inner + i]);
+      s += g * (toFloat(x[r * inner + i]) - scratch[r]) * scratch[outer + r];
       b += g;
     }
     dscale[i] = static_cast<float>(s);
@@ -444,45 +458,64 @@ void softmax(bool log, DType t, const void* x, void* y, int64_t outer, int64_t n
   });
 }
 
-void batchNormForward(const BatchNormArgs& a, bool training, const float* x, const float* scale,
-                      const float* bias, const float* in_mean, const float* in_var, float* y,
-                      float* out_mean, float* out_var, double* scratch, cudaStream_t s) {
+void batchNormForward(const BatchNormArgs& a, bool training, DType t, const void* x,
+                      const float* scale, const float* bias, const float* in_mean,
+                      const float* in_var, void* y, float* out_mean, float* out_var,
+                      double* scratch, cudaStream_t s) {
   if (a.n * a.c * a.inner == 0) return;
-  if (training)
-    batchNormTrainStatsKernel<<<rowsGrid(a.c), rowThreads(a.c), 0, s>>>(
-        a, x, scale, bias, in_mean, in_var, out_mean, out_var, scratch);
-  else
-    batchNormInferStatsKernel<<<gridFor(a.c), kThreads, 0, s>>>(a, scale, bias, in_mean, in_var,
-                                                                scratch);
-  batchNormApplyKernel<<<gridFor(a.n * a.c * a.inner), kThreads, 0, s>>>(a, x, y, scratch);
+  byFloatType(t, [&](auto tag) {
+    using S = decltype(tag);
+    const S* xs = static_cast<const S*>(x);
+    if (training)
+      batchNormTrainStatsKernel<<<rowsGrid(a.c), rowThreads(a.c), 0, s>>>(
+          a, xs, scale, bias, in_mean, in_var, out_mean, out_var, scratch);
+    else
+      batchNormInferStatsKernel<<<gridFor(a.c), kThreads, 0, s>>>(a, scale, bias, in_mean, in_var,
+                                                                  scratch);
+    batchNormApplyKernel<<<gridFor(a.n * a.c * a.inner), kThreads, 0, s>>>(
+        a, xs, static_cast<S*>(y), scratch);
+  });
 }
 
-void batchNormBackward(const BatchNormArgs& a, const float* dy, const float* x, const float* scale,
-                       float* dx, float* dscale, float* dbias, double* scratch, cudaStream_t s) {
+void batchNormBackward(const BatchNormArgs& a, DType t, const void* dy, const void* x,
+                       const float* scale, void* dx, float* dscale, float* dbias, double* scratch,
+                       cudaStream_t s) {
   if (a.c == 0) return;
-  batchNormGradStatsKernel<<<rowsGrid(a.c), rowThreads(a.c), 0, s>>>(a, dy, x, dscale, dbias,
-                                                                     scratch);
-  if (a.n * a.inner > 0)
-    batchNormGradInputKernel<<<gridFor(a.n * a.c * a.inner), kThreads, 0, s>>>(a, dy, x, scale, dx,
-                                                                               scratch);
+  byFloatType(t, [&](auto tag) {
+    using S = decltype(tag);
+    const S *dys = static_cast<const S*>(dy), *xs = static_cast<const S*>(x);
+    batchNormGradStatsKernel<<<rowsGrid(a.c), rowThreads(a.c), 0, s>>>(a, dys, xs, dscale, dbias,
+                                                                       scratch);
+    if (a.n * a.inner > 0)
+      batchNormGradInputKernel<<<gridFor(a.n * a.c * a.inner), kThreads, 0, s>>>(
+          a, dys, xs, scale, static_cast<S*>(dx), scratch);
+  });
 }
 
-void layerNormForward(const float* x, const float* scale, const float* bias, float* y, float* mean,
-                      float* inv_std, int64_t outer, int64_t inner, double eps, cudaStream_t s) {
+void layerNormForward(DType t, const void* x, const float* scale, const float* bias, void* y,
+                      float* mean, float* inv_std, int64_t outer, int64_t inner, double eps,
+                      cudaStream_t s) {
   if (outer * inner == 0) return;
-  layerNormKernel<<<rowsGrid(outer), rowThreads(outer), 0, s>>>(x, scale, bias, y, mean, inv_std,
-                                                                inner, eps);
+  byFloatType(t, [&](auto tag) {
+    using S = decltype(tag);
+    layerNormKernel<<<rowsGrid(outer), rowThreads(outer), 0, s>>>(
+        static_cast<const S*>(x), scale, bias, static_cast<S*>(y), mean, inv_std, inner, eps);
+  });
 }
 
-void layerNormBackward(const float* dy, const float* x, const float* scale, float* dx,
+void layerNormBackward(DType t, const void* dy, const void* x, const float* scale, void* dx,
                        float* dscale, float* dbias, int64_t outer, int64_t inner, double eps,
                        double* scratch, cudaStream_t s) {
   if (inner == 0) return;
-  if (outer > 0)
-    layerNormGradRowKernel<<<rowsGrid(outer), rowThreads(outer), 0, s>>>(dy, x, scale, dx, outer,
-                                                                         inner, eps, scratch);
-  layerNormGradParamsKernel<<<gridFor(inner), kThreads, 0, s>>>(dy, x, dscale, dbias, outer, inner,
-                                                                scratch);
+  byFloatType(t, [&](auto tag) {
+    using S = decltype(tag);
+    const S *dys = static_cast<const S*>(dy), *xs = static_cast<const S*>(x);
+    if (outer > 0)
+      layerNormGradRowKernel<<<rowsGrid(outer), rowThreads(outer), 0, s>>>(
+          dys, xs, scale, static_cast<S*>(dx), outer, inner, eps, scratch);
+    layerNormGradParamsKernel<<<gridFor(inner), kThreads, 0, s>>>(dys, xs, dscale, dbias, outer,
+                                                                  inner, scratch);
+  });
 }
 
 void crossEntropy(const CrossEntropyArgs& a, const float* scores, const void* labels,

@@ -3,9 +3,11 @@
 // ReduceSum/Mean, (Log)Softmax, BatchNormalization(Grad), LayerNormalization(Grad),
 // GlobalAveragePool and SoftmaxCrossEntropyLoss(Grad), all f32 with double
 // accumulation. Per-step scratch (statistics) lives in the shared workspace.
-// The sums (ReduceSum/Mean, GlobalAveragePool) and (Log)Softmax also run on f16 and
-// bf16 storage (Native16) with the f32 kernels' math and one rounding per output;
-// the norms and losses stay F32Only (mixed precision keeps them in f32 anyway).
+// The sums (ReduceSum/Mean, GlobalAveragePool), (Log)Softmax and the norms also run
+// on f16 and bf16 storage (Native16) with the f32 kernels' math and one rounding per
+// output (the norms: 16-bit X, Y, dY, dX with the f32 parameters and statistics
+// mixed precision gives them); the losses stay F32Only (mixed precision keeps them
+// in f32 anyway).
 #include <optional>
 
 #include "ir/ops/shape_helpers.h"
@@ -111,9 +113,32 @@ float* optionalOutput(const KernelContext& ctx, size_t i) {
   return hasOutput(ctx, i) ? ctx.output(i).as<float>() : nullptr;
 }
 
+// The storage dtype of a normalisation's data tensors (its first `data_inputs`
+// inputs: X, or dY and X; output 0: Y or dX) when every other tensor (parameters,
+// statistics, their gradients) is f32: F32 for a step without 16-bit tensors (the
+// f32 path checks its own dtypes), f16 or bf16 when all data tensors have it;
+// nullopt for any other mix with 16 bits (16-bit parameters, say), run promoted.
+std::optional<DType> normStorageDType(const KernelContext& ctx, size_t data_inputs) {
+  const DType t = ctx.output(0).dtype();
+  bool any16 = false, fits = isSixteenBitFloat(t);
+  auto check = [&](const TensorView& v, bool data) {
+    if (!v.present()) return;
+    any16 = any16 || isSixteenBitFloat(v.dtype());
+    fits = fits && v.dtype() == (data ? t : DType::F32);
+  };
+  for (size_t i = 0; i < ctx.inputs.size(); ++i) check(ctx.inputs[i], i < data_inputs);
+  for (size_t i = 0; i < ctx.outputs.size(); ++i) check(ctx.outputs[i], i == 0);
+  if (!any16) return DType::F32;
+  return fits ? std::optional<DType>(t) : std::nullopt;
+}
+
 // BatchNormalization(X, scale, B, mean, var) -> Y[, running mean, running var].
 std::unique_ptr<CudaKernel> batchNormKernel(const KernelContext& ctx, const Device&) {
-  for (size_t i = 0; i < 5; ++i) requireF32(ctx, i);
+  const std::optional<DType> t = normStorageDType(ctx, 1);
+  if (!t) return nullptr;
+  if (*t == DType::F32)
+    for (size_t i = 0; i < 5; ++i) requireF32(ctx, i);
+  const DType dtype = *t;
   const Shape& s = ctx.input(0).shape();
   BatchNormArgs a;
   a.n = s[0];
@@ -123,10 +148,10 @@ std::unique_ptr<CudaKernel> batchNormKernel(const KernelContext& ctx, const Devi
   a.momentum = ctx.f("momentum");
   const bool training = ctx.i("training_mode") != 0;
   return launchKernel(
-      [a, training](const KernelContext& c, const Device& d, void* ws) {
-        batchNormForward(a, training, c.input(0).as<float>(), c.input(1).as<float>(),
+      [a, training, dtype](const KernelContext& c, const Device& d, void* ws) {
+        batchNormForward(a, training, dtype, c.input(0).data, c.input(1).as<float>(),
                          c.input(2).as<float>(), c.input(3).as<float>(), c.input(4).as<float>(),
-                         c.output(0).as<float>(), optionalOutput(c, 1), optionalOutput(c, 2),
+                         c.output(0).data, optionalOutput(c, 1), optionalOutput(c, 2),
                          static_cast<double*>(ws), d.stream);
       },
       2 * static_cast<size_t>(a.c) * sizeof(double));
@@ -134,7 +159,11 @@ std::unique_ptr<CudaKernel> batchNormKernel(const KernelContext& ctx, const Devi
 
 // BatchNormalizationGrad(dY, X, scale) -> dX, dScale, dBias.
 std::unique_ptr<CudaKernel> batchNormGradKernel(const KernelContext& ctx, const Device&) {
-  for (size_t i = 0; i < 3; ++i) requireF32(ctx, i);
+  const std::optional<DType> t = normStorageDType(ctx, 2);
+  if (!t) return nullptr;
+  if (*t == DType::F32)
+    for (size_t i = 0; i < 3; ++i) requireF32(ctx, i);
+  const DType dtype = *t;
   const Shape& s = ctx.input(1).shape();
   BatchNormArgs a;
   a.n = s[0];
@@ -142,9 +171,9 @@ std::unique_ptr<CudaKernel> batchNormGradKernel(const KernelContext& ctx, const 
   a.inner = a.n * a.c == 0 ? 0 : ctx.input(1).numel() / (a.n * a.c);
   a.eps = ctx.f("epsilon");
   return launchKernel(
-      [a](const KernelContext& c, const Device& d, void* ws) {
-        batchNormBackward(a, c.input(0).as<float>(), c.input(1).as<float>(), c.input(2).as<float>(),
-                          c.output(0).as<float>(), c.output(1).as<float>(), c.output(2).as<float>(),
+      [a, dtype](const KernelContext& c, const Device& d, void* ws) {
+        batchNormBackward(a, dtype, c.input(0).data, c.input(1).data, c.input(2).as<float>(),
+                          c.output(0).data, c.output(1).as<float>(), c.output(2).as<float>(),
                           static_cast<double*>(ws), d.stream);
       },
       4 * static_cast<size_t>(a.c) * sizeof(double));
@@ -166,29 +195,38 @@ std::pair<int64_t, int64_t> layerNormRows(const KernelContext& ctx, const Tensor
 }
 
 std::unique_ptr<CudaKernel> layerNormKernel(const KernelContext& ctx, const Device&) {
-  requireF32(ctx, 0);
-  requireF32(ctx, 1);
+  const std::optional<DType> t = normStorageDType(ctx, 1);
+  if (!t) return nullptr;
+  if (*t == DType::F32) {
+    requireF32(ctx, 0);
+    requireF32(ctx, 1);
+  }
+  const DType dtype = *t;
   TensorView none;
   auto [outer, inner] =
       layerNormRows(ctx, ctx.input(0), ctx.input(1), ctx.hasInput(2) ? &ctx.input(2) : &none);
   const double eps = ctx.f("epsilon");
-  return launchKernel([outer, inner, eps](const KernelContext& c, const Device& d, void*) {
-    layerNormForward(c.input(0).as<float>(), c.input(1).as<float>(), optionalF32(c, 2),
-                     c.output(0).as<float>(), optionalOutput(c, 1), optionalOutput(c, 2), outer,
-                     inner, eps, d.stream);
+  return launchKernel([outer, inner, eps, dtype](const KernelContext& c, const Device& d, void*) {
+    layerNormForward(dtype, c.input(0).data, c.input(1).as<float>(), optionalF32(c, 2),
+                     c.output(0).data, optionalOutput(c, 1), optionalOutput(c, 2), outer, inner,
+                     eps, d.stream);
   });
 }
 
 // LayerNormalizationGrad(dY, X, Scale) -> dX, dScale, dBias.
 std::unique_ptr<CudaKernel> layerNormGradKernel(const KernelContext& ctx, const Device&) {
-  for (size_t i = 0; i < 3; ++i) requireF32(ctx, i);
+  const std::optional<DType> t = normStorageDType(ctx, 2);
+  if (!t) return nullptr;
+  if (*t == DType::F32)
+    for (size_t i = 0; i < 3; ++i) requireF32(ctx, i);
+  const DType dtype = *t;
   auto [outer, inner] = layerNormRows(ctx, ctx.input(1), ctx.input(2), nullptr);
   const double eps = ctx.f("epsilon");
   return launchKernel(
-      [outer, inner, eps](const KernelContext& c, const Device& d, void* ws) {
-        layerNormBackward(c.input(0).as<float>(), c.input(1).as<float>(), c.input(2).as<float>(),
-                          c.output(0).as<float>(), c.output(1).as<float>(), c.output(2).as<float>(),
-                          outer, inner, eps, static_cast<double*>(ws), d.stream);
+      [outer, inner, eps, dtype](const KernelContext& c, const Device& d, void* ws) {
+        layerNormBackward(dtype, c.input(0).data, c.input(1).data, c.input(2).as<float>(),
+                          c.output(0).data, c.output(1).as<float>(), c.output(2).as<float>(), outer,
+                          inner, eps, static_cast<double*>(ws), d.stream);
       },
       2 * static_cast<size_t>(outer) * sizeof(double));
 }
@@ -243,10 +281,10 @@ void registerReductionKernels(CudaKernelRegistry& r) {
   r.add("Softmax", softmaxFactory(false), k16);
   r.add("LogSoftmax", softmaxFactory(true), k16);
   r.add("GlobalAveragePool", globalAveragePoolKernel, k16);
-  r.add("BatchNormalization", batchNormKernel);
-  r.add("BatchNormalizationGrad", batchNormGradKernel);
-  r.add("LayerNormalization", layerNormKernel);
-  r.add("LayerNormalizationGrad", layerNormGradKernel);
+  r.add("BatchNormalization", batchNormKernel, k16);
+  r.add("BatchNormalizationGrad", batchNormGradKernel, k16);
+  r.add("LayerNormalization", layerNormKernel, k16);
+  r.add("LayerNormalizationGrad", layerNormGradKernel, k16);
   r.add("SoftmaxCrossEntropyLoss", crossEntropyKernel);
   r.add("SoftmaxCrossEntropyLossGrad", crossEntropyGradKernel);
 }
