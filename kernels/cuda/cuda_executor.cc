@@ -130,8 +130,16 @@ void CudaExecutor::load() {
   createStaging();
   buildSteps();
   dies_after_ = lastUses();
-  graphs_enabled_ =
-      options_.cuda_graph && (!options_.device_comm || options_.device_comm->capturable());
+  // Profiling times every step with events, which a replayed graph would not record.
+  graphs_enabled_ = options_.cuda_graph && !options_.profile &&
+                    (!options_.device_comm || options_.device_comm->capturable());
+  if (options_.profile) {
+    step_times_ = {std::vector<double>(steps_.size(), 0.0), 0};
+    for (Step& step : steps_) {
+      DS_CUDA_CHECK(cudaEventCreate(&step.started));
+      DS_CUDA_CHECK(cudaEventCreate(&step.finished));
+    }
+  }
 }
 
 CudaExecutor::~CudaExecutor() {
