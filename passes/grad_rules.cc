@@ -94,9 +94,7 @@ Grads identityGrad(GradContext& c) {
 
 // Y = max(X, 0) ⇒ dX = dY where Y ≠ 0, else 0 (PyTorch's subgradient at 0)
 Grads reluGrad(GradContext& c) {
-  Value* zero = c.scalar(0, c.y()->dtype());
-  Value* off = c.emit("Equal", {c.y(), zero});
-  return {c.emit("Where", {off, zero, c.dy()})};
+  return {c.emit("ReluGrad", {c.dy(), c.y()})};
 }
 
 // Y = σ(X) ⇒ dX = dY·Y·(1 − Y)

@@ -107,6 +107,21 @@ TEST(CpuKernelElementwise, UnarySpecialValues) {
   expectNear(runOp("Sqrt", {x})[0], {kNaN, kInf, kNaN, 0});
 }
 
+// Relu's gradient from its output, as Where(Equal(Y, 0), 0, dY) computes it: zero
+// where Y is ±0, dY elsewhere (a NaN Y passes dY on), in f32 and f64.
+TEST(CpuKernelElementwise, ReluGradIsEqualThenWhere) {
+  for (DType t : {DType::F32, DType::F64}) {
+    Tensor y = Tensor::fromDoubles(t, {5}, {0.0, -0.0, 2.5, kNaN, kInf});
+    Tensor dy = Tensor::fromDoubles(t, {5}, {1.5, -2.0, 3.0, 4.0, -0.5});
+    Tensor zero = Tensor::fromDoubles(t, {}, {0.0});
+    Tensor off = runOp("Equal", {y, zero})[0];
+    Tensor want = runOp("Where", {off, zero, dy})[0];
+    Tensor got = runOp("ReluGrad", {dy, y})[0];
+    EXPECT_EQ(got.toDoubles(), want.toDoubles()) << dtypeName(t);
+    EXPECT_EQ(got.toDoubles(), (std::vector<double>{0, 0, 3, 4, -0.5})) << dtypeName(t);
+  }
+}
+
 TEST(CpuKernelElementwise, FastFloatMathIsAccurate) {
   double worst[4] = {};
   for (int i = -2000000; i <= 2000000; ++i) {

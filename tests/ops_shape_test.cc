@@ -75,7 +75,7 @@ TEST_F(OpsShapeTest, RegistryHasEveryOp) {
       // Backward and optimizer ops (training).
       "Exp ConvGradInput ConvGradWeight MaxPoolGrad AveragePoolGrad BatchNormalizationGrad "
       "LayerNormalizationGrad SoftmaxCrossEntropyLossGrad GatherGrad SliceGrad SgdStep AdamStep "
-      "ClipCoef ZerosLike Copy "
+      "ClipCoef ZerosLike Copy ReluGrad "
       // Collectives (distributed plans).
       "AllReduce ReduceScatter AllGather Broadcast";
   std::vector<std::string> names = OpRegistry::instance().names();
@@ -83,7 +83,7 @@ TEST_F(OpsShapeTest, RegistryHasEveryOp) {
   size_t count = 0;
   for (std::string op; ops >> op; ++count)
     EXPECT_NE(std::find(names.begin(), names.end(), op), names.end()) << op;
-  EXPECT_EQ(count, 65u);
+  EXPECT_EQ(count, 66u);
   EXPECT_EQ(names.size(), count) << "a registered op is missing from this list";
   EXPECT_TRUE(std::is_sorted(names.begin(), names.end()));
 }
@@ -256,6 +256,19 @@ TEST_F(OpsShapeTest, LayerNormalization) {
             F({2, 1, 1}));
   fails("LayerNormalization", {f32({2, 5, 8}), f32({5})});
   fails("LayerNormalization", {f32({2, 5, 8}), f32({8})}, {{"axis", int64_t{3}}});
+  // Mixed precision: 16-bit data with f32 parameters; never f32 data with 16-bit ones.
+  EXPECT_EQ(infer("LayerNormalization", {in(DType::BF16, {2, 8}), f32({8}), f32({8})}),
+            T(DType::BF16, {2, 8}));
+  EXPECT_TRUE(has(fails("LayerNormalization", {f32({2, 8}), in(DType::F16, {8})}),
+                  "has dtype f16; it must be f32"));
+}
+
+TEST_F(OpsShapeTest, ReluGrad) {
+  EXPECT_EQ(infer("ReluGrad", {in(DType::F16, {2, 3}), in(DType::F16, {2, 3})}),
+            T(DType::F16, {2, 3}));
+  fails("ReluGrad", {f32({2, 3}), f32({3})});
+  fails("ReluGrad", {f32({2, 3}), in(DType::F16, {2, 3})});
+  fails("ReluGrad", {i64({2}), i64({2})});
 }
 
 TEST_F(OpsShapeTest, ReshapeTransposeSqueeze) {

@@ -1,5 +1,5 @@
-// Training-only op schemas: the backward ops the gradient rules emit (normalisation,
-// loss, gather and slice backward here; the sliding-window ones in
+// Training-only op schemas: the backward ops the gradient rules emit (ReLU,
+// normalisation, loss, gather and slice backward here; the sliding-window ones in
 // training_window.cc) and Exp, which the Erf, Gelu and LogSoftmax gradients need.
 // Each backward op takes its forward op's attributes unchanged, plus the shape it
 // cannot infer from its inputs.
@@ -33,6 +33,21 @@ OpSchema expOp() {
 void requireSameType(const InferContext& ctx, size_t a, size_t b) {
   if (ctx.input(a) != ctx.input(b))
     ctx.fail("input ", a, " must have the type of input ", b, ", ", ctx.input(b).toString());
+}
+
+// ReluGrad(dY, Y) -> dX = (Y == 0 ? 0 : dY): Relu's gradient from its output in
+// one pass, where Equal then Where would take two and a mask tensor.
+OpSchema reluGrad() {
+  OpSchema s;
+  s.name = "ReluGrad";
+  s.min_inputs = s.max_inputs = 2;
+  s.inplace_input = 0;
+  s.infer = [](InferContext& ctx) {
+    requireFloat(ctx, 0);
+    requireSameType(ctx, 0, 1);
+    ctx.setOutput(0, ctx.input(0));
+  };
+  return s;
 }
 
 // BatchNormalizationGrad(dY, X, scale){epsilon} -> dX, dScale, dBias (training
@@ -165,6 +180,7 @@ OpSchema sliceGrad() {
 
 void registerTrainingOps(OpRegistry& r) {
   r.add(expOp());
+  r.add(reluGrad());
   r.add(batchNormGrad());
   r.add(layerNormGrad());
   r.add(crossEntropyGrad());

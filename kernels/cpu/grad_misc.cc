@@ -1,4 +1,4 @@
-// CPU kernels of Exp and of the data-movement backward ops, and the registration
+// CPU kernels of Exp, ReluGrad and of the data-movement backward ops, and the registration
 // of every backward kernel family (registerTrainingKernels): GatherGrad (zeros,
 // then dY scatter-added at the gathered rows, accumulating repeated indices in
 // index order so results are deterministic) and SliceGrad (zeros, then dY written
@@ -11,6 +11,7 @@
 #include "ir/ops/shape_helpers.h"
 #include "kernels/cpu/cpu_util.h"
 #include "kernels/cpu/grad_util.h"
+#include "kernels/cpu/layout.h"
 #include "kernels/cpu/nn.h"
 #include "kernels/cpu/slice_geometry.h"
 
@@ -47,6 +48,27 @@ std::unique_ptr<CpuKernel> makeExp(const KernelContext& ctx) {
     k = std::make_unique<ExpKernel<typename decltype(tag)::type>>();
   });
   return k;
+}
+
+// ReluGrad(dY, Y): dX = Y == 0 ? 0 : dY, element by element (so NaN passes, as
+// Equal and Where would pass it); layout-agnostic, so channels-last operands too.
+template <typename T>
+class ReluGradKernel : public CpuKernel {
+ public:
+  void run(const KernelContext& ctx) override {
+    const T* dy = ctx.input(0).as<T>();
+    const T* y = ctx.input(1).as<T>();
+    T* dx = ctx.output(0).as<T>();
+    parallelChunks(ctx.output(0).numel(), [&](int64_t begin, int64_t end) {
+#pragma omp simd
+      for (int64_t i = begin; i < end; ++i) dx[i] = y[i] == T(0) ? T(0) : dy[i];
+    });
+  }
+};
+
+std::unique_ptr<CpuKernel> makeReluGrad(const KernelContext& ctx) {
+  if (requireF32OrF64(ctx, 0) == DType::F32) return std::make_unique<ReluGradKernel<float>>();
+  return std::make_unique<ReluGradKernel<double>>();
 }
 
 // GatherGrad: dData viewed as [outer, dim, inner], dY as [outer, count, inner].
@@ -139,6 +161,8 @@ class SliceGradKernel : public CpuKernel {
 
 void registerMiscGradKernels(CpuKernelRegistry& r) {
   r.add("Exp", makeExp);
+  r.add("ReluGrad", makeReluGrad);
+  r.allowChannelsLast("ReluGrad", allOperandsWhenSameShape);
   r.add("GatherGrad", makeGatherGrad);
   r.add("SliceGrad", [](const KernelContext& ctx) -> std::unique_ptr<CpuKernel> {
     return std::make_unique<SliceGradKernel>(ctx);

@@ -43,6 +43,14 @@ __global__ void unaryFloatKernel(UnaryOp op, const S* x, S* y, int64_t n, float 
     y[i] = fromFloat<S>(unaryF32(op, toFloat(x[i]), alpha));
 }
 
+// dX = Y == 0 ? 0 : dY: selects, so the 16-bit dY is copied exactly (as promotion
+// would round it back to itself).
+template <typename S>
+__global__ void reluGradKernel(const S* dy, const S* y, S* dx, int64_t n) {
+  for (int64_t i = globalIndex(); i < n; i += globalStride())
+    dx[i] = toFloat(y[i]) == 0.0f ? fromFloat<S>(0.0f) : dy[i];
+}
+
 // Integer negation wraps (two's complement), as on the CPU.
 template <typename T>
 __global__ void negIntKernel(const T* x, T* y, int64_t n) {
@@ -290,6 +298,15 @@ void unary(UnaryOp op, DType t, const void* x, void* y, int64_t n, float alpha, 
   else
     negIntKernel<<<gridFor(n), kThreads, 0, s>>>(static_cast<const int32_t*>(x),
                                                  static_cast<int32_t*>(y), n);
+}
+
+void reluGrad(DType t, const void* dy, const void* y, void* dx, int64_t n, cudaStream_t s) {
+  if (n == 0) return;
+  byFloatType(t, [&](auto tag) {
+    using S = decltype(tag);
+    reluGradKernel<<<gridFor(n), kThreads, 0, s>>>(
+        static_cast<const S*>(dy), static_cast<const S*>(y), static_cast<S*>(dx), n);
+  });
 }
 
 void logicalNot(const bool* x, bool* y, int64_t n, cudaStream_t s) {

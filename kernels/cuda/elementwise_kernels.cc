@@ -48,6 +48,15 @@ std::unique_ptr<CudaKernel> copyKernel(const KernelContext&, const Device&) {
   });
 }
 
+std::unique_ptr<CudaKernel> reluGradKernel(const KernelContext& ctx, const Device&) {
+  DType t = ctx.input(0).dtype();
+  if (!isComputeFloat(t)) ctx.fail("dtype ", dtypeName(t), " is not supported by the CUDA kernel");
+  return launchKernel([t](const KernelContext& c, const Device& dev, void*) {
+    reluGrad(t, c.input(0).data, c.input(1).data, c.output(0).data, c.output(0).numel(),
+             dev.stream);
+  });
+}
+
 CudaKernelFactory binaryFactory(BinaryOp op) {
   return [op](const KernelContext& ctx, const Device&) -> std::unique_ptr<CudaKernel> {
     DType t = ctx.input(0).dtype();
@@ -149,6 +158,7 @@ class DropoutKernel : public CudaKernel {
 void registerElementwiseKernels(CudaKernelRegistry& r) {
   constexpr Precision k16 = Precision::Native16;
   r.add("Relu", unaryFactory(UnaryOp::Relu), k16);
+  r.add("ReluGrad", reluGradKernel, k16);
   r.add("LeakyRelu", unaryFactory(UnaryOp::LeakyRelu), k16);
   r.add("Sigmoid", unaryFactory(UnaryOp::Sigmoid), k16);
   r.add("Tanh", unaryFactory(UnaryOp::Tanh), k16);

@@ -40,6 +40,8 @@ enum class BinaryOp : int { Add, Sub, Mul, Div, Pow, Equal };
 // y = op(x) over n elements; f32, f16 or bf16 for every op, i64/i32 for Neg.
 void unary(UnaryOp op, DType t, const void* x, void* y, int64_t n, float alpha, cudaStream_t s);
 void logicalNot(const bool* x, bool* y, int64_t n, cudaStream_t s);
+// dx = y == 0 ? 0 : dy over n elements (Relu's gradient); f32, f16 or bf16.
+void reluGrad(DType t, const void* dy, const void* y, void* dx, int64_t n, cudaStream_t s);
 // o = op(a, b) with operands 1 and 2 of `w` broadcast (operand 0 is the output).
 // Same-dtype a and b: f32, f16, bf16, i64 or i32 (Equal also bool, output bool);
 // Pow: floats only.
