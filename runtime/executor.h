@@ -37,8 +37,9 @@ struct ExecutorOptions {
   // CPU backend: keep 4-D activations channels-last between kernels that accept
   // it (kernels/cpu/layout.h); off only to compare against the plain layout.
   bool channels_last = true;
-  // CPU backend: let kernels apply the element-wise steps that follow them
-  // (kernels/cpu/fusion.h); off only to compare against unfused execution.
+  // Let kernels apply the element-wise steps that follow them (kernels/cpu/fusion.h;
+  // the CUDA backend: a Relu after a BatchNorm or an Add); off only to compare
+  // against unfused execution.
   bool fuse_epilogues = true;
   // Time every step of every run (Executor::stepTimes; dsrun --profile).
   bool profile = false;

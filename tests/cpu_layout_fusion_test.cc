@@ -161,14 +161,17 @@ class FusionCase {
   }
   void alias(int t, int same_as) { offsets_[t] = offsets_[same_as]; }
 
-  void add(const std::string& op, std::vector<int> inputs, std::vector<int> outputs,
-           int phase = 0) {
+  void add(const std::string& op, std::vector<int> inputs, std::vector<int> outputs, int phase = 0,
+           int lane = 0, bool waits = false) {
     auto ctx = std::make_unique<KernelContext>();
     ctx->op = op;
     if (op == "Gelu") ctx->attrs["approximate"] = std::string("none");
     for (int t : inputs) ctx->inputs.push_back(view(t));
     for (int t : outputs) ctx->outputs.push_back(view(t));
-    steps_.push_back({ctx.get(), inputs, outputs, phase});
+    PlannedStep step{ctx.get(), inputs, outputs, phase};
+    step.lane = lane;
+    step.waits = waits;
+    steps_.push_back(step);
     contexts_.push_back(std::move(ctx));
   }
 
@@ -261,6 +264,14 @@ TEST(CpuFusion, StopsWhereFusingWouldChangeWhatIsComputedOrKept) {
     c.add("Add", {0, 1}, {2});
     c.add("Relu", {2}, {3});
     EXPECT_EQ(c.fuse(), (std::vector<bool>{false, false}));
+  }
+  {  // another stream (the CUDA executor's), or a step that waits for an event first
+    FusionCase c({kX, kW, kY, kY, kX, kW, kY, kY});
+    c.add("MatMul", {0, 1}, {2});
+    c.add("Relu", {2}, {3}, 0, 1);
+    c.add("MatMul", {4, 5}, {6});
+    c.add("Relu", {6}, {7}, 0, 0, true);
+    EXPECT_EQ(c.fuse(), (std::vector<bool>{false, false, false, false}));
   }
   {  // another phase (the optimizer step runs only on some runs); an op without a rule
     FusionCase c({kX, kW, kY, kY, kY, kY});

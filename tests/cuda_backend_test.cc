@@ -34,6 +34,7 @@
 #include "frontend/compile.h"
 #include "kernels/cuda/cuda_executor.h"
 #include "kernels/cuda/device.h"
+#include "kernels/cuda/epilogues.h"
 #include "models/models.h"
 #include "runtime/trainer.h"
 
@@ -855,6 +856,64 @@ TEST(CudaBackend, GptTrainingMatchesCpu) {
                                               "params": {"lr": 0.01, "momentum": 0.9}}})",
                             true);
   checkTraining(plan, "gpt", 3, 8);
+}
+
+// Epilogue fusion on the CUDA backend, decided without a GPU on an fp16 ResNet-18
+// training plan with contexts at consistent fake addresses (the decision compares
+// addresses, never reads them): every Relu right after a BatchNorm or a residual
+// Add on the same stream is absorbed (ResNet-18 has 17 such), and nothing else.
+TEST(CudaBackend, ReluAfterBatchNormOrResidualAddIsFused) {
+  PlanFile plan = modelPlan(buildResNet(smallResNet()), "cuda_fuse_r18", 4,
+                            R"({"train_micro_batch_size_per_gpu": 4, "fp16": {"enabled": true},
+                                "optimizer": {"type": "SGD", "params": {"lr": 0.01}}})",
+                            true);
+  const planpb::RankPlan& rank = plan.plan.ranks(0);
+  const auto base = [](planpb::Storage s) { return (uintptr_t{1} << 40) * (1 + uintptr_t(s)); };
+  std::vector<cpu::KernelContext> contexts(static_cast<size_t>(rank.steps_size()));
+  std::vector<cpu::PlannedStep> planned(contexts.size());
+  for (size_t s = 0; s < contexts.size(); ++s) {
+    const planpb::Step& step = rank.steps(static_cast<int>(s));
+    cpu::KernelContext& ctx = contexts[s];
+    ctx.op = step.op();
+    ctx.node_name = step.node();
+    for (const auto& a : step.attrs()) ctx.attrs[a.name()] = fromPlanAttr(a);
+    auto view = [&](int t) {
+      if (t < 0) return cpu::TensorView{};
+      const planpb::TensorInfo& info = plan.plan.tensors(t);
+      void* at =
+          reinterpret_cast<void*>(base(info.storage()) + static_cast<uintptr_t>(info.offset()));
+      return cpu::TensorView{at, plan.tensorType(t)};
+    };
+    for (int t : step.inputs()) ctx.inputs.push_back(view(t));
+    for (int t : step.outputs()) ctx.outputs.push_back(view(t));
+    const cuda::CudaKernelRegistry::Entry* entry =
+        cuda::CudaKernelRegistry::instance().find(ctx.op);
+    ASSERT_NE(entry, nullptr) << ctx.op;
+    planned[s] = {&ctx,
+                  {step.inputs().begin(), step.inputs().end()},
+                  {step.outputs().begin(), step.outputs().end()},
+                  step.phase()};
+    planned[s].lane = step.stream();
+    planned[s].waits = step.wait_events_size() > 0;
+    planned[s].promoted = cpu::needsPromotion(ctx) && entry->precision == cuda::Precision::F32Only;
+  }
+  const size_t fused = cuda::fuseEpilogues(plan.plan, planned);
+  EXPECT_EQ(fused, 17u);
+  for (size_t s = 0; s < planned.size(); ++s) {
+    if (!planned[s].absorbed) continue;
+    EXPECT_EQ(contexts[s].op, "Relu") << contexts[s].node_name;
+    ASSERT_GT(s, 0u);
+    const std::string& before = contexts[s - 1].op;
+    EXPECT_TRUE(before == "BatchNormalization" || before == "Add") << contexts[s].node_name;
+    ASSERT_EQ(contexts[s - 1].epilogue.size(), 1u);
+    EXPECT_EQ(contexts[s - 1].outputs[0].data, contexts[s].outputs[0].data);
+  }
+  // The fused kernels build (ctx.epilogue set): BatchNorm and Add take their Relu.
+  for (size_t s = 0; s < planned.size(); ++s) {
+    if (contexts[s].epilogue.empty()) continue;
+    const auto* entry = cuda::CudaKernelRegistry::instance().find(contexts[s].op);
+    EXPECT_NE(entry->factory(contexts[s], cuda::Device{}), nullptr) << contexts[s].node_name;
+  }
 }
 
 // The kernels of whole training plans build (without a GPU too).

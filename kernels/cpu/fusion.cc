@@ -45,7 +45,8 @@ bool asEpilogue(const PlannedStep& next, int current, Epilogue* e) {
 
 }  // namespace
 
-void fuseEpilogues(std::vector<PlannedStep>& steps, const std::vector<bool>& intermediate) {
+void fuseEpilogues(std::vector<PlannedStep>& steps, const std::vector<bool>& intermediate,
+                   const EpilogueRuleOf& rule_of) {
   std::vector<int> readers(intermediate.size(), 0);
   for (const PlannedStep& step : steps)
     for (int t : step.inputs)
@@ -53,15 +54,16 @@ void fuseEpilogues(std::vector<PlannedStep>& steps, const std::vector<bool>& int
   const CpuKernelRegistry& registry = CpuKernelRegistry::instance();
   for (size_t s = 0; s < steps.size(); ++s) {
     PlannedStep& producer = steps[s];
-    const EpilogueRule* rule = registry.epilogueRule(producer.ctx->op);
+    const EpilogueRule* rule =
+        rule_of ? rule_of(producer.ctx->op) : registry.epilogueRule(producer.ctx->op);
     if (!rule || producer.promoted || producer.absorbed || producer.outputs.empty()) continue;
     KernelContext& ctx = *producer.ctx;
     for (size_t t = s + 1; t < steps.size(); ++t) {
       PlannedStep& next = steps[t];
       const int current = producer.outputs[0];
       Epilogue e;
-      if (next.promoted || next.phase != producer.phase || current < 0 ||
-          !intermediate[static_cast<size_t>(current)] ||
+      if (next.promoted || next.phase != producer.phase || next.lane != producer.lane ||
+          next.waits || current < 0 || !intermediate[static_cast<size_t>(current)] ||
           readers[static_cast<size_t>(current)] != 1 || !asEpilogue(next, current, &e))
         break;
       const TensorView& out = next.ctx->outputs[0];

@@ -7,6 +7,7 @@
 #include "kernels/cpu/promote16.h"
 #include "kernels/cuda/cuda_util.h"
 #include "kernels/cuda/device.h"
+#include "kernels/cuda/epilogues.h"
 #include "kernels/cuda/promote16.h"
 #include "runtime/comm/device_communicator.h"
 
@@ -63,6 +64,7 @@ struct CudaExecutor::Step {
   std::unique_ptr<cpu::CpuKernel> host_kernel;  // host steps
   const cuda::CudaKernelRegistry::Entry* entry = nullptr;
   bool promoted = false;
+  bool absorbed = false;  // an earlier step's epilogue does its work
   size_t lane = 0;
   std::vector<int> wait_events;
   int record_event = -1;
@@ -272,8 +274,35 @@ void CudaExecutor::buildSteps() {
     step.entry = cuda::CudaKernelRegistry::instance().find(ps.op());
     DS_CHECK(step.entry != nullptr, "node '", ps.node(), "' (", ps.op(), "): no CUDA kernel");
   }
+  if (options_.fuse_epilogues) fuseEpilogues();
   buildDeviceKernels();
   allocateWorkspaces();
+}
+
+// Load-time epilogue fusion, deciding as the CPU executor does (kernels/cpu/fusion.h)
+// with the CUDA kernels' rules. Steps that will run promoted and host steps are
+// never fused; a fused step stays in place, doing nothing, so the events it waits
+// for and records keep their place on its stream.
+void CudaExecutor::fuseEpilogues() {
+  const planpb::Plan& p = plan_.plan;
+  const planpb::RankPlan& rank = p.ranks(options_.rank);
+  std::vector<cpu::PlannedStep> planned(steps_.size());
+  for (size_t s = 0; s < steps_.size(); ++s) {
+    const planpb::Step& ps = rank.steps(static_cast<int>(s));
+    Step& step = steps_[s];
+    cpu::PlannedStep& plan_step = planned[s];
+    plan_step.ctx = &step.ctx;
+    plan_step.inputs.assign(ps.inputs().begin(), ps.inputs().end());
+    plan_step.outputs.assign(ps.outputs().begin(), ps.outputs().end());
+    plan_step.phase = ps.phase();
+    plan_step.lane = static_cast<int>(step.lane);
+    plan_step.waits = !step.wait_events.empty();
+    plan_step.promoted = !step.entry || (cpu::needsPromotion(step.ctx) &&
+                                         step.entry->precision == cuda::Precision::F32Only);
+  }
+  fused_steps_ = cuda::fuseEpilogues(p, planned);
+  for (size_t s = 0; s < steps_.size(); ++s)
+    steps_[s].absorbed = planned[s].absorbed;
 }
 
 // Host steps (optimizer offload) run the CPU backend's kernels on pinned memory.
@@ -314,11 +343,17 @@ void CudaExecutor::buildHostKernel(Step& step) {
 void CudaExecutor::buildDeviceKernels() {
   for (Step& step : steps_) {
     if (!step.entry) continue;
+    if (step.absorbed) {
+      step.kernel = cuda::noopKernel();
+      continue;
+    }
     Lane& lane = *lanes_[step.lane];
     try {
       bool sixteen = cpu::needsPromotion(step.ctx);
       if (!sixteen || step.entry->precision == cuda::Precision::Native16)
         step.kernel = step.entry->factory(step.ctx, lane.dev);
+      DS_CHECK(step.kernel || step.ctx.epilogue.empty(),
+               "a kernel with a fused epilogue must run natively");
       if (sixteen && !step.kernel) {
         step.promoted = true;
         lane.scratch_bytes =

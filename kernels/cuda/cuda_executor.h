@@ -10,7 +10,10 @@
 //    kernel, enqueued on their stream with cudaLaunchHostFunc, so they too are
 //    ordered by the plan's events and never make the host wait;
 //  * collectives go through ExecutorOptions::device_comm (NCCL or the local device
-//    transport), enqueued on the comm stream.
+//    transport), enqueued on the comm stream;
+//  * a Relu right after a BatchNorm or a residual Add on the same stream is done by
+//    that step's kernel (the CPU backend's epilogue fusion, kernels/cpu/fusion.h,
+//    with the CUDA kernels' rules).
 // Streams that run kernels needing library handles or scratch get their own
 // cuBLAS/cuDNN handles and workspace, so streams never share mutable state.
 //
@@ -68,6 +71,9 @@ class CudaExecutor : public Executor {
   bool usesCudaGraphs() const { return graphs_enabled_; }
   // How many runs replayed a captured graph so far.
   int64_t graphReplays() const { return graph_replays_; }
+  // How many steps an earlier step's kernel does as its epilogue (a Relu after a
+  // BatchNorm or a residual Add; ExecutorOptions::fuse_epilogues).
+  size_t fusedSteps() const { return fused_steps_; }
 
  private:
   struct Lane;
@@ -80,6 +86,7 @@ class CudaExecutor : public Executor {
   void createLanes();
   void createStaging();
   void buildSteps();
+  void fuseEpilogues();
   void buildDeviceKernels();
   void allocateWorkspaces();
   void checkStorage(const planpb::Step& ps, bool host_step) const;
@@ -100,6 +107,7 @@ class CudaExecutor : public Executor {
   std::vector<std::vector<int>> dies_after_;  // arena tensors whose last use is step i
   std::vector<Staging> staging_;              // per plan feed, two pinned buffers
   size_t device_bytes_ = 0;
+  size_t fused_steps_ = 0;
 
   bool graphs_enabled_ = false;
   std::unique_ptr<Graph> graphs_[2];  // [optimizer_step]

@@ -105,10 +105,14 @@ __global__ void binaryKernel(BinaryOp op, const T* a, const T* b, T* o, Walk w) 
 
 // Float storage S: operands widened to f32, the result rounded once.
 template <typename S>
-__global__ void binaryFloatKernel(BinaryOp op, const S* a, const S* b, S* o, Walk w) {
-  for (int64_t i = globalIndex(); i < w.numel; i += globalStride())
-    o[i] = fromFloat<S>(
-        binaryValue(op, toFloat(a[walkOffset(w, 1, i)]), toFloat(b[walkOffset(w, 2, i)])));
+__global__ void binaryFloatKernel(BinaryOp op, const S* a, const S* b, S* o, Walk w, bool relu) {
+  for (int64_t i = globalIndex(); i < w.numel; i += globalStride()) {
+    float v = binaryValue(op, toFloat(a[walkOffset(w, 1, i)]), toFloat(b[walkOffset(w, 2, i)]));
+    // A fused Relu: rounding is monotonic and keeps zero, so relu-then-round is
+    // what round, widen, relu, round gives unfused.
+    if (relu && v < 0.0f) v = 0.0f;
+    o[i] = fromFloat<S>(v);
+  }
 }
 
 // Integers and bools compare their bits; floats their values (-0 == 0, NaN != NaN).
@@ -314,7 +318,7 @@ void logicalNot(const bool* x, bool* y, int64_t n, cudaStream_t s) {
 }
 
 void binary(BinaryOp op, DType t, const void* a, const void* b, void* o, const Walk& w,
-            cudaStream_t s) {
+            cudaStream_t s, bool relu) {
   if (w.numel == 0) return;
   const unsigned grid = gridFor(w.numel);
   auto launch = [&](auto tag) {
@@ -334,7 +338,7 @@ void binary(BinaryOp op, DType t, const void* a, const void* b, void* o, const W
       if (op == BinaryOp::Equal)
         equalFloatKernel<<<grid, kThreads, 0, s>>>(as, bs, static_cast<bool*>(o), w);
       else
-        binaryFloatKernel<<<grid, kThreads, 0, s>>>(op, as, bs, static_cast<S*>(o), w);
+        binaryFloatKernel<<<grid, kThreads, 0, s>>>(op, as, bs, static_cast<S*>(o), w, relu);
     });
   switch (t) {
     case DType::I64:

@@ -70,10 +70,19 @@ CudaKernelFactory binaryFactory(BinaryOp op) {
                " are not supported by the CUDA kernel");
     Walk w =
         broadcastWalk(ctx, ctx.output(0).shape(), {ctx.input(0).shape(), ctx.input(1).shape()});
-    return launchKernel([op, t, w](const KernelContext& c, const Device& dev, void*) {
-      binary(op, t, c.input(0).data, c.input(1).data, c.output(0).data, w, dev.stream);
+    const bool relu = !ctx.epilogue.empty();  // addReluRule accepted it
+    return launchKernel([op, t, w, relu](const KernelContext& c, const Device& dev, void*) {
+      binary(op, t, c.input(0).data, c.input(1).data, c.output(0).data, w, dev.stream, relu);
     });
   };
+}
+
+// Add takes a following Relu as its epilogue (ResNet's residual sums) when it
+// computes on floats of one dtype, as binaryFactory then runs it natively.
+bool addReluRule(const KernelContext& add, const cpu::Epilogue& next) {
+  const DType t = add.output(0).dtype();
+  return add.epilogue.empty() && next.op == "Relu" && isComputeFloat(t) &&
+         add.input(0).dtype() == t && add.input(1).dtype() == t;
 }
 
 std::unique_ptr<CudaKernel> whereKernel(const KernelContext& ctx, const Device&) {
@@ -170,6 +179,7 @@ void registerElementwiseKernels(CudaKernelRegistry& r) {
   r.add("Not", notKernel);
   r.add("Identity", copyKernel, k16);
   r.add("Add", binaryFactory(BinaryOp::Add), k16);
+  r.allowEpilogue("Add", addReluRule);
   r.add("Sub", binaryFactory(BinaryOp::Sub), k16);
   r.add("Mul", binaryFactory(BinaryOp::Mul), k16);
   r.add("Div", binaryFactory(BinaryOp::Div), k16);

@@ -66,6 +66,15 @@ void CudaKernelRegistry::add(const std::string& op, CudaKernelFactory factory,
            op, "' registered twice");
 }
 
+void CudaKernelRegistry::allowEpilogue(const std::string& op, cpu::EpilogueRule rule) {
+  epilogues_[op] = std::move(rule);
+}
+
+const cpu::EpilogueRule* CudaKernelRegistry::epilogueRule(const std::string& op) const {
+  auto it = epilogues_.find(op);
+  return it == epilogues_.end() ? nullptr : &it->second;
+}
+
 const CudaKernelRegistry::Entry* CudaKernelRegistry::find(const std::string& op) const {
   auto it = entries_.find(op);
   return it == entries_.end() ? nullptr : &it->second;

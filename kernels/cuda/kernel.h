@@ -68,11 +68,18 @@ class CudaKernelRegistry {
   static const CudaKernelRegistry& instance();
   void add(const std::string& op, CudaKernelFactory factory,
            Precision precision = Precision::F32Only);
+  // Declares that `op`'s kernel applies the epilogues `rule` accepts
+  // (KernelContext::epilogue; the executor fuses as kernels/cpu/fusion.h says). A
+  // factory handed a step with an epilogue must run it natively, never return null.
+  void allowEpilogue(const std::string& op, cpu::EpilogueRule rule);
   const Entry* find(const std::string& op) const;
+  // nullptr: the op's kernel applies no epilogue.
+  const cpu::EpilogueRule* epilogueRule(const std::string& op) const;
   std::vector<std::string> ops() const;
 
  private:
   std::map<std::string, Entry> entries_;
+  std::map<std::string, cpu::EpilogueRule> epilogues_;
 };
 
 // Kernel families; CudaKernelRegistry::instance() calls each once.

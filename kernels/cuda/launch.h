@@ -44,9 +44,9 @@ void logicalNot(const bool* x, bool* y, int64_t n, cudaStream_t s);
 void reluGrad(DType t, const void* dy, const void* y, void* dx, int64_t n, cudaStream_t s);
 // o = op(a, b) with operands 1 and 2 of `w` broadcast (operand 0 is the output).
 // Same-dtype a and b: f32, f16, bf16, i64 or i32 (Equal also bool, output bool);
-// Pow: floats only.
+// Pow: floats only. With `relu` (floats), negative results become 0: a fused Relu.
 void binary(BinaryOp op, DType t, const void* a, const void* b, void* o, const Walk& w,
-            cudaStream_t s);
+            cudaStream_t s, bool relu = false);
 // o = c ? x : y, elements of `elem_size` bytes; operands 0..2 of `w` are c, x, y
 // and the output is contiguous.
 void where(size_t elem_size, const bool* c, const void* x, const void* y, void* o, const Walk& w,
@@ -95,6 +95,7 @@ void softmax(bool log, DType t, const void* x, void* y, int64_t outer, int64_t n
 struct BatchNormArgs {
   int64_t n = 0, c = 0, inner = 0;
   double eps = 0.0, momentum = 0.0;
+  bool relu = false;  // a fused Relu on Y (KernelContext::epilogue)
 };
 // Training: batch statistics (biased variance) and optional running-stat outputs;
 // inference: in_mean/in_var. `scratch` holds 2 * c doubles.

@@ -183,7 +183,9 @@ __global__ void batchNormApplyKernel(BatchNormArgs a, const S* x, S* y, const do
   const int64_t total = a.n * a.c * a.inner;
   for (int64_t i = globalIndex(); i < total; i += globalStride()) {
     int64_t c = i / a.inner % a.c;
-    y[i] = fromFloat<S>(static_cast<float>(toFloat(x[i]) * scratch[c] + scratch[a.c + c]));
+    float v = static_cast<float>(toFloat(x[i]) * scratch[c] + scratch[a.c + c]);
+    if (a.relu && v < 0.0f) v = 0.0f;  // fused Relu: as binaryFloatKernel's, one rounding
+    y[i] = fromFloat<S>(v);
   }
 }
 

@@ -135,6 +135,7 @@ std::optional<DType> normStorageDType(const KernelContext& ctx, size_t data_inpu
 // BatchNormalization(X, scale, B, mean, var) -> Y[, running mean, running var].
 std::unique_ptr<CudaKernel> batchNormKernel(const KernelContext& ctx, const Device&) {
   const std::optional<DType> t = normStorageDType(ctx, 1);
+  if (!t && !ctx.epilogue.empty()) ctx.fail("a fused Relu needs the native kernel");
   if (!t) return nullptr;
   if (*t == DType::F32)
     for (size_t i = 0; i < 5; ++i) requireF32(ctx, i);
@@ -146,6 +147,7 @@ std::unique_ptr<CudaKernel> batchNormKernel(const KernelContext& ctx, const Devi
   a.inner = a.n * a.c == 0 ? 0 : ctx.input(0).numel() / (a.n * a.c);
   a.eps = ctx.f("epsilon");
   a.momentum = ctx.f("momentum");
+  a.relu = !ctx.epilogue.empty();  // batchNormReluRule accepted it
   const bool training = ctx.i("training_mode") != 0;
   return launchKernel(
       [a, training, dtype](const KernelContext& c, const Device& d, void* ws) {
@@ -155,6 +157,11 @@ std::unique_ptr<CudaKernel> batchNormKernel(const KernelContext& ctx, const Devi
                          static_cast<double*>(ws), d.stream);
       },
       2 * static_cast<size_t>(a.c) * sizeof(double));
+}
+
+// BatchNormalization takes a following Relu as its epilogue when it runs natively.
+bool batchNormReluRule(const KernelContext& bn, const cpu::Epilogue& next) {
+  return bn.epilogue.empty() && next.op == "Relu" && normStorageDType(bn, 1).has_value();
 }
 
 // BatchNormalizationGrad(dY, X, scale) -> dX, dScale, dBias.
@@ -282,6 +289,7 @@ void registerReductionKernels(CudaKernelRegistry& r) {
   r.add("LogSoftmax", softmaxFactory(true), k16);
   r.add("GlobalAveragePool", globalAveragePoolKernel, k16);
   r.add("BatchNormalization", batchNormKernel, k16);
+  r.allowEpilogue("BatchNormalization", batchNormReluRule);
   r.add("BatchNormalizationGrad", batchNormGradKernel, k16);
   r.add("LayerNormalization", layerNormKernel, k16);
   r.add("LayerNormalizationGrad", layerNormGradKernel, k16);
