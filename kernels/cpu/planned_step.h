@@ -14,7 +14,7 @@ struct PlannedStep {
   // Plan tensors, -1 when absent; a fused producer's output 0 becomes the last
   // absorbed step's.
   std::vector<int> inputs, outputs;
-  int phase = 0;  // steps of different phases never fuse
+  int phase = 0;          // steps of different phases never fuse
   bool promoted = false;  // run through kernels/cpu/promote16.h: plain, never fused
   bool absorbed = false;  // set by fuseEpilogues: an earlier step's epilogue does its work
   // The stream it runs on, and whether it waits for events first (the CPU runs
