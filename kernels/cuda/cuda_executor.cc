@@ -301,8 +301,7 @@ void CudaExecutor::fuseEpilogues() {
                                          step.entry->precision == cuda::Precision::F32Only);
   }
   fused_steps_ = cuda::fuseEpilogues(p, planned);
-  for (size_t s = 0; s < steps_.size(); ++s)
-    steps_[s].absorbed = planned[s].absorbed;
+  for (size_t s = 0; s < steps_.size(); ++s) steps_[s].absorbed = planned[s].absorbed;
 }
 
 // Host steps (optimizer offload) run the CPU backend's kernels on pinned memory.
