@@ -4,8 +4,8 @@
 #   1. unpacks .gpu/payload.tar.xz; libraries: the packed ones, then cuDNN, cuBLAS,
 #      NCCL (and the CUDA runtime) of PyTorch's pip packages in /opt/torch/.venv;
 #   2. nvidia-smi;
-#   3. ds_tests --gtest_filter='Cuda*' (and dsrun's multi-rank CUDA test), each test
-#      in a process of its own: every op in f32 and 16 bits, the collectives of both
+#   3. ds_tests --gtest_filter='Cuda*' (and dsrun's multi-rank CUDA test) in one
+#      process, then each failed test again in a process of its own: every op in f32 and 16 bits, the collectives of both
 #      device transports, MLP, ResNet-18 and a tiny GPT forward and training, ZeRO
 #      stages on 4 ranks sharing the GPU and on 1 over NCCL, fp16/bf16, offload,
 #      CUDA graphs and peak memory, against the CPU backend (computed on this machine);
@@ -36,28 +36,45 @@ ls ${pip_libs//:/ } 2>/dev/null | grep -E "cudnn|cublas|cudart|nvrtc" | sort -u 
 nvidia-smi > "$OUT/nvidia-smi.txt" 2>&1
 head -15 "$OUT/nvidia-smi.txt"
 
-# ---- 3. tests, each in a process of its own (a device fault is sticky) ----
+# ---- 3. tests: all in one process first (hundreds of processes would each pay for
+# a CUDA context), then every test that failed again in a process of its own, since
+# a device fault is sticky and fails every later test of its process ----
 start=$(date +%s)
 tests_rc=0
-"$bin/ds_tests" --gtest_list_tests --gtest_filter='Cuda*:CommDsrun.SeveralRanksOnTheCudaBackend' |
+filter='Cuda*:CommDsrun.SeveralRanksOnTheCudaBackend'
+"$bin/ds_tests" --gtest_list_tests --gtest_filter="$filter" |
   awk '/^[^ ]/ {suite = $1} /^  / {print suite $1}' > "$OUT/test_names.txt"
 if [[ ! -s "$OUT/test_names.txt" ]]; then
   log "ds_tests lists no Cuda* tests (does it start? see ldd_ds_tests.txt)"
   "$bin/ds_tests" --gtest_list_tests > "$OUT/tests.log" 2>&1
   tests_rc=2
 fi
+timeout 420 "$bin/ds_tests" --gtest_filter="$filter" --gtest_color=no > "$OUT/tests.log" 2>&1
+all_rc=$?
+# Failed tests, and when the process died, every test it never finished.
+{
+  sed -n 's/^\[  FAILED  \] \([^ ,]*\).*(.*/\1/p' "$OUT/tests.log"
+  if ((all_rc != 0 && all_rc != 1)); then
+    grep -oE '^\[ +(OK|SKIPPED|FAILED) +\] [^ ,]+' "$OUT/tests.log" | awk '{print $NF}' | sort -u > "$work/done.txt"
+    grep -vxF -f "$work/done.txt" "$OUT/test_names.txt"
+  fi
+} | sort -u > "$OUT/rerun.txt"
+log "ds_tests $filter in one process: exit $all_rc in $(($(date +%s) - start)) s;" \
+  "$(grep -c '^\[       OK \]' "$OUT/tests.log") passed," \
+  "$(grep -c '^\[  SKIPPED \] .*(' "$OUT/tests.log") skipped; rerunning $(wc -l < "$OUT/rerun.txt") alone"
 while read -r name; do
-  timeout 300 "$bin/ds_tests" --gtest_filter="$name" --gtest_color=no >> "$OUT/tests.log" 2>&1
+  [[ -z $name ]] && continue
+  timeout 300 "$bin/ds_tests" --gtest_filter="$name" --gtest_color=no >> "$OUT/rerun.log" 2>&1
   rc=$?
   if ((rc != 0)); then
     tests_rc=1
-    log "FAILED $name (exit $rc)"
+    log "FAILED $name (exit $rc, alone)"
+  else
+    log "passed alone: $name (failed in the shared process: a fault of an earlier test?)"
   fi
-done < "$OUT/test_names.txt"
-log "ds_tests Cuda*: $(wc -l < "$OUT/test_names.txt") tests in $(($(date +%s) - start)) s;" \
-  "$(grep -c '^\[       OK \]' "$OUT/tests.log") passed," \
-  "$(grep -c '^\[  SKIPPED \] .*(' "$OUT/tests.log") skipped"
-grep -B3 -A12 "Failure\|exception" "$OUT/tests.log" | head -150 > "$OUT/failures.txt"
+done < "$OUT/rerun.txt"
+cat "$OUT/tests.log" "$OUT/rerun.log" 2> /dev/null | grep -B3 -A12 "Failure\|exception" |
+  head -200 > "$OUT/failures.txt"
 
 # ---- 4. timing ----
 plans=$work/plans
@@ -66,13 +83,14 @@ cat > "$plans/config.json" << 'JSON'
 {"train_micro_batch_size_per_gpu": 128,
  "optimizer": {"type": "SGD", "params": {"lr": 0.01, "momentum": 0.9}}}
 JSON
-for depth in 18 101; do
+for depth in 18 101; do  # CPU timing: ResNet-18 only (bench/gpu_bench.sh times the rest)
   model=resnet$depth
   "$bin/dsmodel" "$model" --image 32 --classes 10 -o "$plans/$model.onnx" > /dev/null &&
     "$bin/dscompile" "$plans/$model.onnx" --config "$plans/config.json" --loss cross_entropy \
       -o "$plans/$model.plan" > "$OUT/compile_$model.log" 2>&1 ||
     { log "$model: compile failed (see compile_$model.log)"; continue; }
   for backend in cuda cpu; do
+    [[ $backend == cpu && $depth != 18 ]] && continue
     steps=10
     [[ $backend == cpu ]] && steps=2
     timeout 240 "$bin/dsrun" "$plans/$model.plan" --backend "$backend" --data synthetic \
