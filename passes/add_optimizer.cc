@@ -133,34 +133,6 @@ std::map<Value*, Value*> addOptimizer(Graph& g, const std::vector<ParamGrad>& up
   return next;
 }
 
-namespace {
-
-// PyTorch's running variance: ONNX's update (and the BatchNormalization kernel) mixes
-// in the biased batch variance, PyTorch — whose models these are — the unbiased one:
-//   torch = m·v + (1−m)·var·n/(n−1) = onnx·n/(n−1) − v·m/(n−1),
-// with v the input running variance, m the ONNX momentum and n values per channel.
-Value* unbiasedRunningVariance(Graph& g, Node& bn) {
-  const Shape& x = bn.input(0)->shape();
-  int64_t n = x[0];
-  for (size_t d = 2; d < x.size(); ++d) n *= x[d];
-  DS_CHECK(n > 1, bn.describe(), ": training-mode BatchNormalization needs more than one value ",
-           "per channel (input ", shapeToString(x), "), as in PyTorch");
-  Value* onnx_var = bn.output(2);
-  Value* in_var = bn.input(4);
-  DType t = onnx_var->dtype();
-  double scale = static_cast<double>(n) / static_cast<double>(n - 1);
-  double mix = -bn.f("momentum") / static_cast<double>(n - 1);
-  auto scalar = [&](const char* what, double v) {
-    return g.addConstant(g.uniqueName(bn.name() + "/" + what), Tensor::fromDoubles(t, {}, {v}));
-  };
-  Value* scaled = g.addNode("Mul", {onnx_var, scalar("unbias_scale", scale)})->output(0);
-  Value* mixed = g.addNode("Mul", {in_var, scalar("unbias_mix", mix)})->output(0);
-  return g.addNode("Add", {scaled, mixed}, {}, {g.uniqueName(bn.name() + "/running_var")})
-      ->output(0);
-}
-
-}  // namespace
-
 void bindBatchNormStatistics(Graph& g) {
   std::vector<Node*> norms;
   for (const auto& n : g.nodes())
@@ -170,7 +142,17 @@ void bindBatchNormStatistics(Graph& g) {
     Value* mean = n->input(3);
     Value* var = n->input(4);
     if (mean->role() == Role::Buffer) g.addStateUpdate(mean, n->output(1));
-    if (var->role() == Role::Buffer) g.addStateUpdate(var, unbiasedRunningVariance(g, *n));
+    if (var->role() != Role::Buffer) continue;
+    // PyTorch's running variance, whose models these are: m·v + (1−m)·var·n/(n−1)
+    // with the unbiased batch variance, where ONNX mixes in the biased one. The
+    // kernel does it (one pass, no extra steps).
+    const Shape& x = n->input(0)->shape();
+    int64_t count = x[0];
+    for (size_t d = 2; d < x.size(); ++d) count *= x[d];
+    DS_CHECK(count > 1, n->describe(), ": training-mode BatchNormalization needs more than one ",
+             "value per channel (input ", shapeToString(x), "), as in PyTorch");
+    n->setAttr("unbiased_running_var", int64_t{1});
+    g.addStateUpdate(var, n->output(2));
   }
 }
 

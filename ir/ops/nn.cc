@@ -192,9 +192,13 @@ OpSchema batchNorm() {
   s.name = "BatchNormalization";
   s.min_inputs = s.max_inputs = 5;
   s.max_outputs = 3;
+  // unbiased_running_var (not ONNX): running_var mixes in the unbiased batch
+  // variance, as PyTorch's does, instead of ONNX's biased one; passes/add_optimizer.h
+  // sets it for the models PyTorch exports.
   s.attrs = {{"epsilon", AttrKind::Float, 1e-5},
              {"momentum", AttrKind::Float, 0.9},
-             {"training_mode", AttrKind::Int, int64_t{0}}};
+             {"training_mode", AttrKind::Int, int64_t{0}},
+             {"unbiased_running_var", AttrKind::Int, int64_t{0}}};
   s.infer = inferBatchNorm;
   return s;
 }

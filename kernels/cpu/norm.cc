@@ -36,7 +36,7 @@ bool hasOutput(const KernelContext& ctx, size_t i) {
 // input_var*momentum + batch_var*(1-momentum). batch_var there is the biased
 // (population) variance, as the ONNX BatchNormalization-15 text specifies
 // ("ReduceVar ... does not use sample size N - 1"); PyTorch's running_var uses
-// the unbiased one instead, so exporters that need PyTorch's numbers differ here.
+// the unbiased one instead, which the attribute unbiased_running_var asks for.
 //
 // X and Y may be channels-last (TensorView::channels_last; both alike). The
 // statistics are shifted sums in double, one pass over X, over a fixed split of the
@@ -55,6 +55,10 @@ class BatchNormKernel : public CpuKernel {
     relu_ = !ctx.epilogue.empty();  // the only epilogue BatchNorm accepts
     eps_ = ctx.f("epsilon");
     momentum_ = ctx.f("momentum");
+    const int64_t count = n_ * inner_;
+    running_var_scale_ = ctx.i("unbiased_running_var") != 0 && count > 1
+                             ? static_cast<double>(count) / static_cast<double>(count - 1)
+                             : 1.0;
     mul_.resize(static_cast<size_t>(c_));
     add_.resize(static_cast<size_t>(c_));
     mean_.resize(static_cast<size_t>(c_));
@@ -83,7 +87,8 @@ class BatchNormKernel : public CpuKernel {
         if (hasOutput(ctx, 1))
           setParam(ctx.output(1), c, param(ctx.input(3), c) * keep + mean_[c] * take);
         if (hasOutput(ctx, 2))
-          setParam(ctx.output(2), c, param(ctx.input(4), c) * keep + var_[c] * take);
+          setParam(ctx.output(2), c,
+                   param(ctx.input(4), c) * keep + var_[c] * running_var_scale_ * take);
       }
     }
     for (int64_t c = 0; c < c_; ++c) {
@@ -198,6 +203,7 @@ class BatchNormKernel : public CpuKernel {
   bool channels_last_ = false, training_ = false;
   bool relu_ = false;  // a fused Relu (kernels/cpu/fusion.h) on X * mul + add
   double eps_ = 0.0, momentum_ = 0.0;
+  double running_var_scale_ = 1.0;  // n/(n-1) for PyTorch's unbiased running_var
   int64_t rows_ = 0, chunks_ = 0;
   std::vector<double> mean_, var_;  // per channel: the statistics normalised with
   std::vector<T> mul_, add_;        // per channel: Y = X * mul + add

@@ -96,6 +96,9 @@ struct BatchNormArgs {
   int64_t n = 0, c = 0, inner = 0;
   double eps = 0.0, momentum = 0.0;
   bool relu = false;  // a fused Relu on Y (KernelContext::epilogue)
+  // The running variance mixes in the unbiased batch variance (PyTorch's), not the
+  // biased one (ONNX's): BatchNormalization's unbiased_running_var.
+  bool unbiased_running_var = false;
 };
 // Training: batch statistics (biased variance) and optional running-stat outputs;
 // inference: in_mean/in_var. `scratch` holds 2 * c doubles.

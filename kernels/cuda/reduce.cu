@@ -163,7 +163,11 @@ __global__ void batchNormTrainStatsKernel(BatchNormArgs a, const S* x, const flo
   const int64_t c = blockIdx.x;
   const double keep = a.momentum, take = 1.0 - a.momentum;
   if (out_mean) out_mean[c] = static_cast<float>(in_mean[c] * keep + mean * take);
-  if (out_var) out_var[c] = static_cast<float>(in_var[c] * keep + var * take);
+  const int64_t count = a.n * a.inner;
+  const double running = a.unbiased_running_var && count > 1
+                             ? var * static_cast<double>(count) / static_cast<double>(count - 1)
+                             : var;
+  if (out_var) out_var[c] = static_cast<float>(in_var[c] * keep + running * take);
   double mul = scale[c] / sqrt(var + a.eps);
   scratch[c] = mul;
   scratch[a.c + c] = bias[c] - mean * mul;

@@ -148,6 +148,7 @@ std::unique_ptr<CudaKernel> batchNormKernel(const KernelContext& ctx, const Devi
   a.eps = ctx.f("epsilon");
   a.momentum = ctx.f("momentum");
   a.relu = !ctx.epilogue.empty();  // batchNormReluRule accepted it
+  a.unbiased_running_var = ctx.i("unbiased_running_var") != 0;
   const bool training = ctx.i("training_mode") != 0;
   return launchKernel(
       [a, training, dtype](const KernelContext& c, const Device& d, void* ws) {
