@@ -150,28 +150,28 @@ void expectSameTraining(const Trained& got, const Trained& want, double loss_tol
   }
 }
 
-TEST(CudaTraining, ZeroStagesOnFourRanksSharingTheGpuMatchTheCpu) {
-  SKIP_WITHOUT_GPU();
+// Every model at ZeRO stages 0-3 on `world` ranks over the device transport
+// `device_comm`, in fp32: within 1e-4 of the CPU backend.
+void expectZeroStagesMatchTheCpu(int world, const std::string& device_comm) {
   for (const Model& m : models())
     for (int stage = 0; stage <= 3; ++stage) {
-      SCOPED_TRACE(m.name + " ZeRO-" + std::to_string(stage) + " on 4 ranks");
-      std::string plan = compilePlan(m, stage, 4, "fp32");
+      SCOPED_TRACE(m.name + " ZeRO-" + std::to_string(stage) + " on " + std::to_string(world) +
+                   " rank(s) over " + device_comm);
+      std::string plan = compilePlan(m, stage, world, "fp32");
       Trained cpu = dsrun(m, plan, "--backend cpu");
-      Trained gpu = dsrun(m, plan, "--backend cuda --device-comm local");
+      Trained gpu = dsrun(m, plan, "--backend cuda --device-comm " + device_comm);
       expectSameTraining(gpu, cpu, 1e-4, 1e-4);
     }
 }
 
+TEST(CudaTraining, ZeroStagesOnFourRanksSharingTheGpuMatchTheCpu) {
+  SKIP_WITHOUT_GPU();
+  expectZeroStagesMatchTheCpu(4, "local");
+}
+
 TEST(CudaTraining, ZeroStagesOverNcclAtWorldSizeOneMatchTheCpu) {
   SKIP_WITHOUT_GPU();
-  for (const Model& m : models())
-    for (int stage = 0; stage <= 3; ++stage) {
-      SCOPED_TRACE(m.name + " ZeRO-" + std::to_string(stage) + " on 1 rank over NCCL");
-      std::string plan = compilePlan(m, stage, 1, "fp32");
-      Trained cpu = dsrun(m, plan, "--backend cpu");
-      Trained gpu = dsrun(m, plan, "--backend cuda --device-comm nccl");
-      expectSameTraining(gpu, cpu, 1e-4, 1e-4);
-    }
+  expectZeroStagesMatchTheCpu(1, "nccl");
 }
 
 // 16-bit plans round the same values on both backends but sum them in different
