@@ -13,6 +13,9 @@
 #      the CPU and CUDA backends with synthetic data.
 # Logs go to $OUT (the device tool's output folder; /tmp/gpu_check_out otherwise).
 # Exit status: that of the tests.
+# Environment (device time is scarce; these bound the run): GPU_CHECK_TESTS_S (420 s for
+# the one-process run), GPU_CHECK_RERUN_S (600 s for all reruns of failed tests together),
+# GPU_CHECK_TIMING (1; 0 skips section 4, which bench/gpu_bench.sh covers).
 set -uo pipefail
 cd "$(dirname "$0")/.."
 OUT=${OUT:-/tmp/gpu_check_out}
@@ -49,7 +52,7 @@ if [[ ! -s "$OUT/test_names.txt" ]]; then
   "$bin/ds_tests" --gtest_list_tests > "$OUT/tests.log" 2>&1
   tests_rc=2
 fi
-timeout 420 "$bin/ds_tests" --gtest_filter="$filter" --gtest_color=no > "$OUT/tests.log" 2>&1
+timeout "${GPU_CHECK_TESTS_S:-420}" "$bin/ds_tests" --gtest_filter="$filter" --gtest_color=no > "$OUT/tests.log" 2>&1
 all_rc=$?
 # Failed tests, and when the process died, every test it never finished.
 {
@@ -62,9 +65,17 @@ all_rc=$?
 log "ds_tests $filter in one process: exit $all_rc in $(($(date +%s) - start)) s;" \
   "$(grep -c '^\[       OK \]' "$OUT/tests.log") passed," \
   "$(grep -c '^\[  SKIPPED \] .*(' "$OUT/tests.log") skipped; rerunning $(wc -l < "$OUT/rerun.txt") alone"
+rerun_end=$(($(date +%s) + ${GPU_CHECK_RERUN_S:-600}))
 while read -r name; do
   [[ -z $name ]] && continue
-  timeout 300 "$bin/ds_tests" --gtest_filter="$name" --gtest_color=no >> "$OUT/rerun.log" 2>&1
+  left=$((rerun_end - $(date +%s)))
+  if ((left < 5)); then
+    tests_rc=1
+    log "FAILED $name (not rerun alone: GPU_CHECK_RERUN_S spent)"
+    continue
+  fi
+  ((left > 300)) && left=300
+  timeout "$left" "$bin/ds_tests" --gtest_filter="$name" --gtest_color=no >> "$OUT/rerun.log" 2>&1
   rc=$?
   if ((rc != 0)); then
     tests_rc=1
@@ -77,6 +88,10 @@ cat "$OUT/tests.log" "$OUT/rerun.log" 2> /dev/null | grep -B3 -A12 "Failure\|exc
   head -200 > "$OUT/failures.txt"
 
 # ---- 4. timing ----
+if [[ ${GPU_CHECK_TIMING:-1} == 0 ]]; then
+  rm -rf "$work"
+  exit $tests_rc
+fi
 plans=$work/plans
 mkdir -p "$plans"
 cat > "$plans/config.json" << 'JSON'

@@ -8,8 +8,10 @@
 #include <map>
 #include <set>
 #include <sstream>
+#include <string_view>
 
 #include "frontend/onnx_import.h"
+#include "frontend/onnx_internal.h"
 #include "ir/error.h"
 #include "ir/graph.h"
 #include "runtime/shards.h"
@@ -34,11 +36,27 @@ std::string readFile(const std::string& path, const std::string& why) {
 
 // Plan tensors whose values training changes and the ONNX file holds as
 // initializers: parameters (whole or ZeRO shards of them) and buffers.
+constexpr std::string_view kMasterSuffix = ".master";
+
 std::vector<int> trainedTensors(const PlanFile& plan) {
   std::vector<int> out;
   for (int i = 0; i < plan.plan.tensors_size(); ++i) {
     auto role = static_cast<Role>(plan.plan.tensors(i).role());
     if (role == Role::Parameter || role == Role::Buffer) out.push_back(i);
+  }
+  return out;
+}
+
+// The f32 master copies of 16-bit parameters (optimizer state named
+// "<parameter>.master", whole or ZeRO shards): exported in place of the 16-bit
+// working copies, as DeepSpeed's zero_to_fp32 exports the fp32 master weights.
+std::vector<int> masterCopies(const PlanFile& plan) {
+  std::vector<int> out;
+  for (int i = 0; i < plan.plan.tensors_size(); ++i) {
+    const planpb::TensorInfo& t = plan.plan.tensors(i);
+    if (static_cast<Role>(t.role()) != Role::OptimizerState) continue;
+    const std::vector<std::string> names = wholeNames(t);
+    if (!names.empty() && names.front().ends_with(kMasterSuffix)) out.push_back(i);
   }
   return out;
 }
@@ -120,16 +138,23 @@ void checkOnnxExportable(const PlanFile& plan) {
 void exportOnnx(const Executor& exec, const std::string& out_path) {
   const PlanFile& plan = exec.plan();
   std::map<std::string, Tensor> trained = gatherWholeTensors(exec, trainedTensors(plan));
+  std::map<std::string, Tensor> masters = gatherWholeTensors(exec, masterCopies(plan));
   if (exec.rank() != 0) return;
   onnx::ModelProto model = sourceModel(plan);
   for (onnx::TensorProto& init : *model.mutable_graph()->mutable_initializer()) {
     auto it = trained.find(init.name());
     if (it == trained.end()) continue;
-    const Tensor& value = it->second;
+    auto master = masters.find(init.name() + std::string(kMasterSuffix));
+    const Tensor& value = master != masters.end() ? master->second : it->second;
     Shape dims(init.dims().begin(), init.dims().end());
     DS_CHECK(dims == value.shape(), "--export-onnx: initializer '", init.name(), "' has shape ",
              shapeToString(dims), " but the plan's tensor is ", value.type().toString());
-    setRawData(&init, value.raw(), value.bytes());
+    // The file keeps the model's own element types (a 16-bit plan trains f32 ones).
+    const std::optional<DType> declared = dtypeFromOnnx(init.data_type());
+    DS_CHECK(declared.has_value(), "--export-onnx: initializer '", init.name(),
+             "' has an element type dscompile does not know");
+    const Tensor typed = value.dtype() == *declared ? value : value.castTo(*declared);
+    setRawData(&init, typed.raw(), typed.bytes());
     trained.erase(it);
   }
   DS_CHECK(trained.empty(), "--export-onnx: plan tensor '",

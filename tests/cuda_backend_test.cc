@@ -86,6 +86,10 @@ std::vector<OpCase> nnCases() {
       {"MaxPool",
        "input %x0 : f32[2,2,6,6]\n %y = MaxPool(%x0) {ceil_mode = 1, kernel_shape = [3, 3], pads = "
        "[1, 1, 1, 1], strides = [2, 2]} : f32[2,2,4,4] @n"},
+      // Dilated: the general gradient kernel (the others take the 2-D fast path).
+      {"MaxPool",
+       "input %x0 : f32[2,2,9,9]\n %y = MaxPool(%x0) {dilations = [2, 2], kernel_shape = [3, 3], "
+       "strides = [2, 2]} : f32[2,2,3,3] @n"},
       {"AveragePool",
        "input %x0 : f32[2,2,6,6]\n %y = AveragePool(%x0) {ceil_mode = 1, count_include_pad = 1, "
        "kernel_shape = [3, 3], pads = [1, 1, 1, 1], strides = [2, 2]} : f32[2,2,4,4] @n"},
@@ -104,9 +108,19 @@ std::vector<OpCase> nnCases() {
        " input %x4 : f32[3]\n %y = BatchNormalization(%x0, %x1, %x2, %x3, %x4) {epsilon = 0.01} : "
        "f32[2,3,2] @n",
        true, true},
+      // Large channels: statistics split over several blocks per channel.
+      {"BatchNormalization",
+       "input %x0 : f32[16,4,32,32]\n input %x1 : f32[4]\n input %x2 : f32[4]\n"
+       " const %m : f32[4] = [0.1, -0.2, 0.3, 0]\n const %v : f32[4] = [0.5, 2.0, 1.0, 1.0]\n"
+       " %y, %rm, %rv = BatchNormalization(%x0, %x1, %x2, %m, %v) {momentum = 0.9,"
+       " training_mode = 1} : f32[16,4,32,32], f32[4], f32[4] @n"},
       {"LayerNormalization",
        "input %x0 : f32[6,32]\n input %x1 : f32[32]\n input %x2 : f32[32]\n"
        " %y = LayerNormalization(%x0, %x1, %x2) {epsilon = 0.00001} : f32[6,32] @n"},
+      // Many rows: the parameter gradients' sums split over row blocks.
+      {"LayerNormalization",
+       "input %x0 : f32[300,40]\n input %x1 : f32[40]\n input %x2 : f32[40]\n"
+       " %y = LayerNormalization(%x0, %x1, %x2) {epsilon = 0.00001} : f32[300,40] @n"},
       {"Gemm",
        "input %x0 : f32[3,2]\n input %x1 : f32[3,4]\n input %x2 : f32[4]\n"
        " %y = Gemm(%x0, %x1, %x2) {alpha = 0.5, beta = 2.0, transA = 1} : f32[2,4] @n"},
@@ -175,6 +189,11 @@ std::vector<OpCase> tensorCases() {
       {"ReduceSum",
        "input %x0 : f32[2,3,4]\n %y = ReduceSum(%x0) {axes = [1], keepdims = 0} : f32[2,4] @n"},
       {"ReduceSum", "input %x0 : f32[300,70]\n %y = ReduceSum(%x0) {keepdims = 0} : f32[] @n"},
+      // Few columns over many rows (bias gradients): rows split over blocks.
+      {"ReduceSum",
+       "input %x0 : f32[1000,40]\n %y = ReduceSum(%x0) {axes = [0], keepdims = 0} : f32[40] @n"},
+      {"ReduceSum",
+       "input %x0 : f32[3,300,20]\n %y = ReduceSum(%x0) {axes = [1]} : f32[3,1,20] @n"},
       // Long enough to be split over several blocks.
       {"ReduceSum", "input %x0 : f32[400,400]\n %y = ReduceSum(%x0) {keepdims = 0} : f32[] @n"},
       {"ReduceMean",
@@ -365,6 +384,16 @@ std::vector<OpCase> normCases16(const std::string& t) {
         const %m : f32[3] = [0.1, -0.2, 0.3]
         const %v : f32[3] = [0.5, 2.0, 1.0]
         %y, %rm, %rv = BatchNormalization(%x0, %x1, %x2, %m, %v) {epsilon = 0.01, momentum = 0.8, training_mode = 1} : T[4,3,5,5], f32[3], f32[3] @n)"},
+      {"BatchNormalization", R"(input %x0 : T[8,4,32,32]
+        input %x1 : f32[4]
+        input %x2 : f32[4]
+        const %m : f32[4] = [0.1, -0.2, 0.3, 0]
+        const %v : f32[4] = [0.5, 2.0, 1.0, 1.0]
+        %y, %rm, %rv = BatchNormalization(%x0, %x1, %x2, %m, %v) {training_mode = 1} : T[8,4,32,32], f32[4], f32[4] @n)"},
+      {"LayerNormalization", R"(input %x0 : T[300,40]
+        input %x1 : f32[40]
+        input %x2 : f32[40]
+        %y = LayerNormalization(%x0, %x1, %x2) : T[300,40] @n)"},
       // 2-D, without the running statistics.
       {"BatchNormalization", R"(input %x0 : T[6,4]
         input %x1 : f32[4]

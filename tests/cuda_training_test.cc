@@ -269,7 +269,11 @@ TEST(CudaExecutorProfile, TimesEveryStepThatRan) {
 // persistent region plus workspaces (cuBLAS's 32 MiB, cuDNN's per convolution)
 // and promotion scratch, which it reports; what cudaMemGetInfo measures beyond the
 // plan and those (library handles, CUDA graphs, any allocation during a run)
-// must stay under 5% of the plan.
+// must stay under 5% of the plan. The process's first executor also loads the
+// kernel code cuDNN and cuBLAS use (CUDA loads modules lazily, once per process;
+// 75 MiB on an H100 for this model), which no plan owns, as no PyTorch memory
+// figure counts it: a first executor of the same plan runs before measuring the
+// second, and the test prints what the first one cost.
 TEST(CudaMemory, PeakDeviceMemoryWithinFivePercentOfThePlan) {
   SKIP_WITHOUT_GPU();
   std::string onnx = test::scratch("cuda_mem_r101.onnx");
@@ -284,20 +288,29 @@ TEST(CudaMemory, PeakDeviceMemoryWithinFivePercentOfThePlan) {
   PlanFile plan = readPlanFile(path);
   const double predicted =
       static_cast<double>(plan.plan.arena_bytes() + plan.plan.persistent_bytes());
-  size_t free_before = 0, free_after = 0, total = 0;
   ASSERT_EQ(cudaSetDevice(0), cudaSuccess);
   ASSERT_EQ(cudaFree(nullptr), cudaSuccess);  // the context exists before measuring
-  ASSERT_EQ(cudaMemGetInfo(&free_before, &total), cudaSuccess);
-  CudaExecutor exec(plan, {});
-  for (const std::string& name : exec.feedNames()) exec.setFeed(name, Tensor(exec.feedType(name)));
-  for (int i = 0; i < 3; ++i) exec.run(true);  // eager, captured, replayed
-  exec.output(0);
-  ASSERT_EQ(cudaMemGetInfo(&free_after, &total), cudaSuccess);
-  const double measured = static_cast<double>(free_before - free_after);
-  const double declared = static_cast<double>(exec.deviceBytes()) - predicted;
+  // Device bytes taken while an executor of the plan ran 3 steps (eager, captured,
+  // replayed), and what it declares.
+  auto measure = [&](size_t* declared_bytes) {
+    size_t free_before = 0, free_after = 0, total = 0;
+    EXPECT_EQ(cudaMemGetInfo(&free_before, &total), cudaSuccess);
+    CudaExecutor exec(plan, {});
+    for (const std::string& name : exec.feedNames())
+      exec.setFeed(name, Tensor(exec.feedType(name)));
+    for (int i = 0; i < 3; ++i) exec.run(true);
+    exec.output(0);
+    EXPECT_EQ(cudaMemGetInfo(&free_after, &total), cudaSuccess);
+    *declared_bytes = exec.deviceBytes();
+    return static_cast<double>(free_before) - static_cast<double>(free_after);
+  };
+  size_t first_declared = 0, declared_bytes = 0;
+  const double first = measure(&first_declared);
+  const double measured = measure(&declared_bytes);
+  const double declared = static_cast<double>(declared_bytes) - predicted;
   std::cout << "plan (arena + persistent) " << predicted / 1048576 << " MiB; workspaces and "
             << "scratch " << declared / 1048576 << " MiB; measured " << measured / 1048576
-            << " MiB\n";
+            << " MiB (the process's first executor: " << first / 1048576 << " MiB)\n";
   EXPECT_GE(declared, 0.0);
   EXPECT_LE(std::abs(measured - declared - predicted), 0.05 * predicted);
 }

@@ -92,6 +92,38 @@ TEST(OnnxExport, TrainedMlpHasTheTrainedWeightsAndOrtMatchesDsrun) {
     EXPECT_NEAR(a.getDouble(i), b.getDouble(i), 1e-5 * std::max(1.0, std::fabs(b.getDouble(i))));
 }
 
+// A 16-bit plan trains f32 master copies of the 16-bit weights: the export holds
+// those, in the model's f32 (as DeepSpeed's zero_to_fp32), not the rounded copies.
+TEST(OnnxExport, SixteenBitPlansExportTheF32MasterWeights) {
+  std::string model =
+      test::writeModel(test::parseOnnxText(test::mlpText(false)), test::scratchName("ex16.onnx"));
+  std::string config = test::scratch("ex16.json"), plan = test::scratch("ex16.plan");
+  std::string out = test::scratch("ex16_trained.onnx"), ckpt = test::scratch("ex16_ckpt");
+  fs::remove_all(ckpt);
+  test::writeFile(config, R"({"train_micro_batch_size_per_gpu": 4, "fp16": {"enabled": true},
+    "optimizer": {"type": "Adam", "params": {"lr": 0.01}}})");
+  auto r = tool("dscompile", model + " --config " + config + " --loss cross_entropy -o " + plan);
+  ASSERT_EQ(r.exit_code, 0) << r.output;
+  r = tool("dsrun", plan + " --data synthetic --steps 3 --save " + ckpt + " --export-onnx " + out);
+  ASSERT_EQ(r.exit_code, 0) << r.output;
+  const std::string dir = ckpt + "/step-00000003";
+  nlohmann::json manifest = nlohmann::json::parse(readBytes(dir + "/checkpoint.json"));
+  std::string tensors = readBytes(dir + "/tensors.bin");
+  const onnx::ModelProto exported = readModel(out);
+  int matched = 0;
+  for (const onnx::TensorProto& init : exported.graph().initializer()) {
+    EXPECT_EQ(init.data_type(), onnx::TensorProto::FLOAT) << init.name();
+    for (const auto& t : manifest["tensors"]) {
+      if (t["name"] != init.name() + ".master") continue;
+      EXPECT_TRUE(init.raw_data() ==
+                  tensors.substr(t["offset"].get<size_t>(), t["bytes"].get<size_t>()))
+          << init.name();
+      ++matched;
+    }
+  }
+  EXPECT_EQ(matched, 4);
+}
+
 TEST(OnnxExport, BatchNormRunningStatisticsAreExported) {
   auto [exported, ckpt] = trainAndExport(test::bnCnnText(), "export_cnn", " --data synthetic");
   onnx::ModelProto model = readModel(exported);

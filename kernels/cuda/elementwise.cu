@@ -247,6 +247,10 @@ __global__ void dropoutKeyKernel(DropoutStream stream, const int64_t* step, int6
   *key = ::ds::dropoutKey(stream);
 }
 
+__global__ void dropoutRunKeyKernel(uint64_t seed, uint64_t* runs, uint64_t* key) {
+  *key = mix64(seed + 0x9e3779b97f4a7c15ull * ++*runs);
+}
+
 template <typename E>
 __global__ void triluKernel(const E* in, E* out, int64_t total, int64_t rows, int64_t cols,
                             int64_t k, bool upper) {
@@ -389,6 +393,10 @@ void dropoutKey(uint64_t run_seed, uint64_t node_seed, uint64_t node, const int6
                 int64_t* state, uint64_t* key, cudaStream_t s) {
   dropoutKeyKernel<<<1, 1, 0, s>>>(DropoutStream{run_seed, node_seed, node, -1, 0}, step, state,
                                    key);
+}
+
+void dropoutRunKey(uint64_t seed, uint64_t* runs, uint64_t* key, cudaStream_t s) {
+  dropoutRunKeyKernel<<<1, 1, 0, s>>>(seed, runs, key);
 }
 
 void fillBits(size_t elem_size, uint64_t bits, void* y, int64_t n, cudaStream_t s) {

@@ -110,7 +110,8 @@ std::unique_ptr<CudaKernel> castKernel(const KernelContext& ctx, const Device& d
 // are the CPU kernel's, bit for bit (kernels/dropout_rng.h): with the step input
 // (training plans) the key follows (run seed, node seed, node, step, micro-step)
 // and is computed on the device from the step feed; without it run r of the
-// kernel uses (seed attribute, r).
+// kernel uses (seed attribute, r), r counted on the device. Both keys live on the
+// device because a captured CUDA graph replays the kernels' arguments as they were.
 class DropoutKernel : public CudaKernel {
  public:
   explicit DropoutKernel(const KernelContext& ctx)
@@ -121,13 +122,12 @@ class DropoutKernel : public CudaKernel {
         node_(nodeHash(ctx.node_name)) {
     requireF32(ctx, 0);
     if (!(ratio_ >= 0.0 && ratio_ < 1.0)) ctx.fail("ratio ", ratio_, " must lie in [0, 1)");
-    if (ctx.hasInput(1)) {
-      if (!(ctx.input(1).dtype() == DType::I64 && ctx.input(1).numel() == 1))
-        ctx.fail("the step input must be an i64 scalar");
-      state_ = DeviceBuffer(2 * sizeof(int64_t) + sizeof(uint64_t));
-      const int64_t start[2] = {-1, 0};  // no step seen yet
-      DS_CUDA_CHECK(cudaMemcpy(state_.get(), start, sizeof(start), cudaMemcpyHostToDevice));
-    }
+    if (ctx.hasInput(1) && !(ctx.input(1).dtype() == DType::I64 && ctx.input(1).numel() == 1))
+      ctx.fail("the step input must be an i64 scalar");
+    state_ = DeviceBuffer(2 * sizeof(int64_t) + sizeof(uint64_t));
+    // With a step input: {last step, micro-step}, no step seen yet; without: {runs}.
+    const int64_t start[2] = {ctx.hasInput(1) ? -1 : 0, 0};
+    DS_CUDA_CHECK(cudaMemcpy(state_.get(), start, sizeof(start), cudaMemcpyHostToDevice));
   }
 
   void run(const KernelContext& ctx, const Device& dev, void*) override {
@@ -138,19 +138,15 @@ class DropoutKernel : public CudaKernel {
       if (mask) DS_CUDA_CHECK(cudaMemsetAsync(mask, 1, static_cast<size_t>(n), dev.stream));
       return;
     }
-    uint64_t key = 0;
-    const uint64_t* key_on_device = nullptr;
-    if (ctx.hasInput(1)) {
-      auto* state = state_.as<int64_t>();
-      key_on_device = reinterpret_cast<const uint64_t*>(state + 2);
-      dropoutKey(run_seed_, seed_, node_, ctx.input(1).as<int64_t>(), state,
-                 reinterpret_cast<uint64_t*>(state + 2), dev.stream);
-    } else {
-      key = mix64(seed_ + 0x9e3779b97f4a7c15ull * ++runs_);
-    }
+    auto* state = state_.as<int64_t>();
+    auto* key = reinterpret_cast<uint64_t*>(state + 2);
+    if (ctx.hasInput(1))
+      dropoutKey(run_seed_, seed_, node_, ctx.input(1).as<int64_t>(), state, key, dev.stream);
+    else
+      dropoutRunKey(seed_, reinterpret_cast<uint64_t*>(state), key, dev.stream);
     const auto threshold = static_cast<uint64_t>(ratio_ * 4294967296.0);
-    dropout(ctx.input(0).as<float>(), ctx.output(0).as<float>(), mask, n, key, key_on_device,
-            threshold, static_cast<float>(1.0 / (1.0 - ratio_)), dev.stream);
+    dropout(ctx.input(0).as<float>(), ctx.output(0).as<float>(), mask, n, 0, key, threshold,
+            static_cast<float>(1.0 / (1.0 - ratio_)), dev.stream);
   }
 
  private:
@@ -158,8 +154,7 @@ class DropoutKernel : public CudaKernel {
   uint64_t seed_;
   bool training_;
   uint64_t run_seed_, node_;
-  uint64_t runs_ = 0;
-  DeviceBuffer state_;  // {last step, micro-step, key} on the device
+  DeviceBuffer state_;  // {last step, micro-step} or {runs}, then the key; on the device
 };
 
 }  // namespace

@@ -64,6 +64,10 @@ void dropout(const float* x, float* y, bool* mask, int64_t n, uint64_t key,
 // device, so no step value needs to reach the host.
 void dropoutKey(uint64_t run_seed, uint64_t node_seed, uint64_t node, const int64_t* step,
                 int64_t* state, uint64_t* key, cudaStream_t s);
+// The key of run r of a Dropout node without a step input: mix64(seed + golden * r),
+// with r counted on the device (runs: {r} starting at 0) so that a replayed CUDA
+// graph draws a fresh mask on every run, as the CPU kernel does.
+void dropoutRunKey(uint64_t seed, uint64_t* runs, uint64_t* key, cudaStream_t s);
 void fillBits(size_t elem_size, uint64_t bits, void* y, int64_t n, cudaStream_t s);
 // out[offset_0(i)] = in[offset_1(i)] over the walk (operand 0 is the output).
 void stridedCopy(size_t elem_size, const void* in, void* out, const Walk& w, cudaStream_t s);
@@ -76,9 +80,11 @@ void range(DType t, const void* start, const void* delta, void* y, int64_t n, cu
 // Sums and softmax take x and y of float dtype t (f32, f16 or bf16; 16-bit values
 // widened, each output rounded once from the f32 result).
 // y[o, i] = scale * Σ_r x[(o * reduced + r) * inner + i] (double accumulation).
-// Few long rows are split over reduceSplitParts() blocks each, whose partial sums
-// go to `scratch` (outer * parts doubles) and are added in order by a second kernel.
+// Few long rows (inner 1), or few columns (inner > 1) over many rows, are split over
+// reduceSplitParts() blocks each, whose partial sums go to `scratch`
+// (reduceScratchDoubles()) and are added in order by a second kernel.
 int64_t reduceSplitParts(int64_t outer, int64_t reduced, int64_t inner);
+size_t reduceScratchDoubles(int64_t outer, int64_t reduced, int64_t inner);
 void reduceBlocks(DType t, const void* x, void* y, int64_t outer, int64_t reduced, int64_t inner,
                   double scale, double* scratch, cudaStream_t s);
 // y[o] = scale * Σ_r x[base[o] + offsets[r]] with device tables (interleaved axes).
@@ -101,12 +107,16 @@ struct BatchNormArgs {
   bool unbiased_running_var = false;
 };
 // Training: batch statistics (biased variance) and optional running-stat outputs;
-// inference: in_mean/in_var. `scratch` holds 2 * c doubles.
+// inference: in_mean/in_var. `scratch` holds batchNormScratchDoubles(a, false)
+// doubles (the backward's: (a, true)): per-channel values, then the partial sums
+// of batchNormParts(a) blocks per channel.
+int64_t batchNormParts(const BatchNormArgs& a);
+size_t batchNormScratchDoubles(const BatchNormArgs& a, bool backward);
 void batchNormForward(const BatchNormArgs& a, bool training, DType t, const void* x,
                       const float* scale, const float* bias, const float* in_mean,
                       const float* in_var, void* y, float* out_mean, float* out_var,
                       double* scratch, cudaStream_t s);
-// dX, dScale, dBias from recomputed batch statistics; `scratch` holds 4 * c doubles.
+// dX, dScale, dBias from recomputed batch statistics.
 void batchNormBackward(const BatchNormArgs& a, DType t, const void* dy, const void* x,
                        const float* scale, void* dx, float* dscale, float* dbias, double* scratch,
                        cudaStream_t s);
@@ -115,7 +125,10 @@ void batchNormBackward(const BatchNormArgs& a, DType t, const void* dy, const vo
 void layerNormForward(DType t, const void* x, const float* scale, const float* bias, void* y,
                       float* mean, float* inv_std, int64_t outer, int64_t inner, double eps,
                       cudaStream_t s);
-// `scratch` holds 2 * outer doubles.
+// `scratch` holds layerNormGradScratchDoubles(outer, inner) doubles: row statistics,
+// then the parameter gradients' partial sums over layerNormGradParts(outer) row blocks.
+int64_t layerNormGradParts(int64_t outer);
+size_t layerNormGradScratchDoubles(int64_t outer, int64_t inner);
 void layerNormBackward(DType t, const void* dy, const void* x, const float* scale, void* dx,
                        float* dscale, float* dbias, int64_t outer, int64_t inner, double eps,
                        double* scratch, cudaStream_t s);

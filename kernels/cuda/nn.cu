@@ -266,6 +266,56 @@ __global__ void clipCoefKernel(const float* norm, float* coef, double max_norm) 
   *coef = c < 1.0 ? static_cast<float>(c) : 1.0f;
 }
 
+// MaxPoolGrad of a 2-D window without dilation, in 32-bit index math (64-bit
+// division dominates poolGradKernel): the same sums in the same order, windows
+// in ascending output order, each routing dY to its first maximum (NaN wins).
+template <typename S>
+__global__ void maxPool2dGradKernel(PoolArgs a, const S* dy, const S* x, S* dx) {
+  const int h_in = static_cast<int>(a.in[1]), w_in = static_cast<int>(a.in[2]);
+  const int h_out = static_cast<int>(a.out[1]), w_out = static_cast<int>(a.out[2]);
+  const int kh = static_cast<int>(a.kernel[1]), kw = static_cast<int>(a.kernel[2]);
+  const int sh = static_cast<int>(a.strides[1]), sw = static_cast<int>(a.strides[2]);
+  const int ph = static_cast<int>(a.pad_begin[1]), pw = static_cast<int>(a.pad_begin[2]);
+  const int in_size = h_in * w_in, total = static_cast<int>(a.planes) * in_size;
+  // Outputs o along a dim whose window [o s - pad, o s - pad + k) holds input i.
+  auto first = [](int i, int pad, int k, int stride) {
+    const int lo = i + pad - k + 1;
+    return lo <= 0 ? 0 : (lo + stride - 1) / stride;
+  };
+  for (int t = static_cast<int>(globalIndex()); t < total; t += static_cast<int>(globalStride())) {
+    const int p = t / in_size, flat = t - p * in_size, ih = flat / w_in, iw = flat - ih * w_in;
+    const S* xp = x + static_cast<int64_t>(p) * in_size;
+    const S* dyp = dy + static_cast<int64_t>(p) * h_out * w_out;
+    const int oh_end = min(h_out, (ih + ph) / sh + 1), ow_end = min(w_out, (iw + pw) / sw + 1);
+    float acc = 0.0f;
+    for (int oh = first(ih, ph, kh, sh); oh < oh_end; ++oh) {
+      const int h0 = max(0, oh * sh - ph), h1 = min(h_in, oh * sh - ph + kh);
+      for (int ow = first(iw, pw, kw, sw); ow < ow_end; ++ow) {
+        const int w0 = max(0, ow * sw - pw), w1 = min(w_in, ow * sw - pw + kw);
+        float best = -INFINITY;
+        int best_at = -1;
+        for (int h = h0; h < h1; ++h)
+          for (int w = w0; w < w1; ++w) {
+            const float v = toFloat(xp[h * w_in + w]);
+            if (best_at < 0) best_at = h * w_in + w;
+            if (v > best || isnan(v)) {
+              best = v;
+              best_at = h * w_in + w;
+            }
+          }
+        if (best_at == flat) acc += toFloat(dyp[oh * w_out + ow]);
+      }
+    }
+    dx[t] = fromFloat<S>(acc);
+  }
+}
+
+// Whether maxPool2dGradKernel computes this MaxPoolGrad.
+bool isPlainMaxPool2d(const PoolArgs& a) {
+  return a.in[0] == 1 && a.out[0] == 1 && a.kernel[0] == 1 && a.dilations[1] == 1 &&
+         a.dilations[2] == 1 && a.planes * a.in[1] * a.in[2] < (int64_t{1} << 31);
+}
+
 }  // namespace
 
 void pool(const PoolArgs& a, bool max_pool, DType t, const void* x, void* y, cudaStream_t s) {
@@ -284,8 +334,12 @@ void poolGrad(const PoolArgs& a, bool max_pool, DType t, const void* dy, const v
   if (n == 0) return;
   byFloatType(t, [&](auto tag) {
     using S = decltype(tag);
-    poolGradKernel<<<gridFor(n), kThreads, 0, s>>>(a, max_pool, static_cast<const S*>(dy),
-                                                   static_cast<const S*>(x), static_cast<S*>(dx));
+    if (max_pool && isPlainMaxPool2d(a))
+      maxPool2dGradKernel<<<gridFor(n), kThreads, 0, s>>>(
+          a, static_cast<const S*>(dy), static_cast<const S*>(x), static_cast<S*>(dx));
+    else
+      poolGradKernel<<<gridFor(n), kThreads, 0, s>>>(a, max_pool, static_cast<const S*>(dy),
+                                                     static_cast<const S*>(x), static_cast<S*>(dx));
   });
 }
 

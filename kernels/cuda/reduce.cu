@@ -63,6 +63,38 @@ __global__ void reducePartialsKernel(const double* partial, S* y, int64_t outer,
   }
 }
 
+// Block (tile, p, o), threads (32, 8): columns [32 tile, 32 tile + 32) of slice o
+// summed over rows [p chunk, (p + 1) chunk) into partial[(o * parts + p) * inner + i];
+// reads of a warp are consecutive columns (coalesced), rows added in a fixed order.
+template <typename S>
+__global__ void reduceColumnPartsKernel(const S* x, double* partial, int64_t reduced, int64_t inner,
+                                        int64_t chunk) {
+  __shared__ double shared[8][33];
+  const int64_t i = blockIdx.x * 32 + threadIdx.x, p = blockIdx.y, o = blockIdx.z;
+  const int64_t end = min(reduced, (p + 1) * chunk);
+  double acc = 0.0;
+  if (i < inner)
+    for (int64_t r = p * chunk + threadIdx.y; r < end; r += 8)
+      acc += toFloat(x[(o * reduced + r) * inner + i]);
+  shared[threadIdx.y][threadIdx.x] = acc;
+  __syncthreads();
+  if (threadIdx.y != 0 || i >= inner) return;
+  double t = 0.0;
+  for (int k = 0; k < 8; ++k) t += shared[k][threadIdx.x];
+  partial[(o * gridDim.y + p) * inner + i] = t;
+}
+
+template <typename S>
+__global__ void reduceColumnPartialsKernel(const double* partial, S* y, int64_t outer,
+                                           int64_t parts, int64_t inner, double scale) {
+  for (int64_t t = globalIndex(); t < outer * inner; t += globalStride()) {
+    const int64_t o = t / inner, i = t - o * inner;
+    double acc = 0.0;
+    for (int64_t p = 0; p < parts; ++p) acc += partial[(o * parts + p) * inner + i];
+    y[t] = sumOut<S>(acc, scale);
+  }
+}
+
 template <typename S>
 __global__ void reduceColumnsKernel(const S* x, S* y, int64_t outer, int64_t reduced, int64_t inner,
                                     double scale) {
@@ -122,55 +154,82 @@ __global__ void softmaxColumnsKernel(bool log, const S* x, S* y, int64_t outer, 
   }
 }
 
-// ---- BatchNormalization: one block per channel for statistics ----
+// ---- BatchNormalization: channels split over blocks for statistics ----
 // X, Y, dY and dX are of storage type S; parameters and statistics are f32. Each
 // kernel is the f32 one with loads widened by toFloat and stores rounded by
 // fromFloat<S> from the f32 value the f32 kernel stores, so for S = float it is
 // that kernel and for 16 bits it equals the promoted f32 kernel bit for bit.
+// Statistics: block (p, c) sums part p of channel c's n * inner elements in double
+// (Σx, Σx², and for the gradient Σdy, Σdy·x); one thread per channel adds the
+// parts in order (deterministic), so a channel of a large image spreads over the GPU.
+// I: the index type, 32 bits whenever the tensor allows (64-bit division is slow).
 
 // Flat index of element j (of n * inner) of channel c.
-__device__ inline int64_t channelIndex(const BatchNormArgs& a, int64_t c, int64_t j) {
-  int64_t n = j / a.inner;
-  return (n * a.c + c) * a.inner + (j - n * a.inner);
+template <typename I>
+__device__ inline int64_t channelIndex(I c, I channels, I inner, I j) {
+  const I n = j / inner;
+  return (static_cast<int64_t>(n) * channels + c) * inner + (j - n * inner);
 }
 
-// Mean and biased variance of channel blockIdx.x, two passes.
-template <typename S>
-__device__ inline void channelStats(const BatchNormArgs& a, const S* x, double* shared,
-                                    double* mean, double* var) {
-  const int64_t c = blockIdx.x, m = a.n * a.inner;
-  double sum = 0.0;
-  for (int64_t j = threadIdx.x; j < m; j += blockDim.x) sum += toFloat(x[channelIndex(a, c, j)]);
-  *mean = blockSum(sum, shared) / static_cast<double>(m);
-  double sq = 0.0;
-  for (int64_t j = threadIdx.x; j < m; j += blockDim.x) {
-    double d = toFloat(x[channelIndex(a, c, j)]) - *mean;
-    sq += d * d;
+template <typename S, typename I, int K>
+__global__ void batchNormPartsKernel(BatchNormArgs a, const S* x, const S* dy, I chunk,
+                                     double* partial) {
+  __shared__ double shared[32];
+  const I c = blockIdx.y, p = blockIdx.x, m = static_cast<I>(a.n * a.inner);
+  const I channels = static_cast<I>(a.c), inner = static_cast<I>(a.inner);
+  const I end = min(m, (p + 1) * chunk);
+  double acc[K] = {};
+  for (I j = p * chunk + threadIdx.x; j < end; j += blockDim.x) {
+    const int64_t i = channelIndex<I>(c, channels, inner, j);
+    const double v = toFloat(x[i]);
+    acc[0] += v;
+    acc[1] += v * v;
+    if constexpr (K == 4) {
+      const double g = toFloat(dy[i]);
+      acc[2] += g;
+      acc[3] += g * v;
+    }
   }
-  *var = blockSum(sq, shared) / static_cast<double>(m);
+  for (int k = 0; k < K; ++k) {
+    const double t = blockSum(acc[k], shared);
+    if (threadIdx.x == 0) partial[(static_cast<int64_t>(c) * gridDim.x + p) * K + k] = t;
+  }
+}
+
+// Channel c's sums over its parts, in order.
+template <int K>
+__device__ inline void channelSums(const double* partial, int64_t c, int64_t parts, double* sums) {
+  for (int k = 0; k < K; ++k) sums[k] = 0.0;
+  for (int64_t p = 0; p < parts; ++p)
+    for (int k = 0; k < K; ++k) sums[k] += partial[(c * parts + p) * K + k];
+}
+
+// Mean and biased variance from Σx and Σx² of m elements.
+__device__ inline void meanVar(const double* sums, int64_t m, double* mean, double* var) {
+  *mean = sums[0] / static_cast<double>(m);
+  *var = fmax(0.0, sums[1] / static_cast<double>(m) - *mean * *mean);
 }
 
 // scratch[c] = mul, scratch[C + c] = add so that Y = X * mul + add.
-template <typename S>
-__global__ void batchNormTrainStatsKernel(BatchNormArgs a, const S* x, const float* scale,
-                                          const float* bias, const float* in_mean,
-                                          const float* in_var, float* out_mean, float* out_var,
-                                          double* scratch) {
-  __shared__ double shared[32];
-  double mean, var;
-  channelStats(a, x, shared, &mean, &var);
-  if (threadIdx.x != 0) return;
-  const int64_t c = blockIdx.x;
-  const double keep = a.momentum, take = 1.0 - a.momentum;
-  if (out_mean) out_mean[c] = static_cast<float>(in_mean[c] * keep + mean * take);
+__global__ void batchNormTrainStatsKernel(BatchNormArgs a, const double* partial, int64_t parts,
+                                          const float* scale, const float* bias,
+                                          const float* in_mean, const float* in_var,
+                                          float* out_mean, float* out_var, double* scratch) {
   const int64_t count = a.n * a.inner;
-  const double running = a.unbiased_running_var && count > 1
-                             ? var * static_cast<double>(count) / static_cast<double>(count - 1)
-                             : var;
-  if (out_var) out_var[c] = static_cast<float>(in_var[c] * keep + running * take);
-  double mul = scale[c] / sqrt(var + a.eps);
-  scratch[c] = mul;
-  scratch[a.c + c] = bias[c] - mean * mul;
+  for (int64_t c = globalIndex(); c < a.c; c += globalStride()) {
+    double sums[2], mean, var;
+    channelSums<2>(partial, c, parts, sums);
+    meanVar(sums, count, &mean, &var);
+    const double keep = a.momentum, take = 1.0 - a.momentum;
+    if (out_mean) out_mean[c] = static_cast<float>(in_mean[c] * keep + mean * take);
+    const double running = a.unbiased_running_var && count > 1
+                               ? var * static_cast<double>(count) / static_cast<double>(count - 1)
+                               : var;
+    if (out_var) out_var[c] = static_cast<float>(in_var[c] * keep + running * take);
+    double mul = scale[c] / sqrt(var + a.eps);
+    scratch[c] = mul;
+    scratch[a.c + c] = bias[c] - mean * mul;
+  }
 }
 
 __global__ void batchNormInferStatsKernel(BatchNormArgs a, const float* scale, const float* bias,
@@ -182,11 +241,12 @@ __global__ void batchNormInferStatsKernel(BatchNormArgs a, const float* scale, c
   }
 }
 
-template <typename S>
+template <typename S, typename I>
 __global__ void batchNormApplyKernel(BatchNormArgs a, const S* x, S* y, const double* scratch) {
-  const int64_t total = a.n * a.c * a.inner;
-  for (int64_t i = globalIndex(); i < total; i += globalStride()) {
-    int64_t c = i / a.inner % a.c;
+  const I total = static_cast<I>(a.n * a.c * a.inner), inner = static_cast<I>(a.inner),
+          channels = static_cast<I>(a.c);
+  for (I i = globalIndex(); i < total; i += globalStride()) {
+    const I c = i / inner % channels;
     float v = static_cast<float>(toFloat(x[i]) * scratch[c] + scratch[a.c + c]);
     if (a.relu && v < 0.0f) v = 0.0f;  // fused Relu: as binaryFloatKernel's, one rounding
     y[i] = fromFloat<S>(v);
@@ -194,38 +254,31 @@ __global__ void batchNormApplyKernel(BatchNormArgs a, const S* x, S* y, const do
 }
 
 // Per channel: dScale, dBias and scratch = mean, inv_std, mean(dY), mean(dY·x̂).
-template <typename S>
-__global__ void batchNormGradStatsKernel(BatchNormArgs a, const S* dy, const S* x, float* dscale,
-                                         float* dbias, double* scratch) {
-  __shared__ double shared[32];
-  double mean, var;
-  channelStats(a, x, shared, &mean, &var);
-  const double inv = 1.0 / sqrt(var + a.eps);
-  const int64_t c = blockIdx.x, m = a.n * a.inner;
-  double sb = 0.0, ss = 0.0;
-  for (int64_t j = threadIdx.x; j < m; j += blockDim.x) {
-    const int64_t i = channelIndex(a, c, j);
-    const float g = toFloat(dy[i]), xi = toFloat(x[i]);
-    sb += g;
-    ss += g * (xi - mean) * inv;
+__global__ void batchNormGradStatsKernel(BatchNormArgs a, const double* partial, int64_t parts,
+                                         float* dscale, float* dbias, double* scratch) {
+  const int64_t m = a.n * a.inner;
+  for (int64_t c = globalIndex(); c < a.c; c += globalStride()) {
+    double sums[4], mean, var;
+    channelSums<4>(partial, c, parts, sums);
+    meanVar(sums, m, &mean, &var);
+    const double inv = 1.0 / sqrt(var + a.eps);
+    const double sb = sums[2], ss = m > 0 ? (sums[3] - mean * sums[2]) * inv : 0.0;
+    dscale[c] = static_cast<float>(ss);
+    dbias[c] = static_cast<float>(sb);
+    scratch[c] = mean;
+    scratch[a.c + c] = inv;
+    scratch[2 * a.c + c] = sb / static_cast<double>(m);
+    scratch[3 * a.c + c] = ss / static_cast<double>(m);
   }
-  sb = blockSum(sb, shared);
-  ss = blockSum(ss, shared);
-  if (threadIdx.x != 0) return;
-  dscale[c] = static_cast<float>(ss);
-  dbias[c] = static_cast<float>(sb);
-  scratch[c] = mean;
-  scratch[a.c + c] = inv;
-  scratch[2 * a.c + c] = sb / static_cast<double>(m);
-  scratch[3 * a.c + c] = ss / static_cast<double>(m);
 }
 
-template <typename S>
+template <typename S, typename I>
 __global__ void batchNormGradInputKernel(BatchNormArgs a, const S* dy, const S* x,
                                          const float* scale, S* dx, const double* scratch) {
-  const int64_t total = a.n * a.c * a.inner;
-  for (int64_t i = globalIndex(); i < total; i += globalStride()) {
-    int64_t c = i / a.inner % a.c;
+  const I total = static_cast<I>(a.n * a.c * a.inner), inner = static_cast<I>(a.inner),
+          channels = static_cast<I>(a.c);
+  for (I i = globalIndex(); i < total; i += globalStride()) {
+    const I c = i / inner % channels;
     double mean = scratch[c], inv = scratch[a.c + c];
     double xhat = (toFloat(x[i]) - mean) * inv;
     dx[i] = fromFloat<S>(static_cast<float>(
@@ -295,15 +348,42 @@ __global__ void layerNormGradRowKernel(const S* dy, const S* x, const float* sca
   }
 }
 
+// dScale and dBias summed over rows: block (tile, p), threads (32, 8), columns
+// [32 tile, 32 tile + 32) over rows [p chunk, (p + 1) chunk) into
+// partial[(p * 2 + {0: dScale, 1: dBias}) * inner + i], rows in a fixed order.
 template <typename S>
-__global__ void layerNormGradParamsKernel(const S* dy, const S* x, float* dscale, float* dbias,
-                                          int64_t outer, int64_t inner, const double* scratch) {
+__global__ void layerNormGradParamPartsKernel(const S* dy, const S* x, int64_t outer, int64_t inner,
+                                              int64_t chunk, const double* stats, double* partial) {
+  __shared__ double shared[2][8][33];
+  const int64_t i = blockIdx.x * 32 + threadIdx.x, p = blockIdx.y;
+  const int64_t end = min(outer, (p + 1) * chunk);
+  double s = 0.0, b = 0.0;
+  if (i < inner)
+    for (int64_t r = p * chunk + threadIdx.y; r < end; r += 8) {
+      const double g = toFloat(dy[r * inner + i]);
+      s += g * (toFloat(x[r * inner + i]) - stats[r]) * stats[outer + r];
+      b += g;
+    }
+  shared[0][threadIdx.y][threadIdx.x] = s;
+  shared[1][threadIdx.y][threadIdx.x] = b;
+  __syncthreads();
+  if (threadIdx.y != 0 || i >= inner) return;
+  s = b = 0.0;
+  for (int k = 0; k < 8; ++k) {
+    s += shared[0][k][threadIdx.x];
+    b += shared[1][k][threadIdx.x];
+  }
+  partial[(p * 2) * inner + i] = s;
+  partial[(p * 2 + 1) * inner + i] = b;
+}
+
+__global__ void layerNormGradParamsKernel(const double* partial, int64_t parts, int64_t inner,
+                                          float* dscale, float* dbias) {
   for (int64_t i = globalIndex(); i < inner; i += globalStride()) {
     double s = 0.0, b = 0.0;
-    for (int64_t r = 0; r < outer; ++r) {
-      double g = toFloat(dy[r * inner + i]);
-      s += g * (toFloat(x[r * inner + i]) - scratch[r]) * scratch[outer + r];
-      b += g;
+    for (int64_t p = 0; p < parts; ++p) {
+      s += partial[(p * 2) * inner + i];
+      b += partial[(p * 2 + 1) * inner + i];
     }
     dscale[i] = static_cast<float>(s);
     dbias[i] = static_cast<float>(b);
@@ -412,9 +492,24 @@ __global__ void crossEntropyGradKernel(CrossEntropyArgs a, const float* dloss, c
 
 constexpr int64_t kSplitChunk = 32768;  // elements per block when long rows are split
 
+constexpr int64_t kColumnChunk = 64;  // rows per block when few columns are split
+constexpr int64_t kMaxColumnPartials = int64_t{1} << 21;  // doubles of scratch at most
+
 int64_t reduceSplitParts(int64_t outer, int64_t reduced, int64_t inner) {
-  if (inner != 1 || outer >= 64 || reduced < 4 * kSplitChunk) return 1;
-  return std::min<int64_t>(1024, (reduced + kSplitChunk - 1) / kSplitChunk);
+  if (inner == 1) {
+    if (outer >= 64 || reduced < 4 * kSplitChunk) return 1;
+    return std::min<int64_t>(1024, (reduced + kSplitChunk - 1) / kSplitChunk);
+  }
+  // One thread per output is enough parallelism only for many outputs.
+  const int64_t outputs = outer * inner;
+  if (outputs >= 65536 || reduced < 2 * kColumnChunk) return 1;
+  const int64_t parts = std::min<int64_t>(1024, (reduced + kColumnChunk - 1) / kColumnChunk);
+  return std::max<int64_t>(1, std::min(parts, kMaxColumnPartials / outputs));
+}
+
+size_t reduceScratchDoubles(int64_t outer, int64_t reduced, int64_t inner) {
+  const int64_t parts = reduceSplitParts(outer, reduced, inner);
+  return parts > 1 ? static_cast<size_t>(outer * parts * inner) : 0;
 }
 
 void reduceBlocks(DType t, const void* x, void* y, int64_t outer, int64_t reduced, int64_t inner,
@@ -425,7 +520,14 @@ void reduceBlocks(DType t, const void* x, void* y, int64_t outer, int64_t reduce
     using S = decltype(tag);
     const S* xs = static_cast<const S*>(x);
     S* ys = static_cast<S*>(y);
-    if (parts > 1) {
+    if (parts > 1 && inner > 1) {
+      const int64_t chunk = (reduced + parts - 1) / parts;
+      reduceColumnPartsKernel<<<dim3(static_cast<unsigned>((inner + 31) / 32),
+                                     static_cast<unsigned>(parts), static_cast<unsigned>(outer)),
+                                dim3(32, 8), 0, s>>>(xs, scratch, reduced, inner, chunk);
+      reduceColumnPartialsKernel<<<gridFor(outer * inner), kThreads, 0, s>>>(scratch, ys, outer,
+                                                                             parts, inner, scale);
+    } else if (parts > 1) {
       const int64_t chunk = (reduced + parts - 1) / parts;
       reducePartsKernel<<<dim3(static_cast<unsigned>(parts), static_cast<unsigned>(outer)), 256, 0,
                           s>>>(xs, scratch, reduced, chunk);
@@ -464,6 +566,41 @@ void softmax(bool log, DType t, const void* x, void* y, int64_t outer, int64_t n
   });
 }
 
+int64_t batchNormParts(const BatchNormArgs& a) {
+  const int64_t m = a.n * a.inner, c = std::max<int64_t>(a.c, 1);
+  return std::clamp<int64_t>(std::min((m + 1023) / 1024, (1024 + c - 1) / c), 1, 1024);
+}
+
+size_t batchNormScratchDoubles(const BatchNormArgs& a, bool backward) {
+  const int64_t k = backward ? 4 : 2;
+  return static_cast<size_t>(k * a.c + k * a.c * batchNormParts(a));
+}
+
+namespace {
+
+// Runs f(I{}) with the narrowest index type that addresses the whole tensor.
+template <typename F>
+void byIndexType(const BatchNormArgs& a, F&& f) {
+  if (a.n * a.c * a.inner < (int64_t{1} << 31))
+    f(uint32_t{});
+  else
+    f(int64_t{});
+}
+
+// Launches the parts kernel (K sums per part) and returns where the partials are.
+template <int K, typename S, typename I>
+double* launchBatchNormParts(const BatchNormArgs& a, const S* x, const S* dy, double* scratch,
+                             cudaStream_t s) {
+  const int64_t parts = batchNormParts(a), m = a.n * a.inner;
+  double* partial = scratch + K * a.c;
+  batchNormPartsKernel<S, I, K>
+      <<<dim3(static_cast<unsigned>(parts), static_cast<unsigned>(a.c)), 256, 0, s>>>(
+          a, x, dy, static_cast<I>((m + parts - 1) / parts), partial);
+  return partial;
+}
+
+}  // namespace
+
 void batchNormForward(const BatchNormArgs& a, bool training, DType t, const void* x,
                       const float* scale, const float* bias, const float* in_mean,
                       const float* in_var, void* y, float* out_mean, float* out_var,
@@ -472,14 +609,20 @@ void batchNormForward(const BatchNormArgs& a, bool training, DType t, const void
   byFloatType(t, [&](auto tag) {
     using S = decltype(tag);
     const S* xs = static_cast<const S*>(x);
-    if (training)
-      batchNormTrainStatsKernel<<<rowsGrid(a.c), rowThreads(a.c), 0, s>>>(
-          a, xs, scale, bias, in_mean, in_var, out_mean, out_var, scratch);
-    else
-      batchNormInferStatsKernel<<<gridFor(a.c), kThreads, 0, s>>>(a, scale, bias, in_mean, in_var,
-                                                                  scratch);
-    batchNormApplyKernel<<<gridFor(a.n * a.c * a.inner), kThreads, 0, s>>>(
-        a, xs, static_cast<S*>(y), scratch);
+    byIndexType(a, [&](auto index) {
+      using I = decltype(index);
+      if (training) {
+        double* partial = launchBatchNormParts<2, S, I>(a, xs, nullptr, scratch, s);
+        batchNormTrainStatsKernel<<<gridFor(a.c), kThreads, 0, s>>>(a, partial, batchNormParts(a),
+                                                                    scale, bias, in_mean, in_var,
+                                                                    out_mean, out_var, scratch);
+      } else {
+        batchNormInferStatsKernel<<<gridFor(a.c), kThreads, 0, s>>>(a, scale, bias, in_mean, in_var,
+                                                                    scratch);
+      }
+      batchNormApplyKernel<S, I>
+          <<<gridFor(a.n * a.c * a.inner), kThreads, 0, s>>>(a, xs, static_cast<S*>(y), scratch);
+    });
   });
 }
 
@@ -490,11 +633,15 @@ void batchNormBackward(const BatchNormArgs& a, DType t, const void* dy, const vo
   byFloatType(t, [&](auto tag) {
     using S = decltype(tag);
     const S *dys = static_cast<const S*>(dy), *xs = static_cast<const S*>(x);
-    batchNormGradStatsKernel<<<rowsGrid(a.c), rowThreads(a.c), 0, s>>>(a, dys, xs, dscale, dbias,
-                                                                       scratch);
-    if (a.n * a.inner > 0)
-      batchNormGradInputKernel<<<gridFor(a.n * a.c * a.inner), kThreads, 0, s>>>(
-          a, dys, xs, scale, static_cast<S*>(dx), scratch);
+    byIndexType(a, [&](auto index) {
+      using I = decltype(index);
+      double* partial = launchBatchNormParts<4, S, I>(a, xs, dys, scratch, s);
+      batchNormGradStatsKernel<<<gridFor(a.c), kThreads, 0, s>>>(a, partial, batchNormParts(a),
+                                                                 dscale, dbias, scratch);
+      if (a.n * a.inner > 0)
+        batchNormGradInputKernel<S, I><<<gridFor(a.n * a.c * a.inner), kThreads, 0, s>>>(
+            a, dys, xs, scale, static_cast<S*>(dx), scratch);
+    });
   });
 }
 
@@ -509,6 +656,14 @@ void layerNormForward(DType t, const void* x, const float* scale, const float* b
   });
 }
 
+int64_t layerNormGradParts(int64_t outer) {
+  return std::clamp<int64_t>((outer + kColumnChunk - 1) / kColumnChunk, 1, 1024);
+}
+
+size_t layerNormGradScratchDoubles(int64_t outer, int64_t inner) {
+  return static_cast<size_t>(2 * outer + 2 * layerNormGradParts(outer) * inner);
+}
+
 void layerNormBackward(DType t, const void* dy, const void* x, const float* scale, void* dx,
                        float* dscale, float* dbias, int64_t outer, int64_t inner, double eps,
                        double* scratch, cudaStream_t s) {
@@ -519,8 +674,15 @@ void layerNormBackward(DType t, const void* dy, const void* x, const float* scal
     if (outer > 0)
       layerNormGradRowKernel<<<rowsGrid(outer), rowThreads(outer), 0, s>>>(
           dys, xs, scale, static_cast<S*>(dx), outer, inner, eps, scratch);
-    layerNormGradParamsKernel<<<gridFor(inner), kThreads, 0, s>>>(dys, xs, dscale, dbias, outer,
-                                                                  inner, scratch);
+    const int64_t parts = layerNormGradParts(outer), chunk = (outer + parts - 1) / parts;
+    double* partial = scratch + 2 * outer;
+    if (outer > 0)
+      layerNormGradParamPartsKernel<<<dim3(static_cast<unsigned>((inner + 31) / 32),
+                                           static_cast<unsigned>(parts)),
+                                      dim3(32, 8), 0, s>>>(dys, xs, outer, inner, chunk, scratch,
+                                                           partial);
+    layerNormGradParamsKernel<<<gridFor(inner), kThreads, 0, s>>>(partial, outer > 0 ? parts : 0,
+                                                                  inner, dscale, dbias);
   });
 }
 

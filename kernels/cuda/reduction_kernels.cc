@@ -54,8 +54,7 @@ CudaKernelFactory reduceFactory(bool mean) {
     ReduceGeometry g = reduceGeometry(ctx.input(0).shape(), reduced);
     const double scale = mean ? 1.0 / static_cast<double>(g.reduced) : 1.0;
     if (!g.general) {
-      const size_t scratch = static_cast<size_t>(g.outer) *
-                             static_cast<size_t>(reduceSplitParts(g.outer, g.reduced, g.inner));
+      const size_t scratch = reduceScratchDoubles(g.outer, g.reduced, g.inner);
       return launchKernel(
           [g, scale, dtype](const KernelContext& c, const Device& d, void* ws) {
             reduceBlocks(dtype, c.input(0).data, c.output(0).data, g.outer, g.reduced, g.inner,
@@ -80,7 +79,7 @@ std::unique_ptr<CudaKernel> globalAveragePoolKernel(const KernelContext& ctx, co
   const DType dtype = *t;
   const Shape& s = ctx.input(0).shape();
   int64_t planes = s[0] * s[1], size = planes == 0 ? 0 : ctx.input(0).numel() / planes;
-  const size_t scratch = static_cast<size_t>(planes * reduceSplitParts(planes, size, 1));
+  const size_t scratch = reduceScratchDoubles(planes, size, 1);
   return launchKernel(
       [planes, size, dtype](const KernelContext& c, const Device& d, void* ws) {
         reduceBlocks(dtype, c.input(0).data, c.output(0).data, planes, size, 1,
@@ -157,7 +156,7 @@ std::unique_ptr<CudaKernel> batchNormKernel(const KernelContext& ctx, const Devi
                          c.output(0).data, optionalOutput(c, 1), optionalOutput(c, 2),
                          static_cast<double*>(ws), d.stream);
       },
-      2 * static_cast<size_t>(a.c) * sizeof(double));
+      batchNormScratchDoubles(a, false) * sizeof(double));
 }
 
 // BatchNormalization takes a following Relu as its epilogue when it runs natively.
@@ -184,7 +183,7 @@ std::unique_ptr<CudaKernel> batchNormGradKernel(const KernelContext& ctx, const 
                           c.output(0).data, c.output(1).as<float>(), c.output(2).as<float>(),
                           static_cast<double*>(ws), d.stream);
       },
-      4 * static_cast<size_t>(a.c) * sizeof(double));
+      batchNormScratchDoubles(a, true) * sizeof(double));
 }
 
 // Rows and row length of a LayerNormalization over [axis, rank); scale and bias
@@ -236,7 +235,7 @@ std::unique_ptr<CudaKernel> layerNormGradKernel(const KernelContext& ctx, const 
                           c.output(0).data, c.output(1).as<float>(), c.output(2).as<float>(), outer,
                           inner, eps, static_cast<double*>(ws), d.stream);
       },
-      2 * static_cast<size_t>(outer) * sizeof(double));
+      layerNormGradScratchDoubles(outer, inner) * sizeof(double));
 }
 
 CrossEntropyArgs crossEntropyArgs(const KernelContext& ctx, const TensorView& scores,
