@@ -262,10 +262,11 @@ dsrun_time() {
   [[ $data == feed ]] && data_args=(--feed "input=$plans/feeds/input.npy" --feed "label=$plans/feeds/label.npy")
   [[ $v == fp32 ]] && precision=(--precision fp32)
   rm -f "$metrics"
-  local backend=cuda
-  [[ $mode == smoke ]] && backend=cpu
-  limited "$name" 180 "${ds[@]}" "$bin/dsrun" "$plans/${w}_$v.plan" --backend "$backend" "${data_args[@]}" \
-    --steps $((warmup + steps + extra)) --metrics "$metrics"
+  # The PyTorch peers set torch.backends.cudnn.benchmark; dsrun times cuDNN's candidates too.
+  local backend=cuda gpu_flags=(--cudnn-benchmark)
+  [[ $mode == smoke ]] && backend=cpu gpu_flags=()
+  limited "$name" 180 "${ds[@]}" "$bin/dsrun" "$plans/${w}_$v.plan" --backend "$backend" "${gpu_flags[@]}" \
+    "${data_args[@]}" --steps $((warmup + steps + extra)) --metrics "$metrics"
   local rc=$?
   peers dsrun --workload "$w" "${size_flags[@]}" "${precision[@]}" --peer "$peer" --metrics "$metrics" \
     --rc "$rc" --log "$logs/$name.log" --summary "$logs/dscompile_${w}_$v.log" --warmup "$warmup" --steps "$steps" \
@@ -370,7 +371,7 @@ for w in "${selected[@]}"; do
     fi
     if [[ -n $used && $mode == gpu ]]; then # where the device time goes, per op
       limited "profile_$w" 60 "${ds[@]}" "$bin/dsrun" "$plans/${w}_$used.plan" --backend cuda \
-        --data synthetic --steps 3 --profile && cp "$logs/profile_$w.log" "$OUT/profile_$w.txt"
+        --cudnn-benchmark --data synthetic --steps 4 --profile && cp "$logs/profile_$w.log" "$OUT/profile_$w.txt"
     fi
     rm -f "$plans"/*.plan "$plans"/*.onnx "$plans"/*.onnx.data "$plans"/feeds/*.npy
   else

@@ -358,6 +358,11 @@ def peer_deepspeed(args, spec, torch, rec):
     cfg = deepspeed_config(args.ds_config, spec["batch"], args.ds_variant, spec["precision"])
     torch.manual_seed(0)
     model = build_resnet(torch, spec)
+    if cfg.get("fp16", {}).get("enabled"):
+        # ZeRO-3 turns the parameters to fp16 but not the buffers, and BatchNorm then
+        # fails ("Expected running_mean to have type Half but got Float"): the whole
+        # module in fp16, as DeepSpeed's fp16 training of BatchNorm models does.
+        model = model.half()
     setup = time.perf_counter()
     engine, optimizer, _, _ = deepspeed.initialize(model=model, model_parameters=model.parameters(),
                                                    config=cfg)

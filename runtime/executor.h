@@ -34,6 +34,11 @@ struct ExecutorOptions {
   // CUDA backend: capture the step as a CUDA graph at the first run and replay it
   // (dsrun --no-cuda-graph turns it off).
   bool cuda_graph = true;
+  // CUDA backend: pick each convolution's algorithm by timing cuDNN's candidates at
+  // load, as torch.backends.cudnn.benchmark does, instead of from cuDNN's heuristics
+  // (dsrun --cudnn-benchmark). Faster steps, but timings can pick other algorithms
+  // in another process, so results can differ there in the last bits.
+  bool cudnn_benchmark = false;
   // CPU backend: keep 4-D activations channels-last between kernels that accept
   // it (kernels/cpu/layout.h); off only to compare against the plain layout.
   bool channels_last = true;
@@ -84,7 +89,10 @@ class Executor {
 
   // With ExecutorOptions::profile: per step of this rank, the seconds spent in it
   // summed over the `runs` runs so far (micro-steps, for training). Empty when not
-  // profiling, or when the backend cannot time single steps.
+  // profiling, or when the backend cannot time single steps. The CUDA backend
+  // leaves out the first run of each kind (with and without the optimizer step):
+  // warm-up, where CUDA loads kernel code and libraries pick kernels; it reports
+  // those only when no other run was made.
   struct StepTimes {
     std::vector<double> seconds;
     int64_t runs = 0;

@@ -150,6 +150,21 @@ std::vector<OpCase> nnCases() {
       {"SoftmaxCrossEntropyLoss",
        "input %x0 : f32[3,4]\n const %t : i64[3] = [3, 0, 1]\n"
        " %l, %y = SoftmaxCrossEntropyLoss(%x0, %t) : f32[], f32[3,4] @n"},
+      // A long trailing dim (a sequence): the kernels tiled over it, a partial tile.
+      {"SoftmaxCrossEntropyLoss",
+       "input %x0 : f32[2,5,40]\n const %t : i64[2,40] = [1, 2, 0, 3, 3, 1, 0, 0, 0, 3, 4, 2, 0, "
+       "1, 4, 4, 2, 2, 1, 0, 2, 1, 0, 2, 2, 1, 1, 2, 2, 2, 0, 4, 2, 3, 4, 1, 1, 1, 3, 2, 0, 4, 2, "
+       "0, 2, 4, 2, 4, 1, 3, 3, 4, 2, 3, 3, 1, 1, 2, 2, 0, 0, 0, 3, 2, 4, 4, 3, 2, 1, 1, 0, 3, 1, "
+       "3, 2, 1, 2, 3, 4, 2]\n"
+       " const %w : f32[5] = [0.5, 2.0, 1.5, 1.0, 0.25]\n"
+       " %l, %y = SoftmaxCrossEntropyLoss(%x0, %t, %w) {ignore_index = 2} : f32[], "
+       "f32[2,5,40] @n"},
+      {"SoftmaxCrossEntropyLoss",
+       "input %x0 : f32[2,5,40]\n const %t : i64[2,40] = [1, 2, 0, 3, 3, 1, 0, 0, 0, 3, 4, 2, 0, "
+       "1, 4, 4, 2, 2, 1, 0, 2, 1, 0, 2, 2, 1, 1, 2, 2, 2, 0, 4, 2, 3, 4, 1, 1, 1, 3, 2, 0, 4, 2, "
+       "0, 2, 4, 2, 4, 1, 3, 3, 4, 2, 3, 3, 1, 1, 2, 2, 0, 0, 0, 3, 2, 4, 4, 3, 2, 1, 1, 0, 3, 1, "
+       "3, 2, 1, 2, 3, 4, 2]\n"
+       " %y = SoftmaxCrossEntropyLoss(%x0, %t) {reduction = \"none\"} : f32[2,40] @n"},
   };
 }
 

@@ -58,6 +58,7 @@ struct Args {
   bool rank_given = false;
   std::string device_comm = "auto";  // --backend cuda with several ranks
   bool no_cuda_graph = false;
+  bool cudnn_benchmark = false;
 };
 
 void checkBackend(const std::string& backend) {
@@ -292,6 +293,7 @@ int runOneRank(const Args& a, const ds::PlanFile& plan) {
   options.seed = resume ? resume->position.seed : a.seed;
   options.profile = a.profile;
   options.cuda_graph = !a.no_cuda_graph;
+  options.cudnn_benchmark = a.cudnn_benchmark;
   std::unique_ptr<ds::Executor> executor = makeExecutor(a.backend, plan, options);
   ds::Executor& exec = *executor;
   if (ds::isTrainingPlan(plan)) {
@@ -328,6 +330,8 @@ int runRanks(const Args& a, const ds::PlanFile& plan) {
     options.comm = &comm;
     options.profile = a.profile;
     options.cuda_graph = !a.no_cuda_graph;
+    options.cudnn_benchmark = a.cudnn_benchmark;
+    options.cudnn_benchmark = a.cudnn_benchmark;
     std::unique_ptr<ds::DeviceCommunicator> device_comm;
 #ifdef DS_HAVE_CUDA
     if (a.backend == "cuda")
@@ -424,6 +428,11 @@ int main(int argc, char** argv) {
   app.add_flag("--no-cuda-graph", args.no_cuda_graph,
                "--backend cuda: enqueue every step of every run instead of replaying the "
                "step captured as a CUDA graph");
+  app.add_flag("--cudnn-benchmark", args.cudnn_benchmark,
+               "--backend cuda: choose each convolution's algorithm by timing cuDNN's "
+               "candidates at load (as torch.backends.cudnn.benchmark) instead of from its "
+               "heuristics; another process may then choose others, so results can differ in "
+               "their last bits");
   app.add_option("--comm-timeout", args.comm_timeout,
                  "seconds a rank waits in a collective for the others before it fails, naming "
                  "the missing ranks (default 300)")

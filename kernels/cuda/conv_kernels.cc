@@ -1,9 +1,11 @@
 // Conv, ConvGradInput and ConvGradWeight on cuDNN (CPU twins: kernels/cpu/conv.cc,
 // grad_conv.cc). The factory builds the descriptors (1-D windows become 2-D with a
 // unit height), sets FMA math so f32 never runs on TF32 tensor cores (results stay
-// within 1e-4 of the CPU oracle), and picks the algorithm once from cuDNN's
-// heuristics: the first that succeeds, preferring deterministic backward
-// algorithms; its workspace comes from the executor's shared workspace.
+// within 1e-4 of the CPU oracle), and picks the algorithm once, from cuDNN's
+// heuristics or, with Device::benchmark, from timing every candidate (cuDNN's Find,
+// which allocates its own scratch at load): the first usable one of the ranked
+// list, preferring deterministic ones; its workspace comes from the executor's
+// shared workspace.
 // cuDNN pads symmetrically, so a window with different begin and end pads fails
 // at load, naming the node.
 //
@@ -178,7 +180,8 @@ class CudnnConv : public CudaKernel {
   }
 
  private:
-  // cuDNN's ranked algorithms for this pass, the first usable one taken.
+  // cuDNN's ranked algorithms for this pass (by heuristics, or by measured time
+  // with dev.benchmark), the first usable one taken.
   bool chooseAlgorithm(const Device& dev, bool tensor_ops) {
     constexpr int kMax = 16;
     int count = 0;
@@ -188,21 +191,31 @@ class CudnnConv : public CudaKernel {
       workspace_ = p->memory;
       return true;
     };
+    const ConvDescriptors& d = desc_;
     if (pass_ == ConvPass::Forward) {
       std::array<cudnnConvolutionFwdAlgoPerf_t, kMax> perf{};
-      DS_CUDNN_CHECK(cudnnGetConvolutionForwardAlgorithm_v7(
-          dev.cudnn, desc_.x_, desc_.w_, desc_.conv_, desc_.y_, kMax, &count, perf.data()));
+      DS_CUDNN_CHECK(dev.benchmark
+                         ? cudnnFindConvolutionForwardAlgorithm(dev.cudnn, d.x_, d.w_, d.conv_,
+                                                                d.y_, kMax, &count, perf.data())
+                         : cudnnGetConvolutionForwardAlgorithm_v7(dev.cudnn, d.x_, d.w_, d.conv_,
+                                                                  d.y_, kMax, &count, perf.data()));
       return take(pickAlgorithm(perf.data(), count, tensor_ops), &fwd_);
     }
     if (pass_ == ConvPass::GradInput) {
       std::array<cudnnConvolutionBwdDataAlgoPerf_t, kMax> perf{};
-      DS_CUDNN_CHECK(cudnnGetConvolutionBackwardDataAlgorithm_v7(
-          dev.cudnn, desc_.w_, desc_.y_, desc_.conv_, desc_.x_, kMax, &count, perf.data()));
+      DS_CUDNN_CHECK(dev.benchmark
+                         ? cudnnFindConvolutionBackwardDataAlgorithm(
+                               dev.cudnn, d.w_, d.y_, d.conv_, d.x_, kMax, &count, perf.data())
+                         : cudnnGetConvolutionBackwardDataAlgorithm_v7(
+                               dev.cudnn, d.w_, d.y_, d.conv_, d.x_, kMax, &count, perf.data()));
       return take(pickAlgorithm(perf.data(), count, tensor_ops), &bwd_data_);
     }
     std::array<cudnnConvolutionBwdFilterAlgoPerf_t, kMax> perf{};
-    DS_CUDNN_CHECK(cudnnGetConvolutionBackwardFilterAlgorithm_v7(
-        dev.cudnn, desc_.x_, desc_.y_, desc_.conv_, desc_.w_, kMax, &count, perf.data()));
+    DS_CUDNN_CHECK(dev.benchmark
+                       ? cudnnFindConvolutionBackwardFilterAlgorithm(
+                             dev.cudnn, d.x_, d.y_, d.conv_, d.w_, kMax, &count, perf.data())
+                       : cudnnGetConvolutionBackwardFilterAlgorithm_v7(
+                             dev.cudnn, d.x_, d.y_, d.conv_, d.w_, kMax, &count, perf.data()));
     return take(pickAlgorithm(perf.data(), count, tensor_ops), &bwd_filter_);
   }
 

@@ -137,6 +137,7 @@ void CudaExecutor::load() {
                     (!options_.device_comm || options_.device_comm->capturable());
   if (options_.profile) {
     step_times_ = {std::vector<double>(steps_.size(), 0.0), 0};
+    warmup_times_ = step_times_;
     for (Step& step : steps_) {
       DS_CUDA_CHECK(cudaEventCreate(&step.started));
       DS_CUDA_CHECK(cudaEventCreate(&step.finished));
@@ -197,6 +198,7 @@ void CudaExecutor::createLanes() {
     auto lane = std::make_unique<Lane>();
     lane->name = p.streams_size() > 0 ? p.streams(static_cast<int>(i)) : "compute";
     lane->host = lane->name == "host";
+    lane->dev.benchmark = options_.cudnn_benchmark;
     // Non-blocking: the legacy default stream (other libraries' work) never joins in.
     DS_CUDA_CHECK(cudaStreamCreateWithFlags(&lane->dev.stream, cudaStreamNonBlocking));
     DS_CUDA_CHECK(cudaEventCreateWithFlags(&lane->end, cudaEventDisableTiming));
@@ -541,12 +543,13 @@ void CudaExecutor::run(bool optimizer_step) {
 
 void CudaExecutor::collectStepTimes(bool optimizer_step) {
   synchronize();
-  ++step_times_.runs;
+  StepTimes& times = runs_[optimizer_step ? 1 : 0] == 1 ? warmup_times_ : step_times_;
+  ++times.runs;
   for (size_t s = 0; s < steps_.size(); ++s) {
     if (!optimizer_step && steps_[s].optimizer_phase) continue;
     float ms = 0.0f;
     DS_CUDA_CHECK(cudaEventElapsedTime(&ms, steps_[s].started, steps_[s].finished));
-    step_times_.seconds[s] += static_cast<double>(ms) * 1e-3;
+    times.seconds[s] += static_cast<double>(ms) * 1e-3;
   }
 }
 

@@ -61,7 +61,9 @@ class CudaExecutor : public Executor {
   void writeTensor(int index, const Tensor& value) override;
   // With ExecutorOptions::profile: each step's device time, from CUDA events around
   // it (runs are then eager, and each ends by waiting for the GPU to read them).
-  StepTimes stepTimes() const override { return step_times_; }
+  StepTimes stepTimes() const override {
+    return step_times_.runs > 0 ? step_times_ : warmup_times_;
+  }
 
   // Bytes of device memory the executor allocated: arena, persistent region,
   // workspaces and promotion scratch (the plan predicts the first two).
@@ -113,7 +115,8 @@ class CudaExecutor : public Executor {
   std::unique_ptr<Graph> graphs_[2];  // [optimizer_step]
   int runs_[2] = {0, 0};
   int64_t graph_replays_ = 0;
-  StepTimes step_times_;  // ExecutorOptions::profile
+  StepTimes step_times_;    // ExecutorOptions::profile: runs after each kind's first
+  StepTimes warmup_times_;  // the first run of each kind
 
   // A host step that throws cannot unwind through the CUDA driver's thread: its
   // error waits here for the next synchronisation or run().

@@ -29,6 +29,8 @@ struct Device {
   cudaStream_t stream = nullptr;
   cublasHandle_t cublas = nullptr;
   cudnnHandle_t cudnn = nullptr;
+  // Choose algorithms by timing them (ExecutorOptions::cudnn_benchmark).
+  bool benchmark = false;
 };
 
 class CudaKernel {

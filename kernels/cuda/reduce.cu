@@ -438,6 +438,82 @@ __global__ void crossEntropySampleKernel(CrossEntropyArgs a, const float* x, con
   scratch[samples + s] = w;
 }
 
+// Scores [n, c, d] with many d: block (tile, n) takes the 32 samples (n, 32 tile +
+// lane), threads (32 lanes, 8 class groups), so a warp reads 32 consecutive
+// scores (one block per sample would read one score per 4 d bytes apart). log Σ_c
+// exp of the lane's sample; every thread of the block must call it.
+__device__ inline double tileLogSumExp(const CrossEntropyArgs& a, const float* xs, bool valid,
+                                       double (*shared)[33]) {
+  const int lane = threadIdx.x, group = threadIdx.y;
+  double m = -INFINITY;
+  if (valid)
+    for (int64_t c = group; c < a.c; c += 8) m = fmax(m, static_cast<double>(xs[c * a.d]));
+  shared[group][lane] = m;
+  __syncthreads();
+  m = -INFINITY;
+  for (int k = 0; k < 8; ++k) m = fmax(m, shared[k][lane]);
+  __syncthreads();
+  double sum = 0.0;
+  if (valid)
+    for (int64_t c = group; c < a.c; c += 8) sum += exp(xs[c * a.d] - m);
+  shared[group][lane] = sum;
+  __syncthreads();
+  sum = 0.0;
+  for (int k = 0; k < 8; ++k) sum += shared[k][lane];
+  return m + ::log(sum);
+}
+
+// crossEntropySampleKernel over tiles of d.
+__global__ void crossEntropySampleTileKernel(CrossEntropyArgs a, const float* x, const void* labels,
+                                             const float* weights, float* loss, float* log_prob,
+                                             double* scratch) {
+  __shared__ double shared[8][33];
+  const int64_t n = blockIdx.y, d = blockIdx.x * 32 + threadIdx.x, samples = a.n * a.d;
+  const float* xs = x + n * a.c * a.d + d;
+  const double lse = tileLogSumExp(a, xs, d < a.d, shared);
+  if (d >= a.d) return;
+  if (log_prob)
+    for (int64_t c = threadIdx.y; c < a.c; c += 8)
+      log_prob[n * a.c * a.d + d + c * a.d] = static_cast<float>(xs[c * a.d] - lse);
+  if (threadIdx.y != 0) return;
+  const int64_t s = n * a.d + d, label = labelAt(a, labels, s);
+  double l = 0.0, w = 0.0;
+  if (!ignored(a, label)) {
+    if (label < 0 || label >= a.c) {
+      l = NAN;
+    } else {
+      w = weights ? static_cast<double>(weights[label]) : 1.0;
+      l = -w * (xs[label * a.d] - lse);
+    }
+  }
+  if (a.reduction == 0) loss[s] = static_cast<float>(l);
+  scratch[s] = l;
+  scratch[samples + s] = w;
+}
+
+// crossEntropyGradKernel over tiles of d.
+__global__ void crossEntropyGradTileKernel(CrossEntropyArgs a, const float* dloss, const float* x,
+                                           const void* labels, const float* weights, float* dx,
+                                           const double* weight_sum) {
+  __shared__ double shared[8][33];
+  const int64_t n = blockIdx.y, d = blockIdx.x * 32 + threadIdx.x;
+  const float* xs = x + n * a.c * a.d + d;
+  const double lse = tileLogSumExp(a, xs, d < a.d, shared);
+  if (d >= a.d) return;
+  float* dxs = dx + n * a.c * a.d + d;
+  const int64_t s = n * a.d + d, label = labelAt(a, labels, s);
+  if (ignored(a, label)) {
+    for (int64_t c = threadIdx.y; c < a.c; c += 8) dxs[c * a.d] = 0.0f;
+    return;
+  }
+  double g = a.reduction == 0 ? dloss[s] : dloss[0];
+  if (a.reduction == 2) g /= *weight_sum;
+  if (label < 0 || label >= a.c) g = NAN;
+  const double scale = g * (weights && label >= 0 && label < a.c ? weights[label] : 1.0);
+  for (int64_t c = threadIdx.y; c < a.c; c += 8)
+    dxs[c * a.d] = static_cast<float>(scale * (exp(xs[c * a.d] - lse) - (c == label ? 1.0 : 0.0)));
+}
+
 __global__ void crossEntropyTotalKernel(CrossEntropyArgs a, float* loss, const double* scratch) {
   __shared__ double shared[32];
   const int64_t samples = a.n * a.d;
@@ -686,11 +762,27 @@ void layerNormBackward(DType t, const void* dy, const void* x, const float* scal
   });
 }
 
+namespace {
+
+// Scores with a long trailing dim d go through the tiled kernels.
+bool tiledOverD(const CrossEntropyArgs& a) {
+  return a.d >= 16 && a.n <= 65535;
+}
+
+dim3 tilesOverD(const CrossEntropyArgs& a) {
+  return dim3(static_cast<unsigned>((a.d + 31) / 32), static_cast<unsigned>(a.n));
+}
+
+}  // namespace
+
 void crossEntropy(const CrossEntropyArgs& a, const float* scores, const void* labels,
                   const float* weights, float* loss, float* log_prob, double* scratch,
                   cudaStream_t s) {
   const int64_t samples = a.n * a.d;
-  if (samples > 0)
+  if (samples > 0 && tiledOverD(a))
+    crossEntropySampleTileKernel<<<tilesOverD(a), dim3(32, 8), 0, s>>>(a, scores, labels, weights,
+                                                                       loss, log_prob, scratch);
+  else if (samples > 0)
     crossEntropySampleKernel<<<rowsGrid(samples), 128, 0, s>>>(a, scores, labels, weights, loss,
                                                                log_prob, scratch);
   if (a.reduction != 0) crossEntropyTotalKernel<<<1, 1024, 0, s>>>(a, loss, scratch);
@@ -702,8 +794,12 @@ void crossEntropyGrad(const CrossEntropyArgs& a, const float* dloss, const float
   const int64_t samples = a.n * a.d;
   if (samples == 0 || a.c == 0) return;
   crossEntropyWeightKernel<<<1, 1024, 0, s>>>(a, labels, weights, scratch);
-  crossEntropyGradKernel<<<rowsGrid(samples), 128, 0, s>>>(a, dloss, scores, labels, weights,
-                                                           dscores, scratch);
+  if (tiledOverD(a))
+    crossEntropyGradTileKernel<<<tilesOverD(a), dim3(32, 8), 0, s>>>(a, dloss, scores, labels,
+                                                                     weights, dscores, scratch);
+  else
+    crossEntropyGradKernel<<<rowsGrid(samples), 128, 0, s>>>(a, dloss, scores, labels, weights,
+                                                             dscores, scratch);
 }
 
 }  // namespace ds::cuda
