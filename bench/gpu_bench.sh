@@ -31,7 +31,8 @@
 # Environment:
 #   BENCH_BUDGET_S, BENCH_PHASE1_PCT (65), BENCH_STEPS (timed steps, default 20),
 #   BENCH_WARMUP (default 5; more while fp16 steps overflow, at most BENCH_EXTRA_WARMUP=20),
-#   BENCH_WORKLOADS ("ref r101_224 gpt"), BENCH_PYTHON (default /opt/torch/.venv/bin/python3,
+#   BENCH_WORKLOADS ("ref r101_224 gpt"), BENCH_PEERS ("eager deepspeed compile"),
+#   BENCH_DS_PREBUILT (a folder bench/gpu_ds_prebuild.sh filled ahead), BENCH_PYTHON (default /opt/torch/.venv/bin/python3,
 #   else python3), BENCH_MODE:
 #     gpu    (default) the above, binaries from .gpu/payload.tar.xz
 #     plans  no GPU: dsmodel + dscompile of every plan and config variant at full size
@@ -137,6 +138,8 @@ limited() {
 ds=(env)  # dsmodel, dscompile, dsrun: with the packed libraries
 [[ -n $ds_ld_library_path ]] && ds=(env "LD_LIBRARY_PATH=$ds_ld_library_path")
 peers() { "$py" bench/gpu_peers.py "$@"; }
+# BENCH_PEERS: which peers run besides dsrun (default: eager deepspeed compile).
+wanted() { [[ " ${BENCH_PEERS:-eager deepspeed compile} " == *" $1 "* ]]; }
 last_ok() { tail -1 "$jsonl" | grep -q '"status": "ok"'; }
 
 # ---- the machine ----
@@ -157,24 +160,21 @@ tee -a "$progress" < "$work/header.txt"
 
 # ---- DeepSpeed, in the background: install the carried wheels, then JIT-build its
 # CPU Adam (offload) and fused Adam ops, niced, while the GPU runs the first peers ----
+# BENCH_DS_PREBUILT=DIR: bench/gpu_ds_prebuild.sh DIR already ran (ahead of the timed runs).
 ds_state=absent
-if compgen -G ".gpu/wheels/deepspeed-*.whl" > /dev/null && [[ $mode != plans ]]; then
-  (
-    "$py" -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --target "$site" \
-      .gpu/wheels/*.whl || exit 3
-    export PYTHONPATH=$site TORCH_EXTENSIONS_DIR=$extensions MAX_JOBS=4 TORCH_CUDA_ARCH_LIST=9.0
-    nice -n 19 "$py" bench/gpu_peers.py ds-prebuild CPUAdamBuilder &
-    cpu_adam=$!
-    nice -n 19 "$py" bench/gpu_peers.py ds-prebuild FusedAdamBuilder &
-    fused_adam=$!
-    rc=0
-    wait $cpu_adam || rc=4
-    wait $fused_adam || rc=4
-    exit $rc
-  ) > "$logs/deepspeed_setup.log" 2>&1 &
+if [[ -n ${BENCH_DS_PREBUILT:-} ]]; then
+  site=$BENCH_DS_PREBUILT/pysite
+  extensions=$BENCH_DS_PREBUILT/torch_ext
+  [[ -d $site/deepspeed ]] && ds_state=ready
+  log "DeepSpeed prebuilt in $BENCH_DS_PREBUILT: $ds_state"
+  echo "(before) bash bench/gpu_ds_prebuild.sh \$DS_DIR" >> "$commands"
+elif compgen -G ".gpu/wheels/deepspeed-*.whl" > /dev/null && [[ $mode != plans ]]; then
+  bash bench/gpu_ds_prebuild.sh "$work/ds" "$py" > "$logs/deepspeed_setup.log" 2>&1 &
+  site=$work/ds/pysite
+  extensions=$work/ds/torch_ext
   bg_pid=$!
   ds_state=installing
-  echo "(background) pip install --target \$WORK/pysite .gpu/wheels/*.whl; gpu_peers.py ds-prebuild" >> "$commands"
+  echo "(background) bash bench/gpu_ds_prebuild.sh \$WORK/ds" >> "$commands"
 fi
 
 # ---- workloads ----
@@ -380,11 +380,11 @@ for w in "${selected[@]}"; do
   fi
   [[ $mode == plans ]] && continue
 
-  run_peer "$w" eager 150 --peer eager
-  [[ $w == ref ]] && deepspeed_peers "$w" "${used:-none}"
+  wanted eager && run_peer "$w" eager 150 --peer eager
+  [[ $w == ref ]] && wanted deepspeed && deepspeed_peers "$w" "${used:-none}"
 done
 
-if [[ $mode != plans ]]; then
+if [[ $mode != plans ]] && wanted compile; then
   workload_end=$deadline
   for w in "${selected[@]}"; do
     setup_workload "$w"

@@ -95,7 +95,7 @@ class ZeroBuilder {
     if (o_.world_size == 1 && o_.stage == 0) {
       std::vector<ParamGrad> whole = grads;
       if (o_.accumulation > 1) whole = out.accumulated = accumulateGradients(g_, grads);
-      for (const ParamGrad& pg : whole) stepWhole(pg, &out);
+      stepOneRank(whole, &out);
       return out;
     }
     std::vector<ParamGrad> full = grads;
@@ -233,6 +233,30 @@ class ZeroBuilder {
     auto data = std::make_shared<const Tensor>(packedInitialValues(b)->castTo(DType::F32));
     return g_.addShardedSource(name + ".master", DType::F32, Role::OptimizerState,
                                std::move(layout), std::move(data));
+  }
+
+  // One rank at stage 0. An f32 model steps its parameters in place. A mixed
+  // precision one steps f32 masters packed by bucket, as stage 1 packs them (at one
+  // rank the same arithmetic): one multi-tensor step per bucket rather than one per
+  // parameter; its few f32 parameters (normalisations') are packed too, at the cost
+  // of a flat copy of them.
+  void stepOneRank(const std::vector<ParamGrad>& grads, ZeroPartition* out) {
+    const bool mixed = std::any_of(grads.begin(), grads.end(),
+                                   [](const ParamGrad& pg) { return !isF32(pg.param); });
+    if (!mixed) {
+      out->updates = grads;
+      return;
+    }
+    Graph::PhaseScope optimizer_step(g_, Phase::OptimizerStep);
+    std::vector<Bucket> buckets = makeBuckets(grads);
+    for (size_t i = 0; i < buckets.size(); ++i) {
+      const Bucket& b = buckets[i];
+      const std::string name = "zero/bucket" + std::to_string(i);
+      Value* grad = toF32(flatBuffer(g_, b.grads, b.elements, name + "/grads", nullptr), nullptr);
+      Value* master = masterCopy(b, name);
+      out->updates.push_back({master, grad});
+      out->write_back.push_back({master, b.params, true});
+    }
   }
 
   // A whole parameter's update: itself when f32, else an f32 master copy written back
@@ -395,10 +419,15 @@ void finishZeroStep(Graph& g, const ZeroPartition& p, const std::map<Value*, Val
       continue;
     }
     const int64_t world = wb.master->shardLayout()->world_size;
-    Value* flat = g.addNode("AllGather", {value}, {{"world_size", world}}, {name + "/gathered"},
-                            name + "/all_gather")
-                      ->output(0);
-    flat->setRole(Role::CommBuffer);
+    // One rank's shard is the whole bucket: the rounded copy unpacks as it is (the
+    // master's own next value cannot, being the master's update already).
+    Value* flat = value;
+    if (world > 1 || value == next.at(wb.master)) {
+      flat = g.addNode("AllGather", {value}, {{"world_size", world}}, {name + "/gathered"},
+                       name + "/all_gather")
+                 ->output(0);
+      flat->setRole(Role::CommBuffer);
+    }
     std::vector<Value*> values = unpack(g, flat, wb.targets, name, nullptr);
     for (size_t i = 0; i < wb.targets.size(); ++i) g.addStateUpdate(wb.targets[i], values[i]);
   }

@@ -81,7 +81,8 @@ struct ZeroPartition {
 
 // `grads` maps parameters to gradients (autodiff); nodes after `last_forward` are
 // backward. With one rank at stage 0 the gradients pass through unchanged (only
-// accumulated when G > 1).
+// accumulated when G > 1); 16-bit parameters then step f32 masters packed by
+// bucket (one multi-tensor optimizer step per bucket), f32 ones in place.
 ZeroPartition partitionForZero(Graph& graph, const std::map<Value*, Value*>& grads,
                                const Node* last_forward, const ZeroOptions& options);
 

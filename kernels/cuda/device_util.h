@@ -31,6 +31,9 @@ __device__ inline int64_t globalStride() {
 
 // Element offset of operand k for flat output index i.
 __device__ inline int64_t walkOffset(const Walk& w, int k, int64_t i) {
+  // Same-shape operands collapse to one dim: no division (64-bit division costs
+  // more than the element's memory traffic).
+  if (w.rank == 1) return w.base[k] + i * w.strides[k][0];
   int64_t off = w.base[k];
   for (int d = w.rank - 1; d >= 0; --d) {
     int64_t q = i / w.dims[d];
