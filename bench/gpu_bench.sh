@@ -168,7 +168,8 @@ if [[ -n ${BENCH_DS_PREBUILT:-} ]]; then
   [[ -d $site/deepspeed ]] && ds_state=ready
   log "DeepSpeed prebuilt in $BENCH_DS_PREBUILT: $ds_state"
   echo "(before) bash bench/gpu_ds_prebuild.sh \$DS_DIR" >> "$commands"
-elif compgen -G ".gpu/wheels/deepspeed-*.whl" > /dev/null && [[ $mode != plans ]]; then
+elif wanted deepspeed && compgen -G ".gpu/wheels/deepspeed-*.whl" > /dev/null &&
+  [[ $mode != plans ]]; then
   bash bench/gpu_ds_prebuild.sh "$work/ds" "$py" > "$logs/deepspeed_setup.log" 2>&1 &
   site=$work/ds/pysite
   extensions=$work/ds/torch_ext
