@@ -18,6 +18,7 @@
 #include <algorithm>
 #include <array>
 #include <optional>
+#include <type_traits>
 
 #include "kernels/cpu/grad_util.h"
 #include "kernels/cpu/window.h"
@@ -185,13 +186,27 @@ class CudnnConv : public CudaKernel {
   bool chooseAlgorithm(const Device& dev, bool tensor_ops) {
     constexpr int kMax = 16;
     int count = 0;
+    const ConvDescriptors& d = desc_;
+    // A 16-bit algorithm runs with the math type it was ranked with (cuDNN's rule for
+    // its perf results; f32 keeps FMA math). The workspace is what cuDNN asks for that
+    // algorithm and math type, which a timed result's `memory` can understate.
     auto take = [&](const auto* p, auto* algo) {
       if (!p) return false;
       *algo = p->algo;
-      workspace_ = p->memory;
+      if (tensor_ops) DS_CUDNN_CHECK(cudnnSetConvolutionMathType(d.conv_, p->mathType));
+      size_t bytes = 0;
+      if constexpr (std::is_same_v<decltype(p->algo), cudnnConvolutionFwdAlgo_t>)
+        DS_CUDNN_CHECK(cudnnGetConvolutionForwardWorkspaceSize(dev.cudnn, d.x_, d.w_, d.conv_, d.y_,
+                                                               p->algo, &bytes));
+      else if constexpr (std::is_same_v<decltype(p->algo), cudnnConvolutionBwdDataAlgo_t>)
+        DS_CUDNN_CHECK(cudnnGetConvolutionBackwardDataWorkspaceSize(dev.cudnn, d.w_, d.y_, d.conv_,
+                                                                    d.x_, p->algo, &bytes));
+      else
+        DS_CUDNN_CHECK(cudnnGetConvolutionBackwardFilterWorkspaceSize(
+            dev.cudnn, d.x_, d.y_, d.conv_, d.w_, p->algo, &bytes));
+      workspace_ = std::max(p->memory, bytes);
       return true;
     };
-    const ConvDescriptors& d = desc_;
     if (pass_ == ConvPass::Forward) {
       std::array<cudnnConvolutionFwdAlgoPerf_t, kMax> perf{};
       DS_CUDNN_CHECK(dev.benchmark
