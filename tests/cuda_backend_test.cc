@@ -171,6 +171,10 @@ std::vector<OpCase> nnCases() {
 std::vector<OpCase> tensorCases() {
   return {
       {"Add", "input %x0 : f32[2,3]\n input %x1 : f32[3]\n %y = Add(%x0, %x1) : f32[2,3] @n"},
+      // Same shapes, not a whole number of 16-byte packs: packed access, then a tail.
+      {"Add", "input %x0 : f32[3,37]\n input %x1 : f32[3,37]\n %y = Add(%x0, %x1) : f32[3,37] @n"},
+      {"Relu", "input %x0 : f32[5,29]\n %y = Relu(%x0) : f32[5,29] @n"},
+      {"Sigmoid", "input %x0 : f32[5,29]\n %y = Sigmoid(%x0) : f32[5,29] @n"},
       {"Sub", "input %x0 : f32[2,3]\n input %x1 : f32[2,1]\n %y = Sub(%x0, %x1) : f32[2,3] @n"},
       {"Mul",
        "input %x0 : f32[2,3,4]\n input %x1 : f32[1,3,1]\n %y = Mul(%x0, %x1) : f32[2,3,4] @n"},

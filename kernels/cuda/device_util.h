@@ -8,6 +8,7 @@
 #include <cuda_runtime.h>
 
 #include <cstdint>
+#include <initializer_list>
 
 #include "kernels/cuda/launch.h"
 
@@ -95,6 +96,36 @@ __device__ inline __half fromFloat<__half>(float v) {
 template <>
 __device__ inline __nv_bfloat16 fromFloat<__nv_bfloat16>(float v) {
   return __float2bfloat16_rn(v);
+}
+
+// ---- Packed access ----
+// Element-wise kernels over contiguous operands move 16 bytes per access (8 f16 or
+// bf16 values, 4 f32) when every operand is 16-byte aligned: 2-byte accesses leave
+// most of the memory bandwidth unused. Pack<S> is that many values of storage S;
+// the arithmetic per value stays the scalar kernel's, so results are the same.
+template <typename S>
+inline constexpr int kPack = 16 / static_cast<int>(sizeof(S));
+
+template <typename S>
+struct alignas(16) Pack {
+  S v[kPack<S>];
+};
+
+template <typename S>
+__device__ inline Pack<S> loadPack(const S* base, int64_t pack) {
+  return reinterpret_cast<const Pack<S>*>(base)[pack];
+}
+
+template <typename S>
+__device__ inline void storePack(S* base, int64_t pack, const Pack<S>& value) {
+  reinterpret_cast<Pack<S>*>(base)[pack] = value;
+}
+
+// Whether every pointer allows packed access.
+inline bool packable(std::initializer_list<const void*> pointers) {
+  for (const void* p : pointers)
+    if (reinterpret_cast<uintptr_t>(p) % 16 != 0) return false;
+  return true;
 }
 
 // Calls f(S{}) with the storage type of float dtype `t` (f32, f16 or bf16); the

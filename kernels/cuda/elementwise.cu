@@ -3,6 +3,7 @@
 // Slice, Expand, SliceGrad), Trilu and Range. One kernel per op family with the
 // op chosen by a switch inside, so few templates are instantiated: float math is
 // templated on the storage type only (f32, f16, bf16), always computing in f32.
+#include <algorithm>
 #include <type_traits>
 
 #include "kernels/cuda/device_util.h"
@@ -37,18 +38,53 @@ __device__ inline float unaryF32(UnaryOp op, float x, float alpha) {
   return x;
 }
 
+// Kernels over n contiguous elements: with kPacked, packs of kPack<S> values
+// (every pointer 16-byte aligned; packable()), then the tail one by one.
+// `value(i)` computes element i, `packed(p)` pack p.
+template <bool kPacked, typename S, typename Value, typename Packed>
+__device__ inline void forContiguous(int64_t n, Value value, Packed packed) {
+  int64_t begin = 0;
+  if constexpr (kPacked) {
+    const int64_t packs = n / kPack<S>;
+    for (int64_t p = globalIndex(); p < packs; p += globalStride()) packed(p);
+    begin = packs * kPack<S>;
+  }
+  for (int64_t i = begin + globalIndex(); i < n; i += globalStride()) value(i);
+}
+
+// Grid for n contiguous elements, packed or not.
 template <typename S>
+unsigned contiguousGrid(int64_t n, bool packed) {
+  return gridFor(packed ? std::max<int64_t>(n / kPack<S>, 1) : n);
+}
+
+template <bool kPacked, typename S>
 __global__ void unaryFloatKernel(UnaryOp op, const S* x, S* y, int64_t n, float alpha) {
-  for (int64_t i = globalIndex(); i < n; i += globalStride())
-    y[i] = fromFloat<S>(unaryF32(op, toFloat(x[i]), alpha));
+  forContiguous<kPacked, S>(
+      n, [&](int64_t i) { y[i] = fromFloat<S>(unaryF32(op, toFloat(x[i]), alpha)); },
+      [&](int64_t p) {
+        Pack<S> v = loadPack(x, p);
+#pragma unroll
+        for (int k = 0; k < kPack<S>; ++k)
+          v.v[k] = fromFloat<S>(unaryF32(op, toFloat(v.v[k]), alpha));
+        storePack(y, p, v);
+      });
 }
 
 // dX = Y == 0 ? 0 : dY: selects, so the 16-bit dY is copied exactly (as promotion
 // would round it back to itself).
-template <typename S>
+template <bool kPacked, typename S>
 __global__ void reluGradKernel(const S* dy, const S* y, S* dx, int64_t n) {
-  for (int64_t i = globalIndex(); i < n; i += globalStride())
-    dx[i] = toFloat(y[i]) == 0.0f ? fromFloat<S>(0.0f) : dy[i];
+  forContiguous<kPacked, S>(
+      n, [&](int64_t i) { dx[i] = toFloat(y[i]) == 0.0f ? fromFloat<S>(0.0f) : dy[i]; },
+      [&](int64_t p) {
+        Pack<S> g = loadPack(dy, p);
+        const Pack<S> out = loadPack(y, p);
+#pragma unroll
+        for (int k = 0; k < kPack<S>; ++k)
+          if (toFloat(out.v[k]) == 0.0f) g.v[k] = fromFloat<S>(0.0f);
+        storePack(dx, p, g);
+      });
 }
 
 // Integer negation wraps (two's complement), as on the CPU.
@@ -104,6 +140,25 @@ __global__ void binaryKernel(BinaryOp op, const T* a, const T* b, T* o, Walk w) 
 }
 
 // Float storage S: operands widened to f32, the result rounded once.
+// binaryFloatKernel on same-shape contiguous operands (a, b, o already offset).
+template <bool kPacked, typename S>
+__global__ void binaryContiguousKernel(BinaryOp op, const S* a, const S* b, S* o, int64_t n,
+                                       bool relu) {
+  auto one = [&](float x, float y) {
+    float v = binaryValue(op, x, y);
+    return fromFloat<S>(relu && v < 0.0f ? 0.0f : v);
+  };
+  forContiguous<kPacked, S>(
+      n, [&](int64_t i) { o[i] = one(toFloat(a[i]), toFloat(b[i])); },
+      [&](int64_t p) {
+        const Pack<S> x = loadPack(a, p), y = loadPack(b, p);
+        Pack<S> z;
+#pragma unroll
+        for (int k = 0; k < kPack<S>; ++k) z.v[k] = one(toFloat(x.v[k]), toFloat(y.v[k]));
+        storePack(o, p, z);
+      });
+}
+
 template <typename S>
 __global__ void binaryFloatKernel(BinaryOp op, const S* a, const S* b, S* o, Walk w, bool relu) {
   for (int64_t i = globalIndex(); i < w.numel; i += globalStride()) {
@@ -297,8 +352,13 @@ void unary(UnaryOp op, DType t, const void* x, void* y, int64_t n, float alpha, 
   if (isFloat32Or16(t))
     byFloatType(t, [&](auto tag) {
       using S = decltype(tag);
-      unaryFloatKernel<<<gridFor(n), kThreads, 0, s>>>(op, static_cast<const S*>(x),
-                                                       static_cast<S*>(y), n, alpha);
+      const S* xs = static_cast<const S*>(x);
+      S* ys = static_cast<S*>(y);
+      const unsigned grid = contiguousGrid<S>(n, packable({x, y}));
+      if (packable({x, y}))
+        unaryFloatKernel<true><<<grid, kThreads, 0, s>>>(op, xs, ys, n, alpha);
+      else
+        unaryFloatKernel<false><<<grid, kThreads, 0, s>>>(op, xs, ys, n, alpha);
     });
   else if (t == DType::I64)
     negIntKernel<<<gridFor(n), kThreads, 0, s>>>(static_cast<const int64_t*>(x),
@@ -312,8 +372,14 @@ void reluGrad(DType t, const void* dy, const void* y, void* dx, int64_t n, cudaS
   if (n == 0) return;
   byFloatType(t, [&](auto tag) {
     using S = decltype(tag);
-    reluGradKernel<<<gridFor(n), kThreads, 0, s>>>(
-        static_cast<const S*>(dy), static_cast<const S*>(y), static_cast<S*>(dx), n);
+    const S *dys = static_cast<const S*>(dy), *ys = static_cast<const S*>(y);
+    S* dxs = static_cast<S*>(dx);
+    const bool packed = packable({dy, y, dx});
+    const unsigned grid = contiguousGrid<S>(n, packed);
+    if (packed)
+      reluGradKernel<true><<<grid, kThreads, 0, s>>>(dys, ys, dxs, n);
+    else
+      reluGradKernel<false><<<grid, kThreads, 0, s>>>(dys, ys, dxs, n);
   });
 }
 
@@ -339,10 +405,22 @@ void binary(BinaryOp op, DType t, const void* a, const void* b, void* o, const W
       using S = decltype(tag);
       const S* as = static_cast<const S*>(a);
       const S* bs = static_cast<const S*>(b);
-      if (op == BinaryOp::Equal)
+      const bool contiguous =
+          w.rank == 1 && w.strides[0][0] == 1 && w.strides[1][0] == 1 && w.strides[2][0] == 1;
+      if (op == BinaryOp::Equal) {
         equalFloatKernel<<<grid, kThreads, 0, s>>>(as, bs, static_cast<bool*>(o), w);
-      else
+      } else if (contiguous) {
+        const S *ac = as + w.base[1], *bc = bs + w.base[2];
+        S* oc = static_cast<S*>(o) + w.base[0];
+        const bool packed = packable({ac, bc, oc});
+        const unsigned cgrid = contiguousGrid<S>(w.numel, packed);
+        if (packed)
+          binaryContiguousKernel<true><<<cgrid, kThreads, 0, s>>>(op, ac, bc, oc, w.numel, relu);
+        else
+          binaryContiguousKernel<false><<<cgrid, kThreads, 0, s>>>(op, ac, bc, oc, w.numel, relu);
+      } else {
         binaryFloatKernel<<<grid, kThreads, 0, s>>>(op, as, bs, static_cast<S*>(o), w, relu);
+      }
     });
   switch (t) {
     case DType::I64:

@@ -171,7 +171,22 @@ __device__ inline int64_t channelIndex(I c, I channels, I inner, I j) {
   return (static_cast<int64_t>(n) * channels + c) * inner + (j - n * inner);
 }
 
-template <typename S, typename I, int K>
+// Adds element i's terms to the K sums.
+template <int K, typename S>
+__device__ inline void addChannelTerms(S xv, const S* dy, int64_t i, double* acc) {
+  const double v = toFloat(xv);
+  acc[0] += v;
+  acc[1] += v * v;
+  if constexpr (K == 4) {
+    const double g = toFloat(dy[i]);
+    acc[2] += g;
+    acc[3] += g * v;
+  }
+}
+
+// kPacked (a.inner a multiple of kPack<S>, x and dy aligned, chunk a multiple of
+// kPack<S>): each thread reads 16-byte packs, which never cross a plane.
+template <bool kPacked, typename S, typename I, int K>
 __global__ void batchNormPartsKernel(BatchNormArgs a, const S* x, const S* dy, I chunk,
                                      double* partial) {
   __shared__ double shared[32];
@@ -179,15 +194,18 @@ __global__ void batchNormPartsKernel(BatchNormArgs a, const S* x, const S* dy, I
   const I channels = static_cast<I>(a.c), inner = static_cast<I>(a.inner);
   const I end = min(m, (p + 1) * chunk);
   double acc[K] = {};
-  for (I j = p * chunk + threadIdx.x; j < end; j += blockDim.x) {
-    const int64_t i = channelIndex<I>(c, channels, inner, j);
-    const double v = toFloat(x[i]);
-    acc[0] += v;
-    acc[1] += v * v;
-    if constexpr (K == 4) {
-      const double g = toFloat(dy[i]);
-      acc[2] += g;
-      acc[3] += g * v;
+  if constexpr (kPacked) {
+    constexpr int kP = kPack<S>;
+    for (I j = p * chunk + threadIdx.x * kP; j < end; j += blockDim.x * kP) {
+      const int64_t i = channelIndex<I>(c, channels, inner, j);
+      const Pack<S> v = loadPack(x, i / kP);
+#pragma unroll
+      for (int k = 0; k < kP; ++k) addChannelTerms<K>(v.v[k], dy, i + k, acc);
+    }
+  } else {
+    for (I j = p * chunk + threadIdx.x; j < end; j += blockDim.x) {
+      const int64_t i = channelIndex<I>(c, channels, inner, j);
+      addChannelTerms<K>(x[i], dy, i, acc);
     }
   }
   for (int k = 0; k < K; ++k) {
@@ -241,16 +259,51 @@ __global__ void batchNormInferStatsKernel(BatchNormArgs a, const float* scale, c
   }
 }
 
-template <typename S, typename I>
+// Walks the channel of consecutive elements: c and the position r within the
+// channel's plane for element i, then next() for i + 1 (no division per element).
+template <typename I>
+struct ChannelCursor {
+  I c, r, inner, channels;
+  __device__ ChannelCursor(I i, I inner_, I channels_) : inner(inner_), channels(channels_) {
+    const I q = i / inner;
+    r = i - q * inner;
+    c = q % channels;
+  }
+  __device__ void next() {
+    if (++r == inner) {
+      r = 0;
+      if (++c == channels) c = 0;
+    }
+  }
+};
+
+template <typename S>
+__device__ inline S batchNormApply(const BatchNormArgs& a, S x, int64_t c, const double* scratch) {
+  float v = static_cast<float>(toFloat(x) * scratch[c] + scratch[a.c + c]);
+  if (a.relu && v < 0.0f) v = 0.0f;  // fused Relu: as binaryFloatKernel's, one rounding
+  return fromFloat<S>(v);
+}
+
+// kPacked: 16-byte packs (x and y aligned), then the tail.
+template <bool kPacked, typename S, typename I>
 __global__ void batchNormApplyKernel(BatchNormArgs a, const S* x, S* y, const double* scratch) {
   const I total = static_cast<I>(a.n * a.c * a.inner), inner = static_cast<I>(a.inner),
           channels = static_cast<I>(a.c);
-  for (I i = globalIndex(); i < total; i += globalStride()) {
-    const I c = i / inner % channels;
-    float v = static_cast<float>(toFloat(x[i]) * scratch[c] + scratch[a.c + c]);
-    if (a.relu && v < 0.0f) v = 0.0f;  // fused Relu: as binaryFloatKernel's, one rounding
-    y[i] = fromFloat<S>(v);
+  I begin = 0;
+  if constexpr (kPacked) {
+    const I packs = total / kPack<S>;
+    for (I p = globalIndex(); p < packs; p += globalStride()) {
+      ChannelCursor<I> at(p * kPack<S>, inner, channels);
+      Pack<S> v = loadPack(x, p);
+#pragma unroll
+      for (int k = 0; k < kPack<S>; ++k, at.next())
+        v.v[k] = batchNormApply(a, v.v[k], at.c, scratch);
+      storePack(y, p, v);
+    }
+    begin = packs * kPack<S>;
   }
+  for (I i = begin + globalIndex(); i < total; i += globalStride())
+    y[i] = batchNormApply(a, x[i], i / inner % channels, scratch);
 }
 
 // Per channel: dScale, dBias and scratch = mean, inv_std, mean(dY), mean(dY·x̂).
@@ -272,18 +325,36 @@ __global__ void batchNormGradStatsKernel(BatchNormArgs a, const double* partial,
   }
 }
 
-template <typename S, typename I>
+template <typename S>
+__device__ inline S batchNormGradInput(const BatchNormArgs& a, S dy, S x, int64_t c,
+                                       const float* scale, const double* scratch) {
+  const double mean = scratch[c], inv = scratch[a.c + c];
+  const double xhat = (toFloat(x) - mean) * inv;
+  return fromFloat<S>(static_cast<float>(
+      scale[c] * inv * (toFloat(dy) - scratch[2 * a.c + c] - xhat * scratch[3 * a.c + c])));
+}
+
+template <bool kPacked, typename S, typename I>
 __global__ void batchNormGradInputKernel(BatchNormArgs a, const S* dy, const S* x,
                                          const float* scale, S* dx, const double* scratch) {
   const I total = static_cast<I>(a.n * a.c * a.inner), inner = static_cast<I>(a.inner),
           channels = static_cast<I>(a.c);
-  for (I i = globalIndex(); i < total; i += globalStride()) {
-    const I c = i / inner % channels;
-    double mean = scratch[c], inv = scratch[a.c + c];
-    double xhat = (toFloat(x[i]) - mean) * inv;
-    dx[i] = fromFloat<S>(static_cast<float>(
-        scale[c] * inv * (toFloat(dy[i]) - scratch[2 * a.c + c] - xhat * scratch[3 * a.c + c])));
+  I begin = 0;
+  if constexpr (kPacked) {
+    const I packs = total / kPack<S>;
+    for (I p = globalIndex(); p < packs; p += globalStride()) {
+      ChannelCursor<I> at(p * kPack<S>, inner, channels);
+      const Pack<S> g = loadPack(dy, p), v = loadPack(x, p);
+      Pack<S> out;
+#pragma unroll
+      for (int k = 0; k < kPack<S>; ++k, at.next())
+        out.v[k] = batchNormGradInput(a, g.v[k], v.v[k], at.c, scale, scratch);
+      storePack(dx, p, out);
+    }
+    begin = packs * kPack<S>;
   }
+  for (I i = begin + globalIndex(); i < total; i += globalStride())
+    dx[i] = batchNormGradInput(a, dy[i], x[i], i / inner % channels, scale, scratch);
 }
 
 // ---- LayerNormalization: one block per row ----
@@ -669,9 +740,16 @@ double* launchBatchNormParts(const BatchNormArgs& a, const S* x, const S* dy, do
                              cudaStream_t s) {
   const int64_t parts = batchNormParts(a), m = a.n * a.inner;
   double* partial = scratch + K * a.c;
-  batchNormPartsKernel<S, I, K>
-      <<<dim3(static_cast<unsigned>(parts), static_cast<unsigned>(a.c)), 256, 0, s>>>(
-          a, x, dy, static_cast<I>((m + parts - 1) / parts), partial);
+  const dim3 grid(static_cast<unsigned>(parts), static_cast<unsigned>(a.c));
+  int64_t chunk = (m + parts - 1) / parts;
+  if (a.inner % kPack<S> == 0 && packable({x, dy})) {
+    chunk = (chunk + kPack<S> - 1) / kPack<S> * kPack<S>;
+    batchNormPartsKernel<true, S, I, K>
+        <<<grid, 256, 0, s>>>(a, x, dy, static_cast<I>(chunk), partial);
+  } else {
+    batchNormPartsKernel<false, S, I, K>
+        <<<grid, 256, 0, s>>>(a, x, dy, static_cast<I>(chunk), partial);
+  }
   return partial;
 }
 
@@ -696,8 +774,14 @@ void batchNormForward(const BatchNormArgs& a, bool training, DType t, const void
         batchNormInferStatsKernel<<<gridFor(a.c), kThreads, 0, s>>>(a, scale, bias, in_mean, in_var,
                                                                     scratch);
       }
-      batchNormApplyKernel<S, I>
-          <<<gridFor(a.n * a.c * a.inner), kThreads, 0, s>>>(a, xs, static_cast<S*>(y), scratch);
+      const int64_t total = a.n * a.c * a.inner;
+      S* ys = static_cast<S*>(y);
+      if (packable({x, y}))
+        batchNormApplyKernel<true, S, I>
+            <<<gridFor(std::max<int64_t>(total / kPack<S>, 1)), kThreads, 0, s>>>(a, xs, ys,
+                                                                                  scratch);
+      else
+        batchNormApplyKernel<false, S, I><<<gridFor(total), kThreads, 0, s>>>(a, xs, ys, scratch);
     });
   });
 }
@@ -714,9 +798,15 @@ void batchNormBackward(const BatchNormArgs& a, DType t, const void* dy, const vo
       double* partial = launchBatchNormParts<4, S, I>(a, xs, dys, scratch, s);
       batchNormGradStatsKernel<<<gridFor(a.c), kThreads, 0, s>>>(a, partial, batchNormParts(a),
                                                                  dscale, dbias, scratch);
-      if (a.n * a.inner > 0)
-        batchNormGradInputKernel<S, I><<<gridFor(a.n * a.c * a.inner), kThreads, 0, s>>>(
-            a, dys, xs, scale, static_cast<S*>(dx), scratch);
+      const int64_t total = a.n * a.c * a.inner;
+      S* dxs = static_cast<S*>(dx);
+      if (total > 0 && packable({dy, x, dx}))
+        batchNormGradInputKernel<true, S, I>
+            <<<gridFor(std::max<int64_t>(total / kPack<S>, 1)), kThreads, 0, s>>>(a, dys, xs, scale,
+                                                                                  dxs, scratch);
+      else if (total > 0)
+        batchNormGradInputKernel<false, S, I>
+            <<<gridFor(total), kThreads, 0, s>>>(a, dys, xs, scale, dxs, scratch);
     });
   });
 }
