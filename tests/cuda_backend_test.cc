@@ -168,8 +168,31 @@ std::vector<OpCase> nnCases() {
   };
 }
 
+// Concat and Split of many small parts of a flat buffer (ZeRO's buckets of
+// normalisation parameters), which the CUDA kernel copies in one batched launch:
+// parts of 1 to 5 floats, so some ranges copy by bytes and some by 4-byte words.
+std::vector<OpCase> manyPartCases() {
+  std::string inputs, args, outputs, types, sizes;
+  int64_t total = 0;
+  for (int k = 0; k < 17; ++k) {
+    const int64_t n = k % 5 + 1;
+    const std::string type = "f32[" + std::to_string(n) + "]", sep = k ? ", " : "";
+    inputs += "input %x" + std::to_string(k) + " : " + type + "\n";
+    args += sep + "%x" + std::to_string(k);
+    outputs += sep + (k ? "%y" + std::to_string(k) : std::string("%y"));
+    types += sep + type;
+    sizes += sep + std::to_string(n);
+    total += n;
+  }
+  const std::string flat = "f32[" + std::to_string(total) + "]";
+  return {{"Concat", inputs + "%y = Concat(" + args + ") {axis = 0} : " + flat + " @n"},
+          {"Split", "input %x0 : " + flat + "\n" + outputs + " = Split(%x0) {axis = 0, split = [" +
+                        sizes + "]} : " + types + " @n"}};
+}
+
 std::vector<OpCase> tensorCases() {
-  return {
+  std::vector<OpCase> many = manyPartCases();
+  std::vector<OpCase> cases = {
       {"Add", "input %x0 : f32[2,3]\n input %x1 : f32[3]\n %y = Add(%x0, %x1) : f32[2,3] @n"},
       // Same shapes, not a whole number of 16-byte packs: packed access, then a tail.
       {"Add", "input %x0 : f32[3,37]\n input %x1 : f32[3,37]\n %y = Add(%x0, %x1) : f32[3,37] @n"},
@@ -240,6 +263,8 @@ std::vector<OpCase> tensorCases() {
        "steps = [2, -2]} : f32[3,3] @n"},
       {"Trilu", "input %x0 : f32[2,3,4]\n %y = Trilu(%x0) {k = 1} : f32[2,3,4] @n", false},
   };
+  cases.insert(cases.end(), many.begin(), many.end());
+  return cases;
 }
 
 // Ops without gradients: integer, bool and random outputs, optimizer steps.

@@ -302,6 +302,21 @@ __global__ void dropoutKeyKernel(DropoutStream stream, const int64_t* step, int6
   *key = ::ds::dropoutKey(stream);
 }
 
+// Block k copies range k of the table, by 4-byte words when it can.
+__global__ void copyBatchKernel(const int64_t* table) {
+  const int64_t* range = table + 3 * static_cast<int64_t>(blockIdx.x);
+  const int64_t bytes = range[2];
+  if (((range[0] | range[1] | bytes) & 3) == 0) {
+    const auto* src = reinterpret_cast<const uint32_t*>(range[0]);
+    auto* dst = reinterpret_cast<uint32_t*>(range[1]);
+    for (int64_t i = threadIdx.x; i < bytes / 4; i += blockDim.x) dst[i] = src[i];
+  } else {
+    const auto* src = reinterpret_cast<const uint8_t*>(range[0]);
+    auto* dst = reinterpret_cast<uint8_t*>(range[1]);
+    for (int64_t i = threadIdx.x; i < bytes; i += blockDim.x) dst[i] = src[i];
+  }
+}
+
 __global__ void dropoutRunKeyKernel(uint64_t seed, uint64_t* runs, uint64_t* key) {
   *key = mix64(seed + 0x9e3779b97f4a7c15ull * ++*runs);
 }
@@ -475,6 +490,10 @@ void dropoutKey(uint64_t run_seed, uint64_t node_seed, uint64_t node, const int6
 
 void dropoutRunKey(uint64_t seed, uint64_t* runs, uint64_t* key, cudaStream_t s) {
   dropoutRunKeyKernel<<<1, 1, 0, s>>>(seed, runs, key);
+}
+
+void copyBatch(const int64_t* table, int64_t count, cudaStream_t s) {
+  if (count > 0) copyBatchKernel<<<static_cast<unsigned>(count), kThreads, 0, s>>>(table);
 }
 
 void fillBits(size_t elem_size, uint64_t bits, void* y, int64_t n, cudaStream_t s) {

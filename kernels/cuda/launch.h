@@ -69,6 +69,9 @@ void dropoutKey(uint64_t run_seed, uint64_t node_seed, uint64_t node, const int6
 // graph draws a fresh mask on every run, as the CPU kernel does.
 void dropoutRunKey(uint64_t seed, uint64_t* runs, uint64_t* key, cudaStream_t s);
 void fillBits(size_t elem_size, uint64_t bits, void* y, int64_t n, cudaStream_t s);
+// Copies `count` byte ranges in one launch: table holds {source, destination,
+// bytes} per range, as int64 (device memory).
+void copyBatch(const int64_t* table, int64_t count, cudaStream_t s);
 // out[offset_0(i)] = in[offset_1(i)] over the walk (operand 0 is the output).
 void stridedCopy(size_t elem_size, const void* in, void* out, const Walk& w, cudaStream_t s);
 void trilu(size_t elem_size, const void* in, void* out, int64_t matrices, int64_t rows,

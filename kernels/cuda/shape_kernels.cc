@@ -1,7 +1,8 @@
 // CUDA kernels of the shape and data-movement ops (CPU twins: kernels/cpu/shape_ops.cc,
 // GatherGrad/SliceGrad in grad_misc.cc). Reshape-like ops are device copies;
 // Transpose, Slice, Expand and SliceGrad are one strided-copy launch over a walk
-// prepared at load; Concat and Split are 2-D memcpys (one per part); Gather,
+// prepared at load; Concat and Split are 2-D memcpys (one per part), or one batched
+// copy for many small parts (ZeRO's buckets of normalisation parameters); Gather,
 // Trilu, Range and ConstantOfShape are small kernels; Shape copies dims uploaded
 // at load. Data movement goes by element size, so every dtype works, and all but
 // GatherGrad and Range (arithmetic: f32, 16-bit steps run promoted) are
@@ -85,6 +86,26 @@ std::unique_ptr<CudaKernel> concatKernel(const KernelContext& ctx, bool split) {
     if (!v.present()) ctx.fail("all inputs and outputs must be present");
     blocks.push_back(outer == 0 ? 0 : v.bytes() / static_cast<size_t>(outer));
     row += blocks.back();
+  }
+  // Many small parts of a flat buffer: one launch instead of a copy per part (each
+  // costs a few microseconds however small). The views' addresses are fixed.
+  constexpr size_t kBatchedParts = 16, kSmallPart = size_t{64} << 10;
+  if (outer == 1 && parts.size() >= kBatchedParts &&
+      *std::max_element(blocks.begin(), blocks.end()) <= kSmallPart) {
+    std::vector<int64_t> table;
+    auto* w = static_cast<uint8_t*>(whole.data);
+    size_t at = 0;
+    for (size_t k = 0; k < parts.size(); at += blocks[k++]) {
+      const auto part = reinterpret_cast<int64_t>(parts[k].data);
+      const auto in_whole = reinterpret_cast<int64_t>(w + at);
+      table.insert(table.end(), {split ? in_whole : part, split ? part : in_whole,
+                                 static_cast<int64_t>(blocks[k])});
+    }
+    auto uploaded = std::make_shared<DeviceBuffer>(DeviceBuffer::upload(table));
+    const auto count = static_cast<int64_t>(parts.size());
+    return launchKernel([uploaded, count](const KernelContext&, const Device& dev, void*) {
+      copyBatch(uploaded->as<int64_t>(), count, dev.stream);
+    });
   }
   return launchKernel(
       [split, outer, blocks, row](const KernelContext& c, const Device& dev, void*) {
