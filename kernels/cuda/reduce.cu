@@ -284,9 +284,11 @@ __device__ inline S batchNormApply(const BatchNormArgs& a, S x, int64_t c, const
   return fromFloat<S>(v);
 }
 
-// kPacked: 16-byte packs (x and y aligned), then the tail.
-template <bool kPacked, typename S, typename I>
-__global__ void batchNormApplyKernel(BatchNormArgs a, const S* x, S* y, const double* scratch) {
+// out[i] = f(channel of i, x[i], dy[i]) over the [n, c, inner] tensor (dy may be
+// null: f then gets x[i] twice). kPacked: 16-byte packs (every pointer aligned),
+// then the tail.
+template <bool kPacked, typename S, typename I, typename F>
+__device__ inline void mapChannels(const BatchNormArgs& a, const S* x, const S* dy, S* out, F f) {
   const I total = static_cast<I>(a.n * a.c * a.inner), inner = static_cast<I>(a.inner),
           channels = static_cast<I>(a.c);
   I begin = 0;
@@ -294,16 +296,22 @@ __global__ void batchNormApplyKernel(BatchNormArgs a, const S* x, S* y, const do
     const I packs = total / kPack<S>;
     for (I p = globalIndex(); p < packs; p += globalStride()) {
       ChannelCursor<I> at(p * kPack<S>, inner, channels);
-      Pack<S> v = loadPack(x, p);
+      const Pack<S> v = loadPack(x, p), g = dy ? loadPack(dy, p) : v;
+      Pack<S> o;
 #pragma unroll
-      for (int k = 0; k < kPack<S>; ++k, at.next())
-        v.v[k] = batchNormApply(a, v.v[k], at.c, scratch);
-      storePack(y, p, v);
+      for (int k = 0; k < kPack<S>; ++k, at.next()) o.v[k] = f(at.c, v.v[k], g.v[k]);
+      storePack(out, p, o);
     }
     begin = packs * kPack<S>;
   }
   for (I i = begin + globalIndex(); i < total; i += globalStride())
-    y[i] = batchNormApply(a, x[i], i / inner % channels, scratch);
+    out[i] = f(i / inner % channels, x[i], dy ? dy[i] : x[i]);
+}
+
+template <bool kPacked, typename S, typename I>
+__global__ void batchNormApplyKernel(BatchNormArgs a, const S* x, S* y, const double* scratch) {
+  mapChannels<kPacked, S, I>(a, x, nullptr, y,
+                             [&](int64_t c, S v, S) { return batchNormApply(a, v, c, scratch); });
 }
 
 // Per channel: dScale, dBias and scratch = mean, inv_std, mean(dY), mean(dY·x̂).
@@ -337,24 +345,9 @@ __device__ inline S batchNormGradInput(const BatchNormArgs& a, S dy, S x, int64_
 template <bool kPacked, typename S, typename I>
 __global__ void batchNormGradInputKernel(BatchNormArgs a, const S* dy, const S* x,
                                          const float* scale, S* dx, const double* scratch) {
-  const I total = static_cast<I>(a.n * a.c * a.inner), inner = static_cast<I>(a.inner),
-          channels = static_cast<I>(a.c);
-  I begin = 0;
-  if constexpr (kPacked) {
-    const I packs = total / kPack<S>;
-    for (I p = globalIndex(); p < packs; p += globalStride()) {
-      ChannelCursor<I> at(p * kPack<S>, inner, channels);
-      const Pack<S> g = loadPack(dy, p), v = loadPack(x, p);
-      Pack<S> out;
-#pragma unroll
-      for (int k = 0; k < kPack<S>; ++k, at.next())
-        out.v[k] = batchNormGradInput(a, g.v[k], v.v[k], at.c, scale, scratch);
-      storePack(dx, p, out);
-    }
-    begin = packs * kPack<S>;
-  }
-  for (I i = begin + globalIndex(); i < total; i += globalStride())
-    dx[i] = batchNormGradInput(a, dy[i], x[i], i / inner % channels, scale, scratch);
+  mapChannels<kPacked, S, I>(a, x, dy, dx, [&](int64_t c, S v, S g) {
+    return batchNormGradInput(a, g, v, c, scale, scratch);
+  });
 }
 
 // ---- LayerNormalization: one block per row ----
@@ -472,6 +465,50 @@ __device__ inline bool ignored(const CrossEntropyArgs& a, int64_t label) {
   return a.ignore_index != INT64_MIN && label == a.ignore_index;
 }
 
+// The loss of sample s (scores xs, strided by a.d; lse = log Σ_c exp) and its weight
+// into the scratch the total adds up; per sample with reduction none.
+__device__ inline void writeSampleLoss(const CrossEntropyArgs& a, const float* xs, double lse,
+                                       const void* labels, const float* weights, int64_t s,
+                                       float* loss, double* scratch) {
+  const int64_t label = labelAt(a, labels, s);
+  double l = 0.0, w = 0.0;
+  if (!ignored(a, label)) {
+    if (label < 0 || label >= a.c) {
+      l = NAN;
+    } else {
+      w = weights ? static_cast<double>(weights[label]) : 1.0;
+      l = -w * (xs[label * a.d] - lse);
+    }
+  }
+  if (a.reduction == 0) loss[s] = static_cast<float>(l);
+  scratch[s] = l;
+  scratch[a.n * a.d + s] = w;
+}
+
+// log_prob of sample s over classes first, first + step, ...
+__device__ inline void writeLogProb(const CrossEntropyArgs& a, const float* xs, double lse,
+                                    float* out, int64_t first, int64_t step) {
+  for (int64_t c = first; c < a.c; c += step) out[c * a.d] = static_cast<float>(xs[c * a.d] - lse);
+}
+
+// What dScores of a non-ignored sample s are scaled by: dLoss, the mean's divisor,
+// the label's weight (NaN for a label out of range).
+__device__ inline double gradScale(const CrossEntropyArgs& a, const float* dloss, int64_t label,
+                                   const float* weights, int64_t s, const double* weight_sum) {
+  double g = a.reduction == 0 ? dloss[s] : dloss[0];
+  if (a.reduction == 2) g /= *weight_sum;
+  if (label < 0 || label >= a.c) g = NAN;
+  return g * (weights && label >= 0 && label < a.c ? weights[label] : 1.0);
+}
+
+// dScores of sample s over classes first, first + step, ...
+__device__ inline void writeSampleGrad(const CrossEntropyArgs& a, const float* xs, double lse,
+                                       double scale, int64_t label, float* dxs, int64_t first,
+                                       int64_t step) {
+  for (int64_t c = first; c < a.c; c += step)
+    dxs[c * a.d] = static_cast<float>(scale * (exp(xs[c * a.d] - lse) - (c == label ? 1.0 : 0.0)));
+}
+
 // log Σ_c exp(scores of sample s), over the block.
 __device__ inline double logSumExp(const CrossEntropyArgs& a, const float* xs, double* shared) {
   double m = -INFINITY;
@@ -487,26 +524,11 @@ __global__ void crossEntropySampleKernel(CrossEntropyArgs a, const float* x, con
                                          const float* weights, float* loss, float* log_prob,
                                          double* scratch) {
   __shared__ double shared[32];
-  const int64_t s = blockIdx.x, samples = a.n * a.d, n = s / a.d, d = s - n * a.d;
+  const int64_t s = blockIdx.x, n = s / a.d, d = s - n * a.d;
   const float* xs = x + n * a.c * a.d + d;
   const double lse = logSumExp(a, xs, shared);
-  if (log_prob)
-    for (int64_t c = threadIdx.x; c < a.c; c += blockDim.x)
-      log_prob[n * a.c * a.d + d + c * a.d] = static_cast<float>(xs[c * a.d] - lse);
-  if (threadIdx.x != 0) return;
-  const int64_t label = labelAt(a, labels, s);
-  double l = 0.0, w = 0.0;
-  if (!ignored(a, label)) {
-    if (label < 0 || label >= a.c) {
-      l = NAN;
-    } else {
-      w = weights ? static_cast<double>(weights[label]) : 1.0;
-      l = -w * (xs[label * a.d] - lse);
-    }
-  }
-  if (a.reduction == 0) loss[s] = static_cast<float>(l);
-  scratch[s] = l;
-  scratch[samples + s] = w;
+  if (log_prob) writeLogProb(a, xs, lse, log_prob + n * a.c * a.d + d, threadIdx.x, blockDim.x);
+  if (threadIdx.x == 0) writeSampleLoss(a, xs, lse, labels, weights, s, loss, scratch);
 }
 
 // Scores [n, c, d] with many d: block (tile, n) takes the 32 samples (n, 32 tile +
@@ -539,27 +561,12 @@ __global__ void crossEntropySampleTileKernel(CrossEntropyArgs a, const float* x,
                                              const float* weights, float* loss, float* log_prob,
                                              double* scratch) {
   __shared__ double shared[8][33];
-  const int64_t n = blockIdx.y, d = blockIdx.x * 32 + threadIdx.x, samples = a.n * a.d;
+  const int64_t n = blockIdx.y, d = blockIdx.x * 32 + threadIdx.x;
   const float* xs = x + n * a.c * a.d + d;
   const double lse = tileLogSumExp(a, xs, d < a.d, shared);
   if (d >= a.d) return;
-  if (log_prob)
-    for (int64_t c = threadIdx.y; c < a.c; c += 8)
-      log_prob[n * a.c * a.d + d + c * a.d] = static_cast<float>(xs[c * a.d] - lse);
-  if (threadIdx.y != 0) return;
-  const int64_t s = n * a.d + d, label = labelAt(a, labels, s);
-  double l = 0.0, w = 0.0;
-  if (!ignored(a, label)) {
-    if (label < 0 || label >= a.c) {
-      l = NAN;
-    } else {
-      w = weights ? static_cast<double>(weights[label]) : 1.0;
-      l = -w * (xs[label * a.d] - lse);
-    }
-  }
-  if (a.reduction == 0) loss[s] = static_cast<float>(l);
-  scratch[s] = l;
-  scratch[samples + s] = w;
+  if (log_prob) writeLogProb(a, xs, lse, log_prob + n * a.c * a.d + d, threadIdx.y, 8);
+  if (threadIdx.y == 0) writeSampleLoss(a, xs, lse, labels, weights, n * a.d + d, loss, scratch);
 }
 
 // crossEntropyGradKernel over tiles of d.
@@ -577,12 +584,8 @@ __global__ void crossEntropyGradTileKernel(CrossEntropyArgs a, const float* dlos
     for (int64_t c = threadIdx.y; c < a.c; c += 8) dxs[c * a.d] = 0.0f;
     return;
   }
-  double g = a.reduction == 0 ? dloss[s] : dloss[0];
-  if (a.reduction == 2) g /= *weight_sum;
-  if (label < 0 || label >= a.c) g = NAN;
-  const double scale = g * (weights && label >= 0 && label < a.c ? weights[label] : 1.0);
-  for (int64_t c = threadIdx.y; c < a.c; c += 8)
-    dxs[c * a.d] = static_cast<float>(scale * (exp(xs[c * a.d] - lse) - (c == label ? 1.0 : 0.0)));
+  const double scale = gradScale(a, dloss, label, weights, s, weight_sum);
+  writeSampleGrad(a, xs, lse, scale, label, dxs, threadIdx.y, 8);
 }
 
 __global__ void crossEntropyTotalKernel(CrossEntropyArgs a, float* loss, const double* scratch) {
@@ -626,13 +629,9 @@ __global__ void crossEntropyGradKernel(CrossEntropyArgs a, const float* dloss, c
     for (int64_t c = threadIdx.x; c < a.c; c += blockDim.x) dxs[c * a.d] = 0.0f;
     return;
   }
-  double g = a.reduction == 0 ? dloss[s] : dloss[0];
-  if (a.reduction == 2) g /= *weight_sum;
-  if (label < 0 || label >= a.c) g = NAN;
-  const double scale = g * (weights && label >= 0 && label < a.c ? weights[label] : 1.0);
+  const double scale = gradScale(a, dloss, label, weights, s, weight_sum);
   const double lse = logSumExp(a, xs, shared);
-  for (int64_t c = threadIdx.x; c < a.c; c += blockDim.x)
-    dxs[c * a.d] = static_cast<float>(scale * (exp(xs[c * a.d] - lse) - (c == label ? 1.0 : 0.0)));
+  writeSampleGrad(a, xs, lse, scale, label, dxs, threadIdx.x, blockDim.x);
 }
 
 }  // namespace
