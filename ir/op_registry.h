@@ -68,8 +68,9 @@ struct OpSchema {
   int max_outputs = 1;
   std::vector<AttrSpec> attrs;
   InferFn infer;
-  // Output 0 may overwrite this input when their types match (element-wise ops);
-  // -1: never. The memory planner uses it to place the two in the same bytes.
+  // Output 0 may overwrite this input when both have the same dtype and element
+  // count (element-wise ops; reshapes, whose bytes are the same); -1: never. The
+  // memory planner uses it to place the two in the same bytes.
   int inplace_input = -1;
 
   const AttrSpec* findAttr(const std::string& attr) const;

@@ -78,7 +78,9 @@ std::vector<Buffer> buffers(const Graph& g,
       const Allocation& a = live.at(v);
       bool reuse = o == 0 && in >= 0 && n->hasInput(static_cast<size_t>(in));
       const Value* src = reuse ? n->input(static_cast<size_t>(in)) : nullptr;
-      reuse = reuse && buffer_of.count(src) && src->type() == v->type() &&
+      // The same bytes: element-wise ops keep the shape, reshapes relabel it.
+      reuse = reuse && buffer_of.count(src) && src->dtype() == v->dtype() &&
+              src->type().numel() == v->type().numel() &&
               live.at(src).last_step == index.at(n.get()) &&
               std::count(n->inputs().begin(), n->inputs().end(), src) == 1;
       if (reuse) {

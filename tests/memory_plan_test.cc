@@ -50,6 +50,26 @@ TEST(MemoryPlan, ValuesUsedTwiceAreNotOverwritten) {
   EXPECT_EQ(plan.arena_bytes, 512);
 }
 
+// A reshape relabels its input's bytes: when the input dies there, the output
+// shares its buffer (the copy is then a no-op); a Transpose moves bytes, so not.
+TEST(MemoryPlan, ReshapesShareTheirInputsBuffer) {
+  auto g = parseGraph(R"(graph g {
+  input %x : f32[8,8]
+  %a = Neg(%x) : f32[8,8] @neg
+  %b = Reshape(%a) {shape = [64]} : f32[64] @flat
+  %c = Unsqueeze(%b) {axes = [0]} : f32[1,64] @unsq
+  %d = Transpose(%c) : f32[64,1] @t
+  return %d
+})");
+  MemoryPlan plan = planMemory(*g);
+  checkMemoryPlan(*g, plan);
+  const int64_t a = plan.allocations.at(g->value("a")).offset;
+  EXPECT_EQ(plan.allocations.at(g->value("b")).offset, a);
+  EXPECT_EQ(plan.allocations.at(g->value("c")).offset, a);
+  EXPECT_NE(plan.allocations.at(g->value("d")).offset, a);
+  EXPECT_EQ(plan.inplace_count, 2);
+}
+
 TEST(MemoryPlan, CheckerCatchesOverlap) {
   auto g = parseGraph(R"(graph g {
   input %x : f32[64]

@@ -174,16 +174,24 @@ void inferConstantOfShape(InferContext& ctx) {
   ctx.setOutput(0, value.dtype(), out);
 }
 
+// Ops that only relabel the dims of their input's bytes: their output may share the
+// input's buffer (the memory plan then makes the copy a no-op).
+OpSchema relabelsDims(OpSchema s) {
+  s.inplace_input = 0;
+  return s;
+}
+
 }  // namespace
 
 void registerShapeOps(OpRegistry& r) {
   using K = AttrKind;
-  r.add(schema("Flatten", {{"axis", K::Int, int64_t{1}}}, inferFlatten));
-  r.add(schema("Reshape", {{"allowzero", K::Int, int64_t{0}}, {"shape", K::Ints, std::nullopt}},
-               inferReshape));
+  r.add(relabelsDims(schema("Flatten", {{"axis", K::Int, int64_t{1}}}, inferFlatten)));
+  r.add(relabelsDims(schema("Reshape",
+                            {{"allowzero", K::Int, int64_t{0}}, {"shape", K::Ints, std::nullopt}},
+                            inferReshape)));
   r.add(schema("Transpose", {{"perm", K::Ints, kNoInts}}, inferTranspose));
-  r.add(schema("Unsqueeze", {{"axes", K::Ints, std::nullopt}}, inferUnsqueeze));
-  r.add(schema("Squeeze", {{"axes", K::Ints, kNoInts}}, inferSqueeze));
+  r.add(relabelsDims(schema("Unsqueeze", {{"axes", K::Ints, std::nullopt}}, inferUnsqueeze)));
+  r.add(relabelsDims(schema("Squeeze", {{"axes", K::Ints, kNoInts}}, inferSqueeze)));
   OpSchema concat = schema("Concat", {{"axis", K::Int, std::nullopt}}, inferConcat);
   concat.max_inputs = kVariadic;
   r.add(concat);
