@@ -301,7 +301,7 @@ deepspeed_peers() { # W DSRUN-VARIANT
   local -a peer_env=(env "PYTHONPATH=$site" "TORCH_EXTENSIONS_DIR=$extensions" MAX_JOBS=4
     TORCH_CUDA_ARCH_LIST=9.0)
   if [[ $ds_state == absent ]]; then
-    note "$w" deepspeed-ref failed "DeepSpeed not carried: scripts/gpu_pack.sh puts its wheels in .gpu/wheels"
+    note "$w" deepspeed-ref failed "DeepSpeed unavailable: not carried (scripts/gpu_pack.sh puts its wheels in .gpu/wheels) or its prebuild failed"
     return
   fi
   # Wait for the background install and op builds, leaving time for the peers (a peer

@@ -1,0 +1,37 @@
+#!/usr/bin/env bash
+# Issue 7's whole GPU check in one call of the device tool (device time is scarce:
+# 15 minutes a session, and no machine starts with under 4 left), from the repository
+# root after scripts/gpu_pack.sh filled .gpu/ here; carry [".gpu"]:
+#   bash bench/gpu_session.sh [BUDGET_S]     # BUDGET_S: wall time to end within (540)
+# 1. DeepSpeed's ops build in the background (bench/gpu_ds_prebuild.sh) while
+# 2. every GPU test runs (bench/gpu_check.sh, at most GPU_CHECK_TESTS_S=150 s, failed
+#    tests again alone within 45 s); then
+# 3. the benchmarks, every peer in the same run (bench/gpu_bench.sh), with what is left.
+# Everything lands in $OUT/results.tgz (check/ and bench/: the device tool returns at
+# most 8 files); the summary, failures and results table are printed last.
+set -uo pipefail
+cd "$(dirname "$0")/.." || exit 2
+budget=${1:-540}
+out=${OUT:-/tmp/gpu_session_out}
+res=$(mktemp -d /tmp/gpu_session.XXXXXX)
+mkdir -p "$out" "$res/check" "$res/bench"
+start=$(date +%s)
+left() { echo $((budget - ($(date +%s) - start))); }
+
+bash bench/gpu_ds_prebuild.sh "$res/ds" > "$res/bench/ds_prebuild.log" 2>&1 &
+prebuild=$!
+OUT=$res/check GPU_CHECK_TESTS_S=${GPU_CHECK_TESTS_S:-150} GPU_CHECK_RERUN_S=${GPU_CHECK_RERUN_S:-45} \
+  GPU_CHECK_TIMING=0 bash bench/gpu_check.sh > "$res/check/stdout.txt" 2>&1
+check_rc=$?
+wait "$prebuild"
+echo "gpu_session: tests exit $check_rc; DeepSpeed prebuild exit $? at +$(($(date +%s) - start)) s"
+OUT=$res/bench BENCH_DS_PREBUILT=$res/ds BENCH_BUDGET_S=$(($(left) - 15)) \
+  bash bench/gpu_bench.sh > "$res/bench/stdout.txt" 2>&1
+echo "gpu_session: benchmarks exit $? at +$(($(date +%s) - start)) s"
+rm -rf "$res/ds"
+tar -C "$res" -czf "$out/results.tgz" check bench
+grep -v LD_LIBRARY_PATH "$res/check/summary.txt"
+head -c 4000 "$res/check/failures.txt" 2> /dev/null
+sed -n '/^| workload/,/^$/p' "$res/bench/bench.md" 2> /dev/null
+rm -rf "$res"
+exit $check_rc
