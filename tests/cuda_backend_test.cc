@@ -387,8 +387,8 @@ std::vector<OpCase> castCases16() {
     for (const std::string& to : floats)
       if (from != to)
         out.push_back({"Cast",
-                       "input %x0 : " + from + "[64]\n %y = Cast(%x0) {to = \"" + to +
-                           "\"} : " + to + "[64] @n",
+                       "input %x0 : " + from + "[67]\n %y = Cast(%x0) {to = \"" + to +
+                           "\"} : " + to + "[67] @n",  // 16 packs of 4 and a tail
                        false, false, true});
   // Ties: 1 + 2^-11 (f16) and 1 + 2^-8 (bf16) round down to 1, 1 + 3·2^-11 and
   // 1 + 3·2^-8 up to the even neighbour; 2049 is an f16 tie (to 2048).

@@ -268,9 +268,30 @@ __device__ inline void storeAs(DType t, void* p, int64_t i, double v) {
 
 // The casts of mixed-precision plans (between f32, f16 and bf16): through f32, one
 // rounding to nearest-even; no per-element dtype switch.
-template <typename S, typename D>
+// Four values of T in one access (a cast's two sides differ in size, so packs
+// count elements, not bytes).
+template <typename T>
+struct alignas(4 * sizeof(T)) Quad {
+  T v[4];
+};
+
+// kPacked: x and y aligned for Quad access, four elements a thread per step.
+template <bool kPacked, typename S, typename D>
 __global__ void convertFloatKernel(const S* x, D* y, int64_t n) {
-  for (int64_t i = globalIndex(); i < n; i += globalStride()) y[i] = fromFloat<D>(toFloat(x[i]));
+  int64_t begin = 0;
+  if constexpr (kPacked) {
+    const int64_t quads = n / 4;
+    for (int64_t q = globalIndex(); q < quads; q += globalStride()) {
+      const Quad<S> in = reinterpret_cast<const Quad<S>*>(x)[q];
+      Quad<D> out;
+#pragma unroll
+      for (int k = 0; k < 4; ++k) out.v[k] = fromFloat<D>(toFloat(in.v[k]));
+      reinterpret_cast<Quad<D>*>(y)[q] = out;
+    }
+    begin = quads * 4;
+  }
+  for (int64_t i = begin + globalIndex(); i < n; i += globalStride())
+    y[i] = fromFloat<D>(toFloat(x[i]));
 }
 
 __global__ void castKernel(DType from, DType to, const void* x, void* y, int64_t n) {
@@ -468,9 +489,17 @@ void cast(DType from, DType to, const void* x, void* y, int64_t n, cudaStream_t 
     byFloatType(to, [&](auto to_tag) {
       using S = decltype(from_tag);
       using D = decltype(to_tag);
-      if constexpr (!std::is_same_v<S, D>)  // equal dtypes took the general kernel
-        convertFloatKernel<<<gridFor(n), kThreads, 0, s>>>(static_cast<const S*>(x),
-                                                           static_cast<D*>(y), n);
+      if constexpr (!std::is_same_v<S, D>) {  // equal dtypes took the general kernel
+        const S* xs = static_cast<const S*>(x);
+        D* ys = static_cast<D*>(y);
+        const bool packed = reinterpret_cast<uintptr_t>(x) % sizeof(Quad<S>) == 0 &&
+                            reinterpret_cast<uintptr_t>(y) % sizeof(Quad<D>) == 0;
+        if (packed)
+          convertFloatKernel<true>
+              <<<gridFor(std::max<int64_t>(n / 4, 1)), kThreads, 0, s>>>(xs, ys, n);
+        else
+          convertFloatKernel<false><<<gridFor(n), kThreads, 0, s>>>(xs, ys, n);
+      }
     });
   });
 }
