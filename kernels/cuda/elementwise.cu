@@ -139,7 +139,6 @@ __global__ void binaryKernel(BinaryOp op, const T* a, const T* b, T* o, Walk w) 
     o[i] = binaryValue(op, a[walkOffset(w, 1, i)], b[walkOffset(w, 2, i)]);
 }
 
-// Float storage S: operands widened to f32, the result rounded once.
 // binaryFloatKernel on same-shape contiguous operands (a, b, o already offset).
 template <bool kPacked, typename S>
 __global__ void binaryContiguousKernel(BinaryOp op, const S* a, const S* b, S* o, int64_t n,
@@ -159,6 +158,7 @@ __global__ void binaryContiguousKernel(BinaryOp op, const S* a, const S* b, S* o
       });
 }
 
+// Float storage S: operands widened to f32, the result rounded once.
 template <typename S>
 __global__ void binaryFloatKernel(BinaryOp op, const S* a, const S* b, S* o, Walk w, bool relu) {
   for (int64_t i = globalIndex(); i < w.numel; i += globalStride()) {
@@ -266,8 +266,6 @@ __device__ inline void storeAs(DType t, void* p, int64_t i, double v) {
   }
 }
 
-// The casts of mixed-precision plans (between f32, f16 and bf16): through f32, one
-// rounding to nearest-even; no per-element dtype switch.
 // Four values of T in one access (a cast's two sides differ in size, so packs
 // count elements, not bytes).
 template <typename T>
@@ -275,7 +273,9 @@ struct alignas(4 * sizeof(T)) Quad {
   T v[4];
 };
 
-// kPacked: x and y aligned for Quad access, four elements a thread per step.
+// The casts of mixed-precision plans (between f32, f16 and bf16): through f32, one
+// rounding to nearest-even; no per-element dtype switch. kPacked: x and y aligned
+// for Quad access, four elements a thread per step.
 template <bool kPacked, typename S, typename D>
 __global__ void convertFloatKernel(const S* x, D* y, int64_t n) {
   int64_t begin = 0;
