@@ -108,6 +108,16 @@ std::vector<OpCase> nnCases() {
        " input %x4 : f32[3]\n %y = BatchNormalization(%x0, %x1, %x2, %x3, %x4) {epsilon = 0.01} : "
        "f32[2,3,2] @n",
        true, true},
+      // Statistics over planes of 196 (whole planes, not a whole number of packs)
+      // and of 64 (elements in packs):
+      {"BatchNormalization",
+       "input %x0 : f32[4,3,14,14]\n input %x1 : f32[3]\n input %x2 : f32[3]\n"
+       " const %m : f32[3] = [0, 0, 0]\n const %v : f32[3] = [1, 1, 1]\n"
+       " %y = BatchNormalization(%x0, %x1, %x2, %m, %v) {training_mode = 1} : f32[4,3,14,14] @n"},
+      {"BatchNormalization",
+       "input %x0 : f32[8,4,8,8]\n input %x1 : f32[4]\n input %x2 : f32[4]\n"
+       " const %m : f32[4] = [0, 0, 0, 0]\n const %v : f32[4] = [1, 1, 1, 1]\n"
+       " %y = BatchNormalization(%x0, %x1, %x2, %m, %v) {training_mode = 1} : f32[8,4,8,8] @n"},
       // Large channels: statistics split over several blocks per channel.
       {"BatchNormalization",
        "input %x0 : f32[16,4,32,32]\n input %x1 : f32[4]\n input %x2 : f32[4]\n"
@@ -434,6 +444,18 @@ std::vector<OpCase> normCases16(const std::string& t) {
         const %m : f32[4] = [0.1, -0.2, 0.3, 0]
         const %v : f32[4] = [0.5, 2.0, 1.0, 1.0]
         %y, %rm, %rv = BatchNormalization(%x0, %x1, %x2, %m, %v) {training_mode = 1} : T[8,4,32,32], f32[4], f32[4] @n)"},
+      {"BatchNormalization", R"(input %x0 : T[4,3,14,14]
+        input %x1 : f32[3]
+        input %x2 : f32[3]
+        const %m : f32[3] = [0, 0, 0]
+        const %v : f32[3] = [1, 1, 1]
+        %y = BatchNormalization(%x0, %x1, %x2, %m, %v) {training_mode = 1} : T[4,3,14,14] @n)"},
+      {"BatchNormalization", R"(input %x0 : T[8,4,8,8]
+        input %x1 : f32[4]
+        input %x2 : f32[4]
+        const %m : f32[4] = [0, 0, 0, 0]
+        const %v : f32[4] = [1, 1, 1, 1]
+        %y = BatchNormalization(%x0, %x1, %x2, %m, %v) {training_mode = 1} : T[8,4,8,8] @n)"},
       {"LayerNormalization", R"(input %x0 : T[300,40]
         input %x1 : f32[40]
         input %x2 : f32[40]

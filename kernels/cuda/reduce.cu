@@ -171,21 +171,41 @@ __device__ inline int64_t channelIndex(I c, I channels, I inner, I j) {
   return (static_cast<int64_t>(n) * channels + c) * inner + (j - n * inner);
 }
 
-// Adds element i's terms to the K sums.
+// Adds one element's terms (x, and dy for the gradient) to the K sums.
 template <int K, typename S>
-__device__ inline void addChannelTerms(S xv, const S* dy, int64_t i, double* acc) {
+__device__ inline void addChannelTerms(S xv, S gv, double* acc) {
   const double v = toFloat(xv);
   acc[0] += v;
   acc[1] += v * v;
   if constexpr (K == 4) {
-    const double g = toFloat(dy[i]);
+    const double g = toFloat(gv);
     acc[2] += g;
     acc[3] += g * v;
   }
 }
 
-// kPacked (a.inner a multiple of kPack<S>, x and dy aligned, chunk a multiple of
-// kPack<S>): each thread reads 16-byte packs, which never cross a plane.
+// Adds the pack at element i (16-byte aligned) of x and dy.
+template <int K, typename S>
+__device__ inline void addChannelPack(const S* x, const S* dy, int64_t i, double* acc) {
+  const Pack<S> v = loadPack(x, i / kPack<S>);
+  const Pack<S> g = K == 4 ? loadPack(dy, i / kPack<S>) : v;
+#pragma unroll
+  for (int k = 0; k < kPack<S>; ++k) addChannelTerms<K>(v.v[k], g.v[k], acc);
+}
+
+// Block (p, c)'s sums into partial[(c * parts + p) * K + k].
+template <int K>
+__device__ inline void writeChannelPart(double* acc, double* shared, double* partial) {
+  for (int k = 0; k < K; ++k) {
+    const double t = blockSum(acc[k], shared);
+    if (threadIdx.x == 0)
+      partial[(static_cast<int64_t>(blockIdx.y) * gridDim.x + blockIdx.x) * K + k] = t;
+  }
+}
+
+// Small planes: part p is elements [p chunk, (p + 1) chunk) of channel c's n * inner,
+// each thread's next element found by division. kPacked (a.inner and chunk
+// multiples of kPack<S>, x and dy aligned): 16-byte packs, which never cross a plane.
 template <bool kPacked, typename S, typename I, int K>
 __global__ void batchNormPartsKernel(BatchNormArgs a, const S* x, const S* dy, I chunk,
                                      double* partial) {
@@ -193,25 +213,37 @@ __global__ void batchNormPartsKernel(BatchNormArgs a, const S* x, const S* dy, I
   const I c = blockIdx.y, p = blockIdx.x, m = static_cast<I>(a.n * a.inner);
   const I channels = static_cast<I>(a.c), inner = static_cast<I>(a.inner);
   const I end = min(m, (p + 1) * chunk);
+  constexpr int kStep = kPacked ? kPack<S> : 1;
   double acc[K] = {};
-  if constexpr (kPacked) {
-    constexpr int kP = kPack<S>;
-    for (I j = p * chunk + threadIdx.x * kP; j < end; j += blockDim.x * kP) {
-      const int64_t i = channelIndex<I>(c, channels, inner, j);
-      const Pack<S> v = loadPack(x, i / kP);
-#pragma unroll
-      for (int k = 0; k < kP; ++k) addChannelTerms<K>(v.v[k], dy, i + k, acc);
-    }
-  } else {
-    for (I j = p * chunk + threadIdx.x; j < end; j += blockDim.x) {
-      const int64_t i = channelIndex<I>(c, channels, inner, j);
-      addChannelTerms<K>(x[i], dy, i, acc);
+  for (I j = p * chunk + threadIdx.x * kStep; j < end; j += blockDim.x * kStep) {
+    const int64_t i = channelIndex<I>(c, channels, inner, j);
+    if constexpr (kPacked)
+      addChannelPack<K>(x, dy, i, acc);
+    else
+      addChannelTerms<K>(x[i], K == 4 ? dy[i] : x[i], acc);
+  }
+  writeChannelPart<K>(acc, shared, partial);
+}
+
+// Large planes: part p is images [p chunk, (p + 1) chunk) of channel c, each plane
+// read contiguously, no division. kPacked as above (a.inner a multiple of kPack<S>).
+template <bool kPacked, typename S, int K>
+__global__ void batchNormPlanePartsKernel(BatchNormArgs a, const S* x, const S* dy, int64_t chunk,
+                                          double* partial) {
+  __shared__ double shared[32];
+  const int64_t c = blockIdx.y, end = min(a.n, (blockIdx.x + 1) * chunk);
+  constexpr int kStep = kPacked ? kPack<S> : 1;
+  double acc[K] = {};
+  for (int64_t n = blockIdx.x * chunk; n < end; ++n) {
+    const int64_t plane = (n * a.c + c) * a.inner;
+    for (int64_t k = threadIdx.x * kStep; k < a.inner; k += blockDim.x * kStep) {
+      if constexpr (kPacked)
+        addChannelPack<K>(x, dy, plane + k, acc);
+      else
+        addChannelTerms<K>(x[plane + k], K == 4 ? dy[plane + k] : x[plane + k], acc);
     }
   }
-  for (int k = 0; k < K; ++k) {
-    const double t = blockSum(acc[k], shared);
-    if (threadIdx.x == 0) partial[(static_cast<int64_t>(c) * gridDim.x + p) * K + k] = t;
-  }
+  writeChannelPart<K>(acc, shared, partial);
 }
 
 // Channel c's sums over its parts, in order.
@@ -740,8 +772,17 @@ double* launchBatchNormParts(const BatchNormArgs& a, const S* x, const S* dy, do
   const int64_t parts = batchNormParts(a), m = a.n * a.inner;
   double* partial = scratch + K * a.c;
   const dim3 grid(static_cast<unsigned>(parts), static_cast<unsigned>(a.c));
+  const bool packed = a.inner % kPack<S> == 0 && packable({x, dy});
+  if (a.inner >= 128) {  // whole planes: parts split the images
+    const int64_t images = (a.n + parts - 1) / parts;
+    if (packed)
+      batchNormPlanePartsKernel<true, S, K><<<grid, 256, 0, s>>>(a, x, dy, images, partial);
+    else
+      batchNormPlanePartsKernel<false, S, K><<<grid, 256, 0, s>>>(a, x, dy, images, partial);
+    return partial;
+  }
   int64_t chunk = (m + parts - 1) / parts;
-  if (a.inner % kPack<S> == 0 && packable({x, dy})) {
+  if (packed) {
     chunk = (chunk + kPack<S> - 1) / kPack<S> * kPack<S>;
     batchNormPartsKernel<true, S, I, K>
         <<<grid, 256, 0, s>>>(a, x, dy, static_cast<I>(chunk), partial);
