@@ -165,8 +165,11 @@ struct PoolArgs {
 void pool(const PoolArgs& a, bool max_pool, DType t, const void* x, void* y, cudaStream_t s);
 // MaxPoolGrad (dY routed to each window's first maximum of x: row-major taps, NaN
 // wins, as the CPU does) or AveragePoolGrad (x unused, may be null); dtype t as above.
+// `scratch` holds poolGradScratchBytes(a, max_pool) bytes: a 2-D MaxPoolGrad without
+// dilation first finds each window's maximum, then gathers.
+size_t poolGradScratchBytes(const PoolArgs& a, bool max_pool);
 void poolGrad(const PoolArgs& a, bool max_pool, DType t, const void* dy, const void* x, void* dx,
-              cudaStream_t s);
+              void* scratch, cudaStream_t s);
 // y[i, j] = beta * c[i or 0, j or 0] (Gemm's C broadcast into Y before Y += alpha A·B).
 void gemmFillC(const float* c, float* y, int64_t m, int64_t n, int64_t c_rows, int64_t c_cols,
                float beta, cudaStream_t s);

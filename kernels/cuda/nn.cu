@@ -266,54 +266,92 @@ __global__ void clipCoefKernel(const float* norm, float* coef, double max_norm) 
   *coef = c < 1.0 ? static_cast<float>(c) : 1.0f;
 }
 
-// MaxPoolGrad of a 2-D window without dilation, in 32-bit index math (64-bit
-// division dominates poolGradKernel): the same sums in the same order, windows
-// in ascending output order, each routing dY to its first maximum (NaN wins).
+// ---- 2-D max pooling without dilation, in 32-bit index math (64-bit division
+// dominates the general kernels) ----
+
+struct Pool2d {
+  int h_in, w_in, h_out, w_out, kh, kw, sh, sw, ph, pw, planes;
+  explicit Pool2d(const PoolArgs& a)
+      : h_in(static_cast<int>(a.in[1])),
+        w_in(static_cast<int>(a.in[2])),
+        h_out(static_cast<int>(a.out[1])),
+        w_out(static_cast<int>(a.out[2])),
+        kh(static_cast<int>(a.kernel[1])),
+        kw(static_cast<int>(a.kernel[2])),
+        sh(static_cast<int>(a.strides[1])),
+        sw(static_cast<int>(a.strides[2])),
+        ph(static_cast<int>(a.pad_begin[1])),
+        pw(static_cast<int>(a.pad_begin[2])),
+        planes(static_cast<int>(a.planes)) {}
+
+  // Index in its plane of the first maximum of window (oh, ow) of plane xp, as
+  // argMax finds it (row-major taps, NaN wins); -1 for a window of no input.
+  template <typename S>
+  __device__ int argMax(const S* xp, int oh, int ow) const {
+    const int h0 = max(0, oh * sh - ph), h1 = min(h_in, oh * sh - ph + kh);
+    const int w0 = max(0, ow * sw - pw), w1 = min(w_in, ow * sw - pw + kw);
+    float best = -INFINITY;
+    int best_at = -1;
+    for (int h = h0; h < h1; ++h)
+      for (int w = w0; w < w1; ++w) {
+        const float v = toFloat(xp[h * w_in + w]);
+        if (best_at < 0) best_at = h * w_in + w;
+        if (v > best || isnan(v)) {
+          best = v;
+          best_at = h * w_in + w;
+        }
+      }
+    return best_at;
+  }
+};
+
+// MaxPool: each output the maximum of its window (-inf for a window of no input);
+// with `at` (MaxPoolGrad's first phase), the window's argMax instead.
 template <typename S>
-__global__ void maxPool2dGradKernel(PoolArgs a, const S* dy, const S* x, S* dx) {
-  const int h_in = static_cast<int>(a.in[1]), w_in = static_cast<int>(a.in[2]);
-  const int h_out = static_cast<int>(a.out[1]), w_out = static_cast<int>(a.out[2]);
-  const int kh = static_cast<int>(a.kernel[1]), kw = static_cast<int>(a.kernel[2]);
-  const int sh = static_cast<int>(a.strides[1]), sw = static_cast<int>(a.strides[2]);
-  const int ph = static_cast<int>(a.pad_begin[1]), pw = static_cast<int>(a.pad_begin[2]);
-  const int in_size = h_in * w_in, total = static_cast<int>(a.planes) * in_size;
+__global__ void maxPool2dKernel(Pool2d g, const S* x, S* y, int* at) {
+  const int out_size = g.h_out * g.w_out, total = g.planes * out_size;
+  for (int t = static_cast<int>(globalIndex()); t < total; t += static_cast<int>(globalStride())) {
+    const int p = t / out_size, o = t - p * out_size, oh = o / g.w_out, ow = o - oh * g.w_out;
+    const S* xp = x + static_cast<int64_t>(p) * g.h_in * g.w_in;
+    const int best = g.argMax(xp, oh, ow);
+    if (at)
+      at[t] = best;
+    else
+      y[t] = best < 0 ? fromFloat<S>(-INFINITY) : xp[best];
+  }
+}
+
+// MaxPoolGrad's second phase: dX[i] sums the dY of the windows whose argMax
+// (from the first phase) is i, in ascending output order as the CPU adds them.
+template <typename S>
+__global__ void maxPool2dGradKernel(Pool2d g, const S* dy, const int* at, S* dx) {
+  const int in_size = g.h_in * g.w_in, out_size = g.h_out * g.w_out;
+  const int total = g.planes * in_size;
   // Outputs o along a dim whose window [o s - pad, o s - pad + k) holds input i.
   auto first = [](int i, int pad, int k, int stride) {
     const int lo = i + pad - k + 1;
     return lo <= 0 ? 0 : (lo + stride - 1) / stride;
   };
   for (int t = static_cast<int>(globalIndex()); t < total; t += static_cast<int>(globalStride())) {
-    const int p = t / in_size, flat = t - p * in_size, ih = flat / w_in, iw = flat - ih * w_in;
-    const S* xp = x + static_cast<int64_t>(p) * in_size;
-    const S* dyp = dy + static_cast<int64_t>(p) * h_out * w_out;
-    const int oh_end = min(h_out, (ih + ph) / sh + 1), ow_end = min(w_out, (iw + pw) / sw + 1);
+    const int p = t / in_size, flat = t - p * in_size, ih = flat / g.w_in, iw = flat - ih * g.w_in;
+    const int base = p * out_size;
+    const int oh_end = min(g.h_out, (ih + g.ph) / g.sh + 1);
+    const int ow_end = min(g.w_out, (iw + g.pw) / g.sw + 1);
     float acc = 0.0f;
-    for (int oh = first(ih, ph, kh, sh); oh < oh_end; ++oh) {
-      const int h0 = max(0, oh * sh - ph), h1 = min(h_in, oh * sh - ph + kh);
-      for (int ow = first(iw, pw, kw, sw); ow < ow_end; ++ow) {
-        const int w0 = max(0, ow * sw - pw), w1 = min(w_in, ow * sw - pw + kw);
-        float best = -INFINITY;
-        int best_at = -1;
-        for (int h = h0; h < h1; ++h)
-          for (int w = w0; w < w1; ++w) {
-            const float v = toFloat(xp[h * w_in + w]);
-            if (best_at < 0) best_at = h * w_in + w;
-            if (v > best || isnan(v)) {
-              best = v;
-              best_at = h * w_in + w;
-            }
-          }
-        if (best_at == flat) acc += toFloat(dyp[oh * w_out + ow]);
+    for (int oh = first(ih, g.ph, g.kh, g.sh); oh < oh_end; ++oh)
+      for (int ow = first(iw, g.pw, g.kw, g.sw); ow < ow_end; ++ow) {
+        const int o = base + oh * g.w_out + ow;
+        if (at[o] == flat) acc += toFloat(dy[o]);
       }
-    }
     dx[t] = fromFloat<S>(acc);
   }
 }
 
-// Whether maxPool2dGradKernel computes this MaxPoolGrad.
+// Whether the 2-D kernels above compute this MaxPool(Grad).
 bool isPlainMaxPool2d(const PoolArgs& a) {
   return a.in[0] == 1 && a.out[0] == 1 && a.kernel[0] == 1 && a.dilations[1] == 1 &&
-         a.dilations[2] == 1 && a.planes * a.in[1] * a.in[2] < (int64_t{1} << 31);
+         a.dilations[2] == 1 && a.planes * a.in[1] * a.in[2] < (int64_t{1} << 31) &&
+         a.planes * a.out[1] * a.out[2] < (int64_t{1} << 31);
 }
 
 }  // namespace
@@ -323,21 +361,34 @@ void pool(const PoolArgs& a, bool max_pool, DType t, const void* x, void* y, cud
   if (n == 0) return;
   byFloatType(t, [&](auto tag) {
     using S = decltype(tag);
-    poolKernel<<<gridFor(n), kThreads, 0, s>>>(a, max_pool, static_cast<const S*>(x),
-                                               static_cast<S*>(y));
+    if (max_pool && isPlainMaxPool2d(a))
+      maxPool2dKernel<<<gridFor(n), kThreads, 0, s>>>(Pool2d(a), static_cast<const S*>(x),
+                                                      static_cast<S*>(y), nullptr);
+    else
+      poolKernel<<<gridFor(n), kThreads, 0, s>>>(a, max_pool, static_cast<const S*>(x),
+                                                 static_cast<S*>(y));
   });
 }
 
+size_t poolGradScratchBytes(const PoolArgs& a, bool max_pool) {
+  if (!max_pool || !isPlainMaxPool2d(a)) return 0;
+  return static_cast<size_t>(a.planes * a.out[1] * a.out[2]) * sizeof(int);
+}
+
 void poolGrad(const PoolArgs& a, bool max_pool, DType t, const void* dy, const void* x, void* dx,
-              cudaStream_t s) {
+              void* scratch, cudaStream_t s) {
   int64_t n = a.planes * a.in[0] * a.in[1] * a.in[2];
   if (n == 0) return;
   byFloatType(t, [&](auto tag) {
     using S = decltype(tag);
-    if (max_pool && isPlainMaxPool2d(a))
-      maxPool2dGradKernel<<<gridFor(n), kThreads, 0, s>>>(
-          a, static_cast<const S*>(dy), static_cast<const S*>(x), static_cast<S*>(dx));
-    else
+    if (max_pool && isPlainMaxPool2d(a)) {
+      const Pool2d g(a);
+      auto* at = static_cast<int*>(scratch);
+      maxPool2dKernel<<<gridFor(a.planes * a.out[1] * a.out[2]), kThreads, 0, s>>>(
+          g, static_cast<const S*>(x), static_cast<S*>(nullptr), at);
+      maxPool2dGradKernel<<<gridFor(n), kThreads, 0, s>>>(g, static_cast<const S*>(dy), at,
+                                                          static_cast<S*>(dx));
+    } else
       poolGradKernel<<<gridFor(n), kThreads, 0, s>>>(a, max_pool, static_cast<const S*>(dy),
                                                      static_cast<const S*>(x), static_cast<S*>(dx));
   });

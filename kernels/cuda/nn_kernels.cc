@@ -60,10 +60,12 @@ std::unique_ptr<CudaKernel> makePoolGrad(const KernelContext& ctx, const Device&
                                      ctx.ints("kernel_shape"));
   if (w.spatial() > 3) ctx.fail("more than 3 spatial dims");
   PoolArgs a = poolArgs(w, !kMax && ctx.i("count_include_pad") != 0);
-  return launchKernel([a, dtype = *t](const KernelContext& c, const Device& d, void*) {
-    poolGrad(a, kMax, dtype, c.input(0).data, kMax ? c.input(1).data : nullptr, c.output(0).data,
-             d.stream);
-  });
+  return launchKernel(
+      [a, dtype = *t](const KernelContext& c, const Device& d, void* ws) {
+        poolGrad(a, kMax, dtype, c.input(0).data, kMax ? c.input(1).data : nullptr,
+                 c.output(0).data, ws, d.stream);
+      },
+      poolGradScratchBytes(a, kMax));
 }
 
 // The optional f32 scalar input i on the device, or null when absent.
