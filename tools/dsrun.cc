@@ -431,8 +431,8 @@ int main(int argc, char** argv) {
   app.add_flag("--cudnn-benchmark", args.cudnn_benchmark,
                "--backend cuda: choose each convolution's algorithm by timing cuDNN's "
                "candidates at load (as torch.backends.cudnn.benchmark) instead of from its "
-               "heuristics; another process may then choose others, so results can differ in "
-               "their last bits");
+               "heuristics, the fastest whether deterministic or not: results can then differ "
+               "in their last bits between runs");
   app.add_option("--comm-timeout", args.comm_timeout,
                  "seconds a rank waits in a collective for the others before it fails, naming "
                  "the missing ranks (default 300)")

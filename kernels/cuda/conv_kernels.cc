@@ -4,8 +4,9 @@
 // within 1e-4 of the CPU oracle), and picks the algorithm once, from cuDNN's
 // heuristics or, with Device::benchmark, from timing every candidate (cuDNN's Find,
 // which allocates its own scratch at load): the first usable one of the ranked
-// list, preferring deterministic ones; its workspace comes from the executor's
-// shared workspace.
+// list, preferring deterministic ones unless timed (then the fastest, as PyTorch's
+// benchmark mode without its deterministic flag); its workspace comes from the
+// executor's shared workspace.
 // cuDNN pads symmetrically, so a window with different begin and end pads fails
 // at load, naming the node.
 //
@@ -106,11 +107,12 @@ class ConvDescriptors {
 
 // The first usable algorithm of cuDNN's ranked list: succeeded, workspace within
 // bounds, no tensor-op math for f32 (`tensor_ops` false; for 16-bit data tensor-op
-// math is the fast path, but never with conversions), and deterministic when one
-// is (falling back to any usable one). Null when none is usable.
+// math is the fast path, but never with conversions), and, when
+// `prefer_deterministic`, deterministic when one is (falling back to any usable
+// one). Null when none is usable.
 template <typename Perf>
-const Perf* pickAlgorithm(const Perf* perf, int count, bool tensor_ops) {
-  for (bool need_deterministic : {true, false})
+const Perf* pickAlgorithm(const Perf* perf, int count, bool tensor_ops, bool prefer_deterministic) {
+  for (bool need_deterministic : {prefer_deterministic, false})
     for (int i = 0; i < count; ++i) {
       const Perf& p = perf[i];
       if (p.status != CUDNN_STATUS_SUCCESS || p.memory > kMaxConvWorkspace) continue;
@@ -214,7 +216,7 @@ class CudnnConv : public CudaKernel {
                                                                 d.y_, kMax, &count, perf.data())
                          : cudnnGetConvolutionForwardAlgorithm_v7(dev.cudnn, d.x_, d.w_, d.conv_,
                                                                   d.y_, kMax, &count, perf.data()));
-      return take(pickAlgorithm(perf.data(), count, tensor_ops), &fwd_);
+      return take(pickAlgorithm(perf.data(), count, tensor_ops, !dev.benchmark), &fwd_);
     }
     if (pass_ == ConvPass::GradInput) {
       std::array<cudnnConvolutionBwdDataAlgoPerf_t, kMax> perf{};
@@ -223,7 +225,7 @@ class CudnnConv : public CudaKernel {
                                dev.cudnn, d.w_, d.y_, d.conv_, d.x_, kMax, &count, perf.data())
                          : cudnnGetConvolutionBackwardDataAlgorithm_v7(
                                dev.cudnn, d.w_, d.y_, d.conv_, d.x_, kMax, &count, perf.data()));
-      return take(pickAlgorithm(perf.data(), count, tensor_ops), &bwd_data_);
+      return take(pickAlgorithm(perf.data(), count, tensor_ops, !dev.benchmark), &bwd_data_);
     }
     std::array<cudnnConvolutionBwdFilterAlgoPerf_t, kMax> perf{};
     DS_CUDNN_CHECK(dev.benchmark
@@ -231,7 +233,7 @@ class CudnnConv : public CudaKernel {
                              dev.cudnn, d.x_, d.y_, d.conv_, d.w_, kMax, &count, perf.data())
                        : cudnnGetConvolutionBackwardFilterAlgorithm_v7(
                              dev.cudnn, d.x_, d.y_, d.conv_, d.w_, kMax, &count, perf.data()));
-    return take(pickAlgorithm(perf.data(), count, tensor_ops), &bwd_filter_);
+    return take(pickAlgorithm(perf.data(), count, tensor_ops, !dev.benchmark), &bwd_filter_);
   }
 
   ConvPass pass_;
