@@ -181,10 +181,7 @@ Grads reduceGrad(GradContext& c, bool mean) {
 
 // Y = softmax(X) ⇒ dX = Y·(dY − Σ(dY·Y)) along the axis
 Grads softmaxGrad(GradContext& c) {
-  std::vector<int64_t> axis = {c.node().i("axis")};
-  Value* dot = c.emit("ReduceSum", {c.emit("Mul", {c.dy(), c.y()})},
-                      {{"axes", axis}, {"keepdims", int64_t{1}}});
-  return {c.emit("Mul", {c.y(), c.emit("Sub", {c.dy(), dot})})};
+  return {c.emit("SoftmaxGrad", {c.dy(), c.y()}, {{"axis", c.node().i("axis")}})};
 }
 
 // Y = op(A)·op(B) (matrices, batched; op transposes per transA/transB) ⇒

@@ -174,6 +174,7 @@ const std::vector<GradCase>& cases() {
       {"ReduceMean",
        "input %x0 : f64[2,3,4]\n %y = ReduceMean(%x0) {axes = [0, 2]} : f64[1,3,1] @n"},
       {"Softmax", "input %x0 : f64[3,5]\n %y = Softmax(%x0) {axis = -1} : f64[3,5] @n"},
+      {"Softmax", "input %x0 : f64[3,5,2]\n %y = Softmax(%x0) {axis = 1} : f64[3,5,2] @n"},
       {"MatMul",
        "input %x0 : f64[2,2,3]\n input %x1 : f64[3,4]\n %y = MatMul(%x0, %x1) : f64[2,2,4] @n"},
       {"MatMul",

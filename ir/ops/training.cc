@@ -35,6 +35,24 @@ void requireSameType(const InferContext& ctx, size_t a, size_t b) {
     ctx.fail("input ", a, " must have the type of input ", b, ", ", ctx.input(b).toString());
 }
 
+// SoftmaxGrad(dY, Y){axis} -> dX = Y·(dY − Σ_axis dY·Y): Softmax's gradient from its
+// output in one pass over each row, where Mul, ReduceSum, Sub and Mul would make four
+// (and write three tensors of the attention scores' size).
+OpSchema softmaxGrad() {
+  OpSchema s;
+  s.name = "SoftmaxGrad";
+  s.min_inputs = s.max_inputs = 2;
+  s.inplace_input = 0;
+  s.attrs = {{"axis", AttrKind::Int, int64_t{-1}}};
+  s.infer = [](InferContext& ctx) {
+    requireFloat(ctx, 0);
+    requireSameType(ctx, 0, 1);
+    ctx.axis(ctx.node().i("axis"), ctx.rank(0));
+    ctx.setOutput(0, ctx.input(0));
+  };
+  return s;
+}
+
 // ReluGrad(dY, Y) -> dX = (Y == 0 ? 0 : dY): Relu's gradient from its output in
 // one pass, where Equal then Where would take two and a mask tensor.
 OpSchema reluGrad() {
@@ -181,6 +199,7 @@ OpSchema sliceGrad() {
 void registerTrainingOps(OpRegistry& r) {
   r.add(expOp());
   r.add(reluGrad());
+  r.add(softmaxGrad());
   r.add(batchNormGrad());
   r.add(layerNormGrad());
   r.add(crossEntropyGrad());

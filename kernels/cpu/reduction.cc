@@ -1,5 +1,6 @@
 // CPU kernels of ReduceSum/ReduceMean (axes attribute, keepdims only changes the
-// shape) and Softmax/LogSoftmax (one axis, stabilised by subtracting the max).
+// shape), Softmax/LogSoftmax (one axis, stabilised by subtracting the max) and
+// Softmax's gradient from its output.
 // Floats accumulate in double, integers in wrapping int64. The factory collapses
 // the input into [outer, reduced, inner] blocks (or, for interleaved axes, offset
 // tables) so run() only streams over memory.
@@ -122,6 +123,21 @@ C expOf(C x) {
   return std::exp(x);
 }
 
+// Input 0 viewed as [outer, n, inner] around the step's "axis" attribute.
+struct AroundAxis {
+  int64_t outer = 1, n = 1, inner = 1;
+};
+
+AroundAxis aroundAxis(const KernelContext& ctx) {
+  const Shape& x = ctx.input(0).shape();
+  int64_t rank = ctx.input(0).rank(), axis = ctx.i("axis");
+  if (axis < -rank || axis >= rank) ctx.fail("axis ", axis, " is out of range for rank ", rank);
+  if (axis < 0) axis += rank;
+  AroundAxis g;
+  for (int64_t d = 0; d < rank; ++d) (d < axis ? g.outer : d == axis ? g.n : g.inner) *= x[d];
+  return g;
+}
+
 // Softmax (Log = false) or LogSoftmax over the middle dim of [outer, axis, inner].
 template <typename T, bool Log>
 class SoftmaxKernel : public CpuKernel {
@@ -129,11 +145,10 @@ class SoftmaxKernel : public CpuKernel {
 
  public:
   explicit SoftmaxKernel(const KernelContext& ctx) {
-    const Shape& x = ctx.input(0).shape();
-    int64_t rank = ctx.input(0).rank(), axis = ctx.i("axis");
-    if (axis < -rank || axis >= rank) ctx.fail("axis ", axis, " is out of range for rank ", rank);
-    if (axis < 0) axis += rank;
-    for (int64_t d = 0; d < rank; ++d) (d < axis ? outer_ : d == axis ? n_ : inner_) *= x[d];
+    const AroundAxis g = aroundAxis(ctx);
+    outer_ = g.outer;
+    n_ = g.n;
+    inner_ = g.inner;
     min_parallel_ = ctx.input(0).numel() > kCostlyMin ? 0 : kSerial;
   }
 
@@ -228,6 +243,54 @@ class SoftmaxKernel : public CpuKernel {
   int64_t outer_ = 1, n_ = 1, inner_ = 1, min_parallel_ = kSerial;
 };
 
+// SoftmaxGrad(dY, Y) over the middle dim of [outer, axis, inner]: for each line
+// along the axis, dot = Σ dY·Y in double, then dX = Y·(dY − dot), each rounded once.
+// dX may overwrite dY: a line is read whole before it is written.
+template <typename T>
+class SoftmaxGradKernel : public CpuKernel {
+  using C = Compute<T>;
+
+ public:
+  explicit SoftmaxGradKernel(const KernelContext& ctx) : g_(aroundAxis(ctx)) {
+    min_parallel_ = ctx.input(0).numel() > kParallelMin ? 0 : kSerial;
+  }
+
+  void run(const KernelContext& ctx) override {
+    const T* dy = ctx.input(0).as<T>();
+    const T* y = ctx.input(1).as<T>();
+    T* dx = ctx.output(0).as<T>();
+    const int64_t n = g_.n, inner = g_.inner;
+    parallelChunks(
+        g_.outer * inner,
+        [&](int64_t begin, int64_t end) {
+          for (int64_t t = begin; t < end; ++t) {
+            const int64_t off = t / inner * n * inner + t % inner;
+            double dot = 0.0;
+            for (int64_t a = 0; a < n; ++a)
+              dot += static_cast<double>(load(dy[off + a * inner])) * load(y[off + a * inner]);
+            for (int64_t a = 0; a < n; ++a) {
+              const int64_t i = off + a * inner;
+              dx[i] = store<T>(static_cast<C>(load(y[i]) * (load(dy[i]) - dot)));
+            }
+          }
+        },
+        min_parallel_);
+  }
+
+ private:
+  static constexpr int64_t kParallelMin = 4096;
+  AroundAxis g_;
+  int64_t min_parallel_ = kSerial;
+};
+
+std::unique_ptr<CpuKernel> softmaxGradKernel(const KernelContext& ctx) {
+  std::unique_ptr<CpuKernel> k;
+  dispatchOrFail(ctx, FloatTypes{}, ctx.input(0).dtype(), [&](auto tag) {
+    k = std::make_unique<SoftmaxGradKernel<typename decltype(tag)::type>>(ctx);
+  });
+  return k;
+}
+
 template <bool Log>
 std::unique_ptr<CpuKernel> softmaxKernel(const KernelContext& ctx) {
   std::unique_ptr<CpuKernel> k;
@@ -244,6 +307,7 @@ void registerReductionKernels(CpuKernelRegistry& r) {
   r.add("ReduceMean", reduce(true));
   r.add("Softmax", softmaxKernel<false>);
   r.add("LogSoftmax", softmaxKernel<true>);
+  r.add("SoftmaxGrad", softmaxGradKernel);
 }
 
 }  // namespace ds::cpu

@@ -93,6 +93,9 @@ void reduceBlocks(DType t, const void* x, void* y, int64_t outer, int64_t reduce
 // y[o] = scale * Σ_r x[base[o] + offsets[r]] with device tables (interleaved axes).
 void reduceTable(DType t, const void* x, void* y, const int64_t* base, int64_t outputs,
                  const int64_t* offsets, int64_t reduced, double scale, cudaStream_t s);
+// dX = Y·(dY − Σ dY·Y) over the middle dim of [outer, n, inner] (Softmax's gradient).
+void softmaxGrad(DType t, const void* dy, const void* y, void* dx, int64_t outer, int64_t n,
+                 int64_t inner, cudaStream_t s);
 // (Log)Softmax over the middle dim of [outer, n, inner].
 void softmax(bool log, DType t, const void* x, void* y, int64_t outer, int64_t n, int64_t inner,
              cudaStream_t s);

@@ -117,6 +117,38 @@ __global__ void reduceTableKernel(const S* x, S* y, const int64_t* base, int64_t
   }
 }
 
+// SoftmaxGrad: dX = Y·(dY − Σ dY·Y) along the axis, the dot in double and each
+// output rounded once from its f32 value. Rows: one block per row (inner 1).
+template <typename S>
+__global__ void softmaxGradRowsKernel(const S* dy, const S* y, S* dx, int64_t n) {
+  __shared__ double shared[32];
+  const int64_t off = static_cast<int64_t>(blockIdx.x) * n;
+  double dot = 0.0;
+  for (int64_t j = threadIdx.x; j < n; j += blockDim.x)
+    dot += static_cast<double>(toFloat(dy[off + j])) * toFloat(y[off + j]);
+  dot = blockSum(dot, shared);
+  for (int64_t j = threadIdx.x; j < n; j += blockDim.x) {
+    const double v = toFloat(y[off + j]) * (toFloat(dy[off + j]) - dot);
+    dx[off + j] = fromFloat<S>(static_cast<float>(v));
+  }
+}
+
+// Columns: one thread per (outer, inner) line of stride inner.
+template <typename S>
+__global__ void softmaxGradColumnsKernel(const S* dy, const S* y, S* dx, int64_t outer, int64_t n,
+                                         int64_t inner) {
+  for (int64_t t = globalIndex(); t < outer * inner; t += globalStride()) {
+    const int64_t off = t / inner * n * inner + t % inner;
+    double dot = 0.0;
+    for (int64_t a = 0; a < n; ++a)
+      dot += static_cast<double>(toFloat(dy[off + a * inner])) * toFloat(y[off + a * inner]);
+    for (int64_t a = 0; a < n; ++a) {
+      const int64_t i = off + a * inner;
+      dx[i] = fromFloat<S>(static_cast<float>(toFloat(y[i]) * (toFloat(dy[i]) - dot)));
+    }
+  }
+}
+
 template <typename S>
 __global__ void softmaxRowsKernel(bool log, const S* x, S* y, int64_t n) {
   __shared__ double shared[32];
@@ -741,6 +773,21 @@ void softmax(bool log, DType t, const void* x, void* y, int64_t outer, int64_t n
     else
       softmaxColumnsKernel<<<gridFor(outer * inner), kThreads, 0, s>>>(log, xs, ys, outer, n,
                                                                        inner);
+  });
+}
+
+void softmaxGrad(DType t, const void* dy, const void* y, void* dx, int64_t outer, int64_t n,
+                 int64_t inner, cudaStream_t s) {
+  if (outer * n * inner == 0) return;
+  byFloatType(t, [&](auto tag) {
+    using S = decltype(tag);
+    const S *dys = static_cast<const S*>(dy), *ys = static_cast<const S*>(y);
+    S* dxs = static_cast<S*>(dx);
+    if (inner == 1)
+      softmaxGradRowsKernel<<<rowsGrid(outer), rowThreads(outer), 0, s>>>(dys, ys, dxs, n);
+    else
+      softmaxGradColumnsKernel<<<gridFor(outer * inner), kThreads, 0, s>>>(dys, ys, dxs, outer, n,
+                                                                           inner);
   });
 }
 

@@ -1,13 +1,14 @@
 // CUDA kernels of the reduction-shaped ops (CPU twins: kernels/cpu/reduction.cc,
 // norm.cc, loss.cc, grad_norm.cc, grad_loss.cc, GlobalAveragePool in pool.cc):
-// ReduceSum/Mean, (Log)Softmax, BatchNormalization(Grad), LayerNormalization(Grad),
+// ReduceSum/Mean, (Log)Softmax, SoftmaxGrad, BatchNormalization(Grad), LayerNormalization(Grad),
 // GlobalAveragePool and SoftmaxCrossEntropyLoss(Grad), all f32 with double
 // accumulation. Per-step scratch (statistics) lives in the shared workspace.
-// The sums (ReduceSum/Mean, GlobalAveragePool), (Log)Softmax and the norms also run
+// The sums (ReduceSum/Mean, GlobalAveragePool), (Log)Softmax(Grad) and the norms also run
 // on f16 and bf16 storage (Native16) with the f32 kernels' math and one rounding per
 // output (the norms: 16-bit X, Y, dY, dX with the f32 parameters and statistics
 // mixed precision gives them); the losses stay F32Only (mixed precision keeps them
 // in f32 anyway).
+#include <array>
 #include <optional>
 
 #include "ir/ops/shape_helpers.h"
@@ -88,20 +89,39 @@ std::unique_ptr<CudaKernel> globalAveragePoolKernel(const KernelContext& ctx, co
       scratch * sizeof(double));
 }
 
+// Input 0 as [outer, n, inner] around the step's "axis" attribute.
+std::array<int64_t, 3> aroundAxis(const KernelContext& ctx) {
+  const Shape& x = ctx.input(0).shape();
+  int64_t rank = ctx.input(0).rank(), axis = ctx.i("axis");
+  if (axis < -rank || axis >= rank) ctx.fail("axis ", axis, " is out of range for rank ", rank);
+  if (axis < 0) axis += rank;
+  std::array<int64_t, 3> g = {1, 1, 1};
+  for (int64_t d = 0; d < rank; ++d) g[d < axis ? 0 : d == axis ? 1 : 2] *= x[d];
+  return g;
+}
+
 CudaKernelFactory softmaxFactory(bool log) {
   return [log](const KernelContext& ctx, const Device&) -> std::unique_ptr<CudaKernel> {
     const std::optional<DType> t = storageDType(ctx);
     if (!t) return nullptr;
     const DType dtype = *t;
-    const Shape& x = ctx.input(0).shape();
-    int64_t rank = ctx.input(0).rank(), axis = ctx.i("axis"), outer = 1, n = 1, inner = 1;
-    if (axis < -rank || axis >= rank) ctx.fail("axis ", axis, " is out of range for rank ", rank);
-    if (axis < 0) axis += rank;
-    for (int64_t d = 0; d < rank; ++d) (d < axis ? outer : d == axis ? n : inner) *= x[d];
+    const auto [outer, n, inner] = aroundAxis(ctx);
     return launchKernel([=](const KernelContext& c, const Device& d, void*) {
       softmax(log, dtype, c.input(0).data, c.output(0).data, outer, n, inner, d.stream);
     });
   };
+}
+
+// SoftmaxGrad(dY, Y) -> dX.
+std::unique_ptr<CudaKernel> softmaxGradKernel(const KernelContext& ctx, const Device&) {
+  const std::optional<DType> t = storageDType(ctx);
+  if (!t) return nullptr;
+  const DType dtype = *t;
+  const auto [outer, n, inner] = aroundAxis(ctx);
+  return launchKernel([=](const KernelContext& c, const Device& d, void*) {
+    softmaxGrad(dtype, c.input(0).data, c.input(1).data, c.output(0).data, outer, n, inner,
+                d.stream);
+  });
 }
 
 const float* optionalF32(const KernelContext& ctx, size_t i) {
@@ -287,6 +307,7 @@ void registerReductionKernels(CudaKernelRegistry& r) {
   r.add("ReduceMean", reduceFactory(true), k16);
   r.add("Softmax", softmaxFactory(false), k16);
   r.add("LogSoftmax", softmaxFactory(true), k16);
+  r.add("SoftmaxGrad", softmaxGradKernel, k16);
   r.add("GlobalAveragePool", globalAveragePoolKernel, k16);
   r.add("BatchNormalization", batchNormKernel, k16);
   r.allowEpilogue("BatchNormalization", batchNormReluRule);
