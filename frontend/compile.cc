@@ -9,6 +9,7 @@
 #include "passes/add_optimizer.h"
 #include "passes/autodiff.h"
 #include "passes/dead_code.h"
+#include "passes/fuse_relu_grad.h"
 #include "passes/lower_to_plan.h"
 #include "passes/mixed_precision.h"
 #include "passes/offload_optimizer.h"
@@ -174,6 +175,7 @@ void addTraining(Graph& g, const CompileOptions& o, const DsConfig& config) {
   }
   const Node* last_forward = g.nodes().back().get();
   auto grads = buildGradients(g, seed, params);
+  fuseReluIntoBatchNormGrad(g);
   ZeroPartition partition = partitionForZero(g, grads, last_forward, zero);
   auto next = addOptimizer(g, partition.updates, optimizerOptions(config),
                            partition.shard_world_size, scaling);

@@ -68,12 +68,15 @@ OpSchema reluGrad() {
   return s;
 }
 
-// BatchNormalizationGrad(dY, X, scale){epsilon} -> dX, dScale, dBias (training
-// mode: batch statistics are recomputed from X).
+// BatchNormalizationGrad(dY, X, scale[, R]){epsilon} -> dX, dScale, dBias (training
+// mode: batch statistics are recomputed from X). With R, the output of a Relu after
+// the BatchNorm, dY is that Relu's: the BatchNorm's is ReluGrad(dY, R), applied as
+// it is read (passes/fuse_relu_grad.h).
 OpSchema batchNormGrad() {
   OpSchema s;
   s.name = "BatchNormalizationGrad";
-  s.min_inputs = s.max_inputs = 3;
+  s.min_inputs = 3;
+  s.max_inputs = 4;
   s.min_outputs = s.max_outputs = 3;
   s.attrs = {{"epsilon", AttrKind::Float, 1e-5}};
   s.infer = [](InferContext& ctx) {
@@ -83,6 +86,7 @@ OpSchema batchNormGrad() {
     requireFloat(ctx, 2);
     if (ctx.shape(2) != Shape{ctx.shape(1)[1]})
       ctx.fail("scale shape ", shapeToString(ctx.shape(2)), " must be [", ctx.shape(1)[1], "]");
+    if (ctx.hasInput(3)) requireSameType(ctx, 3, 0);
     ctx.setOutput(0, ctx.input(1));
     ctx.setOutput(1, ctx.input(2));
     ctx.setOutput(2, ctx.input(2));

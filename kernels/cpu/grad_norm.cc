@@ -1,8 +1,9 @@
 // Normalisation backward, recomputing the forward statistics from X (two passes
 // in double, as norm.cc computes them) instead of saving them:
-//  * BatchNormalizationGrad(dY, X, scale) -> dX, dScale, dBias (training mode:
+//  * BatchNormalizationGrad(dY, X, scale[, R]) -> dX, dScale, dBias (training mode:
 //    batch mean and biased variance per channel, over M = N·spatial elements):
-//    dBias = Σ dY, dScale = Σ dY·x̂, dX = scale/σ·(dY − dBias/M − x̂·dScale/M).
+//    dBias = Σ dY, dScale = Σ dY·x̂, dX = scale/σ·(dY − dBias/M − x̂·dScale/M);
+//    with R (a following Relu's output), dY is read as ReluGrad(dY, R).
 //  * LayerNormalizationGrad(dY, X, Scale) -> dX, dScale, dBias over dims
 //    [axis, rank), parameter gradients in that normalised shape: with
 //    g = dY·Scale per row, dX = (g − mean(g) − x̂·mean(g·x̂))/σ; dScale = Σ_rows dY·x̂,
@@ -45,7 +46,10 @@ class BatchNormGradKernel : public CpuKernel {
   }
 
   void run(const KernelContext& ctx) override {
-    const T* dy = ctx.input(0).as<T>();
+    const T* dy_in = ctx.input(0).as<T>();
+    const T* relu = ctx.hasInput(3) ? ctx.input(3).as<T>() : nullptr;
+    // The BatchNorm's output gradient (ReluGrad's rule: 0 where the Relu gave 0).
+    auto dy = [&](int64_t i) { return relu && relu[i] == T(0) ? T(0) : dy_in[i]; };
     const T* x = ctx.input(1).as<T>();
     T* dx = ctx.output(0).as<T>();
     const auto m = static_cast<double>(n_ * inner_);
@@ -58,14 +62,14 @@ class BatchNormGradKernel : public CpuKernel {
       double inv = 1.0 / std::sqrt(sq / m + eps_);
       double dbias = 0.0, dscale = 0.0;
       forChannel(c, [&](int64_t i) {
-        dbias += dy[i];
-        dscale += dy[i] * (x[i] - mean) * inv;
+        dbias += dy(i);
+        dscale += dy(i) * (x[i] - mean) * inv;
       });
       setParam(ctx.output(1), c, dscale);
       setParam(ctx.output(2), c, dbias);
       double gain = param(ctx.input(2), c) * inv, mean_dy = dbias / m, mean_dyx = dscale / m;
       forChannel(c, [&](int64_t i) {
-        dx[i] = static_cast<T>(gain * (dy[i] - mean_dy - (x[i] - mean) * inv * mean_dyx));
+        dx[i] = static_cast<T>(gain * (dy(i) - mean_dy - (x[i] - mean) * inv * mean_dyx));
       });
     }
   }

@@ -123,9 +123,11 @@ void batchNormForward(const BatchNormArgs& a, bool training, DType t, const void
                       const float* in_var, void* y, float* out_mean, float* out_var,
                       double* scratch, cudaStream_t s);
 // dX, dScale, dBias from recomputed batch statistics.
+// With `relu` (the output R of a Relu after the BatchNorm), dy is that Relu's
+// gradient: the BatchNorm's is ReluGrad(dy, R) = (R == 0 ? 0 : dy), applied on read.
 void batchNormBackward(const BatchNormArgs& a, DType t, const void* dy, const void* x,
-                       const float* scale, void* dx, float* dscale, float* dbias, double* scratch,
-                       cudaStream_t s);
+                       const float* scale, const void* relu, void* dx, float* dscale, float* dbias,
+                       double* scratch, cudaStream_t s);
 // Rows of `inner` elements; scale/bias have `inner` elements (bias may be null);
 // mean/inv_std outputs may be null.
 void layerNormForward(DType t, const void* x, const float* scale, const float* bias, void* y,

@@ -203,6 +203,28 @@ __device__ inline int64_t channelIndex(I c, I channels, I inner, I j) {
   return (static_cast<int64_t>(n) * channels + c) * inner + (j - n * inner);
 }
 
+// The gradient a BatchNormalizationGrad reads: dY, or with `relu` (the output R of a
+// Relu after the BatchNorm) ReluGrad(dY, R) = (R == 0 ? 0 : dY), applied on read.
+template <typename S>
+struct GradIn {
+  const S* dy = nullptr;
+  const S* relu = nullptr;
+
+  __device__ S at(int64_t i) const {
+    return relu && toFloat(relu[i]) == 0.0f ? fromFloat<S>(0.0f) : dy[i];
+  }
+  __device__ Pack<S> pack(int64_t p) const {
+    Pack<S> g = loadPack(dy, p);
+    if (relu) {
+      const Pack<S> r = loadPack(relu, p);
+#pragma unroll
+      for (int k = 0; k < kPack<S>; ++k)
+        if (toFloat(r.v[k]) == 0.0f) g.v[k] = fromFloat<S>(0.0f);
+    }
+    return g;
+  }
+};
+
 // Adds one element's terms (x, and dy for the gradient) to the K sums.
 template <int K, typename S>
 __device__ inline void addChannelTerms(S xv, S gv, double* acc) {
@@ -218,9 +240,9 @@ __device__ inline void addChannelTerms(S xv, S gv, double* acc) {
 
 // Adds the pack at element i (16-byte aligned) of x and dy.
 template <int K, typename S>
-__device__ inline void addChannelPack(const S* x, const S* dy, int64_t i, double* acc) {
+__device__ inline void addChannelPack(const S* x, const GradIn<S>& dy, int64_t i, double* acc) {
   const Pack<S> v = loadPack(x, i / kPack<S>);
-  const Pack<S> g = K == 4 ? loadPack(dy, i / kPack<S>) : v;
+  const Pack<S> g = K == 4 ? dy.pack(i / kPack<S>) : v;
 #pragma unroll
   for (int k = 0; k < kPack<S>; ++k) addChannelTerms<K>(v.v[k], g.v[k], acc);
 }
@@ -239,7 +261,7 @@ __device__ inline void writeChannelPart(double* acc, double* shared, double* par
 // each thread's next element found by division. kPacked (a.inner and chunk
 // multiples of kPack<S>, x and dy aligned): 16-byte packs, which never cross a plane.
 template <bool kPacked, typename S, typename I, int K>
-__global__ void batchNormPartsKernel(BatchNormArgs a, const S* x, const S* dy, I chunk,
+__global__ void batchNormPartsKernel(BatchNormArgs a, const S* x, GradIn<S> dy, I chunk,
                                      double* partial) {
   __shared__ double shared[32];
   const I c = blockIdx.y, p = blockIdx.x, m = static_cast<I>(a.n * a.inner);
@@ -252,7 +274,7 @@ __global__ void batchNormPartsKernel(BatchNormArgs a, const S* x, const S* dy, I
     if constexpr (kPacked)
       addChannelPack<K>(x, dy, i, acc);
     else
-      addChannelTerms<K>(x[i], K == 4 ? dy[i] : x[i], acc);
+      addChannelTerms<K>(x[i], K == 4 ? dy.at(i) : x[i], acc);
   }
   writeChannelPart<K>(acc, shared, partial);
 }
@@ -260,7 +282,7 @@ __global__ void batchNormPartsKernel(BatchNormArgs a, const S* x, const S* dy, I
 // Large planes: part p is images [p chunk, (p + 1) chunk) of channel c, each plane
 // read contiguously, no division. kPacked as above (a.inner a multiple of kPack<S>).
 template <bool kPacked, typename S, int K>
-__global__ void batchNormPlanePartsKernel(BatchNormArgs a, const S* x, const S* dy, int64_t chunk,
+__global__ void batchNormPlanePartsKernel(BatchNormArgs a, const S* x, GradIn<S> dy, int64_t chunk,
                                           double* partial) {
   __shared__ double shared[32];
   const int64_t c = blockIdx.y, end = min(a.n, (blockIdx.x + 1) * chunk);
@@ -272,7 +294,7 @@ __global__ void batchNormPlanePartsKernel(BatchNormArgs a, const S* x, const S* 
       if constexpr (kPacked)
         addChannelPack<K>(x, dy, plane + k, acc);
       else
-        addChannelTerms<K>(x[plane + k], K == 4 ? dy[plane + k] : x[plane + k], acc);
+        addChannelTerms<K>(x[plane + k], K == 4 ? dy.at(plane + k) : x[plane + k], acc);
     }
   }
   writeChannelPart<K>(acc, shared, partial);
@@ -348,11 +370,12 @@ __device__ inline S batchNormApply(const BatchNormArgs& a, S x, int64_t c, const
   return fromFloat<S>(v);
 }
 
-// out[i] = f(channel of i, x[i], dy[i]) over the [n, c, inner] tensor (dy may be
+// out[i] = f(channel of i, x[i], dy[i]) over the [n, c, inner] tensor (dy.dy may be
 // null: f then gets x[i] twice). kPacked: 16-byte packs (every pointer aligned),
 // then the tail.
 template <bool kPacked, typename S, typename I, typename F>
-__device__ inline void mapChannels(const BatchNormArgs& a, const S* x, const S* dy, S* out, F f) {
+__device__ inline void mapChannels(const BatchNormArgs& a, const S* x, const GradIn<S>& dy, S* out,
+                                   F f) {
   const I total = static_cast<I>(a.n * a.c * a.inner), inner = static_cast<I>(a.inner),
           channels = static_cast<I>(a.c);
   I begin = 0;
@@ -360,7 +383,7 @@ __device__ inline void mapChannels(const BatchNormArgs& a, const S* x, const S* 
     const I packs = total / kPack<S>;
     for (I p = globalIndex(); p < packs; p += globalStride()) {
       ChannelCursor<I> at(p * kPack<S>, inner, channels);
-      const Pack<S> v = loadPack(x, p), g = dy ? loadPack(dy, p) : v;
+      const Pack<S> v = loadPack(x, p), g = dy.dy ? dy.pack(p) : v;
       Pack<S> o;
 #pragma unroll
       for (int k = 0; k < kPack<S>; ++k, at.next()) o.v[k] = f(at.c, v.v[k], g.v[k]);
@@ -369,12 +392,12 @@ __device__ inline void mapChannels(const BatchNormArgs& a, const S* x, const S* 
     begin = packs * kPack<S>;
   }
   for (I i = begin + globalIndex(); i < total; i += globalStride())
-    out[i] = f(i / inner % channels, x[i], dy ? dy[i] : x[i]);
+    out[i] = f(i / inner % channels, x[i], dy.dy ? dy.at(i) : x[i]);
 }
 
 template <bool kPacked, typename S, typename I>
 __global__ void batchNormApplyKernel(BatchNormArgs a, const S* x, S* y, const double* scratch) {
-  mapChannels<kPacked, S, I>(a, x, nullptr, y,
+  mapChannels<kPacked, S, I>(a, x, GradIn<S>{}, y,
                              [&](int64_t c, S v, S) { return batchNormApply(a, v, c, scratch); });
 }
 
@@ -407,7 +430,7 @@ __device__ inline S batchNormGradInput(const BatchNormArgs& a, S dy, S x, int64_
 }
 
 template <bool kPacked, typename S, typename I>
-__global__ void batchNormGradInputKernel(BatchNormArgs a, const S* dy, const S* x,
+__global__ void batchNormGradInputKernel(BatchNormArgs a, GradIn<S> dy, const S* x,
                                          const float* scale, S* dx, const double* scratch) {
   mapChannels<kPacked, S, I>(a, x, dy, dx, [&](int64_t c, S v, S g) {
     return batchNormGradInput(a, g, v, c, scale, scratch);
@@ -814,12 +837,12 @@ void byIndexType(const BatchNormArgs& a, F&& f) {
 
 // Launches the parts kernel (K sums per part) and returns where the partials are.
 template <int K, typename S, typename I>
-double* launchBatchNormParts(const BatchNormArgs& a, const S* x, const S* dy, double* scratch,
+double* launchBatchNormParts(const BatchNormArgs& a, const S* x, GradIn<S> dy, double* scratch,
                              cudaStream_t s) {
   const int64_t parts = batchNormParts(a), m = a.n * a.inner;
   double* partial = scratch + K * a.c;
   const dim3 grid(static_cast<unsigned>(parts), static_cast<unsigned>(a.c));
-  const bool packed = a.inner % kPack<S> == 0 && packable({x, dy});
+  const bool packed = a.inner % kPack<S> == 0 && packable({x, dy.dy, dy.relu});
   if (a.inner >= 128) {  // whole planes: parts split the images
     const int64_t images = (a.n + parts - 1) / parts;
     if (packed)
@@ -853,7 +876,7 @@ void batchNormForward(const BatchNormArgs& a, bool training, DType t, const void
     byIndexType(a, [&](auto index) {
       using I = decltype(index);
       if (training) {
-        double* partial = launchBatchNormParts<2, S, I>(a, xs, nullptr, scratch, s);
+        double* partial = launchBatchNormParts<2, S, I>(a, xs, GradIn<S>{}, scratch, s);
         batchNormTrainStatsKernel<<<gridFor(a.c), kThreads, 0, s>>>(a, partial, batchNormParts(a),
                                                                     scale, bias, in_mean, in_var,
                                                                     out_mean, out_var, scratch);
@@ -874,12 +897,13 @@ void batchNormForward(const BatchNormArgs& a, bool training, DType t, const void
 }
 
 void batchNormBackward(const BatchNormArgs& a, DType t, const void* dy, const void* x,
-                       const float* scale, void* dx, float* dscale, float* dbias, double* scratch,
-                       cudaStream_t s) {
+                       const float* scale, const void* relu, void* dx, float* dscale, float* dbias,
+                       double* scratch, cudaStream_t s) {
   if (a.c == 0) return;
   byFloatType(t, [&](auto tag) {
     using S = decltype(tag);
-    const S *dys = static_cast<const S*>(dy), *xs = static_cast<const S*>(x);
+    const S* xs = static_cast<const S*>(x);
+    const GradIn<S> dys{static_cast<const S*>(dy), static_cast<const S*>(relu)};
     byIndexType(a, [&](auto index) {
       using I = decltype(index);
       double* partial = launchBatchNormParts<4, S, I>(a, xs, dys, scratch, s);
@@ -887,7 +911,7 @@ void batchNormBackward(const BatchNormArgs& a, DType t, const void* dy, const vo
                                                                  dscale, dbias, scratch);
       const int64_t total = a.n * a.c * a.inner;
       S* dxs = static_cast<S*>(dx);
-      if (total > 0 && packable({dy, x, dx}))
+      if (total > 0 && packable({dy, relu, x, dx}))
         batchNormGradInputKernel<true, S, I>
             <<<gridFor(std::max<int64_t>(total / kPack<S>, 1)), kThreads, 0, s>>>(a, dys, xs, scale,
                                                                                   dxs, scratch);

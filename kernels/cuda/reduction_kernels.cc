@@ -8,7 +8,9 @@
 // output (the norms: 16-bit X, Y, dY, dX with the f32 parameters and statistics
 // mixed precision gives them); the losses stay F32Only (mixed precision keeps them
 // in f32 anyway).
+#include <algorithm>
 #include <array>
+#include <initializer_list>
 #include <optional>
 
 #include "ir/ops/shape_helpers.h"
@@ -132,12 +134,13 @@ float* optionalOutput(const KernelContext& ctx, size_t i) {
   return hasOutput(ctx, i) ? ctx.output(i).as<float>() : nullptr;
 }
 
-// The storage dtype of a normalisation's data tensors (its first `data_inputs`
-// inputs: X, or dY and X; output 0: Y or dX) when every other tensor (parameters,
+// The storage dtype of a normalisation's data tensors (the inputs `data_inputs`: X,
+// or dY and X (and a Relu's output); output 0: Y or dX) when every other tensor (parameters,
 // statistics, their gradients) is f32: F32 for a step without 16-bit tensors (the
 // f32 path checks its own dtypes), f16 or bf16 when all data tensors have it;
 // nullopt for any other mix with 16 bits (16-bit parameters, say), run promoted.
-std::optional<DType> normStorageDType(const KernelContext& ctx, size_t data_inputs) {
+std::optional<DType> normStorageDType(const KernelContext& ctx,
+                                      std::initializer_list<size_t> data_inputs) {
   const DType t = ctx.output(0).dtype();
   bool any16 = false, fits = isSixteenBitFloat(t);
   auto check = [&](const TensorView& v, bool data) {
@@ -145,7 +148,8 @@ std::optional<DType> normStorageDType(const KernelContext& ctx, size_t data_inpu
     any16 = any16 || isSixteenBitFloat(v.dtype());
     fits = fits && v.dtype() == (data ? t : DType::F32);
   };
-  for (size_t i = 0; i < ctx.inputs.size(); ++i) check(ctx.inputs[i], i < data_inputs);
+  for (size_t i = 0; i < ctx.inputs.size(); ++i)
+    check(ctx.inputs[i], std::find(data_inputs.begin(), data_inputs.end(), i) != data_inputs.end());
   for (size_t i = 0; i < ctx.outputs.size(); ++i) check(ctx.outputs[i], i == 0);
   if (!any16) return DType::F32;
   return fits ? std::optional<DType>(t) : std::nullopt;
@@ -153,7 +157,7 @@ std::optional<DType> normStorageDType(const KernelContext& ctx, size_t data_inpu
 
 // BatchNormalization(X, scale, B, mean, var) -> Y[, running mean, running var].
 std::unique_ptr<CudaKernel> batchNormKernel(const KernelContext& ctx, const Device&) {
-  const std::optional<DType> t = normStorageDType(ctx, 1);
+  const std::optional<DType> t = normStorageDType(ctx, {0});
   if (!t && !ctx.epilogue.empty()) ctx.fail("a fused Relu needs the native kernel");
   if (!t) return nullptr;
   if (*t == DType::F32)
@@ -181,15 +185,16 @@ std::unique_ptr<CudaKernel> batchNormKernel(const KernelContext& ctx, const Devi
 
 // BatchNormalization takes a following Relu as its epilogue when it runs natively.
 bool batchNormReluRule(const KernelContext& bn, const cpu::Epilogue& next) {
-  return bn.epilogue.empty() && next.op == "Relu" && normStorageDType(bn, 1).has_value();
+  return bn.epilogue.empty() && next.op == "Relu" && normStorageDType(bn, {0}).has_value();
 }
 
-// BatchNormalizationGrad(dY, X, scale) -> dX, dScale, dBias.
+// BatchNormalizationGrad(dY, X, scale[, R]) -> dX, dScale, dBias.
 std::unique_ptr<CudaKernel> batchNormGradKernel(const KernelContext& ctx, const Device&) {
-  const std::optional<DType> t = normStorageDType(ctx, 2);
+  const std::optional<DType> t = normStorageDType(ctx, {0, 1, 3});
   if (!t) return nullptr;
   if (*t == DType::F32)
-    for (size_t i = 0; i < 3; ++i) requireF32(ctx, i);
+    for (size_t i = 0; i < ctx.inputs.size(); ++i)
+      if (ctx.hasInput(i)) requireF32(ctx, i);
   const DType dtype = *t;
   const Shape& s = ctx.input(1).shape();
   BatchNormArgs a;
@@ -200,7 +205,8 @@ std::unique_ptr<CudaKernel> batchNormGradKernel(const KernelContext& ctx, const 
   return launchKernel(
       [a, dtype](const KernelContext& c, const Device& d, void* ws) {
         batchNormBackward(a, dtype, c.input(0).data, c.input(1).data, c.input(2).as<float>(),
-                          c.output(0).data, c.output(1).as<float>(), c.output(2).as<float>(),
+                          c.hasInput(3) ? c.input(3).data : nullptr, c.output(0).data,
+                          c.output(1).as<float>(), c.output(2).as<float>(),
                           static_cast<double*>(ws), d.stream);
       },
       batchNormScratchDoubles(a, true) * sizeof(double));
@@ -222,7 +228,7 @@ std::pair<int64_t, int64_t> layerNormRows(const KernelContext& ctx, const Tensor
 }
 
 std::unique_ptr<CudaKernel> layerNormKernel(const KernelContext& ctx, const Device&) {
-  const std::optional<DType> t = normStorageDType(ctx, 1);
+  const std::optional<DType> t = normStorageDType(ctx, {0});
   if (!t) return nullptr;
   if (*t == DType::F32) {
     requireF32(ctx, 0);
@@ -242,7 +248,7 @@ std::unique_ptr<CudaKernel> layerNormKernel(const KernelContext& ctx, const Devi
 
 // LayerNormalizationGrad(dY, X, Scale) -> dX, dScale, dBias.
 std::unique_ptr<CudaKernel> layerNormGradKernel(const KernelContext& ctx, const Device&) {
-  const std::optional<DType> t = normStorageDType(ctx, 2);
+  const std::optional<DType> t = normStorageDType(ctx, {0, 1});
   if (!t) return nullptr;
   if (*t == DType::F32)
     for (size_t i = 0; i < 3; ++i) requireF32(ctx, i);

@@ -1,0 +1,127 @@
+// The fuse-relu-grad pass: a BatchNorm followed by a Relu trains with one
+// BatchNormalizationGrad that reads the Relu's gradient and output, computing
+// exactly what ReluGrad then BatchNormalizationGrad computed (CPU, f32 and f16).
+#include <gtest/gtest.h>
+
+#include <cmath>
+#include <cstring>
+#include <string>
+#include <vector>
+
+#include "ir/text.h"
+#include "ir/verifier.h"
+#include "passes/autodiff.h"
+#include "passes/dead_code.h"
+#include "passes/fuse_relu_grad.h"
+#include "passes/lower_to_plan.h"
+#include "passes/memory_plan.h"
+#include "runtime/cpu_executor.h"
+
+namespace ds {
+namespace {
+
+// `text` with every "T[" written as `t` + "[".
+std::string typed(std::string text, const std::string& t) {
+  for (size_t at = 0; (at = text.find("T[", at)) != std::string::npos; at += t.size())
+    text.replace(at, 1, t);
+  return text;
+}
+
+// BatchNorm -> Relu -> a weighted sum, X and Y of type `t` (parameters f32), with
+// the gradients of X, scale and bias as outputs; the pass run or not.
+std::unique_ptr<Graph> bnReluTraining(const std::string& t, bool fuse) {
+  auto g = parseGraph(typed(R"(graph bn_relu {
+    input %x : T[4,3,5,5]
+    input %s : f32[3]
+    input %b : f32[3]
+    const %m : f32[3] = [0, 0, 0]
+    const %v : f32[3] = [1, 1, 1]
+    %y = BatchNormalization(%x, %s, %b, %m, %v) {training_mode = 1} : T[4,3,5,5] @bn
+    %r = Relu(%y) : T[4,3,5,5] @relu
+    %w = Cast(%r) {to = "f32"} : f32[4,3,5,5] @wide
+    return %w
+  })",
+                            t));
+  Value* w = g->value("w");
+  Tensor weights({DType::F32, w->shape()});
+  for (int64_t i = 0; i < weights.numel(); ++i) weights.setDouble(i, std::sin(0.7 * double(i)));
+  Value* prod = g->addNode("Mul", {w, g->addConstant("weights", weights)})->output(0);
+  Value* loss = g->addNode("ReduceSum", {prod}, {{"keepdims", int64_t{0}}}, {"loss"})->output(0);
+  const std::vector<Value*> wrt = {g->value("x"), g->value("s"), g->value("b")};
+  auto grads = buildGradients(*g, loss, wrt);
+  g->clearOutputs();
+  for (Value* v : wrt) g->addOutput(grads.at(v));
+  if (fuse) {
+    EXPECT_TRUE(fuseReluIntoBatchNormGrad(*g));
+  }
+  eliminateDeadCode(*g);
+  verifyGraph(*g);
+  return g;
+}
+
+// The graph's outputs on the CPU backend, from fixed feeds. Y has zero mean per
+// channel, so the Relu masks about half of the gradient.
+std::vector<Tensor> run(Graph& g) {
+  const PlanFile plan = lowerToPlan(g, planMemory(g), {});
+  CpuExecutor exec(plan, {});
+  for (const std::string& name : exec.feedNames()) {
+    Tensor t(exec.feedType(name));
+    for (int64_t i = 0; i < t.numel(); ++i) t.setDouble(i, std::cos(0.37 * double(i) + name[0]));
+    exec.setFeed(name, t);
+  }
+  exec.run();
+  std::vector<Tensor> out;
+  for (size_t i = 0; i < exec.numOutputs(); ++i) out.push_back(exec.output(i));
+  return out;
+}
+
+int count(const Graph& g, const std::string& op) {
+  int n = 0;
+  for (const auto& node : g.nodes()) n += node->op() == op;
+  return n;
+}
+
+TEST(FuseReluGrad, BatchNormGradReadsTheRelusGradientAndOutput) {
+  auto fused = bnReluTraining("f32", true);
+  EXPECT_EQ(count(*fused, "ReluGrad"), 0);
+  for (const auto& node : fused->nodes())
+    if (node->op() == "BatchNormalizationGrad") {
+      ASSERT_TRUE(node->hasInput(3));
+      EXPECT_EQ(node->input(3)->name(), "r");
+    }
+  auto plain = bnReluTraining("f32", false);
+  EXPECT_EQ(count(*plain, "ReluGrad"), 1);
+}
+
+TEST(FuseReluGrad, SameGradientsToTheBit) {
+  for (const std::string t : {"f32", "f16"}) {
+    SCOPED_TRACE(t);
+    auto fused = bnReluTraining(t, true);
+    auto plain = bnReluTraining(t, false);
+    std::vector<Tensor> got = run(*fused), want = run(*plain);
+    ASSERT_EQ(got.size(), 3u);
+    ASSERT_EQ(want.size(), 3u);
+    for (size_t i = 0; i < want.size(); ++i) {
+      ASSERT_EQ(got[i].type(), want[i].type());
+      EXPECT_EQ(std::memcmp(got[i].raw(), want[i].raw(), want[i].bytes()), 0) << "output " << i;
+    }
+  }
+}
+
+// A ReluGrad whose result something else reads too stays.
+TEST(FuseReluGrad, SharedReluGradientIsLeftAlone) {
+  auto g = parseGraph(R"(graph shared {
+    input %dr : f32[2,3,4]
+    input %r : f32[2,3,4]
+    input %x : f32[2,3,4]
+    input %s : f32[3]
+    %dy = ReluGrad(%dr, %r) : f32[2,3,4] @rg
+    %dx, %ds, %db = BatchNormalizationGrad(%dy, %x, %s) : f32[2,3,4], f32[3], f32[3] @bng
+    return %dx, %dy
+  })");
+  EXPECT_FALSE(fuseReluIntoBatchNormGrad(*g));
+  EXPECT_EQ(count(*g, "ReluGrad"), 1);
+}
+
+}  // namespace
+}  // namespace ds
