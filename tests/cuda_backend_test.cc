@@ -278,6 +278,23 @@ std::vector<OpCase> tensorCases() {
 }
 
 // Ops without gradients: integer, bool and random outputs, optimizer steps.
+// BatchNormalizationGrad reading a following Relu's gradient and output (the
+// fuse-relu-grad pass): R from a Relu, so exact zeros mask dY; elementwise and in
+// packs ([8,4,8,8]).
+std::vector<OpCase> reluBatchNormGradCases(const std::string& t) {
+  std::vector<OpCase> cases;
+  for (const std::string shape : {"[4,3,5,5]", "[8,4,8,8]"}) {
+    const std::string c = shape == "[4,3,5,5]" ? "3" : "4", x = t + shape;
+    cases.push_back({"BatchNormalizationGrad",
+                     "input %dr : " + x + "\n input %x : " + x + "\n input %s : f32[" + c +
+                         "]\n input %r0 : " + x + "\n %r = Relu(%r0) : " + x +
+                         " @relu\n %y, %ds, %db = BatchNormalizationGrad(%dr, %x, %s, %r) : " + x +
+                         ", f32[" + c + "], f32[" + c + "] @n",
+                     false});
+  }
+  return cases;
+}
+
 std::vector<OpCase> forwardOnlyCases() {
   return {
       {"Equal",
@@ -486,6 +503,7 @@ std::vector<OpCase> sixteenBitCases() {
   for (const std::string dtype : {"f16", "bf16"}) {
     for (const OpCase& c : cases16Source()) out.push_back(as16(c, dtype));
     for (const OpCase& c : normCases16(dtype)) out.push_back(c);
+    for (const OpCase& c : reluBatchNormGradCases(dtype)) out.push_back(c);
   }
   return out;
 }
@@ -501,8 +519,8 @@ std::vector<OpCase> promotedNormCases16() {
 
 std::vector<OpCase> allCases() {
   std::vector<OpCase> all = nnCases();
-  for (const auto& part :
-       {tensorCases(), forwardOnlyCases(), sixteenBitCases(), promotedNormCases16()})
+  for (const auto& part : {tensorCases(), forwardOnlyCases(), reluBatchNormGradCases("f32"),
+                           sixteenBitCases(), promotedNormCases16()})
     all.insert(all.end(), part.begin(), part.end());
   return all;
 }
