@@ -29,6 +29,7 @@
 #include "passes/memory_plan.h"
 #include "runtime/cpu_executor.h"
 #include "tests/test_util.h"
+#include "tests/training_fixtures.h"
 
 #ifdef DS_HAVE_CUDA
 #include "frontend/compile.h"
@@ -801,20 +802,7 @@ std::string normChain(const std::string& t, bool casts) {
   return replaceAll(text, "\"T\"", "\"" + t + "\"");
 }
 
-// Every output of `plan` run once on `Exec`, each feed filled from its name.
-template <typename Exec>
-std::vector<Tensor> outputsOf(const PlanFile& plan) {
-  Exec exec(plan, {});
-  for (const std::string& name : exec.feedNames()) {
-    Tensor t(exec.feedType(name));
-    for (int64_t i = 0; i < t.numel(); ++i) t.setDouble(i, std::cos(0.37 * double(i) + name[0]));
-    exec.setFeed(name, t);
-  }
-  exec.run();
-  std::vector<Tensor> out;
-  for (size_t i = 0; i < exec.numOutputs(); ++i) out.push_back(exec.output(i));
-  return out;
-}
+using test::outputsOf;
 
 void expectSameBits(const std::vector<Tensor>& got, const std::vector<Tensor>& want,
                     const std::string& what) {

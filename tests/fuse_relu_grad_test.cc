@@ -16,6 +16,7 @@
 #include "passes/lower_to_plan.h"
 #include "passes/memory_plan.h"
 #include "runtime/cpu_executor.h"
+#include "tests/training_fixtures.h"
 
 namespace ds {
 namespace {
@@ -62,17 +63,7 @@ std::unique_ptr<Graph> bnReluTraining(const std::string& t, bool fuse) {
 // The graph's outputs on the CPU backend, from fixed feeds. Y has zero mean per
 // channel, so the Relu masks about half of the gradient.
 std::vector<Tensor> run(Graph& g) {
-  const PlanFile plan = lowerToPlan(g, planMemory(g), {});
-  CpuExecutor exec(plan, {});
-  for (const std::string& name : exec.feedNames()) {
-    Tensor t(exec.feedType(name));
-    for (int64_t i = 0; i < t.numel(); ++i) t.setDouble(i, std::cos(0.37 * double(i) + name[0]));
-    exec.setFeed(name, t);
-  }
-  exec.run();
-  std::vector<Tensor> out;
-  for (size_t i = 0; i < exec.numOutputs(); ++i) out.push_back(exec.output(i));
-  return out;
+  return test::outputsOf<CpuExecutor>(lowerToPlan(g, planMemory(g), {}));
 }
 
 int count(const Graph& g, const std::string& op) {

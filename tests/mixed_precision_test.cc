@@ -170,17 +170,7 @@ std::vector<Tensor> normOutputsAndGradients(const std::string& body) {
   auto grads = buildGradients(*g, loss, wrt);
   for (Value* v : wrt) g->addOutput(grads.at(v));
   verifyGraph(*g);
-  PlanFile plan = lowerToPlan(*g, planMemory(*g), {});
-  CpuExecutor exec(plan, {});
-  for (const std::string& name : exec.feedNames()) {
-    Tensor t(exec.feedType(name));
-    for (int64_t i = 0; i < t.numel(); ++i) t.setDouble(i, std::cos(0.37 * double(i) + name[0]));
-    exec.setFeed(name, t);
-  }
-  exec.run();
-  std::vector<Tensor> outputs;
-  for (size_t i = 0; i < exec.numOutputs(); ++i) outputs.push_back(exec.output(i));
-  return outputs;
+  return test::outputsOf<CpuExecutor>(lowerToPlan(*g, planMemory(*g), {}));
 }
 
 // ... and that means what Cast -> f32 op -> Cast means, to the bit: the CPU widens

@@ -9,6 +9,7 @@
 #include <filesystem>
 #include <fstream>
 #include <string>
+#include <vector>
 
 #include <unistd.h>
 
@@ -164,6 +165,22 @@ inline std::string writeFeedData(const std::string& plan_path, const std::string
     flags += " --feed " + t.name() + "=" + path;
   }
   return flags;
+}
+
+// Every output of `plan` run once on executor type `Exec` (CpuExecutor, CudaExecutor),
+// each feed filled with cos(0.37 i + its name's first letter).
+template <typename Exec>
+std::vector<Tensor> outputsOf(const PlanFile& plan) {
+  Exec exec(plan, {});
+  for (const std::string& name : exec.feedNames()) {
+    Tensor t(exec.feedType(name));
+    for (int64_t i = 0; i < t.numel(); ++i) t.setDouble(i, std::cos(0.37 * double(i) + name[0]));
+    exec.setFeed(name, t);
+  }
+  exec.run();
+  std::vector<Tensor> out;
+  for (size_t i = 0; i < exec.numOutputs(); ++i) out.push_back(exec.output(i));
+  return out;
 }
 
 }  // namespace ds::test
