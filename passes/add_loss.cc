@@ -1,5 +1,7 @@
 #include "passes/add_loss.h"
 
+#include <algorithm>
+
 #include "ir/error.h"
 
 namespace ds {
@@ -20,13 +22,20 @@ Value* crossEntropy(Graph& g, Value* logits, const std::string& label_name) {
   Shape label_shape(logits->shape().begin(), logits->shape().end() - 1);
   Value* label = g.addSource(label_name, {DType::I64, label_shape}, Role::Label);
   Value* scores = logits;
-  if (logits->rank() > 2) {  // SoftmaxCrossEntropyLoss wants the class axis at 1
-    std::vector<int64_t> perm = {0, logits->rank() - 1};
-    for (int64_t i = 1; i < logits->rank() - 1; ++i) perm.push_back(i);
-    scores = g.addNode("Transpose", {logits}, {{"perm", perm}}, {"loss/scores"})->output(0);
+  Value* labels = label;
+  if (logits->rank() > 2) {
+    // SoftmaxCrossEntropyLoss wants the class axis at 1. The mean over [N, d1..] is
+    // the mean over their product, so the samples are flattened into rows, which
+    // moves no data (an in-place reshape), where a transpose to [N, C, d1..] would
+    // copy every logit twice (forward and gradient) and leave each sample strided.
+    const int64_t classes = logits->shape().back();
+    const int64_t samples = logits->type().numel() / std::max<int64_t>(classes, 1);
+    scores = g.addNode("Reshape", {logits}, {{"shape", Shape{samples, classes}}}, {"loss/scores"})
+                 ->output(0);
+    labels = g.addNode("Reshape", {label}, {{"shape", Shape{samples}}}, {"loss/labels"})->output(0);
   }
   return g
-      .addNode("SoftmaxCrossEntropyLoss", {scores, label}, {{"reduction", std::string("mean")}},
+      .addNode("SoftmaxCrossEntropyLoss", {scores, labels}, {{"reduction", std::string("mean")}},
                {"loss"}, "loss")
       ->output(0);
 }
