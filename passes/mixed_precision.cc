@@ -94,10 +94,16 @@ class MixedPrecision {
 
 }  // namespace
 
+// Softmax is not here: like Megatron-LM's fused scale-mask-softmax (which DeepSpeed's
+// GPT training runs), it reads and writes 16-bit data with f32 math inside, and its
+// gradient reads the 16-bit probabilities. Attention probabilities are the largest
+// activations of a transformer ([batch, heads, T, T]); in f32 they cost a Cast
+// in, a Cast out to the 16-bit product that reads them, and two more in backward.
 bool keepsF32(const std::string& op) {
   static const std::set<std::string> ops = {
-      "BatchNormalization",      "LayerNormalization", "Softmax",    "LogSoftmax",
-      "SoftmaxCrossEntropyLoss", "ReduceSum",          "ReduceMean", "NegativeLogLikelihoodLoss"};
+      "BatchNormalization",       "LayerNormalization", "LogSoftmax",
+      "SoftmaxCrossEntropyLoss",  "ReduceSum",          "ReduceMean",
+      "NegativeLogLikelihoodLoss"};
   return ops.count(op) != 0;
 }
 

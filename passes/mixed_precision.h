@@ -2,11 +2,14 @@
 // bf16.enabled) on the forward graph, before autodiff.
 //
 // Guarantees: every floating-point value of the forward graph is `compute` (f16 or
-// bf16) except around the precision-sensitive ops, which compute in f32: Softmax,
-// LogSoftmax and the loss, and the large reductions (ReduceSum, ReduceMean) read
-// and write f32; BatchNormalization and LayerNormalization read X and write Y in
-// 16 bits with f32 parameters and statistics (ONNX's mixed T/T1/T2 typing), which
-// every backend computes as Cast -> f32 op -> Cast would, to the bit. Parameters whose
+// bf16) except around the precision-sensitive ops, which compute in f32: LogSoftmax
+// and the loss, and the large reductions (ReduceSum, ReduceMean) read and write
+// f32; BatchNormalization and LayerNormalization read X and write Y in 16 bits with
+// f32 parameters and statistics (ONNX's mixed T/T1/T2 typing), which every backend
+// computes as Cast -> f32 op -> Cast would, to the bit. Softmax reads and writes
+// 16 bits too (f32 math inside; forward equal to Cast -> f32 Softmax -> Cast to the
+// bit, its gradient reading the rounded probabilities, as Megatron-LM's fused
+// softmax does). Parameters whose
 // every use is a 16-bit op become 16-bit (their initial values rounded), as
 // DeepSpeed's module.half() / bfloat16() makes them; the others (BatchNorm and
 // LayerNorm scale and bias) stay f32, as do buffers. f32 feeds, constants and
