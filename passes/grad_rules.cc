@@ -184,17 +184,21 @@ Grads softmaxGrad(GradContext& c) {
   return {c.emit("SoftmaxGrad", {c.dy(), c.y()}, {{"axis", c.node().i("axis")}})};
 }
 
-// Y = op(A)·op(B) (matrices, batched; op transposes per transA/transB) ⇒
-//   dA = dY·op(B)ᵀ, stored transposed when transA; dB = op(A)ᵀ·dY, likewise —
-// each one MatMul with the transposes as attributes, reduced over broadcast batch axes.
+// Y = α·op(A)·op(B) (matrices, batched; op transposes per transA/transB) ⇒
+//   dA = α·dY·op(B)ᵀ, stored transposed when transA; dB = α·op(A)ᵀ·dY, likewise —
+// each one MatMul with the transposes and α as attributes, reduced over broadcast
+// batch axes.
 Grads matmulGrad(GradContext& c) {
   Value* a = c.x(0);
   Value* b = c.x(1);
   DS_CHECK(a->rank() >= 2 && b->rank() >= 2, "autodiff: ", c.node().describe(),
            ": gradient of 1-D MatMul operands is not supported");
   bool ta = c.node().i("transA") != 0, tb = c.node().i("transB") != 0;
+  const double alpha = c.node().f("alpha");
   auto matmul = [&](Value* x, Value* y, bool tx, bool ty) {
-    return c.emit("MatMul", {x, y}, {{"transA", int64_t{tx}}, {"transB", int64_t{ty}}});
+    AttributeMap attrs = {{"transA", int64_t{tx}}, {"transB", int64_t{ty}}};
+    if (alpha != 1.0) attrs["alpha"] = alpha;
+    return c.emit("MatMul", {x, y}, attrs);
   };
   // dA: A·B → dY·Bᵀ; A·Bᵀ → dY·B; Aᵀ·B → B·dYᵀ; Aᵀ·Bᵀ → Bᵀ·dYᵀ.
   Value* da = nullptr;

@@ -7,6 +7,7 @@
 #include "ir/verifier.h"
 #include "passes/dead_code.h"
 #include "passes/fold_constants.h"
+#include "passes/fold_scale.h"
 #include "passes/fold_transpose.h"
 #include "passes/fuse_gelu.h"
 
@@ -18,6 +19,8 @@ const std::vector<PassInfo>& allPasses() {
        foldConstants},
       {"fold-transpose", "make last-two-dim Transposes of MatMul operands transA/transB",
        foldTransposeIntoMatMul},
+      {"fold-scale", "make a constant scalar Mul/Div of a MatMul's output the MatMul's alpha",
+       foldScaleIntoMatMul},
       {"fuse-gelu", "make the elementwise GELU chains exporters write one Gelu op", fuseGelu},
       {"dead-code", "remove nodes and sources that nothing uses", eliminateDeadCode},
   };

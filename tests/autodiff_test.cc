@@ -186,6 +186,9 @@ const std::vector<GradCase>& cases() {
       {"MatMul",
        "input %x0 : f64[3,2]\n input %x1 : f64[2,4,3]\n"
        " %y = MatMul(%x0, %x1) {transA = 1, transB = 1} : f64[2,2,4] @n"},
+      {"MatMul",
+       "input %x0 : f64[2,2,3]\n input %x1 : f64[2,4,3]\n"
+       " %y = MatMul(%x0, %x1) {alpha = -0.375, transB = 1} : f64[2,2,4] @n"},
       {"Gemm",
        "input %x0 : f64[3,2]\n input %x1 : f64[3,4]\n input %x2 : f64[4]\n"
        " %y = Gemm(%x0, %x1, %x2) {alpha = 0.5, beta = 2.0, transA = 1} : f64[2,4] @n"},

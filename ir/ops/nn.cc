@@ -244,7 +244,10 @@ OpSchema gemm() {
 
 // numpy.matmul: 1-D operands gain (and then lose) a unit dim; batch dims broadcast.
 // transA/transB (a dscompile extension, default 0, like Gemm's) use an operand's last
-// two dims swapped, so transposes feeding a product cost no copy (passes/fold_transpose).
+// two dims swapped, so transposes feeding a product cost no copy (passes/fold_transpose);
+// alpha (also an extension, default 1) scales the product inside the GEMM, before its
+// one rounding, so a constant scale after it costs no pass over the output
+// (passes/fold_scale: attention's 1/sqrt(d)).
 void inferMatMul(InferContext& ctx) {
   requireRank(ctx, 0, 1, kAnyRank);
   requireRank(ctx, 1, 1, kAnyRank);
@@ -270,7 +273,9 @@ OpSchema matMul() {
   OpSchema s;
   s.name = "MatMul";
   s.min_inputs = s.max_inputs = 2;
-  s.attrs = {{"transA", AttrKind::Int, int64_t{0}}, {"transB", AttrKind::Int, int64_t{0}}};
+  s.attrs = {{"alpha", AttrKind::Float, 1.0},
+             {"transA", AttrKind::Int, int64_t{0}},
+             {"transB", AttrKind::Int, int64_t{0}}};
   s.infer = inferMatMul;
   return s;
 }

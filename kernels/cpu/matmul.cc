@@ -52,9 +52,11 @@ struct PackedMatMul {
   bool packed_yet = false;
 
   PackedMatMul(const memory::desc& a, const void* a_data, const memory::desc& b, const void* b_data,
-               const memory::desc& y, void* y_data, const std::vector<Epilogue>& epilogue) {
+               const memory::desc& y, void* y_data, float alpha,
+               const std::vector<Epilogue>& epilogue) {
     std::vector<std::pair<int, memory>> post_args;
     dnnl::primitive_attr attr = epilogueAttr(epilogue, y.dims(), &post_args);
+    if (alpha != 1.0f) attr.set_output_scales(0, {alpha});
     dnnl::matmul::primitive_desc pd(
         dnnl::matmul::desc(
             a, memory::desc(b.dims(), memory::data_type::f32, memory::format_tag::any), y),
@@ -197,10 +199,15 @@ memory::desc operandDesc(const Shape& logical, bool transposed) {
   return stridedDesc(toDims(logical), strides);
 }
 
+// MatMul's alpha; 1 for plans written before MatMul had one.
+double alphaOf(const KernelContext& ctx) {
+  return ctx.attrs.count("alpha") ? ctx.f("alpha") : 1.0;
+}
+
 template <typename T>
 class MatMulKernel : public CpuKernel {
  public:
-  explicit MatMulKernel(const KernelContext& ctx) : g_(matmulGeom(ctx)) {
+  explicit MatMulKernel(const KernelContext& ctx) : g_(matmulGeom(ctx)), alpha_(alphaOf(ctx)) {
     if (g_.k == 0) return;
     if constexpr (std::is_same_v<T, float>) {
       // Constant 2-D weights and a row-major A: A's batch dims fold into its rows, a
@@ -209,11 +216,13 @@ class MatMulKernel : public CpuKernel {
         const int64_t rows = g_.batches * g_.m;
         packed_ = std::make_unique<PackedMatMul>(
             plainDesc({rows, g_.k}), ctx.input(0).data, operandDesc(Shape{g_.k, g_.n}, g_.trans_b),
-            ctx.input(1).data, plainDesc({rows, g_.n}), ctx.output(0).data, ctx.epilogue);
+            ctx.input(1).data, plainDesc({rows, g_.n}), ctx.output(0).data,
+            static_cast<float>(alpha_), ctx.epilogue);
       } else
-        call_ = matmulCall(operandDesc(g_.a, g_.trans_a), ctx.input(0).data,
-                           operandDesc(g_.b, g_.trans_b), ctx.input(1).data,
-                           plainDesc(toDims(g_.y)), ctx.output(0).data, 1.0f, false, ctx.epilogue);
+        call_ =
+            matmulCall(operandDesc(g_.a, g_.trans_a), ctx.input(0).data,
+                       operandDesc(g_.b, g_.trans_b), ctx.input(1).data, plainDesc(toDims(g_.y)),
+                       ctx.output(0).data, static_cast<float>(alpha_), false, ctx.epilogue);
     } else {
       Shape batch(g_.y.begin(), g_.y.end() - 2);
       a_off_ = broadcastIndices(Shape(g_.a.begin(), g_.a.end() - 2), batch);
@@ -238,13 +247,14 @@ class MatMulKernel : public CpuKernel {
       const T* a = ctx.input(0).as<T>();
       const T* b = ctx.input(1).as<T>();
       for (int64_t i = 0; i < g_.batches; ++i)
-        ref_.run(a + a_off_[i] * g_.m * g_.k, b + b_off_[i] * g_.k * g_.n, y + i * g_.m * g_.n, 1.0,
-                 false);
+        ref_.run(a + a_off_[i] * g_.m * g_.k, b + b_off_[i] * g_.k * g_.n, y + i * g_.m * g_.n,
+                 alpha_, false);
     }
   }
 
  private:
   MatMulGeom g_;
+  double alpha_;
   std::vector<int64_t> a_off_, b_off_;  // per output batch: batch index into A / B
   DnnlCall call_;
   std::unique_ptr<PackedMatMul> packed_;  // constant 2-D weights

@@ -115,6 +115,7 @@ std::unique_ptr<CudaKernel> gemmKernel(const KernelContext& ctx, const Device&) 
 struct MatMulPlan {
   int64_t m = 1, n = 1, k = 1, batches = 1;
   bool trans_a = false, trans_b = false;  // stored as [.., k, m] / [.., n, k]
+  float alpha = 1.0f;                     // Y = alpha·op(A)·op(B)
   int64_t a_stride = 0, b_stride = 0;     // strided-batched form, when `strided`
   bool strided = true;
   std::vector<int64_t> a_batch, b_batch;  // otherwise: per output batch, the operand's batch
@@ -126,6 +127,7 @@ MatMulPlan matmulPlan(const KernelContext& ctx) {
   // transA/transB: logical operands are the stored ones with the last two dims swapped.
   p.trans_a = ctx.attrs.count("transA") && ctx.i("transA") != 0;
   p.trans_b = ctx.attrs.count("transB") && ctx.i("transB") != 0;
+  p.alpha = ctx.attrs.count("alpha") ? static_cast<float>(ctx.f("alpha")) : 1.0f;
   if (p.trans_a) std::swap(a[a.size() - 1], a[a.size() - 2]);
   if (p.trans_b) std::swap(b[b.size() - 1], b[b.size() - 2]);
   if (a.size() == 1) a.insert(a.begin(), 1);
@@ -154,7 +156,7 @@ MatMulPlan matmulPlan(const KernelContext& ctx) {
 // 16-bit MatMul: cublasGemm(StridedBatched)Ex, f32 compute, one rounding to Y.
 std::unique_ptr<CudaKernel> matmul16Kernel(const MatMulPlan& p, DType dtype) {
   return launchKernel([p, dtype](const KernelContext& c, const Device& d, void*) {
-    const float one = 1.0f, zero = 0.0f;
+    const float zero = 0.0f;
     const auto* a = static_cast<const uint16_t*>(c.input(0).data);  // 16-bit elements
     const auto* b = static_cast<const uint16_t*>(c.input(1).data);
     auto* y = static_cast<uint16_t*>(c.output(0).data);
@@ -164,14 +166,14 @@ std::unique_ptr<CudaKernel> matmul16Kernel(const MatMulPlan& p, DType dtype) {
     const cublasOperation_t op_b = p.trans_b ? CUBLAS_OP_T : CUBLAS_OP_N;
     const int lda = p.trans_a ? m : k, ldb = p.trans_b ? k : n;
     if (p.strided) {
-      DS_CUBLAS_CHECK(cublasGemmStridedBatchedEx(d.cublas, op_b, op_a, n, m, k, &one, b, t, ldb,
+      DS_CUBLAS_CHECK(cublasGemmStridedBatchedEx(d.cublas, op_b, op_a, n, m, k, &p.alpha, b, t, ldb,
                                                  p.b_stride, a, t, lda, p.a_stride, &zero, y, t, n,
                                                  p.m * p.n, static_cast<int>(p.batches),
                                                  CUBLAS_COMPUTE_32F, CUBLAS_GEMM_DEFAULT));
       return;
     }
     for (int64_t i = 0; i < p.batches; ++i)
-      DS_CUBLAS_CHECK(cublasGemmEx(d.cublas, op_b, op_a, n, m, k, &one,
+      DS_CUBLAS_CHECK(cublasGemmEx(d.cublas, op_b, op_a, n, m, k, &p.alpha,
                                    b + p.b_batch[i] * p.k * p.n, t, ldb,
                                    a + p.a_batch[i] * p.m * p.k, t, lda, &zero, y + i * p.m * p.n,
                                    t, n, CUBLAS_COMPUTE_32F, CUBLAS_GEMM_DEFAULT));
@@ -190,7 +192,7 @@ std::unique_ptr<CudaKernel> matmulKernel(const KernelContext& ctx, const Device&
   if (p.k == 0) return zeroKernel();
   if (*dtype != DType::F32) return matmul16Kernel(p, *dtype);
   return launchKernel([p](const KernelContext& c, const Device& d, void*) {
-    const float one = 1.0f, zero = 0.0f;
+    const float zero = 0.0f;
     const float* a = c.input(0).as<float>();
     const float* b = c.input(1).as<float>();
     float* y = c.output(0).as<float>();
@@ -199,15 +201,15 @@ std::unique_ptr<CudaKernel> matmulKernel(const KernelContext& ctx, const Device&
     const cublasOperation_t op_b = p.trans_b ? CUBLAS_OP_T : CUBLAS_OP_N;
     const int lda = p.trans_a ? m : k, ldb = p.trans_b ? k : n;
     if (p.strided) {
-      DS_CUBLAS_CHECK(cublasSgemmStridedBatched(d.cublas, op_b, op_a, n, m, k, &one, b, ldb,
+      DS_CUBLAS_CHECK(cublasSgemmStridedBatched(d.cublas, op_b, op_a, n, m, k, &p.alpha, b, ldb,
                                                 p.b_stride, a, lda, p.a_stride, &zero, y, n,
                                                 p.m * p.n, static_cast<int>(p.batches)));
       return;
     }
     for (int64_t i = 0; i < p.batches; ++i)
-      DS_CUBLAS_CHECK(cublasSgemm(d.cublas, op_b, op_a, n, m, k, &one, b + p.b_batch[i] * p.k * p.n,
-                                  ldb, a + p.a_batch[i] * p.m * p.k, lda, &zero, y + i * p.m * p.n,
-                                  n));
+      DS_CUBLAS_CHECK(cublasSgemm(d.cublas, op_b, op_a, n, m, k, &p.alpha,
+                                  b + p.b_batch[i] * p.k * p.n, ldb, a + p.a_batch[i] * p.m * p.k,
+                                  lda, &zero, y + i * p.m * p.n, n));
   });
 }
 
