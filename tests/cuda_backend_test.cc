@@ -148,6 +148,9 @@ std::vector<OpCase> nnCases() {
       {"MatMul",
        "input %x0 : f32[2,3,5]\n input %x1 : f32[2,4,3]\n"
        " %y = MatMul(%x0, %x1) {transA = 1, transB = 1} : f32[2,5,4] @n"},
+      {"MatMul",
+       "input %x0 : f32[2,4,3]\n input %x1 : f32[2,5,3]\n"
+       " %y = MatMul(%x0, %x1) {alpha = 0.125, transB = 1} : f32[2,4,5] @n"},
       {"SoftmaxCrossEntropyLoss",
        "input %x0 : f32[5,3]\n const %t : i64[5] = [0, 2, 1, 2, 1]\n"
        " const %w : f32[3] = [0.5, 2.0, 1.5]\n"
@@ -962,7 +965,9 @@ TEST(CudaBackend, GptTrainingMatchesCpu) {
 // Epilogue fusion on the CUDA backend, decided without a GPU on an fp16 ResNet-18
 // training plan with contexts at consistent fake addresses (the decision compares
 // addresses, never reads them): every Relu right after a BatchNorm or a residual
-// Add on the same stream is absorbed (ResNet-18 has 17 such), and nothing else.
+// Add on the same stream is absorbed (ResNet-18 has 17 such), every residual Add
+// right after the BatchNorm whose output it reads is absorbed into that BatchNorm
+// with its Relu (bn -> add -> relu in one pass), and nothing else.
 TEST(CudaBackend, ReluAfterBatchNormOrResidualAddIsFused) {
   PlanFile plan = modelPlan(buildResNet(smallResNet()), "cuda_fuse_r18", 4,
                             R"({"train_micro_batch_size_per_gpu": 4, "fp16": {"enabled": true},
@@ -998,18 +1003,43 @@ TEST(CudaBackend, ReluAfterBatchNormOrResidualAddIsFused) {
     planned[s].waits = step.wait_events_size() > 0;
     planned[s].promoted = cpu::needsPromotion(ctx) && entry->precision == cuda::Precision::F32Only;
   }
+  // The residual Adds the BatchNorm before them can absorb, found independently of
+  // the fusion: forward Adds right after a BatchNorm whose output is one operand.
+  size_t bn_adds = 0;
+  for (size_t s = 1; s < planned.size(); ++s) {
+    const planpb::Step& step = rank.steps(static_cast<int>(s));
+    const planpb::Step& prev = rank.steps(static_cast<int>(s - 1));
+    if (step.op() == "Add" && prev.op() == "BatchNormalization" && step.phase() == prev.phase() &&
+        (step.inputs(0) == prev.outputs(0) || step.inputs(1) == prev.outputs(0)))
+      ++bn_adds;
+  }
+  EXPECT_GT(bn_adds, 0u);
   const size_t fused = cuda::fuseEpilogues(plan.plan, planned);
-  EXPECT_EQ(fused, 17u);
+  EXPECT_EQ(fused, 17u + bn_adds);
+  size_t relus = 0;
   for (size_t s = 0; s < planned.size(); ++s) {
     if (!planned[s].absorbed) continue;
-    EXPECT_EQ(contexts[s].op, "Relu") << contexts[s].node_name;
     ASSERT_GT(s, 0u);
-    const std::string& before = contexts[s - 1].op;
-    EXPECT_TRUE(before == "BatchNormalization" || before == "Add") << contexts[s].node_name;
-    ASSERT_EQ(contexts[s - 1].epilogue.size(), 1u);
-    EXPECT_EQ(contexts[s - 1].outputs[0].data, contexts[s].outputs[0].data);
+    size_t root = s - 1;  // the step whose epilogue it joined
+    while (root > 0 && planned[root].absorbed) --root;
+    const cpu::KernelContext& fused_into = contexts[root];
+    if (contexts[s].op == "Add") {
+      EXPECT_EQ(fused_into.op, "BatchNormalization") << contexts[s].node_name;
+      ASSERT_EQ(fused_into.epilogue.size(), 2u) << contexts[s].node_name;
+      EXPECT_EQ(fused_into.epilogue[0].op, "Add");
+      EXPECT_EQ(fused_into.epilogue[1].op, "Relu");
+      continue;
+    }
+    EXPECT_EQ(contexts[s].op, "Relu") << contexts[s].node_name;
+    ++relus;
+    EXPECT_TRUE(fused_into.op == "BatchNormalization" || fused_into.op == "Add")
+        << contexts[s].node_name;
+    EXPECT_EQ(fused_into.epilogue.back().op, "Relu");
+    EXPECT_EQ(fused_into.outputs[0].data, contexts[s].outputs[0].data);
   }
-  // The fused kernels build (ctx.epilogue set): BatchNorm and Add take their Relu.
+  EXPECT_EQ(relus, 17u);
+  // The fused kernels build (ctx.epilogue set): BatchNorm takes its Add and Relu, Add
+  // its Relu.
   for (size_t s = 0; s < planned.size(); ++s) {
     if (contexts[s].epilogue.empty()) continue;
     const auto* entry = cuda::CudaKernelRegistry::instance().find(contexts[s].op);

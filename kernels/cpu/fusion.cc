@@ -11,17 +11,25 @@ bool overlaps(const TensorView& a, const TensorView& b) {
   return a0 < b0 + b.bytes() && b0 < a0 + a.bytes();
 }
 
+bool sameBytes(const TensorView& a, const TensorView& b) {
+  return a.data == b.data && a.bytes() == b.bytes();
+}
+
 // Whether writing `out` while the producer runs could clobber something it reads.
 // Exactly where the producer already writes in place is fine: the memory plan put
-// it there because the op allows it (an element-wise Add over its first input).
+// it there because the op allows it (an element-wise Add over its first input). So
+// is exactly over an earlier epilogue's operand, which the fused kernel reads at the
+// index it writes (a residual Add in place over its residual, then a Relu in place:
+// the Add's own output, which nothing here checks, is already there).
 bool clobbersAnInput(const KernelContext& producer, const TensorView& out) {
   const TensorView& now = producer.outputs[0];
   for (const TensorView& in : producer.inputs) {
-    bool in_place = in.data == now.data && in.data == out.data && in.bytes() == out.bytes();
+    bool in_place = sameBytes(in, now) && sameBytes(in, out);
     if (overlaps(in, out) && !in_place) return true;
   }
   for (const Epilogue& e : producer.epilogue)
-    if (overlaps(e.operand, out)) return true;
+    if (overlaps(e.operand, out) && !(sameBytes(e.operand, out) && sameBytes(now, out)))
+      return true;
   return false;
 }
 

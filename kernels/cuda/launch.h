@@ -108,6 +108,9 @@ struct BatchNormArgs {
   int64_t n = 0, c = 0, inner = 0;
   double eps = 0.0, momentum = 0.0;
   bool relu = false;  // a fused Relu on Y (KernelContext::epilogue)
+  // A fused residual Add before the Relu: Y = relu(round(BN(X)) + residual), each
+  // rounding the unfused Add and Relu steps make (forward's `residual` argument).
+  bool residual = false;
   // The running variance mixes in the unbiased batch variance (PyTorch's), not the
   // biased one (ONNX's): BatchNormalization's unbiased_running_var.
   bool unbiased_running_var = false;
@@ -120,8 +123,8 @@ int64_t batchNormParts(const BatchNormArgs& a);
 size_t batchNormScratchDoubles(const BatchNormArgs& a, bool backward);
 void batchNormForward(const BatchNormArgs& a, bool training, DType t, const void* x,
                       const float* scale, const float* bias, const float* in_mean,
-                      const float* in_var, void* y, float* out_mean, float* out_var,
-                      double* scratch, cudaStream_t s);
+                      const float* in_var, const void* residual, void* y, float* out_mean,
+                      float* out_var, double* scratch, cudaStream_t s);
 // dX, dScale, dBias from recomputed batch statistics.
 // With `relu` (the output R of a Relu after the BatchNorm), dy is that Relu's
 // gradient: the BatchNorm's is ReluGrad(dy, R) = (R == 0 ? 0 : dy), applied on read.

@@ -363,9 +363,14 @@ struct ChannelCursor {
   }
 };
 
+// With a.residual, `r` is the residual Add's other operand: the BatchNorm's output
+// is rounded to S as its own step would store it, then added in f32 and rounded
+// once, as the Add's kernel does (Relu commutes with rounding).
 template <typename S>
-__device__ inline S batchNormApply(const BatchNormArgs& a, S x, int64_t c, const double* scratch) {
+__device__ inline S batchNormApply(const BatchNormArgs& a, S x, S r, int64_t c,
+                                   const double* scratch) {
   float v = static_cast<float>(toFloat(x) * scratch[c] + scratch[a.c + c]);
+  if (a.residual) v = toFloat(fromFloat<S>(v)) + toFloat(r);
   if (a.relu && v < 0.0f) v = 0.0f;  // fused Relu: as binaryFloatKernel's, one rounding
   return fromFloat<S>(v);
 }
@@ -396,9 +401,12 @@ __device__ inline void mapChannels(const BatchNormArgs& a, const S* x, const Gra
 }
 
 template <bool kPacked, typename S, typename I>
-__global__ void batchNormApplyKernel(BatchNormArgs a, const S* x, S* y, const double* scratch) {
-  mapChannels<kPacked, S, I>(a, x, GradIn<S>{}, y,
-                             [&](int64_t c, S v, S) { return batchNormApply(a, v, c, scratch); });
+__global__ void batchNormApplyKernel(BatchNormArgs a, const S* x, const S* residual, S* y,
+                                     const double* scratch) {
+  // The residual rides in mapChannels' second stream (absent: x again, unused).
+  mapChannels<kPacked, S, I>(a, x, GradIn<S>{residual}, y, [&](int64_t c, S v, S r) {
+    return batchNormApply(a, v, r, c, scratch);
+  });
 }
 
 // Per channel: dScale, dBias and scratch = mean, inv_std, mean(dY), mean(dY·x̂).
@@ -867,8 +875,8 @@ double* launchBatchNormParts(const BatchNormArgs& a, const S* x, GradIn<S> dy, d
 
 void batchNormForward(const BatchNormArgs& a, bool training, DType t, const void* x,
                       const float* scale, const float* bias, const float* in_mean,
-                      const float* in_var, void* y, float* out_mean, float* out_var,
-                      double* scratch, cudaStream_t s) {
+                      const float* in_var, const void* residual, void* y, float* out_mean,
+                      float* out_var, double* scratch, cudaStream_t s) {
   if (a.n * a.c * a.inner == 0) return;
   byFloatType(t, [&](auto tag) {
     using S = decltype(tag);
@@ -886,12 +894,14 @@ void batchNormForward(const BatchNormArgs& a, bool training, DType t, const void
       }
       const int64_t total = a.n * a.c * a.inner;
       S* ys = static_cast<S*>(y);
-      if (packable({x, y}))
+      const S* rs = a.residual ? static_cast<const S*>(residual) : nullptr;
+      if (packable({x, y, rs}))
         batchNormApplyKernel<true, S, I>
-            <<<gridFor(std::max<int64_t>(total / kPack<S>, 1)), kThreads, 0, s>>>(a, xs, ys,
+            <<<gridFor(std::max<int64_t>(total / kPack<S>, 1)), kThreads, 0, s>>>(a, xs, rs, ys,
                                                                                   scratch);
       else
-        batchNormApplyKernel<false, S, I><<<gridFor(total), kThreads, 0, s>>>(a, xs, ys, scratch);
+        batchNormApplyKernel<false, S, I>
+            <<<gridFor(total), kThreads, 0, s>>>(a, xs, rs, ys, scratch);
     });
   });
 }

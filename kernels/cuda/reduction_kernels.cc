@@ -158,7 +158,7 @@ std::optional<DType> normStorageDType(const KernelContext& ctx,
 // BatchNormalization(X, scale, B, mean, var) -> Y[, running mean, running var].
 std::unique_ptr<CudaKernel> batchNormKernel(const KernelContext& ctx, const Device&) {
   const std::optional<DType> t = normStorageDType(ctx, {0});
-  if (!t && !ctx.epilogue.empty()) ctx.fail("a fused Relu needs the native kernel");
+  if (!t && !ctx.epilogue.empty()) ctx.fail("a fused epilogue needs the native kernel");
   if (!t) return nullptr;
   if (*t == DType::F32)
     for (size_t i = 0; i < 5; ++i) requireF32(ctx, i);
@@ -170,22 +170,30 @@ std::unique_ptr<CudaKernel> batchNormKernel(const KernelContext& ctx, const Devi
   a.inner = a.n * a.c == 0 ? 0 : ctx.input(0).numel() / (a.n * a.c);
   a.eps = ctx.f("epsilon");
   a.momentum = ctx.f("momentum");
-  a.relu = !ctx.epilogue.empty();  // batchNormReluRule accepted it
+  // batchNormEpilogueRule accepted [Relu], [Add] or [Add, Relu].
+  for (const cpu::Epilogue& e : ctx.epilogue) (e.op == "Relu" ? a.relu : a.residual) = true;
   a.unbiased_running_var = ctx.i("unbiased_running_var") != 0;
   const bool training = ctx.i("training_mode") != 0;
   return launchKernel(
       [a, training, dtype](const KernelContext& c, const Device& d, void* ws) {
         batchNormForward(a, training, dtype, c.input(0).data, c.input(1).as<float>(),
                          c.input(2).as<float>(), c.input(3).as<float>(), c.input(4).as<float>(),
-                         c.output(0).data, optionalOutput(c, 1), optionalOutput(c, 2),
-                         static_cast<double*>(ws), d.stream);
+                         a.residual ? c.epilogue[0].operand.data : nullptr, c.output(0).data,
+                         optionalOutput(c, 1), optionalOutput(c, 2), static_cast<double*>(ws),
+                         d.stream);
       },
       batchNormScratchDoubles(a, false) * sizeof(double));
 }
 
-// BatchNormalization takes a following Relu as its epilogue when it runs natively.
-bool batchNormReluRule(const KernelContext& bn, const cpu::Epilogue& next) {
-  return bn.epilogue.empty() && next.op == "Relu" && normStorageDType(bn, {0}).has_value();
+// BatchNormalization takes a following Relu, or a residual Add (its other operand
+// of Y's shape and dtype: no broadcast) and then optionally a Relu, as its epilogue
+// when it runs natively: ResNet's bn -> add -> relu is one pass over the activation.
+bool batchNormEpilogueRule(const KernelContext& bn, const cpu::Epilogue& next) {
+  if (!normStorageDType(bn, {0}).has_value()) return false;
+  const std::vector<cpu::Epilogue>& done = bn.epilogue;
+  if (next.op == "Relu") return done.empty() || (done.size() == 1 && done[0].op == "Add");
+  return next.op == "Add" && done.empty() && next.operand.data != nullptr &&
+         next.operand.type == bn.output(0).type;
 }
 
 // BatchNormalizationGrad(dY, X, scale[, R]) -> dX, dScale, dBias.
@@ -316,7 +324,7 @@ void registerReductionKernels(CudaKernelRegistry& r) {
   r.add("SoftmaxGrad", softmaxGradKernel, k16);
   r.add("GlobalAveragePool", globalAveragePoolKernel, k16);
   r.add("BatchNormalization", batchNormKernel, k16);
-  r.allowEpilogue("BatchNormalization", batchNormReluRule);
+  r.allowEpilogue("BatchNormalization", batchNormEpilogueRule);
   r.add("BatchNormalizationGrad", batchNormGradKernel, k16);
   r.add("LayerNormalization", layerNormKernel, k16);
   r.add("LayerNormalizationGrad", layerNormGradKernel, k16);
