@@ -255,10 +255,12 @@ dsrun_plan() {
   return 0
 }
 
-# dsrun_time W VARIANT PEER DATA: trains warmup + steps and writes the result line;
-# 0 when it trained.
+# dsrun_time W VARIANT PEER DATA [DSRUN-FLAGS...]: trains warmup + steps and writes
+# the result line; 0 when it trained.
 dsrun_time() {
-  local w=$1 v=$2 peer=$3 data=$4 name=dsrun_${1}_${2}_$4
+  local w=$1 v=$2 peer=$3 data=$4 name=dsrun_${1}_${2}_${4}_$3
+  shift 4
+  local extra_flags=("$@")
   local metrics=$work/metrics_$name.jsonl data_args=(--data synthetic) precision=()
   [[ $data == feed ]] && data_args=(--feed "input=$plans/feeds/input.npy" --feed "label=$plans/feeds/label.npy")
   [[ $v == fp32 ]] && precision=(--precision fp32)
@@ -266,8 +268,9 @@ dsrun_time() {
   # The PyTorch peers set torch.backends.cudnn.benchmark; dsrun times cuDNN's candidates too.
   local backend=cuda gpu_flags=(--cudnn-benchmark)
   [[ $mode == smoke ]] && backend=cpu gpu_flags=()
+  [[ $mode == smoke ]] && extra_flags=()
   limited "$name" 180 "${ds[@]}" "$bin/dsrun" "$plans/${w}_$v.plan" --backend "$backend" "${gpu_flags[@]}" \
-    "${data_args[@]}" --steps $((warmup + steps + extra)) --metrics "$metrics"
+    "${extra_flags[@]}" "${data_args[@]}" --steps $((warmup + steps + extra)) --metrics "$metrics"
   local rc=$?
   peers dsrun --workload "$w" "${size_flags[@]}" "${precision[@]}" --peer "$peer" --metrics "$metrics" \
     --rc "$rc" --log "$logs/$name.log" --summary "$logs/dscompile_${w}_$v.log" --warmup "$warmup" --steps "$steps" \
@@ -369,10 +372,16 @@ for w in "${selected[@]}"; do
     done
     if [[ -n $used && $w != gpt ]]; then
       dsrun_time "$w" "$used" dsrun-synthetic synthetic
+      # NHWC activations (dsrun --channels-last, off by default until measured here).
+      [[ $used != fp32 ]] && dsrun_time "$w" "$used" dsrun-channels-last feed --channels-last
     fi
     if [[ -n $used && $mode == gpu ]]; then # where the device time goes, per op
       limited "profile_$w" 60 "${ds[@]}" "$bin/dsrun" "$plans/${w}_$used.plan" --backend cuda \
         --cudnn-benchmark --data synthetic --steps 4 --profile && cp "$logs/profile_$w.log" "$OUT/profile_$w.txt"
+      [[ $w != gpt && $used != fp32 ]] &&
+        limited "profile_${w}_nhwc" 60 "${ds[@]}" "$bin/dsrun" "$plans/${w}_$used.plan" --backend cuda \
+          --cudnn-benchmark --channels-last --data synthetic --steps 4 --profile &&
+        cp "$logs/profile_${w}_nhwc.log" "$OUT/profile_${w}_nhwc.txt"
     fi
     rm -f "$plans"/*.plan "$plans"/*.onnx "$plans"/*.onnx.data "$plans"/feeds/*.npy
   else

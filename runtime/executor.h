@@ -42,6 +42,11 @@ struct ExecutorOptions {
   // CPU backend: keep 4-D activations channels-last between kernels that accept
   // it (kernels/cpu/layout.h); off only to compare against the plain layout.
   bool channels_last = true;
+  // CUDA backend: keep 16-bit 4-D activations channels-last (NHWC) between kernels
+  // that accept it, as PyTorch's channels_last memory format does for cuDNN
+  // (kernels/cuda/layout.h; dsrun --channels-last). Off by default until its speed
+  // is measured on a GPU (bench/RESULTS.md).
+  bool cuda_channels_last = false;
   // Let kernels apply the element-wise steps that follow them (kernels/cpu/fusion.h;
   // the CUDA backend: a Relu after a BatchNorm or an Add); off only to compare
   // against unfused execution.

@@ -23,6 +23,7 @@
 #include "ir/text.h"
 #include "ir/verifier.h"
 #include "kernels/cpu/kernel.h"
+#include "kernels/cpu/layout.h"
 #include "kernels/cpu/promote16.h"
 #include "passes/autodiff.h"
 #include "passes/lower_to_plan.h"
@@ -36,6 +37,7 @@
 #include "kernels/cuda/cuda_executor.h"
 #include "kernels/cuda/device.h"
 #include "kernels/cuda/epilogues.h"
+#include "kernels/cuda/layout.h"
 #include "models/models.h"
 #include "runtime/trainer.h"
 
@@ -968,15 +970,21 @@ TEST(CudaBackend, GptTrainingMatchesCpu) {
 // Add on the same stream is absorbed (ResNet-18 has 17 such), every residual Add
 // right after the BatchNorm whose output it reads is absorbed into that BatchNorm
 // with its Relu (bn -> add -> relu in one pass), and nothing else.
-TEST(CudaBackend, ReluAfterBatchNormOrResidualAddIsFused) {
-  PlanFile plan = modelPlan(buildResNet(smallResNet()), "cuda_fuse_r18", 4,
-                            R"({"train_micro_batch_size_per_gpu": 4, "fp16": {"enabled": true},
-                                "optimizer": {"type": "SGD", "params": {"lr": 0.01}}})",
-                            true);
+// Rank 0's steps of `plan` as the CUDA executor plans them, with contexts at
+// consistent fake addresses (the load-time decisions compare addresses, never read
+// them).
+struct FakeSteps {
+  std::vector<cpu::KernelContext> contexts;
+  std::vector<cpu::PlannedStep> planned;
+};
+
+void fakeSteps(const PlanFile& plan, FakeSteps& out) {
   const planpb::RankPlan& rank = plan.plan.ranks(0);
   const auto base = [](planpb::Storage s) { return (uintptr_t{1} << 40) * (1 + uintptr_t(s)); };
-  std::vector<cpu::KernelContext> contexts(static_cast<size_t>(rank.steps_size()));
-  std::vector<cpu::PlannedStep> planned(contexts.size());
+  std::vector<cpu::KernelContext>& contexts = out.contexts;
+  std::vector<cpu::PlannedStep>& planned = out.planned;
+  contexts.assign(static_cast<size_t>(rank.steps_size()), {});
+  planned.assign(contexts.size(), {});
   for (size_t s = 0; s < contexts.size(); ++s) {
     const planpb::Step& step = rank.steps(static_cast<int>(s));
     cpu::KernelContext& ctx = contexts[s];
@@ -1003,6 +1011,24 @@ TEST(CudaBackend, ReluAfterBatchNormOrResidualAddIsFused) {
     planned[s].waits = step.wait_events_size() > 0;
     planned[s].promoted = cpu::needsPromotion(ctx) && entry->precision == cuda::Precision::F32Only;
   }
+}
+
+PlanFile fp16ResNetTrainingPlan(const std::string& name, int64_t image = 32) {
+  ResNetOptions resnet = smallResNet();
+  resnet.image = image;
+  return modelPlan(buildResNet(resnet), name, 4,
+                   R"({"train_micro_batch_size_per_gpu": 4, "fp16": {"enabled": true},
+                       "optimizer": {"type": "SGD", "params": {"lr": 0.01}}})",
+                   true);
+}
+
+TEST(CudaBackend, ReluAfterBatchNormOrResidualAddIsFused) {
+  PlanFile plan = fp16ResNetTrainingPlan("cuda_fuse_r18");
+  const planpb::RankPlan& rank = plan.plan.ranks(0);
+  FakeSteps fake;
+  fakeSteps(plan, fake);
+  std::vector<cpu::KernelContext>& contexts = fake.contexts;
+  std::vector<cpu::PlannedStep>& planned = fake.planned;
   // The residual Adds the BatchNorm before them can absorb, found independently of
   // the fusion: forward Adds right after a BatchNorm whose output is one operand.
   size_t bn_adds = 0;
@@ -1045,6 +1071,79 @@ TEST(CudaBackend, ReluAfterBatchNormOrResidualAddIsFused) {
     const auto* entry = cuda::CudaKernelRegistry::instance().find(contexts[s].op);
     EXPECT_NE(entry->factory(contexts[s], cuda::Device{}), nullptr) << contexts[s].node_name;
   }
+}
+
+// The CUDA backend's channels-last choice (kernels/cuda/layout.h), made without a
+// GPU on an fp16 ResNet-18 training plan: every activation between the first
+// convolution's input and the pooled features is NHWC, forward and backward, so
+// BatchNorm, max pooling, their gradients and every convolution's data operands
+// are, except the image the first convolution reads (converted in its kernel);
+// filters, and anything f32, fed or output, are not; and the kernels that take
+// NHWC operands without cuDNN build for these contexts.
+TEST(CudaBackend, SixteenBitResNetActivationsGoChannelsLast) {
+  PlanFile plan = fp16ResNetTrainingPlan("cuda_nhwc_r18", 64);  // layer4 at 2x2
+  FakeSteps fake;
+  fakeSteps(plan, fake);
+  EXPECT_GT(cuda::chooseChannelsLast(plan.plan, fake.planned), 0u);
+  std::set<int> outside(plan.plan.feeds().begin(), plan.plan.feeds().end());
+  outside.insert(plan.plan.outputs().begin(), plan.plan.outputs().end());
+  std::map<std::string, int> nhwc_steps;
+  for (size_t s = 0; s < fake.contexts.size(); ++s) {
+    const cpu::KernelContext& ctx = fake.contexts[s];
+    SCOPED_TRACE(ctx.node_name);
+    const cpu::PlannedStep& step = fake.planned[s];
+    for (size_t i = 0; i < ctx.inputs.size(); ++i) {
+      const cpu::TensorView& v = ctx.inputs[i];
+      if (!v.channels_last) continue;
+      EXPECT_TRUE(v.dtype() == DType::F16 && v.rank() == 4);
+      EXPECT_EQ(outside.count(step.inputs[i]), 0u);
+    }
+    for (size_t i = 0; i < ctx.outputs.size(); ++i) {
+      const cpu::TensorView& v = ctx.outputs[i];
+      if (v.channels_last) {
+        EXPECT_EQ(outside.count(step.outputs[i]), 0u);
+      }
+    }
+    const bool first_conv = ctx.node_name.rfind("conv1", 0) == 0;
+    // Steps between activations only: every 16-bit 4-D spatial operand is NHWC.
+    static const std::set<std::string> activations = {
+        "BatchNormalization", "BatchNormalizationGrad", "Relu",  "ReluGrad", "Add", "MaxPool",
+        "MaxPoolGrad",        "GlobalAveragePool",      "Expand"};
+    if (activations.count(ctx.op))
+      for (const auto* views : {&ctx.inputs, &ctx.outputs})
+        for (const cpu::TensorView& v : *views)
+          if (cpu::hasSpatialLayout(v) && v.dtype() == DType::F16) {
+            EXPECT_TRUE(v.channels_last);
+          }
+    // Convolutions: data operands NHWC where they have a spatial layout, but the
+    // image; filters plain.
+    const auto spatial = [](const cpu::TensorView& v) { return cpu::hasSpatialLayout(v); };
+    if (ctx.op == "Conv") {
+      EXPECT_EQ(ctx.inputs[0].channels_last, spatial(ctx.inputs[0]) && !first_conv);
+      EXPECT_EQ(ctx.outputs[0].channels_last, spatial(ctx.outputs[0]));
+      EXPECT_FALSE(ctx.inputs[1].channels_last);
+    } else if (ctx.op == "ConvGradInput") {
+      EXPECT_EQ(ctx.inputs[0].channels_last, spatial(ctx.inputs[0]));
+      EXPECT_EQ(ctx.outputs[0].channels_last, spatial(ctx.outputs[0]));
+      EXPECT_FALSE(ctx.inputs[1].channels_last);
+    } else if (ctx.op == "ConvGradWeight") {
+      EXPECT_EQ(ctx.inputs[0].channels_last, spatial(ctx.inputs[0]));
+      EXPECT_EQ(ctx.inputs[1].channels_last, spatial(ctx.inputs[1]) && !first_conv);
+      EXPECT_FALSE(ctx.outputs[0].channels_last);
+    }
+    bool any = false;
+    for (const auto* views : {&ctx.inputs, &ctx.outputs})
+      for (const cpu::TensorView& v : *views) any |= v.channels_last;
+    if (!any) continue;
+    ++nhwc_steps[ctx.op];
+    if (ctx.op.rfind("Conv", 0) == 0) continue;  // cuDNN's need a device
+    const auto* entry = cuda::CudaKernelRegistry::instance().find(ctx.op);
+    EXPECT_NE(entry->factory(ctx, cuda::Device{}), nullptr);
+  }
+  for (const char* op :
+       {"Conv", "ConvGradInput", "ConvGradWeight", "BatchNormalization", "BatchNormalizationGrad",
+        "Add", "Relu", "MaxPool", "MaxPoolGrad", "GlobalAveragePool", "Expand"})
+    EXPECT_GT(nhwc_steps[op], 0) << op;
 }
 
 // The kernels of whole training plans build (without a GPU too).

@@ -61,6 +61,15 @@ Model gptModel() {
   return {"gpt", path, 2};
 }
 
+// A small ImageNet-stem ResNet-18 (max pool, residual blocks with and without
+// downsampling) at 64x64, so that every stage keeps a spatial layout.
+Model resnetModel() {
+  std::string path = test::scratch("cuda_train_r18.onnx");
+  auto r = test::tool("dsmodel", "resnet18 --image 64 --classes 10 --seed 3 -o " + path);
+  EXPECT_EQ(r.exit_code, 0) << r.output;
+  return {"resnet18", path, 4};
+}
+
 const std::vector<Model>& models() {
   static const std::vector<Model> all = {textModel("mlp", test::mlpText(false), 4),
                                          textModel("cnn", test::bnCnnText(), 4), gptModel()};
@@ -229,6 +238,33 @@ TEST(CudaTraining, CudnnBenchmarkMatchesTheCpu) {
   std::string plan = compilePlan(cnn, 0, 1, "fp32");
   expectSameTraining(dsrun(cnn, plan, "--backend cuda --cudnn-benchmark"),
                      dsrun(cnn, plan, "--backend cpu"), 1e-4, 1e-4);
+}
+
+// dsrun --channels-last keeps 16-bit activations NHWC (kernels/cuda/layout.h):
+// the same training as the CPU within 16-bit precision (cuDNN's NHWC algorithms
+// sum in other orders), with CUDA graphs and without, at ZeRO-0 and ZeRO-3.
+TEST(CudaTraining, ChannelsLastSixteenBitTrainingMatchesTheCpu) {
+  SKIP_WITHOUT_GPU();
+  for (const Model& m : {resnetModel(), models()[1]})
+    for (const char* precision : {"fp16", "bf16"})
+      for (int stage : {0, 3}) {
+        SCOPED_TRACE(m.name + " " + precision + " ZeRO-" + std::to_string(stage));
+        std::string plan = compilePlan(m, stage, 1, precision);
+        Trained cpu = dsrun(m, plan, "--backend cpu");
+        expectSameTraining(dsrun(m, plan, "--backend cuda --channels-last"), cpu, 0.01, 0);
+        expectSameTraining(dsrun(m, plan, "--backend cuda --channels-last --no-cuda-graph"), cpu,
+                           0.01, 0);
+      }
+}
+
+// The executor reports the tensors it keeps NHWC, and none without the option.
+TEST(CudaTraining, ChannelsLastIsChosenOnlyWhenAsked) {
+  SKIP_WITHOUT_GPU();
+  PlanFile plan = readPlanFile(compilePlan(resnetModel(), 0, 1, "fp16"));
+  ExecutorOptions options;
+  EXPECT_EQ(CudaExecutor(plan, options).channelsLastTensors(), 0u);
+  options.cuda_channels_last = true;
+  EXPECT_GT(CudaExecutor(plan, options).channelsLastTensors(), 50u);
 }
 
 TEST(CudaExecutorGraphs, ReplaysFromTheSecondRunOfEachKind) {

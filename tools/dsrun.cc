@@ -59,6 +59,7 @@ struct Args {
   std::string device_comm = "auto";  // --backend cuda with several ranks
   bool no_cuda_graph = false;
   bool cudnn_benchmark = false;
+  bool channels_last = false;
 };
 
 void checkBackend(const std::string& backend) {
@@ -284,16 +285,24 @@ void runForward(const Args& a, const ds::PlanFile& plan, ds::Executor& exec, int
             << ms[ms.size() / 2] << " ms, min " << ms.front() << " ms per run\n";
 }
 
-int runOneRank(const Args& a, const ds::PlanFile& plan) {
-  std::optional<ds::CheckpointInfo> resume = readResume(a, plan);
-  if (!a.export_onnx.empty()) ds::checkOnnxExportable(plan);
+// The executor options the flags give rank `rank`.
+ds::ExecutorOptions executorOptions(const Args& a, int rank,
+                                    const std::optional<ds::CheckpointInfo>& resume) {
   ds::ExecutorOptions options;
-  options.rank = a.rank;
+  options.rank = rank;
   options.poison_freed = a.poison;
   options.seed = resume ? resume->position.seed : a.seed;
   options.profile = a.profile;
   options.cuda_graph = !a.no_cuda_graph;
   options.cudnn_benchmark = a.cudnn_benchmark;
+  options.cuda_channels_last = a.channels_last;
+  return options;
+}
+
+int runOneRank(const Args& a, const ds::PlanFile& plan) {
+  std::optional<ds::CheckpointInfo> resume = readResume(a, plan);
+  if (!a.export_onnx.empty()) ds::checkOnnxExportable(plan);
+  ds::ExecutorOptions options = executorOptions(a, a.rank, resume);
   std::unique_ptr<ds::Executor> executor = makeExecutor(a.backend, plan, options);
   ds::Executor& exec = *executor;
   if (ds::isTrainingPlan(plan)) {
@@ -323,15 +332,8 @@ int runRanks(const Args& a, const ds::PlanFile& plan) {
   ds::LaunchOptions launch{a.comm, a.comm_timeout, ds::FaultSpec{}};
   if (!a.fault.empty()) launch.fault = ds::parseFaultSpec(a.fault);
   ds::LaunchResult result = ds::launchRanks(n, launch, [&](ds::Communicator& comm) {
-    ds::ExecutorOptions options;
-    options.rank = comm.rank();
-    options.poison_freed = a.poison;
-    options.seed = resume ? resume->position.seed : a.seed;
+    ds::ExecutorOptions options = executorOptions(a, comm.rank(), resume);
     options.comm = &comm;
-    options.profile = a.profile;
-    options.cuda_graph = !a.no_cuda_graph;
-    options.cudnn_benchmark = a.cudnn_benchmark;
-    options.cudnn_benchmark = a.cudnn_benchmark;
     std::unique_ptr<ds::DeviceCommunicator> device_comm;
 #ifdef DS_HAVE_CUDA
     if (a.backend == "cuda")
@@ -433,6 +435,10 @@ int main(int argc, char** argv) {
                "candidates at load (as torch.backends.cudnn.benchmark) instead of from its "
                "heuristics, the fastest whether deterministic or not: results can then differ "
                "in their last bits between runs");
+  app.add_flag("--channels-last", args.channels_last,
+               "--backend cuda: keep fp16/bf16 activations channels-last (NHWC) between the "
+               "convolutions, BatchNorms and element-wise steps that take them, as PyTorch's "
+               "channels_last memory format (the CPU backend does this for f32 always)");
   app.add_option("--comm-timeout", args.comm_timeout,
                  "seconds a rank waits in a collective for the others before it fails, naming "
                  "the missing ranks (default 300)")

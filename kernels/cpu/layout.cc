@@ -33,25 +33,35 @@ int tensorOf(const PlannedStep& step, Operand o) {
 
 }  // namespace
 
+bool hasSpatialLayout(const TensorView& v) {
+  return v.present() && v.rank() == 4 && v.shape()[2] * v.shape()[3] > 1;
+}
+
 bool layoutMatters(const TensorView& v) {
-  return v.present() && v.dtype() == DType::F32 && v.rank() == 4 && v.shape()[2] * v.shape()[3] > 1;
+  return hasSpatialLayout(v) && v.dtype() == DType::F32;
 }
 
 std::vector<bool> chooseChannelsLast(const std::vector<PlannedStep>& steps,
-                                     const std::vector<bool>& intermediate) {
+                                     const std::vector<bool>& intermediate,
+                                     const LayoutPolicy& policy) {
+  std::function<bool(const TensorView&)> matters = layoutMatters;
+  if (policy.matters) matters = policy.matters;
+  const auto ruleOf = [&](const std::string& op) {
+    return policy.rule_of ? policy.rule_of(op) : CpuKernelRegistry::instance().channelsLastRule(op);
+  };
   const size_t n = intermediate.size();
   DisjointSets sets(n);
   std::vector<bool> pinned(n, false);
   for (size_t t = 0; t < n; ++t) pinned[t] = !intermediate[t];
   for (const PlannedStep& step : steps) {
     const KernelContext& ctx = *step.ctx;
-    const ChannelsLastRule* rule = CpuKernelRegistry::instance().channelsLastRule(ctx.op);
+    const ChannelsLastRule* rule = ruleOf(ctx.op);
     OperandGroups groups = rule && !step.promoted ? (*rule)(ctx) : OperandGroups{};
     std::vector<bool> in_group_in(ctx.inputs.size()), in_group_out(ctx.outputs.size());
     for (const std::vector<Operand>& group : groups) {
       // A group mixing other tensors (a bool result, a 2-D one) stays plain.
       bool uniform = true;
-      for (Operand o : group) uniform &= !view(ctx, o).present() || layoutMatters(view(ctx, o));
+      for (Operand o : group) uniform &= !view(ctx, o).present() || matters(view(ctx, o));
       if (!uniform) continue;
       int first = -1;
       for (Operand o : group) {
@@ -65,7 +75,7 @@ std::vector<bool> chooseChannelsLast(const std::vector<PlannedStep>& steps,
     auto pinUngrouped = [&](const std::vector<int>& tensors, const std::vector<TensorView>& views,
                             const std::vector<bool>& grouped) {
       for (size_t i = 0; i < tensors.size(); ++i)
-        if (tensors[i] >= 0 && !grouped[i] && layoutMatters(views[i]))
+        if (tensors[i] >= 0 && !grouped[i] && matters(views[i]))
           pinned[static_cast<size_t>(tensors[i])] = true;
     };
     pinUngrouped(step.inputs, ctx.inputs, in_group_in);
@@ -80,7 +90,7 @@ std::vector<bool> chooseChannelsLast(const std::vector<PlannedStep>& steps,
       for (size_t i = 0; i < list->size(); ++i) {
         int t = (*list)[i];
         const TensorView& v = list == &step.inputs ? step.ctx->inputs[i] : step.ctx->outputs[i];
-        if (t >= 0 && layoutMatters(v) && !root_pinned[sets.find(static_cast<size_t>(t))])
+        if (t >= 0 && matters(v) && !root_pinned[sets.find(static_cast<size_t>(t))])
           chosen[static_cast<size_t>(t)] = true;
       }
   return chosen;

@@ -9,11 +9,21 @@
 // same, only the bytes in the arena between two kernels differ.
 #pragma once
 
+#include <functional>
+#include <string>
 #include <vector>
 
 #include "kernels/cpu/planned_step.h"
 
 namespace ds::cpu {
+
+// Which kernels take which operands channels-last, and which tensors are worth it:
+// by default the CPU kernels' rules and f32 tensors (layoutMatters); the CUDA
+// backend passes its own (kernels/cuda/layout.h).
+struct LayoutPolicy {
+  std::function<const ChannelsLastRule*(const std::string& op)> rule_of;
+  std::function<bool(const TensorView&)> matters;
+};
 
 // Per plan tensor (`intermediate.size()` of them): whether it is stored
 // channels-last. Only tensors with intermediate[t] (in the arena, neither a feed nor
@@ -23,10 +33,13 @@ namespace ds::cpu {
 // step that reads or writes it puts it in a group, and every tensor sharing a
 // group with it, transitively, is chosen too.
 std::vector<bool> chooseChannelsLast(const std::vector<PlannedStep>& steps,
-                                     const std::vector<bool>& intermediate);
+                                     const std::vector<bool>& intermediate,
+                                     const LayoutPolicy& policy = {});
 
 // Whether a view is 4-D f32 with more than one spatial element.
 bool layoutMatters(const TensorView& v);
+// Whether a view is 4-D with more than one spatial element (any dtype).
+bool hasSpatialLayout(const TensorView& v);
 
 // Copies a channels-last [N, H, W, C] f32 tensor of logical shape `nchw` into
 // plain NCHW order.

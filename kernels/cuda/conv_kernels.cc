@@ -10,6 +10,13 @@
 // cuDNN pads symmetrically, so a window with different begin and end pads fails
 // at load, naming the node.
 //
+// Channels-last (kernels/cuda/layout.h): when a data operand (X, Y, dY, dX) is
+// NHWC the convolution runs NHWC, with an NHWC filter: the NCHW weights are
+// transposed into the workspace first (for ConvGradWeight, dW is computed there
+// and transposed out), except 1x1 filters, whose two layouts are the same bytes. A
+// data operand left plain is converted through the workspace, in before or out
+// after (the network's first convolution reads the plain image).
+//
 // f16 and bf16 (Native16) run natively when every tensor has that dtype: 16-bit
 // descriptors with f32 compute (cuDNN's PSEUDO_HALF / PSEUDO_BFLOAT16 configs:
 // f32 accumulation, one rounding of each output) on tensor cores. A 16-bit Conv
@@ -22,8 +29,10 @@
 #include <type_traits>
 
 #include "kernels/cpu/grad_util.h"
+#include "kernels/cpu/layout.h"
 #include "kernels/cpu/window.h"
 #include "kernels/cuda/cuda_util.h"
+#include "kernels/cuda/layout.h"
 
 namespace ds::cuda {
 namespace {
@@ -47,8 +56,8 @@ cudnnDataType_t cudnnTypeOf(DType t) {
 class ConvDescriptors {
  public:
   ConvDescriptors(const KernelContext& ctx, DType t, const Shape& x, const Shape& w, const Shape& y,
-                  const cpu::Window& win, int64_t group)
-      : data_(cudnnTypeOf(t)) {
+                  const cpu::Window& win, int64_t group, bool nhwc)
+      : data_(cudnnTypeOf(t)), nhwc_(nhwc) {
     DS_CUDNN_CHECK(cudnnCreateTensorDescriptor(&x_));
     DS_CUDNN_CHECK(cudnnCreateTensorDescriptor(&y_));
     DS_CUDNN_CHECK(cudnnCreateFilterDescriptor(&w_));
@@ -68,7 +77,8 @@ class ConvDescriptors {
     setTensor(x_, xs);
     setTensor(y_, ys);
     std::vector<int> wd = toInts(ws);
-    DS_CUDNN_CHECK(cudnnSetFilterNdDescriptor(w_, data_, CUDNN_TENSOR_NCHW,
+    DS_CUDNN_CHECK(cudnnSetFilterNdDescriptor(w_, data_,
+                                              nhwc_ ? CUDNN_TENSOR_NHWC : CUDNN_TENSOR_NCHW,
                                               static_cast<int>(wd.size()), wd.data()));
     std::vector<int> p = toInts(pads), s = toInts(strides), dl = toInts(dilations);
     DS_CUDNN_CHECK(cudnnSetConvolutionNdDescriptor(conv_, static_cast<int>(p.size()), p.data(),
@@ -98,12 +108,53 @@ class ConvDescriptors {
   void setTensor(cudnnTensorDescriptor_t desc, const Shape& shape) const {
     std::vector<int> dims = toInts(shape), strides(dims.size(), 1);
     for (size_t d = dims.size() - 1; d-- > 0;) strides[d] = strides[d + 1] * dims[d + 1];
+    if (nhwc_) strides = {dims[1] * dims[2] * dims[3], 1, dims[3] * dims[1], dims[1]};
     DS_CUDNN_CHECK(cudnnSetTensorNdDescriptor(desc, data_, static_cast<int>(dims.size()),
                                               dims.data(), strides.data()));
   }
 
   cudnnDataType_t data_;
+  bool nhwc_;  // 4-D only: X, Y NHWC and the filter KRSC
 };
+
+// Copies a 4-D tensor [a, b, h, w] between the plain and the channels-last layout
+// (to_nhwc: [a, b, h·w] -> [a, h·w, b]; else back), walking the destination in order.
+Walk layoutWalk(const KernelContext& ctx, const Shape& s, bool to_nhwc) {
+  const int64_t a = s[0], b = s[1], p = s[2] * s[3];
+  if (to_nhwc) return makeWalk(ctx, {a, p, b}, {{p * b, b, 1}, {b * p, 1, p}});
+  return makeWalk(ctx, {a, b, p}, {{b * p, p, 1}, {p * b, 1, b}});
+}
+
+size_t aligned(size_t bytes) {
+  return (bytes + 255) / 256 * 256;
+}
+
+// How a convolution meets the layouts: whether it runs NHWC, the one data operand
+// (if any) in the other layout, converted through the workspace, and whether the
+// filter needs transposing (NHWC with more than one tap).
+struct ConvLayout {
+  bool nhwc = false;
+  std::optional<cpu::Operand> convert;
+  bool filter = false;
+};
+
+ConvLayout convLayout(const KernelContext& ctx, ConvPass pass) {
+  // The data operands: Forward X -> Y, GradInput dY -> dX, GradWeight dY, X.
+  std::vector<cpu::Operand> data = {
+      {false, 0},
+      {pass != ConvPass::GradWeight, pass == ConvPass::GradWeight ? size_t{1} : size_t{0}}};
+  auto view = [&](cpu::Operand o) -> const TensorView& {
+    return o.output ? ctx.output(o.index) : ctx.input(o.index);
+  };
+  ConvLayout l;
+  for (cpu::Operand o : data) l.nhwc |= view(o).channels_last;
+  if (!l.nhwc) return l;
+  for (cpu::Operand o : data)
+    if (!view(o).channels_last) l.convert = o;
+  const Shape& w = pass == ConvPass::GradWeight ? ctx.output(0).shape() : ctx.input(1).shape();
+  l.filter = w.size() == 4 && w[2] * w[3] > 1;
+  return l;
+}
 
 // The first usable algorithm of cuDNN's ranked list: succeeded, workspace within
 // bounds, no tensor-op math for f32 (`tensor_ops` false; for 16-bit data tensor-op
@@ -130,7 +181,22 @@ class CudnnConv : public CudaKernel {
   // `t`: the dtype of every tensor (f32, or f16/bf16 without bias).
   CudnnConv(const KernelContext& ctx, const Device& dev, ConvPass pass, DType t, const Shape& x,
             const Shape& w, const Shape& y, const cpu::Window& win, int64_t group)
-      : pass_(pass), desc_(ctx, t, x, w, y, win, group), bias_(ctx.hasInput(2)) {
+      : pass_(pass),
+        layout_(convLayout(ctx, pass)),
+        desc_(ctx, t, x, w, y, win, group, layout_.nhwc),
+        bias_(ctx.hasInput(2)) {
+    if (layout_.filter) {
+      const TensorView& fv = pass == ConvPass::GradWeight ? ctx.output(0) : ctx.input(1);
+      filter_walk_ = layoutWalk(ctx, fv.shape(), pass != ConvPass::GradWeight);
+      filter_bytes_ = fv.bytes();
+    }
+    if (layout_.convert) {
+      const cpu::Operand o = *layout_.convert;
+      const TensorView& v = o.output ? ctx.output(o.index) : ctx.input(o.index);
+      data_walk_ = layoutWalk(ctx, v.shape(), !o.output);  // inputs in, outputs out
+      data_bytes_ = v.bytes();
+    }
+    elem_ = dtypeSize(t);
     if (!dev.cudnn)  // descriptors checked, but algorithms need a device
       throwCudaError("cudnnGetConvolution*Algorithm_v7", "no cuDNN handle", __FILE__, __LINE__);
     usable_ = chooseAlgorithm(dev, t != DType::F32);
@@ -153,13 +219,38 @@ class CudnnConv : public CudaKernel {
 
   // False for a 16-bit convolution without a usable algorithm (it then runs promoted).
   bool usable() const { return usable_; }
-  size_t workspaceBytes() const override { return workspace_; }
+  size_t workspaceBytes() const override {
+    return aligned(workspace_) + aligned(filter_bytes_) + data_bytes_;
+  }
 
   void run(const KernelContext& ctx, const Device& dev, void* ws) override {
-    const float one = 1.0f, zero = 0.0f;
+    auto* filter_buf = static_cast<uint8_t*>(ws) + aligned(workspace_);
+    auto* data_buf = filter_buf + aligned(filter_bytes_);
     const void* in0 = ctx.input(0).data;
     const void* in1 = ctx.input(1).data;
     void* out = ctx.output(0).data;
+    // Operands in the convolution's layout: converted inputs, redirected outputs.
+    if (layout_.convert && !layout_.convert->output) {
+      const void*& in = layout_.convert->index == 0 ? in0 : in1;
+      stridedCopy(elem_, in, data_buf, data_walk_, dev.stream);
+      in = data_buf;
+    }
+    if (layout_.filter && pass_ != ConvPass::GradWeight) {
+      stridedCopy(elem_, in1, filter_buf, filter_walk_, dev.stream);
+      in1 = filter_buf;
+    }
+    void* result = layout_.convert && layout_.convert->output        ? data_buf
+                   : layout_.filter && pass_ == ConvPass::GradWeight ? filter_buf
+                                                                     : out;
+    compute(ctx, dev, ws, in0, in1, result);
+    if (result != out)
+      stridedCopy(elem_, result, out, result == filter_buf ? filter_walk_ : data_walk_, dev.stream);
+  }
+
+ private:
+  void compute(const KernelContext& ctx, const Device& dev, void* ws, const void* in0,
+               const void* in1, void* out) const {
+    const float one = 1.0f, zero = 0.0f;
     switch (pass_) {
       case ConvPass::Forward:  // Conv(X, W[, B]) -> Y
         DS_CUDNN_CHECK(cudnnConvolutionForward(dev.cudnn, &one, desc_.x_, in0, desc_.w_, in1,
@@ -182,7 +273,6 @@ class CudnnConv : public CudaKernel {
     }
   }
 
- private:
   // cuDNN's ranked algorithms for this pass (by heuristics, or by measured time
   // with dev.benchmark), the first usable one taken.
   bool chooseAlgorithm(const Device& dev, bool tensor_ops) {
@@ -237,7 +327,10 @@ class CudnnConv : public CudaKernel {
   }
 
   ConvPass pass_;
+  ConvLayout layout_;
   ConvDescriptors desc_;
+  Walk filter_walk_, data_walk_;  // layout conversions (ConvLayout)
+  size_t filter_bytes_ = 0, data_bytes_ = 0, elem_ = 0;
   bool bias_;
   bool usable_ = false;
   cudnnTensorDescriptor_t bias_desc_ = nullptr;
@@ -290,6 +383,16 @@ void registerConvKernels(CudaKernelRegistry& r) {
   r.add("Conv", makeConv<ConvPass::Forward>, Precision::Native16);
   r.add("ConvGradInput", makeConv<ConvPass::GradInput>, Precision::Native16);
   r.add("ConvGradWeight", makeConv<ConvPass::GradWeight>, Precision::Native16);
+  // Each data operand in either layout (ConvLayout); the filter stays plain. Not a
+  // 16-bit Conv with bias, which runs promoted (convDType).
+  r.allowChannelsLast("Conv", [](const KernelContext& ctx) -> cpu::OperandGroups {
+    return ctx.hasInput(2) ? cpu::OperandGroups{} : cpu::dataInOutSeparately(ctx);
+  });
+  r.allowChannelsLast("ConvGradInput", cpu::dataInOutSeparately);
+  r.allowChannelsLast("ConvGradWeight", [](const KernelContext& ctx) -> cpu::OperandGroups {
+    if (ctx.input(0).rank() != 4) return {};
+    return {{{false, 0}}, {{false, 1}}};
+  });
 }
 
 }  // namespace ds::cuda

@@ -8,6 +8,7 @@
 #include "kernels/cuda/cuda_util.h"
 #include "kernels/cuda/device.h"
 #include "kernels/cuda/epilogues.h"
+#include "kernels/cuda/layout.h"
 #include "kernels/cuda/promote16.h"
 #include "runtime/comm/device_communicator.h"
 
@@ -276,16 +277,17 @@ void CudaExecutor::buildSteps() {
     step.entry = cuda::CudaKernelRegistry::instance().find(ps.op());
     DS_CHECK(step.entry != nullptr, "node '", ps.node(), "' (", ps.op(), "): no CUDA kernel");
   }
-  if (options_.fuse_epilogues) fuseEpilogues();
+  chooseLayoutsAndFuse();
   buildDeviceKernels();
   allocateWorkspaces();
 }
 
-// Load-time epilogue fusion, deciding as the CPU executor does (kernels/cpu/fusion.h)
-// with the CUDA kernels' rules. Steps that will run promoted and host steps are
-// never fused; a fused step stays in place, doing nothing, so the events it waits
-// for and records keep their place on its stream.
-void CudaExecutor::fuseEpilogues() {
+// Load-time layout choice (kernels/cuda/layout.h) and epilogue fusion, deciding as
+// the CPU executor does (kernels/cpu/layout.h, fusion.h) with the CUDA kernels'
+// rules. Steps that will run promoted and host steps take every operand plain and
+// are never fused; a fused step stays in place, doing nothing, so the events it
+// waits for and records keep their place on its stream.
+void CudaExecutor::chooseLayoutsAndFuse() {
   const planpb::Plan& p = plan_.plan;
   const planpb::RankPlan& rank = p.ranks(options_.rank);
   std::vector<cpu::PlannedStep> planned(steps_.size());
@@ -302,6 +304,8 @@ void CudaExecutor::fuseEpilogues() {
     plan_step.promoted = !step.entry || (cpu::needsPromotion(step.ctx) &&
                                          step.entry->precision == cuda::Precision::F32Only);
   }
+  if (options_.cuda_channels_last) channels_last_tensors_ = cuda::chooseChannelsLast(p, planned);
+  if (!options_.fuse_epilogues) return;
   fused_steps_ = cuda::fuseEpilogues(p, planned);
   for (size_t s = 0; s < steps_.size(); ++s) steps_[s].absorbed = planned[s].absorbed;
 }

@@ -76,6 +76,9 @@ class CudaExecutor : public Executor {
   // How many steps an earlier step's kernel does as its epilogue (a Relu after a
   // BatchNorm or a residual Add; ExecutorOptions::fuse_epilogues).
   size_t fusedSteps() const { return fused_steps_; }
+  // How many tensors the kernels keep channels-last (ExecutorOptions::
+  // cuda_channels_last; kernels/cuda/layout.h).
+  size_t channelsLastTensors() const { return channels_last_tensors_; }
 
  private:
   struct Lane;
@@ -88,7 +91,7 @@ class CudaExecutor : public Executor {
   void createLanes();
   void createStaging();
   void buildSteps();
-  void fuseEpilogues();
+  void chooseLayoutsAndFuse();
   void buildDeviceKernels();
   void allocateWorkspaces();
   void checkStorage(const planpb::Step& ps, bool host_step) const;
@@ -110,6 +113,7 @@ class CudaExecutor : public Executor {
   std::vector<Staging> staging_;              // per plan feed, two pinned buffers
   size_t device_bytes_ = 0;
   size_t fused_steps_ = 0;
+  size_t channels_last_tensors_ = 0;
 
   bool graphs_enabled_ = false;
   std::unique_ptr<Graph> graphs_[2];  // [optimizer_step]

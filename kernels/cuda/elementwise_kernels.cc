@@ -6,6 +6,7 @@
 // promotion does, so all but Dropout are registered Native16; a 16-bit step they
 // cannot take (mixed operand dtypes) returns nullptr and runs promoted.
 #include "kernels/cpu/cpu_util.h"
+#include "kernels/cpu/layout.h"
 #include "kernels/cuda/cuda_util.h"
 #include "kernels/dropout_rng.h"
 
@@ -185,6 +186,11 @@ void registerElementwiseKernels(CudaKernelRegistry& r) {
   r.add("Dropout", [](const KernelContext& ctx, const Device&) -> std::unique_ptr<CudaKernel> {
     return std::make_unique<DropoutKernel>(ctx);
   });
+  // Without broadcasting these walk every operand in the same flat order, so they
+  // run on channels-last operands unchanged (kernels/cuda/layout.h).
+  for (const char* op : {"Relu", "ReluGrad", "LeakyRelu", "Sigmoid", "Tanh", "Erf", "Gelu", "Sqrt",
+                         "Neg", "Exp", "Identity", "Add", "Sub", "Mul", "Div", "Pow", "Cast"})
+    r.allowChannelsLast(op, cpu::allOperandsWhenSameShape);
 }
 
 }  // namespace ds::cuda

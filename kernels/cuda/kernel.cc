@@ -75,6 +75,15 @@ const cpu::EpilogueRule* CudaKernelRegistry::epilogueRule(const std::string& op)
   return it == epilogues_.end() ? nullptr : &it->second;
 }
 
+void CudaKernelRegistry::allowChannelsLast(const std::string& op, cpu::ChannelsLastRule rule) {
+  channels_last_[op] = std::move(rule);
+}
+
+const cpu::ChannelsLastRule* CudaKernelRegistry::channelsLastRule(const std::string& op) const {
+  auto it = channels_last_.find(op);
+  return it == channels_last_.end() ? nullptr : &it->second;
+}
+
 const CudaKernelRegistry::Entry* CudaKernelRegistry::find(const std::string& op) const {
   auto it = entries_.find(op);
   return it == entries_.end() ? nullptr : &it->second;

@@ -74,14 +74,20 @@ class CudaKernelRegistry {
   // (KernelContext::epilogue; the executor fuses as kernels/cpu/fusion.h says). A
   // factory handed a step with an epilogue must run it natively, never return null.
   void allowEpilogue(const std::string& op, cpu::EpilogueRule rule);
+  // Declares that `op`'s kernel takes channels-last operands as `rule` says
+  // (TensorView::channels_last; the executor chooses as kernels/cuda/layout.h says).
+  void allowChannelsLast(const std::string& op, cpu::ChannelsLastRule rule);
   const Entry* find(const std::string& op) const;
   // nullptr: the op's kernel applies no epilogue.
   const cpu::EpilogueRule* epilogueRule(const std::string& op) const;
+  // nullptr: the op's kernel takes every operand in the plain layout.
+  const cpu::ChannelsLastRule* channelsLastRule(const std::string& op) const;
   std::vector<std::string> ops() const;
 
  private:
   std::map<std::string, Entry> entries_;
   std::map<std::string, cpu::EpilogueRule> epilogues_;
+  std::map<std::string, cpu::ChannelsLastRule> channels_last_;
 };
 
 // Kernel families; CudaKernelRegistry::instance() calls each once.

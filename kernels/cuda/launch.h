@@ -168,7 +168,13 @@ struct PoolArgs {
   int64_t in[3] = {}, out[3] = {}, kernel[3] = {}, strides[3] = {}, dilations[3] = {},
           pad_begin[3] = {}, pad_end[3] = {};
   bool count_include_pad = false;
+  // X, Y, dY and dX channels-last ([N, H, W, C], `channels` = C): the 2-D max
+  // pooling kernels only (isPlainMaxPool2d).
+  bool channels_last = false;
+  int64_t channels = 1;
 };
+// Whether the 2-D max pooling kernels (32-bit index math, no dilation) run `a`.
+bool isPlainMaxPool2d(const PoolArgs& a);
 // MaxPool (max_pool) or AveragePool with x and y of float dtype t (f32, f16 or bf16).
 void pool(const PoolArgs& a, bool max_pool, DType t, const void* x, void* y, cudaStream_t s);
 // MaxPoolGrad (dY routed to each window's first maximum of x: row-major taps, NaN

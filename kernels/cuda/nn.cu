@@ -269,8 +269,11 @@ __global__ void clipCoefKernel(const float* norm, float* coef, double max_norm) 
 // ---- 2-D max pooling without dilation, in 32-bit index math (64-bit division
 // dominates the general kernels) ----
 
+// Plain tensors are planes of pixels; channels-last ones images of pixels of
+// `channels` values, a plane's pixels `step` = channels apart.
 struct Pool2d {
-  int h_in, w_in, h_out, w_out, kh, kw, sh, sw, ph, pw, planes;
+  int h_in, w_in, h_out, w_out, kh, kw, sh, sw, ph, pw, planes, channels, step;
+  bool nhwc;
   explicit Pool2d(const PoolArgs& a)
       : h_in(static_cast<int>(a.in[1])),
         w_in(static_cast<int>(a.in[2])),
@@ -282,7 +285,28 @@ struct Pool2d {
         sw(static_cast<int>(a.strides[2])),
         ph(static_cast<int>(a.pad_begin[1])),
         pw(static_cast<int>(a.pad_begin[2])),
-        planes(static_cast<int>(a.planes)) {}
+        planes(static_cast<int>(a.planes)),
+        channels(static_cast<int>(a.channels)),
+        step(a.channels_last ? static_cast<int>(a.channels) : 1),
+        nhwc(a.channels_last) {}
+
+  // Element t (in storage order) of a tensor of `size` pixels per plane: its
+  // plane (n * channels + c in both layouts) and its pixel index in that plane.
+  __device__ void locate(int t, int size, int* plane, int* pixel) const {
+    if (nhwc) {
+      const int c = t % channels, rest = t / channels, n = rest / size;
+      *pixel = rest - n * size;
+      *plane = n * channels + c;
+    } else {
+      *plane = t / size;
+      *pixel = t - *plane * size;
+    }
+  }
+  // Offset of pixel 0 of plane p in a tensor of `size` pixels per plane (pixel k
+  // is `k * step` further).
+  __device__ int planeBase(int p, int size) const {
+    return nhwc ? p / channels * size * channels + p % channels : p * size;
+  }
 
   // Index in its plane of the first maximum of window (oh, ow) of plane xp, as
   // argMax finds it (row-major taps, NaN wins); -1 for a window of no input.
@@ -294,7 +318,7 @@ struct Pool2d {
     int best_at = -1;
     for (int h = h0; h < h1; ++h)
       for (int w = w0; w < w1; ++w) {
-        const float v = toFloat(xp[h * w_in + w]);
+        const float v = toFloat(xp[(h * w_in + w) * step]);
         if (best_at < 0) best_at = h * w_in + w;
         if (v > best || isnan(v)) {
           best = v;
@@ -311,13 +335,15 @@ template <typename S>
 __global__ void maxPool2dKernel(Pool2d g, const S* x, S* y, int* at) {
   const int out_size = g.h_out * g.w_out, total = g.planes * out_size;
   for (int t = static_cast<int>(globalIndex()); t < total; t += static_cast<int>(globalStride())) {
-    const int p = t / out_size, o = t - p * out_size, oh = o / g.w_out, ow = o - oh * g.w_out;
-    const S* xp = x + static_cast<int64_t>(p) * g.h_in * g.w_in;
+    int p, o;
+    g.locate(t, out_size, &p, &o);
+    const int oh = o / g.w_out, ow = o - oh * g.w_out;
+    const S* xp = x + g.planeBase(p, g.h_in * g.w_in);
     const int best = g.argMax(xp, oh, ow);
     if (at)
       at[t] = best;
     else
-      y[t] = best < 0 ? fromFloat<S>(-INFINITY) : xp[best];
+      y[t] = best < 0 ? fromFloat<S>(-INFINITY) : xp[best * g.step];
   }
 }
 
@@ -333,28 +359,29 @@ __global__ void maxPool2dGradKernel(Pool2d g, const S* dy, const int* at, S* dx)
     return lo <= 0 ? 0 : (lo + stride - 1) / stride;
   };
   for (int t = static_cast<int>(globalIndex()); t < total; t += static_cast<int>(globalStride())) {
-    const int p = t / in_size, flat = t - p * in_size, ih = flat / g.w_in, iw = flat - ih * g.w_in;
-    const int base = p * out_size;
+    int p, flat;
+    g.locate(t, in_size, &p, &flat);
+    const int ih = flat / g.w_in, iw = flat - ih * g.w_in;
+    const int base = g.planeBase(p, out_size);
     const int oh_end = min(g.h_out, (ih + g.ph) / g.sh + 1);
     const int ow_end = min(g.w_out, (iw + g.pw) / g.sw + 1);
     float acc = 0.0f;
     for (int oh = first(ih, g.ph, g.kh, g.sh); oh < oh_end; ++oh)
       for (int ow = first(iw, g.pw, g.kw, g.sw); ow < ow_end; ++ow) {
-        const int o = base + oh * g.w_out + ow;
+        const int o = base + (oh * g.w_out + ow) * g.step;
         if (at[o] == flat) acc += toFloat(dy[o]);
       }
     dx[t] = fromFloat<S>(acc);
   }
 }
 
-// Whether the 2-D kernels above compute this MaxPool(Grad).
+}  // namespace
+
 bool isPlainMaxPool2d(const PoolArgs& a) {
   return a.in[0] == 1 && a.out[0] == 1 && a.kernel[0] == 1 && a.dilations[1] == 1 &&
          a.dilations[2] == 1 && a.planes * a.in[1] * a.in[2] < (int64_t{1} << 31) &&
          a.planes * a.out[1] * a.out[2] < (int64_t{1} << 31);
 }
-
-}  // namespace
 
 void pool(const PoolArgs& a, bool max_pool, DType t, const void* x, void* y, cudaStream_t s) {
   int64_t n = a.planes * a.out[0] * a.out[1] * a.out[2];

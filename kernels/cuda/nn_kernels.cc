@@ -22,10 +22,13 @@ std::optional<DType> poolDType(const KernelContext& ctx) {
   return t;
 }
 
-PoolArgs poolArgs(const cpu::Window& window, bool count_include_pad) {
+// `x`: the step's X (or dX), whose layout the pooling follows.
+PoolArgs poolArgs(const cpu::Window& window, bool count_include_pad, const TensorView& x) {
   cpu::Window w = window.as3d();
   PoolArgs a;
   a.planes = w.n * w.c_in;
+  a.channels = w.c_in;
+  a.channels_last = x.channels_last;
   for (size_t d = 0; d < 3; ++d) {
     a.in[d] = w.in[d];
     a.out[d] = w.out[d];
@@ -39,13 +42,25 @@ PoolArgs poolArgs(const cpu::Window& window, bool count_include_pad) {
   return a;
 }
 
+PoolArgs forwardPoolArgs(const KernelContext& ctx, bool max_pool) {
+  cpu::Window w = cpu::resolveWindow(ctx, ctx.ints("kernel_shape"));
+  if (w.spatial() > 3) ctx.fail("more than 3 spatial dims");
+  return poolArgs(w, !max_pool && ctx.i("count_include_pad") != 0, ctx.input(0));
+}
+
+PoolArgs gradPoolArgs(const KernelContext& ctx, bool max_pool) {
+  cpu::Window w = cpu::forwardWindow(ctx, ctx.output(0).shape(), ctx.input(0).shape(),
+                                     ctx.ints("kernel_shape"));
+  if (w.spatial() > 3) ctx.fail("more than 3 spatial dims");
+  return poolArgs(w, !max_pool && ctx.i("count_include_pad") != 0, ctx.output(0));
+}
+
 template <bool kMax>
 std::unique_ptr<CudaKernel> makePool(const KernelContext& ctx, const Device&) {
   const std::optional<DType> t = poolDType(ctx);
   if (!t) return nullptr;
-  cpu::Window w = cpu::resolveWindow(ctx, ctx.ints("kernel_shape"));
-  if (w.spatial() > 3) ctx.fail("more than 3 spatial dims");
-  PoolArgs a = poolArgs(w, !kMax && ctx.i("count_include_pad") != 0);
+  PoolArgs a = forwardPoolArgs(ctx, kMax);
+  if (a.channels_last && !(kMax && isPlainMaxPool2d(a))) ctx.fail("channels-last pooling");
   return launchKernel([a, dtype = *t](const KernelContext& c, const Device& d, void*) {
     pool(a, kMax, dtype, c.input(0).data, c.output(0).data, d.stream);
   });
@@ -56,10 +71,8 @@ template <bool kMax>
 std::unique_ptr<CudaKernel> makePoolGrad(const KernelContext& ctx, const Device&) {
   const std::optional<DType> t = poolDType(ctx);
   if (!t) return nullptr;
-  cpu::Window w = cpu::forwardWindow(ctx, ctx.output(0).shape(), ctx.input(0).shape(),
-                                     ctx.ints("kernel_shape"));
-  if (w.spatial() > 3) ctx.fail("more than 3 spatial dims");
-  PoolArgs a = poolArgs(w, !kMax && ctx.i("count_include_pad") != 0);
+  PoolArgs a = gradPoolArgs(ctx, kMax);
+  if (a.channels_last && !(kMax && isPlainMaxPool2d(a))) ctx.fail("channels-last pooling");
   return launchKernel(
       [a, dtype = *t](const KernelContext& c, const Device& d, void* ws) {
         poolGrad(a, kMax, dtype, c.input(0).data, kMax ? c.input(1).data : nullptr,
@@ -143,6 +156,17 @@ void registerNnKernels(CudaKernelRegistry& r) {
   r.add("AveragePool", makePool<false>, k16);
   r.add("MaxPoolGrad", makePoolGrad<true>, k16);
   r.add("AveragePoolGrad", makePoolGrad<false>, k16);
+  // 2-D max pooling takes X, Y (MaxPoolGrad: dY, X, dX) channels-last, together.
+  r.allowChannelsLast("MaxPool", [](const KernelContext& ctx) -> cpu::OperandGroups {
+    if (ctx.input(0).rank() != 4 || ctx.outputs.size() != 1 ||
+        !isPlainMaxPool2d(forwardPoolArgs(ctx, true)))
+      return {};
+    return {{{false, 0}, {true, 0}}};
+  });
+  r.allowChannelsLast("MaxPoolGrad", [](const KernelContext& ctx) -> cpu::OperandGroups {
+    if (ctx.output(0).rank() != 4 || !isPlainMaxPool2d(gradPoolArgs(ctx, true))) return {};
+    return {{{false, 0}, {false, 1}, {true, 0}}};
+  });
   r.add("SgdStep", sgdKernel);
   r.add("AdamStep", adamKernel);
   r.add("ClipCoef", clipCoefKernel);

@@ -300,6 +300,32 @@ __global__ void batchNormPlanePartsKernel(BatchNormArgs a, const S* x, GradIn<S>
   writeChannelPart<K>(acc, shared, partial);
 }
 
+// Column mode (inner 1: a channels-last or 2-D X, rows of C): block (p, g) sums
+// channels [32 g, 32 g + 32) over rows [p chunk, (p + 1) chunk). A warp reads 32
+// adjacent channels of a row (coalesced), the block's warps interleave rows, and
+// their sums are added in a fixed order in shared memory.
+constexpr int kColumnWarps = 8;
+
+template <typename S, int K>
+__global__ void batchNormColumnPartsKernel(BatchNormArgs a, const S* x, GradIn<S> dy, int64_t chunk,
+                                           double* partial) {
+  __shared__ double shared[kColumnWarps][32][K];
+  const int64_t c = static_cast<int64_t>(blockIdx.y) * 32 + threadIdx.x;
+  const int64_t begin = blockIdx.x * chunk, end = min(a.n, begin + chunk);
+  double acc[K] = {};
+  if (c < a.c)
+    for (int64_t r = begin + threadIdx.y; r < end; r += kColumnWarps) {
+      const int64_t i = r * a.c + c;
+      addChannelTerms<K>(x[i], K == 4 ? dy.at(i) : x[i], acc);
+    }
+  for (int k = 0; k < K; ++k) shared[threadIdx.y][threadIdx.x][k] = acc[k];
+  __syncthreads();
+  if (threadIdx.y != 0 || c >= a.c) return;
+  for (int w = 1; w < kColumnWarps; ++w)
+    for (int k = 0; k < K; ++k) acc[k] += shared[w][threadIdx.x][k];
+  for (int k = 0; k < K; ++k) partial[(c * gridDim.x + blockIdx.x) * K + k] = acc[k];
+}
+
 // Channel c's sums over its parts, in order.
 template <int K>
 __device__ inline void channelSums(const double* partial, int64_t c, int64_t parts, double* sums) {
@@ -824,6 +850,10 @@ void softmaxGrad(DType t, const void* dy, const void* y, void* dx, int64_t outer
 
 int64_t batchNormParts(const BatchNormArgs& a) {
   const int64_t m = a.n * a.inner, c = std::max<int64_t>(a.c, 1);
+  if (a.inner == 1) {  // column mode: about 1024 blocks of ceil(C / 32) column groups
+    const int64_t groups = (c + 31) / 32;
+    return std::clamp<int64_t>(std::min((m + 255) / 256, (1024 + groups - 1) / groups), 1, 1024);
+  }
   return std::clamp<int64_t>(std::min((m + 1023) / 1024, (1024 + c - 1) / c), 1, 1024);
 }
 
@@ -851,6 +881,12 @@ double* launchBatchNormParts(const BatchNormArgs& a, const S* x, GradIn<S> dy, d
   double* partial = scratch + K * a.c;
   const dim3 grid(static_cast<unsigned>(parts), static_cast<unsigned>(a.c));
   const bool packed = a.inner % kPack<S> == 0 && packable({x, dy.dy, dy.relu});
+  if (a.inner == 1) {
+    const dim3 columns(static_cast<unsigned>(parts), static_cast<unsigned>((a.c + 31) / 32));
+    batchNormColumnPartsKernel<S, K>
+        <<<columns, dim3(32, kColumnWarps), 0, s>>>(a, x, dy, (a.n + parts - 1) / parts, partial);
+    return partial;
+  }
   if (a.inner >= 128) {  // whole planes: parts split the images
     const int64_t images = (a.n + parts - 1) / parts;
     if (packed)

@@ -14,6 +14,7 @@
 #include <optional>
 
 #include "ir/ops/shape_helpers.h"
+#include "kernels/cpu/layout.h"
 #include "kernels/cpu/reduce_shape.h"
 #include "kernels/cuda/cuda_util.h"
 
@@ -82,10 +83,13 @@ std::unique_ptr<CudaKernel> globalAveragePoolKernel(const KernelContext& ctx, co
   const DType dtype = *t;
   const Shape& s = ctx.input(0).shape();
   int64_t planes = s[0] * s[1], size = planes == 0 ? 0 : ctx.input(0).numel() / planes;
-  const size_t scratch = reduceScratchDoubles(planes, size, 1);
+  // Plain: [N·C, H·W] rows; channels-last: [N, H·W, C], the middle axis reduced.
+  const int64_t outer = ctx.input(0).channels_last ? s[0] : planes;
+  const int64_t inner = ctx.input(0).channels_last ? s[1] : 1;
+  const size_t scratch = reduceScratchDoubles(outer, size, inner);
   return launchKernel(
-      [planes, size, dtype](const KernelContext& c, const Device& d, void* ws) {
-        reduceBlocks(dtype, c.input(0).data, c.output(0).data, planes, size, 1,
+      [outer, size, inner, dtype](const KernelContext& c, const Device& d, void* ws) {
+        reduceBlocks(dtype, c.input(0).data, c.output(0).data, outer, size, inner,
                      1.0 / static_cast<double>(size), static_cast<double*>(ws), d.stream);
       },
       scratch * sizeof(double));
@@ -155,6 +159,21 @@ std::optional<DType> normStorageDType(const KernelContext& ctx,
   return fits ? std::optional<DType>(t) : std::nullopt;
 }
 
+// X as [n, c, inner] with the channel in the middle: [N, C, H·W], or for a
+// channels-last X [N·H·W, C, 1] (the kernels' column mode).
+BatchNormArgs batchNormGeometry(const TensorView& x) {
+  const Shape& s = x.shape();
+  BatchNormArgs a;
+  a.n = s[0];
+  a.c = s[1];
+  a.inner = a.n * a.c == 0 ? 0 : x.numel() / (a.n * a.c);
+  if (x.channels_last) {
+    a.n *= a.inner;
+    a.inner = 1;
+  }
+  return a;
+}
+
 // BatchNormalization(X, scale, B, mean, var) -> Y[, running mean, running var].
 std::unique_ptr<CudaKernel> batchNormKernel(const KernelContext& ctx, const Device&) {
   const std::optional<DType> t = normStorageDType(ctx, {0});
@@ -163,11 +182,7 @@ std::unique_ptr<CudaKernel> batchNormKernel(const KernelContext& ctx, const Devi
   if (*t == DType::F32)
     for (size_t i = 0; i < 5; ++i) requireF32(ctx, i);
   const DType dtype = *t;
-  const Shape& s = ctx.input(0).shape();
-  BatchNormArgs a;
-  a.n = s[0];
-  a.c = s[1];
-  a.inner = a.n * a.c == 0 ? 0 : ctx.input(0).numel() / (a.n * a.c);
+  BatchNormArgs a = batchNormGeometry(ctx.input(0));
   a.eps = ctx.f("epsilon");
   a.momentum = ctx.f("momentum");
   // batchNormEpilogueRule accepted [Relu], [Add] or [Add, Relu].
@@ -204,11 +219,7 @@ std::unique_ptr<CudaKernel> batchNormGradKernel(const KernelContext& ctx, const 
     for (size_t i = 0; i < ctx.inputs.size(); ++i)
       if (ctx.hasInput(i)) requireF32(ctx, i);
   const DType dtype = *t;
-  const Shape& s = ctx.input(1).shape();
-  BatchNormArgs a;
-  a.n = s[0];
-  a.c = s[1];
-  a.inner = a.n * a.c == 0 ? 0 : ctx.input(1).numel() / (a.n * a.c);
+  BatchNormArgs a = batchNormGeometry(ctx.input(1));
   a.eps = ctx.f("epsilon");
   return launchKernel(
       [a, dtype](const KernelContext& c, const Device& d, void* ws) {
@@ -326,6 +337,18 @@ void registerReductionKernels(CudaKernelRegistry& r) {
   r.add("BatchNormalization", batchNormKernel, k16);
   r.allowEpilogue("BatchNormalization", batchNormEpilogueRule);
   r.add("BatchNormalizationGrad", batchNormGradKernel, k16);
+  // dY, X, the optional Relu output R and dX share X's layout.
+  r.allowChannelsLast("BatchNormalization", cpu::dataInOutTogether);
+  r.allowChannelsLast("BatchNormalizationGrad", [](const KernelContext& ctx) -> cpu::OperandGroups {
+    if (ctx.input(1).rank() != 4) return {};
+    std::vector<cpu::Operand> group = {{false, 0}, {false, 1}, {true, 0}};
+    if (ctx.hasInput(3)) group.push_back({false, 3});
+    return {group};
+  });
+  r.allowChannelsLast("GlobalAveragePool", [](const KernelContext& ctx) -> cpu::OperandGroups {
+    if (ctx.input(0).rank() != 4) return {};
+    return {{{false, 0}}};  // Y [N, C, 1, 1] is the same bytes in both layouts
+  });
   r.add("LayerNormalization", layerNormKernel, k16);
   r.add("LayerNormalizationGrad", layerNormGradKernel, k16);
   r.add("SoftmaxCrossEntropyLoss", crossEntropyKernel);

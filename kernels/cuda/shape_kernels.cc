@@ -15,6 +15,7 @@
 #include "kernels/cpu/cpu_util.h"
 #include "kernels/cpu/slice_geometry.h"
 #include "kernels/cuda/cuda_util.h"
+#include "kernels/cuda/layout.h"
 
 namespace ds::cuda {
 namespace {
@@ -44,10 +45,15 @@ std::unique_ptr<CudaKernel> transposeKernel(const KernelContext& ctx, const Devi
   return walkCopyKernel(ctx, makeWalk(ctx, y, {stridesOf(y), strides}));
 }
 
+// A channels-last output (GlobalAveragePool's gradient) is walked in its own
+// [N, H, W, C] order, so that writes are contiguous.
 std::unique_ptr<CudaKernel> expandKernel(const KernelContext& ctx, const Device&) {
   const Shape& y = ctx.output(0).shape();
-  return walkCopyKernel(
-      ctx, makeWalk(ctx, y, {stridesOf(y), cpu::broadcastStrides(ctx.input(0).shape(), y)}));
+  std::vector<int64_t> dims = y, out = physicalStrides(ctx.output(0)),
+                       in = cpu::broadcastStrides(ctx.input(0).shape(), y);
+  if (ctx.output(0).channels_last)
+    for (std::vector<int64_t>* v : {&dims, &out, &in}) *v = {(*v)[0], (*v)[2], (*v)[3], (*v)[1]};
+  return walkCopyKernel(ctx, makeWalk(ctx, dims, {out, in}));
 }
 
 std::unique_ptr<CudaKernel> sliceKernel(const KernelContext& ctx, const Device&) {
@@ -222,6 +228,10 @@ void registerShapeKernels(CudaKernelRegistry& r) {
   r.add("Slice", sliceKernel, k16);
   r.add("SliceGrad", sliceGradKernel, k16);  // zero bits are +0 in every float dtype
   r.add("Expand", expandKernel, k16);
+  r.allowChannelsLast("Expand", [](const KernelContext& ctx) -> cpu::OperandGroups {
+    if (ctx.output(0).rank() != 4) return {};
+    return {{{true, 0}}};  // the input keeps its own (plain) layout
+  });
   r.add(
       "Concat", [](const KernelContext& ctx, const Device&) { return concatKernel(ctx, false); },
       k16);
