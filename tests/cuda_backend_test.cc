@@ -969,7 +969,8 @@ TEST(CudaBackend, GptTrainingMatchesCpu) {
 // addresses, never reads them): every Relu right after a BatchNorm or a residual
 // Add on the same stream is absorbed (ResNet-18 has 17 such), every residual Add
 // right after the BatchNorm whose output it reads is absorbed into that BatchNorm
-// with its Relu (bn -> add -> relu in one pass), and nothing else.
+// with its Relu (bn -> add -> relu in one pass), every backward ReluGrad right after
+// the gradient sum that is its dY into that Add, and nothing else.
 // Rank 0's steps of `plan` as the CUDA executor plans them, with contexts at
 // consistent fake addresses (the load-time decisions compare addresses, never read
 // them).
@@ -1022,7 +1023,7 @@ PlanFile fp16ResNetTrainingPlan(const std::string& name, int64_t image = 32) {
                    true);
 }
 
-TEST(CudaBackend, ReluAfterBatchNormOrResidualAddIsFused) {
+TEST(CudaBackend, ResNetEpiloguesAreFused) {
   PlanFile plan = fp16ResNetTrainingPlan("cuda_fuse_r18");
   const planpb::RankPlan& rank = plan.plan.ranks(0);
   FakeSteps fake;
@@ -1040,8 +1041,19 @@ TEST(CudaBackend, ReluAfterBatchNormOrResidualAddIsFused) {
       ++bn_adds;
   }
   EXPECT_GT(bn_adds, 0u);
+  // The backward's gradient sums at a block's input right before the ReluGrad of the
+  // Relu that produced that input, the sum being its dY.
+  size_t sum_relu_grads = 0;
+  for (size_t s = 1; s < planned.size(); ++s) {
+    const planpb::Step& step = rank.steps(static_cast<int>(s));
+    const planpb::Step& prev = rank.steps(static_cast<int>(s - 1));
+    if (step.op() == "ReluGrad" && prev.op() == "Add" && step.phase() == prev.phase() &&
+        step.inputs(0) == prev.outputs(0))
+      ++sum_relu_grads;
+  }
+  EXPECT_GT(sum_relu_grads, 0u);
   const size_t fused = cuda::fuseEpilogues(plan.plan, planned);
-  EXPECT_EQ(fused, 17u + bn_adds);
+  EXPECT_EQ(fused, 17u + bn_adds + sum_relu_grads);
   size_t relus = 0;
   for (size_t s = 0; s < planned.size(); ++s) {
     if (!planned[s].absorbed) continue;
@@ -1056,6 +1068,13 @@ TEST(CudaBackend, ReluAfterBatchNormOrResidualAddIsFused) {
       EXPECT_EQ(fused_into.epilogue[1].op, "Relu");
       continue;
     }
+    if (contexts[s].op == "ReluGrad") {
+      EXPECT_EQ(fused_into.op, "Add") << contexts[s].node_name;
+      ASSERT_EQ(fused_into.epilogue.size(), 1u) << contexts[s].node_name;
+      EXPECT_EQ(fused_into.epilogue[0].slot, 0u);  // the sum is ReluGrad's dY
+      EXPECT_EQ(fused_into.epilogue[0].operand.data, contexts[s].inputs[1].data);
+      continue;
+    }
     EXPECT_EQ(contexts[s].op, "Relu") << contexts[s].node_name;
     ++relus;
     EXPECT_TRUE(fused_into.op == "BatchNormalization" || fused_into.op == "Add")
@@ -1065,7 +1084,7 @@ TEST(CudaBackend, ReluAfterBatchNormOrResidualAddIsFused) {
   }
   EXPECT_EQ(relus, 17u);
   // The fused kernels build (ctx.epilogue set): BatchNorm takes its Add and Relu, Add
-  // its Relu.
+  // its Relu or ReluGrad.
   for (size_t s = 0; s < planned.size(); ++s) {
     if (contexts[s].epilogue.empty()) continue;
     const auto* entry = cuda::CudaKernelRegistry::instance().find(contexts[s].op);

@@ -48,6 +48,7 @@ bool asEpilogue(const PlannedStep& next, int current, Epilogue* e) {
   e->op = ctx.op;
   e->attrs = ctx.attrs;
   e->operand = next.inputs.size() == 2 ? ctx.inputs[1 - static_cast<size_t>(slot)] : TensorView{};
+  e->slot = static_cast<size_t>(slot);
   return true;
 }
 

@@ -54,6 +54,7 @@ struct Epilogue {
   std::string op;
   AttributeMap attrs;
   TensorView operand;  // absent for a unary op
+  size_t slot = 0;     // which input of the op the kernel's output is (the operand: the other)
 };
 
 // What a kernel sees: the step's op, attributes and tensors.

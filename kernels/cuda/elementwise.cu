@@ -4,6 +4,7 @@
 // op chosen by a switch inside, so few templates are instantiated: float math is
 // templated on the storage type only (f32, f16, bf16), always computing in f32.
 #include <algorithm>
+#include <stdexcept>
 #include <type_traits>
 
 #include "kernels/cuda/device_util.h"
@@ -140,20 +141,24 @@ __global__ void binaryKernel(BinaryOp op, const T* a, const T* b, T* o, Walk w) 
 }
 
 // binaryFloatKernel on same-shape contiguous operands (a, b, o already offset).
+// With `mask` (a fused ReluGrad whose dY is this result and Y the mask), outputs
+// where the mask is 0 are 0: the rounded result selected, as ReluGrad selects.
 template <bool kPacked, typename S>
 __global__ void binaryContiguousKernel(BinaryOp op, const S* a, const S* b, S* o, int64_t n,
-                                       bool relu) {
-  auto one = [&](float x, float y) {
+                                       bool relu, const S* mask) {
+  auto one = [&](float x, float y, S m) {
     float v = binaryValue(op, x, y);
+    if (mask && toFloat(m) == 0.0f) v = 0.0f;
     return fromFloat<S>(relu && v < 0.0f ? 0.0f : v);
   };
   forContiguous<kPacked, S>(
-      n, [&](int64_t i) { o[i] = one(toFloat(a[i]), toFloat(b[i])); },
+      n, [&](int64_t i) { o[i] = one(toFloat(a[i]), toFloat(b[i]), mask ? mask[i] : S{}); },
       [&](int64_t p) {
         const Pack<S> x = loadPack(a, p), y = loadPack(b, p);
+        const Pack<S> m = mask ? loadPack(mask, p) : Pack<S>{};
         Pack<S> z;
 #pragma unroll
-        for (int k = 0; k < kPack<S>; ++k) z.v[k] = one(toFloat(x.v[k]), toFloat(y.v[k]));
+        for (int k = 0; k < kPack<S>; ++k) z.v[k] = one(toFloat(x.v[k]), toFloat(y.v[k]), m.v[k]);
         storePack(o, p, z);
       });
 }
@@ -424,7 +429,7 @@ void logicalNot(const bool* x, bool* y, int64_t n, cudaStream_t s) {
 }
 
 void binary(BinaryOp op, DType t, const void* a, const void* b, void* o, const Walk& w,
-            cudaStream_t s, bool relu) {
+            cudaStream_t s, bool relu, const void* relu_grad_mask) {
   if (w.numel == 0) return;
   const unsigned grid = gridFor(w.numel);
   auto launch = [&](auto tag) {
@@ -448,13 +453,17 @@ void binary(BinaryOp op, DType t, const void* a, const void* b, void* o, const W
       } else if (contiguous) {
         const S *ac = as + w.base[1], *bc = bs + w.base[2];
         S* oc = static_cast<S*>(o) + w.base[0];
-        const bool packed = packable({ac, bc, oc});
+        const S* mask = static_cast<const S*>(relu_grad_mask);
+        const bool packed = packable({ac, bc, oc, mask});
         const unsigned cgrid = contiguousGrid<S>(w.numel, packed);
         if (packed)
-          binaryContiguousKernel<true><<<cgrid, kThreads, 0, s>>>(op, ac, bc, oc, w.numel, relu);
+          binaryContiguousKernel<true>
+              <<<cgrid, kThreads, 0, s>>>(op, ac, bc, oc, w.numel, relu, mask);
         else
-          binaryContiguousKernel<false><<<cgrid, kThreads, 0, s>>>(op, ac, bc, oc, w.numel, relu);
+          binaryContiguousKernel<false>
+              <<<cgrid, kThreads, 0, s>>>(op, ac, bc, oc, w.numel, relu, mask);
       } else {
+        if (relu_grad_mask) throw std::logic_error("binary: a ReluGrad epilogue needs contiguity");
         binaryFloatKernel<<<grid, kThreads, 0, s>>>(op, as, bs, static_cast<S*>(o), w, relu);
       }
     });

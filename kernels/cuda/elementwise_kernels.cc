@@ -71,19 +71,32 @@ CudaKernelFactory binaryFactory(BinaryOp op) {
                " are not supported by the CUDA kernel");
     Walk w =
         broadcastWalk(ctx, ctx.output(0).shape(), {ctx.input(0).shape(), ctx.input(1).shape()});
-    const bool relu = !ctx.epilogue.empty();  // addReluRule accepted it
-    return launchKernel([op, t, w, relu](const KernelContext& c, const Device& dev, void*) {
-      binary(op, t, c.input(0).data, c.input(1).data, c.output(0).data, w, dev.stream, relu);
-    });
+    // addEpilogueRule accepted a Relu, or a ReluGrad (same-shape operands: contiguous).
+    const bool relu = !ctx.epilogue.empty() && ctx.epilogue[0].op == "Relu";
+    const bool relu_grad = !ctx.epilogue.empty() && ctx.epilogue[0].op == "ReluGrad";
+    if (relu_grad && !(w.rank == 1 && w.strides[1][0] == 1 && w.strides[2][0] == 1))
+      ctx.fail("a fused ReluGrad needs same-shape operands");
+    return launchKernel(
+        [op, t, w, relu, relu_grad](const KernelContext& c, const Device& dev, void*) {
+          binary(op, t, c.input(0).data, c.input(1).data, c.output(0).data, w, dev.stream, relu,
+                 relu_grad ? c.epilogue[0].operand.data : nullptr);
+        });
   };
 }
 
 // Add takes a following Relu as its epilogue (ResNet's residual sums) when it
-// computes on floats of one dtype, as binaryFactory then runs it natively.
-bool addReluRule(const KernelContext& add, const cpu::Epilogue& next) {
+// computes on floats of one dtype, as binaryFactory then runs it natively; or a
+// ReluGrad whose dY it computes (the backward's gradient sums at a residual block's
+// input, then that block's input Relu), when nothing broadcasts.
+bool addEpilogueRule(const KernelContext& add, const cpu::Epilogue& next) {
   const DType t = add.output(0).dtype();
-  return add.epilogue.empty() && next.op == "Relu" && isComputeFloat(t) &&
-         add.input(0).dtype() == t && add.input(1).dtype() == t;
+  if (!add.epilogue.empty() || !isComputeFloat(t) || add.input(0).dtype() != t ||
+      add.input(1).dtype() != t)
+    return false;
+  if (next.op == "Relu") return true;
+  const Shape& y = add.output(0).shape();
+  return next.op == "ReluGrad" && next.slot == 0 && next.operand.type == add.output(0).type &&
+         add.input(0).shape() == y && add.input(1).shape() == y;
 }
 
 std::unique_ptr<CudaKernel> whereKernel(const KernelContext& ctx, const Device&) {
@@ -175,7 +188,7 @@ void registerElementwiseKernels(CudaKernelRegistry& r) {
   r.add("Not", notKernel);
   r.add("Identity", copyKernel, k16);
   r.add("Add", binaryFactory(BinaryOp::Add), k16);
-  r.allowEpilogue("Add", addReluRule);
+  r.allowEpilogue("Add", addEpilogueRule);
   r.add("Sub", binaryFactory(BinaryOp::Sub), k16);
   r.add("Mul", binaryFactory(BinaryOp::Mul), k16);
   r.add("Div", binaryFactory(BinaryOp::Div), k16);

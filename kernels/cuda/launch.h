@@ -45,8 +45,10 @@ void reluGrad(DType t, const void* dy, const void* y, void* dx, int64_t n, cudaS
 // o = op(a, b) with operands 1 and 2 of `w` broadcast (operand 0 is the output).
 // Same-dtype a and b: f32, f16, bf16, i64 or i32 (Equal also bool, output bool);
 // Pow: floats only. With `relu` (floats), negative results become 0: a fused Relu.
+// With `relu_grad_mask` (floats, contiguous operands only), results where the mask
+// is 0 become 0: a fused ReluGrad(o, mask).
 void binary(BinaryOp op, DType t, const void* a, const void* b, void* o, const Walk& w,
-            cudaStream_t s, bool relu = false);
+            cudaStream_t s, bool relu = false, const void* relu_grad_mask = nullptr);
 // o = c ? x : y, elements of `elem_size` bytes; operands 0..2 of `w` are c, x, y
 // and the output is contiguous.
 void where(size_t elem_size, const bool* c, const void* x, const void* y, void* o, const Walk& w,
