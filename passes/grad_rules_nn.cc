@@ -157,36 +157,10 @@ Grads erfGrad(GradContext& c) {
   return {c.emit("Mul", {c.dy(), slope})};
 }
 
-// Y = X·Φ(X) ⇒ dX = dY·(Φ(X) + X·φ(X)), Φ = ½(1 + erf(X/√2)), φ = exp(−X²/2)/√(2π)
-Value* geluErfSlope(GradContext& c) {
-  Value* x = c.x(0);
-  DType t = x->dtype();
-  Value* erf = c.emit("Erf", {c.emit("Mul", {x, c.scalar(1.0 / std::numbers::sqrt2, t)})});
-  Value* cdf = c.emit("Mul", {c.emit("Add", {erf, c.scalar(1, t)}), c.scalar(0.5, t)});
-  Value* e = c.emit("Exp", {c.emit("Mul", {c.emit("Mul", {x, x}), c.scalar(-0.5, t)})});
-  Value* pdf = c.emit("Mul", {e, c.scalar(std::numbers::inv_sqrtpi / std::numbers::sqrt2, t)});
-  return c.emit("Add", {cdf, c.emit("Mul", {x, pdf})});
-}
-
-// Y = ½X(1 + tanh u), u = k(X + aX³) ⇒ dY/dX = ½(1 + tanh u) + ½X(1 − tanh²u)·k(1 + 3aX²)
-Value* geluTanhSlope(GradContext& c) {
-  Value* x = c.x(0);
-  DType t = x->dtype();
-  const double k = std::sqrt(2.0 / std::numbers::pi), a = 0.044715;
-  Value* x2 = c.emit("Mul", {x, x});
-  Value* cubic = c.emit("Add", {x, c.emit("Mul", {c.emit("Mul", {x2, x}), c.scalar(a, t)})});
-  Value* th = c.emit("Tanh", {c.emit("Mul", {cubic, c.scalar(k, t)})});
-  Value* left = c.emit("Mul", {c.emit("Add", {th, c.scalar(1, t)}), c.scalar(0.5, t)});
-  Value* sech2 = c.emit("Sub", {c.scalar(1, t), c.emit("Mul", {th, th})});
-  Value* poly = c.emit("Add", {c.scalar(1, t), c.emit("Mul", {x2, c.scalar(3 * a, t)})});
-  Value* right =
-      c.emit("Mul", {c.emit("Mul", {c.emit("Mul", {x, sech2}), poly}), c.scalar(0.5 * k, t)});
-  return c.emit("Add", {left, right});
-}
-
+// Y = Gelu(X) ⇒ dX = dY·Gelu'(X), one GeluGrad step (its kernels hold the slope:
+// kernels/cpu/grad_misc.cc, kernels/cuda/elementwise.cu).
 Grads geluGrad(GradContext& c) {
-  bool tanh = c.node().s("approximate") == "tanh";
-  return {c.emit("Mul", {c.dy(), tanh ? geluTanhSlope(c) : geluErfSlope(c)})};
+  return {c.emit("GeluGrad", {c.dy(), c.x(0)}, {{"approximate", c.node().s("approximate")}})};
 }
 
 // Y = gather(D, I, axis) ⇒ dD = zeros(D) with dY scatter-added at I along axis

@@ -233,6 +233,13 @@ std::vector<OpCase> tensorCases() {
       {"Erf", "input %x0 : f32[3,4]\n %y = Erf(%x0) : f32[3,4] @n"},
       {"Gelu", "input %x0 : f32[3,4]\n %y = Gelu(%x0) : f32[3,4] @n"},
       {"Gelu", "input %x0 : f32[3,4]\n %y = Gelu(%x0) {approximate = \"tanh\"} : f32[3,4] @n"},
+      {"GeluGrad",
+       "input %x0 : f32[3,40]\n input %x1 : f32[3,40]\n %y = GeluGrad(%x0, %x1) : f32[3,40] @n",
+       false},
+      {"GeluGrad",
+       "input %x0 : f32[3,40]\n input %x1 : f32[3,40]\n"
+       " %y = GeluGrad(%x0, %x1) {approximate = \"tanh\"} : f32[3,40] @n",
+       false},
       {"Where",
        "input %x0 : f32[2,3]\n input %x1 : f32[3]\n const %c : bool[2,3] = [1, 0, 1, 0, 0, 1]\n"
        " %y = Where(%c, %x0, %x1) : f32[2,3] @n"},

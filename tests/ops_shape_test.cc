@@ -75,7 +75,7 @@ TEST_F(OpsShapeTest, RegistryHasEveryOp) {
       // Backward and optimizer ops (training).
       "Exp ConvGradInput ConvGradWeight MaxPoolGrad AveragePoolGrad BatchNormalizationGrad "
       "LayerNormalizationGrad SoftmaxCrossEntropyLossGrad GatherGrad SliceGrad SgdStep AdamStep "
-      "ClipCoef ZerosLike Copy ReluGrad SoftmaxGrad "
+      "ClipCoef ZerosLike Copy ReluGrad GeluGrad SoftmaxGrad "
       // Collectives (distributed plans).
       "AllReduce ReduceScatter AllGather Broadcast";
   std::vector<std::string> names = OpRegistry::instance().names();
@@ -83,7 +83,7 @@ TEST_F(OpsShapeTest, RegistryHasEveryOp) {
   size_t count = 0;
   for (std::string op; ops >> op; ++count)
     EXPECT_NE(std::find(names.begin(), names.end(), op), names.end()) << op;
-  EXPECT_EQ(count, 67u);
+  EXPECT_EQ(count, 68u);
   EXPECT_EQ(names.size(), count) << "a registered op is missing from this list";
   EXPECT_TRUE(std::is_sorted(names.begin(), names.end()));
 }
@@ -269,6 +269,16 @@ TEST_F(OpsShapeTest, ReluGrad) {
   fails("ReluGrad", {f32({2, 3}), f32({3})});
   fails("ReluGrad", {f32({2, 3}), in(DType::F16, {2, 3})});
   fails("ReluGrad", {i64({2}), i64({2})});
+}
+
+TEST_F(OpsShapeTest, GeluGrad) {
+  EXPECT_EQ(infer("GeluGrad", {in(DType::BF16, {2, 3}), in(DType::BF16, {2, 3})}),
+            T(DType::BF16, {2, 3}));
+  EXPECT_EQ(infer("GeluGrad", {f32({2}), f32({2})}, {{"approximate", std::string("tanh")}}),
+            F({2}));
+  fails("GeluGrad", {f32({2, 3}), f32({3})});
+  fails("GeluGrad", {f32({2}), f32({2})}, {{"approximate", std::string("fast")}});
+  fails("GeluGrad", {i64({2}), i64({2})});
 }
 
 TEST_F(OpsShapeTest, SoftmaxGrad) {

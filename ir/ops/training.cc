@@ -68,6 +68,24 @@ OpSchema reluGrad() {
   return s;
 }
 
+// GeluGrad(dY, X){approximate} -> dX = dY·Gelu'(X): Gelu's gradient in one pass,
+// where its slope written out takes ten element-wise steps (each rounding to 16
+// bits under mixed precision).
+OpSchema geluGrad() {
+  OpSchema s;
+  s.name = "GeluGrad";
+  s.min_inputs = s.max_inputs = 2;
+  s.inplace_input = 0;
+  s.attrs = {{"approximate", AttrKind::String, std::string("none")}};
+  s.infer = [](InferContext& ctx) {
+    requireFloat(ctx, 0);
+    requireSameType(ctx, 0, 1);
+    requireOneOf(ctx, "approximate", ctx.node().s("approximate"), {"none", "tanh"});
+    ctx.setOutput(0, ctx.input(0));
+  };
+  return s;
+}
+
 // BatchNormalizationGrad(dY, X, scale[, R]){epsilon} -> dX, dScale, dBias (training
 // mode: batch statistics are recomputed from X). With R, the output of a Relu after
 // the BatchNorm, dY is that Relu's: the BatchNorm's is ReluGrad(dY, R), applied as
@@ -203,6 +221,7 @@ OpSchema sliceGrad() {
 void registerTrainingOps(OpRegistry& r) {
   r.add(expOp());
   r.add(reluGrad());
+  r.add(geluGrad());
   r.add(softmaxGrad());
   r.add(batchNormGrad());
   r.add(layerNormGrad());

@@ -1,5 +1,5 @@
-// CPU kernels of Exp, ReluGrad and of the data-movement backward ops, and the registration
-// of every backward kernel family (registerTrainingKernels): GatherGrad (zeros,
+// CPU kernels of Exp, ReluGrad, GeluGrad and of the data-movement backward ops, and
+// the registration of every backward kernel family (registerTrainingKernels): GatherGrad (zeros,
 // then dY scatter-added at the gathered rows, accumulating repeated indices in
 // index order so results are deterministic) and SliceGrad (zeros, then dY written
 // at the sliced positions through a strided walk prepared in the factory).
@@ -7,6 +7,7 @@
 #include <cmath>
 #include <cstring>
 #include <limits>
+#include <numbers>
 
 #include "ir/ops/shape_helpers.h"
 #include "kernels/cpu/cpu_util.h"
@@ -69,6 +70,45 @@ class ReluGradKernel : public CpuKernel {
 std::unique_ptr<CpuKernel> makeReluGrad(const KernelContext& ctx) {
   if (requireF32OrF64(ctx, 0) == DType::F32) return std::make_unique<ReluGradKernel<float>>();
   return std::make_unique<ReluGradKernel<double>>();
+}
+
+// GeluGrad(dY, X): dX = dY·Gelu'(X), computed in double per element.
+//   erf:  Y = X·Φ(X)              ⇒ Gelu' = Φ(X) + X·φ(X), Φ = ½(1 + erf(X/√2)),
+//                                           φ = exp(−X²/2)/√(2π);
+//   tanh: Y = ½X(1 + tanh u), u = k(X + aX³) ⇒ Gelu' = ½(1 + tanh u)
+//                                           + ½X(1 − tanh²u)·k(1 + 3aX²).
+template <typename T>
+class GeluGradKernel : public CpuKernel {
+ public:
+  explicit GeluGradKernel(bool tanh) : tanh_(tanh) {}
+  void run(const KernelContext& ctx) override {
+    const T* dy = ctx.input(0).as<T>();
+    const T* x = ctx.input(1).as<T>();
+    T* dx = ctx.output(0).as<T>();
+    parallelChunks(ctx.output(0).numel(), [&](int64_t begin, int64_t end) {
+      for (int64_t i = begin; i < end; ++i)
+        dx[i] = static_cast<T>(static_cast<double>(dy[i]) * slope(static_cast<double>(x[i])));
+    });
+  }
+
+ private:
+  double slope(double x) const {
+    if (tanh_) {
+      const double k = std::sqrt(2.0 / std::numbers::pi), a = 0.044715;
+      const double t = std::tanh(k * (x + a * x * x * x));
+      return 0.5 * (1 + t) + 0.5 * x * (1 - t * t) * k * (1 + 3 * a * x * x);
+    }
+    const double cdf = 0.5 * (1 + std::erf(x / std::numbers::sqrt2));
+    const double pdf = std::exp(-0.5 * x * x) * std::numbers::inv_sqrtpi / std::numbers::sqrt2;
+    return cdf + x * pdf;
+  }
+  bool tanh_;
+};
+
+std::unique_ptr<CpuKernel> makeGeluGrad(const KernelContext& ctx) {
+  const bool tanh = ctx.s("approximate") == "tanh";
+  if (requireF32OrF64(ctx, 0) == DType::F32) return std::make_unique<GeluGradKernel<float>>(tanh);
+  return std::make_unique<GeluGradKernel<double>>(tanh);
 }
 
 // GatherGrad: dData viewed as [outer, dim, inner], dY as [outer, count, inner].
@@ -163,6 +203,8 @@ void registerMiscGradKernels(CpuKernelRegistry& r) {
   r.add("Exp", makeExp);
   r.add("ReluGrad", makeReluGrad);
   r.allowChannelsLast("ReluGrad", allOperandsWhenSameShape);
+  r.add("GeluGrad", makeGeluGrad);
+  r.allowChannelsLast("GeluGrad", allOperandsWhenSameShape);
   r.add("GatherGrad", makeGatherGrad);
   r.add("SliceGrad", [](const KernelContext& ctx) -> std::unique_ptr<CpuKernel> {
     return std::make_unique<SliceGradKernel>(ctx);

@@ -88,6 +88,32 @@ __global__ void reluGradKernel(const S* dy, const S* y, S* dx, int64_t n) {
       });
 }
 
+// Gelu'(x), in f32 (the CPU twin: kernels/cpu/grad_misc.cc, in double).
+__device__ inline float geluSlope(float x, bool tanh) {
+  if (tanh) {
+    const float k = 0.79788456080286535588f, a = 0.044715f;
+    const float t = tanhf(k * (x + a * x * x * x));
+    return 0.5f * (1.0f + t) + 0.5f * x * (1.0f - t * t) * k * (1.0f + 3.0f * a * x * x);
+  }
+  const float cdf = 0.5f * (1.0f + erff(x * 0.70710678118654752440f));
+  return cdf + x * expf(-0.5f * x * x) * 0.39894228040143267794f;  // 1/sqrt(2 pi)
+}
+
+// dX = dY·Gelu'(X), each output rounded once.
+template <bool kPacked, typename S>
+__global__ void geluGradKernel(const S* dy, const S* x, S* dx, int64_t n, bool tanh) {
+  forContiguous<kPacked, S>(
+      n, [&](int64_t i) { dx[i] = fromFloat<S>(toFloat(dy[i]) * geluSlope(toFloat(x[i]), tanh)); },
+      [&](int64_t p) {
+        const Pack<S> g = loadPack(dy, p), v = loadPack(x, p);
+        Pack<S> out;
+#pragma unroll
+        for (int k = 0; k < kPack<S>; ++k)
+          out.v[k] = fromFloat<S>(toFloat(g.v[k]) * geluSlope(toFloat(v.v[k]), tanh));
+        storePack(dx, p, out);
+      });
+}
+
 // Integer negation wraps (two's complement), as on the CPU.
 template <typename T>
 __global__ void negIntKernel(const T* x, T* y, int64_t n) {
@@ -421,6 +447,22 @@ void reluGrad(DType t, const void* dy, const void* y, void* dx, int64_t n, cudaS
       reluGradKernel<true><<<grid, kThreads, 0, s>>>(dys, ys, dxs, n);
     else
       reluGradKernel<false><<<grid, kThreads, 0, s>>>(dys, ys, dxs, n);
+  });
+}
+
+void geluGrad(DType t, const void* dy, const void* x, void* dx, int64_t n, bool tanh,
+              cudaStream_t s) {
+  if (n == 0) return;
+  byFloatType(t, [&](auto tag) {
+    using S = decltype(tag);
+    const S *dys = static_cast<const S*>(dy), *xs = static_cast<const S*>(x);
+    S* dxs = static_cast<S*>(dx);
+    const bool packed = packable({dy, x, dx});
+    const unsigned grid = contiguousGrid<S>(n, packed);
+    if (packed)
+      geluGradKernel<true><<<grid, kThreads, 0, s>>>(dys, xs, dxs, n, tanh);
+    else
+      geluGradKernel<false><<<grid, kThreads, 0, s>>>(dys, xs, dxs, n, tanh);
   });
 }
 

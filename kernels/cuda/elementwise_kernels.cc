@@ -58,6 +58,19 @@ std::unique_ptr<CudaKernel> reluGradKernel(const KernelContext& ctx, const Devic
   });
 }
 
+std::unique_ptr<CudaKernel> geluGradKernel(const KernelContext& ctx, const Device&) {
+  DType t = ctx.input(0).dtype();
+  if (!isComputeFloat(t)) ctx.fail("dtype ", dtypeName(t), " is not supported by the CUDA kernel");
+  const std::string& approximate = ctx.s("approximate");
+  if (approximate != "none" && approximate != "tanh")
+    ctx.fail("approximate '", approximate, "' is not supported");
+  return launchKernel(
+      [t, tanh = approximate == "tanh"](const KernelContext& c, const Device& dev, void*) {
+        geluGrad(t, c.input(0).data, c.input(1).data, c.output(0).data, c.output(0).numel(), tanh,
+                 dev.stream);
+      });
+}
+
 CudaKernelFactory binaryFactory(BinaryOp op) {
   return [op](const KernelContext& ctx, const Device&) -> std::unique_ptr<CudaKernel> {
     DType t = ctx.input(0).dtype();
@@ -177,6 +190,7 @@ void registerElementwiseKernels(CudaKernelRegistry& r) {
   constexpr Precision k16 = Precision::Native16;
   r.add("Relu", unaryFactory(UnaryOp::Relu), k16);
   r.add("ReluGrad", reluGradKernel, k16);
+  r.add("GeluGrad", geluGradKernel, k16);
   r.add("LeakyRelu", unaryFactory(UnaryOp::LeakyRelu), k16);
   r.add("Sigmoid", unaryFactory(UnaryOp::Sigmoid), k16);
   r.add("Tanh", unaryFactory(UnaryOp::Tanh), k16);
@@ -201,8 +215,9 @@ void registerElementwiseKernels(CudaKernelRegistry& r) {
   });
   // Without broadcasting these walk every operand in the same flat order, so they
   // run on channels-last operands unchanged (kernels/cuda/layout.h).
-  for (const char* op : {"Relu", "ReluGrad", "LeakyRelu", "Sigmoid", "Tanh", "Erf", "Gelu", "Sqrt",
-                         "Neg", "Exp", "Identity", "Add", "Sub", "Mul", "Div", "Pow", "Cast"})
+  for (const char* op :
+       {"Relu", "ReluGrad", "GeluGrad", "LeakyRelu", "Sigmoid", "Tanh", "Erf", "Gelu", "Sqrt",
+        "Neg", "Exp", "Identity", "Add", "Sub", "Mul", "Div", "Pow", "Cast"})
     r.allowChannelsLast(op, cpu::allOperandsWhenSameShape);
 }
 

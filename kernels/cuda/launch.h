@@ -42,6 +42,9 @@ void unary(UnaryOp op, DType t, const void* x, void* y, int64_t n, float alpha, 
 void logicalNot(const bool* x, bool* y, int64_t n, cudaStream_t s);
 // dx = y == 0 ? 0 : dy over n elements (Relu's gradient); f32, f16 or bf16.
 void reluGrad(DType t, const void* dy, const void* y, void* dx, int64_t n, cudaStream_t s);
+// dx = dy·Gelu'(x) (erf form, or the tanh approximation); floats.
+void geluGrad(DType t, const void* dy, const void* x, void* dx, int64_t n, bool tanh,
+              cudaStream_t s);
 // o = op(a, b) with operands 1 and 2 of `w` broadcast (operand 0 is the output).
 // Same-dtype a and b: f32, f16, bf16, i64 or i32 (Equal also bool, output bool);
 // Pow: floats only. With `relu` (floats), negative results become 0: a fused Relu.
