@@ -113,6 +113,20 @@ bool onTensorCores(const std::string& op) {
          op == "MatMul";
 }
 
+// A relabelling step whose output the memory plan put on its input's bytes (an
+// in-place Reshape) launches nothing: the kernels skip a copy onto itself.
+bool relabelsInPlace(const PlanFile& plan, const planpb::Step& step) {
+  static const std::set<std::string> ops = {"Reshape", "Flatten", "Squeeze", "Unsqueeze",
+                                            "Identity"};
+  if (!ops.count(step.op()) || step.inputs_size() < 1 || step.outputs_size() != 1 ||
+      step.inputs(0) < 0)
+    return false;
+  const planpb::TensorInfo& in = plan.plan.tensors(step.inputs(0));
+  const planpb::TensorInfo& out = plan.plan.tensors(step.outputs(0));
+  return in.storage() == out.storage() && in.offset() == out.offset() &&
+         plan.tensorType(step.inputs(0)).bytes() == plan.tensorType(step.outputs(0)).bytes();
+}
+
 int64_t collectiveBufferBytes(const PlanFile& plan, const planpb::Step& step) {
   const TensorType buffer =
       step.op() == "AllGather" ? outputType(plan, step, 0) : inputType(plan, step, 0);
@@ -173,6 +187,7 @@ double collectiveSeconds(const std::string& op, int64_t bytes, int64_t world_siz
 
 StepCost stepCost(const PlanFile& plan, const planpb::Step& step, const DeviceProfile& device) {
   StepCost c;
+  if (relabelsInPlace(plan, step)) return c;
   c.flops = stepFlops(plan, step);
   c.bytes = stepBytes(plan, step);
   if (isCollectiveOp(step.op())) {

@@ -131,6 +131,25 @@ TEST(CostModel, KernelTimeIsLaunchPlusRoofline) {
                    d.launch_seconds + 8.0 * 4096 * 4096 / d.hbm_bytes_per_s);
 }
 
+// A Reshape the memory plan put on its input's bytes launches nothing; one that
+// copies is a memory-bound kernel like any other.
+TEST(CostModel, InPlaceReshapeIsFree) {
+  const DeviceProfile d = h100Sxm();
+  PlanBuilder b;
+  const int x = b.tensor("x", {64, 1024}), y = b.tensor("y", {1024, 64});
+  b.file().plan.mutable_tensors(x)->set_offset(4096);
+  b.file().plan.mutable_tensors(y)->set_offset(4096);
+  b.step("Reshape", {x}, {y}, {{"shape", Shape{1024, 64}}});
+  const StepCost in_place = stepCost(b.file(), lastStep(b.file()), d);
+  EXPECT_EQ(in_place.seconds, 0.0);
+  EXPECT_EQ(in_place.bytes, 0);
+  const int z = b.tensor("z", {1024, 64});
+  b.file().plan.mutable_tensors(z)->set_offset(4096 + 64 * 1024 * 4);
+  b.step("Reshape", {x}, {z}, {{"shape", Shape{1024, 64}}});
+  EXPECT_DOUBLE_EQ(stepCost(b.file(), lastStep(b.file()), d).seconds,
+                   d.launch_seconds + 2.0 * 4 * 64 * 1024 / d.hbm_bytes_per_s);
+}
+
 TEST(CostModel, CollectivesFollowTheRingModel) {
   const DeviceProfile d = h100Sxm();
   const double bytes = 100e6;
