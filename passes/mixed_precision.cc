@@ -22,9 +22,12 @@ bool isDataInput(const Node& n, size_t i) {
 // parameters and statistics stay f32), as PyTorch's autocast and cuDNN run them:
 // every backend widens a 16-bit input exactly and rounds a 16-bit output once
 // (kernels/cpu/promote16.h), so this is Cast -> f32 op -> Cast to the bit, without
-// an f32 copy of every normalised activation kept for the backward pass.
+// an f32 copy of every normalised activation kept for the backward pass. The
+// cross-entropy loss reads 16-bit logits the same way (its loss is f32, its
+// gradient rounded once to the logits' dtype: ir/ops/shape_helpers.h).
 bool readsSixteenBitData(const Node& n, size_t i) {
-  return i == 0 && (n.op() == "BatchNormalization" || n.op() == "LayerNormalization");
+  return i == 0 && (n.op() == "BatchNormalization" || n.op() == "LayerNormalization" ||
+                    n.op() == "SoftmaxCrossEntropyLoss");
 }
 
 class MixedPrecision {

@@ -511,12 +511,42 @@ std::vector<OpCase> normCases16(const std::string& t) {
   return cases;
 }
 
+// `n` labels in [0, classes), comma-separated.
+std::string labelList(int n, int classes) {
+  std::string out;
+  for (int i = 0; i < n; ++i) out += (i ? ", " : "") + std::to_string((7 * i + 3) % classes);
+  return out;
+}
+
+// The cross-entropy loss on 16-bit scores, as mixed precision leaves the logits:
+// an f32 loss and weights, the gradient rounded once to the scores' dtype; rows of
+// contiguous classes (a language model's, flattened), and [N, C, d] scores with
+// many d (the tiled kernels).
+std::vector<OpCase> crossEntropyCases16(const std::string& t) {
+  std::vector<OpCase> cases = {
+      {"SoftmaxCrossEntropyLoss", R"(input %x0 : T[6,300]
+        const %t : i64[6] = [0, 299, 17, 150, 3, 298]
+        %y = SoftmaxCrossEntropyLoss(%x0, %t) : f32[] @n)"},
+      {"SoftmaxCrossEntropyLoss", R"(input %x0 : T[5,4]
+        const %t : i64[5] = [0, 2, 1, 2, 3]
+        const %w : f32[4] = [1.0, 0.5, 2.0, 1.5]
+        %l, %y = SoftmaxCrossEntropyLoss(%x0, %t, %w) {ignore_index = 1} : f32[], T[5,4] @n)"},
+      {"SoftmaxCrossEntropyLoss", R"(input %x0 : T[2,5,70]
+        const %t : i64[2,70] = [)" + labelList(140, 5) +
+                                      R"(]
+        %y = SoftmaxCrossEntropyLoss(%x0, %t) {reduction = "sum"} : f32[] @n)"},
+  };
+  for (OpCase& c : cases) c.text = replaceAll(c.text, "T[", t + "[");
+  return cases;
+}
+
 std::vector<OpCase> sixteenBitCases() {
   std::vector<OpCase> out = castCases16();
   for (const std::string dtype : {"f16", "bf16"}) {
     for (const OpCase& c : cases16Source()) out.push_back(as16(c, dtype));
     for (const OpCase& c : normCases16(dtype)) out.push_back(c);
     for (const OpCase& c : reluBatchNormGradCases(dtype)) out.push_back(c);
+    for (const OpCase& c : crossEntropyCases16(dtype)) out.push_back(c);
   }
   return out;
 }
@@ -750,9 +780,11 @@ TEST(CudaBackend, Native16KernelsRunSixteenBitCasesNatively) {
                          "GlobalAveragePool", "Gemm", "MatMul", "ReduceSum", "Softmax", "Add",
                          "Mul", "Div", "Relu", "Gelu", "Where", "Equal"})
     EXPECT_TRUE(seen.count(op)) << op << " is in no 16-bit case";
-  // The normalisations with 16-bit data and f32 parameters (normCases16) too.
-  for (const char* op : {"BatchNormalization", "BatchNormalizationGrad", "LayerNormalization",
-                         "LayerNormalizationGrad"})
+  // The normalisations with 16-bit data and f32 parameters (normCases16) and the
+  // loss on 16-bit scores (crossEntropyCases16) too.
+  for (const char* op :
+       {"BatchNormalization", "BatchNormalizationGrad", "LayerNormalization",
+        "LayerNormalizationGrad", "SoftmaxCrossEntropyLoss", "SoftmaxCrossEntropyLossGrad"})
     EXPECT_TRUE(seen.count(op)) << op << " is in no 16-bit case";
 }
 

@@ -208,6 +208,54 @@ TEST(MixedPrecisionPlan, SixteenBitNormalizationsEqualCastF32NormCast) {
   }
 }
 
+// The loss reads 16-bit logits as they are: its loss is Cast -> f32 loss to the
+// bit, and its gradient that loss's gradient rounded once to 16 bits (what the
+// Cast's gradient does), on the CPU.
+TEST(MixedPrecisionPlan, CrossEntropyOnSixteenBitScoresEqualsCastThenLoss) {
+  const std::string head = R"(graph ce {
+    input %s : bf16[6,9]
+    const %t : i64[6] = [0, 8, 3, 4, 1, 7])";
+  const std::string direct = head + R"(
+    %loss = SoftmaxCrossEntropyLoss(%s, %t) : f32[] @ce
+    return %loss
+  })";
+  const std::string casts = head + R"(
+    %s32 = Cast(%s) {to = "f32"} : f32[6,9] @wide
+    %loss = SoftmaxCrossEntropyLoss(%s32, %t) : f32[] @ce
+    return %loss
+  })";
+  auto lossAndGradient = [](const std::string& text) {
+    auto g = parseGraph(text);
+    Value* s = g->value("s");
+    auto grads = buildGradients(*g, g->outputs()[0], {s});
+    EXPECT_EQ(grads.at(s)->dtype(), DType::BF16);
+    g->addOutput(grads.at(s));
+    verifyGraph(*g);
+    return test::outputsOf<CpuExecutor>(lowerToPlan(*g, planMemory(*g), {}));
+  };
+  std::vector<Tensor> got = lossAndGradient(direct), want = lossAndGradient(casts);
+  ASSERT_EQ(got.size(), 2u);
+  ASSERT_EQ(want.size(), 2u);
+  for (size_t i = 0; i < 2; ++i) {
+    ASSERT_EQ(got[i].type(), want[i].type()) << "output " << i;
+    EXPECT_EQ(std::memcmp(got[i].raw(), want[i].raw(), want[i].bytes()), 0) << "output " << i;
+  }
+  // And mixed precision leaves GPT's logits to the loss so: no Cast feeds it.
+  PlanFile plan = readPlanFile(compile(gptModel(), "bf16", "", "gpt_ce16"));
+  std::map<int, std::string> producer;
+  for (const planpb::Step& step : plan.plan.ranks(0).steps())
+    for (int out : step.outputs()) producer[out] = step.op();
+  int losses = 0;
+  for (const planpb::Step& step : plan.plan.ranks(0).steps()) {
+    if (step.op() != "SoftmaxCrossEntropyLoss") continue;
+    ++losses;
+    EXPECT_EQ(static_cast<DType>(plan.plan.tensors(step.inputs(0)).dtype()), DType::BF16);
+    EXPECT_NE(producer[step.inputs(0)], "Cast");
+    EXPECT_EQ(static_cast<DType>(plan.plan.tensors(step.outputs(0)).dtype()), DType::F32);
+  }
+  EXPECT_EQ(losses, 1);
+}
+
 // Dynamic loss scaling: with a huge initial scale every gradient overflows, so the
 // step is skipped (the weights, hence the loss on the same batch, do not change)
 // and the scale halves (hysteresis 1) until the gradients fit in fp16.

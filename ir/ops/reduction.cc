@@ -97,7 +97,9 @@ OpSchema layerNorm() {
   return s;
 }
 
-// scores [N, C, d1..], labels [N, d1..], weights [C].
+// scores [N, C, d1..], labels [N, d1..], weights [C]; 16-bit scores give an f32
+// loss and take f32 weights (crossEntropyLossDType; ONNX's loss would be 16-bit,
+// a dscompile extension like MatMul's alpha, for mixed precision).
 void inferCrossEntropy(InferContext& ctx) {
   requireFloat(ctx, 0);
   requireRank(ctx, 0, 2, kAnyRank);
@@ -108,14 +110,16 @@ void inferCrossEntropy(InferContext& ctx) {
   if (ctx.shape(1) != per_sample)
     ctx.fail("labels shape ", shapeToString(ctx.shape(1)), " must be ", shapeToString(per_sample),
              " for scores ", shapeToString(scores));
+  const DType loss = crossEntropyLossDType(ctx.dtype(0));
   if (ctx.hasInput(2)) {
-    requireSameDType(ctx, 0, 2);
+    if (ctx.dtype(2) != loss)
+      ctx.fail("weights have dtype ", dtypeName(ctx.dtype(2)), "; they must be ", dtypeName(loss));
     if (ctx.shape(2) != Shape{scores[1]})
       ctx.fail("weights shape ", shapeToString(ctx.shape(2)), " must be [", scores[1], "]");
   }
   const std::string& reduction = ctx.node().s("reduction");
   requireOneOf(ctx, "reduction", reduction, {"none", "mean", "sum"});
-  ctx.setOutput(0, ctx.dtype(0), reduction == "none" ? per_sample : Shape{});
+  ctx.setOutput(0, loss, reduction == "none" ? per_sample : Shape{});
   if (ctx.numOutputs() > 1) ctx.setOutput(1, ctx.input(0));
 }
 

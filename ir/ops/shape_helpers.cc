@@ -232,4 +232,8 @@ std::vector<int64_t> broadcastIndices(const Shape& in, const Shape& out) {
   return result;
 }
 
+DType crossEntropyLossDType(DType scores) {
+  return scores == DType::F16 || scores == DType::BF16 ? DType::F32 : scores;
+}
+
 }  // namespace ds

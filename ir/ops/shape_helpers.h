@@ -76,4 +76,10 @@ std::vector<int64_t> stridesOf(const Shape& shape);
 // that broadcasts to it (numpy rules; `in` must broadcast to `out`).
 std::vector<int64_t> broadcastIndices(const Shape& in, const Shape& out);
 
+// The loss dtype of SoftmaxCrossEntropyLoss(Grad) over scores of dtype `scores`:
+// f32 for 16-bit scores (mixed precision's logits, read as they are: every kernel
+// widens them exactly, so this is Cast to f32 then the loss without an f32 copy of
+// the logits, GPT-2's [8192, 50257]), the scores' dtype otherwise.
+DType crossEntropyLossDType(DType scores);
+
 }  // namespace ds

@@ -143,7 +143,8 @@ OpSchema layerNormGrad() {
   return s;
 }
 
-// SoftmaxCrossEntropyLossGrad(dLoss, scores, labels[, weights]) -> dScores.
+// SoftmaxCrossEntropyLossGrad(dLoss, scores, labels[, weights]) -> dScores, dLoss
+// and weights of the loss's dtype (f32 for 16-bit scores: ir/ops/reduction.cc).
 OpSchema crossEntropyGrad() {
   OpSchema s;
   s.name = "SoftmaxCrossEntropyLossGrad";
@@ -154,7 +155,9 @@ OpSchema crossEntropyGrad() {
   s.infer = [](InferContext& ctx) {
     requireFloat(ctx, 1);
     requireRank(ctx, 1, 2, kAnyRank);
-    requireSameDType(ctx, 1, 0);
+    const DType loss_dtype = crossEntropyLossDType(ctx.dtype(1));
+    if (ctx.dtype(0) != loss_dtype)
+      ctx.fail("dLoss has dtype ", dtypeName(ctx.dtype(0)), "; it must be ", dtypeName(loss_dtype));
     requireIndexType(ctx, 2);
     const std::string& reduction = ctx.node().s("reduction");
     requireOneOf(ctx, "reduction", reduction, {"none", "mean", "sum"});
@@ -164,7 +167,9 @@ OpSchema crossEntropyGrad() {
     Shape loss = reduction == "none" ? per_sample : Shape{};
     if (ctx.shape(0) != loss) ctx.fail("dLoss shape must be ", shapeToString(loss));
     if (ctx.hasInput(3)) {
-      requireSameDType(ctx, 1, 3);
+      if (ctx.dtype(3) != loss_dtype)
+        ctx.fail("weights have dtype ", dtypeName(ctx.dtype(3)), "; they must be ",
+                 dtypeName(loss_dtype));
       if (ctx.shape(3) != Shape{ctx.shape(1)[1]})
         ctx.fail("weights shape must be [", ctx.shape(1)[1], "]");
     }

@@ -157,13 +157,15 @@ struct CrossEntropyArgs {
   bool labels32 = false;
 };
 // Labels outside [0, c) that are not ignored make the loss NaN (the CPU kernel
-// throws; a device kernel cannot). `scratch` holds 2 * n * d doubles.
-void crossEntropy(const CrossEntropyArgs& a, const float* scores, const void* labels,
-                  const float* weights, float* loss, float* log_prob, double* scratch,
+// throws; a device kernel cannot). Scores (and log_prob, dScores) of float dtype t
+// (f32, f16 or bf16: widened exactly, each output rounded from its f32 value);
+// loss, dLoss and weights f32. `scratch` holds 2 * n * d doubles.
+void crossEntropy(const CrossEntropyArgs& a, DType t, const void* scores, const void* labels,
+                  const float* weights, float* loss, void* log_prob, double* scratch,
                   cudaStream_t s);
 // `scratch` holds one double.
-void crossEntropyGrad(const CrossEntropyArgs& a, const float* dloss, const float* scores,
-                      const void* labels, const float* weights, float* dscores, double* scratch,
+void crossEntropyGrad(const CrossEntropyArgs& a, DType t, const float* dloss, const void* scores,
+                      const void* labels, const float* weights, void* dscores, double* scratch,
                       cudaStream_t s);
 
 // ---- nn.cu ----

@@ -588,7 +588,8 @@ __device__ inline bool ignored(const CrossEntropyArgs& a, int64_t label) {
 
 // The loss of sample s (scores xs, strided by a.d; lse = log Σ_c exp) and its weight
 // into the scratch the total adds up; per sample with reduction none.
-__device__ inline void writeSampleLoss(const CrossEntropyArgs& a, const float* xs, double lse,
+template <typename S>
+__device__ inline void writeSampleLoss(const CrossEntropyArgs& a, const S* xs, double lse,
                                        const void* labels, const float* weights, int64_t s,
                                        float* loss, double* scratch) {
   const int64_t label = labelAt(a, labels, s);
@@ -598,7 +599,7 @@ __device__ inline void writeSampleLoss(const CrossEntropyArgs& a, const float* x
       l = NAN;
     } else {
       w = weights ? static_cast<double>(weights[label]) : 1.0;
-      l = -w * (xs[label * a.d] - lse);
+      l = -w * (toFloat(xs[label * a.d]) - lse);
     }
   }
   if (a.reduction == 0) loss[s] = static_cast<float>(l);
@@ -607,9 +608,11 @@ __device__ inline void writeSampleLoss(const CrossEntropyArgs& a, const float* x
 }
 
 // log_prob of sample s over classes first, first + step, ...
-__device__ inline void writeLogProb(const CrossEntropyArgs& a, const float* xs, double lse,
-                                    float* out, int64_t first, int64_t step) {
-  for (int64_t c = first; c < a.c; c += step) out[c * a.d] = static_cast<float>(xs[c * a.d] - lse);
+template <typename S>
+__device__ inline void writeLogProb(const CrossEntropyArgs& a, const S* xs, double lse, S* out,
+                                    int64_t first, int64_t step) {
+  for (int64_t c = first; c < a.c; c += step)
+    out[c * a.d] = fromFloat<S>(static_cast<float>(toFloat(xs[c * a.d]) - lse));
 }
 
 // What dScores of a non-ignored sample s are scaled by: dLoss, the mean's divisor,
@@ -623,30 +626,34 @@ __device__ inline double gradScale(const CrossEntropyArgs& a, const float* dloss
 }
 
 // dScores of sample s over classes first, first + step, ...
-__device__ inline void writeSampleGrad(const CrossEntropyArgs& a, const float* xs, double lse,
-                                       double scale, int64_t label, float* dxs, int64_t first,
+template <typename S>
+__device__ inline void writeSampleGrad(const CrossEntropyArgs& a, const S* xs, double lse,
+                                       double scale, int64_t label, S* dxs, int64_t first,
                                        int64_t step) {
   for (int64_t c = first; c < a.c; c += step)
-    dxs[c * a.d] = static_cast<float>(scale * (exp(xs[c * a.d] - lse) - (c == label ? 1.0 : 0.0)));
+    dxs[c * a.d] = fromFloat<S>(
+        static_cast<float>(scale * (exp(toFloat(xs[c * a.d]) - lse) - (c == label ? 1.0 : 0.0))));
 }
 
 // log Σ_c exp(scores of sample s), over the block.
-__device__ inline double logSumExp(const CrossEntropyArgs& a, const float* xs, double* shared) {
+template <typename S>
+__device__ inline double logSumExp(const CrossEntropyArgs& a, const S* xs, double* shared) {
   double m = -INFINITY;
   for (int64_t c = threadIdx.x; c < a.c; c += blockDim.x)
-    m = fmax(m, static_cast<double>(xs[c * a.d]));
+    m = fmax(m, static_cast<double>(toFloat(xs[c * a.d])));
   m = blockMax(m, shared);
   double sum = 0.0;
-  for (int64_t c = threadIdx.x; c < a.c; c += blockDim.x) sum += exp(xs[c * a.d] - m);
+  for (int64_t c = threadIdx.x; c < a.c; c += blockDim.x) sum += exp(toFloat(xs[c * a.d]) - m);
   return m + ::log(blockSum(sum, shared));
 }
 
-__global__ void crossEntropySampleKernel(CrossEntropyArgs a, const float* x, const void* labels,
-                                         const float* weights, float* loss, float* log_prob,
+template <typename S>
+__global__ void crossEntropySampleKernel(CrossEntropyArgs a, const S* x, const void* labels,
+                                         const float* weights, float* loss, S* log_prob,
                                          double* scratch) {
   __shared__ double shared[32];
   const int64_t s = blockIdx.x, n = s / a.d, d = s - n * a.d;
-  const float* xs = x + n * a.c * a.d + d;
+  const S* xs = x + n * a.c * a.d + d;
   const double lse = logSumExp(a, xs, shared);
   if (log_prob) writeLogProb(a, xs, lse, log_prob + n * a.c * a.d + d, threadIdx.x, blockDim.x);
   if (threadIdx.x == 0) writeSampleLoss(a, xs, lse, labels, weights, s, loss, scratch);
@@ -656,12 +663,13 @@ __global__ void crossEntropySampleKernel(CrossEntropyArgs a, const float* x, con
 // lane), threads (32 lanes, 8 class groups), so a warp reads 32 consecutive
 // scores (one block per sample would read one score per 4 d bytes apart). log Σ_c
 // exp of the lane's sample; every thread of the block must call it.
-__device__ inline double tileLogSumExp(const CrossEntropyArgs& a, const float* xs, bool valid,
+template <typename S>
+__device__ inline double tileLogSumExp(const CrossEntropyArgs& a, const S* xs, bool valid,
                                        double (*shared)[33]) {
   const int lane = threadIdx.x, group = threadIdx.y;
   double m = -INFINITY;
   if (valid)
-    for (int64_t c = group; c < a.c; c += 8) m = fmax(m, static_cast<double>(xs[c * a.d]));
+    for (int64_t c = group; c < a.c; c += 8) m = fmax(m, static_cast<double>(toFloat(xs[c * a.d])));
   shared[group][lane] = m;
   __syncthreads();
   m = -INFINITY;
@@ -669,7 +677,7 @@ __device__ inline double tileLogSumExp(const CrossEntropyArgs& a, const float* x
   __syncthreads();
   double sum = 0.0;
   if (valid)
-    for (int64_t c = group; c < a.c; c += 8) sum += exp(xs[c * a.d] - m);
+    for (int64_t c = group; c < a.c; c += 8) sum += exp(toFloat(xs[c * a.d]) - m);
   shared[group][lane] = sum;
   __syncthreads();
   sum = 0.0;
@@ -678,12 +686,13 @@ __device__ inline double tileLogSumExp(const CrossEntropyArgs& a, const float* x
 }
 
 // crossEntropySampleKernel over tiles of d.
-__global__ void crossEntropySampleTileKernel(CrossEntropyArgs a, const float* x, const void* labels,
-                                             const float* weights, float* loss, float* log_prob,
+template <typename S>
+__global__ void crossEntropySampleTileKernel(CrossEntropyArgs a, const S* x, const void* labels,
+                                             const float* weights, float* loss, S* log_prob,
                                              double* scratch) {
   __shared__ double shared[8][33];
   const int64_t n = blockIdx.y, d = blockIdx.x * 32 + threadIdx.x;
-  const float* xs = x + n * a.c * a.d + d;
+  const S* xs = x + n * a.c * a.d + d;
   const double lse = tileLogSumExp(a, xs, d < a.d, shared);
   if (d >= a.d) return;
   if (log_prob) writeLogProb(a, xs, lse, log_prob + n * a.c * a.d + d, threadIdx.y, 8);
@@ -691,18 +700,19 @@ __global__ void crossEntropySampleTileKernel(CrossEntropyArgs a, const float* x,
 }
 
 // crossEntropyGradKernel over tiles of d.
-__global__ void crossEntropyGradTileKernel(CrossEntropyArgs a, const float* dloss, const float* x,
-                                           const void* labels, const float* weights, float* dx,
+template <typename S>
+__global__ void crossEntropyGradTileKernel(CrossEntropyArgs a, const float* dloss, const S* x,
+                                           const void* labels, const float* weights, S* dx,
                                            const double* weight_sum) {
   __shared__ double shared[8][33];
   const int64_t n = blockIdx.y, d = blockIdx.x * 32 + threadIdx.x;
-  const float* xs = x + n * a.c * a.d + d;
+  const S* xs = x + n * a.c * a.d + d;
   const double lse = tileLogSumExp(a, xs, d < a.d, shared);
   if (d >= a.d) return;
-  float* dxs = dx + n * a.c * a.d + d;
+  S* dxs = dx + n * a.c * a.d + d;
   const int64_t s = n * a.d + d, label = labelAt(a, labels, s);
   if (ignored(a, label)) {
-    for (int64_t c = threadIdx.y; c < a.c; c += 8) dxs[c * a.d] = 0.0f;
+    for (int64_t c = threadIdx.y; c < a.c; c += 8) dxs[c * a.d] = fromFloat<S>(0.0f);
     return;
   }
   const double scale = gradScale(a, dloss, label, weights, s, weight_sum);
@@ -738,16 +748,17 @@ __global__ void crossEntropyWeightKernel(CrossEntropyArgs a, const void* labels,
   if (threadIdx.x == 0) *weight_sum = w;
 }
 
-__global__ void crossEntropyGradKernel(CrossEntropyArgs a, const float* dloss, const float* x,
-                                       const void* labels, const float* weights, float* dx,
+template <typename S>
+__global__ void crossEntropyGradKernel(CrossEntropyArgs a, const float* dloss, const S* x,
+                                       const void* labels, const float* weights, S* dx,
                                        const double* weight_sum) {
   __shared__ double shared[32];
   const int64_t s = blockIdx.x, n = s / a.d, d = s - n * a.d;
-  const float* xs = x + n * a.c * a.d + d;
-  float* dxs = dx + n * a.c * a.d + d;
+  const S* xs = x + n * a.c * a.d + d;
+  S* dxs = dx + n * a.c * a.d + d;
   const int64_t label = labelAt(a, labels, s);
   if (ignored(a, label)) {
-    for (int64_t c = threadIdx.x; c < a.c; c += blockDim.x) dxs[c * a.d] = 0.0f;
+    for (int64_t c = threadIdx.x; c < a.c; c += blockDim.x) dxs[c * a.d] = fromFloat<S>(0.0f);
     return;
   }
   const double scale = gradScale(a, dloss, label, weights, s, weight_sum);
@@ -1022,31 +1033,41 @@ dim3 tilesOverD(const CrossEntropyArgs& a) {
 
 }  // namespace
 
-void crossEntropy(const CrossEntropyArgs& a, const float* scores, const void* labels,
-                  const float* weights, float* loss, float* log_prob, double* scratch,
+void crossEntropy(const CrossEntropyArgs& a, DType t, const void* scores, const void* labels,
+                  const float* weights, float* loss, void* log_prob, double* scratch,
                   cudaStream_t s) {
   const int64_t samples = a.n * a.d;
-  if (samples > 0 && tiledOverD(a))
-    crossEntropySampleTileKernel<<<tilesOverD(a), dim3(32, 8), 0, s>>>(a, scores, labels, weights,
-                                                                       loss, log_prob, scratch);
-  else if (samples > 0)
-    crossEntropySampleKernel<<<rowsGrid(samples), 128, 0, s>>>(a, scores, labels, weights, loss,
-                                                               log_prob, scratch);
+  byFloatType(t, [&](auto tag) {
+    using S = decltype(tag);
+    const S* x = static_cast<const S*>(scores);
+    S* lp = static_cast<S*>(log_prob);
+    if (samples > 0 && tiledOverD(a))
+      crossEntropySampleTileKernel<S>
+          <<<tilesOverD(a), dim3(32, 8), 0, s>>>(a, x, labels, weights, loss, lp, scratch);
+    else if (samples > 0)
+      crossEntropySampleKernel<S>
+          <<<rowsGrid(samples), 128, 0, s>>>(a, x, labels, weights, loss, lp, scratch);
+  });
   if (a.reduction != 0) crossEntropyTotalKernel<<<1, 1024, 0, s>>>(a, loss, scratch);
 }
 
-void crossEntropyGrad(const CrossEntropyArgs& a, const float* dloss, const float* scores,
-                      const void* labels, const float* weights, float* dscores, double* scratch,
+void crossEntropyGrad(const CrossEntropyArgs& a, DType t, const float* dloss, const void* scores,
+                      const void* labels, const float* weights, void* dscores, double* scratch,
                       cudaStream_t s) {
   const int64_t samples = a.n * a.d;
   if (samples == 0 || a.c == 0) return;
   crossEntropyWeightKernel<<<1, 1024, 0, s>>>(a, labels, weights, scratch);
-  if (tiledOverD(a))
-    crossEntropyGradTileKernel<<<tilesOverD(a), dim3(32, 8), 0, s>>>(a, dloss, scores, labels,
-                                                                     weights, dscores, scratch);
-  else
-    crossEntropyGradKernel<<<rowsGrid(samples), 128, 0, s>>>(a, dloss, scores, labels, weights,
-                                                             dscores, scratch);
+  byFloatType(t, [&](auto tag) {
+    using S = decltype(tag);
+    const S* x = static_cast<const S*>(scores);
+    S* dx = static_cast<S*>(dscores);
+    if (tiledOverD(a))
+      crossEntropyGradTileKernel<S>
+          <<<tilesOverD(a), dim3(32, 8), 0, s>>>(a, dloss, x, labels, weights, dx, scratch);
+    else
+      crossEntropyGradKernel<S>
+          <<<rowsGrid(samples), 128, 0, s>>>(a, dloss, x, labels, weights, dx, scratch);
+  });
 }
 
 }  // namespace ds::cuda

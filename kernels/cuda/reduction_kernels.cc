@@ -6,8 +6,7 @@
 // The sums (ReduceSum/Mean, GlobalAveragePool), (Log)Softmax(Grad) and the norms also run
 // on f16 and bf16 storage (Native16) with the f32 kernels' math and one rounding per
 // output (the norms: 16-bit X, Y, dY, dX with the f32 parameters and statistics
-// mixed precision gives them); the losses stay F32Only (mixed precision keeps them
-// in f32 anyway).
+// mixed precision gives them); the losses read 16-bit scores with an f32 loss.
 #include <algorithm>
 #include <array>
 #include <initializer_list>
@@ -298,28 +297,44 @@ CrossEntropyArgs crossEntropyArgs(const KernelContext& ctx, const TensorView& sc
   return a;
 }
 
+// The scores' dtype: f32 (checked), or f16/bf16 with an f32 loss and weights, as
+// mixed precision leaves them (ir/ops/reduction.cc); `loss_side` the f32 operands.
+DType scoresDType(const KernelContext& ctx, const TensorView& scores,
+                  std::initializer_list<const TensorView*> loss_side) {
+  const DType t = scores.dtype();
+  if (!isSixteenBitFloat(t) && t != DType::F32)
+    ctx.fail("scores have dtype ", dtypeName(t), "; the CUDA kernel supports f32, f16 and bf16");
+  for (const TensorView* v : loss_side)
+    if (v->present() && v->dtype() != DType::F32)
+      ctx.fail("loss-side operands must be f32, one is ", dtypeName(v->dtype()));
+  return t;
+}
+
 // SoftmaxCrossEntropyLoss(scores, labels[, weights]) -> loss[, log_prob].
 std::unique_ptr<CudaKernel> crossEntropyKernel(const KernelContext& ctx, const Device&) {
-  requireF32(ctx, 0);
+  TensorView none;
+  const DType t =
+      scoresDType(ctx, ctx.input(0), {&ctx.output(0), ctx.hasInput(2) ? &ctx.input(2) : &none});
   CrossEntropyArgs a = crossEntropyArgs(ctx, ctx.input(0), ctx.input(1));
   return launchKernel(
-      [a](const KernelContext& c, const Device& d, void* ws) {
-        crossEntropy(a, c.input(0).as<float>(), c.input(1).data, optionalF32(c, 2),
-                     c.output(0).as<float>(), optionalOutput(c, 1), static_cast<double*>(ws),
-                     d.stream);
+      [a, t](const KernelContext& c, const Device& d, void* ws) {
+        crossEntropy(a, t, c.input(0).data, c.input(1).data, optionalF32(c, 2),
+                     c.output(0).as<float>(), hasOutput(c, 1) ? c.output(1).data : nullptr,
+                     static_cast<double*>(ws), d.stream);
       },
       2 * static_cast<size_t>(a.n * a.d) * sizeof(double));
 }
 
 // SoftmaxCrossEntropyLossGrad(dLoss, scores, labels[, weights]) -> dScores.
 std::unique_ptr<CudaKernel> crossEntropyGradKernel(const KernelContext& ctx, const Device&) {
-  requireF32(ctx, 1);
+  TensorView none;
+  const DType t =
+      scoresDType(ctx, ctx.input(1), {&ctx.input(0), ctx.hasInput(3) ? &ctx.input(3) : &none});
   CrossEntropyArgs a = crossEntropyArgs(ctx, ctx.input(1), ctx.input(2));
   return launchKernel(
-      [a](const KernelContext& c, const Device& d, void* ws) {
-        crossEntropyGrad(a, c.input(0).as<float>(), c.input(1).as<float>(), c.input(2).data,
-                         optionalF32(c, 3), c.output(0).as<float>(), static_cast<double*>(ws),
-                         d.stream);
+      [a, t](const KernelContext& c, const Device& d, void* ws) {
+        crossEntropyGrad(a, t, c.input(0).as<float>(), c.input(1).data, c.input(2).data,
+                         optionalF32(c, 3), c.output(0).data, static_cast<double*>(ws), d.stream);
       },
       sizeof(double));
 }
@@ -351,8 +366,8 @@ void registerReductionKernels(CudaKernelRegistry& r) {
   });
   r.add("LayerNormalization", layerNormKernel, k16);
   r.add("LayerNormalizationGrad", layerNormGradKernel, k16);
-  r.add("SoftmaxCrossEntropyLoss", crossEntropyKernel);
-  r.add("SoftmaxCrossEntropyLossGrad", crossEntropyGradKernel);
+  r.add("SoftmaxCrossEntropyLoss", crossEntropyKernel, k16);
+  r.add("SoftmaxCrossEntropyLossGrad", crossEntropyGradKernel, k16);
 }
 
 }  // namespace ds::cuda
