@@ -13,8 +13,10 @@
 #   3. gpt       GPT-2-small size (12 x 768, 12 heads, vocab 50257, seq 1024), batch 8, bf16,
 #                AdamW: dsrun | eager bf16 autocast | torch.compile (phase 2); tokens/s, MFU
 # dsrun: dsmodel + dscompile here, then `dsrun --backend cuda` with one batch fed from
-# host memory (`--feed`, the row `dsrun`) and with `--data synthetic` (`dsrun-synthetic`,
-# which also generates every sample on the host each step); GPT: --data synthetic only.
+# host memory (`--feed`, the row `dsrun`), again with `--channels-last` (NHWC
+# activations, `dsrun-channels-last`), and with BENCH_SYNTHETIC=1 with `--data
+# synthetic` (`dsrun-synthetic`, which also generates every sample on the host each
+# step); GPT: --data synthetic only.
 # When a plan fails on CUDA (the backend's first slice rejects 16-bit and offloaded
 # plans), the next variant is tried: ref -> no_offload -> fp32; main -> fp32. Each
 # failure is a line of the results. Peers: bench/gpu_peers.py, one process each.
@@ -32,6 +34,7 @@
 #   BENCH_BUDGET_S, BENCH_PHASE1_PCT (65), BENCH_STEPS (timed steps, default 20),
 #   BENCH_WARMUP (default 5; more while fp16 steps overflow, at most BENCH_EXTRA_WARMUP=20),
 #   BENCH_WORKLOADS ("ref r101_224 gpt"), BENCH_PEERS ("eager deepspeed compile"),
+#   BENCH_SYNTHETIC (0; 1 adds the dsrun-synthetic rows),
 #   BENCH_DS_PREBUILT (a folder bench/gpu_ds_prebuild.sh filled ahead), BENCH_PYTHON (default /opt/torch/.venv/bin/python3,
 #   else python3), BENCH_MODE:
 #     gpu    (default) the above, binaries from .gpu/payload.tar.xz
@@ -371,14 +374,14 @@ for w in "${selected[@]}"; do
       fi
     done
     if [[ -n $used && $w != gpt ]]; then
-      dsrun_time "$w" "$used" dsrun-synthetic synthetic
+      [[ ${BENCH_SYNTHETIC:-0} == 1 ]] && dsrun_time "$w" "$used" dsrun-synthetic synthetic
       # NHWC activations (dsrun --channels-last, off by default until measured here).
       [[ $used != fp32 ]] && dsrun_time "$w" "$used" dsrun-channels-last feed --channels-last
     fi
     if [[ -n $used && $mode == gpu ]]; then # where the device time goes, per op
       limited "profile_$w" 60 "${ds[@]}" "$bin/dsrun" "$plans/${w}_$used.plan" --backend cuda \
         --cudnn-benchmark --data synthetic --steps 4 --profile && cp "$logs/profile_$w.log" "$OUT/profile_$w.txt"
-      [[ $w != gpt && $used != fp32 ]] &&
+      [[ $w == r101_224 && $used != fp32 ]] &&
         limited "profile_${w}_nhwc" 60 "${ds[@]}" "$bin/dsrun" "$plans/${w}_$used.plan" --backend cuda \
           --cudnn-benchmark --channels-last --data synthetic --steps 4 --profile &&
         cp "$logs/profile_${w}_nhwc.log" "$OUT/profile_${w}_nhwc.txt"
