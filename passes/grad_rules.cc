@@ -181,7 +181,8 @@ Grads reduceGrad(GradContext& c, bool mean) {
 
 // Y = softmax(X) ⇒ dX = Y·(dY − Σ(dY·Y)) along the axis
 Grads softmaxGrad(GradContext& c) {
-  return {c.emit("SoftmaxGrad", {c.dy(), c.y()}, {{"axis", c.node().i("axis")}})};
+  // A mask (always a constant: passes/fold_softmax_mask.h) takes no gradient.
+  return {c.emit("SoftmaxGrad", {c.dy(), c.y()}, {{"axis", c.node().i("axis")}}), nullptr};
 }
 
 // Y = α·op(A)·op(B) (matrices, batched; op transposes per transA/transB) ⇒

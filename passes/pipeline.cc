@@ -8,6 +8,7 @@
 #include "passes/dead_code.h"
 #include "passes/fold_constants.h"
 #include "passes/fold_scale.h"
+#include "passes/fold_softmax_mask.h"
 #include "passes/fold_transpose.h"
 #include "passes/fuse_gelu.h"
 
@@ -21,6 +22,9 @@ const std::vector<PassInfo>& allPasses() {
        foldTransposeIntoMatMul},
       {"fold-scale", "make a constant scalar Mul/Div of a MatMul's output the MatMul's alpha",
        foldScaleIntoMatMul},
+      {"fold-softmax-mask",
+       "make a constant mask added (or filled in) before a Softmax its mask input",
+       foldMaskIntoSoftmax},
       {"fuse-gelu", "make the elementwise GELU chains exporters write one Gelu op", fuseGelu},
       {"dead-code", "remove nodes and sources that nothing uses", eliminateDeadCode},
   };

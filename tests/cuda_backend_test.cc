@@ -68,6 +68,13 @@ void PrintTo(const OpCase& c, std::ostream* os) {
 
 // Forward ops with gradients: the backward ops (ConvGradInput, MaxPoolGrad, ...)
 // run in the same plans.
+// `n` mask values: 0, or a large negative score every third.
+std::string maskRow(int n) {
+  std::string out;
+  for (int i = 0; i < n; ++i) out += std::string(i ? ", " : "") + (i % 3 == 2 ? "-1e4" : "0");
+  return out;
+}
+
 std::vector<OpCase> nnCases() {
   return {
       {"Conv",
@@ -268,6 +275,14 @@ std::vector<OpCase> tensorCases() {
        "input %x0 : f32[2,3,4]\n %y = ReduceMean(%x0) {axes = [0, 2]} : f32[1,3,1] @n"},
       {"Softmax", "input %x0 : f32[3,500]\n %y = Softmax(%x0) {axis = -1} : f32[3,500] @n"},
       {"Softmax", "input %x0 : f32[3,5,2]\n %y = Softmax(%x0) {axis = 1} : f32[3,5,2] @n"},
+      {"Softmax",  // an attention mask, repeating along the rows
+       "input %x0 : f32[2,3,4,6]\n const %m : f32[1,1,4,6] = [0, -1e4, -1e4, -1e4, -1e4, -1e4, "
+       "0, 0, -1e4, -1e4, -1e4, -1e4, 0, 0, 0, -1e4, -1e4, -1e4, 0, 0, 0, 0, -1e4, -1e4]\n"
+       " %y = Softmax(%x0, %m) : f32[2,3,4,6] @n"},
+      {"Softmax",  // one mask row for every row
+       "input %x0 : f32[3,300]\n const %m : f32[300] = [" + maskRow(300) +
+           "]\n"
+           " %y = Softmax(%x0, %m) : f32[3,300] @n"},
       {"LogSoftmax", "input %x0 : f32[3,5]\n %y = LogSoftmax(%x0) {axis = -1} : f32[3,5] @n"},
       {"Concat",
        "input %x0 : f32[2,3]\n input %x1 : f32[2,1]\n %y = Concat(%x0, %x1) {axis = 1} : f32[2,4] "

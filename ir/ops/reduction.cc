@@ -43,14 +43,24 @@ OpSchema reduce(const std::string& name) {
   return s;
 }
 
+// Softmax(X[, M]): with M (a dscompile extension), softmax(X + M) over the last
+// axis, M an additive mask repeating along X's rows (softmaxMaskRows).
 OpSchema softmax(const std::string& name) {
   OpSchema s;
   s.name = name;
+  s.max_inputs = name == "Softmax" ? 2 : 1;
   s.attrs = {{"axis", AttrKind::Int, int64_t{-1}}};
   s.infer = [](InferContext& ctx) {
     requireFloat(ctx, 0);
     requireRank(ctx, 0, 1, kAnyRank);
-    ctx.axis(ctx.node().i("axis"), ctx.rank(0));
+    const int64_t axis = ctx.axis(ctx.node().i("axis"), ctx.rank(0));
+    if (ctx.hasInput(1)) {
+      requireSameDType(ctx, 0, 1);
+      if (axis != ctx.rank(0) - 1) ctx.fail("a mask needs the last axis, not ", axis);
+      if (softmaxMaskRows(ctx.shape(0), ctx.shape(1)) == 0)
+        ctx.fail("mask shape ", shapeToString(ctx.shape(1)), " does not repeat along the rows of ",
+                 shapeToString(ctx.shape(0)));
+    }
     ctx.setOutput(0, ctx.input(0));
   };
   return s;

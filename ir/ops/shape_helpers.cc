@@ -236,4 +236,13 @@ DType crossEntropyLossDType(DType scores) {
   return scores == DType::F16 || scores == DType::BF16 ? DType::F32 : scores;
 }
 
+int64_t softmaxMaskRows(const Shape& x, const Shape& mask) {
+  if (x.empty() || mask.empty() || mask.size() > x.size() || mask.back() != x.back()) return 0;
+  for (size_t d = 0; d + 2 < mask.size(); ++d)
+    if (mask[d] != 1) return 0;
+  if (mask.size() == 1) return 1;
+  const int64_t rows = mask[mask.size() - 2];
+  return rows == 1 || (x.size() >= 2 && rows == x[x.size() - 2]) ? rows : 0;
+}
+
 }  // namespace ds

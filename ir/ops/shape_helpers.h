@@ -76,6 +76,12 @@ std::vector<int64_t> stridesOf(const Shape& shape);
 // that broadcasts to it (numpy rules; `in` must broadcast to `out`).
 std::vector<int64_t> broadcastIndices(const Shape& in, const Shape& out);
 
+// Softmax's optional additive mask (a dscompile extension: Softmax(X + M) over the
+// last axis, passes/fold_softmax_mask.h): how many rows of X's last dim M holds when
+// it repeats along X's rows (M is [1.., R, C] with C X's last dim and R 1 or X's
+// second-to-last dim, or [C]); 0 when M does not fit so.
+int64_t softmaxMaskRows(const Shape& x, const Shape& mask);
+
 // The loss dtype of SoftmaxCrossEntropyLoss(Grad) over scores of dtype `scores`:
 // f32 for 16-bit scores (mixed precision's logits, read as they are: every kernel
 // widens them exactly, so this is Cast to f32 then the loss without an f32 copy of

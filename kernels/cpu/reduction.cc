@@ -7,6 +7,7 @@
 #include <cmath>
 #include <limits>
 
+#include "ir/ops/shape_helpers.h"
 #include "kernels/cpu/cpu_util.h"
 #include "kernels/cpu/reduce_shape.h"
 
@@ -138,7 +139,9 @@ AroundAxis aroundAxis(const KernelContext& ctx) {
   return g;
 }
 
-// Softmax (Log = false) or LogSoftmax over the middle dim of [outer, axis, inner].
+// Softmax (Log = false) or LogSoftmax over the middle dim of [outer, axis, inner];
+// Softmax with a mask M (last axis only): softmax(X + M), row o adding M's row
+// o % mask_rows (softmaxMaskRows).
 template <typename T, bool Log>
 class SoftmaxKernel : public CpuKernel {
   using C = Compute<T>;
@@ -150,17 +153,23 @@ class SoftmaxKernel : public CpuKernel {
     n_ = g.n;
     inner_ = g.inner;
     min_parallel_ = ctx.input(0).numel() > kCostlyMin ? 0 : kSerial;
+    if (ctx.hasInput(1)) {
+      mask_rows_ = softmaxMaskRows(ctx.input(0).shape(), ctx.input(1).shape());
+      if (mask_rows_ == 0 || inner_ != 1) ctx.fail("the mask does not fit the input");
+    }
   }
 
   void run(const KernelContext& ctx) override {
     const T* x = ctx.input(0).as<T>();
+    const T* mask = ctx.hasInput(1) ? ctx.input(1).as<T>() : nullptr;
     T* y = ctx.output(0).as<T>();
     if (n_ == 0) return;
     if (inner_ == 1) {
       parallelChunks(
           outer_,
           [&](int64_t begin, int64_t end) {
-            for (int64_t o = begin; o < end; ++o) row(x + o * n_, y + o * n_);
+            for (int64_t o = begin; o < end; ++o)
+              row(x + o * n_, mask ? mask + o % mask_rows_ * n_ : nullptr, y + o * n_);
           },
           min_parallel_);
       return;
@@ -181,7 +190,16 @@ class SoftmaxKernel : public CpuKernel {
  private:
   static constexpr int64_t kCostlyMin = 4096;
 
-  void row(const T* x, T* y) const {
+  // x + mask (computed, not stored, in C) or x itself.
+  static C at(const T* x, const T* mask, int64_t j) {
+    return mask ? load(x[j]) + load(mask[j]) : load(x[j]);
+  }
+
+  void row(const T* x, const T* mask, T* y) const {
+    if (mask) {
+      maskedRow(x, mask, y);
+      return;
+    }
     C m = -std::numeric_limits<C>::infinity();
 #pragma omp simd reduction(max : m)
     for (int64_t j = 0; j < n_; ++j) {
@@ -206,6 +224,23 @@ class SoftmaxKernel : public CpuKernel {
 #pragma omp simd
       for (int64_t j = 0; j < n_; ++j) y[j] = store<T>(load(y[j]) * inv);
     }
+  }
+
+  // Softmax(x + mask) of one row (never Log: LogSoftmax takes no mask).
+  void maskedRow(const T* x, const T* mask, T* y) const {
+    C m = -std::numeric_limits<C>::infinity();
+    for (int64_t j = 0; j < n_; ++j) {
+      const C v = at(x, mask, j);
+      m = v > m ? v : m;
+    }
+    double sum = 0;
+    for (int64_t j = 0; j < n_; ++j) {
+      C e = expOf(at(x, mask, j) - m);
+      y[j] = store<T>(e);
+      sum += e;
+    }
+    const auto inv = static_cast<C>(1.0 / sum);
+    for (int64_t j = 0; j < n_; ++j) y[j] = store<T>(load(y[j]) * inv);
   }
 
   // The same over `w` columns of stride inner_ at once (axis not last).
@@ -240,7 +275,7 @@ class SoftmaxKernel : public CpuKernel {
     }
   }
 
-  int64_t outer_ = 1, n_ = 1, inner_ = 1, min_parallel_ = kSerial;
+  int64_t outer_ = 1, n_ = 1, inner_ = 1, min_parallel_ = kSerial, mask_rows_ = 0;
 };
 
 // SoftmaxGrad(dY, Y) over the middle dim of [outer, axis, inner]: for each line

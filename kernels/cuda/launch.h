@@ -101,9 +101,10 @@ void reduceTable(DType t, const void* x, void* y, const int64_t* base, int64_t o
 // dX = Y·(dY − Σ dY·Y) over the middle dim of [outer, n, inner] (Softmax's gradient).
 void softmaxGrad(DType t, const void* dy, const void* y, void* dx, int64_t outer, int64_t n,
                  int64_t inner, cudaStream_t s);
-// (Log)Softmax over the middle dim of [outer, n, inner].
-void softmax(bool log, DType t, const void* x, void* y, int64_t outer, int64_t n, int64_t inner,
-             cudaStream_t s);
+// (Log)Softmax over the middle dim of [outer, n, inner]; with `mask` (inner 1 only:
+// Softmax's additive mask, `mask_rows` rows of n) of x + mask row (r % mask_rows).
+void softmax(bool log, DType t, const void* x, const void* mask, int64_t mask_rows, void* y,
+             int64_t outer, int64_t n, int64_t inner, cudaStream_t s);
 
 // ---- reduce.cu: normalisation ----
 // The data tensors (X, Y, dY, dX) have float dtype t (f32, f16 or bf16: 16-bit values

@@ -149,20 +149,26 @@ __global__ void softmaxGradColumnsKernel(const S* dy, const S* y, S* dx, int64_t
   }
 }
 
+// One block per row; with `mask` (Softmax's, mask_rows of them) row r adds mask row
+// r % mask_rows to its scores, in f32 before anything else.
 template <typename S>
-__global__ void softmaxRowsKernel(bool log, const S* x, S* y, int64_t n) {
+__global__ void softmaxRowsKernel(bool log, const S* x, const S* mask, int64_t mask_rows, S* y,
+                                  int64_t n) {
   __shared__ double shared[32];
   const int64_t off = static_cast<int64_t>(blockIdx.x) * n;
+  const S* mrow = mask ? mask + static_cast<int64_t>(blockIdx.x) % mask_rows * n : nullptr;
+  auto score = [&](int64_t j) {
+    return mrow ? toFloat(x[off + j]) + toFloat(mrow[j]) : toFloat(x[off + j]);
+  };
   double m = -INFINITY;
-  for (int64_t j = threadIdx.x; j < n; j += blockDim.x)
-    m = fmax(m, static_cast<double>(toFloat(x[off + j])));
+  for (int64_t j = threadIdx.x; j < n; j += blockDim.x) m = fmax(m, static_cast<double>(score(j)));
   const float mf = static_cast<float>(blockMax(m, shared));
   double sum = 0.0;
-  for (int64_t j = threadIdx.x; j < n; j += blockDim.x) sum += expf(toFloat(x[off + j]) - mf);
+  for (int64_t j = threadIdx.x; j < n; j += blockDim.x) sum += expf(score(j) - mf);
   sum = blockSum(sum, shared);
   const float lse = static_cast<float>(::log(sum)), inv = static_cast<float>(1.0 / sum);
   for (int64_t j = threadIdx.x; j < n; j += blockDim.x) {
-    const float d = toFloat(x[off + j]) - mf;
+    const float d = score(j) - mf;
     y[off + j] = fromFloat<S>(log ? d - lse : expf(d) * inv);
   }
 }
@@ -829,15 +835,16 @@ void reduceTable(DType t, const void* x, void* y, const int64_t* base, int64_t o
   });
 }
 
-void softmax(bool log, DType t, const void* x, void* y, int64_t outer, int64_t n, int64_t inner,
-             cudaStream_t s) {
+void softmax(bool log, DType t, const void* x, const void* mask, int64_t mask_rows, void* y,
+             int64_t outer, int64_t n, int64_t inner, cudaStream_t s) {
   if (outer * n * inner == 0) return;
   byFloatType(t, [&](auto tag) {
     using S = decltype(tag);
     const S* xs = static_cast<const S*>(x);
     S* ys = static_cast<S*>(y);
     if (inner == 1)
-      softmaxRowsKernel<<<rowsGrid(outer), rowThreads(outer), 0, s>>>(log, xs, ys, n);
+      softmaxRowsKernel<<<rowsGrid(outer), rowThreads(outer), 0, s>>>(
+          log, xs, static_cast<const S*>(mask), mask_rows, ys, n);
     else
       softmaxColumnsKernel<<<gridFor(outer * inner), kThreads, 0, s>>>(log, xs, ys, outer, n,
                                                                        inner);

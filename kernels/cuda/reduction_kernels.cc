@@ -111,8 +111,15 @@ CudaKernelFactory softmaxFactory(bool log) {
     if (!t) return nullptr;
     const DType dtype = *t;
     const auto [outer, n, inner] = aroundAxis(ctx);
+    int64_t mask_rows = 0;
+    if (ctx.hasInput(1)) {
+      if (ctx.input(1).dtype() != dtype) return nullptr;  // mixed 16-bit: promoted
+      mask_rows = softmaxMaskRows(ctx.input(0).shape(), ctx.input(1).shape());
+      if (mask_rows == 0 || inner != 1) ctx.fail("the mask does not fit the input");
+    }
     return launchKernel([=](const KernelContext& c, const Device& d, void*) {
-      softmax(log, dtype, c.input(0).data, c.output(0).data, outer, n, inner, d.stream);
+      softmax(log, dtype, c.input(0).data, mask_rows ? c.input(1).data : nullptr, mask_rows,
+              c.output(0).data, outer, n, inner, d.stream);
     });
   };
 }
