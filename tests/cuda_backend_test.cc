@@ -160,6 +160,12 @@ std::vector<OpCase> nnCases() {
       {"MatMul",
        "input %x0 : f32[2,4,3]\n input %x1 : f32[2,5,3]\n"
        " %y = MatMul(%x0, %x1) {alpha = 0.125, transB = 1} : f32[2,4,5] @n"},
+      {"MatMul",  // a linear layer: the bias Add is the product's cuBLASLt epilogue
+       "input %x0 : f32[2,5,24]\n input %x1 : f32[24,40]\n input %x2 : f32[40]\n"
+       " %m = MatMul(%x0, %x1) : f32[2,5,40] @mm\n %y = Add(%m, %x2) : f32[2,5,40] @n"},
+      {"MatMul",  // tied weights (transB) and a [1, N] bias
+       "input %x0 : f32[6,24]\n input %x1 : f32[40,24]\n input %x2 : f32[1,40]\n"
+       " %m = MatMul(%x0, %x1) {transB = 1} : f32[6,40] @mm\n %y = Add(%x2, %m) : f32[6,40] @n"},
       {"SoftmaxCrossEntropyLoss",
        "input %x0 : f32[5,3]\n const %t : i64[5] = [0, 2, 1, 2, 1]\n"
        " const %w : f32[3] = [0.5, 2.0, 1.5]\n"
@@ -1144,6 +1150,45 @@ TEST(CudaBackend, ResNetEpiloguesAreFused) {
     const auto* entry = cuda::CudaKernelRegistry::instance().find(contexts[s].op);
     EXPECT_NE(entry->factory(contexts[s], cuda::Device{}), nullptr) << contexts[s].node_name;
   }
+}
+
+// A bf16 GPT training plan's linear layers: every MatMul right before the Add of its
+// bias (a vector along the product's last dim) takes it as a cuBLASLt epilogue,
+// decided without a GPU; products of two activations (attention) take none.
+TEST(CudaBackend, LinearLayersTakeTheirBiasAsAnEpilogue) {
+  PlanFile plan = modelPlan(buildGpt(tinyGpt()), "cuda_bias_gpt", 2,
+                            R"({"train_micro_batch_size_per_gpu": 2, "bf16": {"enabled": true},
+                                "optimizer": {"type": "AdamW", "params": {"lr": 0.001}}})",
+                            true);
+  const planpb::RankPlan& rank = plan.plan.ranks(0);
+  FakeSteps fake;
+  fakeSteps(plan, fake);
+  size_t linear = 0;  // found independently: a 2-D second operand, a bias right after
+  for (size_t s = 0; s + 1 < fake.contexts.size(); ++s) {
+    const cpu::KernelContext& mm = fake.contexts[s];
+    const cpu::KernelContext& add = fake.contexts[s + 1];
+    const planpb::Step& next = rank.steps(static_cast<int>(s + 1));
+    if (mm.op != "MatMul" || add.op != "Add" || mm.inputs[1].rank() != 2 ||
+        (mm.attrs.count("transA") && mm.i("transA") != 0))
+      continue;
+    const int product = rank.steps(static_cast<int>(s)).outputs(0);
+    const int other = next.inputs(0) == product ? 1 : next.inputs(1) == product ? 0 : -1;
+    if (other < 0) continue;
+    const cpu::TensorView& bias = add.inputs[static_cast<size_t>(other)];
+    if (bias.numel() == bias.shape().back() && bias.shape().back() == mm.outputs[0].shape().back())
+      ++linear;
+  }
+  EXPECT_GE(linear, 8u);  // 2 layers x (qkv, projection, fc, fc projection)
+  cuda::fuseEpilogues(plan.plan, fake.planned);
+  size_t fused = 0;
+  for (const cpu::KernelContext& ctx : fake.contexts) {
+    if (ctx.op != "MatMul" || ctx.epilogue.empty()) continue;
+    ++fused;
+    ASSERT_EQ(ctx.epilogue.size(), 1u);
+    EXPECT_EQ(ctx.epilogue[0].op, "Add");
+    EXPECT_EQ(ctx.inputs[1].rank(), 2);
+  }
+  EXPECT_EQ(fused, linear);
 }
 
 // The CUDA backend's channels-last choice (kernels/cuda/layout.h), made without a

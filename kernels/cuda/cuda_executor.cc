@@ -175,6 +175,7 @@ void CudaExecutor::release() noexcept {
     if (lane->end) cudaEventDestroy(lane->end);
     if (lane->dev.cudnn) cudnnDestroy(lane->dev.cudnn);
     if (lane->dev.cublas) cublasDestroy(lane->dev.cublas);
+    if (lane->dev.cublaslt) cublasLtDestroy(lane->dev.cublaslt);
     if (lane->dev.stream) cudaStreamDestroy(lane->dev.stream);
   }
   lanes_.clear();
@@ -213,6 +214,7 @@ void CudaExecutor::createLanes() {
           lane->dev.cublas,
           static_cast<cublasMath_t>(CUBLAS_DEFAULT_MATH |
                                     CUBLAS_MATH_DISALLOW_REDUCED_PRECISION_REDUCTION)));
+      DS_CUBLAS_CHECK(cublasLtCreate(&lane->dev.cublaslt));
       DS_CUDNN_CHECK(cudnnCreate(&lane->dev.cudnn));
       DS_CUDNN_CHECK(cudnnSetStream(lane->dev.cudnn, lane->dev.stream));
     }

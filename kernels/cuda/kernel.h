@@ -7,6 +7,7 @@
 // stream: no allocation, no synchronisation.
 #pragma once
 
+#include <cublasLt.h>
 #include <cublas_v2.h>
 #include <cuda_runtime_api.h>
 #include <cudnn.h>
@@ -28,6 +29,7 @@ using cpu::TensorView;
 struct Device {
   cudaStream_t stream = nullptr;
   cublasHandle_t cublas = nullptr;
+  cublasLtHandle_t cublaslt = nullptr;  // matrix products with a bias epilogue
   cudnnHandle_t cudnn = nullptr;
   // Choose algorithms by timing them (ExecutorOptions::cudnn_benchmark).
   bool benchmark = false;

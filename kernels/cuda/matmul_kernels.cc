@@ -11,6 +11,11 @@
 // the CPU's promotion rounds. Gemm's C is added to the f32 product before that
 // rounding: the GEMM writes f32 into the step's workspace and one kernel adds
 // beta·C and rounds (gemmAddCRound). Mixed operand dtypes run promoted.
+//
+// A MatMul of a row-major A by 2-D weights takes the bias Add after it as its
+// epilogue (CudaKernelRegistry::allowEpilogue; a linear layer's y = x·W + b): one
+// cuBLASLt matmul with the BIAS epilogue, the bias added to the f32 product before
+// its one rounding, so the product is never written and read back for the Add.
 #include <optional>
 
 #include "ir/ops/shape_helpers.h"
@@ -180,8 +185,111 @@ std::unique_ptr<CudaKernel> matmul16Kernel(const MatMulPlan& p, DType dtype) {
   });
 }
 
-std::unique_ptr<CudaKernel> matmulKernel(const KernelContext& ctx, const Device&) {
+// Whether the bias operand `b` of an Add after a MatMul producing `y` is a vector
+// along y's last dim ([N] or [1, .., 1, N]).
+bool isBiasOf(const TensorView& b, const TensorView& y) {
+  if (!b.present() || b.dtype() != y.dtype() || b.rank() == 0 || b.rank() > y.rank()) return false;
+  const Shape& s = b.shape();
+  for (size_t d = 0; d + 1 < s.size(); ++d)
+    if (s[d] != 1) return false;
+  return s.back() == y.shape().back();
+}
+
+// MatMul takes a bias Add as its epilogue when it is one 2-D product: A row-major
+// (its batch dims fold into its rows) by 2-D weights, in one float dtype.
+bool matmulBiasRule(const KernelContext& mm, const cpu::Epilogue& next) {
+  const std::optional<DType> t = uniformFloatDType(mm);
+  return mm.epilogue.empty() && next.op == "Add" && t.has_value() && mm.input(0).rank() >= 2 &&
+         mm.input(1).rank() == 2 && !(mm.attrs.count("transA") && mm.i("transA") != 0) &&
+         mm.input(0).numel() > 0 && mm.input(1).numel() > 0 && isBiasOf(next.operand, mm.output(0));
+}
+
+// The largest power of two up to 256 dividing `p`'s address.
+uint32_t alignmentOf(const void* p) {
+  uint32_t a = 256;
+  while (a > 1 && reinterpret_cast<uintptr_t>(p) % a != 0) a /= 2;
+  return a;
+}
+
+// Y[m, n] = alpha·A[m, k]·op(B) + bias[n] as one cuBLASLt matmul (column-major
+// Yᵀ = op(B)ᵀ·Aᵀ with the bias along Yᵀ's rows), f32 compute, one rounding of Y.
+class LtBiasMatMul : public CudaKernel {
+ public:
+  LtBiasMatMul(const KernelContext& ctx, const Device& dev, const MatMulPlan& p, DType t)
+      : alpha_(p.alpha), m_(p.batches * p.m) {
+    if (!dev.cublaslt)
+      throwCudaError("cublasLtMatmulAlgoGetHeuristic", "no cuBLASLt handle", __FILE__, __LINE__);
+    const cudaDataType_t type = cudaTypeOf(t);
+    DS_CUBLAS_CHECK(cublasLtMatmulDescCreate(&op_, CUBLAS_COMPUTE_32F, CUDA_R_32F));
+    const cublasOperation_t ta = p.trans_b ? CUBLAS_OP_T : CUBLAS_OP_N, tb = CUBLAS_OP_N;
+    const cublasLtEpilogue_t epilogue = CUBLASLT_EPILOGUE_BIAS;
+    setAttr(CUBLASLT_MATMUL_DESC_TRANSA, &ta, sizeof(ta));
+    setAttr(CUBLASLT_MATMUL_DESC_TRANSB, &tb, sizeof(tb));
+    setAttr(CUBLASLT_MATMUL_DESC_EPILOGUE, &epilogue, sizeof(epilogue));
+    const auto n = static_cast<uint64_t>(p.n), k = static_cast<uint64_t>(p.k);
+    const auto m = static_cast<uint64_t>(m_);
+    // B first (op(B)ᵀ: B stored [k, n] is col-major n x k; stored [n, k] is k x n, transposed).
+    DS_CUBLAS_CHECK(p.trans_b
+                        ? cublasLtMatrixLayoutCreate(&b_, type, k, n, static_cast<int64_t>(k))
+                        : cublasLtMatrixLayoutCreate(&b_, type, n, k, static_cast<int64_t>(n)));
+    DS_CUBLAS_CHECK(cublasLtMatrixLayoutCreate(&a_, type, k, m, static_cast<int64_t>(k)));
+    DS_CUBLAS_CHECK(cublasLtMatrixLayoutCreate(&y_, type, n, m, static_cast<int64_t>(n)));
+    DS_CUBLAS_CHECK(cublasLtMatmulPreferenceCreate(&pref_));
+    DS_CUBLAS_CHECK(cublasLtMatmulPreferenceSetAttribute(
+        pref_, CUBLASLT_MATMUL_PREF_MAX_WORKSPACE_BYTES, &kWorkspace, sizeof(kWorkspace)));
+    // Only algorithms the operands' addresses (fixed for the plan's life) suit, as
+    // PyTorch asks: cuBLASLt otherwise assumes 256-byte alignment.
+    const std::pair<cublasLtMatmulPreferenceAttributes_t, const void*> aligned[] = {
+        {CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_A_BYTES, ctx.input(1).data},
+        {CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_B_BYTES, ctx.input(0).data},
+        {CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_C_BYTES, ctx.output(0).data},
+        {CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_D_BYTES, ctx.output(0).data}};
+    for (const auto& [attr, ptr] : aligned) {
+      const uint32_t bytes = alignmentOf(ptr);
+      DS_CUBLAS_CHECK(cublasLtMatmulPreferenceSetAttribute(pref_, attr, &bytes, sizeof(bytes)));
+    }
+    int found = 0;
+    DS_CUBLAS_CHECK(cublasLtMatmulAlgoGetHeuristic(dev.cublaslt, op_, b_, a_, y_, y_, pref_, 1,
+                                                   &heuristic_, &found));
+    if (found == 0) ctx.fail("cuBLASLt has no algorithm for this product with a bias epilogue");
+  }
+  ~LtBiasMatMul() override {
+    if (pref_) cublasLtMatmulPreferenceDestroy(pref_);
+    for (cublasLtMatrixLayout_t l : {a_, b_, y_})
+      if (l) cublasLtMatrixLayoutDestroy(l);
+    if (op_) cublasLtMatmulDescDestroy(op_);
+  }
+  LtBiasMatMul(const LtBiasMatMul&) = delete;
+  LtBiasMatMul& operator=(const LtBiasMatMul&) = delete;
+
+  size_t workspaceBytes() const override { return kWorkspace; }
+
+  void run(const KernelContext& c, const Device& dev, void* ws) override {
+    const void* bias = c.epilogue.at(0).operand.data;
+    setAttr(CUBLASLT_MATMUL_DESC_BIAS_POINTER, &bias, sizeof(bias));
+    const float zero = 0.0f;
+    DS_CUBLAS_CHECK(cublasLtMatmul(dev.cublaslt, op_, &alpha_, c.input(1).data, b_, c.input(0).data,
+                                   a_, &zero, c.output(0).data, y_, c.output(0).data, y_,
+                                   &heuristic_.algo, ws, kWorkspace, dev.stream));
+  }
+
+ private:
+  static constexpr size_t kWorkspace = size_t{32} << 20;
+  void setAttr(cublasLtMatmulDescAttributes_t a, const void* v, size_t bytes) {
+    DS_CUBLAS_CHECK(cublasLtMatmulDescSetAttribute(op_, a, v, bytes));
+  }
+
+  float alpha_;
+  int64_t m_;
+  cublasLtMatmulDesc_t op_ = nullptr;
+  cublasLtMatrixLayout_t a_ = nullptr, b_ = nullptr, y_ = nullptr;
+  cublasLtMatmulPreference_t pref_ = nullptr;
+  cublasLtMatmulHeuristicResult_t heuristic_{};
+};
+
+std::unique_ptr<CudaKernel> matmulKernel(const KernelContext& ctx, const Device& dev) {
   const std::optional<DType> dtype = uniformFloatDType(ctx);
+  if (!dtype && !ctx.epilogue.empty()) ctx.fail("a fused bias needs the native kernel");
   if (!dtype) return nullptr;  // mixed 16-bit operands: promoted
   if (*dtype == DType::F32) {
     requireF32(ctx, 0);
@@ -189,6 +297,7 @@ std::unique_ptr<CudaKernel> matmulKernel(const KernelContext& ctx, const Device&
   }
   if (ctx.output(0).numel() == 0) return noopKernel();
   MatMulPlan p = matmulPlan(ctx);
+  if (!ctx.epilogue.empty()) return std::make_unique<LtBiasMatMul>(ctx, dev, p, *dtype);
   if (p.k == 0) return zeroKernel();
   if (*dtype != DType::F32) return matmul16Kernel(p, *dtype);
   return launchKernel([p](const KernelContext& c, const Device& d, void*) {
@@ -218,6 +327,7 @@ std::unique_ptr<CudaKernel> matmulKernel(const KernelContext& ctx, const Device&
 void registerMatMulKernels(CudaKernelRegistry& r) {
   r.add("Gemm", gemmKernel, Precision::Native16);
   r.add("MatMul", matmulKernel, Precision::Native16);
+  r.allowEpilogue("MatMul", matmulBiasRule);
 }
 
 }  // namespace ds::cuda
