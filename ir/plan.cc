@@ -122,4 +122,13 @@ PlanFile readPlanFile(const std::string& path) {
   return f;
 }
 
+std::vector<bool> runIntermediates(const planpb::Plan& plan) {
+  std::vector<bool> intermediate(static_cast<size_t>(plan.tensors_size()));
+  for (int t = 0; t < plan.tensors_size(); ++t)
+    intermediate[static_cast<size_t>(t)] = plan.tensors(t).storage() == planpb::ARENA;
+  for (const auto* outside : {&plan.feeds(), &plan.outputs()})
+    for (int t : *outside) intermediate[static_cast<size_t>(t)] = false;
+  return intermediate;
+}
+
 }  // namespace ds

@@ -42,6 +42,12 @@ Attribute fromPlanAttr(const planpb::Attr& attr);
 void writePlanFile(const std::string& path, const PlanFile& file);
 PlanFile readPlanFile(const std::string& path);
 
+// Per tensor of `plan`: whether it is an intermediate of a run, in the (device)
+// arena and neither fed nor an output, so that no one outside the backend sees its
+// bytes between two steps (which a backend may lay out or fuse away:
+// kernels/cpu/layout.h, kernels/cpu/fusion.h).
+std::vector<bool> runIntermediates(const planpb::Plan& plan);
+
 // A readable dump: header, memory, tensors, and each rank's steps.
 std::string printPlan(const PlanFile& file, bool with_tensors = true);
 

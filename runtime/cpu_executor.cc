@@ -81,11 +81,7 @@ void CpuExecutor::buildSteps() {
                        ps.phase(),
                        cpu::needsPromotion(steps_[s].ctx)});
   }
-  std::vector<bool> intermediate(static_cast<size_t>(p.tensors_size()));
-  for (int t = 0; t < p.tensors_size(); ++t)
-    intermediate[static_cast<size_t>(t)] = p.tensors(t).storage() == planpb::ARENA;
-  for (const auto* outside : {&p.feeds(), &p.outputs()})
-    for (int t : *outside) intermediate[static_cast<size_t>(t)] = false;
+  const std::vector<bool> intermediate = runIntermediates(p);
   if (options_.channels_last) chooseLayouts(planned, intermediate);
   if (options_.fuse_epilogues) cpu::fuseEpilogues(planned, intermediate);
 

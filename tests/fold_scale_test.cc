@@ -5,18 +5,14 @@
 #include <gtest/gtest.h>
 
 #include <cmath>
-#include <random>
 #include <string>
 #include <vector>
 
 #include "ir/text.h"
 #include "ir/verifier.h"
-#include "passes/autodiff.h"
 #include "passes/dead_code.h"
 #include "passes/fold_scale.h"
-#include "passes/lower_to_plan.h"
-#include "passes/memory_plan.h"
-#include "runtime/cpu_executor.h"
+#include "tests/training_fixtures.h"
 
 namespace ds {
 namespace {
@@ -39,33 +35,6 @@ std::string attention(const std::string& t, const std::string& scale) {
   return text;
 }
 
-// The graph's output and the gradients of q and k under Σ p·r, on seeded inputs.
-std::vector<Tensor> outputAndGradients(Graph& g) {
-  Value* p = g.outputs()[0];
-  Tensor r({p->dtype(), p->shape()});
-  for (int64_t i = 0; i < r.numel(); ++i) r.setDouble(i, std::sin(0.9 * double(i)));
-  Value* prod = g.addNode("Mul", {p, g.addConstant("r", r)})->output(0);
-  Value* loss = g.addNode("ReduceSum", {prod}, {{"keepdims", int64_t{0}}})->output(0);
-  auto grads = buildGradients(g, loss, {g.value("q"), g.value("k")});
-  g.addOutput(grads.at(g.value("q")));
-  g.addOutput(grads.at(g.value("k")));
-  eliminateDeadCode(g);
-  verifyGraph(g);
-  const PlanFile plan = lowerToPlan(g, planMemory(g), {});
-  CpuExecutor exec(plan);
-  std::mt19937_64 rng(5);
-  std::uniform_real_distribution<double> u(-2, 2);
-  for (const std::string& name : exec.feedNames()) {
-    Tensor t(exec.feedType(name));
-    for (int64_t i = 0; i < t.numel(); ++i) t.setDouble(i, u(rng));
-    exec.setFeed(name, t);
-  }
-  exec.run();
-  std::vector<Tensor> out;
-  for (size_t i = 0; i < exec.numOutputs(); ++i) out.push_back(exec.output(i));
-  return out;
-}
-
 const Node* matmulNode(const Graph& g) {
   for (const auto& n : g.nodes())
     if (n->op() == "MatMul" && n->name() == "qk") return n.get();
@@ -82,8 +51,8 @@ void expectFolded(const std::string& dtype, const std::string& scale, double tol
   for (const auto& n : after->nodes()) EXPECT_TRUE(n->op() != "Mul" && n->op() != "Div");
   ASSERT_NE(matmulNode(*after), nullptr);
   EXPECT_DOUBLE_EQ(matmulNode(*after)->f("alpha"), 0.125);
-  std::vector<Tensor> want = outputAndGradients(*before);
-  std::vector<Tensor> got = outputAndGradients(*after);
+  std::vector<Tensor> want = test::outputAndGradients(*before, {"q", "k"}, 2, 5);
+  std::vector<Tensor> got = test::outputAndGradients(*after, {"q", "k"}, 2, 5);
   ASSERT_EQ(got.size(), 3u);
   for (size_t o = 0; o < got.size(); ++o)
     for (int64_t i = 0; i < got[o].numel(); ++i)

@@ -6,18 +6,14 @@
 #include <gtest/gtest.h>
 
 #include <cmath>
-#include <random>
 #include <string>
 #include <vector>
 
 #include "ir/text.h"
 #include "ir/verifier.h"
-#include "passes/autodiff.h"
 #include "passes/dead_code.h"
 #include "passes/fold_softmax_mask.h"
-#include "passes/lower_to_plan.h"
-#include "passes/memory_plan.h"
-#include "runtime/cpu_executor.h"
+#include "tests/training_fixtures.h"
 
 namespace ds {
 namespace {
@@ -40,28 +36,6 @@ std::string attention(const std::string& t, const std::string& masking) {
   return text;
 }
 
-// The graph's output and the gradient of %s under Σ p·r, on seeded scores.
-std::vector<Tensor> outputAndGradient(Graph& g) {
-  Value* p = g.outputs()[0];
-  Tensor r({p->dtype(), p->shape()});
-  for (int64_t i = 0; i < r.numel(); ++i) r.setDouble(i, std::cos(0.7 * double(i)));
-  Value* prod = g.addNode("Mul", {p, g.addConstant("r", r)})->output(0);
-  Value* loss = g.addNode("ReduceSum", {prod}, {{"keepdims", int64_t{0}}})->output(0);
-  auto grads = buildGradients(g, loss, {g.value("s")});
-  g.addOutput(grads.at(g.value("s")));
-  eliminateDeadCode(g);
-  verifyGraph(g);
-  const PlanFile plan = lowerToPlan(g, planMemory(g), {});
-  CpuExecutor exec(plan);
-  std::mt19937_64 rng(7);
-  std::uniform_real_distribution<double> u(-3, 3);
-  Tensor s(exec.feedType("s"));
-  for (int64_t i = 0; i < s.numel(); ++i) s.setDouble(i, u(rng));
-  exec.setFeed("s", s);
-  exec.run();
-  return {exec.output(0), exec.output(1)};
-}
-
 int count(const Graph& g, const std::string& op) {
   int n = 0;
   for (const auto& node : g.nodes()) n += node->op() == op;
@@ -78,7 +52,8 @@ void expectFolded(const std::string& t, const std::string& masking) {
   EXPECT_EQ(count(*after, "Add") + count(*after, "Where"), 0);
   ASSERT_EQ(after->value("p")->producer()->numInputs(), 2u);  // the Softmax keeps its output
   const double tolerance = t == "f32" ? 1e-6 : 1e-12;
-  std::vector<Tensor> want = outputAndGradient(*before), got = outputAndGradient(*after);
+  std::vector<Tensor> want = test::outputAndGradients(*before, {"s"}, 3, 7);
+  std::vector<Tensor> got = test::outputAndGradients(*after, {"s"}, 3, 7);
   for (size_t o = 0; o < 2; ++o)
     for (int64_t i = 0; i < want[o].numel(); ++i)
       EXPECT_NEAR(got[o].getDouble(i), want[o].getDouble(i), tolerance)

@@ -8,6 +8,7 @@
 #include <cmath>
 #include <filesystem>
 #include <fstream>
+#include <random>
 #include <string>
 #include <vector>
 
@@ -15,8 +16,14 @@
 
 #include "frontend/compile.h"
 #include "ir/plan.h"
+#include "ir/verifier.h"
 #include "models/models.h"
+#include "passes/autodiff.h"
+#include "passes/dead_code.h"
+#include "passes/lower_to_plan.h"
+#include "passes/memory_plan.h"
 #include "runtime/comm/mpi_communicator.h"
+#include "runtime/cpu_executor.h"
 #include "runtime/npy.h"
 #include "tests/test_util.h"
 
@@ -175,6 +182,37 @@ std::vector<Tensor> outputsOf(const PlanFile& plan) {
   for (const std::string& name : exec.feedNames()) {
     Tensor t(exec.feedType(name));
     for (int64_t i = 0; i < t.numel(); ++i) t.setDouble(i, std::cos(0.37 * double(i) + name[0]));
+    exec.setFeed(name, t);
+  }
+  exec.run();
+  std::vector<Tensor> out;
+  for (size_t i = 0; i < exec.numOutputs(); ++i) out.push_back(exec.output(i));
+  return out;
+}
+
+// A pass test's oracle: graph `g`'s first output, then the gradients of the
+// inputs named `wrt` under loss = Σ y·r (r[i] = cos(0.7 i)), on the CPU backend with
+// every input from a seeded uniform draw in [-range, range).
+inline std::vector<Tensor> outputAndGradients(Graph& g, const std::vector<std::string>& wrt,
+                                              double range, uint64_t seed) {
+  Value* y = g.outputs()[0];
+  Tensor r({y->dtype(), y->shape()});
+  for (int64_t i = 0; i < r.numel(); ++i) r.setDouble(i, std::cos(0.7 * double(i)));
+  Value* prod = g.addNode("Mul", {y, g.addConstant("r", r)})->output(0);
+  Value* loss = g.addNode("ReduceSum", {prod}, {{"keepdims", int64_t{0}}})->output(0);
+  std::vector<Value*> inputs;
+  for (const std::string& name : wrt) inputs.push_back(g.value(name));
+  auto grads = buildGradients(g, loss, inputs);
+  for (Value* v : inputs) g.addOutput(grads.at(v));
+  eliminateDeadCode(g);
+  verifyGraph(g);
+  const PlanFile plan = lowerToPlan(g, planMemory(g), {});
+  CpuExecutor exec(plan);
+  std::mt19937_64 rng(seed);
+  std::uniform_real_distribution<double> u(-range, range);
+  for (const std::string& name : exec.feedNames()) {
+    Tensor t(exec.feedType(name));
+    for (int64_t i = 0; i < t.numel(); ++i) t.setDouble(i, u(rng));
     exec.setFeed(name, t);
   }
   exec.run();

@@ -7,11 +7,6 @@
 namespace ds::cuda {
 
 size_t chooseChannelsLast(const planpb::Plan& plan, std::vector<cpu::PlannedStep>& steps) {
-  std::vector<bool> intermediate(static_cast<size_t>(plan.tensors_size()));
-  for (int t = 0; t < plan.tensors_size(); ++t)
-    intermediate[static_cast<size_t>(t)] = plan.tensors(t).storage() == planpb::ARENA;
-  for (const auto* outside : {&plan.feeds(), &plan.outputs()})
-    for (int t : *outside) intermediate[static_cast<size_t>(t)] = false;
   cpu::LayoutPolicy policy;
   policy.rule_of = [](const std::string& op) {
     return CudaKernelRegistry::instance().channelsLastRule(op);
@@ -19,7 +14,7 @@ size_t chooseChannelsLast(const planpb::Plan& plan, std::vector<cpu::PlannedStep
   policy.matters = [](const cpu::TensorView& v) {
     return cpu::hasSpatialLayout(v) && isSixteenBitFloat(v.dtype());
   };
-  const std::vector<bool> chosen = cpu::chooseChannelsLast(steps, intermediate, policy);
+  const std::vector<bool> chosen = cpu::chooseChannelsLast(steps, runIntermediates(plan), policy);
   for (cpu::PlannedStep& step : steps) {
     for (size_t i = 0; i < step.inputs.size(); ++i)
       if (step.inputs[i] >= 0) step.ctx->inputs[i].channels_last = chosen[step.inputs[i]];
