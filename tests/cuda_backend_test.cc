@@ -1264,6 +1264,89 @@ TEST(CudaBackend, SixteenBitResNetActivationsGoChannelsLast) {
     EXPECT_GT(nhwc_steps[op], 0) << op;
 }
 
+// Small 16-bit chains, each putting one family of channels-last kernels between
+// NHWC tensors (the image cast in, pooled features out, so the executor can choose
+// NHWC in between), trained one step: a first convolution converting its plain
+// input, 3x3 convolutions, BatchNorm and its gradient in column mode, the residual
+// epilogue, max pooling and GlobalAveragePool with their gradients. T: the dtype.
+std::vector<OpCase> channelsLastChains(const std::string& t) {
+  const std::string params = R"(input %x0 : f32[2,8,8,8]
+    input %w1 : f32[16,8,3,3]
+    input %w2 : f32[16,16,3,3]
+    input %s : f32[16]
+    input %b : f32[16]
+    const %m : f32[16] = [0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0]
+    const %v : f32[16] = [1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1]
+    %h = Cast(%x0) {to = "T"} : T[2,8,8,8] @in16
+    %k1 = Cast(%w1) {to = "T"} : T[16,8,3,3] @w1_16
+    %k2 = Cast(%w2) {to = "T"} : T[16,16,3,3] @w2_16
+    %c1 = Conv(%h, %k1) {pads = [1, 1, 1, 1]} : T[2,16,8,8] @conv1
+    %n1 = BatchNormalization(%c1, %s, %b, %m, %v) {training_mode = 1} : T[2,16,8,8] @bn1
+    %r1 = Relu(%n1) : T[2,16,8,8] @relu1)";
+  std::vector<OpCase> chains = {
+      {"Conv", params + R"(
+    %c2 = Conv(%r1, %k2) {pads = [1, 1, 1, 1]} : T[2,16,8,8] @conv2
+    %n2 = BatchNormalization(%c2, %s, %b, %m, %v) {training_mode = 1} : T[2,16,8,8] @bn2
+    %a = Add(%n2, %r1) : T[2,16,8,8] @residual
+    %r2 = Relu(%a) : T[2,16,8,8] @relu2
+    %p = GlobalAveragePool(%r2) : T[2,16,1,1] @pool
+    %y = Cast(%p) {to = "f32"} : f32[2,16,1,1] @n)"},
+      {"MaxPool", params + R"(
+    %q = MaxPool(%r1) {kernel_shape = [3, 3], pads = [1, 1, 1, 1], strides = [2, 2]} : T[2,16,4,4] @maxpool
+    %c2 = Conv(%q, %k2) {pads = [1, 1, 1, 1]} : T[2,16,4,4] @conv2
+    %p = GlobalAveragePool(%c2) : T[2,16,1,1] @pool
+    %y = Cast(%p) {to = "f32"} : f32[2,16,1,1] @n)"},
+  };
+  for (OpCase& c : chains) {
+    c.text = replaceAll(replaceAll(c.text, "T[", t + "["), "\"T\"", "\"" + t + "\"");
+  }
+  return chains;
+}
+
+// Each chain's tensors between the cast image and the pooled features go NHWC
+// (decided without a GPU); on a GPU, the chain's outputs and gradients with
+// channels-last match the CPU backend within 16-bit precision, as the plain
+// layout's do.
+TEST(CudaBackend, ChannelsLastChainsMatchTheCpu) {
+  for (const std::string t : {"f16", "bf16"})
+    for (const OpCase& c : channelsLastChains(t)) {
+      SCOPED_TRACE(c.op + " chain in " + t);
+      PlanFile plan = casePlan(c);
+      FakeSteps fake;
+      fakeSteps(plan, fake);
+      EXPECT_GT(cuda::chooseChannelsLast(plan.plan, fake.planned), 0u);
+      for (const cpu::KernelContext& ctx : fake.contexts) {
+        const bool activation_op = ctx.op == "BatchNormalization" ||
+                                   ctx.op == "BatchNormalizationGrad" || ctx.op == "MaxPool" ||
+                                   ctx.op == "MaxPoolGrad" || ctx.op == "GlobalAveragePool";
+        if (activation_op) {
+          EXPECT_TRUE(ctx.inputs[0].channels_last) << ctx.node_name;
+        }
+        if (ctx.op == "Conv") {
+          EXPECT_TRUE(ctx.outputs[0].channels_last) << ctx.node_name;
+        }
+      }
+      if (!haveGpu()) continue;
+      CpuExecutor cpu(plan, {});
+      std::vector<Tensor> feeds = randomFeeds(cpu, 11, false);
+      ExecutorOptions nhwc;
+      nhwc.cuda_channels_last = true;
+      CudaExecutor gpu(plan, nhwc);
+      EXPECT_GT(gpu.channelsLastTensors(), 0u);
+      std::vector<std::string> names = cpu.feedNames();
+      for (size_t i = 0; i < names.size(); ++i) {
+        cpu.setFeed(names[i], feeds[i]);
+        gpu.setFeed(names[i], feeds[i]);
+      }
+      cpu.run();
+      gpu.run();
+      ASSERT_EQ(gpu.numOutputs(), cpu.numOutputs());
+      for (size_t o = 0; o < cpu.numOutputs(); ++o)
+        expectClose(gpu.output(o), cpu.output(o), "output " + std::to_string(o));
+    }
+  SKIP_WITHOUT_GPU();
+}
+
 // The kernels of whole training plans build (without a GPU too).
 TEST(CudaBackend, KernelFactoriesAcceptModelTrainingPlans) {
   const std::string adam = R"({"train_micro_batch_size_per_gpu": 2,
