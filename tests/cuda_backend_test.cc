@@ -581,10 +581,35 @@ std::vector<OpCase> promotedNormCases16() {
   return out;
 }
 
+// Chains the CUDA executor fuses (kernels/cuda/epilogues.h), in dtype `t`:
+// BatchNorm -> residual Add -> Relu as one BatchNorm, and in the backward a
+// gradient sum then the ReluGrad it feeds as one Add.
+std::vector<OpCase> fusionCases(const std::string& t) {
+  std::vector<OpCase> cases = {
+      {"BatchNormalization", R"(input %x0 : T[4,8,6,6]
+        input %x1 : T[4,8,6,6]
+        input %s : f32[8]
+        input %b : f32[8]
+        const %m : f32[8] = [0, 0, 0, 0, 0, 0, 0, 0]
+        const %v : f32[8] = [1, 1, 1, 1, 1, 1, 1, 1]
+        %n = BatchNormalization(%x0, %s, %b, %m, %v) {training_mode = 1} : T[4,8,6,6] @bn
+        %a = Add(%n, %x1) : T[4,8,6,6] @residual
+        %y = Relu(%a) : T[4,8,6,6] @n)"},
+      {"ReluGrad", R"(input %x0 : T[4,8,6,6]
+        input %x1 : T[4,8,6,6]
+        %z = Relu(%x0) : T[4,8,6,6] @relu
+        %p = Mul(%z, %x1) : T[4,8,6,6] @product
+        %y = Add(%p, %z) : T[4,8,6,6] @n)"},
+  };
+  for (OpCase& c : cases) c.text = replaceAll(c.text, "T[", t + "[");
+  return cases;
+}
+
 std::vector<OpCase> allCases() {
   std::vector<OpCase> all = nnCases();
-  for (const auto& part : {tensorCases(), forwardOnlyCases(), reluBatchNormGradCases("f32"),
-                           sixteenBitCases(), promotedNormCases16()})
+  for (const auto& part :
+       {tensorCases(), forwardOnlyCases(), reluBatchNormGradCases("f32"), sixteenBitCases(),
+        promotedNormCases16(), fusionCases("f32"), fusionCases("f16"), fusionCases("bf16")})
     all.insert(all.end(), part.begin(), part.end());
   return all;
 }
@@ -1262,6 +1287,26 @@ TEST(CudaBackend, SixteenBitResNetActivationsGoChannelsLast) {
        {"Conv", "ConvGradInput", "ConvGradWeight", "BatchNormalization", "BatchNormalizationGrad",
         "Add", "Relu", "MaxPool", "MaxPoolGrad", "GlobalAveragePool", "Expand"})
     EXPECT_GT(nhwc_steps[op], 0) << op;
+}
+
+// The fusion cases (fusionCases) fuse as they are meant to on the CUDA backend, so
+// the per-op comparison above runs the fused kernels (decided without a GPU).
+TEST(CudaBackend, FusionCasesFuse) {
+  for (const std::string t : {"f32", "f16", "bf16"})
+    for (const OpCase& c : fusionCases(t)) {
+      SCOPED_TRACE(c.op + " in " + t);
+      PlanFile plan = casePlan(c);
+      FakeSteps fake;
+      fakeSteps(plan, fake);
+      cuda::fuseEpilogues(plan.plan, fake.planned);
+      bool found = false;
+      for (const cpu::KernelContext& ctx : fake.contexts) {
+        std::string chain = ctx.op;
+        for (const cpu::Epilogue& e : ctx.epilogue) chain += "+" + e.op;
+        found |= chain == (c.op == "ReluGrad" ? "Add+ReluGrad" : "BatchNormalization+Add+Relu");
+      }
+      EXPECT_TRUE(found);
+    }
 }
 
 // Small 16-bit chains, each putting one family of channels-last kernels between
