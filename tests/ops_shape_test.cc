@@ -237,6 +237,14 @@ TEST_F(OpsShapeTest, SoftmaxAndReductions) {
   EXPECT_EQ(infer("Softmax", {f32({2, 3, 4})}), F({2, 3, 4}));
   EXPECT_EQ(infer("LogSoftmax", {f32({2, 3, 4})}, {{"axis", int64_t{-3}}}), F({2, 3, 4}));
   EXPECT_TRUE(has(fails("Softmax", {f32({2, 3, 4})}, {{"axis", int64_t{3}}}), "axis 3"));
+  // An additive mask (dscompile's extension) repeating along the rows of the last axis.
+  EXPECT_EQ(infer("Softmax", {f32({2, 3, 4}), f32({1, 3, 4})}), F({2, 3, 4}));
+  EXPECT_EQ(infer("Softmax", {f32({2, 3, 4}), f32({4})}), F({2, 3, 4}));
+  EXPECT_TRUE(has(fails("Softmax", {f32({2, 3, 4}), f32({2, 1, 4})}), "does not repeat"));
+  EXPECT_TRUE(has(fails("Softmax", {f32({2, 3, 4}), f32({3, 4})}, {{"axis", int64_t{1}}}),
+                  "needs the last axis"));
+  fails("Softmax", {f32({2, 3, 4}), in(DType::F16, {3, 4})});
+  fails("LogSoftmax", {f32({2, 3, 4}), f32({3, 4})});
 
   EXPECT_EQ(infer("ReduceMean", {f32({2, 3, 4})}, {{"axes", Ints{1}}}), F({2, 1, 4}));
   EXPECT_EQ(infer("ReduceSum", {f32({2, 3, 4})}, {{"axes", Ints{-1, 0}}, {"keepdims", int64_t{0}}}),
