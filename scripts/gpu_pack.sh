@@ -19,7 +19,8 @@
 #
 #   scripts/gpu_pack.sh [BUILD_DIR]    # default: build; payload, then wheels
 #   scripts/gpu_pack.sh --wheels-only  # only (re)fill .gpu/wheels, keep the payload
-# env: GPU_PACK_WHEELS=0 (no wheels), DEEPSPEED_VERSION (0.19.8), GPU_PYTHON_VERSION
+# env: GPU_PACK_WHEELS=0 (no wheels fetched; .gpu/wheels from an earlier run kept),
+#      DEEPSPEED_VERSION (0.19.8), GPU_PYTHON_VERSION
 #      (3.12), PIP (python3 -m pip)
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -119,7 +120,8 @@ ldd "$stage"/bin/* | awk '/=> \// {print $3}' | sort -u | while read -r lib; do
   strip --strip-unneeded "$stage/$dest/$name" 2>/dev/null || true
 done
 
-rm -rf .gpu
+# Only the payload is replaced: wheels packed before stay (GPU_PACK_WHEELS=0 keeps them).
+rm -f .gpu/payload.tar.xz
 mkdir -p .gpu
 tar -C "$stage" -cf - bin lib lib-fallback | xz -T2 -6 > .gpu/payload.tar.xz
 bytes=$(stat -c %s .gpu/payload.tar.xz)
