@@ -64,40 +64,66 @@ void sgdStep(const KernelContext& c) {
   }
 }
 
+// Adam's per-element arithmetic, one loop per (clipped, AdamW) combination so that
+// its body has no branch and vectorizes (omp simd: in place, every element is read
+// before it is written at the same index, so no iteration depends on another).
+template <typename T>
+struct AdamLoop {
+  const T *p, *g, *m, *v;
+  T *p_out, *m_out, *v_out;
+  double lr, b1, b2, eps, wd, scale, bc1, sqrt_bc2;
+
+  template <bool kScaled, bool kDecoupled>
+  void run(int64_t n) const {
+    // Locals, not members, in the loop: the vectorizer cannot hoist loads through this.
+    const T *p = this->p, *g = this->g, *m = this->m, *v = this->v;
+    T *p_out = this->p_out, *m_out = this->m_out, *v_out = this->v_out;
+    const double lr = this->lr, b1 = this->b1, b2 = this->b2, eps = this->eps, wd = this->wd;
+    const double scale = this->scale, bc1 = this->bc1, sqrt_bc2 = this->sqrt_bc2;
+#pragma omp parallel for simd if (n > 32768)
+    for (int64_t i = 0; i < n; ++i) {
+      double pi = static_cast<double>(p[i]);
+      double gi = kScaled ? static_cast<double>(static_cast<T>(static_cast<double>(g[i]) * scale))
+                          : static_cast<double>(g[i]);
+      if constexpr (!kDecoupled) gi += wd * pi;  // L2: decay enters the moments
+      double mi = b1 * static_cast<double>(m[i]) + (1 - b1) * gi;
+      double vi = b2 * static_cast<double>(v[i]) + (1 - b2) * gi * gi;
+      if constexpr (kDecoupled) pi -= lr * wd * pi;  // AdamW: decay the weight itself
+      double denom = std::sqrt(vi) / sqrt_bc2 + eps;
+      p_out[i] = static_cast<T>(pi - (lr / bc1) * mi / denom);
+      m_out[i] = static_cast<T>(mi);
+      v_out[i] = static_cast<T>(vi);
+    }
+  }
+};
+
 template <typename T>
 void adamStep(const KernelContext& c) {
   if (skipStep(c, 8)) return;
   const int64_t n = c.input(0).numel();
-  const T* p = c.input(0).as<T>();
-  const T* g = c.input(1).as<T>();
-  const double lr = *c.input(2).as<float>();
   const auto step = static_cast<double>(*c.input(3).as<int64_t>());
-  const T* m = c.input(4).as<T>();
-  const T* v = c.input(5).as<T>();
-  const double b1 = optionalScalar(c, 7, c.f("beta1"));
-  const double b2 = c.f("beta2"), eps = c.f("eps"), wd = c.f("weight_decay");
-  const bool scaled = c.hasInput(6);
-  const double scale = optionalScalar(c, 6, 1.0);
-  const bool decoupled = c.i("adam_w_mode") != 0;
+  AdamLoop<T> a;
+  a.p = c.input(0).as<T>();
+  a.g = c.input(1).as<T>();
+  a.m = c.input(4).as<T>();
+  a.v = c.input(5).as<T>();
+  a.p_out = c.output(0).as<T>();
+  a.m_out = c.output(1).as<T>();
+  a.v_out = c.output(2).as<T>();
+  a.lr = *c.input(2).as<float>();
+  a.b1 = optionalScalar(c, 7, c.f("beta1"));
+  a.b2 = c.f("beta2");
+  a.eps = c.f("eps");
+  a.wd = c.f("weight_decay");
+  a.scale = optionalScalar(c, 6, 1.0);
   const bool correct = c.i("bias_correction") != 0;
-  const double bc1 = correct ? 1 - std::pow(b1, step) : 1.0;
-  const double bc2 = correct ? 1 - std::pow(b2, step) : 1.0;
-  T* p_out = c.output(0).as<T>();
-  T* m_out = c.output(1).as<T>();
-  T* v_out = c.output(2).as<T>();
-#pragma omp parallel for if (n > 32768)
-  for (int64_t i = 0; i < n; ++i) {
-    double pi = static_cast<double>(p[i]);
-    double gi = scaledGrad(g[i], scale, scaled);
-    if (!decoupled) gi += wd * pi;  // L2: decay enters the moments
-    double mi = b1 * static_cast<double>(m[i]) + (1 - b1) * gi;
-    double vi = b2 * static_cast<double>(v[i]) + (1 - b2) * gi * gi;
-    if (decoupled) pi -= lr * wd * pi;  // AdamW: decay the weight itself
-    double denom = std::sqrt(vi) / std::sqrt(bc2) + eps;
-    p_out[i] = static_cast<T>(pi - (lr / bc1) * mi / denom);
-    m_out[i] = static_cast<T>(mi);
-    v_out[i] = static_cast<T>(vi);
-  }
+  a.bc1 = correct ? 1 - std::pow(a.b1, step) : 1.0;
+  a.sqrt_bc2 = std::sqrt(correct ? 1 - std::pow(a.b2, step) : 1.0);
+  const bool scaled = c.hasInput(6), decoupled = c.i("adam_w_mode") != 0;
+  if (scaled)
+    decoupled ? a.template run<true, true>(n) : a.template run<true, false>(n);
+  else
+    decoupled ? a.template run<false, true>(n) : a.template run<false, false>(n);
 }
 
 void clipCoef(const KernelContext& c) {
