@@ -22,10 +22,11 @@ namespace {
 
 namespace fs = std::filesystem;
 
-// A fresh directory under the gtest temp dir for one test.
+// A fresh directory under the gtest temp dir for one test, named so that
+// tests/scratch_cleanup.cc removes it when the test program ends.
 std::string scratchDir(const std::string& name) {
-  const fs::path dir =
-      fs::path(::testing::TempDir()) / ("dsmodel_" + std::to_string(getpid())) / name;
+  const fs::path dir = fs::path(::testing::TempDir()) / "dscompile_tests" /
+                       ("p" + std::to_string(getpid()) + "_dsmodel") / name;
   fs::remove_all(dir);
   fs::create_directories(dir);
   return dir.string();

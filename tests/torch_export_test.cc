@@ -46,12 +46,18 @@ int runExport(const std::string& family, const std::string& args, const std::str
   return WIFEXITED(status) ? WEXITSTATUS(status) : -1;
 }
 
+// This process's export directory, named so that tests/scratch_cleanup.cc removes it
+// when the test program ends.
+fs::path exportDir() {
+  return fs::path(::testing::TempDir()) / "dscompile_tests" /
+         ("p" + std::to_string(getpid()) + "_torch_export");
+}
+
 // Exports `family` with extra script `args` into a temp dir and returns the .onnx
 // path; records a test failure (and returns "") when the export fails.
 std::string exportTorchModel(const std::string& family, const std::string& args) {
   static int counter = 0;
-  const fs::path dir =
-      fs::path(::testing::TempDir()) / ("torch_export_" + std::to_string(getpid()));
+  const fs::path dir = exportDir();
   fs::create_directories(dir);
   const std::string stem = family + "_" + std::to_string(counter++);
   const std::string output = (dir / (stem + ".onnx")).string();
@@ -148,7 +154,8 @@ TEST(TorchExport, SmallGpt) {
 
 TEST(TorchExport, BadArgumentsExitWithCode2) {
   if (!fs::exists(kPython)) GTEST_SKIP() << "no " << kPython;  // usage errors need no torch
-  const fs::path dir = fs::path(::testing::TempDir());
+  const fs::path dir = exportDir();
+  fs::create_directories(dir);
   const std::string log = (dir / "torch_export_bad.log").string();
   EXPECT_EQ(runExport("vgg16", "", (dir / "x.onnx").string(), log), 2);
   EXPECT_NE(readFile(log).find("usage"), std::string::npos);
