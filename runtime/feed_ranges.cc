@@ -1,6 +1,8 @@
 #include "runtime/feed_ranges.h"
 
+#include <algorithm>
 #include <climits>
+#include <vector>
 
 #include "ir/error.h"
 
@@ -31,14 +33,27 @@ std::optional<FeedRange> rangeFromStep(const PlanFile& plan, const planpb::Step&
   return std::nullopt;
 }
 
+// Steps whose output holds their input's values, rearranged or not: a range on the
+// output (a loss reading labels flattened to rows) is the input's.
+bool keepsValues(const std::string& op) {
+  return op == "Reshape" || op == "Flatten" || op == "Squeeze" || op == "Unsqueeze" ||
+         op == "Identity" || op == "Copy";
+}
+
 }  // namespace
 
 std::optional<FeedRange> feedRange(const PlanFile& plan, int tensor) {
-  for (const planpb::RankPlan& rank : plan.plan.ranks())
-    for (const planpb::Step& step : rank.steps())
-      for (int slot = 0; slot < step.inputs_size(); ++slot)
-        if (step.inputs(slot) == tensor)
+  std::vector<int> values = {tensor};  // the feed and the reshapes of it
+  for (size_t next = 0; next < values.size(); ++next)
+    for (const planpb::RankPlan& rank : plan.plan.ranks())
+      for (const planpb::Step& step : rank.steps())
+        for (int slot = 0; slot < step.inputs_size(); ++slot) {
+          if (step.inputs(slot) != values[next]) continue;
           if (auto range = rangeFromStep(plan, step, slot)) return range;
+          if (slot == 0 && keepsValues(step.op()) && step.outputs_size() == 1 &&
+              std::find(values.begin(), values.end(), step.outputs(0)) == values.end())
+            values.push_back(step.outputs(0));
+        }
   return std::nullopt;
 }
 

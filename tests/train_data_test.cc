@@ -76,6 +76,40 @@ TEST(SyntheticData, DsrunTrainsOnIt) {
   EXPECT_TRUE(contains(r.output, "dsrun: trained 3 steps")) << r.output;
 }
 
+// Per-token labels: the loss reads them flattened to rows (a Reshape), as it reads a
+// sequence model's [N, T, C] logits; their range is still the loss's classes.
+TEST(SyntheticData, PerTokenLabelsTakeTheirRangeThroughTheLossReshape) {
+  std::string model = test::writeModel(test::parseOnnxText(R"(
+<ir_version: 8, opset_import: ["" : 17]>
+seq (float[batch, 3, 4] x) => (float[batch, 3, 5] logits)
+<float[4, 5] w = {1, 0, 0, 0, 1, 0, 1, 0, 0, 0, 0, 0, 1, 0, 0, 0, 0, 0, 1, 0}>
+{
+  logits = MatMul(x, w)
+}
+)"),
+                                       test::scratchName("data_seq.onnx"));
+  std::string plan = test::scratch("data_seq.plan");
+  auto r = tool("dscompile", model + " --batch 2 --loss cross_entropy -o " + plan);
+  ASSERT_EQ(r.exit_code, 0) << r.output;
+  SyntheticData data(readPlanFile(plan), 5);
+  Tensor labels = data.batch("label", 0, 400);
+  ASSERT_EQ(labels.type().toString(), "i64[400,3]");
+  std::vector<int> counts(5, 0);
+  for (int64_t v : labels.toInts()) {
+    ASSERT_TRUE(v >= 0 && v < 5) << v;
+    ++counts[static_cast<size_t>(v)];
+  }
+  for (int c : counts) EXPECT_GT(c, 150);
+  r = tool("dsrun", plan + " --data synthetic --steps 2");
+  EXPECT_EQ(r.exit_code, 0) << r.output;
+  // And a fed label outside the classes is the same one-line error as for rows.
+  std::string x = test::scratch("seq_x.npy"), label = test::scratch("seq_label.npy");
+  writeNpy(x, Tensor(TensorType{DType::F32, {2, 3, 4}}));
+  writeNpy(label, Tensor::fromInts(DType::I64, {2, 3}, {0, 1, 2, 3, 7, 4}));
+  expectOneLineError(tool("dsrun", plan + " --feed x=" + x + " --feed label=" + label),
+                     "sample 1 has value 7, outside [0, 5)");
+}
+
 TEST(SyntheticData, IntegerInputsOfUnknownRangeAreAnError) {
   std::string model = test::writeModel(test::parseOnnxText(R"(
 <ir_version: 8, opset_import: ["" : 17]>
