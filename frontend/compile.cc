@@ -210,7 +210,7 @@ Compilation compile(const CompileOptions& o) {
   // Stage 2: clean-up passes, verified after each.
   runPasses(*out.graph,
             {"fold-constants", "fold-transpose", "fold-scale", "fold-softmax-mask", "fuse-gelu",
-             "dead-code"},
+             "fuse-attention", "dead-code"},
             {.verify_each = true, .dump_after = o.dump_after, .dump = o.dump});
 
   // Stage 3: training — loss, backward graph, optimizer step.

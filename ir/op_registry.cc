@@ -50,6 +50,7 @@ const OpRegistry& OpRegistry::instance() {
     registerTrainingOps(r);
     registerOptimizerOps(r);
     registerCollectiveOps(r);
+    registerAttentionOps(r);
     std::sort(r.schemas_.begin(), r.schemas_.end(),
               [](const OpSchema& a, const OpSchema& b) { return a.name < b.name; });
     return r;

@@ -28,7 +28,12 @@ std::optional<std::pair<Node*, double>> scaledMatMul(const Graph& g, const Node&
     if (n.op() == "Div" && side == 1) break;
     Node* mm = n.input(side)->producer();
     const Value* c = n.input(1 - side);
-    if (mm == nullptr || mm->op() != "MatMul" || mm->output(0)->users().size() != 1) continue;
+    // The MatMul's own output must go: no other reader, not a graph output, and a
+    // float (an integer Div truncates; alpha would not).
+    if (mm == nullptr || mm->op() != "MatMul" || mm->output(0)->users().size() != 1 ||
+        !isFloat(mm->output(0)->dtype()) ||
+        std::find(outputs.begin(), outputs.end(), mm->output(0)) != outputs.end())
+      continue;
     if (c->rank() > mm->output(0)->rank()) continue;
     const std::optional<double> x = scalarConstant(c);
     if (!x) continue;

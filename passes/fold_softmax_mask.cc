@@ -1,6 +1,7 @@
 #include "passes/fold_softmax_mask.h"
 
 #include <algorithm>
+#include <limits>
 #include <optional>
 #include <vector>
 
@@ -11,6 +12,23 @@ namespace {
 
 bool isConstant(const Value* v) {
   return v->role() == Role::Constant && v->hasData();
+}
+
+// Whether adding a Where's `fill` (mask: fill where filled, else 0) gives the
+// softmax that filling does. x + fill is fill when fill is -inf or f32's lowest
+// (|x| < 1e31 rounds away); for another fill of at most -1e4, when every row keeps
+// a score: exp(x + fill - max) and exp(fill - max) are both 0 then, but a row of
+// fills alone would be uniform filled and softmax(x) added.
+bool fillIsAdditive(double fill, const Tensor& mask) {
+  if (fill <= std::numeric_limits<float>::lowest()) return true;
+  if (!(fill <= -1e4)) return false;
+  const int64_t n = mask.shape().empty() ? 1 : mask.shape().back();
+  for (int64_t row = 0; row < mask.numel() / n; ++row) {
+    bool keeps = false;
+    for (int64_t j = 0; j < n && !keeps; ++j) keeps = mask.getDouble(row * n + j) == 0.0;
+    if (!keeps) return false;
+  }
+  return true;
 }
 
 // The additive mask equal to what `masking` does to `scores`: an Add's constant
@@ -30,6 +48,7 @@ std::optional<Tensor> maskOf(const Node& masking, const Value* scores) {
   Tensor mask({scores->dtype(), cond->shape()});
   for (int64_t i = 0; i < mask.numel(); ++i)
     mask.setDouble(i, (cond->data().getInt(i) != 0) == fill_when_true ? value : 0.0);
+  if (!fillIsAdditive(value, mask)) return std::nullopt;
   return mask;
 }
 

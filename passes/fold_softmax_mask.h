@@ -8,7 +8,9 @@
 // no longer rounded to its dtype before the softmax); only a last-axis Softmax whose
 // input nothing else reads, and only masks that repeat along the scores' rows
 // (softmaxMaskRows), fold. A Where's mask is its fill where the condition picks it
-// and 0 elsewhere (x + 0 is x). Returns true if it changed the graph.
+// and 0 elsewhere (x + 0 is x), only when that is what filling does: a fill of
+// -inf (or f32's lowest), or of at most -1e4 with no row filled whole (see
+// fillIsAdditive). Returns true if it changed the graph.
 #pragma once
 
 #include "ir/graph.h"

@@ -163,6 +163,18 @@ Grads geluGrad(GradContext& c) {
   return {c.emit("GeluGrad", {c.dy(), c.x(0)}, {{"approximate", c.node().s("approximate")}})};
 }
 
+// Y, L = FusedAttention(Q, K, V) ⇒ dQ, dK, dV from one FusedAttentionGrad step,
+// which recomputes the probabilities from Y and the statistics L (no gradient: L
+// is not differentiated through).
+Grads fusedAttentionGrad(GradContext& c) {
+  requireOnlyFirstOutputGrad(c);
+  const Node& n = c.node();
+  std::vector<Value*> g =
+      c.emitN("FusedAttentionGrad", {c.dy(), c.x(0), c.x(1), c.x(2), c.y(0), c.y(1)},
+              {{"scale", n.f("scale")}, {"causal", n.i("causal")}}, 3);
+  return {g[0], g[1], g[2]};
+}
+
 // Y = gather(D, I, axis) ⇒ dD = zeros(D) with dY scatter-added at I along axis
 Grads gatherGrad(GradContext& c) {
   return {c.emit("GatherGrad", {c.dy(), c.x(1)},
@@ -189,6 +201,7 @@ std::map<std::string, GradRule> nnGradRules() {
       {"Exp", expGrad},
       {"Erf", erfGrad},
       {"Gelu", geluGrad},
+      {"FusedAttention", fusedAttentionGrad},
       {"Gather", gatherGrad},
       {"Slice", sliceGrad},
   };

@@ -10,6 +10,7 @@
 #include "passes/fold_scale.h"
 #include "passes/fold_softmax_mask.h"
 #include "passes/fold_transpose.h"
+#include "passes/fuse_attention.h"
 #include "passes/fuse_gelu.h"
 
 namespace ds {
@@ -26,6 +27,9 @@ const std::vector<PassInfo>& allPasses() {
        "make a constant mask added (or filled in) before a Softmax its mask input",
        foldMaskIntoSoftmax},
       {"fuse-gelu", "make the elementwise GELU chains exporters write one Gelu op", fuseGelu},
+      {"fuse-attention",
+       "make MatMul -> Softmax -> MatMul attention between head transposes one FusedAttention",
+       fuseAttention},
       {"dead-code", "remove nodes and sources that nothing uses", eliminateDeadCode},
   };
   return passes;

@@ -59,6 +59,19 @@ double matMulFlops(const PlanFile& plan, const planpb::Step& step) {
   return 2.0 * static_cast<double>(outputType(plan, step, 0).numel()) * static_cast<double>(k);
 }
 
+// Attention's products, each 2·B·H·Tq·Tk·n for head size n: forward Q·Kᵀ and P·V
+// (head sizes D and Dv), the gradient's recomputed Q·Kᵀ, dY·Vᵀ and P ᵀ·dY, dS·K and
+// dSᵀ·Q; a causal mask skips about half of every product (flash attention's blocks).
+double attentionFlops(const PlanFile& plan, const planpb::Step& step) {
+  const bool forward = step.op() == "FusedAttention";
+  const Shape q = inputType(plan, step, forward ? 0 : 1).shape;
+  const Shape k = inputType(plan, step, forward ? 1 : 2).shape;
+  const Shape v = inputType(plan, step, forward ? 2 : 3).shape;
+  const double pairs = static_cast<double>(q[0] * q[2] * q[1] * k[1]);
+  const double heads = forward ? static_cast<double>(q[3] + v[3]) : 3.0 * q[3] + 2.0 * v[3];
+  return 2.0 * pairs * heads * (intAttr(step, "causal", 0) != 0 ? 0.5 : 1.0);
+}
+
 // Pooling and its gradients: one operation per window element per (d)Y element.
 double poolFlops(const PlanFile& plan, const planpb::Step& step) {
   const bool forward = step.op() == "MaxPool" || step.op() == "AveragePool";
@@ -110,7 +123,7 @@ bool movesDataOnly(const std::string& op) {
 
 bool onTensorCores(const std::string& op) {
   return op == "Conv" || op == "ConvGradInput" || op == "ConvGradWeight" || op == "Gemm" ||
-         op == "MatMul";
+         op == "MatMul" || op == "FusedAttention" || op == "FusedAttentionGrad";
 }
 
 // A relabelling step whose output the memory plan put on its input's bytes (an
@@ -139,6 +152,7 @@ double stepFlops(const PlanFile& plan, const planpb::Step& step) {
   const std::string& op = step.op();
   if (op == "Conv" || op == "ConvGradInput" || op == "ConvGradWeight") return convFlops(plan, step);
   if (op == "MatMul" || op == "Gemm") return matMulFlops(plan, step);
+  if (op == "FusedAttention" || op == "FusedAttentionGrad") return attentionFlops(plan, step);
   if (op == "MaxPool" || op == "AveragePool" || op == "MaxPoolGrad" || op == "AveragePoolGrad")
     return poolFlops(plan, step);
   if (movesDataOnly(op) || isCollectiveOp(op)) return 0;

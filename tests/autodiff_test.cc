@@ -95,6 +95,15 @@ std::vector<GradCase> lossAndTensorCases() {
       {"Erf", "input %x0 : f64[3,4]\n %y = Erf(%x0) : f64[3,4] @n"},
       {"Gelu", "input %x0 : f64[3,4]\n %y = Gelu(%x0) : f64[3,4] @n"},
       {"Gelu", "input %x0 : f64[3,4]\n %y = Gelu(%x0) {approximate = \"tanh\"} : f64[3,4] @n"},
+      // Attention, causal and not, with K and V longer than Q and a value head size
+      // of its own; the statistics output is not differentiated.
+      {"FusedAttention",
+       "input %x0 : f64[2,3,2,4]\n input %x1 : f64[2,3,2,4]\n input %x2 : f64[2,3,2,4]\n"
+       " %y, %l = FusedAttention(%x0, %x1, %x2) {causal = 1, scale = 0.7} : f64[2,3,2,4], "
+       "f64[2,2,3] @n"},
+      {"FusedAttention",
+       "input %x0 : f64[1,2,2,3]\n input %x1 : f64[1,4,2,3]\n input %x2 : f64[1,4,2,5]\n"
+       " %y, %l = FusedAttention(%x0, %x1, %x2) : f64[1,2,2,5], f64[1,2,2] @n"},
       {"Gather",
        "input %x0 : f64[5,3]\n const %i : i64[4] = [1, 3, 1, -1]\n"
        " %y = Gather(%x0, %i) : f64[4,3] @n"},

@@ -16,6 +16,7 @@
 
 #include <cmath>
 #include <cstring>
+#include <optional>
 #include <random>
 #include <set>
 
@@ -147,6 +148,14 @@ std::vector<OpCase> nnCases() {
       {"Gemm",
        "input %x0 : f32[8,32]\n input %x1 : f32[16,32]\n input %x2 : f32[8,1]\n"
        " %y = Gemm(%x0, %x1, %x2) {transB = 1} : f32[8,16] @n"},
+      // Attention (Q, K, V in [batch, T, heads, head]): causal; and longer keys with a
+      // value head size of their own. Its gradient case runs FusedAttentionGrad.
+      {"FusedAttention",
+       "input %x0 : f32[2,7,3,8]\n input %x1 : f32[2,7,3,8]\n input %x2 : f32[2,7,3,8]\n"
+       " %y, %l = FusedAttention(%x0, %x1, %x2) {causal = 1} : f32[2,7,3,8], f32[2,3,7] @n"},
+      {"FusedAttention",
+       "input %x0 : f32[2,3,2,8]\n input %x1 : f32[2,5,2,8]\n input %x2 : f32[2,5,2,16]\n"
+       " %y, %l = FusedAttention(%x0, %x1, %x2) {scale = 0.3} : f32[2,3,2,16], f32[2,2,3] @n"},
       {"MatMul",
        "input %x0 : f32[2,5,3]\n input %x1 : f32[3,4]\n %y = MatMul(%x0, %x1) : f32[2,5,4] @n"},
       {"MatMul",
@@ -166,6 +175,10 @@ std::vector<OpCase> nnCases() {
       {"MatMul",  // tied weights (transB) and a [1, N] bias
        "input %x0 : f32[6,24]\n input %x1 : f32[40,24]\n input %x2 : f32[1,40]\n"
        " %m = MatMul(%x0, %x1) {transB = 1} : f32[6,40] @mm\n %y = Add(%x2, %m) : f32[6,40] @n"},
+      {"MatMul",  // odd sizes (16-bit rows of 2-byte alignment: cuBLASLt may have no
+                  // algorithm, the fallback adds the bias after the product) and alpha
+       "input %x0 : f32[3,7]\n input %x1 : f32[7,5]\n input %x2 : f32[5]\n"
+       " %m = MatMul(%x0, %x1) {alpha = 0.5} : f32[3,5] @mm\n %y = Add(%m, %x2) : f32[3,5] @n"},
       {"SoftmaxCrossEntropyLoss",
        "input %x0 : f32[5,3]\n const %t : i64[5] = [0, 2, 1, 2, 1]\n"
        " const %w : f32[3] = [0.5, 2.0, 1.5]\n"
@@ -402,6 +415,8 @@ std::string replaceAll(std::string text, const std::string& from, const std::str
 // The case with every f32 in its text written as `dtype` (f16 or bf16).
 OpCase as16(OpCase c, const std::string& dtype) {
   c.text = replaceAll(c.text, "f32", dtype);
+  // FusedAttention's statistics (its second output's type) stay f32.
+  if (c.op == "FusedAttention") c.text = replaceAll(c.text, ", " + dtype + "[", ", f32[");
   return c;
 }
 
@@ -413,7 +428,7 @@ std::vector<OpCase> cases16Source() {
   std::vector<OpCase> nn = nnCases(), tensor = tensorCases();
   for (const OpCase& c : nn)
     if (c.op == "Conv" || c.op == "MaxPool" || c.op == "AveragePool" || c.op == "Gemm" ||
-        c.op == "MatMul" || c.op == "GlobalAveragePool")
+        c.op == "MatMul" || c.op == "GlobalAveragePool" || c.op == "FusedAttention")
       out.push_back(c);
   // Their gradients only move bytes too (Expand's, Gather's and Where's broadcast
   // add values, so those compare within tolerance).
@@ -661,9 +676,11 @@ double tolerance(DType t) {
 }
 
 // Floats within tolerance() of max(|want|, RMS(want)) (+1e-6 for all-zero
-// tensors); the rest, and all of an `exact` case, exactly.
-void expectClose(const Tensor& got, const Tensor& want, const std::string& what,
-                 bool exact = false) {
+// tensors); the rest, and all of an `exact` case, exactly. `precision`: the dtype
+// the values were computed in, when that is not the one they are stored in (an f32
+// output of 16-bit steps).
+void expectClose(const Tensor& got, const Tensor& want, const std::string& what, bool exact = false,
+                 std::optional<DType> precision = std::nullopt) {
   ASSERT_EQ(got.type(), want.type()) << what;
   if (!isFloat(want.dtype()) || exact) {
     EXPECT_EQ(got.toDoubles(), want.toDoubles()) << what;
@@ -676,7 +693,8 @@ void expectClose(const Tensor& got, const Tensor& want, const std::string& what,
   int bad = 0;
   for (size_t i = 0; i < b.size() && bad < 5; ++i) {
     bool same_nan = std::isnan(a[i]) && std::isnan(b[i]);
-    const double tol = tolerance(want.dtype()) * std::max(std::fabs(b[i]), rms) + 1e-6;
+    const double tol =
+        tolerance(precision.value_or(want.dtype())) * std::max(std::fabs(b[i]), rms) + 1e-6;
     if (!same_nan && !(std::fabs(a[i] - b[i]) <= tol))
       ADD_FAILURE() << what << " element " << i << ": cuda " << a[i] << ", cpu " << b[i]
                     << (++bad, "");
@@ -1386,8 +1404,10 @@ TEST(CudaBackend, ChannelsLastChainsMatchTheCpu) {
       cpu.run();
       gpu.run();
       ASSERT_EQ(gpu.numOutputs(), cpu.numOutputs());
+      // The chains' outputs are f32, cast from 16-bit results.
+      const DType computed = t == "f16" ? DType::F16 : DType::BF16;
       for (size_t o = 0; o < cpu.numOutputs(); ++o)
-        expectClose(gpu.output(o), cpu.output(o), "output " + std::to_string(o));
+        expectClose(gpu.output(o), cpu.output(o), "output " + std::to_string(o), false, computed);
     }
   SKIP_WITHOUT_GPU();
 }

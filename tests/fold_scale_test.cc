@@ -101,6 +101,27 @@ TEST(FoldScale, LeavesOtherUsesAndNonScalarsAlone) {
     return %logits
   })");
   EXPECT_FALSE(foldScaleIntoMatMul(*output));
+  // A product that is itself a model output must keep its unscaled values.
+  auto product_output = parseGraph(R"(graph g {
+    input %q : f32[2,4,3]
+    input %k : f32[3,5]
+    const %c : f32[] = [0.5]
+    %s = MatMul(%q, %k) : f32[2,4,5] @qk
+    %y = Mul(%s, %c) : f32[2,4,5] @scale
+    %p = Softmax(%y) {axis = -1} : f32[2,4,5] @softmax
+    return %p, %s
+  })");
+  EXPECT_FALSE(foldScaleIntoMatMul(*product_output));
+  // Integer products: a Div truncates, a scale would not.
+  auto integers = parseGraph(R"(graph g {
+    input %q : i64[2,3]
+    input %k : i64[3,5]
+    const %c : i64[] = [2]
+    %s = MatMul(%q, %k) : i64[2,5] @qk
+    %y = Div(%s, %c) : i64[2,5] @scale
+    return %y
+  })");
+  EXPECT_FALSE(foldScaleIntoMatMul(*integers));
 }
 
 }  // namespace

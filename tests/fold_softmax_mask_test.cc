@@ -69,6 +69,31 @@ TEST(FoldSoftmaxMask, AddedAndFilledMasksBecomeTheSoftmaxsMask) {
   }
 }
 
+// masked_fill with a finite fill: folds when every row keeps a score (the fill
+// then contributes exp(...) = 0 either way), not when a row is filled whole (filled,
+// the row is uniform; added, it would be softmax(x)), nor for a fill above -1e4.
+TEST(FoldSoftmaxMask, FiniteFillsFoldOnlyWhenEveryRowKeepsAScore) {
+  auto graph = [](const std::string& masked, const std::string& fill) {
+    return parseGraph(R"(graph g {
+    input %s : f32[2,3,3]
+    const %masked : bool[3,3] = )" +
+                      masked + R"(
+    const %fill : f32[] = [)" +
+                      fill + R"(]
+    %z = Where(%masked, %fill, %s) : f32[2,3,3] @mask
+    %p = Softmax(%z) {axis = -1} : f32[2,3,3] @softmax
+    return %p
+  })");
+  };
+  const std::string causal = "[0, 1, 1, 0, 0, 1, 0, 0, 0]", padded = "[0, 1, 1, 0, 0, 1, 1, 1, 1]";
+  EXPECT_TRUE(foldMaskIntoSoftmax(*graph(causal, "-1e9")));
+  EXPECT_TRUE(foldMaskIntoSoftmax(*graph(causal, "-1e4")));
+  EXPECT_FALSE(foldMaskIntoSoftmax(*graph(padded, "-1e9")));
+  EXPECT_TRUE(foldMaskIntoSoftmax(*graph(padded, "-inf")));
+  EXPECT_TRUE(foldMaskIntoSoftmax(*graph(padded, "-3.4028234663852886e+38")));
+  EXPECT_FALSE(foldMaskIntoSoftmax(*graph(causal, "-100")));
+}
+
 TEST(FoldSoftmaxMask, LeavesOtherMasksAxesAndSharedScoresAlone) {
   // A mask as large as the scores is a mask of every row (it folds); one per batch
   // element of several rows each does not repeat along the rows.

@@ -123,7 +123,7 @@ TEST(MixedPrecisionPlan, HoldsHalfParametersWithFloatMastersAndALossScaleFeed) {
   EXPECT_EQ(dtype.at("ds.loss_scale"), DType::F32);
 }
 
-// BatchNorm, LayerNorm and Softmax (and its gradient) read and write their data in
+// BatchNorm, LayerNorm and attention (fused, and its gradient) read and write their data in
 // 16 bits (no f32 copy of the activations): no Cast feeds them, and their X and Y
 // are 16-bit.
 TEST(MixedPrecisionPlan, NormalizationsKeepTheirDataInSixteenBits) {
@@ -135,8 +135,8 @@ TEST(MixedPrecisionPlan, NormalizationsKeepTheirDataInSixteenBits) {
   for (const Case& c :
        {Case{textModel("cnn", test::bnCnnText(), 4), "fp16", "BatchNormalization", DType::F16},
         Case{gptModel(), "bf16", "LayerNormalization", DType::BF16},
-        Case{gptModel(), "bf16", "Softmax", DType::BF16},
-        Case{gptModel(), "bf16", "SoftmaxGrad", DType::BF16}}) {
+        Case{gptModel(), "bf16", "FusedAttention", DType::BF16},
+        Case{gptModel(), "bf16", "FusedAttentionGrad", DType::BF16}}) {
     SCOPED_TRACE(c.op);
     PlanFile plan = readPlanFile(compile(c.model, c.precision, "", c.model.name + "_norm"));
     std::map<int, std::string> producer;

@@ -76,6 +76,8 @@ TEST_F(OpsShapeTest, RegistryHasEveryOp) {
       "Exp ConvGradInput ConvGradWeight MaxPoolGrad AveragePoolGrad BatchNormalizationGrad "
       "LayerNormalizationGrad SoftmaxCrossEntropyLossGrad GatherGrad SliceGrad SgdStep AdamStep "
       "ClipCoef ZerosLike Copy ReluGrad GeluGrad SoftmaxGrad "
+      // Attention in one step (passes/fuse_attention.h).
+      "FusedAttention FusedAttentionGrad "
       // Collectives (distributed plans).
       "AllReduce ReduceScatter AllGather Broadcast";
   std::vector<std::string> names = OpRegistry::instance().names();
@@ -83,7 +85,7 @@ TEST_F(OpsShapeTest, RegistryHasEveryOp) {
   size_t count = 0;
   for (std::string op; ops >> op; ++count)
     EXPECT_NE(std::find(names.begin(), names.end(), op), names.end()) << op;
-  EXPECT_EQ(count, 68u);
+  EXPECT_EQ(count, 70u);
   EXPECT_EQ(names.size(), count) << "a registered op is missing from this list";
   EXPECT_TRUE(std::is_sorted(names.begin(), names.end()));
 }

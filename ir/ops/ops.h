@@ -11,5 +11,6 @@ void registerShapeOps(OpRegistry& r);        // ir/ops/shape_ops.cc
 void registerTrainingOps(OpRegistry& r);     // ir/ops/training.cc
 void registerOptimizerOps(OpRegistry& r);    // ir/ops/optimizer.cc
 void registerCollectiveOps(OpRegistry& r);   // ir/ops/collective.cc
+void registerAttentionOps(OpRegistry& r);    // ir/ops/attention.cc
 
 }  // namespace ds

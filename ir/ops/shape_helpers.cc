@@ -245,4 +245,15 @@ int64_t softmaxMaskRows(const Shape& x, const Shape& mask) {
   return rows == 1 || (x.size() >= 2 && rows == x[x.size() - 2]) ? rows : 0;
 }
 
+AttentionDims attentionDims(const Shape& q, const Shape& k, const Shape& v, double scale,
+                            bool causal) {
+  AttentionDims d{q[0], q[1], k[1], q[2], q[3], v[3], scale, causal};
+  if (d.scale == 0) d.scale = 1.0 / std::sqrt(static_cast<double>(d.head));
+  return d;
+}
+
+DType attentionStatsDType(DType operands) {
+  return operands == DType::F64 ? DType::F64 : DType::F32;
+}
+
 }  // namespace ds

@@ -76,6 +76,19 @@ std::vector<int64_t> stridesOf(const Shape& shape);
 // that broadcasts to it (numpy rules; `in` must broadcast to `out`).
 std::vector<int64_t> broadcastIndices(const Shape& in, const Shape& out);
 
+// FusedAttention's sizes (ir/ops/attention.cc) from Q [B, Tq, H, D], K [B, Tk, H, D]
+// and V [B, Tk, H, Dv], with the scale resolved (0 means 1/sqrt(D)); element
+// (b, t, h, d) of an operand of head size n is at ((b·T + t)·H + h)·n + d.
+struct AttentionDims {
+  int64_t batch = 0, q_len = 0, kv_len = 0, heads = 0, head = 0, value_head = 0;
+  double scale = 1.0;
+  bool causal = false;
+};
+AttentionDims attentionDims(const Shape& q, const Shape& k, const Shape& v, double scale,
+                            bool causal);
+// The dtype of FusedAttention's softmax statistics L: f64 for f64 operands, else f32.
+DType attentionStatsDType(DType operands);
+
 // Softmax's optional additive mask (a dscompile extension: Softmax(X + M) over the
 // last axis, passes/fold_softmax_mask.h): how many rows of X's last dim M holds when
 // it repeats along X's rows (M is [1.., R, C] with C X's last dim and R 1 or X's

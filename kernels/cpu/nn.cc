@@ -17,6 +17,7 @@ void registerNnKernels(CpuKernelRegistry& r) {
   registerPoolKernels(r);
   registerNormKernels(r);
   registerLossKernels(r);
+  registerAttentionKernels(r);
 }
 
 }  // namespace ds::cpu

@@ -8,11 +8,12 @@
 
 namespace ds::cpu {
 
-void registerConvKernels(CpuKernelRegistry& r);    // conv.cc: Conv
-void registerMatMulKernels(CpuKernelRegistry& r);  // matmul.cc: Gemm, MatMul
-void registerPoolKernels(CpuKernelRegistry& r);    // pool.cc: MaxPool, AveragePool, GAP
-void registerNormKernels(CpuKernelRegistry& r);    // norm.cc: BatchNormalization, LayerNorm
-void registerLossKernels(CpuKernelRegistry& r);    // loss.cc: SoftmaxCrossEntropyLoss
+void registerConvKernels(CpuKernelRegistry& r);       // conv.cc: Conv
+void registerMatMulKernels(CpuKernelRegistry& r);     // matmul.cc: Gemm, MatMul
+void registerPoolKernels(CpuKernelRegistry& r);       // pool.cc: MaxPool, AveragePool, GAP
+void registerNormKernels(CpuKernelRegistry& r);       // norm.cc: BatchNormalization, LayerNorm
+void registerLossKernels(CpuKernelRegistry& r);       // loss.cc: SoftmaxCrossEntropyLoss
+void registerAttentionKernels(CpuKernelRegistry& r);  // attention.cc: FusedAttention(Grad)
 
 // Fails (at factory time) unless input `i` is f32 or f64; returns its dtype.
 DType requireF32OrF64(const KernelContext& ctx, size_t i);

@@ -100,7 +100,8 @@ CudaKernelFactory binaryFactory(BinaryOp op) {
 // Add takes a following Relu as its epilogue (ResNet's residual sums) when it
 // computes on floats of one dtype, as binaryFactory then runs it natively; or a
 // ReluGrad whose dY it computes (the backward's gradient sums at a residual block's
-// input, then that block's input Relu), when nothing broadcasts.
+// input, then that block's input Relu), when nothing broadcasts (and the sum is not
+// a single element, whose walk collapses to stride 0: not the contiguous kernel).
 bool addEpilogueRule(const KernelContext& add, const cpu::Epilogue& next) {
   const DType t = add.output(0).dtype();
   if (!add.epilogue.empty() || !isComputeFloat(t) || add.input(0).dtype() != t ||
@@ -109,7 +110,7 @@ bool addEpilogueRule(const KernelContext& add, const cpu::Epilogue& next) {
   if (next.op == "Relu") return true;
   const Shape& y = add.output(0).shape();
   return next.op == "ReluGrad" && next.slot == 0 && next.operand.type == add.output(0).type &&
-         add.input(0).shape() == y && add.input(1).shape() == y;
+         add.input(0).shape() == y && add.input(1).shape() == y && add.output(0).numel() > 1;
 }
 
 std::unique_ptr<CudaKernel> whereKernel(const KernelContext& ctx, const Device&) {

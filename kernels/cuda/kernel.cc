@@ -53,6 +53,7 @@ const CudaKernelRegistry& CudaKernelRegistry::instance() {
     registerReductionKernels(r);
     registerConvKernels(r);
     registerMatMulKernels(r);
+    registerAttentionKernels(r);
     registerNnKernels(r);
     registerCollectiveKernels(r);
     return r;

@@ -106,6 +106,21 @@ void softmaxGrad(DType t, const void* dy, const void* y, void* dx, int64_t outer
 void softmax(bool log, DType t, const void* x, const void* mask, int64_t mask_rows, void* y,
              int64_t outer, int64_t n, int64_t inner, cudaStream_t s);
 
+// ---- attention.cu ----
+// FusedAttention's rows: `rows` rows of kv_len f32 scores (one batch element's
+// [heads, q_len, kv_len]; row r is query r % q_len), probabilities of dtype t (f32,
+// f16 or bf16), keys after the query masked out if `causal`. Forward (stats_out):
+// probs = softmax(scores), stats_out[r] = log Σ exp(scores); backward (stats_in):
+// probs = exp(scores − stats_in[r]).
+void attentionProbs(DType t, const float* scores, void* probs, float* stats_out,
+                    const float* stats_in, int64_t rows, int64_t q_len, int64_t kv_len, bool causal,
+                    cudaStream_t s);
+// p = p·(dp − D) in place, D of row r = Σ_e dy·y over query r % q_len's head r / q_len
+// (dy and y: [q_len, heads, value_head]).
+void attentionGradScores(DType t, const float* dp, void* p, const void* dy, const void* y,
+                         int64_t rows, int64_t q_len, int64_t kv_len, int64_t heads,
+                         int64_t value_head, bool causal, cudaStream_t s);
+
 // ---- reduce.cu: normalisation ----
 // The data tensors (X, Y, dY, dX) have float dtype t (f32, f16 or bf16: 16-bit values
 // widened, each output rounded once from the f32 kernel's result, as promotion

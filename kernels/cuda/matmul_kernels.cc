@@ -154,6 +154,13 @@ MatMulPlan matmulPlan(const KernelContext& ctx) {
   if (!p.strided) {
     p.a_batch = broadcastIndices(a_batch, y);
     p.b_batch = broadcastIndices(b_batch, y);
+  } else if (p.b_stride == 0 && p.a_stride != 0 && !p.trans_a) {
+    // One B for every batch of a row-major A: the batches' rows are one [batches·m, k]
+    // matrix, so one product of M = batches·m (a linear layer over [N, T, C]) instead
+    // of a strided batch of small ones.
+    p.m *= p.batches;
+    p.batches = 1;
+    p.a_stride = 0;
   }
   return p;
 }
@@ -215,10 +222,46 @@ uint32_t alignmentOf(const void* p) {
 // Yᵀ = op(B)ᵀ·Aᵀ with the bias along Yᵀ's rows), f32 compute, one rounding of Y.
 class LtBiasMatMul : public CudaKernel {
  public:
-  LtBiasMatMul(const KernelContext& ctx, const Device& dev, const MatMulPlan& p, DType t)
-      : alpha_(p.alpha), m_(p.batches * p.m) {
-    if (!dev.cublaslt)
-      throwCudaError("cublasLtMatmulAlgoGetHeuristic", "no cuBLASLt handle", __FILE__, __LINE__);
+  // The kernel, or nullptr where cuBLASLt has no algorithm for it (the caller then
+  // runs the product and the Add unfused, as PyTorch falls back from addmm's
+  // epilogue).
+  static std::unique_ptr<LtBiasMatMul> tryCreate(const KernelContext& ctx, const Device& dev,
+                                                 const MatMulPlan& p, DType t) {
+    if (!dev.cublaslt) return nullptr;
+    auto kernel = std::unique_ptr<LtBiasMatMul>(new LtBiasMatMul(p));
+    try {
+      if (!kernel->init(ctx, dev, p, t)) return nullptr;
+    } catch (const std::exception&) {  // an unsupported layout: the descriptors are freed
+      return nullptr;
+    }
+    return kernel;
+  }
+  ~LtBiasMatMul() override {
+    if (pref_) cublasLtMatmulPreferenceDestroy(pref_);
+    for (cublasLtMatrixLayout_t l : {a_, b_, y_})
+      if (l) cublasLtMatrixLayoutDestroy(l);
+    if (op_) cublasLtMatmulDescDestroy(op_);
+  }
+  LtBiasMatMul(const LtBiasMatMul&) = delete;
+  LtBiasMatMul& operator=(const LtBiasMatMul&) = delete;
+
+  size_t workspaceBytes() const override { return heuristic_.workspaceSize; }
+
+  void run(const KernelContext& c, const Device& dev, void* ws) override {
+    const void* bias = c.epilogue.at(0).operand.data;
+    setAttr(CUBLASLT_MATMUL_DESC_BIAS_POINTER, &bias, sizeof(bias));
+    const float zero = 0.0f;
+    DS_CUBLAS_CHECK(cublasLtMatmul(dev.cublaslt, op_, &alpha_, c.input(1).data, b_, c.input(0).data,
+                                   a_, &zero, c.output(0).data, y_, c.output(0).data, y_,
+                                   &heuristic_.algo, ws, heuristic_.workspaceSize, dev.stream));
+  }
+
+ private:
+  static constexpr size_t kMaxWorkspace = size_t{32} << 20;  // NVIDIA's advice for Hopper
+  explicit LtBiasMatMul(const MatMulPlan& p) : alpha_(p.alpha), m_(p.batches * p.m) {}
+
+  // Describes the product and picks an algorithm; false when there is none.
+  bool init(const KernelContext& ctx, const Device& dev, const MatMulPlan& p, DType t) {
     const cudaDataType_t type = cudaTypeOf(t);
     DS_CUBLAS_CHECK(cublasLtMatmulDescCreate(&op_, CUBLAS_COMPUTE_32F, CUDA_R_32F));
     const cublasOperation_t ta = p.trans_b ? CUBLAS_OP_T : CUBLAS_OP_N, tb = CUBLAS_OP_N;
@@ -236,7 +279,12 @@ class LtBiasMatMul : public CudaKernel {
     DS_CUBLAS_CHECK(cublasLtMatrixLayoutCreate(&y_, type, n, m, static_cast<int64_t>(n)));
     DS_CUBLAS_CHECK(cublasLtMatmulPreferenceCreate(&pref_));
     DS_CUBLAS_CHECK(cublasLtMatmulPreferenceSetAttribute(
-        pref_, CUBLASLT_MATMUL_PREF_MAX_WORKSPACE_BYTES, &kWorkspace, sizeof(kWorkspace)));
+        pref_, CUBLASLT_MATMUL_PREF_MAX_WORKSPACE_BYTES, &kMaxWorkspace, sizeof(kMaxWorkspace)));
+    // Split-K partial sums add in f32, never in the 16-bit output type: one rounding,
+    // as the cuBLAS handle's DISALLOW_REDUCED_PRECISION_REDUCTION asks of cuBLAS.
+    const uint32_t reductions = CUBLASLT_REDUCTION_SCHEME_COMPUTE_TYPE;
+    DS_CUBLAS_CHECK(cublasLtMatmulPreferenceSetAttribute(
+        pref_, CUBLASLT_MATMUL_PREF_REDUCTION_SCHEME_MASK, &reductions, sizeof(reductions)));
     // Only algorithms the operands' addresses (fixed for the plan's life) suit, as
     // PyTorch asks: cuBLASLt otherwise assumes 256-byte alignment.
     const std::pair<cublasLtMatmulPreferenceAttributes_t, const void*> aligned[] = {
@@ -249,32 +297,11 @@ class LtBiasMatMul : public CudaKernel {
       DS_CUBLAS_CHECK(cublasLtMatmulPreferenceSetAttribute(pref_, attr, &bytes, sizeof(bytes)));
     }
     int found = 0;
-    DS_CUBLAS_CHECK(cublasLtMatmulAlgoGetHeuristic(dev.cublaslt, op_, b_, a_, y_, y_, pref_, 1,
-                                                   &heuristic_, &found));
-    if (found == 0) ctx.fail("cuBLASLt has no algorithm for this product with a bias epilogue");
-  }
-  ~LtBiasMatMul() override {
-    if (pref_) cublasLtMatmulPreferenceDestroy(pref_);
-    for (cublasLtMatrixLayout_t l : {a_, b_, y_})
-      if (l) cublasLtMatrixLayoutDestroy(l);
-    if (op_) cublasLtMatmulDescDestroy(op_);
-  }
-  LtBiasMatMul(const LtBiasMatMul&) = delete;
-  LtBiasMatMul& operator=(const LtBiasMatMul&) = delete;
-
-  size_t workspaceBytes() const override { return kWorkspace; }
-
-  void run(const KernelContext& c, const Device& dev, void* ws) override {
-    const void* bias = c.epilogue.at(0).operand.data;
-    setAttr(CUBLASLT_MATMUL_DESC_BIAS_POINTER, &bias, sizeof(bias));
-    const float zero = 0.0f;
-    DS_CUBLAS_CHECK(cublasLtMatmul(dev.cublaslt, op_, &alpha_, c.input(1).data, b_, c.input(0).data,
-                                   a_, &zero, c.output(0).data, y_, c.output(0).data, y_,
-                                   &heuristic_.algo, ws, kWorkspace, dev.stream));
+    const cublasStatus_t status = cublasLtMatmulAlgoGetHeuristic(dev.cublaslt, op_, b_, a_, y_, y_,
+                                                                 pref_, 1, &heuristic_, &found);
+    return status == CUBLAS_STATUS_SUCCESS && found > 0;
   }
 
- private:
-  static constexpr size_t kWorkspace = size_t{32} << 20;
   void setAttr(cublasLtMatmulDescAttributes_t a, const void* v, size_t bytes) {
     DS_CUBLAS_CHECK(cublasLtMatmulDescSetAttribute(op_, a, v, bytes));
   }
@@ -287,6 +314,10 @@ class LtBiasMatMul : public CudaKernel {
   cublasLtMatmulHeuristicResult_t heuristic_{};
 };
 
+std::unique_ptr<CudaKernel> withBiasAdd(const KernelContext& ctx,
+                                        std::shared_ptr<CudaKernel> product);
+std::unique_ptr<CudaKernel> productKernel(const MatMulPlan& p, DType dtype);
+
 std::unique_ptr<CudaKernel> matmulKernel(const KernelContext& ctx, const Device& dev) {
   const std::optional<DType> dtype = uniformFloatDType(ctx);
   if (!dtype && !ctx.epilogue.empty()) ctx.fail("a fused bias needs the native kernel");
@@ -297,9 +328,32 @@ std::unique_ptr<CudaKernel> matmulKernel(const KernelContext& ctx, const Device&
   }
   if (ctx.output(0).numel() == 0) return noopKernel();
   MatMulPlan p = matmulPlan(ctx);
-  if (!ctx.epilogue.empty()) return std::make_unique<LtBiasMatMul>(ctx, dev, p, *dtype);
+  if (!ctx.epilogue.empty()) {
+    if (auto fused = LtBiasMatMul::tryCreate(ctx, dev, p, *dtype)) return fused;
+    return withBiasAdd(ctx, productKernel(p, *dtype));
+  }
+  return productKernel(p, *dtype);
+}
+
+// The product, then the bias Add the fusion gave it, in one kernel: what the
+// plan's two steps compute, to the bit (the Add reads the rounded product).
+std::unique_ptr<CudaKernel> withBiasAdd(const KernelContext& ctx,
+                                        std::shared_ptr<CudaKernel> product) {
+  const Shape& y = ctx.output(0).shape();
+  const Walk w = broadcastWalk(ctx, y, {y, ctx.epilogue.at(0).operand.shape()});
+  const DType t = ctx.output(0).dtype();
+  return launchKernel(
+      [product, w, t](const KernelContext& c, const Device& d, void* ws) {
+        product->run(c, d, ws);
+        binary(BinaryOp::Add, t, c.output(0).data, c.epilogue[0].operand.data, c.output(0).data, w,
+               d.stream);
+      },
+      product->workspaceBytes());
+}
+
+std::unique_ptr<CudaKernel> productKernel(const MatMulPlan& p, DType dtype) {
   if (p.k == 0) return zeroKernel();
-  if (*dtype != DType::F32) return matmul16Kernel(p, *dtype);
+  if (dtype != DType::F32) return matmul16Kernel(p, dtype);
   return launchKernel([p](const KernelContext& c, const Device& d, void*) {
     const float zero = 0.0f;
     const float* a = c.input(0).as<float>();

@@ -1,0 +1,171 @@
+// FusedAttention and FusedAttentionGrad (ir/ops/attention.cc) on the CPU: one
+// (batch, head) pair per work item, every sum in double, the probabilities of one
+// query row at a time (never a [Tq, Tk] matrix). The gradient recomputes them from
+// the statistics L, as flash attention's backward does:
+//   P[i,j] = exp(S[i,j] − L[i]),  D[i] = Σ_d dY[i,d]·Y[i,d],
+//   dV[j] += P[i,j]·dY[i],  dS[i,j] = P[i,j]·(dY[i]·V[j] − D[i]),
+//   dQ[i] += scale·dS[i,j]·K[j],  dK[j] += scale·dS[i,j]·Q[i].
+// 16-bit steps run through promotion (kernels/cpu/promote16.h).
+#include <cmath>
+#include <limits>
+#include <vector>
+
+#include "ir/ops/shape_helpers.h"
+#include "kernels/cpu/cpu_util.h"
+#include "kernels/cpu/nn.h"
+
+namespace ds::cpu {
+namespace {
+
+// Element (b, t, h) of a [B, T, H, n] operand.
+struct Rows {
+  int64_t len, heads, n;
+  int64_t at(int64_t b, int64_t t, int64_t h) const { return ((b * len + t) * heads + h) * n; }
+};
+
+template <typename T>
+double dot(const T* a, const T* b, int64_t n) {
+  double s = 0.0;
+  for (int64_t d = 0; d < n; ++d) s += static_cast<double>(a[d]) * static_cast<double>(b[d]);
+  return s;
+}
+
+class AttentionGeometry {
+ public:
+  explicit AttentionGeometry(const KernelContext& ctx, size_t q)
+      : dims_(attentionDims(ctx.input(q).shape(), ctx.input(q + 1).shape(),
+                            ctx.input(q + 2).shape(), ctx.f("scale"), ctx.i("causal") != 0)),
+        q_{dims_.q_len, dims_.heads, dims_.head},
+        k_{dims_.kv_len, dims_.heads, dims_.head},
+        v_{dims_.kv_len, dims_.heads, dims_.value_head},
+        y_{dims_.q_len, dims_.heads, dims_.value_head} {}
+
+  // Keys query i attends to: [0, keys(i)).
+  int64_t keys(int64_t i) const { return dims_.causal ? i + 1 : dims_.kv_len; }
+  // Runs fn(b, h) for every (batch, head) pair, in parallel.
+  template <typename F>
+  void forEachHead(F&& fn) const {
+    parallelChunks(
+        dims_.batch * dims_.heads,
+        [&](int64_t begin, int64_t end) {
+          for (int64_t bh = begin; bh < end; ++bh) fn(bh / dims_.heads, bh % dims_.heads);
+        },
+        1);
+  }
+
+  const AttentionDims& dims() const { return dims_; }
+  const Rows& q() const { return q_; }
+  const Rows& k() const { return k_; }
+  const Rows& v() const { return v_; }
+  const Rows& y() const { return y_; }
+
+ private:
+  AttentionDims dims_;
+  Rows q_, k_, v_, y_;
+};
+
+// FusedAttention(Q, K, V) -> Y, L.
+template <typename T, typename L>
+class FusedAttentionKernel : public CpuKernel {
+ public:
+  explicit FusedAttentionKernel(const KernelContext& ctx) : g_(ctx, 0) {}
+
+  void run(const KernelContext& ctx) override {
+    const T *q = ctx.input(0).as<T>(), *k = ctx.input(1).as<T>(), *v = ctx.input(2).as<T>();
+    T* y = ctx.output(0).as<T>();
+    L* stats = ctx.output(1).as<L>();
+    const AttentionDims& d = g_.dims();
+    g_.forEachHead([&](int64_t b, int64_t h) {
+      std::vector<double> s(static_cast<size_t>(d.kv_len)), acc(static_cast<size_t>(d.value_head));
+      for (int64_t i = 0; i < d.q_len; ++i) {
+        const int64_t keys = g_.keys(i);
+        double max = -std::numeric_limits<double>::infinity();
+        for (int64_t j = 0; j < keys; ++j) {
+          s[j] = d.scale * dot(q + g_.q().at(b, i, h), k + g_.k().at(b, j, h), d.head);
+          max = std::max(max, s[j]);
+        }
+        double sum = 0.0;
+        std::fill(acc.begin(), acc.end(), 0.0);
+        for (int64_t j = 0; j < keys; ++j) {
+          const double p = std::exp(s[j] - max);
+          sum += p;
+          const T* vj = v + g_.v().at(b, j, h);
+          for (int64_t e = 0; e < d.value_head; ++e) acc[e] += p * static_cast<double>(vj[e]);
+        }
+        T* yi = y + g_.y().at(b, i, h);
+        for (int64_t e = 0; e < d.value_head; ++e) yi[e] = static_cast<T>(acc[e] / sum);
+        stats[(b * d.heads + h) * d.q_len + i] = static_cast<L>(max + std::log(sum));
+      }
+    });
+  }
+
+ private:
+  AttentionGeometry g_;
+};
+
+// FusedAttentionGrad(dY, Q, K, V, Y, L) -> dQ, dK, dV.
+template <typename T, typename L>
+class FusedAttentionGradKernel : public CpuKernel {
+ public:
+  explicit FusedAttentionGradKernel(const KernelContext& ctx) : g_(ctx, 1) {}
+
+  void run(const KernelContext& ctx) override {
+    const T* dy = ctx.input(0).as<T>();
+    const T *q = ctx.input(1).as<T>(), *k = ctx.input(2).as<T>(), *v = ctx.input(3).as<T>();
+    const T* y = ctx.input(4).as<T>();
+    const L* stats = ctx.input(5).as<L>();
+    T *dq = ctx.output(0).as<T>(), *dk = ctx.output(1).as<T>(), *dv = ctx.output(2).as<T>();
+    const AttentionDims& d = g_.dims();
+    g_.forEachHead([&](int64_t b, int64_t h) {
+      std::vector<double> dk_acc(static_cast<size_t>(d.kv_len * d.head), 0.0);
+      std::vector<double> dv_acc(static_cast<size_t>(d.kv_len * d.value_head), 0.0);
+      std::vector<double> dq_acc(static_cast<size_t>(d.head));
+      for (int64_t i = 0; i < d.q_len; ++i) {
+        const T* qi = q + g_.q().at(b, i, h);
+        const T* dyi = dy + g_.y().at(b, i, h);
+        const double l = static_cast<double>(stats[(b * d.heads + h) * d.q_len + i]);
+        const double di = dot(dyi, y + g_.y().at(b, i, h), d.value_head);
+        std::fill(dq_acc.begin(), dq_acc.end(), 0.0);
+        for (int64_t j = 0; j < g_.keys(i); ++j) {
+          const T* kj = k + g_.k().at(b, j, h);
+          const double p = std::exp(d.scale * dot(qi, kj, d.head) - l);
+          const double ds = p * (dot(dyi, v + g_.v().at(b, j, h), d.value_head) - di) * d.scale;
+          for (int64_t e = 0; e < d.value_head; ++e)
+            dv_acc[j * d.value_head + e] += p * static_cast<double>(dyi[e]);
+          for (int64_t e = 0; e < d.head; ++e) {
+            dq_acc[e] += ds * static_cast<double>(kj[e]);
+            dk_acc[j * d.head + e] += ds * static_cast<double>(qi[e]);
+          }
+        }
+        T* dqi = dq + g_.q().at(b, i, h);
+        for (int64_t e = 0; e < d.head; ++e) dqi[e] = static_cast<T>(dq_acc[e]);
+      }
+      for (int64_t j = 0; j < d.kv_len; ++j) {
+        for (int64_t e = 0; e < d.head; ++e)
+          dk[g_.k().at(b, j, h) + e] = static_cast<T>(dk_acc[j * d.head + e]);
+        for (int64_t e = 0; e < d.value_head; ++e)
+          dv[g_.v().at(b, j, h) + e] = static_cast<T>(dv_acc[j * d.value_head + e]);
+      }
+    });
+  }
+
+ private:
+  AttentionGeometry g_;
+};
+
+template <template <typename, typename> class Kernel>
+std::unique_ptr<CpuKernel> makeAttention(const KernelContext& ctx, size_t q) {
+  if (requireF32OrF64(ctx, q) == DType::F32) return std::make_unique<Kernel<float, float>>(ctx);
+  return std::make_unique<Kernel<double, double>>(ctx);
+}
+
+}  // namespace
+
+void registerAttentionKernels(CpuKernelRegistry& r) {
+  r.add("FusedAttention",
+        [](const KernelContext& ctx) { return makeAttention<FusedAttentionKernel>(ctx, 0); });
+  r.add("FusedAttentionGrad",
+        [](const KernelContext& ctx) { return makeAttention<FusedAttentionGradKernel>(ctx, 1); });
+}
+
+}  // namespace ds::cpu

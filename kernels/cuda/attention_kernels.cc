@@ -1,0 +1,161 @@
+// FusedAttention and FusedAttentionGrad on the GPU (CPU twin: kernels/cpu/attention.cc),
+// f32, f16 and bf16 (Native16). One batch element at a time: its [heads, Tq, Tk]
+// scores are computed in f32 into the workspace by a strided-batched cuBLAS product
+// over the heads, which reads Q, K and V where they lie in [B, T, heads, D] (row
+// stride heads·D, head stride D: no transposes); attention.cu turns them into
+// probabilities of the operands' dtype, and a second product writes Y in place.
+// The gradient recomputes the probabilities from L, then
+//   dV = Pᵀ·dY,  dP = dY·Vᵀ (f32),  dS = P·(dP − D),  dQ = scale·dS·K,  dK = scale·dSᵀ·Q.
+// The workspace holds one batch element's scores in f32 and in the operands' dtype.
+#include "ir/ops/shape_helpers.h"
+#include "kernels/cuda/cuda_util.h"
+
+namespace ds::cuda {
+namespace {
+
+cudaDataType_t cudaTypeOf(DType t) {
+  return t == DType::F16 ? CUDA_R_16F : t == DType::BF16 ? CUDA_R_16BF : CUDA_R_32F;
+}
+
+// One row-major operand of a head-batched product: element (row, col) of head h at
+// data + h·head_stride + row·ld + col; `trans` reads it transposed.
+struct Operand {
+  const void* data;
+  int64_t ld, head_stride;
+  bool trans = false;
+};
+
+// Row-major C[h] = alpha·op(A[h])·op(B[h]) over the heads, as the column-major
+// Cᵀ = op(B)ᵀ·op(A)ᵀ (A and B of dtype t, C of c_type; f32 compute).
+void headProducts(const Device& d, DType t, int64_t heads, int64_t m, int64_t n, int64_t k,
+                  float alpha, const Operand& a, const Operand& b, void* c, cudaDataType_t c_type,
+                  int64_t ldc, int64_t c_head_stride) {
+  const float beta = 0.0f;
+  const cudaDataType_t ab = cudaTypeOf(t);
+  DS_CUBLAS_CHECK(cublasGemmStridedBatchedEx(
+      d.cublas, b.trans ? CUBLAS_OP_T : CUBLAS_OP_N, a.trans ? CUBLAS_OP_T : CUBLAS_OP_N,
+      static_cast<int>(n), static_cast<int>(m), static_cast<int>(k), &alpha, b.data, ab,
+      static_cast<int>(b.ld), b.head_stride, a.data, ab, static_cast<int>(a.ld), a.head_stride,
+      &beta, c, c_type, static_cast<int>(ldc), c_head_stride, static_cast<int>(heads),
+      CUBLAS_COMPUTE_32F, CUBLAS_GEMM_DEFAULT));
+}
+
+// Byte offsets of batch element b and the workspace's layout.
+struct Geometry {
+  AttentionDims dims;
+  DType t;
+  size_t elem;
+
+  Geometry(const KernelContext& ctx, size_t q)
+      : dims(attentionDims(ctx.input(q).shape(), ctx.input(q + 1).shape(), ctx.input(q + 2).shape(),
+                           ctx.f("scale"), ctx.i("causal") != 0)),
+        t(ctx.input(q).dtype()),
+        elem(dtypeSize(t)) {
+    if (t != DType::F32 && !isSixteenBitFloat(t))
+      ctx.fail("attention on ", dtypeName(t), " is not supported on CUDA (f32, f16, bf16)");
+  }
+  int64_t rows() const { return dims.heads * dims.q_len; }
+  int64_t scores() const { return rows() * dims.kv_len; }
+  size_t workspaceBytes() const { return static_cast<size_t>(scores()) * (sizeof(float) + elem); }
+  float* f32Scores(void* ws) const { return static_cast<float*>(ws); }
+  void* probs(void* ws) const { return static_cast<char*>(ws) + scores() * sizeof(float); }
+  // Batch element b of a [B, T, heads, n] operand, and that operand's head view.
+  const char* at(const void* base, int64_t b, int64_t len, int64_t n) const {
+    return static_cast<const char*>(base) + static_cast<size_t>(b * len * dims.heads * n) * elem;
+  }
+  Operand q(const void* base, int64_t b) const {
+    return {at(base, b, dims.q_len, dims.head), dims.heads * dims.head, dims.head};
+  }
+  Operand k(const void* base, int64_t b) const {
+    return {at(base, b, dims.kv_len, dims.head), dims.heads * dims.head, dims.head};
+  }
+  Operand v(const void* base, int64_t b) const {
+    return {at(base, b, dims.kv_len, dims.value_head), dims.heads * dims.value_head,
+            dims.value_head};
+  }
+  Operand y(const void* base, int64_t b) const {
+    return {at(base, b, dims.q_len, dims.value_head), dims.heads * dims.value_head,
+            dims.value_head};
+  }
+  Operand scoresOperand(const void* data) const {
+    return {data, dims.kv_len, dims.q_len * dims.kv_len};
+  }
+
+  // Scores (f32, in the workspace) of batch element b: scale·Q·Kᵀ per head.
+  void computeScores(const Device& d, const void* q_base, const void* k_base, int64_t b,
+                     void* ws) const {
+    Operand kt = k(k_base, b);
+    kt.trans = true;
+    headProducts(d, t, dims.heads, dims.q_len, dims.kv_len, dims.head,
+                 static_cast<float>(dims.scale), q(q_base, b), kt, f32Scores(ws), CUDA_R_32F,
+                 dims.kv_len, dims.q_len * dims.kv_len);
+  }
+  // Writes op(A)·op(B) per head into `out`'s batch element b (a [B, T, heads, n] operand).
+  void intoOperand(const Device& d, int64_t m, int64_t n, int64_t k, float alpha, const Operand& a,
+                   const Operand& bop, const Operand& out) const {
+    headProducts(d, t, dims.heads, m, n, k, alpha, a, bop, const_cast<void*>(out.data),
+                 cudaTypeOf(t), out.ld, out.head_stride);
+  }
+};
+
+std::unique_ptr<CudaKernel> attentionKernel(const KernelContext& ctx, const Device&) {
+  const Geometry g(ctx, 0);
+  return launchKernel(
+      [g](const KernelContext& c, const Device& d, void* ws) {
+        const AttentionDims& n = g.dims;
+        auto* stats = static_cast<float*>(c.output(1).data);
+        for (int64_t b = 0; b < n.batch; ++b) {
+          g.computeScores(d, c.input(0).data, c.input(1).data, b, ws);
+          attentionProbs(g.t, g.f32Scores(ws), g.probs(ws), stats + b * g.rows(), nullptr, g.rows(),
+                         n.q_len, n.kv_len, n.causal, d.stream);
+          g.intoOperand(d, n.q_len, n.value_head, n.kv_len, 1.0f, g.scoresOperand(g.probs(ws)),
+                        g.v(c.input(2).data, b), g.y(c.output(0).data, b));
+        }
+      },
+      g.workspaceBytes());
+}
+
+std::unique_ptr<CudaKernel> attentionGradKernel(const KernelContext& ctx, const Device&) {
+  const Geometry g(ctx, 1);
+  return launchKernel(
+      [g](const KernelContext& c, const Device& d, void* ws) {
+        const AttentionDims& n = g.dims;
+        const void *dy = c.input(0).data, *q = c.input(1).data, *k = c.input(2).data;
+        const void *v = c.input(3).data, *y = c.input(4).data;
+        const auto* stats = static_cast<const float*>(c.input(5).data);
+        const float scale = static_cast<float>(n.scale);
+        for (int64_t b = 0; b < n.batch; ++b) {
+          g.computeScores(d, q, k, b, ws);
+          attentionProbs(g.t, g.f32Scores(ws), g.probs(ws), nullptr, stats + b * g.rows(), g.rows(),
+                         n.q_len, n.kv_len, n.causal, d.stream);
+          Operand pt = g.scoresOperand(g.probs(ws));
+          pt.trans = true;  // dV = Pᵀ·dY
+          g.intoOperand(d, n.kv_len, n.value_head, n.q_len, 1.0f, pt, g.y(dy, b),
+                        g.v(c.output(2).data, b));
+          Operand vt = g.v(v, b);
+          vt.trans = true;  // dP = dY·Vᵀ, f32 over the scores
+          headProducts(d, g.t, n.heads, n.q_len, n.kv_len, n.value_head, 1.0f, g.y(dy, b), vt,
+                       g.f32Scores(ws), CUDA_R_32F, n.kv_len, n.q_len * n.kv_len);
+          attentionGradScores(g.t, g.f32Scores(ws), g.probs(ws), g.y(dy, b).data, g.y(y, b).data,
+                              g.rows(), n.q_len, n.kv_len, n.heads, n.value_head, n.causal,
+                              d.stream);
+          const Operand ds = g.scoresOperand(g.probs(ws));
+          g.intoOperand(d, n.q_len, n.head, n.kv_len, scale, ds, g.k(k, b),
+                        g.q(c.output(0).data, b));  // dQ = scale·dS·K
+          Operand dst = ds;
+          dst.trans = true;  // dK = scale·dSᵀ·Q
+          g.intoOperand(d, n.kv_len, n.head, n.q_len, scale, dst, g.q(q, b),
+                        g.k(c.output(1).data, b));
+        }
+      },
+      g.workspaceBytes());
+}
+
+}  // namespace
+
+void registerAttentionKernels(CudaKernelRegistry& r) {
+  r.add("FusedAttention", attentionKernel, Precision::Native16);
+  r.add("FusedAttentionGrad", attentionGradKernel, Precision::Native16);
+}
+
+}  // namespace ds::cuda
