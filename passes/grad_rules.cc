@@ -185,6 +185,23 @@ Grads softmaxGrad(GradContext& c) {
   return {c.emit("SoftmaxGrad", {c.dy(), c.y()}, {{"axis", c.node().i("axis")}}), nullptr};
 }
 
+// dB of Y = α·A·op(B) with A [..., M, K] and 2-D weights B, whose gradient sums the
+// batch: one product over the batch's rows flattened, A as [rows, K] and dY as
+// [rows, N] (reshapes, in place where they are their inputs' last readers), rather
+// than a [batch, K, N] product rounded per batch and then summed.
+Value* sharedWeightGrad(GradContext& c, bool tb, double alpha) {
+  const Shape& a = c.x(0)->shape();
+  const Shape& dy = c.dy()->shape();
+  auto rows = [&](Value* x, int64_t cols) {
+    return c.emit("Reshape", {x}, {{"shape", std::vector<int64_t>{-1, cols}}});
+  };
+  Value* y_rows = rows(c.dy(), dy.back());
+  Value* a_rows = rows(c.x(0), a.back());
+  AttributeMap attrs = {{"transA", int64_t{1}}, {"transB", int64_t{0}}};
+  if (alpha != 1.0) attrs["alpha"] = alpha;
+  return tb ? c.emit("MatMul", {y_rows, a_rows}, attrs) : c.emit("MatMul", {a_rows, y_rows}, attrs);
+}
+
 // Y = α·op(A)·op(B) (matrices, batched; op transposes per transA/transB) ⇒
 //   dA = α·dY·op(B)ᵀ, stored transposed when transA; dB = α·op(A)ᵀ·dY, likewise —
 // each one MatMul with the transposes and α as attributes, reduced over broadcast
@@ -208,7 +225,9 @@ Grads matmulGrad(GradContext& c) {
                          a->shape());
   // dB: A·B → Aᵀ·dY; A·Bᵀ → dYᵀ·A; Aᵀ·B → A·dY; Aᵀ·Bᵀ → dYᵀ·Aᵀ.
   Value* db = nullptr;
-  if (c.wants(1))
+  if (c.wants(1) && b->rank() == 2 && a->rank() > 2 && !ta)
+    db = sharedWeightGrad(c, tb, alpha);
+  else if (c.wants(1))
     db = c.reduceToShape(tb ? matmul(c.dy(), a, true, ta) : matmul(a, c.dy(), !ta, false),
                          b->shape());
   return {da, db};

@@ -190,6 +190,9 @@ const std::vector<GradCase>& cases() {
        " %y = Softmax(%x0, %m) : f64[2,3,4] @n"},
       {"MatMul",
        "input %x0 : f64[2,2,3]\n input %x1 : f64[3,4]\n %y = MatMul(%x0, %x1) : f64[2,2,4] @n"},
+      {"MatMul",  // 2-D weights read transposed, under a rank-4 batch: dB from the rows
+       "input %x0 : f64[2,3,2,3]\n input %x1 : f64[4,3]\n"
+       " %y = MatMul(%x0, %x1) {alpha = 0.5, transB = 1} : f64[2,3,2,4] @n"},
       {"MatMul",
        "input %x0 : f64[2,3,2]\n input %x1 : f64[3,4]\n"
        " %y = MatMul(%x0, %x1) {transA = 1} : f64[2,2,4] @n"},
