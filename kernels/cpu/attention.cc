@@ -1,7 +1,9 @@
 // FusedAttention and FusedAttentionGrad (ir/ops/attention.cc) on the CPU: one
-// (batch, head) pair per work item, every sum in double, the probabilities of one
-// query row at a time (never a [Tq, Tk] matrix). The gradient recomputes them from
-// the statistics L, as flash attention's backward does:
+// (batch, head) pair per work item, the probabilities of one query row at a time
+// (never a [Tq, Tk] matrix). Dot products and the weighted sums of V accumulate in
+// the operands' type, as the MatMul kernels they replace do (vectorised: f32 for
+// f32, f64 for the f64 oracle); softmax sums and statistics in double. The gradient recomputes them
+// from the statistics L, as flash attention's backward does:
 //   P[i,j] = exp(S[i,j] − L[i]),  D[i] = Σ_d dY[i,d]·Y[i,d],
 //   dV[j] += P[i,j]·dY[i],  dS[i,j] = P[i,j]·(dY[i]·V[j] − D[i]),
 //   dQ[i] += scale·dS[i,j]·K[j],  dK[j] += scale·dS[i,j]·Q[i].
@@ -25,9 +27,17 @@ struct Rows {
 
 template <typename T>
 double dot(const T* a, const T* b, int64_t n) {
-  double s = 0.0;
-  for (int64_t d = 0; d < n; ++d) s += static_cast<double>(a[d]) * static_cast<double>(b[d]);
-  return s;
+  T s = 0;
+#pragma omp simd reduction(+ : s)
+  for (int64_t d = 0; d < n; ++d) s += a[d] * b[d];
+  return static_cast<double>(s);
+}
+
+// acc[e] += w·x[e] over n elements.
+template <typename T>
+void axpy(T* acc, T w, const T* x, int64_t n) {
+#pragma omp simd
+  for (int64_t e = 0; e < n; ++e) acc[e] += w * x[e];
 }
 
 class AttentionGeometry {
@@ -76,7 +86,8 @@ class FusedAttentionKernel : public CpuKernel {
     L* stats = ctx.output(1).as<L>();
     const AttentionDims& d = g_.dims();
     g_.forEachHead([&](int64_t b, int64_t h) {
-      std::vector<double> s(static_cast<size_t>(d.kv_len)), acc(static_cast<size_t>(d.value_head));
+      std::vector<double> s(static_cast<size_t>(d.kv_len));
+      std::vector<T> acc(static_cast<size_t>(d.value_head));
       for (int64_t i = 0; i < d.q_len; ++i) {
         const int64_t keys = g_.keys(i);
         double max = -std::numeric_limits<double>::infinity();
@@ -85,12 +96,11 @@ class FusedAttentionKernel : public CpuKernel {
           max = std::max(max, s[j]);
         }
         double sum = 0.0;
-        std::fill(acc.begin(), acc.end(), 0.0);
+        std::fill(acc.begin(), acc.end(), T(0));
         for (int64_t j = 0; j < keys; ++j) {
           const double p = std::exp(s[j] - max);
           sum += p;
-          const T* vj = v + g_.v().at(b, j, h);
-          for (int64_t e = 0; e < d.value_head; ++e) acc[e] += p * static_cast<double>(vj[e]);
+          axpy(acc.data(), static_cast<T>(p), v + g_.v().at(b, j, h), d.value_head);
         }
         T* yi = y + g_.y().at(b, i, h);
         for (int64_t e = 0; e < d.value_head; ++e) yi[e] = static_cast<T>(acc[e] / sum);
@@ -117,25 +127,22 @@ class FusedAttentionGradKernel : public CpuKernel {
     T *dq = ctx.output(0).as<T>(), *dk = ctx.output(1).as<T>(), *dv = ctx.output(2).as<T>();
     const AttentionDims& d = g_.dims();
     g_.forEachHead([&](int64_t b, int64_t h) {
-      std::vector<double> dk_acc(static_cast<size_t>(d.kv_len * d.head), 0.0);
-      std::vector<double> dv_acc(static_cast<size_t>(d.kv_len * d.value_head), 0.0);
-      std::vector<double> dq_acc(static_cast<size_t>(d.head));
+      std::vector<T> dk_acc(static_cast<size_t>(d.kv_len * d.head), T(0));
+      std::vector<T> dv_acc(static_cast<size_t>(d.kv_len * d.value_head), T(0));
+      std::vector<T> dq_acc(static_cast<size_t>(d.head));
       for (int64_t i = 0; i < d.q_len; ++i) {
         const T* qi = q + g_.q().at(b, i, h);
         const T* dyi = dy + g_.y().at(b, i, h);
         const double l = static_cast<double>(stats[(b * d.heads + h) * d.q_len + i]);
         const double di = dot(dyi, y + g_.y().at(b, i, h), d.value_head);
-        std::fill(dq_acc.begin(), dq_acc.end(), 0.0);
+        std::fill(dq_acc.begin(), dq_acc.end(), T(0));
         for (int64_t j = 0; j < g_.keys(i); ++j) {
           const T* kj = k + g_.k().at(b, j, h);
           const double p = std::exp(d.scale * dot(qi, kj, d.head) - l);
           const double ds = p * (dot(dyi, v + g_.v().at(b, j, h), d.value_head) - di) * d.scale;
-          for (int64_t e = 0; e < d.value_head; ++e)
-            dv_acc[j * d.value_head + e] += p * static_cast<double>(dyi[e]);
-          for (int64_t e = 0; e < d.head; ++e) {
-            dq_acc[e] += ds * static_cast<double>(kj[e]);
-            dk_acc[j * d.head + e] += ds * static_cast<double>(qi[e]);
-          }
+          axpy(dv_acc.data() + j * d.value_head, static_cast<T>(p), dyi, d.value_head);
+          axpy(dq_acc.data(), static_cast<T>(ds), kj, d.head);
+          axpy(dk_acc.data() + j * d.head, static_cast<T>(ds), qi, d.head);
         }
         T* dqi = dq + g_.q().at(b, i, h);
         for (int64_t e = 0; e < d.head; ++e) dqi[e] = static_cast<T>(dq_acc[e]);
