@@ -4,7 +4,7 @@
 # the stripped ds_tests, dsrun, dscompile and dsmodel of a CUDA build, and the
 # shared libraries they need that such a machine lacks (oneDNN, protobuf, ONNX,
 # libgomp, the CUDA runtime, ...), as one xz archive, since the device tool
-# carries at most 64 MiB and oneDNN alone is 40 MB. cuDNN, cuBLAS and NCCL are
+# carries at most 64 MiB and oneDNN alone is 40 MB. cuDNN, cuBLAS, NCCL and NVRTC are
 # not packed: the machine has them in PyTorch's pip packages. libstdc++ and
 # libgcc_s go to a fallback folder used only when the machine's own are too old.
 # The GPU tests build their models and CPU references on the machine itself, so
@@ -112,7 +112,7 @@ ldd "$stage"/bin/* | awk '/=> \// {print $3}' | sort -u | while read -r lib; do
   name=$(basename "$lib")
   case "$name" in
     libc.so* | libm.so* | libdl.so* | libpthread.so* | librt.so* | ld-linux*) continue ;;
-    libcuda.so* | libcudnn* | libcublas* | libnccl*) continue ;;
+    libcuda.so* | libcudnn* | libcublas* | libnccl* | libnvrtc*) continue ;;
     libstdc++.so* | libgcc_s.so*) dest=lib-fallback ;;
     *) dest=lib ;;
   esac

@@ -32,3 +32,8 @@ if [ ! -x "$venv/bin/python" ] || ! "$venv/bin/python" -c 'import onnx, onnxrunt
   python3 -m venv "$venv"
   "$venv/bin/pip" install -q --disable-pip-version-check onnx onnxruntime numpy
 fi
+# cuDNN's C++ graph API (header-only) for fused attention on the GPU: the build uses
+# only the wheel's headers, so none of its Python dependencies are installed.
+if ! compgen -G "$venv/lib/python3*/site-packages/include/cudnn_frontend.h" > /dev/null; then
+  "$venv/bin/pip" install -q --disable-pip-version-check --no-deps nvidia-cudnn-frontend==1.32.0
+fi

@@ -35,6 +35,7 @@
 
 #ifdef DS_HAVE_CUDA
 #include "frontend/compile.h"
+#include "kernels/cuda/attention_sdpa.h"
 #include "kernels/cuda/cuda_executor.h"
 #include "kernels/cuda/device.h"
 #include "kernels/cuda/epilogues.h"
@@ -810,6 +811,33 @@ void expectKernelsBuild(const PlanFile& plan, const std::string& what) {
       EXPECT_TRUE(test::contains(e.what(), " failed: "))
           << what << " step " << ctx.node_name << " (" << ctx.op << "): " << e.what();
     }
+  }
+}
+
+// 16-bit attention of a GPT's head size runs as cuDNN's fused flash attention, forward
+// and backward (the cuBLAS kernels remain for f32 and what cuDNN declines; the
+// FusedAttention cases above compare either against the CPU).
+TEST(CudaBackend, SixteenBitAttentionRunsOnCudnn) {
+  SKIP_WITHOUT_GPU();
+  for (const char* t : {"f16", "bf16"}) {
+    PlanFile plan = casePlan(as16(
+        {"FusedAttention",
+         "input %x0 : f32[2,128,4,64]\n input %x1 : f32[2,128,4,64]\n input %x2 : f32[2,128,4,64]\n"
+         " %y, %l = FusedAttention(%x0, %x1, %x2) {causal = 1} : f32[2,128,4,64], f32[2,4,128] @n"},
+        t));
+    cuda::Device dev;
+    ASSERT_EQ(cudnnCreate(&dev.cudnn), CUDNN_STATUS_SUCCESS);
+    int built = 0;
+    for (const auto& step : plan.plan.ranks(0).steps()) {
+      if (step.op() != "FusedAttention" && step.op() != "FusedAttentionGrad") continue;
+      EXPECT_NE(cuda::cudnnAttentionKernel(fakeContext(plan, step), dev,
+                                           step.op() == "FusedAttentionGrad"),
+                nullptr)
+          << t << " " << step.op();
+      ++built;
+    }
+    EXPECT_EQ(built, 2);
+    cudnnDestroy(dev.cudnn);
   }
 }
 

@@ -1,5 +1,7 @@
 // FusedAttention and FusedAttentionGrad on the GPU (CPU twin: kernels/cpu/attention.cc),
-// f32, f16 and bf16 (Native16). One batch element at a time: its [heads, Tq, Tk]
+// f32, f16 and bf16 (Native16). 16-bit steps run as cuDNN's fused flash attention
+// where cuDNN supports them (kernels/cuda/attention_sdpa.h); the rest, here, one
+// batch element at a time: its [heads, Tq, Tk]
 // scores are computed in f32 into the workspace by a strided-batched cuBLAS product
 // over the heads, which reads Q, K and V where they lie in [B, T, heads, D] (row
 // stride heads·D, head stride D: no transposes); attention.cu turns them into
@@ -8,6 +10,7 @@
 //   dV = Pᵀ·dY,  dP = dY·Vᵀ (f32),  dS = P·(dP − D),  dQ = scale·dS·K,  dK = scale·dSᵀ·Q.
 // The workspace holds one batch element's scores in f32 and in the operands' dtype.
 #include "ir/ops/shape_helpers.h"
+#include "kernels/cuda/attention_sdpa.h"
 #include "kernels/cuda/cuda_util.h"
 
 namespace ds::cuda {
@@ -98,7 +101,8 @@ struct Geometry {
   }
 };
 
-std::unique_ptr<CudaKernel> attentionKernel(const KernelContext& ctx, const Device&) {
+std::unique_ptr<CudaKernel> attentionKernel(const KernelContext& ctx, const Device& dev) {
+  if (auto fused = cudnnAttentionKernel(ctx, dev, false)) return fused;
   const Geometry g(ctx, 0);
   return launchKernel(
       [g](const KernelContext& c, const Device& d, void* ws) {
@@ -115,7 +119,8 @@ std::unique_ptr<CudaKernel> attentionKernel(const KernelContext& ctx, const Devi
       g.workspaceBytes());
 }
 
-std::unique_ptr<CudaKernel> attentionGradKernel(const KernelContext& ctx, const Device&) {
+std::unique_ptr<CudaKernel> attentionGradKernel(const KernelContext& ctx, const Device& dev) {
+  if (auto fused = cudnnAttentionKernel(ctx, dev, true)) return fused;
   const Geometry g(ctx, 1);
   return launchKernel(
       [g](const KernelContext& c, const Device& d, void* ws) {

@@ -1,0 +1,153 @@
+#include "kernels/cuda/attention_sdpa.h"
+
+#ifdef DS_HAVE_CUDNN_FRONTEND
+
+#include <cudnn_frontend.h>
+
+#include <unordered_map>
+#include <vector>
+
+#include "ir/ops/shape_helpers.h"
+#include "kernels/cuda/cuda_util.h"
+
+namespace ds::cuda {
+namespace {
+
+namespace fe = cudnn_frontend;
+using TensorPtr = std::shared_ptr<fe::graph::Tensor_attributes>;
+
+// The graph's tensors by the uid the variant pack names them with: the step's
+// inputs, then its outputs.
+constexpr int64_t kOutputUids = 16;
+int64_t inputUid(size_t i) {
+  return static_cast<int64_t>(i) + 1;
+}
+int64_t outputUid(size_t i) {
+  return kOutputUids + static_cast<int64_t>(i);
+}
+
+// A [B, T, heads, n] operand as cuDNN's [B, heads, T, n].
+fe::graph::Tensor_attributes headMajor(const std::string& name, int64_t uid, int64_t batch,
+                                       int64_t len, int64_t heads, int64_t n) {
+  return fe::graph::Tensor_attributes()
+      .set_name(name)
+      .set_uid(uid)
+      .set_dim({batch, heads, len, n})
+      .set_stride({len * heads * n, n, heads * n, 1});
+}
+
+void describeHeadMajor(const TensorPtr& t, const std::string& name, int64_t uid, int64_t batch,
+                       int64_t len, int64_t heads, int64_t n) {
+  t->set_output(true)
+      .set_name(name)
+      .set_uid(uid)
+      .set_dim({batch, heads, len, n})
+      .set_stride({len * heads * n, n, heads * n, 1});
+}
+
+class CudnnAttention : public CudaKernel {
+ public:
+  CudnnAttention(std::shared_ptr<fe::graph::Graph> graph, size_t inputs, size_t outputs,
+                 int64_t workspace)
+      : graph_(std::move(graph)),
+        inputs_(inputs),
+        outputs_(outputs),
+        workspace_(static_cast<size_t>(workspace)) {}
+
+  size_t workspaceBytes() const override { return workspace_; }
+
+  void run(const KernelContext& c, const Device& dev, void* ws) override {
+    std::unordered_map<int64_t, void*> pack;
+    for (size_t i = 0; i < inputs_; ++i) pack[inputUid(i)] = c.input(i).data;
+    for (size_t i = 0; i < outputs_; ++i) pack[outputUid(i)] = c.output(i).data;
+    fe::error_t status = graph_->execute(dev.cudnn, pack, ws);
+    if (!status.is_good())
+      throwCudaError("cudnn_frontend::graph::Graph::execute", status.get_message().c_str(),
+                     __FILE__, __LINE__);
+  }
+
+ private:
+  std::shared_ptr<fe::graph::Graph> graph_;
+  size_t inputs_, outputs_, workspace_;
+};
+
+}  // namespace
+
+std::unique_ptr<CudaKernel> cudnnAttentionKernel(const KernelContext& ctx, const Device& dev,
+                                                 bool backward) {
+  const size_t q = backward ? 1 : 0;
+  const DType t = ctx.input(q).dtype();
+  if (dev.cudnn == nullptr || !isSixteenBitFloat(t)) return nullptr;
+  const AttentionDims d =
+      attentionDims(ctx.input(q).shape(), ctx.input(q + 1).shape(), ctx.input(q + 2).shape(),
+                    ctx.f("scale"), ctx.i("causal") != 0);
+  auto graph = std::make_shared<fe::graph::Graph>();
+  graph->set_io_data_type(t == DType::F16 ? fe::DataType_t::HALF : fe::DataType_t::BFLOAT16)
+      .set_intermediate_data_type(fe::DataType_t::FLOAT)
+      .set_compute_data_type(fe::DataType_t::FLOAT);
+  auto operand = [&](const char* name, size_t input, int64_t len, int64_t n) {
+    return graph->tensor(headMajor(name, inputUid(input), d.batch, len, d.heads, n));
+  };
+  auto stats = [&](size_t input) {  // L [B, heads, Tq] as [B, heads, Tq, 1]
+    return graph->tensor(fe::graph::Tensor_attributes()
+                             .set_name("L")
+                             .set_uid(inputUid(input))
+                             .set_dim({d.batch, d.heads, d.q_len, 1})
+                             .set_stride({d.heads * d.q_len, d.q_len, 1, 1})
+                             .set_data_type(fe::DataType_t::FLOAT));
+  };
+  const auto scale = static_cast<float>(d.scale);
+  size_t inputs = 3, outputs = 2;
+  if (!backward) {
+    auto options = fe::graph::SDPA_attributes()
+                       .set_name("attention")
+                       .set_generate_stats(true)
+                       .set_attn_scale(scale)
+                       .set_causal_mask(d.causal);
+    auto [y, l] = graph->sdpa(operand("Q", 0, d.q_len, d.head), operand("K", 1, d.kv_len, d.head),
+                              operand("V", 2, d.kv_len, d.value_head), options);
+    describeHeadMajor(y, "Y", outputUid(0), d.batch, d.q_len, d.heads, d.value_head);
+    l->set_output(true)
+        .set_uid(outputUid(1))
+        .set_dim({d.batch, d.heads, d.q_len, 1})
+        .set_stride({d.heads * d.q_len, d.q_len, 1, 1})
+        .set_data_type(fe::DataType_t::FLOAT);
+  } else {
+    inputs = 6;
+    outputs = 3;
+    auto options = fe::graph::SDPA_backward_attributes()
+                       .set_name("attention_grad")
+                       .set_attn_scale(scale)
+                       .set_causal_mask(d.causal)
+                       .set_deterministic_algorithm(true);
+    auto [dq, dk, dv] = graph->sdpa_backward(
+        operand("Q", 1, d.q_len, d.head), operand("K", 2, d.kv_len, d.head),
+        operand("V", 3, d.kv_len, d.value_head), operand("Y", 4, d.q_len, d.value_head),
+        operand("dY", 0, d.q_len, d.value_head), stats(5), options);
+    describeHeadMajor(dq, "dQ", outputUid(0), d.batch, d.q_len, d.heads, d.head);
+    describeHeadMajor(dk, "dK", outputUid(1), d.batch, d.kv_len, d.heads, d.head);
+    describeHeadMajor(dv, "dV", outputUid(2), d.batch, d.kv_len, d.heads, d.value_head);
+  }
+  // Any step cuDNN declines (validation, support, no engine) falls back to cuBLAS.
+  int64_t workspace = 0;
+  if (!graph->validate().is_good() || !graph->build_operation_graph(dev.cudnn).is_good() ||
+      !graph->create_execution_plans({fe::HeurMode_t::A}).is_good() ||
+      !graph->check_support(dev.cudnn).is_good() || !graph->build_plans(dev.cudnn).is_good() ||
+      !graph->get_workspace_size(workspace).is_good())
+    return nullptr;
+  return std::make_unique<CudnnAttention>(std::move(graph), inputs, outputs, workspace);
+}
+
+}  // namespace ds::cuda
+
+#else  // built without the cuDNN frontend
+
+namespace ds::cuda {
+
+std::unique_ptr<CudaKernel> cudnnAttentionKernel(const KernelContext&, const Device&, bool) {
+  return nullptr;
+}
+
+}  // namespace ds::cuda
+
+#endif

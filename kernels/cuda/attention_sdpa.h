@@ -1,0 +1,21 @@
+// FusedAttention(Grad) as cuDNN's fused flash attention (its SDPA graph, built with
+// the cuDNN frontend's C++ graph API): the scores never leave the SMs. Q, K, V, Y
+// and their gradients are read and written where they lie, [batch, T, heads, head]
+// given to cuDNN as [batch, heads, T, head] with strides; L is cuDNN's softmax
+// statistics (natural-log log-sum-exp of the scaled scores, [batch, heads, Tq, 1]),
+// the same as the CPU kernel's. The backward is cuDNN's deterministic algorithm.
+#pragma once
+
+#include <memory>
+
+#include "kernels/cuda/kernel.h"
+
+namespace ds::cuda {
+
+// The step's kernel on cuDNN, or nullptr where cuDNN cannot run it: f32 operands,
+// shapes cuDNN's engines do not support, no cuDNN handle (no GPU), or a build
+// without the cuDNN frontend. The caller then runs its cuBLAS kernels.
+std::unique_ptr<CudaKernel> cudnnAttentionKernel(const KernelContext& ctx, const Device& dev,
+                                                 bool backward);
+
+}  // namespace ds::cuda
