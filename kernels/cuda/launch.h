@@ -218,7 +218,8 @@ void gemmAddCRound(DType t, const float* acc, const void* c, void* y, int64_t m,
 // negative indices wrap, out-of-range rows come out zero.
 void gather(const void* data, const void* indices, bool indices32, void* out, int64_t outer,
             int64_t dim, int64_t count, int64_t row_bytes, cudaStream_t s);
-// dData [outer, dim, inner] = Σ of dY rows per index, added in index order.
+// dData [outer, dim, inner] = Σ of dY rows per index, added in index order (the
+// CPU's, to the bit), the rows shared among threads by index modulo a power of two.
 void gatherGrad(const float* dy, const void* indices, bool indices32, float* dx, int64_t outer,
                 int64_t dim, int64_t count, int64_t inner, cudaStream_t s);
 

@@ -4,6 +4,8 @@
 // scatter with atomics, so results are deterministic and equal the CPU's order.
 // Pooling is templated on the storage type S (f32, f16, bf16): f32 math, each
 // 16-bit output rounded once, as the promoted f32 kernel would round it.
+#include <algorithm>
+
 #include "kernels/cuda/device_util.h"
 
 namespace ds::cuda {
@@ -182,14 +184,22 @@ __global__ void gatherKernel(const E* data, const void* indices, bool indices32,
   }
 }
 
-// One thread per (outer, column) lane, adding dY rows in index order.
+// Thread (o, j, part) adds, in index order, the dY rows' column j of every index n
+// whose row idx is in its part (idx % parts == part): each dX element has one
+// thread, which adds what the CPU adds in the CPU's order (deterministic, to the
+// bit), while parts x columns threads share the work (an embedding's 768 columns
+// alone would be a few blocks). A warp's threads read the same index (a broadcast).
 __global__ void gatherGradKernel(const float* dy, const void* indices, bool indices32, float* dx,
-                                 int64_t outer, int64_t dim, int64_t count, int64_t inner) {
-  for (int64_t t = globalIndex(); t < outer * inner; t += globalStride()) {
-    int64_t o = t / inner, j = t - o * inner;
+                                 int64_t outer, int64_t dim, int64_t count, int64_t inner,
+                                 int64_t parts) {
+  const int64_t mask = parts - 1;  // parts: a power of two
+  for (int64_t t = globalIndex(); t < outer * parts * inner; t += globalStride()) {
+    const int64_t j = t % inner, op = t / inner, part = op & mask, o = op / parts;
+    const float* dy_o = dy + o * count * inner + j;
+    float* dx_o = dx + o * dim * inner + j;
     for (int64_t n = 0; n < count; ++n) {
-      int64_t idx = indexAt(indices, indices32, n, dim);
-      if (idx >= 0 && idx < dim) dx[(o * dim + idx) * inner + j] += dy[(o * count + n) * inner + j];
+      const int64_t idx = indexAt(indices, indices32, n, dim);
+      if ((idx & mask) == part && idx >= 0 && idx < dim) dx_o[idx * inner] += dy_o[n * inner];
     }
   }
 }
@@ -456,8 +466,13 @@ void gatherGrad(const float* dy, const void* indices, bool indices32, float* dx,
                 int64_t dim, int64_t count, int64_t inner, cudaStream_t s) {
   if (outer * dim * inner == 0) return;
   cudaMemsetAsync(dx, 0, static_cast<size_t>(outer * dim * inner) * sizeof(float), s);
-  gatherGradKernel<<<gridFor(outer * inner), kThreads, 0, s>>>(dy, indices, indices32, dx, outer,
-                                                               dim, count, inner);
+  // About 64K threads in all: parts a power of two, at most 1024 and the rows.
+  const int64_t wanted = std::clamp<int64_t>(65536 / std::max<int64_t>(outer * inner, 1), 1,
+                                             std::min<int64_t>(dim, 1024));
+  int64_t parts = 1;
+  while (parts * 2 <= wanted) parts *= 2;
+  gatherGradKernel<<<gridFor(outer * parts * inner), kThreads, 0, s>>>(
+      dy, indices, indices32, dx, outer, dim, count, inner, parts);
 }
 
 void sgdStep(const SgdArgs& a, const float* p, const float* g, const float* lr, const int64_t* step,
