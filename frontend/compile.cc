@@ -13,6 +13,7 @@
 #include "passes/lower_to_plan.h"
 #include "passes/mixed_precision.h"
 #include "passes/offload_optimizer.h"
+#include "passes/pad_products.h"
 #include "passes/pipeline.h"
 #include "passes/seed_dropout.h"
 #include "passes/zero_partition.h"
@@ -164,8 +165,10 @@ void addTraining(Graph& g, const CompileOptions& o, const DsConfig& config) {
   // the optimizer step reads and resets) and N ranks are the global batch's mean.
   const ZeroOptions zero = zeroOptions(config, o.world_size);
   const int64_t divisor = zero.accumulation * zero.world_size;
-  if (config.fp16 || config.bf16)
+  if (config.fp16 || config.bf16) {
     convertToMixedPrecision(g, config.fp16 ? DType::F16 : DType::BF16);
+    padProducts(g);  // tensor-core rows: before autodiff, which differentiates the padding
+  }
   Value* seed = divisor > 1 ? scaleLoss(g, loss, divisor) : loss;
   LossScaling scaling;
   if (config.fp16) {  // backward from loss x scale; the optimizer divides it out

@@ -12,6 +12,7 @@
 #include "passes/fold_transpose.h"
 #include "passes/fuse_attention.h"
 #include "passes/fuse_gelu.h"
+#include "passes/pad_products.h"
 
 namespace ds {
 
@@ -27,6 +28,10 @@ const std::vector<PassInfo>& allPasses() {
        "make a constant mask added (or filled in) before a Softmax its mask input",
        foldMaskIntoSoftmax},
       {"fuse-gelu", "make the elementwise GELU chains exporters write one Gelu op", fuseGelu},
+      {"pad-products",
+       "pad a 16-bit MatMul's rows to a multiple of 64 columns when they are not 16-byte "
+       "aligned (GPT-2's vocabulary), slicing the output back",
+       padProducts},
       {"fuse-attention",
        "make MatMul -> Softmax -> MatMul attention between head transposes one FusedAttention",
        fuseAttention},

@@ -173,6 +173,24 @@ int64_t stepBytes(const PlanFile& plan, const planpb::Step& step) {
   return bytes;
 }
 
+// A 16-bit matrix product whose operand or output rows are not 16-byte aligned (a
+// last dim not a multiple of 8 elements) runs on cuBLAS's unvectorised kernels:
+// measured on an H100, GPT-2's [8192, 768] x [768, 50257] logits product ran at
+// 104 TFLOP/s (bench/RESULTS.md, run 1's profile), about 1/8 of the tensor cores'
+// dense peak, where aligned products of its size reach 600-800.
+constexpr double kUnalignedGemmShare = 1.0 / 8;
+
+bool hasUnalignedRows(const PlanFile& plan, const planpb::Step& step) {
+  if (step.op() != "MatMul" && step.op() != "Gemm") return false;
+  for (const auto* list : {&step.inputs(), &step.outputs()})
+    for (int t : *list)
+      if (t >= 0) {
+        const Shape& s = plan.tensorType(t).shape;
+        if (!s.empty() && s.back() % 8 != 0) return true;
+      }
+  return false;
+}
+
 double peakFlops(const std::string& op, DType dtype, const DeviceProfile& device) {
   if (dtype == DType::F64) return device.fp64_flops;
   if (onTensorCores(op) && (dtype == DType::F16 || dtype == DType::BF16)) return device.fp16_flops;
@@ -211,7 +229,9 @@ StepCost stepCost(const PlanFile& plan, const planpb::Step& step, const DevicePr
     return c;
   }
   const DType dtype = step.outputs_size() > 0 ? outputType(plan, step, 0).dtype : DType::F32;
-  c.seconds = kernelSeconds(c.flops, c.bytes, peakFlops(step.op(), dtype, device), device);
+  double peak = peakFlops(step.op(), dtype, device);
+  if (peak == device.fp16_flops && hasUnalignedRows(plan, step)) peak *= kUnalignedGemmShare;
+  c.seconds = kernelSeconds(c.flops, c.bytes, peak, device);
   return c;
 }
 

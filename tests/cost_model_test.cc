@@ -131,6 +131,30 @@ TEST(CostModel, KernelTimeIsLaunchPlusRoofline) {
                    d.launch_seconds + 8.0 * 4096 * 4096 / d.hbm_bytes_per_s);
 }
 
+// A 16-bit product whose rows are not 16-byte aligned (an odd vocabulary) gets an
+// eighth of the tensor-core peak; f32 products and aligned ones are unaffected.
+TEST(CostModel, UnalignedSixteenBitProductsRunAtAnEighthOfThePeak) {
+  const DeviceProfile d = h100Sxm();
+  PlanBuilder b;
+  const int x = b.tensor("x", {8192, 768}, DType::BF16);
+  const int w = b.tensor("w", {768, 50257}, DType::BF16),
+            y = b.tensor("y", {8192, 50257}, DType::BF16);
+  b.step("MatMul", {x, w}, {y});
+  const double flops = 2.0 * 8192 * 768 * 50257;
+  EXPECT_DOUBLE_EQ(stepCost(b.file(), lastStep(b.file()), d).seconds,
+                   d.launch_seconds + flops / (d.fp16_flops / 8));
+  const int wp = b.tensor("wp", {768, 50304}, DType::BF16),
+            yp = b.tensor("yp", {8192, 50304}, DType::BF16);
+  b.step("MatMul", {x, wp}, {yp});
+  EXPECT_DOUBLE_EQ(stepCost(b.file(), lastStep(b.file()), d).seconds,
+                   d.launch_seconds + 2.0 * 8192 * 768 * 50304 / d.fp16_flops);
+  const int xf = b.tensor("xf", {8192, 768}), wf = b.tensor("wf", {768, 50257}),
+            yf = b.tensor("yf", {8192, 50257});
+  b.step("MatMul", {xf, wf}, {yf});
+  EXPECT_DOUBLE_EQ(stepCost(b.file(), lastStep(b.file()), d).seconds,
+                   d.launch_seconds + flops / d.fp32_flops);
+}
+
 // A Reshape the memory plan put on its input's bytes launches nothing; one that
 // copies is a memory-bound kernel like any other.
 TEST(CostModel, InPlaceReshapeIsFree) {
