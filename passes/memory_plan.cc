@@ -3,6 +3,7 @@
 #include <algorithm>
 #include <map>
 #include <set>
+#include <unordered_map>
 #include <vector>
 
 #include "ir/error.h"
@@ -64,7 +65,16 @@ std::unordered_map<const Value*, Allocation> lifetimes(const Graph& g,
   return live;
 }
 
-// Step 2: an output joins its in-place input's buffer when that input dies here.
+// Ops whose output is their input's bytes under other dims (ir/ops/shape_ops.cc).
+bool relabels(const std::string& op) {
+  return op == "Reshape" || op == "Flatten" || op == "Squeeze" || op == "Unsqueeze";
+}
+
+// Step 2: an output joins its in-place input's buffer when the buffer dies here
+// (no value in it is read later), or, for a relabelling op, always: the buffer then
+// lives until its last value's last read, and nothing writes over it until then,
+// since values are never written after they are made and an in-place step needs
+// the whole buffer dead.
 std::vector<Buffer> buffers(const Graph& g,
                             const std::unordered_map<const Value*, Allocation>& live,
                             const std::map<const Node*, int64_t>& index, int64_t* inplace) {
@@ -80,8 +90,8 @@ std::vector<Buffer> buffers(const Graph& g,
       const Value* src = reuse ? n->input(static_cast<size_t>(in)) : nullptr;
       // The same bytes: element-wise ops keep the shape, reshapes relabel it.
       reuse = reuse && buffer_of.count(src) && src->dtype() == v->dtype() &&
-              src->type().numel() == v->type().numel() &&
-              live.at(src).last_step == index.at(n.get()) &&
+              src->type().numel() == v->type().numel() && live.at(src).host == a.host &&
+              (relabels(n->op()) || out[buffer_of.at(src)].last == index.at(n.get())) &&
               std::count(n->inputs().begin(), n->inputs().end(), src) == 1;
       if (reuse) {
         Buffer& b = out[buffer_of[src]];
@@ -149,13 +159,21 @@ MemoryPlan planMemory(const Graph& g) {
 void checkMemoryPlan(const Graph& g, const MemoryPlan& plan) {
   std::vector<std::pair<const Value*, Allocation>> all(plan.allocations.begin(),
                                                        plan.allocations.end());
-  auto inplacePair = [](const Value* a, const Value* b) {
-    for (auto [x, y] : {std::pair{a, b}, std::pair{b, a}}) {
-      const Node* n = y->producer();
-      int in = n ? n->schema().inplace_input : -1;
-      if (in >= 0 && n->hasInput(static_cast<size_t>(in)) && n->input(in) == x) return true;
-    }
-    return false;
+  // Values sharing a buffer through chains of in-place steps (the first of each).
+  std::unordered_map<const Value*, const Value*> first_of;
+  for (const auto& n : g.nodes()) {
+    const int in = n->schema().inplace_input;
+    for (const Value* v : n->outputs()) first_of[v] = v;
+    if (in < 0 || !n->hasInput(static_cast<size_t>(in))) continue;
+    const Value *src = n->input(static_cast<size_t>(in)), *out = n->output(0);
+    auto a = plan.allocations.find(src), b = plan.allocations.find(out);
+    if (a != plan.allocations.end() && b != plan.allocations.end() &&
+        a->second.offset == b->second.offset && a->second.host == b->second.host &&
+        first_of.count(src))
+      first_of[out] = first_of[src];
+  }
+  auto inplacePair = [&](const Value* a, const Value* b) {
+    return first_of.count(a) && first_of.count(b) && first_of[a] == first_of[b];
   };
   for (size_t i = 0; i < all.size(); ++i) {
     for (size_t j = i + 1; j < all.size(); ++j) {

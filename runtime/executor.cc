@@ -1,6 +1,10 @@
 #include "runtime/executor.h"
 
+#include <algorithm>
+#include <limits>
+#include <map>
 #include <set>
+#include <tuple>
 #include <utility>
 
 #include "ir/error.h"
@@ -98,17 +102,51 @@ cpu::KernelContext Executor::stepContext(const planpb::Step& step, const Regions
   return ctx;
 }
 
+// Tensors on the same bytes whose lives meet (an in-place step's input and output,
+// a reshape and the tensor it relabels: the memory plan's shared buffers) die
+// together, when the last of them is read for the last time.
 std::vector<std::vector<int>> Executor::lastUses() const {
   const planpb::RankPlan& rank = plan_.plan.ranks(options_.rank);
-  std::vector<int> last_use(static_cast<size_t>(plan_.plan.tensors_size()), -1);
-  for (int s = 0; s < rank.steps_size(); ++s)
+  const auto count = static_cast<size_t>(plan_.plan.tensors_size());
+  std::vector<int> first(count, -1), last(count, -1);
+  for (int s = 0; s < rank.steps_size(); ++s) {
     for (int idx : rank.steps(s).inputs())
-      if (idx >= 0) last_use[static_cast<size_t>(idx)] = s;
-  for (int out : plan_.plan.outputs()) last_use[static_cast<size_t>(out)] = -1;
+      if (idx >= 0) last[static_cast<size_t>(idx)] = s;
+    for (int idx : rank.steps(s).outputs())
+      if (first[static_cast<size_t>(idx)] < 0) first[static_cast<size_t>(idx)] = s;
+  }
+  constexpr int kNever = std::numeric_limits<int>::max();
+  for (int out : plan_.plan.outputs()) last[static_cast<size_t>(out)] = kNever;
+  // Arena tensors by (storage, offset, bytes), in the order they are made.
+  std::map<std::tuple<int, int64_t, size_t>, std::vector<int>> same_bytes;
+  for (size_t i = 0; i < count; ++i) {
+    const planpb::TensorInfo& t = plan_.plan.tensors(static_cast<int>(i));
+    if (first[i] >= 0 && last[i] >= 0 && isArena(t.storage()))
+      same_bytes[{t.storage(), t.offset(), plan_.tensorType(static_cast<int>(i)).bytes()}]
+          .push_back(static_cast<int>(i));
+  }
   std::vector<std::vector<int>> dies_after(static_cast<size_t>(rank.steps_size()));
-  for (size_t i = 0; i < last_use.size(); ++i)
-    if (last_use[i] >= 0 && isArena(plan_.plan.tensors(static_cast<int>(i)).storage()))
-      dies_after[static_cast<size_t>(last_use[i])].push_back(static_cast<int>(i));
+  for (auto& [key, tensors] : same_bytes) {
+    std::sort(tensors.begin(), tensors.end(), [&](int a, int b) {
+      return first[static_cast<size_t>(a)] < first[static_cast<size_t>(b)];
+    });
+    int end = -1, dying = -1;  // the current group's last read and its tensor
+    auto close = [&] {
+      if (dying >= 0 && end != kNever) dies_after[static_cast<size_t>(end)].push_back(dying);
+    };
+    for (int t : tensors) {
+      const auto i = static_cast<size_t>(t);
+      if (dying >= 0 && first[i] > end) {
+        close();
+        dying = -1;
+      }
+      if (dying < 0 || last[i] >= end) {
+        end = dying < 0 ? last[i] : std::max(end, last[i]);
+        dying = t;
+      }
+    }
+    close();
+  }
   return dies_after;
 }
 
