@@ -6,7 +6,9 @@
 // and the normalisations' data tensors are templated on the storage type S (f32,
 // f16, bf16): 16-bit values are widened, the math is the f32 kernel's, and each
 // output is rounded from its f32 value once, exactly as the promoted f32 kernel
-// would round it (normalisation parameters and statistics stay f32).
+// would round it (normalisation parameters and statistics stay f32). Exponentials
+// are f32 (expf; sums of them in double): in double, GPT-2's 8192 x 50257 scores
+// would make the loss FP64-bound.
 #include <algorithm>
 
 #include "kernels/cuda/device_util.h"
@@ -636,9 +638,10 @@ template <typename S>
 __device__ inline void writeSampleGrad(const CrossEntropyArgs& a, const S* xs, double lse,
                                        double scale, int64_t label, S* dxs, int64_t first,
                                        int64_t step) {
+  const auto lse_f = static_cast<float>(lse);
   for (int64_t c = first; c < a.c; c += step)
-    dxs[c * a.d] = fromFloat<S>(
-        static_cast<float>(scale * (exp(toFloat(xs[c * a.d]) - lse) - (c == label ? 1.0 : 0.0))));
+    dxs[c * a.d] = fromFloat<S>(static_cast<float>(
+        scale * (expf(toFloat(xs[c * a.d]) - lse_f) - (c == label ? 1.0 : 0.0))));
 }
 
 // log Σ_c exp(scores of sample s), over the block.
@@ -648,8 +651,9 @@ __device__ inline double logSumExp(const CrossEntropyArgs& a, const S* xs, doubl
   for (int64_t c = threadIdx.x; c < a.c; c += blockDim.x)
     m = fmax(m, static_cast<double>(toFloat(xs[c * a.d])));
   m = blockMax(m, shared);
+  const auto mf = static_cast<float>(m);  // a score: exact
   double sum = 0.0;
-  for (int64_t c = threadIdx.x; c < a.c; c += blockDim.x) sum += exp(toFloat(xs[c * a.d]) - m);
+  for (int64_t c = threadIdx.x; c < a.c; c += blockDim.x) sum += expf(toFloat(xs[c * a.d]) - mf);
   return m + ::log(blockSum(sum, shared));
 }
 
@@ -681,9 +685,10 @@ __device__ inline double tileLogSumExp(const CrossEntropyArgs& a, const S* xs, b
   m = -INFINITY;
   for (int k = 0; k < 8; ++k) m = fmax(m, shared[k][lane]);
   __syncthreads();
+  const auto mf = static_cast<float>(m);  // a score: exact
   double sum = 0.0;
   if (valid)
-    for (int64_t c = group; c < a.c; c += 8) sum += exp(toFloat(xs[c * a.d]) - m);
+    for (int64_t c = group; c < a.c; c += 8) sum += expf(toFloat(xs[c * a.d]) - mf);
   shared[group][lane] = sum;
   __syncthreads();
   sum = 0.0;
