@@ -30,18 +30,43 @@ __device__ inline int64_t globalStride() {
   return static_cast<int64_t>(gridDim.x) * blockDim.x;
 }
 
-// Element offset of operand k for flat output index i.
-__device__ inline int64_t walkOffset(const Walk& w, int k, int64_t i) {
-  // Same-shape operands collapse to one dim: no division (64-bit division costs
-  // more than the element's memory traffic).
-  if (w.rank == 1) return w.base[k] + i * w.strides[k][0];
-  int64_t off = w.base[k];
+// Element offsets of operands first, first + 1, ..., first + N - 1 for flat output
+// index i: the index decomposed once for all of them, in 32-bit arithmetic when the
+// walk's elements fit (a 64-bit division is several 32-bit ones; per element, either
+// costs more than its memory traffic).
+template <int N>
+struct WalkOffsets {
+  int64_t at[N];
+};
+
+template <int N>
+__device__ inline WalkOffsets<N> walkOffsets(const Walk& w, int first, int64_t i) {
+  WalkOffsets<N> o;
+#pragma unroll
+  for (int k = 0; k < N; ++k) o.at[k] = w.base[first + k];
+  if (w.rank == 1) {
+#pragma unroll
+    for (int k = 0; k < N; ++k) o.at[k] += i * w.strides[first + k][0];
+    return o;
+  }
+  if (w.numel <= 0xffffffffLL) {
+    auto j = static_cast<uint32_t>(i);
+    for (int d = w.rank - 1; d >= 0; --d) {
+      const auto dim = static_cast<uint32_t>(w.dims[d]);
+      const uint32_t q = j / dim, r = j - q * dim;
+#pragma unroll
+      for (int k = 0; k < N; ++k) o.at[k] += static_cast<int64_t>(r) * w.strides[first + k][d];
+      j = q;
+    }
+    return o;
+  }
   for (int d = w.rank - 1; d >= 0; --d) {
-    int64_t q = i / w.dims[d];
-    off += (i - q * w.dims[d]) * w.strides[k][d];
+    const int64_t q = i / w.dims[d], r = i - q * w.dims[d];
+#pragma unroll
+    for (int k = 0; k < N; ++k) o.at[k] += r * w.strides[first + k][d];
     i = q;
   }
-  return off;
+  return o;
 }
 
 // Sum of `v` over the block (blockDim.x a multiple of 32, at most 1024); every

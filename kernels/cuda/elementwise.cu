@@ -162,8 +162,10 @@ __device__ inline T binaryValue(BinaryOp op, T a, T b) {
 
 template <typename T>
 __global__ void binaryKernel(BinaryOp op, const T* a, const T* b, T* o, Walk w) {
-  for (int64_t i = globalIndex(); i < w.numel; i += globalStride())
-    o[i] = binaryValue(op, a[walkOffset(w, 1, i)], b[walkOffset(w, 2, i)]);
+  for (int64_t i = globalIndex(); i < w.numel; i += globalStride()) {
+    const WalkOffsets<2> in = walkOffsets<2>(w, 1, i);
+    o[i] = binaryValue(op, a[in.at[0]], b[in.at[1]]);
+  }
 }
 
 // binaryFloatKernel on same-shape contiguous operands (a, b, o already offset).
@@ -193,7 +195,8 @@ __global__ void binaryContiguousKernel(BinaryOp op, const S* a, const S* b, S* o
 template <typename S>
 __global__ void binaryFloatKernel(BinaryOp op, const S* a, const S* b, S* o, Walk w, bool relu) {
   for (int64_t i = globalIndex(); i < w.numel; i += globalStride()) {
-    float v = binaryValue(op, toFloat(a[walkOffset(w, 1, i)]), toFloat(b[walkOffset(w, 2, i)]));
+    const WalkOffsets<2> in = walkOffsets<2>(w, 1, i);
+    float v = binaryValue(op, toFloat(a[in.at[0]]), toFloat(b[in.at[1]]));
     // A fused Relu: rounding is monotonic and keeps zero, so relu-then-round is
     // what round, widen, relu, round gives unfused.
     if (relu && v < 0.0f) v = 0.0f;
@@ -204,26 +207,34 @@ __global__ void binaryFloatKernel(BinaryOp op, const S* a, const S* b, S* o, Wal
 // Integers and bools compare their bits; floats their values (-0 == 0, NaN != NaN).
 template <typename T>
 __global__ void equalKernel(const T* a, const T* b, bool* o, Walk w) {
-  for (int64_t i = globalIndex(); i < w.numel; i += globalStride())
-    o[i] = a[walkOffset(w, 1, i)] == b[walkOffset(w, 2, i)];
+  for (int64_t i = globalIndex(); i < w.numel; i += globalStride()) {
+    const WalkOffsets<2> in = walkOffsets<2>(w, 1, i);
+    o[i] = a[in.at[0]] == b[in.at[1]];
+  }
 }
 
 template <typename S>
 __global__ void equalFloatKernel(const S* a, const S* b, bool* o, Walk w) {
-  for (int64_t i = globalIndex(); i < w.numel; i += globalStride())
-    o[i] = toFloat(a[walkOffset(w, 1, i)]) == toFloat(b[walkOffset(w, 2, i)]);
+  for (int64_t i = globalIndex(); i < w.numel; i += globalStride()) {
+    const WalkOffsets<2> in = walkOffsets<2>(w, 1, i);
+    o[i] = toFloat(a[in.at[0]]) == toFloat(b[in.at[1]]);
+  }
 }
 
 template <typename E>
 __global__ void whereKernel(const bool* c, const E* x, const E* y, E* o, Walk w) {
-  for (int64_t i = globalIndex(); i < w.numel; i += globalStride())
-    o[i] = c[walkOffset(w, 0, i)] ? x[walkOffset(w, 1, i)] : y[walkOffset(w, 2, i)];
+  for (int64_t i = globalIndex(); i < w.numel; i += globalStride()) {
+    const WalkOffsets<3> in = walkOffsets<3>(w, 0, i);
+    o[i] = c[in.at[0]] ? x[in.at[1]] : y[in.at[2]];
+  }
 }
 
 template <typename E>
 __global__ void stridedCopyKernel(const E* in, E* out, Walk w) {
-  for (int64_t i = globalIndex(); i < w.numel; i += globalStride())
-    out[walkOffset(w, 0, i)] = in[walkOffset(w, 1, i)];
+  for (int64_t i = globalIndex(); i < w.numel; i += globalStride()) {
+    const WalkOffsets<2> at = walkOffsets<2>(w, 0, i);
+    out[at.at[0]] = in[at.at[1]];
+  }
 }
 
 template <typename E>
