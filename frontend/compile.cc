@@ -166,7 +166,7 @@ void addTraining(Graph& g, const CompileOptions& o, const DsConfig& config) {
   const ZeroOptions zero = zeroOptions(config, o.world_size);
   const int64_t divisor = zero.accumulation * zero.world_size;
   if (config.fp16 || config.bf16) {
-    convertToMixedPrecision(g, config.fp16 ? DType::F16 : DType::BF16);
+    convertToMixedPrecision(g, config.fp16 ? DType::F16 : DType::BF16, loss);
     padProducts(g);  // tensor-core rows: before autodiff, which differentiates the padding
   }
   Value* seed = divisor > 1 ? scaleLoss(g, loss, divisor) : loss;

@@ -32,7 +32,8 @@ bool readsSixteenBitData(const Node& n, size_t i) {
 
 class MixedPrecision {
  public:
-  MixedPrecision(Graph& g, DType compute) : g_(g), compute_(compute) {}
+  MixedPrecision(Graph& g, DType compute, const Value* loss)
+      : g_(g), compute_(compute), loss_(loss) {}
 
   void run() {
     for (Value* p : g_.sourcesWithRole(Role::Parameter))
@@ -40,9 +41,12 @@ class MixedPrecision {
     std::vector<Node*> nodes;
     for (const auto& n : g_.nodes()) nodes.push_back(n.get());
     for (Node* n : nodes) convert(n);
+    // The loss is f32; the model's other outputs keep the compute dtype, as
+    // DeepSpeed's half-precision module returns them (an f32 copy of GPT-2's logits
+    // would be 1.6 GiB, written every step for a trainer that reads only the loss).
     for (size_t i = 0; i < g_.outputs().size(); ++i) {
       Value* out = g_.outputs()[i];
-      if (out->dtype() == compute_) g_.setOutput(i, cast(out, DType::F32, nullptr));
+      if (out == loss_ && out->dtype() == compute_) g_.setOutput(i, cast(out, DType::F32, nullptr));
     }
   }
 
@@ -92,6 +96,7 @@ class MixedPrecision {
 
   Graph& g_;
   DType compute_;
+  const Value* loss_;
   std::map<std::pair<Value*, DType>, Value*> casts_;
 };
 
@@ -110,10 +115,10 @@ bool keepsF32(const std::string& op) {
   return ops.count(op) != 0;
 }
 
-void convertToMixedPrecision(Graph& g, DType compute) {
+void convertToMixedPrecision(Graph& g, DType compute, const Value* loss) {
   DS_CHECK(compute == DType::F16 || compute == DType::BF16,
            "mixed precision computes in f16 or bf16, not ", dtypeName(compute));
-  MixedPrecision(g, compute).run();
+  MixedPrecision(g, compute, loss).run();
 }
 
 }  // namespace ds

@@ -13,17 +13,18 @@
 // every use is a 16-bit op become 16-bit (their initial values rounded), as
 // DeepSpeed's module.half() / bfloat16() makes them; the others (BatchNorm and
 // LayerNorm scale and bias) stay f32, as do buffers. f32 feeds, constants and
-// parameters are cast where 16-bit ops read them; graph outputs (the loss, logits)
-// are f32. Casts are Cast nodes, so autodiff mirrors them: gradients of 16-bit
-// parameters are 16-bit. The fp32 master weights and the loss scale are added by
-// the ZeRO and optimizer passes (passes/zero_partition.h, add_optimizer.h).
+// parameters are cast where 16-bit ops read them; the loss (graph output `loss`) is
+// f32, the model's other outputs (logits) keep the compute dtype, as DeepSpeed's
+// half-precision module returns them. Casts are Cast nodes, so autodiff mirrors them: gradients of
+// 16-bit parameters are 16-bit. The fp32 master weights and the loss scale are added by the ZeRO
+// and optimizer passes (passes/zero_partition.h, add_optimizer.h).
 #pragma once
 
 #include "ir/graph.h"
 
 namespace ds {
 
-void convertToMixedPrecision(Graph& graph, DType compute);
+void convertToMixedPrecision(Graph& graph, DType compute, const Value* loss);
 
 // Whether `op` computes in f32 under mixed precision.
 bool keepsF32(const std::string& op);

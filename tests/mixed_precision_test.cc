@@ -254,6 +254,14 @@ TEST(MixedPrecisionPlan, CrossEntropyOnSixteenBitScoresEqualsCastThenLoss) {
     EXPECT_EQ(static_cast<DType>(plan.plan.tensors(step.outputs(0)).dtype()), DType::F32);
   }
   EXPECT_EQ(losses, 1);
+  // The plan's outputs: the f32 loss, then the logits in bf16, as DeepSpeed's
+  // bf16 module returns them (no f32 copy of the logits), then the trainer's.
+  ASSERT_GE(plan.plan.outputs_size(), 2);
+  EXPECT_EQ(plan.plan.tensors(plan.plan.outputs(0)).name(), "loss");
+  EXPECT_EQ(static_cast<DType>(plan.plan.tensors(plan.plan.outputs(0)).dtype()), DType::F32);
+  const planpb::TensorInfo& logits = plan.plan.tensors(plan.plan.outputs(1));
+  EXPECT_EQ(static_cast<DType>(logits.dtype()), DType::BF16) << logits.name();
+  EXPECT_NE(producer[plan.plan.outputs(1)], "Cast") << logits.name();
 }
 
 // Dynamic loss scaling: with a huge initial scale every gradient overflows, so the
