@@ -36,5 +36,9 @@ gpu_env_unpack() {
   if ! LD_LIBRARY_PATH=$ds_ld_library_path "$bin/dsmodel" --help > /dev/null 2>&1; then
     ds_ld_library_path="$work/lib:$work/lib-fallback:${pip_libs}${base_path}"
   fi
+  # Libraries nothing provides (cuDNN, cuBLAS, NCCL, NVRTC come from the pip packages).
+  local missing
+  missing=$(LD_LIBRARY_PATH=$ds_ld_library_path ldd "$bin"/* 2>/dev/null | grep "not found" | sort -u)
+  [[ -z $missing ]] || log "missing shared libraries: $(echo "$missing" | tr -s ' \t\n' ' ')"
   return 0
 }
