@@ -224,6 +224,7 @@ const std::map<std::string, OnnxConverter>& onnxConverters() {
     t["Unsqueeze"] = [](OnnxNode& n) { return convertAxesInput(n, 13); };
     t["ReduceSum"] = [](OnnxNode& n) { return convertAxesInput(n, 13); };
     t["ReduceMean"] = [](OnnxNode& n) { return convertAxesInput(n, 18); };
+    t["ReduceSumSquare"] = [](OnnxNode& n) { return convertAxesInput(n, 18); };
     t["Slice"] = convertSlice;
     t["Dropout"] = convertDropout;
     t["Trilu"] = convertTrilu;

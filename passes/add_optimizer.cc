@@ -12,8 +12,7 @@ Value* gradNorm(Graph& g, const std::vector<ParamGrad>& updates, int64_t shard_w
                 Value* loss_scale) {
   Value* total = nullptr;
   for (const ParamGrad& u : updates) {
-    Value* sq = g.addNode("Mul", {u.grad, u.grad})->output(0);
-    Value* sum = g.addNode("ReduceSum", {sq}, {{"keepdims", int64_t{0}}})->output(0);
+    Value* sum = g.addNode("ReduceSumSquare", {u.grad}, {{"keepdims", int64_t{0}}})->output(0);
     if (sum->dtype() != DType::F32)
       sum = g.addNode("Cast", {sum}, {{"to", std::string("f32")}})->output(0);
     total = total ? g.addNode("Add", {total, sum})->output(0) : sum;

@@ -161,10 +161,12 @@ Grads expandGrad(GradContext& c) {
   return {c.reduceToShape(c.dy(), c.x(0)->shape())};
 }
 
-// Y = ReduceSum/Mean(X, axes) ⇒ dX = expand(dY with kept axes) (÷ count for Mean)
+// Y = ReduceSum/Mean(X, axes) ⇒ dX = expand(dY with kept axes) (÷ count for Mean);
+// no axes with noop_with_empty_axes reduce nothing: dX = dY.
 Grads reduceGrad(GradContext& c, bool mean) {
   const Shape& xs = c.x(0)->shape();
   std::vector<int64_t> axes = c.node().ints("axes");
+  if (axes.empty() && c.node().i("noop_with_empty_axes") != 0) return {c.dy()};
   if (axes.empty())
     for (int64_t i = 0; i < static_cast<int64_t>(xs.size()); ++i) axes.push_back(i);
   Shape kept = xs;
@@ -177,6 +179,13 @@ Grads reduceGrad(GradContext& c, bool mean) {
   Value* g = c.emit("Reshape", {c.dy()}, {{"shape", kept}});
   if (mean) g = c.emit("Div", {g, c.scalar(static_cast<double>(count), g->dtype())});
   return {c.emit("Expand", {g}, {{"shape", xs}})};
+}
+
+// Y = Σ_axes X² (ReduceSumSquare) ⇒ dX = 2·X·(dY spread as ReduceSum's gradient)
+Grads reduceSumSquareGrad(GradContext& c) {
+  Value* spread = reduceGrad(c, false)[0];
+  Value* twice = c.emit("Mul", {c.x(0), c.scalar(2.0, c.x(0)->dtype())});
+  return {c.emit("Mul", {spread, twice})};
 }
 
 // Y = softmax(X) ⇒ dX = Y·(dY − Σ(dY·Y)) along the axis
@@ -335,6 +344,7 @@ std::map<std::string, GradRule> elementwiseAndTensorRules() {
       {"Expand", expandGrad},
       {"ReduceSum", [](GradContext& c) { return reduceGrad(c, false); }},
       {"ReduceMean", [](GradContext& c) { return reduceGrad(c, true); }},
+      {"ReduceSumSquare", reduceSumSquareGrad},
       {"Softmax", softmaxGrad},
       {"MatMul", matmulGrad},
       {"Gemm", gemmGrad},

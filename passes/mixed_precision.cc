@@ -109,9 +109,8 @@ class MixedPrecision {
 // in, a Cast out to the 16-bit product that reads them, and two more in backward.
 bool keepsF32(const std::string& op) {
   static const std::set<std::string> ops = {
-      "BatchNormalization",       "LayerNormalization", "LogSoftmax",
-      "SoftmaxCrossEntropyLoss",  "ReduceSum",          "ReduceMean",
-      "NegativeLogLikelihoodLoss"};
+      "BatchNormalization", "LayerNormalization", "LogSoftmax",      "SoftmaxCrossEntropyLoss",
+      "ReduceSum",          "ReduceMean",         "ReduceSumSquare", "NegativeLogLikelihoodLoss"};
   return ops.count(op) != 0;
 }
 

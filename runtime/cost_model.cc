@@ -104,6 +104,7 @@ const std::map<std::string, ElementCost>& elementCosts() {
       {"SoftmaxCrossEntropyLossGrad", {5, Per::Output}},
       {"ReduceMean", {1, Per::Input}},
       {"ReduceSum", {1, Per::Input}},
+      {"ReduceSumSquare", {2, Per::Input}},
       {"GlobalAveragePool", {1, Per::Input}},
       {"GatherGrad", {1, Per::Input}},  // scatter-add of dY
       {"AdamStep", {12, Per::Input}},

@@ -188,6 +188,10 @@ const std::vector<GradCase>& cases() {
        "input %x0 : f64[2,3,4]\n const %m : f64[3,4] = [0, -3, -1e4, 0.5, 0, 0, -2, -1e4, 1, 0, 0, "
        "0]\n"
        " %y = Softmax(%x0, %m) : f64[2,3,4] @n"},
+      {"ReduceSumSquare",
+       "input %x0 : f64[2,3,4]\n %y = ReduceSumSquare(%x0) {axes = [0, 2]} : f64[1,3,1] @n"},
+      {"ReduceSumSquare",  // no axes and noop: each element squared
+       "input %x0 : f64[2,3]\n %y = ReduceSumSquare(%x0) {noop_with_empty_axes = 1} : f64[2,3] @n"},
       {"MatMul",
        "input %x0 : f64[2,2,3]\n input %x1 : f64[3,4]\n %y = MatMul(%x0, %x1) : f64[2,2,4] @n"},
       {"MatMul",  // 2-D weights read transposed, under a rank-4 batch: dB from the rows

@@ -151,6 +151,10 @@ std::vector<OpCase> nnCases() {
        " %y = Gemm(%x0, %x1, %x2) {transB = 1} : f32[8,16] @n"},
       // Attention (Q, K, V in [batch, T, heads, head]): causal; and longer keys with a
       // value head size of their own. Its gradient case runs FusedAttentionGrad.
+      {"ReduceSumSquare",
+       "input %x0 : f32[3,40,5]\n %y = ReduceSumSquare(%x0) {axes = [1]} : f32[3,1,5] @n"},
+      {"ReduceSumSquare",  // every axis, as the gradient norm sums a bucket
+       "input %x0 : f32[4000]\n %y = ReduceSumSquare(%x0) {keepdims = 0} : f32[] @n"},
       {"FusedAttention",
        "input %x0 : f32[2,7,3,8]\n input %x1 : f32[2,7,3,8]\n input %x2 : f32[2,7,3,8]\n"
        " %y, %l = FusedAttention(%x0, %x1, %x2) {causal = 1} : f32[2,7,3,8], f32[2,3,7] @n"},
@@ -429,7 +433,8 @@ std::vector<OpCase> cases16Source() {
   std::vector<OpCase> nn = nnCases(), tensor = tensorCases();
   for (const OpCase& c : nn)
     if (c.op == "Conv" || c.op == "MaxPool" || c.op == "AveragePool" || c.op == "Gemm" ||
-        c.op == "MatMul" || c.op == "GlobalAveragePool" || c.op == "FusedAttention")
+        c.op == "MatMul" || c.op == "GlobalAveragePool" || c.op == "FusedAttention" ||
+        c.op == "ReduceSumSquare")
       out.push_back(c);
   // Their gradients only move bytes too (Expand's, Gather's and Where's broadcast
   // add values, so those compare within tolerance).

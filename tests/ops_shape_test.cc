@@ -69,7 +69,7 @@ TEST_F(OpsShapeTest, RegistryHasEveryOp) {
   const std::string expected =
       "Conv BatchNormalization Relu LeakyRelu Sigmoid Tanh Erf Gelu MaxPool AveragePool "
       "GlobalAveragePool Flatten Gemm MatMul Add Sub Mul Div Pow Sqrt Neg Softmax LogSoftmax "
-      "ReduceMean ReduceSum LayerNormalization Reshape Transpose Unsqueeze Squeeze Concat Split "
+      "ReduceMean ReduceSum ReduceSumSquare LayerNormalization Reshape Transpose Unsqueeze Squeeze Concat Split "
       "Slice Gather Expand Where Equal Trilu Cast Shape Range ConstantOfShape Dropout Identity "
       "SoftmaxCrossEntropyLoss Not "
       // Backward and optimizer ops (training).
@@ -85,7 +85,7 @@ TEST_F(OpsShapeTest, RegistryHasEveryOp) {
   size_t count = 0;
   for (std::string op; ops >> op; ++count)
     EXPECT_NE(std::find(names.begin(), names.end(), op), names.end()) << op;
-  EXPECT_EQ(count, 70u);
+  EXPECT_EQ(count, 71u);
   EXPECT_EQ(names.size(), count) << "a registered op is missing from this list";
   EXPECT_TRUE(std::is_sorted(names.begin(), names.end()));
 }

@@ -150,6 +150,7 @@ OpSchema crossEntropy() {
 void registerReductionOps(OpRegistry& r) {
   r.add(reduce("ReduceMean"));
   r.add(reduce("ReduceSum"));
+  r.add(reduce("ReduceSumSquare"));
   r.add(softmax("Softmax"));
   r.add(softmax("LogSoftmax"));
   r.add(layerNorm());

@@ -1,4 +1,4 @@
-// CPU kernels of ReduceSum/ReduceMean (axes attribute, keepdims only changes the
+// CPU kernels of ReduceSum/ReduceMean/ReduceSumSquare (axes attribute, keepdims only changes the
 // shape), Softmax/LogSoftmax (one axis, stabilised by subtracting the max) and
 // Softmax's gradient from its output.
 // Floats accumulate in double, integers in wrapping int64. The factory collapses
@@ -17,13 +17,18 @@ namespace {
 constexpr int64_t kTile = 64;  // inner elements handled together when the axis is not last
 constexpr int64_t kSerial = std::numeric_limits<int64_t>::max();
 
+// What a reduction adds up, and whether it divides by the count.
+enum class Reduction { Sum, Mean, SumSquare };
+
 template <typename T>
 class ReduceKernel : public CpuKernel {
   using Acc = std::conditional_t<kIsFloat<T>, double, uint64_t>;
 
  public:
-  ReduceKernel(const KernelContext& ctx, const std::vector<bool>& reduced, bool mean)
-      : shape_(reduceShape(ctx.input(0).shape(), reduced)), mean_(mean) {
+  ReduceKernel(const KernelContext& ctx, const std::vector<bool>& reduced, Reduction kind)
+      : shape_(reduceShape(ctx.input(0).shape(), reduced)),
+        mean_(kind == Reduction::Mean),
+        square_(kind == Reduction::SumSquare) {
     min_parallel_ = ctx.input(0).numel() > kParallelMin ? 0 : kSerial;
   }
 
@@ -37,7 +42,7 @@ class ReduceKernel : public CpuKernel {
           [&](int64_t begin, int64_t end) {
             for (int64_t o = begin; o < end; ++o) {
               Acc acc = 0;
-              for (int64_t off : s.offsets) acc += static_cast<Acc>(load(x[s.base[o] + off]));
+              for (int64_t off : s.offsets) acc += term(x[s.base[o] + off]);
               y[o] = finish(acc);
             }
           },
@@ -64,8 +69,14 @@ class ReduceKernel : public CpuKernel {
   Acc sumRow(const T* x) const {
     Acc acc = 0;
 #pragma omp simd reduction(+ : acc)
-    for (int64_t r = 0; r < shape_.reduced; ++r) acc += static_cast<Acc>(load(x[r]));
+    for (int64_t r = 0; r < shape_.reduced; ++r) acc += term(x[r]);
     return acc;
+  }
+
+  // One element's share of the sum: itself, or its square (in the accumulator's type).
+  Acc term(T x) const {
+    const auto v = static_cast<Acc>(load(x));
+    return square_ ? v * v : v;
   }
 
   // Sums columns [i0, i0 + kTile) of block o of a [outer, reduced, inner] input.
@@ -76,7 +87,7 @@ class ReduceKernel : public CpuKernel {
     for (int64_t r = 0; r < s.reduced; ++r) {
       const T* row = x + (o * s.reduced + r) * s.inner + i0;
 #pragma omp simd
-      for (int64_t k = 0; k < w; ++k) acc[k] += static_cast<Acc>(load(row[k]));
+      for (int64_t k = 0; k < w; ++k) acc[k] += term(row[k]);
     }
     for (int64_t k = 0; k < w; ++k) y[o * s.inner + i0 + k] = finish(acc[k]);
   }
@@ -93,18 +104,27 @@ class ReduceKernel : public CpuKernel {
   }
 
   ReduceShape shape_;
-  bool mean_;
+  bool mean_, square_;
   int64_t min_parallel_;
 };
 
-CpuKernelFactory reduce(bool mean) {
-  return [mean](const KernelContext& ctx) -> std::unique_ptr<CpuKernel> {
+CpuKernelFactory reduce(Reduction kind) {
+  return [kind](const KernelContext& ctx) -> std::unique_ptr<CpuKernel> {
     const std::vector<int64_t>& axes = ctx.ints("axes");
     const int64_t rank = ctx.input(0).rank();
-    if (axes.empty() && ctx.i("noop_with_empty_axes") != 0)
+    if (axes.empty() && ctx.i("noop_with_empty_axes") != 0) {
+      if (kind == Reduction::SumSquare) {  // ONNX: no axis reduced, each element squared
+        std::vector<bool> none(static_cast<size_t>(rank), false);
+        std::unique_ptr<CpuKernel> k;
+        dispatchOrFail(ctx, NumericTypes{}, ctx.input(0).dtype(), [&](auto tag) {
+          k = std::make_unique<ReduceKernel<typename decltype(tag)::type>>(ctx, none, kind);
+        });
+        return k;
+      }
       return statelessKernel([](const KernelContext& c) {
         copyBytes(c.output(0).data, c.input(0).data, c.output(0).bytes());
       });
+    }
     std::vector<bool> reduced(static_cast<size_t>(rank), axes.empty());
     for (int64_t a : axes) {
       if (a < -rank || a >= rank) ctx.fail("axis ", a, " is out of range for rank ", rank);
@@ -112,7 +132,7 @@ CpuKernelFactory reduce(bool mean) {
     }
     std::unique_ptr<CpuKernel> k;
     dispatchOrFail(ctx, NumericTypes{}, ctx.input(0).dtype(), [&](auto tag) {
-      k = std::make_unique<ReduceKernel<typename decltype(tag)::type>>(ctx, reduced, mean);
+      k = std::make_unique<ReduceKernel<typename decltype(tag)::type>>(ctx, reduced, kind);
     });
     return k;
   };
@@ -338,8 +358,9 @@ std::unique_ptr<CpuKernel> softmaxKernel(const KernelContext& ctx) {
 }  // namespace
 
 void registerReductionKernels(CpuKernelRegistry& r) {
-  r.add("ReduceSum", reduce(false));
-  r.add("ReduceMean", reduce(true));
+  r.add("ReduceSum", reduce(Reduction::Sum));
+  r.add("ReduceMean", reduce(Reduction::Mean));
+  r.add("ReduceSumSquare", reduce(Reduction::SumSquare));
   r.add("Softmax", softmaxKernel<false>);
   r.add("LogSoftmax", softmaxKernel<true>);
   r.add("SoftmaxGrad", softmaxGradKernel);

@@ -93,11 +93,14 @@ void range(DType t, const void* start, const void* delta, void* y, int64_t n, cu
 // (reduceScratchDoubles()) and are added in order by a second kernel.
 int64_t reduceSplitParts(int64_t outer, int64_t reduced, int64_t inner);
 size_t reduceScratchDoubles(int64_t outer, int64_t reduced, int64_t inner);
+// With `square`, the squares of x are summed (ReduceSumSquare).
 void reduceBlocks(DType t, const void* x, void* y, int64_t outer, int64_t reduced, int64_t inner,
-                  double scale, double* scratch, cudaStream_t s);
-// y[o] = scale * Σ_r x[base[o] + offsets[r]] with device tables (interleaved axes).
+                  double scale, double* scratch, cudaStream_t s, bool square = false);
+// y[o] = scale * Σ_r x[base[o] + offsets[r]] (or its square) with device tables
+// (interleaved axes).
 void reduceTable(DType t, const void* x, void* y, const int64_t* base, int64_t outputs,
-                 const int64_t* offsets, int64_t reduced, double scale, cudaStream_t s);
+                 const int64_t* offsets, int64_t reduced, double scale, cudaStream_t s,
+                 bool square = false);
 // dX = Y·(dY − Σ dY·Y) over the middle dim of [outer, n, inner] (Softmax's gradient).
 void softmaxGrad(DType t, const void* dy, const void* y, void* dx, int64_t outer, int64_t n,
                  int64_t inner, cudaStream_t s);

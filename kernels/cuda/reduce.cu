@@ -32,25 +32,32 @@ __device__ inline S sumOut(double acc, double scale) {
   return fromFloat<S>(static_cast<float>(acc * scale));
 }
 
-template <typename S>
+// One element's share of a sum: itself, or its square (ReduceSumSquare), in double.
+template <bool kSquare, typename S>
+__device__ inline double term(S v) {
+  const double d = toFloat(v);
+  return kSquare ? d * d : d;
+}
+
+template <bool kSquare, typename S>
 __global__ void reduceRowsKernel(const S* x, S* y, int64_t reduced, double scale) {
   __shared__ double shared[32];
   const S* row = x + static_cast<int64_t>(blockIdx.x) * reduced;
   double acc = 0.0;
-  for (int64_t r = threadIdx.x; r < reduced; r += blockDim.x) acc += toFloat(row[r]);
+  for (int64_t r = threadIdx.x; r < reduced; r += blockDim.x) acc += term<kSquare>(row[r]);
   acc = blockSum(acc, shared);
   if (threadIdx.x == 0) y[blockIdx.x] = sumOut<S>(acc, scale);
 }
 
 // Block (o, p) sums part p of row o (parts of `chunk` elements) into partial[o * parts + p].
-template <typename S>
+template <bool kSquare, typename S>
 __global__ void reducePartsKernel(const S* x, double* partial, int64_t reduced, int64_t chunk) {
   __shared__ double shared[32];
   const int64_t o = blockIdx.y, p = blockIdx.x;
   const S* row = x + o * reduced;
   const int64_t end = min(reduced, (p + 1) * chunk);
   double acc = 0.0;
-  for (int64_t r = p * chunk + threadIdx.x; r < end; r += blockDim.x) acc += toFloat(row[r]);
+  for (int64_t r = p * chunk + threadIdx.x; r < end; r += blockDim.x) acc += term<kSquare>(row[r]);
   acc = blockSum(acc, shared);
   if (threadIdx.x == 0) partial[o * gridDim.x + p] = acc;
 }
@@ -68,7 +75,7 @@ __global__ void reducePartialsKernel(const double* partial, S* y, int64_t outer,
 // Block (tile, p, o), threads (32, 8): columns [32 tile, 32 tile + 32) of slice o
 // summed over rows [p chunk, (p + 1) chunk) into partial[(o * parts + p) * inner + i];
 // reads of a warp are consecutive columns (coalesced), rows added in a fixed order.
-template <typename S>
+template <bool kSquare, typename S>
 __global__ void reduceColumnPartsKernel(const S* x, double* partial, int64_t reduced, int64_t inner,
                                         int64_t chunk) {
   __shared__ double shared[8][33];
@@ -77,7 +84,7 @@ __global__ void reduceColumnPartsKernel(const S* x, double* partial, int64_t red
   double acc = 0.0;
   if (i < inner)
     for (int64_t r = p * chunk + threadIdx.y; r < end; r += 8)
-      acc += toFloat(x[(o * reduced + r) * inner + i]);
+      acc += term<kSquare>(x[(o * reduced + r) * inner + i]);
   shared[threadIdx.y][threadIdx.x] = acc;
   __syncthreads();
   if (threadIdx.y != 0 || i >= inner) return;
@@ -97,24 +104,24 @@ __global__ void reduceColumnPartialsKernel(const double* partial, S* y, int64_t 
   }
 }
 
-template <typename S>
+template <bool kSquare, typename S>
 __global__ void reduceColumnsKernel(const S* x, S* y, int64_t outer, int64_t reduced, int64_t inner,
                                     double scale) {
   for (int64_t t = globalIndex(); t < outer * inner; t += globalStride()) {
     int64_t o = t / inner, i = t - o * inner;
     const S* col = x + o * reduced * inner + i;
     double acc = 0.0;
-    for (int64_t r = 0; r < reduced; ++r) acc += toFloat(col[r * inner]);
+    for (int64_t r = 0; r < reduced; ++r) acc += term<kSquare>(col[r * inner]);
     y[t] = sumOut<S>(acc, scale);
   }
 }
 
-template <typename S>
+template <bool kSquare, typename S>
 __global__ void reduceTableKernel(const S* x, S* y, const int64_t* base, int64_t outputs,
                                   const int64_t* offsets, int64_t reduced, double scale) {
   for (int64_t o = globalIndex(); o < outputs; o += globalStride()) {
     double acc = 0.0;
-    for (int64_t r = 0; r < reduced; ++r) acc += toFloat(x[base[o] + offsets[r]]);
+    for (int64_t r = 0; r < reduced; ++r) acc += term<kSquare>(x[base[o] + offsets[r]]);
     y[o] = sumOut<S>(acc, scale);
   }
 }
@@ -801,42 +808,65 @@ size_t reduceScratchDoubles(int64_t outer, int64_t reduced, int64_t inner) {
   return parts > 1 ? static_cast<size_t>(outer * parts * inner) : 0;
 }
 
-void reduceBlocks(DType t, const void* x, void* y, int64_t outer, int64_t reduced, int64_t inner,
-                  double scale, double* scratch, cudaStream_t s) {
-  if (outer * inner == 0) return;
+namespace {
+
+// reduceBlocks for storage type S, summing elements or (kSquare) their squares.
+template <bool kSquare, typename S>
+void reduceBlocksOf(const S* xs, S* ys, int64_t outer, int64_t reduced, int64_t inner, double scale,
+                    double* scratch, cudaStream_t s) {
   const int64_t parts = reduceSplitParts(outer, reduced, inner);
+  if (parts > 1 && inner > 1) {
+    const int64_t chunk = (reduced + parts - 1) / parts;
+    reduceColumnPartsKernel<kSquare>
+        <<<dim3(static_cast<unsigned>((inner + 31) / 32), static_cast<unsigned>(parts),
+                static_cast<unsigned>(outer)),
+           dim3(32, 8), 0, s>>>(xs, scratch, reduced, inner, chunk);
+    reduceColumnPartialsKernel<<<gridFor(outer * inner), kThreads, 0, s>>>(scratch, ys, outer,
+                                                                           parts, inner, scale);
+  } else if (parts > 1) {
+    const int64_t chunk = (reduced + parts - 1) / parts;
+    reducePartsKernel<kSquare>
+        <<<dim3(static_cast<unsigned>(parts), static_cast<unsigned>(outer)), 256, 0, s>>>(
+            xs, scratch, reduced, chunk);
+    reducePartialsKernel<<<gridFor(outer), kThreads, 0, s>>>(scratch, ys, outer, parts, scale);
+  } else if (inner == 1) {
+    reduceRowsKernel<kSquare><<<rowsGrid(outer), rowThreads(outer), 0, s>>>(xs, ys, reduced, scale);
+  } else {
+    reduceColumnsKernel<kSquare>
+        <<<gridFor(outer * inner), kThreads, 0, s>>>(xs, ys, outer, reduced, inner, scale);
+  }
+}
+
+}  // namespace
+
+void reduceBlocks(DType t, const void* x, void* y, int64_t outer, int64_t reduced, int64_t inner,
+                  double scale, double* scratch, cudaStream_t s, bool square) {
+  if (outer * inner == 0) return;
   byFloatType(t, [&](auto tag) {
     using S = decltype(tag);
-    const S* xs = static_cast<const S*>(x);
-    S* ys = static_cast<S*>(y);
-    if (parts > 1 && inner > 1) {
-      const int64_t chunk = (reduced + parts - 1) / parts;
-      reduceColumnPartsKernel<<<dim3(static_cast<unsigned>((inner + 31) / 32),
-                                     static_cast<unsigned>(parts), static_cast<unsigned>(outer)),
-                                dim3(32, 8), 0, s>>>(xs, scratch, reduced, inner, chunk);
-      reduceColumnPartialsKernel<<<gridFor(outer * inner), kThreads, 0, s>>>(scratch, ys, outer,
-                                                                             parts, inner, scale);
-    } else if (parts > 1) {
-      const int64_t chunk = (reduced + parts - 1) / parts;
-      reducePartsKernel<<<dim3(static_cast<unsigned>(parts), static_cast<unsigned>(outer)), 256, 0,
-                          s>>>(xs, scratch, reduced, chunk);
-      reducePartialsKernel<<<gridFor(outer), kThreads, 0, s>>>(scratch, ys, outer, parts, scale);
-    } else if (inner == 1) {
-      reduceRowsKernel<<<rowsGrid(outer), rowThreads(outer), 0, s>>>(xs, ys, reduced, scale);
-    } else {
-      reduceColumnsKernel<<<gridFor(outer * inner), kThreads, 0, s>>>(xs, ys, outer, reduced, inner,
-                                                                      scale);
-    }
+    const auto* xs = static_cast<const S*>(x);
+    auto* ys = static_cast<S*>(y);
+    if (square)
+      reduceBlocksOf<true>(xs, ys, outer, reduced, inner, scale, scratch, s);
+    else
+      reduceBlocksOf<false>(xs, ys, outer, reduced, inner, scale, scratch, s);
   });
 }
 
 void reduceTable(DType t, const void* x, void* y, const int64_t* base, int64_t outputs,
-                 const int64_t* offsets, int64_t reduced, double scale, cudaStream_t s) {
+                 const int64_t* offsets, int64_t reduced, double scale, cudaStream_t s,
+                 bool square) {
   if (outputs == 0) return;
   byFloatType(t, [&](auto tag) {
     using S = decltype(tag);
-    reduceTableKernel<<<gridFor(outputs), kThreads, 0, s>>>(
-        static_cast<const S*>(x), static_cast<S*>(y), base, outputs, offsets, reduced, scale);
+    const auto* xs = static_cast<const S*>(x);
+    auto* ys = static_cast<S*>(y);
+    if (square)
+      reduceTableKernel<true>
+          <<<gridFor(outputs), kThreads, 0, s>>>(xs, ys, base, outputs, offsets, reduced, scale);
+    else
+      reduceTableKernel<false>
+          <<<gridFor(outputs), kThreads, 0, s>>>(xs, ys, base, outputs, offsets, reduced, scale);
   });
 }
 

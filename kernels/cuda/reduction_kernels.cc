@@ -1,12 +1,12 @@
 // CUDA kernels of the reduction-shaped ops (CPU twins: kernels/cpu/reduction.cc,
 // norm.cc, loss.cc, grad_norm.cc, grad_loss.cc, GlobalAveragePool in pool.cc):
-// ReduceSum/Mean, (Log)Softmax, SoftmaxGrad, BatchNormalization(Grad), LayerNormalization(Grad),
-// GlobalAveragePool and SoftmaxCrossEntropyLoss(Grad), all f32 with double
-// accumulation. Per-step scratch (statistics) lives in the shared workspace.
-// The sums (ReduceSum/Mean, GlobalAveragePool), (Log)Softmax(Grad) and the norms also run
-// on f16 and bf16 storage (Native16) with the f32 kernels' math and one rounding per
-// output (the norms: 16-bit X, Y, dY, dX with the f32 parameters and statistics
-// mixed precision gives them); the losses read 16-bit scores with an f32 loss.
+// ReduceSum/Mean/SumSquare, (Log)Softmax, SoftmaxGrad, BatchNormalization(Grad),
+// LayerNormalization(Grad), GlobalAveragePool and SoftmaxCrossEntropyLoss(Grad), all f32 with
+// double accumulation. Per-step scratch (statistics) lives in the shared workspace. The sums
+// (ReduceSum/Mean, GlobalAveragePool), (Log)Softmax(Grad) and the norms also run on f16 and bf16
+// storage (Native16) with the f32 kernels' math and one rounding per output (the norms: 16-bit X,
+// Y, dY, dX with the f32 parameters and statistics mixed precision gives them); the losses read
+// 16-bit scores with an f32 loss.
 #include <algorithm>
 #include <array>
 #include <initializer_list>
@@ -38,41 +38,47 @@ std::optional<DType> storageDType(const KernelContext& ctx) {
   return t;
 }
 
-CudaKernelFactory reduceFactory(bool mean) {
-  return [mean](const KernelContext& ctx, const Device&) -> std::unique_ptr<CudaKernel> {
+// ReduceSum (kind Sum), ReduceMean, ReduceSumSquare (the squares summed as read).
+enum class Reduction { Sum, Mean, SumSquare };
+
+CudaKernelFactory reduceFactory(Reduction kind) {
+  return [kind](const KernelContext& ctx, const Device&) -> std::unique_ptr<CudaKernel> {
     const std::vector<int64_t>& axes = ctx.ints("axes");
     const int64_t rank = ctx.input(0).rank();
-    if (axes.empty() && ctx.i("noop_with_empty_axes") != 0)
+    const bool noop = axes.empty() && ctx.i("noop_with_empty_axes") != 0;
+    const bool square = kind == Reduction::SumSquare;
+    if (noop && !square)
       return launchKernel([](const KernelContext& c, const Device& d, void*) {
         copyAsync(c.input(0), c.output(0), d.stream);
       });
     const std::optional<DType> t = storageDType(ctx);
     if (!t) return nullptr;
     const DType dtype = *t;
-    std::vector<bool> reduced(static_cast<size_t>(rank), axes.empty());
+    // Nothing reduced (ReduceSumSquare's noop: each element squared) when noop.
+    std::vector<bool> reduced(static_cast<size_t>(rank), axes.empty() && !noop);
     for (int64_t a : axes) {
       if (a < -rank || a >= rank) ctx.fail("axis ", a, " is out of range for rank ", rank);
       reduced[a < 0 ? a + rank : a] = true;
     }
     ReduceGeometry g = reduceGeometry(ctx.input(0).shape(), reduced);
-    const double scale = mean ? 1.0 / static_cast<double>(g.reduced) : 1.0;
+    const double scale = kind == Reduction::Mean ? 1.0 / static_cast<double>(g.reduced) : 1.0;
     if (!g.general) {
       const size_t scratch = reduceScratchDoubles(g.outer, g.reduced, g.inner);
       return launchKernel(
-          [g, scale, dtype](const KernelContext& c, const Device& d, void* ws) {
+          [g, scale, dtype, square](const KernelContext& c, const Device& d, void* ws) {
             reduceBlocks(dtype, c.input(0).data, c.output(0).data, g.outer, g.reduced, g.inner,
-                         scale, static_cast<double*>(ws), d.stream);
+                         scale, static_cast<double*>(ws), d.stream, square);
           },
           scratch * sizeof(double));
     }
     auto base = std::make_shared<DeviceBuffer>(DeviceBuffer::upload(g.base));
     auto offsets = std::make_shared<DeviceBuffer>(DeviceBuffer::upload(g.offsets));
     const auto outputs = static_cast<int64_t>(g.base.size());
-    return launchKernel(
-        [base, offsets, outputs, g, scale, dtype](const KernelContext& c, const Device& d, void*) {
-          reduceTable(dtype, c.input(0).data, c.output(0).data, base->as<int64_t>(), outputs,
-                      offsets->as<int64_t>(), g.reduced, scale, d.stream);
-        });
+    return launchKernel([base, offsets, outputs, g, scale, dtype, square](const KernelContext& c,
+                                                                          const Device& d, void*) {
+      reduceTable(dtype, c.input(0).data, c.output(0).data, base->as<int64_t>(), outputs,
+                  offsets->as<int64_t>(), g.reduced, scale, d.stream, square);
+    });
   };
 }
 
@@ -350,8 +356,9 @@ std::unique_ptr<CudaKernel> crossEntropyGradKernel(const KernelContext& ctx, con
 
 void registerReductionKernels(CudaKernelRegistry& r) {
   constexpr Precision k16 = Precision::Native16;
-  r.add("ReduceSum", reduceFactory(false), k16);
-  r.add("ReduceMean", reduceFactory(true), k16);
+  r.add("ReduceSum", reduceFactory(Reduction::Sum), k16);
+  r.add("ReduceMean", reduceFactory(Reduction::Mean), k16);
+  r.add("ReduceSumSquare", reduceFactory(Reduction::SumSquare), k16);
   r.add("Softmax", softmaxFactory(false), k16);
   r.add("LogSoftmax", softmaxFactory(true), k16);
   r.add("SoftmaxGrad", softmaxGradKernel, k16);
