@@ -62,6 +62,7 @@ struct OpCase {
   bool grads = true;
   bool positive = false;  // inputs from [0.5, 1.5] instead of [-1, 1]
   bool exact = false;     // 16-bit outputs bit for bit (Cast, byte movers, selections)
+  double slack = 1.0;     // tolerance multiplier (16-bit attention: see as16)
 };
 
 void PrintTo(const OpCase& c, std::ostream* os) {
@@ -161,6 +162,9 @@ std::vector<OpCase> nnCases() {
       {"FusedAttention",
        "input %x0 : f32[2,3,2,8]\n input %x1 : f32[2,5,2,8]\n input %x2 : f32[2,5,2,16]\n"
        " %y, %l = FusedAttention(%x0, %x1, %x2) {scale = 0.3} : f32[2,3,2,16], f32[2,2,3] @n"},
+      {"FusedAttention",  // a head size cuDNN's engines lack: the cuBLAS kernels in 16 bits
+       "input %x0 : f32[1,6,2,4]\n input %x1 : f32[1,6,2,4]\n input %x2 : f32[1,6,2,4]\n"
+       " %y, %l = FusedAttention(%x0, %x1, %x2) {causal = 1} : f32[1,6,2,4], f32[1,2,6] @n"},
       {"MatMul",
        "input %x0 : f32[2,5,3]\n input %x1 : f32[3,4]\n %y = MatMul(%x0, %x1) : f32[2,5,4] @n"},
       {"MatMul",
@@ -420,8 +424,15 @@ std::string replaceAll(std::string text, const std::string& from, const std::str
 // The case with every f32 in its text written as `dtype` (f16 or bf16).
 OpCase as16(OpCase c, const std::string& dtype) {
   c.text = replaceAll(c.text, "f32", dtype);
-  // FusedAttention's statistics (its second output's type) stay f32.
-  if (c.op == "FusedAttention") c.text = replaceAll(c.text, ", " + dtype + "[", ", f32[");
+  // FusedAttention's statistics (its second output's type) stay f32. Its 16-bit
+  // kernels round the probabilities and their gradient dS to 16 bits before the
+  // products, as flash attention does, where the CPU's promoted kernel keeps them
+  // in f32; dQ = Σ dS·K cancels (dS's rows sum to 0), so that rounding reaches
+  // about twice the 16-bit tolerance there.
+  if (c.op == "FusedAttention") {
+    c.text = replaceAll(c.text, ", " + dtype + "[", ", f32[");
+    c.slack = 4;
+  }
   return c;
 }
 
@@ -640,6 +651,9 @@ std::vector<OpCase> allCases() {
 PlanFile casePlan(const OpCase& c) {
   auto g = parseGraph("graph cuda_case {\n " + c.text + "\n return %y\n}");
   Value* y = g->value("y");
+  // Attention's statistics too: its forward and backward may run different kernels
+  // (cuDNN's, cuBLAS's), which must agree on L.
+  if (c.op == "FusedAttention") g->addOutput(g->value("l"));
   if (c.grads) {
     std::mt19937_64 rng(42);
     std::uniform_real_distribution<double> u(-1, 1);
@@ -686,7 +700,7 @@ double tolerance(DType t) {
 // the values were computed in, when that is not the one they are stored in (an f32
 // output of 16-bit steps).
 void expectClose(const Tensor& got, const Tensor& want, const std::string& what, bool exact = false,
-                 std::optional<DType> precision = std::nullopt) {
+                 std::optional<DType> precision = std::nullopt, double slack = 1.0) {
   ASSERT_EQ(got.type(), want.type()) << what;
   if (!isFloat(want.dtype()) || exact) {
     EXPECT_EQ(got.toDoubles(), want.toDoubles()) << what;
@@ -700,7 +714,7 @@ void expectClose(const Tensor& got, const Tensor& want, const std::string& what,
   for (size_t i = 0; i < b.size() && bad < 5; ++i) {
     bool same_nan = std::isnan(a[i]) && std::isnan(b[i]);
     const double tol =
-        tolerance(precision.value_or(want.dtype())) * std::max(std::fabs(b[i]), rms) + 1e-6;
+        slack * tolerance(precision.value_or(want.dtype())) * std::max(std::fabs(b[i]), rms) + 1e-6;
     if (!same_nan && !(std::fabs(a[i] - b[i]) <= tol))
       ADD_FAILURE() << what << " element " << i << ": cuda " << a[i] << ", cpu " << b[i]
                     << (++bad, "");
@@ -724,7 +738,7 @@ void expectCloseL2(const Tensor& got, const Tensor& want, const std::string& wha
 // Runs `plan` on both backends with the same random feeds and compares every
 // output; without a GPU only the CPU half runs (the caller then skips).
 void checkPlanOnBothBackends(const PlanFile& plan, const std::string& what, bool positive,
-                             int runs = 1, bool exact = false) {
+                             int runs = 1, bool exact = false, double slack = 1.0) {
   CpuExecutor cpu(plan, {});
   std::vector<Tensor> feeds = randomFeeds(cpu, 7, positive);
   std::vector<std::string> names = cpu.feedNames();
@@ -741,7 +755,8 @@ void checkPlanOnBothBackends(const PlanFile& plan, const std::string& what, bool
     gpu.run();
     for (size_t i = 0; i < gpu.numOutputs(); ++i)
       expectClose(gpu.output(i), want[static_cast<size_t>(r)][i],
-                  what + " run " + std::to_string(r) + " output " + gpu.outputName(i), exact);
+                  what + " run " + std::to_string(r) + " output " + gpu.outputName(i), exact,
+                  std::nullopt, slack);
   }
 }
 
@@ -835,10 +850,11 @@ TEST(CudaBackend, SixteenBitAttentionRunsOnCudnn) {
     int built = 0;
     for (const auto& step : plan.plan.ranks(0).steps()) {
       if (step.op() != "FusedAttention" && step.op() != "FusedAttentionGrad") continue;
+      std::string why;
       EXPECT_NE(cuda::cudnnAttentionKernel(fakeContext(plan, step), dev,
-                                           step.op() == "FusedAttentionGrad"),
+                                           step.op() == "FusedAttentionGrad", &why),
                 nullptr)
-          << t << " " << step.op();
+          << t << " " << step.op() << ": cuDNN declined: " << why;
       ++built;
     }
     EXPECT_EQ(built, 2);
@@ -906,7 +922,8 @@ TEST_P(CudaOp, MatchesTheCpuBackend) {
   const OpCase& c = GetParam();
   SCOPED_TRACE(c.op + ": " + c.text);
   try {
-    checkPlanOnBothBackends(casePlan(c), c.op, c.positive, c.op == "Dropout" ? 3 : 1, c.exact);
+    checkPlanOnBothBackends(casePlan(c), c.op, c.positive, c.op == "Dropout" ? 3 : 1, c.exact,
+                            c.slack);
   } catch (const Error& e) {
     ADD_FAILURE() << c.op << ": " << e.what();
   }

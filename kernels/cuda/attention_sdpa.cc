@@ -4,7 +4,13 @@
 
 #include <cudnn_frontend.h>
 
+#include <functional>
+#include <map>
+#include <mutex>
+#include <string>
+#include <tuple>
 #include <unordered_map>
+#include <utility>
 #include <vector>
 
 #include "ir/ops/shape_helpers.h"
@@ -71,13 +77,17 @@ class CudnnAttention : public CudaKernel {
   size_t inputs_, outputs_, workspace_;
 };
 
-}  // namespace
+// The step's cuDNN graph, built and planned, with its workspace; or null, with
+// `why` set, where cuDNN declines it.
+struct BuiltGraph {
+  std::shared_ptr<fe::graph::Graph> graph;
+  int64_t workspace = 0;
+};
 
-std::unique_ptr<CudaKernel> cudnnAttentionKernel(const KernelContext& ctx, const Device& dev,
-                                                 bool backward) {
+BuiltGraph buildGraph(const KernelContext& ctx, const Device& dev, bool backward,
+                      fe::AttentionImplementation_t implementation, std::string* why) {
   const size_t q = backward ? 1 : 0;
   const DType t = ctx.input(q).dtype();
-  if (dev.cudnn == nullptr || !isSixteenBitFloat(t)) return nullptr;
   const AttentionDims d =
       attentionDims(ctx.input(q).shape(), ctx.input(q + 1).shape(), ctx.input(q + 2).shape(),
                     ctx.f("scale"), ctx.i("causal") != 0);
@@ -97,13 +107,13 @@ std::unique_ptr<CudaKernel> cudnnAttentionKernel(const KernelContext& ctx, const
                              .set_data_type(fe::DataType_t::FLOAT));
   };
   const auto scale = static_cast<float>(d.scale);
-  size_t inputs = 3, outputs = 2;
   if (!backward) {
     auto options = fe::graph::SDPA_attributes()
                        .set_name("attention")
                        .set_generate_stats(true)
                        .set_attn_scale(scale)
-                       .set_causal_mask(d.causal);
+                       .set_causal_mask(d.causal)
+                       .set_implementation(implementation);
     auto [y, l] = graph->sdpa(operand("Q", 0, d.q_len, d.head), operand("K", 1, d.kv_len, d.head),
                               operand("V", 2, d.kv_len, d.value_head), options);
     describeHeadMajor(y, "Y", outputUid(0), d.batch, d.q_len, d.heads, d.value_head);
@@ -113,8 +123,6 @@ std::unique_ptr<CudaKernel> cudnnAttentionKernel(const KernelContext& ctx, const
         .set_stride({d.heads * d.q_len, d.q_len, 1, 1})
         .set_data_type(fe::DataType_t::FLOAT);
   } else {
-    inputs = 6;
-    outputs = 3;
     auto options = fe::graph::SDPA_backward_attributes()
                        .set_name("attention_grad")
                        .set_attn_scale(scale)
@@ -128,14 +136,72 @@ std::unique_ptr<CudaKernel> cudnnAttentionKernel(const KernelContext& ctx, const
     describeHeadMajor(dk, "dK", outputUid(1), d.batch, d.kv_len, d.heads, d.head);
     describeHeadMajor(dv, "dV", outputUid(2), d.batch, d.kv_len, d.heads, d.value_head);
   }
-  // Any step cuDNN declines (validation, support, no engine) falls back to cuBLAS.
-  int64_t workspace = 0;
-  if (!graph->validate().is_good() || !graph->build_operation_graph(dev.cudnn).is_good() ||
-      !graph->create_execution_plans({fe::HeurMode_t::A}).is_good() ||
-      !graph->check_support(dev.cudnn).is_good() || !graph->build_plans(dev.cudnn).is_good() ||
-      !graph->get_workspace_size(workspace).is_good())
+  BuiltGraph built{graph, 0};
+  const std::pair<const char*, std::function<fe::error_t()>> stages[] = {
+      {"validate", [&] { return graph->validate(); }},
+      {"build_operation_graph", [&] { return graph->build_operation_graph(dev.cudnn); }},
+      {"create_execution_plans",
+       [&] { return graph->create_execution_plans({fe::HeurMode_t::A}); }},
+      {"check_support", [&] { return graph->check_support(dev.cudnn); }},
+      {"build_plans", [&] { return graph->build_plans(dev.cudnn); }},
+      {"get_workspace_size", [&] { return graph->get_workspace_size(built.workspace); }}};
+  for (const auto& [stage, run] : stages) {
+    fe::error_t status = run();
+    if (!status.is_good()) {
+      if (why) *why = std::string(stage) + ": " + status.get_message();
+      return {};
+    }
+  }
+  return built;
+}
+
+// Graphs by step geometry and handle: a GPT's 24 attention steps have 2 shapes, and
+// a graph's plan takes cuDNN a while to build. Graph::execute is const.
+using GraphKey = std::tuple<bool, DType, Shape, Shape, Shape, double, int64_t, cudnnHandle_t>;
+
+BuiltGraph cachedGraph(const KernelContext& ctx, const Device& dev, bool backward,
+                       std::string* why) {
+  static std::mutex mutex;
+  static std::map<GraphKey, BuiltGraph> cache;
+  const size_t q = backward ? 1 : 0;
+  const GraphKey key{backward,
+                     ctx.input(q).dtype(),
+                     ctx.input(q).shape(),
+                     ctx.input(q + 1).shape(),
+                     ctx.input(q + 2).shape(),
+                     ctx.f("scale"),
+                     ctx.i("causal"),
+                     dev.cudnn};
+  std::lock_guard<std::mutex> lock(mutex);
+  if (auto it = cache.find(key); it != cache.end()) return it->second;
+  BuiltGraph built;
+  try {
+    built = buildGraph(ctx, dev, backward, fe::AttentionImplementation_t::AUTO, why);
+    // The forward's automatic choice may take an implementation without an engine
+    // here; the composite one is the long-standing flash attention.
+    if (!built.graph && !backward)
+      built = buildGraph(ctx, dev, backward, fe::AttentionImplementation_t::COMPOSITE, why);
+  } catch (const std::exception& e) {  // the frontend throws where it finds no implementation
+    if (why) *why = e.what();
+    built = {};
+  }
+  if (built.graph) cache[key] = built;
+  return built;
+}
+
+}  // namespace
+
+std::unique_ptr<CudaKernel> cudnnAttentionKernel(const KernelContext& ctx, const Device& dev,
+                                                 bool backward, std::string* why) {
+  const DType t = ctx.input(backward ? 1 : 0).dtype();
+  if (dev.cudnn == nullptr || !isSixteenBitFloat(t)) {
+    if (why) *why = dev.cudnn == nullptr ? "no cuDNN handle" : "not 16-bit";
     return nullptr;
-  return std::make_unique<CudnnAttention>(std::move(graph), inputs, outputs, workspace);
+  }
+  BuiltGraph built = cachedGraph(ctx, dev, backward, why);
+  if (!built.graph) return nullptr;
+  return std::make_unique<CudnnAttention>(built.graph, backward ? 6 : 3, backward ? 3 : 2,
+                                          built.workspace);
 }
 
 }  // namespace ds::cuda
@@ -144,7 +210,9 @@ std::unique_ptr<CudaKernel> cudnnAttentionKernel(const KernelContext& ctx, const
 
 namespace ds::cuda {
 
-std::unique_ptr<CudaKernel> cudnnAttentionKernel(const KernelContext&, const Device&, bool) {
+std::unique_ptr<CudaKernel> cudnnAttentionKernel(const KernelContext&, const Device&, bool,
+                                                 std::string* why) {
+  if (why) *why = "built without the cuDNN frontend";
   return nullptr;
 }
 

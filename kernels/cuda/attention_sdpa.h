@@ -7,6 +7,7 @@
 #pragma once
 
 #include <memory>
+#include <string>
 
 #include "kernels/cuda/kernel.h"
 
@@ -14,8 +15,9 @@ namespace ds::cuda {
 
 // The step's kernel on cuDNN, or nullptr where cuDNN cannot run it: f32 operands,
 // shapes cuDNN's engines do not support, no cuDNN handle (no GPU), or a build
-// without the cuDNN frontend. The caller then runs its cuBLAS kernels.
+// without the cuDNN frontend; `why`, if given, then says which. The caller then
+// runs its cuBLAS kernels. Graphs are built once per geometry and handle.
 std::unique_ptr<CudaKernel> cudnnAttentionKernel(const KernelContext& ctx, const Device& dev,
-                                                 bool backward);
+                                                 bool backward, std::string* why = nullptr);
 
 }  // namespace ds::cuda

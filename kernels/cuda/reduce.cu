@@ -21,6 +21,16 @@ inline int rowThreads(int64_t rows) {
   return rows < 128 ? 1024 : 256;
 }
 
+// Threads for a LayerNorm row of `inner` elements: about 16 elements each (a warp
+// for 512 or fewer), so the block-wide sums of many short rows (GPT's 8192 rows of
+// 768) cost a warp's shuffles rather than eight warps' barriers; wide blocks still
+// for few rows.
+inline int normRowThreads(int64_t rows, int64_t inner) {
+  if (rows < 128) return rowThreads(rows);
+  const int64_t warps = std::clamp<int64_t>((inner + 511) / 512, 1, 8);
+  return static_cast<int>(warps * 32);
+}
+
 inline unsigned rowsGrid(int64_t rows) {
   return static_cast<unsigned>(rows);
 }
@@ -1027,7 +1037,7 @@ void layerNormForward(DType t, const void* x, const float* scale, const float* b
   if (outer * inner == 0) return;
   byFloatType(t, [&](auto tag) {
     using S = decltype(tag);
-    layerNormKernel<<<rowsGrid(outer), rowThreads(outer), 0, s>>>(
+    layerNormKernel<<<rowsGrid(outer), normRowThreads(outer, inner), 0, s>>>(
         static_cast<const S*>(x), scale, bias, static_cast<S*>(y), mean, inv_std, inner, eps);
   });
 }
@@ -1048,7 +1058,7 @@ void layerNormBackward(DType t, const void* dy, const void* x, const float* scal
     using S = decltype(tag);
     const S *dys = static_cast<const S*>(dy), *xs = static_cast<const S*>(x);
     if (outer > 0)
-      layerNormGradRowKernel<<<rowsGrid(outer), rowThreads(outer), 0, s>>>(
+      layerNormGradRowKernel<<<rowsGrid(outer), normRowThreads(outer, inner), 0, s>>>(
           dys, xs, scale, static_cast<S*>(dx), outer, inner, eps, scratch);
     const int64_t parts = layerNormGradParts(outer), chunk = (outer + parts - 1) / parts;
     double* partial = scratch + 2 * outer;
