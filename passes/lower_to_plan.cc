@@ -89,9 +89,8 @@ class Lowering {
   }
 
   void addArenaTensor(const Value* v) {
-    for (const Graph::StateUpdate& u : g_.stateUpdates()) {
-      if (u.next != v) continue;
-      int32_t state = index_.at(u.state);  // the update writes the state's own memory
+    if (auto in = m_.in_state.find(v); in != m_.in_state.end()) {
+      int32_t state = index_.at(in->second);  // written into the state's own memory
       planpb::TensorInfo* t = addTensor(v);
       t->set_storage(f_.plan.tensors(state).storage());
       t->set_offset(f_.plan.tensors(state).offset());

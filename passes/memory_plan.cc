@@ -41,17 +41,46 @@ void extendCollectiveInputs(const Graph& g, const std::map<const Node*, int64_t>
   }
 }
 
+bool relabels(const std::string& op);
+
+bool isGraphOutput(const Graph& g, const Value* v) {
+  return std::find(g.outputs().begin(), g.outputs().end(), v) != g.outputs().end();
+}
+
+// The values stored in a state's memory: each update's new value, and down a chain
+// of relabelling steps their inputs, while an input has no other reader, has the
+// same bytes and side, and is made after the state's last reader (so writing it
+// over the state's old value clobbers nothing).
+std::unordered_map<const Value*, const Value*> stateMemory(
+    const Graph& g, const std::map<const Node*, int64_t>& index) {
+  std::unordered_map<const Value*, const Value*> in_state;
+  for (const Graph::StateUpdate& u : g.stateUpdates()) {
+    in_state[u.next] = u.state;
+    int64_t last_read = -1;
+    for (const Node* user : u.state->users()) last_read = std::max(last_read, index.at(user));
+    const Value* v = u.next;
+    while (v->producer() && relabels(v->producer()->op())) {
+      const Value* x = v->producer()->input(0);
+      if (!x->producer() || x->users().size() != 1 || isGraphOutput(g, x) ||
+          x->type().bytes() != v->type().bytes() || isHostValue(x) != isHostValue(u.state) ||
+          index.at(x->producer()) <= last_read || in_state.count(x))
+        break;
+      in_state[x] = u.state;
+      v = x;
+    }
+  }
+  return in_state;
+}
+
 // Step 1: lifetimes in node order.
-std::unordered_map<const Value*, Allocation> lifetimes(const Graph& g,
-                                                       std::map<const Node*, int64_t>& index) {
-  int64_t step = 0;
-  for (const auto& n : g.nodes()) index[n.get()] = step++;
+std::unordered_map<const Value*, Allocation> lifetimes(
+    const Graph& g, std::map<const Node*, int64_t>& index,
+    const std::unordered_map<const Value*, const Value*>& in_state) {
+  const auto step = static_cast<int64_t>(index.size());
   std::unordered_map<const Value*, Allocation> live;
-  std::set<const Value*> in_state;  // new values of states live in the state's memory
-  for (const Graph::StateUpdate& u : g.stateUpdates()) in_state.insert(u.next);
   for (const auto& n : g.nodes()) {
     for (const Value* v : n->outputs()) {
-      if (in_state.count(v)) continue;
+      if (in_state.count(v)) continue;  // in its state's memory
       Allocation& a = live[v];
       a.bytes = static_cast<int64_t>(v->type().bytes());
       a.host = isHostValue(v);
@@ -128,7 +157,10 @@ int64_t place(const Buffer& b, const std::vector<std::pair<const Buffer*, int64_
 MemoryPlan planMemory(const Graph& g) {
   MemoryPlan plan;
   std::map<const Node*, int64_t> index;
-  auto live = lifetimes(g, index);
+  int64_t step = 0;
+  for (const auto& n : g.nodes()) index[n.get()] = step++;
+  plan.in_state = stateMemory(g, index);
+  auto live = lifetimes(g, index, plan.in_state);
   std::vector<Buffer> bufs = buffers(g, live, index, &plan.inplace_count);
   std::vector<const Buffer*> order;
   for (const Buffer& b : bufs) order.push_back(&b);

@@ -5,7 +5,8 @@
 // output placed in place of an input its op may overwrite (OpSchema::inplace_input)
 // when that input dies at the node and has the same type. Sources (inputs,
 // parameters, buffers, constants) are persistent and not in the arena, nor are the
-// new values of state updates, which lowering places in their state's memory.
+// new values of state updates, which lowering places in their state's memory, nor
+// the values reshapes turn into those when nothing reads the state afterwards.
 //
 // Algorithm:
 //  1. Number the nodes; a value lives from its producer's index to its last user's
@@ -42,6 +43,10 @@ struct MemoryPlan {
   int64_t host_arena_bytes = 0;  // values of host nodes (passes/offload_optimizer.h)
   int64_t peak_live_bytes = 0;   // max over steps of the device bytes live at that step
   int64_t inplace_count = 0;
+  // Values stored in a state's own memory, by that state: the new values of state
+  // updates, and the inputs that relabelling steps turn into them (a parameter's
+  // piece of an unpacked bucket: the unpacking writes the parameter directly).
+  std::unordered_map<const Value*, const Value*> in_state;
 
   double ratio() const {
     return peak_live_bytes ? static_cast<double>(arena_bytes) / peak_live_bytes : 1.0;

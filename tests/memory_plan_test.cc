@@ -123,6 +123,58 @@ TEST(MemoryPlan, ReshapesOfLiveValuesShareTheirBuffer) {
   }
 }
 
+// A bucket unpacked into parameters: the Split writes each piece straight into its
+// parameter's memory (the Reshape to the parameter's shape is then a no-op), unless
+// the parameter is read after the Split.
+TEST(MemoryPlan, UnpackedPiecesAreWrittenIntoTheirParameters) {
+  const std::string text = R"(graph g {
+  param %w : f32[2,3] = [1, 2, 3, 4, 5, 6]
+  param %b : f32[4] = [1, 2, 3, 4]
+  input %x : f32[10]
+  %s = Mul(%x, %x) : f32[10] @sq
+  %pw, %pb = Split(%s) {axis = 0, split = [6, 4]} : f32[6], f32[4] @unpack
+  %nw = Reshape(%pw) {shape = [2, 3]} : f32[2,3] @shape_w
+  %nb = Identity(%pb) : f32[4] @copy_b
+  %late = Neg(%w) : f32[2,3] @late
+  update %w = %nw
+  update %b = %nb
+  return %late
+})";
+  auto g = parseGraph(text);
+  MemoryPlan plan = planMemory(*g);
+  checkMemoryPlan(*g, plan);
+  // w is read after the Split: its piece stays in the arena; b's new value (not a
+  // relabel) is in b's memory, its piece in the arena.
+  EXPECT_EQ(plan.in_state.count(g->value("pw")), 0u);
+  EXPECT_EQ(plan.in_state.at(g->value("nw")), g->value("w"));
+  EXPECT_EQ(plan.in_state.count(g->value("pb")), 0u);
+  std::string early = text;
+  early.replace(early.find("%late = Neg(%w)"), 15, "%late = Neg(%x)");
+  early.replace(early.find(": f32[2,3] @late"), 16, ": f32[10] @late");
+  auto h = parseGraph(early);
+  MemoryPlan ok = planMemory(*h);
+  checkMemoryPlan(*h, ok);
+  EXPECT_EQ(ok.in_state.at(h->value("pw")), h->value("w"));
+  EXPECT_FALSE(ok.allocations.count(h->value("pw")));
+  // And the plan computes what it did: w = reshape(x²)[0:6], b = x²[6:10].
+  PlanFile file = lowerToPlan(*h, ok, {});
+  CpuExecutor exec(file, {.rank = 0, .poison_freed = true});
+  Tensor x({DType::F32, {10}});
+  for (int64_t i = 0; i < 10; ++i) x.setDouble(i, static_cast<double>(i) - 4.5);
+  exec.setFeed("x", x);
+  exec.run();
+  auto tensorNamed = [&](const std::string& name) {
+    for (int i = 0; i < file.plan.tensors_size(); ++i)
+      if (file.plan.tensors(i).name() == name) return exec.readTensor(i);
+    ADD_FAILURE() << "no tensor " << name;
+    return Tensor();
+  };
+  const Tensor w = tensorNamed("w"), b = tensorNamed("b");
+  for (int64_t i = 0; i < 6; ++i) EXPECT_EQ(w.getDouble(i), x.getDouble(i) * x.getDouble(i));
+  for (int64_t i = 0; i < 4; ++i)
+    EXPECT_EQ(b.getDouble(i), x.getDouble(6 + i) * x.getDouble(6 + i));
+}
+
 TEST(MemoryPlan, CheckerCatchesOverlap) {
   auto g = parseGraph(R"(graph g {
   input %x : f32[64]
