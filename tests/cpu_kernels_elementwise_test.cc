@@ -3,6 +3,7 @@
 // math (and the fast float approximations behind it), broadcasting binary ops,
 // Where, Cast across every dtype pair, Dropout, ReduceSum/Mean and (Log)Softmax.
 #include <gtest/gtest.h>
+#include <omp.h>
 
 #include <cmath>
 #include <functional>
@@ -394,7 +395,18 @@ TEST(CpuKernelReduce, LargeReductions) {
   expectNear(runOp("ReduceSum", {x}, {{"axes", Ints{1}}})[0], reduceRef(x, {false, true}, false),
              1e-5);
   expectNear(runOp("ReduceMean", {x}, {{"axes", Ints{0}}})[0], reduceRef(x, {true, false}, true));
+  // All 300000 elements: one long row, summed in chunks in parallel; the same bits
+  // on one thread (the chunks' order does not depend on the thread count).
   expectNear(runOp("ReduceSum", {x})[0], reduceRef(x, {true, true}, false), 1e-5);
+  const Tensor all = runOp("ReduceSumSquare", {x})[0];
+  double squares = 0;
+  for (int64_t i = 0; i < x.numel(); ++i) squares += x.getDouble(i) * x.getDouble(i);
+  expectNear(all, {squares}, 1e-5);
+  const int threads = omp_get_max_threads();
+  omp_set_num_threads(1);
+  const Tensor serial = runOp("ReduceSumSquare", {x})[0];
+  omp_set_num_threads(threads);
+  EXPECT_EQ(serial.getDouble(0), all.getDouble(0));
   Tensor z = rnd(DType::F32, {0, 3}, 11);
   expectNear(runOp("ReduceSum", {z}, {{"axes", Ints{0}}})[0], {0, 0, 0});
 }

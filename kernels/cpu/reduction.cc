@@ -4,8 +4,10 @@
 // Floats accumulate in double, integers in wrapping int64. The factory collapses
 // the input into [outer, reduced, inner] blocks (or, for interleaved axes, offset
 // tables) so run() only streams over memory.
+#include <algorithm>
 #include <cmath>
 #include <limits>
+#include <vector>
 
 #include "ir/ops/shape_helpers.h"
 #include "kernels/cpu/cpu_util.h"
@@ -16,6 +18,12 @@ namespace {
 
 constexpr int64_t kTile = 64;  // inner elements handled together when the axis is not last
 constexpr int64_t kSerial = std::numeric_limits<int64_t>::max();
+// A row of kLongRow or more elements, among fewer than kFewRows rows, is summed in
+// chunks of kRowChunk in parallel, the partial sums then added in order: the same
+// order whatever the thread count (a gradient norm's one row of 42M elements).
+constexpr int64_t kRowChunk = 1 << 16;
+constexpr int64_t kLongRow = 4 * kRowChunk;
+constexpr int64_t kFewRows = 16;
 
 // What a reduction adds up, and whether it divides by the count.
 enum class Reduction { Sum, Mean, SumSquare };
@@ -30,6 +38,9 @@ class ReduceKernel : public CpuKernel {
         mean_(kind == Reduction::Mean),
         square_(kind == Reduction::SumSquare) {
     min_parallel_ = ctx.input(0).numel() > kParallelMin ? 0 : kSerial;
+    if (!shape_.general && shape_.inner == 1 && shape_.reduced >= kLongRow &&
+        shape_.outer < kFewRows)
+      partial_.resize(static_cast<size_t>((shape_.reduced + kRowChunk - 1) / kRowChunk));
   }
 
   void run(const KernelContext& ctx) override {
@@ -47,6 +58,8 @@ class ReduceKernel : public CpuKernel {
             }
           },
           min_parallel_);
+    } else if (s.inner == 1 && !partial_.empty()) {
+      for (int64_t o = 0; o < s.outer; ++o) y[o] = finish(sumLongRow(x + o * s.reduced));
     } else if (s.inner == 1) {
       parallelChunks(
           s.outer,
@@ -71,6 +84,26 @@ class ReduceKernel : public CpuKernel {
 #pragma omp simd reduction(+ : acc)
     for (int64_t r = 0; r < shape_.reduced; ++r) acc += term(x[r]);
     return acc;
+  }
+
+  // A long row: chunks summed in parallel into partial_, then added in order.
+  Acc sumLongRow(const T* x) {
+    const auto chunks = static_cast<int64_t>(partial_.size());
+    parallelChunks(
+        chunks,
+        [&](int64_t begin, int64_t end) {
+          for (int64_t c = begin; c < end; ++c) {
+            const int64_t first = c * kRowChunk, n = std::min(kRowChunk, shape_.reduced - first);
+            Acc acc = 0;
+#pragma omp simd reduction(+ : acc)
+            for (int64_t r = 0; r < n; ++r) acc += term(x[first + r]);
+            partial_[static_cast<size_t>(c)] = acc;
+          }
+        },
+        1);
+    Acc total = 0;
+    for (Acc p : partial_) total += p;
+    return total;
   }
 
   // One element's share of the sum: itself, or its square (in the accumulator's type).
@@ -106,6 +139,7 @@ class ReduceKernel : public CpuKernel {
   ReduceShape shape_;
   bool mean_, square_;
   int64_t min_parallel_;
+  std::vector<Acc> partial_;  // a long row's chunk sums (sized at load: no allocation per run)
 };
 
 CpuKernelFactory reduce(Reduction kind) {
