@@ -69,7 +69,8 @@ TEST_F(OpsShapeTest, RegistryHasEveryOp) {
   const std::string expected =
       "Conv BatchNormalization Relu LeakyRelu Sigmoid Tanh Erf Gelu MaxPool AveragePool "
       "GlobalAveragePool Flatten Gemm MatMul Add Sub Mul Div Pow Sqrt Neg Softmax LogSoftmax "
-      "ReduceMean ReduceSum ReduceSumSquare LayerNormalization Reshape Transpose Unsqueeze Squeeze Concat Split "
+      "ReduceMean ReduceSum ReduceSumSquare LayerNormalization Reshape Transpose Unsqueeze Squeeze "
+      "Concat Split "
       "Slice Gather Expand Where Equal Trilu Cast Shape Range ConstantOfShape Dropout Identity "
       "SoftmaxCrossEntropyLoss Not "
       // Backward and optimizer ops (training).
