@@ -858,6 +858,7 @@ TEST(CudaBackend, SixteenBitAttentionRunsOnCudnn) {
       ++built;
     }
     EXPECT_EQ(built, 2);
+    cuda::releaseCudnnAttentionGraphs(dev.cudnn);
     cudnnDestroy(dev.cudnn);
   }
 }

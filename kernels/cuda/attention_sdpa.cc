@@ -159,10 +159,15 @@ BuiltGraph buildGraph(const KernelContext& ctx, const Device& dev, bool backward
 // a graph's plan takes cuDNN a while to build. Graph::execute is const.
 using GraphKey = std::tuple<bool, DType, Shape, Shape, Shape, double, int64_t, cudnnHandle_t>;
 
+std::mutex cache_mutex;
+std::map<GraphKey, BuiltGraph>& graphCache() {
+  static auto* cache = new std::map<GraphKey, BuiltGraph>;  // outlives static destructors
+  return *cache;
+}
+
 BuiltGraph cachedGraph(const KernelContext& ctx, const Device& dev, bool backward,
                        std::string* why) {
-  static std::mutex mutex;
-  static std::map<GraphKey, BuiltGraph> cache;
+  std::map<GraphKey, BuiltGraph>& cache = graphCache();
   const size_t q = backward ? 1 : 0;
   const GraphKey key{backward,
                      ctx.input(q).dtype(),
@@ -172,7 +177,7 @@ BuiltGraph cachedGraph(const KernelContext& ctx, const Device& dev, bool backwar
                      ctx.f("scale"),
                      ctx.i("causal"),
                      dev.cudnn};
-  std::lock_guard<std::mutex> lock(mutex);
+  std::lock_guard<std::mutex> lock(cache_mutex);
   if (auto it = cache.find(key); it != cache.end()) return it->second;
   BuiltGraph built;
   try {
@@ -190,6 +195,13 @@ BuiltGraph cachedGraph(const KernelContext& ctx, const Device& dev, bool backwar
 }
 
 }  // namespace
+
+void releaseCudnnAttentionGraphs(cudnnHandle_t handle) {
+  std::lock_guard<std::mutex> lock(cache_mutex);
+  std::map<GraphKey, BuiltGraph>& cache = graphCache();
+  for (auto it = cache.begin(); it != cache.end();)
+    it = std::get<7>(it->first) == handle ? cache.erase(it) : std::next(it);
+}
 
 std::unique_ptr<CudaKernel> cudnnAttentionKernel(const KernelContext& ctx, const Device& dev,
                                                  bool backward, std::string* why) {
@@ -209,6 +221,8 @@ std::unique_ptr<CudaKernel> cudnnAttentionKernel(const KernelContext& ctx, const
 #else  // built without the cuDNN frontend
 
 namespace ds::cuda {
+
+void releaseCudnnAttentionGraphs(cudnnHandle_t) {}
 
 std::unique_ptr<CudaKernel> cudnnAttentionKernel(const KernelContext&, const Device&, bool,
                                                  std::string* why) {

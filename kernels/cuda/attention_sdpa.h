@@ -20,4 +20,8 @@ namespace ds::cuda {
 std::unique_ptr<CudaKernel> cudnnAttentionKernel(const KernelContext& ctx, const Device& dev,
                                                  bool backward, std::string* why = nullptr);
 
+// Forgets the graphs built on `handle`; call before destroying it (a later handle
+// may get its address, and cuDNN's plans keep the handle they were built with).
+void releaseCudnnAttentionGraphs(cudnnHandle_t handle);
+
 }  // namespace ds::cuda

@@ -5,6 +5,7 @@
 
 #include "ir/error.h"
 #include "kernels/cpu/promote16.h"
+#include "kernels/cuda/attention_sdpa.h"
 #include "kernels/cuda/cuda_util.h"
 #include "kernels/cuda/device.h"
 #include "kernels/cuda/epilogues.h"
@@ -173,7 +174,10 @@ void CudaExecutor::release() noexcept {
     cudaFree(lane->workspace);
     cudaFree(lane->scratch);
     if (lane->end) cudaEventDestroy(lane->end);
-    if (lane->dev.cudnn) cudnnDestroy(lane->dev.cudnn);
+    if (lane->dev.cudnn) {
+      cuda::releaseCudnnAttentionGraphs(lane->dev.cudnn);
+      cudnnDestroy(lane->dev.cudnn);
+    }
     if (lane->dev.cublas) cublasDestroy(lane->dev.cublas);
     if (lane->dev.cublaslt) cublasLtDestroy(lane->dev.cublaslt);
     if (lane->dev.stream) cudaStreamDestroy(lane->dev.stream);
