@@ -58,15 +58,18 @@ class CudnnAttention : public CudaKernel {
       : graph_(std::move(graph)),
         inputs_(inputs),
         outputs_(outputs),
-        workspace_(static_cast<size_t>(workspace)) {}
+        workspace_(static_cast<size_t>(workspace)) {
+    // Every uid now, so that run() only updates pointers (no allocation per step).
+    for (size_t i = 0; i < inputs_; ++i) pack_[inputUid(i)] = nullptr;
+    for (size_t i = 0; i < outputs_; ++i) pack_[outputUid(i)] = nullptr;
+  }
 
   size_t workspaceBytes() const override { return workspace_; }
 
   void run(const KernelContext& c, const Device& dev, void* ws) override {
-    std::unordered_map<int64_t, void*> pack;
-    for (size_t i = 0; i < inputs_; ++i) pack[inputUid(i)] = c.input(i).data;
-    for (size_t i = 0; i < outputs_; ++i) pack[outputUid(i)] = c.output(i).data;
-    fe::error_t status = graph_->execute(dev.cudnn, pack, ws);
+    for (size_t i = 0; i < inputs_; ++i) pack_.at(inputUid(i)) = c.input(i).data;
+    for (size_t i = 0; i < outputs_; ++i) pack_.at(outputUid(i)) = c.output(i).data;
+    fe::error_t status = graph_->execute(dev.cudnn, pack_, ws);
     if (!status.is_good())
       throwCudaError("cudnn_frontend::graph::Graph::execute", status.get_message().c_str(),
                      __FILE__, __LINE__);
@@ -75,6 +78,7 @@ class CudnnAttention : public CudaKernel {
  private:
   std::shared_ptr<fe::graph::Graph> graph_;
   size_t inputs_, outputs_, workspace_;
+  std::unordered_map<int64_t, void*> pack_;  // the variant pack: uid -> device address
 };
 
 // The step's cuDNN graph, built and planned, with its workspace; or null, with
