@@ -108,6 +108,33 @@ TEST_F(OpsShapeTest, OptimizerSteps) {
   EXPECT_TRUE(has(fails("AdamStep", {p, p, lr, step, p, p, lr, step}, {}, 3), "momentum"));
 }
 
+// FusedAttention on [batch, T, heads, head]: Y [B, Tq, H, Dv], statistics L
+// [B, H, Tq] in f32 (f64 for f64); its gradient takes Y's shape for dY and Y and
+// gives Q's, K's and V's types.
+TEST_F(OpsShapeTest, FusedAttention) {
+  Value* q = in(DType::BF16, {2, 5, 3, 8});
+  Value* k = in(DType::BF16, {2, 7, 3, 8});
+  Value* v = in(DType::BF16, {2, 7, 3, 16});
+  EXPECT_EQ(infer("FusedAttention", {q, k, v}, {}, 2, 0), T(DType::BF16, {2, 5, 3, 16}));
+  EXPECT_EQ(infer("FusedAttention", {q, k, v}, {}, 2, 1), T(DType::F32, {2, 3, 5}));
+  Value* q64 = in(DType::F64, {1, 4, 2, 8});
+  EXPECT_EQ(infer("FusedAttention", {q64, q64, q64}, {{"causal", int64_t{1}}}, 2, 1),
+            T(DType::F64, {1, 2, 4}));
+  EXPECT_TRUE(
+      has(fails("FusedAttention", {q, in(DType::BF16, {2, 7, 4, 8}), v}, {}, 2), "must match Q"));
+  EXPECT_TRUE(
+      has(fails("FusedAttention", {q, k, in(DType::BF16, {2, 6, 3, 16})}, {}, 2), "must match K"));
+  EXPECT_TRUE(has(fails("FusedAttention", {q, k, v}, {{"causal", int64_t{1}}}, 2),
+                  "causal attention needs Q and K of one length"));
+  EXPECT_TRUE(has(fails("FusedAttention", {q, k, in(DType::F16, {2, 7, 3, 16})}, {}, 2), "dtype"));
+  Value* y = in(DType::BF16, {2, 5, 3, 16});
+  Value* l = in(DType::F32, {2, 3, 5});
+  EXPECT_EQ(infer("FusedAttentionGrad", {y, q, k, v, y, l}, {}, 3, 2),
+            T(DType::BF16, {2, 7, 3, 16}));
+  EXPECT_TRUE(has(fails("FusedAttentionGrad", {y, q, k, v, y, in(DType::BF16, {2, 3, 5})}, {}, 3),
+                  "L must be f32[2,3,5]"));
+}
+
 TEST_F(OpsShapeTest, Unary) {
   for (const char* op : {"Relu", "Sigmoid", "Tanh", "Erf", "Sqrt", "LeakyRelu", "Gelu"})
     EXPECT_EQ(infer(op, {in(DType::F16, {2, 3})}), T(DType::F16, {2, 3})) << op;
