@@ -9,11 +9,9 @@
 #include "passes/add_optimizer.h"
 #include "passes/autodiff.h"
 #include "passes/dead_code.h"
-#include "passes/fuse_relu_grad.h"
 #include "passes/lower_to_plan.h"
 #include "passes/mixed_precision.h"
 #include "passes/offload_optimizer.h"
-#include "passes/pad_products.h"
 #include "passes/pipeline.h"
 #include "passes/seed_dropout.h"
 #include "passes/zero_partition.h"
@@ -154,6 +152,13 @@ void freezeBatchNorm(Graph& g) {
   }
 }
 
+PassRunOptions passOptions(const CompileOptions& o) {
+  return {.verify_each = true,
+          .dump_after = o.dump_after,
+          .disabled = o.disabled_passes,
+          .dump = o.dump};
+}
+
 // Loss, reverse-mode gradients of every parameter, the optimizer step and the
 // BatchNorm statistics updates, verified.
 void addTraining(Graph& g, const CompileOptions& o, const DsConfig& config) {
@@ -167,7 +172,8 @@ void addTraining(Graph& g, const CompileOptions& o, const DsConfig& config) {
   const int64_t divisor = zero.accumulation * zero.world_size;
   if (config.fp16 || config.bf16) {
     convertToMixedPrecision(g, config.fp16 ? DType::F16 : DType::BF16, loss);
-    padProducts(g);  // tensor-core rows: before autodiff, which differentiates the padding
+    // Tensor-core rows: before autodiff, which differentiates the padding.
+    runPasses(g, {"pad-products"}, passOptions(o));
   }
   Value* seed = divisor > 1 ? scaleLoss(g, loss, divisor) : loss;
   LossScaling scaling;
@@ -178,11 +184,12 @@ void addTraining(Graph& g, const CompileOptions& o, const DsConfig& config) {
   }
   const Node* last_forward = g.nodes().back().get();
   auto grads = buildGradients(g, seed, params);
-  fuseReluIntoBatchNormGrad(g);
+  runPasses(g, {"fuse-relu-grad"}, passOptions(o));
   ZeroPartition partition = partitionForZero(g, grads, last_forward, zero);
   auto next = addOptimizer(g, partition.updates, optimizerOptions(config),
                            partition.shard_world_size, scaling);
   finishZeroStep(g, partition, next);
+  runPasses(g, {"fuse-optimizer-casts"}, passOptions(o));  // before offload moves the step
   seedDropout(g, g.value(kStepFeed));
   if (!o.freeze_bn) bindBatchNormStatistics(g);
   if (config.offload_optimizer) {
@@ -198,6 +205,7 @@ void addTraining(Graph& g, const CompileOptions& o, const DsConfig& config) {
 }  // namespace
 
 Compilation compile(const CompileOptions& o) {
+  checkDisabledPasses(o.disabled_passes);
   Compilation out;
   out.config = effectiveConfig(o);
   out.world_size = o.world_size;
@@ -214,7 +222,7 @@ Compilation compile(const CompileOptions& o) {
   runPasses(*out.graph,
             {"fold-constants", "fold-transpose", "fold-scale", "fold-softmax-mask", "fuse-gelu",
              "fuse-attention", "dead-code"},
-            {.verify_each = true, .dump_after = o.dump_after, .dump = o.dump});
+            passOptions(o));
 
   // Stage 3: training — loss, backward graph, optimizer step.
   if (o.loss) addTraining(*out.graph, o, out.config);

@@ -23,6 +23,8 @@ struct CompileOptions {
   int64_t world_size = 1;               // --gpus
   std::optional<int64_t> micro_batch;   // --batch, overrides the config
   std::vector<std::string> dump_after;  // pass names or "all"
+  // Optimisation passes not to run (--disable-pass): to isolate a fusion's effect.
+  std::vector<std::string> disabled_passes;
   // Training: a loss makes a training plan (loss, backward, optimizer step).
   std::optional<std::string> loss;  // cross_entropy | mse | output
   std::string label = "label";      // name of the label input the loss adds

@@ -216,6 +216,20 @@ Node* Graph::addNodeN(const std::string& op, std::vector<Value*> inputs, Attribu
                  node_name, before);
 }
 
+Value* Graph::addNodeOutput(Node* node, const std::string& name) {
+  Value* v = newValue(name, {}, Role::Activation);
+  v->producer_ = node;
+  node->outputs_.push_back(v);
+  try {
+    inferTypes(node);
+  } catch (...) {
+    node->outputs_.pop_back();
+    values_.erase(v->name());
+    throw;
+  }
+  return v;
+}
+
 Node* Graph::addNodeTyped(const std::string& op, std::vector<Value*> inputs, AttributeMap attrs,
                           const std::vector<std::pair<std::string, TensorType>>& outputs,
                           const std::string& node_name) {

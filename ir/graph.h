@@ -188,6 +188,9 @@ class Graph {
   // Same, with the number of outputs when the names are left to the graph.
   Node* addNodeN(const std::string& op, std::vector<Value*> inputs, AttributeMap attrs,
                  size_t num_outputs, const std::string& node_name = "", Node* before = nullptr);
+  // Appends an output to `node` (an op with optional trailing outputs, once its
+  // attributes ask for it) and re-infers the node's types. Throws if inference fails.
+  Value* addNodeOutput(Node* node, const std::string& name);
   // Creates a node whose output types are given, without running inference (parser).
   Node* addNodeTyped(const std::string& op, std::vector<Value*> inputs, AttributeMap attrs,
                      const std::vector<std::pair<std::string, TensorType>>& outputs,

@@ -162,11 +162,15 @@ Grads expandGrad(GradContext& c) {
 }
 
 // Y = ReduceSum/Mean(X, axes) ⇒ dX = expand(dY with kept axes) (÷ count for Mean);
-// no axes with noop_with_empty_axes reduce nothing: dX = dY.
+// no axes with noop_with_empty_axes reduce nothing: dX = dY. An f32 sum of a 16-bit
+// X (`to`) passes its gradient back in X's type.
 Grads reduceGrad(GradContext& c, bool mean) {
   const Shape& xs = c.x(0)->shape();
   std::vector<int64_t> axes = c.node().ints("axes");
-  if (axes.empty() && c.node().i("noop_with_empty_axes") != 0) return {c.dy()};
+  Value* dy = c.dy();
+  if (dy->dtype() != c.x(0)->dtype())
+    dy = c.emit("Cast", {dy}, {{"to", std::string(dtypeName(c.x(0)->dtype()))}});
+  if (axes.empty() && c.node().i("noop_with_empty_axes") != 0) return {dy};
   if (axes.empty())
     for (int64_t i = 0; i < static_cast<int64_t>(xs.size()); ++i) axes.push_back(i);
   Shape kept = xs;
@@ -176,7 +180,7 @@ Grads reduceGrad(GradContext& c, bool mean) {
     count *= xs[axis];
     kept[axis] = 1;
   }
-  Value* g = c.emit("Reshape", {c.dy()}, {{"shape", kept}});
+  Value* g = c.emit("Reshape", {dy}, {{"shape", kept}});
   if (mean) g = c.emit("Div", {g, c.scalar(static_cast<double>(count), g->dtype())});
   return {c.emit("Expand", {g}, {{"shape", xs}})};
 }

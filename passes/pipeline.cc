@@ -12,6 +12,8 @@
 #include "passes/fold_transpose.h"
 #include "passes/fuse_attention.h"
 #include "passes/fuse_gelu.h"
+#include "passes/fuse_optimizer_casts.h"
+#include "passes/fuse_relu_grad.h"
 #include "passes/pad_products.h"
 
 namespace ds {
@@ -19,23 +21,31 @@ namespace ds {
 const std::vector<PassInfo>& allPasses() {
   static const std::vector<PassInfo> passes = {
       {"fold-constants", "evaluate nodes whose inputs are all compile-time constants",
-       foldConstants},
+       foldConstants, false},
       {"fold-transpose", "make last-two-dim Transposes of MatMul operands transA/transB",
-       foldTransposeIntoMatMul},
+       foldTransposeIntoMatMul, true},
       {"fold-scale", "make a constant scalar Mul/Div of a MatMul's output the MatMul's alpha",
-       foldScaleIntoMatMul},
+       foldScaleIntoMatMul, true},
       {"fold-softmax-mask",
        "make a constant mask added (or filled in) before a Softmax its mask input",
-       foldMaskIntoSoftmax},
-      {"fuse-gelu", "make the elementwise GELU chains exporters write one Gelu op", fuseGelu},
+       foldMaskIntoSoftmax, true},
+      {"fuse-gelu", "make the elementwise GELU chains exporters write one Gelu op", fuseGelu, true},
+      {"fuse-attention",
+       "make MatMul -> Softmax -> MatMul attention between head transposes one FusedAttention",
+       fuseAttention, true},
+      {"dead-code", "remove nodes and sources that nothing uses", eliminateDeadCode, false},
+      // Training passes (frontend/compile.cc runs them within addTraining).
       {"pad-products",
        "pad a 16-bit MatMul's rows to a multiple of 64 columns when they are not 16-byte "
        "aligned (GPT-2's vocabulary), slicing the output back",
-       padProducts},
-      {"fuse-attention",
-       "make MatMul -> Softmax -> MatMul attention between head transposes one FusedAttention",
-       fuseAttention},
-      {"dead-code", "remove nodes and sources that nothing uses", eliminateDeadCode},
+       padProducts, true},
+      {"fuse-relu-grad",
+       "make a BatchNormalizationGrad apply the gradient of the Relu after its BatchNorm",
+       fuseReluIntoBatchNormGrad, true},
+      {"fuse-optimizer-casts",
+       "make mixed precision's AdamStep read 16-bit gradients and write the rounded "
+       "16-bit parameters itself",
+       fuseOptimizerCasts, true},
   };
   return passes;
 }
@@ -48,9 +58,17 @@ const PassInfo& findPass(const std::string& name) {
   throw makeError("unknown pass '", name, "' (passes: ", known, ")");
 }
 
+void checkDisabledPasses(const std::vector<std::string>& names) {
+  for (const std::string& name : names)
+    DS_CHECK(findPass(name).optional, "--disable-pass: '", name,
+             "' is not an optimisation and always runs");
+}
+
 void runPasses(Graph& graph, const std::vector<std::string>& names, const PassRunOptions& options) {
   for (const std::string& name : names) {
     const PassInfo& pass = findPass(name);
+    const auto& off = options.disabled;
+    if (std::find(off.begin(), off.end(), name) != off.end()) continue;
     pass.run(graph);
     if (options.verify_each) {
       try {

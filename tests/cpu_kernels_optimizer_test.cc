@@ -4,6 +4,10 @@
 // is tests/torch_train_compare.py).
 #include <gtest/gtest.h>
 
+#include <cmath>
+#include <string>
+#include <vector>
+
 #include "kernels/cpu/run_node.h"
 
 namespace ds {
@@ -60,6 +64,48 @@ TEST(CpuOptimizerKernels, AdamStepScaleAndBeta1InputsEqualTheirConstantForms) {
   for (size_t k = 0; k < 3; ++k)
     for (int64_t i = 0; i < 3; ++i)
       EXPECT_DOUBLE_EQ(fed[k].getDouble(i), constant[k].getDouble(i)) << k << "," << i;
+}
+
+std::string bits(const Tensor& t) {
+  return std::string(reinterpret_cast<const char*>(t.raw()), t.bytes());
+}
+
+// Mixed precision's fused AdamStep (a 16-bit gradient, the rounded copy as a fourth
+// output) against the plain f32 step between the two Casts it replaces: the same
+// bits, with and without clipping, and when an overflow skips the step.
+TEST(CpuOptimizerKernels, AdamStepOn16BitGradientsEqualsTheStepBetweenCasts) {
+  const std::vector<double> pv = {1, -2, 0.5, 3.25, -0.001, 7}, gv = {0.4, 0.2, -0.8, 1e-3, 5, -2};
+  Tensor p = f32({6}, pv), m = f32({6}, {0.1, 0, -0.1, 0.2, 0, 1});
+  Tensor v = f32({6}, {0.01, 0.02, 0.03, 0, 0.5, 1});
+  for (DType t : {DType::F16, DType::BF16}) {
+    const std::string name(dtypeName(t));
+    SCOPED_TRACE(name);
+    Tensor g16 = Tensor::fromDoubles(t, {6}, gv);
+    Tensor g32 = runOp("Cast", {g16}, {{"to", std::string("f32")}})[0];
+    for (double check : {1.0, double(INFINITY)}) {
+      for (bool clipped : {false, true}) {
+        std::vector<Tensor> fused_in = {p, g16, scalar(0.01), step(3), m, v};
+        std::vector<Tensor> plain_in = {p, g32, scalar(0.01), step(3), m, v};
+        // grad_scale (or absent), beta1 absent, the overflow check.
+        for (auto* in : {&fused_in, &plain_in}) {
+          in->push_back(clipped ? scalar(0.3) : Tensor());
+          in->push_back(Tensor());
+          in->push_back(scalar(check));
+        }
+        auto fused = runOp("AdamStep", fused_in,
+                           {{"weight_decay", 0.1}, {"round_to", std::string(name)}}, 4);
+        auto plain = runOp("AdamStep", plain_in, {{"weight_decay", 0.1}}, 3);
+        Tensor rounded = runOp("Cast", {plain[0]}, {{"to", std::string(name)}})[0];
+        for (size_t k = 0; k < 3; ++k)
+          EXPECT_EQ(bits(fused[k]), bits(plain[k])) << k << " check " << check;
+        EXPECT_EQ(fused[3].type(), rounded.type());
+        EXPECT_EQ(bits(fused[3]), bits(rounded)) << "check " << check;
+        if (check == 1.0) {
+          EXPECT_NE(fused[0].getDouble(0), pv[0]);  // the step did step
+        }
+      }
+    }
+  }
 }
 
 }  // namespace

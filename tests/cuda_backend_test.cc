@@ -593,6 +593,31 @@ std::vector<OpCase> crossEntropyCases16(const std::string& t) {
   return cases;
 }
 
+// Mixed precision's optimizer tail (passes/fuse_optimizer_casts.h): an f32 master
+// stepped by a 16-bit gradient, writing the rounded 16-bit copy; the 16-bit
+// gradient's norm summed into f32; a 16-bit sum into f32 with its gradient.
+std::vector<OpCase> optimizerCases16(const std::string& t) {
+  std::vector<OpCase> cases = {
+      {"AdamStep",
+       "input %x0 : f32[40]\n input %x1 : T[40]\n const %lr : f32[] = [0.01]\n"
+       " const %s : i64[] = [3]\n input %x2 : f32[40]\n input %x3 : f32[40]\n"
+       " const %c : f32[] = [0.5]\n"
+       " %y, %m, %v, %r = AdamStep(%x0, %x1, %lr, %s, %x2, %x3, %c) {round_to = \"T\", "
+       "weight_decay = 0.1} : f32[40], f32[40], f32[40], T[40] @n",
+       false, true},
+      {"ReduceSumSquare",
+       "input %x0 : T[4000]\n %y = ReduceSumSquare(%x0) {keepdims = 0, to = \"f32\"} : f32[] @n",
+       false},
+      {"ReduceSum",
+       "input %x0 : T[3,40,5]\n %y = ReduceSum(%x0) {axes = [1], to = \"f32\"} : f32[3,1,5] @n"},
+  };
+  for (OpCase& c : cases) {
+    c.text = replaceAll(c.text, "T[", t + "[");
+    c.text = replaceAll(c.text, "\"T\"", "\"" + t + "\"");
+  }
+  return cases;
+}
+
 std::vector<OpCase> sixteenBitCases() {
   std::vector<OpCase> out = castCases16();
   for (const std::string dtype : {"f16", "bf16"}) {
@@ -600,6 +625,7 @@ std::vector<OpCase> sixteenBitCases() {
     for (const OpCase& c : normCases16(dtype)) out.push_back(c);
     for (const OpCase& c : reluBatchNormGradCases(dtype)) out.push_back(c);
     for (const OpCase& c : crossEntropyCases16(dtype)) out.push_back(c);
+    for (const OpCase& c : optimizerCases16(dtype)) out.push_back(c);
   }
   return out;
 }

@@ -50,23 +50,9 @@ std::string compile(const nlohmann::json& c, const std::string& tag, int ranks =
   return plan;
 }
 
-struct Trained {
-  std::vector<std::string> losses;
-  std::string weights;
-};
-
-Trained train(const std::string& plan, const std::string& tag, const std::string& extra = "") {
-  const std::string metrics = test::scratch("offload_" + tag + ".jsonl");
-  const std::string out = test::scratch("offload_" + tag + ".onnx");
-  auto r = tool("dsrun", plan + test::writeFeedData(plan, "offload_" + tag, 32, 0.29) +
-                             " --steps 5 --metrics " + metrics + " --export-onnx " + out + extra);
-  EXPECT_EQ(r.exit_code, 0) << r.output;
-  Trained t;
-  std::ifstream in(metrics);
-  for (std::string line; std::getline(in, line);)
-    t.losses.push_back(nlohmann::json::parse(line)["loss"].dump());
-  t.weights = test::readBytes(out);
-  return t;
+test::TrainedRun train(const std::string& plan, const std::string& tag,
+                       const std::string& extra = "") {
+  return test::trainPlan(plan, "offload_" + tag, 5, 0.29, extra);
 }
 
 TEST(Offload, TrainsExactlyAsWithoutOffloadAtEveryStageInFp32AndFp16) {
@@ -74,11 +60,12 @@ TEST(Offload, TrainsExactlyAsWithoutOffloadAtEveryStageInFp32AndFp16) {
     for (int stage = 1; stage <= 3; ++stage) {
       const std::string tag = (fp16 ? "fp16_z" : "fp32_z") + std::to_string(stage);
       SCOPED_TRACE(tag);
-      Trained device = train(compile(config(stage, false, fp16), tag + "_device"), tag + "_d");
-      Trained host = train(compile(config(stage, true, fp16), tag + "_host"), tag + "_h");
-      ASSERT_EQ(device.losses.size(), 5u);
-      EXPECT_EQ(host.losses, device.losses);
-      EXPECT_TRUE(host.weights == device.weights) << "the exported models differ";
+      test::TrainedRun device =
+          train(compile(config(stage, false, fp16), tag + "_device"), tag + "_d");
+      test::TrainedRun host = train(compile(config(stage, true, fp16), tag + "_host"), tag + "_h");
+      ASSERT_EQ(device.metrics.size(), 5u);
+      EXPECT_EQ(host.values("loss"), device.values("loss"));
+      EXPECT_TRUE(host.exported == device.exported) << "the exported models differ";
     }
 }
 
@@ -116,15 +103,16 @@ TEST(Offload, OptimizerStateLivesOnTheHostAndTheUpdateRunsThere) {
 
 TEST(Offload, CheckpointsKeepTheHostStateAndResumeExactly) {
   const std::string plan = compile(config(2, true, false), "ckpt");
-  Trained whole = train(plan, "ckpt_whole");
+  test::TrainedRun whole = train(plan, "ckpt_whole");
   const std::string dir = test::freshDir("offload_ckpt");
   auto r = tool("dsrun", plan + test::writeFeedData(plan, "offload_ckpt_head", 32, 0.29) +
                              " --steps 2 --save " + dir);
   ASSERT_EQ(r.exit_code, 0) << r.output;
-  Trained tail = train(plan, "ckpt_tail", " --resume " + dir);
-  ASSERT_EQ(tail.losses.size(), 3u);
-  EXPECT_EQ(tail.losses, std::vector<std::string>(whole.losses.begin() + 2, whole.losses.end()));
-  EXPECT_TRUE(tail.weights == whole.weights);
+  test::TrainedRun tail = train(plan, "ckpt_tail", " --resume " + dir);
+  ASSERT_EQ(tail.metrics.size(), 3u);
+  const std::vector<std::string> losses = whole.values("loss");
+  EXPECT_EQ(tail.values("loss"), std::vector<std::string>(losses.begin() + 2, losses.end()));
+  EXPECT_TRUE(tail.exported == whole.exported);
 }
 
 TEST(Offload, NeedsAPartitionedOptimizer) {

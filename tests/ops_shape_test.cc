@@ -106,6 +106,25 @@ TEST_F(OpsShapeTest, OptimizerSteps) {
   EXPECT_TRUE(has(fails("SgdStep", {p, p, lr, step, p, f32({2})}, {}, 2), "gradient scale"));
   EXPECT_EQ(infer("AdamStep", {p, p, lr, step, p, p, lr, lr}, {}, 3, 2), F({4, 2}));
   EXPECT_TRUE(has(fails("AdamStep", {p, p, lr, step, p, p, lr, step}, {}, 3), "momentum"));
+  // Mixed precision's fused form: an f32 master reads a 16-bit gradient and writes
+  // its rounded copy as a fourth output of round_to's type.
+  Value* g16 = in(DType::F16, {4, 2});
+  EXPECT_EQ(infer("AdamStep", {p, g16, lr, step, p, p}, {{"round_to", std::string("f16")}}, 4, 3),
+            T(DType::F16, {4, 2}));
+  EXPECT_EQ(infer("AdamStep", {p, g16, lr, step, p, p}, {}, 3), F({4, 2}));
+  EXPECT_EQ(infer("AdamStep", {p, p, lr, step, p, p}, {{"round_to", std::string("bf16")}}, 4, 3),
+            T(DType::BF16, {4, 2}));
+  EXPECT_TRUE(has(fails("AdamStep", {p, p, lr, step, p, p}, {}, 4), "needs round_to"));
+  EXPECT_TRUE(has(fails("AdamStep", {p, p, lr, step, p, p}, {{"round_to", std::string("f16")}}, 3),
+                  "needs the fourth output"));
+  EXPECT_TRUE(has(fails("AdamStep", {p, p, lr, step, p, p}, {{"round_to", std::string("f32")}}, 4),
+                  "round_to must be"));
+  EXPECT_TRUE(has(fails("AdamStep", {p, in(DType::F16, {8}), lr, step, p, p}, {}, 3),
+                  "gradient must have the parameter's type"));
+  Value* p16 = in(DType::F16, {4, 2});
+  EXPECT_TRUE(
+      has(fails("AdamStep", {p16, p16, lr, step, p16, p16}, {{"round_to", std::string("f16")}}, 4),
+          "for an f32 parameter"));
 }
 
 // FusedAttention on [batch, T, heads, head]: Y [B, Tq, H, Dv], statistics L
@@ -284,6 +303,17 @@ TEST_F(OpsShapeTest, SoftmaxAndReductions) {
   EXPECT_EQ(infer("ReduceSum", {f32({2, 3})}, {{"noop_with_empty_axes", int64_t{1}}}), F({2, 3}));
   fails("ReduceSum", {f32({2, 3})}, {{"axes", Ints{1, -1}}});
   fails("ReduceMean", {f32({2, 3})}, {{"axes", Ints{2}}});
+  // `to`: a 16-bit sum into f32 (the mixed-precision gradient norm).
+  EXPECT_EQ(infer("ReduceSumSquare", {in(DType::BF16, {2, 3})},
+                  {{"keepdims", int64_t{0}}, {"to", std::string("f32")}}),
+            F({}));
+  EXPECT_EQ(infer("ReduceSum", {in(DType::F16, {2, 3})},
+                  {{"noop_with_empty_axes", int64_t{1}}, {"to", std::string("f32")}}),
+            F({2, 3}));
+  EXPECT_TRUE(has(fails("ReduceSum", {in(DType::F16, {2})}, {{"to", std::string("f16")}}),
+                  "to must be 'f32'"));
+  EXPECT_TRUE(has(fails("ReduceSum", {in(DType::F64, {2})}, {{"to", std::string("f32")}}),
+                  "at most 32 bits"));
 }
 
 TEST_F(OpsShapeTest, LayerNormalization) {

@@ -14,6 +14,8 @@
 
 #include <unistd.h>
 
+#include <nlohmann/json.hpp>
+
 #include "frontend/compile.h"
 #include "ir/plan.h"
 #include "ir/verifier.h"
@@ -172,6 +174,34 @@ inline std::string writeFeedData(const std::string& plan_path, const std::string
     flags += " --feed " + t.name() + "=" + path;
   }
   return flags;
+}
+
+// What `dsrun PLAN` trained over `steps` steps on writeFeedData's data (`extra`:
+// more dsrun flags): each step's metrics line and the exported model's bytes.
+struct TrainedRun {
+  std::vector<nlohmann::json> metrics;
+  std::string exported;
+  // Each step's value of `key` as JSON text, to compare to the bit.
+  std::vector<std::string> values(const std::string& key) const {
+    std::vector<std::string> out;
+    for (const nlohmann::json& m : metrics) out.push_back(m.value(key, nlohmann::json()).dump());
+    return out;
+  }
+};
+
+inline TrainedRun trainPlan(const std::string& plan, const std::string& tag, int steps,
+                            double phase, const std::string& extra = "") {
+  const std::string metrics = scratch(tag + ".jsonl");
+  const std::string out = scratch(tag + ".onnx");
+  auto r = tool("dsrun", plan + writeFeedData(plan, tag, 32, phase) + " --steps " +
+                             std::to_string(steps) + " --metrics " + metrics + " --export-onnx " +
+                             out + extra);
+  EXPECT_EQ(r.exit_code, 0) << r.output;
+  TrainedRun t;
+  std::ifstream in(metrics);
+  for (std::string line; std::getline(in, line);) t.metrics.push_back(nlohmann::json::parse(line));
+  t.exported = readBytes(out);
+  return t;
 }
 
 // Every output of `plan` run once on executor type `Exec` (CpuExecutor, CudaExecutor),

@@ -9,6 +9,7 @@
 #include "frontend/summary.h"
 #include "ir/error.h"
 #include "ir/text.h"
+#include "passes/pipeline.h"
 #include "runtime/device_profile.h"
 #include "runtime/plan_views.h"
 #include "runtime/simulator.h"
@@ -60,6 +61,11 @@ void addFlags(CLI::App& app, Args& a) {
                "train with BatchNormalization in inference form (running statistics)");
   app.add_option("--dump-after", a.compile.dump_after,
                  "print the IR after the named pass (or 'all') to stderr");
+  std::string optional;
+  for (const ds::PassInfo& p : ds::allPasses())
+    if (p.optional) optional += std::string(optional.empty() ? "" : ", ") + p.name;
+  app.add_option("--disable-pass", a.compile.disabled_passes,
+                 "skip this optimisation pass (repeatable), to isolate its effect: " + optional);
 }
 
 // What --dump summary adds to the compiler's summary (text: the predicted step

@@ -9,6 +9,8 @@
 // step changes nothing — DeepSpeed skips the step on every rank.
 // ClipCoef and ZerosLike serve gradient clipping and gradient accumulation.
 #include <algorithm>
+#include <optional>
+#include <string>
 
 #include "ir/op_registry.h"
 #include "ir/ops/ops.h"
@@ -21,11 +23,18 @@ void checkScalar(InferContext& ctx, size_t i, const char* what) {
     ctx.fail(what, " must be an f32 scalar");
 }
 
+bool isSixteenBit(DType t) {
+  return t == DType::F16 || t == DType::BF16;
+}
+
 // Inputs: param, grad, lr, step, states [first_state, first_option), then the
-// optional gradient scale and momentum.
-void checkStepInputs(InferContext& ctx, size_t first_option) {
+// optional gradient scale and momentum. With `sixteen_bit_grad`, an f32 parameter
+// may take a 16-bit gradient of its shape (mixed precision's, widened as read).
+void checkStepInputs(InferContext& ctx, size_t first_option, bool sixteen_bit_grad = false) {
   if (!isFloat(ctx.dtype(0))) ctx.fail("parameter must be float");
-  if (ctx.input(1) != ctx.input(0)) ctx.fail("gradient must have the parameter's type");
+  const bool widened = sixteen_bit_grad && ctx.dtype(0) == DType::F32 &&
+                       isSixteenBit(ctx.dtype(1)) && ctx.shape(1) == ctx.shape(0);
+  if (ctx.input(1) != ctx.input(0) && !widened) ctx.fail("gradient must have the parameter's type");
   if (ctx.rank(2) != 0 || ctx.dtype(2) != DType::F32) ctx.fail("lr must be an f32 scalar");
   if (ctx.rank(3) != 0 || ctx.dtype(3) != DType::I64) ctx.fail("step must be an i64 scalar");
   for (size_t i = 4; i < std::min(first_option, ctx.numInputs()); ++i)
@@ -57,25 +66,40 @@ OpSchema sgdStep() {
 }
 
 // AdamStep(param, grad, lr, step, m, v, [grad_scale], [beta1], [overflow_check])
-//   -> param', m', v' —
+//   -> param', m', v', [rounded] —
 // DeepSpeed's FusedAdam: decoupled weight decay when adam_w_mode, else L2 added to
-// the gradient.
+// the gradient. Mixed precision's fused form (passes/fuse_optimizer_casts.h): an
+// f32 master may read the 16-bit gradient itself, and with `round_to` ("f16" or
+// "bf16") the fourth output is param' rounded to it, the 16-bit parameter's next
+// value, so neither Cast's f32 or 16-bit copy is written separately.
 OpSchema adamStep() {
   OpSchema s;
   s.name = "AdamStep";
   s.min_inputs = 6;
   s.max_inputs = 9;
-  s.min_outputs = s.max_outputs = 3;
+  s.min_outputs = 3;
+  s.max_outputs = 4;
   s.attrs = {{"beta1", AttrKind::Float, 0.9},
              {"beta2", AttrKind::Float, 0.999},
              {"eps", AttrKind::Float, 1e-8},
              {"weight_decay", AttrKind::Float, 0.0},
              {"adam_w_mode", AttrKind::Int, int64_t{1}},
-             {"bias_correction", AttrKind::Int, int64_t{1}}};
+             {"bias_correction", AttrKind::Int, int64_t{1}},
+             {"round_to", AttrKind::String, std::string()}};
   s.infer = [](InferContext& ctx) {
     if (!ctx.hasInput(4) || !ctx.hasInput(5)) ctx.fail("m and v are required");
-    checkStepInputs(ctx, 6);
+    checkStepInputs(ctx, 6, /*sixteen_bit_grad=*/true);
     for (size_t i = 0; i < 3; ++i) ctx.setOutput(i, ctx.input(0));
+    const std::string& round_to = ctx.node().s("round_to");
+    if (round_to.empty()) {
+      if (ctx.numOutputs() != 3) ctx.fail("a fourth output needs round_to");
+      return;
+    }
+    const std::optional<DType> t = parseDType(round_to);
+    if (!t || !isSixteenBit(*t) || ctx.dtype(0) != DType::F32)
+      ctx.fail("round_to must be 'f16' or 'bf16' for an f32 parameter, is '", round_to, "'");
+    if (ctx.numOutputs() != 4) ctx.fail("round_to needs the fourth output");
+    ctx.setOutput(3, *t, ctx.shape(0));
   };
   return s;
 }

@@ -12,12 +12,24 @@
 namespace ds {
 namespace {
 
+// The output's dtype: the input's, or with `to` = "f32" (a dscompile extension) f32
+// from a 16-bit float input — the sum of the widened values, as Cast then the
+// reduction would give, without the f32 copy (a mixed-precision gradient norm).
+DType outputDType(InferContext& ctx) {
+  const std::string& to = ctx.node().s("to");
+  if (to.empty()) return ctx.dtype(0);
+  const DType x = ctx.dtype(0);
+  if (to != "f32" || (x != DType::F16 && x != DType::BF16 && x != DType::F32))
+    ctx.fail("to must be 'f32' on a float input of at most 32 bits, is '", to, "'");
+  return DType::F32;
+}
+
 void inferReduce(InferContext& ctx) {
   requireNumeric(ctx, 0);
   const Shape& x = ctx.shape(0);
   const std::vector<int64_t>& axes_attr = ctx.node().ints("axes");
   if (axes_attr.empty() && ctx.node().i("noop_with_empty_axes") != 0) {
-    ctx.setOutput(0, ctx.input(0));
+    ctx.setOutput(0, outputDType(ctx), x);
     return;
   }
   std::vector<bool> reduced(x.size(), axes_attr.empty());
@@ -30,7 +42,7 @@ void inferReduce(InferContext& ctx) {
     else if (keep)
       out.push_back(1);
   }
-  ctx.setOutput(0, ctx.dtype(0), out);
+  ctx.setOutput(0, outputDType(ctx), out);
 }
 
 OpSchema reduce(const std::string& name) {
@@ -38,7 +50,8 @@ OpSchema reduce(const std::string& name) {
   s.name = name;
   s.attrs = {{"axes", AttrKind::Ints, std::vector<int64_t>{}},
              {"keepdims", AttrKind::Int, int64_t{1}},
-             {"noop_with_empty_axes", AttrKind::Int, int64_t{0}}};
+             {"noop_with_empty_axes", AttrKind::Int, int64_t{0}},
+             {"to", AttrKind::String, std::string()}};
   s.infer = inferReduce;
   return s;
 }

@@ -2,9 +2,15 @@
 // parameter's and its states' own memory). Math follows torch.optim.SGD and
 // DeepSpeed's FusedAdam; updates are computed in double and stored in T. A clipped
 // gradient is rounded to T before use, as PyTorch's in-place grad.mul_ stores it.
+// AdamStep reads 16-bit gradients and writes the rounded 16-bit copy itself (its
+// mixed-precision form), so it is exempt from 16-bit promotion (promote16.h).
 // Also ClipCoef (DeepSpeed's clip_grad_norm_), ZerosLike and offload's Copy.
+#include <algorithm>
 #include <cmath>
 #include <cstring>
+#include <type_traits>
+
+#include "ir/float16.h"
 
 #include "kernels/cpu/kernel.h"
 
@@ -26,9 +32,10 @@ double scaledGrad(T g, double scale, bool scaled) {
 
 // The overflow check (input i): a non-finite value skips the step. The outputs are
 // the inputs' own memory in plans; a kernel run out of place copies them over.
-bool skipStep(const KernelContext& c, size_t check) {
+// Outputs [0, updated) are the parameter and its states, in input order.
+bool skipStep(const KernelContext& c, size_t check, size_t updated) {
   if (!c.hasInput(check) || std::isfinite(*c.input(check).as<float>())) return false;
-  for (size_t o = 0; o < c.outputs.size(); ++o) {
+  for (size_t o = 0; o < std::min(updated, c.outputs.size()); ++o) {
     const TensorView& in = c.input(o == 0 ? 0 : 4 + (o - 1));
     if (c.output(o).data != in.data) std::memcpy(c.output(o).data, in.data, in.bytes());
   }
@@ -37,7 +44,7 @@ bool skipStep(const KernelContext& c, size_t check) {
 
 template <typename T>
 void sgdStep(const KernelContext& c) {
-  if (skipStep(c, 7)) return;
+  if (skipStep(c, 7, 2)) return;
   const int64_t n = c.input(0).numel();
   const T* p = c.input(0).as<T>();
   const T* g = c.input(1).as<T>();
@@ -64,52 +71,111 @@ void sgdStep(const KernelContext& c) {
   }
 }
 
-// Adam's per-element arithmetic, one loop per (clipped, AdamW) combination so that
-// its body has no branch and vectorizes (omp simd: in place, every element is read
-// before it is written at the same index, so no iteration depends on another).
+// How a 16-bit operand of a mixed-precision AdamStep is stored: not at all (the
+// gradient is the parameter's type, or no rounded copy is written), IEEE half or
+// bfloat16 bits.
+enum class Bits16 { None, Half, BFloat };
+
+Bits16 bits16(DType t) {
+  return t == DType::F16 ? Bits16::Half : t == DType::BF16 ? Bits16::BFloat : Bits16::None;
+}
+
+template <Bits16 kBits>
+inline float widen16(uint16_t b) {
+  return kBits == Bits16::Half ? halfToFloat(b) : bf16ToFloat(b);
+}
+
+template <Bits16 kBits>
+inline uint16_t round16(float f) {
+  return kBits == Bits16::Half ? floatToHalf(f) : floatToBf16(f);
+}
+
+// Adam's per-element arithmetic, one loop per (clipped, AdamW, 16-bit gradient,
+// rounded copy) combination so that its body has no branch and vectorizes (omp simd:
+// in place, every element is read before it is written at the same index, so no
+// iteration depends on another). A 16-bit gradient is widened exactly, and the
+// rounded copy is rounded from the stored f32 parameter: what Cast would compute.
 template <typename T>
 struct AdamLoop {
-  const T *p, *g, *m, *v;
+  const T *p, *m, *v;
+  const void* g;
   T *p_out, *m_out, *v_out;
+  uint16_t* rounded;  // the fourth output, when round_to
   double lr, b1, b2, eps, wd, scale, bc1, sqrt_bc2;
 
-  template <bool kScaled, bool kDecoupled>
+  template <bool kScaled, bool kDecoupled, Bits16 kGrad, Bits16 kRound>
   void run(int64_t n) const {
     // Locals, not members, in the loop: the vectorizer cannot hoist loads through this.
-    const T *p = this->p, *g = this->g, *m = this->m, *v = this->v;
+    const T *p = this->p, *m = this->m, *v = this->v;
+    const T* g = static_cast<const T*>(this->g);
+    const auto* g16 = static_cast<const uint16_t*>(this->g);
     T *p_out = this->p_out, *m_out = this->m_out, *v_out = this->v_out;
+    uint16_t* rounded = this->rounded;
     const double lr = this->lr, b1 = this->b1, b2 = this->b2, eps = this->eps, wd = this->wd;
     const double scale = this->scale, bc1 = this->bc1, sqrt_bc2 = this->sqrt_bc2;
 #pragma omp parallel for simd if (n > 32768)
     for (int64_t i = 0; i < n; ++i) {
       double pi = static_cast<double>(p[i]);
-      double gi = kScaled ? static_cast<double>(static_cast<T>(static_cast<double>(g[i]) * scale))
-                          : static_cast<double>(g[i]);
+      double gi;
+      if constexpr (kGrad == Bits16::None)
+        gi = static_cast<double>(g[i]);
+      else
+        gi = static_cast<double>(widen16<kGrad>(g16[i]));
+      if constexpr (kScaled) gi = static_cast<double>(static_cast<T>(gi * scale));
       if constexpr (!kDecoupled) gi += wd * pi;  // L2: decay enters the moments
       double mi = b1 * static_cast<double>(m[i]) + (1 - b1) * gi;
       double vi = b2 * static_cast<double>(v[i]) + (1 - b2) * gi * gi;
       if constexpr (kDecoupled) pi -= lr * wd * pi;  // AdamW: decay the weight itself
       double denom = std::sqrt(vi) / sqrt_bc2 + eps;
-      p_out[i] = static_cast<T>(pi - (lr / bc1) * mi / denom);
+      const T next = static_cast<T>(pi - (lr / bc1) * mi / denom);
+      p_out[i] = next;
       m_out[i] = static_cast<T>(mi);
       v_out[i] = static_cast<T>(vi);
+      if constexpr (kRound != Bits16::None) rounded[i] = round16<kRound>(static_cast<float>(next));
     }
+  }
+
+  template <Bits16 kGrad, Bits16 kRound>
+  void dispatch(int64_t n, bool scaled, bool decoupled) const {
+    if (scaled)
+      decoupled ? run<true, true, kGrad, kRound>(n) : run<true, false, kGrad, kRound>(n);
+    else
+      decoupled ? run<false, true, kGrad, kRound>(n) : run<false, false, kGrad, kRound>(n);
   }
 };
 
+// A skipped step (overflow) still writes the rounded copy: the unchanged master's.
+template <typename T>
+void roundUnchanged(const KernelContext& c) {
+  if constexpr (std::is_same_v<T, float>) {
+    if (c.outputs.size() < 4) return;
+    const Bits16 kind = bits16(c.output(3).dtype());
+    const float* p = c.input(0).as<float>();
+    auto* out = c.output(3).as<uint16_t>();
+    const int64_t n = c.input(0).numel();
+#pragma omp parallel for if (n > 32768)
+    for (int64_t i = 0; i < n; ++i)
+      out[i] = kind == Bits16::Half ? floatToHalf(p[i]) : floatToBf16(p[i]);
+  }
+}
+
 template <typename T>
 void adamStep(const KernelContext& c) {
-  if (skipStep(c, 8)) return;
+  if (skipStep(c, 8, 3)) {
+    roundUnchanged<T>(c);
+    return;
+  }
   const int64_t n = c.input(0).numel();
   const auto step = static_cast<double>(*c.input(3).as<int64_t>());
   AdamLoop<T> a;
   a.p = c.input(0).as<T>();
-  a.g = c.input(1).as<T>();
+  a.g = c.input(1).data;
   a.m = c.input(4).as<T>();
   a.v = c.input(5).as<T>();
   a.p_out = c.output(0).as<T>();
   a.m_out = c.output(1).as<T>();
   a.v_out = c.output(2).as<T>();
+  a.rounded = c.outputs.size() > 3 ? c.output(3).as<uint16_t>() : nullptr;
   a.lr = *c.input(2).as<float>();
   a.b1 = optionalScalar(c, 7, c.f("beta1"));
   a.b2 = c.f("beta2");
@@ -120,10 +186,24 @@ void adamStep(const KernelContext& c) {
   a.bc1 = correct ? 1 - std::pow(a.b1, step) : 1.0;
   a.sqrt_bc2 = std::sqrt(correct ? 1 - std::pow(a.b2, step) : 1.0);
   const bool scaled = c.hasInput(6), decoupled = c.i("adam_w_mode") != 0;
-  if (scaled)
-    decoupled ? a.template run<true, true>(n) : a.template run<true, false>(n);
-  else
-    decoupled ? a.template run<false, true>(n) : a.template run<false, false>(n);
+  const Bits16 grad = bits16(c.input(1).dtype());
+  const Bits16 round = a.rounded ? bits16(c.output(3).dtype()) : Bits16::None;
+  using enum Bits16;
+  if constexpr (std::is_same_v<T, float>) {
+    if (grad == Half && round == Half) return a.template dispatch<Half, Half>(n, scaled, decoupled);
+    if (grad == BFloat && round == BFloat)
+      return a.template dispatch<BFloat, BFloat>(n, scaled, decoupled);
+    if (grad == Half && round == None) return a.template dispatch<Half, None>(n, scaled, decoupled);
+    if (grad == BFloat && round == None)
+      return a.template dispatch<BFloat, None>(n, scaled, decoupled);
+    if (grad == None && round == Half) return a.template dispatch<None, Half>(n, scaled, decoupled);
+    if (grad == None && round == BFloat)
+      return a.template dispatch<None, BFloat>(n, scaled, decoupled);
+  }
+  if (grad != None || round != None)
+    c.fail("a ", dtypeName(c.input(1).dtype()), " gradient rounded to ",
+           round == None ? "nothing" : dtypeName(c.output(3).dtype()), " is not supported");
+  a.template dispatch<None, None>(n, scaled, decoupled);
 }
 
 void clipCoef(const KernelContext& c) {

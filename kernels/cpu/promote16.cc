@@ -92,10 +92,15 @@ class PromotedKernel : public CpuKernel {
   std::unique_ptr<CpuKernel> inner_;
 };
 
+// Ops whose kernels read and write their 16-bit operands themselves.
+bool handles16BitItself(const std::string& op) {
+  return op == "AdamStep";  // mixed precision's fused optimizer step (optimizer.cc)
+}
+
 }  // namespace
 
 bool needsPromotion(const KernelContext& ctx) {
-  if (movesBytesOnly(ctx.op)) return false;
+  if (movesBytesOnly(ctx.op) || handles16BitItself(ctx.op)) return false;
   for (const auto* list : {&ctx.inputs, &ctx.outputs})
     for (const TensorView& v : *list)
       if (v.present() && is16BitFloat(v.dtype())) return true;

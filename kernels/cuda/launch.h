@@ -93,12 +93,14 @@ void range(DType t, const void* start, const void* delta, void* y, int64_t n, cu
 // (reduceScratchDoubles()) and are added in order by a second kernel.
 int64_t reduceSplitParts(int64_t outer, int64_t reduced, int64_t inner);
 size_t reduceScratchDoubles(int64_t outer, int64_t reduced, int64_t inner);
-// With `square`, the squares of x are summed (ReduceSumSquare).
-void reduceBlocks(DType t, const void* x, void* y, int64_t outer, int64_t reduced, int64_t inner,
-                  double scale, double* scratch, cudaStream_t s, bool square = false);
+// With `square`, the squares of x are summed (ReduceSumSquare). y has dtype yt: t,
+// or f32 for a 16-bit t (the reductions' `to`).
+void reduceBlocks(DType t, DType yt, const void* x, void* y, int64_t outer, int64_t reduced,
+                  int64_t inner, double scale, double* scratch, cudaStream_t s,
+                  bool square = false);
 // y[o] = scale * Σ_r x[base[o] + offsets[r]] (or its square) with device tables
 // (interleaved axes).
-void reduceTable(DType t, const void* x, void* y, const int64_t* base, int64_t outputs,
+void reduceTable(DType t, DType yt, const void* x, void* y, const int64_t* base, int64_t outputs,
                  const int64_t* offsets, int64_t reduced, double scale, cudaStream_t s,
                  bool square = false);
 // dX = Y·(dY − Σ dY·Y) over the middle dim of [outer, n, inner] (Softmax's gradient).
@@ -241,11 +243,16 @@ void sgdStep(const SgdArgs& a, const float* p, const float* g, const float* lr, 
 struct AdamArgs {
   double beta1 = 0.9, beta2 = 0.999, eps = 1e-8, weight_decay = 0;
   bool adam_w_mode = true, bias_correction = true;
+  // Mixed precision's fused form: g of grad_type (f32, f16 or bf16), and with
+  // round_to f16 or bf16 the updated parameter rounded to it into `rounded` (f32:
+  // none). A 16-bit gradient and a rounded copy of two different 16-bit types are
+  // not supported.
+  DType grad_type = DType::F32, round_to = DType::F32;
 };
-void adamStep(const AdamArgs& a, const float* p, const float* g, const float* lr,
+void adamStep(const AdamArgs& a, const float* p, const void* g, const float* lr,
               const int64_t* step, const float* m, const float* v, const float* grad_scale,
               const float* beta1, const float* check, float* p_out, float* m_out, float* v_out,
-              int64_t n, cudaStream_t s);
+              void* rounded, int64_t n, cudaStream_t s);
 // coef = max_norm / (norm + 1e-6) when below 1, else 1 (DeepSpeed's clip_grad_norm_).
 void clipCoef(const float* norm, float* coef, double max_norm, cudaStream_t s);
 

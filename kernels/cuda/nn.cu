@@ -5,6 +5,7 @@
 // Pooling is templated on the storage type S (f32, f16, bf16): f32 math, each
 // 16-bit output rounded once, as the promoted f32 kernel would round it.
 #include <algorithm>
+#include <type_traits>
 
 #include "kernels/cuda/device_util.h"
 
@@ -242,15 +243,22 @@ __global__ void sgdKernel(SgdArgs a, const float* p, const float* g, const float
   }
 }
 
-__global__ void adamKernel(AdamArgs a, const float* p, const float* g, const float* lr_ptr,
+// G: the gradient's storage (f32, or mixed precision's 16-bit gradient, widened
+// exactly); R: the rounded copy's (float: none written), rounded from the stored f32
+// parameter as Cast would.
+template <typename G, typename R>
+__global__ void adamKernel(AdamArgs a, const float* p, const G* g, const float* lr_ptr,
                            const int64_t* step_ptr, const float* m, const float* v,
                            const float* grad_scale, const float* beta1_ptr, const float* check,
-                           float* p_out, float* m_out, float* v_out, int64_t n) {
+                           float* p_out, float* m_out, float* v_out, R* rounded, int64_t n) {
+  constexpr bool kRound = !std::is_same_v<R, float>;
   if (skipStep(check)) {
     for (int64_t i = globalIndex(); i < n; i += globalStride()) {
-      p_out[i] = p[i];
+      const float pi = p[i];
+      p_out[i] = pi;
       m_out[i] = m[i];
       v_out[i] = v[i];
+      if constexpr (kRound) rounded[i] = fromFloat<R>(pi);
     }
     return;
   }
@@ -259,15 +267,17 @@ __global__ void adamKernel(AdamArgs a, const float* p, const float* g, const flo
   const double bc1 = a.bias_correction ? 1 - pow(b1, step) : 1.0;
   const double bc2 = a.bias_correction ? 1 - pow(b2, step) : 1.0;
   for (int64_t i = globalIndex(); i < n; i += globalStride()) {
-    double pi = p[i], gi = scaledGrad(g[i], grad_scale);
+    double pi = p[i], gi = scaledGrad(toFloat(g[i]), grad_scale);
     if (!a.adam_w_mode) gi += a.weight_decay * pi;  // L2: decay enters the moments
     double mi = b1 * m[i] + (1 - b1) * gi;
     double vi = b2 * v[i] + (1 - b2) * gi * gi;
     if (a.adam_w_mode) pi -= lr * a.weight_decay * pi;  // AdamW: decay the weight itself
     double denom = sqrt(vi) / sqrt(bc2) + a.eps;
-    p_out[i] = static_cast<float>(pi - (lr / bc1) * mi / denom);
+    const float next = static_cast<float>(pi - (lr / bc1) * mi / denom);
+    p_out[i] = next;
     m_out[i] = static_cast<float>(mi);
     v_out[i] = static_cast<float>(vi);
+    if constexpr (kRound) rounded[i] = fromFloat<R>(next);
   }
 }
 
@@ -483,13 +493,23 @@ void sgdStep(const SgdArgs& a, const float* p, const float* g, const float* lr, 
                                               p_out, buf_out, n);
 }
 
-void adamStep(const AdamArgs& a, const float* p, const float* g, const float* lr,
+void adamStep(const AdamArgs& a, const float* p, const void* g, const float* lr,
               const int64_t* step, const float* m, const float* v, const float* grad_scale,
               const float* beta1, const float* check, float* p_out, float* m_out, float* v_out,
-              int64_t n, cudaStream_t s) {
-  if (n > 0)
-    adamKernel<<<gridFor(n), kThreads, 0, s>>>(a, p, g, lr, step, m, v, grad_scale, beta1, check,
-                                               p_out, m_out, v_out, n);
+              void* rounded, int64_t n, cudaStream_t s) {
+  if (n == 0) return;
+  // Mixed precision pairs a 16-bit gradient with a copy rounded to the same type;
+  // either may stand alone.
+  byFloatType(a.grad_type, [&](auto grad_tag) {
+    using G = decltype(grad_tag);
+    byFloatType(a.round_to, [&](auto round_tag) {
+      using R = decltype(round_tag);
+      if constexpr (std::is_same_v<G, float> || std::is_same_v<R, float> || std::is_same_v<G, R>)
+        adamKernel<<<gridFor(n), kThreads, 0, s>>>(a, p, static_cast<const G*>(g), lr, step, m, v,
+                                                   grad_scale, beta1, check, p_out, m_out, v_out,
+                                                   static_cast<R*>(rounded), n);
+    });
+  });
 }
 
 void clipCoef(const float* norm, float* coef, double max_norm, cudaStream_t s) {

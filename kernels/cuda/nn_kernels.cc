@@ -106,10 +106,15 @@ std::unique_ptr<CudaKernel> sgdKernel(const KernelContext& ctx, const Device&) {
 }
 
 // AdamStep(param, grad, lr, step, m, v[, grad_scale][, beta1][, overflow_check])
-// -> param', m', v'.
+// -> param', m', v'[, rounded].
 std::unique_ptr<CudaKernel> adamKernel(const KernelContext& ctx, const Device&) {
   requireF32(ctx, 0);
   AdamArgs a;
+  a.grad_type = ctx.input(1).dtype();
+  a.round_to = ctx.outputs.size() > 3 ? ctx.output(3).dtype() : DType::F32;
+  if (isSixteenBitFloat(a.grad_type) && isSixteenBitFloat(a.round_to) && a.grad_type != a.round_to)
+    ctx.fail("a ", dtypeName(a.grad_type), " gradient rounded to ", dtypeName(a.round_to),
+             " is not supported");
   a.beta1 = ctx.f("beta1");
   a.beta2 = ctx.f("beta2");
   a.eps = ctx.f("eps");
@@ -117,10 +122,11 @@ std::unique_ptr<CudaKernel> adamKernel(const KernelContext& ctx, const Device&) 
   a.adam_w_mode = ctx.i("adam_w_mode") != 0;
   a.bias_correction = ctx.i("bias_correction") != 0;
   return launchKernel([a](const KernelContext& c, const Device& d, void*) {
-    adamStep(a, c.input(0).as<float>(), c.input(1).as<float>(), c.input(2).as<float>(),
+    void* rounded = c.outputs.size() > 3 ? c.output(3).data : nullptr;
+    adamStep(a, c.input(0).as<float>(), c.input(1).data, c.input(2).as<float>(),
              c.input(3).as<int64_t>(), c.input(4).as<float>(), c.input(5).as<float>(),
              optionalScalar(c, 6), optionalScalar(c, 7), optionalScalar(c, 8),
-             c.output(0).as<float>(), c.output(1).as<float>(), c.output(2).as<float>(),
+             c.output(0).as<float>(), c.output(1).as<float>(), c.output(2).as<float>(), rounded,
              c.input(0).numel(), d.stream);
   });
 }
@@ -168,7 +174,7 @@ void registerNnKernels(CudaKernelRegistry& r) {
     return {{{false, 0}, {false, 1}, {true, 0}}};
   });
   r.add("SgdStep", sgdKernel);
-  r.add("AdamStep", adamKernel);
+  r.add("AdamStep", adamKernel, Precision::Native16);  // its 16-bit gradient and rounded copy
   r.add("ClipCoef", clipCoefKernel);
   r.add("ZerosLike", zerosLikeKernel, Precision::Native16);  // bytes only: any dtype
   r.add("Copy", copyKernel, Precision::Native16);

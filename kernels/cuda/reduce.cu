@@ -49,14 +49,14 @@ __device__ inline double term(S v) {
   return kSquare ? d * d : d;
 }
 
-template <bool kSquare, typename S>
-__global__ void reduceRowsKernel(const S* x, S* y, int64_t reduced, double scale) {
+template <bool kSquare, typename S, typename Y>
+__global__ void reduceRowsKernel(const S* x, Y* y, int64_t reduced, double scale) {
   __shared__ double shared[32];
   const S* row = x + static_cast<int64_t>(blockIdx.x) * reduced;
   double acc = 0.0;
   for (int64_t r = threadIdx.x; r < reduced; r += blockDim.x) acc += term<kSquare>(row[r]);
   acc = blockSum(acc, shared);
-  if (threadIdx.x == 0) y[blockIdx.x] = sumOut<S>(acc, scale);
+  if (threadIdx.x == 0) y[blockIdx.x] = sumOut<Y>(acc, scale);
 }
 
 // Block (o, p) sums part p of row o (parts of `chunk` elements) into partial[o * parts + p].
@@ -72,13 +72,13 @@ __global__ void reducePartsKernel(const S* x, double* partial, int64_t reduced, 
   if (threadIdx.x == 0) partial[o * gridDim.x + p] = acc;
 }
 
-template <typename S>
-__global__ void reducePartialsKernel(const double* partial, S* y, int64_t outer, int64_t parts,
+template <typename Y>
+__global__ void reducePartialsKernel(const double* partial, Y* y, int64_t outer, int64_t parts,
                                      double scale) {
   for (int64_t o = globalIndex(); o < outer; o += globalStride()) {
     double acc = 0.0;
     for (int64_t p = 0; p < parts; ++p) acc += partial[o * parts + p];
-    y[o] = sumOut<S>(acc, scale);
+    y[o] = sumOut<Y>(acc, scale);
   }
 }
 
@@ -103,36 +103,36 @@ __global__ void reduceColumnPartsKernel(const S* x, double* partial, int64_t red
   partial[(o * gridDim.y + p) * inner + i] = t;
 }
 
-template <typename S>
-__global__ void reduceColumnPartialsKernel(const double* partial, S* y, int64_t outer,
+template <typename Y>
+__global__ void reduceColumnPartialsKernel(const double* partial, Y* y, int64_t outer,
                                            int64_t parts, int64_t inner, double scale) {
   for (int64_t t = globalIndex(); t < outer * inner; t += globalStride()) {
     const int64_t o = t / inner, i = t - o * inner;
     double acc = 0.0;
     for (int64_t p = 0; p < parts; ++p) acc += partial[(o * parts + p) * inner + i];
-    y[t] = sumOut<S>(acc, scale);
+    y[t] = sumOut<Y>(acc, scale);
   }
 }
 
-template <bool kSquare, typename S>
-__global__ void reduceColumnsKernel(const S* x, S* y, int64_t outer, int64_t reduced, int64_t inner,
+template <bool kSquare, typename S, typename Y>
+__global__ void reduceColumnsKernel(const S* x, Y* y, int64_t outer, int64_t reduced, int64_t inner,
                                     double scale) {
   for (int64_t t = globalIndex(); t < outer * inner; t += globalStride()) {
     int64_t o = t / inner, i = t - o * inner;
     const S* col = x + o * reduced * inner + i;
     double acc = 0.0;
     for (int64_t r = 0; r < reduced; ++r) acc += term<kSquare>(col[r * inner]);
-    y[t] = sumOut<S>(acc, scale);
+    y[t] = sumOut<Y>(acc, scale);
   }
 }
 
-template <bool kSquare, typename S>
-__global__ void reduceTableKernel(const S* x, S* y, const int64_t* base, int64_t outputs,
+template <bool kSquare, typename S, typename Y>
+__global__ void reduceTableKernel(const S* x, Y* y, const int64_t* base, int64_t outputs,
                                   const int64_t* offsets, int64_t reduced, double scale) {
   for (int64_t o = globalIndex(); o < outputs; o += globalStride()) {
     double acc = 0.0;
     for (int64_t r = 0; r < reduced; ++r) acc += term<kSquare>(x[base[o] + offsets[r]]);
-    y[o] = sumOut<S>(acc, scale);
+    y[o] = sumOut<Y>(acc, scale);
   }
 }
 
@@ -820,9 +820,10 @@ size_t reduceScratchDoubles(int64_t outer, int64_t reduced, int64_t inner) {
 
 namespace {
 
-// reduceBlocks for storage type S, summing elements or (kSquare) their squares.
-template <bool kSquare, typename S>
-void reduceBlocksOf(const S* xs, S* ys, int64_t outer, int64_t reduced, int64_t inner, double scale,
+// reduceBlocks for storage type S, summing elements or (kSquare) their squares into
+// Y (S, or f32 for a 16-bit S).
+template <bool kSquare, typename S, typename Y>
+void reduceBlocksOf(const S* xs, Y* ys, int64_t outer, int64_t reduced, int64_t inner, double scale,
                     double* scratch, cudaStream_t s) {
   const int64_t parts = reduceSplitParts(outer, reduced, inner);
   if (parts > 1 && inner > 1) {
@@ -849,13 +850,23 @@ void reduceBlocksOf(const S* xs, S* ys, int64_t outer, int64_t reduced, int64_t 
 
 }  // namespace
 
-void reduceBlocks(DType t, const void* x, void* y, int64_t outer, int64_t reduced, int64_t inner,
-                  double scale, double* scratch, cudaStream_t s, bool square) {
-  if (outer * inner == 0) return;
+// fn(xs, ys) with x of storage type t and y of t or (yt f32) f32.
+template <typename F>
+void withSumTypes(DType t, DType yt, const void* x, void* y, F&& fn) {
   byFloatType(t, [&](auto tag) {
     using S = decltype(tag);
     const auto* xs = static_cast<const S*>(x);
-    auto* ys = static_cast<S*>(y);
+    if (yt == t)
+      fn(xs, static_cast<S*>(y));
+    else
+      fn(xs, static_cast<float*>(y));
+  });
+}
+
+void reduceBlocks(DType t, DType yt, const void* x, void* y, int64_t outer, int64_t reduced,
+                  int64_t inner, double scale, double* scratch, cudaStream_t s, bool square) {
+  if (outer * inner == 0) return;
+  withSumTypes(t, yt, x, y, [&](const auto* xs, auto* ys) {
     if (square)
       reduceBlocksOf<true>(xs, ys, outer, reduced, inner, scale, scratch, s);
     else
@@ -863,14 +874,11 @@ void reduceBlocks(DType t, const void* x, void* y, int64_t outer, int64_t reduce
   });
 }
 
-void reduceTable(DType t, const void* x, void* y, const int64_t* base, int64_t outputs,
+void reduceTable(DType t, DType yt, const void* x, void* y, const int64_t* base, int64_t outputs,
                  const int64_t* offsets, int64_t reduced, double scale, cudaStream_t s,
                  bool square) {
   if (outputs == 0) return;
-  byFloatType(t, [&](auto tag) {
-    using S = decltype(tag);
-    const auto* xs = static_cast<const S*>(x);
-    auto* ys = static_cast<S*>(y);
+  withSumTypes(t, yt, x, y, [&](const auto* xs, auto* ys) {
     if (square)
       reduceTableKernel<true>
           <<<gridFor(outputs), kThreads, 0, s>>>(xs, ys, base, outputs, offsets, reduced, scale);

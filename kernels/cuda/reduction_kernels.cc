@@ -47,11 +47,14 @@ CudaKernelFactory reduceFactory(Reduction kind) {
     const int64_t rank = ctx.input(0).rank();
     const bool noop = axes.empty() && ctx.i("noop_with_empty_axes") != 0;
     const bool square = kind == Reduction::SumSquare;
-    if (noop && !square)
+    const DType out = ctx.output(0).dtype();
+    // A 16-bit sum into f32 (`to`) reads the 16-bit input itself.
+    const bool widening = out == DType::F32 && isSixteenBitFloat(ctx.input(0).dtype());
+    if (noop && !square && !widening)
       return launchKernel([](const KernelContext& c, const Device& d, void*) {
         copyAsync(c.input(0), c.output(0), d.stream);
       });
-    const std::optional<DType> t = storageDType(ctx);
+    const std::optional<DType> t = widening ? ctx.input(0).dtype() : storageDType(ctx);
     if (!t) return nullptr;
     const DType dtype = *t;
     // Nothing reduced (ReduceSumSquare's noop: each element squared) when noop.
@@ -65,8 +68,8 @@ CudaKernelFactory reduceFactory(Reduction kind) {
     if (!g.general) {
       const size_t scratch = reduceScratchDoubles(g.outer, g.reduced, g.inner);
       return launchKernel(
-          [g, scale, dtype, square](const KernelContext& c, const Device& d, void* ws) {
-            reduceBlocks(dtype, c.input(0).data, c.output(0).data, g.outer, g.reduced, g.inner,
+          [g, scale, dtype, out, square](const KernelContext& c, const Device& d, void* ws) {
+            reduceBlocks(dtype, out, c.input(0).data, c.output(0).data, g.outer, g.reduced, g.inner,
                          scale, static_cast<double*>(ws), d.stream, square);
           },
           scratch * sizeof(double));
@@ -74,9 +77,9 @@ CudaKernelFactory reduceFactory(Reduction kind) {
     auto base = std::make_shared<DeviceBuffer>(DeviceBuffer::upload(g.base));
     auto offsets = std::make_shared<DeviceBuffer>(DeviceBuffer::upload(g.offsets));
     const auto outputs = static_cast<int64_t>(g.base.size());
-    return launchKernel([base, offsets, outputs, g, scale, dtype, square](const KernelContext& c,
-                                                                          const Device& d, void*) {
-      reduceTable(dtype, c.input(0).data, c.output(0).data, base->as<int64_t>(), outputs,
+    return launchKernel([base, offsets, outputs, g, scale, dtype, out, square](
+                            const KernelContext& c, const Device& d, void*) {
+      reduceTable(dtype, out, c.input(0).data, c.output(0).data, base->as<int64_t>(), outputs,
                   offsets->as<int64_t>(), g.reduced, scale, d.stream, square);
     });
   };
@@ -94,7 +97,7 @@ std::unique_ptr<CudaKernel> globalAveragePoolKernel(const KernelContext& ctx, co
   const size_t scratch = reduceScratchDoubles(outer, size, inner);
   return launchKernel(
       [outer, size, inner, dtype](const KernelContext& c, const Device& d, void* ws) {
-        reduceBlocks(dtype, c.input(0).data, c.output(0).data, outer, size, inner,
+        reduceBlocks(dtype, dtype, c.input(0).data, c.output(0).data, outer, size, inner,
                      1.0 / static_cast<double>(size), static_cast<double*>(ws), d.stream);
       },
       scratch * sizeof(double));
