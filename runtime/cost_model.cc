@@ -218,11 +218,31 @@ double collectiveSeconds(const std::string& op, int64_t bytes, int64_t world_siz
   return (n - 1) / n * b / bw + (n - 1) * latency;  // ReduceScatter, AllGather
 }
 
+namespace {
+
+bool onHostStream(const PlanFile& plan, const planpb::Step& step) {
+  return step.stream() >= 0 && step.stream() < plan.plan.streams_size() &&
+         plan.plan.streams(step.stream()) == "host";
+}
+
+}  // namespace
+
 StepCost stepCost(const PlanFile& plan, const planpb::Step& step, const DeviceProfile& device) {
   StepCost c;
   if (relabelsInPlace(plan, step)) return c;
   c.flops = stepFlops(plan, step);
   c.bytes = stepBytes(plan, step);
+  if (step.op() == "Copy") {  // offload's copies cross PCIe, each byte once
+    const auto moved = static_cast<double>(inputType(plan, step, 0).bytes());
+    c.seconds = device.launch_seconds + moved / device.pcie_bytes_per_s;
+    return c;
+  }
+  if (onHostStream(plan, step)) {  // offload's host steps, in double on the CPU cores
+    c.seconds =
+        device.host_step_seconds + std::max(c.flops / device.host_flops,
+                                            static_cast<double>(c.bytes) / device.host_bytes_per_s);
+    return c;
+  }
   if (isCollectiveOp(step.op())) {
     c.comm_bytes = collectiveBufferBytes(plan, step);
     c.world_size = intAttr(step, "world_size", 1);

@@ -47,6 +47,9 @@ double kernelSeconds(double flops, int64_t bytes, double peak_flops, const Devic
 double collectiveSeconds(const std::string& op, int64_t bytes, int64_t world_size,
                          const DeviceProfile& device);
 
+// Offload's steps: a Copy moves its input over PCIe (launch + bytes / PCIe
+// bandwidth); a step on the "host" stream takes host_step_seconds + max(FLOPs /
+// host FLOP/s, bytes / host memory bandwidth).
 StepCost stepCost(const PlanFile& plan, const planpb::Step& step, const DeviceProfile& device);
 
 }  // namespace ds

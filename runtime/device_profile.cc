@@ -12,6 +12,11 @@ namespace ds {
 // DGX H100. Launch overhead and link latencies are not datasheet figures but the
 // usual orders of magnitude: a few microseconds per CUDA kernel, and NCCL's
 // per-hop latency of a few microseconds within a node and ~10 us across IB.
+// The host is DGX H100's (its user guide): two 56-core Xeon Platinum 8480C at
+// 2.0 GHz (AVX-512, two FMA units: 32 f64 FLOPs per cycle per core) and eight
+// channels of DDR5-4800 per socket (307 GB/s each), shared by eight GPUs: 0.9
+// TFLOP/s and 77 GB/s per GPU. PCIe Gen5 x16: 64 GB/s each way. A host step
+// costs a stream callback, ~10 us.
 DeviceProfile h100Sxm() {
   DeviceProfile d;
   d.name = "H100 SXM";
@@ -26,6 +31,10 @@ DeviceProfile h100Sxm() {
   d.network_bytes_per_s = 50e9;
   d.network_latency_seconds = 10e-6;
   d.gpus_per_node = 8;
+  d.host_flops = 112 * 2.0e9 * 32 / 8;
+  d.host_bytes_per_s = 2 * 307.2e9 / 8;
+  d.host_step_seconds = 10e-6;
+  d.pcie_bytes_per_s = 64e9;
   return d;
 }
 

@@ -23,6 +23,14 @@ struct DeviceProfile {
   double network_bytes_per_s = 0;      // inter-node, per GPU, per direction
   double network_latency_seconds = 0;  // per ring hop
   int gpus_per_node = 1;
+  // The host, for optimizer offload: one GPU's share of the node's CPU cores
+  // (f64 FLOP/s: host steps compute in double) and memory bandwidth, the PCIe link
+  // between that GPU and host memory (per direction) and the cost of one host step
+  // (a callback the stream runs).
+  double host_flops = 0;
+  double host_bytes_per_s = 0;
+  double host_step_seconds = 0;
+  double pcie_bytes_per_s = 0;
 };
 
 // NVIDIA H100 SXM5 80 GB in an 8-GPU HGX node with one 400 Gb/s NIC per GPU.

@@ -131,6 +131,30 @@ TEST(CostModel, KernelTimeIsLaunchPlusRoofline) {
                    d.launch_seconds + 8.0 * 4096 * 4096 / d.hbm_bytes_per_s);
 }
 
+// Optimizer offload: the update on the host stream runs at the host's share of
+// memory bandwidth (or its cores' f64 rate), and copies cross PCIe once.
+TEST(CostModel, OffloadStepsRunOnTheHostAndCopiesCrossPcie) {
+  const DeviceProfile d = h100Sxm();
+  PlanBuilder b;
+  b.file().plan.add_streams("host");
+  b.file().plan.add_streams("copy");
+  const int64_t n = 1 << 22;
+  const int p = b.tensor("p", {n}), g = b.tensor("g", {n}, DType::F16), m = b.tensor("m", {n});
+  const int v = b.tensor("v", {n}), r = b.tensor("r", {n}, DType::F16);
+  const int lr = b.tensor("lr", {}), step = b.tensor("step", {}, DType::I64);
+  b.step("AdamStep", {p, g, lr, step, m, v}, {p, m, v, r}, {{"round_to", std::string("f16")}}, 1);
+  // p, m, v read and written, g read and r written, the scalars.
+  const double bytes = n * (3 * 4 * 2 + 2 + 2) + 4 + 8;
+  EXPECT_DOUBLE_EQ(
+      stepCost(b.file(), lastStep(b.file()), d).seconds,
+      d.host_step_seconds + std::max(12.0 * n / d.host_flops, bytes / d.host_bytes_per_s));
+  EXPECT_GT(stepCost(b.file(), lastStep(b.file()), d).seconds, 10 * (bytes / d.hbm_bytes_per_s))
+      << "the host is slower than HBM";
+  b.step("Copy", {g}, {b.tensor("g_host", {n}, DType::F16)}, {{"to", std::string("host")}}, 2);
+  EXPECT_DOUBLE_EQ(stepCost(b.file(), lastStep(b.file()), d).seconds,
+                   d.launch_seconds + 2.0 * n / d.pcie_bytes_per_s);
+}
+
 // A 16-bit product whose rows are not 16-byte aligned (an odd vocabulary) gets an
 // eighth of the tensor-core peak; f32 products and aligned ones are unaffected.
 TEST(CostModel, UnalignedSixteenBitProductsRunAtAnEighthOfThePeak) {

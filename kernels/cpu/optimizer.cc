@@ -80,67 +80,86 @@ Bits16 bits16(DType t) {
   return t == DType::F16 ? Bits16::Half : t == DType::BF16 ? Bits16::BFloat : Bits16::None;
 }
 
-template <Bits16 kBits>
-inline float widen16(uint16_t b) {
-  return kBits == Bits16::Half ? halfToFloat(b) : bf16ToFloat(b);
+// n 16-bit values widened to f32, and f32 values rounded to 16 bits: F16C's
+// eight-at-a-time conversions for halves, a shift (and its rounding) for bfloat16.
+void widen16(Bits16 kind, const uint16_t* src, float* dst, int64_t n) {
+  if (kind == Bits16::Half) return halvesToFloats(src, dst, n);
+  for (int64_t i = 0; i < n; ++i) dst[i] = bf16ToFloat(src[i]);
 }
 
-template <Bits16 kBits>
-inline uint16_t round16(float f) {
-  return kBits == Bits16::Half ? floatToHalf(f) : floatToBf16(f);
+void round16(Bits16 kind, const float* src, uint16_t* dst, int64_t n) {
+  if (kind == Bits16::Half) return floatsToHalves(src, dst, n);
+  for (int64_t i = 0; i < n; ++i) dst[i] = floatToBf16(src[i]);
 }
 
-// Adam's per-element arithmetic, one loop per (clipped, AdamW, 16-bit gradient,
-// rounded copy) combination so that its body has no branch and vectorizes (omp simd:
-// in place, every element is read before it is written at the same index, so no
-// iteration depends on another). A 16-bit gradient is widened exactly, and the
-// rounded copy is rounded from the stored f32 parameter: what Cast would compute.
+// Adam's per-element arithmetic, one loop per (clipped, AdamW) combination so that
+// its body has no branch and vectorizes (omp simd: in place, every element is read
+// before it is written at the same index, so no iteration depends on another). The
+// elements go in blocks, in parallel: a block's 16-bit gradient is widened (exactly)
+// into a buffer first, and its updated parameters rounded to the 16-bit copy after
+// (from the stored f32 values: what Cast computes), so the loop stays vectorized.
 template <typename T>
 struct AdamLoop {
+  static constexpr int64_t kBlock = 4096;
+
   const T *p, *m, *v;
   const void* g;
+  Bits16 grad16 = Bits16::None, round16_to = Bits16::None;
   T *p_out, *m_out, *v_out;
   uint16_t* rounded;  // the fourth output, when round_to
   double lr, b1, b2, eps, wd, scale, bc1, sqrt_bc2;
 
-  template <bool kScaled, bool kDecoupled, Bits16 kGrad, Bits16 kRound>
-  void run(int64_t n) const {
+  // Elements [begin, end); g holds their gradients (g[0] is element begin's).
+  template <bool kScaled, bool kDecoupled>
+  void update(int64_t begin, int64_t end, const T* g) const {
     // Locals, not members, in the loop: the vectorizer cannot hoist loads through this.
-    const T *p = this->p, *m = this->m, *v = this->v;
-    const T* g = static_cast<const T*>(this->g);
-    const auto* g16 = static_cast<const uint16_t*>(this->g);
-    T *p_out = this->p_out, *m_out = this->m_out, *v_out = this->v_out;
-    uint16_t* rounded = this->rounded;
+    const T *p = this->p + begin, *m = this->m + begin, *v = this->v + begin;
+    T *p_out = this->p_out + begin, *m_out = this->m_out + begin, *v_out = this->v_out + begin;
     const double lr = this->lr, b1 = this->b1, b2 = this->b2, eps = this->eps, wd = this->wd;
     const double scale = this->scale, bc1 = this->bc1, sqrt_bc2 = this->sqrt_bc2;
-#pragma omp parallel for simd if (n > 32768)
+    const int64_t n = end - begin;
+#pragma omp simd
     for (int64_t i = 0; i < n; ++i) {
       double pi = static_cast<double>(p[i]);
-      double gi;
-      if constexpr (kGrad == Bits16::None)
-        gi = static_cast<double>(g[i]);
-      else
-        gi = static_cast<double>(widen16<kGrad>(g16[i]));
-      if constexpr (kScaled) gi = static_cast<double>(static_cast<T>(gi * scale));
+      double gi = kScaled ? static_cast<double>(static_cast<T>(static_cast<double>(g[i]) * scale))
+                          : static_cast<double>(g[i]);
       if constexpr (!kDecoupled) gi += wd * pi;  // L2: decay enters the moments
       double mi = b1 * static_cast<double>(m[i]) + (1 - b1) * gi;
       double vi = b2 * static_cast<double>(v[i]) + (1 - b2) * gi * gi;
       if constexpr (kDecoupled) pi -= lr * wd * pi;  // AdamW: decay the weight itself
       double denom = std::sqrt(vi) / sqrt_bc2 + eps;
-      const T next = static_cast<T>(pi - (lr / bc1) * mi / denom);
-      p_out[i] = next;
+      p_out[i] = static_cast<T>(pi - (lr / bc1) * mi / denom);
       m_out[i] = static_cast<T>(mi);
       v_out[i] = static_cast<T>(vi);
-      if constexpr (kRound != Bits16::None) rounded[i] = round16<kRound>(static_cast<float>(next));
     }
   }
 
-  template <Bits16 kGrad, Bits16 kRound>
+  template <bool kScaled, bool kDecoupled>
+  void run(int64_t n) const {
+    const int64_t blocks = (n + kBlock - 1) / kBlock;
+#pragma omp parallel for if (n > 32768)
+    for (int64_t b = 0; b < blocks; ++b) {
+      const int64_t begin = b * kBlock, end = std::min(n, begin + kBlock);
+      if constexpr (std::is_same_v<T, float>) {
+        float widened[kBlock];
+        const float* grad = static_cast<const float*>(g) + begin;
+        if (grad16 != Bits16::None) {
+          widen16(grad16, static_cast<const uint16_t*>(g) + begin, widened, end - begin);
+          grad = widened;
+        }
+        update<kScaled, kDecoupled>(begin, end, grad);
+        if (rounded) round16(round16_to, p_out + begin, rounded + begin, end - begin);
+      } else {
+        update<kScaled, kDecoupled>(begin, end, static_cast<const T*>(g) + begin);
+      }
+    }
+  }
+
   void dispatch(int64_t n, bool scaled, bool decoupled) const {
     if (scaled)
-      decoupled ? run<true, true, kGrad, kRound>(n) : run<true, false, kGrad, kRound>(n);
+      decoupled ? run<true, true>(n) : run<true, false>(n);
     else
-      decoupled ? run<false, true, kGrad, kRound>(n) : run<false, false, kGrad, kRound>(n);
+      decoupled ? run<false, true>(n) : run<false, false>(n);
   }
 };
 
@@ -149,13 +168,8 @@ template <typename T>
 void roundUnchanged(const KernelContext& c) {
   if constexpr (std::is_same_v<T, float>) {
     if (c.outputs.size() < 4) return;
-    const Bits16 kind = bits16(c.output(3).dtype());
-    const float* p = c.input(0).as<float>();
-    auto* out = c.output(3).as<uint16_t>();
-    const int64_t n = c.input(0).numel();
-#pragma omp parallel for if (n > 32768)
-    for (int64_t i = 0; i < n; ++i)
-      out[i] = kind == Bits16::Half ? floatToHalf(p[i]) : floatToBf16(p[i]);
+    round16(bits16(c.output(3).dtype()), c.input(0).as<float>(), c.output(3).as<uint16_t>(),
+            c.input(0).numel());
   }
 }
 
@@ -186,24 +200,11 @@ void adamStep(const KernelContext& c) {
   a.bc1 = correct ? 1 - std::pow(a.b1, step) : 1.0;
   a.sqrt_bc2 = std::sqrt(correct ? 1 - std::pow(a.b2, step) : 1.0);
   const bool scaled = c.hasInput(6), decoupled = c.i("adam_w_mode") != 0;
-  const Bits16 grad = bits16(c.input(1).dtype());
-  const Bits16 round = a.rounded ? bits16(c.output(3).dtype()) : Bits16::None;
-  using enum Bits16;
-  if constexpr (std::is_same_v<T, float>) {
-    if (grad == Half && round == Half) return a.template dispatch<Half, Half>(n, scaled, decoupled);
-    if (grad == BFloat && round == BFloat)
-      return a.template dispatch<BFloat, BFloat>(n, scaled, decoupled);
-    if (grad == Half && round == None) return a.template dispatch<Half, None>(n, scaled, decoupled);
-    if (grad == BFloat && round == None)
-      return a.template dispatch<BFloat, None>(n, scaled, decoupled);
-    if (grad == None && round == Half) return a.template dispatch<None, Half>(n, scaled, decoupled);
-    if (grad == None && round == BFloat)
-      return a.template dispatch<None, BFloat>(n, scaled, decoupled);
-  }
-  if (grad != None || round != None)
-    c.fail("a ", dtypeName(c.input(1).dtype()), " gradient rounded to ",
-           round == None ? "nothing" : dtypeName(c.output(3).dtype()), " is not supported");
-  a.template dispatch<None, None>(n, scaled, decoupled);
+  a.grad16 = bits16(c.input(1).dtype());
+  a.round16_to = a.rounded ? bits16(c.output(3).dtype()) : Bits16::None;
+  if (!std::is_same_v<T, float> && (a.grad16 != Bits16::None || a.rounded))
+    c.fail("a 16-bit gradient or rounded copy needs an f32 parameter");
+  a.dispatch(n, scaled, decoupled);
 }
 
 void clipCoef(const KernelContext& c) {
