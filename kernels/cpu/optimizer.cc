@@ -1,7 +1,8 @@
 // Fused optimizer steps on the CPU, element-wise and in place (the outputs are the
-// parameter's and its states' own memory). Math follows torch.optim.SGD and
-// DeepSpeed's FusedAdam; updates are computed in double and stored in T. A clipped
-// gradient is rounded to T before use, as PyTorch's in-place grad.mul_ stores it.
+// parameter's and its states' own memory). The per-element math is
+// kernels/optimizer_math.h's, shared with the CUDA kernels: torch.optim.SGD and
+// DeepSpeed's Adam in the master's type with explicit FMAs. A clipped gradient is
+// scaled in that type first, as PyTorch's in-place grad.mul_ stores it.
 // AdamStep reads 16-bit gradients and writes the rounded 16-bit copy itself (its
 // mixed-precision form), so it is exempt from 16-bit promotion (promote16.h).
 // Also ClipCoef (DeepSpeed's clip_grad_norm_), ZerosLike and offload's Copy.
@@ -11,8 +12,8 @@
 #include <type_traits>
 
 #include "ir/float16.h"
-
 #include "kernels/cpu/kernel.h"
+#include "kernels/optimizer_math.h"
 
 namespace ds::cpu {
 namespace {
@@ -20,14 +21,6 @@ namespace {
 // The optional scalar input i (f32), or `fallback` when absent.
 double optionalScalar(const KernelContext& c, size_t i, double fallback) {
   return c.hasInput(i) ? static_cast<double>(*c.input(i).as<float>()) : fallback;
-}
-
-// The gradient as the update sees it: scaled by the clipping coefficient and
-// stored back in T first, exactly as torch's p.grad.mul_(clip_coef) does.
-template <typename T>
-double scaledGrad(T g, double scale, bool scaled) {
-  return scaled ? static_cast<double>(static_cast<T>(static_cast<double>(g) * scale))
-                : static_cast<double>(g);
 }
 
 // The overflow check (input i): a non-finite value skips the step. The outputs are
@@ -48,26 +41,23 @@ void sgdStep(const KernelContext& c) {
   const int64_t n = c.input(0).numel();
   const T* p = c.input(0).as<T>();
   const T* g = c.input(1).as<T>();
-  const double lr = *c.input(2).as<float>();
-  const int64_t step = *c.input(3).as<int64_t>();
-  const double momentum = optionalScalar(c, 6, c.f("momentum"));
-  const double dampening = c.f("dampening"), wd = c.f("weight_decay");
-  const bool nesterov = c.i("nesterov") != 0;
-  const bool scaled = c.hasInput(5);
-  const double scale = optionalScalar(c, 5, 1.0);
+  optimizer_math::SgdCoefficients<T> k;
+  k.lr = static_cast<T>(*c.input(2).as<float>());
+  k.momentum = static_cast<T>(optionalScalar(c, 6, c.f("momentum")));
+  k.one_minus_dampening = static_cast<T>(1 - c.f("dampening"));
+  k.weight_decay = static_cast<T>(c.f("weight_decay"));
+  k.nesterov = c.i("nesterov") != 0;
+  k.first_step = *c.input(3).as<int64_t>() <= 1;
+  const T scale = static_cast<T>(optionalScalar(c, 5, 1.0));
   T* p_out = c.output(0).as<T>();
   const T* buf = c.hasInput(4) ? c.input(4).as<T>() : nullptr;
   T* buf_out = c.outputs.size() > 1 ? c.output(1).as<T>() : nullptr;
 #pragma omp parallel for if (n > 32768)
   for (int64_t i = 0; i < n; ++i) {
-    double d = scaledGrad(g[i], scale, scaled) + wd * static_cast<double>(p[i]);
-    if (buf) {
-      // The first step starts the velocity at the gradient, as torch.optim.SGD does.
-      double b = step <= 1 ? d : momentum * static_cast<double>(buf[i]) + (1 - dampening) * d;
-      buf_out[i] = static_cast<T>(b);
-      d = nesterov ? d + momentum * b : b;
-    }
-    p_out[i] = static_cast<T>(static_cast<double>(p[i]) - lr * d);
+    T pi = p[i], velocity = buf ? buf[i] : T(0);
+    optimizer_math::sgdUpdate(k, pi, buf ? &velocity : nullptr, g[i] * scale);
+    p_out[i] = pi;
+    if (buf) buf_out[i] = velocity;
   }
 }
 
@@ -92,7 +82,7 @@ void round16(Bits16 kind, const float* src, uint16_t* dst, int64_t n) {
   for (int64_t i = 0; i < n; ++i) dst[i] = floatToBf16(src[i]);
 }
 
-// Adam's per-element arithmetic, one loop per (clipped, AdamW) combination so that
+// Adam over the elements, one loop per (clipped, AdamW) combination so that
 // its body has no branch and vectorizes (omp simd: in place, every element is read
 // before it is written at the same index, so no iteration depends on another). The
 // elements go in blocks, in parallel: a block's 16-bit gradient is widened (exactly)
@@ -107,7 +97,8 @@ struct AdamLoop {
   Bits16 grad16 = Bits16::None, round16_to = Bits16::None;
   T *p_out, *m_out, *v_out;
   uint16_t* rounded;  // the fourth output, when round_to
-  double lr, b1, b2, eps, wd, scale, bc1, sqrt_bc2;
+  optimizer_math::AdamCoefficients<T> k;
+  T scale;
 
   // Elements [begin, end); g holds their gradients (g[0] is element begin's).
   template <bool kScaled, bool kDecoupled>
@@ -115,22 +106,16 @@ struct AdamLoop {
     // Locals, not members, in the loop: the vectorizer cannot hoist loads through this.
     const T *p = this->p + begin, *m = this->m + begin, *v = this->v + begin;
     T *p_out = this->p_out + begin, *m_out = this->m_out + begin, *v_out = this->v_out + begin;
-    const double lr = this->lr, b1 = this->b1, b2 = this->b2, eps = this->eps, wd = this->wd;
-    const double scale = this->scale, bc1 = this->bc1, sqrt_bc2 = this->sqrt_bc2;
+    const optimizer_math::AdamCoefficients<T> k = this->k;
+    const T scale = this->scale;
     const int64_t n = end - begin;
 #pragma omp simd
     for (int64_t i = 0; i < n; ++i) {
-      double pi = static_cast<double>(p[i]);
-      double gi = kScaled ? static_cast<double>(static_cast<T>(static_cast<double>(g[i]) * scale))
-                          : static_cast<double>(g[i]);
-      if constexpr (!kDecoupled) gi += wd * pi;  // L2: decay enters the moments
-      double mi = b1 * static_cast<double>(m[i]) + (1 - b1) * gi;
-      double vi = b2 * static_cast<double>(v[i]) + (1 - b2) * gi * gi;
-      if constexpr (kDecoupled) pi -= lr * wd * pi;  // AdamW: decay the weight itself
-      double denom = std::sqrt(vi) / sqrt_bc2 + eps;
-      p_out[i] = static_cast<T>(pi - (lr / bc1) * mi / denom);
-      m_out[i] = static_cast<T>(mi);
-      v_out[i] = static_cast<T>(vi);
+      T pi = p[i], mi = m[i], vi = v[i];
+      optimizer_math::adamUpdate<kDecoupled>(k, pi, mi, vi, kScaled ? g[i] * scale : g[i]);
+      p_out[i] = pi;
+      m_out[i] = mi;
+      v_out[i] = vi;
     }
   }
 
@@ -190,15 +175,10 @@ void adamStep(const KernelContext& c) {
   a.m_out = c.output(1).as<T>();
   a.v_out = c.output(2).as<T>();
   a.rounded = c.outputs.size() > 3 ? c.output(3).as<uint16_t>() : nullptr;
-  a.lr = *c.input(2).as<float>();
-  a.b1 = optionalScalar(c, 7, c.f("beta1"));
-  a.b2 = c.f("beta2");
-  a.eps = c.f("eps");
-  a.wd = c.f("weight_decay");
-  a.scale = optionalScalar(c, 6, 1.0);
-  const bool correct = c.i("bias_correction") != 0;
-  a.bc1 = correct ? 1 - std::pow(a.b1, step) : 1.0;
-  a.sqrt_bc2 = std::sqrt(correct ? 1 - std::pow(a.b2, step) : 1.0);
+  a.k = optimizer_math::adamCoefficients<T>(
+      *c.input(2).as<float>(), optionalScalar(c, 7, c.f("beta1")), c.f("beta2"), c.f("eps"),
+      c.f("weight_decay"), step, c.i("bias_correction") != 0);
+  a.scale = static_cast<T>(optionalScalar(c, 6, 1.0));
   const bool scaled = c.hasInput(6), decoupled = c.i("adam_w_mode") != 0;
   a.grad16 = bits16(c.input(1).dtype());
   a.round16_to = a.rounded ? bits16(c.output(3).dtype()) : Bits16::None;

@@ -8,6 +8,7 @@
 #include <type_traits>
 
 #include "kernels/cuda/device_util.h"
+#include "kernels/optimizer_math.h"
 
 namespace ds::cuda {
 namespace {
@@ -205,11 +206,10 @@ __global__ void gatherGradKernel(const float* dy, const void* indices, bool indi
   }
 }
 
-// The gradient as the update sees it: scaled by the clipping coefficient and
-// rounded to f32 first, as kernels/cpu/optimizer.cc does.
-__device__ inline double scaledGrad(float g, const float* scale) {
-  return scale ? static_cast<double>(static_cast<float>(static_cast<double>(g) * *scale))
-               : static_cast<double>(g);
+// The gradient as the update sees it: scaled by the clipping coefficient in f32
+// first, as torch's grad.mul_ stores it (kernels/optimizer_math.h has the rest).
+__device__ inline float scaledGrad(float g, const float* scale) {
+  return scale ? g * *scale : g;
 }
 
 // fp16 loss scaling's overflow check: a non-finite value skips the step, whose
@@ -222,8 +222,6 @@ __global__ void sgdKernel(SgdArgs a, const float* p, const float* g, const float
                           const int64_t* step_ptr, const float* buf, const float* grad_scale,
                           const float* momentum_ptr, const float* check, float* p_out,
                           float* buf_out, int64_t n) {
-  const double lr = *lr_ptr, momentum = momentum_ptr ? *momentum_ptr : a.momentum;
-  const int64_t step = *step_ptr;
   if (skipStep(check)) {
     for (int64_t i = globalIndex(); i < n; i += globalStride()) {
       p_out[i] = p[i];
@@ -231,22 +229,25 @@ __global__ void sgdKernel(SgdArgs a, const float* p, const float* g, const float
     }
     return;
   }
+  optimizer_math::SgdCoefficients<float> k;
+  k.lr = *lr_ptr;
+  k.momentum = momentum_ptr ? *momentum_ptr : static_cast<float>(a.momentum);
+  k.one_minus_dampening = static_cast<float>(1 - a.dampening);
+  k.weight_decay = static_cast<float>(a.weight_decay);
+  k.nesterov = a.nesterov;
+  k.first_step = *step_ptr <= 1;
   for (int64_t i = globalIndex(); i < n; i += globalStride()) {
-    double d = scaledGrad(g[i], grad_scale) + a.weight_decay * static_cast<double>(p[i]);
-    if (buf) {
-      // The first step starts the velocity at the gradient, as torch.optim.SGD does.
-      double b = step <= 1 ? d : momentum * static_cast<double>(buf[i]) + (1 - a.dampening) * d;
-      buf_out[i] = static_cast<float>(b);
-      d = a.nesterov ? d + momentum * b : b;
-    }
-    p_out[i] = static_cast<float>(static_cast<double>(p[i]) - lr * d);
+    float pi = p[i], velocity = buf ? buf[i] : 0.0f;
+    optimizer_math::sgdUpdate(k, pi, buf ? &velocity : nullptr, scaledGrad(g[i], grad_scale));
+    p_out[i] = pi;
+    if (buf) buf_out[i] = velocity;
   }
 }
 
 // G: the gradient's storage (f32, or mixed precision's 16-bit gradient, widened
 // exactly); R: the rounded copy's (float: none written), rounded from the stored f32
 // parameter as Cast would.
-template <typename G, typename R>
+template <typename G, typename R, bool kDecoupled>
 __global__ void adamKernel(AdamArgs a, const float* p, const G* g, const float* lr_ptr,
                            const int64_t* step_ptr, const float* m, const float* v,
                            const float* grad_scale, const float* beta1_ptr, const float* check,
@@ -262,22 +263,16 @@ __global__ void adamKernel(AdamArgs a, const float* p, const G* g, const float* 
     }
     return;
   }
-  const double lr = *lr_ptr, step = static_cast<double>(*step_ptr);
-  const double b1 = beta1_ptr ? *beta1_ptr : a.beta1, b2 = a.beta2;
-  const double bc1 = a.bias_correction ? 1 - pow(b1, step) : 1.0;
-  const double bc2 = a.bias_correction ? 1 - pow(b2, step) : 1.0;
+  const optimizer_math::AdamCoefficients<float> k = optimizer_math::adamCoefficients<float>(
+      *lr_ptr, beta1_ptr ? *beta1_ptr : a.beta1, a.beta2, a.eps, a.weight_decay,
+      static_cast<double>(*step_ptr), a.bias_correction);
   for (int64_t i = globalIndex(); i < n; i += globalStride()) {
-    double pi = p[i], gi = scaledGrad(toFloat(g[i]), grad_scale);
-    if (!a.adam_w_mode) gi += a.weight_decay * pi;  // L2: decay enters the moments
-    double mi = b1 * m[i] + (1 - b1) * gi;
-    double vi = b2 * v[i] + (1 - b2) * gi * gi;
-    if (a.adam_w_mode) pi -= lr * a.weight_decay * pi;  // AdamW: decay the weight itself
-    double denom = sqrt(vi) / sqrt(bc2) + a.eps;
-    const float next = static_cast<float>(pi - (lr / bc1) * mi / denom);
-    p_out[i] = next;
-    m_out[i] = static_cast<float>(mi);
-    v_out[i] = static_cast<float>(vi);
-    if constexpr (kRound) rounded[i] = fromFloat<R>(next);
+    float pi = p[i], mi = m[i], vi = v[i];
+    optimizer_math::adamUpdate<kDecoupled>(k, pi, mi, vi, scaledGrad(toFloat(g[i]), grad_scale));
+    p_out[i] = pi;
+    m_out[i] = mi;
+    v_out[i] = vi;
+    if constexpr (kRound) rounded[i] = fromFloat<R>(pi);
   }
 }
 
@@ -504,10 +499,16 @@ void adamStep(const AdamArgs& a, const float* p, const void* g, const float* lr,
     using G = decltype(grad_tag);
     byFloatType(a.round_to, [&](auto round_tag) {
       using R = decltype(round_tag);
-      if constexpr (std::is_same_v<G, float> || std::is_same_v<R, float> || std::is_same_v<G, R>)
-        adamKernel<<<gridFor(n), kThreads, 0, s>>>(a, p, static_cast<const G*>(g), lr, step, m, v,
-                                                   grad_scale, beta1, check, p_out, m_out, v_out,
-                                                   static_cast<R*>(rounded), n);
+      if constexpr (std::is_same_v<G, float> || std::is_same_v<R, float> || std::is_same_v<G, R>) {
+        const auto* gs = static_cast<const G*>(g);
+        auto* rs = static_cast<R*>(rounded);
+        if (a.adam_w_mode)
+          adamKernel<G, R, true><<<gridFor(n), kThreads, 0, s>>>(
+              a, p, gs, lr, step, m, v, grad_scale, beta1, check, p_out, m_out, v_out, rs, n);
+        else
+          adamKernel<G, R, false><<<gridFor(n), kThreads, 0, s>>>(
+              a, p, gs, lr, step, m, v, grad_scale, beta1, check, p_out, m_out, v_out, rs, n);
+      }
     });
   });
 }

@@ -1,0 +1,118 @@
+// The per-element arithmetic of the optimizer steps, shared by the CPU kernels
+// (kernels/cpu/optimizer.cc, also optimizer offload's host steps) and the CUDA
+// kernels (kernels/cuda/nn.cu), so that every backend computes the same bits.
+//
+// The math type M is the master's: f32 for f32 and mixed-precision plans, as in
+// torch.optim and DeepSpeed's FusedAdam and CPU Adam; f64 for f64 plans. Every
+// multiply-add is an explicit fused multiply-add: the CPU build never contracts
+// (ISO C++), nvcc does, so nothing is left to contract. Division and square root
+// are IEEE's on both. The per-step scalars (bias corrections) are computed in
+// double once and rounded to M.
+#pragma once
+
+#include <cmath>
+
+#if defined(__CUDACC__)
+#define DS_HOST_DEVICE __host__ __device__
+#else
+#define DS_HOST_DEVICE
+#endif
+
+namespace ds::optimizer_math {
+
+template <typename M>
+DS_HOST_DEVICE inline M fusedMultiplyAdd(M a, M b, M c) {
+#if defined(__CUDA_ARCH__)
+  if constexpr (sizeof(M) == 4)
+    return fmaf(a, b, c);
+  else
+    return fma(a, b, c);
+#else
+  return std::fma(a, b, c);
+#endif
+}
+
+template <typename M>
+DS_HOST_DEVICE inline M squareRoot(M x) {
+#if defined(__CUDA_ARCH__)
+  if constexpr (sizeof(M) == 4)
+    return sqrtf(x);
+  else
+    return sqrt(x);
+#else
+  return std::sqrt(x);
+#endif
+}
+
+DS_HOST_DEVICE inline double power(double x, double y) {
+#if defined(__CUDA_ARCH__)
+  return pow(x, y);
+#else
+  return std::pow(x, y);
+#endif
+}
+
+// One step's Adam scalars.
+template <typename M>
+struct AdamCoefficients {
+  M b1, one_minus_b1, b2, one_minus_b2, eps;
+  M weight_decay;  // L2 (adam_w_mode off): added to the gradient
+  M lr_decay;      // AdamW: lr · weight_decay, taken off the weight
+  M step_size;     // lr / (1 − β1^t)
+  M inv_sqrt_bc2;  // 1 / sqrt(1 − β2^t)
+};
+
+template <typename M>
+DS_HOST_DEVICE inline AdamCoefficients<M> adamCoefficients(double lr, double b1, double b2,
+                                                           double eps, double weight_decay,
+                                                           double step, bool bias_correction) {
+  const double bc1 = bias_correction ? 1 - power(b1, step) : 1.0;
+  const double bc2 = bias_correction ? 1 - power(b2, step) : 1.0;
+  AdamCoefficients<M> c;
+  c.b1 = static_cast<M>(b1);
+  c.one_minus_b1 = static_cast<M>(1 - b1);
+  c.b2 = static_cast<M>(b2);
+  c.one_minus_b2 = static_cast<M>(1 - b2);
+  c.eps = static_cast<M>(eps);
+  c.weight_decay = static_cast<M>(weight_decay);
+  c.lr_decay = static_cast<M>(lr * weight_decay);
+  c.step_size = static_cast<M>(lr / bc1);
+  c.inv_sqrt_bc2 = static_cast<M>(1 / squareRoot(bc2));
+  return c;
+}
+
+// Adam on one element (p, m, v) with gradient g (already scaled): AdamW's decoupled
+// decay (kDecoupled) or L2 added to the gradient. DeepSpeed's CPU Adam's order:
+// m = β1 m + (1−β1) g, v = β2 v + (1−β2) g², p −= step_size · m / (√v / √bc2 + ε).
+template <bool kDecoupled, typename M>
+DS_HOST_DEVICE inline void adamUpdate(const AdamCoefficients<M>& c, M& p, M& m, M& v, M g) {
+  if constexpr (!kDecoupled) g = fusedMultiplyAdd(c.weight_decay, p, g);
+  m = fusedMultiplyAdd(c.b1, m, c.one_minus_b1 * g);
+  v = fusedMultiplyAdd(c.b2, v, c.one_minus_b2 * (g * g));
+  if constexpr (kDecoupled) p = fusedMultiplyAdd(-c.lr_decay, p, p);
+  const M denom = fusedMultiplyAdd(squareRoot(v), c.inv_sqrt_bc2, c.eps);
+  p = fusedMultiplyAdd(-c.step_size, m / denom, p);
+}
+
+// One step's SGD scalars (torch.optim.SGD).
+template <typename M>
+struct SgdCoefficients {
+  M lr, momentum, one_minus_dampening, weight_decay;
+  bool nesterov, first_step;  // the first step starts the velocity at the gradient
+};
+
+// SGD on one element p with gradient g (already scaled) and, when `velocity` is
+// not null, its momentum buffer.
+template <typename M>
+DS_HOST_DEVICE inline void sgdUpdate(const SgdCoefficients<M>& c, M& p, M* velocity, M g) {
+  M d = c.weight_decay != 0 ? fusedMultiplyAdd(c.weight_decay, p, g) : g;
+  if (velocity) {
+    const M b =
+        c.first_step ? d : fusedMultiplyAdd(c.momentum, *velocity, c.one_minus_dampening * d);
+    *velocity = b;
+    d = c.nesterov ? fusedMultiplyAdd(c.momentum, b, d) : b;
+  }
+  p = fusedMultiplyAdd(-c.lr, d, p);
+}
+
+}  // namespace ds::optimizer_math
