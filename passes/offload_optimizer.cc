@@ -61,16 +61,28 @@ class Offload {
     }
   }
 
+  // A device value goes down to the host as soon as it is made, in its producer's
+  // phase: copies run on the copy stream, so a gradient shard's overlaps the rest of
+  // backward. A value goes up right before its first device reader.
   Value* copied(Value* v, bool to_host, Node* before) {
     auto key = std::make_pair(v, to_host);
     if (auto it = copies_.find(key); it != copies_.end()) return it->second;
+    if (to_host && v->producer() && !v->producer()->onHost()) {
+      before = g_.nextNode(v->producer());
+      Graph::PhaseScope phase(g_, v->producer()->phase());
+      return copies_[key] = addCopy(v, to_host, before);
+    }
     Graph::PhaseScope phase(g_, before->phase());
+    return copies_[key] = addCopy(v, to_host, before);
+  }
+
+  Value* addCopy(Value* v, bool to_host, Node* before) {
     const std::string to = to_host ? "host" : "device";
     Node* copy = g_.addNode("Copy", {v}, {{"to", to}}, {g_.uniqueName(v->name() + "/" + to)},
                             g_.uniqueName(v->name() + "/to_" + to), before);
     copy->setOnHost(false);  // copies are issued by the device's copy engine
     copy->output(0)->setRole(v->role() == Role::Gradient ? Role::Gradient : Role::Activation);
-    return copies_[key] = copy->output(0);
+    return copy->output(0);
   }
 
   Graph& g_;

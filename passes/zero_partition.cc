@@ -409,10 +409,13 @@ void finishZeroStep(Graph& g, const ZeroPartition& p, const std::map<Value*, Val
   for (const ZeroPartition::WriteBack& wb : p.write_back) {
     const std::string& name = wb.master->name();
     Value* value = next.at(wb.master);
+    // Right after the step that updates the master, so that a bucket's gather and
+    // unpacking (and under offload its copy up) overlap the next bucket's step.
+    Node* before = g.nextNode(value->producer());
     const DType dtype = wb.targets.front()->dtype();
     if (value->dtype() != dtype)  // the 16-bit parameters round the f32 masters
       value = g.addNode("Cast", {value}, {{"to", std::string(dtypeName(dtype))}},
-                        {name + "/" + std::string(dtypeName(dtype))}, name + "/round")
+                        {name + "/" + std::string(dtypeName(dtype))}, name + "/round", before)
                   ->output(0);
     if (!wb.all_gather) {
       g.addStateUpdate(wb.targets.front(), value);
@@ -424,11 +427,11 @@ void finishZeroStep(Graph& g, const ZeroPartition& p, const std::map<Value*, Val
     Value* flat = value;
     if (world > 1 || value == next.at(wb.master)) {
       flat = g.addNode("AllGather", {value}, {{"world_size", world}}, {name + "/gathered"},
-                       name + "/all_gather")
+                       name + "/all_gather", before)
                  ->output(0);
       flat->setRole(Role::CommBuffer);
     }
-    std::vector<Value*> values = unpack(g, flat, wb.targets, name, nullptr);
+    std::vector<Value*> values = unpack(g, flat, wb.targets, name, before);
     for (size_t i = 0; i < wb.targets.size(); ++i) g.addStateUpdate(wb.targets[i], values[i]);
   }
   if (!p.accumulated.empty()) resetAccumulators(g, p.accumulated);

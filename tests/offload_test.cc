@@ -25,7 +25,7 @@ const std::string& mlpModel() {
   return path;
 }
 
-nlohmann::json config(int stage, bool offload, bool fp16) {
+nlohmann::json config(int stage, bool offload, bool fp16, int accumulation = 1) {
   nlohmann::json zero = {{"stage", stage},
                          {"reduce_bucket_size", 100},
                          {"stage3_prefetch_bucket_size", 100},
@@ -33,6 +33,7 @@ nlohmann::json config(int stage, bool offload, bool fp16) {
   if (offload) zero["offload_optimizer"] = {{"device", "cpu"}, {"pin_memory", true}};
   nlohmann::json c = {
       {"train_micro_batch_size_per_gpu", 4},
+      {"gradient_accumulation_steps", accumulation},
       {"gradient_clipping", 1.0},
       {"optimizer", {{"type", "AdamW"}, {"params", {{"lr", 1e-2}, {"weight_decay", 0.01}}}}},
       {"zero_optimization", zero}};
@@ -55,18 +56,24 @@ test::TrainedRun train(const std::string& plan, const std::string& tag,
   return test::trainPlan(plan, "offload_" + tag, 5, 0.29, extra);
 }
 
+// Also with gradient accumulation, where stages 2 and 3 accumulate gradient shards
+// on the host every micro-step, and stage 1 reduces once per optimizer step.
 TEST(Offload, TrainsExactlyAsWithoutOffloadAtEveryStageInFp32AndFp16) {
-  for (bool fp16 : {false, true})
-    for (int stage = 1; stage <= 3; ++stage) {
-      const std::string tag = (fp16 ? "fp16_z" : "fp32_z") + std::to_string(stage);
-      SCOPED_TRACE(tag);
-      test::TrainedRun device =
-          train(compile(config(stage, false, fp16), tag + "_device"), tag + "_d");
-      test::TrainedRun host = train(compile(config(stage, true, fp16), tag + "_host"), tag + "_h");
-      ASSERT_EQ(device.metrics.size(), 5u);
-      EXPECT_EQ(host.values("loss"), device.values("loss"));
-      EXPECT_TRUE(host.exported == device.exported) << "the exported models differ";
-    }
+  for (int accumulation : {1, 2})
+    for (bool fp16 : {false, true})
+      for (int stage = 1; stage <= 3; ++stage) {
+        if (accumulation > 1 && !fp16) continue;
+        const std::string tag = (fp16 ? "fp16_z" : "fp32_z") + std::to_string(stage) + "_g" +
+                                std::to_string(accumulation);
+        SCOPED_TRACE(tag);
+        test::TrainedRun device =
+            train(compile(config(stage, false, fp16, accumulation), tag + "_device"), tag + "_d");
+        test::TrainedRun host =
+            train(compile(config(stage, true, fp16, accumulation), tag + "_host"), tag + "_h");
+        ASSERT_EQ(device.metrics.size(), 5u);
+        EXPECT_EQ(host.values("loss"), device.values("loss"));
+        EXPECT_TRUE(host.exported == device.exported) << "the exported models differ";
+      }
 }
 
 TEST(Offload, OptimizerStateLivesOnTheHostAndTheUpdateRunsThere) {
@@ -86,19 +93,44 @@ TEST(Offload, OptimizerStateLivesOnTheHostAndTheUpdateRunsThere) {
   // The device holds that much less; the host holds it.
   EXPECT_LE(host.plan.persistent_bytes(), device.plan.persistent_bytes() - optimizer_state);
   EXPECT_GE(host.plan.rank_cost().host_bytes(), optimizer_state);
-  int updates = 0, copies = 0;
-  for (const planpb::Step& s : host.plan.ranks(0).steps()) {
+  int updates = 0, copies = 0, shards_down = 0;
+  const auto& steps = host.plan.ranks(0).steps();
+  for (int i = 0; i < steps.size(); ++i) {
+    const planpb::Step& s = steps[i];
     if (s.op() == "AdamStep") {
       EXPECT_EQ(host.plan.streams(s.stream()), "host") << s.node();
       ++updates;
     }
-    if (s.op() == "Copy") {
-      EXPECT_EQ(host.plan.streams(s.stream()), "copy") << s.node();
-      ++copies;
-    }
+    if (s.op() != "Copy") continue;
+    EXPECT_EQ(host.plan.streams(s.stream()), "copy") << s.node();
+    ++copies;
+    // A gradient shard goes down as soon as its ReduceScatter made it, to overlap
+    // the rest of backward.
+    if (i > 0 && steps[i - 1].op() == "ReduceScatter" && steps[i - 1].outputs(0) == s.inputs(0))
+      ++shards_down;
   }
   EXPECT_GT(updates, 0);
   EXPECT_GT(copies, 2 * updates) << "gradients go down and parameters come up";
+  int scatters = 0;
+  for (const planpb::Step& s : steps) scatters += s.op() == "ReduceScatter";
+  EXPECT_EQ(shards_down, scatters);
+}
+
+// Each bucket's updated masters are gathered (and unpacked) right after its own
+// step, so that the gather overlaps the next bucket's step; under offload the
+// rounded parameters go up right after their host step.
+TEST(Offload, EachBucketIsWrittenBackRightAfterItsStep) {
+  for (bool offload : {false, true}) {
+    SCOPED_TRACE(offload ? "offload" : "device");
+    PlanFile plan = readPlanFile(compile(config(1, offload, true), offload ? "wb_host" : "wb_dev"));
+    std::string order;  // S: a bucket's step, G: an AllGather of the optimizer step
+    for (const planpb::Step& s : plan.plan.ranks(0).steps()) {
+      if (s.op() == "AdamStep") order += 'S';
+      if (s.op() == "AllGather" && s.phase() == planpb::OPTIMIZER_STEP) order += 'G';
+    }
+    ASSERT_GE(order.size(), 4u) << "two buckets or more";
+    for (size_t i = 0; i < order.size(); i += 2) EXPECT_EQ(order.substr(i, 2), "SG") << order;
+  }
 }
 
 TEST(Offload, CheckpointsKeepTheHostStateAndResumeExactly) {
