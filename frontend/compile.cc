@@ -173,7 +173,7 @@ void addTraining(Graph& g, const CompileOptions& o, const DsConfig& config) {
   if (config.fp16 || config.bf16) {
     convertToMixedPrecision(g, config.fp16 ? DType::F16 : DType::BF16, loss);
     // Tensor-core rows: before autodiff, which differentiates the padding.
-    runPasses(g, {"pad-products"}, passOptions(o));
+    runPasses(g, {"pad-products", "fuse-loss-padding"}, passOptions(o));
   }
   Value* seed = divisor > 1 ? scaleLoss(g, loss, divisor) : loss;
   LossScaling scaling;

@@ -12,6 +12,7 @@
 #include "passes/fold_transpose.h"
 #include "passes/fuse_attention.h"
 #include "passes/fuse_gelu.h"
+#include "passes/fuse_loss_padding.h"
 #include "passes/fuse_optimizer_casts.h"
 #include "passes/fuse_relu_grad.h"
 #include "passes/pad_products.h"
@@ -39,6 +40,10 @@ const std::vector<PassInfo>& allPasses() {
        "pad a 16-bit MatMul's rows to a multiple of 64 columns when they are not 16-byte "
        "aligned (GPT-2's vocabulary), slicing the output back",
        padProducts, true},
+      {"fuse-loss-padding",
+       "make a cross-entropy loss over pad-products' sliced logits read the padded ones "
+       "(no SliceGrad)",
+       fuseLossPadding, true},
       {"fuse-relu-grad",
        "make a BatchNormalizationGrad apply the gradient of the Relu after its BatchNorm",
        fuseReluIntoBatchNormGrad, true},

@@ -21,7 +21,8 @@ std::optional<FeedRange> rangeFromStep(const PlanFile& plan, const planpb::Step&
   if (step.op() == "SoftmaxCrossEntropyLoss" && slot == 1) {
     TensorType scores = plan.tensorType(step.inputs(0));        // [N, C, d...]
     int64_t ignore = intAttr(step, "ignore_index", INT64_MIN);  // INT64_MIN: unset
-    return FeedRange{scores.shape.at(1),
+    const int64_t classes = intAttr(step, "classes", 0);        // of padded scores
+    return FeedRange{classes > 0 ? classes : scores.shape.at(1),
                      ignore == INT64_MIN ? std::nullopt : std::optional<int64_t>(ignore), reader};
   }
   if (step.op() == "Gather" && slot == 1) {

@@ -195,6 +195,9 @@ std::vector<OpCase> nnCases() {
       {"SoftmaxCrossEntropyLoss",
        "input %x0 : f32[2,3,2]\n const %t : i32[2,2] = [0, 2, 1, 1]\n"
        " %y = SoftmaxCrossEntropyLoss(%x0, %t) {reduction = \"sum\"} : f32[] @n"},
+      {"SoftmaxCrossEntropyLoss",  // padded scores: the first 5 of 8 classes
+       "input %x0 : f32[4,8]\n const %t : i64[4] = [4, 0, 2, 1]\n"
+       " %y = SoftmaxCrossEntropyLoss(%x0, %t) {classes = 5} : f32[] @n"},
       {"SoftmaxCrossEntropyLoss",
        "input %x0 : f32[3,4]\n const %t : i64[3] = [3, 0, 3]\n"
        " %y = SoftmaxCrossEntropyLoss(%x0, %t) {reduction = \"none\"} : f32[3] @n"},
@@ -584,6 +587,10 @@ std::vector<OpCase> crossEntropyCases16(const std::string& t) {
         const %t : i64[5] = [0, 2, 1, 2, 3]
         const %w : f32[4] = [1.0, 0.5, 2.0, 1.5]
         %l, %y = SoftmaxCrossEntropyLoss(%x0, %t, %w) {ignore_index = 1} : f32[], T[5,4] @n)"},
+      // Padded scores (pad-products' logits read by fuse-loss-padding): 300 of 320.
+      {"SoftmaxCrossEntropyLoss", R"(input %x0 : T[6,320]
+        const %t : i64[6] = [0, 299, 17, 150, 3, 298]
+        %y = SoftmaxCrossEntropyLoss(%x0, %t) {classes = 300} : f32[] @n)"},
       {"SoftmaxCrossEntropyLoss", R"(input %x0 : T[2,5,70]
         const %t : i64[2,70] = [)" + labelList(140, 5) +
                                       R"(]

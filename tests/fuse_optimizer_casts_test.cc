@@ -147,11 +147,7 @@ TEST(FuseOptimizerCasts, PlansTrainToTheBitAsWithoutThePass) {
     // Losses, loss scales and the exported f32 masters after 6 steps.
     test::TrainedRun fused = test::trainPlan(fused_plan, "fuse_casts_" + tag + "_fused", 6, 0.41);
     test::TrainedRun plain = test::trainPlan(plain_plan, "fuse_casts_" + tag + "_plain", 6, 0.41);
-    ASSERT_EQ(fused.metrics.size(), 6u);
-    EXPECT_EQ(fused.values("loss"), plain.values("loss"));
-    EXPECT_EQ(fused.values("loss_scale"), plain.values("loss_scale"));
-    EXPECT_FALSE(fused.exported.empty());
-    EXPECT_TRUE(fused.exported == plain.exported) << "exported masters differ";
+    test::expectSameTraining(fused, plain, 6);
 
     // The fused plan has no f32 gradient copy: every AdamStep of an f32 master
     // reads a 16-bit gradient (offloaded: the 16-bit gradient goes down to the host).

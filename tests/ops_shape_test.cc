@@ -487,6 +487,20 @@ TEST_F(OpsShapeTest, DropoutAndLoss) {
   fails("SoftmaxCrossEntropyLoss", {f32({4, 10}), f32({4})});
   fails("SoftmaxCrossEntropyLoss", {f32({4, 10}), i64({4}), f32({4})});
   fails("SoftmaxCrossEntropyLoss", {f32({4, 10}), i64({4})}, {{"reduction", std::string("avg")}});
+  // classes: the first of the class axis's scores take part; the rest is padding.
+  EXPECT_EQ(sce({4, 16}, {4}, {{"classes", int64_t{10}}}), F({}));
+  EXPECT_TRUE(
+      has(fails("SoftmaxCrossEntropyLoss", {f32({4, 16}), i64({4})}, {{"classes", int64_t{17}}}),
+          "must lie in [0, 16]"));
+  EXPECT_TRUE(has(fails("SoftmaxCrossEntropyLoss", {f32({4, 16}), i64({4}), f32({16})},
+                        {{"classes", int64_t{10}}}),
+                  "takes no class weights"));
+  EXPECT_TRUE(
+      has(fails("SoftmaxCrossEntropyLoss", {f32({4, 16}), i64({4})}, {{"classes", int64_t{10}}}, 2),
+          "has no log_prob"));
+  EXPECT_EQ(infer("SoftmaxCrossEntropyLossGrad", {f32({}), f32({4, 16}), i64({4})},
+                  {{"classes", int64_t{10}}}),
+            F({4, 16}));
 }
 
 // Shards split axis 0 into world_size equal parts (contiguous in the flat buffer).

@@ -189,6 +189,16 @@ struct TrainedRun {
   }
 };
 
+// Two runs trained the same, to the bit: every step's loss, loss scale and
+// gradient norm, and the exported weights.
+inline void expectSameTraining(const TrainedRun& a, const TrainedRun& b, size_t steps) {
+  ASSERT_EQ(a.metrics.size(), steps);
+  for (const char* key : {"loss", "loss_scale", "grad_norm"})
+    EXPECT_EQ(a.values(key), b.values(key)) << key;
+  EXPECT_FALSE(a.exported.empty());
+  EXPECT_TRUE(a.exported == b.exported) << "the exported weights differ";
+}
+
 inline TrainedRun trainPlan(const std::string& plan, const std::string& tag, int steps,
                             double phase, const std::string& extra = "") {
   const std::string metrics = scratch(tag + ".jsonl");

@@ -142,6 +142,7 @@ void inferCrossEntropy(InferContext& ctx) {
   }
   const std::string& reduction = ctx.node().s("reduction");
   requireOneOf(ctx, "reduction", reduction, {"none", "mean", "sum"});
+  checkPaddedClasses(ctx, 0, 2, 1);
   ctx.setOutput(0, loss, reduction == "none" ? per_sample : Shape{});
   if (ctx.numOutputs() > 1) ctx.setOutput(1, ctx.input(0));
 }
@@ -153,7 +154,8 @@ OpSchema crossEntropy() {
   s.max_inputs = 3;
   s.max_outputs = 2;
   s.attrs = {{"ignore_index", AttrKind::Int, std::numeric_limits<int64_t>::min()},
-             {"reduction", AttrKind::String, std::string("mean")}};
+             {"reduction", AttrKind::String, std::string("mean")},
+             {"classes", AttrKind::Int, int64_t{0}}};  // checkPaddedClasses
   s.infer = inferCrossEntropy;
   return s;
 }

@@ -236,6 +236,15 @@ DType crossEntropyLossDType(DType scores) {
   return scores == DType::F16 || scores == DType::BF16 ? DType::F32 : scores;
 }
 
+void checkPaddedClasses(InferContext& ctx, size_t scores, size_t weights, size_t max_outputs) {
+  const int64_t classes = ctx.node().i("classes"), c = ctx.shape(scores)[1];
+  if (classes < 0 || classes > c)
+    ctx.fail("classes ", classes, " must lie in [0, ", c, "] (the class axis)");
+  if (classes == 0 || classes == c) return;
+  if (ctx.hasInput(weights)) ctx.fail("classes ", classes, " < ", c, " takes no class weights");
+  if (ctx.numOutputs() > max_outputs) ctx.fail("classes ", classes, " < ", c, " has no log_prob");
+}
+
 int64_t softmaxMaskRows(const Shape& x, const Shape& mask) {
   if (x.empty() || mask.empty() || mask.size() > x.size() || mask.back() != x.back()) return 0;
   for (size_t d = 0; d + 2 < mask.size(); ++d)

@@ -101,4 +101,11 @@ int64_t softmaxMaskRows(const Shape& x, const Shape& mask);
 // the logits, GPT-2's [8192, 50257]), the scores' dtype otherwise.
 DType crossEntropyLossDType(DType scores);
 
+// SoftmaxCrossEntropyLoss(Grad)'s `classes` (a dscompile extension, 0: the whole
+// class axis): only the first `classes` scores along the class axis take part in
+// the loss, the rest is padding (pad-products' 16-byte-aligned logits) whose
+// gradient is 0. Checks 0 <= classes <= C and, when it pads, no class weights
+// (input `weights`) nor log_prob (more than `max_outputs` outputs).
+void checkPaddedClasses(InferContext& ctx, size_t scores, size_t weights, size_t max_outputs);
+
 }  // namespace ds

@@ -151,10 +151,12 @@ OpSchema crossEntropyGrad() {
   s.min_inputs = 3;
   s.max_inputs = 4;
   s.attrs = {{"ignore_index", AttrKind::Int, std::numeric_limits<int64_t>::min()},
-             {"reduction", AttrKind::String, std::string("mean")}};
+             {"reduction", AttrKind::String, std::string("mean")},
+             {"classes", AttrKind::Int, int64_t{0}}};  // checkPaddedClasses
   s.infer = [](InferContext& ctx) {
     requireFloat(ctx, 1);
     requireRank(ctx, 1, 2, kAnyRank);
+    checkPaddedClasses(ctx, 1, 3, 1);
     const DType loss_dtype = crossEntropyLossDType(ctx.dtype(1));
     if (ctx.dtype(0) != loss_dtype)
       ctx.fail("dLoss has dtype ", dtypeName(ctx.dtype(0)), "; it must be ", dtypeName(loss_dtype));

@@ -5,6 +5,8 @@
 // divided by the summed weights of the non-ignored samples ("mean", the forward
 // kernel's normaliser in loss.cc). Ignored samples (label == ignore_index; the
 // IR's INT64_MIN means unset) get zeros; other labels outside [0, C) fail the step.
+// With `classes` (padded scores), only the first `classes` scores of a sample
+// count; the padding's gradient is 0.
 #include <algorithm>
 #include <cmath>
 #include <limits>
@@ -26,6 +28,7 @@ class CrossEntropyGradKernel : public CpuKernel {
     n_ = s[0];
     c_ = s[1];
     d_ = n_ * c_ == 0 ? 0 : ctx.input(1).numel() / (n_ * c_);
+    classes_ = ctx.i("classes") > 0 ? ctx.i("classes") : c_;
     ignore_ = ctx.i("ignore_index");
     const std::string& red = ctx.s("reduction");
     reduction_ = red == "none" ? Reduction::None : red == "sum" ? Reduction::Sum : Reduction::Mean;
@@ -42,12 +45,12 @@ class CrossEntropyGradKernel : public CpuKernel {
     for (int64_t s = 0; s < samples; ++s) {
       int64_t label = labelAt(ctx, s);
       if (ignored(label)) continue;
-      if (label < 0 || label >= c_)
+      if (label < 0 || label >= classes_)
         ++bad;
       else
         weight_sum += weights ? static_cast<double>(weights[label]) : 1.0;
     }
-    if (bad > 0) ctx.fail(bad, " labels lie outside [0, ", c_, ") and are not ignore_index");
+    if (bad > 0) ctx.fail(bad, " labels lie outside [0, ", classes_, ") and are not ignore_index");
     double scalar = reduction_ == Reduction::None ? 0.0 : static_cast<double>(dloss[0]);
     if (reduction_ == Reduction::Mean) scalar /= weight_sum;
 #pragma omp parallel for schedule(static)
@@ -75,21 +78,22 @@ class CrossEntropyGradKernel : public CpuKernel {
       return;
     }
     double mx = -std::numeric_limits<double>::infinity();
-    for (int64_t c = 0; c < c_; ++c) mx = std::max(mx, static_cast<double>(xs[c * d_]));
+    for (int64_t c = 0; c < classes_; ++c) mx = std::max(mx, static_cast<double>(xs[c * d_]));
     double sum = 0.0;
-    for (int64_t c = 0; c < c_; ++c) sum += std::exp(xs[c * d_] - mx);
+    for (int64_t c = 0; c < classes_; ++c) sum += std::exp(xs[c * d_] - mx);
     double scale = g * (weights ? static_cast<double>(weights[label]) : 1.0);
-    for (int64_t c = 0; c < c_; ++c) {
+    for (int64_t c = 0; c < classes_; ++c) {
       double p = std::exp(xs[c * d_] - mx) / sum;
       dxs[c * d_] = static_cast<T>(scale * (p - (c == label ? 1.0 : 0.0)));
     }
+    for (int64_t c = classes_; c < c_; ++c) dxs[c * d_] = T(0);  // padding
   }
 
   int64_t labelAt(const KernelContext& ctx, int64_t s) const {
     return labels32_ ? ctx.input(2).as<int32_t>()[s] : ctx.input(2).as<int64_t>()[s];
   }
 
-  int64_t n_ = 0, c_ = 0, d_ = 0, ignore_ = kUnsetIgnore;
+  int64_t n_ = 0, c_ = 0, d_ = 0, classes_ = 0, ignore_ = kUnsetIgnore;
   Reduction reduction_ = Reduction::Mean;
   bool labels32_ = false;
 };

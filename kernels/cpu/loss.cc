@@ -5,6 +5,7 @@
 // "mean" divides the summed loss by the summed weights of the samples that are
 // not ignored (their count without weights), as the ONNX definition does; when
 // every sample is ignored that is 0/0 = NaN, as in the ONNX reference and PyTorch.
+// With `classes` (padded scores), only the first `classes` scores of a sample count.
 #include <cmath>
 #include <limits>
 
@@ -24,6 +25,7 @@ class CrossEntropyKernel : public CpuKernel {
     n_ = s[0];
     c_ = s[1];
     d_ = n_ * c_ == 0 ? 0 : ctx.input(0).numel() / (n_ * c_);
+    classes_ = ctx.i("classes") > 0 ? ctx.i("classes") : c_;
     ignore_ = ctx.i("ignore_index");
     const std::string& red = ctx.s("reduction");
     reduction_ = red == "none" ? Reduction::None : red == "sum" ? Reduction::Sum : Reduction::Mean;
@@ -51,7 +53,7 @@ class CrossEntropyKernel : public CpuKernel {
       int64_t label = labelAt(ctx, s);
       double l = 0.0, w = 0.0;
       if (label != ignore_ || ignore_ == kUnsetIgnore) {
-        if (label < 0 || label >= c_) {
+        if (label < 0 || label >= classes_) {
           ++bad;
         } else {
           w = weights ? static_cast<double>(weights[label]) : 1.0;
@@ -62,7 +64,7 @@ class CrossEntropyKernel : public CpuKernel {
       total += l;
       weight_sum += w;
     }
-    if (bad > 0) ctx.fail(bad, " labels lie outside [0, ", c_, ") and are not ignore_index");
+    if (bad > 0) ctx.fail(bad, " labels lie outside [0, ", classes_, ") and are not ignore_index");
     if (reduction_ == Reduction::Sum) loss[0] = static_cast<T>(total);
     if (reduction_ == Reduction::Mean) loss[0] = static_cast<T>(total / weight_sum);
   }
@@ -72,9 +74,9 @@ class CrossEntropyKernel : public CpuKernel {
 
   double logSumExp(const T* xs) const {
     double mx = -std::numeric_limits<double>::infinity();
-    for (int64_t c = 0; c < c_; ++c) mx = std::max(mx, static_cast<double>(xs[c * d_]));
+    for (int64_t c = 0; c < classes_; ++c) mx = std::max(mx, static_cast<double>(xs[c * d_]));
     double sum = 0.0;
-    for (int64_t c = 0; c < c_; ++c) sum += std::exp(xs[c * d_] - mx);
+    for (int64_t c = 0; c < classes_; ++c) sum += std::exp(xs[c * d_] - mx);
     return mx + std::log(sum);
   }
 
@@ -82,7 +84,7 @@ class CrossEntropyKernel : public CpuKernel {
     return labels32_ ? ctx.input(1).as<int32_t>()[s] : ctx.input(1).as<int64_t>()[s];
   }
 
-  int64_t n_ = 0, c_ = 0, d_ = 0, ignore_ = kUnsetIgnore;
+  int64_t n_ = 0, c_ = 0, d_ = 0, classes_ = 0, ignore_ = kUnsetIgnore;
   Reduction reduction_ = Reduction::Mean;
   bool labels32_ = false;
 };

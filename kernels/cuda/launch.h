@@ -173,6 +173,7 @@ void layerNormBackward(DType t, const void* dy, const void* x, const float* scal
 // ---- reduce.cu: cross-entropy ----
 struct CrossEntropyArgs {
   int64_t n = 0, c = 0, d = 0;  // scores [n, c, d]
+  int64_t classes = 0;          // the first `classes` of c take part (padded scores)
   int64_t ignore_index = INT64_MIN;
   int reduction = 2;  // 0 none, 1 sum, 2 mean
   bool labels32 = false;

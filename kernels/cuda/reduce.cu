@@ -620,7 +620,7 @@ __device__ inline void writeSampleLoss(const CrossEntropyArgs& a, const S* xs, d
   const int64_t label = labelAt(a, labels, s);
   double l = 0.0, w = 0.0;
   if (!ignored(a, label)) {
-    if (label < 0 || label >= a.c) {
+    if (label < 0 || label >= a.classes) {
       l = NAN;
     } else {
       w = weights ? static_cast<double>(weights[label]) : 1.0;
@@ -646,31 +646,36 @@ __device__ inline double gradScale(const CrossEntropyArgs& a, const float* dloss
                                    const float* weights, int64_t s, const double* weight_sum) {
   double g = a.reduction == 0 ? dloss[s] : dloss[0];
   if (a.reduction == 2) g /= *weight_sum;
-  if (label < 0 || label >= a.c) g = NAN;
-  return g * (weights && label >= 0 && label < a.c ? weights[label] : 1.0);
+  if (label < 0 || label >= a.classes) g = NAN;
+  return g * (weights && label >= 0 && label < a.classes ? weights[label] : 1.0);
 }
 
-// dScores of sample s over classes first, first + step, ...
+// dScores of sample s over classes first, first + step, ... (0 for the padding
+// after a.classes).
 template <typename S>
 __device__ inline void writeSampleGrad(const CrossEntropyArgs& a, const S* xs, double lse,
                                        double scale, int64_t label, S* dxs, int64_t first,
                                        int64_t step) {
   const auto lse_f = static_cast<float>(lse);
   for (int64_t c = first; c < a.c; c += step)
-    dxs[c * a.d] = fromFloat<S>(static_cast<float>(
-        scale * (expf(toFloat(xs[c * a.d]) - lse_f) - (c == label ? 1.0 : 0.0))));
+    dxs[c * a.d] =
+        c < a.classes
+            ? fromFloat<S>(static_cast<float>(
+                  scale * (expf(toFloat(xs[c * a.d]) - lse_f) - (c == label ? 1.0 : 0.0))))
+            : fromFloat<S>(0.0f);
 }
 
 // log Σ_c exp(scores of sample s), over the block.
 template <typename S>
 __device__ inline double logSumExp(const CrossEntropyArgs& a, const S* xs, double* shared) {
   double m = -INFINITY;
-  for (int64_t c = threadIdx.x; c < a.c; c += blockDim.x)
+  for (int64_t c = threadIdx.x; c < a.classes; c += blockDim.x)
     m = fmax(m, static_cast<double>(toFloat(xs[c * a.d])));
   m = blockMax(m, shared);
   const auto mf = static_cast<float>(m);  // a score: exact
   double sum = 0.0;
-  for (int64_t c = threadIdx.x; c < a.c; c += blockDim.x) sum += expf(toFloat(xs[c * a.d]) - mf);
+  for (int64_t c = threadIdx.x; c < a.classes; c += blockDim.x)
+    sum += expf(toFloat(xs[c * a.d]) - mf);
   return m + ::log(blockSum(sum, shared));
 }
 
@@ -696,7 +701,8 @@ __device__ inline double tileLogSumExp(const CrossEntropyArgs& a, const S* xs, b
   const int lane = threadIdx.x, group = threadIdx.y;
   double m = -INFINITY;
   if (valid)
-    for (int64_t c = group; c < a.c; c += 8) m = fmax(m, static_cast<double>(toFloat(xs[c * a.d])));
+    for (int64_t c = group; c < a.classes; c += 8)
+      m = fmax(m, static_cast<double>(toFloat(xs[c * a.d])));
   shared[group][lane] = m;
   __syncthreads();
   m = -INFINITY;
@@ -705,7 +711,7 @@ __device__ inline double tileLogSumExp(const CrossEntropyArgs& a, const S* xs, b
   const auto mf = static_cast<float>(m);  // a score: exact
   double sum = 0.0;
   if (valid)
-    for (int64_t c = group; c < a.c; c += 8) sum += expf(toFloat(xs[c * a.d]) - mf);
+    for (int64_t c = group; c < a.classes; c += 8) sum += expf(toFloat(xs[c * a.d]) - mf);
   shared[group][lane] = sum;
   __syncthreads();
   sum = 0.0;
@@ -767,7 +773,7 @@ __global__ void crossEntropyWeightKernel(CrossEntropyArgs a, const void* labels,
   for (int64_t s = threadIdx.x; s < a.n * a.d; s += blockDim.x) {
     int64_t label = labelAt(a, labels, s);
     if (ignored(a, label)) continue;
-    if (label < 0 || label >= a.c)
+    if (label < 0 || label >= a.classes)
       w += NAN;
     else
       w += weights ? static_cast<double>(weights[label]) : 1.0;

@@ -305,6 +305,7 @@ CrossEntropyArgs crossEntropyArgs(const KernelContext& ctx, const TensorView& sc
   a.n = s[0];
   a.c = s[1];
   a.d = a.n * a.c == 0 ? 0 : scores.numel() / (a.n * a.c);
+  a.classes = ctx.i("classes") > 0 ? ctx.i("classes") : a.c;
   a.ignore_index = ctx.i("ignore_index");
   const std::string& red = ctx.s("reduction");
   a.reduction = red == "none" ? 0 : red == "sum" ? 1 : 2;
