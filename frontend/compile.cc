@@ -131,6 +131,14 @@ ZeroOptions zeroOptions(const DsConfig& c, int64_t world_size) {
   count("stage3_param_persistence_threshold", &z.param_persistence_threshold);
   count("stage3_max_live_parameters", &z.max_live_parameters);
   count("stage3_max_reuse_distance", &z.max_reuse_distance);
+  // Stage 3 steps the optimizer in sub-groups of at most sub_group_size elements per
+  // rank (DeepSpeed's default 1e9); a stage-3 bucket is the unit dscompile steps
+  // (one update per bucket shard), so the sub-group size caps its shard.
+  int64_t sub_group = 1'000'000'000;
+  count("sub_group_size", &sub_group);
+  DS_CHECK(sub_group >= 1, "zero_optimization.sub_group_size: must be >= 1");
+  if (z.stage == 3 && sub_group < z.prefetch_bucket_elements / z.world_size)
+    z.prefetch_bucket_elements = sub_group * z.world_size;
   DS_CHECK(z.reduce_bucket_elements >= 1, "zero_optimization.reduce_bucket_size: must be >= 1");
   z.prefetch = z.prefetch_bucket_elements > 0;  // 0: no prefetching, as in DeepSpeed
   z.prefetch_bucket_elements = std::max<int64_t>(1, z.prefetch_bucket_elements);

@@ -92,7 +92,7 @@ const std::vector<Key>& zeroKeys() {
       {"contiguous_gradients", Type::Bool, kUsed},
       {"offload_optimizer", Type::Object, kUsed, kNoAuto, offloadKeys()},
       {"offload_param", Type::Object, kIgnored, kNoAuto, offloadKeys()},
-      {"sub_group_size", Type::Number, kIgnored},
+      {"sub_group_size", Type::Number, kUsed},
       {"stage3_prefetch_bucket_size", Type::Number, kUsed, kAuto},
       {"stage3_param_persistence_threshold", Type::Number, kUsed, kAuto},
       {"stage3_max_live_parameters", Type::Number, kUsed},

@@ -116,6 +116,7 @@ PlanFile readPlanFile(const std::string& path) {
   try {
     verifyPlanCollectives(f);
     verifyPlanStreams(f);
+    verifyPlanMemoryOrder(f);
   } catch (const Error& e) {
     throw makeError(path, ": ", e.what());
   }

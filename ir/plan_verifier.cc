@@ -1,10 +1,12 @@
 #include "ir/plan_verifier.h"
 
+#include <algorithm>
 #include <map>
 #include <sstream>
 #include <vector>
 
 #include "ir/error.h"
+#include "ir/stream_order.h"
 
 namespace ds {
 namespace {
@@ -89,6 +91,26 @@ void verifyPlanStreams(const PlanFile& plan) {
                " records event ", step.record_event(), " a second time");
     }
   }
+}
+
+void verifyPlanMemoryOrder(const PlanFile& plan) {
+  if (plan.plan.streams_size() <= 1) return;  // one stream runs in order
+  for (const planpb::RankPlan& rank : plan.plan.ranks())
+    for (bool optimizer_run : {true, false}) {
+      StreamOrder order(plan, rank, optimizer_run);
+      for (int i = 0; i < rank.steps_size(); ++i) {
+        if (!order.runs(i)) continue;
+        for (int before : order.hazards(i))
+          if (before >= 0) {
+            const planpb::Step &writer = rank.steps(i), &user = rank.steps(before);
+            throw makeError("plan: rank ", rank.rank(), " step '", writer.node(), "' (",
+                            writer.op(), ") writes bytes that step '", user.node(), "' (",
+                            user.op(), ") on stream '", plan.plan.streams(user.stream()),
+                            "' may still be using: no event orders them");
+          }
+        order.commit(i);
+      }
+    }
 }
 
 }  // namespace ds

@@ -7,7 +7,7 @@
 // multiply-add is an explicit fused multiply-add: the CPU build never contracts
 // (ISO C++), nvcc does, so nothing is left to contract. Division and square root
 // are IEEE's on both. The per-step scalars (bias corrections) are computed in
-// double once and rounded to M.
+// double once, with the same operations on both, and rounded to M.
 #pragma once
 
 #include <cmath>
@@ -44,12 +44,15 @@ DS_HOST_DEVICE inline M squareRoot(M x) {
 #endif
 }
 
-DS_HOST_DEVICE inline double power(double x, double y) {
-#if defined(__CUDA_ARCH__)
-  return pow(x, y);
-#else
-  return std::pow(x, y);
-#endif
+// x^n for a step count n >= 0 by repeated squaring: IEEE multiplies only, so host
+// and device agree to the bit (their pow functions may differ in the last place).
+DS_HOST_DEVICE inline double power(double x, long long n) {
+  double result = 1.0;
+  for (; n > 0; n >>= 1) {
+    if (n & 1) result *= x;
+    x *= x;
+  }
+  return result;
 }
 
 // One step's Adam scalars.
@@ -65,7 +68,7 @@ struct AdamCoefficients {
 template <typename M>
 DS_HOST_DEVICE inline AdamCoefficients<M> adamCoefficients(double lr, double b1, double b2,
                                                            double eps, double weight_decay,
-                                                           double step, bool bias_correction) {
+                                                           long long step, bool bias_correction) {
   const double bc1 = bias_correction ? 1 - power(b1, step) : 1.0;
   const double bc2 = bias_correction ? 1 - power(b2, step) : 1.0;
   AdamCoefficients<M> c;

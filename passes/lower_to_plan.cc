@@ -1,5 +1,6 @@
 #include "passes/lower_to_plan.h"
 
+#include <algorithm>
 #include <map>
 #include <set>
 #include <unordered_map>
@@ -7,6 +8,7 @@
 #include "ir/error.h"
 #include "ir/op_registry.h"
 #include "ir/plan_verifier.h"
+#include "ir/stream_order.h"
 #include "passes/offload_optimizer.h"
 #include "passes/rank_cost.h"
 
@@ -169,11 +171,26 @@ class Lowering {
     for (int32_t e : waits) r->mutable_steps(at)->add_wait_events(e);
   }
 
+  // A step writing bytes that a step on another stream may still be using waits
+  // for it. The memory plan reuses an asynchronous op's input only after a reader
+  // of its result, which waits for it, so this seldom adds a wait; it makes every
+  // reuse safe (verifyPlanMemoryOrder proves it).
+  void orderReuse(planpb::RankPlan* r, int at, const StreamOrder& order) {
+    for (int before : order.hazards(at)) {
+      if (before < 0) continue;
+      const int32_t e = eventOf(r, before);
+      const auto& waits = r->steps(at).wait_events();
+      if (std::find(waits.begin(), waits.end(), e) == waits.end())
+        r->mutable_steps(at)->add_wait_events(e);
+    }
+  }
+
   void emitRank(int32_t rank) {
     planpb::RankPlan* r = f_.plan.add_ranks();
     r->set_rank(rank);
     std::map<int32_t, int> producer;        // tensor -> the step writing it
     std::map<int32_t, int> last_on_stream;  // stream -> its latest step
+    StreamOrder optimizer_run(f_, *r, true), micro_run(f_, *r, false);
     for (const auto& n : g_.nodes()) {
       const int at = r->steps_size();
       planpb::Step* s = r->add_steps();
@@ -188,7 +205,14 @@ class Lowering {
       for (size_t i = 0; i < n->numInputs(); ++i)
         s->add_inputs(n->hasInput(i) ? index_.at(n->input(i)) : -1);
       for (const Value* v : n->outputs()) s->add_outputs(index_.at(v));
-      if (f_.plan.streams_size() > 1) addWaits(r, at, *n, producer, last_on_stream);
+      if (f_.plan.streams_size() > 1) {
+        addWaits(r, at, *n, producer, last_on_stream);
+        for (StreamOrder* order : {&optimizer_run, &micro_run})
+          if (order->runs(at)) {
+            orderReuse(r, at, *order);
+            order->commit(at);
+          }
+      }
       for (const Value* v : n->outputs()) producer[index_.at(v)] = at;
       last_on_stream[r->steps(at).stream()] = at;
     }
@@ -209,6 +233,7 @@ PlanFile lowerToPlan(const Graph& graph, const MemoryPlan& memory, const LowerOp
   PlanFile plan = Lowering(graph, memory).run(options);
   verifyPlanCollectives(plan);
   verifyPlanStreams(plan);
+  verifyPlanMemoryOrder(plan);
   return plan;
 }
 

@@ -24,17 +24,24 @@ struct Buffer {
   int64_t first = 0, last = 0;
 };
 
-// A collective runs on the communication stream and overlaps the compute steps
-// after it until the first step that reads its result waits for it (lowering's
-// events), so its inputs stay live until then: no compute step in between may
-// reuse their bytes. A result nothing reads is waited for at the end of the run.
+bool isAsynchronous(const Node& n) {
+  return isCollectiveOp(n.op()) || n.op() == "Copy";
+}
+
+// A collective (or offload's Copy) runs on a stream of its own and overlaps the
+// compute steps after it until the first compute step that reads its result waits
+// for it (lowering's events), so its inputs stay live until then: no compute step
+// in between may reuse their bytes. Readers on other streams (a Copy of the
+// result, a host step) order nothing on the compute stream, so they do not count;
+// a result no compute step reads is waited for at the end of the run.
 void extendCollectiveInputs(const Graph& g, const std::map<const Node*, int64_t>& index,
                             int64_t end, std::unordered_map<const Value*, Allocation>& live) {
   for (const auto& n : g.nodes()) {
-    if (!isCollectiveOp(n->op()) && n->op() != "Copy") continue;  // the asynchronous ops
+    if (!isAsynchronous(*n)) continue;
     int64_t done = end;
     for (const Value* out : n->outputs())
-      for (const Node* user : out->users()) done = std::min(done, index.at(user));
+      for (const Node* user : out->users())
+        if (!isAsynchronous(*user) && !user->onHost()) done = std::min(done, index.at(user));
     for (const Value* in : n->inputs())
       if (auto it = live.find(in); it != live.end())
         it->second.last_step = std::max(it->second.last_step, done);

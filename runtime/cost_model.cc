@@ -237,7 +237,7 @@ StepCost stepCost(const PlanFile& plan, const planpb::Step& step, const DevicePr
     c.seconds = device.launch_seconds + moved / device.pcie_bytes_per_s;
     return c;
   }
-  if (onHostStream(plan, step)) {  // offload's host steps, in double on the CPU cores
+  if (onHostStream(plan, step)) {  // offload's host steps, on the CPU cores
     c.seconds =
         device.host_step_seconds + std::max(c.flops / device.host_flops,
                                             static_cast<double>(c.bytes) / device.host_bytes_per_s);

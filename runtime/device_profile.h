@@ -24,9 +24,9 @@ struct DeviceProfile {
   double network_latency_seconds = 0;  // per ring hop
   int gpus_per_node = 1;
   // The host, for optimizer offload: one GPU's share of the node's CPU cores
-  // (f64 FLOP/s: host steps compute in double) and memory bandwidth, the PCIe link
-  // between that GPU and host memory (per direction) and the cost of one host step
-  // (a callback the stream runs).
+  // (f64 FLOP/s, a conservative rate for the host's f32 updates) and memory bandwidth, the PCIe
+  // link between that GPU and host memory (per direction) and the cost of one host step (a callback
+  // the stream runs).
   double host_flops = 0;
   double host_bytes_per_s = 0;
   double host_step_seconds = 0;

@@ -168,12 +168,11 @@ TEST(DsConfig, RealButUnimplementedKeysWarnAndAreIgnored) {
             "zero_optimization.round_robin_gradients: not implemented by dscompile, ignored");
 }
 
-TEST(DsConfig, ReferenceConfigWarnsOnlyAboutSubGroupSize) {
-  // sub_group_size only tunes how DeepSpeed chunks the offloaded optimizer step.
+TEST(DsConfig, ReferenceConfigLoadsWithoutWarnings) {
+  // Every key the reference workload sets is honoured (sub_group_size caps the
+  // stage-3 optimizer's units: docs/zero.md).
   DsConfig c = loadDsConfig(std::string(DS_SOURCE_DIR) + "/configs/ds_config_resnet101_zero3.json");
-  EXPECT_EQ(c.warnings,
-            (std::vector<std::string>{
-                "zero_optimization.sub_group_size: not implemented by dscompile, ignored"}));
+  EXPECT_TRUE(c.warnings.empty()) << c.warnings.front();
   EXPECT_EQ(c.scheduler, "WarmupLR");
 }
 

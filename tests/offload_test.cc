@@ -133,6 +133,27 @@ TEST(Offload, EachBucketIsWrittenBackRightAfterItsStep) {
   }
 }
 
+// zero_optimization.sub_group_size: stage 3 steps the optimizer in sub-groups of
+// at most that many elements per rank, so it caps the buckets (one step each).
+TEST(Offload, SubGroupSizeCapsTheStageThreeSteps) {
+  auto steps = [](const std::string& plan_path) {
+    int n = 0;
+    const PlanFile plan = readPlanFile(plan_path);
+    for (const planpb::Step& s : plan.plan.ranks(0).steps()) n += s.op() == "AdamStep";
+    return n;
+  };
+  nlohmann::json c = config(3, true, false);
+  const int whole = steps(compile(c, "sub_group_whole"));
+  c["zero_optimization"]["sub_group_size"] = 20;  // 40 elements over 2 ranks, of 100
+  const std::string path = test::scratch("offload_sub_group.json");
+  test::writeFile(path, c.dump());
+  auto r = tool("dscompile", mlpModel() + " --loss cross_entropy --gpus 2 --config " + path +
+                                 " -o " + test::scratch("offload_sub_group.plan"));
+  ASSERT_EQ(r.exit_code, 0) << r.output;
+  EXPECT_FALSE(test::contains(r.output, "sub_group_size")) << "no 'ignored' warning";
+  EXPECT_GT(steps(test::scratch("offload_sub_group.plan")), whole);
+}
+
 TEST(Offload, CheckpointsKeepTheHostStateAndResumeExactly) {
   const std::string plan = compile(config(2, true, false), "ckpt");
   test::TrainedRun whole = train(plan, "ckpt_whole");

@@ -1,6 +1,6 @@
-// The plan verifier's collective check: every rank issues the same collectives in the
-// same order with the same types; plans that break it are rejected at lowering and
-// at load, naming the rank, the collective and the difference.
+// The plan verifier: every rank issues the same collectives in the same order with
+// the same types, and no step writes bytes another stream may still be using; plans
+// that break either are rejected at lowering and at load, naming the steps.
 #include <gtest/gtest.h>
 
 #include <algorithm>
@@ -95,6 +95,58 @@ TEST(PlanVerifier, LoadingAMismatchedPlanNamesTheFile) {
   } catch (const Error& e) {
     EXPECT_TRUE(contains(e.what(), path + ": plan: rank 1's collective #2")) << e.what();
   }
+}
+
+// Memory reuse across streams: a compute step may write bytes an in-flight
+// collective reads only after an event orders it after the collective.
+TEST(PlanVerifier, WritingBytesAnotherStreamMayStillReadIsRejected) {
+  auto g = parseGraph(R"(graph overlap {
+    input %x : f32[64]
+    %a = Relu(%x) : f32[64] @first
+    %s = AllReduce(%a) {world_size = 2} : f32[64] @sum
+    %b = Neg(%x) : f32[64] @other
+    %c = Add(%s, %b) : f32[64] @use
+    return %c
+  })");
+  LowerOptions options;
+  options.world_size = 2;
+  options.overlap_comm = true;
+  PlanFile plan = lowerToPlan(*g, planMemory(*g), options);  // verifies
+  auto tensor = [&](const std::string& name) {
+    for (int i = 0; i < plan.plan.tensors_size(); ++i)
+      if (plan.plan.tensors(i).name() == name) return i;
+    ADD_FAILURE() << "no tensor " << name;
+    return 0;
+  };
+  // Put 'other''s output on the AllReduce's input, which lowering did not order.
+  planpb::TensorInfo* b = plan.plan.mutable_tensors(tensor("b"));
+  b->set_offset(plan.plan.tensors(tensor("a")).offset());
+  b->set_storage(plan.plan.tensors(tensor("a")).storage());
+  try {
+    verifyPlanMemoryOrder(plan);
+    ADD_FAILURE() << "an unordered write over a collective's input passed";
+  } catch (const Error& e) {
+    EXPECT_TRUE(contains(e.what(),
+                         "rank 0 step 'other' (Neg) writes bytes that step 'sum' "
+                         "(AllReduce) on stream 'comm' may still be using"))
+        << e.what();
+  }
+  // Waiting for the collective orders the write after it.
+  for (int r = 0; r < plan.plan.ranks_size(); ++r) {
+    auto* steps = plan.plan.mutable_ranks(r)->mutable_steps();
+    int32_t event = -1;
+    for (auto& step : *steps) {
+      if (step.node() == "sum") {
+        if (step.record_event() < 0) {
+          step.set_record_event(plan.plan.num_events());
+          plan.plan.set_num_events(plan.plan.num_events() + 1);
+        }
+        event = step.record_event();
+      }
+      if (step.node() == "other") step.add_wait_events(event);
+    }
+  }
+  EXPECT_NO_THROW(verifyPlanMemoryOrder(plan));
 }
 
 }  // namespace

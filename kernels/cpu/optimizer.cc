@@ -165,7 +165,7 @@ void adamStep(const KernelContext& c) {
     return;
   }
   const int64_t n = c.input(0).numel();
-  const auto step = static_cast<double>(*c.input(3).as<int64_t>());
+  const auto step = static_cast<long long>(*c.input(3).as<int64_t>());
   AdamLoop<T> a;
   a.p = c.input(0).as<T>();
   a.g = c.input(1).data;

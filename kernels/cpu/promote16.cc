@@ -92,15 +92,17 @@ class PromotedKernel : public CpuKernel {
   std::unique_ptr<CpuKernel> inner_;
 };
 
-// Ops whose kernels read and write their 16-bit operands themselves.
-bool handles16BitItself(const std::string& op) {
-  return op == "AdamStep";  // mixed precision's fused optimizer step (optimizer.cc)
+// Steps whose kernels read and write their 16-bit operands themselves: mixed
+// precision's fused AdamStep of an f32 master (optimizer.cc); a 16-bit parameter's
+// step runs promoted like any other.
+bool handles16BitItself(const KernelContext& ctx) {
+  return ctx.op == "AdamStep" && ctx.input(0).dtype() == DType::F32;
 }
 
 }  // namespace
 
 bool needsPromotion(const KernelContext& ctx) {
-  if (movesBytesOnly(ctx.op) || handles16BitItself(ctx.op)) return false;
+  if (movesBytesOnly(ctx.op) || handles16BitItself(ctx)) return false;
   for (const auto* list : {&ctx.inputs, &ctx.outputs})
     for (const TensorView& v : *list)
       if (v.present() && is16BitFloat(v.dtype())) return true;

@@ -265,7 +265,7 @@ __global__ void adamKernel(AdamArgs a, const float* p, const G* g, const float* 
   }
   const optimizer_math::AdamCoefficients<float> k = optimizer_math::adamCoefficients<float>(
       *lr_ptr, beta1_ptr ? *beta1_ptr : a.beta1, a.beta2, a.eps, a.weight_decay,
-      static_cast<double>(*step_ptr), a.bias_correction);
+      static_cast<long long>(*step_ptr), a.bias_correction);
   for (int64_t i = globalIndex(); i < n; i += globalStride()) {
     float pi = p[i], mi = m[i], vi = v[i];
     optimizer_math::adamUpdate<kDecoupled>(k, pi, mi, vi, scaledGrad(toFloat(g[i]), grad_scale));

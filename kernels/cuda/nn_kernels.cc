@@ -108,7 +108,7 @@ std::unique_ptr<CudaKernel> sgdKernel(const KernelContext& ctx, const Device&) {
 // AdamStep(param, grad, lr, step, m, v[, grad_scale][, beta1][, overflow_check])
 // -> param', m', v'[, rounded].
 std::unique_ptr<CudaKernel> adamKernel(const KernelContext& ctx, const Device&) {
-  requireF32(ctx, 0);
+  if (ctx.input(0).dtype() != DType::F32) return nullptr;  // a 16-bit parameter: promoted
   AdamArgs a;
   a.grad_type = ctx.input(1).dtype();
   a.round_to = ctx.outputs.size() > 3 ? ctx.output(3).dtype() : DType::F32;
