@@ -104,9 +104,10 @@ void verifyPlanMemoryOrder(const PlanFile& plan) {
           if (before >= 0) {
             const planpb::Step &writer = rank.steps(i), &user = rank.steps(before);
             throw makeError("plan: rank ", rank.rank(), " step '", writer.node(), "' (",
-                            writer.op(), ") writes bytes that step '", user.node(), "' (",
-                            user.op(), ") on stream '", plan.plan.streams(user.stream()),
-                            "' may still be using: no event orders them");
+                            writer.op(), ") uses bytes that step '", user.node(), "' (", user.op(),
+                            ") on stream '", plan.plan.streams(user.stream()),
+                            "' may still be using: no event orders them (a plan from an ",
+                            "older dscompile? compile it again)");
           }
         order.commit(i);
       }

@@ -24,12 +24,13 @@ void verifyPlanCollectives(const PlanFile& plan);
 // Throws a ds::Error naming the rank and step.
 void verifyPlanStreams(const PlanFile& plan);
 
-// Proves no step writes bytes another stream may still be using: when a step writes
+// Proves no step uses bytes another stream may still be using: when a step writes
 // a tensor (in an arena or a persistent region) whose bytes an earlier step on
-// another stream reads or writes, that step happens before it — through stream
-// order and the events steps wait on — in optimizer-step runs (every step) and in
-// micro-step runs (those steps only: waits on the others' events are skipped).
-// Throws a ds::Error naming the rank, both steps and the tensors.
+// another stream reads or writes, or reads bytes such a step writes, that step
+// happens before it — through stream order and the events steps wait on — in
+// optimizer-step runs (every step) and in micro-step runs (those steps only: waits
+// on the others' events are skipped). Throws a ds::Error naming the rank and both
+// steps.
 void verifyPlanMemoryOrder(const PlanFile& plan);
 
 }  // namespace ds

@@ -3,51 +3,28 @@
 #include <algorithm>
 
 namespace ds {
-namespace {
-
-// The bytes a tensor occupies: its storage region and [begin, end) in it.
-struct Bytes {
-  planpb::Storage storage;
-  int64_t begin, end;
-  bool overlaps(const Bytes& o) const {
-    return storage == o.storage && begin < o.end && o.begin < end;
-  }
-};
-
-Bytes bytesOf(const PlanFile& plan, int tensor) {
-  const planpb::TensorInfo& t = plan.plan.tensors(tensor);
-  return {t.storage(), t.offset(),
-          t.offset() + static_cast<int64_t>(plan.tensorType(tensor).bytes())};
-}
-
-// Whether `writer` writes bytes `user` reads or writes.
-bool clobbers(const PlanFile& plan, const planpb::Step& writer, const planpb::Step& user) {
-  for (int w : writer.outputs()) {
-    const Bytes written = bytesOf(plan, w);
-    for (const auto* list : {&user.inputs(), &user.outputs()})
-      for (int u : *list)
-        if (u >= 0 && written.overlaps(bytesOf(plan, u))) return true;
-  }
-  return false;
-}
-
-}  // namespace
 
 StreamOrder::StreamOrder(const PlanFile& plan, const planpb::RankPlan& rank, bool optimizer_run)
-    : plan_(plan),
-      rank_(rank),
+    : rank_(rank),
       optimizer_run_(optimizer_run),
       last_on_(static_cast<size_t>(plan.plan.streams_size()), -1),
-      on_stream_(static_cast<size_t>(plan.plan.streams_size())) {}
+      on_stream_(static_cast<size_t>(plan.plan.streams_size())) {
+  bytes_.reserve(static_cast<size_t>(plan.plan.tensors_size()));
+  for (int t = 0; t < plan.plan.tensors_size(); ++t) {
+    const planpb::TensorInfo& info = plan.plan.tensors(t);
+    bytes_.push_back({info.storage(), info.offset(),
+                      info.offset() + static_cast<int64_t>(plan.tensorType(t).bytes())});
+  }
+}
 
 bool StreamOrder::runs(int i) const {
   return optimizer_run_ || rank_.steps(i).phase() != planpb::OPTIMIZER_STEP;
 }
 
 int StreamOrder::recorder(int32_t event) const {
-  for (size_t s = 0; s < on_stream_.size(); ++s)
-    for (int j : on_stream_[s])
-      if (rank_.steps(j).record_event() == event) return j;
+  if (auto it = recorder_.find(event); it != recorder_.end()) return it->second;
+  for (int j : committed_)  // an event lowering gave a committed step afterwards
+    if (rank_.steps(j).record_event() == event) return recorder_[event] = j;
   return -1;
 }
 
@@ -63,6 +40,24 @@ std::vector<int> StreamOrder::clockOf(int i) const {
   return clock;
 }
 
+bool StreamOrder::overlapsAny(int tensor,
+                              const google::protobuf::RepeatedField<int32_t>& others) const {
+  if (tensor < 0) return false;
+  const Bytes& b = bytes_[static_cast<size_t>(tensor)];
+  for (int o : others)
+    if (o >= 0 && b.overlaps(bytes_[static_cast<size_t>(o)])) return true;
+  return false;
+}
+
+// `step` writes what `earlier` reads or writes, or reads what it writes.
+bool StreamOrder::conflict(const planpb::Step& step, const planpb::Step& earlier) const {
+  for (int w : step.outputs())
+    if (overlapsAny(w, earlier.inputs()) || overlapsAny(w, earlier.outputs())) return true;
+  for (int r : step.inputs())
+    if (overlapsAny(r, earlier.outputs())) return true;
+  return false;
+}
+
 std::vector<int> StreamOrder::hazards(int i) const {
   const std::vector<int> clock = clockOf(i);
   const auto s = static_cast<size_t>(rank_.steps(i).stream());
@@ -71,7 +66,7 @@ std::vector<int> StreamOrder::hazards(int i) const {
     if (other == s) continue;
     const std::vector<int>& steps = on_stream_[other];
     for (auto it = steps.rbegin(); it != steps.rend() && *it > clock[other]; ++it)
-      if (clobbers(plan_, rank_.steps(i), rank_.steps(*it))) {
+      if (conflict(rank_.steps(i), rank_.steps(*it))) {
         out[other] = *it;
         break;
       }
@@ -85,6 +80,8 @@ void StreamOrder::commit(int i) {
   const auto s = static_cast<size_t>(rank_.steps(i).stream());
   on_stream_[s].push_back(i);
   last_on_[s] = i;
+  committed_.push_back(i);
+  if (rank_.steps(i).record_event() >= 0) recorder_[rank_.steps(i).record_event()] = i;
 }
 
 }  // namespace ds

@@ -171,8 +171,8 @@ class Lowering {
     for (int32_t e : waits) r->mutable_steps(at)->add_wait_events(e);
   }
 
-  // A step writing bytes that a step on another stream may still be using waits
-  // for it. The memory plan reuses an asynchronous op's input only after a reader
+  // A step touching bytes that a step on another stream may still be using (or
+  // writing) waits for it. The memory plan reuses an asynchronous op's input only after a reader
   // of its result, which waits for it, so this seldom adds a wait; it makes every
   // reuse safe (verifyPlanMemoryOrder proves it).
   void orderReuse(planpb::RankPlan* r, int at, const StreamOrder& order) {
@@ -208,10 +208,9 @@ class Lowering {
       if (f_.plan.streams_size() > 1) {
         addWaits(r, at, *n, producer, last_on_stream);
         for (StreamOrder* order : {&optimizer_run, &micro_run})
-          if (order->runs(at)) {
-            orderReuse(r, at, *order);
-            order->commit(at);
-          }
+          if (order->runs(at)) orderReuse(r, at, *order);
+        for (StreamOrder* order : {&optimizer_run, &micro_run})
+          if (order->runs(at)) order->commit(at);
       }
       for (const Value* v : n->outputs()) producer[index_.at(v)] = at;
       last_on_stream[r->steps(at).stream()] = at;

@@ -62,6 +62,27 @@ TEST(FuseLossPadding, TrainsToTheBitAsTheLossOverTheSlice) {
   }
 }
 
+// Plans written before the `classes` attribute existed (no such attribute on their
+// loss steps) still run: the whole class axis takes part.
+TEST(FuseLossPadding, PlansWithoutTheClassesAttributeStillRun) {
+  PlanFile plan = readPlanFile(compile("bf16", "old_plan", " --disable-pass fuse-loss-padding"));
+  int stripped = 0;
+  for (planpb::RankPlan& rank : *plan.plan.mutable_ranks())
+    for (planpb::Step& step : *rank.mutable_steps()) {
+      auto* attrs = step.mutable_attrs();
+      for (int a = attrs->size() - 1; a >= 0; --a)
+        if (attrs->Get(a).name() == "classes") {
+          attrs->DeleteSubrange(a, 1);
+          ++stripped;
+        }
+    }
+  EXPECT_EQ(stripped, 2) << "the loss and its gradient";
+  const std::string path = test::scratch("loss_padding_old.plan");
+  writePlanFile(path, plan);
+  auto r = tool("dsrun", path + " --data synthetic --steps 2");
+  EXPECT_EQ(r.exit_code, 0) << r.output;
+}
+
 // Labels index the real classes only: one in the padding is a bad label.
 TEST(FuseLossPadding, ALabelInThePaddingIsRejected) {
   const std::string plan = compile("bf16", "bad_label", "");

@@ -127,7 +127,7 @@ TEST(PlanVerifier, WritingBytesAnotherStreamMayStillReadIsRejected) {
     ADD_FAILURE() << "an unordered write over a collective's input passed";
   } catch (const Error& e) {
     EXPECT_TRUE(contains(e.what(),
-                         "rank 0 step 'other' (Neg) writes bytes that step 'sum' "
+                         "rank 0 step 'other' (Neg) uses bytes that step 'sum' "
                          "(AllReduce) on stream 'comm' may still be using"))
         << e.what();
   }

@@ -28,7 +28,7 @@ class CrossEntropyGradKernel : public CpuKernel {
     n_ = s[0];
     c_ = s[1];
     d_ = n_ * c_ == 0 ? 0 : ctx.input(1).numel() / (n_ * c_);
-    classes_ = ctx.i("classes") > 0 ? ctx.i("classes") : c_;
+    classes_ = paddedClasses(ctx, c_);
     ignore_ = ctx.i("ignore_index");
     const std::string& red = ctx.s("reduction");
     reduction_ = red == "none" ? Reduction::None : red == "sum" ? Reduction::Sum : Reduction::Mean;

@@ -15,6 +15,14 @@ void registerNormKernels(CpuKernelRegistry& r);       // norm.cc: BatchNormaliza
 void registerLossKernels(CpuKernelRegistry& r);       // loss.cc: SoftmaxCrossEntropyLoss
 void registerAttentionKernels(CpuKernelRegistry& r);  // attention.cc: FusedAttention(Grad)
 
+// SoftmaxCrossEntropyLoss(Grad)'s scores taking part of a class axis of `c`: the
+// `classes` attribute (padded scores), or all of them (also for plans from before
+// the attribute).
+inline int64_t paddedClasses(const KernelContext& ctx, int64_t c) {
+  const int64_t classes = ctx.attrs.count("classes") ? ctx.i("classes") : 0;
+  return classes > 0 ? classes : c;
+}
+
 // Fails (at factory time) unless input `i` is f32 or f64; returns its dtype.
 DType requireF32OrF64(const KernelContext& ctx, size_t i);
 

@@ -444,7 +444,8 @@ void CudaExecutor::hostStepFailed(const std::string& what) noexcept {
   host_failed_ = true;
 }
 
-void CudaExecutor::enqueueStep(Step& step, std::vector<bool>& recorded) {
+void CudaExecutor::enqueueStep(size_t index, std::vector<bool>& recorded) {
+  Step& step = steps_[index];
   Lane& lane = *lanes_[step.lane];
   cudaStream_t stream = lane.dev.stream;
   // An event not recorded in this run was recorded by an earlier one (a step of a
@@ -475,6 +476,9 @@ void CudaExecutor::enqueueStep(Step& step, std::vector<bool>& recorded) {
       throw atNode(step.ctx.node_name, step.ctx.op, e);
     }
   }
+  // --poison-freed: the tensors that die here are poisoned before the step's event,
+  // so a step that reuses their bytes (ordered after the event) comes after it.
+  if (options_.poison_freed) poisonAfter(index);
   if (step.finished) DS_CUDA_CHECK(cudaEventRecord(step.finished, stream));
   if (step.record_event >= 0) {
     DS_CUDA_CHECK(cudaEventRecord(events_[static_cast<size_t>(step.record_event)], stream));
@@ -491,8 +495,7 @@ void CudaExecutor::enqueue(bool optimizer_step) {
   std::vector<bool> recorded(events_.size(), false);
   for (size_t s = 0; s < steps_.size(); ++s) {
     if (!optimizer_step && steps_[s].optimizer_phase) continue;
-    enqueueStep(steps_[s], recorded);
-    if (options_.poison_freed) poisonAfter(s);
+    enqueueStep(s, recorded);
   }
   // Join: the first stream ends after every stream's last step.
   for (size_t i = 1; i < lanes_.size(); ++i) {

@@ -97,7 +97,7 @@ class CudaExecutor : public Executor {
   void checkStorage(const planpb::Step& ps, bool host_step) const;
   void buildHostKernel(Step& step);
   void enqueue(bool optimizer_step);
-  void enqueueStep(Step& step, std::vector<bool>& recorded);
+  void enqueueStep(size_t index, std::vector<bool>& recorded);
   void runGraph(bool optimizer_step);
   void poisonAfter(size_t step);
   void collectStepTimes(bool optimizer_step);

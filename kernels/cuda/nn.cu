@@ -494,7 +494,8 @@ void adamStep(const AdamArgs& a, const float* p, const void* g, const float* lr,
               void* rounded, int64_t n, cudaStream_t s) {
   if (n == 0) return;
   // Mixed precision pairs a 16-bit gradient with a copy rounded to the same type;
-  // either may stand alone.
+  // either may stand alone. Two different 16-bit types launch nothing: the factory
+  // (nn_kernels.cc) rejects them at load.
   byFloatType(a.grad_type, [&](auto grad_tag) {
     using G = decltype(grad_tag);
     byFloatType(a.round_to, [&](auto round_tag) {

@@ -14,6 +14,7 @@
 
 #include "ir/ops/shape_helpers.h"
 #include "kernels/cpu/layout.h"
+#include "kernels/cpu/nn.h"
 #include "kernels/cpu/reduce_shape.h"
 #include "kernels/cuda/cuda_util.h"
 
@@ -305,7 +306,7 @@ CrossEntropyArgs crossEntropyArgs(const KernelContext& ctx, const TensorView& sc
   a.n = s[0];
   a.c = s[1];
   a.d = a.n * a.c == 0 ? 0 : scores.numel() / (a.n * a.c);
-  a.classes = ctx.i("classes") > 0 ? ctx.i("classes") : a.c;
+  a.classes = cpu::paddedClasses(ctx, a.c);
   a.ignore_index = ctx.i("ignore_index");
   const std::string& red = ctx.s("reduction");
   a.reduction = red == "none" ? 0 : red == "sum" ? 1 : 2;
