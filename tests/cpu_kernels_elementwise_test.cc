@@ -6,6 +6,7 @@
 #include <omp.h>
 
 #include <cmath>
+#include <cstring>
 #include <functional>
 #include <limits>
 #include <random>
@@ -388,6 +389,38 @@ TEST(CpuKernelReduce, SumAndMeanOverAxes) {
   EXPECT_EQ(runOp("ReduceMean", {x}, {{"axes", Ints{1}}})[0].toInts(), (Ints{1, -1}));
   Tensor same = runOp("ReduceSum", {x}, {{"noop_with_empty_axes", int64_t{1}}})[0];
   EXPECT_EQ(same, x);
+}
+
+// A 16-bit sum into f32 (`to`, the mixed-precision gradient norm) reads the 16-bit
+// values directly and gives the bits of the same sum over their f32 Cast, for every
+// shape of reduction: a long row (chunked), rows, columns, interleaved axes, none.
+TEST(CpuKernelReduce, SixteenBitSumsIntoF32EqualTheSumsOfTheCast) {
+  struct Case {
+    Shape shape;
+    AttributeMap attrs;
+  };
+  const std::vector<Case> cases = {
+      {{300000}, {{"keepdims", int64_t{0}}}},
+      {{1000, 300}, {{"axes", Ints{1}}}},
+      {{1000, 300}, {{"axes", Ints{0}}}},
+      {{4, 5, 6}, {{"axes", Ints{0, 2}}}},
+      {{4, 5}, {{"noop_with_empty_axes", int64_t{1}}}},
+  };
+  for (DType t : {DType::F16, DType::BF16})
+    for (const char* op : {"ReduceSumSquare", "ReduceSum", "ReduceMean"})
+      for (const Case& c : cases) {
+        SCOPED_TRACE(std::string(op) + " " + std::string(dtypeName(t)) + " " +
+                     shapeToString(c.shape));
+        const Tensor x =
+            runOp("Cast", {rnd(DType::F32, c.shape, 12)}, {{"to", std::string(dtypeName(t))}})[0];
+        const Tensor wide = runOp("Cast", {x}, {{"to", std::string("f32")}})[0];
+        AttributeMap attrs = c.attrs;
+        const Tensor want = runOp(op, {wide}, attrs)[0];
+        attrs["to"] = std::string("f32");
+        const Tensor got = runOp(op, {x}, attrs)[0];
+        ASSERT_EQ(got.type(), want.type());
+        EXPECT_EQ(std::memcmp(got.raw(), want.raw(), want.bytes()), 0);
+      }
 }
 
 TEST(CpuKernelReduce, LargeReductions) {

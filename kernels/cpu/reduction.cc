@@ -28,7 +28,9 @@ constexpr int64_t kFewRows = 16;
 // What a reduction adds up, and whether it divides by the count.
 enum class Reduction { Sum, Mean, SumSquare };
 
-template <typename T>
+// Input T, output Y: T, or f32 for a 16-bit T (the reductions' `to`: the sum of the
+// widened values, as promotion would compute it, without the f32 copy of the input).
+template <typename T, typename Y = T>
 class ReduceKernel : public CpuKernel {
   using Acc = std::conditional_t<kIsFloat<T>, double, uint64_t>;
 
@@ -45,7 +47,7 @@ class ReduceKernel : public CpuKernel {
 
   void run(const KernelContext& ctx) override {
     const T* x = ctx.input(0).as<T>();
-    T* y = ctx.output(0).as<T>();
+    Y* y = ctx.output(0).as<Y>();
     const ReduceShape& s = shape_;
     if (s.general) {
       parallelChunks(
@@ -113,7 +115,7 @@ class ReduceKernel : public CpuKernel {
   }
 
   // Sums columns [i0, i0 + kTile) of block o of a [outer, reduced, inner] input.
-  void columns(const T* x, T* y, int64_t o, int64_t i0) const {
+  void columns(const T* x, Y* y, int64_t o, int64_t i0) const {
     const ReduceShape& s = shape_;
     const int64_t w = std::min(kTile, s.inner - i0);
     Acc acc[kTile] = {};
@@ -125,14 +127,14 @@ class ReduceKernel : public CpuKernel {
     for (int64_t k = 0; k < w; ++k) y[o * s.inner + i0 + k] = finish(acc[k]);
   }
 
-  T finish(Acc acc) const {
+  Y finish(Acc acc) const {
     if constexpr (kIsFloat<T>) {
       double v = mean_ ? acc / static_cast<double>(shape_.reduced) : acc;
-      return store<T>(static_cast<Compute<T>>(v));
+      return store<Y>(static_cast<Compute<Y>>(v));
     } else {
       auto v = static_cast<int64_t>(acc);
       if (mean_) v = shape_.reduced == 0 ? 0 : v / shape_.reduced;
-      return static_cast<T>(v);
+      return static_cast<Y>(v);
     }
   }
 
@@ -142,19 +144,29 @@ class ReduceKernel : public CpuKernel {
   std::vector<Acc> partial_;  // a long row's chunk sums (sized at load: no allocation per run)
 };
 
+// The kernel over `reduced` axes: T's own, or (a 16-bit sum into f32) widening.
+std::unique_ptr<CpuKernel> reduceKernel(const KernelContext& ctx, const std::vector<bool>& reduced,
+                                        Reduction kind) {
+  std::unique_ptr<CpuKernel> k;
+  const DType in = ctx.input(0).dtype();
+  if (ctx.output(0).dtype() == DType::F32 && (in == DType::F16 || in == DType::BF16)) {
+    if (in == DType::F16) return std::make_unique<ReduceKernel<Half, float>>(ctx, reduced, kind);
+    return std::make_unique<ReduceKernel<BF16, float>>(ctx, reduced, kind);
+  }
+  dispatchOrFail(ctx, NumericTypes{}, in, [&](auto tag) {
+    k = std::make_unique<ReduceKernel<typename decltype(tag)::type>>(ctx, reduced, kind);
+  });
+  return k;
+}
+
 CpuKernelFactory reduce(Reduction kind) {
   return [kind](const KernelContext& ctx) -> std::unique_ptr<CpuKernel> {
     const std::vector<int64_t>& axes = ctx.ints("axes");
     const int64_t rank = ctx.input(0).rank();
     if (axes.empty() && ctx.i("noop_with_empty_axes") != 0) {
-      if (kind == Reduction::SumSquare) {  // ONNX: no axis reduced, each element squared
-        std::vector<bool> none(static_cast<size_t>(rank), false);
-        std::unique_ptr<CpuKernel> k;
-        dispatchOrFail(ctx, NumericTypes{}, ctx.input(0).dtype(), [&](auto tag) {
-          k = std::make_unique<ReduceKernel<typename decltype(tag)::type>>(ctx, none, kind);
-        });
-        return k;
-      }
+      // ONNX: no axis reduced, each element squared (or widened, with `to`).
+      if (kind == Reduction::SumSquare || ctx.output(0).dtype() != ctx.input(0).dtype())
+        return reduceKernel(ctx, std::vector<bool>(static_cast<size_t>(rank), false), kind);
       return statelessKernel([](const KernelContext& c) {
         copyBytes(c.output(0).data, c.input(0).data, c.output(0).bytes());
       });
@@ -164,11 +176,7 @@ CpuKernelFactory reduce(Reduction kind) {
       if (a < -rank || a >= rank) ctx.fail("axis ", a, " is out of range for rank ", rank);
       reduced[a < 0 ? a + rank : a] = true;
     }
-    std::unique_ptr<CpuKernel> k;
-    dispatchOrFail(ctx, NumericTypes{}, ctx.input(0).dtype(), [&](auto tag) {
-      k = std::make_unique<ReduceKernel<typename decltype(tag)::type>>(ctx, reduced, kind);
-    });
-    return k;
+    return reduceKernel(ctx, reduced, kind);
   };
 }
 
