@@ -29,8 +29,17 @@ bool isFullSumOfSquares(const Node* n) {
          n->i("noop_with_empty_axes") == 0 && n->s("to").empty();
 }
 
-// `wide` = Cast(16-bit gradient) read only by AdamSteps, as their gradient, and by
-// full ReduceSumSquares: they read the 16-bit gradient instead.
+bool isOptimizerStep(const Node* n) {
+  return n->op() == "AdamStep" || n->op() == "SgdStep";
+}
+
+// Outputs a step updates: the parameter and its states (the rounded copy follows).
+size_t updatedOutputs(const Node* step) {
+  return step->op() == "AdamStep" ? 3 : step->hasInput(4) ? 2 : 1;
+}
+
+// `wide` = Cast(16-bit gradient) read only by optimizer steps, as their gradient, and
+// by full ReduceSumSquares: they read the 16-bit gradient instead.
 bool readNarrowGradient(Graph& g, Value* wide) {
   Node* cast = wide->producer();
   if (!isCastTo(cast, DType::F32) || !isSixteenBit(cast->input(0)->dtype()) ||
@@ -38,13 +47,13 @@ bool readNarrowGradient(Graph& g, Value* wide) {
     return false;
   const std::vector<Node*> users = wide->users();
   for (const Node* u : users) {
-    const bool as_gradient = u->op() == "AdamStep" && u->input(1) == wide &&
+    const bool as_gradient = isOptimizerStep(u) && u->input(1) == wide &&
                              std::count(u->inputs().begin(), u->inputs().end(), wide) == 1;
     if (!as_gradient && !isFullSumOfSquares(u)) return false;
   }
   Value* narrow = cast->input(0);
   for (Node* u : users) {
-    if (u->op() == "AdamStep") {
+    if (isOptimizerStep(u)) {
       u->setInput(1, narrow);
     } else {
       u->setInput(0, narrow);
@@ -55,9 +64,10 @@ bool readNarrowGradient(Graph& g, Value* wide) {
   return true;
 }
 
-// A Cast of the step's updated master to 16 bits: the step's fourth output instead.
+// A Cast of the step's updated master to 16 bits: the step's last output instead.
 bool roundInStep(Graph& g, Node* step) {
-  if (step->numOutputs() != 3 || step->input(0)->dtype() != DType::F32) return false;
+  if (step->numOutputs() != updatedOutputs(step) || step->input(0)->dtype() != DType::F32)
+    return false;
   Value* next = step->output(0);
   Node* round = nullptr;
   for (Node* u : next->users())
@@ -79,7 +89,7 @@ bool roundInStep(Graph& g, Node* step) {
 bool fuseOptimizerCasts(Graph& g) {
   std::vector<Node*> steps;
   for (const auto& n : g.nodes())
-    if (n->op() == "AdamStep" && n->input(0)->dtype() == DType::F32) steps.push_back(n.get());
+    if (isOptimizerStep(n.get()) && n->input(0)->dtype() == DType::F32) steps.push_back(n.get());
   bool changed = false;
   for (Node* step : steps) changed |= readNarrowGradient(g, step->input(1));
   for (Node* step : steps) changed |= roundInStep(g, step);

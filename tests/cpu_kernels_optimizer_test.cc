@@ -108,5 +108,36 @@ TEST(CpuOptimizerKernels, AdamStepOn16BitGradientsEqualsTheStepBetweenCasts) {
   }
 }
 
+// SgdStep's fused form against the step between Casts, with and without a velocity
+// (its rounded copy then the second output, else the third).
+TEST(CpuOptimizerKernels, SgdStepOn16BitGradientsEqualsTheStepBetweenCasts) {
+  const std::vector<double> gv = {0.4, 0.2, -0.8, 1e-3, 5, -2};
+  Tensor p = f32({6}, {1, -2, 0.5, 3.25, -0.001, 7}), buf = f32({6}, {0.1, 0, -0.1, 0.2, 0, 1});
+  for (DType t : {DType::F16, DType::BF16}) {
+    const std::string name(dtypeName(t));
+    Tensor g16 = Tensor::fromDoubles(t, {6}, gv);
+    Tensor g32 = runOp("Cast", {g16}, {{"to", std::string("f32")}})[0];
+    for (bool velocity : {false, true})
+      for (double check : {1.0, double(INFINITY)}) {
+        SCOPED_TRACE(name + (velocity ? " velocity" : "") + " check " + std::to_string(check));
+        auto inputs = [&](const Tensor& g) {
+          return std::vector<Tensor>{
+              p,           g,        scalar(0.1),  step(3), velocity ? buf : Tensor(),
+              scalar(0.5), Tensor(), scalar(check)};
+        };
+        const AttributeMap attrs = {
+            {"momentum", 0.9}, {"nesterov", int64_t{1}}, {"weight_decay", 0.01}};
+        AttributeMap fused_attrs = attrs;
+        fused_attrs["round_to"] = name;
+        const size_t updated = velocity ? 2 : 1;
+        auto fused = runOp("SgdStep", inputs(g16), fused_attrs, updated + 1);
+        auto plain = runOp("SgdStep", inputs(g32), attrs, updated);
+        Tensor rounded = runOp("Cast", {plain[0]}, {{"to", name}})[0];
+        for (size_t k = 0; k < updated; ++k) EXPECT_EQ(bits(fused[k]), bits(plain[k])) << k;
+        EXPECT_EQ(bits(fused[updated]), bits(rounded));
+      }
+  }
+}
+
 }  // namespace
 }  // namespace ds

@@ -612,6 +612,12 @@ std::vector<OpCase> optimizerCases16(const std::string& t) {
        " %y, %m, %v, %r = AdamStep(%x0, %x1, %lr, %s, %x2, %x3, %c) {round_to = \"T\", "
        "weight_decay = 0.1} : f32[40], f32[40], f32[40], T[40] @n",
        false, true},
+      {"SgdStep",
+       "input %x0 : f32[40]\n input %x1 : T[40]\n const %lr : f32[] = [0.1]\n"
+       " const %s : i64[] = [2]\n input %x2 : f32[40]\n"
+       " %y, %b, %r = SgdStep(%x0, %x1, %lr, %s, %x2) {momentum = 0.9, round_to = \"T\", "
+       "weight_decay = 0.01} : f32[40], f32[40], T[40] @n",
+       false},
       {"ReduceSumSquare",
        "input %x0 : T[4000]\n %y = ReduceSumSquare(%x0) {keepdims = 0, to = \"f32\"} : f32[] @n",
        false},

@@ -100,7 +100,8 @@ const std::string& mlpModel() {
 
 // `dtype` fp16 (its loss scale starting at 2^scale_power: 2^24 overflows the first
 // steps, which the fused step must skip as the plain one does) or bf16.
-nlohmann::json config(int stage, bool offload, const std::string& dtype, int scale_power) {
+nlohmann::json config(int stage, bool offload, const std::string& dtype, int scale_power,
+                      const std::string& optimizer = "AdamW") {
   nlohmann::json zero = {{"stage", stage},
                          {"reduce_bucket_size", 100},
                          {"stage3_prefetch_bucket_size", 100},
@@ -109,8 +110,9 @@ nlohmann::json config(int stage, bool offload, const std::string& dtype, int sca
   nlohmann::json c = {
       {"train_micro_batch_size_per_gpu", 4},
       {"gradient_clipping", 1.0},
-      {"optimizer", {{"type", "AdamW"}, {"params", {{"lr", 1e-2}, {"weight_decay", 0.01}}}}},
+      {"optimizer", {{"type", optimizer}, {"params", {{"lr", 1e-2}, {"weight_decay", 0.01}}}}},
       {"zero_optimization", zero}};
+  if (optimizer == "SGD") c["optimizer"]["params"]["momentum"] = 0.9;
   c[dtype] = {{"enabled", true}};
   if (dtype == "fp16") c[dtype]["initial_scale_power"] = scale_power;
   return c;
@@ -132,15 +134,19 @@ TEST(FuseOptimizerCasts, PlansTrainToTheBitAsWithoutThePass) {
     bool offload;
     std::string dtype;
     int scale_power;
+    std::string optimizer = "AdamW";
   };
-  const std::vector<Case> cases = {{0, false, "fp16", 8}, {1, false, "bf16", 0},
-                                   {2, true, "fp16", 24}, {3, false, "fp16", 24},
-                                   {3, true, "bf16", 0},  {3, true, "fp16", 8}};
+  const std::vector<Case> cases = {
+      {0, false, "fp16", 8},        {1, false, "bf16", 0},        {2, true, "fp16", 24},
+      {3, false, "fp16", 24},       {3, true, "bf16", 0},         {3, true, "fp16", 8},
+      {0, false, "bf16", 0, "SGD"}, {3, true, "fp16", 24, "SGD"},
+  };
   for (const Case& k : cases) {
-    const std::string tag = "z" + std::to_string(k.stage) + (k.offload ? "_off_" : "_") + k.dtype +
-                            "_" + std::to_string(k.scale_power);
+    const std::string tag = k.optimizer + "_z" + std::to_string(k.stage) +
+                            (k.offload ? "_off_" : "_") + k.dtype + "_" +
+                            std::to_string(k.scale_power);
     SCOPED_TRACE(tag);
-    const nlohmann::json c = config(k.stage, k.offload, k.dtype, k.scale_power);
+    const nlohmann::json c = config(k.stage, k.offload, k.dtype, k.scale_power, k.optimizer);
     const std::string fused_plan = compile(c, tag + "_fused", "");
     const std::string plain_plan =
         compile(c, tag + "_plain", " --disable-pass fuse-optimizer-casts");
@@ -149,12 +155,12 @@ TEST(FuseOptimizerCasts, PlansTrainToTheBitAsWithoutThePass) {
     test::TrainedRun plain = test::trainPlan(plain_plan, "fuse_casts_" + tag + "_plain", 6, 0.41);
     test::expectSameTraining(fused, plain, 6);
 
-    // The fused plan has no f32 gradient copy: every AdamStep of an f32 master
-    // reads a 16-bit gradient (offloaded: the 16-bit gradient goes down to the host).
+    // The fused plan has no f32 gradient copy: every step of an f32 master reads a
+    // 16-bit gradient (offloaded: the 16-bit gradient goes down to the host).
     const PlanFile plan = readPlanFile(fused_plan);
     int steps = 0;
     for (const planpb::Step& s : plan.plan.ranks(0).steps()) {
-      if (s.op() != "AdamStep") continue;
+      if (s.op() != "AdamStep" && s.op() != "SgdStep") continue;
       ++steps;
       const auto grad = static_cast<DType>(plan.plan.tensors(s.inputs(1)).dtype());
       EXPECT_NE(grad, DType::F32) << s.node();

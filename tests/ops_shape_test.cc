@@ -114,9 +114,16 @@ TEST_F(OpsShapeTest, OptimizerSteps) {
   EXPECT_EQ(infer("AdamStep", {p, g16, lr, step, p, p}, {}, 3), F({4, 2}));
   EXPECT_EQ(infer("AdamStep", {p, p, lr, step, p, p}, {{"round_to", std::string("bf16")}}, 4, 3),
             T(DType::BF16, {4, 2}));
-  EXPECT_TRUE(has(fails("AdamStep", {p, p, lr, step, p, p}, {}, 4), "needs round_to"));
+  EXPECT_TRUE(has(fails("AdamStep", {p, p, lr, step, p, p}, {}, 4), "no round_to"));
   EXPECT_TRUE(has(fails("AdamStep", {p, p, lr, step, p, p}, {{"round_to", std::string("f16")}}, 3),
-                  "needs the fourth output"));
+                  "round_to needs output 3"));
+  // SgdStep's rounded copy follows its velocity, when it has one.
+  EXPECT_EQ(infer("SgdStep", {p, g16, lr, step, p}, {{"round_to", std::string("f16")}}, 3, 2),
+            T(DType::F16, {4, 2}));
+  EXPECT_EQ(infer("SgdStep", {p, g16, lr, step}, {{"round_to", std::string("f16")}}, 2, 1),
+            T(DType::F16, {4, 2}));
+  EXPECT_TRUE(has(fails("SgdStep", {p, g16, lr, step, p}, {{"round_to", std::string("f16")}}, 2),
+                  "round_to needs output 2"));
   EXPECT_TRUE(has(fails("AdamStep", {p, p, lr, step, p, p}, {{"round_to", std::string("f32")}}, 4),
                   "round_to must be"));
   EXPECT_TRUE(has(fails("AdamStep", {p, in(DType::F16, {8}), lr, step, p, p}, {}, 3),

@@ -45,22 +45,42 @@ void checkStepInputs(InferContext& ctx, size_t first_option, bool sixteen_bit_gr
   checkScalar(ctx, first_option + 2, "the overflow check");
 }
 
+// The optional rounded output of a mixed-precision step (its last output, output
+// `index`): with `round_to` ("f16" or "bf16"), the updated f32 parameter rounded to
+// it, the 16-bit parameter's next value (passes/fuse_optimizer_casts.h).
+void inferRounded(InferContext& ctx, size_t index) {
+  const std::string& round_to = ctx.node().s("round_to");
+  if (round_to.empty()) {
+    if (ctx.numOutputs() != index) ctx.fail("one output per updated tensor (no round_to)");
+    return;
+  }
+  const std::optional<DType> t = parseDType(round_to);
+  if (!t || !isSixteenBit(*t) || ctx.dtype(0) != DType::F32)
+    ctx.fail("round_to must be 'f16' or 'bf16' for an f32 parameter, is '", round_to, "'");
+  if (ctx.numOutputs() != index + 1) ctx.fail("round_to needs output ", index, ", the rounded one");
+  ctx.setOutput(index, *t, ctx.shape(0));
+}
+
 // SgdStep(param, grad, lr, step, [velocity], [grad_scale], [momentum], [overflow_check])
-//   -> param', [velocity'] — torch.optim.SGD.
+//   -> param', [velocity'], [rounded] — torch.optim.SGD; mixed precision's fused form
+// as AdamStep's.
 OpSchema sgdStep() {
   OpSchema s;
   s.name = "SgdStep";
   s.min_inputs = 4;
   s.max_inputs = 8;
-  s.max_outputs = 2;
+  s.max_outputs = 3;
   s.attrs = {{"momentum", AttrKind::Float, 0.0},
              {"dampening", AttrKind::Float, 0.0},
              {"nesterov", AttrKind::Int, int64_t{0}},
-             {"weight_decay", AttrKind::Float, 0.0}};
+             {"weight_decay", AttrKind::Float, 0.0},
+             {"round_to", AttrKind::String, std::string()}};
   s.infer = [](InferContext& ctx) {
-    checkStepInputs(ctx, 5);
-    if (ctx.numOutputs() != (ctx.hasInput(4) ? 2u : 1u)) ctx.fail("one output per updated tensor");
-    for (size_t i = 0; i < ctx.numOutputs(); ++i) ctx.setOutput(i, ctx.input(0));
+    checkStepInputs(ctx, 5, /*sixteen_bit_grad=*/true);
+    const size_t updated = ctx.hasInput(4) ? 2 : 1;
+    if (ctx.numOutputs() < updated) ctx.fail("one output per updated tensor");
+    for (size_t i = 0; i < updated; ++i) ctx.setOutput(i, ctx.input(0));
+    inferRounded(ctx, updated);
   };
   return s;
 }
@@ -89,17 +109,9 @@ OpSchema adamStep() {
   s.infer = [](InferContext& ctx) {
     if (!ctx.hasInput(4) || !ctx.hasInput(5)) ctx.fail("m and v are required");
     checkStepInputs(ctx, 6, /*sixteen_bit_grad=*/true);
+    if (ctx.numOutputs() < 3) ctx.fail("one output per updated tensor");
     for (size_t i = 0; i < 3; ++i) ctx.setOutput(i, ctx.input(0));
-    const std::string& round_to = ctx.node().s("round_to");
-    if (round_to.empty()) {
-      if (ctx.numOutputs() != 3) ctx.fail("a fourth output needs round_to");
-      return;
-    }
-    const std::optional<DType> t = parseDType(round_to);
-    if (!t || !isSixteenBit(*t) || ctx.dtype(0) != DType::F32)
-      ctx.fail("round_to must be 'f16' or 'bf16' for an f32 parameter, is '", round_to, "'");
-    if (ctx.numOutputs() != 4) ctx.fail("round_to needs the fourth output");
-    ctx.setOutput(3, *t, ctx.shape(0));
+    inferRounded(ctx, 3);
   };
   return s;
 }

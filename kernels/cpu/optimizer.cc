@@ -35,33 +35,7 @@ bool skipStep(const KernelContext& c, size_t check, size_t updated) {
   return true;
 }
 
-template <typename T>
-void sgdStep(const KernelContext& c) {
-  if (skipStep(c, 7, 2)) return;
-  const int64_t n = c.input(0).numel();
-  const T* p = c.input(0).as<T>();
-  const T* g = c.input(1).as<T>();
-  optimizer_math::SgdCoefficients<T> k;
-  k.lr = static_cast<T>(*c.input(2).as<float>());
-  k.momentum = static_cast<T>(optionalScalar(c, 6, c.f("momentum")));
-  k.one_minus_dampening = static_cast<T>(1 - c.f("dampening"));
-  k.weight_decay = static_cast<T>(c.f("weight_decay"));
-  k.nesterov = c.i("nesterov") != 0;
-  k.first_step = *c.input(3).as<int64_t>() <= 1;
-  const T scale = static_cast<T>(optionalScalar(c, 5, 1.0));
-  T* p_out = c.output(0).as<T>();
-  const T* buf = c.hasInput(4) ? c.input(4).as<T>() : nullptr;
-  T* buf_out = c.outputs.size() > 1 ? c.output(1).as<T>() : nullptr;
-#pragma omp parallel for if (n > 32768)
-  for (int64_t i = 0; i < n; ++i) {
-    T pi = p[i], velocity = buf ? buf[i] : T(0);
-    optimizer_math::sgdUpdate(k, pi, buf ? &velocity : nullptr, g[i] * scale);
-    p_out[i] = pi;
-    if (buf) buf_out[i] = velocity;
-  }
-}
-
-// How a 16-bit operand of a mixed-precision AdamStep is stored: not at all (the
+// How a 16-bit operand of a mixed-precision optimizer step is stored: not at all (the
 // gradient is the parameter's type, or no rounded copy is written), IEEE half or
 // bfloat16 bits.
 enum class Bits16 { None, Half, BFloat };
@@ -82,16 +56,76 @@ void round16(Bits16 kind, const float* src, uint16_t* dst, int64_t n) {
   for (int64_t i = 0; i < n; ++i) dst[i] = floatToBf16(src[i]);
 }
 
+// A skipped step (overflow) still writes the rounded copy (output `index`, when
+// there is one): the unchanged master's.
+template <typename T>
+void roundUnchanged(const KernelContext& c, size_t index) {
+  if constexpr (std::is_same_v<T, float>) {
+    if (c.outputs.size() <= index) return;
+    round16(bits16(c.output(index).dtype()), c.input(0).as<float>(), c.output(index).as<uint16_t>(),
+            c.input(0).numel());
+  }
+}
+
+// Elements in blocks of this many, in parallel: a block's 16-bit gradient is widened
+// (exactly) into a buffer first, and its updated parameters rounded to the 16-bit
+// copy after (from the stored f32 values: what Cast computes), so the update's loop
+// stays vectorized.
+constexpr int64_t kBlock = 4096;
+
+template <typename T>
+void sgdStep(const KernelContext& c) {
+  const size_t updated = c.hasInput(4) ? 2 : 1;  // the parameter and its velocity
+  if (skipStep(c, 7, updated)) {
+    roundUnchanged<T>(c, updated);
+    return;
+  }
+  const int64_t n = c.input(0).numel();
+  const T* p = c.input(0).as<T>();
+  optimizer_math::SgdCoefficients<T> k;
+  k.lr = static_cast<T>(*c.input(2).as<float>());
+  k.momentum = static_cast<T>(optionalScalar(c, 6, c.f("momentum")));
+  k.one_minus_dampening = static_cast<T>(1 - c.f("dampening"));
+  k.weight_decay = static_cast<T>(c.f("weight_decay"));
+  k.nesterov = c.i("nesterov") != 0;
+  k.first_step = *c.input(3).as<int64_t>() <= 1;
+  const T scale = static_cast<T>(optionalScalar(c, 5, 1.0));
+  T* p_out = c.output(0).as<T>();
+  const T* buf = c.hasInput(4) ? c.input(4).as<T>() : nullptr;
+  T* buf_out = buf ? c.output(1).as<T>() : nullptr;
+  const Bits16 grad16 = bits16(c.input(1).dtype());
+  uint16_t* rounded = c.outputs.size() > updated ? c.output(updated).as<uint16_t>() : nullptr;
+  if (!std::is_same_v<T, float> && (grad16 != Bits16::None || rounded))
+    c.fail("a 16-bit gradient or rounded copy needs an f32 parameter");
+  const int64_t blocks = (n + kBlock - 1) / kBlock;
+#pragma omp parallel for if (n > 32768)
+  for (int64_t b = 0; b < blocks; ++b) {
+    const int64_t begin = b * kBlock, end = std::min(n, begin + kBlock);
+    T widened[kBlock];
+    const T* g = c.input(1).as<T>() + begin;
+    if constexpr (std::is_same_v<T, float>)
+      if (grad16 != Bits16::None) {
+        widen16(grad16, c.input(1).as<uint16_t>() + begin, widened, end - begin);
+        g = widened;
+      }
+    for (int64_t i = begin; i < end; ++i) {
+      T pi = p[i], velocity = buf ? buf[i] : T(0);
+      optimizer_math::sgdUpdate(k, pi, buf ? &velocity : nullptr, g[i - begin] * scale);
+      p_out[i] = pi;
+      if (buf) buf_out[i] = velocity;
+    }
+    if constexpr (std::is_same_v<T, float>)
+      if (rounded)
+        round16(bits16(c.output(updated).dtype()), p_out + begin, rounded + begin, end - begin);
+  }
+}
+
 // Adam over the elements, one loop per (clipped, AdamW) combination so that
 // its body has no branch and vectorizes (omp simd: in place, every element is read
-// before it is written at the same index, so no iteration depends on another). The
-// elements go in blocks, in parallel: a block's 16-bit gradient is widened (exactly)
-// into a buffer first, and its updated parameters rounded to the 16-bit copy after
-// (from the stored f32 values: what Cast computes), so the loop stays vectorized.
+// before it is written at the same index, so no iteration depends on another), in
+// blocks (kBlock).
 template <typename T>
 struct AdamLoop {
-  static constexpr int64_t kBlock = 4096;
-
   const T *p, *m, *v;
   const void* g;
   Bits16 grad16 = Bits16::None, round16_to = Bits16::None;
@@ -148,20 +182,10 @@ struct AdamLoop {
   }
 };
 
-// A skipped step (overflow) still writes the rounded copy: the unchanged master's.
-template <typename T>
-void roundUnchanged(const KernelContext& c) {
-  if constexpr (std::is_same_v<T, float>) {
-    if (c.outputs.size() < 4) return;
-    round16(bits16(c.output(3).dtype()), c.input(0).as<float>(), c.output(3).as<uint16_t>(),
-            c.input(0).numel());
-  }
-}
-
 template <typename T>
 void adamStep(const KernelContext& c) {
   if (skipStep(c, 8, 3)) {
-    roundUnchanged<T>(c);
+    roundUnchanged<T>(c, 3);
     return;
   }
   const int64_t n = c.input(0).numel();

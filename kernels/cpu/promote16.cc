@@ -93,12 +93,12 @@ class PromotedKernel : public CpuKernel {
 };
 
 // Steps whose kernels read and write their 16-bit operands themselves: mixed
-// precision's fused AdamStep of an f32 master (optimizer.cc; a 16-bit parameter's
+// precision's fused optimizer steps of f32 masters (optimizer.cc; a 16-bit parameter's
 // step runs promoted like any other) and sums of 16-bit values into f32 (the
 // reductions' `to`, reduction.cc: the gradient norm).
 bool handles16BitItself(const KernelContext& ctx) {
   const std::string& op = ctx.op;
-  if (op == "AdamStep") return ctx.input(0).dtype() == DType::F32;
+  if (op == "AdamStep" || op == "SgdStep") return ctx.input(0).dtype() == DType::F32;
   const bool sum = op == "ReduceSum" || op == "ReduceMean" || op == "ReduceSumSquare";
   return sum && is16BitFloat(ctx.input(0).dtype()) && ctx.output(0).dtype() == DType::F32;
 }

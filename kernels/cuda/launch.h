@@ -233,14 +233,15 @@ void gatherGrad(const float* dy, const void* indices, bool indices32, float* dx,
 struct SgdArgs {
   double momentum = 0, dampening = 0, weight_decay = 0;
   bool nesterov = false;
+  DType grad_type = DType::F32, round_to = DType::F32;  // as AdamArgs'
 };
 // Optional device scalars (null when absent): grad_scale multiplies the gradient
 // (rounded to f32 first, as torch's grad.mul_ stores it); momentum / beta1 replaces
 // the attribute for this step; a non-finite `check` (fp16 loss scaling's overflow
 // check) skips the step, the outputs keeping the inputs' values.
-void sgdStep(const SgdArgs& a, const float* p, const float* g, const float* lr, const int64_t* step,
+void sgdStep(const SgdArgs& a, const float* p, const void* g, const float* lr, const int64_t* step,
              const float* buf, const float* grad_scale, const float* momentum, const float* check,
-             float* p_out, float* buf_out, int64_t n, cudaStream_t s);
+             float* p_out, float* buf_out, void* rounded, int64_t n, cudaStream_t s);
 struct AdamArgs {
   double beta1 = 0.9, beta2 = 0.999, eps = 1e-8, weight_decay = 0;
   bool adam_w_mode = true, bias_correction = true;

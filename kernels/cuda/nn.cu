@@ -218,14 +218,19 @@ __device__ inline bool skipStep(const float* check) {
   return check && !isfinite(*check);
 }
 
-__global__ void sgdKernel(SgdArgs a, const float* p, const float* g, const float* lr_ptr,
+// G and R as adamKernel's.
+template <typename G, typename R>
+__global__ void sgdKernel(SgdArgs a, const float* p, const G* g, const float* lr_ptr,
                           const int64_t* step_ptr, const float* buf, const float* grad_scale,
                           const float* momentum_ptr, const float* check, float* p_out,
-                          float* buf_out, int64_t n) {
+                          float* buf_out, R* rounded, int64_t n) {
+  constexpr bool kRound = !std::is_same_v<R, float>;
   if (skipStep(check)) {
     for (int64_t i = globalIndex(); i < n; i += globalStride()) {
-      p_out[i] = p[i];
+      const float pi = p[i];
+      p_out[i] = pi;
       if (buf && buf_out) buf_out[i] = buf[i];
+      if constexpr (kRound) rounded[i] = fromFloat<R>(pi);
     }
     return;
   }
@@ -238,9 +243,11 @@ __global__ void sgdKernel(SgdArgs a, const float* p, const float* g, const float
   k.first_step = *step_ptr <= 1;
   for (int64_t i = globalIndex(); i < n; i += globalStride()) {
     float pi = p[i], velocity = buf ? buf[i] : 0.0f;
-    optimizer_math::sgdUpdate(k, pi, buf ? &velocity : nullptr, scaledGrad(g[i], grad_scale));
+    optimizer_math::sgdUpdate(k, pi, buf ? &velocity : nullptr,
+                              scaledGrad(toFloat(g[i]), grad_scale));
     p_out[i] = pi;
     if (buf) buf_out[i] = velocity;
+    if constexpr (kRound) rounded[i] = fromFloat<R>(pi);
   }
 }
 
@@ -480,12 +487,37 @@ void gatherGrad(const float* dy, const void* indices, bool indices32, float* dx,
       dy, indices, indices32, dx, outer, dim, count, inner, parts);
 }
 
-void sgdStep(const SgdArgs& a, const float* p, const float* g, const float* lr, const int64_t* step,
+namespace {
+
+// fn(G{}, R{}) for a step's gradient storage G and rounded copy's R (float: none):
+// mixed precision pairs a 16-bit gradient with a copy rounded to the same type, and
+// either may stand alone. Two different 16-bit types call nothing: the factories
+// (nn_kernels.cc) reject them at load.
+template <typename F>
+void withStepTypes(DType grad_type, DType round_to, F&& fn) {
+  byFloatType(grad_type, [&](auto grad_tag) {
+    using G = decltype(grad_tag);
+    byFloatType(round_to, [&](auto round_tag) {
+      using R = decltype(round_tag);
+      if constexpr (std::is_same_v<G, float> || std::is_same_v<R, float> || std::is_same_v<G, R>)
+        fn(G{}, R{});
+    });
+  });
+}
+
+}  // namespace
+
+void sgdStep(const SgdArgs& a, const float* p, const void* g, const float* lr, const int64_t* step,
              const float* buf, const float* grad_scale, const float* momentum, const float* check,
-             float* p_out, float* buf_out, int64_t n, cudaStream_t s) {
-  if (n > 0)
-    sgdKernel<<<gridFor(n), kThreads, 0, s>>>(a, p, g, lr, step, buf, grad_scale, momentum, check,
-                                              p_out, buf_out, n);
+             float* p_out, float* buf_out, void* rounded, int64_t n, cudaStream_t s) {
+  if (n == 0) return;
+  withStepTypes(a.grad_type, a.round_to, [&](auto grad_tag, auto round_tag) {
+    using G = decltype(grad_tag);
+    using R = decltype(round_tag);
+    sgdKernel<<<gridFor(n), kThreads, 0, s>>>(a, p, static_cast<const G*>(g), lr, step, buf,
+                                              grad_scale, momentum, check, p_out, buf_out,
+                                              static_cast<R*>(rounded), n);
+  });
 }
 
 void adamStep(const AdamArgs& a, const float* p, const void* g, const float* lr,
@@ -493,24 +525,17 @@ void adamStep(const AdamArgs& a, const float* p, const void* g, const float* lr,
               const float* beta1, const float* check, float* p_out, float* m_out, float* v_out,
               void* rounded, int64_t n, cudaStream_t s) {
   if (n == 0) return;
-  // Mixed precision pairs a 16-bit gradient with a copy rounded to the same type;
-  // either may stand alone. Two different 16-bit types launch nothing: the factory
-  // (nn_kernels.cc) rejects them at load.
-  byFloatType(a.grad_type, [&](auto grad_tag) {
+  withStepTypes(a.grad_type, a.round_to, [&](auto grad_tag, auto round_tag) {
     using G = decltype(grad_tag);
-    byFloatType(a.round_to, [&](auto round_tag) {
-      using R = decltype(round_tag);
-      if constexpr (std::is_same_v<G, float> || std::is_same_v<R, float> || std::is_same_v<G, R>) {
-        const auto* gs = static_cast<const G*>(g);
-        auto* rs = static_cast<R*>(rounded);
-        if (a.adam_w_mode)
-          adamKernel<G, R, true><<<gridFor(n), kThreads, 0, s>>>(
-              a, p, gs, lr, step, m, v, grad_scale, beta1, check, p_out, m_out, v_out, rs, n);
-        else
-          adamKernel<G, R, false><<<gridFor(n), kThreads, 0, s>>>(
-              a, p, gs, lr, step, m, v, grad_scale, beta1, check, p_out, m_out, v_out, rs, n);
-      }
-    });
+    using R = decltype(round_tag);
+    const auto* gs = static_cast<const G*>(g);
+    auto* rs = static_cast<R*>(rounded);
+    if (a.adam_w_mode)
+      adamKernel<G, R, true><<<gridFor(n), kThreads, 0, s>>>(
+          a, p, gs, lr, step, m, v, grad_scale, beta1, check, p_out, m_out, v_out, rs, n);
+    else
+      adamKernel<G, R, false><<<gridFor(n), kThreads, 0, s>>>(
+          a, p, gs, lr, step, m, v, grad_scale, beta1, check, p_out, m_out, v_out, rs, n);
   });
 }
 

@@ -86,22 +86,38 @@ const float* optionalScalar(const KernelContext& c, size_t i) {
   return c.hasInput(i) ? c.input(i).as<float>() : nullptr;
 }
 
+// Mixed precision's fused form of a step (passes/fuse_optimizer_casts.h): the
+// gradient's type and that of the rounded copy (output `rounded`, f32: none); false
+// for two different 16-bit types, which no kernel mixes.
+bool stepTypes(const KernelContext& ctx, size_t rounded, DType* grad_type, DType* round_to) {
+  *grad_type = ctx.input(1).dtype();
+  *round_to = ctx.outputs.size() > rounded ? ctx.output(rounded).dtype() : DType::F32;
+  return !(isSixteenBitFloat(*grad_type) && isSixteenBitFloat(*round_to) &&
+           *grad_type != *round_to);
+}
+
 // SgdStep(param, grad, lr, step[, velocity][, grad_scale][, momentum][, overflow_check])
-// -> param'[, velocity']. The overflow check (fp16 plans' loss scaling) is read on
-// the device: a non-finite value skips the step.
+// -> param'[, velocity'][, rounded]. The overflow check (fp16 plans' loss scaling) is
+// read on the device: a non-finite value skips the step.
 std::unique_ptr<CudaKernel> sgdKernel(const KernelContext& ctx, const Device&) {
-  requireF32(ctx, 0);
+  if (ctx.input(0).dtype() != DType::F32) return nullptr;  // a 16-bit parameter: promoted
   SgdArgs a;
   a.momentum = ctx.f("momentum");
   a.dampening = ctx.f("dampening");
   a.weight_decay = ctx.f("weight_decay");
   a.nesterov = ctx.i("nesterov") != 0;
-  return launchKernel([a](const KernelContext& c, const Device& d, void*) {
+  const size_t updated = ctx.hasInput(4) ? 2 : 1;
+  if (!stepTypes(ctx, updated, &a.grad_type, &a.round_to))
+    ctx.fail("a ", dtypeName(a.grad_type), " gradient rounded to ", dtypeName(a.round_to),
+             " is not supported");
+  return launchKernel([a, updated](const KernelContext& c, const Device& d, void*) {
     const float* buf = c.hasInput(4) ? c.input(4).as<float>() : nullptr;
-    float* buf_out = c.outputs.size() > 1 ? c.output(1).as<float>() : nullptr;
-    sgdStep(a, c.input(0).as<float>(), c.input(1).as<float>(), c.input(2).as<float>(),
+    float* buf_out = buf ? c.output(1).as<float>() : nullptr;
+    void* rounded = c.outputs.size() > updated ? c.output(updated).data : nullptr;
+    sgdStep(a, c.input(0).as<float>(), c.input(1).data, c.input(2).as<float>(),
             c.input(3).as<int64_t>(), buf, optionalScalar(c, 5), optionalScalar(c, 6),
-            optionalScalar(c, 7), c.output(0).as<float>(), buf_out, c.input(0).numel(), d.stream);
+            optionalScalar(c, 7), c.output(0).as<float>(), buf_out, rounded, c.input(0).numel(),
+            d.stream);
   });
 }
 
@@ -110,9 +126,7 @@ std::unique_ptr<CudaKernel> sgdKernel(const KernelContext& ctx, const Device&) {
 std::unique_ptr<CudaKernel> adamKernel(const KernelContext& ctx, const Device&) {
   if (ctx.input(0).dtype() != DType::F32) return nullptr;  // a 16-bit parameter: promoted
   AdamArgs a;
-  a.grad_type = ctx.input(1).dtype();
-  a.round_to = ctx.outputs.size() > 3 ? ctx.output(3).dtype() : DType::F32;
-  if (isSixteenBitFloat(a.grad_type) && isSixteenBitFloat(a.round_to) && a.grad_type != a.round_to)
+  if (!stepTypes(ctx, 3, &a.grad_type, &a.round_to))
     ctx.fail("a ", dtypeName(a.grad_type), " gradient rounded to ", dtypeName(a.round_to),
              " is not supported");
   a.beta1 = ctx.f("beta1");
@@ -173,7 +187,7 @@ void registerNnKernels(CudaKernelRegistry& r) {
     if (ctx.output(0).rank() != 4 || !isPlainMaxPool2d(gradPoolArgs(ctx, true))) return {};
     return {{{false, 0}, {false, 1}, {true, 0}}};
   });
-  r.add("SgdStep", sgdKernel);
+  r.add("SgdStep", sgdKernel, Precision::Native16);    // as AdamStep
   r.add("AdamStep", adamKernel, Precision::Native16);  // its 16-bit gradient and rounded copy
   r.add("ClipCoef", clipCoefKernel);
   r.add("ZerosLike", zerosLikeKernel, Precision::Native16);  // bytes only: any dtype
