@@ -152,6 +152,12 @@ TEST(Offload, SubGroupSizeCapsTheStageThreeSteps) {
   ASSERT_EQ(r.exit_code, 0) << r.output;
   EXPECT_FALSE(test::contains(r.output, "sub_group_size")) << "no 'ignored' warning";
   EXPECT_GT(steps(test::scratch("offload_sub_group.plan")), whole);
+  c["zero_optimization"]["sub_group_size"] = 0;
+  test::writeFile(path, c.dump());
+  r = tool("dscompile", mlpModel() + " --loss cross_entropy --gpus 2 --config " + path);
+  EXPECT_EQ(r.exit_code, 2) << r.output;
+  EXPECT_TRUE(test::contains(r.output, "zero_optimization.sub_group_size: must be >= 1"))
+      << r.output;
 }
 
 TEST(Offload, CheckpointsKeepTheHostStateAndResumeExactly) {
