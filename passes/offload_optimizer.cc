@@ -1,7 +1,9 @@
 #include "passes/offload_optimizer.h"
 
+#include <algorithm>
 #include <map>
 #include <set>
+#include <string>
 #include <vector>
 
 #include "ir/error.h"
@@ -35,8 +37,27 @@ class Offload {
       for (const Value* v : n->outputs()) host |= updated_on_host.count(v) > 0;
       if (host) n->setOnHost(true);
     }
+    for (auto it = nodes.rbegin(); it != nodes.rend(); ++it)
+      if (unpacksForTheDevice(**it, updated_on_host)) (*it)->setOnHost(false);
     for (Node* n : nodes) copyInputs(n);
     deviceStateUpdates();
+  }
+
+  // A host node that only rearranges bytes (a bucket's unpacking) for device readers
+  // alone runs on the device instead: its input goes up in one Copy, not each piece
+  // in its own (users are decided first: nodes are visited in reverse order).
+  bool unpacksForTheDevice(const Node& n, const std::set<const Value*>& updated_on_host) const {
+    static const std::set<std::string> movers = {"Split",   "Reshape",   "Flatten",
+                                                 "Squeeze", "Unsqueeze", "Identity"};
+    if (!n.onHost() || !movers.count(n.op())) return false;
+    for (const Value* v : n.outputs()) {
+      if (updated_on_host.count(v) ||
+          std::find(g_.outputs().begin(), g_.outputs().end(), v) != g_.outputs().end())
+        return false;
+      for (const Node* user : v->users())
+        if (user->onHost()) return false;
+    }
+    return true;
   }
 
  private:

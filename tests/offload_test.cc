@@ -93,7 +93,7 @@ TEST(Offload, OptimizerStateLivesOnTheHostAndTheUpdateRunsThere) {
   // The device holds that much less; the host holds it.
   EXPECT_LE(host.plan.persistent_bytes(), device.plan.persistent_bytes() - optimizer_state);
   EXPECT_GE(host.plan.rank_cost().host_bytes(), optimizer_state);
-  int updates = 0, copies = 0, shards_down = 0;
+  int updates = 0, copies = 0, ups = 0, shards_down = 0;
   const auto& steps = host.plan.ranks(0).steps();
   for (int i = 0; i < steps.size(); ++i) {
     const planpb::Step& s = steps[i];
@@ -104,6 +104,7 @@ TEST(Offload, OptimizerStateLivesOnTheHostAndTheUpdateRunsThere) {
     if (s.op() != "Copy") continue;
     EXPECT_EQ(host.plan.streams(s.stream()), "copy") << s.node();
     ++copies;
+    for (const planpb::Attr& a : s.attrs()) ups += a.name() == "to" && a.s() == "device";
     // A gradient shard goes down as soon as its ReduceScatter made it, to overlap
     // the rest of backward.
     if (i > 0 && steps[i - 1].op() == "ReduceScatter" && steps[i - 1].outputs(0) == s.inputs(0))
@@ -111,6 +112,22 @@ TEST(Offload, OptimizerStateLivesOnTheHostAndTheUpdateRunsThere) {
   }
   EXPECT_GT(updates, 0);
   EXPECT_GT(copies, 2 * updates) << "gradients go down and parameters come up";
+  // A bucket's updated parameters come up in one Copy, unpacked on the device: also
+  // on one rank, where no AllGather stands between the host step and the unpacking.
+  EXPECT_LE(ups, updates);
+  // Persistent parameters (kept whole, stepped through a master): one bucket of them.
+  nlohmann::json whole_buckets = config(3, true, true);
+  whole_buckets["zero_optimization"]["reduce_bucket_size"] = 1000;
+  whole_buckets["zero_optimization"]["stage3_param_persistence_threshold"] = 1000;
+  const PlanFile one = readPlanFile(compile(whole_buckets, "plan_host_one_rank", 1));
+  int one_updates = 0, one_ups = 0;
+  for (const planpb::Step& s : one.plan.ranks(0).steps()) {
+    one_updates += s.op() == "AdamStep";
+    if (s.op() == "Copy")
+      for (const planpb::Attr& a : s.attrs()) one_ups += a.name() == "to" && a.s() == "device";
+  }
+  EXPECT_GE(one_updates, 1);
+  EXPECT_LE(one_ups, one_updates);
   int scatters = 0;
   for (const planpb::Step& s : steps) scatters += s.op() == "ReduceScatter";
   EXPECT_EQ(shards_down, scatters);
