@@ -161,16 +161,12 @@ Grads expandGrad(GradContext& c) {
   return {c.reduceToShape(c.dy(), c.x(0)->shape())};
 }
 
-// Y = ReduceSum/Mean(X, axes) ⇒ dX = expand(dY with kept axes) (÷ count for Mean);
-// no axes with noop_with_empty_axes reduce nothing: dX = dY. An f32 sum of a 16-bit
-// X (`to`) passes its gradient back in X's type.
-Grads reduceGrad(GradContext& c, bool mean) {
+// dY of a ReduceSum/Mean spread back over X's shape (÷ count for Mean), in dY's
+// type: no axes with noop_with_empty_axes reduce nothing, so dY itself.
+Value* spreadReduceGrad(GradContext& c, bool mean) {
   const Shape& xs = c.x(0)->shape();
   std::vector<int64_t> axes = c.node().ints("axes");
-  Value* dy = c.dy();
-  if (dy->dtype() != c.x(0)->dtype())
-    dy = c.emit("Cast", {dy}, {{"to", std::string(dtypeName(c.x(0)->dtype()))}});
-  if (axes.empty() && c.node().i("noop_with_empty_axes") != 0) return {dy};
+  if (axes.empty() && c.node().i("noop_with_empty_axes") != 0) return c.dy();
   if (axes.empty())
     for (int64_t i = 0; i < static_cast<int64_t>(xs.size()); ++i) axes.push_back(i);
   Shape kept = xs;
@@ -180,16 +176,31 @@ Grads reduceGrad(GradContext& c, bool mean) {
     count *= xs[axis];
     kept[axis] = 1;
   }
-  Value* g = c.emit("Reshape", {dy}, {{"shape", kept}});
+  Value* g = c.emit("Reshape", {c.dy()}, {{"shape", kept}});
   if (mean) g = c.emit("Div", {g, c.scalar(static_cast<double>(count), g->dtype())});
-  return {c.emit("Expand", {g}, {{"shape", xs}})};
+  return c.emit("Expand", {g}, {{"shape", xs}});
+}
+
+// `v` in X's type: an f32 sum of a 16-bit X (`to`) computes its gradient in f32, as
+// Cast then the sum would, and rounds it to X's type last.
+Value* inXType(GradContext& c, Value* v) {
+  const DType t = c.x(0)->dtype();
+  return v->dtype() == t ? v : c.emit("Cast", {v}, {{"to", std::string(dtypeName(t))}});
+}
+
+// Y = ReduceSum/Mean(X, axes) ⇒ dX = expand(dY with kept axes) (÷ count for Mean).
+Grads reduceGrad(GradContext& c, bool mean) {
+  return {inXType(c, spreadReduceGrad(c, mean))};
 }
 
 // Y = Σ_axes X² (ReduceSumSquare) ⇒ dX = 2·X·(dY spread as ReduceSum's gradient)
 Grads reduceSumSquareGrad(GradContext& c) {
-  Value* spread = reduceGrad(c, false)[0];
-  Value* twice = c.emit("Mul", {c.x(0), c.scalar(2.0, c.x(0)->dtype())});
-  return {c.emit("Mul", {spread, twice})};
+  Value* spread = spreadReduceGrad(c, false);
+  Value* x = c.x(0);
+  if (x->dtype() != spread->dtype())
+    x = c.emit("Cast", {x}, {{"to", std::string(dtypeName(spread->dtype()))}});
+  Value* twice = c.emit("Mul", {x, c.scalar(2.0, x->dtype())});
+  return {inXType(c, c.emit("Mul", {spread, twice}))};
 }
 
 // Y = softmax(X) ⇒ dX = Y·(dY − Σ(dY·Y)) along the axis

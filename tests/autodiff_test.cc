@@ -4,6 +4,7 @@
 #include <gtest/gtest.h>
 
 #include <cmath>
+#include <cstring>
 #include <random>
 #include <set>
 
@@ -15,6 +16,7 @@
 #include "passes/lower_to_plan.h"
 #include "runtime/cpu_executor.h"
 #include "tests/test_util.h"
+#include "tests/training_fixtures.h"
 
 namespace ds {
 namespace {
@@ -354,6 +356,32 @@ TEST(Autodiff, FanOutGradientsAreSummed) {
   EXPECT_EQ(exec.output(1).toDoubles(), (std::vector<double>{3, -3, 2}));
   EXPECT_EQ(grads.at(x)->name(), "x_grad");
   EXPECT_EQ(grads.at(x)->role(), Role::Gradient);
+}
+
+// A 16-bit sum into f32 (`to`, no finite-difference case: that needs f64) takes the
+// gradient of Cast to f32 then the sum: the same output and dX to the bit.
+TEST(Autodiff, SixteenBitSumIntoF32TakesTheGradientOfTheCastSum) {
+  for (const char* op : {"ReduceSum", "ReduceSumSquare", "ReduceMean"}) {
+    SCOPED_TRACE(op);
+    auto fused = parseGraph(std::string(R"(graph fused {
+      input %x : f16[3,5,4]
+      %y = )") + op + R"((%x) {axes = [1], to = "f32"} : f32[3,1,4] @n
+      return %y
+    })");
+    auto cast = parseGraph(std::string(R"(graph cast {
+      input %x : f16[3,5,4]
+      %w = Cast(%x) {to = "f32"} : f32[3,5,4] @wide
+      %y = )") + op + R"((%w) {axes = [1]} : f32[3,1,4] @n
+      return %y
+    })");
+    const std::vector<Tensor> got = test::outputAndGradients(*fused, {"x"}, 2, 3);
+    const std::vector<Tensor> want = test::outputAndGradients(*cast, {"x"}, 2, 3);
+    ASSERT_EQ(got.size(), want.size());
+    for (size_t i = 0; i < want.size(); ++i) {
+      ASSERT_EQ(got[i].type(), want[i].type()) << i;
+      EXPECT_EQ(std::memcmp(got[i].raw(), want[i].raw(), want[i].bytes()), 0) << i;
+    }
+  }
 }
 
 TEST(Autodiff, MissingRuleNamesTheNode) {
