@@ -36,8 +36,9 @@ struct ExecutorOptions {
   bool cuda_graph = true;
   // CUDA backend: pick each convolution's algorithm by timing cuDNN's candidates at
   // load, as torch.backends.cudnn.benchmark does, instead of from cuDNN's heuristics
-  // (dsrun --cudnn-benchmark), taking the fastest, deterministic or not. Faster
-  // steps, but results can differ in the last bits between runs.
+  // (dsrun --cudnn-benchmark), taking the fastest, deterministic or not; also
+  // cuDNN's non-deterministic attention backward. Faster steps, but results can
+  // differ in the last bits between runs.
   bool cudnn_benchmark = false;
   // CPU backend: keep 4-D activations channels-last between kernels that accept
   // it (kernels/cpu/layout.h); off only to compare against the plain layout.

@@ -154,6 +154,9 @@ std::vector<OpCase> nnCases() {
       // value head size of their own. Its gradient case runs FusedAttentionGrad.
       {"ReduceSumSquare",
        "input %x0 : f32[3,40,5]\n %y = ReduceSumSquare(%x0) {axes = [1]} : f32[3,1,5] @n"},
+      {"ReduceSumSquare",  // no axis with noop_with_empty_axes: each element squared
+       "input %x0 : f32[3,70]\n %y = ReduceSumSquare(%x0) {noop_with_empty_axes = 1} : "
+       "f32[3,70] @n"},
       {"ReduceSumSquare",  // every axis, as the gradient norm sums a bucket
        "input %x0 : f32[4000]\n %y = ReduceSumSquare(%x0) {keepdims = 0} : f32[] @n"},
       {"FusedAttention",
@@ -195,6 +198,12 @@ std::vector<OpCase> nnCases() {
       {"SoftmaxCrossEntropyLoss",
        "input %x0 : f32[2,3,2]\n const %t : i32[2,2] = [0, 2, 1, 1]\n"
        " %y = SoftmaxCrossEntropyLoss(%x0, %t) {reduction = \"sum\"} : f32[] @n"},
+      {"SoftmaxCrossEntropyLoss",  // confident: the labels' p − 1 near -1e-6, where
+                                   // an f32 p would be off by ~10%
+       "input %x0 : f32[4,6]\n const %t : i64[4] = [2, 0, 5, 3]\n"
+       " const %b : f32[4,6] = [0, 0, 16, 0, 0, 0, 16, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 16, 0, 0, 0, "
+       "16, 0, 0]\n %s = Add(%x0, %b) : f32[4,6] @bias\n"
+       " %y = SoftmaxCrossEntropyLoss(%s, %t) : f32[] @n"},
       {"SoftmaxCrossEntropyLoss",  // padded scores: the first 5 of 8 classes
        "input %x0 : f32[4,8]\n const %t : i64[4] = [4, 0, 2, 1]\n"
        " %y = SoftmaxCrossEntropyLoss(%x0, %t) {classes = 5} : f32[] @n"},

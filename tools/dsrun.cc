@@ -433,8 +433,9 @@ int main(int argc, char** argv) {
   app.add_flag("--cudnn-benchmark", args.cudnn_benchmark,
                "--backend cuda: choose each convolution's algorithm by timing cuDNN's "
                "candidates at load (as torch.backends.cudnn.benchmark) instead of from its "
-               "heuristics, the fastest whether deterministic or not: results can then differ "
-               "in their last bits between runs");
+               "heuristics, the fastest whether deterministic or not, and run fused attention's "
+               "non-deterministic backward: results can then differ in their last bits between "
+               "runs");
   app.add_flag("--channels-last", args.channels_last,
                "--backend cuda: keep fp16/bf16 activations channels-last (NHWC) between the "
                "convolutions, BatchNorms and element-wise steps that take them, as PyTorch's "

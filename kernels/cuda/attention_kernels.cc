@@ -9,6 +9,11 @@
 // The gradient recomputes the probabilities from L, then
 //   dV = Pᵀ·dY,  dP = dY·Vᵀ (f32),  dS = P·(dP − D),  dQ = scale·dS·K,  dK = scale·dSᵀ·Q.
 // The workspace holds one batch element's scores in f32 and in the operands' dtype.
+#include <iostream>
+#include <mutex>
+#include <set>
+#include <string>
+
 #include "ir/ops/shape_helpers.h"
 #include "kernels/cuda/attention_sdpa.h"
 #include "kernels/cuda/cuda_util.h"
@@ -101,8 +106,25 @@ struct Geometry {
   }
 };
 
+// The step on cuDNN's fused attention, or nullptr. A 16-bit step that cuDNN declines
+// runs here, several times slower and with a [heads, Tq, Tk] workspace: said once
+// per reason on stderr, so that a slow run is not a mystery.
+std::unique_ptr<CudaKernel> onCudnn(const KernelContext& ctx, const Device& dev, bool backward) {
+  std::string why;
+  std::unique_ptr<CudaKernel> fused = cudnnAttentionKernel(ctx, dev, backward, &why);
+  if (fused || dev.cudnn == nullptr || !isSixteenBitFloat(ctx.input(backward ? 1 : 0).dtype()))
+    return fused;
+  static std::mutex mutex;
+  static auto* said = new std::set<std::string>;  // outlives static destructors
+  std::lock_guard<std::mutex> lock(mutex);
+  if (said->insert(why).second)
+    std::cerr << "dsrun: note: cuDNN's fused attention declined " << ctx.op << " '" << ctx.node_name
+              << "' (" << why << "); it and any like it run on cuBLAS, slower\n";
+  return nullptr;
+}
+
 std::unique_ptr<CudaKernel> attentionKernel(const KernelContext& ctx, const Device& dev) {
-  if (auto fused = cudnnAttentionKernel(ctx, dev, false)) return fused;
+  if (auto fused = onCudnn(ctx, dev, false)) return fused;
   const Geometry g(ctx, 0);
   return launchKernel(
       [g](const KernelContext& c, const Device& d, void* ws) {
@@ -120,7 +142,7 @@ std::unique_ptr<CudaKernel> attentionKernel(const KernelContext& ctx, const Devi
 }
 
 std::unique_ptr<CudaKernel> attentionGradKernel(const KernelContext& ctx, const Device& dev) {
-  if (auto fused = cudnnAttentionKernel(ctx, dev, true)) return fused;
+  if (auto fused = onCudnn(ctx, dev, true)) return fused;
   const Geometry g(ctx, 1);
   return launchKernel(
       [g](const KernelContext& c, const Device& d, void* ws) {

@@ -86,10 +86,11 @@ class CudnnAttention : public CudaKernel {
 struct BuiltGraph {
   std::shared_ptr<fe::graph::Graph> graph;
   int64_t workspace = 0;
+  std::string why;  // without a graph: why cuDNN declined
 };
 
 BuiltGraph buildGraph(const KernelContext& ctx, const Device& dev, bool backward,
-                      fe::AttentionImplementation_t implementation, std::string* why) {
+                      fe::AttentionImplementation_t implementation) {
   const size_t q = backward ? 1 : 0;
   const DType t = ctx.input(q).dtype();
   const AttentionDims d =
@@ -131,7 +132,7 @@ BuiltGraph buildGraph(const KernelContext& ctx, const Device& dev, bool backward
                        .set_name("attention_grad")
                        .set_attn_scale(scale)
                        .set_causal_mask(d.causal)
-                       .set_deterministic_algorithm(true);
+                       .set_deterministic_algorithm(!dev.benchmark);
     auto [dq, dk, dv] = graph->sdpa_backward(
         operand("Q", 1, d.q_len, d.head), operand("K", 2, d.kv_len, d.head),
         operand("V", 3, d.kv_len, d.value_head), operand("Y", 4, d.q_len, d.value_head),
@@ -140,7 +141,7 @@ BuiltGraph buildGraph(const KernelContext& ctx, const Device& dev, bool backward
     describeHeadMajor(dk, "dK", outputUid(1), d.batch, d.kv_len, d.heads, d.head);
     describeHeadMajor(dv, "dV", outputUid(2), d.batch, d.kv_len, d.heads, d.value_head);
   }
-  BuiltGraph built{graph, 0};
+  BuiltGraph built{graph, 0, {}};
   const std::pair<const char*, std::function<fe::error_t()>> stages[] = {
       {"validate", [&] { return graph->validate(); }},
       {"build_operation_graph", [&] { return graph->build_operation_graph(dev.cudnn); }},
@@ -151,17 +152,15 @@ BuiltGraph buildGraph(const KernelContext& ctx, const Device& dev, bool backward
       {"get_workspace_size", [&] { return graph->get_workspace_size(built.workspace); }}};
   for (const auto& [stage, run] : stages) {
     fe::error_t status = run();
-    if (!status.is_good()) {
-      if (why) *why = std::string(stage) + ": " + status.get_message();
-      return {};
-    }
+    if (!status.is_good()) return {nullptr, 0, std::string(stage) + ": " + status.get_message()};
   }
   return built;
 }
 
 // Graphs by step geometry and handle: a GPT's 24 attention steps have 2 shapes, and
-// a graph's plan takes cuDNN a while to build. Graph::execute is const.
-using GraphKey = std::tuple<bool, DType, Shape, Shape, Shape, double, int64_t, cudnnHandle_t>;
+// a graph's plan takes cuDNN a while to build. Graph::execute is const. A geometry
+// cuDNN declined is kept too, with its reason, so it is tried once.
+using GraphKey = std::tuple<bool, DType, Shape, Shape, Shape, double, int64_t, cudnnHandle_t, bool>;
 
 std::mutex cache_mutex;
 std::map<GraphKey, BuiltGraph>& graphCache() {
@@ -169,8 +168,7 @@ std::map<GraphKey, BuiltGraph>& graphCache() {
   return *cache;
 }
 
-BuiltGraph cachedGraph(const KernelContext& ctx, const Device& dev, bool backward,
-                       std::string* why) {
+BuiltGraph cachedGraph(const KernelContext& ctx, const Device& dev, bool backward) {
   std::map<GraphKey, BuiltGraph>& cache = graphCache();
   const size_t q = backward ? 1 : 0;
   const GraphKey key{backward,
@@ -180,21 +178,28 @@ BuiltGraph cachedGraph(const KernelContext& ctx, const Device& dev, bool backwar
                      ctx.input(q + 2).shape(),
                      ctx.f("scale"),
                      ctx.i("causal"),
-                     dev.cudnn};
+                     dev.cudnn,
+                     dev.benchmark};
   std::lock_guard<std::mutex> lock(cache_mutex);
   if (auto it = cache.find(key); it != cache.end()) return it->second;
-  BuiltGraph built;
-  try {
-    built = buildGraph(ctx, dev, backward, fe::AttentionImplementation_t::AUTO, why);
-    // The forward's automatic choice may take an implementation without an engine
-    // here; the composite one is the long-standing flash attention.
-    if (!built.graph && !backward)
-      built = buildGraph(ctx, dev, backward, fe::AttentionImplementation_t::COMPOSITE, why);
-  } catch (const std::exception& e) {  // the frontend throws where it finds no implementation
-    if (why) *why = e.what();
-    built = {};
+  // The frontend throws where it finds no implementation.
+  auto build = [&](fe::AttentionImplementation_t implementation) -> BuiltGraph {
+    try {
+      return buildGraph(ctx, dev, backward, implementation);
+    } catch (const std::exception& e) {
+      return {nullptr, 0, e.what()};
+    }
+  };
+  BuiltGraph built = build(fe::AttentionImplementation_t::AUTO);
+  // The forward's automatic choice may take an implementation without an engine
+  // here; the composite one is the long-standing flash attention.
+  if (!built.graph && !backward) {
+    BuiltGraph composite = build(fe::AttentionImplementation_t::COMPOSITE);
+    if (!composite.graph)
+      composite.why = "automatic: " + built.why + "; composite: " + composite.why;
+    built = composite;
   }
-  if (built.graph) cache[key] = built;
+  cache[key] = built;
   return built;
 }
 
@@ -214,8 +219,11 @@ std::unique_ptr<CudaKernel> cudnnAttentionKernel(const KernelContext& ctx, const
     if (why) *why = dev.cudnn == nullptr ? "no cuDNN handle" : "not 16-bit";
     return nullptr;
   }
-  BuiltGraph built = cachedGraph(ctx, dev, backward, why);
-  if (!built.graph) return nullptr;
+  BuiltGraph built = cachedGraph(ctx, dev, backward);
+  if (!built.graph) {
+    if (why) *why = built.why;
+    return nullptr;
+  }
   return std::make_unique<CudnnAttention>(built.graph, backward ? 6 : 3, backward ? 3 : 2,
                                           built.workspace);
 }

@@ -3,7 +3,9 @@
 // and their gradients are read and written where they lie, [batch, T, heads, head]
 // given to cuDNN as [batch, heads, T, head] with strides; L is cuDNN's softmax
 // statistics (natural-log log-sum-exp of the scaled scores, [batch, heads, Tq, 1]),
-// the same as the CPU kernel's. The backward is cuDNN's deterministic algorithm.
+// the same as the CPU kernel's. The backward is cuDNN's deterministic algorithm
+// unless the run asked for the fastest (Device::benchmark, dsrun --cudnn-benchmark),
+// as convolutions' algorithms are chosen.
 #pragma once
 
 #include <memory>

@@ -365,6 +365,15 @@ void CudaExecutor::buildDeviceKernels() {
         step.kernel = step.entry->factory(step.ctx, lane.dev);
       DS_CHECK(step.kernel || step.ctx.epilogue.empty(),
                "a kernel with a fused epilogue must run natively");
+      DS_CHECK(step.kernel || sixteen, "no CUDA kernel for these operand types");
+      // Promotion widens plain buffers: a layout chosen for a native kernel
+      // (chooseLayoutsAndFuse) would be read as the wrong one.
+      if (!step.kernel)
+        for (const auto* views : {&step.ctx.inputs, &step.ctx.outputs})
+          for (const cpu::TensorView& v : *views)
+            DS_CHECK(!v.channels_last, "no native 16-bit kernel for its channels-last ",
+                     "operands (no cuDNN algorithm within the workspace limit?); run without ",
+                     "--channels-last");
       if (sixteen && !step.kernel) {
         step.promoted = true;
         lane.scratch_bytes =

@@ -227,7 +227,9 @@ class LtBiasMatMul : public CudaKernel {
   // epilogue).
   static std::unique_ptr<LtBiasMatMul> tryCreate(const KernelContext& ctx, const Device& dev,
                                                  const MatMulPlan& p, DType t) {
-    if (!dev.cublaslt) return nullptr;
+    // cuBLASLt has no alignment preference for the bias and may read it in 16-byte
+    // vectors (plan tensors are 256-byte aligned; a view into one may not be).
+    if (!dev.cublaslt || alignmentOf(ctx.epilogue.at(0).operand.data) < 16) return nullptr;
     auto kernel = std::unique_ptr<LtBiasMatMul>(new LtBiasMatMul(p));
     try {
       if (!kernel->init(ctx, dev, p, t)) return nullptr;

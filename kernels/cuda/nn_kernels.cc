@@ -100,7 +100,8 @@ bool stepTypes(const KernelContext& ctx, size_t rounded, DType* grad_type, DType
 // -> param'[, velocity'][, rounded]. The overflow check (fp16 plans' loss scaling) is
 // read on the device: a non-finite value skips the step.
 std::unique_ptr<CudaKernel> sgdKernel(const KernelContext& ctx, const Device&) {
-  if (ctx.input(0).dtype() != DType::F32) return nullptr;  // a 16-bit parameter: promoted
+  if (isSixteenBitFloat(ctx.input(0).dtype())) return nullptr;  // a 16-bit parameter: promoted
+  requireF32(ctx, 0);
   SgdArgs a;
   a.momentum = ctx.f("momentum");
   a.dampening = ctx.f("dampening");
@@ -124,7 +125,8 @@ std::unique_ptr<CudaKernel> sgdKernel(const KernelContext& ctx, const Device&) {
 // AdamStep(param, grad, lr, step, m, v[, grad_scale][, beta1][, overflow_check])
 // -> param', m', v'[, rounded].
 std::unique_ptr<CudaKernel> adamKernel(const KernelContext& ctx, const Device&) {
-  if (ctx.input(0).dtype() != DType::F32) return nullptr;  // a 16-bit parameter: promoted
+  if (isSixteenBitFloat(ctx.input(0).dtype())) return nullptr;  // a 16-bit parameter: promoted
+  requireF32(ctx, 0);
   AdamArgs a;
   if (!stepTypes(ctx, 3, &a.grad_type, &a.round_to))
     ctx.fail("a ", dtypeName(a.grad_type), " gradient rounded to ", dtypeName(a.round_to),

@@ -656,13 +656,15 @@ template <typename S>
 __device__ inline void writeSampleGrad(const CrossEntropyArgs& a, const S* xs, double lse,
                                        double scale, int64_t label, S* dxs, int64_t first,
                                        int64_t step) {
+  // p in f32, but the label's p − 1 in double: it nears 0 as the model grows
+  // confident, where f32's absolute error in p would be a large relative one.
   const auto lse_f = static_cast<float>(lse);
-  for (int64_t c = first; c < a.c; c += step)
-    dxs[c * a.d] =
-        c < a.classes
-            ? fromFloat<S>(static_cast<float>(
-                  scale * (expf(toFloat(xs[c * a.d]) - lse_f) - (c == label ? 1.0 : 0.0))))
-            : fromFloat<S>(0.0f);
+  for (int64_t c = first; c < a.c; c += step) {
+    const float x = toFloat(xs[c * a.d]);
+    const double d = c != label ? static_cast<double>(expf(x - lse_f))
+                                : ::exp(static_cast<double>(x) - lse) - 1.0;
+    dxs[c * a.d] = fromFloat<S>(c < a.classes ? static_cast<float>(scale * d) : 0.0f);
+  }
 }
 
 // log Σ_c exp(scores of sample s), over the block.

@@ -65,6 +65,10 @@ CudaKernelFactory reduceFactory(Reduction kind) {
       reduced[a < 0 ? a + rank : a] = true;
     }
     ReduceGeometry g = reduceGeometry(ctx.input(0).shape(), reduced);
+    if (!g.general && g.reduced == 1) {  // one element per output: a thread each, not a block
+      g.inner *= g.outer;
+      g.outer = 1;
+    }
     const double scale = kind == Reduction::Mean ? 1.0 / static_cast<double>(g.reduced) : 1.0;
     if (!g.general) {
       const size_t scratch = reduceScratchDoubles(g.outer, g.reduced, g.inner);
