@@ -396,6 +396,7 @@ TEST(CudaMemory, PeakDeviceMemoryWithinFivePercentOfThePlan) {
     const double measured = taken() * 1048576;
     std::cout << "\n";
     *declared_bytes = exec.deviceBytes();
+    std::cout << exec.deviceMemoryReport() << "\n";
     return measured;
   };
   size_t first_declared = 0, declared_bytes = 0;

@@ -1,7 +1,9 @@
 #include "kernels/cuda/cuda_executor.h"
 
 #include <cstring>
+#include <iomanip>
 #include <iostream>
+#include <sstream>
 
 #include "ir/error.h"
 #include "kernels/cpu/promote16.h"
@@ -54,6 +56,9 @@ struct CudaExecutor::Lane {
   cuda::Device dev;   // the stream; cuBLAS/cuDNN handles bound to it when needed
   size_t workspace_bytes = 0;
   size_t scratch_bytes = 0;
+  // For deviceMemoryReport: which steps set the sizes above.
+  std::string widest_workspace, widest_scratch;
+  size_t cublas_workspace = 0, promoted_steps = 0;
   void* workspace = nullptr;        // kernels' scratch, then cuBLAS's
   void* scratch = nullptr;          // f32 copies of promoted 16-bit steps
   std::vector<float> host_scratch;  // the same for host steps
@@ -376,8 +381,12 @@ void CudaExecutor::buildDeviceKernels() {
                      "--channels-last");
       if (sixteen && !step.kernel) {
         step.promoted = true;
-        lane.scratch_bytes =
-            std::max(lane.scratch_bytes, align256(cpu::promotionScratchBytes(step.ctx)));
+        ++lane.promoted_steps;
+        const size_t need = align256(cpu::promotionScratchBytes(step.ctx));
+        if (need > lane.scratch_bytes) {
+          lane.scratch_bytes = need;
+          lane.widest_scratch = step.ctx.node_name + " (" + step.ctx.op + ")";
+        }
       }
     } catch (const Error& e) {
       throw atNode(step.ctx.node_name, step.ctx.op, e);
@@ -401,15 +410,17 @@ void CudaExecutor::buildDeviceKernels() {
 
 void CudaExecutor::allocateWorkspaces() {
   for (const Step& step : steps_)
-    if (step.kernel) {
+    if (step.kernel && step.kernel->workspaceBytes() > lanes_[step.lane]->workspace_bytes) {
       Lane& lane = *lanes_[step.lane];
-      lane.workspace_bytes = std::max(lane.workspace_bytes, step.kernel->workspaceBytes());
+      lane.workspace_bytes = step.kernel->workspaceBytes();
+      lane.widest_workspace = step.ctx.node_name + " (" + step.ctx.op + ")";
     }
   for (auto& lane : lanes_) {
     if (!lane->dev.cublas && lane->workspace_bytes == 0) continue;
     size_t kernels = align256(lane->workspace_bytes);
     size_t cublas = lane->dev.cublas ? kCublasWorkspace : 0;
     lane->workspace_bytes = kernels + cublas;
+    lane->cublas_workspace = cublas;
     DS_CUDA_CHECK(cudaMalloc(&lane->workspace, lane->workspace_bytes));
     device_bytes_ += lane->workspace_bytes;
     if (cublas > 0)
@@ -420,6 +431,30 @@ void CudaExecutor::allocateWorkspaces() {
 
 size_t CudaExecutor::deviceBytes() const {
   return device_bytes_;
+}
+
+std::string CudaExecutor::deviceMemoryReport() const {
+  auto mib = [](size_t bytes) {
+    std::ostringstream out;
+    out << std::fixed << std::setprecision(2) << static_cast<double>(bytes) / 1048576;
+    return out.str();
+  };
+  const planpb::Plan& p = plan_.plan;
+  std::ostringstream out;
+  out << "device MiB: arena " << mib(roundUp(p.arena_bytes())) << ", persistent "
+      << mib(roundUp(p.persistent_bytes()));
+  for (const auto& lane : lanes_) {
+    if (lane->workspace_bytes == 0 && lane->scratch_bytes == 0) continue;
+    out << "; stream " << lane->name << ": workspace " << mib(lane->workspace_bytes);
+    if (lane->workspace_bytes > lane->cublas_workspace)
+      out << " (" << lane->widest_workspace << " "
+          << mib(lane->workspace_bytes - lane->cublas_workspace) << ", cuBLAS "
+          << mib(lane->cublas_workspace) << ")";
+    if (lane->scratch_bytes > 0)
+      out << ", promotion scratch " << mib(lane->scratch_bytes) << " (" << lane->widest_scratch
+          << "; " << lane->promoted_steps << " steps promoted)";
+  }
+  return out.str();
 }
 
 void CudaExecutor::setFeed(const std::string& name, const Tensor& value) {

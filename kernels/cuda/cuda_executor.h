@@ -68,6 +68,10 @@ class CudaExecutor : public Executor {
   // Bytes of device memory the executor allocated: arena, persistent region,
   // workspaces and promotion scratch (the plan predicts the first two).
   size_t deviceBytes() const;
+  // What deviceBytes() holds, in MiB, one line: the plan's regions, then per
+  // stream its workspace (the largest step's, and cuBLAS's) and promotion scratch
+  // (the largest promoted step's, and how many steps run promoted).
+  std::string deviceMemoryReport() const;
   // Whether runs replay CUDA graphs (false when turned off, or when capture is not
   // possible: a communicator that meets on the host).
   bool usesCudaGraphs() const { return graphs_enabled_; }
