@@ -210,6 +210,25 @@ void addTraining(Graph& g, const CompileOptions& o, const DsConfig& config) {
   verifyGraph(g);
 }
 
+// The loss to train with: --loss; else, when the DeepSpeed config has an optimizer
+// (a training config, as the engine's backward and step use it), the model's own
+// loss where its first output is a scalar, or cross-entropy over it (a
+// classifier's logits), said in a note; else none (a forward plan).
+std::optional<std::string> lossKind(const CompileOptions& o, const DsConfig& config, const Graph& g,
+                                    std::vector<std::string>* notes) {
+  if (o.loss) return o.loss;
+  if (!config.raw.is_object() || !config.raw.contains("optimizer") || g.outputs().empty())
+    return std::nullopt;
+  const Value* first = g.outputs()[0];
+  const bool scalar = first->rank() == 0;
+  notes->push_back(std::string("no --loss: training with ") +
+                   (scalar ? "the model's own loss, its output '" + first->name() + "'"
+                           : "cross-entropy over output '" + first->name() +
+                                 "' (and a label input '" + o.label + "')") +
+                   ", as the config's optimizer asks for training; --loss chooses another");
+  return scalar ? "output" : "cross_entropy";
+}
+
 }  // namespace
 
 Compilation compile(const CompileOptions& o) {
@@ -233,7 +252,11 @@ Compilation compile(const CompileOptions& o) {
             passOptions(o));
 
   // Stage 3: training — loss, backward graph, optimizer step.
-  if (o.loss) addTraining(*out.graph, o, out.config);
+  if (std::optional<std::string> loss = lossKind(o, out.config, *out.graph, &out.notes)) {
+    CompileOptions training = o;
+    training.loss = loss;
+    addTraining(*out.graph, training, out.config);
+  }
 
   // Stage 4: static memory plan for the arena.
   out.memory = planMemory(*out.graph);

@@ -25,7 +25,8 @@ struct CompileOptions {
   std::vector<std::string> dump_after;  // pass names or "all"
   // Optimisation passes not to run (--disable-pass): to isolate a fusion's effect.
   std::vector<std::string> disabled_passes;
-  // Training: a loss makes a training plan (loss, backward, optimizer step).
+  // Training: a loss makes a training plan (loss, backward, optimizer step). Without
+  // one, a config with an optimizer trains with a default loss (Compilation::notes).
   std::optional<std::string> loss;  // cross_entropy | mse | output
   std::string label = "label";      // name of the label input the loss adds
   std::string loss_output;          // --loss-output: the model's loss / the output to use
@@ -40,6 +41,7 @@ struct Compilation {
   int zero_stage = 0;
   int64_t micro_batch = 0;
   MemoryPlan memory;
+  std::vector<std::string> notes;  // choices made for the user (dscompile prints them)
 };
 
 Compilation compile(const CompileOptions& options);

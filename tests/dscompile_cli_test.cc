@@ -7,6 +7,7 @@
 #include "frontend/summary.h"
 #include "ir/error.h"
 #include "ir/plan.h"
+#include "runtime/trainer.h"
 #include "tests/test_util.h"
 #include "tests/training_fixtures.h"
 
@@ -205,6 +206,64 @@ TEST(DscompileCli, BadTrainingRequestsAreOneLineErrors) {
                              "scheduler": {"type": "OneCycle", "params": {"cycle_max_lr": 1}}})");
   expectOneLineError(dscompile(smallModel() + " --config " + cycle + " --loss mse"),
                      "scheduler.params.cycle_min_lr: required by OneCycle");
+}
+
+// A DeepSpeed config's optimizer asks for training: without --loss, dscompile
+// trains a classifier's logits with cross-entropy (or a model's scalar output as
+// its loss) and says so; without an optimizer the plan is forward-only, and dsrun
+// refuses training data for it.
+TEST(DscompileCli, ConfigWithAnOptimizerTrainsWithoutLossFlag) {
+  std::string cfg = test::tempPath("no_loss.json"), plan = test::tempPath("no_loss.plan");
+  test::writeFile(cfg, R"({"train_micro_batch_size_per_gpu": 4,
+                           "optimizer": {"type": "AdamW", "params": {"lr": 1e-3}}})");
+  auto r = dscompile(smallModel() + " --config " + cfg + " -o " + plan);
+  ASSERT_EQ(r.exit_code, 0) << r.output;
+  EXPECT_TRUE(contains(r.output,
+                       "dscompile: note: no --loss: training with cross-entropy over "
+                       "output 'logits' (and a label input 'label')"))
+      << r.output;
+  PlanFile trained = readPlanFile(plan);
+  EXPECT_TRUE(isTrainingPlan(trained));
+  // The same plan as --loss cross_entropy gives, which says nothing.
+  const std::string explicit_plan = test::tempPath("loss_flag.plan");
+  r = dscompile(smallModel() + " --config " + cfg + " --loss cross_entropy -o " + explicit_plan);
+  ASSERT_EQ(r.exit_code, 0) << r.output;
+  EXPECT_FALSE(contains(r.output, "note")) << r.output;
+  EXPECT_EQ(printPlan(trained), printPlan(readPlanFile(explicit_plan)));
+
+  std::string forward = test::tempPath("forward.plan");
+  r = dscompile(smallModel() + " --batch 4 -o " + forward);
+  ASSERT_EQ(r.exit_code, 0) << r.output;
+  EXPECT_FALSE(isTrainingPlan(readPlanFile(forward)));
+  expectOneLineError(
+      test::runCommand(test::binary("dsrun") + " " + forward + " --data synthetic --steps 2"),
+      "--data: " + forward + " is not a training plan (compiled without --loss)");
+}
+
+// A model that computes its own loss (a scalar first output) trains on it.
+TEST(DscompileCli, ScalarFirstOutputIsTheDefaultLoss) {
+  const std::string model = test::writeModel(test::parseOnnxText(R"(
+<ir_version: 8, opset_import: ["" : 17]>
+regress (float[batch, 4] input, float[batch, 2] target) => (float loss, float[batch, 2] y)
+<float[4, 2] w = {1, 2, 3, 4, 5, 6, 7, 8}>
+{
+  y = MatMul(input, w)
+  d = Sub(y, target)
+  sq = Mul(d, d)
+  loss = ReduceMean<keepdims = 0>(sq)
+}
+)"),
+                                             test::scratchName("cli_own_loss.onnx"));
+  std::string cfg = test::tempPath("own_loss.json"), plan = test::tempPath("own_loss.plan");
+  test::writeFile(cfg, R"({"train_micro_batch_size_per_gpu": 4,
+                           "optimizer": {"type": "SGD", "params": {"lr": 0.1}}})");
+  auto r = dscompile(model + " --config " + cfg + " -o " + plan);
+  ASSERT_EQ(r.exit_code, 0) << r.output;
+  EXPECT_TRUE(contains(r.output,
+                       "no --loss: training with the model's own loss, its output "
+                       "'loss'"))
+      << r.output;
+  EXPECT_TRUE(isTrainingPlan(readPlanFile(plan)));
 }
 
 // Impossible batch arithmetic is one line naming the keys, exit code 2.

@@ -84,6 +84,7 @@ int run(const Args& a) {
   options.dump = &std::cerr;
   ds::Compilation c = ds::compile(options);
   for (const std::string& w : c.config.warnings) std::cerr << "dscompile: warning: " << w << "\n";
+  for (const std::string& n : c.notes) std::cerr << "dscompile: note: " << n << "\n";
   auto wants = [&](const char* what) {
     return std::find(a.dumps.begin(), a.dumps.end(), what) != a.dumps.end();
   };
