@@ -233,7 +233,8 @@ std::vector<OpCase> nnCases() {
 
 // Concat and Split of many small parts of a flat buffer (ZeRO's buckets of
 // normalisation parameters), which the CUDA kernel copies in one batched launch:
-// parts of 1 to 5 floats, so some ranges copy by bytes and some by 4-byte words.
+// parts of 1 to 5 floats, so ranges copy by 16-byte or 4-byte words (and, in the
+// 16-bit runs of these cases, by 2-byte ones).
 std::vector<OpCase> manyPartCases() {
   std::string inputs, args, outputs, types, sizes;
   int64_t total = 0;

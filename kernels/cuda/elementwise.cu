@@ -365,18 +365,27 @@ __global__ void dropoutKeyKernel(DropoutStream stream, const int64_t* step, int6
   *key = ::ds::dropoutKey(stream);
 }
 
-// Block k copies range k of the table, by 4-byte words when it can.
+template <typename W>
+__device__ inline void copyWords(int64_t from, int64_t to, int64_t bytes) {
+  const auto* src = reinterpret_cast<const W*>(from);
+  auto* dst = reinterpret_cast<W*>(to);
+  for (int64_t i = threadIdx.x; i < bytes / static_cast<int64_t>(sizeof(W)); i += blockDim.x)
+    dst[i] = src[i];
+}
+
+// Block k copies range k of the table, by the widest words its addresses and
+// length allow (16-bit parts of odd length leave the ranges after them 2-aligned).
 __global__ void copyBatchKernel(const int64_t* table) {
   const int64_t* range = table + 3 * static_cast<int64_t>(blockIdx.x);
-  const int64_t bytes = range[2];
-  if (((range[0] | range[1] | bytes) & 3) == 0) {
-    const auto* src = reinterpret_cast<const uint32_t*>(range[0]);
-    auto* dst = reinterpret_cast<uint32_t*>(range[1]);
-    for (int64_t i = threadIdx.x; i < bytes / 4; i += blockDim.x) dst[i] = src[i];
+  const int64_t bytes = range[2], alignment = range[0] | range[1] | bytes;
+  if ((alignment & 15) == 0) {
+    copyWords<uint4>(range[0], range[1], bytes);
+  } else if ((alignment & 3) == 0) {
+    copyWords<uint32_t>(range[0], range[1], bytes);
+  } else if ((alignment & 1) == 0) {
+    copyWords<uint16_t>(range[0], range[1], bytes);
   } else {
-    const auto* src = reinterpret_cast<const uint8_t*>(range[0]);
-    auto* dst = reinterpret_cast<uint8_t*>(range[1]);
-    for (int64_t i = threadIdx.x; i < bytes; i += blockDim.x) dst[i] = src[i];
+    copyWords<uint8_t>(range[0], range[1], bytes);
   }
 }
 
