@@ -120,8 +120,15 @@ void readZero(const json& root, DsConfig& c) {
     auto device = off->value("device", std::string("none"));
     DS_CHECK(device == "none" || device == "cpu" || device == "nvme",
              "zero_optimization.offload_optimizer.device: must be none, cpu or nvme, is ", device);
-    c.offload_optimizer = device == "cpu";
+    c.offload_optimizer = device != "none";
+    if (device == "nvme")
+      c.warnings.push_back(
+          "zero_optimization.offload_optimizer.device: nvme is not implemented by dscompile; "
+          "the optimizer state is offloaded to host memory instead");
   }
+  // DeepSpeed's older spelling of offload_optimizer {"device": "cpu"}.
+  if (auto old = z->find("cpu_offload"); old != z->end() && *old == true)
+    c.offload_optimizer = true;
 }
 
 }  // namespace

@@ -25,7 +25,9 @@ struct DsConfig {
   int zero_stage = 0;
   bool fp16 = false;
   bool bf16 = false;
-  bool offload_optimizer = false;  // zero_optimization.offload_optimizer.device == "cpu"
+  // zero_optimization.offload_optimizer.device cpu (or nvme, with a warning), or the
+  // older cpu_offload: true
+  bool offload_optimizer = false;
   std::string optimizer = "AdamW";
   std::string scheduler;  // empty: constant learning rate
 

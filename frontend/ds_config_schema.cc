@@ -11,7 +11,13 @@ using nlohmann::json;
 
 enum class Type { Int, Number, Bool, String, Object, List, Any };
 enum Auto : bool { kNoAuto = false, kAuto = true };
-enum Impl : bool { kIgnored = false, kUsed = true };
+// kUsed: dscompile reads the key. kInherent: what any value asks for, dscompile
+// always does, or the values choose among implementations of the same math (offload
+// buffers are always pinned; torch_adam). kIgnored: not implemented, a warning,
+// unless the value asks for what dscompile does anyway (Key::same_as) or, for a
+// feature's object, has "enabled": false.
+enum class Impl { kIgnored, kUsed, kInherent };
+using enum Impl;
 
 struct Key {
   const char* name;
@@ -19,7 +25,16 @@ struct Key {
   Impl implemented;
   Auto allows_auto = kNoAuto;
   std::vector<Key> children = {};  // for objects; empty = any keys (unchecked)
+  // kIgnored: the value (JSON text; DeepSpeed's default, mostly) that asks for
+  // dscompile's behaviour, so needs no warning; nullptr: none.
+  const char* same_as = nullptr;
 };
+
+// An ignored key whose value asks for nothing dscompile lacks.
+bool asksNothingMissing(const Key& k, const json& value) {
+  if (k.same_as && value == json::parse(k.same_as)) return true;
+  return value.is_object() && value.contains("enabled") && value["enabled"] == false;
+}
 
 const char* typeName(Type t) {
   switch (t) {
@@ -45,12 +60,18 @@ const char* typeName(Type t) {
 // the types dscompile implements; the type itself is checked in ds_config.cc.
 const std::vector<Key>& optimizerParams() {
   static const std::vector<Key> keys = {
-      {"lr", Type::Number, kUsed, kAuto},   {"betas", Type::List, kUsed, kAuto},
-      {"eps", Type::Number, kUsed, kAuto},  {"weight_decay", Type::Number, kUsed, kAuto},
-      {"adam_w_mode", Type::Bool, kUsed},   {"bias_correction", Type::Bool, kUsed},
-      {"torch_adam", Type::Bool, kIgnored}, {"amsgrad", Type::Bool, kIgnored},
-      {"momentum", Type::Number, kUsed},    {"nesterov", Type::Bool, kUsed},
-      {"dampening", Type::Number, kUsed},   {"fused", Type::Bool, kIgnored},
+      {"lr", Type::Number, kUsed, kAuto},
+      {"betas", Type::List, kUsed, kAuto},
+      {"eps", Type::Number, kUsed, kAuto},
+      {"weight_decay", Type::Number, kUsed, kAuto},
+      {"adam_w_mode", Type::Bool, kUsed},
+      {"bias_correction", Type::Bool, kUsed},
+      {"torch_adam", Type::Bool, kInherent},
+      {"amsgrad", Type::Bool, kIgnored, kNoAuto, {}, "false"},
+      {"momentum", Type::Number, kUsed},
+      {"nesterov", Type::Bool, kUsed},
+      {"dampening", Type::Number, kUsed},
+      {"fused", Type::Bool, kInherent},
   };
   return keys;
 }
@@ -73,10 +94,14 @@ const std::vector<Key>& schedulerParams() {
 
 const std::vector<Key>& offloadKeys() {
   static const std::vector<Key> keys = {
-      {"device", Type::String, kUsed},       {"pin_memory", Type::Bool, kIgnored},
-      {"buffer_count", Type::Int, kIgnored}, {"buffer_size", Type::Number, kIgnored},
-      {"fast_init", Type::Bool, kIgnored},   {"ratio", Type::Number, kIgnored},
-      {"nvme_path", Type::String, kIgnored}, {"max_in_cpu", Type::Number, kIgnored},
+      {"device", Type::String, kUsed},
+      {"pin_memory", Type::Bool, kInherent},
+      {"buffer_count", Type::Int, kIgnored},
+      {"buffer_size", Type::Number, kIgnored},
+      {"fast_init", Type::Bool, kIgnored, kNoAuto, {}, "false"},
+      {"ratio", Type::Number, kIgnored, kNoAuto, {}, "1.0"},
+      {"nvme_path", Type::String, kIgnored},
+      {"max_in_cpu", Type::Number, kIgnored},
   };
   return keys;
 }
@@ -84,7 +109,7 @@ const std::vector<Key>& offloadKeys() {
 const std::vector<Key>& zeroKeys() {
   static const std::vector<Key> keys = {
       {"stage", Type::Int, kUsed},
-      {"allgather_partitions", Type::Bool, kIgnored},
+      {"allgather_partitions", Type::Bool, kIgnored, kNoAuto, {}, "true"},
       {"allgather_bucket_size", Type::Number, kUsed},
       {"overlap_comm", Type::Bool, kUsed},
       {"reduce_scatter", Type::Bool, kUsed},
@@ -99,15 +124,15 @@ const std::vector<Key>& zeroKeys() {
       {"stage3_max_reuse_distance", Type::Number, kUsed},
       {"stage3_gather_16bit_weights_on_model_save", Type::Bool, kUsed},
       {"stage3_gather_fp16_weights_on_model_save", Type::Bool, kUsed},
-      {"round_robin_gradients", Type::Bool, kIgnored},
-      {"ignore_unused_parameters", Type::Bool, kIgnored},
-      {"elastic_checkpoint", Type::Bool, kIgnored},
-      {"load_from_fp32_weights", Type::Bool, kIgnored},
-      {"cpu_offload", Type::Bool, kIgnored},
-      {"zero_hpz_partition_size", Type::Int, kIgnored},
-      {"zero_quantized_weights", Type::Bool, kIgnored},
-      {"zero_quantized_gradients", Type::Bool, kIgnored},
-      {"mics_shard_size", Type::Int, kIgnored},
+      {"round_robin_gradients", Type::Bool, kInherent},
+      {"ignore_unused_parameters", Type::Bool, kIgnored, kNoAuto, {}, "true"},
+      {"elastic_checkpoint", Type::Bool, kIgnored, kNoAuto, {}, "false"},
+      {"load_from_fp32_weights", Type::Bool, kIgnored, kNoAuto, {}, "true"},
+      {"cpu_offload", Type::Bool, kUsed},
+      {"zero_hpz_partition_size", Type::Int, kIgnored, kNoAuto, {}, "1"},
+      {"zero_quantized_weights", Type::Bool, kIgnored, kNoAuto, {}, "false"},
+      {"zero_quantized_gradients", Type::Bool, kIgnored, kNoAuto, {}, "false"},
+      {"mics_shard_size", Type::Int, kIgnored, kNoAuto, {}, "-1"},
   };
   return keys;
 }
@@ -134,28 +159,28 @@ const std::vector<Key>& topKeys() {
        kUsed,
        kNoAuto,
        {{"enabled", Type::Bool, kUsed, kAuto},
-        {"auto_cast", Type::Bool, kIgnored},
+        {"auto_cast", Type::Bool, kIgnored, kNoAuto, {}, "false"},
         {"loss_scale", Type::Number, kUsed},
         {"initial_scale_power", Type::Int, kUsed},
         {"loss_scale_window", Type::Int, kUsed},
         {"hysteresis", Type::Int, kUsed},
         {"consecutive_hysteresis", Type::Bool, kUsed},
         {"min_loss_scale", Type::Number, kUsed},
-        {"fp16_master_weights_and_grads", Type::Bool, kIgnored}}},
+        {"fp16_master_weights_and_grads", Type::Bool, kIgnored, kNoAuto, {}, "false"}}},
       {"bf16", Type::Object, kUsed, kNoAuto, {{"enabled", Type::Bool, kUsed, kAuto}}},
       {"gradient_clipping", Type::Number, kUsed, kAuto},
       {"zero_optimization", Type::Object, kUsed, kNoAuto, zeroKeys()},
       {"steps_per_print", Type::Int, kUsed},
-      {"wall_clock_breakdown", Type::Bool, kIgnored},
-      {"dump_state", Type::Bool, kIgnored},
-      {"prescale_gradients", Type::Bool, kIgnored},
-      {"gradient_predivide_factor", Type::Number, kIgnored},
-      {"sparse_gradients", Type::Bool, kIgnored},
-      {"communication_data_type", Type::String, kIgnored},
+      {"wall_clock_breakdown", Type::Bool, kIgnored, kNoAuto, {}, "false"},
+      {"dump_state", Type::Bool, kIgnored, kNoAuto, {}, "false"},
+      {"prescale_gradients", Type::Bool, kIgnored, kNoAuto, {}, "false"},
+      {"gradient_predivide_factor", Type::Number, kIgnored, kNoAuto, {}, "1.0"},
+      {"sparse_gradients", Type::Bool, kIgnored, kNoAuto, {}, "false"},
+      {"communication_data_type", Type::Any, kIgnored, kNoAuto, {}, "null"},
       {"seed", Type::Int, kUsed},
-      {"zero_allow_untested_optimizer", Type::Bool, kIgnored},
-      {"zero_force_ds_cpu_optimizer", Type::Bool, kIgnored},
-      {"memory_breakdown", Type::Bool, kIgnored},
+      {"zero_allow_untested_optimizer", Type::Bool, kInherent},
+      {"zero_force_ds_cpu_optimizer", Type::Bool, kInherent},
+      {"memory_breakdown", Type::Bool, kIgnored, kNoAuto, {}, "false"},
       {"amp", Type::Object, kIgnored},
       {"activation_checkpointing", Type::Object, kIgnored},
       {"flops_profiler", Type::Object, kIgnored},
@@ -217,8 +242,9 @@ void validate(const json& obj, const std::vector<Key>& keys, const std::string& 
     std::string here = path + name;
     auto it = std::find_if(keys.begin(), keys.end(), [&](const Key& k) { return name == k.name; });
     DS_CHECK(it != keys.end(), here, ": unknown DeepSpeed config key", suggestion(name, keys));
-    if (!it->implemented) {
-      warnings.push_back(here + ": not implemented by dscompile, ignored");
+    if (it->implemented == kIgnored) {
+      if (!asksNothingMissing(*it, value))
+        warnings.push_back(here + ": not implemented by dscompile, ignored");
       continue;
     }
     if (it->allows_auto && value.is_string() && value == "auto") continue;

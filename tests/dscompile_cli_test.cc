@@ -160,13 +160,69 @@ TEST(DsConfig, WrongTypesDuplicatesAndUnsupportedTypesNameTheKeyPath) {
 TEST(DsConfig, RealButUnimplementedKeysWarnAndAreIgnored) {
   DsConfig c = parseDsConfig(
       R"({"train_batch_size": 8, "wall_clock_breakdown": true, "optimizer": {"type": "adamw"},
-          "zero_optimization": {"stage": 2, "round_robin_gradients": true}})",
+          "zero_optimization": {"stage": 3, "offload_param": {"device": "cpu"}}})",
       "cfg.json");
   EXPECT_EQ(c.optimizer, "AdamW");
   ASSERT_EQ(c.warnings.size(), 2u);
   EXPECT_EQ(c.warnings[0], "wall_clock_breakdown: not implemented by dscompile, ignored");
   EXPECT_EQ(c.warnings[1],
-            "zero_optimization.round_robin_gradients: not implemented by dscompile, ignored");
+            "zero_optimization.offload_param: not implemented by dscompile, ignored");
+}
+
+// No warning where a key asks for what dscompile does anyway: DeepSpeed's default
+// value (prescale_gradients false), a feature switched off ("enabled": false), or
+// a choice among implementations of the same math (pin_memory, torch_adam); the
+// same keys asking for something else still warn.
+TEST(DsConfig, KeysAskingForWhatDscompileDoesDoNotWarn) {
+  DsConfig quiet = parseDsConfig(
+      R"({"train_batch_size": 8, "prescale_gradients": false, "gradient_predivide_factor": 1.0,
+          "wall_clock_breakdown": false, "communication_data_type": null,
+          "zero_allow_untested_optimizer": true, "tensorboard": {"enabled": false},
+          "flops_profiler": {"enabled": false, "profile_step": 1},
+          "optimizer": {"type": "Adam", "params": {"torch_adam": true, "amsgrad": false}},
+          "fp16": {"enabled": true, "auto_cast": false},
+          "zero_optimization": {"stage": 2, "round_robin_gradients": true,
+                                "allgather_partitions": true,
+                                "offload_optimizer": {"device": "cpu", "pin_memory": true}}})",
+      "cfg.json");
+  EXPECT_TRUE(quiet.warnings.empty()) << ::testing::PrintToString(quiet.warnings);
+  EXPECT_TRUE(quiet.offload_optimizer);
+  DsConfig loud = parseDsConfig(
+      R"({"train_batch_size": 8, "prescale_gradients": true, "tensorboard": {"enabled": true},
+          "optimizer": {"type": "Adam", "params": {"amsgrad": true}},
+          "zero_optimization": {"stage": 2, "allgather_partitions": false}})",
+      "cfg.json");
+  EXPECT_EQ(loud.warnings,
+            (std::vector<std::string>{
+                "optimizer.params.amsgrad: not implemented by dscompile, ignored",
+                "prescale_gradients: not implemented by dscompile, ignored",
+                "tensorboard: not implemented by dscompile, ignored",
+                "zero_optimization.allgather_partitions: not implemented by dscompile, ignored"}));
+}
+
+// DeepSpeed's older "cpu_offload": true offloads the optimizer, as offload_optimizer
+// {"device": "cpu"} does; NVMe offload goes to host memory, with a warning.
+TEST(DsConfig, CpuOffloadAndNvmeOffloadTheOptimizerToTheHost) {
+  DsConfig old = parseDsConfig(
+      R"({"train_batch_size": 8, "zero_optimization": {"stage": 2, "cpu_offload": true}})",
+      "cfg.json");
+  EXPECT_TRUE(old.offload_optimizer);
+  EXPECT_TRUE(old.warnings.empty()) << ::testing::PrintToString(old.warnings);
+  DsConfig off = parseDsConfig(
+      R"({"train_batch_size": 8, "zero_optimization": {"stage": 2, "cpu_offload": false}})",
+      "cfg.json");
+  EXPECT_FALSE(off.offload_optimizer);
+  DsConfig nvme = parseDsConfig(
+      R"({"train_batch_size": 8, "zero_optimization": {"stage": 3,
+          "offload_optimizer": {"device": "nvme", "nvme_path": "/local_nvme"}}})",
+      "cfg.json");
+  EXPECT_TRUE(nvme.offload_optimizer);
+  EXPECT_EQ(nvme.warnings,
+            (std::vector<std::string>{
+                "zero_optimization.offload_optimizer.nvme_path: not implemented by dscompile, "
+                "ignored",
+                "zero_optimization.offload_optimizer.device: nvme is not implemented by "
+                "dscompile; the optimizer state is offloaded to host memory instead"}));
 }
 
 TEST(DsConfig, ReferenceConfigLoadsWithoutWarnings) {
