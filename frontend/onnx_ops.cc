@@ -17,8 +17,11 @@ std::string OnnxNode::describe() const {
 const Tensor& OnnxNode::constantInput(size_t i, const char* what) const {
   DS_CHECK(hasInput(i), describe(), ": input '", what, "' is required");
   const Value* v = inputs[i];
-  DS_CHECK(v->role() == Role::Constant && v->hasData(), describe(), ": input '", what, "' ('",
-           v->name(), "') must be a compile-time constant");
+  // A float initializer imports as a parameter; read as an attribute it is the
+  // model's constant (torch.onnx's constant folding writes Clip's bounds so), and
+  // dead-code elimination drops it when nothing else reads it.
+  DS_CHECK((v->role() == Role::Constant || v->role() == Role::Parameter) && v->hasData(),
+           describe(), ": input '", what, "' ('", v->name(), "') must be a compile-time constant");
   return v->data();
 }
 
@@ -166,6 +169,14 @@ std::vector<Value*> convertDropout(OnnxNode& n) {
   return n.emit("Dropout", {n.inputs.at(0)}, n.attrs, usedOutputs(n));
 }
 
+// Clip: min and max are inputs (every supported opset); constant ones become
+// attributes, an absent one leaves that side unbounded.
+std::vector<Value*> convertClip(OnnxNode& n) {
+  if (n.hasInput(1)) n.attrs["min"] = n.constantInput(1, "min").getDouble(0);
+  if (n.hasInput(2)) n.attrs["max"] = n.constantInput(2, "max").getDouble(0);
+  return firstInputOnly(n);
+}
+
 std::vector<Value*> convertTrilu(OnnxNode& n) {
   if (n.hasInput(1)) n.attrs["k"] = n.constantInput(1, "k").getInt(0);
   return firstInputOnly(n);
@@ -228,6 +239,7 @@ const std::map<std::string, OnnxConverter>& onnxConverters() {
     t["Slice"] = convertSlice;
     t["Dropout"] = convertDropout;
     t["Trilu"] = convertTrilu;
+    t["Clip"] = convertClip;
     t["Reshape"] = [](OnnxNode& n) { return convertNamedInput(n, "shape"); };
     t["Expand"] = [](OnnxNode& n) { return convertNamedInput(n, "shape"); };
     return t;

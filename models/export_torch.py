@@ -6,7 +6,7 @@ writes them (training-mode BatchNormalization, Shape/Gather/Unsqueeze/Concat
 chains around view()), so dscompile's importer sees the real thing.
 
 Usage: /usr/bin/python3 models/export_torch.py
-       resnet18|resnet34|resnet50|resnet101|resnet152|mlp|cnn|gpt
+       resnet18|resnet34|resnet50|resnet101|resnet152|mobilenet_v2|mlp|cnn|gpt
        [--classes 10] [--image 32] [--batch 2] [--seed 0] -o FILE.onnx
 """
 
@@ -16,7 +16,10 @@ import sys
 import warnings
 
 RESNETS = ("resnet18", "resnet34", "resnet50", "resnet101", "resnet152")
-FAMILIES = RESNETS + ("mlp", "cnn", "gpt")
+# torchvision classifiers taken as they are: the ResNets, and MobileNetV2 for its
+# ReLU6 (Clip) and depthwise convolutions.
+TORCHVISION = RESNETS + ("mobilenet_v2",)
+FAMILIES = TORCHVISION + ("mlp", "cnn", "gpt")
 
 
 def parse_args(argv):
@@ -177,7 +180,7 @@ def build_gpt(torch, args, attn="math"):
 
 def build(torch, args):
     """Returns (module, example input, input name)."""
-    if args.family in RESNETS:
+    if args.family in TORCHVISION:
         import torchvision
         model = getattr(torchvision.models, args.family)(num_classes=args.classes)
         return model, torch.randn(args.batch, 3, args.image, args.image), "input"

@@ -97,6 +97,13 @@ Grads reluGrad(GradContext& c) {
   return {c.emit("ReluGrad", {c.dy(), c.y()})};
 }
 
+// Y = clip(X, min, max) ⇒ dX = dY where min < X < max, else 0 (PyTorch's hardtanh
+// gradient: zero at the bounds too)
+Grads clipGrad(GradContext& c) {
+  return {c.emit("ClipGrad", {c.dy(), c.x(0)},
+                 {{"min", c.node().f("min")}, {"max", c.node().f("max")}})};
+}
+
 // Y = σ(X) ⇒ dX = dY·Y·(1 − Y)
 Grads sigmoidGrad(GradContext& c) {
   Value* one_minus = c.emit("Sub", {c.scalar(1, c.y()->dtype()), c.y()});
@@ -345,6 +352,7 @@ std::map<std::string, GradRule> elementwiseAndTensorRules() {
       {"Neg", negGrad},
       {"Identity", identityGrad},
       {"Relu", reluGrad},
+      {"Clip", clipGrad},
       {"Sigmoid", sigmoidGrad},
       {"Tanh", tanhGrad},
       {"Sqrt", sqrtGrad},

@@ -164,6 +164,7 @@ const std::vector<GradCase>& cases() {
       {"Neg", "input %x0 : f64[4]\n %y = Neg(%x0) : f64[4] @n"},
       {"Identity", "input %x0 : f64[4]\n %y = Identity(%x0) : f64[4] @n"},
       {"Relu", "input %x0 : f64[3,4]\n %y = Relu(%x0) : f64[3,4] @n"},
+      {"Clip", "input %x0 : f64[3,4]\n %y = Clip(%x0) {max = 0.5, min = -0.4} : f64[3,4] @n"},
       {"Sigmoid", "input %x0 : f64[3,4]\n %y = Sigmoid(%x0) : f64[3,4] @n"},
       {"Tanh", "input %x0 : f64[3,4]\n %y = Tanh(%x0) : f64[3,4] @n"},
       {"Sqrt", "input %x0 : f64[3,4]\n %y = Sqrt(%x0) : f64[3,4] @n", true},

@@ -75,6 +75,10 @@ std::vector<UnaryCase> unaryCases() {
   };
   return {{"Relu", [](double x) { return x < 0 ? 0.0 : x; }, {}},
           {"LeakyRelu", [](double x) { return x < 0 ? 0.2 * x : x; }, {{"alpha", 0.2}}},
+          {"Clip",
+           [](double x) { return std::min(std::max(x, -0.25), 6.0); },
+           {{"min", -0.25}, {"max", 6.0}}},
+          {"Clip", [](double x) { return std::max(x, 0.0); }, {{"min", 0.0}}},  // no max
           {"Sigmoid", [](double x) { return 1 / (1 + std::exp(-x)); }, {}},
           {"Tanh", [](double x) { return std::tanh(x); }, {}},
           {"Erf", [](double x) { return std::erf(x); }, {}},

@@ -274,6 +274,8 @@ std::vector<OpCase> tensorCases() {
       {"Relu", "input %x0 : f32[3,4]\n %y = Relu(%x0) : f32[3,4] @n"},
       {"LeakyRelu", "input %x0 : f32[3,4]\n %y = LeakyRelu(%x0) {alpha = 0.1} : f32[3,4] @n",
        false},
+      // ReLU6's bounds, and a contiguous run long enough for the packed kernels.
+      {"Clip", "input %x0 : f32[5,37]\n %y = Clip(%x0) {max = 0.5, min = -0.4} : f32[5,37] @n"},
       {"Sigmoid", "input %x0 : f32[3,4]\n %y = Sigmoid(%x0) : f32[3,4] @n"},
       {"Tanh", "input %x0 : f32[3,4]\n %y = Tanh(%x0) : f32[3,4] @n"},
       {"Sqrt", "input %x0 : f32[3,4]\n %y = Sqrt(%x0) : f32[3,4] @n", true, true},

@@ -2,6 +2,8 @@
 // opset-dependent forms, folding, and one clear error for each kind of bad input.
 #include <gtest/gtest.h>
 
+#include <limits>
+
 #include "frontend/onnx_import.h"
 #include "ir/error.h"
 #include "ir/verifier.h"
@@ -134,6 +136,43 @@ g (float[batch, 2, 3, 3] x) => (float[batch, 2, 3, 3] y)
   EXPECT_EQ(g->value("s")->role(), Role::Parameter);
   EXPECT_EQ(g->value("m")->role(), Role::Buffer);
   EXPECT_EQ(g->value("v")->role(), Role::Buffer);
+}
+
+// Clip's bounds are inputs (opset 11 on; torch.onnx exports ReLU6 with constant
+// ones) that become attributes; an absent bound leaves that side open. A bound
+// computed at run time is one line naming it.
+TEST(OnnxImport, ClipBoundsBecomeAttributes) {
+  auto model = test::parseOnnxText(R"(
+<ir_version: 8, opset_import: ["" : 13]>
+g (float[2, 3] x) => (float[2, 3] y, float[2, 3] z)
+<float lo = {0}, float hi = {6}>
+{
+  y = Clip(x, lo, hi)
+  z = Clip(x, , hi)
+}
+)");
+  auto g = importOnnxFile(test::writeModel(model, "clip13.onnx"));
+  verifyGraph(*g);
+  const Node* y = g->value("y")->producer();
+  EXPECT_EQ(y->op(), "Clip");
+  EXPECT_EQ(y->numInputs(), 1u);
+  EXPECT_EQ(y->f("min"), 0.0);
+  EXPECT_EQ(y->f("max"), 6.0);
+  EXPECT_EQ(g->value("z")->producer()->f("min"), -std::numeric_limits<double>::infinity());
+  auto dynamic = test::parseOnnxText(R"(
+<ir_version: 8, opset_import: ["" : 13]>
+g (float[2, 3] x, float bound) => (float[2, 3] y)
+{
+  y = Clip(x, bound)
+}
+)");
+  try {
+    importOnnxFile(test::writeModel(dynamic, "clip_dynamic.onnx"));
+    FAIL() << "a run-time bound imported";
+  } catch (const Error& e) {
+    EXPECT_TRUE(test::contains(e.what(), "input 'min' ('bound') must be a compile-time constant"))
+        << e.what();
+  }
 }
 
 // ---- malformed input: one clear line naming the culprit ----

@@ -67,7 +67,7 @@ bool has(const std::string& msg, const std::string& part) {
 
 TEST_F(OpsShapeTest, RegistryHasEveryOp) {
   const std::string expected =
-      "Conv BatchNormalization Relu LeakyRelu Sigmoid Tanh Erf Gelu MaxPool AveragePool "
+      "Conv BatchNormalization Relu LeakyRelu Clip Sigmoid Tanh Erf Gelu MaxPool AveragePool "
       "GlobalAveragePool Flatten Gemm MatMul Add Sub Mul Div Pow Sqrt Neg Softmax LogSoftmax "
       "ReduceMean ReduceSum ReduceSumSquare LayerNormalization Reshape Transpose Unsqueeze Squeeze "
       "Concat Split "
@@ -76,7 +76,7 @@ TEST_F(OpsShapeTest, RegistryHasEveryOp) {
       // Backward and optimizer ops (training).
       "Exp ConvGradInput ConvGradWeight MaxPoolGrad AveragePoolGrad BatchNormalizationGrad "
       "LayerNormalizationGrad SoftmaxCrossEntropyLossGrad GatherGrad SliceGrad SgdStep AdamStep "
-      "ClipCoef ZerosLike Copy ReluGrad GeluGrad SoftmaxGrad "
+      "ClipCoef ZerosLike Copy ReluGrad ClipGrad GeluGrad SoftmaxGrad "
       // Attention in one step (passes/fuse_attention.h).
       "FusedAttention FusedAttentionGrad "
       // Collectives (distributed plans).
@@ -86,7 +86,7 @@ TEST_F(OpsShapeTest, RegistryHasEveryOp) {
   size_t count = 0;
   for (std::string op; ops >> op; ++count)
     EXPECT_NE(std::find(names.begin(), names.end(), op), names.end()) << op;
-  EXPECT_EQ(count, 71u);
+  EXPECT_EQ(count, 73u);
   EXPECT_EQ(names.size(), count) << "a registered op is missing from this list";
   EXPECT_TRUE(std::is_sorted(names.begin(), names.end()));
 }
@@ -336,6 +336,18 @@ TEST_F(OpsShapeTest, LayerNormalization) {
             T(DType::BF16, {2, 8}));
   EXPECT_TRUE(has(fails("LayerNormalization", {f32({2, 8}), in(DType::F16, {8})}),
                   "has dtype f16; it must be f32"));
+}
+
+// Clip takes any numeric input (ONNX's int8 cases too); its bounds are float
+// attributes, unbounded when absent.
+TEST_F(OpsShapeTest, Clip) {
+  EXPECT_EQ(infer("Clip", {in(DType::F16, {2, 3})}, {{"min", 0.0}, {"max", 6.0}}),
+            T(DType::F16, {2, 3}));
+  EXPECT_EQ(infer("Clip", {i64({4})}), T(DType::I64, {4}));
+  fails("Clip", {f32({3})}, {{"min", int64_t{0}}});  // wrong attribute kind
+  fails("Clip", {in(DType::Bool, {3})});
+  EXPECT_EQ(infer("ClipGrad", {f32({2, 3}), f32({2, 3})}, {{"max", 6.0}}), F({2, 3}));
+  fails("ClipGrad", {f32({2, 3}), f32({3})});
 }
 
 TEST_F(OpsShapeTest, ReluGrad) {

@@ -1,7 +1,8 @@
 """Compares dscompile + dsrun (CPU backend) with an independent ONNX runtime on whole models.
 
 Why: the node conformance tests check ops one at a time; this checks the models the
-project is for (MLP, ResNet, GPT from `dsmodel` and from PyTorch's exporter) end to
+project is for (MLP, ResNet, GPT from `dsmodel` and from PyTorch's exporter, and
+torchvision's MobileNetV2) end to
 end, import folding, memory plan and kernels together, against ONNX Runtime.
 
 For each model: seeded random inputs (batch 2; token ids in [0, vocab)), the
@@ -52,6 +53,9 @@ MODELS = {
     "torch-resnet18": ("torch", "resnet18", ["--classes", "10", "--image", "32"]),
     "torch-resnet18-eval": ("torch", "resnet18", ["--classes", "10", "--image", "32", "--eval"]),
     "torch-gpt": ("torch", "gpt", GPT_ARGS),
+    # ReLU6 as Clip with constant bounds, depthwise convolutions.
+    "torch-mobilenet_v2-eval": ("torch", "mobilenet_v2",
+                                ["--classes", "10", "--image", "32", "--eval"]),
 }
 
 

@@ -1,5 +1,5 @@
-// Registers tests/ort_compare.py with ctest: dscompile + dsrun on the MLP, ResNet-18
-// and GPT models (dsmodel's and PyTorch's exports) against ONNX Runtime (and onnx's
+// Registers tests/ort_compare.py with ctest: dscompile + dsrun on the MLP, ResNet-18,
+// GPT and MobileNetV2 models (dsmodel's and PyTorch's exports) against ONNX Runtime (and onnx's
 // reference evaluator for training-mode BatchNormalization), end to end. The script
 // needs the project venv (scripts/setup.sh); without it the test is skipped.
 #include <gtest/gtest.h>

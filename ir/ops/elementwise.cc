@@ -1,5 +1,6 @@
 // Elementwise op schemas: unary activations and math, numpy-broadcasting binary
 // ops, Where and Cast. Outputs keep the (broadcast) input shape.
+#include <limits>
 #include <string>
 #include <vector>
 
@@ -119,6 +120,11 @@ void registerElementwiseOps(OpRegistry& r) {
   r.add(unary("Identity", Accepts::Any));
   r.add(logicalNot());
   r.add(unary("LeakyRelu", Accepts::Float, {{"alpha", AttrKind::Float, 0.01}}));
+  // Clip{min, max}: y = min(max(x, min), max); ONNX's min and max inputs (opset 11+)
+  // are constants the importer makes attributes (ReLU6 is Clip{0, 6}).
+  r.add(unary("Clip", Accepts::Numeric,
+              {{"min", AttrKind::Float, -std::numeric_limits<double>::infinity()},
+               {"max", AttrKind::Float, std::numeric_limits<double>::infinity()}}));
   r.add(gelu());
   for (const char* name : {"Add", "Sub", "Mul", "Div"}) r.add(arithmetic(name));
   r.add(powOp());

@@ -1,4 +1,4 @@
-// Training-only op schemas: the backward ops the gradient rules emit (ReLU,
+// Training-only op schemas: the backward ops the gradient rules emit (ReLU, Clip,
 // normalisation, loss, gather and slice backward here; the sliding-window ones in
 // training_window.cc) and Exp, which the Erf, Gelu and LogSoftmax gradients need.
 // Each backward op takes its forward op's attributes unchanged, plus the shape it
@@ -65,6 +65,17 @@ OpSchema reluGrad() {
     requireSameType(ctx, 0, 1);
     ctx.setOutput(0, ctx.input(0));
   };
+  return s;
+}
+
+// ClipGrad(dY, X){min, max} -> dX = (min < X < max ? dY : 0): Clip's gradient, zero
+// where the input was clipped and at the bounds themselves, as PyTorch's hardtanh
+// (ReLU6) gradient is.
+OpSchema clipGrad() {
+  OpSchema s = reluGrad();
+  s.name = "ClipGrad";
+  s.attrs = {{"min", AttrKind::Float, -std::numeric_limits<double>::infinity()},
+             {"max", AttrKind::Float, std::numeric_limits<double>::infinity()}};
   return s;
 }
 
@@ -228,6 +239,7 @@ OpSchema sliceGrad() {
 void registerTrainingOps(OpRegistry& r) {
   r.add(expOp());
   r.add(reluGrad());
+  r.add(clipGrad());
   r.add(geluGrad());
   r.add(softmaxGrad());
   r.add(batchNormGrad());

@@ -31,6 +31,28 @@ struct LeakyReluOp {
     return select(x < C(0), static_cast<C>(alpha) * x, x);
   }
 };
+// Clip: NaN passes (both comparisons are false), and min > max gives max, as
+// PyTorch's clamp. Integer inputs take the bounds saturated to their type (an
+// absent bound is infinite).
+struct ClipOp {
+  double lo, hi;
+  template <typename C>
+  static C bound(double b) {
+    if constexpr (std::is_integral_v<C>) {
+      if (b <= static_cast<double>(std::numeric_limits<C>::lowest()))
+        return std::numeric_limits<C>::lowest();
+      if (b >= static_cast<double>(std::numeric_limits<C>::max()))
+        return std::numeric_limits<C>::max();
+    }
+    return static_cast<C>(b);
+  }
+  template <typename C>
+  C operator()(C x) const {
+    const C l = bound<C>(lo), h = bound<C>(hi);
+    const C raised = select(x < l, l, x);
+    return select(h < raised, h, raised);
+  }
+};
 struct SigmoidOp {
   template <typename C>
   C operator()(C x) const {
@@ -481,6 +503,9 @@ void registerElementwiseKernels(CpuKernelRegistry& r) {
   r.add("LeakyRelu", [](const KernelContext& ctx) {
     return unary(FloatTypes{}, LeakyReluOp{ctx.f("alpha")}, kCheap)(ctx);
   });
+  r.add("Clip", [](const KernelContext& ctx) {
+    return unary(NumericTypes{}, ClipOp{ctx.f("min"), ctx.f("max")}, kCheap)(ctx);
+  });
   r.add("Sigmoid", unary(FloatTypes{}, SigmoidOp{}, kCostly));
   r.add("Tanh", unary(FloatTypes{}, TanhOp{}, kCostly));
   r.add("Erf", unary(FloatTypes{}, ErfOp{}, kCostly));
@@ -512,8 +537,8 @@ void registerElementwiseKernels(CpuKernelRegistry& r) {
   });
   // Element-wise maps read and write every operand in the same order, so any
   // layout works as long as all share it (no broadcasting).
-  for (const char* op :
-       {"Relu", "LeakyRelu", "Sigmoid", "Tanh", "Gelu", "Identity", "Add", "Sub", "Mul", "Div"})
+  for (const char* op : {"Relu", "LeakyRelu", "Clip", "Sigmoid", "Tanh", "Gelu", "Identity", "Add",
+                         "Sub", "Mul", "Div"})
     r.allowChannelsLast(op, allOperandsWhenSameShape);
 }
 

@@ -1,4 +1,4 @@
-// CPU kernels of Exp, ReluGrad, GeluGrad and of the data-movement backward ops, and
+// CPU kernels of Exp, ReluGrad, ClipGrad, GeluGrad and of the data-movement backward ops, and
 // the registration of every backward kernel family (registerTrainingKernels): GatherGrad (zeros,
 // then dY scatter-added at the gathered rows, accumulating repeated indices in
 // index order so results are deterministic) and SliceGrad (zeros, then dY written
@@ -70,6 +70,32 @@ class ReluGradKernel : public CpuKernel {
 std::unique_ptr<CpuKernel> makeReluGrad(const KernelContext& ctx) {
   if (requireF32OrF64(ctx, 0) == DType::F32) return std::make_unique<ReluGradKernel<float>>();
   return std::make_unique<ReluGradKernel<double>>();
+}
+
+// ClipGrad(dY, X){min, max}: dX = min < X < max ? dY : 0 (NaN inputs give 0).
+template <typename T>
+class ClipGradKernel : public CpuKernel {
+ public:
+  explicit ClipGradKernel(const KernelContext& ctx)
+      : lo_(static_cast<T>(ctx.f("min"))), hi_(static_cast<T>(ctx.f("max"))) {}
+  void run(const KernelContext& ctx) override {
+    const T* dy = ctx.input(0).as<T>();
+    const T* x = ctx.input(1).as<T>();
+    T* dx = ctx.output(0).as<T>();
+    const T lo = lo_, hi = hi_;
+    parallelChunks(ctx.output(0).numel(), [&](int64_t begin, int64_t end) {
+#pragma omp simd
+      for (int64_t i = begin; i < end; ++i) dx[i] = lo < x[i] && x[i] < hi ? dy[i] : T(0);
+    });
+  }
+
+ private:
+  T lo_, hi_;
+};
+
+std::unique_ptr<CpuKernel> makeClipGrad(const KernelContext& ctx) {
+  if (requireF32OrF64(ctx, 0) == DType::F32) return std::make_unique<ClipGradKernel<float>>(ctx);
+  return std::make_unique<ClipGradKernel<double>>(ctx);
 }
 
 // GeluGrad(dY, X): dX = dY·Gelu'(X), computed in double per element.
@@ -203,6 +229,8 @@ void registerMiscGradKernels(CpuKernelRegistry& r) {
   r.add("Exp", makeExp);
   r.add("ReluGrad", makeReluGrad);
   r.allowChannelsLast("ReluGrad", allOperandsWhenSameShape);
+  r.add("ClipGrad", makeClipGrad);
+  r.allowChannelsLast("ClipGrad", allOperandsWhenSameShape);
   r.add("GeluGrad", makeGeluGrad);
   r.allowChannelsLast("GeluGrad", allOperandsWhenSameShape);
   r.add("GatherGrad", makeGatherGrad);

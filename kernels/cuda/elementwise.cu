@@ -13,12 +13,17 @@
 namespace ds::cuda {
 namespace {
 
-__device__ inline float unaryF32(UnaryOp op, float x, float alpha) {
+// alpha: LeakyRelu's slope, Clip's min; beta: Clip's max.
+__device__ inline float unaryF32(UnaryOp op, float x, float alpha, float beta) {
   switch (op) {
     case UnaryOp::Relu:
       return x < 0.0f ? 0.0f : x;
     case UnaryOp::LeakyRelu:
       return x < 0.0f ? alpha * x : x;
+    case UnaryOp::Clip: {  // NaN passes; min > max gives max (the CPU's ClipOp)
+      const float raised = x < alpha ? alpha : x;
+      return beta < raised ? beta : raised;
+    }
     case UnaryOp::Sigmoid:
       return 1.0f / (1.0f + expf(-x));
     case UnaryOp::Tanh:
@@ -60,14 +65,14 @@ unsigned contiguousGrid(int64_t n, bool packed) {
 }
 
 template <bool kPacked, typename S>
-__global__ void unaryFloatKernel(UnaryOp op, const S* x, S* y, int64_t n, float alpha) {
+__global__ void unaryFloatKernel(UnaryOp op, const S* x, S* y, int64_t n, float alpha, float beta) {
   forContiguous<kPacked, S>(
-      n, [&](int64_t i) { y[i] = fromFloat<S>(unaryF32(op, toFloat(x[i]), alpha)); },
+      n, [&](int64_t i) { y[i] = fromFloat<S>(unaryF32(op, toFloat(x[i]), alpha, beta)); },
       [&](int64_t p) {
         Pack<S> v = loadPack(x, p);
 #pragma unroll
         for (int k = 0; k < kPack<S>; ++k)
-          v.v[k] = fromFloat<S>(unaryF32(op, toFloat(v.v[k]), alpha));
+          v.v[k] = fromFloat<S>(unaryF32(op, toFloat(v.v[k]), alpha, beta));
         storePack(y, p, v);
       });
 }
@@ -84,6 +89,25 @@ __global__ void reluGradKernel(const S* dy, const S* y, S* dx, int64_t n) {
 #pragma unroll
         for (int k = 0; k < kPack<S>; ++k)
           if (toFloat(out.v[k]) == 0.0f) g.v[k] = fromFloat<S>(0.0f);
+        storePack(dx, p, g);
+      });
+}
+
+// dX = lo < X < hi ? dY : 0 (Clip's gradient): selects, as reluGradKernel.
+template <bool kPacked, typename S>
+__global__ void clipGradKernel(const S* dy, const S* x, S* dx, int64_t n, float lo, float hi) {
+  auto inside = [&](S v) {
+    const float f = toFloat(v);
+    return lo < f && f < hi;
+  };
+  forContiguous<kPacked, S>(
+      n, [&](int64_t i) { dx[i] = inside(x[i]) ? dy[i] : fromFloat<S>(0.0f); },
+      [&](int64_t p) {
+        Pack<S> g = loadPack(dy, p);
+        const Pack<S> in = loadPack(x, p);
+#pragma unroll
+        for (int k = 0; k < kPack<S>; ++k)
+          if (!inside(in.v[k])) g.v[k] = fromFloat<S>(0.0f);
         storePack(dx, p, g);
       });
 }
@@ -434,7 +458,8 @@ bool isFloat32Or16(DType t) {
 
 }  // namespace
 
-void unary(UnaryOp op, DType t, const void* x, void* y, int64_t n, float alpha, cudaStream_t s) {
+void unary(UnaryOp op, DType t, const void* x, void* y, int64_t n, float alpha, float beta,
+           cudaStream_t s) {
   if (n == 0) return;
   if (isFloat32Or16(t))
     byFloatType(t, [&](auto tag) {
@@ -443,9 +468,9 @@ void unary(UnaryOp op, DType t, const void* x, void* y, int64_t n, float alpha, 
       S* ys = static_cast<S*>(y);
       const unsigned grid = contiguousGrid<S>(n, packable({x, y}));
       if (packable({x, y}))
-        unaryFloatKernel<true><<<grid, kThreads, 0, s>>>(op, xs, ys, n, alpha);
+        unaryFloatKernel<true><<<grid, kThreads, 0, s>>>(op, xs, ys, n, alpha, beta);
       else
-        unaryFloatKernel<false><<<grid, kThreads, 0, s>>>(op, xs, ys, n, alpha);
+        unaryFloatKernel<false><<<grid, kThreads, 0, s>>>(op, xs, ys, n, alpha, beta);
     });
   else if (t == DType::I64)
     negIntKernel<<<gridFor(n), kThreads, 0, s>>>(static_cast<const int64_t*>(x),
@@ -467,6 +492,22 @@ void reluGrad(DType t, const void* dy, const void* y, void* dx, int64_t n, cudaS
       reluGradKernel<true><<<grid, kThreads, 0, s>>>(dys, ys, dxs, n);
     else
       reluGradKernel<false><<<grid, kThreads, 0, s>>>(dys, ys, dxs, n);
+  });
+}
+
+void clipGrad(DType t, const void* dy, const void* x, void* dx, int64_t n, float lo, float hi,
+              cudaStream_t s) {
+  if (n == 0) return;
+  byFloatType(t, [&](auto tag) {
+    using S = decltype(tag);
+    const S *dys = static_cast<const S*>(dy), *xs = static_cast<const S*>(x);
+    S* dxs = static_cast<S*>(dx);
+    const bool packed = packable({dy, x, dx});
+    const unsigned grid = contiguousGrid<S>(n, packed);
+    if (packed)
+      clipGradKernel<true><<<grid, kThreads, 0, s>>>(dys, xs, dxs, n, lo, hi);
+    else
+      clipGradKernel<false><<<grid, kThreads, 0, s>>>(dys, xs, dxs, n, lo, hi);
   });
 }
 

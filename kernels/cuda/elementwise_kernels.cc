@@ -22,9 +22,14 @@ CudaKernelFactory unaryFactory(UnaryOp op, bool integers = false) {
     DType t = ctx.input(0).dtype();
     bool ok = isComputeFloat(t) || (integers && (t == DType::I64 || t == DType::I32));
     if (!ok) ctx.fail("dtype ", dtypeName(t), " is not supported by the CUDA kernel");
-    float alpha = op == UnaryOp::LeakyRelu ? static_cast<float>(ctx.f("alpha")) : 0.0f;
-    return launchKernel([op, t, alpha](const KernelContext& c, const Device& dev, void*) {
-      unary(op, t, c.input(0).data, c.output(0).data, c.output(0).numel(), alpha, dev.stream);
+    float alpha = 0.0f, beta = 0.0f;
+    if (op == UnaryOp::LeakyRelu) alpha = static_cast<float>(ctx.f("alpha"));
+    if (op == UnaryOp::Clip) {
+      alpha = static_cast<float>(ctx.f("min"));
+      beta = static_cast<float>(ctx.f("max"));
+    }
+    return launchKernel([op, t, alpha, beta](const KernelContext& c, const Device& dev, void*) {
+      unary(op, t, c.input(0).data, c.output(0).data, c.output(0).numel(), alpha, beta, dev.stream);
     });
   };
 }
@@ -54,6 +59,16 @@ std::unique_ptr<CudaKernel> reluGradKernel(const KernelContext& ctx, const Devic
   if (!isComputeFloat(t)) ctx.fail("dtype ", dtypeName(t), " is not supported by the CUDA kernel");
   return launchKernel([t](const KernelContext& c, const Device& dev, void*) {
     reluGrad(t, c.input(0).data, c.input(1).data, c.output(0).data, c.output(0).numel(),
+             dev.stream);
+  });
+}
+
+std::unique_ptr<CudaKernel> clipGradKernel(const KernelContext& ctx, const Device&) {
+  DType t = ctx.input(0).dtype();
+  if (!isComputeFloat(t)) ctx.fail("dtype ", dtypeName(t), " is not supported by the CUDA kernel");
+  const auto lo = static_cast<float>(ctx.f("min")), hi = static_cast<float>(ctx.f("max"));
+  return launchKernel([t, lo, hi](const KernelContext& c, const Device& dev, void*) {
+    clipGrad(t, c.input(0).data, c.input(1).data, c.output(0).data, c.output(0).numel(), lo, hi,
              dev.stream);
   });
 }
@@ -191,8 +206,10 @@ void registerElementwiseKernels(CudaKernelRegistry& r) {
   constexpr Precision k16 = Precision::Native16;
   r.add("Relu", unaryFactory(UnaryOp::Relu), k16);
   r.add("ReluGrad", reluGradKernel, k16);
+  r.add("ClipGrad", clipGradKernel, k16);
   r.add("GeluGrad", geluGradKernel, k16);
   r.add("LeakyRelu", unaryFactory(UnaryOp::LeakyRelu), k16);
+  r.add("Clip", unaryFactory(UnaryOp::Clip), k16);
   r.add("Sigmoid", unaryFactory(UnaryOp::Sigmoid), k16);
   r.add("Tanh", unaryFactory(UnaryOp::Tanh), k16);
   r.add("Erf", unaryFactory(UnaryOp::Erf), k16);
@@ -217,8 +234,9 @@ void registerElementwiseKernels(CudaKernelRegistry& r) {
   // Without broadcasting these walk every operand in the same flat order, so they
   // run on channels-last operands unchanged (kernels/cuda/layout.h).
   for (const char* op :
-       {"Relu", "ReluGrad", "GeluGrad", "LeakyRelu", "Sigmoid", "Tanh", "Erf", "Gelu", "Sqrt",
-        "Neg", "Exp", "Identity", "Add", "Sub", "Mul", "Div", "Pow", "Cast"})
+       {"Relu", "ReluGrad", "Clip", "ClipGrad", "GeluGrad", "LeakyRelu", "Sigmoid",
+        "Tanh", "Erf",      "Gelu", "Sqrt",     "Neg",      "Exp",       "Identity",
+        "Add",  "Sub",      "Mul",  "Div",      "Pow",      "Cast"})
     r.allowChannelsLast(op, cpu::allOperandsWhenSameShape);
 }
 

@@ -33,15 +33,32 @@ inline bool isSixteenBitFloat(DType t) {
   return t == DType::F16 || t == DType::BF16;
 }
 
-enum class UnaryOp : int { Relu, LeakyRelu, Sigmoid, Tanh, Erf, GeluErf, GeluTanh, Sqrt, Neg, Exp };
+enum class UnaryOp : int {
+  Relu,
+  LeakyRelu,
+  Clip,
+  Sigmoid,
+  Tanh,
+  Erf,
+  GeluErf,
+  GeluTanh,
+  Sqrt,
+  Neg,
+  Exp
+};
 enum class BinaryOp : int { Add, Sub, Mul, Div, Pow, Equal };
 
 // ---- elementwise.cu ----
-// y = op(x) over n elements; f32, f16 or bf16 for every op, i64/i32 for Neg.
-void unary(UnaryOp op, DType t, const void* x, void* y, int64_t n, float alpha, cudaStream_t s);
+// y = op(x) over n elements; f32, f16 or bf16 for every op, i64/i32 for Neg. alpha:
+// LeakyRelu's slope or Clip's min; beta: Clip's max.
+void unary(UnaryOp op, DType t, const void* x, void* y, int64_t n, float alpha, float beta,
+           cudaStream_t s);
 void logicalNot(const bool* x, bool* y, int64_t n, cudaStream_t s);
 // dx = y == 0 ? 0 : dy over n elements (Relu's gradient); f32, f16 or bf16.
 void reluGrad(DType t, const void* dy, const void* y, void* dx, int64_t n, cudaStream_t s);
+// dx = lo < x < hi ? dy : 0 over n elements (Clip's gradient); f32, f16 or bf16.
+void clipGrad(DType t, const void* dy, const void* x, void* dx, int64_t n, float lo, float hi,
+              cudaStream_t s);
 // dx = dy·Gelu'(x) (erf form, or the tanh approximation); floats.
 void geluGrad(DType t, const void* dy, const void* x, void* dx, int64_t n, bool tanh,
               cudaStream_t s);
