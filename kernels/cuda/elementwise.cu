@@ -480,50 +480,44 @@ void unary(UnaryOp op, DType t, const void* x, void* y, int64_t n, float alpha, 
                                                  static_cast<int32_t*>(y), n);
 }
 
-void reluGrad(DType t, const void* dy, const void* y, void* dx, int64_t n, cudaStream_t s) {
+namespace {
+
+// An element-wise gradient dx = f(dy, x) over n contiguous elements of float type t:
+// launch(packed, dy, x, dx, grid), packed a std::bool_constant (every pointer
+// 16-byte aligned: the packed kernel), the pointers typed.
+template <typename Launch>
+void elementwiseGrad(DType t, const void* dy, const void* x, void* dx, int64_t n, Launch launch) {
   if (n == 0) return;
+  const bool packed = packable({dy, x, dx});
   byFloatType(t, [&](auto tag) {
     using S = decltype(tag);
-    const S *dys = static_cast<const S*>(dy), *ys = static_cast<const S*>(y);
-    S* dxs = static_cast<S*>(dx);
-    const bool packed = packable({dy, y, dx});
-    const unsigned grid = contiguousGrid<S>(n, packed);
-    if (packed)
-      reluGradKernel<true><<<grid, kThreads, 0, s>>>(dys, ys, dxs, n);
-    else
-      reluGradKernel<false><<<grid, kThreads, 0, s>>>(dys, ys, dxs, n);
+    auto typed = [&](auto p) {
+      launch(p, static_cast<const S*>(dy), static_cast<const S*>(x), static_cast<S*>(dx),
+             contiguousGrid<S>(n, packed));
+    };
+    packed ? typed(std::true_type{}) : typed(std::false_type{});
+  });
+}
+
+}  // namespace
+
+void reluGrad(DType t, const void* dy, const void* y, void* dx, int64_t n, cudaStream_t s) {
+  elementwiseGrad(t, dy, y, dx, n, [&](auto packed, auto dys, auto ys, auto dxs, unsigned grid) {
+    reluGradKernel<decltype(packed)::value><<<grid, kThreads, 0, s>>>(dys, ys, dxs, n);
   });
 }
 
 void clipGrad(DType t, const void* dy, const void* x, void* dx, int64_t n, float lo, float hi,
               cudaStream_t s) {
-  if (n == 0) return;
-  byFloatType(t, [&](auto tag) {
-    using S = decltype(tag);
-    const S *dys = static_cast<const S*>(dy), *xs = static_cast<const S*>(x);
-    S* dxs = static_cast<S*>(dx);
-    const bool packed = packable({dy, x, dx});
-    const unsigned grid = contiguousGrid<S>(n, packed);
-    if (packed)
-      clipGradKernel<true><<<grid, kThreads, 0, s>>>(dys, xs, dxs, n, lo, hi);
-    else
-      clipGradKernel<false><<<grid, kThreads, 0, s>>>(dys, xs, dxs, n, lo, hi);
+  elementwiseGrad(t, dy, x, dx, n, [&](auto packed, auto dys, auto xs, auto dxs, unsigned grid) {
+    clipGradKernel<decltype(packed)::value><<<grid, kThreads, 0, s>>>(dys, xs, dxs, n, lo, hi);
   });
 }
 
 void geluGrad(DType t, const void* dy, const void* x, void* dx, int64_t n, bool tanh,
               cudaStream_t s) {
-  if (n == 0) return;
-  byFloatType(t, [&](auto tag) {
-    using S = decltype(tag);
-    const S *dys = static_cast<const S*>(dy), *xs = static_cast<const S*>(x);
-    S* dxs = static_cast<S*>(dx);
-    const bool packed = packable({dy, x, dx});
-    const unsigned grid = contiguousGrid<S>(n, packed);
-    if (packed)
-      geluGradKernel<true><<<grid, kThreads, 0, s>>>(dys, xs, dxs, n, tanh);
-    else
-      geluGradKernel<false><<<grid, kThreads, 0, s>>>(dys, xs, dxs, n, tanh);
+  elementwiseGrad(t, dy, x, dx, n, [&](auto packed, auto dys, auto xs, auto dxs, unsigned grid) {
+    geluGradKernel<decltype(packed)::value><<<grid, kThreads, 0, s>>>(dys, xs, dxs, n, tanh);
   });
 }
 
