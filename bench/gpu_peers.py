@@ -413,6 +413,8 @@ def cmd_peer(args):
                 raise RuntimeError("no CUDA device visible to PyTorch")
             rec["device_name"] = torch.cuda.get_device_name(0)
             torch.cuda.reset_peak_memory_stats()
+            # Every peer times cuDNN's algorithms, as dsrun --cudnn-benchmark does.
+            torch.backends.cudnn.benchmark = True
         if args.peer == "deepspeed":
             peer_deepspeed(args, spec, torch, rec)
         else:
@@ -594,7 +596,10 @@ def cmd_table(args):
         for r in group:
             ok = r["status"] == "ok"
             ratio = None
-            if ok and ref is not None and r is not ref:
+            # Only like for like: a dsrun fallback (fp32, no offload) is no ratio
+            # against 16-bit peers.
+            if (ok and ref is not None and r is not ref
+                    and r.get("precision") == ref.get("precision")):
                 ratio = ref["throughput"] / r["throughput"]
             notes = []
             if r.get("variant"):

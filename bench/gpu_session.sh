@@ -3,23 +3,32 @@
 # 15 minutes a session, and no machine starts with under 4 left), from the repository
 # root after scripts/gpu_pack.sh filled .gpu/ here; carry [".gpu"]:
 #   bash bench/gpu_session.sh [BUDGET_S]     # BUDGET_S: wall time to end within (540)
-# GPU_SESSION_PARTS ("tests bench") splits it over two calls when one is too short:
-# "tests" (with a DeepSpeed prebuild kept in .gpu/ds_prebuilt for the next call on the
-# same warm machine), then "bench".
+# One call (BUDGET_S 560, the tool's timeout_s 590) fits the 15 minutes with the
+# machine's start. GPU_SESSION_PARTS ("tests bench") splits it over two calls: "tests"
+# (with a DeepSpeed prebuild kept in .gpu_state/ds for the next call on the same warm
+# machine, which must come within its idle release), then "bench".
 # 1. DeepSpeed's ops build in the background (bench/gpu_ds_prebuild.sh) while
 # 2. every GPU test runs (bench/gpu_check.sh, at most GPU_CHECK_TESTS_S=150 s, failed
-#    tests again alone within 45 s); then
+#    tests again alone within 45 s), but the peak-memory test, which measures the
+#    whole device and so runs alone once the prebuild is done (check_memory/); then
 # 3. the benchmarks, every peer in the same run (bench/gpu_bench.sh), with what is left.
 # Everything lands in $OUT/results.tgz (check/ and bench/: the device tool returns at
-# most 8 files); the summary, failures and results table are printed last.
+# most 8 files), written every 20 s as well as at the end, so a call cut short
+# still returns what it did; the summary, failures and results table are printed last.
 set -uo pipefail
 cd "$(dirname "$0")/.." || exit 2
 budget=${1:-540}
 out=${OUT:-/tmp/gpu_session_out}
 res=$(mktemp -d /tmp/gpu_session.XXXXXX)
-mkdir -p "$out" "$res/check" "$res/bench"
+mkdir -p "$out" "$res/check" "$res/check_memory" "$res/bench"
 start=$(date +%s)
 left() { echo $((budget - ($(date +%s) - start))); }
+save() {
+  tar -C "$res" -czf "$out/results.tgz.part" check check_memory bench 2> /dev/null &&
+    mv -f "$out/results.tgz.part" "$out/results.tgz"
+}
+(while sleep 20; do save; done) &
+saver=$!
 
 parts=${GPU_SESSION_PARTS:-tests bench}
 ds=$PWD/.gpu_state/ds  # git-ignored and not carried: kept between calls on a warm machine
@@ -29,10 +38,27 @@ if [[ $parts == *tests* ]]; then
   bash bench/gpu_ds_prebuild.sh "$ds" > "$res/bench/ds_prebuild.log" 2>&1 &
   prebuild=$!
   OUT=$res/check GPU_CHECK_TESTS_S=${GPU_CHECK_TESTS_S:-150} GPU_CHECK_RERUN_S=${GPU_CHECK_RERUN_S:-45} \
-    GPU_CHECK_TIMING=0 bash bench/gpu_check.sh > "$res/check/stdout.txt" 2>&1
+    GPU_CHECK_TIMING=0 GPU_CHECK_FILTER='Cuda*:Nccl*:CommDsrun.SeveralRanksOnTheCudaBackend:-CudaMemory.*' \
+    bash bench/gpu_check.sh > "$res/check/stdout.txt" 2>&1
   check_rc=$?
+  # The prebuild may not take the time the benchmarks need (or, alone, the budget).
+  reserve=20
+  [[ $parts == *bench* ]] && reserve=330
+  while kill -0 "$prebuild" 2> /dev/null && (($(left) > reserve)); do sleep 2; done
+  if kill -0 "$prebuild" 2> /dev/null; then
+    pkill -P "$prebuild" 2> /dev/null
+    kill "$prebuild" 2> /dev/null
+    echo "gpu_session: DeepSpeed prebuild stopped unfinished (budget)"
+  fi
   wait "$prebuild"
-  echo "gpu_session: tests exit $check_rc; DeepSpeed prebuild exit $? at +$(($(date +%s) - start)) s"
+  prebuild_rc=$?
+  OUT=$res/check_memory GPU_CHECK_TESTS_S=60 GPU_CHECK_RERUN_S=0 GPU_CHECK_TIMING=0 \
+    GPU_CHECK_FILTER='CudaMemory.*' bash bench/gpu_check.sh > "$res/check_memory/stdout.txt" 2>&1
+  memory_rc=$?
+  ((check_rc == 0)) && check_rc=$memory_rc
+  echo "gpu_session: tests exit $check_rc (memory test $memory_rc); DeepSpeed prebuild exit" \
+    "$prebuild_rc at +$(($(date +%s) - start)) s"
+  save
 fi
 if [[ $parts == *bench* ]]; then
   [[ -d $ds ]] || echo "gpu_session: no DeepSpeed prebuilt in $ds; the peer builds its ops itself"
@@ -41,9 +67,12 @@ if [[ $parts == *bench* ]]; then
   echo "gpu_session: benchmarks exit $? at +$(($(date +%s) - start)) s"
   rm -rf "$ds"
 fi
-tar -C "$res" -czf "$out/results.tgz" check bench
-grep -v LD_LIBRARY_PATH "$res/check/summary.txt" 2> /dev/null
+kill "$saver" 2> /dev/null
+wait "$saver" 2> /dev/null
+save
+grep -v LD_LIBRARY_PATH "$res/check/summary.txt" "$res/check_memory/summary.txt" 2> /dev/null
 head -c 4000 "$res/check/failures.txt" 2> /dev/null
+grep -A3 "plan (arena\|device MiB\|library handles" "$res/check_memory/tests.log" 2> /dev/null | head -20
 sed -n '/^| workload/,/^$/p' "$res/bench/bench.md" 2> /dev/null
 rm -rf "$res"
 exit $check_rc
