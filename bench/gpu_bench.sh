@@ -373,28 +373,33 @@ for w in "${selected[@]}"; do
         dsrun_time "$w" "$v" dsrun feed && { used=$v; break; }
       fi
     done
-    if [[ -n $used && $w != gpt ]]; then
-      [[ ${BENCH_SYNTHETIC:-0} == 1 ]] && dsrun_time "$w" "$used" dsrun-synthetic synthetic
-      # NHWC activations (dsrun --channels-last, off by default until measured here).
-      [[ $used != fp32 ]] && dsrun_time "$w" "$used" dsrun-channels-last feed --channels-last
-    fi
-    if [[ -n $used && $mode == gpu ]]; then # where the device time goes, per op
-      limited "profile_$w" 60 "${ds[@]}" "$bin/dsrun" "$plans/${w}_$used.plan" --backend cuda \
-        --cudnn-benchmark --data synthetic --steps 4 --profile && cp "$logs/profile_$w.log" "$OUT/profile_$w.txt"
-      [[ $w == r101_224 && $used != fp32 ]] &&
-        limited "profile_${w}_nhwc" 60 "${ds[@]}" "$bin/dsrun" "$plans/${w}_$used.plan" --backend cuda \
-          --cudnn-benchmark --channels-last --data synthetic --steps 4 --profile &&
-        cp "$logs/profile_${w}_nhwc.log" "$OUT/profile_${w}_nhwc.txt"
-    fi
-    rm -f "$plans"/*.plan "$plans"/*.onnx "$plans"/*.onnx.data "$plans"/feeds/*.npy
   else
     note "$w" dsrun failed "dsmodel: $(why_not "dsmodel_$w" $?)"
     used=
   fi
-  [[ $mode == plans ]] && continue
+  if [[ $mode == plans ]]; then
+    rm -f "$plans"/*.plan "$plans"/*.onnx "$plans"/*.onnx.data
+    continue
+  fi
 
+  # The peers before dsrun's further runs (NHWC, profiles), which then get only what
+  # is left of this workload's share, never the peers' time.
   wanted eager && run_peer "$w" eager 150 --peer eager
   [[ $w == ref ]] && wanted deepspeed && deepspeed_peers "$w" "${used:-none}"
+  if [[ -n $used && $w != gpt ]]; then
+    [[ ${BENCH_SYNTHETIC:-0} == 1 ]] && dsrun_time "$w" "$used" dsrun-synthetic synthetic
+    # NHWC activations (dsrun --channels-last, off by default until measured here).
+    [[ $used != fp32 ]] && dsrun_time "$w" "$used" dsrun-channels-last feed --channels-last
+  fi
+  if [[ -n $used && $mode == gpu ]]; then # where the device time goes, per op
+    limited "profile_$w" 60 "${ds[@]}" "$bin/dsrun" "$plans/${w}_$used.plan" --backend cuda \
+      --cudnn-benchmark --data synthetic --steps 4 --profile && cp "$logs/profile_$w.log" "$OUT/profile_$w.txt"
+    [[ $w == r101_224 && $used != fp32 ]] &&
+      limited "profile_${w}_nhwc" 60 "${ds[@]}" "$bin/dsrun" "$plans/${w}_$used.plan" --backend cuda \
+        --cudnn-benchmark --channels-last --data synthetic --steps 4 --profile &&
+      cp "$logs/profile_${w}_nhwc.log" "$OUT/profile_${w}_nhwc.txt"
+  fi
+  rm -f "$plans"/*.plan "$plans"/*.onnx "$plans"/*.onnx.data "$plans"/feeds/*.npy
 done
 
 if [[ $mode != plans ]] && wanted compile; then
