@@ -104,6 +104,16 @@ Grads clipGrad(GradContext& c) {
                  {{"min", c.node().f("min")}, {"max", c.node().f("max")}})};
 }
 
+// Y = X > 0 ? X : α·X ⇒ dX = dY where X > 0, else α·dY (PyTorch's choice at 0)
+Grads leakyReluGrad(GradContext& c) {
+  return {c.emit("LeakyReluGrad", {c.dy(), c.x(0)}, {{"alpha", c.node().f("alpha")}})};
+}
+
+// Y = Trilu(X) keeps a triangle ⇒ dX is dY's same triangle
+Grads triluGrad(GradContext& c) {
+  return {c.emit("Trilu", {c.dy()}, {{"k", c.node().i("k")}, {"upper", c.node().i("upper")}})};
+}
+
 // Y = σ(X) ⇒ dX = dY·Y·(1 − Y)
 Grads sigmoidGrad(GradContext& c) {
   Value* one_minus = c.emit("Sub", {c.scalar(1, c.y()->dtype()), c.y()});
@@ -353,6 +363,8 @@ std::map<std::string, GradRule> elementwiseAndTensorRules() {
       {"Identity", identityGrad},
       {"Relu", reluGrad},
       {"Clip", clipGrad},
+      {"LeakyRelu", leakyReluGrad},
+      {"Trilu", triluGrad},
       {"Sigmoid", sigmoidGrad},
       {"Tanh", tanhGrad},
       {"Sqrt", sqrtGrad},

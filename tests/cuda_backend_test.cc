@@ -272,8 +272,7 @@ std::vector<OpCase> tensorCases() {
       {"Neg", "input %x0 : f32[4]\n %y = Neg(%x0) : f32[4] @n"},
       {"Identity", "input %x0 : f32[4]\n %y = Identity(%x0) : f32[4] @n"},
       {"Relu", "input %x0 : f32[3,4]\n %y = Relu(%x0) : f32[3,4] @n"},
-      {"LeakyRelu", "input %x0 : f32[3,4]\n %y = LeakyRelu(%x0) {alpha = 0.1} : f32[3,4] @n",
-       false},
+      {"LeakyRelu", "input %x0 : f32[5,37]\n %y = LeakyRelu(%x0) {alpha = 0.1} : f32[5,37] @n"},
       // ReLU6's bounds, and a contiguous run long enough for the packed kernels.
       {"Clip", "input %x0 : f32[5,37]\n %y = Clip(%x0) {max = 0.5, min = -0.4} : f32[5,37] @n"},
       {"Sigmoid", "input %x0 : f32[3,4]\n %y = Sigmoid(%x0) : f32[3,4] @n"},

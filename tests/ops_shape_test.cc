@@ -76,7 +76,7 @@ TEST_F(OpsShapeTest, RegistryHasEveryOp) {
       // Backward and optimizer ops (training).
       "Exp ConvGradInput ConvGradWeight MaxPoolGrad AveragePoolGrad BatchNormalizationGrad "
       "LayerNormalizationGrad SoftmaxCrossEntropyLossGrad GatherGrad SliceGrad SgdStep AdamStep "
-      "ClipCoef ZerosLike Copy ReluGrad ClipGrad GeluGrad SoftmaxGrad "
+      "ClipCoef ZerosLike Copy ReluGrad ClipGrad LeakyReluGrad GeluGrad SoftmaxGrad "
       // Attention in one step (passes/fuse_attention.h).
       "FusedAttention FusedAttentionGrad "
       // Collectives (distributed plans).
@@ -86,7 +86,7 @@ TEST_F(OpsShapeTest, RegistryHasEveryOp) {
   size_t count = 0;
   for (std::string op; ops >> op; ++count)
     EXPECT_NE(std::find(names.begin(), names.end(), op), names.end()) << op;
-  EXPECT_EQ(count, 73u);
+  EXPECT_EQ(count, 74u);
   EXPECT_EQ(names.size(), count) << "a registered op is missing from this list";
   EXPECT_TRUE(std::is_sorted(names.begin(), names.end()));
 }

@@ -1,4 +1,4 @@
-// Training-only op schemas: the backward ops the gradient rules emit (ReLU, Clip,
+// Training-only op schemas: the backward ops the gradient rules emit (ReLU, Clip, LeakyReLU,
 // normalisation, loss, gather and slice backward here; the sliding-window ones in
 // training_window.cc) and Exp, which the Erf, Gelu and LogSoftmax gradients need.
 // Each backward op takes its forward op's attributes unchanged, plus the shape it
@@ -76,6 +76,14 @@ OpSchema clipGrad() {
   s.name = "ClipGrad";
   s.attrs = {{"min", AttrKind::Float, -std::numeric_limits<double>::infinity()},
              {"max", AttrKind::Float, std::numeric_limits<double>::infinity()}};
+  return s;
+}
+
+// LeakyReluGrad(dY, X){alpha} -> dX = (X > 0 ? dY : alpha·dY), as PyTorch's.
+OpSchema leakyReluGrad() {
+  OpSchema s = reluGrad();
+  s.name = "LeakyReluGrad";
+  s.attrs = {{"alpha", AttrKind::Float, 0.01}};
   return s;
 }
 
@@ -240,6 +248,7 @@ void registerTrainingOps(OpRegistry& r) {
   r.add(expOp());
   r.add(reluGrad());
   r.add(clipGrad());
+  r.add(leakyReluGrad());
   r.add(geluGrad());
   r.add(softmaxGrad());
   r.add(batchNormGrad());

@@ -1,8 +1,8 @@
-// CPU kernels of Exp, ReluGrad, ClipGrad, GeluGrad and of the data-movement backward ops, and
-// the registration of every backward kernel family (registerTrainingKernels): GatherGrad (zeros,
-// then dY scatter-added at the gathered rows, accumulating repeated indices in
-// index order so results are deterministic) and SliceGrad (zeros, then dY written
-// at the sliced positions through a strided walk prepared in the factory).
+// CPU kernels of Exp, ReluGrad, ClipGrad, LeakyReluGrad, GeluGrad and of the data-movement backward
+// ops, and the registration of every backward kernel family (registerTrainingKernels): GatherGrad
+// (zeros, then dY scatter-added at the gathered rows, accumulating repeated indices in index order
+// so results are deterministic) and SliceGrad (zeros, then dY written at the sliced positions
+// through a strided walk prepared in the factory).
 #include <algorithm>
 #include <cmath>
 #include <cstring>
@@ -96,6 +96,32 @@ class ClipGradKernel : public CpuKernel {
 std::unique_ptr<CpuKernel> makeClipGrad(const KernelContext& ctx) {
   if (requireF32OrF64(ctx, 0) == DType::F32) return std::make_unique<ClipGradKernel<float>>(ctx);
   return std::make_unique<ClipGradKernel<double>>(ctx);
+}
+
+// LeakyReluGrad(dY, X){alpha}: dX = X > 0 ? dY : alpha·dY.
+template <typename T>
+class LeakyReluGradKernel : public CpuKernel {
+ public:
+  explicit LeakyReluGradKernel(const KernelContext& ctx) : alpha_(static_cast<T>(ctx.f("alpha"))) {}
+  void run(const KernelContext& ctx) override {
+    const T* dy = ctx.input(0).as<T>();
+    const T* x = ctx.input(1).as<T>();
+    T* dx = ctx.output(0).as<T>();
+    const T alpha = alpha_;
+    parallelChunks(ctx.output(0).numel(), [&](int64_t begin, int64_t end) {
+#pragma omp simd
+      for (int64_t i = begin; i < end; ++i) dx[i] = x[i] > T(0) ? dy[i] : alpha * dy[i];
+    });
+  }
+
+ private:
+  T alpha_;
+};
+
+std::unique_ptr<CpuKernel> makeLeakyReluGrad(const KernelContext& ctx) {
+  if (requireF32OrF64(ctx, 0) == DType::F32)
+    return std::make_unique<LeakyReluGradKernel<float>>(ctx);
+  return std::make_unique<LeakyReluGradKernel<double>>(ctx);
 }
 
 // GeluGrad(dY, X): dX = dY·Gelu'(X), computed in double per element.
@@ -231,6 +257,8 @@ void registerMiscGradKernels(CpuKernelRegistry& r) {
   r.allowChannelsLast("ReluGrad", allOperandsWhenSameShape);
   r.add("ClipGrad", makeClipGrad);
   r.allowChannelsLast("ClipGrad", allOperandsWhenSameShape);
+  r.add("LeakyReluGrad", makeLeakyReluGrad);
+  r.allowChannelsLast("LeakyReluGrad", allOperandsWhenSameShape);
   r.add("GeluGrad", makeGeluGrad);
   r.allowChannelsLast("GeluGrad", allOperandsWhenSameShape);
   r.add("GatherGrad", makeGatherGrad);

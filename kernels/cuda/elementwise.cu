@@ -112,6 +112,21 @@ __global__ void clipGradKernel(const S* dy, const S* x, S* dx, int64_t n, float 
       });
 }
 
+// dX = X > 0 ? dY : alpha·dY (LeakyRelu's gradient), each output rounded once.
+template <bool kPacked, typename S>
+__global__ void leakyReluGradKernel(const S* dy, const S* x, S* dx, int64_t n, float alpha) {
+  auto slope = [&](S g, S v) { return toFloat(v) > 0.0f ? g : fromFloat<S>(alpha * toFloat(g)); };
+  forContiguous<kPacked, S>(
+      n, [&](int64_t i) { dx[i] = slope(dy[i], x[i]); },
+      [&](int64_t p) {
+        Pack<S> g = loadPack(dy, p);
+        const Pack<S> in = loadPack(x, p);
+#pragma unroll
+        for (int k = 0; k < kPack<S>; ++k) g.v[k] = slope(g.v[k], in.v[k]);
+        storePack(dx, p, g);
+      });
+}
+
 // Gelu'(x), in f32 (the CPU twin: kernels/cpu/grad_misc.cc, in double).
 __device__ inline float geluSlope(float x, bool tanh) {
   if (tanh) {
@@ -511,6 +526,13 @@ void clipGrad(DType t, const void* dy, const void* x, void* dx, int64_t n, float
               cudaStream_t s) {
   elementwiseGrad(t, dy, x, dx, n, [&](auto packed, auto dys, auto xs, auto dxs, unsigned grid) {
     clipGradKernel<decltype(packed)::value><<<grid, kThreads, 0, s>>>(dys, xs, dxs, n, lo, hi);
+  });
+}
+
+void leakyReluGrad(DType t, const void* dy, const void* x, void* dx, int64_t n, float alpha,
+                   cudaStream_t s) {
+  elementwiseGrad(t, dy, x, dx, n, [&](auto packed, auto dys, auto xs, auto dxs, unsigned grid) {
+    leakyReluGradKernel<decltype(packed)::value><<<grid, kThreads, 0, s>>>(dys, xs, dxs, n, alpha);
   });
 }
 

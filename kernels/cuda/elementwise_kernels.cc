@@ -73,6 +73,16 @@ std::unique_ptr<CudaKernel> clipGradKernel(const KernelContext& ctx, const Devic
   });
 }
 
+std::unique_ptr<CudaKernel> leakyReluGradKernel(const KernelContext& ctx, const Device&) {
+  DType t = ctx.input(0).dtype();
+  if (!isComputeFloat(t)) ctx.fail("dtype ", dtypeName(t), " is not supported by the CUDA kernel");
+  const auto alpha = static_cast<float>(ctx.f("alpha"));
+  return launchKernel([t, alpha](const KernelContext& c, const Device& dev, void*) {
+    leakyReluGrad(t, c.input(0).data, c.input(1).data, c.output(0).data, c.output(0).numel(), alpha,
+                  dev.stream);
+  });
+}
+
 std::unique_ptr<CudaKernel> geluGradKernel(const KernelContext& ctx, const Device&) {
   DType t = ctx.input(0).dtype();
   if (!isComputeFloat(t)) ctx.fail("dtype ", dtypeName(t), " is not supported by the CUDA kernel");
@@ -207,6 +217,7 @@ void registerElementwiseKernels(CudaKernelRegistry& r) {
   r.add("Relu", unaryFactory(UnaryOp::Relu), k16);
   r.add("ReluGrad", reluGradKernel, k16);
   r.add("ClipGrad", clipGradKernel, k16);
+  r.add("LeakyReluGrad", leakyReluGradKernel, k16);
   r.add("GeluGrad", geluGradKernel, k16);
   r.add("LeakyRelu", unaryFactory(UnaryOp::LeakyRelu), k16);
   r.add("Clip", unaryFactory(UnaryOp::Clip), k16);
@@ -234,9 +245,9 @@ void registerElementwiseKernels(CudaKernelRegistry& r) {
   // Without broadcasting these walk every operand in the same flat order, so they
   // run on channels-last operands unchanged (kernels/cuda/layout.h).
   for (const char* op :
-       {"Relu", "ReluGrad", "Clip", "ClipGrad", "GeluGrad", "LeakyRelu", "Sigmoid",
-        "Tanh", "Erf",      "Gelu", "Sqrt",     "Neg",      "Exp",       "Identity",
-        "Add",  "Sub",      "Mul",  "Div",      "Pow",      "Cast"})
+       {"Relu",     "ReluGrad", "Clip", "ClipGrad", "LeakyReluGrad", "GeluGrad", "LeakyRelu",
+        "Sigmoid",  "Tanh",     "Erf",  "Gelu",     "Sqrt",          "Neg",      "Exp",
+        "Identity", "Add",      "Sub",  "Mul",      "Div",           "Pow",      "Cast"})
     r.allowChannelsLast(op, cpu::allOperandsWhenSameShape);
 }
 

@@ -59,6 +59,9 @@ void reluGrad(DType t, const void* dy, const void* y, void* dx, int64_t n, cudaS
 // dx = lo < x < hi ? dy : 0 over n elements (Clip's gradient); f32, f16 or bf16.
 void clipGrad(DType t, const void* dy, const void* x, void* dx, int64_t n, float lo, float hi,
               cudaStream_t s);
+// dx = x > 0 ? dy : alpha·dy over n elements (LeakyRelu's gradient); f32, f16 or bf16.
+void leakyReluGrad(DType t, const void* dy, const void* x, void* dx, int64_t n, float alpha,
+                   cudaStream_t s);
 // dx = dy·Gelu'(x) (erf form, or the tanh approximation); floats.
 void geluGrad(DType t, const void* dy, const void* x, void* dx, int64_t n, bool tanh,
               cudaStream_t s);
