@@ -177,6 +177,37 @@ std::vector<Value*> convertClip(OnnxNode& n) {
   return firstInputOnly(n);
 }
 
+// Pad: constant mode, with constant pads (and axes, opset 18) and value; every axis's
+// pads in the IR's attribute. All-zero pads (torch.onnx writes them before some
+// AveragePools) are an Identity.
+std::vector<Value*> convertPad(OnnxNode& n) {
+  const std::string mode = n.attrs.count("mode") ? std::get<std::string>(n.attrs.at("mode")) : "";
+  DS_CHECK(mode.empty() || mode == "constant", n.describe(), ": mode '", mode,
+           "' is not supported (constant only)");
+  const int64_t rank = n.inputs.at(0)->rank();
+  const std::vector<int64_t> given = n.constantInput(1, "pads").toInts();
+  std::vector<int64_t> axes;
+  if (n.hasInput(3)) {
+    for (int64_t a : n.constantInput(3, "axes").toInts()) axes.push_back(a < 0 ? a + rank : a);
+  } else {
+    for (int64_t a = 0; a < rank; ++a) axes.push_back(a);
+  }
+  DS_CHECK(given.size() == 2 * axes.size(), n.describe(), ": pads has ", given.size(),
+           " values for ", axes.size(), " axes");
+  std::vector<int64_t> pads(static_cast<size_t>(2 * rank), 0);
+  for (size_t i = 0; i < axes.size(); ++i) {
+    DS_CHECK(axes[i] >= 0 && axes[i] < rank, n.describe(), ": axis out of range");
+    pads[static_cast<size_t>(axes[i])] = given[i];
+    pads[static_cast<size_t>(axes[i] + rank)] = given[i + axes.size()];
+  }
+  DS_CHECK(std::none_of(pads.begin(), pads.end(), [](int64_t p) { return p < 0; }), n.describe(),
+           ": negative pads (cropping) are not supported");
+  if (std::all_of(pads.begin(), pads.end(), [](int64_t p) { return p == 0; }))
+    return n.emit("Identity", {n.inputs[0]}, {}, 1);
+  double value = n.hasInput(2) ? n.constantInput(2, "constant_value").getDouble(0) : 0.0;
+  return n.emit("Pad", {n.inputs[0]}, {{"pads", pads}, {"value", value}}, 1);
+}
+
 std::vector<Value*> convertTrilu(OnnxNode& n) {
   if (n.hasInput(1)) n.attrs["k"] = n.constantInput(1, "k").getInt(0);
   return firstInputOnly(n);
@@ -240,6 +271,7 @@ const std::map<std::string, OnnxConverter>& onnxConverters() {
     t["Dropout"] = convertDropout;
     t["Trilu"] = convertTrilu;
     t["Clip"] = convertClip;
+    t["Pad"] = convertPad;
     t["Reshape"] = [](OnnxNode& n) { return convertNamedInput(n, "shape"); };
     t["Expand"] = [](OnnxNode& n) { return convertNamedInput(n, "shape"); };
     return t;

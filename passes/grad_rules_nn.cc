@@ -187,6 +187,19 @@ Grads sliceGrad(GradContext& c) {
   return {c.emit("SliceGrad", {c.dy()}, withAttr(c.node(), "input_shape", c.x(0)->shape()))};
 }
 
+// Y = Pad(X) ⇒ dX = dY without the padding: the Slice of X's place in Y
+Grads padGrad(GradContext& c) {
+  const std::vector<int64_t>& pads = c.node().ints("pads");
+  const Shape& x = c.x(0)->shape();
+  const auto rank = static_cast<int64_t>(x.size());
+  std::vector<int64_t> starts(pads.begin(), pads.begin() + rank), ends, axes;
+  for (int64_t d = 0; d < rank; ++d) {
+    ends.push_back(starts[d] + x[d]);
+    axes.push_back(d);
+  }
+  return {c.emit("Slice", {c.dy()}, {{"starts", starts}, {"ends", ends}, {"axes", axes}})};
+}
+
 }  // namespace
 
 std::map<std::string, GradRule> nnGradRules() {
@@ -204,6 +217,7 @@ std::map<std::string, GradRule> nnGradRules() {
       {"FusedAttention", fusedAttentionGrad},
       {"Gather", gatherGrad},
       {"Slice", sliceGrad},
+      {"Pad", padGrad},
   };
 }
 

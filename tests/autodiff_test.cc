@@ -167,6 +167,8 @@ const std::vector<GradCase>& cases() {
       {"Clip", "input %x0 : f64[3,4]\n %y = Clip(%x0) {max = 0.5, min = -0.4} : f64[3,4] @n"},
       {"LeakyRelu", "input %x0 : f64[3,4]\n %y = LeakyRelu(%x0) {alpha = 0.2} : f64[3,4] @n"},
       {"Trilu", "input %x0 : f64[2,3,4]\n %y = Trilu(%x0) {k = 1, upper = 0} : f64[2,3,4] @n"},
+      {"Pad",
+       "input %x0 : f64[2,3]\n %y = Pad(%x0) {pads = [1, 0, 2, 1], value = 0.5} : f64[5,4] @n"},
       {"Sigmoid", "input %x0 : f64[3,4]\n %y = Sigmoid(%x0) : f64[3,4] @n"},
       {"Tanh", "input %x0 : f64[3,4]\n %y = Tanh(%x0) : f64[3,4] @n"},
       {"Sqrt", "input %x0 : f64[3,4]\n %y = Sqrt(%x0) : f64[3,4] @n", true},

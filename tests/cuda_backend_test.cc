@@ -273,6 +273,9 @@ std::vector<OpCase> tensorCases() {
       {"Identity", "input %x0 : f32[4]\n %y = Identity(%x0) : f32[4] @n"},
       {"Relu", "input %x0 : f32[3,4]\n %y = Relu(%x0) : f32[3,4] @n"},
       {"LeakyRelu", "input %x0 : f32[5,37]\n %y = LeakyRelu(%x0) {alpha = 0.1} : f32[5,37] @n"},
+      {"Pad",  // a fill that is not zero, padding on two axes
+       "input %x0 : f32[2,3,4]\n %y = Pad(%x0) {pads = [0, 1, 2, 0, 0, 1], value = -1.5} : "
+       "f32[2,4,7] @n"},
       // ReLU6's bounds, and a contiguous run long enough for the packed kernels.
       {"Clip", "input %x0 : f32[5,37]\n %y = Clip(%x0) {max = 0.5, min = -0.4} : f32[5,37] @n"},
       {"Sigmoid", "input %x0 : f32[3,4]\n %y = Sigmoid(%x0) : f32[3,4] @n"},

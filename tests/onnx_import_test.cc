@@ -175,6 +175,46 @@ g (float[2, 3] x, float bound) => (float[2, 3] y)
   }
 }
 
+// Pad: constant pads and value become attributes over every axis (opset 18's axes
+// input too); all-zero pads, as torch.onnx writes before an AveragePool, are an
+// Identity; modes other than constant are one line naming the node.
+TEST(OnnxImport, PadBecomesConstantPadOverEveryAxis) {
+  auto model = test::parseOnnxText(R"(
+<ir_version: 8, opset_import: ["" : 18]>
+g (float[2, 3, 4] x) => (float[2, 5, 4] y, float[2, 3, 4] z)
+<int64[2] p = {1, 1}, int64[1] a = {-2}, float v = {2.5}, int64[6] zero = {0, 0, 0, 0, 0, 0}>
+{
+  y = Pad(x, p, v, a)
+  z = Pad(x, zero)
+}
+)");
+  auto g = importOnnxFile(test::writeModel(model, "pad18.onnx"));
+  verifyGraph(*g);
+  const Node* y = g->value("y")->producer();
+  EXPECT_EQ(y->op(), "Pad");
+  EXPECT_EQ(y->ints("pads"), (std::vector<int64_t>{0, 1, 0, 0, 1, 0}));
+  EXPECT_EQ(y->f("value"), 2.5);
+  EXPECT_EQ(g->value("z")->producer()->op(), "Identity");
+  auto reflect = test::parseOnnxText(R"(
+<ir_version: 8, opset_import: ["" : 13]>
+g (float[2, 3] x) => (float[2, 5] y)
+<int64[4] p = {0, 1, 0, 1}>
+{
+  y = Pad<mode = "reflect">(x, p)
+}
+)");
+  reflect.mutable_graph()->mutable_node(0)->set_name("pad1");
+  try {
+    importOnnxFile(test::writeModel(reflect, "pad_reflect.onnx"));
+    FAIL() << "reflect padding imported";
+  } catch (const Error& e) {
+    EXPECT_TRUE(test::contains(e.what(),
+                               "node 'pad1' (Pad, opset 13): mode 'reflect' is not "
+                               "supported (constant only)"))
+        << e.what();
+  }
+}
+
 // ---- malformed input: one clear line naming the culprit ----
 
 TEST(OnnxImportErrors, NotAnOnnxFile) {

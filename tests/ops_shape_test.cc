@@ -71,7 +71,7 @@ TEST_F(OpsShapeTest, RegistryHasEveryOp) {
       "GlobalAveragePool Flatten Gemm MatMul Add Sub Mul Div Pow Sqrt Neg Softmax LogSoftmax "
       "ReduceMean ReduceSum ReduceSumSquare LayerNormalization Reshape Transpose Unsqueeze Squeeze "
       "Concat Split "
-      "Slice Gather Expand Where Equal Trilu Cast Shape Range ConstantOfShape Dropout Identity "
+      "Slice Gather Expand Where Equal Trilu Pad Cast Shape Range ConstantOfShape Dropout Identity "
       "SoftmaxCrossEntropyLoss Not "
       // Backward and optimizer ops (training).
       "Exp ConvGradInput ConvGradWeight MaxPoolGrad AveragePoolGrad BatchNormalizationGrad "
@@ -86,7 +86,7 @@ TEST_F(OpsShapeTest, RegistryHasEveryOp) {
   size_t count = 0;
   for (std::string op; ops >> op; ++count)
     EXPECT_NE(std::find(names.begin(), names.end(), op), names.end()) << op;
-  EXPECT_EQ(count, 74u);
+  EXPECT_EQ(count, 75u);
   EXPECT_EQ(names.size(), count) << "a registered op is missing from this list";
   EXPECT_TRUE(std::is_sorted(names.begin(), names.end()));
 }
@@ -336,6 +336,15 @@ TEST_F(OpsShapeTest, LayerNormalization) {
             T(DType::BF16, {2, 8}));
   EXPECT_TRUE(has(fails("LayerNormalization", {f32({2, 8}), in(DType::F16, {8})}),
                   "has dtype f16; it must be f32"));
+}
+
+// Pad's pads are every axis's begins, then ends; never negative.
+TEST_F(OpsShapeTest, Pad) {
+  EXPECT_EQ(infer("Pad", {f32({2, 3})}, {{"pads", std::vector<int64_t>{1, 0, 2, 4}}}), F({5, 7}));
+  EXPECT_TRUE(has(fails("Pad", {f32({2, 3})}, {{"pads", std::vector<int64_t>{1, 0}}}),
+                  "pads has 2 values, needs 2 x rank 2"));
+  EXPECT_TRUE(has(fails("Pad", {f32({2, 3})}, {{"pads", std::vector<int64_t>{0, -1, 0, 0}}}),
+                  "pads must not be negative (axis 1: -1, 0)"));
 }
 
 // Clip takes any numeric input (ONNX's int8 cases too); its bounds are float

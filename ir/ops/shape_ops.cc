@@ -1,5 +1,5 @@
 // Shape-manipulating op schemas: Flatten, Reshape, Transpose, (Un)Squeeze,
-// Concat, Split, Slice, Gather, Expand, Trilu, and the shape-computing ops
+// Concat, Split, Slice, Gather, Expand, Trilu, Pad, and the shape-computing ops
 // Shape, Range and ConstantOfShape (the latter two need constant inputs).
 #include <limits>
 #include <string>
@@ -145,6 +145,22 @@ void inferTrilu(InferContext& ctx) {
   ctx.setOutput(0, ctx.input(0));
 }
 
+// Pad{pads, value}: ONNX's constant mode with the pads of every axis, begins then
+// ends (the importer fills in the axes the model leaves out); never negative.
+void inferPad(InferContext& ctx) {
+  const std::vector<int64_t>& pads = ctx.node().ints("pads");
+  const int64_t rank = ctx.rank(0);
+  if (static_cast<int64_t>(pads.size()) != 2 * rank)
+    ctx.fail("pads has ", pads.size(), " values, needs 2 x rank ", rank);
+  Shape out = ctx.shape(0);
+  for (int64_t d = 0; d < rank; ++d) {
+    if (pads[d] < 0 || pads[d + rank] < 0)
+      ctx.fail("pads must not be negative (axis ", d, ": ", pads[d], ", ", pads[d + rank], ")");
+    out[d] += pads[d] + pads[d + rank];
+  }
+  ctx.setOutput(0, ctx.dtype(0), out);
+}
+
 void inferShape(InferContext& ctx) {
   auto [start, end] = shapeOpRange(ctx.node().i("start"), ctx.node().i("end"), ctx.rank(0));
   ctx.setOutput(0, DType::I64, {end - start});
@@ -210,6 +226,7 @@ void registerShapeOps(OpRegistry& r) {
   r.add(gather);
   r.add(schema("Expand", {{"shape", K::Ints, std::nullopt}}, inferExpand));
   r.add(schema("Trilu", {{"k", K::Int, int64_t{0}}, {"upper", K::Int, int64_t{1}}}, inferTrilu));
+  r.add(schema("Pad", {{"pads", K::Ints, std::nullopt}, {"value", K::Float, 0.0}}, inferPad));
   r.add(
       schema("Shape",
              {{"end", K::Int, std::numeric_limits<int64_t>::max()}, {"start", K::Int, int64_t{0}}},

@@ -221,34 +221,6 @@ std::unique_ptr<CpuKernel> makeGatherGrad(const KernelContext& ctx) {
   return std::make_unique<GatherGradKernel<double>>(ctx);
 }
 
-// SliceGrad: zero dX, then walk dY (contiguous) writing dX at base + walk offsets.
-class SliceGradKernel : public CpuKernel {
- public:
-  explicit SliceGradKernel(const KernelContext& ctx) : elem_(dtypeSize(ctx.input(0).dtype())) {
-    SliceGeometry g = sliceGeometry(ctx, ctx.output(0).shape(), ctx.input(0).shape());
-    base_ = g.base;
-    walk_ = StridedWalk<1>(ctx, ctx.input(0).shape(), {g.strides});
-  }
-
-  void run(const KernelContext& ctx) override {
-    std::memset(ctx.output(0).data, 0, ctx.output(0).bytes());
-    dispatchSize(elem_, [&](auto tag) {
-      using E = typename decltype(tag)::type;
-      const E* dy = ctx.input(0).as<E>();
-      E* dx = ctx.output(0).as<E>() + base_;
-      const int64_t s = walk_.innerStride(0);
-      walk_.run([&](int64_t o, const std::array<int64_t, 1>& off, int64_t len) {
-        for (int64_t j = 0; j < len; ++j) dx[off[0] + j * s] = dy[o + j];
-      });
-    });
-  }
-
- private:
-  size_t elem_;
-  int64_t base_ = 0;
-  StridedWalk<1> walk_;
-};
-
 }  // namespace
 
 void registerMiscGradKernels(CpuKernelRegistry& r) {
@@ -262,8 +234,9 @@ void registerMiscGradKernels(CpuKernelRegistry& r) {
   r.add("GeluGrad", makeGeluGrad);
   r.allowChannelsLast("GeluGrad", allOperandsWhenSameShape);
   r.add("GatherGrad", makeGatherGrad);
-  r.add("SliceGrad", [](const KernelContext& ctx) -> std::unique_ptr<CpuKernel> {
-    return std::make_unique<SliceGradKernel>(ctx);
+  // SliceGrad: zeros, then dY written at the sliced positions of dX.
+  r.add("SliceGrad", [](const KernelContext& ctx) {
+    return placeKernel(ctx, sliceGeometry(ctx, ctx.output(0).shape(), ctx.input(0).shape()), 0.0);
   });
 }
 

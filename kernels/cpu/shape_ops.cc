@@ -1,7 +1,8 @@
 // CPU kernels of the shape ops. Reshape, Flatten, (Un)Squeeze are byte copies;
 // Transpose, Slice and Expand walk the output with precomputed input strides
 // (Transpose tiles when the innermost dims swap); Concat, Split and Gather copy
-// contiguous blocks; Trilu, Shape, Range and ConstantOfShape fill. Data movement
+// contiguous blocks; Trilu, Shape, Range and ConstantOfShape fill, and Pad fills
+// around its input (slice_geometry.h). Data movement
 // is by element size, so every dtype is supported.
 #include <algorithm>
 #include <limits>
@@ -367,6 +368,9 @@ void registerShapeKernels(CpuKernelRegistry& r) {
     return std::make_unique<GatherKernel>(ctx);
   });
   r.add("Trilu", triluKernel);
+  r.add("Pad", [](const KernelContext& ctx) {
+    return placeKernel(ctx, padGeometry(ctx, ctx.output(0).shape()), ctx.f("value"));
+  });
   r.add("Shape", shapeKernel);
   r.add("Range", rangeKernel);
   r.add("ConstantOfShape", constantOfShapeKernel);

@@ -1,9 +1,12 @@
 #include "kernels/cpu/slice_geometry.h"
 
 #include <algorithm>
+#include <cstring>
 #include <limits>
 
 #include "ir/ops/shape_helpers.h"
+#include "ir/tensor.h"
+#include "kernels/cpu/cpu_util.h"
 
 namespace ds::cpu {
 namespace {
@@ -29,7 +32,55 @@ void clampAxis(int64_t dim, int64_t start, int64_t end, int64_t step, int64_t& f
   }
 }
 
+class PlaceKernel : public CpuKernel {
+ public:
+  PlaceKernel(const KernelContext& ctx, const SliceGeometry& g, double fill)
+      : elem_(dtypeSize(ctx.input(0).dtype())),
+        base_(g.base),
+        walk_(ctx, ctx.input(0).shape(), {g.strides}),
+        fill_(Tensor::fromDoubles(ctx.output(0).dtype(), {}, {fill})),
+        zero_fill_(fill == 0) {}
+
+  void run(const KernelContext& ctx) override {
+    if (zero_fill_)
+      std::memset(ctx.output(0).data, 0, ctx.output(0).bytes());
+    else
+      for (int64_t i = 0; i < ctx.output(0).numel(); ++i)
+        std::memcpy(static_cast<uint8_t*>(ctx.output(0).data) + i * elem_, fill_.raw(), elem_);
+    dispatchSize(elem_, [&](auto tag) {
+      using E = typename decltype(tag)::type;
+      const E* x = ctx.input(0).as<E>();
+      E* y = ctx.output(0).as<E>() + base_;
+      const int64_t s = walk_.innerStride(0);
+      walk_.run([&](int64_t o, const std::array<int64_t, 1>& off, int64_t len) {
+        for (int64_t j = 0; j < len; ++j) y[off[0] + j * s] = x[o + j];
+      });
+    });
+  }
+
+ private:
+  size_t elem_;
+  int64_t base_;
+  StridedWalk<1> walk_;
+  Tensor fill_;  // one element of the output's dtype
+  bool zero_fill_;
+};
+
 }  // namespace
+
+std::unique_ptr<CpuKernel> placeKernel(const KernelContext& ctx, const SliceGeometry& g,
+                                       double fill) {
+  return std::make_unique<PlaceKernel>(ctx, g, fill);
+}
+
+SliceGeometry padGeometry(const KernelContext& ctx, const Shape& padded) {
+  const std::vector<int64_t>& pads = ctx.ints("pads");
+  const auto rank = static_cast<int64_t>(padded.size());
+  if (static_cast<int64_t>(pads.size()) != 2 * rank) ctx.fail("pads needs 2 x rank values");
+  SliceGeometry g{0, stridesOf(padded)};
+  for (int64_t d = 0; d < rank; ++d) g.base += pads[d] * g.strides[d];
+  return g;
+}
 
 SliceGeometry sliceGeometry(const KernelContext& ctx, const Shape& x, const Shape& taken) {
   const auto& starts = ctx.ints("starts");

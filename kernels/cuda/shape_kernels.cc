@@ -77,6 +77,26 @@ std::unique_ptr<CudaKernel> sliceGradKernel(const KernelContext& ctx, const Devi
   });
 }
 
+// Pad(X){pads, value} -> Y: Y filled with the value (zeros by a memset), then X
+// written at its place (CPU twin: kernels/cpu/slice_geometry.h).
+std::unique_ptr<CudaKernel> padKernel(const KernelContext& ctx, const Device&) {
+  const Shape& x = ctx.input(0).shape();
+  const cpu::SliceGeometry g = cpu::padGeometry(ctx, ctx.output(0).shape());
+  Walk w = makeWalk(ctx, x, {g.strides, stridesOf(x)});
+  w.base[0] = g.base;
+  const Tensor fill = Tensor::fromDoubles(ctx.output(0).dtype(), {}, {ctx.f("value")});
+  uint64_t bits = 0;
+  std::memcpy(&bits, fill.raw(), fill.bytes());
+  const size_t elem = fill.bytes();
+  return launchKernel([w, bits, elem](const KernelContext& c, const Device& dev, void*) {
+    if (bits == 0)
+      DS_CUDA_CHECK(cudaMemsetAsync(c.output(0).data, 0, c.output(0).bytes(), dev.stream));
+    else
+      fillBits(elem, bits, c.output(0).data, c.output(0).numel(), dev.stream);
+    stridedCopy(elem, c.input(0).data, c.output(0).data, w, dev.stream);
+  });
+}
+
 // Concat (split = false) and Split: whole viewed as [outer, row bytes]; part k owns
 // block_k bytes of each row.
 std::unique_ptr<CudaKernel> concatKernel(const KernelContext& ctx, bool split) {
@@ -241,6 +261,7 @@ void registerShapeKernels(CudaKernelRegistry& r) {
   r.add("Gather", gatherKernel, k16);
   r.add("GatherGrad", gatherGradKernel);
   r.add("Trilu", triluKernel, k16);
+  r.add("Pad", padKernel, k16);  // the fill rounded to the output's dtype, as on the CPU
   r.add("Shape", shapeKernel, k16);
   r.add("Range", rangeKernel);
   // Its 'value' attribute has the output's dtype, so it cannot run promoted.
