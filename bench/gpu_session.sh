@@ -38,7 +38,7 @@ if [[ $parts == *tests* ]]; then
   bash bench/gpu_ds_prebuild.sh "$ds" > "$res/bench/ds_prebuild.log" 2>&1 &
   prebuild=$!
   OUT=$res/check GPU_CHECK_TESTS_S=${GPU_CHECK_TESTS_S:-150} GPU_CHECK_RERUN_S=${GPU_CHECK_RERUN_S:-45} \
-    GPU_CHECK_TIMING=0 GPU_CHECK_FILTER='Cuda*:Nccl*:CommDsrun.SeveralRanksOnTheCudaBackend:-CudaMemory.*' \
+    GPU_CHECK_TIMING=0 GPU_CHECK_FILTER='Cuda*:Nccl*:CommDsrun.SeveralRanksOnTheCudaBackend-CudaMemory.*' \
     bash bench/gpu_check.sh > "$res/check/stdout.txt" 2>&1
   check_rc=$?
   # The prebuild may not take the time the benchmarks need (or, alone, the budget).
