@@ -8,7 +8,7 @@
 # (with a DeepSpeed prebuild kept in .gpu_state/ds for the next call on the same warm
 # machine, which must come within its idle release), then "bench".
 # 1. DeepSpeed's ops build in the background (bench/gpu_ds_prebuild.sh) while
-# 2. every GPU test runs (bench/gpu_check.sh, at most GPU_CHECK_TESTS_S=150 s, failed
+# 2. every GPU test runs (bench/gpu_check.sh, at most GPU_CHECK_TESTS_S=200 s, failed
 #    tests again alone within 45 s), but the peak-memory test, which measures the
 #    whole device and so runs alone once the prebuild is done (check_memory/); then
 # 3. the benchmarks, every peer in the same run (bench/gpu_bench.sh), with what is left.
@@ -37,7 +37,7 @@ if [[ $parts == *tests* ]]; then
   rm -rf "$ds"
   bash bench/gpu_ds_prebuild.sh "$ds" > "$res/bench/ds_prebuild.log" 2>&1 &
   prebuild=$!
-  OUT=$res/check GPU_CHECK_TESTS_S=${GPU_CHECK_TESTS_S:-150} GPU_CHECK_RERUN_S=${GPU_CHECK_RERUN_S:-45} \
+  OUT=$res/check GPU_CHECK_TESTS_S=${GPU_CHECK_TESTS_S:-200} GPU_CHECK_RERUN_S=${GPU_CHECK_RERUN_S:-45} \
     GPU_CHECK_TIMING=0 GPU_CHECK_FILTER='Cuda*:Nccl*:CommDsrun.SeveralRanksOnTheCudaBackend-CudaMemory.*' \
     bash bench/gpu_check.sh > "$res/check/stdout.txt" 2>&1
   check_rc=$?
