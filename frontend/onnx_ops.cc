@@ -208,6 +208,42 @@ std::vector<Value*> convertPad(OnnxNode& n) {
   return n.emit("Pad", {n.inputs[0]}, {{"pads", pads}, {"value", value}}, 1);
 }
 
+// alpha·x + beta (ONNX HardSigmoid before its clip to [0, 1]), as Mul and Add nodes.
+Value* hardSigmoidInput(OnnxNode& n, Value* x, double alpha, double beta) {
+  const std::string& at = n.name;
+  auto scalar = [&](double v, const char* what) {
+    return n.graph.addConstant(n.graph.uniqueName(at + "/" + what),
+                               Tensor::fromDoubles(x->dtype(), {}, {v}));
+  };
+  Value* scaled =
+      n.graph.addNode("Mul", {x, scalar(alpha, "alpha")}, {}, {}, at + "/scale")->output(0);
+  return n.graph.addNode("Add", {scaled, scalar(beta, "beta")}, {}, {}, at + "/shift")->output(0);
+}
+
+const AttributeMap kUnitInterval = {{"min", 0.0}, {"max", 1.0}};
+
+double floatAttr(const OnnxNode& n, const char* name, double fallback) {
+  auto it = n.attrs.find(name);
+  return it == n.attrs.end() ? fallback : std::get<double>(it->second);
+}
+
+// HardSigmoid and HardSwish (x·HardSigmoid(x) with alpha 1/6, beta 1/2; MobileNetV3's
+// activations) decompose into element-wise nodes, which autodiff and the fusions know.
+std::vector<Value*> convertHardSigmoid(OnnxNode& n) {
+  Value* x = n.inputs.at(0);
+  Value* linear = hardSigmoidInput(n, x, floatAttr(n, "alpha", 0.2), floatAttr(n, "beta", 0.5));
+  return n.emit("Clip", {linear}, kUnitInterval, 1);
+}
+
+std::vector<Value*> convertHardSwish(OnnxNode& n) {
+  Value* x = n.inputs.at(0);
+  Value* gate = n.graph
+                    .addNode("Clip", {hardSigmoidInput(n, x, 1.0 / 6, 0.5)}, kUnitInterval, {},
+                             n.name + "/clip")
+                    ->output(0);
+  return n.emit("Mul", {x, gate}, {}, 1);
+}
+
 std::vector<Value*> convertTrilu(OnnxNode& n) {
   if (n.hasInput(1)) n.attrs["k"] = n.constantInput(1, "k").getInt(0);
   return firstInputOnly(n);
@@ -272,6 +308,8 @@ const std::map<std::string, OnnxConverter>& onnxConverters() {
     t["Trilu"] = convertTrilu;
     t["Clip"] = convertClip;
     t["Pad"] = convertPad;
+    t["HardSigmoid"] = convertHardSigmoid;
+    t["HardSwish"] = convertHardSwish;
     t["Reshape"] = [](OnnxNode& n) { return convertNamedInput(n, "shape"); };
     t["Expand"] = [](OnnxNode& n) { return convertNamedInput(n, "shape"); };
     return t;

@@ -215,6 +215,31 @@ g (float[2, 3] x) => (float[2, 5] y)
   }
 }
 
+// MobileNetV3's activations: HardSigmoid is Mul, Add, Clip; HardSwish x times that.
+TEST(OnnxImport, HardSigmoidAndHardSwishDecompose) {
+  auto model = test::parseOnnxText(R"(
+<ir_version: 8, opset_import: ["" : 14]>
+g (float[2, 3] x) => (float[2, 3] s, float[2, 3] w)
+{
+  s = HardSigmoid<alpha = 0.25, beta = 0.4>(x)
+  w = HardSwish(x)
+}
+)");
+  auto g = importOnnxFile(test::writeModel(model, "hard.onnx"));
+  verifyGraph(*g);
+  const Node* s = g->value("s")->producer();
+  EXPECT_EQ(s->op(), "Clip");
+  EXPECT_EQ(s->f("max"), 1.0);
+  const Node* add = s->input(0)->producer();
+  EXPECT_EQ(add->op(), "Add");
+  EXPECT_FLOAT_EQ(add->input(1)->data().getDouble(0), 0.4f);
+  EXPECT_FLOAT_EQ(add->input(0)->producer()->input(1)->data().getDouble(0), 0.25f);
+  const Node* w = g->value("w")->producer();
+  EXPECT_EQ(w->op(), "Mul");
+  EXPECT_EQ(w->input(0), g->value("x"));
+  EXPECT_EQ(w->input(1)->producer()->op(), "Clip");
+}
+
 // ---- malformed input: one clear line naming the culprit ----
 
 TEST(OnnxImportErrors, NotAnOnnxFile) {
@@ -241,11 +266,11 @@ TEST(OnnxImportErrors, MissingFile) {
 TEST(OnnxImportErrors, UnsupportedOpNamesNodeOpAndOpset) {
   auto model = test::parseOnnxText(R"(
 <ir_version: 8, opset_import: ["" : 17]>
-g (float[2, 3] x) => (float[2, 3] y) { y = HardSwish(x) }
+g (float[2, 3] x) => (float[2, 3] y) { y = Selu(x) }
 )");
   model.mutable_graph()->mutable_node(0)->set_name("act3");
   std::string msg = importError(test::writeModel(model, "unsupported.onnx"));
-  EXPECT_TRUE(contains(msg, "node 'act3' (op HardSwish, opset 17) is not supported")) << msg;
+  EXPECT_TRUE(contains(msg, "node 'act3' (op Selu, opset 17) is not supported")) << msg;
   EXPECT_TRUE(contains(msg, "supported ops: Add, AveragePool, BatchNormalization")) << msg;
 }
 
