@@ -225,12 +225,15 @@ Evaluator arithmetic(char op) {
   };
 }
 
-Tensor evalEqual(const EvalArgs& a) {
+// Equal, Less, Greater on two constants: `compare` of the values (floats as
+// doubles, exactly; integers as int64).
+template <typename Compare>
+Tensor evalComparison(const EvalArgs& a, Compare compare) {
   return binary(
-      a, [](Tensor& out, int64_t i, const Tensor& x, int64_t xi, const Tensor& y, int64_t yi) {
-        bool eq =
-            isFloat(x.dtype()) ? x.getDouble(xi) == y.getDouble(yi) : x.getInt(xi) == y.getInt(yi);
-        out.setInt(i, eq ? 1 : 0);
+      a, [&](Tensor& out, int64_t i, const Tensor& x, int64_t xi, const Tensor& y, int64_t yi) {
+        bool r = isFloat(x.dtype()) ? compare(x.getDouble(xi), y.getDouble(yi))
+                                    : compare(x.getInt(xi), y.getInt(yi));
+        out.setInt(i, r ? 1 : 0);
       });
 }
 
@@ -255,13 +258,29 @@ Tensor evalNot(const EvalArgs& a) {
 
 const std::map<std::string, Evaluator>& evaluators() {
   static const std::map<std::string, Evaluator> table = {
-      {"Shape", evalShape},     {"Gather", evalGather},   {"Unsqueeze", evalReshape},
-      {"Squeeze", evalReshape}, {"Reshape", evalReshape}, {"Identity", evalReshape},
-      {"Concat", evalConcat},   {"Range", evalRange},     {"ConstantOfShape", evalConstantOfShape},
-      {"Cast", evalCast},       {"Equal", evalEqual},     {"Where", evalWhere},
-      {"Slice", evalSlice},     {"Expand", evalExpand},   {"Transpose", evalTranspose},
-      {"Add", arithmetic('+')}, {"Sub", arithmetic('-')}, {"Mul", arithmetic('*')},
-      {"Div", arithmetic('/')}, {"Neg", evalNeg},         {"Not", evalNot},
+      {"Shape", evalShape},
+      {"Gather", evalGather},
+      {"Unsqueeze", evalReshape},
+      {"Squeeze", evalReshape},
+      {"Reshape", evalReshape},
+      {"Identity", evalReshape},
+      {"Concat", evalConcat},
+      {"Range", evalRange},
+      {"ConstantOfShape", evalConstantOfShape},
+      {"Cast", evalCast},
+      {"Equal", [](const EvalArgs& a) { return evalComparison(a, std::equal_to<>()); }},
+      {"Less", [](const EvalArgs& a) { return evalComparison(a, std::less<>()); }},
+      {"Greater", [](const EvalArgs& a) { return evalComparison(a, std::greater<>()); }},
+      {"Where", evalWhere},
+      {"Slice", evalSlice},
+      {"Expand", evalExpand},
+      {"Transpose", evalTranspose},
+      {"Add", arithmetic('+')},
+      {"Sub", arithmetic('-')},
+      {"Mul", arithmetic('*')},
+      {"Div", arithmetic('/')},
+      {"Neg", evalNeg},
+      {"Not", evalNot},
   };
   return table;
 }

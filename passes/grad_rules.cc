@@ -131,6 +131,16 @@ Grads sqrtGrad(GradContext& c) {
   return {c.emit("Div", {c.dy(), c.emit("Mul", {c.y(), c.scalar(2, c.y()->dtype())})})};
 }
 
+// Y = log(X) ⇒ dX = dY / X
+Grads logGrad(GradContext& c) {
+  return {c.emit("Div", {c.dy(), c.x(0)})};
+}
+
+// Y = log(1 + e^X) ⇒ dX = dY·σ(X)
+Grads softplusGrad(GradContext& c) {
+  return {c.emit("Mul", {c.dy(), c.emit("Sigmoid", {c.x(0)})})};
+}
+
 // Y = A^p, p constant ⇒ dA = dY·p·A^(p−1)
 Grads powGrad(GradContext& c) {
   DS_CHECK(!c.wants(1), "autodiff: ", c.node().describe(), ": gradient of the exponent");
@@ -368,6 +378,8 @@ std::map<std::string, GradRule> elementwiseAndTensorRules() {
       {"Sigmoid", sigmoidGrad},
       {"Tanh", tanhGrad},
       {"Sqrt", sqrtGrad},
+      {"Log", logGrad},
+      {"Softplus", softplusGrad},
       {"Pow", powGrad},
       {"Where", whereGrad},
       {"Cast", castGrad},

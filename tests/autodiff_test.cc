@@ -172,6 +172,8 @@ const std::vector<GradCase>& cases() {
       {"Sigmoid", "input %x0 : f64[3,4]\n %y = Sigmoid(%x0) : f64[3,4] @n"},
       {"Tanh", "input %x0 : f64[3,4]\n %y = Tanh(%x0) : f64[3,4] @n"},
       {"Sqrt", "input %x0 : f64[3,4]\n %y = Sqrt(%x0) : f64[3,4] @n", true},
+      {"Log", "input %x0 : f64[3,4]\n %y = Log(%x0) : f64[3,4] @n", true},
+      {"Softplus", "input %x0 : f64[3,4]\n %y = Softplus(%x0) : f64[3,4] @n"},
       {"Pow", "input %x0 : f64[3,4]\n const %p : f64[] = [3.0]\n %y = Pow(%x0, %p) : f64[3,4] @n",
        true},
       {"Where",

@@ -85,6 +85,7 @@ std::vector<UnaryCase> unaryCases() {
           {"Gelu", erfGelu, {}},
           {"Gelu", tanhGelu, {{"approximate", std::string("tanh")}}},
           {"Sqrt", [](double x) { return std::sqrt(x); }, {}},
+          {"Softplus", [](double x) { return std::log1p(std::exp(x)); }, {}},
           {"Neg", [](double x) { return -x; }, {}}};
 }
 

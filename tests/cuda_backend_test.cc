@@ -281,6 +281,8 @@ std::vector<OpCase> tensorCases() {
       {"Sigmoid", "input %x0 : f32[3,4]\n %y = Sigmoid(%x0) : f32[3,4] @n"},
       {"Tanh", "input %x0 : f32[3,4]\n %y = Tanh(%x0) : f32[3,4] @n"},
       {"Sqrt", "input %x0 : f32[3,4]\n %y = Sqrt(%x0) : f32[3,4] @n", true, true},
+      {"Log", "input %x0 : f32[3,4]\n %y = Log(%x0) : f32[3,4] @n", true, true},
+      {"Softplus", "input %x0 : f32[5,37]\n %y = Softplus(%x0) : f32[5,37] @n"},
       {"Exp", "input %x0 : f32[3,4]\n %y = Exp(%x0) : f32[3,4] @n"},
       {"Erf", "input %x0 : f32[3,4]\n %y = Erf(%x0) : f32[3,4] @n"},
       {"Gelu", "input %x0 : f32[3,4]\n %y = Gelu(%x0) : f32[3,4] @n"},
@@ -372,6 +374,14 @@ std::vector<OpCase> forwardOnlyCases() {
   return {
       {"Equal",
        "input %x0 : f32[2,3]\n const %z : f32[3] = [0, 0.5, -1]\n %y = Equal(%x0, %z) : "
+       "bool[2,3] @n",
+       false},
+      {"Less",
+       "input %x0 : f32[2,3]\n const %z : f32[3] = [0, 0.5, -1]\n %y = Less(%x0, %z) : "
+       "bool[2,3] @n",
+       false},
+      {"Greater",
+       "input %x0 : f32[2,3]\n const %z : f32[3] = [0, 0.5, -1]\n %y = Greater(%x0, %z) : "
        "bool[2,3] @n",
        false},
       {"Not", "const %c : bool[4] = [1, 0, 0, 1]\n %y = Not(%c) : bool[4] @n", false},

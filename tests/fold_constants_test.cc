@@ -111,7 +111,7 @@ TEST_F(FoldTest, RangeAndConstantOfShape) {
   EXPECT_EQ(sevens.toInts(), (Ints{7, 7, 7}));
 }
 
-TEST_F(FoldTest, WhereEqualCast) {
+TEST_F(FoldTest, WhereComparisonsCast) {
   Value* cond = ints(DType::Bool, {3}, {1, 0, 1});
   EXPECT_EQ(fold("Where", {cond, i64({3}, {1, 2, 3}), i64({}, {0})}).toInts(), (Ints{1, 0, 3}));
   // Broadcast condition [2,1] against x [3]: rows pick x or y.
@@ -127,6 +127,11 @@ TEST_F(FoldTest, WhereEqualCast) {
   EXPECT_EQ(fold("Equal", {doubles(DType::F32, {2}, {0.5, 1.0}), doubles(DType::F32, {}, {0.5})})
                 .toInts(),
             (Ints{1, 0}));
+  EXPECT_EQ(fold("Less", {i64({3}, {1, 2, 3}), i64({}, {2})}).toInts(), (Ints{1, 0, 0}));
+  EXPECT_EQ(
+      fold("Greater", {doubles(DType::F32, {3}, {0.5, 1.0, -2}), doubles(DType::F32, {}, {0.5})})
+          .toInts(),
+      (Ints{0, 1, 0}));
 
   // Each fold consumes its constant inputs (they are removed once unused): make fresh ones.
   auto f = [&] { return doubles(DType::F32, {4}, {1.7, -1.7, 0.0, 3.0}); };

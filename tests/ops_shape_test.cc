@@ -67,11 +67,13 @@ bool has(const std::string& msg, const std::string& part) {
 
 TEST_F(OpsShapeTest, RegistryHasEveryOp) {
   const std::string expected =
-      "Conv BatchNormalization Relu LeakyRelu Clip Sigmoid Tanh Erf Gelu MaxPool AveragePool "
+      "Conv BatchNormalization Relu LeakyRelu Clip Sigmoid Tanh Erf Gelu Log Softplus MaxPool "
+      "AveragePool "
       "GlobalAveragePool Flatten Gemm MatMul Add Sub Mul Div Pow Sqrt Neg Softmax LogSoftmax "
       "ReduceMean ReduceSum ReduceSumSquare LayerNormalization Reshape Transpose Unsqueeze Squeeze "
       "Concat Split "
-      "Slice Gather Expand Where Equal Trilu Pad Cast Shape Range ConstantOfShape Dropout Identity "
+      "Slice Gather Expand Where Equal Less Greater Trilu Pad Cast Shape Range ConstantOfShape "
+      "Dropout Identity "
       "SoftmaxCrossEntropyLoss Not "
       // Backward and optimizer ops (training).
       "Exp ConvGradInput ConvGradWeight MaxPoolGrad AveragePoolGrad BatchNormalizationGrad "
@@ -86,7 +88,7 @@ TEST_F(OpsShapeTest, RegistryHasEveryOp) {
   size_t count = 0;
   for (std::string op; ops >> op; ++count)
     EXPECT_NE(std::find(names.begin(), names.end(), op), names.end()) << op;
-  EXPECT_EQ(count, 75u);
+  EXPECT_EQ(count, 79u);
   EXPECT_EQ(names.size(), count) << "a registered op is missing from this list";
   EXPECT_TRUE(std::is_sorted(names.begin(), names.end()));
 }

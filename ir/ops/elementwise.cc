@@ -65,8 +65,9 @@ OpSchema powOp() {
   return s;
 }
 
-OpSchema equal() {
-  OpSchema s = arithmetic("Equal");
+// Equal, Less, Greater: same dtype on both sides, bool result, broadcast shape.
+OpSchema comparison(const std::string& name) {
+  OpSchema s = arithmetic(name);
   s.infer = [](InferContext& ctx) {
     requireSameDType(ctx, 0, 1);
     ctx.setOutput(0, DType::Bool, broadcastShapes(ctx, ctx.shape(0), ctx.shape(1)));
@@ -114,7 +115,7 @@ OpSchema cast() {
 }  // namespace
 
 void registerElementwiseOps(OpRegistry& r) {
-  for (const char* name : {"Relu", "Sigmoid", "Tanh", "Erf", "Sqrt"})
+  for (const char* name : {"Relu", "Sigmoid", "Tanh", "Erf", "Sqrt", "Log", "Softplus"})
     r.add(unary(name, Accepts::Float));
   r.add(unary("Neg", Accepts::Numeric));
   r.add(unary("Identity", Accepts::Any));
@@ -128,7 +129,7 @@ void registerElementwiseOps(OpRegistry& r) {
   r.add(gelu());
   for (const char* name : {"Add", "Sub", "Mul", "Div"}) r.add(arithmetic(name));
   r.add(powOp());
-  r.add(equal());
+  for (const char* name : {"Equal", "Less", "Greater"}) r.add(comparison(name));
   r.add(where());
   r.add(cast());
 }

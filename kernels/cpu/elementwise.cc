@@ -94,6 +94,19 @@ struct SqrtOp {
     return std::sqrt(x);
   }
 };
+struct LogOp {
+  template <typename C>
+  C operator()(C x) const {
+    return std::log(x);
+  }
+};
+// log(1 + e^x) without overflow: max(x, 0) + log1p(e^-|x|).
+struct SoftplusOp {
+  template <typename C>
+  C operator()(C x) const {
+    return std::max(x, C(0)) + std::log1p(std::exp(-std::abs(x)));
+  }
+};
 struct NegOp {
   template <typename C>
   C operator()(C x) const {
@@ -198,6 +211,18 @@ struct EqualOp {
   template <typename X>
   bool operator()(X a, X b) const {
     return a == b;
+  }
+};
+struct LessOp {
+  template <typename X>
+  bool operator()(X a, X b) const {
+    return a < b;
+  }
+};
+struct GreaterOp {
+  template <typename X>
+  bool operator()(X a, X b) const {
+    return a > b;
   }
 };
 // Integer powers are exact (wrapping); a negative exponent truncates 1 / a^n.
@@ -511,6 +536,8 @@ void registerElementwiseKernels(CpuKernelRegistry& r) {
   r.add("Erf", unary(FloatTypes{}, ErfOp{}, kCostly));
   r.add("Gelu", gelu());
   r.add("Sqrt", unary(FloatTypes{}, SqrtOp{}, kCostly));
+  r.add("Log", unary(FloatTypes{}, LogOp{}, kCostly));
+  r.add("Softplus", unary(FloatTypes{}, SoftplusOp{}, kCostly));
   r.add("Neg", unary(NumericTypes{}, NegOp{}, kCheap));
   r.add("Not", unary(TypeList<bool>{}, NotOp{}, kCheap));
   r.add("Identity", copyKernel);
@@ -525,6 +552,8 @@ void registerElementwiseKernels(CpuKernelRegistry& r) {
   r.add("Mul", binary(NumericTypes{}, MulOp{}));
   r.add("Div", binary(NumericTypes{}, DivOp{}));
   r.add("Equal", binary<AllTypes, EqualOp, bool>(AllTypes{}, EqualOp{}));
+  r.add("Less", binary<NumericTypes, LessOp, bool>(NumericTypes{}, LessOp{}));
+  r.add("Greater", binary<NumericTypes, GreaterOp, bool>(NumericTypes{}, GreaterOp{}));
   r.add("Pow", powKernel);
   r.add("Where", whereKernel);
   r.add("Cast", castKernel);

@@ -40,6 +40,10 @@ __device__ inline float unaryF32(UnaryOp op, float x, float alpha, float beta) {
       return -x;
     case UnaryOp::Exp:
       return expf(x);
+    case UnaryOp::Log:
+      return logf(x);
+    case UnaryOp::Softplus:  // log(1 + e^x) without overflow (the CPU's SoftplusOp)
+      return fmaxf(x, 0.0f) + log1pf(expf(-fabsf(x)));
   }
   return x;
 }
@@ -245,18 +249,19 @@ __global__ void binaryFloatKernel(BinaryOp op, const S* a, const S* b, S* o, Wal
 
 // Integers and bools compare their bits; floats their values (-0 == 0, NaN != NaN).
 template <typename T>
-__global__ void equalKernel(const T* a, const T* b, bool* o, Walk w) {
-  for (int64_t i = globalIndex(); i < w.numel; i += globalStride()) {
-    const WalkOffsets<2> in = walkOffsets<2>(w, 1, i);
-    o[i] = a[in.at[0]] == b[in.at[1]];
-  }
+__device__ inline bool compareValues(BinaryOp op, T a, T b) {
+  return op == BinaryOp::Less ? a < b : op == BinaryOp::Greater ? a > b : a == b;
 }
 
-template <typename S>
-__global__ void equalFloatKernel(const S* a, const S* b, bool* o, Walk w) {
+// Equal, Less, Greater; 16-bit floats compared as f32 (exactly).
+template <typename T>
+__global__ void compareKernel(BinaryOp op, const T* a, const T* b, bool* o, Walk w) {
   for (int64_t i = globalIndex(); i < w.numel; i += globalStride()) {
     const WalkOffsets<2> in = walkOffsets<2>(w, 1, i);
-    o[i] = toFloat(a[in.at[0]]) == toFloat(b[in.at[1]]);
+    if constexpr (std::is_integral_v<T>)
+      o[i] = compareValues(op, a[in.at[0]], b[in.at[1]]);
+    else
+      o[i] = compareValues(op, toFloat(a[in.at[0]]), toFloat(b[in.at[1]]));
   }
 }
 
@@ -555,8 +560,8 @@ void binary(BinaryOp op, DType t, const void* a, const void* b, void* o, const W
     using T = decltype(tag);
     const T* at = static_cast<const T*>(a);
     const T* bt = static_cast<const T*>(b);
-    if (op == BinaryOp::Equal)
-      equalKernel<<<grid, kThreads, 0, s>>>(at, bt, static_cast<bool*>(o), w);
+    if (isComparison(op))
+      compareKernel<<<grid, kThreads, 0, s>>>(op, at, bt, static_cast<bool*>(o), w);
     else
       binaryKernel<<<grid, kThreads, 0, s>>>(op, at, bt, static_cast<T*>(o), w);
   };
@@ -567,8 +572,8 @@ void binary(BinaryOp op, DType t, const void* a, const void* b, void* o, const W
       const S* bs = static_cast<const S*>(b);
       const bool contiguous =
           w.rank == 1 && w.strides[0][0] == 1 && w.strides[1][0] == 1 && w.strides[2][0] == 1;
-      if (op == BinaryOp::Equal) {
-        equalFloatKernel<<<grid, kThreads, 0, s>>>(as, bs, static_cast<bool*>(o), w);
+      if (isComparison(op)) {
+        compareKernel<<<grid, kThreads, 0, s>>>(op, as, bs, static_cast<bool*>(o), w);
       } else if (contiguous) {
         const S *ac = as + w.base[1], *bc = bs + w.base[2];
         S* oc = static_cast<S*>(o) + w.base[0];
@@ -592,8 +597,9 @@ void binary(BinaryOp op, DType t, const void* a, const void* b, void* o, const W
     case DType::I32:
       return launch(int32_t{});
     default:  // bool, Equal only
-      equalKernel<<<gridFor(w.numel), kThreads, 0, s>>>(
-          static_cast<const uint8_t*>(a), static_cast<const uint8_t*>(b), static_cast<bool*>(o), w);
+      compareKernel<<<gridFor(w.numel), kThreads, 0, s>>>(op, static_cast<const uint8_t*>(a),
+                                                          static_cast<const uint8_t*>(b),
+                                                          static_cast<bool*>(o), w);
   }
 }
 

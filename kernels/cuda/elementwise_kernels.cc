@@ -228,6 +228,8 @@ void registerElementwiseKernels(CudaKernelRegistry& r) {
   r.add("Sqrt", unaryFactory(UnaryOp::Sqrt), k16);
   r.add("Neg", unaryFactory(UnaryOp::Neg, true), k16);
   r.add("Exp", unaryFactory(UnaryOp::Exp), k16);
+  r.add("Log", unaryFactory(UnaryOp::Log), k16);
+  r.add("Softplus", unaryFactory(UnaryOp::Softplus), k16);
   r.add("Not", notKernel);
   r.add("Identity", copyKernel, k16);
   r.add("Add", binaryFactory(BinaryOp::Add), k16);
@@ -237,6 +239,8 @@ void registerElementwiseKernels(CudaKernelRegistry& r) {
   r.add("Div", binaryFactory(BinaryOp::Div), k16);
   r.add("Pow", binaryFactory(BinaryOp::Pow), k16);
   r.add("Equal", binaryFactory(BinaryOp::Equal), k16);
+  r.add("Less", binaryFactory(BinaryOp::Less), k16);
+  r.add("Greater", binaryFactory(BinaryOp::Greater), k16);
   r.add("Where", whereKernel, k16);  // selects bits: exact for every dtype
   r.add("Cast", castKernel, k16);
   r.add("Dropout", [](const KernelContext& ctx, const Device&) -> std::unique_ptr<CudaKernel> {

@@ -44,9 +44,15 @@ enum class UnaryOp : int {
   GeluTanh,
   Sqrt,
   Neg,
-  Exp
+  Exp,
+  Log,
+  Softplus
 };
-enum class BinaryOp : int { Add, Sub, Mul, Div, Pow, Equal };
+// Equal, Less and Greater write bool (isComparison).
+enum class BinaryOp : int { Add, Sub, Mul, Div, Pow, Equal, Less, Greater };
+inline bool isComparison(BinaryOp op) {
+  return op == BinaryOp::Equal || op == BinaryOp::Less || op == BinaryOp::Greater;
+}
 
 // ---- elementwise.cu ----
 // y = op(x) over n elements; f32, f16 or bf16 for every op, i64/i32 for Neg. alpha:
