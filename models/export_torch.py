@@ -6,7 +6,8 @@ writes them (training-mode BatchNormalization, Shape/Gather/Unsqueeze/Concat
 chains around view()), so dscompile's importer sees the real thing.
 
 Usage: /usr/bin/python3 models/export_torch.py
-       resnet18|resnet34|resnet50|resnet101|resnet152|mobilenet_v2|mobilenet_v3_small|mlp|cnn|gpt
+       resnet18|resnet34|resnet50|resnet101|resnet152|mobilenet_v2|mobilenet_v3_small|
+       densenet121|mlp|cnn|gpt
        [--classes 10] [--image 32] [--batch 2] [--seed 0] -o FILE.onnx
 """
 
@@ -17,8 +18,9 @@ import warnings
 
 RESNETS = ("resnet18", "resnet34", "resnet50", "resnet101", "resnet152")
 # torchvision classifiers taken as they are: the ResNets, MobileNetV2 for its ReLU6
-# (Clip) and depthwise convolutions, MobileNetV3 for HardSwish and HardSigmoid.
-TORCHVISION = RESNETS + ("mobilenet_v2", "mobilenet_v3_small")
+# (Clip) and depthwise convolutions, MobileNetV3 for HardSwish and HardSigmoid,
+# DenseNet-121 for its concatenations and average pools (exported after a Pad).
+TORCHVISION = RESNETS + ("mobilenet_v2", "mobilenet_v3_small", "densenet121")
 FAMILIES = TORCHVISION + ("mlp", "cnn", "gpt")
 
 

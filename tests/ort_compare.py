@@ -2,7 +2,7 @@
 
 Why: the node conformance tests check ops one at a time; this checks the models the
 project is for (MLP, ResNet, GPT from `dsmodel` and from PyTorch's exporter, and
-torchvision's MobileNetV2 and V3) end to
+torchvision's MobileNetV2 and V3 and DenseNet-121) end to
 end, import folding, memory plan and kernels together, against ONNX Runtime.
 
 For each model: seeded random inputs (batch 2; token ids in [0, vocab)), the
@@ -59,6 +59,9 @@ MODELS = {
     # HardSwish, HardSigmoid (squeeze-and-excitation).
     "torch-mobilenet_v3_small-eval": ("torch", "mobilenet_v3_small",
                                       ["--classes", "10", "--image", "32", "--eval"]),
+    # Concat-heavy; AveragePool exported after an all-zero Pad.
+    "torch-densenet121-eval": ("torch", "densenet121",
+                               ["--classes", "10", "--image", "32", "--eval"]),
 }
 
 
