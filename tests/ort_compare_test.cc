@@ -1,7 +1,8 @@
 // Registers tests/ort_compare.py with ctest: dscompile + dsrun on the MLP, ResNet-18,
-// GPT, MobileNet V2 and V3 and DenseNet-121 models (dsmodel's and PyTorch's exports) against ONNX
-// Runtime (and onnx's reference evaluator for training-mode BatchNormalization), end to end. The
-// script needs the project venv (scripts/setup.sh); without it the test is skipped.
+// GPT, MobileNet V2 and V3 and DenseNet-121 models (dsmodel's and PyTorch's exports)
+// against ONNX Runtime (and onnx's reference evaluator for training-mode
+// BatchNormalization), end to end. The script needs the project venv
+// (scripts/setup.sh); without it the test is skipped.
 #include <gtest/gtest.h>
 
 #include <cstdio>
