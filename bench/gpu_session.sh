@@ -35,7 +35,8 @@ ds=$PWD/.gpu_state/ds  # git-ignored and not carried: kept between calls on a wa
 check_rc=0
 if [[ $parts == *tests* ]]; then
   rm -rf "$ds"
-  bash bench/gpu_ds_prebuild.sh "$ds" > "$res/bench/ds_prebuild.log" 2>&1 &
+  # In a session of its own: stopping it stops its compilers too.
+  setsid bash bench/gpu_ds_prebuild.sh "$ds" > "$res/bench/ds_prebuild.log" 2>&1 &
   prebuild=$!
   OUT=$res/check GPU_CHECK_TESTS_S=${GPU_CHECK_TESTS_S:-200} GPU_CHECK_RERUN_S=${GPU_CHECK_RERUN_S:-45} \
     GPU_CHECK_TIMING=0 GPU_CHECK_FILTER='Cuda*:Nccl*:CommDsrun.SeveralRanksOnTheCudaBackend-CudaMemory.*' \
@@ -46,8 +47,7 @@ if [[ $parts == *tests* ]]; then
   [[ $parts == *bench* ]] && reserve=330
   while kill -0 "$prebuild" 2> /dev/null && (($(left) > reserve)); do sleep 2; done
   if kill -0 "$prebuild" 2> /dev/null; then
-    pkill -P "$prebuild" 2> /dev/null
-    kill "$prebuild" 2> /dev/null
+    kill -- -"$prebuild" 2> /dev/null
     echo "gpu_session: DeepSpeed prebuild stopped unfinished (budget)"
   fi
   wait "$prebuild"

@@ -1,5 +1,7 @@
 #include "frontend/compile.h"
 
+#include <utility>
+
 #include "frontend/onnx_export.h"
 #include "frontend/onnx_import.h"
 #include "ir/error.h"
@@ -202,7 +204,7 @@ void addTraining(Graph& g, const CompileOptions& o, const DsConfig& config) {
   if (!o.freeze_bn) bindBatchNormStatistics(g);
   if (config.offload_optimizer) {
     DS_CHECK(zero.stage >= 1,
-             "zero_optimization.offload_optimizer: needs ZeRO stage 1, 2 or 3 "
+             "zero_optimization.offload_optimizer (or cpu_offload): needs ZeRO stage 1, 2 or 3 "
              "(the optimizer state it moves to the host is partitioned)");
     offloadOptimizer(g);
   }
@@ -210,23 +212,44 @@ void addTraining(Graph& g, const CompileOptions& o, const DsConfig& config) {
   verifyGraph(g);
 }
 
-// The loss to train with: --loss; else, when the DeepSpeed config has an optimizer
-// (a training config, as the engine's backward and step use it), the model's own
-// loss where its first output is a scalar, or cross-entropy over it (a
-// classifier's logits), said in a note; else none (a forward plan).
-std::optional<std::string> lossKind(const CompileOptions& o, const DsConfig& config, const Graph& g,
-                                    std::vector<std::string>* notes) {
-  if (o.loss) return o.loss;
-  if (!config.raw.is_object() || !config.raw.contains("optimizer") || g.outputs().empty())
-    return std::nullopt;
-  const Value* first = g.outputs()[0];
-  const bool scalar = first->rank() == 0;
+// Whether `v` can be a loss as it is (LossOptions "output"): one float.
+bool isScalarLoss(const Value* v) {
+  return isFloat(v->dtype()) && v->type().numel() == 1;
+}
+
+// The loss to train with (kind and model output; "" for the first): --loss; else,
+// when the DeepSpeed config has an optimizer (a training config, as the engine's
+// backward and step use it) or --loss-output names an output, the model's own loss
+// where that output (or, without --loss-output, any output) is one float, or
+// cross-entropy over the output (a classifier's logits, the first by default), said
+// in a note; else none (a forward plan).
+std::optional<std::pair<std::string, std::string>> chooseLoss(const CompileOptions& o,
+                                                              const DsConfig& config,
+                                                              const Graph& g,
+                                                              std::vector<std::string>* notes) {
+  if (o.loss) return std::pair(*o.loss, o.loss_output);
+  const bool optimizer = config.raw.is_object() && config.raw.contains("optimizer");
+  if ((!optimizer && o.loss_output.empty()) || g.outputs().empty()) return std::nullopt;
+  const Value* chosen = g.outputs()[0];
+  if (!o.loss_output.empty()) {
+    chosen = g.findValue(o.loss_output);
+    DS_CHECK(chosen != nullptr, "--loss-output: the model has no output '", o.loss_output, "'");
+  } else {
+    for (const Value* v : g.outputs())
+      if (isScalarLoss(v)) {
+        chosen = v;
+        break;
+      }
+  }
+  const bool own = isScalarLoss(chosen);
   notes->push_back(std::string("no --loss: training with ") +
-                   (scalar ? "the model's own loss, its output '" + first->name() + "'"
-                           : "cross-entropy over output '" + first->name() +
-                                 "' (and a label input '" + o.label + "')") +
-                   ", as the config's optimizer asks for training; --loss chooses another");
-  return scalar ? "output" : "cross_entropy";
+                   (own ? "the model's own loss, its output '" + chosen->name() + "'"
+                        : "cross-entropy over output '" + chosen->name() +
+                              "' (and a label input '" + o.label + "')") +
+                   (optimizer ? ", as the config's optimizer asks for training"
+                              : ", as --loss-output asks for training") +
+                   "; --loss chooses another");
+  return std::pair(std::string(own ? "output" : "cross_entropy"), chosen->name());
 }
 
 }  // namespace
@@ -252,9 +275,10 @@ Compilation compile(const CompileOptions& o) {
             passOptions(o));
 
   // Stage 3: training — loss, backward graph, optimizer step.
-  if (std::optional<std::string> loss = lossKind(o, out.config, *out.graph, &out.notes)) {
+  if (auto loss = chooseLoss(o, out.config, *out.graph, &out.notes)) {
     CompileOptions training = o;
-    training.loss = loss;
+    training.loss = loss->first;
+    training.loss_output = loss->second;
     addTraining(*out.graph, training, out.config);
   }
 

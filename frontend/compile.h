@@ -26,7 +26,8 @@ struct CompileOptions {
   // Optimisation passes not to run (--disable-pass): to isolate a fusion's effect.
   std::vector<std::string> disabled_passes;
   // Training: a loss makes a training plan (loss, backward, optimizer step). Without
-  // one, a config with an optimizer trains with a default loss (Compilation::notes).
+  // one, a config with an optimizer, or --loss-output, trains with a loss chosen from
+  // the outputs (Compilation::notes says which).
   std::optional<std::string> loss;  // cross_entropy | mse | output
   std::string label = "label";      // name of the label input the loss adds
   std::string loss_output;          // --loss-output: the model's loss / the output to use

@@ -33,7 +33,10 @@ struct Key {
 // An ignored key whose value asks for nothing dscompile lacks.
 bool asksNothingMissing(const Key& k, const json& value) {
   if (k.same_as && value == json::parse(k.same_as)) return true;
-  return value.is_object() && value.contains("enabled") && value["enabled"] == false;
+  if (!value.is_object()) return false;
+  // A feature switched off: "enabled": false, or an offload to "device": "none".
+  return (value.contains("enabled") && value["enabled"] == false) ||
+         (value.contains("device") && value["device"] == "none");
 }
 
 const char* typeName(Type t) {
@@ -94,14 +97,12 @@ const std::vector<Key>& schedulerParams() {
 
 const std::vector<Key>& offloadKeys() {
   static const std::vector<Key> keys = {
-      {"device", Type::String, kUsed},
-      {"pin_memory", Type::Bool, kInherent},
-      {"buffer_count", Type::Int, kIgnored},
-      {"buffer_size", Type::Number, kIgnored},
-      {"fast_init", Type::Bool, kIgnored, kNoAuto, {}, "false"},
-      {"ratio", Type::Number, kIgnored, kNoAuto, {}, "1.0"},
-      {"nvme_path", Type::String, kIgnored},
-      {"max_in_cpu", Type::Number, kIgnored},
+      // NVMe offload's own keys mean nothing to a CPU offload, and "device": "nvme"
+      // warns once itself (ds_config.cc).
+      {"device", Type::String, kUsed},        {"pin_memory", Type::Bool, kInherent},
+      {"buffer_count", Type::Int, kInherent}, {"buffer_size", Type::Number, kInherent},
+      {"fast_init", Type::Bool, kInherent},   {"ratio", Type::Number, kIgnored, kNoAuto, {}, "1.0"},
+      {"nvme_path", Type::String, kInherent}, {"max_in_cpu", Type::Number, kInherent},
   };
   return keys;
 }

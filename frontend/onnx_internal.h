@@ -33,6 +33,7 @@ struct OnnxNode {
 
   std::string describe() const;
   // Data of input i, which must be a compile-time constant; `what` names it in errors.
+  // A float initializer read so becomes a constant (it is not trained).
   const Tensor& constantInput(size_t i, const char* what) const;
   bool hasInput(size_t i) const { return i < inputs.size() && inputs[i] != nullptr; }
   // Adds one IR node with the ONNX outputs' names; returns its outputs.

@@ -16,12 +16,13 @@ std::string OnnxNode::describe() const {
 
 const Tensor& OnnxNode::constantInput(size_t i, const char* what) const {
   DS_CHECK(hasInput(i), describe(), ": input '", what, "' is required");
-  const Value* v = inputs[i];
-  // A float initializer imports as a parameter; read as an attribute it is the
-  // model's constant (torch.onnx's constant folding writes Clip's bounds so), and
-  // dead-code elimination drops it when nothing else reads it.
+  Value* v = inputs[i];
   DS_CHECK((v->role() == Role::Constant || v->role() == Role::Parameter) && v->hasData(),
            describe(), ": input '", what, "' ('", v->name(), "') must be a compile-time constant");
+  // A float initializer imports as a parameter; read as an attribute it is a
+  // constant of the model (torch.onnx's constant folding writes Clip's bounds so),
+  // for every node that reads it: none trains a value another has fixed.
+  if (v->role() == Role::Parameter) v->setRole(Role::Constant);
   return v->data();
 }
 
@@ -195,8 +196,12 @@ std::vector<Value*> convertPad(OnnxNode& n) {
   DS_CHECK(given.size() == 2 * axes.size(), n.describe(), ": pads has ", given.size(),
            " values for ", axes.size(), " axes");
   std::vector<int64_t> pads(static_cast<size_t>(2 * rank), 0);
+  std::vector<bool> seen(static_cast<size_t>(rank), false);
   for (size_t i = 0; i < axes.size(); ++i) {
     DS_CHECK(axes[i] >= 0 && axes[i] < rank, n.describe(), ": axis out of range");
+    DS_CHECK(!seen[static_cast<size_t>(axes[i])], n.describe(), ": axis ", axes[i],
+             " is given twice");
+    seen[static_cast<size_t>(axes[i])] = true;
     pads[static_cast<size_t>(axes[i])] = given[i];
     pads[static_cast<size_t>(axes[i] + rank)] = given[i + axes.size()];
   }

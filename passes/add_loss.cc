@@ -52,6 +52,11 @@ Value* meanSquaredError(Graph& g, Value* out, const std::string& label_name) {
 Value* addLoss(Graph& g, const LossOptions& o) {
   Value* out = modelOutput(g, o.output);
   Value* loss = nullptr;
+  // The loss the runtime reads is the value named "loss": a model's own value of
+  // that name is its loss, for --loss output.
+  DS_CHECK(o.kind == "output" || !g.findValue("loss"), "--loss ", o.kind,
+           ": the model already has a value named 'loss' (its own loss? train it with --loss "
+           "output --loss-output loss)");
   if (o.kind == "cross_entropy") {
     loss = crossEntropy(g, out, o.label);
   } else if (o.kind == "mse") {

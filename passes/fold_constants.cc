@@ -3,6 +3,7 @@
 // sources that keep the original value names.
 #include "passes/fold_constants.h"
 
+#include <algorithm>
 #include <cstring>
 #include <functional>
 #include <limits>
@@ -237,6 +238,30 @@ Tensor evalComparison(const EvalArgs& a, Compare compare) {
       });
 }
 
+// An integer bound of Clip: the attribute truncated, saturated to int64 (absent: ±inf).
+int64_t intBound(double b) {
+  if (b <= -9.2233720368547758e18) return std::numeric_limits<int64_t>::min();
+  if (b >= 9.2233720368547758e18) return std::numeric_limits<int64_t>::max();
+  return static_cast<int64_t>(b);
+}
+
+// Clip: min(max(x, min), max), as the CPU kernel (a clamp in shape arithmetic).
+Tensor evalClip(const EvalArgs& a) {
+  const Tensor& x = a.input(0);
+  const double lo = a.node.f("min"), hi = a.node.f("max");
+  Tensor out(a.out);
+  for (int64_t i = 0; i < out.numel(); ++i) {
+    if (isFloat(x.dtype())) {
+      const double raised = x.getDouble(i) < lo ? lo : x.getDouble(i);
+      out.setDouble(i, hi < raised ? hi : raised);
+    } else {
+      const int64_t raised = std::max(x.getInt(i), intBound(lo));
+      out.setInt(i, std::min(raised, intBound(hi)));
+    }
+  }
+  return out;
+}
+
 Tensor evalNeg(const EvalArgs& a) {
   const Tensor& x = a.input(0);
   Tensor out(a.out);
@@ -279,6 +304,7 @@ const std::map<std::string, Evaluator>& evaluators() {
       {"Sub", arithmetic('-')},
       {"Mul", arithmetic('*')},
       {"Div", arithmetic('/')},
+      {"Clip", evalClip},
       {"Neg", evalNeg},
       {"Not", evalNot},
   };

@@ -385,6 +385,11 @@ std::vector<OpCase> forwardOnlyCases() {
        "bool[2,3] @n",
        false},
       {"Not", "const %c : bool[4] = [1, 0, 0, 1]\n %y = Not(%c) : bool[4] @n", false},
+      {"Clip",  // integers (index arithmetic): bounds truncated
+       "input %x0 : f32[6]\n const %k : f32[] = [7.0]\n %t = Mul(%x0, %k) : f32[6] @scale\n"
+       " %i = Cast(%t) {to = \"i64\"} : i64[6] @cast\n"
+       " %y = Clip(%i) {max = 4.5, min = -2.5} : i64[6] @n",
+       false},
       {"Cast",
        "input %x0 : f32[6]\n const %k : f32[] = [7.0]\n %t = Mul(%x0, %k) : f32[6] @scale\n"
        " %y = Cast(%t) {to = \"i64\"} : i64[6] @n",

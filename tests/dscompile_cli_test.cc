@@ -183,7 +183,8 @@ TEST(DsConfig, KeysAskingForWhatDscompileDoesDoNotWarn) {
           "fp16": {"enabled": true, "auto_cast": false},
           "zero_optimization": {"stage": 2, "round_robin_gradients": true,
                                 "allgather_partitions": true,
-                                "offload_optimizer": {"device": "cpu", "pin_memory": true}}})",
+                                "offload_optimizer": {"device": "cpu", "pin_memory": true},
+                                "offload_param": {"device": "none", "pin_memory": true}}})",
       "cfg.json");
   EXPECT_TRUE(quiet.warnings.empty()) << ::testing::PrintToString(quiet.warnings);
   EXPECT_TRUE(quiet.offload_optimizer);
@@ -219,8 +220,6 @@ TEST(DsConfig, CpuOffloadAndNvmeOffloadTheOptimizerToTheHost) {
   EXPECT_TRUE(nvme.offload_optimizer);
   EXPECT_EQ(nvme.warnings,
             (std::vector<std::string>{
-                "zero_optimization.offload_optimizer.nvme_path: not implemented by dscompile, "
-                "ignored",
                 "zero_optimization.offload_optimizer.device: nvme is not implemented by "
                 "dscompile; the optimizer state is offloaded to host memory instead"}));
 }
@@ -293,33 +292,47 @@ TEST(DscompileCli, ConfigWithAnOptimizerTrainsWithoutLossFlag) {
   EXPECT_FALSE(isTrainingPlan(readPlanFile(forward)));
   expectOneLineError(
       test::runCommand(test::binary("dsrun") + " " + forward + " --data synthetic --steps 2"),
-      "--data: " + forward + " is not a training plan (compiled without --loss)");
+      "--data: " + forward + " is a forward-only plan (compiled without a loss or an optimizer)");
 }
 
-// A model that computes its own loss (a scalar first output) trains on it.
-TEST(DscompileCli, ScalarFirstOutputIsTheDefaultLoss) {
+// A model that computes its own loss (an output of one float, wherever it is among the
+// outputs) trains on it; --loss-output names the output, and asks for training.
+TEST(DscompileCli, ScalarOutputIsTheDefaultLoss) {
   const std::string model = test::writeModel(test::parseOnnxText(R"(
 <ir_version: 8, opset_import: ["" : 17]>
-regress (float[batch, 4] input, float[batch, 2] target) => (float loss, float[batch, 2] y)
-<float[4, 2] w = {1, 2, 3, 4, 5, 6, 7, 8}>
+regress (float[batch, 4] input, float[batch, 2] target) => (float[batch, 2] y, float[1] loss)
+<float[4, 2] w = {1, 2, 3, 4, 5, 6, 7, 8}, int64[1] axes = {0}>
 {
   y = MatMul(input, w)
   d = Sub(y, target)
   sq = Mul(d, d)
-  loss = ReduceMean<keepdims = 0>(sq)
+  mean = ReduceMean<keepdims = 0>(sq)
+  loss = Unsqueeze(mean, axes)
 }
 )"),
                                              test::scratchName("cli_own_loss.onnx"));
   std::string cfg = test::tempPath("own_loss.json"), plan = test::tempPath("own_loss.plan");
   test::writeFile(cfg, R"({"train_micro_batch_size_per_gpu": 4,
                            "optimizer": {"type": "SGD", "params": {"lr": 0.1}}})");
-  auto r = dscompile(model + " --config " + cfg + " -o " + plan);
-  ASSERT_EQ(r.exit_code, 0) << r.output;
-  EXPECT_TRUE(contains(r.output,
-                       "no --loss: training with the model's own loss, its output "
-                       "'loss'"))
-      << r.output;
-  EXPECT_TRUE(isTrainingPlan(readPlanFile(plan)));
+  // dscompile with `flags` makes a training plan, and its note ends with `why`.
+  auto expectTrainsOwnLoss = [&](const std::string& flags, const std::string& why) {
+    auto r = dscompile(model + " " + flags + " -o " + plan);
+    ASSERT_EQ(r.exit_code, 0) << r.output;
+    EXPECT_TRUE(contains(r.output,
+                         "no --loss: training with the model's own loss, its output "
+                         "'loss', " +
+                             why))
+        << r.output;
+    EXPECT_TRUE(isTrainingPlan(readPlanFile(plan)));
+  };
+  expectTrainsOwnLoss("--config " + cfg, "as the config's optimizer asks for training");
+  // Without a config, --loss-output asks for training.
+  expectTrainsOwnLoss("--batch 4 --loss-output loss", "as --loss-output asks for training");
+  // Naming the logits asks for cross-entropy over them, which would be a second 'loss'.
+  expectOneLineError(dscompile(model + " --batch 4 --loss-output y -o " + plan),
+                     "--loss cross_entropy: the model already has a value named 'loss'");
+  expectOneLineError(dscompile(model + " --batch 4 --loss-output nope -o " + plan),
+                     "--loss-output: the model has no output 'nope'");
 }
 
 // Impossible batch arithmetic is one line naming the keys, exit code 2.

@@ -128,6 +128,8 @@ TEST_F(FoldTest, WhereComparisonsCast) {
                 .toInts(),
             (Ints{1, 0}));
   EXPECT_EQ(fold("Less", {i64({3}, {1, 2, 3}), i64({}, {2})}).toInts(), (Ints{1, 0, 0}));
+  EXPECT_EQ(fold("Clip", {i64({4}, {-5, 0, 3, 9})}, {{"min", -1.5}, {"max", 4.0}}).toInts(),
+            (Ints{-1, 0, 3, 4}));
   EXPECT_EQ(
       fold("Greater", {doubles(DType::F32, {3}, {0.5, 1.0, -2}), doubles(DType::F32, {}, {0.5})})
           .toInts(),

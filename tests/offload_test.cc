@@ -195,7 +195,8 @@ TEST(Offload, NeedsAPartitionedOptimizer) {
   const std::string path = test::scratch("offload_stage0.json");
   test::writeFile(path, config(0, true, false).dump());
   auto r = tool("dscompile", mlpModel() + " --loss cross_entropy --config " + path);
-  test::expectOneLineError(r, "zero_optimization.offload_optimizer: needs ZeRO stage 1, 2 or 3");
+  test::expectOneLineError(
+      r, "zero_optimization.offload_optimizer (or cpu_offload): needs ZeRO stage 1, 2 or 3");
 }
 
 }  // namespace

@@ -144,11 +144,12 @@ g (float[batch, 2, 3, 3] x) => (float[batch, 2, 3, 3] y)
 TEST(OnnxImport, ClipBoundsBecomeAttributes) {
   auto model = test::parseOnnxText(R"(
 <ir_version: 8, opset_import: ["" : 13]>
-g (float[2, 3] x) => (float[2, 3] y, float[2, 3] z)
+g (float[2, 3] x) => (float[2, 3] y, float[2, 3] z, float[2, 3] scaled)
 <float lo = {0}, float hi = {6}>
 {
   y = Clip(x, lo, hi)
   z = Clip(x, , hi)
+  scaled = Mul(x, hi)
 }
 )");
   auto g = importOnnxFile(test::writeModel(model, "clip13.onnx"));
@@ -156,6 +157,10 @@ g (float[2, 3] x) => (float[2, 3] y, float[2, 3] z)
   const Node* y = g->value("y")->producer();
   EXPECT_EQ(y->op(), "Clip");
   EXPECT_EQ(y->numInputs(), 1u);
+  // Read as a bound, a float initializer is a constant of the model, for its other
+  // readers too: nothing trains a value a bound has fixed.
+  EXPECT_EQ(g->value("hi")->role(), Role::Constant);
+  EXPECT_TRUE(g->sourcesWithRole(Role::Parameter).empty());
   EXPECT_EQ(y->f("min"), 0.0);
   EXPECT_EQ(y->f("max"), 6.0);
   EXPECT_EQ(g->value("z")->producer()->f("min"), -std::numeric_limits<double>::infinity());
@@ -203,6 +208,20 @@ g (float[2, 3] x) => (float[2, 5] y)
   y = Pad<mode = "reflect">(x, p)
 }
 )");
+  auto twice = test::parseOnnxText(R"(
+<ir_version: 8, opset_import: ["" : 18]>
+g (float[2, 3] x) => (float[2, 7] y)
+<int64[4] p = {1, 1, 1, 1}, int64[2] a = {1, -1}>
+{
+  y = Pad(x, p, , a)
+}
+)");
+  try {
+    importOnnxFile(test::writeModel(twice, "pad_twice.onnx"));
+    FAIL() << "an axis padded twice imported";
+  } catch (const Error& e) {
+    EXPECT_TRUE(test::contains(e.what(), "axis 1 is given twice")) << e.what();
+  }
   reflect.mutable_graph()->mutable_node(0)->set_name("pad1");
   try {
     importOnnxFile(test::writeModel(reflect, "pad_reflect.onnx"));

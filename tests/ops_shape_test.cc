@@ -351,6 +351,14 @@ TEST_F(OpsShapeTest, Pad) {
 
 // Clip takes any numeric input (ONNX's int8 cases too); its bounds are float
 // attributes, unbounded when absent.
+// Less and Greater order numbers only; Equal compares any dtype.
+TEST_F(OpsShapeTest, Comparisons) {
+  EXPECT_EQ(infer("Less", {f32({2, 3}), f32({3})}), T(DType::Bool, {2, 3}));
+  EXPECT_EQ(infer("Equal", {in(DType::Bool, {2}), in(DType::Bool, {2})}), T(DType::Bool, {2}));
+  fails("Greater", {in(DType::Bool, {2}), in(DType::Bool, {2})});
+  fails("Less", {f32({2}), i64({2})});
+}
+
 TEST_F(OpsShapeTest, Clip) {
   EXPECT_EQ(infer("Clip", {in(DType::F16, {2, 3})}, {{"min", 0.0}, {"max", 6.0}}),
             T(DType::F16, {2, 3}));

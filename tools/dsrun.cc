@@ -365,7 +365,8 @@ int run(const Args& a) {
   // A named device transport runs even one rank through it (NCCL at world size 1).
   const bool device_comm = a.backend == "cuda" && a.device_comm != "auto";
   DS_CHECK(a.data.empty() || ds::isTrainingPlan(plan), "--data: ", a.plan,
-           " is not a training plan (compiled without --loss); feed it with --feed NAME=FILE.npy");
+           " is a forward-only plan (compiled without a loss or an optimizer); feed it with "
+           "--feed NAME=FILE.npy");
   if (plan.plan.ranks_size() > 1 || a.comm == "mpi" || device_comm) return runRanks(a, plan);
   return runOneRank(a, plan);
 }

@@ -65,10 +65,12 @@ OpSchema powOp() {
   return s;
 }
 
-// Equal, Less, Greater: same dtype on both sides, bool result, broadcast shape.
+// Equal (any dtype), Less, Greater (numeric): same dtype on both sides, bool
+// result, broadcast shape.
 OpSchema comparison(const std::string& name) {
   OpSchema s = arithmetic(name);
-  s.infer = [](InferContext& ctx) {
+  s.infer = [ordered = name != "Equal"](InferContext& ctx) {
+    if (ordered) requireNumeric(ctx, 0);
     requireSameDType(ctx, 0, 1);
     ctx.setOutput(0, DType::Bool, broadcastShapes(ctx, ctx.shape(0), ctx.shape(1)));
   };

@@ -72,7 +72,8 @@ std::unique_ptr<CpuKernel> makeReluGrad(const KernelContext& ctx) {
   return std::make_unique<ReluGradKernel<double>>();
 }
 
-// ClipGrad(dY, X){min, max}: dX = min < X < max ? dY : 0 (NaN inputs give 0).
+// ClipGrad(dY, X){min, max}: dX = min < X < max ? dY : 0 (a NaN input gives 0, as
+// torch.clamp's gradient does).
 template <typename T>
 class ClipGradKernel : public CpuKernel {
  public:

@@ -32,8 +32,9 @@ enum class Reduction { Sum, Mean, SumSquare };
 constexpr int64_t kWiden = 512;
 
 // Σ x[i] (or Σ x[i]², `square`) in double. One function for f32 and widened 16-bit
-// values alike, so both add in the same order.
-double sumFloats(const float* x, int64_t n, bool square) {
+// values alike, so both add in the same order: not inlined, so that no call site
+// gets code vectorized another way.
+[[gnu::noinline]] double sumFloats(const float* x, int64_t n, bool square) {
   double acc = 0;
   if (square) {
 #pragma omp simd reduction(+ : acc)

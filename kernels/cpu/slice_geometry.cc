@@ -1,6 +1,7 @@
 #include "kernels/cpu/slice_geometry.h"
 
 #include <algorithm>
+#include <cmath>
 #include <cstring>
 #include <limits>
 
@@ -39,7 +40,7 @@ class PlaceKernel : public CpuKernel {
         base_(g.base),
         walk_(ctx, ctx.input(0).shape(), {g.strides}),
         fill_(Tensor::fromDoubles(ctx.output(0).dtype(), {}, {fill})),
-        zero_fill_(fill == 0) {}
+        zero_fill_(fill == 0 && !std::signbit(fill)) {}  // -0.0 has a bit set
 
   void run(const KernelContext& ctx) override {
     if (zero_fill_)

@@ -4,6 +4,7 @@
 // op chosen by a switch inside, so few templates are instantiated: float math is
 // templated on the storage type only (f32, f16, bf16), always computing in f32.
 #include <algorithm>
+#include <limits>
 #include <stdexcept>
 #include <type_traits>
 
@@ -163,6 +164,23 @@ __global__ void negIntKernel(const T* x, T* y, int64_t n) {
   using U = std::make_unsigned_t<T>;
   for (int64_t i = globalIndex(); i < n; i += globalStride())
     y[i] = static_cast<T>(U(0) - static_cast<U>(x[i]));
+}
+
+template <typename T>
+__global__ void clipIntKernel(const T* x, T* y, int64_t n, T lo, T hi) {
+  for (int64_t i = globalIndex(); i < n; i += globalStride()) {
+    const T raised = x[i] < lo ? lo : x[i];
+    y[i] = hi < raised ? hi : raised;
+  }
+}
+
+// An integer Clip bound: the attribute truncated, saturated to T (the CPU's ClipOp).
+template <typename T>
+T intBound(double b) {
+  if (b <= static_cast<double>(std::numeric_limits<T>::lowest()))
+    return std::numeric_limits<T>::lowest();
+  if (b >= static_cast<double>(std::numeric_limits<T>::max())) return std::numeric_limits<T>::max();
+  return static_cast<T>(b);
 }
 
 __global__ void notKernel(const bool* x, bool* y, int64_t n) {
@@ -546,6 +564,16 @@ void geluGrad(DType t, const void* dy, const void* x, void* dx, int64_t n, bool 
   elementwiseGrad(t, dy, x, dx, n, [&](auto packed, auto dys, auto xs, auto dxs, unsigned grid) {
     geluGradKernel<decltype(packed)::value><<<grid, kThreads, 0, s>>>(dys, xs, dxs, n, tanh);
   });
+}
+
+void clipInt(DType t, const void* x, void* y, int64_t n, double lo, double hi, cudaStream_t s) {
+  if (n == 0) return;
+  auto launch = [&](auto tag) {
+    using T = decltype(tag);
+    clipIntKernel<<<gridFor(n), kThreads, 0, s>>>(static_cast<const T*>(x), static_cast<T*>(y), n,
+                                                  intBound<T>(lo), intBound<T>(hi));
+  };
+  t == DType::I64 ? launch(int64_t{}) : launch(int32_t{});
 }
 
 void logicalNot(const bool* x, bool* y, int64_t n, cudaStream_t s) {

@@ -34,6 +34,16 @@ CudaKernelFactory unaryFactory(UnaryOp op, bool integers = false) {
   };
 }
 
+// Clip: floats through the unary kernel, i64/i32 (index arithmetic) by clipInt.
+std::unique_ptr<CudaKernel> clipKernel(const KernelContext& ctx, const Device& dev) {
+  const DType t = ctx.input(0).dtype();
+  if (t != DType::I64 && t != DType::I32) return unaryFactory(UnaryOp::Clip)(ctx, dev);
+  return launchKernel(
+      [t, lo = ctx.f("min"), hi = ctx.f("max")](const KernelContext& c, const Device& d, void*) {
+        clipInt(t, c.input(0).data, c.output(0).data, c.output(0).numel(), lo, hi, d.stream);
+      });
+}
+
 std::unique_ptr<CudaKernel> geluKernel(const KernelContext& ctx, const Device& dev) {
   const std::string& approximate = ctx.s("approximate");
   if (approximate == "tanh") return unaryFactory(UnaryOp::GeluTanh)(ctx, dev);
@@ -220,7 +230,7 @@ void registerElementwiseKernels(CudaKernelRegistry& r) {
   r.add("LeakyReluGrad", leakyReluGradKernel, k16);
   r.add("GeluGrad", geluGradKernel, k16);
   r.add("LeakyRelu", unaryFactory(UnaryOp::LeakyRelu), k16);
-  r.add("Clip", unaryFactory(UnaryOp::Clip), k16);
+  r.add("Clip", clipKernel, k16);
   r.add("Sigmoid", unaryFactory(UnaryOp::Sigmoid), k16);
   r.add("Tanh", unaryFactory(UnaryOp::Tanh), k16);
   r.add("Erf", unaryFactory(UnaryOp::Erf), k16);

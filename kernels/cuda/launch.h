@@ -60,6 +60,8 @@ inline bool isComparison(BinaryOp op) {
 void unary(UnaryOp op, DType t, const void* x, void* y, int64_t n, float alpha, float beta,
            cudaStream_t s);
 void logicalNot(const bool* x, bool* y, int64_t n, cudaStream_t s);
+// Clip of n i64 or i32 elements, the bounds truncated and saturated to the type.
+void clipInt(DType t, const void* x, void* y, int64_t n, double lo, double hi, cudaStream_t s);
 // dx = y == 0 ? 0 : dy over n elements (Relu's gradient); f32, f16 or bf16.
 void reluGrad(DType t, const void* dy, const void* y, void* dx, int64_t n, cudaStream_t s);
 // dx = lo < x < hi ? dy : 0 over n elements (Clip's gradient); f32, f16 or bf16.
