@@ -222,6 +222,20 @@ g (float[2, 3] x) => (float[2, 7] y)
   } catch (const Error& e) {
     EXPECT_TRUE(test::contains(e.what(), "axis 1 is given twice")) << e.what();
   }
+  auto crop = test::parseOnnxText(R"(
+<ir_version: 8, opset_import: ["" : 13]>
+g (float[2, 3] x) => (float[2, 2] y)
+<int64[4] p = {0, -1, 0, 0}>
+{
+  y = Pad(x, p)
+}
+)");
+  try {
+    importOnnxFile(test::writeModel(crop, "pad_crop.onnx"));
+    FAIL() << "negative pads imported";
+  } catch (const Error& e) {
+    EXPECT_TRUE(test::contains(e.what(), "negative pads (cropping) are not supported")) << e.what();
+  }
   reflect.mutable_graph()->mutable_node(0)->set_name("pad1");
   try {
     importOnnxFile(test::writeModel(reflect, "pad_reflect.onnx"));
