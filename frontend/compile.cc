@@ -14,6 +14,7 @@
 #include "passes/lower_to_plan.h"
 #include "passes/mixed_precision.h"
 #include "passes/offload_optimizer.h"
+#include "passes/offload_params.h"
 #include "passes/pipeline.h"
 #include "passes/seed_dropout.h"
 #include "passes/zero_partition.h"
@@ -42,6 +43,13 @@ DsConfig effectiveConfig(const CompileOptions& o) {
       c.gradient_accumulation_steps.reset();
   }
   resolveBatch(c, o.world_size);
+  if (c.offload_param && c.zero_stage != 3) {  // DeepSpeed reads it at stage 3 only
+    c.warnings.push_back(
+        "zero_optimization.offload_param: offloads stage 3's parameter shards; "
+        "ignored at ZeRO stage " +
+        std::to_string(c.zero_stage));
+    c.offload_param = false;
+  }
   return c;
 }
 
@@ -208,6 +216,7 @@ void addTraining(Graph& g, const CompileOptions& o, const DsConfig& config) {
              "(the optimizer state it moves to the host is partitioned)");
     offloadOptimizer(g);
   }
+  if (config.offload_param) offloadParams(g);
   eliminateDeadCode(g);
   verifyGraph(g);
 }

@@ -106,6 +106,24 @@ void warnUncycledMomentum(DsConfig& c) {
         "momentum (as in DeepSpeed); ignored");
 }
 
+// zero_optimization.<key>.device: whether what it names goes to host memory ("cpu",
+// or "nvme", which dscompile serves from host memory, with a warning that
+// `what_moves` there instead).
+bool readOffload(const json& zero, const std::string& key, const std::string& what_moves,
+                 DsConfig& c) {
+  auto off = zero.find(key);
+  if (off == zero.end()) return false;
+  const std::string path = "zero_optimization." + key;
+  DS_CHECK(off->is_object(), path, ": must be an object");
+  auto device = off->value("device", std::string("none"));
+  DS_CHECK(device == "none" || device == "cpu" || device == "nvme", path,
+           ".device: must be none, cpu or nvme, is ", device);
+  if (device == "nvme")
+    c.warnings.push_back(path + ".device: nvme is not implemented by dscompile; " + what_moves +
+                         " offloaded to host memory instead");
+  return device != "none";
+}
+
 void readZero(const json& root, DsConfig& c) {
   auto z = root.find("zero_optimization");
   if (z == root.end()) return;
@@ -115,17 +133,8 @@ void readZero(const json& root, DsConfig& c) {
              "zero_optimization.stage: must be 0, 1, 2 or 3, is ", s->dump());
     c.zero_stage = s->get<int>();
   }
-  if (auto off = z->find("offload_optimizer"); off != z->end()) {
-    DS_CHECK(off->is_object(), "zero_optimization.offload_optimizer: must be an object");
-    auto device = off->value("device", std::string("none"));
-    DS_CHECK(device == "none" || device == "cpu" || device == "nvme",
-             "zero_optimization.offload_optimizer.device: must be none, cpu or nvme, is ", device);
-    c.offload_optimizer = device != "none";
-    if (device == "nvme")
-      c.warnings.push_back(
-          "zero_optimization.offload_optimizer.device: nvme is not implemented by dscompile; "
-          "the optimizer state is offloaded to host memory instead");
-  }
+  c.offload_optimizer = readOffload(*z, "offload_optimizer", "the optimizer state is", c);
+  c.offload_param = readOffload(*z, "offload_param", "the parameters are", c);
   // DeepSpeed's older spelling of offload_optimizer {"device": "cpu"}.
   if (auto old = z->find("cpu_offload"); old != z->end() && *old == true)
     c.offload_optimizer = true;

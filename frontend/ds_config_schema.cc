@@ -117,7 +117,7 @@ const std::vector<Key>& zeroKeys() {
       {"reduce_bucket_size", Type::Number, kUsed, kAuto},
       {"contiguous_gradients", Type::Bool, kUsed},
       {"offload_optimizer", Type::Object, kUsed, kNoAuto, offloadKeys()},
-      {"offload_param", Type::Object, kIgnored, kNoAuto, offloadKeys()},
+      {"offload_param", Type::Object, kUsed, kNoAuto, offloadKeys()},
       {"sub_group_size", Type::Number, kUsed},
       {"stage3_prefetch_bucket_size", Type::Number, kUsed, kAuto},
       {"stage3_param_persistence_threshold", Type::Number, kUsed, kAuto},

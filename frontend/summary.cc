@@ -98,7 +98,8 @@ std::string planCostLines(const Compilation& c) {
   const RankCost cost = rankCost(*c.graph, c.config.gradient_accumulation_steps.value_or(1));
   std::ostringstream os;
   os << "this plan     per rank (ZeRO-" << c.zero_stage << " on " << c.world_size
-     << " ranks): params " << bytesString(double(cost.parameter_bytes)) << ", grads "
+     << " ranks): params " << bytesString(double(cost.parameter_bytes))
+     << (c.config.offload_param ? " (shards on the host)" : "") << ", grads "
      << bytesString(double(cost.gradient_bytes)) << ", optimizer "
      << bytesString(double(cost.optimizer_bytes))
      << (c.config.offload_optimizer ? " (on the host)" : "") << ", model states "
@@ -130,7 +131,7 @@ std::string formatSummary(const Compilation& c, const std::string& model_path) {
          : cfg.bf16 ? "bf16"
                     : "fp32")
      << ", optimizer " << cfg.optimizer << (cfg.offload_optimizer ? " (offloaded to CPU)" : "")
-     << "\n";
+     << (cfg.offload_param ? ", parameters offloaded to CPU" : "") << "\n";
   os << effectiveConfigLines(c);
   os << "ops           " << s.num_nodes << " nodes: " << opCounts(s) << "\n";
   os << "parameters    " << withCommas(s.num_params) << " (" << bytesString(double(s.param_bytes))
@@ -162,6 +163,9 @@ std::string formatSummary(const Compilation& c, const std::string& model_path) {
     os << "host          optimizer offload: optimizer state and its update on the host; host "
           "staging arena "
        << bytesString(double(c.memory.host_arena_bytes)) << " per rank\n";
+  if (cfg.offload_param)
+    os << "host          parameter offload: stage 3's parameter shards in host memory, copied up "
+          "before each gather\n";
   return os.str();
 }
 

@@ -93,6 +93,44 @@ void verifyPlanStreams(const PlanFile& plan) {
   }
 }
 
+namespace {
+
+bool inHostMemory(const planpb::TensorInfo& t) {
+  return t.storage() == planpb::HOST_ARENA || t.storage() == planpb::HOST_PERSISTENT;
+}
+
+// The side a Copy writes ("to"); the other side is the one it reads.
+bool copiesToHost(const planpb::Step& step) {
+  for (const planpb::Attr& a : step.attrs())
+    if (a.name() == "to") return a.s() == "host";
+  throw makeError("plan: Copy step '", step.node(), "' has no 'to' attribute");
+}
+
+}  // namespace
+
+void verifyPlanPlacement(const PlanFile& plan) {
+  const planpb::Plan& p = plan.plan;
+  for (const planpb::RankPlan& rank : p.ranks())
+    for (const planpb::Step& step : rank.steps()) {
+      const bool host_step = p.streams(step.stream()) == "host";
+      const bool copy = step.op() == "Copy";
+      const bool to_host = copy && copiesToHost(step);
+      auto check = [&](int tensor, bool written) {
+        if (tensor < 0) return;
+        const bool want_host = copy ? to_host == written : host_step;
+        const planpb::TensorInfo& t = p.tensors(tensor);
+        DS_CHECK(inHostMemory(t) == want_host, "plan: rank ", rank.rank(), " step '", step.node(),
+                 "' (", step.op(), ") ", written ? "writes" : "reads", " '", t.name(), "' in ",
+                 inHostMemory(t) ? "host" : "device", " memory, where a ",
+                 copy ? std::string("copy to the ") + (to_host ? "host" : "device")
+                      : std::string(host_step ? "host" : "device") + " step",
+                 " needs ", want_host ? "host" : "device", " memory (the plan lacks a Copy)");
+      };
+      for (int t : step.inputs()) check(t, false);
+      for (int t : step.outputs()) check(t, true);
+    }
+}
+
 void verifyPlanMemoryOrder(const PlanFile& plan) {
   if (plan.plan.streams_size() <= 1) return;  // one stream runs in order
   for (const planpb::RankPlan& rank : plan.plan.ranks())

@@ -33,4 +33,10 @@ void verifyPlanStreams(const PlanFile& plan);
 // steps.
 void verifyPlanMemoryOrder(const PlanFile& plan);
 
+// Proves every step touches memory on its own side: a step on the "host" stream
+// (offload's host steps) only host memory, every other step only device memory —
+// but a Copy, which reads one side and writes the other, as its "to" says. Throws
+// a ds::Error naming the rank, step and tensor.
+void verifyPlanPlacement(const PlanFile& plan);
+
 }  // namespace ds

@@ -33,10 +33,10 @@ class Lowering {
     p.add_streams("compute");
     if (o.overlap_comm && has([](const Node& n) { return isCollectiveOp(n.op()); }))
       comm_stream_ = addStream("comm");
-    if (has([](const Node& n) { return n.onHost(); })) {  // optimizer offload
+    if (has([](const Node& n) { return n.onHost(); }))  // optimizer offload
       host_stream_ = addStream("host");
+    if (has([](const Node& n) { return n.op() == "Copy"; }))  // optimizer or parameter offload
       copy_stream_ = addStream("copy");
-    }
     for (const Value* v : g_.sources()) addSource(v);
     for (const auto& n : g_.nodes())
       for (const Value* v : n->outputs()) addArenaTensor(v);
@@ -233,6 +233,7 @@ PlanFile lowerToPlan(const Graph& graph, const MemoryPlan& memory, const LowerOp
   verifyPlanCollectives(plan);
   verifyPlanStreams(plan);
   verifyPlanMemoryOrder(plan);
+  verifyPlanPlacement(plan);
   return plan;
 }
 

@@ -114,9 +114,14 @@ class Offload {
 
 bool isHostValue(const Value* v) {
   if (v->producer()) return offloaded(v);
-  for (const Node* user : v->users())  // a source: host when host nodes use it
+  // A source: host when host nodes use it, or when it reaches the device only
+  // through copies (an offloaded parameter shard, passes/offload_params.h).
+  bool only_copied_up = !v->users().empty();
+  for (const Node* user : v->users()) {
     if (user->onHost()) return true;
-  return false;
+    only_copied_up &= user->op() == "Copy" && user->s("to") == "device";
+  }
+  return only_copied_up;
 }
 
 void offloadOptimizer(Graph& g) {

@@ -20,7 +20,8 @@ namespace ds {
 void offloadOptimizer(Graph& graph);
 
 // Whether `v` lives in host memory: the output of a host node or of a Copy to the
-// host, or a source that host nodes use (offloaded optimizer state).
+// host, or a source that host nodes use (offloaded optimizer state) or that reaches
+// the device only through copies (an offloaded parameter shard).
 bool isHostValue(const Value* v);
 
 }  // namespace ds

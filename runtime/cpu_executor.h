@@ -1,5 +1,5 @@
 // Executes one rank of a plan on the CPU: one allocation per storage (arena,
-// persistent, and the host ones of optimizer offload) made at load (initial data
+// persistent, and the host ones of offload) made at load (initial data
 // copied in), one kernel per step built at
 // load, and a run() that only executes kernels. The CPU backend is the oracle for
 // every other backend, so it runs exactly what the plan says.

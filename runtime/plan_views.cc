@@ -38,7 +38,7 @@ std::string memoryLine(const PlanFile& plan) {
          "; comm buffers in flight " + formatBytes(double(c.comm_buffer_bytes())) + "; arena " +
          formatBytes(double(plan.plan.arena_bytes())) + ", persistent " +
          formatBytes(double(plan.plan.persistent_bytes())) +
-         (c.host_bytes() > 0 ? "; host (optimizer offload) " + formatBytes(double(c.host_bytes()))
+         (c.host_bytes() > 0 ? "; host (offload) " + formatBytes(double(c.host_bytes()))
                              : std::string()) +
          "\n";
 }

@@ -5,7 +5,7 @@
 //  * ZeRO stages 0-3 at world size 4 over the local device transport (four rank
 //    threads sharing one GPU) and at world size 1 over NCCL; fp32 within 1e-4;
 //  * fp16 (dynamic loss scaling) and bf16 plans: loss within 1% per step;
-//  * optimizer offload (host steps and copies on their own streams);
+//  * optimizer and parameter offload (host steps and copies on their own streams);
 //  * CUDA graphs on and off give the same training.
 // And the device memory the executor holds against the plan's prediction.
 // Without a GPU every test skips at once (their CPU halves alone would cost CI
@@ -77,10 +77,14 @@ const std::vector<Model>& models() {
   return all;
 }
 
+// What a plan offloads to the host (zero_optimization.offload_optimizer and
+// offload_param).
+enum class Offload { None, Optimizer, Params, Both };
+
 // precision: "fp32", "fp16" or "bf16"; small buckets so that every stage packs,
 // pads and re-gathers.
 std::string compilePlan(const Model& m, int stage, int world, const std::string& precision,
-                        bool offload = false) {
+                        Offload offload = Offload::None) {
   nlohmann::json config = {
       {"train_micro_batch_size_per_gpu", m.micro},
       {"optimizer",
@@ -94,9 +98,13 @@ std::string compilePlan(const Model& m, int stage, int world, const std::string&
         {"stage3_param_persistence_threshold", 10}}}};
   if (precision == "fp16") config["fp16"] = {{"enabled", true}, {"initial_scale_power", 8}};
   if (precision == "bf16") config["bf16"] = {{"enabled", true}};
-  if (offload) config["zero_optimization"]["offload_optimizer"] = {{"device", "cpu"}};
+  if (offload == Offload::Optimizer || offload == Offload::Both)
+    config["zero_optimization"]["offload_optimizer"] = {{"device", "cpu"}};
+  if (offload == Offload::Params || offload == Offload::Both)
+    config["zero_optimization"]["offload_param"] = {{"device", "cpu"}};
   const std::string tag = "cuda_" + m.name + "_z" + std::to_string(stage) + "_n" +
-                          std::to_string(world) + "_" + precision + (offload ? "_off" : "");
+                          std::to_string(world) + "_" + precision + "_off" +
+                          std::to_string(static_cast<int>(offload));
   const std::string json = test::scratch(tag + ".json"), plan = test::scratch(tag + ".plan");
   test::writeFile(json, config.dump());
   auto r = test::tool("dscompile", m.onnx + " --loss cross_entropy --gpus " +
@@ -207,15 +215,32 @@ TEST(CudaTraining, OptimizerOffloadMatchesTheCpu) {
   for (const Model& m : models())
     for (int world : {1, 2}) {
       SCOPED_TRACE(m.name + " offload on " + std::to_string(world));
-      std::string plan = compilePlan(m, 3, world, "fp32", true);
+      std::string plan = compilePlan(m, 3, world, "fp32", Offload::Optimizer);
       Trained cpu = dsrun(m, plan, "--backend cpu");
       Trained gpu = dsrun(m, plan, "--backend cuda --device-comm local");
       expectSameTraining(gpu, cpu, 1e-4, 1e-4);
     }
   const Model& cnn = models()[1];
-  std::string plan = compilePlan(cnn, 3, 2, "fp16", true);
+  std::string plan = compilePlan(cnn, 3, 2, "fp16", Offload::Optimizer);
   expectSameTraining(dsrun(cnn, plan, "--backend cuda --device-comm local"),
                      dsrun(cnn, plan, "--backend cpu"), 0.01, 0);
+}
+
+// Parameter shards in pinned host memory, copied up before each gather and down
+// after a device step: the same arithmetic, so fp32 within 1e-4.
+TEST(CudaTraining, ParameterOffloadMatchesTheCpu) {
+  SKIP_WITHOUT_GPU();
+  for (const Model& m : models())
+    for (Offload offload : {Offload::Params, Offload::Both}) {
+      SCOPED_TRACE(m.name + (offload == Offload::Both ? " with optimizer offload" : ""));
+      std::string plan = compilePlan(m, 3, 2, "fp32", offload);
+      expectSameTraining(dsrun(m, plan, "--backend cuda --device-comm local"),
+                         dsrun(m, plan, "--backend cpu"), 1e-4, 1e-4);
+    }
+  const Model& cnn = models()[1];
+  std::string plan = compilePlan(cnn, 3, 1, "fp16", Offload::Both);
+  expectSameTraining(dsrun(cnn, plan, "--backend cuda"), dsrun(cnn, plan, "--backend cpu"), 0.01,
+                     0);
 }
 
 // Replaying the captured step runs the same kernels on the same data: the same

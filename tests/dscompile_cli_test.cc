@@ -163,10 +163,9 @@ TEST(DsConfig, RealButUnimplementedKeysWarnAndAreIgnored) {
           "zero_optimization": {"stage": 3, "offload_param": {"device": "cpu"}}})",
       "cfg.json");
   EXPECT_EQ(c.optimizer, "AdamW");
-  ASSERT_EQ(c.warnings.size(), 2u);
-  EXPECT_EQ(c.warnings[0], "wall_clock_breakdown: not implemented by dscompile, ignored");
-  EXPECT_EQ(c.warnings[1],
-            "zero_optimization.offload_param: not implemented by dscompile, ignored");
+  EXPECT_TRUE(c.offload_param);
+  EXPECT_EQ(c.warnings, std::vector<std::string>{
+                            "wall_clock_breakdown: not implemented by dscompile, ignored"});
 }
 
 // No warning where a key asks for what dscompile does anyway: DeepSpeed's default
@@ -188,6 +187,7 @@ TEST(DsConfig, KeysAskingForWhatDscompileDoesDoNotWarn) {
       "cfg.json");
   EXPECT_TRUE(quiet.warnings.empty()) << ::testing::PrintToString(quiet.warnings);
   EXPECT_TRUE(quiet.offload_optimizer);
+  EXPECT_FALSE(quiet.offload_param);
   DsConfig loud = parseDsConfig(
       R"({"train_batch_size": 8, "prescale_gradients": true, "tensorboard": {"enabled": true},
           "optimizer": {"type": "Adam", "params": {"amsgrad": true}},
@@ -215,13 +215,20 @@ TEST(DsConfig, CpuOffloadAndNvmeOffloadTheOptimizerToTheHost) {
   EXPECT_FALSE(off.offload_optimizer);
   DsConfig nvme = parseDsConfig(
       R"({"train_batch_size": 8, "zero_optimization": {"stage": 3,
-          "offload_optimizer": {"device": "nvme", "nvme_path": "/local_nvme"}}})",
+          "offload_optimizer": {"device": "nvme", "nvme_path": "/local_nvme"},
+          "offload_param": {"device": "nvme", "nvme_path": "/local_nvme"}}})",
       "cfg.json");
   EXPECT_TRUE(nvme.offload_optimizer);
+  EXPECT_TRUE(nvme.offload_param);
   EXPECT_EQ(nvme.warnings,
             (std::vector<std::string>{
                 "zero_optimization.offload_optimizer.device: nvme is not implemented by "
-                "dscompile; the optimizer state is offloaded to host memory instead"}));
+                "dscompile; the optimizer state is offloaded to host memory instead",
+                "zero_optimization.offload_param.device: nvme is not implemented by "
+                "dscompile; the parameters are offloaded to host memory instead"}));
+  EXPECT_TRUE(test::contains(
+      configError(R"({"zero_optimization": {"stage": 3, "offload_param": {"device": "gpu"}}})"),
+      "zero_optimization.offload_param.device: must be none, cpu or nvme, is gpu"));
 }
 
 TEST(DsConfig, ReferenceConfigLoadsWithoutWarnings) {

@@ -1,10 +1,13 @@
 // Optimizer offload (zero_optimization.offload_optimizer.device = "cpu"): the plan
 // keeps optimizer state in host memory, runs the update on the host stream and moves
 // gradients down and parameters up on the copy stream — and trains exactly as the
-// same plan without offload.
+// same plan without offload. Parameter offload (offload_param, stage 3) keeps the
+// parameter shards in host memory, copied up before each gather, and trains exactly
+// as without it too.
 #include <gtest/gtest.h>
 
 #include <fstream>
+#include <set>
 #include <string>
 #include <vector>
 
@@ -38,6 +41,12 @@ nlohmann::json config(int stage, bool offload, bool fp16, int accumulation = 1) 
       {"optimizer", {{"type", "AdamW"}, {"params", {{"lr", 1e-2}, {"weight_decay", 0.01}}}}},
       {"zero_optimization", zero}};
   if (fp16) c["fp16"] = {{"enabled", true}, {"initial_scale_power", 8}};
+  return c;
+}
+
+// `c` with zero_optimization.offload_param {"device": "cpu"}.
+nlohmann::json withParamOffload(nlohmann::json c) {
+  c["zero_optimization"]["offload_param"] = {{"device", "cpu"}, {"pin_memory", true}};
   return c;
 }
 
@@ -177,18 +186,137 @@ TEST(Offload, SubGroupSizeCapsTheStageThreeSteps) {
       << r.output;
 }
 
-TEST(Offload, CheckpointsKeepTheHostStateAndResumeExactly) {
-  const std::string plan = compile(config(2, true, false), "ckpt");
-  test::TrainedRun whole = train(plan, "ckpt_whole");
-  const std::string dir = test::freshDir("offload_ckpt");
-  auto r = tool("dsrun", plan + test::writeFeedData(plan, "offload_ckpt_head", 32, 0.29) +
+// Trains `plan` 5 steps at once, and 2 steps, saved, then 3 resumed: the same
+// losses and weights.
+void expectResumesExactly(const std::string& plan, const std::string& tag) {
+  test::TrainedRun whole = train(plan, tag + "_whole");
+  const std::string dir = test::freshDir("offload_" + tag);
+  auto r = tool("dsrun", plan + test::writeFeedData(plan, "offload_" + tag + "_head", 32, 0.29) +
                              " --steps 2 --save " + dir);
   ASSERT_EQ(r.exit_code, 0) << r.output;
-  test::TrainedRun tail = train(plan, "ckpt_tail", " --resume " + dir);
+  test::TrainedRun tail = train(plan, tag + "_tail", " --resume " + dir);
   ASSERT_EQ(tail.metrics.size(), 3u);
   const std::vector<std::string> losses = whole.values("loss");
   EXPECT_EQ(tail.values("loss"), std::vector<std::string>(losses.begin() + 2, losses.end()));
   EXPECT_TRUE(tail.exported == whole.exported);
+}
+
+TEST(Offload, CheckpointsKeepTheHostStateAndResumeExactly) {
+  expectResumesExactly(compile(config(2, true, false), "ckpt"), "ckpt");
+}
+
+// With and without optimizer offload, fp32 (whose shards the host or the device
+// steps in place) and fp16 (stepped through f32 masters), with accumulation.
+TEST(ParamOffload, TrainsExactlyAsWithoutOffload) {
+  for (int accumulation : {1, 2})
+    for (bool fp16 : {false, true})
+      for (bool optimizer_offload : {false, true}) {
+        if (accumulation > 1 && !fp16) continue;
+        const std::string tag = std::string(fp16 ? "fp16" : "fp32") + "_g" +
+                                std::to_string(accumulation) + (optimizer_offload ? "_opt" : "");
+        SCOPED_TRACE(tag);
+        const nlohmann::json c = config(3, optimizer_offload, fp16, accumulation);
+        test::TrainedRun device = train(compile(c, "param_" + tag + "_dev"), "param_" + tag + "_d");
+        test::TrainedRun host =
+            train(compile(withParamOffload(c), "param_" + tag + "_host"), "param_" + tag + "_h");
+        ASSERT_EQ(device.metrics.size(), 5u);
+        EXPECT_EQ(host.values("loss"), device.values("loss"));
+        EXPECT_TRUE(host.exported == device.exported) << "the exported models differ";
+      }
+}
+
+// Bytes of a plan tensor.
+int64_t tensorBytes(const planpb::TensorInfo& t) {
+  return static_cast<int64_t>(
+      TensorType{static_cast<DType>(t.dtype()), Shape(t.shape().begin(), t.shape().end())}.bytes());
+}
+
+// The optimizer step's copies of rank 0: {up, down}.
+std::pair<int, int> optimizerStepCopies(const PlanFile& plan) {
+  int up = 0, down = 0;
+  for (const planpb::Step& s : plan.plan.ranks(0).steps()) {
+    if (s.op() != "Copy" || s.phase() != planpb::OPTIMIZER_STEP) continue;
+    for (const planpb::Attr& a : s.attrs())
+      if (a.name() == "to") (a.s() == "device" ? up : down) += 1;
+  }
+  return {up, down};
+}
+
+TEST(ParamOffload, ShardsLiveOnTheHostAndEachGatherCopiesItsOwnUp) {
+  for (bool optimizer_offload : {false, true}) {
+    SCOPED_TRACE(optimizer_offload ? "with optimizer offload" : "optimizer on the device");
+    const nlohmann::json c = config(3, optimizer_offload, true);
+    const std::string tag = optimizer_offload ? "opt" : "dev";
+    const PlanFile device = readPlanFile(compile(c, "param_plan_" + tag));
+    const PlanFile host = readPlanFile(compile(withParamOffload(c), "param_plan_host_" + tag));
+    int64_t shard_bytes = 0;
+    std::set<int> shards;
+    for (int t = 0; t < host.plan.tensors_size(); ++t) {
+      const planpb::TensorInfo& info = host.plan.tensors(t);
+      if (static_cast<Role>(info.role()) != Role::Parameter) continue;
+      // Sharded parameters go to the host; whole (persistent) ones stay.
+      EXPECT_EQ(info.storage(), info.has_shard() ? planpb::HOST_PERSISTENT : planpb::PERSISTENT)
+          << info.name();
+      if (info.has_shard()) {
+        shards.insert(t);
+        shard_bytes += tensorBytes(info);
+      }
+    }
+    ASSERT_GE(shards.size(), 2u) << "several buckets";
+    EXPECT_LE(host.plan.persistent_bytes(), device.plan.persistent_bytes() - shard_bytes);
+    EXPECT_EQ(host.plan.streams(host.plan.streams_size() - 1), "copy");
+    // Every read of a shard is a Copy up on the copy stream, read by the next step:
+    // the AllGather (forward's, and backward's where it gathers again), so the
+    // shard's device copy lives only until gathered.
+    const auto& steps = host.plan.ranks(0).steps();
+    int ups = 0, gathers = 0;
+    std::set<int> up_outputs;
+    for (int i = 0; i < steps.size(); ++i) {
+      const planpb::Step& s = steps[i];
+      for (int in : s.inputs()) {
+        if (!shards.count(in) || s.op() == "AdamStep") continue;  // fp16: the step reads masters
+        EXPECT_EQ(s.op(), "Copy") << s.node();
+        EXPECT_EQ(host.plan.streams(s.stream()), "copy") << s.node();
+        ASSERT_LT(i + 1, steps.size());
+        EXPECT_EQ(steps[i + 1].op(), "AllGather") << s.node();
+        EXPECT_EQ(steps[i + 1].inputs(0), s.outputs(0)) << s.node();
+        EXPECT_TRUE(up_outputs.insert(s.outputs(0)).second) << "one copy per gather";
+        ++ups;
+      }
+      gathers += s.op() == "AllGather" && s.phase() != planpb::OPTIMIZER_STEP;
+    }
+    EXPECT_EQ(ups, gathers);
+    // The updated shards are written on the host: under optimizer offload, none comes
+    // up after its step any more; else each goes down after its step.
+    const auto [device_ups, device_downs] = optimizerStepCopies(device);
+    const auto [host_ups, host_downs] = optimizerStepCopies(host);
+    const int moved = static_cast<int>(shards.size());
+    EXPECT_EQ(host_ups, optimizer_offload ? device_ups - moved : 0);
+    EXPECT_EQ(host_downs, device_downs + (optimizer_offload ? 0 : moved));
+  }
+}
+
+TEST(ParamOffload, CheckpointsKeepTheHostShardsAndResumeExactly) {
+  expectResumesExactly(compile(withParamOffload(config(3, true, true)), "param_ckpt"),
+                       "param_ckpt");
+}
+
+// DeepSpeed reads offload_param at stage 3 only: below, it is said and ignored.
+TEST(ParamOffload, BelowStageThreeWarnsAndChangesNothing) {
+  const std::string path = test::scratch("param_offload_stage2.json");
+  test::writeFile(path, withParamOffload(config(2, false, false)).dump());
+  const std::string plan = test::scratch("param_offload_stage2.plan");
+  auto r = tool("dscompile",
+                mlpModel() + " --loss cross_entropy --gpus 2 --config " + path + " -o " + plan);
+  ASSERT_EQ(r.exit_code, 0) << r.output;
+  EXPECT_TRUE(test::contains(r.output,
+                             "warning: zero_optimization.offload_param: offloads stage 3's "
+                             "parameter shards; ignored at ZeRO stage 2"))
+      << r.output;
+  const PlanFile stage2 = readPlanFile(plan);
+  const PlanFile without = readPlanFile(compile(config(2, false, false), "param_stage2_without"));
+  EXPECT_EQ(stage2.plan.host_persistent_bytes(), 0);
+  EXPECT_EQ(stage2.plan.ranks(0).steps_size(), without.plan.ranks(0).steps_size());
 }
 
 TEST(Offload, NeedsAPartitionedOptimizer) {

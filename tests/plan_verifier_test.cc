@@ -1,6 +1,7 @@
 // The plan verifier: every rank issues the same collectives in the same order with
-// the same types, and no step writes bytes another stream may still be using; plans
-// that break either are rejected at lowering and at load, naming the steps.
+// the same types, no step writes bytes another stream may still be using, and every
+// step touches memory on its own side (host or device); plans that break any are
+// rejected at lowering and at load, naming the steps.
 #include <gtest/gtest.h>
 
 #include <algorithm>
@@ -147,6 +148,44 @@ TEST(PlanVerifier, WritingBytesAnotherStreamMayStillReadIsRejected) {
     }
   }
   EXPECT_NO_THROW(verifyPlanMemoryOrder(plan));
+}
+
+// Offload's placement: host steps in host memory, device steps in device memory,
+// copies from one to the other as "to" says.
+TEST(PlanVerifier, StepsTouchingMemoryOnTheOtherSideAreRejected) {
+  auto g = parseGraph(R"(graph offload {
+    input %x : f32[8]
+    %d = Copy(%x) {to = "host"} : f32[8] @down
+    %h = Neg(%d) : f32[8] @negate host
+    %u = Copy(%h) {to = "device"} : f32[8] @up
+    %y = Relu(%u) : f32[8] @relu
+    return %y
+  })");
+  const PlanFile plan = lowerToPlan(*g, planMemory(*g), LowerOptions{});  // verifies
+  auto rejected = [&](const std::string& tensor, planpb::Storage storage) {
+    PlanFile bad = plan;
+    for (planpb::TensorInfo& t : *bad.plan.mutable_tensors())
+      if (t.name() == tensor) t.set_storage(storage);
+    try {
+      verifyPlanPlacement(bad);
+    } catch (const Error& e) {
+      return std::string(e.what());
+    }
+    return std::string("accepted");
+  };
+  EXPECT_EQ(rejected("h", planpb::HOST_ARENA), "accepted");
+  EXPECT_EQ(rejected("h", planpb::ARENA),
+            "plan: rank 0 step 'negate' (Neg) writes 'h' in device memory, where a host step "
+            "needs host memory (the plan lacks a Copy)");
+  EXPECT_TRUE(contains(rejected("d", planpb::ARENA),
+                       "step 'down' (Copy) writes 'd' in device memory, where a copy to the host "
+                       "needs host memory"));
+  EXPECT_TRUE(contains(rejected("u", planpb::HOST_ARENA),
+                       "step 'up' (Copy) writes 'u' in host memory, where a copy to the device "
+                       "needs device memory"));
+  EXPECT_TRUE(contains(rejected("x", planpb::HOST_PERSISTENT),
+                       "step 'down' (Copy) reads 'x' in host memory, where a copy to the host "
+                       "needs device memory"));
 }
 
 }  // namespace

@@ -140,8 +140,9 @@ OpSchema zerosLike() {
   return s;
 }
 
-// Copy(x){to} -> x: moves a tensor between device and host memory for optimizer
-// offload ("host": gradients down to the host optimizer, "device": parameters up).
+// Copy(x){to} -> x: moves a tensor between device and host memory for offload
+// ("host": gradients down to the host optimizer, updated parameter shards down to
+// host memory; "device": parameters up).
 OpSchema copy() {
   OpSchema s;
   s.name = "Copy";

@@ -6,6 +6,7 @@
 #include <sstream>
 
 #include "ir/error.h"
+#include "ir/plan_verifier.h"
 #include "kernels/cpu/promote16.h"
 #include "kernels/cuda/attention_sdpa.h"
 #include "kernels/cuda/cuda_util.h"
@@ -112,6 +113,9 @@ CudaExecutor::CudaExecutor(const PlanFile& plan, ExecutorOptions options)
 
 void CudaExecutor::load() {
   const planpb::Plan& p = plan_.plan;
+  // Host steps touch only host memory and device steps device memory, but for the
+  // copies between them (the offload passes guarantee it; a hand-edited plan may not).
+  verifyPlanPlacement(plan_);
   if (options_.device_comm) DS_CUDA_CHECK(cudaSetDevice(options_.device_comm->device()));
   auto device_alloc = [&](uint8_t** region, int64_t bytes) {
     DS_CUDA_CHECK(cudaMalloc(reinterpret_cast<void**>(region), roundUp(bytes)));
@@ -234,21 +238,6 @@ void CudaExecutor::createLanes() {
     DS_CUDA_CHECK(cudaEventCreateWithFlags(&e, cudaEventDisableTiming));
 }
 
-// Host steps may touch only host memory and device steps only device memory, but
-// for the copies between them; the offload pass guarantees it (passes/offload_optimizer.h).
-void CudaExecutor::checkStorage(const planpb::Step& ps, bool host_step) const {
-  if (ps.op() == "Copy") return;
-  for (const auto* list : {&ps.inputs(), &ps.outputs()})
-    for (int t : *list) {
-      if (t < 0) continue;
-      planpb::Storage storage = plan_.plan.tensors(t).storage();
-      bool on_host = storage == planpb::HOST_ARENA || storage == planpb::HOST_PERSISTENT;
-      DS_CHECK(on_host == host_step, "node '", ps.node(), "' (", ps.op(), "): a ",
-               host_step ? "host" : "device", " step uses tensor '", plan_.plan.tensors(t).name(),
-               "' in ", on_host ? "host" : "device", " memory (the plan lacks a Copy)");
-    }
-}
-
 void* CudaExecutor::address(int tensor) const {
   return tensorAddress(tensor, regions_);
 }
@@ -280,7 +269,6 @@ void CudaExecutor::buildSteps() {
     for (int e : step.wait_events)
       DS_CHECK(e >= 0 && e < static_cast<int>(events_.size()), "node '", ps.node(), "': event ", e,
                " is not in the plan's ", events_.size());
-    checkStorage(ps, lanes_[step.lane]->host);
     if (lanes_[step.lane]->host) {
       buildHostKernel(step);
       continue;

@@ -98,7 +98,6 @@ class CudaExecutor : public Executor {
   void chooseLayoutsAndFuse();
   void buildDeviceKernels();
   void allocateWorkspaces();
-  void checkStorage(const planpb::Step& ps, bool host_step) const;
   void buildHostKernel(Step& step);
   void enqueue(bool optimizer_step);
   void enqueueStep(size_t index, std::vector<bool>& recorded);

@@ -160,13 +160,13 @@ std::unique_ptr<CudaKernel> zerosLikeKernel(const KernelContext&, const Device&)
   });
 }
 
-// Copy between device tensors; a plan with host memory (optimizer offload) is
-// refused at load, so both sides are device memory here.
+// Copy between device memory and pinned host memory (offload), either way: the
+// direction follows from the addresses (unified addressing).
 std::unique_ptr<CudaKernel> copyKernel(const KernelContext&, const Device&) {
   return launchKernel([](const KernelContext& c, const Device& d, void*) {
     if (c.output(0).data == c.input(0).data) return;
     DS_CUDA_CHECK(cudaMemcpyAsync(c.output(0).data, c.input(0).data, c.input(0).bytes(),
-                                  cudaMemcpyDeviceToDevice, d.stream));
+                                  cudaMemcpyDefault, d.stream));
   });
 }
 
