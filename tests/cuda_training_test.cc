@@ -397,9 +397,10 @@ TEST(CudaMemory, PeakDeviceMemoryWithinFivePercentOfThePlan) {
   ASSERT_EQ(cudaSetDevice(0), cudaSuccess);
   ASSERT_EQ(cudaFree(nullptr), cudaSuccess);  // the context exists before measuring
   printLibraryHandleMemory();
-  // Device bytes taken while an executor of the plan ran 3 steps (eager, captured,
-  // replayed), and what it declares.
-  // Also prints where the device memory went: after loading, then after each run.
+  // Device bytes taken while an executor of the plan ran 4 steps (traced, eager,
+  // captured, replayed), and what it declares.
+  // Also prints where the device memory went: after loading, the steps after which
+  // it fell, then after each run.
   auto measure = [&](size_t* declared_bytes) {
     size_t free_before = 0, total = 0;
     EXPECT_EQ(cudaMemGetInfo(&free_before, &total), cudaSuccess);
@@ -410,9 +411,11 @@ TEST(CudaMemory, PeakDeviceMemoryWithinFivePercentOfThePlan) {
       return (static_cast<double>(free_before) - static_cast<double>(free_now)) / 1048576;
     };
     CudaExecutor exec(plan, {});
-    std::cout << "device MiB taken: loaded " << taken();
+    std::cout << "device MiB taken: loaded " << taken() << "\n";
     for (const std::string& name : exec.feedNames())
       exec.setFeed(name, Tensor(exec.feedType(name)));
+    // The steps after which free memory fell (a run more, before the eager one).
+    std::cout << exec.traceDeviceMemory(true) << "device MiB taken: traced " << taken();
     for (const char* run : {"eager", "captured", "replayed"}) {
       exec.run(true);
       std::cout << ", " << run << " " << taken();

@@ -1,5 +1,6 @@
 #include "kernels/cuda/cuda_executor.h"
 
+#include <algorithm>
 #include <cstring>
 #include <iomanip>
 #include <iostream>
@@ -516,6 +517,42 @@ void CudaExecutor::enqueueStep(size_t index, std::vector<bool>& recorded) {
     DS_CUDA_CHECK(cudaEventRecord(events_[static_cast<size_t>(step.record_event)], stream));
     recorded[static_cast<size_t>(step.record_event)] = true;
   }
+}
+
+std::string CudaExecutor::traceDeviceMemory(bool optimizer_step, size_t min_bytes) {
+  requireAllFed();
+  auto free_now = [] {
+    DS_CUDA_CHECK(cudaDeviceSynchronize());
+    size_t free_bytes = 0, total = 0;
+    DS_CUDA_CHECK(cudaMemGetInfo(&free_bytes, &total));
+    return static_cast<double>(free_bytes);
+  };
+  struct Fall {
+    double bytes;
+    size_t step;
+  };
+  std::vector<Fall> falls;
+  const double start = free_now();
+  double before = start;
+  std::vector<bool> recorded(events_.size(), false);
+  for (size_t s = 0; s < steps_.size(); ++s) {
+    if (!optimizer_step && steps_[s].optimizer_phase) continue;
+    enqueueStep(s, recorded);
+    const double after = free_now();
+    if (before - after >= static_cast<double>(min_bytes)) falls.push_back({before - after, s});
+    before = after;
+  }
+  synchronize();  // a host step's error
+  std::sort(falls.begin(), falls.end(),
+            [](const Fall& a, const Fall& b) { return a.bytes > b.bytes; });
+  std::ostringstream os;
+  os << std::fixed << std::setprecision(2);
+  for (const Fall& f : falls)
+    os << "device memory fell " << f.bytes / 1048576 << " MiB at step #" << f.step << " '"
+       << steps_[f.step].ctx.node_name << "' (" << steps_[f.step].ctx.op << ", stream '"
+       << lanes_[steps_[f.step].lane]->name << "')\n";
+  os << "device memory fell " << (start - before) / 1048576 << " MiB over the traced run\n";
+  return os.str();
 }
 
 void CudaExecutor::enqueue(bool optimizer_step) {

@@ -72,6 +72,12 @@ class CudaExecutor : public Executor {
   // stream its workspace (the largest step's, and cuBLAS's) and promotion scratch
   // (the largest promoted step's, and how many steps run promoted).
   std::string deviceMemoryReport() const;
+  // Runs one step (as run() does, eagerly) waiting for the device after each plan
+  // step, and returns where free device memory (cudaMemGetInfo) fell: one line per
+  // plan step after which it fell by at least `min_bytes`, largest first, then the
+  // total. Memory no plan region declares (libraries' lazy workspaces, loaded
+  // kernels) shows up at the step that takes it. For diagnostics: slow.
+  std::string traceDeviceMemory(bool optimizer_step, size_t min_bytes = 1 << 20);
   // Whether runs replay CUDA graphs (false when turned off, or when capture is not
   // possible: a communicator that meets on the host).
   bool usesCudaGraphs() const { return graphs_enabled_; }
