@@ -135,9 +135,11 @@ void readZero(const json& root, DsConfig& c) {
   }
   c.offload_optimizer = readOffload(*z, "offload_optimizer", "the optimizer state is", c);
   c.offload_param = readOffload(*z, "offload_param", "the parameters are", c);
-  // DeepSpeed's older spelling of offload_optimizer {"device": "cpu"}.
+  // DeepSpeed's older spellings of offload_optimizer and offload_param {"device": "cpu"}.
   if (auto old = z->find("cpu_offload"); old != z->end() && *old == true)
     c.offload_optimizer = true;
+  if (auto old = z->find("cpu_offload_param"); old != z->end() && *old == true)
+    c.offload_param = true;
 }
 
 }  // namespace

@@ -28,8 +28,8 @@ struct DsConfig {
   // zero_optimization.offload_optimizer.device cpu (or nvme, with a warning), or the
   // older cpu_offload: true
   bool offload_optimizer = false;
-  // zero_optimization.offload_param.device cpu (or nvme, with a warning): stage 3's
-  // parameter shards in host memory
+  // zero_optimization.offload_param.device cpu (or nvme, with a warning), or the older
+  // cpu_offload_param: true: stage 3's parameter shards in host memory
   bool offload_param = false;
   std::string optimizer = "AdamW";
   std::string scheduler;  // empty: constant learning rate

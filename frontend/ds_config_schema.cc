@@ -130,6 +130,8 @@ const std::vector<Key>& zeroKeys() {
       {"elastic_checkpoint", Type::Bool, kIgnored, kNoAuto, {}, "false"},
       {"load_from_fp32_weights", Type::Bool, kIgnored, kNoAuto, {}, "true"},
       {"cpu_offload", Type::Bool, kUsed},
+      {"cpu_offload_param", Type::Bool, kUsed},
+      {"cpu_offload_use_pin_memory", Type::Bool, kInherent},
       {"zero_hpz_partition_size", Type::Int, kIgnored, kNoAuto, {}, "1"},
       {"zero_quantized_weights", Type::Bool, kIgnored, kNoAuto, {}, "false"},
       {"zero_quantized_gradients", Type::Bool, kIgnored, kNoAuto, {}, "false"},

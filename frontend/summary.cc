@@ -7,6 +7,7 @@
 
 #include "passes/add_optimizer.h"
 #include "passes/memory_plan.h"
+#include "passes/offload_optimizer.h"
 #include "passes/rank_cost.h"
 
 namespace ds {
@@ -21,6 +22,24 @@ ModelStateBytes zeroModelStates(int64_t num_params, int stage, int64_t world_siz
   if (stage >= 2) b.grads /= n;
   if (stage >= 3) b.params /= n;
   return b;
+}
+
+// What the plan keeps in host memory (the offload passes' doing, not the config's
+// asking: a forward plan has no optimizer, a stage-3 plan may keep every parameter
+// whole).
+struct HostResidence {
+  bool optimizer_state = false;
+  bool parameter_shards = false;
+};
+
+HostResidence hostResidence(const Graph& g) {
+  HostResidence r;
+  for (const Value* v : g.sources()) {
+    if (!isHostValue(v)) continue;
+    r.optimizer_state |= v->role() == Role::OptimizerState;
+    r.parameter_shards |= v->role() == Role::Parameter && v->shardLayout() != nullptr;
+  }
+  return r;
 }
 
 GraphStats graphStats(const Graph& g) {
@@ -96,14 +115,14 @@ std::string effectiveConfigLines(const Compilation& c) {
 // The training plan's own figures (passes/rank_cost.h), as the plan records them.
 std::string planCostLines(const Compilation& c) {
   const RankCost cost = rankCost(*c.graph, c.config.gradient_accumulation_steps.value_or(1));
+  const HostResidence host = hostResidence(*c.graph);
   std::ostringstream os;
   os << "this plan     per rank (ZeRO-" << c.zero_stage << " on " << c.world_size
      << " ranks): params " << bytesString(double(cost.parameter_bytes))
-     << (c.config.offload_param ? " (shards on the host)" : "") << ", grads "
+     << (host.parameter_shards ? " (shards on the host)" : "") << ", grads "
      << bytesString(double(cost.gradient_bytes)) << ", optimizer "
-     << bytesString(double(cost.optimizer_bytes))
-     << (c.config.offload_optimizer ? " (on the host)" : "") << ", model states "
-     << bytesString(double(cost.modelStateBytes())) << "; buffers "
+     << bytesString(double(cost.optimizer_bytes)) << (host.optimizer_state ? " (on the host)" : "")
+     << ", model states " << bytesString(double(cost.modelStateBytes())) << "; buffers "
      << bytesString(double(cost.buffer_bytes)) << "; comm buffers in flight "
      << bytesString(double(cost.comm_buffer_bytes)) << "\n";
   os << "comm          per rank per optimizer step:";
@@ -120,6 +139,7 @@ std::string planCostLines(const Compilation& c) {
 std::string formatSummary(const Compilation& c, const std::string& model_path) {
   GraphStats s = graphStats(*c.graph);
   const DsConfig& cfg = c.config;
+  const HostResidence host = hostResidence(*c.graph);
   std::ostringstream os;
   os << "model         " << model_path << " (graph '" << c.graph->name() << "')\n";
   os << "batch         micro-batch " << c.micro_batch << " x accumulation "
@@ -130,8 +150,8 @@ std::string formatSummary(const Compilation& c, const std::string& model_path) {
      << (cfg.fp16   ? "fp16"
          : cfg.bf16 ? "bf16"
                     : "fp32")
-     << ", optimizer " << cfg.optimizer << (cfg.offload_optimizer ? " (offloaded to CPU)" : "")
-     << (cfg.offload_param ? ", parameters offloaded to CPU" : "") << "\n";
+     << ", optimizer " << cfg.optimizer << (host.optimizer_state ? " (offloaded to CPU)" : "")
+     << (host.parameter_shards ? ", parameters offloaded to CPU" : "") << "\n";
   os << effectiveConfigLines(c);
   os << "ops           " << s.num_nodes << " nodes: " << opCounts(s) << "\n";
   os << "parameters    " << withCommas(s.num_params) << " (" << bytesString(double(s.param_bytes))
@@ -159,11 +179,11 @@ std::string formatSummary(const Compilation& c, const std::string& model_path) {
        << "\n";
   }
   if (c.graph->findValue(kLrFeed)) os << planCostLines(c);
-  if (c.memory.host_arena_bytes > 0 || cfg.offload_optimizer)
+  if (host.optimizer_state)
     os << "host          optimizer offload: optimizer state and its update on the host; host "
           "staging arena "
        << bytesString(double(c.memory.host_arena_bytes)) << " per rank\n";
-  if (cfg.offload_param)
+  if (host.parameter_shards)
     os << "host          parameter offload: stage 3's parameter shards in host memory, copied up "
           "before each gather\n";
   return os.str();

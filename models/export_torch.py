@@ -7,7 +7,8 @@ chains around view()), so dscompile's importer sees the real thing.
 
 Usage: /usr/bin/python3 models/export_torch.py
        resnet18|resnet34|resnet50|resnet101|resnet152|mobilenet_v2|mobilenet_v3_small|
-       densenet121|mlp|cnn|gpt
+       densenet121|efficientnet_b0|convnext_tiny|regnet_x_400mf|resnext50_32x4d|
+       shufflenet_v2_x0_5|squeezenet1_0|mnasnet0_5|googlenet|vit_b_16|mlp|cnn|gpt
        [--classes 10] [--image 32] [--batch 2] [--seed 0] -o FILE.onnx
 """
 
@@ -19,8 +20,29 @@ import warnings
 RESNETS = ("resnet18", "resnet34", "resnet50", "resnet101", "resnet152")
 # torchvision classifiers taken as they are: the ResNets, MobileNetV2 for its ReLU6
 # (Clip) and depthwise convolutions, MobileNetV3 for HardSwish and HardSigmoid,
-# DenseNet-121 for its concatenations and average pools (exported after a Pad).
-TORCHVISION = RESNETS + ("mobilenet_v2", "mobilenet_v3_small", "densenet121")
+# DenseNet-121 for its concatenations and average pools (exported after a Pad),
+# EfficientNet-B0 for SiLU and squeeze-and-excitation, ConvNeXt-T for channels-last
+# LayerNorm and GELU, RegNetX, ResNeXt and ShuffleNetV2 for grouped convolutions
+# and channel shuffles, SqueezeNet, MNASNet, GoogLeNet for its branches, ViT-B/16
+# for attention over patches.
+TORCHVISION = RESNETS + ("mobilenet_v2", "mobilenet_v3_small", "densenet121", "efficientnet_b0",
+                         "convnext_tiny", "regnet_x_400mf", "resnext50_32x4d",
+                         "shufflenet_v2_x0_5", "squeezenet1_0", "mnasnet0_5", "googlenet",
+                         "vit_b_16")
+
+
+def torchvision_options(family, args):
+    """Constructor options: stochastic depth off where torch.onnx cannot export it in
+    training mode (it samples with Bernoulli); GoogLeNet without its auxiliary heads;
+    ViT at the image size asked."""
+    options = {"num_classes": args.classes}
+    if family.startswith(("efficientnet", "convnext")):
+        options["stochastic_depth_prob"] = 0.0
+    if family == "googlenet":
+        options.update(aux_logits=False, init_weights=True)
+    if family == "vit_b_16":
+        options["image_size"] = args.image
+    return options
 FAMILIES = TORCHVISION + ("mlp", "cnn", "gpt")
 
 
@@ -45,7 +67,8 @@ def parse_args(argv):
     parser.add_argument("--eval", action="store_true",
                         help="export the inference form (model.eval(); BatchNormalization uses "
                              "running statistics, first moved off their defaults by a few "
-                             "training-mode forward passes on random data)")
+                             "training-mode forward passes on random data; all-zero weights "
+                             "get random values)")
     args = parser.parse_args(argv)
     positive = ["batch", "classes", "image", "in_features", "layers", "d_model", "heads",
                 "vocab", "seq"]
@@ -184,7 +207,7 @@ def build(torch, args):
     """Returns (module, example input, input name)."""
     if args.family in TORCHVISION:
         import torchvision
-        model = getattr(torchvision.models, args.family)(num_classes=args.classes)
+        model = getattr(torchvision.models, args.family)(**torchvision_options(args.family, args))
         return model, torch.randn(args.batch, 3, args.image, args.image), "input"
     if args.family == "mlp":
         return build_mlp(torch, args), torch.randn(args.batch, args.in_features), "input"
@@ -206,6 +229,11 @@ def main(argv):
         with torch.no_grad():
             for _ in range(3):
                 model(example * 2 + 0.5)
+            # A zero-initialised weight (ViT's head) would make every output its bias,
+            # whatever the layers below compute: compared outputs must depend on them.
+            for p in model.parameters():
+                if p.dim() >= 2 and not p.any():
+                    p.normal_(std=0.02)
         model.eval()
     mode = torch.onnx.TrainingMode.EVAL if args.eval else torch.onnx.TrainingMode.TRAINING
     try:

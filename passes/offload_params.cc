@@ -12,12 +12,15 @@ bool isCopyTo(const Node* n, const char* side) {
   return n && n->op() == "Copy" && n->s("to") == side;
 }
 
+// A Copy of `v` to `to`, before `before`. A copy up feeds a gather: a communication
+// buffer in flight (passes/rank_cost.h counts it so); a copy down keeps v's role.
 Value* addCopy(Graph& g, Value* v, const char* to, Node* before, Phase phase) {
   Graph::PhaseScope scope(g, phase);
   Node* copy =
       g.addNode("Copy", {v}, {{"to", std::string(to)}}, {g.uniqueName(v->name() + "/" + to)},
                 g.uniqueName(v->name() + "/to_" + to), before);
   copy->setOnHost(false);  // issued by the device's copy engine
+  copy->output(0)->setRole(std::string(to) == "device" ? Role::CommBuffer : v->role());
   return copy->output(0);
 }
 

@@ -202,7 +202,8 @@ TEST(DsConfig, KeysAskingForWhatDscompileDoesDoNotWarn) {
 }
 
 // DeepSpeed's older "cpu_offload": true offloads the optimizer, as offload_optimizer
-// {"device": "cpu"} does; NVMe offload goes to host memory, with a warning.
+// {"device": "cpu"} does, and "cpu_offload_param": true the parameters; NVMe offload
+// goes to host memory, with a warning.
 TEST(DsConfig, CpuOffloadAndNvmeOffloadTheOptimizerToTheHost) {
   DsConfig old = parseDsConfig(
       R"({"train_batch_size": 8, "zero_optimization": {"stage": 2, "cpu_offload": true}})",
@@ -213,6 +214,13 @@ TEST(DsConfig, CpuOffloadAndNvmeOffloadTheOptimizerToTheHost) {
       R"({"train_batch_size": 8, "zero_optimization": {"stage": 2, "cpu_offload": false}})",
       "cfg.json");
   EXPECT_FALSE(off.offload_optimizer);
+  DsConfig old_param = parseDsConfig(
+      R"({"train_batch_size": 8, "zero_optimization": {"stage": 3, "cpu_offload_param": true,
+          "cpu_offload_use_pin_memory": true}})",
+      "cfg.json");
+  EXPECT_TRUE(old_param.offload_param);
+  EXPECT_FALSE(old_param.offload_optimizer);
+  EXPECT_TRUE(old_param.warnings.empty()) << ::testing::PrintToString(old_param.warnings);
   DsConfig nvme = parseDsConfig(
       R"({"train_batch_size": 8, "zero_optimization": {"stage": 3,
           "offload_optimizer": {"device": "nvme", "nvme_path": "/local_nvme"},

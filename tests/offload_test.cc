@@ -319,6 +319,36 @@ TEST(ParamOffload, BelowStageThreeWarnsAndChangesNothing) {
   EXPECT_EQ(stage2.plan.ranks(0).steps_size(), without.plan.ranks(0).steps_size());
 }
 
+// The summary says what the plan keeps on the host, not what the config asks: a
+// forward plan, or a stage-3 plan keeping every parameter whole, offloads nothing.
+TEST(ParamOffload, TheSummarySaysWhatIsOnTheHost) {
+  auto summary = [](const nlohmann::json& c, const std::string& tag, const std::string& loss) {
+    const std::string path = test::scratch("param_summary_" + tag + ".json");
+    test::writeFile(path, c.dump());
+    auto r =
+        tool("dscompile", mlpModel() + loss + " --gpus 2 --config " + path + " --dump summary");
+    EXPECT_EQ(r.exit_code, 0) << r.output;
+    return r.output;
+  };
+  const nlohmann::json both = withParamOffload(config(3, true, true));
+  const std::string trained = summary(both, "trained", " --loss cross_entropy");
+  EXPECT_TRUE(test::contains(trained, "(shards on the host)")) << trained;
+  EXPECT_TRUE(test::contains(trained, "optimizer 1")) << trained;
+  EXPECT_TRUE(test::contains(trained, "(on the host)")) << trained;
+  EXPECT_TRUE(test::contains(trained, "host          parameter offload:")) << trained;
+  nlohmann::json forward = both;
+  forward.erase("optimizer");
+  const std::string inference = summary(forward, "forward", "");
+  EXPECT_FALSE(test::contains(inference, "on the host")) << inference;
+  EXPECT_FALSE(test::contains(inference, "offloaded to CPU")) << inference;
+  EXPECT_FALSE(test::contains(inference, " offload: ")) << inference;
+  nlohmann::json whole = both;
+  whole["zero_optimization"]["stage3_param_persistence_threshold"] = 1'000'000;
+  const std::string kept = summary(whole, "whole", " --loss cross_entropy");
+  EXPECT_FALSE(test::contains(kept, "shards on the host")) << kept;
+  EXPECT_FALSE(test::contains(kept, "parameter offload")) << kept;
+}
+
 TEST(Offload, NeedsAPartitionedOptimizer) {
   const std::string path = test::scratch("offload_stage0.json");
   test::writeFile(path, config(0, true, false).dump());

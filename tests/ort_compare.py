@@ -2,8 +2,9 @@
 
 Why: the node conformance tests check ops one at a time; this checks the models the
 project is for (MLP, ResNet, GPT from `dsmodel` and from PyTorch's exporter, and
-torchvision's MobileNetV2 and V3 and DenseNet-121) end to
-end, import folding, memory plan and kernels together, against ONNX Runtime.
+torchvision's classifiers: MobileNetV2 and V3, DenseNet-121, EfficientNet-B0,
+ConvNeXt-T, RegNetX, ResNeXt-50, ShuffleNetV2, SqueezeNet, MNASNet, GoogLeNet, ViT-B/16)
+end to end, import folding, memory plan and kernels together, against ONNX Runtime.
 
 For each model: seeded random inputs (batch 2; token ids in [0, vocab)), the
 reference output, and `dscompile --batch 2` then `dsrun --feed ... --dump-outputs`;
@@ -53,16 +54,18 @@ MODELS = {
     "torch-resnet18": ("torch", "resnet18", ["--classes", "10", "--image", "32"]),
     "torch-resnet18-eval": ("torch", "resnet18", ["--classes", "10", "--image", "32", "--eval"]),
     "torch-gpt": ("torch", "gpt", GPT_ARGS),
-    # ReLU6 as Clip with constant bounds, depthwise convolutions.
-    "torch-mobilenet_v2-eval": ("torch", "mobilenet_v2",
-                                ["--classes", "10", "--image", "32", "--eval"]),
-    # HardSwish, HardSigmoid (squeeze-and-excitation).
-    "torch-mobilenet_v3_small-eval": ("torch", "mobilenet_v3_small",
-                                      ["--classes", "10", "--image", "32", "--eval"]),
-    # Concat-heavy; AveragePool exported after an all-zero Pad.
-    "torch-densenet121-eval": ("torch", "densenet121",
-                               ["--classes", "10", "--image", "32", "--eval"]),
 }
+# torchvision classifiers in their inference form (models/export_torch.py says what
+# each brings: ReLU6 as Clip, HardSwish, Pad before AveragePool, SiLU, channels-last
+# LayerNorm, grouped convolutions, channel shuffles, attention), at 32x32 (GoogLeNet,
+# whose pooling needs more, at 64x64).
+TORCHVISION_EVAL = ("mobilenet_v2", "mobilenet_v3_small", "densenet121", "efficientnet_b0",
+                    "convnext_tiny", "regnet_x_400mf", "resnext50_32x4d", "shufflenet_v2_x0_5",
+                    "squeezenet1_0", "mnasnet0_5", "googlenet", "vit_b_16")
+MODELS.update({
+    f"torch-{name}-eval": ("torch", name, ["--classes", "10", "--image",
+                                          "64" if name == "googlenet" else "32", "--eval"])
+    for name in TORCHVISION_EVAL})
 
 
 def run(cmd):
