@@ -126,6 +126,10 @@ ZeroOptions zeroOptions(const DsConfig& c, int64_t world_size) {
   z.stage = c.zero_stage;
   z.world_size = world_size;
   z.accumulation = c.gradient_accumulation_steps.value_or(1);
+  // DeepSpeed accumulates in data_types.grad_accum_dtype; unset, in fp32 for bf16
+  // without ZeRO (its BF16_Optimizer), else in the model's dtype.
+  z.accumulate_in_f32 =
+      c.grad_accum_dtype ? *c.grad_accum_dtype == "fp32" : c.bf16 && c.zero_stage == 0;
   const nlohmann::json section = c.raw.is_object() && c.raw.contains("zero_optimization")
                                      ? c.raw["zero_optimization"]
                                      : nlohmann::json::object();

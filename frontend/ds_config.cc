@@ -124,6 +124,28 @@ bool readOffload(const json& zero, const std::string& key, const std::string& wh
   return device != "none";
 }
 
+// data_types.grad_accum_dtype in DeepSpeed's spellings (its DtypeEnum), as "fp32",
+// "fp16" or "bf16". Gradients accumulate in the model's dtype or in fp32, as
+// DeepSpeed allows.
+void readGradAccumDtype(const json& root, DsConfig& c) {
+  auto types = root.find("data_types");
+  if (types == root.end() || !types->contains("grad_accum_dtype")) return;
+  const std::string key = "data_types.grad_accum_dtype";
+  const json& value = (*types)["grad_accum_dtype"];
+  DS_CHECK(value.is_string(), key, ": must be a string, is ", value.dump());
+  static const std::map<std::string, std::string> spellings = {
+      {"fp32", "fp32"}, {"float32", "fp32"},  {"float", "fp32"},         {"torch.float32", "fp32"},
+      {"fp16", "fp16"}, {"float16", "fp16"},  {"half", "fp16"},          {"torch.float16", "fp16"},
+      {"bf16", "bf16"}, {"bfloat16", "bf16"}, {"torch.bfloat16", "bf16"}};
+  auto it = spellings.find(value.get<std::string>());
+  DS_CHECK(it != spellings.end(), key, ": must be fp32, fp16 or bf16, is ", value.dump());
+  const std::string model = c.fp16 ? "fp16" : c.bf16 ? "bf16" : "fp32";
+  DS_CHECK(it->second == "fp32" || it->second == model, key, ": ", it->second,
+           " accumulation needs ", it->second, ".enabled; the model is ", model,
+           ", whose gradients accumulate in ", model == "fp32" ? "fp32" : model + " or fp32");
+  c.grad_accum_dtype = it->second;
+}
+
 void readZero(const json& root, DsConfig& c) {
   auto z = root.find("zero_optimization");
   if (z == root.end()) return;
@@ -161,6 +183,7 @@ DsConfig parseDsConfig(const std::string& text, const std::string& origin) {
     c.bf16 = enabled(c.raw, "bf16");
     DS_CHECK(!(c.fp16 && c.bf16), "fp16.enabled and bf16.enabled: only one may be true");
     readZero(c.raw, c);
+    readGradAccumDtype(c.raw, c);
     readTypes(c.raw, c);
     warnUncycledMomentum(c);
   } catch (const Error& e) {

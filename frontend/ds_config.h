@@ -31,6 +31,8 @@ struct DsConfig {
   // zero_optimization.offload_param.device cpu (or nvme, with a warning), or the older
   // cpu_offload_param: true: stage 3's parameter shards in host memory
   bool offload_param = false;
+  // data_types.grad_accum_dtype (fp32, fp16 or bf16); unset: DeepSpeed's default
+  std::optional<std::string> grad_accum_dtype;
   std::string optimizer = "AdamW";
   std::string scheduler;  // empty: constant learning rate
 

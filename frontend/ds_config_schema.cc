@@ -192,7 +192,7 @@ const std::vector<Key>& topKeys() {
       {"csv_monitor", Type::Object, kIgnored},
       {"comms_logger", Type::Object, kIgnored},
       {"checkpoint", Type::Object, kIgnored},
-      {"data_types", Type::Object, kIgnored},
+      {"data_types", Type::Object, kUsed, kNoAuto, {{"grad_accum_dtype", Type::String, kUsed}}},
       {"elasticity", Type::Object, kIgnored},
       {"aio", Type::Object, kIgnored},
       {"autotuning", Type::Object, kIgnored},

@@ -14,12 +14,24 @@ Value* scaleLoss(Graph& g, Value* loss, int64_t divisor) {
       ->output(0);
 }
 
-std::vector<ParamGrad> accumulateGradients(Graph& g, const std::vector<ParamGrad>& grads) {
+std::vector<ParamGrad> accumulateGradients(Graph& g, const std::vector<ParamGrad>& grads,
+                                           bool in_f32) {
   std::vector<ParamGrad> out;
   for (const ParamGrad& pg : grads) {
-    Value* acc = addStateLike(g, pg.param, "grad_acc", Role::OptimizerState);
+    Value* grad = pg.grad;
+    Value* acc = nullptr;
+    if (in_f32 && grad->dtype() != DType::F32 && isFloat(grad->dtype())) {
+      grad = g.addNode("Cast", {grad}, {{"to", std::string("f32")}},
+                       {g.uniqueName(grad->name() + "/f32")})
+                 ->output(0);
+      grad->setRole(Role::Gradient);
+      acc = g.addSource(pg.param->name() + ".grad_acc", {DType::F32, pg.param->shape()},
+                        Role::OptimizerState);
+    } else {
+      acc = addStateLike(g, pg.param, "grad_acc", Role::OptimizerState);
+    }
     const std::string& name = acc->name();
-    Value* sum = g.addNode("Add", {acc, pg.grad}, {}, {name + "/sum"}, name + "/add")->output(0);
+    Value* sum = g.addNode("Add", {acc, grad}, {}, {name + "/sum"}, name + "/add")->output(0);
     sum->setRole(Role::Gradient);
     g.addStateUpdate(acc, sum);
     out.push_back({pg.param, sum});

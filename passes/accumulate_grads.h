@@ -36,8 +36,11 @@ namespace ds {
 Value* scaleLoss(Graph& graph, Value* loss, int64_t divisor);
 
 // Accumulators for the gradients of `grads` (parameters or ZeRO shards); returns
-// the same list with each gradient replaced by its running sum.
-std::vector<ParamGrad> accumulateGradients(Graph& graph, const std::vector<ParamGrad>& grads);
+// the same list with each gradient replaced by its running sum. With `in_f32`, a
+// 16-bit gradient is cast to f32 and summed in an f32 accumulator (DeepSpeed's
+// data_types.grad_accum_dtype "fp32"); otherwise the sum keeps the gradient's dtype.
+std::vector<ParamGrad> accumulateGradients(Graph& graph, const std::vector<ParamGrad>& grads,
+                                           bool in_f32 = false);
 std::map<Value*, Value*> accumulateGradients(Graph& graph, const std::map<Value*, Value*>& grads);
 
 void resetAccumulators(Graph& graph, const std::vector<ParamGrad>& accumulated);

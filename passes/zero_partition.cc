@@ -94,14 +94,16 @@ class ZeroBuilder {
     ZeroPartition out;
     if (o_.world_size == 1 && o_.stage == 0) {
       std::vector<ParamGrad> whole = grads;
-      if (o_.accumulation > 1) whole = out.accumulated = accumulateGradients(g_, grads);
+      if (o_.accumulation > 1)
+        whole = out.accumulated = accumulateGradients(g_, grads, o_.accumulate_in_f32);
       stepOneRank(whole, &out);
       return out;
     }
     std::vector<ParamGrad> full = grads;
     // Stages 0 and 1 with accumulation: whole gradients accumulate, then reduce once.
     const bool reduce_in_step = o_.accumulation > 1 && o_.stage <= 1;
-    if (reduce_in_step) full = out.accumulated = accumulateGradients(g_, grads);
+    if (reduce_in_step)
+      full = out.accumulated = accumulateGradients(g_, grads, o_.accumulate_in_f32);
     std::vector<Bucket> buckets = makeBuckets(full);
     out.shard_world_size = o_.stage == 0 ? 1 : o_.world_size;
     if (o_.stage == 3) gatherStage3Parameters(buckets);

@@ -52,6 +52,10 @@ struct ZeroOptions {
   int stage = 0;
   int64_t world_size = 1;
   int64_t accumulation = 1;  // gradient_accumulation_steps
+  // Whole 16-bit gradients (stages 0 and 1) accumulate in f32 (DeepSpeed's
+  // grad_accum_dtype "fp32"; its default for bf16 without ZeRO); stages 2 and 3
+  // always accumulate their shards in f32.
+  bool accumulate_in_f32 = false;
   // DeepSpeed's defaults (its "auto" values need a model hidden size ONNX lacks).
   int64_t reduce_bucket_elements = 500'000'000;
   int64_t prefetch_bucket_elements = 50'000'000;

@@ -239,6 +239,31 @@ TEST(DsConfig, CpuOffloadAndNvmeOffloadTheOptimizerToTheHost) {
       "zero_optimization.offload_param.device: must be none, cpu or nvme, is gpu"));
 }
 
+// data_types.grad_accum_dtype in DeepSpeed's spellings; the model's dtype or fp32.
+TEST(DsConfig, GradAccumDtypeTakesDeepSpeedsSpellings) {
+  auto dtype = [](const std::string& precision, const std::string& value) {
+    return parseDsConfig(R"({")" + precision + R"(": {"enabled": true},
+        "data_types": {"grad_accum_dtype": ")" +
+                             value + R"("}})",
+                         "cfg.json")
+        .grad_accum_dtype.value_or("unset");
+  };
+  EXPECT_EQ(dtype("bf16", "fp32"), "fp32");
+  EXPECT_EQ(dtype("bf16", "torch.float32"), "fp32");
+  EXPECT_EQ(dtype("bf16", "bfloat16"), "bf16");
+  EXPECT_EQ(dtype("fp16", "half"), "fp16");
+  EXPECT_FALSE(parseDsConfig(R"({"bf16": {"enabled": true}})", "cfg.json").grad_accum_dtype);
+  EXPECT_EQ(configError(R"({"data_types": {"grad_accum_dtype": "fp8"}})"),
+            "cfg.json: data_types.grad_accum_dtype: must be fp32, fp16 or bf16, is \"fp8\"");
+  EXPECT_EQ(configError(R"({"data_types": {"grad_accum_dtype": "bf16"}})"),
+            "cfg.json: data_types.grad_accum_dtype: bf16 accumulation needs bf16.enabled; the "
+            "model is fp32, whose gradients accumulate in fp32");
+  EXPECT_EQ(configError(R"({"fp16": {"enabled": true}, "data_types": {"grad_accum_dtype":
+                           "bf16"}})"),
+            "cfg.json: data_types.grad_accum_dtype: bf16 accumulation needs bf16.enabled; the "
+            "model is fp16, whose gradients accumulate in fp16 or fp32");
+}
+
 TEST(DsConfig, ReferenceConfigLoadsWithoutWarnings) {
   // Every key the reference workload sets is honoured (sub_group_size caps the
   // stage-3 optimizer's units: docs/zero.md).

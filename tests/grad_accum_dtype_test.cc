@@ -1,0 +1,88 @@
+// data_types.grad_accum_dtype: the dtype gradient accumulators sum in, with
+// DeepSpeed's default (fp32 for bf16 without ZeRO, whose BF16_Optimizer keeps fp32
+// gradients; the model's dtype otherwise). At stages 0 and 1 whole gradients
+// accumulate in it; stages 2 and 3 always sum their shards in f32, so at one rank
+// an fp32-accumulating stage 0 or 1 trains bit for bit as stage 2 does.
+#include <gtest/gtest.h>
+
+#include <set>
+#include <string>
+
+#include <nlohmann/json.hpp>
+
+#include "ir/plan.h"
+#include "tests/training_fixtures.h"
+
+namespace ds {
+namespace {
+
+const std::string& mlpModel() {
+  static const std::string path = test::writeModel(test::parseOnnxText(test::mlpText(false)),
+                                                   test::scratchName("grad_accum_mlp.onnx"));
+  return path;
+}
+
+// 16-bit training with 2 accumulation steps at `stage` on one rank; `dtype` sets
+// data_types.grad_accum_dtype unless empty.
+nlohmann::json config(const std::string& precision, int stage, const std::string& dtype = "") {
+  nlohmann::json c = {
+      {"train_micro_batch_size_per_gpu", 4},
+      {"gradient_accumulation_steps", 2},
+      {"optimizer", {{"type", "AdamW"}, {"params", {{"lr", 1e-2}, {"weight_decay", 0.01}}}}},
+      {"zero_optimization", {{"stage", stage}}}};
+  c[precision] = {{"enabled", true}};
+  if (precision == "fp16") c["fp16"]["initial_scale_power"] = 8;
+  if (!dtype.empty()) c["data_types"] = {{"grad_accum_dtype", dtype}};
+  return c;
+}
+
+std::string compile(const nlohmann::json& c, const std::string& tag) {
+  const std::string path = test::scratch("grad_accum_" + tag + ".json");
+  test::writeFile(path, c.dump());
+  const std::string plan = test::scratch("grad_accum_" + tag + ".plan");
+  auto r = test::tool("dscompile",
+                      mlpModel() + " --loss cross_entropy --config " + path + " -o " + plan);
+  EXPECT_EQ(r.exit_code, 0) << r.output;
+  return plan;
+}
+
+// The dtypes of a plan's gradient accumulators.
+std::set<DType> accumulatorDtypes(const std::string& plan_path) {
+  std::set<DType> dtypes;
+  const PlanFile plan = readPlanFile(plan_path);
+  for (const planpb::TensorInfo& t : plan.plan.tensors())
+    if (t.name().ends_with(".grad_acc")) dtypes.insert(static_cast<DType>(t.dtype()));
+  return dtypes;
+}
+
+test::TrainedRun train(const std::string& plan, const std::string& tag) {
+  return test::trainPlan(plan, "grad_accum_" + tag, 5, 0.31);
+}
+
+TEST(GradAccumDtype, Bf16WithoutZeroAccumulatesInF32AsDeepSpeedDoes) {
+  const std::string stage0 = compile(config("bf16", 0), "bf16_z0");
+  EXPECT_EQ(accumulatorDtypes(stage0), std::set<DType>{DType::F32});
+  const test::TrainedRun stage2 = train(compile(config("bf16", 2), "bf16_z2"), "bf16_z2");
+  const test::TrainedRun f32_sums = train(stage0, "bf16_z0");
+  ASSERT_EQ(stage2.metrics.size(), 5u);
+  EXPECT_EQ(f32_sums.values("loss"), stage2.values("loss"));
+  EXPECT_TRUE(f32_sums.exported == stage2.exported) << "stage 0 sums as stage 2 does";
+  // Asked for bf16 sums, stage 0 rounds each sum to bf16: another training.
+  const std::string bf16_plan = compile(config("bf16", 0, "bfloat16"), "bf16_z0_bf16");
+  EXPECT_EQ(accumulatorDtypes(bf16_plan), std::set<DType>{DType::BF16});
+  EXPECT_FALSE(train(bf16_plan, "bf16_z0_bf16").exported == stage2.exported);
+}
+
+TEST(GradAccumDtype, Fp32AccumulationAtStageOneTrainsAsStageTwo) {
+  // DeepSpeed's default for fp16 is fp16 sums; "fp32" asks for f32 ones.
+  EXPECT_EQ(accumulatorDtypes(compile(config("fp16", 1), "fp16_z1")), std::set<DType>{DType::F16});
+  const std::string f32_sums = compile(config("fp16", 1, "fp32"), "fp16_z1_fp32");
+  EXPECT_EQ(accumulatorDtypes(f32_sums), std::set<DType>{DType::F32});
+  const test::TrainedRun stage2 = train(compile(config("fp16", 2), "fp16_z2"), "fp16_z2");
+  const test::TrainedRun stage1 = train(f32_sums, "fp16_z1_fp32");
+  EXPECT_EQ(stage1.values("loss"), stage2.values("loss"));
+  EXPECT_TRUE(stage1.exported == stage2.exported);
+}
+
+}  // namespace
+}  // namespace ds
