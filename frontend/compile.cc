@@ -130,6 +130,7 @@ ZeroOptions zeroOptions(const DsConfig& c, int64_t world_size) {
   // without ZeRO (its BF16_Optimizer), else in the model's dtype.
   z.accumulate_in_f32 =
       c.grad_accum_dtype ? *c.grad_accum_dtype == "fp32" : c.bf16 && c.zero_stage == 0;
+  z.communicate_in_f32 = c.communicate_in_fp32;
   const nlohmann::json section = c.raw.is_object() && c.raw.contains("zero_optimization")
                                      ? c.raw["zero_optimization"]
                                      : nlohmann::json::object();

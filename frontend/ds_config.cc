@@ -146,6 +146,21 @@ void readGradAccumDtype(const json& root, DsConfig& c) {
   c.grad_accum_dtype = it->second;
 }
 
+// communication_data_type: the dtype gradients are reduced in, "fp32", "fp16" or
+// "bf16" as DeepSpeed spells it; null, the gradients' own.
+void readCommunicationDtype(const json& root, DsConfig& c) {
+  auto it = root.find("communication_data_type");
+  if (it == root.end() || it->is_null()) return;
+  const std::string key = "communication_data_type";
+  DS_CHECK(it->is_string() && (*it == "fp32" || *it == "fp16" || *it == "bf16"), key,
+           ": must be fp32, fp16, bf16 or null, is ", it->dump());
+  const std::string model = c.fp16 ? "fp16" : c.bf16 ? "bf16" : "fp32";
+  c.communicate_in_fp32 = *it == "fp32";
+  if (*it != "fp32" && *it != model)
+    c.warnings.push_back(key + ": reducing " + model + " gradients in " + it->get<std::string>() +
+                         " is not implemented by dscompile; they are reduced in " + model);
+}
+
 void readZero(const json& root, DsConfig& c) {
   auto z = root.find("zero_optimization");
   if (z == root.end()) return;
@@ -184,6 +199,7 @@ DsConfig parseDsConfig(const std::string& text, const std::string& origin) {
     DS_CHECK(!(c.fp16 && c.bf16), "fp16.enabled and bf16.enabled: only one may be true");
     readZero(c.raw, c);
     readGradAccumDtype(c.raw, c);
+    readCommunicationDtype(c.raw, c);
     readTypes(c.raw, c);
     warnUncycledMomentum(c);
   } catch (const Error& e) {

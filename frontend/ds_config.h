@@ -33,6 +33,9 @@ struct DsConfig {
   bool offload_param = false;
   // data_types.grad_accum_dtype (fp32, fp16 or bf16); unset: DeepSpeed's default
   std::optional<std::string> grad_accum_dtype;
+  // communication_data_type "fp32": gradients are reduced in fp32; unset (or the
+  // model's dtype): in the gradients' own dtype
+  bool communicate_in_fp32 = false;
   std::string optimizer = "AdamW";
   std::string scheduler;  // empty: constant learning rate
 

@@ -176,10 +176,13 @@ const std::vector<Key>& topKeys() {
       {"steps_per_print", Type::Int, kUsed},
       {"wall_clock_breakdown", Type::Bool, kIgnored, kNoAuto, {}, "false"},
       {"dump_state", Type::Bool, kIgnored, kNoAuto, {}, "false"},
-      {"prescale_gradients", Type::Bool, kIgnored, kNoAuto, {}, "false"},
-      {"gradient_predivide_factor", Type::Number, kIgnored, kNoAuto, {}, "1.0"},
+      // Where the division by the world size happens (before the reduction, after it,
+      // or split by the factor): dscompile divides the loss before backward; every
+      // choice gives the mean gradient, up to rounding.
+      {"prescale_gradients", Type::Bool, kInherent},
+      {"gradient_predivide_factor", Type::Number, kInherent},
       {"sparse_gradients", Type::Bool, kIgnored, kNoAuto, {}, "false"},
-      {"communication_data_type", Type::Any, kIgnored, kNoAuto, {}, "null"},
+      {"communication_data_type", Type::Any, kUsed},
       {"seed", Type::Int, kUsed},
       {"zero_allow_untested_optimizer", Type::Bool, kInherent},
       {"zero_force_ds_cpu_optimizer", Type::Bool, kInherent},

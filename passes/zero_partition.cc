@@ -187,8 +187,20 @@ class ZeroBuilder {
   }
 
   // Stage 0: every rank gets the summed gradients of the bucket.
+  // The bucket's gradients packed into `elements` for a reduction, in f32 when
+  // communication_data_type asks for it.
+  Value* commBuffer(const Bucket& b, int64_t elements, const std::string& name, Node* before) {
+    Value* flat = flatBuffer(g_, b.grads, elements, name + "/grads", before);
+    if (!o_.communicate_in_f32 || isF32(flat)) return flat;
+    Value* wide = g_.addNode("Cast", {flat}, {{"to", std::string("f32")}},
+                             {g_.uniqueName(name + "/grads_f32")}, name + "/widen", before)
+                      ->output(0);
+    wide->setRole(Role::CommBuffer);
+    return wide;
+  }
+
   std::vector<ParamGrad> allReduce(const Bucket& b, const std::string& name, Node* before) {
-    Value* flat = flatBuffer(g_, b.grads, b.elements, name + "/grads", before);
+    Value* flat = commBuffer(b, b.elements, name, before);
     Value* sum = g_.addNode("AllReduce", {flat}, {{"world_size", o_.world_size}},
                             {g_.uniqueName(name + "/grads_sum")}, name + "/all_reduce", before)
                      ->output(0);
@@ -204,8 +216,7 @@ class ZeroBuilder {
 
   // Stages 1-3: this rank's shard of the bucket's summed gradients.
   Value* reduceScatter(const Bucket& b, const std::string& name, Node* before) {
-    Value* flat =
-        flatBuffer(g_, b.grads, shardElements(b) * o_.world_size, name + "/grads", before);
+    Value* flat = commBuffer(b, shardElements(b) * o_.world_size, name, before);
     Value* shard = g_.addNode("ReduceScatter", {flat}, {{"world_size", o_.world_size}},
                               {name + "/grad_shard"}, name + "/reduce_scatter", before)
                        ->output(0);

@@ -56,6 +56,8 @@ struct ZeroOptions {
   // grad_accum_dtype "fp32"; its default for bf16 without ZeRO); stages 2 and 3
   // always accumulate their shards in f32.
   bool accumulate_in_f32 = false;
+  // 16-bit gradients are reduced in f32 (DeepSpeed's communication_data_type "fp32").
+  bool communicate_in_f32 = false;
   // DeepSpeed's defaults (its "auto" values need a model hidden size ONNX lacks).
   int64_t reduce_bucket_elements = 500'000'000;
   int64_t prefetch_bucket_elements = 50'000'000;

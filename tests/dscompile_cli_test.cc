@@ -189,16 +189,37 @@ TEST(DsConfig, KeysAskingForWhatDscompileDoesDoNotWarn) {
   EXPECT_TRUE(quiet.offload_optimizer);
   EXPECT_FALSE(quiet.offload_param);
   DsConfig loud = parseDsConfig(
-      R"({"train_batch_size": 8, "prescale_gradients": true, "tensorboard": {"enabled": true},
+      R"({"train_batch_size": 8, "tensorboard": {"enabled": true},
           "optimizer": {"type": "Adam", "params": {"amsgrad": true}},
           "zero_optimization": {"stage": 2, "allgather_partitions": false}})",
       "cfg.json");
   EXPECT_EQ(loud.warnings,
             (std::vector<std::string>{
                 "optimizer.params.amsgrad: not implemented by dscompile, ignored",
-                "prescale_gradients: not implemented by dscompile, ignored",
                 "tensorboard: not implemented by dscompile, ignored",
                 "zero_optimization.allgather_partitions: not implemented by dscompile, ignored"}));
+  // Where the division by the world size happens changes only the rounding: dscompile
+  // divides the loss before backward, which every choice amounts to.
+  EXPECT_TRUE(
+      parseDsConfig(R"({"prescale_gradients": true, "gradient_predivide_factor": 4})", "cfg.json")
+          .warnings.empty());
+}
+
+// communication_data_type: fp32 reductions, or the gradients' own dtype; another
+// 16-bit dtype is a warning.
+TEST(DsConfig, CommunicationDataTypeReducesInFp32OrTheGradientsDtype) {
+  auto parse = [](const std::string& text) { return parseDsConfig(text, "cfg.json"); };
+  EXPECT_TRUE(parse(R"({"bf16": {"enabled": true}, "communication_data_type": "fp32"})")
+                  .communicate_in_fp32);
+  const DsConfig own = parse(R"({"bf16": {"enabled": true}, "communication_data_type": "bf16"})");
+  EXPECT_FALSE(own.communicate_in_fp32);
+  EXPECT_TRUE(own.warnings.empty());
+  EXPECT_EQ(parse(R"({"bf16": {"enabled": true}, "communication_data_type": "fp16"})").warnings,
+            std::vector<std::string>{"communication_data_type: reducing bf16 gradients in fp16 "
+                                     "is not implemented by dscompile; they are reduced in bf16"});
+  EXPECT_EQ(configError(R"({"communication_data_type": "float32"})"),
+            "cfg.json: communication_data_type: must be fp32, fp16, bf16 or null, is "
+            "\"float32\"");
 }
 
 // DeepSpeed's older "cpu_offload": true offloads the optimizer, as offload_optimizer

@@ -1,8 +1,12 @@
+// The dtypes 16-bit gradients are summed in.
 // data_types.grad_accum_dtype: the dtype gradient accumulators sum in, with
 // DeepSpeed's default (fp32 for bf16 without ZeRO, whose BF16_Optimizer keeps fp32
 // gradients; the model's dtype otherwise). At stages 0 and 1 whole gradients
 // accumulate in it; stages 2 and 3 always sum their shards in f32, so at one rank
 // an fp32-accumulating stage 0 or 1 trains bit for bit as stage 2 does.
+// communication_data_type "fp32": gradients are reduced over the ranks in f32, so
+// two ranks train bit for bit as one rank accumulating their two micro-batches in
+// f32 does.
 #include <gtest/gtest.h>
 
 #include <set>
@@ -22,12 +26,13 @@ const std::string& mlpModel() {
   return path;
 }
 
-// 16-bit training with 2 accumulation steps at `stage` on one rank; `dtype` sets
-// data_types.grad_accum_dtype unless empty.
-nlohmann::json config(const std::string& precision, int stage, const std::string& dtype = "") {
+// 16-bit training at `stage` with `accumulation` steps (the micro-batches of the
+// step on one rank); `dtype` sets data_types.grad_accum_dtype unless empty.
+nlohmann::json config(const std::string& precision, int stage, const std::string& dtype = "",
+                      int accumulation = 2) {
   nlohmann::json c = {
       {"train_micro_batch_size_per_gpu", 4},
-      {"gradient_accumulation_steps", 2},
+      {"gradient_accumulation_steps", accumulation},
       {"optimizer", {{"type", "AdamW"}, {"params", {{"lr", 1e-2}, {"weight_decay", 0.01}}}}},
       {"zero_optimization", {{"stage", stage}}}};
   c[precision] = {{"enabled", true}};
@@ -36,12 +41,12 @@ nlohmann::json config(const std::string& precision, int stage, const std::string
   return c;
 }
 
-std::string compile(const nlohmann::json& c, const std::string& tag) {
+std::string compile(const nlohmann::json& c, const std::string& tag, int ranks = 1) {
   const std::string path = test::scratch("grad_accum_" + tag + ".json");
   test::writeFile(path, c.dump());
   const std::string plan = test::scratch("grad_accum_" + tag + ".plan");
-  auto r = test::tool("dscompile",
-                      mlpModel() + " --loss cross_entropy --config " + path + " -o " + plan);
+  auto r = test::tool("dscompile", mlpModel() + " --loss cross_entropy --gpus " +
+                                       std::to_string(ranks) + " --config " + path + " -o " + plan);
   EXPECT_EQ(r.exit_code, 0) << r.output;
   return plan;
 }
@@ -82,6 +87,33 @@ TEST(GradAccumDtype, Fp32AccumulationAtStageOneTrainsAsStageTwo) {
   const test::TrainedRun stage1 = train(f32_sums, "fp16_z1_fp32");
   EXPECT_EQ(stage1.values("loss"), stage2.values("loss"));
   EXPECT_TRUE(stage1.exported == stage2.exported);
+}
+
+// The dtype of a plan's gradient reductions (rank 0's ReduceScatter inputs).
+std::set<DType> reductionDtypes(const std::string& plan_path) {
+  std::set<DType> dtypes;
+  const PlanFile plan = readPlanFile(plan_path);
+  for (const planpb::Step& s : plan.plan.ranks(0).steps())
+    if (s.op() == "ReduceScatter")
+      dtypes.insert(static_cast<DType>(plan.plan.tensors(s.inputs(0)).dtype()));
+  return dtypes;
+}
+
+TEST(CommunicationDataType, Fp32ReductionsOnTwoRanksTrainAsOneRankAccumulatingInF32) {
+  const test::TrainedRun one_rank = train(compile(config("bf16", 2), "comm_one_rank"), "comm_one");
+  nlohmann::json two_ranks = config("bf16", 2, "", 1);
+  EXPECT_EQ(reductionDtypes(compile(two_ranks, "comm_bf16", 2)), std::set<DType>{DType::BF16});
+  two_ranks["communication_data_type"] = "fp32";
+  const std::string f32_plan = compile(two_ranks, "comm_fp32", 2);
+  EXPECT_EQ(reductionDtypes(f32_plan), std::set<DType>{DType::F32});
+  const test::TrainedRun f32_reduced = train(f32_plan, "comm_fp32");
+  ASSERT_EQ(one_rank.metrics.size(), 5u);
+  EXPECT_EQ(f32_reduced.values("loss"), one_rank.values("loss"));
+  EXPECT_TRUE(f32_reduced.exported == one_rank.exported);
+  // Reduced in bf16, the sum of the two ranks' gradients is rounded: another training.
+  const test::TrainedRun bf16_reduced =
+      train(compile(config("bf16", 2, "", 1), "comm_bf16", 2), "comm_bf16");
+  EXPECT_FALSE(bf16_reduced.exported == one_rank.exported);
 }
 
 }  // namespace
