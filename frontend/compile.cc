@@ -16,6 +16,7 @@
 #include "passes/offload_optimizer.h"
 #include "passes/offload_params.h"
 #include "passes/pipeline.h"
+#include "passes/recompute.h"
 #include "passes/seed_dropout.h"
 #include "passes/zero_partition.h"
 #include "runtime/loss_scaler.h"
@@ -208,6 +209,7 @@ void addTraining(Graph& g, const CompileOptions& o, const DsConfig& config) {
   const Node* last_forward = g.nodes().back().get();
   auto grads = buildGradients(g, seed, params);
   runPasses(g, {"fuse-relu-grad"}, passOptions(o));
+  if (o.checkpoint_activations) recomputeActivations(g, last_forward);
   ZeroPartition partition = partitionForZero(g, grads, last_forward, zero);
   auto next = addOptimizer(g, partition.updates, optimizerOptions(config),
                            partition.shard_world_size, scaling);

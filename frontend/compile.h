@@ -32,6 +32,9 @@ struct CompileOptions {
   std::string label = "label";      // name of the label input the loss adds
   std::string loss_output;          // --loss-output: the model's loss / the output to use
   bool freeze_bn = false;           // keep BatchNormalization in inference form
+  // --checkpoint-activations: backward recomputes activations from checkpoints
+  // (passes/recompute.h) instead of keeping them from forward
+  bool checkpoint_activations = false;
   std::ostream* dump = nullptr;
 };
 

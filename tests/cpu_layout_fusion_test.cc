@@ -205,16 +205,16 @@ TEST(CpuFusion, BiasAddAndActivationJoinTheMatMul) {
   FusionCase c({kX, kW, kY, kBias, kY, kY, kY});
   c.add("MatMul", {0, 1}, {2});
   c.add("Add", {3, 2}, {4});  // the bias on either side
-  c.add("Gelu", {4}, {5});
-  c.add("Relu", {5}, {6});
-  EXPECT_EQ(c.fuse({6}), (std::vector<bool>{false, true, true, true}));
+  c.add("Relu", {4}, {5});
+  c.add("Gelu", {5}, {6});  // oneDNN's erf is not ours: not fused
+  EXPECT_EQ(c.fuse({6}), (std::vector<bool>{false, true, true, false}));
   const KernelContext& mm = c.ctx(0);
-  ASSERT_EQ(mm.epilogue.size(), 3u);
+  ASSERT_EQ(mm.epilogue.size(), 2u);
   EXPECT_EQ(mm.epilogue[0].op, "Add");
   EXPECT_EQ(mm.epilogue[0].operand.data, c.address(3));
-  EXPECT_EQ(mm.epilogue[1].op, "Gelu");
+  EXPECT_EQ(mm.epilogue[1].op, "Relu");
   EXPECT_FALSE(mm.epilogue[1].operand.present());
-  EXPECT_EQ(mm.outputs[0].data, c.address(6));  // writes the last absorbed step's output
+  EXPECT_EQ(mm.outputs[0].data, c.address(5));  // writes the last absorbed step's output
 }
 
 // A residual Add written in place over its first input, and the Relu in place
@@ -283,8 +283,10 @@ TEST(CpuFusion, StopsWhereFusingWouldChangeWhatIsComputedOrKept) {
   }
 }
 
-// GPT (bias adds and GELUs into matmuls) and ResNet-18 (ReLUs into BatchNorms and
-// residual adds) compute the same with fusion as without it.
+// GPT (bias adds into matmuls) and ResNet-18 (ReLUs into BatchNorms and residual
+// adds) compute the same with fusion as without it, to the bit: the CPU backend is
+// the oracle, and a fusion decision (which a recomputed activation can change:
+// passes/recompute.h) must not change its results.
 TEST(CpuFusion, FusedModelsMatchUnfusedExecution) {
   GptOptions gpt{.layers = 2, .d_model = 32, .heads = 2, .vocab = 50, .seq = 8};
   PlanFile gpt_plan = test::compiledPlan(buildGpt(gpt), "fusion_gpt", 2);
@@ -294,7 +296,7 @@ TEST(CpuFusion, FusedModelsMatchUnfusedExecution) {
   auto [gpt_fused, fused] = runForward(gpt_plan, "input_ids", tokens, true, true);
   EXPECT_EQ(none, 0u);
   EXPECT_GE(fused, 4u * gpt.layers);  // four bias adds per block at least
-  EXPECT_LT(worstDifference(gpt_plain, gpt_fused), 1e-5);
+  EXPECT_EQ(worstDifference(gpt_plain, gpt_fused), 0.0);
 
   ResNetOptions options;
   options.depth = 18;
@@ -310,7 +312,7 @@ TEST(CpuFusion, FusedModelsMatchUnfusedExecution) {
   auto [plain, n0] = runForward(plan, "input", input, true, false);
   auto [resnet_fused, n1] = runForward(plan, "input", input, true, true);
   EXPECT_EQ(n1, relus);
-  EXPECT_LT(worstDifference(plain, resnet_fused), 1e-6);
+  EXPECT_EQ(worstDifference(plain, resnet_fused), 0.0);
 }
 
 // Training plans: the loss and gradient norm of every step are the same with the

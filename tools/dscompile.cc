@@ -59,6 +59,10 @@ void addFlags(CLI::App& app, Args& a) {
                  "the model output holding the loss (--loss output) or the logits");
   app.add_flag("--freeze-bn", a.compile.freeze_bn,
                "train with BatchNormalization in inference form (running statistics)");
+  app.add_flag("--checkpoint-activations", a.compile.checkpoint_activations,
+               "activation checkpointing: backward recomputes the activations it reads from "
+               "about sqrt(n) kept checkpoints instead of keeping them all from forward "
+               "(less memory, a second forward); see docs/training.md");
   app.add_option("--dump-after", a.compile.dump_after,
                  "print the IR after the named pass (or 'all') to stderr");
   std::string optional;

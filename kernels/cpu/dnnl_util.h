@@ -38,7 +38,7 @@ dnnl::memory wrapMemory(const dnnl::memory::desc& desc, const void* data);
 dnnl::primitive_attr scratchpadAttr();
 
 // Attributes with the user scratchpad and `epilogue` (KernelContext::epilogue) as
-// post-ops on a destination of `dst_dims`: Relu and Gelu as eltwise post-ops, Add
+// post-ops on a destination of `dst_dims`: Relu as an eltwise post-op, Add
 // as a binary post-op whose operand broadcasts along all but the last dim. The
 // binary operands' memories go to `args` as (DNNL_ARG_ATTR_MULTIPLE_POST_OP(i) |
 // DNNL_ARG_SRC_1, memory) for the call. Only what epilogueFitsPostOps accepts.
@@ -46,7 +46,8 @@ dnnl::primitive_attr epilogueAttr(const std::vector<Epilogue>& epilogue,
                                   const dnnl::memory::dims& dst_dims,
                                   std::vector<std::pair<int, dnnl::memory>>* args);
 // Whether `next` can follow `producer`'s epilogue as a post-op on its output 0:
-// Relu, Gelu, or an Add of an f32 vector along the output's last dim.
+// Relu, or an Add of an f32 vector along the output's last dim (the post-ops that
+// compute exactly what the separate kernels do).
 bool epilogueFitsPostOps(const KernelContext& producer, const Epilogue& next);
 
 // A primitive plus its bound arguments; memories are kept alive by the call.
