@@ -44,6 +44,16 @@ DsConfig effectiveConfig(const CompileOptions& o) {
       c.gradient_accumulation_steps.reset();
   }
   resolveBatch(c, o.world_size);
+  // Without ZeRO, DeepSpeed accumulates bf16 gradients in fp32 (its BF16_Optimizer)
+  // and fp16 ones in fp16 (its FP16_Optimizer), and refuses the other mixes.
+  if (c.grad_accum_dtype && c.zero_stage == 0) {
+    DS_CHECK(!(c.bf16 && *c.grad_accum_dtype == "bf16"),
+             "data_types.grad_accum_dtype: bf16 accumulation needs ZeRO (stage 1-3); without it "
+             "bf16 gradients accumulate in fp32, as in DeepSpeed");
+    DS_CHECK(!(c.fp16 && *c.grad_accum_dtype == "fp32"),
+             "data_types.grad_accum_dtype: fp32 accumulation of fp16 gradients needs ZeRO (stage "
+             "1-3), as in DeepSpeed");
+  }
   if (c.offload_param && c.zero_stage != 3) {  // DeepSpeed reads it at stage 3 only
     c.warnings.push_back(
         "zero_optimization.offload_param: offloads stage 3's parameter shards; "

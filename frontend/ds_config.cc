@@ -132,6 +132,7 @@ void readGradAccumDtype(const json& root, DsConfig& c) {
   if (types == root.end() || !types->contains("grad_accum_dtype")) return;
   const std::string key = "data_types.grad_accum_dtype";
   const json& value = (*types)["grad_accum_dtype"];
+  if (value.is_null()) return;  // DeepSpeed's default
   DS_CHECK(value.is_string(), key, ": must be a string, is ", value.dump());
   static const std::map<std::string, std::string> spellings = {
       {"fp32", "fp32"}, {"float32", "fp32"},  {"float", "fp32"},         {"torch.float32", "fp32"},
@@ -152,12 +153,14 @@ void readCommunicationDtype(const json& root, DsConfig& c) {
   auto it = root.find("communication_data_type");
   if (it == root.end() || it->is_null()) return;
   const std::string key = "communication_data_type";
-  DS_CHECK(it->is_string() && (*it == "fp32" || *it == "fp16" || *it == "bf16"), key,
+  std::string value = it->is_string() ? it->get<std::string>() : "";
+  for (char& ch : value) ch = static_cast<char>(std::tolower(static_cast<unsigned char>(ch)));
+  DS_CHECK(value == "fp32" || value == "fp16" || value == "bf16", key,
            ": must be fp32, fp16, bf16 or null, is ", it->dump());
   const std::string model = c.fp16 ? "fp16" : c.bf16 ? "bf16" : "fp32";
-  c.communicate_in_fp32 = *it == "fp32";
-  if (*it != "fp32" && *it != model)
-    c.warnings.push_back(key + ": reducing " + model + " gradients in " + it->get<std::string>() +
+  c.communicate_in_fp32 = value == "fp32";
+  if (value != "fp32" && value != model)
+    c.warnings.push_back(key + ": reducing " + model + " gradients in " + value +
                          " is not implemented by dscompile; they are reduced in " + model);
 }
 
@@ -200,6 +203,9 @@ DsConfig parseDsConfig(const std::string& text, const std::string& origin) {
     readZero(c.raw, c);
     readGradAccumDtype(c.raw, c);
     readCommunicationDtype(c.raw, c);
+    if (auto f = c.raw.find("gradient_predivide_factor"); f != c.raw.end())
+      DS_CHECK(f->is_number() && f->get<double>() > 0,
+               "gradient_predivide_factor: must be a number > 0, is ", f->dump());
     readTypes(c.raw, c);
     warnUncycledMomentum(c);
   } catch (const Error& e) {

@@ -195,7 +195,7 @@ const std::vector<Key>& topKeys() {
       {"csv_monitor", Type::Object, kIgnored},
       {"comms_logger", Type::Object, kIgnored},
       {"checkpoint", Type::Object, kIgnored},
-      {"data_types", Type::Object, kUsed, kNoAuto, {{"grad_accum_dtype", Type::String, kUsed}}},
+      {"data_types", Type::Object, kUsed, kNoAuto, {{"grad_accum_dtype", Type::Any, kUsed}}},
       {"elasticity", Type::Object, kIgnored},
       {"aio", Type::Object, kIgnored},
       {"autotuning", Type::Object, kIgnored},

@@ -37,10 +37,26 @@ class Offload {
       for (const Value* v : n->outputs()) host |= updated_on_host.count(v) > 0;
       if (host) n->setOnHost(true);
     }
-    for (auto it = nodes.rbegin(); it != nodes.rend(); ++it)
+    for (auto it = nodes.rbegin(); it != nodes.rend(); ++it) {
       if (unpacksForTheDevice(**it, updated_on_host)) (*it)->setOnHost(false);
+      if (widensForTheHost(**it)) (*it)->setOnHost(true);
+    }
     for (Node* n : nodes) copyInputs(n);
     deviceStateUpdates();
+  }
+
+  // A device Cast to a wider dtype read only by host nodes (a 16-bit gradient summed
+  // into an f32 accumulator on the host) runs on the host instead, so the narrow
+  // value crosses PCIe (users are decided first: nodes are visited in reverse order).
+  bool widensForTheHost(const Node& n) const {
+    if (n.onHost() || n.op() != "Cast" || n.output(0)->users().empty() ||
+        dtypeSize(n.output(0)->dtype()) <= dtypeSize(n.input(0)->dtype()))
+      return false;
+    if (std::find(g_.outputs().begin(), g_.outputs().end(), n.output(0)) != g_.outputs().end())
+      return false;
+    for (const Node* user : n.output(0)->users())
+      if (!user->onHost()) return false;
+    return true;
   }
 
   // A host node that only rearranges bytes (a bucket's unpacking) for device readers

@@ -4,7 +4,8 @@
 // Guarantees: optimizer state (role optstate: fp32 master shards, moments, gradient
 // accumulators) lives in host memory, and every node that reads or updates it runs
 // on the host (Node::onHost): the update, the accumulation of gradient shards, their
-// reset, and the rounding of updated masters to 16 bits. A device value a host node
+// reset, and the rounding of updated masters to 16 bits, and a widening Cast only
+// host nodes read (so 16-bit gradients cross PCIe). A device value a host node
 // reads arrives through a Copy{to = "host"} node (gradients down, once per value),
 // a host value a device node reads, or a device state a host value updates, through
 // a Copy{to = "device"} (parameters up). Collectives stay on the device. The

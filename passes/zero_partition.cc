@@ -186,19 +186,23 @@ class ZeroBuilder {
     return g_.nextNode(last);
   }
 
-  // Stage 0: every rank gets the summed gradients of the bucket.
-  // The bucket's gradients packed into `elements` for a reduction, in f32 when
-  // communication_data_type asks for it.
+  // The bucket's gradients packed into `elements` for a reduction, in the dtype
+  // they are communicated in, as DeepSpeed casts to communication_data_type: f32
+  // when it asks, else the parameters' dtype (f32 accumulators of 16-bit gradients
+  // are rounded back). At one rank nothing is communicated, so nothing is cast.
   Value* commBuffer(const Bucket& b, int64_t elements, const std::string& name, Node* before) {
     Value* flat = flatBuffer(g_, b.grads, elements, name + "/grads", before);
-    if (!o_.communicate_in_f32 || isF32(flat)) return flat;
-    Value* wide = g_.addNode("Cast", {flat}, {{"to", std::string("f32")}},
-                             {g_.uniqueName(name + "/grads_f32")}, name + "/widen", before)
+    const DType wire = o_.communicate_in_f32 ? DType::F32 : b.params.front()->dtype();
+    if (o_.world_size == 1 || flat->dtype() == wire) return flat;
+    Value* cast = g_.addNode("Cast", {flat}, {{"to", std::string(dtypeName(wire))}},
+                             {g_.uniqueName(name + "/grads_" + std::string(dtypeName(wire)))},
+                             name + "/to_" + std::string(dtypeName(wire)), before)
                       ->output(0);
-    wide->setRole(Role::CommBuffer);
-    return wide;
+    cast->setRole(Role::CommBuffer);
+    return cast;
   }
 
+  // Stage 0: every rank gets the summed gradients of the bucket.
   std::vector<ParamGrad> allReduce(const Bucket& b, const std::string& name, Node* before) {
     Value* flat = commBuffer(b, b.elements, name, before);
     Value* sum = g_.addNode("AllReduce", {flat}, {{"world_size", o_.world_size}},

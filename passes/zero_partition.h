@@ -10,7 +10,9 @@
 //  * Parameters with gradients are grouped, in declaration order, into buckets of
 //    at most `reduce_bucket_elements` (stage 3: `prefetch_bucket_elements`)
 //    elements. A bucket's gradients are flattened into one communication buffer
-//    (Reshape, Concat; role comm), reduced, and the reduction is placed right after
+//    (Reshape, Concat; role comm; on several ranks cast to the communication dtype:
+//    f32 with `communicate_in_f32`, else the parameters' dtype), reduced, and the
+//    reduction is placed right after
 //    the bucket's last gradient is produced, so full gradients die early — except at
 //    stages 0 and 1 with accumulation, where full gradients accumulate over the
 //    micro-steps and are reduced once, in the optimizer step.

@@ -67,11 +67,13 @@ std::map<std::string, Tensor> wholeTensorsOf(const CheckpointInfo& info) {
   return whole;
 }
 
-// Whole tensor `name` as `type`: saved whole tensors come back flat.
+// Whole tensor `name` as `type`: saved whole tensors come back flat. A gradient
+// accumulator is zero between steps, whatever dtype another plan summed it in
+// (data_types.grad_accum_dtype differs between stages 0 and 1 for bf16).
 Tensor asType(const std::map<std::string, Tensor>& whole, const std::string& name,
               const TensorType& type) {
   auto it = whole.find(name);
-  if (it == whole.end()) return Tensor(type);  // an accumulator (checked at read)
+  if (it == whole.end() || isAccumulator(name)) return Tensor(type);
   DS_CHECK(it->second.dtype() == type.dtype && it->second.numel() == type.numel(), "checkpoint: '",
            name, "' is ", it->second.type().toString(), ", the plan needs ", type.toString());
   return Tensor(type,

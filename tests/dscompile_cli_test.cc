@@ -217,6 +217,9 @@ TEST(DsConfig, CommunicationDataTypeReducesInFp32OrTheGradientsDtype) {
   EXPECT_EQ(parse(R"({"bf16": {"enabled": true}, "communication_data_type": "fp16"})").warnings,
             std::vector<std::string>{"communication_data_type: reducing bf16 gradients in fp16 "
                                      "is not implemented by dscompile; they are reduced in bf16"});
+  EXPECT_TRUE(parse(R"({"communication_data_type": "FP32"})").communicate_in_fp32);
+  EXPECT_EQ(configError(R"({"gradient_predivide_factor": 0})"),
+            "cfg.json: gradient_predivide_factor: must be a number > 0, is 0");
   EXPECT_EQ(configError(R"({"communication_data_type": "float32"})"),
             "cfg.json: communication_data_type: must be fp32, fp16, bf16 or null, is "
             "\"float32\"");
@@ -274,6 +277,8 @@ TEST(DsConfig, GradAccumDtypeTakesDeepSpeedsSpellings) {
   EXPECT_EQ(dtype("bf16", "bfloat16"), "bf16");
   EXPECT_EQ(dtype("fp16", "half"), "fp16");
   EXPECT_FALSE(parseDsConfig(R"({"bf16": {"enabled": true}})", "cfg.json").grad_accum_dtype);
+  EXPECT_FALSE(
+      parseDsConfig(R"({"data_types": {"grad_accum_dtype": null}})", "cfg.json").grad_accum_dtype);
   EXPECT_EQ(configError(R"({"data_types": {"grad_accum_dtype": "fp8"}})"),
             "cfg.json: data_types.grad_accum_dtype: must be fp32, fp16 or bf16, is \"fp8\"");
   EXPECT_EQ(configError(R"({"data_types": {"grad_accum_dtype": "bf16"}})"),

@@ -72,10 +72,27 @@ TEST(GradAccumDtype, Bf16WithoutZeroAccumulatesInF32AsDeepSpeedDoes) {
   ASSERT_EQ(stage2.metrics.size(), 5u);
   EXPECT_EQ(f32_sums.values("loss"), stage2.values("loss"));
   EXPECT_TRUE(f32_sums.exported == stage2.exported) << "stage 0 sums as stage 2 does";
-  // Asked for bf16 sums, stage 0 rounds each sum to bf16: another training.
-  const std::string bf16_plan = compile(config("bf16", 0, "bfloat16"), "bf16_z0_bf16");
-  EXPECT_EQ(accumulatorDtypes(bf16_plan), std::set<DType>{DType::BF16});
-  EXPECT_FALSE(train(bf16_plan, "bf16_z0_bf16").exported == stage2.exported);
+  // With ZeRO-1, DeepSpeed's default is bf16 sums, each rounded: another training.
+  const std::string stage1 = compile(config("bf16", 1), "bf16_z1");
+  EXPECT_EQ(accumulatorDtypes(stage1), std::set<DType>{DType::BF16});
+  EXPECT_FALSE(train(stage1, "bf16_z1").exported == stage2.exported);
+}
+
+// Without ZeRO, DeepSpeed refuses bf16 sums of bf16 gradients and fp32 sums of fp16
+// ones; so does dscompile, whichever way the stage is set.
+TEST(GradAccumDtype, MixesDeepSpeedRefusesWithoutZeroAreOneLineErrors) {
+  auto refused = [](const nlohmann::json& c, const std::string& tag, const std::string& flags) {
+    const std::string path = test::scratch("grad_accum_" + tag + ".json");
+    test::writeFile(path, c.dump());
+    return test::tool("dscompile",
+                      mlpModel() + " --loss cross_entropy --config " + path + " " + flags);
+  };
+  test::expectOneLineError(refused(config("bf16", 0, "bf16"), "refused_bf16", ""),
+                           "data_types.grad_accum_dtype: bf16 accumulation needs ZeRO (stage 1-3)");
+  test::expectOneLineError(refused(config("fp16", 1, "fp32"), "refused_fp16", "--zero 0"),
+                           "data_types.grad_accum_dtype: fp32 accumulation of fp16 gradients "
+                           "needs ZeRO (stage 1-3), as in DeepSpeed");
+  EXPECT_EQ(refused(config("fp16", 1, "fp32"), "allowed_fp16", "").exit_code, 0);
 }
 
 TEST(GradAccumDtype, Fp32AccumulationAtStageOneTrainsAsStageTwo) {
@@ -89,13 +106,57 @@ TEST(GradAccumDtype, Fp32AccumulationAtStageOneTrainsAsStageTwo) {
   EXPECT_TRUE(stage1.exported == stage2.exported);
 }
 
-// The dtype of a plan's gradient reductions (rank 0's ReduceScatter inputs).
+// Under optimizer offload the accumulators live on the host: the widening runs
+// there, so only 16-bit tensors cross PCIe, and training is the same as on the
+// device.
+TEST(GradAccumDtype, OffloadedF32AccumulatorsGetSixteenBitGradients) {
+  nlohmann::json c = config("bf16", 1, "fp32");
+  const std::string device = compile(c, "offload_device", 2);
+  c["zero_optimization"]["offload_optimizer"] = {{"device", "cpu"}};
+  const std::string host = compile(c, "offload_host", 2);
+  const PlanFile plan = readPlanFile(host);
+  int copies = 0;
+  for (const planpb::Step& s : plan.plan.ranks(0).steps()) {
+    if (s.op() != "Copy") continue;
+    const planpb::TensorInfo& t = plan.plan.tensors(s.inputs(0));
+    if (t.shape_size() == 0) continue;  // scalars: the norm, the learning rate
+    ++copies;
+    EXPECT_EQ(static_cast<DType>(t.dtype()), DType::BF16) << s.node();
+  }
+  EXPECT_GT(copies, 0);
+  const test::TrainedRun a = train(device, "offload_device"), b = train(host, "offload_host");
+  EXPECT_EQ(b.values("loss"), a.values("loss"));
+  EXPECT_TRUE(b.exported == a.exported);
+}
+
+// bf16 accumulators are f32 at stage 0 and bf16 at stage 1: a checkpoint of one
+// resumes on the other (accumulators are zero between steps), and the resumed
+// step's loss, computed before its update, is the uninterrupted run's.
+TEST(GradAccumDtype, CheckpointsResumeAcrossAccumulatorDtypes) {
+  const std::string stage1 = compile(config("bf16", 1), "resume_z1");
+  const std::string stage0 = compile(config("bf16", 0), "resume_z0");
+  const test::TrainedRun whole = test::trainPlan(stage1, "grad_accum_resume_whole", 3, 0.31);
+  const std::string dir = test::freshDir("grad_accum_resume");
+  auto r =
+      test::tool("dsrun", stage1 + test::writeFeedData(stage1, "grad_accum_resume_head", 32, 0.31) +
+                              " --steps 2 --save " + dir);
+  ASSERT_EQ(r.exit_code, 0) << r.output;
+  const test::TrainedRun tail =
+      test::trainPlan(stage0, "grad_accum_resume_tail", 3, 0.31, " --resume " + dir);
+  ASSERT_EQ(tail.metrics.size(), 1u);
+  EXPECT_EQ(tail.values("loss").front(), whole.values("loss").back());
+}
+
+// The dtypes of a plan's gradient reductions (rank 0's AllReduce and ReduceScatter
+// inputs; the gradient norm's scalar AllReduce left out).
 std::set<DType> reductionDtypes(const std::string& plan_path) {
   std::set<DType> dtypes;
   const PlanFile plan = readPlanFile(plan_path);
-  for (const planpb::Step& s : plan.plan.ranks(0).steps())
-    if (s.op() == "ReduceScatter")
-      dtypes.insert(static_cast<DType>(plan.plan.tensors(s.inputs(0)).dtype()));
+  for (const planpb::Step& s : plan.plan.ranks(0).steps()) {
+    const planpb::TensorInfo& in = plan.plan.tensors(s.inputs(0));
+    if ((s.op() == "ReduceScatter" || s.op() == "AllReduce") && in.shape_size() > 0)
+      dtypes.insert(static_cast<DType>(in.dtype()));
+  }
   return dtypes;
 }
 
@@ -114,6 +175,15 @@ TEST(CommunicationDataType, Fp32ReductionsOnTwoRanksTrainAsOneRankAccumulatingIn
   const test::TrainedRun bf16_reduced =
       train(compile(config("bf16", 2, "", 1), "comm_bf16", 2), "comm_bf16");
   EXPECT_FALSE(bf16_reduced.exported == one_rank.exported);
+}
+
+// bf16 at stage 0 accumulates in f32 but, as DeepSpeed, reduces in the
+// communication dtype: bf16 by default, f32 when asked.
+TEST(CommunicationDataType, AccumulatedGradientsAreReducedInTheCommunicationDtype) {
+  nlohmann::json c = config("bf16", 0);
+  EXPECT_EQ(reductionDtypes(compile(c, "comm_z0_default", 2)), std::set<DType>{DType::BF16});
+  c["communication_data_type"] = "fp32";
+  EXPECT_EQ(reductionDtypes(compile(c, "comm_z0_fp32", 2)), std::set<DType>{DType::F32});
 }
 
 }  // namespace
