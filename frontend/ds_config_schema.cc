@@ -28,6 +28,8 @@ struct Key {
   // kIgnored: the value (JSON text; DeepSpeed's default, mostly) that asks for
   // dscompile's behaviour, so needs no warning; nullptr: none.
   const char* same_as = nullptr;
+  // kIgnored: what dscompile offers instead, appended to the warning; nullptr: none.
+  const char* instead = nullptr;
 };
 
 // An ignored key whose value asks for nothing dscompile lacks.
@@ -188,7 +190,14 @@ const std::vector<Key>& topKeys() {
       {"zero_force_ds_cpu_optimizer", Type::Bool, kInherent},
       {"memory_breakdown", Type::Bool, kIgnored, kNoAuto, {}, "false"},
       {"amp", Type::Object, kIgnored},
-      {"activation_checkpointing", Type::Object, kIgnored},
+      {"activation_checkpointing",
+       Type::Object,
+       kIgnored,
+       kNoAuto,
+       {},
+       nullptr,
+       "it configures DeepSpeed's checkpoint() API, which an ONNX graph cannot call: "
+       "dscompile --checkpoint-activations recomputes activations"},
       {"flops_profiler", Type::Object, kIgnored},
       {"tensorboard", Type::Object, kIgnored},
       {"wandb", Type::Object, kIgnored},
@@ -250,7 +259,8 @@ void validate(const json& obj, const std::vector<Key>& keys, const std::string& 
     DS_CHECK(it != keys.end(), here, ": unknown DeepSpeed config key", suggestion(name, keys));
     if (it->implemented == kIgnored) {
       if (!asksNothingMissing(*it, value))
-        warnings.push_back(here + ": not implemented by dscompile, ignored");
+        warnings.push_back(here + ": not implemented by dscompile, ignored" +
+                           (it->instead ? std::string("; ") + it->instead : ""));
       continue;
     }
     if (it->allows_auto && value.is_string() && value == "auto") continue;

@@ -6,6 +6,7 @@
 //    threads sharing one GPU) and at world size 1 over NCCL; fp32 within 1e-4;
 //  * fp16 (dynamic loss scaling) and bf16 plans: loss within 1% per step;
 //  * optimizer and parameter offload (host steps and copies on their own streams);
+//  * activation checkpointing (recomputed segments);
 //  * CUDA graphs on and off give the same training.
 // And the device memory the executor holds against the plan's prediction.
 // Without a GPU every test skips at once (their CPU halves alone would cost CI
@@ -84,7 +85,7 @@ enum class Offload { None, Optimizer, Params, Both };
 // precision: "fp32", "fp16" or "bf16"; small buckets so that every stage packs,
 // pads and re-gathers.
 std::string compilePlan(const Model& m, int stage, int world, const std::string& precision,
-                        Offload offload = Offload::None) {
+                        Offload offload = Offload::None, const std::string& flags = "") {
   nlohmann::json config = {
       {"train_micro_batch_size_per_gpu", m.micro},
       {"optimizer",
@@ -104,11 +105,12 @@ std::string compilePlan(const Model& m, int stage, int world, const std::string&
     config["zero_optimization"]["offload_param"] = {{"device", "cpu"}};
   const std::string tag = "cuda_" + m.name + "_z" + std::to_string(stage) + "_n" +
                           std::to_string(world) + "_" + precision + "_off" +
-                          std::to_string(static_cast<int>(offload));
+                          std::to_string(static_cast<int>(offload)) + (flags.empty() ? "" : "_f");
   const std::string json = test::scratch(tag + ".json"), plan = test::scratch(tag + ".plan");
   test::writeFile(json, config.dump());
-  auto r = test::tool("dscompile", m.onnx + " --loss cross_entropy --gpus " +
-                                       std::to_string(world) + " --config " + json + " -o " + plan);
+  auto r =
+      test::tool("dscompile", m.onnx + " --loss cross_entropy --gpus " + std::to_string(world) +
+                                  " --config " + json + " -o " + plan + " " + flags);
   EXPECT_EQ(r.exit_code, 0) << r.output;
   return plan;
 }
@@ -241,6 +243,21 @@ TEST(CudaTraining, ParameterOffloadMatchesTheCpu) {
   std::string plan = compilePlan(cnn, 3, 1, "fp16", Offload::Both);
   expectSameTraining(dsrun(cnn, plan, "--backend cuda"), dsrun(cnn, plan, "--backend cpu"), 0.01,
                      0);
+}
+
+// Activation checkpointing: backward's recomputed copies (a one-output training
+// BatchNorm among them) on the GPU, fp32 within 1e-4 of the CPU, fp16 within 1%.
+TEST(CudaTraining, RecomputedActivationsMatchTheCpu) {
+  SKIP_WITHOUT_GPU();
+  for (const Model& m : models()) {
+    SCOPED_TRACE(m.name);
+    std::string plan = compilePlan(m, 0, 1, "fp32", Offload::None, "--checkpoint-activations");
+    expectSameTraining(dsrun(m, plan, "--backend cuda"), dsrun(m, plan, "--backend cpu"), 1e-4,
+                       1e-4);
+    plan = compilePlan(m, 3, 2, "fp16", Offload::None, "--checkpoint-activations");
+    expectSameTraining(dsrun(m, plan, "--backend cuda --device-comm local"),
+                       dsrun(m, plan, "--backend cpu"), 0.01, 0);
+  }
 }
 
 // Replaying the captured step runs the same kernels on the same data: the same

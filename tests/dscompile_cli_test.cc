@@ -166,6 +166,14 @@ TEST(DsConfig, RealButUnimplementedKeysWarnAndAreIgnored) {
   EXPECT_TRUE(c.offload_param);
   EXPECT_EQ(c.warnings, std::vector<std::string>{
                             "wall_clock_breakdown: not implemented by dscompile, ignored"});
+  // DeepSpeed's checkpointing section configures an API; the warning says what to use.
+  EXPECT_EQ(
+      parseDsConfig(R"({"activation_checkpointing": {"partition_activations": true}})", "cfg.json")
+          .warnings,
+      std::vector<std::string>{
+          "activation_checkpointing: not implemented by dscompile, ignored; it configures "
+          "DeepSpeed's checkpoint() API, which an ONNX graph cannot call: dscompile "
+          "--checkpoint-activations recomputes activations"});
 }
 
 // No warning where a key asks for what dscompile does anyway: DeepSpeed's default
