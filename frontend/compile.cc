@@ -194,8 +194,9 @@ PassRunOptions passOptions(const CompileOptions& o) {
 }
 
 // Loss, reverse-mode gradients of every parameter, the optimizer step and the
-// BatchNorm statistics updates, verified.
-void addTraining(Graph& g, const CompileOptions& o, const DsConfig& config) {
+// BatchNorm statistics updates, verified; `notes` gets the choices made for the user.
+void addTraining(Graph& g, const CompileOptions& o, const DsConfig& config,
+                 std::vector<std::string>* notes) {
   learningRate(config.raw, 1);  // rejects bad schedules now, naming the key
   if (o.freeze_bn) freezeBatchNorm(g);
   Value* loss = addLoss(g, {.kind = *o.loss, .label = o.label, .output = o.loss_output});
@@ -219,7 +220,15 @@ void addTraining(Graph& g, const CompileOptions& o, const DsConfig& config) {
   const Node* last_forward = g.nodes().back().get();
   auto grads = buildGradients(g, seed, params);
   runPasses(g, {"fuse-relu-grad"}, passOptions(o));
-  if (o.checkpoint_activations) recomputeActivations(g, last_forward);
+  if (o.checkpoint_activations) {
+    const RecomputeResult r = recomputeActivations(g, last_forward);
+    notes->push_back(
+        r.segments == 0
+            ? std::string("--checkpoint-activations: no segment to recompute (the forward has "
+                          "too few points where one activation alone is live); nothing changes")
+            : "--checkpoint-activations: backward recomputes " + std::to_string(r.segments) +
+                  " segments (" + std::to_string(r.copied_nodes) + " nodes)");
+  }
   ZeroPartition partition = partitionForZero(g, grads, last_forward, zero);
   auto next = addOptimizer(g, partition.updates, optimizerOptions(config),
                            partition.shard_world_size, scaling);
@@ -305,7 +314,7 @@ Compilation compile(const CompileOptions& o) {
     CompileOptions training = o;
     training.loss = loss->first;
     training.loss_output = loss->second;
-    addTraining(*out.graph, training, out.config);
+    addTraining(*out.graph, training, out.config, &out.notes);
   }
 
   // Stage 4: static memory plan for the arena.

@@ -19,32 +19,38 @@ bool isTrainingBatchNorm(const Node* n) {
 class Recompute {
  public:
   Recompute(Graph& g, const Node* last_forward) : g_(g) {
+    size_t position = 0;
     bool in_forward = true;
     for (const auto& n : g.nodes()) {
-      order_[n.get()] = order_.size();
+      order_[n.get()] = position++;
       if (in_forward) forward_.push_back(n.get());
       in_forward = in_forward && n.get() != last_forward;
     }
+    forward_end_ = order_.at(forward_.back());
     for (const Value* v : g.outputs()) pinned_.insert(v);
+    // (BatchNorm's running statistics are bound to state updates later; a state
+    // update made before this pass would be pinned the same way.)
     for (const Graph::StateUpdate& u : g.stateUpdates()) pinned_.insert(u.next);
     markActivations();
   }
 
-  size_t run() {
-    const std::vector<size_t> ends = checkpoints();
-    size_t begin = 0, copied = 0;
-    for (size_t end : ends) {
-      copied += recomputeSegment(begin, end);
+  RecomputeResult run() {
+    RecomputeResult result;
+    size_t begin = 0;
+    for (size_t end : checkpoints()) {
+      const size_t copied = recomputeSegment(begin, end);
+      result.copied_nodes += copied;
+      result.segments += copied > 0;
       begin = end + 1;
     }
-    return copied;
+    return result;
   }
 
  private:
   // A node of the forward (copies are neither forward nor in order_).
   bool isForward(const Node* n) const {
     auto it = order_.find(n);
-    return it != order_.end() && it->second <= order_.at(forward_.back());
+    return it != order_.end() && it->second <= forward_end_;
   }
 
   // Activations: forward values that depend on a feed (weights' casts do not).
@@ -80,7 +86,7 @@ class Recompute {
     for (size_t i = 0; i < forward_.size(); ++i)
       for (const Value* v : forward_[i]->inputs())
         if (v && activation_.count(v)) last_read[v] = i;
-    std::set<const Value*> live;
+    std::unordered_set<const Value*> live;
     std::vector<size_t> out;
     for (size_t i = 0; i < forward_.size(); ++i) {
       for (const Value* v : forward_[i]->inputs())
@@ -111,21 +117,41 @@ class Recompute {
         bytes = 0;
       }
     }
+    // The last segment is not recomputed: it must hold a share too, or the segment
+    // before it (the logits, when only the loss scaling follows the last cut) would
+    // be recomputed right where its backward starts, saving nothing.
+    while (!chosen.empty()) {
+      int64_t tail = 0;
+      for (size_t i = chosen.back() + 1; i < forward_.size(); ++i)
+        tail += backwardBytes(forward_[i]);
+      if (tail >= share) break;
+      chosen.pop_back();
+    }
     return chosen;
   }
 
+  // Not Dropout (its mask is drawn per node name), nor a node making a graph output
+  // or state update, nor one reading weights larger than what it makes (an
+  // embedding lookup): keeping its output costs less than keeping the weights (at
+  // ZeRO-3, gathered) alive until backward for the copy.
   bool recomputable(const Node* n) const {
-    if (n->op() == "Dropout") return false;  // its mask is drawn per node name
-    for (const Value* v : n->outputs())
+    if (n->op() == "Dropout") return false;
+    int64_t made = 0, weights = 0;
+    for (const Value* v : n->outputs()) {
       if (pinned_.count(v)) return false;
-    return true;
+      made += static_cast<int64_t>(v->type().bytes());
+    }
+    for (const Value* v : n->inputs())
+      if (v && !activation_.count(v)) weights = std::max<int64_t>(weights, v->type().bytes());
+    return weights <= made;
   }
 
-  // Recomputes what backward reads of forward_[begin..end], but the checkpoint that
-  // closes it (forward_[end]'s outputs, read by the next segment).
+  // Recomputes what backward reads of the values forward_[begin, end) make; the
+  // segment's checkpoint, the one activation the next segment reads, is made by
+  // forward_[end] or earlier and kept.
   size_t recomputeSegment(size_t begin, size_t end) {
     std::unordered_set<const Node*> segment(forward_.begin() + static_cast<long>(begin),
-                                            forward_.begin() + static_cast<long>(end) + 1);
+                                            forward_.begin() + static_cast<long>(end));
     std::vector<Value*> saved;
     Node* first_reader = nullptr;
     for (size_t i = begin; i < end; ++i) {
@@ -194,8 +220,10 @@ class Recompute {
   // A constant standing in for a running statistic of `like`'s type (one per type
   // and value).
   Value* statisticPlaceholder(const Value* like, double value) {
-    const std::string name = "recompute/statistic_" + std::string(dtypeName(like->dtype())) + "_" +
-                             std::to_string(like->type().numel()) + (value == 0 ? "_0" : "_1");
+    std::string shape;
+    for (int64_t d : like->shape()) shape += "_" + std::to_string(d);
+    const std::string name = "recompute/statistic_" + std::string(dtypeName(like->dtype())) +
+                             shape + (value == 0 ? "_zeros" : "_ones");
     if (Value* existing = g_.findValue(name)) return existing;
     std::vector<double> values(static_cast<size_t>(like->type().numel()), value);
     return g_.addConstant(name, Tensor::fromDoubles(like->dtype(), like->shape(), values));
@@ -204,12 +232,13 @@ class Recompute {
   Graph& g_;
   std::vector<Node*> forward_;
   std::unordered_map<const Node*, size_t> order_;
+  size_t forward_end_ = 0;  // order_ of the last forward node
   std::unordered_set<const Value*> activation_, pinned_;
 };
 
 }  // namespace
 
-size_t recomputeActivations(Graph& g, const Node* last_forward) {
+RecomputeResult recomputeActivations(Graph& g, const Node* last_forward) {
   return Recompute(g, last_forward).run();
 }
 
