@@ -164,7 +164,10 @@ const std::vector<Key>& topKeys() {
        kUsed,
        kNoAuto,
        {{"enabled", Type::Bool, kUsed, kAuto},
-        {"auto_cast", Type::Bool, kIgnored, kNoAuto, {}, "false"},
+        // true: float inputs are cast to fp16; false: the user feeds fp16. Either
+        // way the model computes on fp16 inputs, which mixed precision's input Cast
+        // gives it.
+        {"auto_cast", Type::Bool, kInherent},
         {"loss_scale", Type::Number, kUsed},
         {"initial_scale_power", Type::Int, kUsed},
         {"loss_scale_window", Type::Int, kUsed},

@@ -211,6 +211,9 @@ TEST(DsConfig, KeysAskingForWhatDscompileDoesDoNotWarn) {
   EXPECT_TRUE(
       parseDsConfig(R"({"prescale_gradients": true, "gradient_predivide_factor": 4})", "cfg.json")
           .warnings.empty());
+  // fp16.auto_cast casts float inputs to fp16, as mixed precision's input Cast does.
+  EXPECT_TRUE(parseDsConfig(R"({"fp16": {"enabled": true, "auto_cast": true}})", "cfg.json")
+                  .warnings.empty());
 }
 
 // communication_data_type: fp32 reductions, or the gradients' own dtype; another
