@@ -315,6 +315,10 @@ Compilation compile(const CompileOptions& o) {
     training.loss = loss->first;
     training.loss_output = loss->second;
     addTraining(*out.graph, training, out.config, &out.notes);
+  } else if (o.checkpoint_activations) {
+    out.notes.push_back(
+        "--checkpoint-activations: a forward plan has no backward to "
+        "recompute for; ignored");
   }
 
   // Stage 4: static memory plan for the arena.

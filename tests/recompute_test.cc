@@ -116,6 +116,26 @@ TEST(Recompute, TrainsBitForBitAsWithoutIt) {
     }
 }
 
+// dscompile says what it recomputes, or that a forward plan has nothing to.
+TEST(Recompute, DscompileSaysWhatItRecomputes) {
+  const std::string path = test::scratch("recompute_note.json");
+  test::writeFile(path, R"({"train_micro_batch_size_per_gpu": 4})");
+  const Model& gpt = models().back();
+  auto r = test::tool("dscompile", gpt.onnx +
+                                       " --loss cross_entropy --checkpoint-activations "
+                                       "--config " +
+                                       path);
+  ASSERT_EQ(r.exit_code, 0) << r.output;
+  EXPECT_TRUE(test::contains(r.output, "note: --checkpoint-activations: backward recomputes "))
+      << r.output;
+  r = test::tool("dscompile", gpt.onnx + " --checkpoint-activations --config " + path);
+  ASSERT_EQ(r.exit_code, 0) << r.output;
+  EXPECT_TRUE(test::contains(r.output,
+                             "note: --checkpoint-activations: a forward plan has no "
+                             "backward to recompute for; ignored"))
+      << r.output;
+}
+
 // The GPT's activations dominate its arena at this size: recomputation keeps less.
 TEST(Recompute, KeepsLessActivationMemory) {
   const nlohmann::json config = {{"train_micro_batch_size_per_gpu", 64},
