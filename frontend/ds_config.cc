@@ -8,6 +8,7 @@
 
 #include "frontend/ds_config_schema.h"
 #include "ir/error.h"
+#include "runtime/lr_schedule.h"
 
 namespace ds {
 namespace {
@@ -87,10 +88,8 @@ void readTypes(const json& root, DsConfig& c) {
   if (auto sch = root.find("scheduler"); sch != root.end()) {
     DS_CHECK(sch->contains("type"), "scheduler.type: missing");
     std::string type = (*sch)["type"].get<std::string>();
-    const std::set<std::string> known = {"WarmupLR", "WarmupDecayLR", "WarmupCosineLR", "OneCycle"};
-    DS_CHECK(known.count(type), "scheduler.type: '", type,
-             "' is not supported by dscompile (supported: WarmupLR, WarmupDecayLR, WarmupCosineLR, "
-             "OneCycle)");
+    DS_CHECK(supportsScheduler(type), "scheduler.type: '", type,
+             "' is not supported by dscompile (supported: ", supportedSchedulers(), ")");
     c.scheduler = type;
   }
 }

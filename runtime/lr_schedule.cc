@@ -59,6 +59,11 @@ const std::map<std::string, json>& schedulerDefaults() {
         {"cycle_min_mom", 0.8},
         {"cycle_max_mom", 0.9},
         {"decay_mom_rate", 0.0}}},
+      {"LRRangeTest",
+       {{"lr_range_test_min_lr", 0.001},
+        {"lr_range_test_step_size", 2000},
+        {"lr_range_test_step_rate", 1.0},
+        {"lr_range_test_staircase", false}}},
   };
   return defaults;
 }
@@ -171,6 +176,14 @@ bool isZero(double v) {
   return v == 0.0;
 }
 
+// LRRangeTest: min_lr x (1 + step_rate x interval), the interval (it + 1) / step_size,
+// floored when staircase; the constructor's min_lr at it = -1 is the same formula.
+double lrRangeTestLr(const json& p, int64_t it) {
+  double interval = static_cast<double>(it + 1) / num(p, "lr_range_test_step_size");
+  if (p.at("lr_range_test_staircase").get<bool>()) interval = std::floor(interval);
+  return num(p, "lr_range_test_min_lr") * (1 + num(p, "lr_range_test_step_rate") * interval);
+}
+
 double oneCycleLr(const json& p, int64_t it) {
   double lo = num(p, "cycle_min_lr"), hi = num(p, "cycle_max_lr");
   if (it < 0) return lo;
@@ -202,11 +215,21 @@ std::string schedulerType(const json& config) {
   if (!config.contains("scheduler")) return "";
   std::string type = config["scheduler"].value("type", std::string());
   DS_CHECK(schedulerDefaults().count(type), "scheduler.type: '", type,
-           "' is not supported (supported: WarmupLR, WarmupDecayLR, WarmupCosineLR, OneCycle)");
+           "' is not supported by dscompile (supported: ", supportedSchedulers(), ")");
   return type;
 }
 
 }  // namespace
+
+bool supportsScheduler(const std::string& type) {
+  return schedulerDefaults().count(type) > 0;
+}
+
+std::string supportedSchedulers() {
+  std::string out;
+  for (const auto& [type, defaults] : schedulerDefaults()) out += (out.empty() ? "" : ", ") + type;
+  return out;
+}
 
 double baseLearningRate(const json& config) {
   return baseLr(config);
@@ -228,6 +251,7 @@ double learningRate(const json& config, int64_t step) {
   if (type == "WarmupLR") return warmupLr(p, it, false);
   if (type == "WarmupDecayLR") return warmupLr(p, it, true);
   if (type == "WarmupCosineLR") return warmupCosineLr(p, baseLr(config), it);
+  if (type == "LRRangeTest") return lrRangeTestLr(p, it);
   return oneCycleLr(p, it);
 }
 

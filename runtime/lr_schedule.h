@@ -1,6 +1,6 @@
 // Learning-rate (and momentum) schedules as DeepSpeed defines them
 // (deepspeed/runtime/lr_schedules.py: WarmupLR, WarmupDecayLR, WarmupCosineLR,
-// OneCycle), evaluated on the host once per optimizer step from the plan's
+// OneCycle, LRRangeTest), evaluated on the host once per optimizer step from the plan's
 // effective config.
 //
 // Step timing: DeepSpeed's engine calls scheduler.step() after each optimizer
@@ -21,6 +21,10 @@ namespace ds {
 // scheduler.params with every default filled in and "auto" resolved (documented
 // in docs/training.md); errors name the key path. Empty when there is no scheduler.
 nlohmann::json resolvedSchedulerParams(const nlohmann::json& config);
+
+// The scheduler types dscompile implements, comma-separated, for messages.
+std::string supportedSchedulers();
+bool supportsScheduler(const std::string& type);
 
 // optimizer.params.lr (default 1e-3); WarmupCosineLR scales it.
 double baseLearningRate(const nlohmann::json& config);

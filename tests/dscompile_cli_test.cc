@@ -153,8 +153,9 @@ TEST(DsConfig, WrongTypesDuplicatesAndUnsupportedTypesNameTheKeyPath) {
             "cfg.json: zero_optimization.stage: duplicate key");
   EXPECT_TRUE(test::contains(configError(R"({"optimizer": {"type": "Lamb"}})"),
                              "optimizer.type: 'Lamb' is not supported by dscompile"));
-  EXPECT_TRUE(test::contains(configError(R"({"scheduler": {"type": "LRRangeTest"}})"),
-                             "scheduler.type: 'LRRangeTest' is not supported"));
+  EXPECT_EQ(configError(R"({"scheduler": {"type": "CyclicLR"}})"),
+            "cfg.json: scheduler.type: 'CyclicLR' is not supported by dscompile (supported: "
+            "LRRangeTest, OneCycle, WarmupCosineLR, WarmupDecayLR, WarmupLR)");
 }
 
 TEST(DsConfig, RealButUnimplementedKeysWarnAndAreIgnored) {

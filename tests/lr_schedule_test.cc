@@ -46,6 +46,22 @@ TEST(LrSchedule, WarmupDecayLrLinear) {
   EXPECT_DOUBLE_EQ(learningRate(c, 20), 0.0);   // past total: 0
 }
 
+TEST(LrSchedule, LrRangeTest) {
+  // lr = min_lr * (1 + step_rate * interval), interval = (it + 1) / step_size,
+  // floored with staircase; the constructor sets min_lr (it -1: interval 0).
+  json c = withScheduler("LRRangeTest", {{"lr_range_test_min_lr", 0.01},
+                                         {"lr_range_test_step_size", 4},
+                                         {"lr_range_test_step_rate", 2.0}});
+  EXPECT_DOUBLE_EQ(learningRate(c, 1), 0.01);   // it -1
+  EXPECT_DOUBLE_EQ(learningRate(c, 3), 0.02);   // it 1: 1 + 2 * 2/4
+  EXPECT_DOUBLE_EQ(learningRate(c, 11), 0.06);  // it 9: 1 + 2 * 10/4
+  c["scheduler"]["params"]["lr_range_test_staircase"] = true;
+  EXPECT_DOUBLE_EQ(learningRate(c, 3), 0.01);   // floor(2/4) = 0
+  EXPECT_DOUBLE_EQ(learningRate(c, 11), 0.05);  // floor(10/4) = 2
+  // DeepSpeed's defaults: min_lr 1e-3, step_size 2000, step_rate 1.
+  EXPECT_DOUBLE_EQ(learningRate(withScheduler("LRRangeTest", json::object()), 2001), 0.002);
+}
+
 TEST(LrSchedule, WarmupCosineLr) {
   // ratio in warmup: min_ratio + gamma * (1 - min_ratio); after: with
   // last = it - warmup + 1, total' = total - warmup,
