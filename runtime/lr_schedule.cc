@@ -99,6 +99,10 @@ json fillDefaults(const std::string& type, const json& given, const json& config
   }
   for (const auto& [key, value] : p.items())
     DS_CHECK(!value.is_null(), "scheduler.params.", key, ": required by ", type);
+  if (p.contains("lr_range_test_step_size"))  // DeepSpeed divides by it
+    DS_CHECK(p["lr_range_test_step_size"].is_number() && p["lr_range_test_step_size"] > 0,
+             "scheduler.params.lr_range_test_step_size: must be > 0, is ",
+             p["lr_range_test_step_size"].dump());
   if (p.contains("warmup_type"))
     DS_CHECK(p["warmup_type"] == "log" || p["warmup_type"] == "linear",
              "scheduler.params.warmup_type: must be \"log\" or \"linear\", is ",

@@ -60,6 +60,8 @@ TEST(LrSchedule, LrRangeTest) {
   EXPECT_DOUBLE_EQ(learningRate(c, 11), 0.05);  // floor(10/4) = 2
   // DeepSpeed's defaults: min_lr 1e-3, step_size 2000, step_rate 1.
   EXPECT_DOUBLE_EQ(learningRate(withScheduler("LRRangeTest", json::object()), 2001), 0.002);
+  EXPECT_EQ(errorOf(withScheduler("LRRangeTest", {{"lr_range_test_step_size", 0}})),
+            "scheduler.params.lr_range_test_step_size: must be > 0, is 0");
 }
 
 TEST(LrSchedule, WarmupCosineLr) {
