@@ -109,9 +109,13 @@ class Recompute {
     std::vector<size_t> chosen;
     int64_t bytes = 0;
     size_t next = 0;
-    for (size_t cut : candidates) {
+    for (size_t k = 0; k < candidates.size(); ++k) {
+      const size_t cut = candidates[k];
       for (; next <= cut; ++next) bytes += backwardBytes(forward_[next]);
-      if (bytes >= share) {
+      // Of a run of consecutive cuts (a chain: Add then Relu, a pooling), the last:
+      // the Relu stays fused with its Add, and a pooled checkpoint is smaller.
+      const bool chain_goes_on = k + 1 < candidates.size() && candidates[k + 1] == cut + 1;
+      if (bytes >= share && !chain_goes_on) {
         chosen.push_back(cut);
         bytes = 0;
       }

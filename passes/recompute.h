@@ -9,7 +9,8 @@
 //  * The forward is cut into segments at checkpoints: values that are, at their
 //    point of the forward, the only activation later forward nodes still read (the
 //    residual stream between blocks). Of those, about the square root of their
-//    number are chosen, each closing a segment with an equal share of the bytes
+//    number are chosen (of consecutive ones, the last: a Relu stays with its Add,
+//    a pooled checkpoint is smaller), each closing a segment with an equal share of the bytes
 //    backward reads (Chen et al.'s sqrt(n) schedule); the last segment, whose
 //    backward comes first, holds a share too and is not recomputed.
 //  * In every other segment, each value backward reads is made again by a copy of
