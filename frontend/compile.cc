@@ -26,6 +26,20 @@ namespace ds {
 
 namespace {
 
+// DeepSpeed steps an offloaded Adagrad with its CPU Adagrad, which divides the
+// gradient without the weight decay by the root of the sum; dscompile steps
+// torch.optim.Adagrad (DeepSpeed's without offload) either way.
+void warnOffloadedAdagradDecay(DsConfig& c) {
+  if (c.optimizer != "Adagrad" || !c.offload_optimizer || !c.raw.contains("optimizer")) return;
+  const nlohmann::json decay =
+      c.raw["optimizer"].value("params", nlohmann::json::object()).value("weight_decay", 0.0);
+  if (decay.is_number() && decay.get<double>() != 0.0)
+    c.warnings.push_back(
+        "optimizer.params.weight_decay: DeepSpeed's offloaded (CPU) Adagrad divides the "
+        "gradient without weight decay by the root of its sum; dscompile steps "
+        "torch.optim.Adagrad, as DeepSpeed does without offload");
+}
+
 // Command-line flags override the config; the batch arithmetic is then resolved.
 DsConfig effectiveConfig(const CompileOptions& o) {
   DsConfig c = o.config_path ? loadDsConfig(*o.config_path) : DsConfig{};
@@ -61,6 +75,7 @@ DsConfig effectiveConfig(const CompileOptions& o) {
         std::to_string(c.zero_stage));
     c.offload_param = false;
   }
+  warnOffloadedAdagradDecay(c);
   return c;
 }
 
@@ -82,11 +97,13 @@ OptimizerOptions optimizerOptions(const DsConfig& c) {
     o.beta1 = (*betas)[0].get<double>();
     o.beta2 = (*betas)[1].get<double>();
   }
-  o.eps = number("eps", 1e-8);
+  o.eps = number("eps", o.type == "Adagrad" ? 1e-10 : 1e-8);  // the classes' defaults
   o.weight_decay = number("weight_decay", 0.0);
   o.momentum = number("momentum", 0.0);
   o.dampening = number("dampening", 0.0);
   o.nesterov = params.value("nesterov", false);
+  o.lr_decay = number("lr_decay", 0.0);
+  o.initial_accumulator_value = number("initial_accumulator_value", 0.0);
   o.adam_w_mode = params.value("adam_w_mode", true);
   o.bias_correction = params.value("bias_correction", true);
   if (auto clip = c.raw.find("gradient_clipping"); clip != c.raw.end()) {
@@ -107,6 +124,12 @@ nlohmann::json optimizerJson(const DsConfig& c) {
   nlohmann::json p = {{"lr", baseLearningRate(c.raw)}, {"weight_decay", o.weight_decay}};
   if (o.type == "SGD") {
     p.update({{"momentum", o.momentum}, {"dampening", o.dampening}, {"nesterov", o.nesterov}});
+  } else if (o.type == "Lion") {
+    p.update({{"betas", {o.beta1, o.beta2}}});
+  } else if (o.type == "Adagrad") {
+    p.update({{"eps", o.eps},
+              {"lr_decay", o.lr_decay},
+              {"initial_accumulator_value", o.initial_accumulator_value}});
   } else {
     p.update({{"betas", {o.beta1, o.beta2}},
               {"eps", o.eps},

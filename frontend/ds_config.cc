@@ -78,11 +78,14 @@ void readTypes(const json& root, DsConfig& c) {
   if (auto opt = root.find("optimizer"); opt != root.end()) {
     DS_CHECK(opt->contains("type"), "optimizer.type: missing");
     std::string type = (*opt)["type"].get<std::string>();
-    const std::map<std::string, std::string> known = {
-        {"adam", "Adam"}, {"adamw", "AdamW"}, {"sgd", "SGD"}};
+    const std::map<std::string, std::string> known = {{"adam", "Adam"},
+                                                      {"adamw", "AdamW"},
+                                                      {"sgd", "SGD"},
+                                                      {"lion", "Lion"},
+                                                      {"adagrad", "Adagrad"}};
     auto it = known.find(lowered(type));
     DS_CHECK(it != known.end(), "optimizer.type: '", type,
-             "' is not supported by dscompile (supported: Adam, AdamW, SGD)");
+             "' is not supported by dscompile (supported: Adam, AdamW, SGD, Lion, Adagrad)");
     c.optimizer = it->second;
   }
   if (auto sch = root.find("scheduler"); sch != root.end()) {
@@ -94,15 +97,39 @@ void readTypes(const json& root, DsConfig& c) {
   }
 }
 
-// DeepSpeed's OneCycle cycles momentum only for optimizers with betas (Adam, AdamW);
-// for SGD it disables cycle_momentum with a warning, and so does dscompile.
+// The schema accepts the union of the optimizers' params; one that the configured
+// optimizer's class does not take (Lion's eps, Adam's momentum) would fail its
+// constructor in DeepSpeed and changes nothing here: a warning.
+void warnForeignParams(DsConfig& c) {
+  if (!c.raw.contains("optimizer")) return;
+  const std::set<std::string> adam = {"lr",          "betas",           "eps",     "weight_decay",
+                                      "adam_w_mode", "bias_correction", "amsgrad", "torch_adam",
+                                      "fused",       "foreach"};
+  const std::map<std::string, std::set<std::string>> takes = {
+      {"Adam", adam},
+      {"AdamW", adam},
+      {"SGD", {"lr", "momentum", "dampening", "nesterov", "weight_decay", "foreach", "fused"}},
+      {"Lion", {"lr", "betas", "weight_decay"}},
+      {"Adagrad",
+       {"lr", "eps", "weight_decay", "lr_decay", "initial_accumulator_value", "amsgrad",
+        "foreach"}}};
+  const json params = c.raw["optimizer"].value("params", json::object());
+  for (const auto& [key, value] : params.items())
+    if (!takes.at(c.optimizer).count(key))
+      c.warnings.push_back("optimizer.params." + key + ": " + c.optimizer +
+                           " has no such parameter; ignored");
+}
+
+// DeepSpeed's OneCycle cycles momentum only for optimizers with betas (Adam, AdamW,
+// Lion); for SGD and Adagrad it disables cycle_momentum with a warning, and so does
+// dscompile.
 void warnUncycledMomentum(DsConfig& c) {
-  if (c.scheduler != "OneCycle" || c.optimizer != "SGD") return;
+  if (c.scheduler != "OneCycle" || (c.optimizer != "SGD" && c.optimizer != "Adagrad")) return;
   const json params = c.raw["scheduler"].value("params", json::object());
   if (params.value("cycle_momentum", true) == true)
-    c.warnings.push_back(
-        "scheduler.params.cycle_momentum: SGD has no betas, so OneCycle does not cycle its "
-        "momentum (as in DeepSpeed); ignored");
+    c.warnings.push_back("scheduler.params.cycle_momentum: " + c.optimizer +
+                         " has no betas, so OneCycle does not cycle its momentum (as in "
+                         "DeepSpeed); ignored");
 }
 
 // zero_optimization.<key>.device: whether what it names goes to host memory ("cpu",
@@ -206,6 +233,7 @@ DsConfig parseDsConfig(const std::string& text, const std::string& origin) {
       DS_CHECK(f->is_number() && f->get<double>() > 0,
                "gradient_predivide_factor: must be a number > 0, is ", f->dump());
     readTypes(c.raw, c);
+    warnForeignParams(c);
     warnUncycledMomentum(c);
   } catch (const Error& e) {
     throw makeError(origin, ": ", e.what());

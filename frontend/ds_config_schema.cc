@@ -77,6 +77,9 @@ const std::vector<Key>& optimizerParams() {
       {"nesterov", Type::Bool, kUsed},
       {"dampening", Type::Number, kUsed},
       {"fused", Type::Bool, kInherent},
+      {"lr_decay", Type::Number, kUsed},
+      {"initial_accumulator_value", Type::Number, kUsed},
+      {"foreach", Type::Bool, kInherent},  // torch.optim's loop choice: the same math
   };
   return keys;
 }
@@ -156,6 +159,10 @@ const std::vector<Key>& zeroKeys() {
   return keys;
 }
 
+// What the monitors dscompile lacks point to.
+constexpr const char* kUseCsvMonitor =
+    "csv_monitor writes the same events (loss, lr, loss scale) as CSV files";
+
 const std::vector<Key>& topKeys() {
   static const std::vector<Key> keys = {
       {"train_batch_size", Type::Int, kUsed, kAuto},
@@ -216,9 +223,16 @@ const std::vector<Key>& topKeys() {
        "it configures DeepSpeed's checkpoint() API, which an ONNX graph cannot call: "
        "dscompile --checkpoint-activations recomputes activations"},
       {"flops_profiler", Type::Object, kIgnored},
-      {"tensorboard", Type::Object, kIgnored},
-      {"wandb", Type::Object, kIgnored},
-      {"csv_monitor", Type::Object, kIgnored},
+      {"tensorboard", Type::Object, kIgnored, kNoAuto, {}, nullptr, kUseCsvMonitor},
+      {"wandb", Type::Object, kIgnored, kNoAuto, {}, nullptr, kUseCsvMonitor},
+      {"csv_monitor",
+       Type::Object,
+       kUsed,
+       kNoAuto,
+       {{"enabled", Type::Bool, kUsed},
+        {"output_path", Type::String, kUsed},
+        {"job_name", Type::String, kUsed}}},
+      {"comet", Type::Object, kIgnored, kNoAuto, {}, nullptr, kUseCsvMonitor},
       {"comms_logger", Type::Object, kIgnored},
       {"checkpoint", Type::Object, kIgnored},
       {"data_types", Type::Object, kUsed, kNoAuto, {{"grad_accum_dtype", Type::Any, kUsed}}},

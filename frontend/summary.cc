@@ -134,6 +134,23 @@ std::string planCostLines(const Compilation& c) {
   return os.str();
 }
 
+// Bytes of optimizer state per parameter in the ZeRO paper's accounting (its K): the
+// f32 moments — Adam's two, Lion's and Adagrad's one, SGD's momentum buffer when it
+// has momentum — and, in mixed precision, the f32 master weights.
+double optimizerBytesPerParameter(const DsConfig& cfg) {
+  int moments = 1;
+  if (cfg.optimizer == "Adam" || cfg.optimizer == "AdamW") moments = 2;
+  if (cfg.optimizer == "SGD") {
+    const nlohmann::json params =
+        cfg.raw.is_object() && cfg.raw.contains("optimizer")
+            ? cfg.raw["optimizer"].value("params", nlohmann::json::object())
+            : nlohmann::json::object();
+    const nlohmann::json momentum = params.value("momentum", nlohmann::json(0.0));
+    moments = momentum.is_number() && momentum.get<double>() != 0.0 ? 1 : 0;
+  }
+  return 4.0 * moments + (cfg.fp16 || cfg.bf16 ? 4.0 : 0.0);
+}
+
 }  // namespace
 
 std::string formatSummary(const Compilation& c, const std::string& model_path) {
@@ -165,8 +182,7 @@ std::string formatSummary(const Compilation& c, const std::string& model_path) {
      << bytesString(double(arena.peak_live_bytes)) << ", ratio " << ratio << ", "
      << arena.inplace_count << " ops in place)\n";
   const bool mixed = cfg.fp16 || cfg.bf16;
-  const bool adam = cfg.optimizer != "SGD";
-  const StatePrecision precision{mixed ? 2.0 : 4.0, mixed ? 12.0 : adam ? 8.0 : 4.0};
+  const StatePrecision precision{mixed ? 2.0 : 4.0, optimizerBytesPerParameter(cfg)};
   os << "model states  per rank, ZeRO paper's figures for "
      << (mixed ? "mixed-precision " : "fp32 ") << cfg.optimizer << " (" << precision.param_bytes
      << " psi params + " << precision.param_bytes << " psi grads + " << precision.optimizer_bytes

@@ -1,6 +1,6 @@
-// The per-element arithmetic of the optimizer steps, shared by the CPU kernels
-// (kernels/cpu/optimizer.cc, also optimizer offload's host steps) and the CUDA
-// kernels (kernels/cuda/nn.cu), so that every backend computes the same bits.
+// The per-element arithmetic of the optimizer steps (SGD, Adam, Lion, Adagrad), shared by the CPU
+// kernels (kernels/cpu/optimizer.cc, also optimizer offload's host steps) and the CUDA kernels
+// (kernels/cuda/nn.cu), so that every backend computes the same bits.
 //
 // The math type M is the master's: f32 for f32 and mixed-precision plans, as in
 // torch.optim and DeepSpeed's FusedAdam and CPU Adam; f64 for f64 plans. Every
@@ -116,6 +116,73 @@ DS_HOST_DEVICE inline void sgdUpdate(const SgdCoefficients<M>& c, M& p, M* veloc
     d = c.nesterov ? fusedMultiplyAdd(c.momentum, b, d) : b;
   }
   p = fusedMultiplyAdd(-c.lr, d, p);
+}
+
+// One step's Lion scalars (Chen et al. 2023, "Symbolic Discovery of Optimization
+// Algorithms"; DeepSpeed's FusedLion and CPU Lion).
+template <typename M>
+struct LionCoefficients {
+  M b1, one_minus_b1, b2, one_minus_b2, lr;
+  M decay;  // 1 − lr · weight_decay: the decoupled decay's factor
+};
+
+template <typename M>
+DS_HOST_DEVICE inline LionCoefficients<M> lionCoefficients(double lr, double b1, double b2,
+                                                           double weight_decay) {
+  LionCoefficients<M> c;
+  c.b1 = static_cast<M>(b1);
+  c.one_minus_b1 = static_cast<M>(1 - b1);
+  c.b2 = static_cast<M>(b2);
+  c.one_minus_b2 = static_cast<M>(1 - b2);
+  c.lr = static_cast<M>(lr);
+  c.decay = static_cast<M>(1 - lr * weight_decay);
+  return c;
+}
+
+// Lion on one element (p, m) with gradient g (already scaled): the update is the
+// sign of an interpolation of m and g, then m moves toward g with β2. The sign of 0
+// is 0, as the paper's and torch.sign's: a parameter with no gradient and no
+// momentum (an unused embedding row) stays put (DeepSpeed's FusedLion moves it by
+// +lr). p · 1 is p, so no weight decay changes nothing.
+template <typename M>
+DS_HOST_DEVICE inline void lionUpdate(const LionCoefficients<M>& c, M& p, M& m, M g) {
+  const M interpolated = fusedMultiplyAdd(c.b1, m, c.one_minus_b1 * g);
+  const M sign = static_cast<M>((interpolated > M(0)) - (interpolated < M(0)));
+  p = fusedMultiplyAdd(-c.lr, sign, p * c.decay);
+  m = fusedMultiplyAdd(c.b2, m, c.one_minus_b2 * g);
+}
+
+// One step's Adagrad scalars (torch.optim.Adagrad, which DeepSpeed's "Adagrad"
+// builds without offload).
+template <typename M>
+struct AdagradCoefficients {
+  M step_size;  // lr / (1 + (step − 1) · lr_decay)
+  M eps, weight_decay;
+  M initial;        // the sum's value before the first step
+  bool first_step;  // the sum starts at `initial`
+};
+
+template <typename M>
+DS_HOST_DEVICE inline AdagradCoefficients<M> adagradCoefficients(double lr, long long step,
+                                                                 double lr_decay, double eps,
+                                                                 double weight_decay,
+                                                                 double initial) {
+  AdagradCoefficients<M> c;
+  c.step_size = static_cast<M>(lr / (1 + static_cast<double>(step - 1) * lr_decay));
+  c.eps = static_cast<M>(eps);
+  c.weight_decay = static_cast<M>(weight_decay);
+  c.initial = static_cast<M>(initial);
+  c.first_step = step <= 1;
+  return c;
+}
+
+// Adagrad on one element (p, sum) with gradient g (already scaled): L2 decay added
+// to the gradient, sum += g², p −= step_size · g / (√sum + ε).
+template <typename M>
+DS_HOST_DEVICE inline void adagradUpdate(const AdagradCoefficients<M>& c, M& p, M& sum, M g) {
+  g = fusedMultiplyAdd(c.weight_decay, p, g);
+  sum = fusedMultiplyAdd(g, g, c.first_step ? c.initial : sum);
+  p = fusedMultiplyAdd(-c.step_size, g / (squareRoot(sum) + c.eps), p);
 }
 
 }  // namespace ds::optimizer_math

@@ -1,5 +1,7 @@
 #include "passes/add_optimizer.h"
 
+#include <string>
+#include <utility>
 #include <vector>
 
 #include "ir/error.h"
@@ -60,8 +62,6 @@ Value* addSgdStep(Graph& g, Value* param, Value* grad, const StepScalars& s,
 
 Value* addAdamStep(Graph& g, Value* param, Value* grad, const StepScalars& s,
                    const OptimizerOptions& o) {
-  DS_CHECK(o.type == "Adam" || o.type == "AdamW", "optimizer.type: '", o.type,
-           "' is not supported");
   Value* m = zeroState(g, param, "exp_avg");
   Value* v = zeroState(g, param, "exp_avg_sq");
   std::vector<Value*> ins = {param, grad,         s.lr,       s.step,          m,
@@ -79,6 +79,37 @@ Value* addAdamStep(Graph& g, Value* param, Value* grad, const StepScalars& s,
   g.addStateUpdate(m, n->output(1));
   g.addStateUpdate(v, n->output(2));
   return n->output(0);
+}
+
+// A step with one state, `state_name`: Lion's or Adagrad's (input 6 is Lion's fed
+// beta1; Adagrad takes none).
+Value* addOneStateStep(Graph& g, const std::string& op, const std::string& state_name, Value* param,
+                       Value* grad, const StepScalars& s, AttributeMap attrs) {
+  Value* state = zeroState(g, param, state_name);
+  std::vector<Value*> ins = {param, grad,         s.lr,       s.step,
+                             state, s.grad_scale, s.momentum, s.overflow_check};
+  while (!ins.back()) ins.pop_back();
+  Node* n = g.addNodeN(op, ins, std::move(attrs), 2, param->name() + "/step");
+  g.addStateUpdate(param, n->output(0));
+  g.addStateUpdate(state, n->output(1));
+  return n->output(0);
+}
+
+Value* addStep(Graph& g, Value* param, Value* grad, const StepScalars& s,
+               const OptimizerOptions& o) {
+  if (o.type == "SGD") return addSgdStep(g, param, grad, s, o);
+  if (o.type == "Adam" || o.type == "AdamW") return addAdamStep(g, param, grad, s, o);
+  if (o.type == "Lion")
+    return addOneStateStep(
+        g, "LionStep", "exp_avg", param, grad, s,
+        {{"beta1", o.beta1}, {"beta2", o.beta2}, {"weight_decay", o.weight_decay}});
+  DS_CHECK(o.type == "Adagrad", "optimizer.type: '", o.type, "' is not supported");
+  DS_CHECK(!s.momentum, "optimizer: Adagrad has no momentum to cycle");
+  return addOneStateStep(g, "AdagradStep", "sum", param, grad, s,
+                         {{"eps", o.eps},
+                          {"weight_decay", o.weight_decay},
+                          {"lr_decay", o.lr_decay},
+                          {"initial_accumulator_value", o.initial_accumulator_value}});
 }
 
 }  // namespace
@@ -126,9 +157,7 @@ std::map<Value*, Value*> addOptimizer(Graph& g, const std::vector<ParamGrad>& up
   }
   if (scaling.check_overflow) s.overflow_check = norm;
   std::map<Value*, Value*> next;
-  for (const ParamGrad& u : updates)
-    next[u.param] = o.type == "SGD" ? addSgdStep(g, u.param, u.grad, s, o)
-                                    : addAdamStep(g, u.param, u.grad, s, o);
+  for (const ParamGrad& u : updates) next[u.param] = addStep(g, u.param, u.grad, s, o);
   return next;
 }
 

@@ -1,9 +1,11 @@
-// Casts around mixed precision's AdamStep into the step (see fuse_optimizer_casts.h).
+// Casts around mixed precision's optimizer steps into the step (see fuse_optimizer_casts.h).
 #include "passes/fuse_optimizer_casts.h"
 
 #include <algorithm>
 #include <string>
 #include <vector>
+
+#include "ir/optimizer_ops.h"
 
 namespace ds {
 namespace {
@@ -30,12 +32,12 @@ bool isFullSumOfSquares(const Node* n) {
 }
 
 bool isOptimizerStep(const Node* n) {
-  return n->op() == "AdamStep" || n->op() == "SgdStep";
+  return ds::isOptimizerStep(n->op());
 }
 
 // Outputs a step updates: the parameter and its states (the rounded copy follows).
 size_t updatedOutputs(const Node* step) {
-  return step->op() == "AdamStep" ? 3 : step->hasInput(4) ? 2 : 1;
+  return 1 + optimizerStateInputs(*step).size();
 }
 
 // `wide` = Cast(16-bit gradient) read only by optimizer steps, as their gradient, and

@@ -3,7 +3,7 @@
 // 16-bit gradients and writes the rounded 16-bit parameters itself, as DeepSpeed's
 // fused optimizers do, instead of a Cast to f32 before it and a Cast to 16 bits after.
 //
-// Guarantees, for every AdamStep or SgdStep that steps an f32 master:
+// Guarantees, for every optimizer step (ir/optimizer_ops.h) of an f32 master:
 //  * Its gradient, when it is a Cast of a 16-bit gradient to f32 that only optimizer
 //    steps and full ReduceSumSquares (the gradient norm) read, is the 16-bit
 //    gradient; those ReduceSumSquares sum it into f32 (`to`). The f32 copy is never

@@ -48,8 +48,8 @@ const std::vector<PassInfo>& allPasses() {
        "make a BatchNormalizationGrad apply the gradient of the Relu after its BatchNorm",
        fuseReluIntoBatchNormGrad, true},
       {"fuse-optimizer-casts",
-       "make mixed precision's AdamStep read 16-bit gradients and write the rounded "
-       "16-bit parameters itself",
+       "make mixed precision's optimizer steps read 16-bit gradients and write the rounded "
+       "16-bit parameters themselves",
        fuseOptimizerCasts, true},
   };
   return passes;

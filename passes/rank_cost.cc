@@ -4,6 +4,8 @@
 #include <map>
 #include <vector>
 
+#include "ir/optimizer_ops.h"
+
 namespace ds {
 namespace {
 
@@ -15,7 +17,7 @@ bool isCollective(const std::string& op) {
   return op == "AllReduce" || op == "ReduceScatter" || op == "AllGather" || op == "Broadcast";
 }
 
-// Optimizer state inputs of an update node: Adam's moments, SGD's velocity.
+// An update node's master, gradient and optimizer states.
 void addOptimizerStep(const Node& n, RankCost* cost) {
   const Value* param = n.input(0);
   if (param->role() == Role::OptimizerState) cost->optimizer_bytes += bytesOf(param);  // master
@@ -25,11 +27,8 @@ void addOptimizerStep(const Node& n, RankCost* cost) {
   while (grad->producer() && (grad->producer()->op() == "Cast" || grad->producer()->op() == "Copy"))
     grad = grad->producer()->input(0);  // through offload's copy too
   cost->gradient_bytes += bytesOf(grad);
-  const std::vector<size_t> state =
-      n.op() == "AdamStep" ? std::vector<size_t>{4, 5} : std::vector<size_t>{4};
-  for (size_t i : state)
-    if (n.hasInput(i) && n.input(i)->role() == Role::OptimizerState)
-      cost->optimizer_bytes += bytesOf(n.input(i));
+  for (size_t i : optimizerStateInputs(n))
+    if (n.input(i)->role() == Role::OptimizerState) cost->optimizer_bytes += bytesOf(n.input(i));
 }
 
 // The peak of communication buffers live at once: with overlap several buckets are
@@ -68,7 +67,7 @@ RankCost rankCost(const Graph& g, int64_t accumulation) {
     if (v->role() == Role::Buffer) cost.buffer_bytes += bytesOf(v);
   }
   for (const auto& n : g.nodes()) {
-    if (n->op() == "AdamStep" || n->op() == "SgdStep") addOptimizerStep(*n, &cost);
+    if (isOptimizerStep(n->op())) addOptimizerStep(*n, &cost);
     if (!isCollective(n->op())) continue;
     CommVolume& volume = cost.comm[n->op()];
     const int64_t calls = n->phase() == Phase::EveryMicroStep ? accumulation : 1;

@@ -246,6 +246,26 @@ std::string firstDifference(const nlohmann::json& saved, const nlohmann::json& w
   return "the tables are equal but their fingerprints differ";
 }
 
+// The optimizer a config steps, by its state: Adam and AdamW keep the same moments.
+// Empty when the config has none.
+std::string optimizerFamily(const nlohmann::json& config) {
+  if (!config.is_object() || !config.contains("optimizer")) return "";
+  const std::string type = config["optimizer"].value("type", std::string());
+  return type == "AdamW" ? "Adam" : type;
+}
+
+// Optimizer state belongs to its optimizer: Adam's exp_avg is not Lion's, though
+// both carry the name.
+void checkSameOptimizer(const fs::path& dir, const nlohmann::json& m, const PlanFile& plan) {
+  const std::string& text = plan.plan.config_json();
+  const std::string saved = optimizerFamily(m.value("config", nlohmann::json()));
+  const std::string wanted =
+      optimizerFamily(text.empty() ? nlohmann::json() : nlohmann::json::parse(text));
+  DS_CHECK(saved.empty() || wanted.empty() || saved == wanted, "checkpoint ", dir.string(),
+           ": its optimizer state is ", saved, "'s and this plan steps ", wanted,
+           "; resume with a plan compiled for ", saved);
+}
+
 void checkFits(const fs::path& dir, const nlohmann::json& m, const PlanFile& plan) {
   std::string fingerprint = planFingerprint(plan);
   if (m.value("plan_fingerprint", "") == fingerprint) return;
@@ -373,6 +393,7 @@ int64_t latestCheckpointStep(const std::string& dir) {
 CheckpointInfo readCheckpoint(const std::string& dir, const PlanFile& plan) {
   fs::path path = resolveCheckpoint(dir);
   nlohmann::json m = readManifest(path / kManifest);
+  checkSameOptimizer(path, m, plan);
   const bool same_layout = m.value("plan_fingerprint", "") == planFingerprint(plan) &&
                            m.value("world_size", 1) == std::max(1, plan.plan.world_size());
   if (!same_layout && !m.at("tensors").empty() && m.at("tensors")[0].contains("dtype"))

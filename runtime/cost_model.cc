@@ -109,6 +109,8 @@ const std::map<std::string, ElementCost>& elementCosts() {
       {"GatherGrad", {1, Per::Input}},  // scatter-add of dY
       {"AdamStep", {12, Per::Input}},
       {"SgdStep", {4, Per::Input}},
+      {"LionStep", {8, Per::Input}},
+      {"AdagradStep", {8, Per::Input}},
   };
   return costs;
 }

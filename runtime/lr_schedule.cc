@@ -18,10 +18,20 @@ json optimizerParams(const json& config) {
                                       : json::object();
 }
 
+// The optimizer's type, lower-cased as DeepSpeed matches it; AdamW when absent.
+std::string optimizerType(const json& config) {
+  std::string type = config.contains("optimizer")
+                         ? config["optimizer"].value("type", std::string("AdamW"))
+                         : std::string("AdamW");
+  for (char& c : type) c = static_cast<char>(std::tolower(static_cast<unsigned char>(c)));
+  return type;
+}
+
 double baseLr(const json& config) {  // optimizer.params.lr
   auto p = optimizerParams(config);
   auto it = p.find("lr");
-  if (it == p.end()) return 1e-3;
+  // The optimizer classes' defaults: torch.optim.Adagrad's 1e-2, DeepSpeed's 1e-3.
+  if (it == p.end()) return optimizerType(config) == "adagrad" ? 1e-2 : 1e-3;
   DS_CHECK(it->is_number(), "optimizer.params.lr: must be a number, is ", it->dump());
   return it->get<double>();
 }
@@ -206,13 +216,11 @@ double oneCycleMomentum(const json& p, int64_t it) {
   return hi * (1 + rate * oneCycleDecayInterval(p, it));
 }
 
-// Whether the optimizer has betas (Adam, AdamW; not SGD), which OneCycle cycles.
+// Whether the optimizer has betas (Adam, AdamW, Lion; not SGD or Adagrad), which
+// OneCycle cycles.
 bool hasBetas(const json& config) {
-  std::string type = config.contains("optimizer")
-                         ? config["optimizer"].value("type", std::string("AdamW"))
-                         : std::string("AdamW");
-  for (char& c : type) c = static_cast<char>(std::tolower(static_cast<unsigned char>(c)));
-  return type != "sgd";
+  const std::string type = optimizerType(config);
+  return type != "sgd" && type != "adagrad";
 }
 
 std::string schedulerType(const json& config) {

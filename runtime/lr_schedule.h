@@ -34,11 +34,12 @@ double baseLearningRate(const nlohmann::json& config);
 double learningRate(const nlohmann::json& config, int64_t step);
 
 // Whether the schedule sets the momentum each step: OneCycle with cycle_momentum
-// (DeepSpeed's default true) and an optimizer with betas (Adam, AdamW). DeepSpeed
-// disables cycling, with a warning, for optimizers without betas (SGD).
+// (DeepSpeed's default true) and an optimizer with betas (Adam, AdamW, Lion).
+// DeepSpeed disables cycling, with a warning, for optimizers without betas (SGD,
+// Adagrad).
 bool cyclesMomentum(const nlohmann::json& config);
 
-// The momentum — Adam's beta1 — of optimizer step `step` when cyclesMomentum();
+// The momentum — Adam's or Lion's beta1 — of optimizer step `step` when cyclesMomentum();
 // OneCycle then also fixes beta2 at 0.99, as DeepSpeed's does.
 std::optional<double> scheduledMomentum(const nlohmann::json& config, int64_t step);
 

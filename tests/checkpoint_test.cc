@@ -132,6 +132,21 @@ TEST(Checkpoint, ResumingWithAnotherConfigWarnsNamingTheKeys) {
       << r.output;
 }
 
+// Optimizer state is its optimizer's: AdamW's exp_avg does not become Lion's.
+TEST(Checkpoint, ResumingWithAnotherOptimizerIsAOneLineError) {
+  const MlpFixture& m = mlp();
+  std::string dir = freshDir("ckpt_optimizer");
+  ASSERT_EQ(tool("dsrun", m.plan + m.feeds + " --steps 2 --save " + dir).exit_code, 0);
+  std::string config = test::scratch("ckpt_lion.json");
+  test::writeFile(config,
+                  R"({"train_micro_batch_size_per_gpu": 4, "optimizer": {"type": "Lion"}})");
+  std::string plan = compileText(test::mlpText(true), "ckpt_mlp_lion",
+                                 "--config " + config + " --loss cross_entropy");
+  expectOneLineError(tool("dsrun", plan + m.feeds + " --steps 3 --resume " + dir),
+                     "its optimizer state is Adam's and this plan steps Lion; resume with a plan "
+                     "compiled for Adam");
+}
+
 TEST(Checkpoint, SameSeedRepeatsARunAndAnotherSeedDrawsOtherDropoutMasks) {
   const MlpFixture& m = mlp();
   std::string a = freshDir("ckpt_seed_a"), b = freshDir("ckpt_seed_b"), c = freshDir("ckpt_seed_c");

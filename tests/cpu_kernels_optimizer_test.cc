@@ -1,7 +1,7 @@
 // The optimizer-step kernels' optional inputs and the clipping and accumulation
 // helpers, against values worked out by hand from torch.optim.SGD, DeepSpeed's
-// FusedAdam and DeepSpeed's clip_grad_norm_ (the end-to-end check against PyTorch
-// is tests/torch_train_compare.py).
+// FusedAdam, the Lion paper, torch.optim.Adagrad and DeepSpeed's clip_grad_norm_
+// (the end-to-end check against PyTorch is tests/torch_train_compare.py).
 #include <gtest/gtest.h>
 
 #include <cmath>
@@ -137,6 +137,87 @@ TEST(CpuOptimizerKernels, SgdStepOn16BitGradientsEqualsTheStepBetweenCasts) {
         EXPECT_EQ(bits(fused[updated]), bits(rounded));
       }
   }
+}
+
+TEST(CpuOptimizerKernels, LionStepTakesTheSignOfTheInterpolatedMomentum) {
+  // c = 0.9 m + 0.1 g = [0.13, -0.43, -0.08, 0]: sign [1, -1, -1, 0];
+  // p' = p (1 - 0.01 * 0.1) - 0.01 sign(c); m' = 0.99 m + 0.01 g.
+  auto out = runOp("LionStep",
+                   {f32({4}, {1, -2, 0.5, 3}), f32({4}, {0.4, 0.2, -0.8, 0}), scalar(0.01), step(5),
+                    f32({4}, {0.1, -0.5, 0, 0})},
+                   {{"beta1", 0.9}, {"beta2", 0.99}, {"weight_decay", 0.1}}, 2);
+  const std::vector<double> p = {0.989, -1.988, 0.5095, 2.997}, m = {0.103, -0.493, -0.008, 0};
+  for (int64_t i = 0; i < 4; ++i) {
+    EXPECT_NEAR(out[0].getDouble(i), p[i], 1e-6) << i;
+    EXPECT_NEAR(out[1].getDouble(i), m[i], 1e-6) << i;
+  }
+}
+
+TEST(CpuOptimizerKernels, LionStepFedBeta1EqualsTheAttribute) {
+  Tensor p = f32({3}, {1, -2, 0.5}), g = f32({3}, {0.4, 0.2, -0.8}), m = f32({3}, {-0.3, 0.1, 0});
+  auto fed = runOp("LionStep", {p, g, scalar(0.01), step(2), m, scalar(0.5), scalar(0.75)}, {}, 2);
+  auto constant = runOp("LionStep", {p, f32({3}, {0.2, 0.1, -0.4}), scalar(0.01), step(2), m},
+                        {{"beta1", 0.75}}, 2);
+  for (size_t k = 0; k < 2; ++k)
+    for (int64_t i = 0; i < 3; ++i)
+      EXPECT_DOUBLE_EQ(fed[k].getDouble(i), constant[k].getDouble(i)) << k << "," << i;
+}
+
+TEST(CpuOptimizerKernels, AdagradStepDecaysTheLearningRateAndAddsL2) {
+  // Step 3: lr 0.1 / (1 + 2 * 0.5) = 0.05; g = 2 * [0.5, -1] + 0.1 p = [1.1, -2.2];
+  // sum' = sum + g^2; p' = p - 0.05 g / (sqrt(sum') + 1e-10).
+  auto out = runOp("AdagradStep",
+                   {f32({2}, {1, -2}), f32({2}, {0.5, -1}), scalar(0.1), step(3),
+                    f32({2}, {0.25, 1}), scalar(2)},
+                   {{"lr_decay", 0.5}, {"weight_decay", 0.1}}, 2);
+  const double sum[] = {0.25 + 1.1 * 1.1, 1 + 2.2 * 2.2};
+  EXPECT_NEAR(out[1].getDouble(0), sum[0], 1e-6);
+  EXPECT_NEAR(out[1].getDouble(1), sum[1], 1e-6);
+  EXPECT_NEAR(out[0].getDouble(0), 1 - 0.05 * 1.1 / std::sqrt(sum[0]), 1e-6);
+  EXPECT_NEAR(out[0].getDouble(1), -2 + 0.05 * 2.2 / std::sqrt(sum[1]), 1e-6);
+}
+
+TEST(CpuOptimizerKernels, AdagradStepStartsTheSumAtTheInitialValueOnTheFirstStep) {
+  // torch.optim.Adagrad's initial_accumulator_value: sum = 0.5 + g^2 on step 1 only.
+  const AttributeMap attrs = {{"initial_accumulator_value", 0.5}};
+  Tensor p = f32({2}, {1, -2}), g = f32({2}, {0.5, -1}), zero = f32({2}, {0, 0});
+  auto first = runOp("AdagradStep", {p, g, scalar(0.1), step(1), zero}, attrs, 2);
+  EXPECT_NEAR(first[1].getDouble(0), 0.75, 1e-7);
+  EXPECT_NEAR(first[1].getDouble(1), 1.5, 1e-7);
+  EXPECT_NEAR(first[0].getDouble(0), 1 - 0.1 * 0.5 / std::sqrt(0.75), 1e-6);
+  auto second = runOp("AdagradStep", {p, g, scalar(0.1), step(2), first[1]}, attrs, 2);
+  EXPECT_NEAR(second[1].getDouble(0), 1.0, 1e-7);  // 0.75 + 0.25: no second 0.5
+  EXPECT_NEAR(second[1].getDouble(1), 2.5, 1e-7);
+}
+
+// Lion's and Adagrad's fused forms against the step between Casts, and an overflow
+// skipping the step, as SgdStep's.
+TEST(CpuOptimizerKernels, LionAndAdagradOn16BitGradientsEqualTheStepBetweenCasts) {
+  const std::vector<double> gv = {0.4, 0.2, -0.8, 1e-3, 5, -2};
+  Tensor p = f32({6}, {1, -2, 0.5, 3.25, -0.001, 7}), state = f32({6}, {0.1, 0, 0.1, 0.2, 0, 1});
+  for (const std::string op : {"LionStep", "AdagradStep"})
+    for (DType t : {DType::F16, DType::BF16}) {
+      const std::string name(dtypeName(t));
+      Tensor g16 = Tensor::fromDoubles(t, {6}, gv);
+      Tensor g32 = runOp("Cast", {g16}, {{"to", std::string("f32")}})[0];
+      for (double check : {1.0, double(INFINITY)}) {
+        SCOPED_TRACE(op + " " + name + " check " + std::to_string(check));
+        auto inputs = [&](const Tensor& g) {
+          return std::vector<Tensor>{p,     g,           scalar(0.1), step(3),
+                                     state, scalar(0.5), Tensor(),    scalar(check)};
+        };
+        const AttributeMap attrs = {{"weight_decay", 0.01}};
+        AttributeMap fused_attrs = attrs;
+        fused_attrs["round_to"] = name;
+        auto fused = runOp(op, inputs(g16), fused_attrs, 3);
+        auto plain = runOp(op, inputs(g32), attrs, 2);
+        Tensor rounded = runOp("Cast", {plain[0]}, {{"to", name}})[0];
+        for (size_t k = 0; k < 2; ++k) EXPECT_EQ(bits(fused[k]), bits(plain[k])) << k;
+        EXPECT_EQ(bits(fused[2]), bits(rounded));
+        EXPECT_EQ(bits(plain[0]) == bits(p), check != 1.0);  // stepped unless skipped
+        EXPECT_EQ(bits(plain[1]) == bits(state), check != 1.0);
+      }
+    }
 }
 
 }  // namespace

@@ -431,6 +431,18 @@ std::vector<OpCase> forwardOnlyCases() {
        " %y, %b = SgdStep(%x0, %x1, %lr, %s, %x2) {momentum = 0.9, nesterov = 1, weight_decay = "
        "0.01} : f32[40], f32[40] @n",
        false},
+      {"LionStep",
+       "input %x0 : f32[40]\n input %x1 : f32[40]\n const %lr : f32[] = [0.01]\n"
+       " const %s : i64[] = [3]\n input %x2 : f32[40]\n"
+       " %y, %m = LionStep(%x0, %x1, %lr, %s, %x2) {beta2 = 0.99, weight_decay = 0.1} : f32[40], "
+       "f32[40] @n",
+       false},
+      {"AdagradStep",
+       "input %x0 : f32[40]\n input %x1 : f32[40]\n const %lr : f32[] = [0.05]\n"
+       " const %s : i64[] = [3]\n input %x2 : f32[40]\n"
+       " %y, %sum = AdagradStep(%x0, %x1, %lr, %s, %x2) {lr_decay = 0.1, weight_decay = 0.01} : "
+       "f32[40], f32[40] @n",
+       false, true},
       {"ClipCoef", "input %x0 : f32[]\n %y = ClipCoef(%x0) {max_norm = 0.7} : f32[] @n", false,
        true},
       {"ZerosLike", "input %x0 : f32[3,2]\n %y = ZerosLike(%x0) : f32[3,2] @n", false},
@@ -647,6 +659,18 @@ std::vector<OpCase> optimizerCases16(const std::string& t) {
        " %y, %b, %r = SgdStep(%x0, %x1, %lr, %s, %x2) {momentum = 0.9, round_to = \"T\", "
        "weight_decay = 0.01} : f32[40], f32[40], T[40] @n",
        false},
+      {"LionStep",
+       "input %x0 : f32[40]\n input %x1 : T[40]\n const %lr : f32[] = [0.01]\n"
+       " const %s : i64[] = [3]\n input %x2 : f32[40]\n const %c : f32[] = [0.5]\n"
+       " %y, %m, %r = LionStep(%x0, %x1, %lr, %s, %x2, %c) {round_to = \"T\", weight_decay = "
+       "0.1} : f32[40], f32[40], T[40] @n",
+       false},
+      {"AdagradStep",
+       "input %x0 : f32[40]\n input %x1 : T[40]\n const %lr : f32[] = [0.05]\n"
+       " const %s : i64[] = [1]\n input %x2 : f32[40]\n"
+       " %y, %sum, %r = AdagradStep(%x0, %x1, %lr, %s, %x2) {initial_accumulator_value = 0.1, "
+       "round_to = \"T\"} : f32[40], f32[40], T[40] @n",
+       false, true},
       {"ReduceSumSquare",
        "input %x0 : T[4000]\n %y = ReduceSumSquare(%x0) {keepdims = 0, to = \"f32\"} : f32[] @n",
        false},

@@ -84,19 +84,22 @@ enum class Offload { None, Optimizer, Params, Both };
 
 // precision: "fp32", "fp16" or "bf16"; small buckets so that every stage packs,
 // pads and re-gathers.
+// `optimizer`: AdamW, Lion or Adagrad.
 std::string compilePlan(const Model& m, int stage, int world, const std::string& precision,
-                        Offload offload = Offload::None, const std::string& flags = "") {
-  nlohmann::json config = {
-      {"train_micro_batch_size_per_gpu", m.micro},
-      {"optimizer",
-       {{"type", "AdamW"}, {"params", {{"lr", 1e-3}, {"eps", 1e-6}, {"weight_decay", 0.01}}}}},
-      {"gradient_clipping", 1.0},
-      {"zero_optimization",
-       {{"stage", stage},
-        {"overlap_comm", true},
-        {"reduce_bucket_size", 200},
-        {"stage3_prefetch_bucket_size", 200},
-        {"stage3_param_persistence_threshold", 10}}}};
+                        Offload offload = Offload::None, const std::string& flags = "",
+                        const std::string& optimizer = "AdamW") {
+  nlohmann::json params = {{"lr", 1e-3}, {"weight_decay", 0.01}};
+  if (optimizer == "AdamW") params["eps"] = 1e-6;
+  if (optimizer == "Lion") params["lr"] = 1e-4;
+  nlohmann::json config = {{"train_micro_batch_size_per_gpu", m.micro},
+                           {"optimizer", {{"type", optimizer}, {"params", params}}},
+                           {"gradient_clipping", 1.0},
+                           {"zero_optimization",
+                            {{"stage", stage},
+                             {"overlap_comm", true},
+                             {"reduce_bucket_size", 200},
+                             {"stage3_prefetch_bucket_size", 200},
+                             {"stage3_param_persistence_threshold", 10}}}};
   if (precision == "fp16") config["fp16"] = {{"enabled", true}, {"initial_scale_power", 8}};
   if (precision == "bf16") config["bf16"] = {{"enabled", true}};
   if (offload == Offload::Optimizer || offload == Offload::Both)
@@ -105,7 +108,8 @@ std::string compilePlan(const Model& m, int stage, int world, const std::string&
     config["zero_optimization"]["offload_param"] = {{"device", "cpu"}};
   const std::string tag = "cuda_" + m.name + "_z" + std::to_string(stage) + "_n" +
                           std::to_string(world) + "_" + precision + "_off" +
-                          std::to_string(static_cast<int>(offload)) + (flags.empty() ? "" : "_f");
+                          std::to_string(static_cast<int>(offload)) + (flags.empty() ? "" : "_f") +
+                          "_" + optimizer;
   const std::string json = test::scratch(tag + ".json"), plan = test::scratch(tag + ".plan");
   test::writeFile(json, config.dump());
   auto r =
@@ -243,6 +247,24 @@ TEST(CudaTraining, ParameterOffloadMatchesTheCpu) {
   std::string plan = compilePlan(cnn, 3, 1, "fp16", Offload::Both);
   expectSameTraining(dsrun(cnn, plan, "--backend cuda"), dsrun(cnn, plan, "--backend cpu"), 0.01,
                      0);
+}
+
+// Lion's and Adagrad's device steps (and the fused 16-bit forms, and their host
+// steps under offload): fp32 within 1e-4 of the CPU, fp16 within 1%.
+TEST(CudaTraining, LionAndAdagradMatchTheCpu) {
+  SKIP_WITHOUT_GPU();
+  for (const char* optimizer : {"Lion", "Adagrad"})
+    for (const Model& m : models()) {
+      SCOPED_TRACE(m.name + " " + optimizer);
+      std::string plan = compilePlan(m, 3, 2, "fp32", Offload::None, "", optimizer);
+      expectSameTraining(dsrun(m, plan, "--backend cuda --device-comm local"),
+                         dsrun(m, plan, "--backend cpu"), 1e-4, 1e-4);
+      for (Offload offload : {Offload::None, Offload::Optimizer}) {
+        plan = compilePlan(m, 3, 2, "fp16", offload, "", optimizer);
+        expectSameTraining(dsrun(m, plan, "--backend cuda --device-comm local"),
+                           dsrun(m, plan, "--backend cpu"), 0.01, 0);
+      }
+    }
 }
 
 // Activation checkpointing: backward's recomputed copies (a one-output training

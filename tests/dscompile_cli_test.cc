@@ -205,7 +205,8 @@ TEST(DsConfig, KeysAskingForWhatDscompileDoesDoNotWarn) {
   EXPECT_EQ(loud.warnings,
             (std::vector<std::string>{
                 "optimizer.params.amsgrad: not implemented by dscompile, ignored",
-                "tensorboard: not implemented by dscompile, ignored",
+                "tensorboard: not implemented by dscompile, ignored; csv_monitor writes the same "
+                "events (loss, lr, loss scale) as CSV files",
                 "zero_optimization.allgather_partitions: not implemented by dscompile, ignored"}));
   // Where the division by the world size happens changes only the rounding: dscompile
   // divides the loss before backward, which every choice amounts to.
@@ -456,6 +457,80 @@ TEST(DscompileCli, AutoBatchValuesResolveAndThePlanStoresThem) {
   EXPECT_EQ(config["optimizer"]["params"]["momentum"], 0.0);  // defaults filled in
   EXPECT_EQ(config["scheduler"]["params"]["cos_min_ratio"], 0.0001);
   EXPECT_TRUE(contains(r.output, "\"cos_min_ratio\":0.0001")) << r.output;  // summary prints it
+}
+
+// DeepSpeed's Lion and Adagrad (its ZeRO-supported optimizers beside Adam and SGD):
+// any case of the name, the classes' defaults in the plan, one step op per parameter.
+TEST(DscompileCli, LionAndAdagradTakeTheirClassesDefaults) {
+  struct Expected {
+    std::string type, op;
+    double lr;
+    nlohmann::json params;
+  };
+  for (const Expected& e :
+       {Expected{"lion", "LionStep(", 1e-3, {{"betas", {0.9, 0.999}}, {"weight_decay", 0.0}}},
+        Expected{"ADAGRAD",
+                 "AdagradStep(",
+                 1e-2,
+                 {{"eps", 1e-10}, {"lr_decay", 0.0}, {"initial_accumulator_value", 0.0}}}}) {
+    SCOPED_TRACE(e.type);
+    std::string path = test::tempPath(e.type + ".json");
+    test::writeFile(path, R"({"optimizer": {"type": ")" + e.type + R"("}})");
+    std::string out = test::tempPath(e.type + ".plan");
+    auto r = dscompile(smallModel() + " --config " + path + " --batch 4 --loss mse -o " + out +
+                       " --dump plan");
+    ASSERT_EQ(r.exit_code, 0) << r.output;
+    EXPECT_TRUE(contains(r.output, e.op)) << r.output;
+    auto optimizer = nlohmann::json::parse(readPlanFile(out).plan.config_json())["optimizer"];
+    EXPECT_EQ(optimizer["params"]["lr"], e.lr);
+    for (const auto& [key, value] : e.params.items()) EXPECT_EQ(optimizer["params"][key], value);
+  }
+}
+
+// The schema takes the union of the optimizers' params; DeepSpeed's constructors
+// would refuse another optimizer's.
+TEST(DsConfig, AnotherOptimizersParamsWarn) {
+  EXPECT_EQ(parseDsConfig(R"({"optimizer": {"type": "Lion", "params": {"lr": 1e-4, "eps": 1e-8}}})",
+                          "cfg.json")
+                .warnings,
+            std::vector<std::string>{"optimizer.params.eps: Lion has no such parameter; ignored"});
+  EXPECT_EQ(
+      parseDsConfig(R"({"optimizer": {"type": "adam", "params": {"momentum": 0.9}}})", "cfg.json")
+          .warnings,
+      std::vector<std::string>{"optimizer.params.momentum: Adam has no such parameter; ignored"});
+  EXPECT_TRUE(parseDsConfig(R"({"optimizer": {"type": "Adagrad", "params": {"lr": 0.1,
+                "eps": 1e-10, "weight_decay": 0.1, "lr_decay": 0.01,
+                "initial_accumulator_value": 0.1}}})",
+                            "cfg.json")
+                  .warnings.empty());
+}
+
+// DeepSpeed's offloaded (CPU) Adagrad leaves weight decay out of the update's
+// numerator; dscompile steps torch.optim.Adagrad and says so.
+TEST(DscompileCli, OffloadedAdagradWithWeightDecayWarns) {
+  std::string path = test::tempPath("adagrad_offload.json");
+  test::writeFile(path, R"({"optimizer": {"type": "Adagrad", "params": {"weight_decay": 0.01}},
+                            "zero_optimization": {"stage": 1,
+                                                  "offload_optimizer": {"device": "cpu"}}})");
+  auto r = dscompile(smallModel() + " --config " + path + " --batch 4 --loss mse -o " +
+                     test::tempPath("adagrad_offload.plan"));
+  ASSERT_EQ(r.exit_code, 0) << r.output;
+  EXPECT_TRUE(contains(r.output,
+                       "optimizer.params.weight_decay: DeepSpeed's offloaded (CPU) "
+                       "Adagrad divides the gradient without weight decay"))
+      << r.output;
+}
+
+TEST(DsConfig, OneCycleCyclesNoMomentumForAdagrad) {
+  DsConfig c = parseDsConfig(R"({"optimizer": {"type": "Adagrad"},
+                                 "scheduler": {"type": "OneCycle",
+                                               "params": {"cycle_min_lr": 0.01,
+                                                          "cycle_max_lr": 0.1}}})",
+                             "cfg.json");
+  EXPECT_EQ(c.optimizer, "Adagrad");
+  EXPECT_EQ(c.warnings, std::vector<std::string>{
+                            "scheduler.params.cycle_momentum: Adagrad has no betas, so OneCycle "
+                            "does not cycle its momentum (as in DeepSpeed); ignored"});
 }
 
 // Without --batch or a micro-batch key, the micro-batch is the model's static batch.

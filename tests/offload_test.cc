@@ -28,7 +28,8 @@ const std::string& mlpModel() {
   return path;
 }
 
-nlohmann::json config(int stage, bool offload, bool fp16, int accumulation = 1) {
+nlohmann::json config(int stage, bool offload, bool fp16, int accumulation = 1,
+                      const std::string& optimizer = "AdamW") {
   nlohmann::json zero = {{"stage", stage},
                          {"reduce_bucket_size", 100},
                          {"stage3_prefetch_bucket_size", 100},
@@ -38,7 +39,7 @@ nlohmann::json config(int stage, bool offload, bool fp16, int accumulation = 1) 
       {"train_micro_batch_size_per_gpu", 4},
       {"gradient_accumulation_steps", accumulation},
       {"gradient_clipping", 1.0},
-      {"optimizer", {{"type", "AdamW"}, {"params", {{"lr", 1e-2}, {"weight_decay", 0.01}}}}},
+      {"optimizer", {{"type", optimizer}, {"params", {{"lr", 1e-2}, {"weight_decay", 0.01}}}}},
       {"zero_optimization", zero}};
   if (fp16) c["fp16"] = {{"enabled", true}, {"initial_scale_power", 8}};
   return c;
@@ -83,6 +84,22 @@ TEST(Offload, TrainsExactlyAsWithoutOffloadAtEveryStageInFp32AndFp16) {
         EXPECT_EQ(host.values("loss"), device.values("loss"));
         EXPECT_TRUE(host.exported == device.exported) << "the exported models differ";
       }
+}
+
+// Lion's and Adagrad's host steps, in fp16 (the fused 16-bit forms) at stage 3.
+TEST(Offload, LionAndAdagradTrainExactlyAsWithoutOffload) {
+  for (const std::string optimizer : {"Lion", "Adagrad"}) {
+    SCOPED_TRACE(optimizer);
+    const std::string tag = "fp16_z3_" + optimizer;
+    test::TrainedRun device =
+        train(compile(config(3, false, true, 2, optimizer), tag + "_device"), tag + "_d");
+    test::TrainedRun host =
+        train(compile(config(3, true, true, 2, optimizer), tag + "_host"), tag + "_h");
+    ASSERT_EQ(device.metrics.size(), 5u);
+    EXPECT_EQ(host.values("loss"), device.values("loss"));
+    EXPECT_NE(device.values("loss").front(), device.values("loss").back());
+    EXPECT_TRUE(host.exported == device.exported) << "the exported models differ";
+  }
 }
 
 TEST(Offload, OptimizerStateLivesOnTheHostAndTheUpdateRunsThere) {

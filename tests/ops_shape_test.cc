@@ -78,7 +78,8 @@ TEST_F(OpsShapeTest, RegistryHasEveryOp) {
       // Backward and optimizer ops (training).
       "Exp ConvGradInput ConvGradWeight MaxPoolGrad AveragePoolGrad BatchNormalizationGrad "
       "LayerNormalizationGrad SoftmaxCrossEntropyLossGrad GatherGrad SliceGrad SgdStep AdamStep "
-      "ClipCoef ZerosLike Copy ReluGrad ClipGrad LeakyReluGrad GeluGrad SoftmaxGrad "
+      "LionStep AdagradStep ClipCoef ZerosLike Copy ReluGrad ClipGrad LeakyReluGrad GeluGrad "
+      "SoftmaxGrad "
       // Attention in one step (passes/fuse_attention.h).
       "FusedAttention FusedAttentionGrad "
       // Collectives (distributed plans).
@@ -88,7 +89,7 @@ TEST_F(OpsShapeTest, RegistryHasEveryOp) {
   size_t count = 0;
   for (std::string op; ops >> op; ++count)
     EXPECT_NE(std::find(names.begin(), names.end(), op), names.end()) << op;
-  EXPECT_EQ(count, 79u);
+  EXPECT_EQ(count, 81u);
   EXPECT_EQ(names.size(), count) << "a registered op is missing from this list";
   EXPECT_TRUE(std::is_sorted(names.begin(), names.end()));
 }
@@ -108,6 +109,12 @@ TEST_F(OpsShapeTest, OptimizerSteps) {
   EXPECT_TRUE(has(fails("SgdStep", {p, p, lr, step, p, f32({2})}, {}, 2), "gradient scale"));
   EXPECT_EQ(infer("AdamStep", {p, p, lr, step, p, p, lr, lr}, {}, 3, 2), F({4, 2}));
   EXPECT_TRUE(has(fails("AdamStep", {p, p, lr, step, p, p, lr, step}, {}, 3), "momentum"));
+  // Lion and Adagrad: one state each, which is required; Adagrad has no momentum.
+  EXPECT_EQ(infer("LionStep", {p, p, lr, step, p, lr, lr}, {}, 2, 1), F({4, 2}));
+  EXPECT_TRUE(has(fails("LionStep", {p, p, lr, step, nullptr}, {}, 2), "input 4 is missing"));
+  EXPECT_EQ(infer("AdagradStep", {p, p, lr, step, p, lr}, {}, 2, 1), F({4, 2}));
+  EXPECT_TRUE(has(fails("AdagradStep", {p, p, lr, step, p, lr, lr}, {}, 2), "no momentum"));
+  EXPECT_TRUE(has(fails("AdagradStep", {p, p, lr, step, i64({4, 2})}, {}, 2), "parameter's type"));
   // Mixed precision's fused form: an f32 master reads a 16-bit gradient and writes
   // its rounded copy as a fourth output of round_to's type.
   Value* g16 = in(DType::F16, {4, 2});
@@ -119,6 +126,10 @@ TEST_F(OpsShapeTest, OptimizerSteps) {
   EXPECT_TRUE(has(fails("AdamStep", {p, p, lr, step, p, p}, {}, 4), "no round_to"));
   EXPECT_TRUE(has(fails("AdamStep", {p, p, lr, step, p, p}, {{"round_to", std::string("f16")}}, 3),
                   "round_to needs output 3"));
+  EXPECT_EQ(infer("LionStep", {p, g16, lr, step, p}, {{"round_to", std::string("f16")}}, 3, 2),
+            T(DType::F16, {4, 2}));
+  EXPECT_EQ(infer("AdagradStep", {p, g16, lr, step, p}, {{"round_to", std::string("f16")}}, 3, 2),
+            T(DType::F16, {4, 2}));
   // SgdStep's rounded copy follows its velocity, when it has one.
   EXPECT_EQ(infer("SgdStep", {p, g16, lr, step, p}, {{"round_to", std::string("f16")}}, 3, 2),
             T(DType::F16, {4, 2}));

@@ -72,6 +72,25 @@ def one_cycle(p, it):
             p["cycle_max_mom"] * (1 + p["decay_mom_rate"] * intervals))
 
 
+class Lion(torch.optim.Optimizer):
+    """Lion as the paper's Algorithm 2 states it (Chen et al. 2023, "Symbolic
+    Discovery of Optimization Algorithms"), with decoupled weight decay: torch.optim
+    has no Lion."""
+
+    def __init__(self, params, lr, betas, weight_decay):
+        super().__init__(params, dict(lr=lr, betas=betas, weight_decay=weight_decay))
+
+    @torch.no_grad()
+    def step(self):
+        for group in self.param_groups:
+            beta1, beta2 = group["betas"]
+            for p in group["params"]:
+                m = self.state[p].setdefault("exp_avg", torch.zeros_like(p))
+                update = (beta1 * m + (1 - beta1) * p.grad).sign()
+                p.mul_(1 - group["lr"] * group["weight_decay"]).add_(update, alpha=-group["lr"])
+                m.mul_(beta2).add_(p.grad, alpha=1 - beta2)
+
+
 def torch_losses(model, optimizer, x, y, clip, schedule=None):
     losses, norms = [], []
     for step in range(STEPS):
@@ -117,6 +136,12 @@ def main():
                                                     "weight_decay": 1e-4}},
                          lambda p: torch.optim.SGD(p, lr=0.05, momentum=0.9, nesterov=True,
                                                    weight_decay=1e-4)),
+        "Adagrad": ({"type": "Adagrad", "params": {"lr": 0.05, "lr_decay": 0.01, "weight_decay": 1e-3,
+                                                   "initial_accumulator_value": 0.1}},
+                    lambda p: torch.optim.Adagrad(p, lr=0.05, lr_decay=0.01, weight_decay=1e-3,
+                                                  initial_accumulator_value=0.1)),
+        "Lion": ({"type": "Lion", "params": {"lr": 1e-4, "betas": [0.9, 0.99], "weight_decay": 0.1}},
+                 lambda p: Lion(p, lr=1e-4, betas=(0.9, 0.99), weight_decay=0.1)),
         # OneCycle cycles lr and Adam's beta1 (the ds.momentum feed) and sets beta2 = 0.99.
         "AdamW-OneCycle": ({"type": "AdamW", "params": {"lr": 1e-3, "weight_decay": 0.01}},
                            lambda p: torch.optim.AdamW(p, lr=1e-3, weight_decay=0.01, eps=1e-8),

@@ -5,7 +5,8 @@
 // and the final weights (dsrun --export-onnx, which consolidates shards) agree
 // within 1e-6 relative. Runs go through dscompile and dsrun as a user runs them,
 // with small buckets so that every stage packs, pads, re-gathers and keeps
-// parameters whole below the persistence threshold.
+// parameters whole below the persistence threshold. AdamW throughout; Lion and
+// Adagrad, the other optimizers DeepSpeed's ZeRO takes, on some of the models.
 #include <gtest/gtest.h>
 
 #include <cmath>
@@ -75,19 +76,26 @@ const Model& modelNamed(const std::string& name) {
   return name == "mlp" ? mlp() : name == "cnn" ? cnn() : gpt();
 }
 
-std::string writeConfig(const Model& m, int stage, int64_t accumulation, const std::string& tag) {
-  nlohmann::json config = {
-      {"train_micro_batch_size_per_gpu", m.micro},
-      {"gradient_accumulation_steps", accumulation},
-      {"optimizer",
-       {{"type", "AdamW"}, {"params", {{"lr", 1e-3}, {"eps", 1e-6}, {"weight_decay", 0.01}}}}},
-      {"gradient_clipping", 1.0},
-      {"zero_optimization",
-       {{"stage", stage},
-        {"reduce_bucket_size", m.bucket},
-        {"stage3_prefetch_bucket_size", m.bucket},
-        {"stage3_param_persistence_threshold", m.threshold},
-        {"stage3_max_reuse_distance", 0}}}};
+// The optimizer section of `type`: AdamW, Lion or Adagrad.
+nlohmann::json optimizerConfig(const std::string& type) {
+  if (type == "Lion") return {{"type", type}, {"params", {{"lr", 1e-4}, {"weight_decay", 0.1}}}};
+  if (type == "Adagrad")
+    return {{"type", type}, {"params", {{"lr", 1e-2}, {"lr_decay", 0.01}, {"weight_decay", 0.01}}}};
+  return {{"type", type}, {"params", {{"lr", 1e-3}, {"eps", 1e-6}, {"weight_decay", 0.01}}}};
+}
+
+std::string writeConfig(const Model& m, int stage, int64_t accumulation, const std::string& tag,
+                        const std::string& optimizer) {
+  nlohmann::json config = {{"train_micro_batch_size_per_gpu", m.micro},
+                           {"gradient_accumulation_steps", accumulation},
+                           {"optimizer", optimizerConfig(optimizer)},
+                           {"gradient_clipping", 1.0},
+                           {"zero_optimization",
+                            {{"stage", stage},
+                             {"reduce_bucket_size", m.bucket},
+                             {"stage3_prefetch_bucket_size", m.bucket},
+                             {"stage3_param_persistence_threshold", m.threshold},
+                             {"stage3_max_reuse_distance", 0}}}};
   std::string path = test::scratch(tag + ".json");
   test::writeFile(path, config.dump());
   return path;
@@ -113,13 +121,14 @@ struct Trained {
   std::map<std::string, Tensor> weights;
 };
 
-std::string compilePlan(const Model& m, int stage, int world, int64_t accumulation) {
+std::string compilePlan(const Model& m, int stage, int world, int64_t accumulation,
+                        const std::string& optimizer = "AdamW") {
   const std::string tag = m.name + "_z" + std::to_string(stage) + "_n" + std::to_string(world) +
-                          "_g" + std::to_string(accumulation);
+                          "_g" + std::to_string(accumulation) + "_" + optimizer;
   const std::string plan = test::scratch(tag + ".plan");
-  auto r = tool("dscompile", m.onnx + " --loss cross_entropy --gpus " + std::to_string(world) +
-                                 " --config " + writeConfig(m, stage, accumulation, tag) + " -o " +
-                                 plan);
+  auto r = tool("dscompile",
+                m.onnx + " --loss cross_entropy --gpus " + std::to_string(world) + " --config " +
+                    writeConfig(m, stage, accumulation, tag, optimizer) + " -o " + plan);
   EXPECT_EQ(r.exit_code, 0) << r.output;
   return plan;
 }
@@ -141,8 +150,10 @@ Trained run(const Model& m, const std::string& plan, const std::string& args,
   return t;
 }
 
-Trained train(const Model& m, int stage, int world, int64_t accumulation, int steps) {
-  return run(m, compilePlan(m, stage, world, accumulation), "--steps " + std::to_string(steps));
+Trained train(const Model& m, int stage, int world, int64_t accumulation, int steps,
+              const std::string& optimizer = "AdamW") {
+  return run(m, compilePlan(m, stage, world, accumulation, optimizer),
+             "--steps " + std::to_string(steps));
 }
 
 // max |a - b| / max |b| over a tensor.
@@ -179,7 +190,13 @@ struct Case {
   std::string model;
   int world;
   int64_t accumulation;
+  std::string optimizer = "AdamW";
 };
+
+void PrintTo(const Case& c, std::ostream* os) {
+  *os << c.model << " on " << c.world << " ranks, " << c.accumulation << " micro-steps, "
+      << c.optimizer;
+}
 
 class ZeroEquivalence : public ::testing::TestWithParam<Case> {};
 
@@ -187,7 +204,7 @@ TEST_P(ZeroEquivalence, EveryStageTrainsLikeOneRankWithTheSameGlobalBatch) {
   const Case c = GetParam();
   const Model& m = modelNamed(c.model);
   const int steps = 4;
-  Trained reference = train(m, 0, 1, c.accumulation * c.world, steps);
+  Trained reference = train(m, 0, 1, c.accumulation * c.world, steps, c.optimizer);
   ASSERT_EQ(reference.losses.size(), static_cast<size_t>(steps));
   // Training moves every weight far beyond the tolerance, so agreement means something.
   for (const auto& [name, initial] : floatInitializers(m.onnx)) {
@@ -197,7 +214,7 @@ TEST_P(ZeroEquivalence, EveryStageTrainsLikeOneRankWithTheSameGlobalBatch) {
   if (c.world > 1) dropBatchNormStatistics(&reference);
   for (int stage = 0; stage <= 3; ++stage) {
     SCOPED_TRACE("ZeRO-" + std::to_string(stage) + " on " + std::to_string(c.world) + " ranks");
-    Trained run = train(m, stage, c.world, c.accumulation, steps);
+    Trained run = train(m, stage, c.world, c.accumulation, steps, c.optimizer);
     if (c.world > 1) dropBatchNormStatistics(&run);
     expectSameTraining(run, reference);
   }
@@ -209,10 +226,13 @@ INSTANTIATE_TEST_SUITE_P(Models, ZeroEquivalence,
                                            Case{"mlp_dropout", 2, 2}, Case{"cnn", 1, 1},
                                            Case{"cnn", 2, 1}, Case{"cnn", 4, 1}, Case{"cnn", 2, 2},
                                            Case{"gpt", 1, 1}, Case{"gpt", 2, 1}, Case{"gpt", 4, 1},
-                                           Case{"gpt", 2, 2}),
+                                           Case{"gpt", 2, 2}, Case{"mlp", 2, 2, "Lion"},
+                                           Case{"cnn", 2, 1, "Adagrad"}, Case{"gpt", 2, 2, "Lion"},
+                                           Case{"gpt", 2, 1, "Adagrad"}),
                          [](const auto& info) {
                            return info.param.model + "_" + std::to_string(info.param.world) +
-                                  "ranks_" + std::to_string(info.param.accumulation) + "micro";
+                                  "ranks_" + std::to_string(info.param.accumulation) + "micro_" +
+                                  info.param.optimizer;
                          });
 
 // Resume after re-sharding: 6 steps on 4 ranks at ZeRO-3 equal 3 steps there, a

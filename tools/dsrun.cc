@@ -21,6 +21,7 @@
 #include "runtime/comm/device_communicator.h"
 #include "runtime/cpu_executor.h"
 #include "runtime/launch.h"
+#include "runtime/monitor.h"
 #include "runtime/npy.h"
 #include "runtime/step_profile.h"
 #include "runtime/synthetic_data.h"
@@ -197,7 +198,8 @@ void checkSaveDir(const Args& a, int64_t start_step) {
            " or save elsewhere");
 }
 
-// Trains one rank; rank 0 reports (metrics file, progress, the summary line).
+// Trains one rank; rank 0 reports (metrics file, csv_monitor, progress, the summary
+// line).
 int trainPlan(const Args& a, const ds::PlanFile& plan, ds::Executor& exec,
               const std::optional<ds::CheckpointInfo>& resume) {
   const bool reporting = exec.rank() == 0;
@@ -221,8 +223,14 @@ int trainPlan(const Args& a, const ds::PlanFile& plan, ds::Executor& exec,
     return 0;
   }
   Progress progress(pos.step + 1, a.steps);
+  const nlohmann::json config = plan.plan.config_json().empty()
+                                    ? nlohmann::json::object()
+                                    : nlohmann::json::parse(plan.plan.config_json());
+  std::optional<ds::CsvMonitor> monitor;
+  if (reporting) monitor = ds::CsvMonitor::fromConfig(config);
   options.after_step = [&](const ds::StepMetrics& m) {
     if (reporting) progress.update(m);
+    if (monitor) monitor->write(ds::stepEvents(m, config));
     bool due = m.step == a.steps || (a.save_every > 0 && m.step % a.save_every == 0);
     if (a.save.empty() || !due) return;
     ds::saveCheckpoint(

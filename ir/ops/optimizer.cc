@@ -1,19 +1,21 @@
-// Optimizer step ops: one fused update per parameter, written in place of the
-// parameter and its optimizer state (the graph's state updates say so). The
-// learning rate and the step number are scalar feeds set by the runtime each step.
-// Three optional scalar inputs follow the states: a gradient scale (the clipping
-// coefficient ClipCoef computes, times 1 / loss scale under fp16), the momentum
-// (SGD) or beta1 (Adam) of this step, fed when the schedule cycles momentum
-// (OneCycle; absent, the attribute holds), and an overflow check: when that value
+// Optimizer step ops (SGD, Adam, Lion, Adagrad): one fused update per parameter, written in place
+// of the parameter and its optimizer state (the graph's state updates say so). The learning rate
+// and the step number are scalar feeds set by the runtime each step. Three optional scalar inputs
+// follow the states: a gradient scale (the clipping coefficient ClipCoef computes, times 1 / loss
+// scale under fp16), the momentum (SGD) or beta1 (Adam, Lion) of this step, fed when the schedule
+// cycles momentum (OneCycle; absent, the attribute holds), and an overflow check: when that value
 // (the global gradient norm under dynamic fp16 loss scaling) is inf or NaN, the
 // step changes nothing — DeepSpeed skips the step on every rank.
 // ClipCoef and ZerosLike serve gradient clipping and gradient accumulation.
 #include <algorithm>
 #include <optional>
 #include <string>
+#include <utility>
+#include <vector>
 
 #include "ir/op_registry.h"
 #include "ir/ops/ops.h"
+#include "ir/optimizer_ops.h"
 
 namespace ds {
 namespace {
@@ -116,6 +118,51 @@ OpSchema adamStep() {
   return s;
 }
 
+// A step with one required state (input 4, output 1): its attributes (round_to
+// added), and whether input 6 may feed a momentum.
+OpSchema oneStateStep(const char* name, std::vector<AttrSpec> attrs, bool fed_momentum) {
+  OpSchema s;
+  s.name = name;
+  s.min_inputs = 5;
+  s.max_inputs = 8;
+  s.min_outputs = 2;
+  s.max_outputs = 3;
+  s.attrs = std::move(attrs);
+  s.attrs.push_back({"round_to", AttrKind::String, std::string()});
+  s.infer = [fed_momentum](InferContext& ctx) {
+    if (!fed_momentum && ctx.hasInput(6)) ctx.fail("no momentum to feed (input 6)");
+    checkStepInputs(ctx, 5, /*sixteen_bit_grad=*/true);
+    for (size_t i = 0; i < 2; ++i) ctx.setOutput(i, ctx.input(0));
+    inferRounded(ctx, 2);
+  };
+  return s;
+}
+
+// LionStep(param, grad, lr, step, exp_avg, [grad_scale], [beta1], [overflow_check])
+//   -> param', exp_avg', [rounded] — the paper's Lion with decoupled weight decay;
+// the fed beta1 is OneCycle's cycled momentum; mixed precision's fused form as
+// AdamStep's.
+OpSchema lionStep() {
+  return oneStateStep("LionStep",
+                      {{"beta1", AttrKind::Float, 0.9},
+                       {"beta2", AttrKind::Float, 0.999},
+                       {"weight_decay", AttrKind::Float, 0.0}},
+                      /*fed_momentum=*/true);
+}
+
+// AdagradStep(param, grad, lr, step, sum, [grad_scale], [], [overflow_check])
+//   -> param', sum', [rounded] — torch.optim.Adagrad: L2 weight decay, the learning
+// rate divided by 1 + (step − 1) · lr_decay, the sum starting at
+// initial_accumulator_value; input 6 (a fed momentum) stays empty, Adagrad has none.
+OpSchema adagradStep() {
+  return oneStateStep("AdagradStep",
+                      {{"eps", AttrKind::Float, 1e-10},
+                       {"weight_decay", AttrKind::Float, 0.0},
+                       {"lr_decay", AttrKind::Float, 0.0},
+                       {"initial_accumulator_value", AttrKind::Float, 0.0}},
+                      /*fed_momentum=*/false);
+}
+
 // ClipCoef(norm){max_norm} -> f32 scalar: max_norm / (norm + 1e-6) when that is
 // below 1, else exactly 1 — DeepSpeed's clip_grad_norm_ (runtime/utils.py), which
 // scales the gradients only when the coefficient is below 1.
@@ -157,9 +204,20 @@ OpSchema copy() {
 
 }  // namespace
 
+bool isOptimizerStep(const std::string& op) {
+  return op == "SgdStep" || op == "AdamStep" || op == "LionStep" || op == "AdagradStep";
+}
+
+std::vector<size_t> optimizerStateInputs(const Node& step) {
+  if (step.op() == "AdamStep") return {4, 5};
+  return step.hasInput(4) ? std::vector<size_t>{4} : std::vector<size_t>{};
+}
+
 void registerOptimizerOps(OpRegistry& r) {
   r.add(sgdStep());
   r.add(adamStep());
+  r.add(lionStep());
+  r.add(adagradStep());
   r.add(clipCoef());
   r.add(zerosLike());
   r.add(copy());

@@ -1,10 +1,11 @@
 // Fused optimizer steps on the CPU, element-wise and in place (the outputs are the
 // parameter's and its states' own memory). The per-element math is
-// kernels/optimizer_math.h's, shared with the CUDA kernels: torch.optim.SGD and
-// DeepSpeed's Adam in the master's type with explicit FMAs. A clipped gradient is
-// scaled in that type first, as PyTorch's in-place grad.mul_ stores it.
-// AdamStep reads 16-bit gradients and writes the rounded 16-bit copy itself (its
-// mixed-precision form), so it is exempt from 16-bit promotion (promote16.h).
+// kernels/optimizer_math.h's, shared with the CUDA kernels: torch.optim.SGD,
+// DeepSpeed's Adam, Lion and torch.optim.Adagrad in the master's type with explicit
+// FMAs. A clipped gradient is scaled in that type first, as PyTorch's in-place
+// grad.mul_ stores it.
+// The steps read 16-bit gradients and write the rounded 16-bit copy themselves (their
+// mixed-precision form), so they are exempt from 16-bit promotion (promote16.h).
 // Also ClipCoef (DeepSpeed's clip_grad_norm_), ZerosLike and offload's Copy.
 #include <algorithm>
 #include <cmath>
@@ -73,26 +74,23 @@ void roundUnchanged(const KernelContext& c, size_t index) {
 // stays vectorized.
 constexpr int64_t kBlock = 4096;
 
-template <typename T>
-void sgdStep(const KernelContext& c) {
-  const size_t updated = c.hasInput(4) ? 2 : 1;  // the parameter and its velocity
+// A step with at most one state per element (SGD's optional velocity, Lion's
+// exp_avg, Adagrad's sum) and the overflow check at input 7: update(p, state, g)
+// per element, `state` null without one, g already scaled. Elements in blocks
+// (kBlock), a 16-bit gradient widened and the rounded copy written per block.
+template <typename T, typename Update>
+void oneStateStep(const KernelContext& c, const Update& update) {
+  const size_t updated = c.hasInput(4) ? 2 : 1;  // the parameter and its state
   if (skipStep(c, 7, updated)) {
     roundUnchanged<T>(c, updated);
     return;
   }
   const int64_t n = c.input(0).numel();
   const T* p = c.input(0).as<T>();
-  optimizer_math::SgdCoefficients<T> k;
-  k.lr = static_cast<T>(*c.input(2).as<float>());
-  k.momentum = static_cast<T>(optionalScalar(c, 6, c.f("momentum")));
-  k.one_minus_dampening = static_cast<T>(1 - c.f("dampening"));
-  k.weight_decay = static_cast<T>(c.f("weight_decay"));
-  k.nesterov = c.i("nesterov") != 0;
-  k.first_step = *c.input(3).as<int64_t>() <= 1;
   const T scale = static_cast<T>(optionalScalar(c, 5, 1.0));
   T* p_out = c.output(0).as<T>();
-  const T* buf = c.hasInput(4) ? c.input(4).as<T>() : nullptr;
-  T* buf_out = buf ? c.output(1).as<T>() : nullptr;
+  const T* state = c.hasInput(4) ? c.input(4).as<T>() : nullptr;
+  T* state_out = state ? c.output(1).as<T>() : nullptr;
   const Bits16 grad16 = bits16(c.input(1).dtype());
   uint16_t* rounded = c.outputs.size() > updated ? c.output(updated).as<uint16_t>() : nullptr;
   if (!std::is_same_v<T, float> && (grad16 != Bits16::None || rounded))
@@ -109,15 +107,44 @@ void sgdStep(const KernelContext& c) {
         g = widened;
       }
     for (int64_t i = begin; i < end; ++i) {
-      T pi = p[i], velocity = buf ? buf[i] : T(0);
-      optimizer_math::sgdUpdate(k, pi, buf ? &velocity : nullptr, g[i - begin] * scale);
+      T pi = p[i], si = state ? state[i] : T(0);
+      update(pi, state ? &si : nullptr, g[i - begin] * scale);
       p_out[i] = pi;
-      if (buf) buf_out[i] = velocity;
+      if (state) state_out[i] = si;
     }
     if constexpr (std::is_same_v<T, float>)
       if (rounded)
         round16(bits16(c.output(updated).dtype()), p_out + begin, rounded + begin, end - begin);
   }
+}
+
+template <typename T>
+void sgdStep(const KernelContext& c) {
+  optimizer_math::SgdCoefficients<T> k;
+  k.lr = static_cast<T>(*c.input(2).as<float>());
+  k.momentum = static_cast<T>(optionalScalar(c, 6, c.f("momentum")));
+  k.one_minus_dampening = static_cast<T>(1 - c.f("dampening"));
+  k.weight_decay = static_cast<T>(c.f("weight_decay"));
+  k.nesterov = c.i("nesterov") != 0;
+  k.first_step = *c.input(3).as<int64_t>() <= 1;
+  oneStateStep<T>(c,
+                  [&k](T& p, T* velocity, T g) { optimizer_math::sgdUpdate(k, p, velocity, g); });
+}
+
+template <typename T>
+void lionStep(const KernelContext& c) {
+  const auto k = optimizer_math::lionCoefficients<T>(*c.input(2).as<float>(),
+                                                     optionalScalar(c, 6, c.f("beta1")),
+                                                     c.f("beta2"), c.f("weight_decay"));
+  oneStateStep<T>(c, [&k](T& p, T* m, T g) { optimizer_math::lionUpdate(k, p, *m, g); });
+}
+
+template <typename T>
+void adagradStep(const KernelContext& c) {
+  const auto k = optimizer_math::adagradCoefficients<T>(
+      *c.input(2).as<float>(), static_cast<long long>(*c.input(3).as<int64_t>()), c.f("lr_decay"),
+      c.f("eps"), c.f("weight_decay"), c.f("initial_accumulator_value"));
+  oneStateStep<T>(c, [&k](T& p, T* sum, T g) { optimizer_math::adagradUpdate(k, p, *sum, g); });
 }
 
 // Adam over the elements, one loop per (clipped, AdamW) combination so that
@@ -233,6 +260,8 @@ std::unique_ptr<CpuKernel> byDtype(const KernelContext& ctx) {
 void registerOptimizerKernels(CpuKernelRegistry& r) {
   r.add("SgdStep", byDtype<sgdStep<float>, sgdStep<double>>);
   r.add("AdamStep", byDtype<adamStep<float>, adamStep<double>>);
+  r.add("LionStep", byDtype<lionStep<float>, lionStep<double>>);
+  r.add("AdagradStep", byDtype<adagradStep<float>, adagradStep<double>>);
   r.add("ClipCoef", [](const KernelContext&) { return statelessKernel(clipCoef); });
   r.add("ZerosLike", [](const KernelContext&) { return statelessKernel(zerosLike); });
   // Host and device memory are one on the CPU: offload's copies are plain copies.

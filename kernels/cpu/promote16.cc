@@ -5,6 +5,7 @@
 #include <string>
 #include <vector>
 
+#include "ir/optimizer_ops.h"
 #include "ir/tensor.h"
 
 namespace ds::cpu {
@@ -98,7 +99,7 @@ class PromotedKernel : public CpuKernel {
 // reductions' `to`, reduction.cc: the gradient norm).
 bool handles16BitItself(const KernelContext& ctx) {
   const std::string& op = ctx.op;
-  if (op == "AdamStep" || op == "SgdStep") return ctx.input(0).dtype() == DType::F32;
+  if (isOptimizerStep(op)) return ctx.input(0).dtype() == DType::F32;
   const bool sum = op == "ReduceSum" || op == "ReduceMean" || op == "ReduceSumSquare";
   return sum && is16BitFloat(ctx.input(0).dtype()) && ctx.output(0).dtype() == DType::F32;
 }

@@ -283,6 +283,23 @@ void adamStep(const AdamArgs& a, const float* p, const void* g, const float* lr,
               const int64_t* step, const float* m, const float* v, const float* grad_scale,
               const float* beta1, const float* check, float* p_out, float* m_out, float* v_out,
               void* rounded, int64_t n, cudaStream_t s);
+// Lion and Adagrad steps: one state each (Lion's exp_avg, Adagrad's sum); the
+// optional scalars, the overflow check and the 16-bit forms as SgdStep's. Lion's
+// beta1, when not null, replaces the attribute for this step (OneCycle).
+struct LionArgs {
+  double beta1 = 0.9, beta2 = 0.999, weight_decay = 0;
+  DType grad_type = DType::F32, round_to = DType::F32;  // as AdamArgs'
+};
+void lionStep(const LionArgs& a, const float* p, const void* g, const float* lr, const float* m,
+              const float* grad_scale, const float* beta1, const float* check, float* p_out,
+              float* m_out, void* rounded, int64_t n, cudaStream_t s);
+struct AdagradArgs {
+  double eps = 1e-10, weight_decay = 0, lr_decay = 0, initial_accumulator_value = 0;
+  DType grad_type = DType::F32, round_to = DType::F32;  // as AdamArgs'
+};
+void adagradStep(const AdagradArgs& a, const float* p, const void* g, const float* lr,
+                 const int64_t* step, const float* sum, const float* grad_scale, const float* check,
+                 float* p_out, float* sum_out, void* rounded, int64_t n, cudaStream_t s);
 // coef = max_norm / (norm + 1e-6) when below 1, else 1 (DeepSpeed's clip_grad_norm_).
 void clipCoef(const float* norm, float* coef, double max_norm, cudaStream_t s);
 

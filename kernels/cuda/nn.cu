@@ -1,7 +1,8 @@
 // Device kernels of pooling (forward and backward), Gemm's C broadcast, Gather
-// and its gradient, and the fused optimizer steps (see launch.h). Backward
-// kernels gather (one thread per dX element sums what flows into it) rather than
-// scatter with atomics, so results are deterministic and equal the CPU's order.
+// and its gradient, and the fused optimizer steps (SGD, Adam, Lion, Adagrad; see
+// launch.h). Backward kernels gather (one thread per dX element sums what flows
+// into it) rather than scatter with atomics, so results are deterministic and equal
+// the CPU's order.
 // Pooling is templated on the storage type S (f32, f16, bf16): f32 math, each
 // 16-bit output rounded once, as the promoted f32 kernel would round it.
 #include <algorithm>
@@ -283,6 +284,59 @@ __global__ void adamKernel(AdamArgs a, const float* p, const G* g, const float* 
   }
 }
 
+// Lion's and Adagrad's step scalars, computed on the device from the fed lr, step
+// and beta1, and their per-element update (kernels/optimizer_math.h).
+struct LionRule {
+  LionArgs a;
+  using Coefficients = optimizer_math::LionCoefficients<float>;
+  __device__ Coefficients coefficients(const float* lr, const int64_t*, const float* beta1) const {
+    return optimizer_math::lionCoefficients<float>(*lr, beta1 ? *beta1 : a.beta1, a.beta2,
+                                                   a.weight_decay);
+  }
+  __device__ static void update(const Coefficients& k, float& p, float& m, float g) {
+    optimizer_math::lionUpdate(k, p, m, g);
+  }
+};
+
+struct AdagradRule {
+  AdagradArgs a;
+  using Coefficients = optimizer_math::AdagradCoefficients<float>;
+  __device__ Coefficients coefficients(const float* lr, const int64_t* step, const float*) const {
+    return optimizer_math::adagradCoefficients<float>(*lr, static_cast<long long>(*step),
+                                                      a.lr_decay, a.eps, a.weight_decay,
+                                                      a.initial_accumulator_value);
+  }
+  __device__ static void update(const Coefficients& k, float& p, float& sum, float g) {
+    optimizer_math::adagradUpdate(k, p, sum, g);
+  }
+};
+
+// A step with one state per element by `Rule`; G and R as adamKernel's.
+template <typename Rule, typename G, typename R>
+__global__ void oneStateKernel(Rule rule, const float* p, const G* g, const float* lr_ptr,
+                               const int64_t* step_ptr, const float* state, const float* grad_scale,
+                               const float* momentum_ptr, const float* check, float* p_out,
+                               float* state_out, R* rounded, int64_t n) {
+  constexpr bool kRound = !std::is_same_v<R, float>;
+  if (skipStep(check)) {
+    for (int64_t i = globalIndex(); i < n; i += globalStride()) {
+      const float pi = p[i];
+      p_out[i] = pi;
+      state_out[i] = state[i];
+      if constexpr (kRound) rounded[i] = fromFloat<R>(pi);
+    }
+    return;
+  }
+  const typename Rule::Coefficients k = rule.coefficients(lr_ptr, step_ptr, momentum_ptr);
+  for (int64_t i = globalIndex(); i < n; i += globalStride()) {
+    float pi = p[i], si = state[i];
+    Rule::update(k, pi, si, scaledGrad(toFloat(g[i]), grad_scale));
+    p_out[i] = pi;
+    state_out[i] = si;
+    if constexpr (kRound) rounded[i] = fromFloat<R>(pi);
+  }
+}
+
 __global__ void clipCoefKernel(const float* norm, float* coef, double max_norm) {
   const double c = max_norm / (static_cast<double>(*norm) + 1e-6);
   *coef = c < 1.0 ? static_cast<float>(c) : 1.0f;
@@ -518,6 +572,40 @@ void sgdStep(const SgdArgs& a, const float* p, const void* g, const float* lr, c
                                               grad_scale, momentum, check, p_out, buf_out,
                                               static_cast<R*>(rounded), n);
   });
+}
+
+namespace {
+
+// Launches oneStateKernel for the step's gradient and rounded-copy types.
+template <typename Rule>
+void oneStateStep(const Rule& rule, DType grad_type, DType round_to, const float* p, const void* g,
+                  const float* lr, const int64_t* step, const float* state, const float* grad_scale,
+                  const float* momentum, const float* check, float* p_out, float* state_out,
+                  void* rounded, int64_t n, cudaStream_t s) {
+  if (n == 0) return;
+  withStepTypes(grad_type, round_to, [&](auto grad_tag, auto round_tag) {
+    using G = decltype(grad_tag);
+    using R = decltype(round_tag);
+    oneStateKernel<Rule, G, R><<<gridFor(n), kThreads, 0, s>>>(
+        rule, p, static_cast<const G*>(g), lr, step, state, grad_scale, momentum, check, p_out,
+        state_out, static_cast<R*>(rounded), n);
+  });
+}
+
+}  // namespace
+
+void lionStep(const LionArgs& a, const float* p, const void* g, const float* lr, const float* m,
+              const float* grad_scale, const float* beta1, const float* check, float* p_out,
+              float* m_out, void* rounded, int64_t n, cudaStream_t s) {
+  oneStateStep(LionRule{a}, a.grad_type, a.round_to, p, g, lr, nullptr, m, grad_scale, beta1, check,
+               p_out, m_out, rounded, n, s);
+}
+
+void adagradStep(const AdagradArgs& a, const float* p, const void* g, const float* lr,
+                 const int64_t* step, const float* sum, const float* grad_scale, const float* check,
+                 float* p_out, float* sum_out, void* rounded, int64_t n, cudaStream_t s) {
+  oneStateStep(AdagradRule{a}, a.grad_type, a.round_to, p, g, lr, step, sum, grad_scale, nullptr,
+               check, p_out, sum_out, rounded, n, s);
 }
 
 void adamStep(const AdamArgs& a, const float* p, const void* g, const float* lr,

@@ -1,6 +1,6 @@
 // CUDA kernels of pooling forward and backward (CPU twins: kernels/cpu/pool.cc,
-// grad_pool.cc) and of the optimizer ops SgdStep, AdamStep, ClipCoef, ZerosLike and Copy
-// (optimizer.cc).
+// grad_pool.cc) and of the optimizer ops SgdStep, AdamStep, LionStep, AdagradStep,
+// ClipCoef, ZerosLike and Copy (optimizer.cc).
 // Pooling windows are resolved with the CPU's window rules (kernels/cpu/window.h)
 // and handed to the device as a 3-D window; pooling also runs on f16/bf16 storage
 // (Native16: f32 math, one rounding per output). The learning rate and step number
@@ -86,31 +86,33 @@ const float* optionalScalar(const KernelContext& c, size_t i) {
   return c.hasInput(i) ? c.input(i).as<float>() : nullptr;
 }
 
-// Mixed precision's fused form of a step (passes/fuse_optimizer_casts.h): the
-// gradient's type and that of the rounded copy (output `rounded`, f32: none); false
-// for two different 16-bit types, which no kernel mixes.
-bool stepTypes(const KernelContext& ctx, size_t rounded, DType* grad_type, DType* round_to) {
+// A step factory's prelude: false for a 16-bit parameter, which runs promoted (no
+// kernel of its own); else an f32 parameter, and mixed precision's fused form
+// (passes/fuse_optimizer_casts.h): the gradient's type and that of the rounded copy
+// (output `rounded`, f32: none), two different 16-bit types failing, as no kernel
+// mixes them.
+bool readStepTypes(const KernelContext& ctx, size_t rounded, DType* grad_type, DType* round_to) {
+  if (isSixteenBitFloat(ctx.input(0).dtype())) return false;
+  requireF32(ctx, 0);
   *grad_type = ctx.input(1).dtype();
   *round_to = ctx.outputs.size() > rounded ? ctx.output(rounded).dtype() : DType::F32;
-  return !(isSixteenBitFloat(*grad_type) && isSixteenBitFloat(*round_to) &&
-           *grad_type != *round_to);
+  if (isSixteenBitFloat(*grad_type) && isSixteenBitFloat(*round_to) && *grad_type != *round_to)
+    ctx.fail("a ", dtypeName(*grad_type), " gradient rounded to ", dtypeName(*round_to),
+             " is not supported");
+  return true;
 }
 
 // SgdStep(param, grad, lr, step[, velocity][, grad_scale][, momentum][, overflow_check])
 // -> param'[, velocity'][, rounded]. The overflow check (fp16 plans' loss scaling) is
 // read on the device: a non-finite value skips the step.
 std::unique_ptr<CudaKernel> sgdKernel(const KernelContext& ctx, const Device&) {
-  if (isSixteenBitFloat(ctx.input(0).dtype())) return nullptr;  // a 16-bit parameter: promoted
-  requireF32(ctx, 0);
   SgdArgs a;
+  const size_t updated = ctx.hasInput(4) ? 2 : 1;
+  if (!readStepTypes(ctx, updated, &a.grad_type, &a.round_to)) return nullptr;
   a.momentum = ctx.f("momentum");
   a.dampening = ctx.f("dampening");
   a.weight_decay = ctx.f("weight_decay");
   a.nesterov = ctx.i("nesterov") != 0;
-  const size_t updated = ctx.hasInput(4) ? 2 : 1;
-  if (!stepTypes(ctx, updated, &a.grad_type, &a.round_to))
-    ctx.fail("a ", dtypeName(a.grad_type), " gradient rounded to ", dtypeName(a.round_to),
-             " is not supported");
   return launchKernel([a, updated](const KernelContext& c, const Device& d, void*) {
     const float* buf = c.hasInput(4) ? c.input(4).as<float>() : nullptr;
     float* buf_out = buf ? c.output(1).as<float>() : nullptr;
@@ -125,12 +127,8 @@ std::unique_ptr<CudaKernel> sgdKernel(const KernelContext& ctx, const Device&) {
 // AdamStep(param, grad, lr, step, m, v[, grad_scale][, beta1][, overflow_check])
 // -> param', m', v'[, rounded].
 std::unique_ptr<CudaKernel> adamKernel(const KernelContext& ctx, const Device&) {
-  if (isSixteenBitFloat(ctx.input(0).dtype())) return nullptr;  // a 16-bit parameter: promoted
-  requireF32(ctx, 0);
   AdamArgs a;
-  if (!stepTypes(ctx, 3, &a.grad_type, &a.round_to))
-    ctx.fail("a ", dtypeName(a.grad_type), " gradient rounded to ", dtypeName(a.round_to),
-             " is not supported");
+  if (!readStepTypes(ctx, 3, &a.grad_type, &a.round_to)) return nullptr;
   a.beta1 = ctx.f("beta1");
   a.beta2 = ctx.f("beta2");
   a.eps = ctx.f("eps");
@@ -144,6 +142,41 @@ std::unique_ptr<CudaKernel> adamKernel(const KernelContext& ctx, const Device&) 
              optionalScalar(c, 6), optionalScalar(c, 7), optionalScalar(c, 8),
              c.output(0).as<float>(), c.output(1).as<float>(), c.output(2).as<float>(), rounded,
              c.input(0).numel(), d.stream);
+  });
+}
+
+// LionStep(param, grad, lr, step, exp_avg[, grad_scale][, beta1][, overflow_check])
+// -> param', exp_avg'[, rounded].
+std::unique_ptr<CudaKernel> lionKernel(const KernelContext& ctx, const Device&) {
+  LionArgs a;
+  if (!readStepTypes(ctx, 2, &a.grad_type, &a.round_to)) return nullptr;
+  a.beta1 = ctx.f("beta1");
+  a.beta2 = ctx.f("beta2");
+  a.weight_decay = ctx.f("weight_decay");
+  return launchKernel([a](const KernelContext& c, const Device& d, void*) {
+    void* rounded = c.outputs.size() > 2 ? c.output(2).data : nullptr;
+    lionStep(a, c.input(0).as<float>(), c.input(1).data, c.input(2).as<float>(),
+             c.input(4).as<float>(), optionalScalar(c, 5), optionalScalar(c, 6),
+             optionalScalar(c, 7), c.output(0).as<float>(), c.output(1).as<float>(), rounded,
+             c.input(0).numel(), d.stream);
+  });
+}
+
+// AdagradStep(param, grad, lr, step, sum[, grad_scale][, ][, overflow_check])
+// -> param', sum'[, rounded].
+std::unique_ptr<CudaKernel> adagradKernel(const KernelContext& ctx, const Device&) {
+  AdagradArgs a;
+  if (!readStepTypes(ctx, 2, &a.grad_type, &a.round_to)) return nullptr;
+  a.eps = ctx.f("eps");
+  a.weight_decay = ctx.f("weight_decay");
+  a.lr_decay = ctx.f("lr_decay");
+  a.initial_accumulator_value = ctx.f("initial_accumulator_value");
+  return launchKernel([a](const KernelContext& c, const Device& d, void*) {
+    void* rounded = c.outputs.size() > 2 ? c.output(2).data : nullptr;
+    adagradStep(a, c.input(0).as<float>(), c.input(1).data, c.input(2).as<float>(),
+                c.input(3).as<int64_t>(), c.input(4).as<float>(), optionalScalar(c, 5),
+                optionalScalar(c, 7), c.output(0).as<float>(), c.output(1).as<float>(), rounded,
+                c.input(0).numel(), d.stream);
   });
 }
 
@@ -189,8 +222,10 @@ void registerNnKernels(CudaKernelRegistry& r) {
     if (ctx.output(0).rank() != 4 || !isPlainMaxPool2d(gradPoolArgs(ctx, true))) return {};
     return {{{false, 0}, {false, 1}, {true, 0}}};
   });
-  r.add("SgdStep", sgdKernel, Precision::Native16);    // as AdamStep
-  r.add("AdamStep", adamKernel, Precision::Native16);  // its 16-bit gradient and rounded copy
+  r.add("SgdStep", sgdKernel, Precision::Native16);          // as AdamStep
+  r.add("AdamStep", adamKernel, Precision::Native16);        // its 16-bit gradient and rounded copy
+  r.add("LionStep", lionKernel, Precision::Native16);        // as AdamStep
+  r.add("AdagradStep", adagradKernel, Precision::Native16);  // as AdamStep
   r.add("ClipCoef", clipCoefKernel);
   r.add("ZerosLike", zerosLikeKernel, Precision::Native16);  // bytes only: any dtype
   r.add("Copy", copyKernel, Precision::Native16);
