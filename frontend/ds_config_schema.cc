@@ -159,9 +159,17 @@ const std::vector<Key>& zeroKeys() {
   return keys;
 }
 
+// The keys of the monitors dscompile implements (csv_monitor, tensorboard).
+const std::vector<Key>& monitorKeys() {
+  static const std::vector<Key> keys = {{"enabled", Type::Bool, kUsed},
+                                        {"output_path", Type::String, kUsed},
+                                        {"job_name", Type::String, kUsed}};
+  return keys;
+}
+
 // What the monitors dscompile lacks point to.
-constexpr const char* kUseCsvMonitor =
-    "csv_monitor writes the same events (loss, lr, loss scale) as CSV files";
+constexpr const char* kUseOtherMonitors =
+    "csv_monitor and tensorboard write the same events (loss, lr, loss scale)";
 
 const std::vector<Key>& topKeys() {
   static const std::vector<Key> keys = {
@@ -223,16 +231,10 @@ const std::vector<Key>& topKeys() {
        "it configures DeepSpeed's checkpoint() API, which an ONNX graph cannot call: "
        "dscompile --checkpoint-activations recomputes activations"},
       {"flops_profiler", Type::Object, kIgnored},
-      {"tensorboard", Type::Object, kIgnored, kNoAuto, {}, nullptr, kUseCsvMonitor},
-      {"wandb", Type::Object, kIgnored, kNoAuto, {}, nullptr, kUseCsvMonitor},
-      {"csv_monitor",
-       Type::Object,
-       kUsed,
-       kNoAuto,
-       {{"enabled", Type::Bool, kUsed},
-        {"output_path", Type::String, kUsed},
-        {"job_name", Type::String, kUsed}}},
-      {"comet", Type::Object, kIgnored, kNoAuto, {}, nullptr, kUseCsvMonitor},
+      {"tensorboard", Type::Object, kUsed, kNoAuto, monitorKeys()},
+      {"wandb", Type::Object, kIgnored, kNoAuto, {}, nullptr, kUseOtherMonitors},
+      {"csv_monitor", Type::Object, kUsed, kNoAuto, monitorKeys()},
+      {"comet", Type::Object, kIgnored, kNoAuto, {}, nullptr, kUseOtherMonitors},
       {"comms_logger", Type::Object, kIgnored},
       {"checkpoint", Type::Object, kIgnored},
       {"data_types", Type::Object, kUsed, kNoAuto, {{"grad_accum_dtype", Type::Any, kUsed}}},

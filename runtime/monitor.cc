@@ -4,11 +4,15 @@
 #include <cmath>
 #include <filesystem>
 #include <fstream>
+#include <memory>
+#include <optional>
 #include <system_error>
+#include <utility>
 
 #include "ir/error.h"
 #include "runtime/loss_scaler.h"
 #include "runtime/lr_schedule.h"
+#include "runtime/tensorboard_writer.h"
 
 namespace ds {
 namespace {
@@ -55,32 +59,70 @@ std::vector<MonitorEvent> stepEvents(const StepMetrics& m, const nlohmann::json&
   return events;
 }
 
-std::optional<CsvMonitor> CsvMonitor::fromConfig(const nlohmann::json& config) {
-  auto section = config.find("csv_monitor");
-  if (section == config.end() || !section->is_object() || !section->value("enabled", false))
-    return std::nullopt;
-  // DeepSpeed's defaults: the working directory, job "DeepSpeedJobName".
+namespace {
+
+// DeepSpeed's csv_monitor: one CSV file per event.
+class CsvMonitor : public MonitorWriter {
+ public:
+  explicit CsvMonitor(std::filesystem::path directory) : directory_(std::move(directory)) {}
+
+  void write(const std::vector<MonitorEvent>& events) override {
+    for (const MonitorEvent& e : events) {
+      const std::filesystem::path path = directory_ / fileName(e.name);
+      std::error_code error;
+      const bool fresh =
+          !std::filesystem::exists(path) || std::filesystem::file_size(path, error) == 0;
+      std::ofstream out(path, std::ios::app);
+      if (fresh) out << "step," << column(e.name) << "\n";
+      out << e.samples << "," << pythonRepr(e.value) << "\n";
+      out.flush();
+      DS_CHECK(out.good(), "csv_monitor: cannot write ", path.string());
+    }
+  }
+
+ private:
+  std::filesystem::path directory_;
+};
+
+// DeepSpeed's tensorboard monitor: each event a scalar at step = its samples.
+class TensorBoardMonitor : public MonitorWriter {
+ public:
+  explicit TensorBoardMonitor(const std::filesystem::path& directory)
+      : writer_(directory.string()) {}
+
+  void write(const std::vector<MonitorEvent>& events) override {
+    for (const MonitorEvent& e : events)
+      writer_.addScalar(e.name, static_cast<float>(e.value), e.samples);
+  }
+
+ private:
+  TensorBoardWriter writer_;
+};
+
+// The directory of the monitor `section` configures, created; nullopt when the
+// section is absent or not enabled.
+std::optional<std::filesystem::path> monitorDirectory(const nlohmann::json& config,
+                                                      const std::string& section) {
+  auto it = config.find(section);
+  if (it == config.end() || !it->is_object() || !it->value("enabled", false)) return std::nullopt;
   const std::filesystem::path directory =
-      std::filesystem::path(section->value("output_path", std::string())) /
-      section->value("job_name", std::string("DeepSpeedJobName"));
+      std::filesystem::path(it->value("output_path", std::string())) /
+      it->value("job_name", std::string("DeepSpeedJobName"));
   std::error_code error;
   std::filesystem::create_directories(directory, error);
-  DS_CHECK(!error, "csv_monitor: cannot create ", directory.string(), ": ", error.message());
-  return CsvMonitor(directory.string());
+  DS_CHECK(!error, section, ": cannot create ", directory.string(), ": ", error.message());
+  return directory;
 }
 
-void CsvMonitor::write(const std::vector<MonitorEvent>& events) {
-  for (const MonitorEvent& e : events) {
-    const std::filesystem::path path = std::filesystem::path(directory_) / fileName(e.name);
-    std::error_code error;
-    const bool fresh =
-        !std::filesystem::exists(path) || std::filesystem::file_size(path, error) == 0;
-    std::ofstream out(path, std::ios::app);
-    if (fresh) out << "step," << column(e.name) << "\n";
-    out << e.samples << "," << pythonRepr(e.value) << "\n";
-    out.flush();
-    DS_CHECK(out.good(), "csv_monitor: cannot write ", path.string());
-  }
+}  // namespace
+
+std::vector<std::unique_ptr<MonitorWriter>> monitorsFromConfig(const nlohmann::json& config) {
+  std::vector<std::unique_ptr<MonitorWriter>> monitors;
+  if (auto dir = monitorDirectory(config, "csv_monitor"))
+    monitors.push_back(std::make_unique<CsvMonitor>(*dir));
+  if (auto dir = monitorDirectory(config, "tensorboard"))
+    monitors.push_back(std::make_unique<TensorBoardMonitor>(*dir));
+  return monitors;
 }
 
 }  // namespace ds

@@ -1,5 +1,5 @@
-// DeepSpeed's monitor events and its csv_monitor (deepspeed/monitor/csv_monitor.py),
-// written by rank 0 after each optimizer step. The events are the ones DeepSpeed's
+// DeepSpeed's monitor events and its monitors (deepspeed/monitor/): csv_monitor and
+// tensorboard, written by rank 0 after each optimizer step. The events are the ones DeepSpeed's
 // engine writes, each at a count of samples trained, for optimizer step s of a
 // global batch of B samples:
 //   Train/Samples/train_loss  the step's loss, at (s − 1)·B: the engine writes it in
@@ -11,12 +11,13 @@
 //   Train/Samples/loss_scale  fp16: the loss scale after the step's update, at s·B.
 // The CSV monitor keeps one file per event under <output_path>/<job_name>/, named
 // by the event with '/' and ' ' as '_', a "step,<last part of the name>" header
-// and one "samples,value" row per step; a resumed run appends to the files.
+// and one "samples,value" row per step; a resumed run appends to the files. The
+// TensorBoard monitor writes the events as scalars at step = samples, into a new
+// event file per run (runtime/tensorboard_writer.h).
 #pragma once
 
 #include <cstdint>
-#include <optional>
-#include <set>
+#include <memory>
 #include <string>
 #include <vector>
 
@@ -36,18 +37,17 @@ struct MonitorEvent {
 // effective DeepSpeed config).
 std::vector<MonitorEvent> stepEvents(const StepMetrics& m, const nlohmann::json& config);
 
-class CsvMonitor {
+// A monitor of the config's: csv_monitor, tensorboard.
+class MonitorWriter {
  public:
-  // The monitor csv_monitor asks for; nullopt when it is absent or not enabled.
-  // Creates its directory; an unwritable one is an error naming the key.
-  static std::optional<CsvMonitor> fromConfig(const nlohmann::json& config);
-
-  void write(const std::vector<MonitorEvent>& events);
-  const std::string& directory() const { return directory_; }
-
- private:
-  explicit CsvMonitor(std::string directory) : directory_(std::move(directory)) {}
-  std::string directory_;
+  virtual ~MonitorWriter() = default;
+  virtual void write(const std::vector<MonitorEvent>& events) = 0;
 };
+
+// The monitors the config enables (csv_monitor, tensorboard: "enabled": true), each
+// writing into <output_path>/<job_name>/ (DeepSpeed's defaults: the working
+// directory, "DeepSpeedJobName"), which it creates; an unwritable one is an error
+// naming the section.
+std::vector<std::unique_ptr<MonitorWriter>> monitorsFromConfig(const nlohmann::json& config);
 
 }  // namespace ds

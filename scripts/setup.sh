@@ -8,6 +8,7 @@ packages=(
   build-essential cmake ninja-build pkg-config clang-format bc graphviz
   libonnx-dev libonnx-testdata libprotobuf-dev protobuf-compiler
   libgtest-dev nlohmann-json3-dev libcli11-dev libdnnl-dev ocl-icd-opencl-dev opencl-headers
+  libisal-dev
   python3-torch python3-torchvision python3-onnx python3-numpy
   openmpi-bin libopenmpi-dev
 )
@@ -25,12 +26,13 @@ if ((${#missing[@]})); then
   $sudo_cmd apt-get install -y -qq --no-install-recommends "${missing[@]}"
 fi
 
-# Python tools for the oracles (ONNX's newer node-test data, ONNX Runtime) live in
-# a project-local virtual environment, git-ignored, so nothing touches the system.
+# Python tools for the oracles (ONNX's newer node-test data, ONNX Runtime,
+# TensorBoard's event reader) live in a project-local virtual environment,
+# git-ignored, so nothing touches the system.
 venv=.venv
-if [ ! -x "$venv/bin/python" ] || ! "$venv/bin/python" -c 'import onnx, onnxruntime, numpy' 2>/dev/null; then
+if [ ! -x "$venv/bin/python" ] || ! "$venv/bin/python" -c 'import onnx, onnxruntime, numpy, tensorboard' 2>/dev/null; then
   python3 -m venv "$venv"
-  "$venv/bin/pip" install -q --disable-pip-version-check onnx onnxruntime numpy
+  "$venv/bin/pip" install -q --disable-pip-version-check onnx onnxruntime numpy tensorboard
 fi
 # cuDNN's C++ graph API (header-only) for fused attention on the GPU: the build uses
 # only the wheel's headers, so none of its Python dependencies are installed.

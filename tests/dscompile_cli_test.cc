@@ -198,15 +198,15 @@ TEST(DsConfig, KeysAskingForWhatDscompileDoesDoNotWarn) {
   EXPECT_TRUE(quiet.offload_optimizer);
   EXPECT_FALSE(quiet.offload_param);
   DsConfig loud = parseDsConfig(
-      R"({"train_batch_size": 8, "tensorboard": {"enabled": true},
+      R"({"train_batch_size": 8, "wandb": {"enabled": true},
           "optimizer": {"type": "Adam", "params": {"amsgrad": true}},
           "zero_optimization": {"stage": 2, "allgather_partitions": false}})",
       "cfg.json");
   EXPECT_EQ(loud.warnings,
             (std::vector<std::string>{
                 "optimizer.params.amsgrad: not implemented by dscompile, ignored",
-                "tensorboard: not implemented by dscompile, ignored; csv_monitor writes the same "
-                "events (loss, lr, loss scale) as CSV files",
+                "wandb: not implemented by dscompile, ignored; csv_monitor and tensorboard write "
+                "the same events (loss, lr, loss scale)",
                 "zero_optimization.allgather_partitions: not implemented by dscompile, ignored"}));
   // Where the division by the world size happens changes only the rounding: dscompile
   // divides the loss before backward, which every choice amounts to.

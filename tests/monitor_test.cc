@@ -1,6 +1,7 @@
-// DeepSpeed's csv_monitor (runtime/monitor.h): dsrun writes DeepSpeed's events of
-// each optimizer step as CSV files, at DeepSpeed's sample counts, checked against
-// the step metrics dsrun writes (--metrics) and a schedule worked out by hand.
+// DeepSpeed's csv_monitor and tensorboard monitors (runtime/monitor.h): dsrun writes
+// DeepSpeed's events of each optimizer step, at DeepSpeed's sample counts, checked
+// against the step metrics dsrun writes (--metrics), a schedule worked out by hand
+// and TensorBoard's own reader.
 #include <gtest/gtest.h>
 
 #include <algorithm>
@@ -12,14 +13,17 @@
 
 #include <nlohmann/json.hpp>
 
+#include "runtime/tensorboard_writer.h"
 #include "tests/training_fixtures.h"
 
 namespace ds {
 namespace {
 
 // fp16 (a loss scale that grows every 2 steps), WarmupLR over 10 steps to 0.01,
-// train batch 8 (4 x 2 accumulation steps), the given csv_monitor section.
-std::string compileMonitored(const std::string& name, const nlohmann::json& csv_monitor) {
+// train batch 8 (4 x 2 accumulation steps), the given csv_monitor (and
+// tensorboard) section.
+std::string compileMonitored(const std::string& name, const nlohmann::json& csv_monitor,
+                             const nlohmann::json& tensorboard = nullptr) {
   nlohmann::json config = {
       {"train_micro_batch_size_per_gpu", 4},
       {"gradient_accumulation_steps", 2},
@@ -33,6 +37,7 @@ std::string compileMonitored(const std::string& name, const nlohmann::json& csv_
           {"warmup_type", "linear"}}}}},
       {"fp16", {{"enabled", true}, {"initial_scale_power", 8}, {"loss_scale_window", 2}}},
       {"csv_monitor", csv_monitor}};
+  if (!tensorboard.is_null()) config["tensorboard"] = tensorboard;
   const std::string path = test::scratch(name + ".json");
   test::writeFile(path, config.dump());
   return test::compileText(test::mlpText(false), name, "--loss cross_entropy --config " + path);
@@ -98,6 +103,47 @@ TEST(CsvMonitor, WritesDeepSpeedsEventsAtTheirSampleCounts) {
             "step,loss_scale\n8,256.0\n");
   const std::string lr_text = test::readBytes(job + "Train_Samples_lr.csv");
   EXPECT_EQ(lr_text.substr(lr_text.rfind("32,")), "32,0.003\n");
+}
+
+TEST(TensorBoardMonitor, Crc32cIsTheCastagnoliChecksum) {
+  // The standard check value of CRC-32C, and TFRecord's mask of it.
+  const std::string digits = "123456789";
+  EXPECT_EQ(crc32c(digits.data(), digits.size()), 0xe3069283u);
+  const uint32_t crc = 0xe3069283u;
+  EXPECT_EQ(maskedCrc32c(digits.data(), digits.size()), ((crc >> 15) | (crc << 17)) + 0xa282ead8u);
+  EXPECT_EQ(crc32c("", 0), 0u);
+}
+
+// TensorBoard itself (its EventAccumulator, which checks every record's CRCs) reads
+// back the events the CSV monitor writes beside it, as float32 scalars at the same
+// sample counts.
+TEST(TensorBoardMonitor, TensorBoardReadsTheCsvMonitorsEvents) {
+  const std::string python = DS_SOURCE_DIR "/.venv/bin/python";
+  ASSERT_TRUE(std::filesystem::exists(python)) << python << ": run scripts/setup.sh";
+  const std::string csv_dir = test::freshDir("tb_monitor_csv");
+  const std::string tb_dir = test::freshDir("tb_monitor_tb");
+  nlohmann::json config = {{"enabled", true}, {"output_path", csv_dir}, {"job_name", "run"}};
+  const std::string plan = compileMonitored(
+      "tb_monitor", config, {{"enabled", true}, {"output_path", tb_dir}, {"job_name", "run"}});
+  test::trainPlan(plan, "tb_monitor", 3, 0.3);
+  auto r =
+      test::runCommand(python + " " DS_SOURCE_DIR "/tests/tensorboard_read.py " + tb_dir + "/run");
+  ASSERT_EQ(r.exit_code, 0) << r.output;
+  const nlohmann::json scalars = nlohmann::json::parse(r.output);
+  for (const char* event :
+       {"Train/Samples/train_loss", "Train/Samples/lr", "Train/Samples/loss_scale"}) {
+    SCOPED_TRACE(event);
+    std::string file = event;
+    std::replace(file.begin(), file.end(), '/', '_');
+    const Csv csv = readCsv(csv_dir + "/run/" + file + ".csv");
+    ASSERT_TRUE(scalars.contains(event)) << r.output;
+    ASSERT_EQ(scalars[event].size(), csv.rows.size());
+    ASSERT_EQ(csv.rows.size(), 3u);
+    for (size_t i = 0; i < csv.rows.size(); ++i) {
+      EXPECT_EQ(scalars[event][i][0].get<int64_t>(), csv.rows[i].first);
+      EXPECT_EQ(scalars[event][i][1].get<double>(), static_cast<float>(csv.rows[i].second));
+    }
+  }
 }
 
 TEST(CsvMonitor, AResumedRunAppendsToTheFilesWithoutASecondHeader) {

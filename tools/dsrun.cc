@@ -10,7 +10,9 @@
 #include <filesystem>
 #include <iostream>
 #include <map>
+#include <memory>
 #include <optional>
+#include <vector>
 
 #include <unistd.h>
 
@@ -198,8 +200,8 @@ void checkSaveDir(const Args& a, int64_t start_step) {
            " or save elsewhere");
 }
 
-// Trains one rank; rank 0 reports (metrics file, csv_monitor, progress, the summary
-// line).
+// Trains one rank; rank 0 reports (metrics file, the config's monitors, progress,
+// the summary line).
 int trainPlan(const Args& a, const ds::PlanFile& plan, ds::Executor& exec,
               const std::optional<ds::CheckpointInfo>& resume) {
   const bool reporting = exec.rank() == 0;
@@ -226,11 +228,14 @@ int trainPlan(const Args& a, const ds::PlanFile& plan, ds::Executor& exec,
   const nlohmann::json config = plan.plan.config_json().empty()
                                     ? nlohmann::json::object()
                                     : nlohmann::json::parse(plan.plan.config_json());
-  std::optional<ds::CsvMonitor> monitor;
-  if (reporting) monitor = ds::CsvMonitor::fromConfig(config);
+  std::vector<std::unique_ptr<ds::MonitorWriter>> monitors;
+  if (reporting) monitors = ds::monitorsFromConfig(config);
   options.after_step = [&](const ds::StepMetrics& m) {
     if (reporting) progress.update(m);
-    if (monitor) monitor->write(ds::stepEvents(m, config));
+    if (!monitors.empty()) {
+      const std::vector<ds::MonitorEvent> events = ds::stepEvents(m, config);
+      for (const auto& monitor : monitors) monitor->write(events);
+    }
     bool due = m.step == a.steps || (a.save_every > 0 && m.step % a.save_every == 0);
     if (a.save.empty() || !due) return;
     ds::saveCheckpoint(
