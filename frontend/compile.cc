@@ -40,6 +40,26 @@ void warnOffloadedAdagradDecay(DsConfig& c) {
         "torch.optim.Adagrad, as DeepSpeed does without offload");
 }
 
+// Where DeepSpeed's Lamb under 16 bits differs from what it asks: fp16 runs its
+// unfused optimizer, whose loss scaler has no hysteresis (dscompile's has none for
+// Lamb either, runtime/loss_scaler.h); bf16 runs its BF16_Optimizer, which hands
+// Lamb one flat group, so one trust ratio spans every parameter, where dscompile
+// keeps one per parameter.
+void warnLambPrecisionDifferences(DsConfig& c) {
+  if (c.optimizer != "Lamb") return;
+  const nlohmann::json fp16 =
+      c.raw.is_object() ? c.raw.value("fp16", nlohmann::json::object()) : nlohmann::json::object();
+  for (const char* key : {"hysteresis", "consecutive_hysteresis"})
+    if (c.fp16 && fp16.contains(key))
+      c.warnings.push_back(std::string("fp16.") + key +
+                           ": DeepSpeed's fp16 optimizer for Lamb (unfused) has no hysteresis, "
+                           "and neither has dscompile's; ignored");
+  if (c.bf16)
+    c.warnings.push_back(
+        "bf16.enabled: DeepSpeed's bf16 optimizer gives Lamb one flat group, so one trust "
+        "ratio spans every parameter; dscompile keeps Lamb's trust ratio per parameter");
+}
+
 // Command-line flags override the config; the batch arithmetic is then resolved.
 DsConfig effectiveConfig(const CompileOptions& o) {
   DsConfig c = o.config_path ? loadDsConfig(*o.config_path) : DsConfig{};
@@ -76,6 +96,13 @@ DsConfig effectiveConfig(const CompileOptions& o) {
     c.offload_param = false;
   }
   warnOffloadedAdagradDecay(c);
+  warnLambPrecisionDifferences(c);
+  // FusedLamb's trust ratio is per parameter; ZeRO hands an optimizer flat shards, so
+  // DeepSpeed refuses Lamb there unless told to run it untested (on shards).
+  DS_CHECK(c.optimizer != "Lamb" || c.zero_stage == 0,
+           "optimizer.type: Lamb takes each parameter's norm, which ZeRO's shards split; "
+           "it runs at zero_optimization.stage 0, not ",
+           c.zero_stage);
   return c;
 }
 
@@ -104,6 +131,12 @@ OptimizerOptions optimizerOptions(const DsConfig& c) {
   o.nesterov = params.value("nesterov", false);
   o.lr_decay = number("lr_decay", 0.0);
   o.initial_accumulator_value = number("initial_accumulator_value", 0.0);
+  o.eps_inside_sqrt = params.value("eps_inside_sqrt", false);
+  DS_CHECK(o.type != "Lamb" || !params.value("amsgrad", false),
+           "optimizer.params.amsgrad: Lamb has no AMSGrad variant (DeepSpeed's FusedLamb refuses "
+           "it)");
+  o.max_coeff = number("max_coeff", 10.0);
+  o.min_coeff = number("min_coeff", 0.01);
   o.adam_w_mode = params.value("adam_w_mode", true);
   o.bias_correction = params.value("bias_correction", true);
   if (auto clip = c.raw.find("gradient_clipping"); clip != c.raw.end()) {
@@ -126,6 +159,13 @@ nlohmann::json optimizerJson(const DsConfig& c) {
     p.update({{"momentum", o.momentum}, {"dampening", o.dampening}, {"nesterov", o.nesterov}});
   } else if (o.type == "Lion") {
     p.update({{"betas", {o.beta1, o.beta2}}});
+  } else if (o.type == "Lamb") {
+    p.update({{"betas", {o.beta1, o.beta2}},
+              {"eps", o.eps},
+              {"eps_inside_sqrt", o.eps_inside_sqrt},
+              {"bias_correction", o.bias_correction},
+              {"max_coeff", o.max_coeff},
+              {"min_coeff", o.min_coeff}});
   } else if (o.type == "Adagrad") {
     p.update({{"eps", o.eps},
               {"lr_decay", o.lr_decay},
@@ -165,6 +205,7 @@ ZeroOptions zeroOptions(const DsConfig& c, int64_t world_size) {
   z.accumulate_in_f32 =
       c.grad_accum_dtype ? *c.grad_accum_dtype == "fp32" : c.bf16 && c.zero_stage == 0;
   z.communicate_in_f32 = c.communicate_in_fp32;
+  z.whole_masters = c.optimizer == "Lamb";
   const nlohmann::json section = c.raw.is_object() && c.raw.contains("zero_optimization")
                                      ? c.raw["zero_optimization"]
                                      : nlohmann::json::object();

@@ -78,14 +78,12 @@ void readTypes(const json& root, DsConfig& c) {
   if (auto opt = root.find("optimizer"); opt != root.end()) {
     DS_CHECK(opt->contains("type"), "optimizer.type: missing");
     std::string type = (*opt)["type"].get<std::string>();
-    const std::map<std::string, std::string> known = {{"adam", "Adam"},
-                                                      {"adamw", "AdamW"},
-                                                      {"sgd", "SGD"},
-                                                      {"lion", "Lion"},
-                                                      {"adagrad", "Adagrad"}};
+    const std::map<std::string, std::string> known = {{"adam", "Adam"},       {"adamw", "AdamW"},
+                                                      {"sgd", "SGD"},         {"lion", "Lion"},
+                                                      {"adagrad", "Adagrad"}, {"lamb", "Lamb"}};
     auto it = known.find(lowered(type));
     DS_CHECK(it != known.end(), "optimizer.type: '", type,
-             "' is not supported by dscompile (supported: Adam, AdamW, SGD, Lion, Adagrad)");
+             "' is not supported by dscompile (supported: Adam, AdamW, SGD, Lion, Adagrad, Lamb)");
     c.optimizer = it->second;
   }
   if (auto sch = root.find("scheduler"); sch != root.end()) {
@@ -110,6 +108,9 @@ void warnForeignParams(DsConfig& c) {
       {"AdamW", adam},
       {"SGD", {"lr", "momentum", "dampening", "nesterov", "weight_decay", "foreach", "fused"}},
       {"Lion", {"lr", "betas", "weight_decay"}},
+      {"Lamb",
+       {"lr", "bias_correction", "betas", "eps", "eps_inside_sqrt", "weight_decay", "max_grad_norm",
+        "max_coeff", "min_coeff", "amsgrad"}},
       {"Adagrad",
        {"lr", "eps", "weight_decay", "lr_decay", "initial_accumulator_value", "amsgrad",
         "foreach"}}};

@@ -80,6 +80,12 @@ const std::vector<Key>& optimizerParams() {
       {"lr_decay", Type::Number, kUsed},
       {"initial_accumulator_value", Type::Number, kUsed},
       {"foreach", Type::Bool, kInherent},  // torch.optim's loop choice: the same math
+      {"eps_inside_sqrt", Type::Bool, kUsed},
+      {"max_coeff", Type::Number, kUsed},
+      {"min_coeff", Type::Number, kUsed},
+      // FusedLamb's own clipping by a norm its caller passes, which DeepSpeed's engine
+      // does not (gradient_clipping is the engine's).
+      {"max_grad_norm", Type::Number, kIgnored, kNoAuto, {}, "0"},
   };
   return keys;
 }

@@ -135,11 +135,11 @@ std::string planCostLines(const Compilation& c) {
 }
 
 // Bytes of optimizer state per parameter in the ZeRO paper's accounting (its K): the
-// f32 moments — Adam's two, Lion's and Adagrad's one, SGD's momentum buffer when it
+// f32 moments — Adam's and Lamb's two, Lion's and Adagrad's one, SGD's momentum buffer when it
 // has momentum — and, in mixed precision, the f32 master weights.
 double optimizerBytesPerParameter(const DsConfig& cfg) {
   int moments = 1;
-  if (cfg.optimizer == "Adam" || cfg.optimizer == "AdamW") moments = 2;
+  if (cfg.optimizer == "Adam" || cfg.optimizer == "AdamW" || cfg.optimizer == "Lamb") moments = 2;
   if (cfg.optimizer == "SGD") {
     const nlohmann::json params =
         cfg.raw.is_object() && cfg.raw.contains("optimizer")

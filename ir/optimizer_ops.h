@@ -11,12 +11,12 @@
 
 namespace ds {
 
-// SgdStep, AdamStep, LionStep or AdagradStep.
+// SgdStep, AdamStep, LionStep, AdagradStep or LambStep.
 bool isOptimizerStep(const std::string& op);
 
 // The input indices of a step's optimizer states (its outputs 1... in the same
-// order): Adam's moments, SGD's velocity when it has one, Lion's exp_avg,
-// Adagrad's sum.
+// order): Adam's and LAMB's moments, SGD's velocity when it has one, Lion's
+// exp_avg, Adagrad's sum.
 std::vector<size_t> optimizerStateInputs(const Node& step);
 
 }  // namespace ds

@@ -112,10 +112,11 @@ void verifyPlanPlacement(const PlanFile& plan) {
   const planpb::Plan& p = plan.plan;
   for (const planpb::RankPlan& rank : p.ranks())
     for (const planpb::Step& step : rank.steps()) {
-      DS_CHECK(step.stream() >= 0 && step.stream() < p.streams_size(), "plan: rank ", rank.rank(),
-               " step '", step.node(), "' runs on stream ", step.stream(), " but the plan has ",
-               p.streams_size());
-      const bool host_step = p.streams(step.stream()) == "host";
+      // A plan without a stream list runs every step on one compute stream.
+      DS_CHECK(step.stream() >= 0 && step.stream() < std::max(1, p.streams_size()), "plan: rank ",
+               rank.rank(), " step '", step.node(), "' runs on stream ", step.stream(),
+               " but the plan has ", p.streams_size());
+      const bool host_step = p.streams_size() > 0 && p.streams(step.stream()) == "host";
       const bool copy = step.op() == "Copy";
       const bool to_host = copy && copiesToHost(step);
       auto check = [&](int tensor, bool written) {

@@ -1,13 +1,16 @@
-// The per-element arithmetic of the optimizer steps (SGD, Adam, Lion, Adagrad), shared by the CPU
-// kernels (kernels/cpu/optimizer.cc, also optimizer offload's host steps) and the CUDA kernels
-// (kernels/cuda/nn.cu), so that every backend computes the same bits.
+// The per-element arithmetic of the optimizer steps (SGD, Adam, Lion, Adagrad,
+// LAMB), shared by the CPU kernels (kernels/cpu/optimizer.cc, also optimizer
+// offload's host steps) and the CUDA kernels (kernels/cuda/nn.cu), so that every
+// backend computes the same bits (but for LAMB's norms, whose sums each backend
+// orders its own way, each the same every run).
 //
 // The math type M is the master's: f32 for f32 and mixed-precision plans, as in
 // torch.optim and DeepSpeed's FusedAdam and CPU Adam; f64 for f64 plans. Every
 // multiply-add is an explicit fused multiply-add: the CPU build never contracts
 // (ISO C++), nvcc does, so nothing is left to contract. Division and square root
-// are IEEE's on both. The per-step scalars (bias corrections) are computed in
-// double once, with the same operations on both, and rounded to M.
+// are IEEE's on both. The per-step scalars (bias corrections, decay factors) are
+// computed in double once, with the same operations on both (nn.cu is compiled
+// with --fmad=false, so nvcc fuses none of them), and rounded to M.
 #pragma once
 
 #include <cmath>
@@ -55,11 +58,40 @@ DS_HOST_DEVICE inline double power(double x, long long n) {
   return result;
 }
 
-// One step's Adam scalars.
+// One step's scalars of Adam's moments, which Adam and LAMB share.
 template <typename M>
-struct AdamCoefficients {
+struct MomentCoefficients {
   M b1, one_minus_b1, b2, one_minus_b2, eps;
-  M weight_decay;  // L2 (adam_w_mode off): added to the gradient
+  M weight_decay;
+};
+
+template <typename M>
+DS_HOST_DEVICE inline MomentCoefficients<M> momentCoefficients(double b1, double b2, double eps,
+                                                               double weight_decay) {
+  MomentCoefficients<M> c;
+  c.b1 = static_cast<M>(b1);
+  c.one_minus_b1 = static_cast<M>(1 - b1);
+  c.b2 = static_cast<M>(b2);
+  c.one_minus_b2 = static_cast<M>(1 - b2);
+  c.eps = static_cast<M>(eps);
+  c.weight_decay = static_cast<M>(weight_decay);
+  return c;
+}
+
+// Adam's bias corrections of step `step`: 1 − β^t each, or 1 without correction.
+struct BiasCorrections {
+  double first, second;
+};
+DS_HOST_DEVICE inline BiasCorrections biasCorrections(double b1, double b2, long long step,
+                                                      bool bias_correction) {
+  if (!bias_correction) return {1.0, 1.0};
+  return {1 - power(b1, step), 1 - power(b2, step)};
+}
+
+// One step's Adam scalars; weight_decay is L2's (adam_w_mode off), added to the
+// gradient.
+template <typename M>
+struct AdamCoefficients : MomentCoefficients<M> {
   M lr_decay;      // AdamW: lr · weight_decay, taken off the weight
   M step_size;     // lr / (1 − β1^t)
   M inv_sqrt_bc2;  // 1 / sqrt(1 − β2^t)
@@ -69,18 +101,12 @@ template <typename M>
 DS_HOST_DEVICE inline AdamCoefficients<M> adamCoefficients(double lr, double b1, double b2,
                                                            double eps, double weight_decay,
                                                            long long step, bool bias_correction) {
-  const double bc1 = bias_correction ? 1 - power(b1, step) : 1.0;
-  const double bc2 = bias_correction ? 1 - power(b2, step) : 1.0;
+  const BiasCorrections bc = biasCorrections(b1, b2, step, bias_correction);
   AdamCoefficients<M> c;
-  c.b1 = static_cast<M>(b1);
-  c.one_minus_b1 = static_cast<M>(1 - b1);
-  c.b2 = static_cast<M>(b2);
-  c.one_minus_b2 = static_cast<M>(1 - b2);
-  c.eps = static_cast<M>(eps);
-  c.weight_decay = static_cast<M>(weight_decay);
+  static_cast<MomentCoefficients<M>&>(c) = momentCoefficients<M>(b1, b2, eps, weight_decay);
   c.lr_decay = static_cast<M>(lr * weight_decay);
-  c.step_size = static_cast<M>(lr / bc1);
-  c.inv_sqrt_bc2 = static_cast<M>(1 / squareRoot(bc2));
+  c.step_size = static_cast<M>(lr / bc.first);
+  c.inv_sqrt_bc2 = static_cast<M>(1 / squareRoot(bc.second));
   return c;
 }
 
@@ -183,6 +209,56 @@ DS_HOST_DEVICE inline void adagradUpdate(const AdagradCoefficients<M>& c, M& p, 
   g = fusedMultiplyAdd(c.weight_decay, p, g);
   sum = fusedMultiplyAdd(g, g, c.first_step ? c.initial : sum);
   p = fusedMultiplyAdd(-c.step_size, g / (squareRoot(sum) + c.eps), p);
+}
+
+// One step's LAMB scalars (DeepSpeed's FusedLamb): Adam's moments, the bias
+// correction carried by the step size, and a trust ratio per parameter.
+template <typename M>
+struct LambCoefficients : MomentCoefficients<M> {
+  M step_size;  // lr · √(1 − β2^t) / (1 − β1^t); lr without bias correction
+  bool eps_inside_sqrt;
+};
+
+template <typename M>
+DS_HOST_DEVICE inline LambCoefficients<M> lambCoefficients(double lr, double b1, double b2,
+                                                           double eps, double weight_decay,
+                                                           long long step, bool bias_correction,
+                                                           bool eps_inside_sqrt) {
+  const BiasCorrections bc = biasCorrections(b1, b2, step, bias_correction);
+  LambCoefficients<M> c;
+  static_cast<MomentCoefficients<M>&>(c) = momentCoefficients<M>(b1, b2, eps, weight_decay);
+  c.step_size = static_cast<M>(lr * squareRoot(bc.second) / bc.first);
+  c.eps_inside_sqrt = eps_inside_sqrt;
+  return c;
+}
+
+// LAMB's update direction of one element from its new moments:
+// m / (√v + ε) (or m / √(v + ε)) + weight_decay · p.
+template <typename M>
+DS_HOST_DEVICE inline M lambDirection(const LambCoefficients<M>& c, M p, M m, M v) {
+  const M denom = c.eps_inside_sqrt ? squareRoot(v + c.eps) : squareRoot(v) + c.eps;
+  return fusedMultiplyAdd(c.weight_decay, p, m / denom);
+}
+
+// LAMB's first pass on one element: the moments move as Adam's; returns the update
+// direction, whose norm the trust ratio takes.
+template <typename M>
+DS_HOST_DEVICE inline M lambMoments(const LambCoefficients<M>& c, M p, M& m, M& v, M g) {
+  m = fusedMultiplyAdd(c.b1, m, c.one_minus_b1 * g);
+  v = fusedMultiplyAdd(c.b2, v, c.one_minus_b2 * (g * g));
+  return lambDirection(c, p, m, v);
+}
+
+// The trust ratio ‖p‖ / ‖u‖ from the parameter's and its update direction's squared
+// L2 norms, lowered to max_coeff, then raised to min_coeff, in FusedLamb's order;
+// 1 when either norm is 0.
+DS_HOST_DEVICE inline double lambTrustRatio(double p_sum_sq, double u_sum_sq, double min_coeff,
+                                            double max_coeff) {
+  if (p_sum_sq == 0 || u_sum_sq == 0) return 1.0;
+  double ratio = squareRoot(p_sum_sq) / squareRoot(u_sum_sq);
+  if (ratio > max_coeff) ratio = max_coeff;
+  if (ratio < min_coeff) ratio = min_coeff;
+  return ratio;
 }
 
 }  // namespace ds::optimizer_math

@@ -60,21 +60,15 @@ Value* addSgdStep(Graph& g, Value* param, Value* grad, const StepScalars& s,
   return n->output(0);
 }
 
-Value* addAdamStep(Graph& g, Value* param, Value* grad, const StepScalars& s,
-                   const OptimizerOptions& o) {
+// A step with Adam's two moments: AdamStep or LambStep.
+Value* addTwoMomentStep(Graph& g, const std::string& op, Value* param, Value* grad,
+                        const StepScalars& s, AttributeMap attrs) {
   Value* m = zeroState(g, param, "exp_avg");
   Value* v = zeroState(g, param, "exp_avg_sq");
   std::vector<Value*> ins = {param, grad,         s.lr,       s.step,          m,
                              v,     s.grad_scale, s.momentum, s.overflow_check};
   while (!ins.back()) ins.pop_back();
-  Node* n = g.addNodeN("AdamStep", ins,
-                       {{"beta1", o.beta1},
-                        {"beta2", o.beta2},
-                        {"eps", o.eps},
-                        {"weight_decay", o.weight_decay},
-                        {"adam_w_mode", int64_t{o.adam_w_mode}},
-                        {"bias_correction", int64_t{o.bias_correction}}},
-                       3, param->name() + "/step");
+  Node* n = g.addNodeN(op, ins, std::move(attrs), 3, param->name() + "/step");
   g.addStateUpdate(param, n->output(0));
   g.addStateUpdate(m, n->output(1));
   g.addStateUpdate(v, n->output(2));
@@ -98,7 +92,30 @@ Value* addOneStateStep(Graph& g, const std::string& op, const std::string& state
 Value* addStep(Graph& g, Value* param, Value* grad, const StepScalars& s,
                const OptimizerOptions& o) {
   if (o.type == "SGD") return addSgdStep(g, param, grad, s, o);
-  if (o.type == "Adam" || o.type == "AdamW") return addAdamStep(g, param, grad, s, o);
+  if (o.type == "Adam" || o.type == "AdamW")
+    return addTwoMomentStep(g, "AdamStep", param, grad, s,
+                            {{"beta1", o.beta1},
+                             {"beta2", o.beta2},
+                             {"eps", o.eps},
+                             {"weight_decay", o.weight_decay},
+                             {"adam_w_mode", int64_t{o.adam_w_mode}},
+                             {"bias_correction", int64_t{o.bias_correction}}});
+  if (o.type == "Lamb") {
+    // The trust ratio takes the norm of one whole parameter, which a ZeRO shard is not.
+    DS_CHECK(!param->shardLayout(),
+             "optimizer.type: Lamb's trust ratio needs whole parameters, "
+             "and '",
+             param->name(), "' is a ZeRO shard; Lamb runs at zero_optimization.stage 0");
+    return addTwoMomentStep(g, "LambStep", param, grad, s,
+                            {{"beta1", o.beta1},
+                             {"beta2", o.beta2},
+                             {"eps", o.eps},
+                             {"weight_decay", o.weight_decay},
+                             {"bias_correction", int64_t{o.bias_correction}},
+                             {"eps_inside_sqrt", int64_t{o.eps_inside_sqrt}},
+                             {"max_coeff", o.max_coeff},
+                             {"min_coeff", o.min_coeff}});
+  }
   if (o.type == "Lion")
     return addOneStateStep(
         g, "LionStep", "exp_avg", param, grad, s,

@@ -1,9 +1,9 @@
 // Pass "add-optimizer": appends one fused optimizer step per trainable parameter.
 //
 // Guarantees: for every parameter p with gradient g (or, under ZeRO, every rank
-// shard of parameters with its gradient shard), an SgdStep, AdamStep, LionStep or
-// AdagradStep node updates p and its optimizer state in place (graph state
-// updates); the state sources (role optstate, zero-initialised) are named
+// shard of parameters with its gradient shard), an SgdStep, AdamStep, LionStep,
+// AdagradStep or LambStep (whole parameters only) node updates p and its optimizer state in place
+// (graph state updates); the state sources (role optstate, zero-initialised) are named
 // "<p>.exp_avg" / "<p>.exp_avg_sq" / "<p>.momentum_buffer" / "<p>.sum" like
 // PyTorch's; the learning rate and
 // the step number are scalar feeds named kLrFeed and kStepFeed, which the runtime
@@ -11,7 +11,7 @@
 // of the gradients (before clipping, as DeepSpeed reports it). With
 // gradient_clipping > 0 a ClipCoef node turns that norm into DeepSpeed's clipping
 // coefficient, which every update takes as its gradient scale. With
-// cycle_momentum, the momentum (SGD) or beta1 (Adam, Lion) of each step is a scalar feed
+// cycle_momentum, the momentum (SGD) or beta1 (Adam, Lion, Lamb) of each step is a scalar feed
 // named kMomentumFeed. Every node the pass adds runs in the optimizer-step phase.
 // Training-mode BatchNormalization running statistics are bound as state updates
 // of their buffers.
@@ -36,13 +36,15 @@ inline bool isRuntimeFeed(const std::string& name) {
 }
 
 struct OptimizerOptions {
-  std::string type = "AdamW";  // SGD | Adam | AdamW | Lion | Adagrad (DeepSpeed's names)
+  std::string type = "AdamW";  // SGD | Adam | AdamW | Lion | Adagrad | Lamb (DeepSpeed's names)
   double beta1 = 0.9, beta2 = 0.999, eps = 1e-8, weight_decay = 0.0;
   bool adam_w_mode = true;  // DeepSpeed's "Adam" decouples weight decay unless false
   bool bias_correction = true;
   double momentum = 0.0, dampening = 0.0;
   bool nesterov = false;
   double lr_decay = 0.0, initial_accumulator_value = 0.0;  // Adagrad (torch.optim's)
+  bool eps_inside_sqrt = false;                            // Lamb (DeepSpeed's FusedLamb)
+  double max_coeff = 10.0, min_coeff = 0.01;               // Lamb's trust-ratio bounds
   double gradient_clipping = 0.0;                          // max global L2 norm; 0: no clipping
   bool cycle_momentum = false;  // momentum / beta1 fed each step (kMomentumFeed)
 };

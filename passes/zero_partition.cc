@@ -260,8 +260,8 @@ class ZeroBuilder {
   void stepOneRank(const std::vector<ParamGrad>& grads, ZeroPartition* out) {
     const bool mixed = std::any_of(grads.begin(), grads.end(),
                                    [](const ParamGrad& pg) { return !isF32(pg.param); });
-    if (!mixed) {
-      out->updates = grads;
+    if (!mixed || o_.whole_masters) {
+      for (const ParamGrad& pg : grads) stepWhole(pg, out);
       return;
     }
     Graph::PhaseScope optimizer_step(g_, Phase::OptimizerStep);

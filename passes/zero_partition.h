@@ -60,6 +60,10 @@ struct ZeroOptions {
   bool accumulate_in_f32 = false;
   // 16-bit gradients are reduced in f32 (DeepSpeed's communication_data_type "fp32").
   bool communicate_in_f32 = false;
+  // One rank at stage 0 in mixed precision: an f32 master per parameter instead of
+  // one per bucket, for an optimizer that needs whole parameters (Lamb's trust
+  // ratio; DeepSpeed then runs its unfused FP16 optimizer).
+  bool whole_masters = false;
   // DeepSpeed's defaults (its "auto" values need a model hidden size ONNX lacks).
   int64_t reduce_bucket_elements = 500'000'000;
   int64_t prefetch_bucket_elements = 50'000'000;

@@ -111,6 +111,7 @@ const std::map<std::string, ElementCost>& elementCosts() {
       {"SgdStep", {4, Per::Input}},
       {"LionStep", {8, Per::Input}},
       {"AdagradStep", {8, Per::Input}},
+      {"LambStep", {16, Per::Input}},
   };
   return costs;
 }

@@ -22,6 +22,11 @@ LossScalerOptions lossScalerOptions(const nlohmann::json& config) {
   o.hysteresis = static_cast<int64_t>(number("hysteresis", 2));
   o.consecutive_hysteresis = fp16.value("consecutive_hysteresis", false);
   o.min_scale = number("min_loss_scale", 1);
+  std::string optimizer = config.contains("optimizer")
+                              ? config["optimizer"].value("type", std::string())
+                              : std::string();
+  for (char& c : optimizer) c = static_cast<char>(std::tolower(static_cast<unsigned char>(c)));
+  o.unfused = optimizer == "lamb";
   DS_CHECK(o.static_scale >= 0, "fp16.loss_scale: must be >= 0 (0: dynamic), is ", o.static_scale);
   DS_CHECK(o.initial_scale_power >= 0 && o.initial_scale_power < 128,
            "fp16.initial_scale_power: must be in [0, 128), is ", o.initial_scale_power);
@@ -39,6 +44,7 @@ LossScaler::LossScaler(const LossScalerOptions& options) : options_(options) {
 
 void LossScaler::update(bool overflow) {
   if (!dynamic()) return;
+  if (options_.unfused) return updateUnfused(overflow);
   LossScalerState& s = state_;
   if (overflow) {
     if (options_.hysteresis == 1 || s.hysteresis_left == 1) {
@@ -55,6 +61,18 @@ void LossScaler::update(bool overflow) {
       if (!options_.consecutive_hysteresis) s.hysteresis_left = options_.hysteresis;
       s.scale *= 2;
     }
+  }
+  ++s.iteration;
+}
+
+void LossScaler::updateUnfused(bool overflow) {
+  LossScalerState& s = state_;
+  if (overflow) {
+    s.scale = std::max(s.scale / 2, options_.min_scale);
+    s.last_overflow = s.iteration;
+  } else if (const int64_t stable = s.iteration - s.last_overflow - 1;
+             stable > 0 && stable % options_.scale_window == 0) {
+    s.scale *= 2;
   }
   ++s.iteration;
 }

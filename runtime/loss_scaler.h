@@ -12,6 +12,11 @@
 // from the last one) it doubles, and the hysteresis is restored (at every clean
 // step with consecutive_hysteresis). Static (loss_scale > 0): the scale never
 // changes and, as in DeepSpeed, gradients are not checked.
+//
+// Lamb trains under DeepSpeed's FP16_UnfusedOptimizer, whose scaler has no
+// hysteresis, doubles the scale one step later (after loss_scale_window clean steps
+// *after* the one following an overflow) and keeps halving down to min_loss_scale,
+// where it stays, without an error: `unfused`.
 #pragma once
 
 #include <cstdint>
@@ -27,6 +32,7 @@ struct LossScalerOptions {
   int64_t hysteresis = 2;
   bool consecutive_hysteresis = false;
   double min_scale = 1;  // min_loss_scale
+  bool unfused = false;  // DeepSpeed's FP16_UnfusedOptimizer's scaler (Lamb's)
 };
 
 // The fp16 section of an effective DeepSpeed config (plan.config_json), defaults
@@ -55,6 +61,7 @@ class LossScaler {
   static LossScalerState stateFromJson(const nlohmann::json& j);
 
  private:
+  void updateUnfused(bool overflow);
   LossScalerOptions options_;
   LossScalerState state_;
 };

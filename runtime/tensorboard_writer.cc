@@ -4,6 +4,7 @@
 #include <unistd.h>
 
 #include <algorithm>
+#include <atomic>
 #include <chrono>
 #include <climits>
 #include <filesystem>
@@ -20,7 +21,7 @@ double secondsSinceEpoch() {
 
 std::string hostName() {
   char name[HOST_NAME_MAX + 1] = {};
-  return gethostname(name, sizeof name) == 0 ? std::string(name) : std::string("localhost");
+  return gethostname(name, sizeof name - 1) == 0 ? std::string(name) : std::string("localhost");
 }
 
 // TFRecord's length field: little-endian 64 bits.
@@ -55,9 +56,12 @@ uint32_t maskedCrc32c(const void* data, size_t n) {
 
 TensorBoardWriter::TensorBoardWriter(const std::string& directory) {
   const double now = secondsSinceEpoch();
+  // PyTorch's SummaryWriter's name: seconds, host, process and a writer number, so
+  // that two writers of one process never share a file.
+  static std::atomic<int> writers{0};
   path_ = (std::filesystem::path(directory) /
            ("events.out.tfevents." + std::to_string(static_cast<int64_t>(now)) + "." + hostName() +
-            "." + std::to_string(::getpid())))
+            "." + std::to_string(::getpid()) + "." + std::to_string(writers++)))
               .string();
   out_.open(path_, std::ios::binary | std::ios::app);
   DS_CHECK(out_.good(), "tensorboard: cannot write ", path_);

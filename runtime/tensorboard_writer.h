@@ -1,6 +1,6 @@
 // TensorBoard event files, as TensorFlow's and PyTorch's SummaryWriter write them: a
-// file events.out.tfevents.<seconds>.<host>.<pid> of TFRecord records (the length,
-// a masked CRC-32C of it, an Event proto, a masked CRC-32C of that), the first
+// file events.out.tfevents.<seconds>.<host>.<pid>.<n> of TFRecord records (the
+// length, a masked CRC-32C of it, an Event proto, a masked CRC-32C of that), the first
 // Event naming the file version, then one Event per scalar
 // (runtime/tensorboard_event.proto).
 #pragma once

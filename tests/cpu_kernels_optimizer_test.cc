@@ -1,7 +1,8 @@
 // The optimizer-step kernels' optional inputs and the clipping and accumulation
 // helpers, against values worked out by hand from torch.optim.SGD, DeepSpeed's
-// FusedAdam, the Lion paper, torch.optim.Adagrad and DeepSpeed's clip_grad_norm_
-// (the end-to-end check against PyTorch is tests/torch_train_compare.py).
+// FusedAdam, the Lion paper, torch.optim.Adagrad, DeepSpeed's FusedLamb and
+// DeepSpeed's clip_grad_norm_ (the end-to-end check against PyTorch is
+// tests/torch_train_compare.py).
 #include <gtest/gtest.h>
 
 #include <cmath>
@@ -188,6 +189,85 @@ TEST(CpuOptimizerKernels, AdagradStepStartsTheSumAtTheInitialValueOnTheFirstStep
   auto second = runOp("AdagradStep", {p, g, scalar(0.1), step(2), first[1]}, attrs, 2);
   EXPECT_NEAR(second[1].getDouble(0), 1.0, 1e-7);  // 0.75 + 0.25: no second 0.5
   EXPECT_NEAR(second[1].getDouble(1), 2.5, 1e-7);
+}
+
+// DeepSpeed's FusedLamb, written out in double: Adam's moments, the direction
+// u = m / (sqrt(v) + eps) + wd p, the trust ratio |p| / |u| within [min, max], and
+// the step lr sqrt(1 - b2^t) / (1 - b1^t) x trust x u.
+std::vector<double> lambByHand(const std::vector<double>& p, const std::vector<double>& g,
+                               std::vector<double> m, std::vector<double> v, int step, double lr,
+                               double wd, double min_coeff, double max_coeff) {
+  const double b1 = 0.9, b2 = 0.999, eps = 1e-8;
+  std::vector<double> u(p.size());
+  double p_sq = 0, u_sq = 0;
+  for (size_t i = 0; i < p.size(); ++i) {
+    m[i] = b1 * m[i] + (1 - b1) * g[i];
+    v[i] = b2 * v[i] + (1 - b2) * g[i] * g[i];
+    u[i] = m[i] / (std::sqrt(v[i]) + eps) + wd * p[i];
+    p_sq += p[i] * p[i];
+    u_sq += u[i] * u[i];
+  }
+  double trust = p_sq > 0 && u_sq > 0 ? std::sqrt(p_sq) / std::sqrt(u_sq) : 1.0;
+  trust = std::min(max_coeff, std::max(min_coeff, trust));
+  const double step_size = lr * std::sqrt(1 - std::pow(b2, step)) / (1 - std::pow(b1, step));
+  std::vector<double> out(p.size());
+  for (size_t i = 0; i < p.size(); ++i) out[i] = p[i] - step_size * trust * u[i];
+  return out;
+}
+
+TEST(CpuOptimizerKernels, LambStepScalesTheDirectionByTheClampedTrustRatio) {
+  const std::vector<double> g = {0.4, 0.2, -0.8}, m = {0.1, 0, -0.1}, v = {0.01, 0.02, 0.03};
+  // Ratios |p| / |u|: about 1.4 (unclamped), 2000 (clamped to 10), 0 (p = 0: trust 1).
+  for (const std::vector<double>& p :
+       std::vector<std::vector<double>>{{1, -2, 0.5}, {1000, -2000, 500}, {0, 0, 0}}) {
+    SCOPED_TRACE(p[0]);
+    auto out = runOp("LambStep",
+                     {f32({3}, p), f32({3}, g), scalar(0.01), step(3), f32({3}, m), f32({3}, v)},
+                     {{"weight_decay", 0.1}}, 3);
+    const std::vector<double> want = lambByHand(p, g, m, v, 3, 0.01, 0.1, 0.01, 10);
+    for (int64_t i = 0; i < 3; ++i)
+      EXPECT_NEAR(out[0].getDouble(i), want[i], 1e-6 * std::max(1.0, std::abs(want[i]))) << i;
+    EXPECT_NEAR(out[1].getDouble(0), 0.9 * 0.1 + 0.1 * 0.4, 1e-7);  // Adam's first moment
+  }
+}
+
+// 40000 elements: several blocks' sums (in parallel) make the norms.
+TEST(CpuOptimizerKernels, LambStepSumsTheNormsOverEveryBlock) {
+  const int n = 40000;
+  std::vector<double> p(n), g(n), m(n), v(n);
+  for (int i = 0; i < n; ++i) {  // values f32 holds exactly
+    p[i] = static_cast<float>(std::sin(0.01 * i));
+    g[i] = static_cast<float>(std::cos(0.03 * i) * 0.1);
+    m[i] = static_cast<float>(0.01 * std::sin(0.7 * i));
+    v[i] = static_cast<float>(0.001 * (1 + std::cos(0.2 * i)));
+  }
+  auto out =
+      runOp("LambStep", {f32({n}, p), f32({n}, g), scalar(0.01), step(2), f32({n}, m), f32({n}, v)},
+            {{"weight_decay", 0.01}}, 3);
+  const std::vector<double> want = lambByHand(p, g, m, v, 2, 0.01, 0.01, 0.01, 10);
+  for (int i = 0; i < n; i += 997) EXPECT_NEAR(out[0].getDouble(i), want[i], 1e-6) << i;
+}
+
+TEST(CpuOptimizerKernels, LambStepOn16BitGradientsEqualsTheStepBetweenCasts) {
+  const std::vector<double> gv = {0.4, 0.2, -0.8, 1e-3, 5, -2};
+  Tensor p = f32({6}, {1, -2, 0.5, 3.25, -0.001, 7}), m = f32({6}, {0.1, 0, -0.1, 0.2, 0, 1});
+  Tensor v = f32({6}, {0.01, 0.02, 0.03, 0, 0.5, 1});
+  for (DType t : {DType::F16, DType::BF16})
+    for (double check : {1.0, double(INFINITY)}) {
+      const std::string name(dtypeName(t));
+      SCOPED_TRACE(name + " check " + std::to_string(check));
+      Tensor g16 = Tensor::fromDoubles(t, {6}, gv);
+      Tensor g32 = runOp("Cast", {g16}, {{"to", std::string("f32")}})[0];
+      auto inputs = [&](const Tensor& g) {
+        return std::vector<Tensor>{p, g,           scalar(0.01), step(3),      m,
+                                   v, scalar(0.5), Tensor(),     scalar(check)};
+      };
+      auto fused = runOp("LambStep", inputs(g16), {{"round_to", name}}, 4);
+      auto plain = runOp("LambStep", inputs(g32), {}, 3);
+      for (size_t k = 0; k < 3; ++k) EXPECT_EQ(bits(fused[k]), bits(plain[k])) << k;
+      EXPECT_EQ(bits(fused[3]), bits(runOp("Cast", {plain[0]}, {{"to", name}})[0]));
+      EXPECT_EQ(bits(plain[0]) == bits(p), check != 1.0);  // stepped unless skipped
+    }
 }
 
 // Lion's and Adagrad's fused forms against the step between Casts, and an overflow

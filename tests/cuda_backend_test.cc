@@ -443,6 +443,13 @@ std::vector<OpCase> forwardOnlyCases() {
        " %y, %sum = AdagradStep(%x0, %x1, %lr, %s, %x2) {lr_decay = 0.1, weight_decay = 0.01} : "
        "f32[40], f32[40] @n",
        false, true},
+      // 3000 elements: several blocks' sums make the trust ratio.
+      {"LambStep",
+       "input %x0 : f32[3000]\n input %x1 : f32[3000]\n const %lr : f32[] = [0.01]\n"
+       " const %s : i64[] = [3]\n input %x2 : f32[3000]\n input %x3 : f32[3000]\n"
+       " %y, %m, %v = LambStep(%x0, %x1, %lr, %s, %x2, %x3) {weight_decay = 0.1} : f32[3000], "
+       "f32[3000], f32[3000] @n",
+       false, true},
       {"ClipCoef", "input %x0 : f32[]\n %y = ClipCoef(%x0) {max_norm = 0.7} : f32[] @n", false,
        true},
       {"ZerosLike", "input %x0 : f32[3,2]\n %y = ZerosLike(%x0) : f32[3,2] @n", false},
@@ -665,6 +672,13 @@ std::vector<OpCase> optimizerCases16(const std::string& t) {
        " %y, %m, %r = LionStep(%x0, %x1, %lr, %s, %x2, %c) {round_to = \"T\", weight_decay = "
        "0.1} : f32[40], f32[40], T[40] @n",
        false},
+      {"LambStep",
+       "input %x0 : f32[3000]\n input %x1 : T[3000]\n const %lr : f32[] = [0.01]\n"
+       " const %s : i64[] = [3]\n input %x2 : f32[3000]\n input %x3 : f32[3000]\n"
+       " const %c : f32[] = [0.5]\n"
+       " %y, %m, %v, %r = LambStep(%x0, %x1, %lr, %s, %x2, %x3, %c) {round_to = \"T\", "
+       "weight_decay = 0.1} : f32[3000], f32[3000], f32[3000], T[3000] @n",
+       false, true},
       {"AdagradStep",
        "input %x0 : f32[40]\n input %x1 : T[40]\n const %lr : f32[] = [0.05]\n"
        " const %s : i64[] = [1]\n input %x2 : f32[40]\n"

@@ -151,8 +151,9 @@ TEST(DsConfig, WrongTypesDuplicatesAndUnsupportedTypesNameTheKeyPath) {
             "cfg.json: gradient_clipping: duplicate key");
   EXPECT_EQ(configError(R"({"zero_optimization": {"stage": 1, "stage": 2}})"),
             "cfg.json: zero_optimization.stage: duplicate key");
-  EXPECT_TRUE(test::contains(configError(R"({"optimizer": {"type": "Lamb"}})"),
-                             "optimizer.type: 'Lamb' is not supported by dscompile"));
+  EXPECT_EQ(configError(R"({"optimizer": {"type": "OneBitAdam"}})"),
+            "cfg.json: optimizer.type: 'OneBitAdam' is not supported by dscompile (supported: "
+            "Adam, AdamW, SGD, Lion, Adagrad, Lamb)");
   EXPECT_EQ(configError(R"({"scheduler": {"type": "CyclicLR"}})"),
             "cfg.json: scheduler.type: 'CyclicLR' is not supported by dscompile (supported: "
             "LRRangeTest, OneCycle, WarmupCosineLR, WarmupDecayLR, WarmupLR)");
@@ -459,9 +460,10 @@ TEST(DscompileCli, AutoBatchValuesResolveAndThePlanStoresThem) {
   EXPECT_TRUE(contains(r.output, "\"cos_min_ratio\":0.0001")) << r.output;  // summary prints it
 }
 
-// DeepSpeed's Lion and Adagrad (its ZeRO-supported optimizers beside Adam and SGD):
-// any case of the name, the classes' defaults in the plan, one step op per parameter.
-TEST(DscompileCli, LionAndAdagradTakeTheirClassesDefaults) {
+// DeepSpeed's Lion, Adagrad (its ZeRO-supported optimizers beside Adam and SGD) and
+// Lamb: any case of the name, the classes' defaults in the plan, one step op per
+// parameter.
+TEST(DscompileCli, LionAdagradAndLambTakeTheirClassesDefaults) {
   struct Expected {
     std::string type, op;
     double lr;
@@ -472,7 +474,15 @@ TEST(DscompileCli, LionAndAdagradTakeTheirClassesDefaults) {
         Expected{"ADAGRAD",
                  "AdagradStep(",
                  1e-2,
-                 {{"eps", 1e-10}, {"lr_decay", 0.0}, {"initial_accumulator_value", 0.0}}}}) {
+                 {{"eps", 1e-10}, {"lr_decay", 0.0}, {"initial_accumulator_value", 0.0}}},
+        Expected{"Lamb",
+                 "LambStep(",
+                 1e-3,
+                 {{"betas", {0.9, 0.999}},
+                  {"eps", 1e-8},
+                  {"eps_inside_sqrt", false},
+                  {"max_coeff", 10.0},
+                  {"min_coeff", 0.01}}}}) {
     SCOPED_TRACE(e.type);
     std::string path = test::tempPath(e.type + ".json");
     test::writeFile(path, R"({"optimizer": {"type": ")" + e.type + R"("}})");
@@ -503,6 +513,16 @@ TEST(DsConfig, AnotherOptimizersParamsWarn) {
                 "initial_accumulator_value": 0.1}}})",
                             "cfg.json")
                   .warnings.empty());
+}
+
+// Lamb's trust ratio takes whole parameters: with ZeRO it is a one-line error.
+TEST(DscompileCli, LambUnderZeroIsAOneLineError) {
+  std::string path = test::tempPath("lamb_zero.json");
+  test::writeFile(path, R"({"optimizer": {"type": "Lamb"}, "zero_optimization": {"stage": 2}})");
+  expectOneLineError(dscompile(smallModel() + " --config " + path + " --batch 4 --loss mse -o " +
+                               test::tempPath("lamb_zero.plan")),
+                     "optimizer.type: Lamb takes each parameter's norm, which ZeRO's shards "
+                     "split; it runs at zero_optimization.stage 0, not 2");
 }
 
 // DeepSpeed's offloaded (CPU) Adagrad leaves weight decay out of the update's

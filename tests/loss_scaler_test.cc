@@ -1,5 +1,6 @@
 // DeepSpeed's dynamic loss scaling rules over scripted overflow sequences; each
-// expected scale is worked out by hand from deepspeed/runtime/fp16/loss_scaler.py.
+// expected scale is worked out by hand from deepspeed/runtime/fp16/loss_scaler.py
+// (and unfused_optimizer.py for Lamb's).
 #include <gtest/gtest.h>
 
 #include <vector>
@@ -55,6 +56,21 @@ TEST(LossScaler, OverflowAtTheMinimumScaleIsAnError) {
   s.update(true);
   EXPECT_EQ(s.scale(), 2);
   EXPECT_THROW(s.update(true), Error);
+}
+
+// Lamb's scaler (DeepSpeed's FP16_UnfusedOptimizer, unfused_optimizer.py): no
+// hysteresis, a window that counts from the step after the last overflow, and no
+// error at the minimum scale.
+TEST(LossScaler, UnfusedScalerHalvesAtOnceAndDoublesAStepLater) {
+  LossScaler s({.initial_scale_power = 3, .scale_window = 2, .hysteresis = 2, .unfused = true});
+  // 0, 1 clean; 2: two clean steps after iteration 0 double; 3: overflow halves at
+  // once (hysteresis 2 notwithstanding); 6: two clean steps after 4 double.
+  EXPECT_EQ(scales(s, {false, false, false, true, false, false, false}),
+            (std::vector<double>{8, 8, 16, 8, 8, 8, 16}));
+  LossScaler at_minimum({.initial_scale_power = 1, .min_scale = 2, .unfused = true});
+  EXPECT_EQ(scales(at_minimum, {true, true}), (std::vector<double>{2, 2}));
+  EXPECT_TRUE(lossScalerOptions({{"optimizer", {{"type", "LAMB"}}}}).unfused);
+  EXPECT_FALSE(lossScalerOptions({{"optimizer", {{"type", "AdamW"}}}}).unfused);
 }
 
 TEST(LossScaler, StaticScaleNeverChanges) {

@@ -114,6 +114,26 @@ TEST(TensorBoardMonitor, Crc32cIsTheCastagnoliChecksum) {
   EXPECT_EQ(crc32c("", 0), 0u);
 }
 
+// Scalars read back by TensorBoard, a 0 among them (which a plain proto3 float would
+// leave out), from two writers of one process in one directory.
+TEST(TensorBoardMonitor, WrittenScalarsReadBackIncludingZero) {
+  const std::string python = DS_SOURCE_DIR "/.venv/bin/python";
+  ASSERT_TRUE(std::filesystem::exists(python)) << python << ": run scripts/setup.sh";
+  const std::string dir = test::freshDir("tb_writer");
+  std::filesystem::create_directories(dir);
+  {
+    TensorBoardWriter first(dir), second(dir);
+    EXPECT_NE(first.path(), second.path());
+    first.addScalar("a", 0.0f, 0);
+    first.addScalar("a", -1.5f, 7);
+    second.addScalar("b", 3.25f, 2);
+  }
+  auto r = test::runCommand(python + " " DS_SOURCE_DIR "/tests/tensorboard_read.py " + dir);
+  ASSERT_EQ(r.exit_code, 0) << r.output;
+  EXPECT_EQ(nlohmann::json::parse(r.output),
+            nlohmann::json::parse(R"({"a": [[0, 0.0], [7, -1.5]], "b": [[2, 3.25]]})"));
+}
+
 // TensorBoard itself (its EventAccumulator, which checks every record's CRCs) reads
 // back the events the CSV monitor writes beside it, as float32 scalars at the same
 // sample counts.

@@ -78,7 +78,8 @@ TEST_F(OpsShapeTest, RegistryHasEveryOp) {
       // Backward and optimizer ops (training).
       "Exp ConvGradInput ConvGradWeight MaxPoolGrad AveragePoolGrad BatchNormalizationGrad "
       "LayerNormalizationGrad SoftmaxCrossEntropyLossGrad GatherGrad SliceGrad SgdStep AdamStep "
-      "LionStep AdagradStep ClipCoef ZerosLike Copy ReluGrad ClipGrad LeakyReluGrad GeluGrad "
+      "LionStep AdagradStep LambStep ClipCoef ZerosLike Copy ReluGrad ClipGrad LeakyReluGrad "
+      "GeluGrad "
       "SoftmaxGrad "
       // Attention in one step (passes/fuse_attention.h).
       "FusedAttention FusedAttentionGrad "
@@ -89,7 +90,7 @@ TEST_F(OpsShapeTest, RegistryHasEveryOp) {
   size_t count = 0;
   for (std::string op; ops >> op; ++count)
     EXPECT_NE(std::find(names.begin(), names.end(), op), names.end()) << op;
-  EXPECT_EQ(count, 81u);
+  EXPECT_EQ(count, 82u);
   EXPECT_EQ(names.size(), count) << "a registered op is missing from this list";
   EXPECT_TRUE(std::is_sorted(names.begin(), names.end()));
 }
@@ -115,6 +116,9 @@ TEST_F(OpsShapeTest, OptimizerSteps) {
   EXPECT_EQ(infer("AdagradStep", {p, p, lr, step, p, lr}, {}, 2, 1), F({4, 2}));
   EXPECT_TRUE(has(fails("AdagradStep", {p, p, lr, step, p, lr, lr}, {}, 2), "no momentum"));
   EXPECT_TRUE(has(fails("AdagradStep", {p, p, lr, step, i64({4, 2})}, {}, 2), "parameter's type"));
+  // LambStep: AdamStep's operands.
+  EXPECT_EQ(infer("LambStep", {p, p, lr, step, p, p, lr, lr}, {}, 3, 2), F({4, 2}));
+  EXPECT_TRUE(has(fails("LambStep", {p, p, lr, step, p, nullptr}, {}, 3), "input 5 is missing"));
   // Mixed precision's fused form: an f32 master reads a 16-bit gradient and writes
   // its rounded copy as a fourth output of round_to's type.
   Value* g16 = in(DType::F16, {4, 2});

@@ -91,6 +91,38 @@ class Lion(torch.optim.Optimizer):
                 m.mul_(beta2).add_(p.grad, alpha=1 - beta2)
 
 
+class Lamb(torch.optim.Optimizer):
+    """DeepSpeed's FusedLamb as its documentation and kernel state it, per parameter:
+    Adam's moments; the direction u = m / (sqrt(v) + eps) + weight_decay * p; the trust
+    ratio |p| / |u| clamped to [min_coeff, max_coeff] (1 when either is 0); the step
+    lr * sqrt(1 - beta2^t) / (1 - beta1^t) * trust * u."""
+
+    def __init__(self, params, lr, weight_decay, betas=(0.9, 0.999), eps=1e-8, max_coeff=10.0,
+                 min_coeff=0.01):
+        super().__init__(params, dict(lr=lr, weight_decay=weight_decay, betas=betas, eps=eps,
+                                      max_coeff=max_coeff, min_coeff=min_coeff))
+
+    @torch.no_grad()
+    def step(self):
+        for group in self.param_groups:
+            beta1, beta2 = group["betas"]
+            for p in group["params"]:
+                state = self.state[p]
+                state["step"] = state.get("step", 0) + 1
+                m = state.setdefault("exp_avg", torch.zeros_like(p))
+                v = state.setdefault("exp_avg_sq", torch.zeros_like(p))
+                m.mul_(beta1).add_(p.grad, alpha=1 - beta1)
+                v.mul_(beta2).addcmul_(p.grad, p.grad, value=1 - beta2)
+                u = m / (v.sqrt() + group["eps"]) + group["weight_decay"] * p
+                p_norm, u_norm = p.norm().item(), u.norm().item()
+                trust = 1.0
+                if p_norm > 0 and u_norm > 0:
+                    trust = min(group["max_coeff"], max(group["min_coeff"], p_norm / u_norm))
+                t = state["step"]
+                step_size = group["lr"] * (1 - beta2 ** t) ** 0.5 / (1 - beta1 ** t)
+                p.sub_(step_size * trust * u)
+
+
 def torch_losses(model, optimizer, x, y, clip, schedule=None):
     losses, norms = [], []
     for step in range(STEPS):
@@ -142,6 +174,8 @@ def main():
                                                   initial_accumulator_value=0.1)),
         "Lion": ({"type": "Lion", "params": {"lr": 1e-4, "betas": [0.9, 0.99], "weight_decay": 0.1}},
                  lambda p: Lion(p, lr=1e-4, betas=(0.9, 0.99), weight_decay=0.1)),
+        "Lamb": ({"type": "Lamb", "params": {"lr": 1e-3, "weight_decay": 0.01}},
+                 lambda p: Lamb(p, lr=1e-3, weight_decay=0.01)),
         # OneCycle cycles lr and Adam's beta1 (the ds.momentum feed) and sets beta2 = 0.99.
         "AdamW-OneCycle": ({"type": "AdamW", "params": {"lr": 1e-3, "weight_decay": 0.01}},
                            lambda p: torch.optim.AdamW(p, lr=1e-3, weight_decay=0.01, eps=1e-8),

@@ -1,10 +1,10 @@
 // Training on one rank matches PyTorch: tests/torch_train_compare.py trains the
 // MLP with dscompile + dsrun and with torch.optim (AdamW, Adam with L2, SGD with
 // Nesterov momentum, Adagrad with lr_decay, an initial accumulator and L2, Lion as
-// its paper states it, AdamW under DeepSpeed's OneCycle with cycled beta1) from the
-// same weights and data, plain, with gradient clipping (active on every step), with
-// gradient accumulation over 2 and 4 micro-steps, and with both, and compares the
-// step losses and gradient norms (within 1e-5 relative; observed below 2e-6).
+// its paper states it, LAMB as DeepSpeed's FusedLamb computes it, AdamW under DeepSpeed's OneCycle
+// with cycled beta1) from the same weights and data, plain, with gradient clipping (active on every
+// step), with gradient accumulation over 2 and 4 micro-steps, and with both, and compares the step
+// losses and gradient norms (within 1e-5 relative; observed below 2e-6).
 #include <gtest/gtest.h>
 
 #include "tests/test_util.h"

@@ -76,9 +76,10 @@ const Model& modelNamed(const std::string& name) {
   return name == "mlp" ? mlp() : name == "cnn" ? cnn() : gpt();
 }
 
-// The optimizer section of `type`: AdamW, Lion or Adagrad.
+// The optimizer section of `type`: AdamW, Lion, Adagrad or Lamb.
 nlohmann::json optimizerConfig(const std::string& type) {
   if (type == "Lion") return {{"type", type}, {"params", {{"lr", 1e-4}, {"weight_decay", 0.1}}}};
+  if (type == "Lamb") return {{"type", type}, {"params", {{"lr", 1e-3}, {"weight_decay", 0.01}}}};
   if (type == "Adagrad")
     return {{"type", type}, {"params", {{"lr", 1e-2}, {"lr_decay", 0.01}, {"weight_decay", 0.01}}}};
   return {{"type", type}, {"params", {{"lr", 1e-3}, {"eps", 1e-6}, {"weight_decay", 0.01}}}};
@@ -234,6 +235,43 @@ INSTANTIATE_TEST_SUITE_P(Models, ZeroEquivalence,
                                   "ranks_" + std::to_string(info.param.accumulation) + "micro_" +
                                   info.param.optimizer;
                          });
+
+// Lamb runs without ZeRO (its trust ratio takes whole parameters): data parallelism
+// alone, on 2 and 4 ranks, trains as one rank with the same global batch.
+TEST(ZeroEquivalenceLamb, DataParallelRanksTrainLikeOneRank) {
+  for (const char* name : {"mlp", "gpt"}) {
+    SCOPED_TRACE(name);
+    const Model& m = modelNamed(name);
+    const Trained reference = train(m, 0, 1, 4, 4, "Lamb");
+    ASSERT_EQ(reference.losses.size(), 4u);
+    EXPECT_NE(reference.losses.front(), reference.losses.back());
+    for (int world : {2, 4})
+      expectSameTraining(train(m, 0, world, 4 / world, 4, "Lamb"), reference);
+  }
+}
+
+// In mixed precision on one rank, Lamb steps an f32 master per parameter (not one
+// per bucket, which would make one trust ratio of many parameters), and trains.
+TEST(ZeroEquivalenceLamb, MixedPrecisionStepsAMasterPerParameter) {
+  const std::string config = test::scratch("lamb_fp16.json");
+  test::writeFile(config, R"({"train_micro_batch_size_per_gpu": 4,
+                              "optimizer": {"type": "Lamb", "params": {"lr": 0.01}},
+                              "fp16": {"enabled": true, "initial_scale_power": 8}})");
+  const std::string plan = test::compileText(test::mlpText(false), "lamb_fp16",
+                                             "--loss cross_entropy --config " + config);
+  int steps = 0;
+  const PlanFile compiled = readPlanFile(plan);
+  for (const planpb::Step& s : compiled.plan.ranks(0).steps()) {
+    if (s.op() != "LambStep") continue;
+    ++steps;
+    EXPECT_NE(s.node().find(".master/step"), std::string::npos) << s.node();
+    EXPECT_EQ(s.node().find("zero/bucket"), std::string::npos) << s.node();
+  }
+  EXPECT_EQ(steps, 4);  // w1, b1, w2, b2
+  test::TrainedRun run = test::trainPlan(plan, "lamb_fp16", 6, 0.3);
+  ASSERT_EQ(run.metrics.size(), 6u);
+  EXPECT_LT(run.metrics.back()["loss"].get<double>(), run.metrics.front()["loss"].get<double>());
+}
 
 // Resume after re-sharding: 6 steps on 4 ranks at ZeRO-3 equal 3 steps there, a
 // checkpoint, and 3 more on 2 ranks at ZeRO-2 (2 accumulation steps, so the global

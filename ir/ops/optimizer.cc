@@ -1,12 +1,14 @@
-// Optimizer step ops (SGD, Adam, Lion, Adagrad): one fused update per parameter, written in place
-// of the parameter and its optimizer state (the graph's state updates say so). The learning rate
-// and the step number are scalar feeds set by the runtime each step. Three optional scalar inputs
-// follow the states: a gradient scale (the clipping coefficient ClipCoef computes, times 1 / loss
-// scale under fp16), the momentum (SGD) or beta1 (Adam, Lion) of this step, fed when the schedule
-// cycles momentum (OneCycle; absent, the attribute holds), and an overflow check: when that value
-// (the global gradient norm under dynamic fp16 loss scaling) is inf or NaN, the
-// step changes nothing — DeepSpeed skips the step on every rank.
-// ClipCoef and ZerosLike serve gradient clipping and gradient accumulation.
+// Optimizer step ops (SGD, Adam, Lion, Adagrad, LAMB): one fused update per
+// parameter, written in place of the parameter and its optimizer state (the graph's
+// state updates say so). The learning rate and the step number are scalar feeds set
+// by the runtime each step. Three optional scalar inputs follow the states: a
+// gradient scale (the clipping coefficient ClipCoef computes, times 1 / loss scale
+// under fp16), the momentum (SGD) or beta1 (Adam, Lion, LAMB) of this step, fed when
+// the schedule cycles momentum (OneCycle; absent, the attribute holds), and an
+// overflow check: when that value (the global gradient norm under dynamic fp16 loss
+// scaling) is inf or NaN, the step changes nothing — DeepSpeed skips the step on
+// every rank. ClipCoef and ZerosLike serve gradient clipping and gradient
+// accumulation.
 #include <algorithm>
 #include <optional>
 #include <string>
@@ -87,27 +89,17 @@ OpSchema sgdStep() {
   return s;
 }
 
-// AdamStep(param, grad, lr, step, m, v, [grad_scale], [beta1], [overflow_check])
-//   -> param', m', v', [rounded] —
-// DeepSpeed's FusedAdam: decoupled weight decay when adam_w_mode, else L2 added to
-// the gradient. Mixed precision's fused form (passes/fuse_optimizer_casts.h): an
-// f32 master may read the 16-bit gradient itself, and with `round_to` ("f16" or
-// "bf16") the fourth output is param' rounded to it, the 16-bit parameter's next
-// value, so neither Cast's f32 or 16-bit copy is written separately.
-OpSchema adamStep() {
+// A step with two moments (inputs 4 and 5, outputs 1 and 2): its attributes
+// (round_to added).
+OpSchema twoMomentStep(const char* name, std::vector<AttrSpec> attrs) {
   OpSchema s;
-  s.name = "AdamStep";
+  s.name = name;
   s.min_inputs = 6;
   s.max_inputs = 9;
   s.min_outputs = 3;
   s.max_outputs = 4;
-  s.attrs = {{"beta1", AttrKind::Float, 0.9},
-             {"beta2", AttrKind::Float, 0.999},
-             {"eps", AttrKind::Float, 1e-8},
-             {"weight_decay", AttrKind::Float, 0.0},
-             {"adam_w_mode", AttrKind::Int, int64_t{1}},
-             {"bias_correction", AttrKind::Int, int64_t{1}},
-             {"round_to", AttrKind::String, std::string()}};
+  s.attrs = std::move(attrs);
+  s.attrs.push_back({"round_to", AttrKind::String, std::string()});
   s.infer = [](InferContext& ctx) {
     if (!ctx.hasInput(4) || !ctx.hasInput(5)) ctx.fail("m and v are required");
     checkStepInputs(ctx, 6, /*sixteen_bit_grad=*/true);
@@ -116,6 +108,38 @@ OpSchema adamStep() {
     inferRounded(ctx, 3);
   };
   return s;
+}
+
+// AdamStep(param, grad, lr, step, m, v, [grad_scale], [beta1], [overflow_check])
+//   -> param', m', v', [rounded] —
+// DeepSpeed's FusedAdam: decoupled weight decay when adam_w_mode, else L2 added to
+// the gradient. Mixed precision's fused form (passes/fuse_optimizer_casts.h): an
+// f32 master may read the 16-bit gradient itself, and with `round_to` ("f16" or
+// "bf16") the fourth output is param' rounded to it, the 16-bit parameter's next
+// value, so neither Cast's f32 or 16-bit copy is written separately.
+OpSchema adamStep() {
+  return twoMomentStep("AdamStep", {{"beta1", AttrKind::Float, 0.9},
+                                    {"beta2", AttrKind::Float, 0.999},
+                                    {"eps", AttrKind::Float, 1e-8},
+                                    {"weight_decay", AttrKind::Float, 0.0},
+                                    {"adam_w_mode", AttrKind::Int, int64_t{1}},
+                                    {"bias_correction", AttrKind::Int, int64_t{1}}});
+}
+
+// LambStep(param, grad, lr, step, m, v, [grad_scale], [beta1], [overflow_check])
+//   -> param', m', v', [rounded] — DeepSpeed's FusedLamb on one whole parameter:
+// Adam's moments, the update direction m / (√v + ε) + weight_decay · p scaled by the
+// trust ratio ‖p‖ / ‖direction‖ clamped to [min_coeff, max_coeff]; the fused form
+// as AdamStep's.
+OpSchema lambStep() {
+  return twoMomentStep("LambStep", {{"beta1", AttrKind::Float, 0.9},
+                                    {"beta2", AttrKind::Float, 0.999},
+                                    {"eps", AttrKind::Float, 1e-8},
+                                    {"weight_decay", AttrKind::Float, 0.0},
+                                    {"bias_correction", AttrKind::Int, int64_t{1}},
+                                    {"eps_inside_sqrt", AttrKind::Int, int64_t{0}},
+                                    {"max_coeff", AttrKind::Float, 10.0},
+                                    {"min_coeff", AttrKind::Float, 0.01}});
 }
 
 // A step with one required state (input 4, output 1): its attributes (round_to
@@ -205,17 +229,19 @@ OpSchema copy() {
 }  // namespace
 
 bool isOptimizerStep(const std::string& op) {
-  return op == "SgdStep" || op == "AdamStep" || op == "LionStep" || op == "AdagradStep";
+  return op == "SgdStep" || op == "AdamStep" || op == "LionStep" || op == "AdagradStep" ||
+         op == "LambStep";
 }
 
 std::vector<size_t> optimizerStateInputs(const Node& step) {
-  if (step.op() == "AdamStep") return {4, 5};
+  if (step.op() == "AdamStep" || step.op() == "LambStep") return {4, 5};
   return step.hasInput(4) ? std::vector<size_t>{4} : std::vector<size_t>{};
 }
 
 void registerOptimizerOps(OpRegistry& r) {
   r.add(sgdStep());
   r.add(adamStep());
+  r.add(lambStep());
   r.add(lionStep());
   r.add(adagradStep());
   r.add(clipCoef());

@@ -1,9 +1,9 @@
 // Fused optimizer steps on the CPU, element-wise and in place (the outputs are the
 // parameter's and its states' own memory). The per-element math is
 // kernels/optimizer_math.h's, shared with the CUDA kernels: torch.optim.SGD,
-// DeepSpeed's Adam, Lion and torch.optim.Adagrad in the master's type with explicit
-// FMAs. A clipped gradient is scaled in that type first, as PyTorch's in-place
-// grad.mul_ stores it.
+// DeepSpeed's Adam, Lion, torch.optim.Adagrad and DeepSpeed's LAMB in the master's
+// type with explicit FMAs. A clipped gradient is scaled in that type first, as
+// PyTorch's in-place grad.mul_ stores it.
 // The steps read 16-bit gradients and write the rounded 16-bit copy themselves (their
 // mixed-precision form), so they are exempt from 16-bit promotion (promote16.h).
 // Also ClipCoef (DeepSpeed's clip_grad_norm_), ZerosLike and offload's Copy.
@@ -11,6 +11,7 @@
 #include <cmath>
 #include <cstring>
 #include <type_traits>
+#include <vector>
 
 #include "ir/float16.h"
 #include "kernels/cpu/kernel.h"
@@ -74,6 +75,19 @@ void roundUnchanged(const KernelContext& c, size_t index) {
 // stays vectorized.
 constexpr int64_t kBlock = 4096;
 
+// Elements [begin, end) of the step's gradient (input 1) in the master's type T:
+// the gradient itself, or a 16-bit one widened (exactly) into `widened`.
+template <typename T>
+const T* blockGradient(const KernelContext& c, Bits16 grad16, int64_t begin, int64_t end,
+                       T* widened) {
+  if constexpr (std::is_same_v<T, float>)
+    if (grad16 != Bits16::None) {
+      widen16(grad16, c.input(1).as<uint16_t>() + begin, widened, end - begin);
+      return widened;
+    }
+  return c.input(1).as<T>() + begin;
+}
+
 // A step with at most one state per element (SGD's optional velocity, Lion's
 // exp_avg, Adagrad's sum) and the overflow check at input 7: update(p, state, g)
 // per element, `state` null without one, g already scaled. Elements in blocks
@@ -100,12 +114,7 @@ void oneStateStep(const KernelContext& c, const Update& update) {
   for (int64_t b = 0; b < blocks; ++b) {
     const int64_t begin = b * kBlock, end = std::min(n, begin + kBlock);
     T widened[kBlock];
-    const T* g = c.input(1).as<T>() + begin;
-    if constexpr (std::is_same_v<T, float>)
-      if (grad16 != Bits16::None) {
-        widen16(grad16, c.input(1).as<uint16_t>() + begin, widened, end - begin);
-        g = widened;
-      }
+    const T* g = blockGradient<T>(c, grad16, begin, end, widened);
     for (int64_t i = begin; i < end; ++i) {
       T pi = p[i], si = state ? state[i] : T(0);
       update(pi, state ? &si : nullptr, g[i - begin] * scale);
@@ -238,6 +247,98 @@ void adamStep(const KernelContext& c) {
   a.dispatch(n, scaled, decoupled);
 }
 
+// LAMB over the elements in two passes of blocks (kBlock): the first moves the
+// moments and sums, per block in double, the squares of the parameter and of its
+// update direction; the block sums are added in block order (the same norms
+// whatever the threads), and the second pass steps the parameter by the trust
+// ratio, writing the rounded copy. The block sums live in the kernel: no
+// allocation per step.
+template <typename T>
+class LambKernel : public CpuKernel {
+ public:
+  explicit LambKernel(const KernelContext& c)
+      : sums_(2 * static_cast<size_t>((c.input(0).numel() + kBlock - 1) / kBlock)) {
+    if (!std::is_same_v<T, float> &&
+        (bits16(c.input(1).dtype()) != Bits16::None || c.outputs.size() > 3))
+      c.fail("a 16-bit gradient or rounded copy needs an f32 parameter");
+  }
+
+  void run(const KernelContext& c) override {
+    if (skipStep(c, 8, 3)) {
+      roundUnchanged<T>(c, 3);
+      return;
+    }
+    const auto k = optimizer_math::lambCoefficients<T>(
+        *c.input(2).as<float>(), optionalScalar(c, 7, c.f("beta1")), c.f("beta2"), c.f("eps"),
+        c.f("weight_decay"), static_cast<long long>(*c.input(3).as<int64_t>()),
+        c.i("bias_correction") != 0, c.i("eps_inside_sqrt") != 0);
+    moveMoments(c, k);
+    double p_sum_sq = 0, u_sum_sq = 0;
+    for (size_t b = 0; b < sums_.size(); b += 2) {
+      p_sum_sq += sums_[b];
+      u_sum_sq += sums_[b + 1];
+    }
+    const T trust = static_cast<T>(
+        optimizer_math::lambTrustRatio(p_sum_sq, u_sum_sq, c.f("min_coeff"), c.f("max_coeff")));
+    stepParameter(c, k, k.step_size * trust);
+  }
+
+ private:
+  void moveMoments(const KernelContext& c, const optimizer_math::LambCoefficients<T>& k) {
+    const int64_t n = c.input(0).numel();
+    const T* p = c.input(0).as<T>();
+    const T *m = c.input(4).as<T>(), *v = c.input(5).as<T>();
+    T *m_out = c.output(1).as<T>(), *v_out = c.output(2).as<T>();
+    const T scale = static_cast<T>(optionalScalar(c, 6, 1.0));
+    const Bits16 grad16 = bits16(c.input(1).dtype());
+    const int64_t blocks = static_cast<int64_t>(sums_.size() / 2);
+#pragma omp parallel for if (n > 32768)
+    for (int64_t b = 0; b < blocks; ++b) {
+      const int64_t begin = b * kBlock, end = std::min(n, begin + kBlock);
+      T widened[kBlock];
+      const T* g = blockGradient<T>(c, grad16, begin, end, widened);
+      double p_sq = 0, u_sq = 0;
+      for (int64_t i = begin; i < end; ++i) {
+        T mi = m[i], vi = v[i];
+        const T u = optimizer_math::lambMoments(k, p[i], mi, vi, g[i - begin] * scale);
+        m_out[i] = mi;
+        v_out[i] = vi;
+        p_sq += static_cast<double>(p[i]) * static_cast<double>(p[i]);
+        u_sq += static_cast<double>(u) * static_cast<double>(u);
+      }
+      sums_[2 * b] = p_sq;
+      sums_[2 * b + 1] = u_sq;
+    }
+  }
+
+  void stepParameter(const KernelContext& c, const optimizer_math::LambCoefficients<T>& k, T step) {
+    const int64_t n = c.input(0).numel();
+    const T* p = c.input(0).as<T>();
+    const T *m = c.output(1).as<T>(), *v = c.output(2).as<T>();
+    T* p_out = c.output(0).as<T>();
+    uint16_t* rounded = c.outputs.size() > 3 ? c.output(3).as<uint16_t>() : nullptr;
+    const int64_t blocks = static_cast<int64_t>(sums_.size() / 2);
+#pragma omp parallel for if (n > 32768)
+    for (int64_t b = 0; b < blocks; ++b) {
+      const int64_t begin = b * kBlock, end = std::min(n, begin + kBlock);
+      for (int64_t i = begin; i < end; ++i)
+        p_out[i] = optimizer_math::fusedMultiplyAdd(
+            -step, optimizer_math::lambDirection(k, p[i], m[i], v[i]), p[i]);
+      if constexpr (std::is_same_v<T, float>)
+        if (rounded)
+          round16(bits16(c.output(3).dtype()), p_out + begin, rounded + begin, end - begin);
+    }
+  }
+
+  std::vector<double> sums_;  // per block: Σ p², Σ u²
+};
+
+std::unique_ptr<CpuKernel> lambKernel(const KernelContext& ctx) {
+  if (ctx.input(0).dtype() == DType::F32) return std::make_unique<LambKernel<float>>(ctx);
+  if (ctx.input(0).dtype() == DType::F64) return std::make_unique<LambKernel<double>>(ctx);
+  ctx.fail("dtype ", dtypeName(ctx.input(0).dtype()), " is not supported");
+}
+
 void clipCoef(const KernelContext& c) {
   const double norm = *c.input(0).as<float>();
   const double coef = c.f("max_norm") / (norm + 1e-6);
@@ -262,6 +363,7 @@ void registerOptimizerKernels(CpuKernelRegistry& r) {
   r.add("AdamStep", byDtype<adamStep<float>, adamStep<double>>);
   r.add("LionStep", byDtype<lionStep<float>, lionStep<double>>);
   r.add("AdagradStep", byDtype<adagradStep<float>, adagradStep<double>>);
+  r.add("LambStep", lambKernel);
   r.add("ClipCoef", [](const KernelContext&) { return statelessKernel(clipCoef); });
   r.add("ZerosLike", [](const KernelContext&) { return statelessKernel(zerosLike); });
   // Host and device memory are one on the CPU: offload's copies are plain copies.

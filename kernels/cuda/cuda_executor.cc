@@ -456,8 +456,9 @@ void CudaExecutor::setFeed(const std::string& name, const Tensor& value) {
   std::memcpy(staging.buffer[i], value.raw(), value.bytes());
   // On the first stream, so after every run enqueued so far has read the old value.
   cudaStream_t first = lanes_[0]->dev.stream;
-  DS_CUDA_CHECK(cudaMemcpyAsync(address(tensor), staging.buffer[i], value.bytes(),
-                                cudaMemcpyHostToDevice, first));
+  // cudaMemcpyDefault: a feed only offload's Copy reads lives in pinned host memory.
+  DS_CUDA_CHECK(
+      cudaMemcpyAsync(address(tensor), staging.buffer[i], value.bytes(), cudaMemcpyDefault, first));
   DS_CUDA_CHECK(cudaEventRecord(staging.copied[i], first));
 }
 

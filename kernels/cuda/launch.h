@@ -300,6 +300,20 @@ struct AdagradArgs {
 void adagradStep(const AdagradArgs& a, const float* p, const void* g, const float* lr,
                  const int64_t* step, const float* sum, const float* grad_scale, const float* check,
                  float* p_out, float* sum_out, void* rounded, int64_t n, cudaStream_t s);
+// LAMB (DeepSpeed's FusedLamb) on one whole parameter, deterministically: the moments
+// and per-block sums of squares, their ordered sum into the trust ratio, then the
+// step, in `workspace` of lambWorkspaceBytes(n); inputs and outputs as adamStep's.
+struct LambArgs {
+  double beta1 = 0.9, beta2 = 0.999, eps = 1e-8, weight_decay = 0;
+  double max_coeff = 10, min_coeff = 0.01;
+  bool bias_correction = true, eps_inside_sqrt = false;
+  DType grad_type = DType::F32, round_to = DType::F32;  // as AdamArgs'
+};
+size_t lambWorkspaceBytes(int64_t n);
+void lambStep(const LambArgs& a, const float* p, const void* g, const float* lr,
+              const int64_t* step, const float* m, const float* v, const float* grad_scale,
+              const float* beta1, const float* check, float* p_out, float* m_out, float* v_out,
+              void* rounded, int64_t n, void* workspace, cudaStream_t s);
 // coef = max_norm / (norm + 1e-6) when below 1, else 1 (DeepSpeed's clip_grad_norm_).
 void clipCoef(const float* norm, float* coef, double max_norm, cudaStream_t s);
 

@@ -1,5 +1,5 @@
 // Device kernels of pooling (forward and backward), Gemm's C broadcast, Gather
-// and its gradient, and the fused optimizer steps (SGD, Adam, Lion, Adagrad; see
+// and its gradient, and the fused optimizer steps (SGD, Adam, Lion, Adagrad, LAMB; see
 // launch.h). Backward kernels gather (one thread per dX element sums what flows
 // into it) rather than scatter with atomics, so results are deterministic and equal
 // the CPU's order.
@@ -337,6 +337,88 @@ __global__ void oneStateKernel(Rule rule, const float* p, const G* g, const floa
   }
 }
 
+// ---- LAMB: three kernels over a fixed grid, so the sums are the same every run ----
+
+constexpr int kLambMaxBlocks = 1024;  // the final sum is one block's
+
+unsigned lambBlocks(int64_t n) {
+  return min(gridFor(n), static_cast<unsigned>(kLambMaxBlocks));
+}
+
+__device__ inline optimizer_math::LambCoefficients<float> lambCoefficientsOf(const LambArgs& a,
+                                                                             const float* lr,
+                                                                             const int64_t* step,
+                                                                             const float* beta1) {
+  return optimizer_math::lambCoefficients<float>(*lr, beta1 ? *beta1 : a.beta1, a.beta2, a.eps,
+                                                 a.weight_decay, static_cast<long long>(*step),
+                                                 a.bias_correction, a.eps_inside_sqrt);
+}
+
+// The moments, and per block Σ p² and Σ u² (u: the update direction) into sums.
+template <typename G>
+__global__ void lambMomentsKernel(LambArgs a, const float* p, const G* g, const float* lr,
+                                  const int64_t* step, const float* m, const float* v,
+                                  const float* grad_scale, const float* beta1, const float* check,
+                                  float* m_out, float* v_out, double* sums, int64_t n) {
+  __shared__ double shared[32];
+  double p_sq = 0.0, u_sq = 0.0;
+  if (skipStep(check)) {
+    for (int64_t i = globalIndex(); i < n; i += globalStride()) {
+      m_out[i] = m[i];
+      v_out[i] = v[i];
+    }
+  } else {
+    const auto k = lambCoefficientsOf(a, lr, step, beta1);
+    for (int64_t i = globalIndex(); i < n; i += globalStride()) {
+      float mi = m[i], vi = v[i];
+      const float pi = p[i];
+      const float u =
+          optimizer_math::lambMoments(k, pi, mi, vi, scaledGrad(toFloat(g[i]), grad_scale));
+      m_out[i] = mi;
+      v_out[i] = vi;
+      p_sq += static_cast<double>(pi) * pi;
+      u_sq += static_cast<double>(u) * u;
+    }
+  }
+  p_sq = blockSum(p_sq, shared);
+  u_sq = blockSum(u_sq, shared);
+  if (threadIdx.x == 0) {
+    sums[2 * blockIdx.x] = p_sq;
+    sums[2 * blockIdx.x + 1] = u_sq;
+  }
+}
+
+// One block of kLambMaxBlocks threads: the blocks' sums, added in a fixed order,
+// into the trust ratio (sums[2 * kLambMaxBlocks]).
+__global__ void lambTrustKernel(LambArgs a, double* sums, unsigned blocks) {
+  __shared__ double shared[32];
+  const unsigned b = threadIdx.x;
+  const double p_sq = blockSum(b < blocks ? sums[2 * b] : 0.0, shared);
+  const double u_sq = blockSum(b < blocks ? sums[2 * b + 1] : 0.0, shared);
+  if (b == 0)
+    sums[2 * kLambMaxBlocks] = optimizer_math::lambTrustRatio(p_sq, u_sq, a.min_coeff, a.max_coeff);
+}
+
+// The step by the trust ratio; R as adamKernel's.
+template <typename R>
+__global__ void lambUpdateKernel(LambArgs a, const float* p, const float* lr, const int64_t* step,
+                                 const float* beta1, const float* check, const float* m,
+                                 const float* v, const double* trust, float* p_out, R* rounded,
+                                 int64_t n) {
+  constexpr bool kRound = !std::is_same_v<R, float>;
+  const bool skip = skipStep(check);
+  const auto k = lambCoefficientsOf(a, lr, step, beta1);
+  const float step_size = skip ? 0.0f : k.step_size * static_cast<float>(*trust);
+  for (int64_t i = globalIndex(); i < n; i += globalStride()) {
+    const float pi = p[i];
+    const float next = skip ? pi
+                            : optimizer_math::fusedMultiplyAdd(
+                                  -step_size, optimizer_math::lambDirection(k, pi, m[i], v[i]), pi);
+    p_out[i] = next;
+    if constexpr (kRound) rounded[i] = fromFloat<R>(next);
+  }
+}
+
 __global__ void clipCoefKernel(const float* norm, float* coef, double max_norm) {
   const double c = max_norm / (static_cast<double>(*norm) + 1e-6);
   *coef = c < 1.0 ? static_cast<float>(c) : 1.0f;
@@ -606,6 +688,30 @@ void adagradStep(const AdagradArgs& a, const float* p, const void* g, const floa
                  float* p_out, float* sum_out, void* rounded, int64_t n, cudaStream_t s) {
   oneStateStep(AdagradRule{a}, a.grad_type, a.round_to, p, g, lr, step, sum, grad_scale, nullptr,
                check, p_out, sum_out, rounded, n, s);
+}
+
+size_t lambWorkspaceBytes(int64_t) {
+  return (2 * kLambMaxBlocks + 1) * sizeof(double);
+}
+
+void lambStep(const LambArgs& a, const float* p, const void* g, const float* lr,
+              const int64_t* step, const float* m, const float* v, const float* grad_scale,
+              const float* beta1, const float* check, float* p_out, float* m_out, float* v_out,
+              void* rounded, int64_t n, void* workspace, cudaStream_t s) {
+  if (n == 0) return;
+  auto* sums = static_cast<double*>(workspace);
+  const unsigned blocks = lambBlocks(n);
+  withStepTypes(a.grad_type, a.round_to, [&](auto grad_tag, auto round_tag) {
+    using G = decltype(grad_tag);
+    using R = decltype(round_tag);
+    lambMomentsKernel<G><<<blocks, kThreads, 0, s>>>(a, p, static_cast<const G*>(g), lr, step, m, v,
+                                                     grad_scale, beta1, check, m_out, v_out, sums,
+                                                     n);
+    lambTrustKernel<<<1, kLambMaxBlocks, 0, s>>>(a, sums, blocks);
+    lambUpdateKernel<R><<<gridFor(n), kThreads, 0, s>>>(a, p, lr, step, beta1, check, m_out, v_out,
+                                                        sums + 2 * kLambMaxBlocks, p_out,
+                                                        static_cast<R*>(rounded), n);
+  });
 }
 
 void adamStep(const AdamArgs& a, const float* p, const void* g, const float* lr,

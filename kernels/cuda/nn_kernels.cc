@@ -1,6 +1,6 @@
 // CUDA kernels of pooling forward and backward (CPU twins: kernels/cpu/pool.cc,
 // grad_pool.cc) and of the optimizer ops SgdStep, AdamStep, LionStep, AdagradStep,
-// ClipCoef, ZerosLike and Copy (optimizer.cc).
+// LambStep, ClipCoef, ZerosLike and Copy (optimizer.cc).
 // Pooling windows are resolved with the CPU's window rules (kernels/cpu/window.h)
 // and handed to the device as a 3-D window; pooling also runs on f16/bf16 storage
 // (Native16: f32 math, one rounding per output). The learning rate and step number
@@ -180,6 +180,31 @@ std::unique_ptr<CudaKernel> adagradKernel(const KernelContext& ctx, const Device
   });
 }
 
+// LambStep(param, grad, lr, step, m, v[, grad_scale][, beta1][, overflow_check])
+// -> param', m', v'[, rounded].
+std::unique_ptr<CudaKernel> lambKernel(const KernelContext& ctx, const Device&) {
+  LambArgs a;
+  if (!readStepTypes(ctx, 3, &a.grad_type, &a.round_to)) return nullptr;
+  a.beta1 = ctx.f("beta1");
+  a.beta2 = ctx.f("beta2");
+  a.eps = ctx.f("eps");
+  a.weight_decay = ctx.f("weight_decay");
+  a.max_coeff = ctx.f("max_coeff");
+  a.min_coeff = ctx.f("min_coeff");
+  a.bias_correction = ctx.i("bias_correction") != 0;
+  a.eps_inside_sqrt = ctx.i("eps_inside_sqrt") != 0;
+  return launchKernel(
+      [a](const KernelContext& c, const Device& d, void* workspace) {
+        void* rounded = c.outputs.size() > 3 ? c.output(3).data : nullptr;
+        lambStep(a, c.input(0).as<float>(), c.input(1).data, c.input(2).as<float>(),
+                 c.input(3).as<int64_t>(), c.input(4).as<float>(), c.input(5).as<float>(),
+                 optionalScalar(c, 6), optionalScalar(c, 7), optionalScalar(c, 8),
+                 c.output(0).as<float>(), c.output(1).as<float>(), c.output(2).as<float>(), rounded,
+                 c.input(0).numel(), workspace, d.stream);
+      },
+      lambWorkspaceBytes(ctx.input(0).numel()));
+}
+
 std::unique_ptr<CudaKernel> clipCoefKernel(const KernelContext& ctx, const Device&) {
   const double max_norm = ctx.f("max_norm");
   return launchKernel([max_norm](const KernelContext& c, const Device& d, void*) {
@@ -226,6 +251,7 @@ void registerNnKernels(CudaKernelRegistry& r) {
   r.add("AdamStep", adamKernel, Precision::Native16);        // its 16-bit gradient and rounded copy
   r.add("LionStep", lionKernel, Precision::Native16);        // as AdamStep
   r.add("AdagradStep", adagradKernel, Precision::Native16);  // as AdamStep
+  r.add("LambStep", lambKernel, Precision::Native16);        // as AdamStep
   r.add("ClipCoef", clipCoefKernel);
   r.add("ZerosLike", zerosLikeKernel, Precision::Native16);  // bytes only: any dtype
   r.add("Copy", copyKernel, Precision::Native16);
