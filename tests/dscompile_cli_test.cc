@@ -525,6 +525,15 @@ TEST(DscompileCli, LambUnderZeroIsAOneLineError) {
                      "split; it runs at zero_optimization.stage 0, not 2");
 }
 
+TEST(DscompileCli, LambWithAmsgradIsAOneLineError) {
+  std::string path = test::tempPath("lamb_amsgrad.json");
+  test::writeFile(path, R"({"optimizer": {"type": "Lamb", "params": {"amsgrad": true}}})");
+  expectOneLineError(dscompile(smallModel() + " --config " + path + " --batch 4 --loss mse -o " +
+                               test::tempPath("lamb_amsgrad.plan")),
+                     "optimizer.params.amsgrad: Lamb has no AMSGrad variant (DeepSpeed's FusedLamb "
+                     "refuses it)");
+}
+
 // DeepSpeed's offloaded (CPU) Adagrad leaves weight decay out of the update's
 // numerator; dscompile steps torch.optim.Adagrad and says so.
 TEST(DscompileCli, OffloadedAdagradWithWeightDecayWarns) {

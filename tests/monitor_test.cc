@@ -187,6 +187,25 @@ TEST(CsvMonitor, AResumedRunAppendsToTheFilesWithoutASecondHeader) {
   }
 }
 
+// A monitor directory that cannot be made (under a file) is a one-line error naming
+// the section, before any step trains.
+TEST(CsvMonitor, AnUnwritableOutputPathIsAOneLineError) {
+  const std::string file = test::scratch("monitor_not_a_dir");
+  test::writeFile(file, "a file");
+  for (const char* section : {"csv_monitor", "tensorboard"}) {
+    SCOPED_TRACE(section);
+    const nlohmann::json monitor = {{"enabled", true}, {"output_path", file}};
+    const std::string plan =
+        section == std::string("csv_monitor")
+            ? compileMonitored("monitor_unwritable_csv", monitor)
+            : compileMonitored("monitor_unwritable_tb", {{"enabled", false}}, monitor);
+    test::expectOneLineError(
+        test::tool("dsrun",
+                   plan + test::writeFeedData(plan, "monitor_unwritable", 16, 0.3) + " --steps 1"),
+        std::string(section) + ": cannot create " + file + "/DeepSpeedJobName");
+  }
+}
+
 TEST(CsvMonitor, DisabledWritesNothing) {
   const std::string dir = test::freshDir("csv_monitor_disabled");
   const std::string plan =
