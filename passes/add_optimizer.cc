@@ -60,32 +60,21 @@ Value* addSgdStep(Graph& g, Value* param, Value* grad, const StepScalars& s,
   return n->output(0);
 }
 
-// A step with Adam's two moments: AdamStep or LambStep.
-Value* addTwoMomentStep(Graph& g, const std::string& op, Value* param, Value* grad,
-                        const StepScalars& s, AttributeMap attrs) {
-  Value* m = zeroState(g, param, "exp_avg");
-  Value* v = zeroState(g, param, "exp_avg_sq");
-  std::vector<Value*> ins = {param, grad,         s.lr,       s.step,          m,
-                             v,     s.grad_scale, s.momentum, s.overflow_check};
+// A step op with required states, each named "<param>.<name>" from `states`, after
+// the four common inputs (the layout of ir/optimizer_ops.h): Adam's and Lamb's two
+// moments, Lion's exp_avg, Adagrad's sum.
+Value* addStepWithStates(Graph& g, const std::string& op, const std::vector<std::string>& states,
+                         Value* param, Value* grad, const StepScalars& s, AttributeMap attrs) {
+  std::vector<Value*> state_values;
+  for (const std::string& name : states) state_values.push_back(zeroState(g, param, name));
+  std::vector<Value*> ins = {param, grad, s.lr, s.step};
+  ins.insert(ins.end(), state_values.begin(), state_values.end());
+  ins.insert(ins.end(), {s.grad_scale, s.momentum, s.overflow_check});
   while (!ins.back()) ins.pop_back();
-  Node* n = g.addNodeN(op, ins, std::move(attrs), 3, param->name() + "/step");
+  Node* n = g.addNodeN(op, ins, std::move(attrs), 1 + states.size(), param->name() + "/step");
   g.addStateUpdate(param, n->output(0));
-  g.addStateUpdate(m, n->output(1));
-  g.addStateUpdate(v, n->output(2));
-  return n->output(0);
-}
-
-// A step with one state, `state_name`: Lion's or Adagrad's (input 6 is Lion's fed
-// beta1; Adagrad takes none).
-Value* addOneStateStep(Graph& g, const std::string& op, const std::string& state_name, Value* param,
-                       Value* grad, const StepScalars& s, AttributeMap attrs) {
-  Value* state = zeroState(g, param, state_name);
-  std::vector<Value*> ins = {param, grad,         s.lr,       s.step,
-                             state, s.grad_scale, s.momentum, s.overflow_check};
-  while (!ins.back()) ins.pop_back();
-  Node* n = g.addNodeN(op, ins, std::move(attrs), 2, param->name() + "/step");
-  g.addStateUpdate(param, n->output(0));
-  g.addStateUpdate(state, n->output(1));
+  for (size_t i = 0; i < state_values.size(); ++i)
+    g.addStateUpdate(state_values[i], n->output(i + 1));
   return n->output(0);
 }
 
@@ -93,40 +82,40 @@ Value* addStep(Graph& g, Value* param, Value* grad, const StepScalars& s,
                const OptimizerOptions& o) {
   if (o.type == "SGD") return addSgdStep(g, param, grad, s, o);
   if (o.type == "Adam" || o.type == "AdamW")
-    return addTwoMomentStep(g, "AdamStep", param, grad, s,
-                            {{"beta1", o.beta1},
-                             {"beta2", o.beta2},
-                             {"eps", o.eps},
-                             {"weight_decay", o.weight_decay},
-                             {"adam_w_mode", int64_t{o.adam_w_mode}},
-                             {"bias_correction", int64_t{o.bias_correction}}});
+    return addStepWithStates(g, "AdamStep", {"exp_avg", "exp_avg_sq"}, param, grad, s,
+                             {{"beta1", o.beta1},
+                              {"beta2", o.beta2},
+                              {"eps", o.eps},
+                              {"weight_decay", o.weight_decay},
+                              {"adam_w_mode", int64_t{o.adam_w_mode}},
+                              {"bias_correction", int64_t{o.bias_correction}}});
   if (o.type == "Lamb") {
     // The trust ratio takes the norm of one whole parameter, which a ZeRO shard is not.
     DS_CHECK(!param->shardLayout(),
              "optimizer.type: Lamb's trust ratio needs whole parameters, "
              "and '",
              param->name(), "' is a ZeRO shard; Lamb runs at zero_optimization.stage 0");
-    return addTwoMomentStep(g, "LambStep", param, grad, s,
-                            {{"beta1", o.beta1},
-                             {"beta2", o.beta2},
-                             {"eps", o.eps},
-                             {"weight_decay", o.weight_decay},
-                             {"bias_correction", int64_t{o.bias_correction}},
-                             {"eps_inside_sqrt", int64_t{o.eps_inside_sqrt}},
-                             {"max_coeff", o.max_coeff},
-                             {"min_coeff", o.min_coeff}});
+    return addStepWithStates(g, "LambStep", {"exp_avg", "exp_avg_sq"}, param, grad, s,
+                             {{"beta1", o.beta1},
+                              {"beta2", o.beta2},
+                              {"eps", o.eps},
+                              {"weight_decay", o.weight_decay},
+                              {"bias_correction", int64_t{o.bias_correction}},
+                              {"eps_inside_sqrt", int64_t{o.eps_inside_sqrt}},
+                              {"max_coeff", o.max_coeff},
+                              {"min_coeff", o.min_coeff}});
   }
   if (o.type == "Lion")
-    return addOneStateStep(
-        g, "LionStep", "exp_avg", param, grad, s,
+    return addStepWithStates(
+        g, "LionStep", {"exp_avg"}, param, grad, s,
         {{"beta1", o.beta1}, {"beta2", o.beta2}, {"weight_decay", o.weight_decay}});
   DS_CHECK(o.type == "Adagrad", "optimizer.type: '", o.type, "' is not supported");
   DS_CHECK(!s.momentum, "optimizer: Adagrad has no momentum to cycle");
-  return addOneStateStep(g, "AdagradStep", "sum", param, grad, s,
-                         {{"eps", o.eps},
-                          {"weight_decay", o.weight_decay},
-                          {"lr_decay", o.lr_decay},
-                          {"initial_accumulator_value", o.initial_accumulator_value}});
+  return addStepWithStates(g, "AdagradStep", {"sum"}, param, grad, s,
+                           {{"eps", o.eps},
+                            {"weight_decay", o.weight_decay},
+                            {"lr_decay", o.lr_decay},
+                            {"initial_accumulator_value", o.initial_accumulator_value}});
 }
 
 }  // namespace
