@@ -173,6 +173,21 @@ const std::vector<Key>& monitorKeys() {
   return keys;
 }
 
+// flops_profiler (runtime/flops_profile.h). recompute_fwd_factor tunes DeepSpeed's
+// estimate of backward's FLOPs, which dscompile counts from the plan instead.
+const std::vector<Key>& flopsProfilerKeys() {
+  static constexpr const char* kPerOp = "the profile's table is per op, not per module";
+  static const std::vector<Key> keys = {
+      {"enabled", Type::Bool, kUsed},
+      {"recompute_fwd_factor", Type::Number, kInherent},
+      {"profile_step", Type::Int, kUsed},
+      {"module_depth", Type::Int, kIgnored, kNoAuto, {}, "-1", kPerOp},
+      {"top_modules", Type::Int, kIgnored, kNoAuto, {}, "1", kPerOp},
+      {"detailed", Type::Bool, kUsed},
+      {"output_file", Type::Any, kUsed}};
+  return keys;
+}
+
 // What the monitors dscompile lacks point to.
 constexpr const char* kUseOtherMonitors =
     "csv_monitor and tensorboard write the same events (loss, lr, loss scale)";
@@ -214,7 +229,7 @@ const std::vector<Key>& topKeys() {
       {"gradient_clipping", Type::Number, kUsed, kAuto},
       {"zero_optimization", Type::Object, kUsed, kNoAuto, zeroKeys()},
       {"steps_per_print", Type::Int, kUsed},
-      {"wall_clock_breakdown", Type::Bool, kIgnored, kNoAuto, {}, "false"},
+      {"wall_clock_breakdown", Type::Bool, kUsed},
       {"dump_state", Type::Bool, kIgnored, kNoAuto, {}, "false"},
       // Where the division by the world size happens (before the reduction, after it,
       // or split by the factor): dscompile divides the loss before backward; every
@@ -236,7 +251,7 @@ const std::vector<Key>& topKeys() {
        nullptr,
        "it configures DeepSpeed's checkpoint() API, which an ONNX graph cannot call: "
        "dscompile --checkpoint-activations recomputes activations"},
-      {"flops_profiler", Type::Object, kIgnored},
+      {"flops_profiler", Type::Object, kUsed, kNoAuto, flopsProfilerKeys()},
       {"tensorboard", Type::Object, kUsed, kNoAuto, monitorKeys()},
       {"wandb", Type::Object, kIgnored, kNoAuto, {}, nullptr, kUseOtherMonitors},
       {"csv_monitor", Type::Object, kUsed, kNoAuto, monitorKeys()},

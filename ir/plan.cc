@@ -59,6 +59,14 @@ TensorType PlanFile::tensorType(int index) const {
   return {static_cast<DType>(t.dtype()), Shape(t.shape().begin(), t.shape().end())};
 }
 
+nlohmann::json PlanFile::config() const {
+  const std::string& text = plan.config_json();
+  if (text.empty()) return nlohmann::json::object();
+  nlohmann::json config = nlohmann::json::parse(text, nullptr, /*allow_exceptions=*/false);
+  DS_CHECK(config.is_object(), "damaged plan: its config is not a JSON object");
+  return config;
+}
+
 void PlanFile::setInit(int index, const Tensor& data) {
   auto* t = plan.mutable_tensors(index);
   while (blob.size() % kPlanAlignment) blob.push_back(0);
@@ -109,6 +117,8 @@ PlanFile readPlanFile(const std::string& path) {
   in.read(header.data(), static_cast<std::streamsize>(header_size));
   PlanFile f;
   DS_CHECK(f.plan.ParseFromString(header), path, ": damaged plan (header does not parse)");
+  DS_CHECK(f.plan.config_json().empty() || nlohmann::json::accept(f.plan.config_json()), path,
+           ": damaged plan (its config is not JSON)");
   f.blob.resize(file_size - static_cast<uint64_t>(start) - header_size);
   in.read(reinterpret_cast<char*>(f.blob.data()), static_cast<std::streamsize>(f.blob.size()));
   DS_CHECK(in.good() || f.blob.empty(), path, ": damaged plan (truncated data)");

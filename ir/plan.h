@@ -9,6 +9,8 @@
 #include <string>
 #include <vector>
 
+#include <nlohmann/json.hpp>
+
 #include "ir/attribute.h"
 #include "ir/plan.pb.h"
 #include "ir/tensor.h"
@@ -33,6 +35,9 @@ struct PlanFile {
   TensorType tensorType(int index) const;
   // Appends `data` to the blob as the initial value of tensor `index`.
   void setInit(int index, const Tensor& data);
+  // The effective DeepSpeed config dscompile compiled with (planpb::Plan::config_json);
+  // an empty object when the plan has none.
+  nlohmann::json config() const;
 };
 
 // Attribute conversion between the IR and plan steps.

@@ -128,7 +128,6 @@ nlohmann::json tensorTable(const PlanFile& plan) {
 }
 
 nlohmann::json manifestFor(const PlanFile& plan, const TrainPosition& pos) {
-  const std::string& config = plan.plan.config_json();
   return {{"format", kFormat},
           {"version", kFormatVersion},
           {"model", plan.plan.model()},
@@ -139,7 +138,7 @@ nlohmann::json manifestFor(const PlanFile& plan, const TrainPosition& pos) {
           {"skipped_steps", pos.skipped_steps},
           {"loss_scaler", pos.loss_scaler},
           {"scheduler", "none saved: the learning rate is a function of the step and the config"},
-          {"config", nlohmann::json::parse(config.empty() ? "{}" : config)},
+          {"config", plan.config()},
           {"tensors", tensorTable(plan)}};
 }
 
@@ -257,10 +256,8 @@ std::string optimizerFamily(const nlohmann::json& config) {
 // Optimizer state belongs to its optimizer: Adam's exp_avg is not Lion's, though
 // both carry the name.
 void checkSameOptimizer(const fs::path& dir, const nlohmann::json& m, const PlanFile& plan) {
-  const std::string& text = plan.plan.config_json();
   const std::string saved = optimizerFamily(m.value("config", nlohmann::json()));
-  const std::string wanted =
-      optimizerFamily(text.empty() ? nlohmann::json() : nlohmann::json::parse(text));
+  const std::string wanted = optimizerFamily(plan.config());
   DS_CHECK(saved.empty() || wanted.empty() || saved == wanted, "checkpoint ", dir.string(),
            ": its optimizer state is ", saved, "'s and this plan steps ", wanted,
            "; resume with a plan compiled for ", saved);

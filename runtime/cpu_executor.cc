@@ -130,7 +130,10 @@ void CpuExecutor::poisonAfter(size_t s) {
 
 void CpuExecutor::run(bool optimizer_step) {
   requireAllFed();
-  if (options_.profile) ++step_times_.runs;
+  if (options_.profile) {
+    ++step_times_.runs;
+    last_run_seconds_.assign(steps_.size(), 0.0);
+  }
   const planpb::RankPlan& rank = plan_.plan.ranks(options_.rank);
   for (size_t s = 0; s < steps_.size(); ++s) {
     if (!optimizer_step && rank.steps(static_cast<int>(s)).phase() == planpb::OPTIMIZER_STEP)
@@ -138,8 +141,9 @@ void CpuExecutor::run(bool optimizer_step) {
     if (options_.profile) {
       auto start = std::chrono::steady_clock::now();
       steps_[s].kernel->run(steps_[s].ctx);
-      step_times_.seconds[s] +=
+      last_run_seconds_[s] =
           std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
+      step_times_.seconds[s] += last_run_seconds_[s];
     } else {
       steps_[s].kernel->run(steps_[s].ctx);
     }

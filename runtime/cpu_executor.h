@@ -27,6 +27,7 @@ class CpuExecutor : public Executor {
   Tensor readTensor(int index) const override;
   void writeTensor(int index, const Tensor& value) override;
   StepTimes stepTimes() const override { return step_times_; }
+  std::vector<double> lastRunSeconds() const override { return last_run_seconds_; }
   // How many steps an earlier step's kernel does as its epilogue (kernels/cpu/fusion.h).
   size_t fusedSteps() const { return fused_steps_; }
 
@@ -44,7 +45,8 @@ class CpuExecutor : public Executor {
   std::vector<std::vector<int>> dies_after_;  // arena tensors whose last use is step i
   std::vector<bool> channels_last_;           // per plan tensor: stored [N, H, W, C] in the arena
   std::vector<float> scratch_;
-  StepTimes step_times_;    // ExecutorOptions::profile
+  StepTimes step_times_;  // ExecutorOptions::profile
+  std::vector<double> last_run_seconds_;
   size_t fused_steps_ = 0;  // f32 copies for 16-bit steps
                             // (kernels/cpu/promote16.h)
 };

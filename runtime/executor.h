@@ -104,6 +104,11 @@ class Executor {
     int64_t runs = 0;
   };
   virtual StepTimes stepTimes() const { return {}; }
+  // With ExecutorOptions::profile: per step of this rank, the seconds it took in the
+  // last run, warm-up or not (0 for the optimizer-step phase of a run without it);
+  // empty before the first run, when not profiling, or when the backend cannot time
+  // single steps. The wall-clock breakdown (runtime/wall_clock.h) sums them by part.
+  virtual std::vector<double> lastRunSeconds() const { return {}; }
 
  protected:
   // The position of `name` in the plan's feeds; a ds::Error listing them if absent.

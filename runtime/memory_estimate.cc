@@ -148,10 +148,7 @@ std::string formatEstimates(const EstimateSetup& s) {
 }
 
 bool planIsMixedPrecision(const PlanFile& plan) {
-  const std::string& text = plan.plan.config_json();
-  if (text.empty()) return false;
-  const nlohmann::json config = nlohmann::json::parse(text, nullptr, false);
-  if (!config.is_object()) return false;
+  const nlohmann::json config = plan.config();
   auto enabled = [&](const char* key) {
     const auto it = config.find(key);
     if (it == config.end() || !it->is_object()) return false;

@@ -15,11 +15,7 @@
 #include "runtime/tensorboard_writer.h"
 
 namespace ds {
-namespace {
 
-// The shortest text that reads back as `v` exactly, as Python's repr writes it (the
-// CSV DeepSpeed's monitor writes): fixed notation from 1e-4 to 1e16, with ".0" on
-// whole numbers, scientific outside.
 std::string pythonRepr(double v) {
   char buffer[64];
   const double magnitude = std::fabs(v);
@@ -30,6 +26,8 @@ std::string pythonRepr(double v) {
   if (fixed && text.find('.') == std::string::npos) text += ".0";
   return text;
 }
+
+namespace {
 
 // The event's file name: DeepSpeed's sanitising of '/' and ' '.
 std::string fileName(const std::string& event) {
@@ -56,6 +54,11 @@ std::vector<MonitorEvent> stepEvents(const StepMetrics& m, const nlohmann::json&
   if (!m.loss_scaler.is_null())
     events.push_back({"Train/Samples/loss_scale", LossScaler::stateFromJson(m.loss_scaler).scale,
                       m.step * batch});
+  if (timesSteps(config) && !m.micro_step_times.empty()) {
+    for (const NamedPart& part : namedParts(sumOf(m.micro_step_times)))
+      events.push_back({std::string("Train/Samples/elapsed_time_ms_") + part.event,
+                        1e3 * part.seconds, m.step * batch});
+  }
   return events;
 }
 

@@ -33,8 +33,17 @@ struct MonitorEvent {
   int64_t samples;  // DeepSpeed's global_samples: the event's x axis
 };
 
+// The shortest text that reads back as `v` exactly, as Python's repr writes it
+// (DeepSpeed's CSV monitor and its log lines): fixed notation from 1e-4 to 1e16,
+// with ".0" on whole numbers, scientific outside.
+std::string pythonRepr(double v);
+
 // The events of optimizer step `m` of a plan trained with `config` (the plan's
-// effective DeepSpeed config).
+// effective DeepSpeed config). With DeepSpeed's step timers (timesSteps:
+// wall_clock_breakdown or flops_profiler) and step times in `m`, also
+// Train/Samples/elapsed_time_ms_{forward, backward, backward_inner,
+// backward_allreduce, step}: the step's times by part (runtime/wall_clock.h) in
+// milliseconds, summed over its micro-steps, at s·B.
 std::vector<MonitorEvent> stepEvents(const StepMetrics& m, const nlohmann::json& config);
 
 // A monitor of the config's: csv_monitor, tensorboard.

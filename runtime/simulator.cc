@@ -90,10 +90,7 @@ void summarize(const PlanFile& plan, Simulation* sim) {
 }  // namespace
 
 int64_t accumulationSteps(const PlanFile& plan) {
-  const std::string& text = plan.plan.config_json();
-  if (text.empty()) return 1;
-  const nlohmann::json config = nlohmann::json::parse(text, nullptr, false);
-  if (config.is_discarded() || !config.is_object()) return 1;
+  const nlohmann::json config = plan.config();
   const nlohmann::json& g = config.value("gradient_accumulation_steps", nlohmann::json(1));
   return g.is_number_integer() ? std::max<int64_t>(1, g.get<int64_t>()) : 1;
 }

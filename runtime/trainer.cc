@@ -47,8 +47,7 @@ bool isTrainingPlan(const PlanFile& plan) {
 }
 
 std::vector<StepMetrics> train(Executor& exec, const PlanFile& plan, const TrainOptions& o) {
-  nlohmann::json config =
-      nlohmann::json::parse(plan.plan.config_json().empty() ? "{}" : plan.plan.config_json());
+  const nlohmann::json config = plan.config();
   std::vector<std::string> data_feeds;
   std::string image_feed, label_feed;
   for (const std::string& name : exec.feedNames()) {
@@ -133,6 +132,7 @@ std::vector<StepMetrics> train(Executor& exec, const PlanFile& plan, const Train
     return micro_batch;
   };
   std::optional<MicroBatch> prefetched;
+  const std::vector<StepPart> parts = stepParts(plan, static_cast<int>(rank));
   std::vector<StepMetrics> out;
   for (int64_t step = o.start_step + 1; step <= o.steps; ++step) {
     auto start = std::chrono::steady_clock::now();
@@ -147,6 +147,7 @@ std::vector<StepMetrics> train(Executor& exec, const PlanFile& plan, const Train
     if (loss_scaling)
       exec.setFeed(kLossScaleFeed, Tensor::fromDoubles(DType::F32, {}, {loss_scale}));
     double loss_sum = 0;
+    std::vector<PartTimes> micro_step_times;
     for (int64_t g = 0; g < accumulation; ++g) {
       MicroBatch micro_batch = prefetched ? std::move(*prefetched) : microBatch(step, g);
       prefetched.reset();
@@ -158,6 +159,8 @@ std::vector<StepMetrics> train(Executor& exec, const PlanFile& plan, const Train
       else if (step < o.steps)
         prefetched = microBatch(step + 1, 0);
       loss_sum += exec.output(static_cast<size_t>(loss_out)).getDouble(0);
+      if (std::vector<double> seconds = exec.lastRunSeconds(); !seconds.empty())
+        micro_step_times.push_back(partTimes(parts, seconds));
     }
     // The global batch's loss: the mean over every rank's micro-batches.
     if (world > 1) comm->allReduce(&loss_sum, &loss_sum, 1, DType::F64, {"loss metric", ""});
@@ -168,6 +171,7 @@ std::vector<StepMetrics> train(Executor& exec, const PlanFile& plan, const Train
     m.loss = loss_sum / static_cast<double>(accumulation * world);
     m.lr = lr;
     m.grad_norm = norm_out >= 0 ? exec.output(static_cast<size_t>(norm_out)).getDouble(0) : 0.0;
+    m.seconds = seconds;
     m.samples_per_s = static_cast<double>(batch * world) / seconds;
     if (loss_scaling) {
       // Every rank sees the same global norm, so every rank skips or none does.
@@ -178,6 +182,7 @@ std::vector<StepMetrics> train(Executor& exec, const PlanFile& plan, const Train
       m.loss_scaler = scaler.toJson();
     }
     m.skipped_steps = skipped;
+    m.micro_step_times = std::move(micro_step_times);
     if (metrics.is_open())
       metrics << nlohmann::json{{"step", m.step},
                                 {"loss", m.loss},

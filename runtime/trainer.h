@@ -19,6 +19,7 @@
 #include "runtime/cifar10.h"
 #include "runtime/executor.h"
 #include "runtime/synthetic_data.h"
+#include "runtime/wall_clock.h"
 
 namespace ds {
 
@@ -50,10 +51,14 @@ struct TrainOptions {
 struct StepMetrics {
   int64_t step;
   double loss, lr, grad_norm, samples_per_s;
+  double seconds = 0;          // the step's wall time: its micro-steps and their data
   double loss_scale = 1;       // the scale this step's backward used
   bool skipped = false;        // gradients overflowed: nothing was updated
   int64_t skipped_steps = 0;   // so far, this one included
   nlohmann::json loss_scaler;  // the scaler's state after the step (fp16)
+  // Each micro-step's time by part (runtime/wall_clock.h) when the executor times
+  // its steps (ExecutorOptions::profile); empty otherwise.
+  std::vector<PartTimes> micro_step_times;
 };
 
 // Runs the steps; returns every step's metrics. Errors name the feed or dataset.

@@ -398,6 +398,30 @@ TEST(CudaExecutorProfile, TimesEveryStepThatRan) {
   EXPECT_GT(total, 0.0);
 }
 
+// wall_clock_breakdown's source (runtime/wall_clock.h): the last run's time of
+// every step, warm-up runs included, none for an optimizer phase that did not run.
+TEST(CudaExecutorProfile, LastRunSecondsAreTheLastRunsStepTimes) {
+  SKIP_WITHOUT_GPU();
+  PlanFile plan = readPlanFile(compilePlan(models()[1], 0, 1, "fp16"));
+  ExecutorOptions options;
+  options.profile = true;
+  CudaExecutor exec(plan, options);
+  EXPECT_TRUE(exec.lastRunSeconds().empty());
+  for (const std::string& name : exec.feedNames()) exec.setFeed(name, Tensor(exec.feedType(name)));
+  const planpb::RankPlan& rank = plan.plan.ranks(0);
+  for (bool optimizer_step : {false, true, false, true}) {
+    exec.run(optimizer_step);
+    const std::vector<double> seconds = exec.lastRunSeconds();
+    ASSERT_EQ(seconds.size(), static_cast<size_t>(rank.steps_size()));
+    double micro_step = 0, optimizer = 0;
+    for (int s = 0; s < rank.steps_size(); ++s)
+      (rank.steps(s).phase() == planpb::OPTIMIZER_STEP ? optimizer : micro_step) +=
+          seconds[static_cast<size_t>(s)];
+    EXPECT_GT(micro_step, 0.0);
+    EXPECT_EQ(optimizer > 0.0, optimizer_step) << optimizer;
+  }
+}
+
 // Issue 7: peak device memory within 5% of the plan's prediction on the reference
 // workload's model at its micro-batch. The executor allocates the plan's arena and
 // persistent region plus workspaces (cuBLAS's 32 MiB, cuDNN's per convolution)

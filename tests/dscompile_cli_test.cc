@@ -165,13 +165,13 @@ TEST(DsConfig, WrongTypesDuplicatesAndUnsupportedTypesNameTheKeyPath) {
 
 TEST(DsConfig, RealButUnimplementedKeysWarnAndAreIgnored) {
   DsConfig c = parseDsConfig(
-      R"({"train_batch_size": 8, "wall_clock_breakdown": true, "optimizer": {"type": "adamw"},
+      R"({"train_batch_size": 8, "memory_breakdown": true, "optimizer": {"type": "adamw"},
           "zero_optimization": {"stage": 3, "offload_param": {"device": "cpu"}}})",
       "cfg.json");
   EXPECT_EQ(c.optimizer, "AdamW");
   EXPECT_TRUE(c.offload_param);
-  EXPECT_EQ(c.warnings, std::vector<std::string>{
-                            "wall_clock_breakdown: not implemented by dscompile, ignored"});
+  EXPECT_EQ(c.warnings,
+            std::vector<std::string>{"memory_breakdown: not implemented by dscompile, ignored"});
   // DeepSpeed's checkpointing section configures an API; the warning says what to use.
   EXPECT_EQ(
       parseDsConfig(R"({"activation_checkpointing": {"partition_activations": true}})", "cfg.json")

@@ -181,6 +181,7 @@ inline std::string writeFeedData(const std::string& plan_path, const std::string
 struct TrainedRun {
   std::vector<nlohmann::json> metrics;
   std::string exported;
+  std::string output;  // dsrun's stdout and stderr
   // Each step's value of `key` as JSON text, to compare to the bit.
   std::vector<std::string> values(const std::string& key) const {
     std::vector<std::string> out;
@@ -208,6 +209,7 @@ inline TrainedRun trainPlan(const std::string& plan, const std::string& tag, int
                              out + extra);
   EXPECT_EQ(r.exit_code, 0) << r.output;
   TrainedRun t;
+  t.output = r.output;
   std::ifstream in(metrics);
   for (std::string line; std::getline(in, line);) t.metrics.push_back(nlohmann::json::parse(line));
   t.exported = readBytes(out);

@@ -8,6 +8,7 @@
 #include <chrono>
 #include <cstdlib>
 #include <filesystem>
+#include <fstream>
 #include <iostream>
 #include <map>
 #include <memory>
@@ -22,12 +23,15 @@
 #include "runtime/checkpoint.h"
 #include "runtime/comm/device_communicator.h"
 #include "runtime/cpu_executor.h"
+#include "runtime/flops_profile.h"
 #include "runtime/launch.h"
 #include "runtime/monitor.h"
 #include "runtime/npy.h"
 #include "runtime/step_profile.h"
 #include "runtime/synthetic_data.h"
+#include "runtime/train_log.h"
 #include "runtime/trainer.h"
+#include "runtime/wall_clock.h"
 #include "tools/cli_main.h"
 
 #ifdef DS_HAVE_CUDA
@@ -109,15 +113,13 @@ std::map<std::string, ds::Tensor> readFeeds(const std::vector<std::string>& feed
 
 // Global samples per optimizer step (train_batch_size), 0 when the plan does not say.
 int64_t samplesPerStep(const ds::PlanFile& plan) {
-  if (plan.plan.config_json().empty()) return 0;
-  return nlohmann::json::parse(plan.plan.config_json()).value("train_batch_size", int64_t{0});
+  return plan.config().value("train_batch_size", int64_t{0});
 }
 
 // A recompiled plan may legitimately change hyperparameters (a lower lr to finish a
 // run), so a config that differs from the checkpoint's is a warning naming the keys.
 void warnOnConfigChange(const ds::CheckpointInfo& info, const ds::PlanFile& plan) {
-  const std::string& text = plan.plan.config_json();
-  nlohmann::json now = nlohmann::json::parse(text.empty() ? "{}" : text);
+  const nlohmann::json now = plan.config();
   std::string keys;
   for (const auto& op : nlohmann::json::diff(info.manifest.value("config", nlohmann::json()), now))
     keys += (keys.empty() ? "" : ", ") + op.value("path", "");
@@ -160,6 +162,11 @@ class Progress {
                  m.samples_per_s);
     if (m.step == last_) std::fputc('\n', stderr);
   }
+  // Erases the bar, so that a log line on the same terminal starts on a clean line
+  // (the next update draws it again).
+  void clear() const {
+    if (tty_) std::fputs("\r\033[K", stderr);
+  }
 
  private:
   int64_t first_, last_;
@@ -200,6 +207,18 @@ void checkSaveDir(const Args& a, int64_t start_step) {
            " or save elsewhere");
 }
 
+// The flops profiler's report into its output_file, else among the lines to print.
+void writeFlopsProfile(const ds::FlopsProfilerOptions& profiler, const std::string& report,
+                       std::vector<std::string>* lines) {
+  if (profiler.output_file.empty()) {
+    lines->push_back(report);
+    return;
+  }
+  std::ofstream out(profiler.output_file);
+  out << report;
+  DS_CHECK(out.good(), "flops_profiler.output_file: cannot write ", profiler.output_file);
+}
+
 // Trains one rank; rank 0 reports (metrics file, the config's monitors, progress,
 // the summary line).
 int trainPlan(const Args& a, const ds::PlanFile& plan, ds::Executor& exec,
@@ -225,13 +244,24 @@ int trainPlan(const Args& a, const ds::PlanFile& plan, ds::Executor& exec,
     return 0;
   }
   Progress progress(pos.step + 1, a.steps);
-  const nlohmann::json config = plan.plan.config_json().empty()
-                                    ? nlohmann::json::object()
-                                    : nlohmann::json::parse(plan.plan.config_json());
+  const nlohmann::json config = plan.config();
   std::vector<std::unique_ptr<ds::MonitorWriter>> monitors;
   if (reporting) monitors = ds::monitorsFromConfig(config);
+  ds::TrainLog log(config);
+  const ds::FlopsProfilerOptions profiler = ds::flopsProfilerOptions(config);
   options.after_step = [&](const ds::StepMetrics& m) {
-    if (reporting) progress.update(m);
+    if (reporting) {
+      std::vector<std::string> lines = log.lines(m);
+      if (profiler.enabled && m.step == profiler.profile_step)
+        writeFlopsProfile(
+            profiler,
+            ds::flopsProfileReport(plan, exec.rank(), m, exec.lastRunSeconds(), profiler.detailed),
+            &lines);
+      if (!lines.empty()) progress.clear();
+      for (const std::string& line : lines) std::cout << line << "\n";
+      std::cout.flush();
+      progress.update(m);
+    }
     if (!monitors.empty()) {
       const std::vector<ds::MonitorEvent> events = ds::stepEvents(m, config);
       for (const auto& monitor : monitors) monitor->write(events);
@@ -299,13 +329,14 @@ void runForward(const Args& a, const ds::PlanFile& plan, ds::Executor& exec, int
 }
 
 // The executor options the flags give rank `rank`.
-ds::ExecutorOptions executorOptions(const Args& a, int rank,
+ds::ExecutorOptions executorOptions(const Args& a, const ds::PlanFile& plan, int rank,
                                     const std::optional<ds::CheckpointInfo>& resume) {
   ds::ExecutorOptions options;
   options.rank = rank;
   options.poison_freed = a.poison;
   options.seed = resume ? resume->position.seed : a.seed;
-  options.profile = a.profile;
+  // DeepSpeed's step timers sum the steps' times (runtime/wall_clock.h).
+  options.profile = a.profile || (ds::isTrainingPlan(plan) && ds::timesSteps(plan.config()));
   options.cuda_graph = !a.no_cuda_graph;
   options.cudnn_benchmark = a.cudnn_benchmark;
   options.cuda_channels_last = a.channels_last;
@@ -315,7 +346,7 @@ ds::ExecutorOptions executorOptions(const Args& a, int rank,
 int runOneRank(const Args& a, const ds::PlanFile& plan) {
   std::optional<ds::CheckpointInfo> resume = readResume(a, plan);
   if (!a.export_onnx.empty()) ds::checkOnnxExportable(plan);
-  ds::ExecutorOptions options = executorOptions(a, a.rank, resume);
+  ds::ExecutorOptions options = executorOptions(a, plan, a.rank, resume);
   std::unique_ptr<ds::Executor> executor = makeExecutor(a.backend, plan, options);
   ds::Executor& exec = *executor;
   if (ds::isTrainingPlan(plan)) {
@@ -345,7 +376,7 @@ int runRanks(const Args& a, const ds::PlanFile& plan) {
   ds::LaunchOptions launch{a.comm, a.comm_timeout, ds::FaultSpec{}};
   if (!a.fault.empty()) launch.fault = ds::parseFaultSpec(a.fault);
   ds::LaunchResult result = ds::launchRanks(n, launch, [&](ds::Communicator& comm) {
-    ds::ExecutorOptions options = executorOptions(a, comm.rank(), resume);
+    ds::ExecutorOptions options = executorOptions(a, plan, comm.rank(), resume);
     options.comm = &comm;
     std::unique_ptr<ds::DeviceCommunicator> device_comm;
 #ifdef DS_HAVE_CUDA
@@ -380,6 +411,9 @@ int run(const Args& a) {
   DS_CHECK(a.data.empty() || ds::isTrainingPlan(plan), "--data: ", a.plan,
            " is a forward-only plan (compiled without a loss or an optimizer); feed it with "
            "--feed NAME=FILE.npy");
+  if (a.backend == "cuda" && ds::isTrainingPlan(plan) && ds::timesSteps(plan.config()))
+    std::cerr << "dsrun: note: the config's wall_clock_breakdown or flops_profiler times every "
+                 "step: the GPU runs without CUDA graphs and waits at each micro-step's end\n";
   if (plan.plan.ranks_size() > 1 || a.comm == "mpi" || device_comm) return runRanks(a, plan);
   return runOneRank(a, plan);
 }

@@ -628,11 +628,13 @@ void CudaExecutor::collectStepTimes(bool optimizer_step) {
   synchronize();
   StepTimes& times = runs_[optimizer_step ? 1 : 0] == 1 ? warmup_times_ : step_times_;
   ++times.runs;
+  last_run_seconds_.assign(steps_.size(), 0.0);
   for (size_t s = 0; s < steps_.size(); ++s) {
     if (!optimizer_step && steps_[s].optimizer_phase) continue;
     float ms = 0.0f;
     DS_CUDA_CHECK(cudaEventElapsedTime(&ms, steps_[s].started, steps_[s].finished));
-    times.seconds[s] += static_cast<double>(ms) * 1e-3;
+    last_run_seconds_[s] = static_cast<double>(ms) * 1e-3;
+    times.seconds[s] += last_run_seconds_[s];
   }
 }
 

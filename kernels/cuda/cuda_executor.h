@@ -64,6 +64,7 @@ class CudaExecutor : public Executor {
   StepTimes stepTimes() const override {
     return step_times_.runs > 0 ? step_times_ : warmup_times_;
   }
+  std::vector<double> lastRunSeconds() const override { return last_run_seconds_; }
 
   // Bytes of device memory the executor allocated: arena, persistent region,
   // workspaces and promotion scratch (the plan predicts the first two).
@@ -130,6 +131,7 @@ class CudaExecutor : public Executor {
   int64_t graph_replays_ = 0;
   StepTimes step_times_;    // ExecutorOptions::profile: runs after each kind's first
   StepTimes warmup_times_;  // the first run of each kind
+  std::vector<double> last_run_seconds_;
 
   // A host step that throws cannot unwind through the CUDA driver's thread: its
   // error waits here for the next synchronisation or run().
