@@ -183,7 +183,7 @@ const std::vector<Key>& flopsProfilerKeys() {
       {"profile_step", Type::Int, kUsed},
       {"module_depth", Type::Int, kIgnored, kNoAuto, {}, "-1", kPerOp},
       {"top_modules", Type::Int, kIgnored, kNoAuto, {}, "1", kPerOp},
-      {"detailed", Type::Bool, kUsed},
+      {"detailed", Type::Bool, kInherent},  // it gates DeepSpeed's module tree
       {"output_file", Type::Any, kUsed}};
   return keys;
 }

@@ -117,8 +117,9 @@ PlanFile readPlanFile(const std::string& path) {
   in.read(header.data(), static_cast<std::streamsize>(header_size));
   PlanFile f;
   DS_CHECK(f.plan.ParseFromString(header), path, ": damaged plan (header does not parse)");
-  DS_CHECK(f.plan.config_json().empty() || nlohmann::json::accept(f.plan.config_json()), path,
-           ": damaged plan (its config is not JSON)");
+  DS_CHECK(f.plan.config_json().empty() ||
+               nlohmann::json::parse(f.plan.config_json(), nullptr, false).is_object(),
+           path, ": damaged plan (its config is not a JSON object)");
   f.blob.resize(file_size - static_cast<uint64_t>(start) - header_size);
   in.read(reinterpret_cast<char*>(f.blob.data()), static_cast<std::streamsize>(f.blob.size()));
   DS_CHECK(in.good() || f.blob.empty(), path, ": damaged plan (truncated data)");

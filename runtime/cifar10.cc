@@ -83,6 +83,17 @@ void Cifar10::decode(int64_t index, int64_t position, float* out) const {
   }
 }
 
+void Cifar10::checkImageInput(const std::string& feed, const TensorType& type) const {
+  DS_CHECK(type.dtype == DType::F32 && type.rank() == 4 && type.shape[1] == 3 &&
+               type.shape[2] == kSide && type.shape[3] == kSide,
+           name(), ": input '", feed, "' must be f32[batch,3,32,32], is ", type.toString());
+}
+
+void Cifar10::batch(int64_t first, const TensorType& images_type, Tensor* images,
+                    Tensor* labels) const {
+  batch(first, images_type.shape[0], images, labels);
+}
+
 void Cifar10::batch(int64_t first, int64_t count, Tensor* images, Tensor* labels) const {
   *images = Tensor({DType::F32, {count, 3, kSide, kSide}});
   *labels = Tensor({DType::I64, {count}});

@@ -10,6 +10,7 @@
 #include <vector>
 
 #include "ir/tensor.h"
+#include "runtime/image_dataset.h"
 
 namespace ds {
 
@@ -18,14 +19,19 @@ struct Cifar10Options {
   bool augment = true;
 };
 
-class Cifar10 {
+class Cifar10 : public ImageDataset {
  public:
   // Reads every data_batch_*.bin in `dir`; throws naming the directory or file.
   Cifar10(const std::string& dir, Cifar10Options options = {});
 
-  int64_t size() const { return static_cast<int64_t>(labels_.size()); }
-  // Samples [first, first + count) of the endless shuffled stream (epoch e covers
-  // [e·size, (e+1)·size)): images f32[count,3,32,32] and labels i64[count].
+  std::string name() const override { return "--data cifar10"; }
+  int64_t size() const override { return static_cast<int64_t>(labels_.size()); }
+  int64_t classes() const override { return 10; }
+  // f32[batch,3,32,32] only.
+  void checkImageInput(const std::string& feed, const TensorType& type) const override;
+  void batch(int64_t first, const TensorType& images_type, Tensor* images,
+             Tensor* labels) const override;
+  // Samples [first, first + count): images f32[count,3,32,32] and labels i64[count].
   void batch(int64_t first, int64_t count, Tensor* images, Tensor* labels) const;
 
  private:

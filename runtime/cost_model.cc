@@ -119,9 +119,9 @@ const std::map<std::string, ElementCost>& elementCosts() {
 // Ops that only move or reinterpret data.
 bool movesDataOnly(const std::string& op) {
   static const std::set<std::string> ops = {
-      "Reshape", "Flatten", "Squeeze", "Unsqueeze", "Identity",       "Transpose",
-      "Concat",  "Split",   "Slice",   "SliceGrad", "Gather",         "Expand",
-      "Cast",    "Range",   "Trilu",   "ZerosLike", "ConstantOfShape"};
+      "Reshape", "Flatten", "Squeeze", "Unsqueeze", "Identity",        "Transpose",
+      "Concat",  "Split",   "Slice",   "SliceGrad", "Gather",          "Expand",
+      "Cast",    "Range",   "Trilu",   "ZerosLike", "ConstantOfShape", "Copy"};
   return ops.count(op) > 0;
 }
 

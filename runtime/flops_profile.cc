@@ -50,8 +50,9 @@ std::string row(const std::string& label, const std::string& value) {
   return line + value + "\n";
 }
 
+// Ops whose FLOPs are all multiply-accumulates (runtime/cost_model.h): two each.
 bool isProduct(const std::string& op) {
-  return op == "Conv" || op == "Gemm" || op == "MatMul";
+  return op == "Conv" || op == "Gemm" || op == "MatMul" || op == "FusedAttention";
 }
 
 // FLOPs and MACs of one micro-step's forward and backward.
@@ -120,14 +121,15 @@ FlopsProfilerOptions flopsProfilerOptions(const nlohmann::json& config) {
   if (it == config.end() || !it->is_object()) return o;
   o.enabled = it->value("enabled", false);
   o.profile_step = it->value("profile_step", int64_t{1});
-  o.detailed = it->value("detailed", true);
-  if (auto file = it->find("output_file"); file != it->end() && file->is_string())
+  if (auto file = it->find("output_file"); file != it->end() && !file->is_null()) {
+    DS_CHECK(file->is_string(), "flops_profiler.output_file: must be a file name or null");
     o.output_file = file->get<std::string>();
+  }
   return o;
 }
 
 std::string flopsProfileReport(const PlanFile& plan, int rank, const StepMetrics& m,
-                               std::span<const double> last_micro_step, bool detailed) {
+                               std::span<const double> last_micro_step) {
   const nlohmann::json config = plan.config();
   const std::vector<StepPart> parts = stepParts(plan, rank);
   DS_CHECK(last_micro_step.size() == parts.size() && !m.micro_step_times.empty(),
@@ -179,13 +181,11 @@ std::string flopsProfileReport(const PlanFile& plan, int rank, const StepMetrics
                     ? static_cast<double>(config.value("train_batch_size", int64_t{0})) / iteration
                     : 0.0);
   out += row("samples/second", samples);
-  if (detailed) {
-    out +=
-        "\n----------------------------- Aggregated Profile per GPU "
-        "-----------------------------\n";
-    out += "Per op, the step's last micro-step:\n";
-    out += opTable(plan, rank, last_micro_step);
-  }
+  out +=
+      "\n----------------------------- Aggregated Profile per GPU "
+      "-----------------------------\n";
+  out += "Per op, the step's last micro-step:\n";
+  out += opTable(plan, rank, last_micro_step);
   out += "------------------------------------------------------------------------------\n";
   return out;
 }

@@ -33,8 +33,7 @@ TrainLog::TrainLog(nlohmann::json config) : config_(std::move(config)) {
   auto every = config_.find("steps_per_print");
   if (every != config_.end() && every->is_number_integer())
     steps_per_print_ = std::max<int64_t>(0, every->get<int64_t>());
-  micro_step_timers_ = wallClockBreakdown(config_);
-  step_timers_ = timesSteps(config_);
+  timers_ = timesSteps(config_);
   batch_ = config_.value("train_batch_size", int64_t{0});
   accumulation_ = config_.value("gradient_accumulation_steps", int64_t{1});
 }
@@ -65,10 +64,10 @@ std::vector<std::string> TrainLog::lines(const StepMetrics& m) {
   std::vector<std::string> out;
   ++run_steps_;
   if (run_steps_ > kUntimedSteps) timed_seconds_ += m.seconds;
-  if (micro_step_timers_)
+  if (timers_ && !m.micro_step_times.empty()) {
     for (const PartTimes& t : m.micro_step_times) out.push_back(timersLine(t, "_microstep"));
-  if (step_timers_ && !m.micro_step_times.empty())
     out.push_back(timersLine(sumOf(m.micro_step_times), ""));
+  }
   if (steps_per_print_ > 0 && m.step % steps_per_print_ == 0) out.push_back(progressLine(m));
   if (steps_per_print_ > 0 && run_steps_ % steps_per_print_ == 0 && run_steps_ > kUntimedSteps &&
       timed_seconds_ > 0) {

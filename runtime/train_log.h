@@ -11,9 +11,9 @@
 //   out of the running average and prints from the third on, as DeepSpeed's
 //   ThroughputTimer does (without its memory fields). epoch is the counter a
 //   DeepSpeed training script sets; dsrun's stays 0.
-// - with wall_clock_breakdown, each micro-step's timers, and with it or the flops
-//   profiler the optimizer step's (the sums over its micro-steps), in milliseconds
-//   (runtime/wall_clock.h):
+// - with wall_clock_breakdown (or flops_profiler, which turns it on in DeepSpeed),
+//   each micro-step's timers, then the optimizer step's (the sums over its
+//   micro-steps), in milliseconds (runtime/wall_clock.h):
 //     time (ms) | fwd_microstep: 1.23 | bwd_microstep: 2.34 | ... | step_microstep: 0.00
 //     time (ms) | fwd: 1.23 | bwd: 2.34 | bwd_inner: 2.10 | bwd_allreduce: 0.24 | step: 0.50
 //   (the first with bwd_inner_microstep and bwd_allreduce_microstep in between).
@@ -42,7 +42,7 @@ class TrainLog {
 
   nlohmann::json config_;
   int64_t steps_per_print_ = 0;  // 0: never
-  bool micro_step_timers_ = false, step_timers_ = false;
+  bool timers_ = false;
   int64_t batch_ = 0, accumulation_ = 1;
   int64_t run_steps_ = 0;     // this run's optimizer steps so far
   double timed_seconds_ = 0;  // this run's steps after the first two

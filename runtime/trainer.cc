@@ -52,7 +52,7 @@ std::vector<StepMetrics> train(Executor& exec, const PlanFile& plan, const Train
   std::string image_feed, label_feed;
   for (const std::string& name : exec.feedNames()) {
     if (isRuntimeFeed(name)) continue;
-    if (o.cifar) {
+    if (o.images) {
       (exec.feedType(name).dtype == DType::I64 ? label_feed : image_feed) = name;
       continue;
     }
@@ -77,18 +77,15 @@ std::vector<StepMetrics> train(Executor& exec, const PlanFile& plan, const Train
   for (const auto& [name, d] : o.datasets)
     DS_CHECK(std::find(data_feeds.begin(), data_feeds.end(), name) != data_feeds.end(), "--feed ",
              name, ": the plan has no such input");
-  if (o.cifar) {
-    DS_CHECK(!image_feed.empty() && !label_feed.empty() && o.datasets.empty(),
-             "--data cifar10: the plan must have one image input and one label input");
-    TensorType want = exec.feedType(image_feed);
-    DS_CHECK(want.dtype == DType::F32 && want.rank() == 4 && want.shape[1] == 3 &&
-                 want.shape[2] == 32 && want.shape[3] == 32,
-             "--data cifar10: input '", image_feed, "' must be f32[batch,3,32,32], is ",
-             want.toString());
+  if (o.images) {
+    DS_CHECK(!image_feed.empty() && !label_feed.empty() && o.datasets.empty(), o.images->name(),
+             ": the plan must have one image input and one label input");
+    o.images->checkImageInput(image_feed, exec.feedType(image_feed));
     // Checked now: the loss kernel would only fail at the first batch with a label >= classes.
     auto classes = feedRange(plan, plan.plan.feeds(feedIndexOf(plan, label_feed)));
-    DS_CHECK(!classes || classes->end >= 10, "--data cifar10: ", classes->reader, " takes ",
-             classes->end, " classes but CIFAR-10 labels go up to 9");
+    DS_CHECK(!classes || classes->end >= o.images->classes(), o.images->name(), ": ",
+             classes->reader, " takes ", classes->end,
+             " classes but the dataset's labels go up to ", o.images->classes() - 1);
   }
   int loss_out = exec.outputIndex("loss"), norm_out = exec.outputIndex("grad_norm");
   DS_CHECK(loss_out >= 0, "the plan has no 'loss' output");
@@ -115,15 +112,15 @@ std::vector<StepMetrics> train(Executor& exec, const PlanFile& plan, const Train
   // Gradient accumulation: micro-step g of step s on rank r takes the contiguous
   // slice of the step's global batch that starts at sample (g x world + r) x
   // micro-batch; the optimizer-step part of the plan runs after the last one.
-  const int64_t micro = exec.feedType(o.cifar ? image_feed : data_feeds.at(0)).shape[0];
+  const int64_t micro = exec.feedType(o.images ? image_feed : data_feeds.at(0)).shape[0];
   const int64_t batch = micro * accumulation;
   using MicroBatch = std::vector<std::pair<std::string, Tensor>>;
   auto microBatch = [&](int64_t step, int64_t g) {
     const int64_t first = (step - 1) * batch * world + (g * world + rank) * micro;
     MicroBatch micro_batch;
-    if (o.cifar) {
+    if (o.images) {
       Tensor images, labels;
-      o.cifar->batch(first, micro, &images, &labels);
+      o.images->batch(first, exec.feedType(image_feed), &images, &labels);
       micro_batch.emplace_back(image_feed, std::move(images));
       micro_batch.emplace_back(label_feed, std::move(labels));
     }

@@ -16,8 +16,8 @@
 #include <nlohmann/json.hpp>
 
 #include "ir/plan.h"
-#include "runtime/cifar10.h"
 #include "runtime/executor.h"
+#include "runtime/image_dataset.h"
 #include "runtime/synthetic_data.h"
 #include "runtime/wall_clock.h"
 
@@ -36,8 +36,9 @@ struct TrainOptions {
   // axis; samples are read in order and cycled.
   std::map<std::string, Tensor> datasets;
   std::string metrics_path;  // JSON lines, one object per optimizer step
-  // CIFAR-10 instead of datasets: feeds the plan's image input and its label.
-  const Cifar10* cifar = nullptr;
+  // An image dataset (CIFAR-10, an image folder) instead of datasets: feeds the
+  // plan's image input and its label.
+  const ImageDataset* images = nullptr;
   // --data synthetic instead of datasets: random samples of every feed.
   const SyntheticData* synthetic = nullptr;
   // Called after every optimizer step (checkpoints, progress display).

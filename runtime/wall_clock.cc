@@ -79,14 +79,10 @@ PartTimes sumOf(std::span<const PartTimes> micro_steps) {
   return sum;
 }
 
-bool wallClockBreakdown(const nlohmann::json& config) {
-  auto it = config.find("wall_clock_breakdown");
-  return it != config.end() && it->is_boolean() && it->get<bool>();
-}
-
 bool timesSteps(const nlohmann::json& config) {
+  auto breakdown = config.find("wall_clock_breakdown");
   auto profiler = config.find("flops_profiler");
-  return wallClockBreakdown(config) ||
+  return (breakdown != config.end() && breakdown->is_boolean() && breakdown->get<bool>()) ||
          (profiler != config.end() && profiler->is_object() && profiler->value("enabled", false));
 }
 

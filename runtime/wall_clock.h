@@ -59,13 +59,9 @@ std::array<NamedPart, 5> namedParts(const PartTimes& t);
 // The sum of micro-steps' times: an optimizer step's.
 PartTimes sumOf(std::span<const PartTimes> micro_steps);
 
-// Whether `config` (a plan's effective DeepSpeed config) asks for the breakdown:
-// "wall_clock_breakdown": true.
-bool wallClockBreakdown(const nlohmann::json& config);
-
-// Whether `config` asks for DeepSpeed's step timers: wall_clock_breakdown or
-// flops_profiler.enabled (DeepSpeed's condition for its per-step timer line and
-// the elapsed-time monitor events). The executor then times every step.
+// Whether `config` (a plan's effective DeepSpeed config) asks for DeepSpeed's
+// timers: wall_clock_breakdown, which DeepSpeed also turns on for
+// flops_profiler.enabled. The executor then times every step.
 bool timesSteps(const nlohmann::json& config);
 
 }  // namespace ds

@@ -182,8 +182,9 @@ TEST(BadData, CifarNeedsAModelWithTenClasses) {
   ASSERT_EQ(tool("dsmodel", "resnet18 --stem cifar --classes 5 -o " + model).exit_code, 0);
   std::string plan = test::scratch("five_classes.plan");
   ASSERT_EQ(tool("dscompile", model + " --batch 2 --loss cross_entropy -o " + plan).exit_code, 0);
-  expectOneLineError(tool("dsrun", plan + " --data cifar10:" + dir + " --steps 1"),
-                     "(SoftmaxCrossEntropyLoss) takes 5 classes but CIFAR-10 labels go up to 9");
+  expectOneLineError(
+      tool("dsrun", plan + " --data cifar10:" + dir + " --steps 1"),
+      "(SoftmaxCrossEntropyLoss) takes 5 classes but the dataset's labels go up to 9");
 }
 
 TEST(BadData, CifarLabelsOutOfRangeNameTheRecord) {

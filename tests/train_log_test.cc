@@ -352,7 +352,7 @@ TEST(FlopsProfiler, CountsTheForwardProductsAndRatesThemByTheStepsTimes) {
   StepMetrics m = metricsAt(5, 1);
   m.micro_step_times = {{0.001, 0.002, 0.0005, 0}, {0.001, 0.002, 0.0005, 0.004}};
   const std::vector<double> seconds(static_cast<size_t>(plan.plan.ranks(0).steps_size()), 1e-3);
-  const std::string report = flopsProfileReport(plan, 0, m, seconds, true);
+  const std::string report = flopsProfileReport(plan, 0, m, seconds);
   EXPECT_NE(report.find("Profile Summary at step 5:"), std::string::npos) << report;
   EXPECT_EQ(profileValue(report, "world size"), "2");
   EXPECT_EQ(profileValue(report, "batch size per GPU"), "4");
@@ -373,29 +373,45 @@ TEST(FlopsProfiler, CountsTheForwardProductsAndRatesThemByTheStepsTimes) {
       profileValue(report, "fwd FLOPS per GPU = fwd flops per GPU / fwd latency");
   EXPECT_TRUE(rate.ends_with(" MFLOPS")) << rate;
   EXPECT_NEAR(std::stod(rate), forward / 2, 0.0051) << rate;
-  // Detailed: a row per op of the step's last micro-step.
+  // The table: a row per op of the step's last micro-step.
   EXPECT_NE(report.find("\nMatMul "), std::string::npos) << report;
-  EXPECT_EQ(flopsProfileReport(plan, 0, m, seconds, false).find("\nMatMul "), std::string::npos);
 }
 
-// dsrun prints the profile at profile_step, or writes it to output_file; the
-// step's timer lines come with it (DeepSpeed logs them when either asks).
-TEST(FlopsProfiler, DsrunProfilesTheStepItIsAskedFor) {
-  const std::string file = test::scratch("flops_profile.txt");
-  std::filesystem::remove(file);
+// dsrun profiles the step after profile_step steps, as DeepSpeed does, into stdout
+// or output_file (its directory made); the timers come with it, as DeepSpeed turns
+// wall_clock_breakdown on for the profiler.
+TEST(FlopsProfiler, DsrunProfilesTheStepDeepSpeedProfiles) {
+  const std::string dir = test::freshDir("flops_profile_dir");
+  const std::string file = dir + "/profiles/step.txt";
   for (bool to_file : {false, true}) {
     nlohmann::json profiler = {{"enabled", true}, {"profile_step", 2}};
     if (to_file) profiler["output_file"] = file;
     const std::string plan = compileMlp("flops_dsrun", 0, 1, {{"flops_profiler", profiler}});
-    test::TrainedRun run = test::trainPlan(plan, "flops_dsrun", 3, 0.3);
-    ASSERT_EQ(run.metrics.size(), 3u);
-    EXPECT_EQ(linesWith(run.output, "| fwd:").size(), 3u) << run.output;
-    EXPECT_TRUE(linesWith(run.output, "fwd_microstep").empty()) << run.output;
+    test::TrainedRun run = test::trainPlan(plan, "flops_dsrun", 4, 0.3);
+    ASSERT_EQ(run.metrics.size(), 4u);
+    EXPECT_EQ(linesWith(run.output, "| fwd:").size(), 4u) << run.output;
+    EXPECT_EQ(linesWith(run.output, "| fwd_microstep:").size(), 8u) << run.output;
     const std::string report = to_file ? test::readBytes(file) : run.output;
     EXPECT_EQ(linesWith(report, "Profile Summary at step").size(), 1u) << report;
-    EXPECT_NE(report.find("Profile Summary at step 2:"), std::string::npos) << report;
+    EXPECT_NE(report.find("Profile Summary at step 3:"), std::string::npos) << report;
     EXPECT_EQ(linesWith(run.output, "Profile Summary").size(), to_file ? 0u : 1u) << run.output;
   }
+}
+
+// An output_file that cannot be written fails before training, naming the key.
+TEST(FlopsProfiler, AnUnwritableOutputFileIsAOneLineErrorBeforeTraining) {
+  const std::string blocker = test::scratch("flops_blocker");
+  test::writeFile(blocker, "a file, not a directory");
+  const std::string plan = compileMlp(
+      "flops_unwritable", 0, 1,
+      {{"flops_profiler", {{"enabled", true}, {"output_file", blocker + "/sub/profile.txt"}}}});
+  const std::string metrics = test::scratch("flops_unwritable.jsonl");
+  std::filesystem::remove(metrics);
+  test::expectOneLineError(
+      test::tool("dsrun", plan + test::writeFeedData(plan, "flops_unwritable", 32, 0.3) +
+                              " --steps 3 --metrics " + metrics),
+      "flops_profiler.output_file: cannot write " + blocker + "/sub/profile.txt");
+  EXPECT_FALSE(std::filesystem::exists(metrics) && std::filesystem::file_size(metrics) > 0);
 }
 
 TEST(FlopsProfiler, ModuleTablesWarnAndTheRecomputeFactorIsInherent) {

@@ -21,9 +21,11 @@
 #include "ir/error.h"
 #include "ir/plan.h"
 #include "runtime/checkpoint.h"
+#include "runtime/cifar10.h"
 #include "runtime/comm/device_communicator.h"
 #include "runtime/cpu_executor.h"
 #include "runtime/flops_profile.h"
+#include "runtime/image_folder.h"
 #include "runtime/launch.h"
 #include "runtime/monitor.h"
 #include "runtime/npy.h"
@@ -173,9 +175,9 @@ class Progress {
   bool tty_;
 };
 
-// The data source: --feed datasets, --data cifar10:DIR or --data synthetic.
+// The data source: --feed datasets, --data cifar10:DIR, imagefolder:DIR or synthetic.
 struct DataSources {
-  std::unique_ptr<ds::Cifar10> cifar;
+  std::unique_ptr<ds::ImageDataset> images;
   std::unique_ptr<ds::SyntheticData> synthetic;
 };
 
@@ -184,18 +186,21 @@ void setData(const Args& a, const ds::PlanFile& plan, uint64_t seed, ds::TrainOp
              DataSources* sources) {
   options->datasets = readFeeds(a.feeds);
   if (a.data.empty()) return;
-  const std::string prefix = "cifar10:";
   if (a.data == "synthetic") {
     DS_CHECK(a.feeds.empty(), "--data synthetic: give no --feed");
     sources->synthetic = std::make_unique<ds::SyntheticData>(plan, seed);
     options->synthetic = sources->synthetic.get();
     return;
   }
-  DS_CHECK(a.data.rfind(prefix, 0) == 0, "--data '", a.data,
-           "': expected cifar10:DIR or synthetic");
-  sources->cifar =
-      std::make_unique<ds::Cifar10>(a.data.substr(prefix.size()), ds::Cifar10Options{seed, true});
-  options->cifar = sources->cifar.get();
+  const size_t colon = a.data.find(':');
+  const std::string kind = a.data.substr(0, colon), dir = a.data.substr(colon + 1);
+  DS_CHECK(colon != std::string::npos && (kind == "cifar10" || kind == "imagefolder"), "--data '",
+           a.data, "': expected cifar10:DIR, imagefolder:DIR or synthetic");
+  if (kind == "cifar10")
+    sources->images = std::make_unique<ds::Cifar10>(dir, ds::Cifar10Options{seed, true});
+  else
+    sources->images = std::make_unique<ds::ImageFolder>(dir, ds::ImageFolderOptions{seed, true});
+  options->images = sources->images.get();
 }
 
 // --save DIR must not hold a later run's checkpoint, which this run would replace.
@@ -207,17 +212,34 @@ void checkSaveDir(const Args& a, int64_t start_step) {
            " or save elsewhere");
 }
 
-// The flops profiler's report into its output_file, else among the lines to print.
-void writeFlopsProfile(const ds::FlopsProfilerOptions& profiler, const std::string& report,
-                       std::vector<std::string>* lines) {
-  if (profiler.output_file.empty()) {
-    lines->push_back(report);
-    return;
+// Where the flops profiler's report goes: its output_file, opened before training
+// (its directory made, as DeepSpeed does) so that a bad path fails at once; else
+// among the lines rank 0 prints.
+class FlopsProfileOutput {
+ public:
+  explicit FlopsProfileOutput(const ds::FlopsProfilerOptions& profiler)
+      : path_(profiler.output_file) {
+    if (!profiler.enabled || path_.empty()) return;
+    std::error_code error;
+    const std::filesystem::path parent = std::filesystem::path(path_).parent_path();
+    if (!parent.empty()) std::filesystem::create_directories(parent, error);
+    file_.open(path_);
+    DS_CHECK(file_.good(), "flops_profiler.output_file: cannot write ", path_);
   }
-  std::ofstream out(profiler.output_file);
-  out << report;
-  DS_CHECK(out.good(), "flops_profiler.output_file: cannot write ", profiler.output_file);
-}
+  void write(const std::string& report, std::vector<std::string>* lines) {
+    if (path_.empty()) {
+      lines->push_back(report);
+      return;
+    }
+    file_ << report;
+    file_.flush();
+    DS_CHECK(file_.good(), "flops_profiler.output_file: cannot write ", path_);
+  }
+
+ private:
+  std::string path_;
+  std::ofstream file_;
+};
 
 // Trains one rank; rank 0 reports (metrics file, the config's monitors, progress,
 // the summary line).
@@ -249,14 +271,14 @@ int trainPlan(const Args& a, const ds::PlanFile& plan, ds::Executor& exec,
   if (reporting) monitors = ds::monitorsFromConfig(config);
   ds::TrainLog log(config);
   const ds::FlopsProfilerOptions profiler = ds::flopsProfilerOptions(config);
+  std::optional<FlopsProfileOutput> profile_output;
+  if (reporting) profile_output.emplace(profiler);
   options.after_step = [&](const ds::StepMetrics& m) {
     if (reporting) {
       std::vector<std::string> lines = log.lines(m);
-      if (profiler.enabled && m.step == profiler.profile_step)
-        writeFlopsProfile(
-            profiler,
-            ds::flopsProfileReport(plan, exec.rank(), m, exec.lastRunSeconds(), profiler.detailed),
-            &lines);
+      if (profiler.enabled && m.step == profiler.profiledStep())
+        profile_output->write(ds::flopsProfileReport(plan, exec.rank(), m, exec.lastRunSeconds()),
+                              &lines);
       if (!lines.empty()) progress.clear();
       for (const std::string& line : lines) std::cout << line << "\n";
       std::cout.flush();
@@ -436,7 +458,9 @@ int main(int argc, char** argv) {
                  "checkpoint's steps)")
       ->check(CLI::PositiveNumber);
   app.add_option("--data", args.data,
-                 "training data instead of --feed: cifar10:DIR (CIFAR-10 binary batches; shuffled "
+                 "training data instead of --feed: imagefolder:DIR (DIR/<class>/<image>.jpg as "
+                 "torchvision's ImageFolder; RandomResizedCrop to the input's size, flip, "
+                 "ImageNet normalisation), cifar10:DIR (CIFAR-10 binary batches; shuffled "
                  "per epoch, random crop and flip, normalised) or synthetic (seeded random "
                  "samples: floats standard normal, labels in [0, classes))");
   app.add_option("--seed", args.seed,
