@@ -7,9 +7,12 @@
 #include <cstdio>
 #include <filesystem>
 #include <fstream>
+#include <map>
 #include <numbers>
 
+#include <jerror.h>
 #include <jpeglib.h>
+#include <png.h>
 
 #include "ir/error.h"
 #include "kernels/dropout_rng.h"
@@ -27,19 +30,28 @@ std::string lower(std::string s) {
   return s;
 }
 
-// torchvision's IMG_EXTENSIONS other than JPEG's: images this loader cannot decode.
-bool isOtherImage(const std::string& extension) {
-  static const std::array<std::string, 8> kOther = {".png", ".ppm",  ".bmp",  ".pgm",
-                                                    ".tif", ".tiff", ".webp", ".gif"};
-  return std::find(kOther.begin(), kOther.end(), extension) != kOther.end();
+// The extensions torchvision's ImageFolder takes (IMG_EXTENSIONS); of those, JPEG
+// and PNG are decoded, the others are an error naming the file.
+enum class ImageKind { Decoded, Undecoded, NotAnImage };
+ImageKind kindOf(const std::string& extension) {
+  static const std::array<std::string, 3> kDecoded = {".jpg", ".jpeg", ".png"};
+  static const std::array<std::string, 6> kUndecoded = {".ppm", ".bmp",  ".pgm",
+                                                        ".tif", ".tiff", ".webp"};
+  if (std::find(kDecoded.begin(), kDecoded.end(), extension) != kDecoded.end())
+    return ImageKind::Decoded;
+  if (std::find(kUndecoded.begin(), kUndecoded.end(), extension) != kUndecoded.end())
+    return ImageKind::Undecoded;
+  return ImageKind::NotAnImage;
 }
 
 // libjpeg reports errors by calling error_exit, which must not return: it jumps
-// back to decode() with the message.
+// back to decodeJpeg() with the message. Warnings are silent, as in PIL, except a
+// file that ends early, which PIL refuses ("image file is truncated").
 struct JpegError {
   jpeg_error_mgr manager;
   std::jmp_buf jump;
   char message[JMSG_LENGTH_MAX];
+  bool truncated;
 };
 
 void onJpegError(j_common_ptr info) {
@@ -48,13 +60,30 @@ void onJpegError(j_common_ptr info) {
   std::longjmp(error->jump, 1);
 }
 
-// Decodes `bytes` into `image` (RGB); returns libjpeg's message on failure, else "".
-// No C++ object is created between setjmp and the calls that may jump.
-std::string decode(const std::vector<uint8_t>& bytes, RgbImage* image) {
+void onJpegMessage(j_common_ptr info, int level) {
+  if (level < 0 && info->err->msg_code == JWRN_JPEG_EOF)
+    reinterpret_cast<JpegError*>(info->err)->truncated = true;
+}
+
+// PIL's CMYK to RGB (Convert.c cmyk2rgb): each channel (255 - k) (1 - ink / 255),
+// in its 8-bit arithmetic.
+uint8_t cmykToRgb(uint8_t ink, uint8_t k) {
+  const int nk = 255 - k, t = ink * nk + 128;
+  return static_cast<uint8_t>(std::clamp(nk - (((t >> 8) + t) >> 8), 0, 255));
+}
+
+// Decodes JPEG `bytes` into `image` (RGB); returns why it cannot, else "". Grayscale
+// is expanded and CMYK converted as PIL's convert("RGB") does (Adobe's files store
+// CMYK inverted, which PIL undoes). The buffers are the caller's, so no C++ object
+// is made between setjmp and the calls that may jump back to it.
+std::string decodeJpeg(const std::vector<uint8_t>& bytes, RgbImage* image,
+                       std::vector<uint8_t>* row) {
   jpeg_decompress_struct info;
   JpegError error;
+  error.truncated = false;
   info.err = jpeg_std_error(&error.manager);
   error.manager.error_exit = onJpegError;
+  error.manager.emit_message = onJpegMessage;
   if (setjmp(error.jump)) {
     jpeg_destroy_decompress(&info);
     return error.message;
@@ -62,23 +91,56 @@ std::string decode(const std::vector<uint8_t>& bytes, RgbImage* image) {
   jpeg_create_decompress(&info);
   jpeg_mem_src(&info, bytes.data(), static_cast<unsigned long>(bytes.size()));
   jpeg_read_header(&info, TRUE);
-  if (info.jpeg_color_space == JCS_CMYK || info.jpeg_color_space == JCS_YCCK) {
-    jpeg_destroy_decompress(&info);
-    return "CMYK JPEG images are not supported";
-  }
-  info.out_color_space = JCS_RGB;  // grayscale is expanded, as convert("RGB") does
-  info.dct_method = JDCT_ISLOW;    // PIL's (and libjpeg's) default
+  const bool cmyk = info.jpeg_color_space == JCS_CMYK || info.jpeg_color_space == JCS_YCCK;
+  const bool inverted = cmyk && info.saw_Adobe_marker;
+  info.out_color_space = cmyk ? JCS_CMYK : JCS_RGB;
+  info.dct_method = JDCT_ISLOW;  // PIL's (and libjpeg's) default
   jpeg_start_decompress(&info);
+  const size_t width = info.output_width, channels = cmyk ? 4 : 3;
   image->height = info.output_height;
   image->width = info.output_width;
-  image->pixels.resize(static_cast<size_t>(image->height * image->width * 3));
+  try {
+    image->pixels.resize(static_cast<size_t>(info.output_height) * width * 3);
+    row->resize(width * channels);
+  } catch (...) {  // out of memory: let libjpeg free its own first
+    jpeg_destroy_decompress(&info);
+    throw;
+  }
   while (info.output_scanline < info.output_height) {
-    JSAMPROW row = image->pixels.data() + static_cast<size_t>(info.output_scanline) *
-                                              static_cast<size_t>(image->width) * 3;
-    jpeg_read_scanlines(&info, &row, 1);
+    uint8_t* out = image->pixels.data() + info.output_scanline * width * 3;
+    JSAMPROW in = cmyk ? row->data() : out;
+    jpeg_read_scanlines(&info, &in, 1);
+    if (!cmyk) continue;
+    for (size_t x = 0; x < width; ++x) {
+      uint8_t* p = row->data() + x * channels;
+      if (inverted)
+        for (size_t c = 0; c < 4; ++c) p[c] = static_cast<uint8_t>(255 - p[c]);
+      for (size_t c = 0; c < 3; ++c) out[x * 3 + c] = cmykToRgb(p[c], p[3]);
+    }
   }
   jpeg_finish_decompress(&info);
   jpeg_destroy_decompress(&info);
+  return error.truncated ? "image file is truncated" : "";
+}
+
+// PNG through libpng's simplified API as 8-bit RGBA, the alpha dropped as PIL's
+// convert("RGB") does; 16-bit PNGs are refused (libpng would re-encode them).
+std::string decodePng(const std::vector<uint8_t>& bytes, RgbImage* image) {
+  png_image png{};
+  png.version = PNG_IMAGE_VERSION;
+  if (!png_image_begin_read_from_memory(&png, bytes.data(), bytes.size())) return png.message;
+  if ((png.format & PNG_FORMAT_FLAG_LINEAR) != 0) {
+    png_image_free(&png);
+    return "16-bit PNG images are not supported";
+  }
+  png.format = PNG_FORMAT_RGBA;
+  std::vector<uint8_t> rgba(PNG_IMAGE_SIZE(png));
+  if (!png_image_finish_read(&png, nullptr, rgba.data(), 0, nullptr)) return png.message;
+  image->height = png.height;
+  image->width = png.width;
+  image->pixels.resize(static_cast<size_t>(image->height * image->width) * 3);
+  for (size_t p = 0; p < static_cast<size_t>(image->height * image->width); ++p)
+    for (size_t c = 0; c < 3; ++c) image->pixels[p * 3 + c] = rgba[p * 4 + c];
   return "";
 }
 
@@ -138,14 +200,23 @@ double uniform(uint64_t key, uint64_t n) {
 
 }  // namespace
 
-RgbImage readJpeg(const std::string& path) {
+RgbImage readImage(const std::string& path) {
   std::ifstream in(path, std::ios::binary);
   DS_CHECK(in.good(), path, ": cannot open image");
-  std::vector<uint8_t> bytes((std::istreambuf_iterator<char>(in)),
-                             std::istreambuf_iterator<char>());
+  const std::vector<uint8_t> bytes((std::istreambuf_iterator<char>(in)),
+                                   std::istreambuf_iterator<char>());
+  // By content, as PIL opens them: ImageNet has a PNG named .JPEG.
+  static constexpr uint8_t kPng[] = {0x89, 'P', 'N', 'G'};
+  const bool png = bytes.size() >= 4 && std::equal(kPng, kPng + 4, bytes.begin());
   RgbImage image;
-  const std::string failure = decode(bytes, &image);
-  DS_CHECK(failure.empty(), path, ": not a JPEG image dsrun can decode (", failure, ")");
+  std::string failure;
+  if (png) {
+    failure = decodePng(bytes, &image);
+  } else {
+    std::vector<uint8_t> row;
+    failure = decodeJpeg(bytes, &image, &row);
+  }
+  DS_CHECK(failure.empty(), path, ": not an image dsrun can decode (", failure, ")");
   return image;
 }
 
@@ -216,31 +287,49 @@ CropBox randomResizedCrop(int64_t height, int64_t width, uint64_t key) {
   return {(height - h) / 2, (width - w) / 2, h, w};
 }
 
+namespace {
+
+// The images of one class as torchvision lists them: sorted(os.walk(class_dir,
+// followlinks=True)) orders directories by path, and each one's files by name.
+std::vector<std::string> classImages(const fs::path& class_dir, const std::string& source) {
+  std::map<std::string, std::vector<std::string>> by_directory;
+  for (const fs::directory_entry& entry : fs::recursive_directory_iterator(
+           class_dir, fs::directory_options::follow_directory_symlink)) {
+    if (!entry.is_regular_file()) continue;
+    const std::string extension = lower(entry.path().extension().string());
+    const ImageKind kind = kindOf(extension);
+    DS_CHECK(kind != ImageKind::Undecoded, entry.path().string(), ": ", source,
+             " decodes JPEG and PNG images only");
+    if (kind == ImageKind::Decoded)
+      by_directory[entry.path().parent_path().string()].push_back(entry.path().filename().string());
+  }
+  std::vector<std::string> files;
+  for (auto& [directory, names] : by_directory) {
+    std::sort(names.begin(), names.end());
+    for (const std::string& name : names) files.push_back((fs::path(directory) / name).string());
+  }
+  return files;
+}
+
+}  // namespace
+
 ImageFolder::ImageFolder(const std::string& dir, ImageFolderOptions options) : options_(options) {
   std::error_code error;
   DS_CHECK(fs::is_directory(dir, error), name(), ":", dir, ": not a directory");
-  for (const fs::directory_entry& entry : fs::directory_iterator(dir))
-    if (entry.is_directory()) class_names_.push_back(entry.path().filename().string());
-  std::sort(class_names_.begin(), class_names_.end());
-  DS_CHECK(!class_names_.empty(), name(), ":", dir,
-           ": no class directories (expected DIR/<class>/<image>.jpg)");
-  for (size_t label = 0; label < class_names_.size(); ++label) {
-    std::vector<std::string> files;
-    const fs::path class_dir = fs::path(dir) / class_names_[label];
-    for (const fs::directory_entry& entry : fs::recursive_directory_iterator(
-             class_dir, fs::directory_options::follow_directory_symlink)) {
-      if (!entry.is_regular_file()) continue;
-      const std::string extension = lower(entry.path().extension().string());
-      if (extension == ".jpg" || extension == ".jpeg")
-        files.push_back(entry.path().string());
-      else
-        DS_CHECK(!isOtherImage(extension), entry.path().string(),
-                 ": only JPEG images are supported by ", name());
+  try {
+    for (const fs::directory_entry& entry : fs::directory_iterator(dir))
+      if (entry.is_directory()) class_names_.push_back(entry.path().filename().string());
+    std::sort(class_names_.begin(), class_names_.end());
+    DS_CHECK(!class_names_.empty(), name(), ":", dir,
+             ": no class directories (expected DIR/<class>/<image>.jpg)");
+    for (size_t label = 0; label < class_names_.size(); ++label) {
+      std::vector<std::string> files = classImages(fs::path(dir) / class_names_[label], name());
+      DS_CHECK(!files.empty(), name(), ":", dir, ": class '", class_names_[label],
+               "' has no .jpg, .jpeg or .png images");
+      for (std::string& f : files) samples_.push_back({std::move(f), static_cast<int64_t>(label)});
     }
-    DS_CHECK(!files.empty(), name(), ":", dir, ": class '", class_names_[label],
-             "' has no .jpg or .jpeg images");
-    std::sort(files.begin(), files.end());
-    for (std::string& f : files) samples_.push_back({std::move(f), static_cast<int64_t>(label)});
+  } catch (const fs::filesystem_error& e) {  // unreadable directories, symlink loops
+    throw makeError(name(), ":", dir, ": ", e.what());
   }
 }
 
@@ -274,6 +363,7 @@ CropBox ImageFolder::cropAt(int64_t position, int64_t height, int64_t width, boo
 
 void ImageFolder::batch(int64_t first, const TensorType& images_type, Tensor* images,
                         Tensor* labels) const {
+  checkImageInput("(images)", images_type);
   const int64_t count = images_type.shape[0], height = images_type.shape[2],
                 width = images_type.shape[3];
   *images = Tensor(images_type);
@@ -288,7 +378,7 @@ void ImageFolder::batch(int64_t first, const TensorType& images_type, Tensor* im
 #pragma omp parallel for schedule(dynamic)
   for (int64_t i = 0; i < count; ++i) {
     try {
-      const RgbImage image = readJpeg(chosen[static_cast<size_t>(i)]->path);
+      const RgbImage image = readImage(chosen[static_cast<size_t>(i)]->path);
       bool flip = false;
       const CropBox box = cropAt(first + i, image.height, image.width, &flip);
       const RgbImage resized = resizeBilinear(image, box, height, width);

@@ -1,9 +1,12 @@
 // torchvision's ImageFolder with the ImageNet training transforms, for dsrun
 // --data imagefolder:DIR. The layout is DIR/<class>/.../<image>.jpg; classes are
-// the subdirectories sorted by name, numbered from 0, and samples are every
-// .jpg/.jpeg file under them (sorted by path), as torchvision.datasets.ImageFolder
-// lists them. Other files are skipped, except images in another format (.png, ...),
-// which are an error naming the file: only JPEG is decoded (libjpeg-turbo).
+// the subdirectories sorted by name, numbered from 0, and samples are the JPEG and
+// PNG files under each (.jpg, .jpeg, .png; any case), ordered as
+// torchvision.datasets.ImageFolder lists them (directories by path, files by name).
+// Other files are skipped, except the other image formats torchvision takes (.bmp,
+// .webp, ...), which are an error naming the file. Files are decoded by content, as
+// PIL opens them: JPEG through libjpeg-turbo (grayscale and CMYK converted as PIL's
+// convert("RGB") does; a truncated file is an error, as in PIL), PNG through libpng.
 //
 // Each sample, as torchvision.transforms does with PIL images:
 //   RandomResizedCrop(H x W of the plan's input; scale (0.08, 1), ratio (3/4, 4/3)),
@@ -12,7 +15,9 @@
 // PIL's 8-bit fixed point), so a crop box gives PIL's pixels. Without augmentation,
 // the crop is the whole image and there is no flip. The randomness is a pure
 // function of (seed, stream position), so resumed runs continue exactly; the
-// order is reshuffled every epoch. A batch is decoded on OpenMP's threads.
+// order is reshuffled every epoch. A batch is decoded on OpenMP's threads. An
+// ImageFolder is not shared between threads (dsrun makes one per rank): batch()
+// keeps the epoch's order as it goes.
 #pragma once
 
 #include <cstdint>
@@ -39,9 +44,9 @@ struct RgbImage {
   std::vector<uint8_t> pixels;
 };
 
-// Decodes the JPEG file at `path` to RGB (grayscale expanded, as PIL's
-// convert("RGB")); throws naming the file when it is not a JPEG it can decode.
-RgbImage readJpeg(const std::string& path);
+// Decodes the JPEG or PNG file at `path` to RGB, as PIL's open(path).convert("RGB");
+// throws naming the file when it cannot.
+RgbImage readImage(const std::string& path);
 
 // PIL's Image.resize((width, height), BILINEAR) of `box` of `image`.
 RgbImage resizeBilinear(const RgbImage& image, const CropBox& box, int64_t height, int64_t width);
@@ -62,6 +67,11 @@ class ImageFolder : public ImageDataset {
   void batch(int64_t first, const TensorType& images_type, Tensor* images,
              Tensor* labels) const override;
 
+  // Sample `index` in the dataset's order (torchvision's): its file and label.
+  const std::string& samplePath(int64_t index) const {
+    return samples_[static_cast<size_t>(index)].path;
+  }
+  int64_t sampleLabel(int64_t index) const { return samples_[static_cast<size_t>(index)].label; }
   // Stream position `position`: its file, and the crop and flip of its image of
   // height x width (the whole image, unflipped, without augmentation).
   const std::string& pathAt(int64_t position) const;

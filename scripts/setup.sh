@@ -8,7 +8,7 @@ packages=(
   build-essential cmake ninja-build pkg-config clang-format bc graphviz
   libonnx-dev libonnx-testdata libprotobuf-dev protobuf-compiler
   libgtest-dev nlohmann-json3-dev libcli11-dev libdnnl-dev ocl-icd-opencl-dev opencl-headers
-  libisal-dev libjpeg-dev
+  libisal-dev libjpeg-dev libpng-dev
   python3-torch python3-torchvision python3-onnx python3-numpy
   openmpi-bin libopenmpi-dev
 )

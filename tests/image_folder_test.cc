@@ -6,6 +6,7 @@
 
 #include <cmath>
 #include <filesystem>
+#include <fstream>
 #include <set>
 #include <string>
 #include <vector>
@@ -24,7 +25,9 @@ namespace fs = std::filesystem;
 const std::string kPython = "/usr/bin/python3";
 const std::string kOracle = DS_SOURCE_DIR "/tests/imagefolder_oracle.py";
 
-// Two classes of JPEGs: cat (3, one 20x90), dog (2, one grayscale); and a text file.
+// Two classes: cat (5 JPEGs, one 20x90, one 400x600, one CMYK), dog (2 JPEGs, one grayscale, and
+// 3 PNGs, one named .jpeg and two in a subdirectory); and a .gif and a .txt that
+// torchvision skips.
 std::string makeFolder(const std::string& name) {
   const std::string dir = test::freshDir(name);
   const test::CommandResult r = test::runCommand(kPython + " " + kOracle + " make " + dir);
@@ -34,23 +37,31 @@ std::string makeFolder(const std::string& name) {
 
 TEST(ImageFolder, ListsClassesAndSamplesAsTorchvisionDoes) {
   const std::string dir = makeFolder("imagefolder_list");
+  const test::CommandResult listed = test::runCommand(kPython + " " + kOracle + " list " + dir);
+  ASSERT_EQ(listed.exit_code, 0) << listed.output;
+  const nlohmann::json expected = nlohmann::json::parse(listed.output);
   ImageFolder data(dir, {.seed = 3, .augment = false});
   EXPECT_EQ(data.classNames(), (std::vector<std::string>{"cat", "dog"}));
-  EXPECT_EQ(data.size(), 5);
   EXPECT_EQ(data.classes(), 2);
-  // Each epoch is an order of all five; the label is the class directory's index.
+  ASSERT_EQ(data.size(), static_cast<int64_t>(expected.size()));
+  ASSERT_EQ(data.size(), 10);
+  for (int64_t i = 0; i < data.size(); ++i) {
+    EXPECT_EQ(data.samplePath(i), expected[static_cast<size_t>(i)][0].get<std::string>());
+    EXPECT_EQ(data.sampleLabel(i), expected[static_cast<size_t>(i)][1].get<int64_t>());
+  }
+  // Each epoch is an order of all ten; the label is the sample's.
   Tensor images, labels;
-  data.batch(0, {DType::F32, {10, 3, 8, 8}}, &images, &labels);
+  data.batch(0, {DType::F32, {20, 3, 8, 8}}, &images, &labels);
   for (int epoch = 0; epoch < 2; ++epoch) {
     std::set<std::string> seen;
-    for (int64_t i = 5 * epoch; i < 5 * epoch + 5; ++i) {
+    for (int64_t i = 10 * epoch; i < 10 * epoch + 10; ++i) {
       const fs::path path = data.pathAt(i);
       seen.insert(path.string());
       EXPECT_EQ(labels.as<int64_t>()[static_cast<size_t>(i)],
-                path.parent_path().filename() == "cat" ? 0 : 1)
+                path.string().find("/dog/") != std::string::npos ? 1 : 0)
           << path;
     }
-    EXPECT_EQ(seen.size(), 5u);
+    EXPECT_EQ(seen.size(), 10u);
   }
 }
 
@@ -61,14 +72,14 @@ TEST(ImageFolder, SamplesAreTorchvisionsTransformsOfTheirCrops) {
   for (bool augment : {false, true}) {
     SCOPED_TRACE(augment ? "augmented" : "whole images");
     ImageFolder data(dir, {.seed = 11, .augment = augment});
-    const int64_t n = 15, height = 24, width = 20;
+    const int64_t n = 20, height = 24, width = 20;
     Tensor images, labels;
     data.batch(0, {DType::F32, {n, 3, height, width}}, &images, &labels);
     nlohmann::json spec = {
         {"height", height}, {"width", width}, {"samples", nlohmann::json::array()}};
     int flips = 0, crops = 0;
     for (int64_t i = 0; i < n; ++i) {
-      const RgbImage image = readJpeg(data.pathAt(i));
+      const RgbImage image = readImage(data.pathAt(i));
       bool flip = false;
       const CropBox box = data.cropAt(i, image.height, image.width, &flip);
       flips += flip;
@@ -124,60 +135,89 @@ TEST(ImageFolder, RandomResizedCropsStayInTorchvisionsRanges) {
 
 TEST(ImageFolder, BadFoldersAreErrorsNamingTheCulprit) {
   const std::string dir = makeFolder("imagefolder_bad");
-  test::writeFile(dir + "/dog/scan.png", "png");
+  test::writeFile(dir + "/dog/scan.bmp", "BM");
   try {
     ImageFolder data(dir);
-    ADD_FAILURE() << "a PNG was accepted";
+    ADD_FAILURE() << "a BMP was accepted";
   } catch (const Error& e) {
-    EXPECT_NE(std::string(e.what()).find("scan.png: only JPEG images"), std::string::npos)
+    EXPECT_NE(std::string(e.what()).find("scan.bmp: --data imagefolder decodes JPEG and PNG "
+                                         "images only"),
+              std::string::npos)
         << e.what();
   }
-  fs::remove(dir + "/dog/scan.png");
+  fs::remove(dir + "/dog/scan.bmp");
   fs::create_directories(dir + "/empty");
   try {
     ImageFolder data(dir);
     ADD_FAILURE() << "an empty class was accepted";
   } catch (const Error& e) {
-    EXPECT_NE(std::string(e.what()).find("class 'empty' has no .jpg or .jpeg images"),
+    EXPECT_NE(std::string(e.what()).find("class 'empty' has no .jpg, .jpeg or .png images"),
               std::string::npos)
         << e.what();
   }
   fs::remove(dir + "/empty");
+  // A damaged file, and one cut short (PIL: "image file is truncated").
+  const std::string whole = test::readBytes(dir + "/cat/img0.jpg");
+  test::writeFile(dir + "/cat/img0.jpg", whole.substr(0, whole.size() / 2));
   test::writeFile(dir + "/dog/img0.jpg", "not a jpeg");
+  for (const char* file : {"cat/img0.jpg", "dog/img0.jpg"}) {
+    EXPECT_THROW(readImage(dir + "/" + file), Error) << file;
+    try {
+      readImage(dir + "/" + file);
+    } catch (const Error& e) {
+      EXPECT_NE(std::string(e.what()).find(std::string(file) + ": not an image dsrun can decode"),
+                std::string::npos)
+          << e.what();
+    }
+  }
+  try {
+    readImage(dir + "/cat/img0.jpg");
+  } catch (const Error& e) {
+    EXPECT_NE(std::string(e.what()).find("image file is truncated"), std::string::npos) << e.what();
+  }
   ImageFolder data(dir, {.seed = 0, .augment = false});
   Tensor images, labels;
-  try {
-    data.batch(0, {DType::F32, {5, 3, 8, 8}}, &images, &labels);
-    ADD_FAILURE() << "a damaged JPEG was decoded";
-  } catch (const Error& e) {
-    EXPECT_NE(std::string(e.what()).find("img0.jpg: not a JPEG image dsrun can decode"),
-              std::string::npos)
-        << e.what();
-  }
+  EXPECT_THROW(data.batch(0, {DType::F32, {10, 3, 8, 8}}, &images, &labels), Error);
+  // Only f32 images: a 16-bit input is refused before anything is written.
+  EXPECT_THROW(data.checkImageInput("x", {DType::BF16, {2, 3, 8, 8}}), Error);
+  EXPECT_THROW(data.batch(0, {DType::BF16, {2, 3, 8, 8}}, &images, &labels), Error);
   EXPECT_THROW(ImageFolder(dir + "/cat"), Error);  // no class directories
 }
 
-// dsrun trains the CNN from the folder: two steps of finite loss, and the same
-// two steps again from the same seed.
-TEST(ImageFolder, DsrunTrainsFromAFolder) {
+// The losses dsrun writes to --metrics, by step.
+std::vector<double> lossesOf(const std::string& metrics) {
+  std::vector<double> losses;
+  std::ifstream in(metrics);
+  for (std::string line; std::getline(in, line);)
+    losses.push_back(nlohmann::json::parse(line)["loss"].get<double>());
+  return losses;
+}
+
+// dsrun trains the CNN from the folder: finite losses, the same again from the same
+// seed, and a run resumed from a checkpoint continues them exactly (its crops and
+// order are functions of the seed and the stream position).
+TEST(ImageFolder, DsrunTrainsFromAFolderAndResumesExactly) {
   const std::string dir = makeFolder("imagefolder_dsrun");
   const std::string plan =
       test::compileText(test::bnCnnText(), "imagefolder_cnn", "--batch 2 --loss cross_entropy");
-  std::vector<std::vector<double>> losses;
+  const std::string data = plan + " --data imagefolder:" + dir;
+  std::vector<std::vector<double>> runs;
   for (int run = 0; run < 2; ++run) {
     const std::string metrics = test::scratch("imagefolder_metrics.jsonl");
-    const test::CommandResult r = test::tool(
-        "dsrun", plan + " --data imagefolder:" + dir + " --steps 3 --metrics " + metrics);
+    const test::CommandResult r = test::tool("dsrun", data + " --steps 6 --metrics " + metrics);
     ASSERT_EQ(r.exit_code, 0) << r.output;
-    std::ifstream in(metrics);
-    losses.emplace_back();
-    for (std::string line; std::getline(in, line);) {
-      losses.back().push_back(nlohmann::json::parse(line)["loss"].get<double>());
-      EXPECT_TRUE(std::isfinite(losses.back().back())) << line;
-    }
-    EXPECT_EQ(losses.back().size(), 3u);
+    runs.push_back(lossesOf(metrics));
+    ASSERT_EQ(runs.back().size(), 6u);
+    for (double loss : runs.back()) EXPECT_TRUE(std::isfinite(loss));
   }
-  EXPECT_EQ(losses[0], losses[1]);
+  EXPECT_EQ(runs[0], runs[1]);
+  const std::string checkpoint = test::freshDir("imagefolder_checkpoint");
+  const std::string resumed = test::scratch("imagefolder_resumed.jsonl");
+  ASSERT_EQ(test::tool("dsrun", data + " --steps 4 --save " + checkpoint).exit_code, 0);
+  const test::CommandResult r =
+      test::tool("dsrun", data + " --steps 6 --resume " + checkpoint + " --metrics " + resumed);
+  ASSERT_EQ(r.exit_code, 0) << r.output;
+  EXPECT_EQ(lossesOf(resumed), std::vector<double>(runs[0].begin() + 4, runs[0].end()));
   test::expectOneLineError(test::tool("dsrun", plan + " --data imagefolder:" + dir + "/nowhere"),
                            "not a directory");
 }

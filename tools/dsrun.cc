@@ -457,12 +457,13 @@ int main(int argc, char** argv) {
                  "training plans: train up to optimizer step N (with --resume, counting the "
                  "checkpoint's steps)")
       ->check(CLI::PositiveNumber);
-  app.add_option("--data", args.data,
-                 "training data instead of --feed: imagefolder:DIR (DIR/<class>/<image>.jpg as "
-                 "torchvision's ImageFolder; RandomResizedCrop to the input's size, flip, "
-                 "ImageNet normalisation), cifar10:DIR (CIFAR-10 binary batches; shuffled "
-                 "per epoch, random crop and flip, normalised) or synthetic (seeded random "
-                 "samples: floats standard normal, labels in [0, classes))");
+  app.add_option(
+      "--data", args.data,
+      "training data instead of --feed: imagefolder:DIR (DIR/<class>/<image>.jpg or .png as "
+      "torchvision's ImageFolder; RandomResizedCrop to the input's size, flip, "
+      "ImageNet normalisation), cifar10:DIR (CIFAR-10 binary batches; shuffled "
+      "per epoch, random crop and flip, normalised) or synthetic (seeded random "
+      "samples: floats standard normal, labels in [0, classes))");
   app.add_option("--seed", args.seed,
                  "seed of data order, augmentation, synthetic data and dropout masks (default 0; "
                  "--resume takes the checkpoint's)");
