@@ -188,6 +188,17 @@ const std::vector<Key>& flopsProfilerKeys() {
   return keys;
 }
 
+// comms_logger (runtime/comm_log.h). debug adds the calling Python function to
+// each record's name, which a plan has no notion of.
+const std::vector<Key>& commsLoggerKeys() {
+  static const std::vector<Key> keys = {{"enabled", Type::Bool, kUsed},
+                                        {"verbose", Type::Bool, kUsed},
+                                        {"prof_all", Type::Bool, kUsed},
+                                        {"prof_ops", Type::List, kUsed},
+                                        {"debug", Type::Bool, kIgnored, kNoAuto, {}, "false"}};
+  return keys;
+}
+
 // What the monitors dscompile lacks point to.
 constexpr const char* kUseOtherMonitors =
     "csv_monitor and tensorboard write the same events (loss, lr, loss scale)";
@@ -256,7 +267,7 @@ const std::vector<Key>& topKeys() {
       {"wandb", Type::Object, kIgnored, kNoAuto, {}, nullptr, kUseOtherMonitors},
       {"csv_monitor", Type::Object, kUsed, kNoAuto, monitorKeys()},
       {"comet", Type::Object, kIgnored, kNoAuto, {}, nullptr, kUseOtherMonitors},
-      {"comms_logger", Type::Object, kIgnored},
+      {"comms_logger", Type::Object, kUsed, kNoAuto, commsLoggerKeys()},
       {"checkpoint", Type::Object, kIgnored},
       {"data_types", Type::Object, kUsed, kNoAuto, {{"grad_accum_dtype", Type::Any, kUsed}}},
       {"elasticity", Type::Object, kIgnored},

@@ -158,6 +158,7 @@ std::vector<StepMetrics> train(Executor& exec, const PlanFile& plan, const Train
       loss_sum += exec.output(static_cast<size_t>(loss_out)).getDouble(0);
       if (std::vector<double> seconds = exec.lastRunSeconds(); !seconds.empty())
         micro_step_times.push_back(partTimes(parts, seconds));
+      if (o.after_micro_step) o.after_micro_step(g + 1 == accumulation);
     }
     // The global batch's loss: the mean over every rank's micro-batches.
     if (world > 1) comm->allReduce(&loss_sum, &loss_sum, 1, DType::F64, {"loss metric", ""});

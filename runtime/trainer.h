@@ -43,6 +43,9 @@ struct TrainOptions {
   const SyntheticData* synthetic = nullptr;
   // Called after every optimizer step (checkpoints, progress display).
   std::function<void(const StepMetrics&)> after_step;
+  // Called after every micro-step's run has finished, with whether it ran the
+  // optimizer step (the comms logger reads Executor::lastRunSeconds).
+  std::function<void(bool optimizer_step)> after_micro_step;
   // fp16 (resuming): steps skipped so far and the loss scaler's state
   // (runtime/loss_scaler.h); null: a fresh scaler.
   int64_t skipped_steps = 0;

@@ -23,6 +23,7 @@
 #include "runtime/checkpoint.h"
 #include "runtime/cifar10.h"
 #include "runtime/comm/device_communicator.h"
+#include "runtime/comm_log.h"
 #include "runtime/cpu_executor.h"
 #include "runtime/flops_profile.h"
 #include "runtime/image_folder.h"
@@ -294,10 +295,22 @@ int trainPlan(const Args& a, const ds::PlanFile& plan, ds::Executor& exec,
         a.save, exec,
         {m.step, m.step * samplesPerStep(plan), pos.seed, m.skipped_steps, m.loss_scaler});
   };
+  const ds::CommLogOptions comm_options = ds::commLogOptions(config);
+  std::optional<ds::CommLog> comm_log;
+  if (reporting && comm_options.enabled) {
+    comm_log.emplace(plan, exec.rank(), comm_options);
+    options.after_micro_step = [&](bool optimizer_step) {
+      const std::vector<std::string> lines =
+          comm_log->record(exec.lastRunSeconds(), optimizer_step);
+      if (!lines.empty()) progress.clear();
+      for (const std::string& line : lines) std::cout << line << "\n";
+    };
+  }
   auto start = std::chrono::steady_clock::now();
   std::vector<ds::StepMetrics> steps = ds::train(exec, plan, options);
   double seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
   if (!reporting) return 0;
+  if (comm_log) std::cout << comm_log->summary() << std::flush;  // DeepSpeed's log_summary()
   std::cerr << "dsrun: trained " << steps.size() << " steps in " << seconds << " s; loss "
             << steps.front().loss << " -> " << steps.back().loss << ", last lr " << steps.back().lr
             << ", grad_norm " << steps.back().grad_norm << "\n";
@@ -350,6 +363,14 @@ void runForward(const Args& a, const ds::PlanFile& plan, ds::Executor& exec, int
             << ms[ms.size() / 2] << " ms, min " << ms.front() << " ms per run\n";
 }
 
+// Whether the config asks for what needs every step timed: DeepSpeed's timers
+// (runtime/wall_clock.h) or its comms logger (runtime/comm_log.h).
+bool timesTrainingSteps(const ds::PlanFile& plan) {
+  if (!ds::isTrainingPlan(plan)) return false;
+  const nlohmann::json config = plan.config();
+  return ds::timesSteps(config) || ds::commLogOptions(config).enabled;
+}
+
 // The executor options the flags give rank `rank`.
 ds::ExecutorOptions executorOptions(const Args& a, const ds::PlanFile& plan, int rank,
                                     const std::optional<ds::CheckpointInfo>& resume) {
@@ -357,8 +378,7 @@ ds::ExecutorOptions executorOptions(const Args& a, const ds::PlanFile& plan, int
   options.rank = rank;
   options.poison_freed = a.poison;
   options.seed = resume ? resume->position.seed : a.seed;
-  // DeepSpeed's step timers sum the steps' times (runtime/wall_clock.h).
-  options.profile = a.profile || (ds::isTrainingPlan(plan) && ds::timesSteps(plan.config()));
+  options.profile = a.profile || timesTrainingSteps(plan);
   options.cuda_graph = !a.no_cuda_graph;
   options.cudnn_benchmark = a.cudnn_benchmark;
   options.cuda_channels_last = a.channels_last;
@@ -433,9 +453,10 @@ int run(const Args& a) {
   DS_CHECK(a.data.empty() || ds::isTrainingPlan(plan), "--data: ", a.plan,
            " is a forward-only plan (compiled without a loss or an optimizer); feed it with "
            "--feed NAME=FILE.npy");
-  if (a.backend == "cuda" && ds::isTrainingPlan(plan) && ds::timesSteps(plan.config()))
-    std::cerr << "dsrun: note: the config's wall_clock_breakdown or flops_profiler times every "
-                 "step: the GPU runs without CUDA graphs and waits at each micro-step's end\n";
+  if (a.backend == "cuda" && timesTrainingSteps(plan))
+    std::cerr << "dsrun: note: the config's wall_clock_breakdown, flops_profiler or "
+                 "comms_logger times every step: the GPU runs without CUDA graphs and waits at "
+                 "each micro-step's end\n";
   if (plan.plan.ranks_size() > 1 || a.comm == "mpi" || device_comm) return runRanks(a, plan);
   return runOneRank(a, plan);
 }

@@ -1,0 +1,71 @@
+// DeepSpeed's comms_logger (deepspeed/utils/comms_logging.py) for dsrun: each
+// collective a rank's plan runs, timed (the executor times every step, as with
+// wall_clock_breakdown), recorded under DeepSpeed's op name and message size.
+// verbose prints one line per collective as DeepSpeed's does:
+//   comm op: all_reduce | time (ms): 0.52 | msg size: 1.0 MB | algbw (Gbps): 16.11 | busbw
+//   (Gbps): 16.11
+// and rank 0 prints DeepSpeed's log_summary() table when training ends (a DeepSpeed
+// script calls it itself): per op and message size, the count, total and mean
+// latency and the mean algorithm and bus bandwidth (means trimmed of 10% at each
+// end, as DeepSpeed's). Bandwidths follow DeepSpeed's calc_bw_log (NCCL's tests'
+// definitions): message size is the per-rank buffer (AllGather's input,
+// ReduceScatter's output: the full buffer is n times it), in Gbit/s.
+// prof_all (default) logs every op; without it, only those prof_ops names.
+#pragma once
+
+#include <cstdint>
+#include <map>
+#include <span>
+#include <string>
+#include <vector>
+
+#include <nlohmann/json.hpp>
+
+#include "ir/plan.h"
+
+namespace ds {
+
+struct CommLogOptions {
+  bool enabled = false;
+  bool verbose = false;
+  bool prof_all = true;
+  std::vector<std::string> prof_ops;
+};
+
+// The comms_logger section of `config` (the plan's effective config), with
+// DeepSpeed's defaults; a prof_ops entry that is no collective DeepSpeed logs is
+// an error naming it.
+CommLogOptions commLogOptions(const nlohmann::json& config);
+
+// DeepSpeed's name of a plan collective: all_reduce, all_gather_into_tensor,
+// reduce_scatter_tensor, broadcast.
+std::string deepSpeedCommName(const std::string& op);
+
+class CommLog {
+ public:
+  CommLog(const PlanFile& plan, int rank, CommLogOptions options);
+
+  // One run's per-step times (Executor::lastRunSeconds); `optimizer_step`: whether
+  // the run included the optimizer-step phase. Returns the verbose lines.
+  std::vector<std::string> record(std::span<const double> seconds, bool optimizer_step);
+  // DeepSpeed's summary table; empty when nothing was logged.
+  std::string summary() const;
+
+ private:
+  struct Logged {  // one collective step
+    size_t step;
+    std::string name;
+    int64_t bytes;
+    bool optimizer_phase;
+  };
+  struct Record {
+    std::vector<double> latencies_ms, algbw, busbw;
+  };
+
+  int64_t world_;
+  CommLogOptions options_;
+  std::vector<Logged> logged_;
+  std::map<std::string, std::map<int64_t, Record>> records_;  // name, size
+};
+
+}  // namespace ds

@@ -1,0 +1,146 @@
+// DeepSpeed's comms_logger in dsrun (runtime/comm_log.h): which collectives are
+// logged under which name and message size, DeepSpeed's bandwidth arithmetic
+// (worked out here from the plan's tensor sizes), its summary table and verbose
+// lines, and dsrun's summary after training on two ranks.
+#include <gtest/gtest.h>
+
+#include <algorithm>
+#include <map>
+#include <sstream>
+#include <string>
+#include <vector>
+
+#include <nlohmann/json.hpp>
+
+#include "frontend/ds_config.h"
+#include "ir/plan_verifier.h"
+#include "runtime/comm_log.h"
+#include "tests/training_fixtures.h"
+
+namespace ds {
+namespace {
+
+// The MLP on 2 ranks with ZeRO-2, 2 accumulation steps and clipping: per micro-step
+// a ReduceScatter; per optimizer step the norm's AllReduce and the AllGather.
+std::string compileZero2(const std::string& name, const nlohmann::json& comms_logger) {
+  const nlohmann::json config = {{"train_micro_batch_size_per_gpu", 4},
+                                 {"gradient_accumulation_steps", 2},
+                                 {"gradient_clipping", 1.0},
+                                 {"optimizer", {{"type", "AdamW"}, {"params", {{"lr", 0.01}}}}},
+                                 {"zero_optimization", {{"stage", 2}}},
+                                 {"comms_logger", comms_logger}};
+  const std::string path = test::scratch(name + ".json");
+  test::writeFile(path, config.dump());
+  return test::compileText(test::mlpText(false), name,
+                           "--loss cross_entropy --gpus 2 --config " + path);
+}
+
+std::vector<std::string> linesOf(const std::string& text) {
+  std::vector<std::string> out;
+  std::istringstream in(text);
+  for (std::string line; std::getline(in, line);) out.push_back(line);
+  return out;
+}
+
+// The whitespace-separated fields of a summary row.
+std::vector<std::string> fields(const std::string& line) {
+  std::vector<std::string> out;
+  std::istringstream in(line);
+  for (std::string f; in >> f;) out.push_back(f);
+  return out;
+}
+
+TEST(CommLog, SummarisesEachCollectiveWithDeepSpeedsBandwidths) {
+  const PlanFile plan = readPlanFile(compileZero2("comm_log_unit", {{"enabled", true}}));
+  const planpb::RankPlan& rank = plan.plan.ranks(0);
+  CommLog log(plan, 0, commLogOptions(plan.config()));
+  // Every step took 2 ms; three optimizer steps of two micro-steps.
+  const std::vector<double> seconds(static_cast<size_t>(rank.steps_size()), 0.002);
+  for (int step = 0; step < 3; ++step) {
+    EXPECT_TRUE(log.record(seconds, false).empty());  // not verbose
+    log.record(seconds, true);
+  }
+  // What each op should show, from the plan: count and per-rank bytes.
+  struct Expected {
+    int64_t count = 0, bytes = 0;
+  };
+  std::map<std::string, Expected> expected;
+  for (const planpb::Step& step : rank.steps()) {
+    if (!isCollectiveOp(step.op())) continue;
+    const int t = step.op() == "ReduceScatter" ? step.outputs(0) : step.inputs(0);
+    Expected& e = expected[deepSpeedCommName(step.op())];
+    e.bytes = static_cast<int64_t>(plan.tensorType(t).bytes());
+    e.count += step.phase() == planpb::OPTIMIZER_STEP ? 3 : 6;
+  }
+  ASSERT_EQ(expected.size(), 3u);
+  const std::vector<std::string> lines = linesOf(log.summary());
+  ASSERT_EQ(lines.size(), 7u) << log.summary();
+  EXPECT_EQ(fields(lines[0]),
+            (std::vector<std::string>{"Comm.", "Op", "Message", "Size", "Count", "Total",
+                                      "Latency(ms)", "Avg", "Latency(ms)", "tput_avg", "(Gbps)",
+                                      "busbw_avg", "(Gbps)"}));
+  for (size_t i = 1; i < lines.size(); i += 2) {
+    const std::string name = lines[i];
+    ASSERT_TRUE(expected.count(name)) << name;
+    const Expected& e = expected[name];
+    const std::vector<std::string> row = fields(lines[i + 1]);
+    ASSERT_EQ(row.size(), 7u) << lines[i + 1];
+    // DeepSpeed's message size: bytes in B or KB, two decimals.
+    const double shown = std::stod(row[0]) * (row[1] == "KB" ? 1024 : 1);
+    EXPECT_NEAR(shown, static_cast<double>(e.bytes), 0.006 * 1024) << lines[i + 1];
+    EXPECT_EQ(std::stoll(row[2]), e.count) << name;
+    EXPECT_DOUBLE_EQ(std::stod(row[3]), 2.0 * static_cast<double>(e.count)) << name;
+    EXPECT_DOUBLE_EQ(std::stod(row[4]), 2.0) << name;
+    // Gbit/s of the message over 2 ms. all_reduce counts it twice (algbw) and its
+    // bus 2 (n - 1) / n times; the others move n messages, the bus (n - 1) / n of
+    // them: at n = 2, both twice and once.
+    const double per_ms = static_cast<double>(e.bytes) / 2.0 * 8 / 1e6;
+    EXPECT_NEAR(std::stod(row[5]), 2 * per_ms, 0.006) << name;
+    EXPECT_NEAR(std::stod(row[6]), per_ms, 0.006) << name;
+  }
+}
+
+TEST(CommLog, VerboseLinesAndProfOpsAsDeepSpeed) {
+  const PlanFile plan = readPlanFile(compileZero2(
+      "comm_log_verbose",
+      {{"enabled", true}, {"verbose", true}, {"prof_all", false}, {"prof_ops", {"all_reduce"}}}));
+  CommLog log(plan, 0, commLogOptions(plan.config()));
+  const std::vector<double> seconds(static_cast<size_t>(plan.plan.ranks(0).steps_size()), 0.001);
+  EXPECT_TRUE(log.record(seconds, false).empty());  // the AllReduce is the optimizer step's
+  const std::vector<std::string> lines = log.record(seconds, true);
+  ASSERT_EQ(lines.size(), 1u);
+  EXPECT_TRUE(
+      lines[0].starts_with("[Rank 0] comm op: all_reduce | time (ms): 1.00 | msg size: "
+                           "4.0 B | algbw (Gbps): "))
+      << lines[0];
+  EXPECT_EQ(linesOf(log.summary()).size(), 3u) << log.summary();  // header, all_reduce, a row
+}
+
+// dsrun prints the summary after training, from rank 0's own times.
+TEST(CommLog, DsrunPrintsTheSummaryAfterTraining) {
+  const std::string plan = compileZero2("comm_log_dsrun", {{"enabled", true}});
+  test::TrainedRun run = test::trainPlan(plan, "comm_log_dsrun", 3, 0.3);
+  ASSERT_EQ(run.metrics.size(), 3u);
+  const std::vector<std::string> lines = linesOf(run.output);
+  auto at = std::find(lines.begin(), lines.end(), "reduce_scatter_tensor");
+  ASSERT_NE(at, lines.end()) << run.output;
+  const std::vector<std::string> row = fields(*(at + 1));
+  ASSERT_EQ(row.size(), 7u) << *(at + 1);
+  EXPECT_EQ(row[2], "6");  // 3 steps of 2 micro-steps
+  EXPECT_GT(std::stod(row[3]), 0.0);
+  for (const char* op : {"all_reduce", "all_gather_into_tensor"})
+    EXPECT_NE(std::find(lines.begin(), lines.end(), op), lines.end()) << op;
+}
+
+TEST(CommLog, DebugRecordsWarn) {
+  EXPECT_EQ(
+      parseDsConfig(R"({"comms_logger": {"enabled": true, "debug": true}})", "cfg.json").warnings,
+      std::vector<std::string>{"comms_logger.debug: not implemented by dscompile, ignored"});
+  EXPECT_TRUE(parseDsConfig(R"({"comms_logger": {"enabled": true, "verbose": false,
+                                "prof_all": true, "prof_ops": [], "debug": false}})",
+                            "cfg.json")
+                  .warnings.empty());
+}
+
+}  // namespace
+}  // namespace ds
