@@ -1,16 +1,16 @@
 // DeepSpeed's comms_logger (deepspeed/utils/comms_logging.py) for dsrun: each
-// collective a rank's plan runs, timed (the executor times every step, as with
-// wall_clock_breakdown), recorded under DeepSpeed's op name and message size.
-// verbose prints one line per collective as DeepSpeed's does:
-//   comm op: all_reduce | time (ms): 0.52 | msg size: 1.0 MB | algbw (Gbps): 16.11 | busbw
-//   (Gbps): 16.11
+// collective of rank 0's plan, timed (the executor times every step, as with
+// wall_clock_breakdown), recorded under DeepSpeed's op name and message size: that
+// of the op's input, as DeepSpeed records its `tensor` argument (a gather's shard,
+// a reduce-scatter's whole buffer). verbose prints one line per collective as
+// DeepSpeed's does:
+//   comm op: all_reduce | time (ms): 0.52 | msg size: 1.0 MB | algbw (Gbps): 16.11 | ...
 // and rank 0 prints DeepSpeed's log_summary() table when training ends (a DeepSpeed
-// script calls it itself): per op and message size, the count, total and mean
-// latency and the mean algorithm and bus bandwidth (means trimmed of 10% at each
-// end, as DeepSpeed's). Bandwidths follow DeepSpeed's calc_bw_log (NCCL's tests'
-// definitions): message size is the per-rank buffer (AllGather's input,
-// ReduceScatter's output: the full buffer is n times it), in Gbit/s.
-// prof_all (default) logs every op; without it, only those prof_ops names.
+// script calls it itself): per op, in the order first logged, and message size, the
+// count, total and mean latency, and the mean algorithm and bus bandwidth (means
+// trimmed of 10% at each end), with DeepSpeed's calc_bw_log arithmetic, in Gbit/s.
+// prof_all (the default) logs every op; without it, the ops prof_ops names (names
+// of ops a plan never runs log nothing).
 #pragma once
 
 #include <cstdint>
@@ -33,12 +33,15 @@ struct CommLogOptions {
 };
 
 // The comms_logger section of `config` (the plan's effective config), with
-// DeepSpeed's defaults; a prof_ops entry that is no collective DeepSpeed logs is
-// an error naming it.
+// DeepSpeed's defaults.
 CommLogOptions commLogOptions(const nlohmann::json& config);
 
 // DeepSpeed's name of a plan collective: all_reduce, all_gather_into_tensor,
 // reduce_scatter_tensor, broadcast.
+
+// DeepSpeed's convert_size: bytes in B, KB, MB, ... (powers of 1024) rounded to
+// two decimals as Python's round() does, printed as Python prints the float.
+std::string convertSize(int64_t bytes);
 std::string deepSpeedCommName(const std::string& op);
 
 class CommLog {
@@ -48,7 +51,7 @@ class CommLog {
   // One run's per-step times (Executor::lastRunSeconds); `optimizer_step`: whether
   // the run included the optimizer-step phase. Returns the verbose lines.
   std::vector<std::string> record(std::span<const double> seconds, bool optimizer_step);
-  // DeepSpeed's summary table; empty when nothing was logged.
+  // DeepSpeed's summary table (its header alone when nothing was logged).
   std::string summary() const;
 
  private:
@@ -63,9 +66,11 @@ class CommLog {
   };
 
   int64_t world_;
+  size_t steps_;  // the rank's
   CommLogOptions options_;
   std::vector<Logged> logged_;
-  std::map<std::string, std::map<int64_t, Record>> records_;  // name, size
+  // By op name in the order first logged, then by message size.
+  std::vector<std::pair<std::string, std::map<int64_t, Record>>> records_;
 };
 
 }  // namespace ds

@@ -14,11 +14,9 @@ namespace {
 // DeepSpeed's ThroughputTimer leaves this many steps out of its running average.
 constexpr int64_t kUntimedSteps = 2;
 
-constexpr const char* kRank0 = "[Rank 0] ";
-
 // "time (ms) | fwd<suffix>: 1.23 | ..." as DeepSpeed's timers log them.
 std::string timersLine(const PartTimes& t, const std::string& suffix) {
-  std::string line = std::string(kRank0) + "time (ms)";
+  std::string line = std::string(kRank0Prefix) + "time (ms)";
   for (const NamedPart& part : namedParts(t)) {
     char value[32];
     std::snprintf(value, sizeof value, "%.2f", 1e3 * part.seconds);
@@ -55,7 +53,7 @@ std::string TrainLog::momentum(int64_t step) const {
 std::string TrainLog::progressLine(const StepMetrics& m) const {
   // The engine prints after the scheduler's step: the next applied step's values.
   const int64_t next = m.step + 1 - m.skipped_steps;
-  return std::string(kRank0) + "step=" + std::to_string(m.step) +
+  return std::string(kRank0Prefix) + "step=" + std::to_string(m.step) +
          ", skipped=" + std::to_string(m.skipped_steps) + ", lr=[" +
          pythonRepr(learningRate(config_, next)) + "], mom=[" + momentum(next) + "]";
 }
@@ -73,7 +71,7 @@ std::vector<std::string> TrainLog::lines(const StepMetrics& m) {
       timed_seconds_ > 0) {
     const double running =
         static_cast<double>(batch_ * (run_steps_ - kUntimedSteps)) / timed_seconds_;
-    out.push_back(std::string(kRank0) +
+    out.push_back(std::string(kRank0Prefix) +
                   "epoch=0/micro_step=" + std::to_string(run_steps_ * accumulation_) +
                   "/global_step=" + std::to_string(run_steps_) + ", RunningAvgSamplesPerSec=" +
                   pythonRepr(running) + ", CurrSamplesPerSec=" + pythonRepr(m.samples_per_s));

@@ -29,6 +29,9 @@
 
 namespace ds {
 
+// DeepSpeed's log_dist(..., ranks=[0]) prefix of rank 0's lines.
+inline constexpr const char* kRank0Prefix = "[Rank 0] ";
+
 class TrainLog {
  public:
   // `config`: the plan's effective DeepSpeed config.

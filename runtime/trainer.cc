@@ -149,7 +149,8 @@ std::vector<StepMetrics> train(Executor& exec, const PlanFile& plan, const Train
       MicroBatch micro_batch = prefetched ? std::move(*prefetched) : microBatch(step, g);
       prefetched.reset();
       for (const auto& [name, value] : micro_batch) exec.setFeed(name, value);
-      exec.run(/*optimizer_step=*/g + 1 == accumulation);
+      const bool optimizer_step = g + 1 == accumulation;
+      exec.run(optimizer_step);
       // The next micro-batch is made while the device (if any) runs this one.
       if (g + 1 < accumulation)
         prefetched = microBatch(step, g + 1);
@@ -158,7 +159,7 @@ std::vector<StepMetrics> train(Executor& exec, const PlanFile& plan, const Train
       loss_sum += exec.output(static_cast<size_t>(loss_out)).getDouble(0);
       if (std::vector<double> seconds = exec.lastRunSeconds(); !seconds.empty())
         micro_step_times.push_back(partTimes(parts, seconds));
-      if (o.after_micro_step) o.after_micro_step(g + 1 == accumulation);
+      if (o.after_micro_step) o.after_micro_step(optimizer_step);
     }
     // The global batch's loss: the mean over every rank's micro-batches.
     if (world > 1) comm->allReduce(&loss_sum, &loss_sum, 1, DType::F64, {"loss metric", ""});

@@ -67,14 +67,20 @@ TEST(CommLog, SummarisesEachCollectiveWithDeepSpeedsBandwidths) {
   std::map<std::string, Expected> expected;
   for (const planpb::Step& step : rank.steps()) {
     if (!isCollectiveOp(step.op())) continue;
-    const int t = step.op() == "ReduceScatter" ? step.outputs(0) : step.inputs(0);
+    // DeepSpeed records its `tensor` argument: the input (a reduce-scatter's whole
+    // buffer, a gather's shard).
     Expected& e = expected[deepSpeedCommName(step.op())];
-    e.bytes = static_cast<int64_t>(plan.tensorType(t).bytes());
+    e.bytes = static_cast<int64_t>(plan.tensorType(step.inputs(0)).bytes());
     e.count += step.phase() == planpb::OPTIMIZER_STEP ? 3 : 6;
   }
   ASSERT_EQ(expected.size(), 3u);
   const std::vector<std::string> lines = linesOf(log.summary());
   ASSERT_EQ(lines.size(), 7u) << log.summary();
+  // In the order first logged: the micro-step's reduce-scatter, then the norm's
+  // all-reduce and the gather of the updated parameters.
+  EXPECT_EQ(lines[1], "reduce_scatter_tensor");
+  EXPECT_EQ(lines[3], "all_reduce");
+  EXPECT_EQ(lines[5], "all_gather_into_tensor");
   EXPECT_EQ(fields(lines[0]),
             (std::vector<std::string>{"Comm.", "Op", "Message", "Size", "Count", "Total",
                                       "Latency(ms)", "Avg", "Latency(ms)", "tput_avg", "(Gbps)",
@@ -92,12 +98,41 @@ TEST(CommLog, SummarisesEachCollectiveWithDeepSpeedsBandwidths) {
     EXPECT_DOUBLE_EQ(std::stod(row[3]), 2.0 * static_cast<double>(e.count)) << name;
     EXPECT_DOUBLE_EQ(std::stod(row[4]), 2.0) << name;
     // Gbit/s of the message over 2 ms. all_reduce counts it twice (algbw) and its
-    // bus 2 (n - 1) / n times; the others move n messages, the bus (n - 1) / n of
-    // them: at n = 2, both twice and once.
+    // bus 2 (n - 1) / n times; for the others DeepSpeed counts n messages, the bus
+    // (n - 1) / n of them: at n = 2, both twice and once.
     const double per_ms = static_cast<double>(e.bytes) / 2.0 * 8 / 1e6;
     EXPECT_NEAR(std::stod(row[5]), 2 * per_ms, 0.006) << name;
     EXPECT_NEAR(std::stod(row[6]), per_ms, 0.006) << name;
   }
+}
+
+// Means leave out round(10%) at each end, as DeepSpeed's trim_mean: of latencies
+// 1, 2, ..., 9 and 100 ms, the mean of 2 to 9.
+TEST(CommLog, MeansAreTrimmedOfTheOutliers) {
+  const PlanFile plan = readPlanFile(compileZero2("comm_log_trim", {{"enabled", true}}));
+  CommLog log(plan, 0, commLogOptions(plan.config()));
+  for (double ms : {100.0, 1.0, 2.0, 3.0, 4.0, 5.0, 6.0, 7.0, 8.0, 9.0})
+    log.record(std::vector<double>(static_cast<size_t>(plan.plan.ranks(0).steps_size()), ms / 1e3),
+               true);
+  const std::vector<std::string> lines = linesOf(log.summary());
+  ASSERT_GE(lines.size(), 3u);
+  const std::vector<std::string> row = fields(lines[2]);
+  ASSERT_EQ(row.size(), 7u);
+  EXPECT_EQ(row[2], "10");
+  EXPECT_DOUBLE_EQ(std::stod(row[3]), 145.0);
+  EXPECT_DOUBLE_EQ(std::stod(row[4]), 5.5);
+  EXPECT_THROW(log.record(std::vector<double>(3, 0.001), true), Error);  // not this plan's
+}
+
+TEST(CommLog, SizesPrintAsDeepSpeedsConvertSize) {
+  EXPECT_EQ(convertSize(0), "0B");
+  EXPECT_EQ(convertSize(4), "4.0 B");
+  EXPECT_EQ(convertSize(1536), "1.5 KB");
+  EXPECT_EQ(convertSize(1152), "1.12 KB");  // 1.125: Python rounds halves to even
+  EXPECT_EQ(convertSize(1664), "1.62 KB");
+  EXPECT_EQ(convertSize(538642), "526.02 KB");
+  EXPECT_EQ(convertSize(int64_t{3} << 20), "3.0 MB");
+  EXPECT_EQ(convertSize(int64_t{5} << 30), "5.0 GB");
 }
 
 TEST(CommLog, VerboseLinesAndProfOpsAsDeepSpeed) {

@@ -304,6 +304,7 @@ int trainPlan(const Args& a, const ds::PlanFile& plan, ds::Executor& exec,
           comm_log->record(exec.lastRunSeconds(), optimizer_step);
       if (!lines.empty()) progress.clear();
       for (const std::string& line : lines) std::cout << line << "\n";
+      if (!lines.empty()) std::cout.flush();
     };
   }
   auto start = std::chrono::steady_clock::now();
