@@ -443,6 +443,11 @@ std::string CudaExecutor::deviceMemoryReport() const {
       out << ", promotion scratch " << mib(lane->scratch_bytes) << " (" << lane->widest_scratch
           << "; " << lane->promoted_steps << " steps promoted)";
   }
+  // Kernels' own small tables (batched copies' addresses, reduction offsets): each a
+  // cudaMalloc of its own, which the driver may round up.
+  const cuda::DeviceBuffer::Live tables = cuda::DeviceBuffer::live();
+  out << "; kernel tables (the process's) " << tables.buffers << " cudaMallocs, "
+      << mib(static_cast<size_t>(tables.bytes)) << " MiB";
   return out.str();
 }
 

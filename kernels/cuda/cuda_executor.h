@@ -71,7 +71,8 @@ class CudaExecutor : public Executor {
   size_t deviceBytes() const;
   // What deviceBytes() holds, in MiB, one line: the plan's regions, then per
   // stream its workspace (the largest step's, and cuBLAS's) and promotion scratch
-  // (the largest promoted step's, and how many steps run promoted).
+  // (the largest promoted step's, and how many steps run promoted); then what
+  // deviceBytes() leaves out: the kernels' own tables (DeviceBuffer::live).
   std::string deviceMemoryReport() const;
   // Runs one step (as run() does, eagerly) waiting for the device after each plan
   // step, and returns where free device memory (cudaMemGetInfo) fell: one line per

@@ -63,8 +63,16 @@ class DeviceBuffer {
     return static_cast<T*>(data_);
   }
 
+  // The process's live buffers, each its own cudaMalloc, outside the executor's
+  // declared regions: counted for its memory report (the plan does not hold them).
+  struct Live {
+    int64_t buffers = 0, bytes = 0;
+  };
+  static Live live();
+
  private:
   void* data_ = nullptr;
+  size_t bytes_ = 0;
 };
 
 // A walk over `dims` in which operand k advances by strides[k][d] (operand 0 is

@@ -1,6 +1,8 @@
 // The CUDA kernel registry and the host helpers of cuda_util.h.
 #include "kernels/cuda/kernel.h"
 
+#include <atomic>
+
 #include "kernels/cpu/cpu_util.h"
 #include "kernels/cuda/cuda_util.h"
 
@@ -98,8 +100,20 @@ std::vector<std::string> CudaKernelRegistry::ops() const {
 
 // ---- cuda_util.h ----
 
+namespace {
+std::atomic<int64_t> live_buffers{0}, live_bytes{0};
+}  // namespace
+
 DeviceBuffer::DeviceBuffer(size_t bytes) {
-  if (bytes > 0) DS_CUDA_CHECK(cudaMalloc(&data_, bytes));
+  if (bytes == 0) return;
+  DS_CUDA_CHECK(cudaMalloc(&data_, bytes));
+  bytes_ = bytes;
+  ++live_buffers;
+  live_bytes += static_cast<int64_t>(bytes);
+}
+
+DeviceBuffer::Live DeviceBuffer::live() {
+  return {live_buffers.load(), live_bytes.load()};
 }
 
 DeviceBuffer DeviceBuffer::upload(const std::vector<int64_t>& values) {
@@ -111,15 +125,21 @@ DeviceBuffer DeviceBuffer::upload(const std::vector<int64_t>& values) {
 }
 
 DeviceBuffer::~DeviceBuffer() {
-  if (data_) cudaFree(data_);
+  if (!data_) return;
+  cudaFree(data_);
+  --live_buffers;
+  live_bytes -= static_cast<int64_t>(bytes_);
 }
 
-DeviceBuffer::DeviceBuffer(DeviceBuffer&& other) noexcept : data_(other.data_) {
+DeviceBuffer::DeviceBuffer(DeviceBuffer&& other) noexcept
+    : data_(other.data_), bytes_(other.bytes_) {
   other.data_ = nullptr;
+  other.bytes_ = 0;
 }
 
 DeviceBuffer& DeviceBuffer::operator=(DeviceBuffer&& other) noexcept {
   std::swap(data_, other.data_);
+  std::swap(bytes_, other.bytes_);
   return *this;
 }
 
