@@ -199,6 +199,26 @@ const std::vector<Key>& commsLoggerKeys() {
   return keys;
 }
 
+// checkpoint: how DeepSpeed's engine saves and loads. dsrun names its checkpoints
+// itself (step-N, one tag for all ranks) and restores any of them at another world
+// size or ZeRO stage (docs/checkpoints.md), which universal checkpoints are for.
+const std::vector<Key>& checkpointKeys() {
+  static const std::vector<Key> keys = {
+      {"tag_validation", Type::String, kInherent},
+      {"load_universal", Type::Bool, kInherent},
+      {"checkpoint_serialization", Type::Bool, kInherent},
+      {"use_node_local_storage",
+       Type::Bool,
+       kIgnored,
+       kNoAuto,
+       {},
+       "false",
+       "dsrun --save writes every rank's file into one directory"},
+      {"parallel_write", Type::Object, kIgnored, kNoAuto, {}, R"({"pipeline_stage": false})"},
+      {"writer", Type::Object, kIgnored}};
+  return keys;
+}
+
 // What the monitors dscompile lacks point to.
 constexpr const char* kUseOtherMonitors =
     "csv_monitor and tensorboard write the same events (loss, lr, loss scale)";
@@ -268,7 +288,7 @@ const std::vector<Key>& topKeys() {
       {"csv_monitor", Type::Object, kUsed, kNoAuto, monitorKeys()},
       {"comet", Type::Object, kIgnored, kNoAuto, {}, nullptr, kUseOtherMonitors},
       {"comms_logger", Type::Object, kUsed, kNoAuto, commsLoggerKeys()},
-      {"checkpoint", Type::Object, kIgnored},
+      {"checkpoint", Type::Object, kUsed, kNoAuto, checkpointKeys()},
       {"data_types", Type::Object, kUsed, kNoAuto, {{"grad_accum_dtype", Type::Any, kUsed}}},
       {"elasticity", Type::Object, kIgnored},
       {"aio", Type::Object, kIgnored},

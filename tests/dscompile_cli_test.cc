@@ -223,6 +223,22 @@ TEST(DsConfig, KeysAskingForWhatDscompileDoesDoNotWarn) {
                   .warnings.empty());
 }
 
+// DeepSpeed's checkpoint section: tags and universal loading are what dsrun's
+// checkpoints do anyway; node-local storage is not, and says so.
+TEST(DsConfig, CheckpointSectionAsksForWhatDsrunDoesOrWarns) {
+  EXPECT_TRUE(parseDsConfig(R"({"checkpoint": {"tag_validation": "Fail", "load_universal": true,
+                                "use_node_local_storage": false,
+                                "parallel_write": {"pipeline_stage": false}}})",
+                            "cfg.json")
+                  .warnings.empty());
+  EXPECT_EQ(
+      parseDsConfig(R"({"checkpoint": {"use_node_local_storage": true}})", "cfg.json").warnings,
+      std::vector<std::string>{"checkpoint.use_node_local_storage: not implemented by dscompile, "
+                               "ignored; dsrun --save writes every rank's file into one "
+                               "directory"});
+  EXPECT_THROW(parseDsConfig(R"({"checkpoint": {"tag_validaton": "Warn"}})", "cfg.json"), Error);
+}
+
 // communication_data_type: fp32 reductions, or the gradients' own dtype; another
 // 16-bit dtype is a warning.
 TEST(DsConfig, CommunicationDataTypeReducesInFp32OrTheGradientsDtype) {
