@@ -91,6 +91,7 @@ void Cifar10::checkImageInput(const std::string& feed, const TensorType& type) c
 
 void Cifar10::batch(int64_t first, const TensorType& images_type, Tensor* images,
                     Tensor* labels) const {
+  checkImageInput("(images)", images_type);
   batch(first, images_type.shape[0], images, labels);
 }
 

@@ -38,11 +38,11 @@ CommLogOptions commLogOptions(const nlohmann::json& config);
 
 // DeepSpeed's name of a plan collective: all_reduce, all_gather_into_tensor,
 // reduce_scatter_tensor, broadcast.
+std::string deepSpeedCommName(const std::string& op);
 
 // DeepSpeed's convert_size: bytes in B, KB, MB, ... (powers of 1024) rounded to
 // two decimals as Python's round() does, printed as Python prints the float.
 std::string convertSize(int64_t bytes);
-std::string deepSpeedCommName(const std::string& op);
 
 class CommLog {
  public:

@@ -1,5 +1,6 @@
 #include "runtime/flops_profile.h"
 
+#include <algorithm>
 #include <cmath>
 #include <cstdio>
 #include <map>

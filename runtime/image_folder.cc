@@ -2,13 +2,13 @@
 
 #include <algorithm>
 #include <array>
+#include <cctype>
 #include <cmath>
 #include <csetjmp>
-#include <cstdio>
 #include <filesystem>
 #include <fstream>
+#include <iterator>
 #include <map>
-#include <numbers>
 
 #include <jerror.h>
 #include <jpeglib.h>

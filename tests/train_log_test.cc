@@ -398,6 +398,22 @@ TEST(FlopsProfiler, DsrunProfilesTheStepDeepSpeedProfiles) {
   }
 }
 
+// A run resumed past the profiled step leaves the earlier profile alone.
+TEST(FlopsProfiler, AResumedRunKeepsTheProfileOfTheRunBefore) {
+  const std::string file = test::freshDir("flops_resume") + "/profile.txt";
+  const std::string plan = compileMlp(
+      "flops_resume", 0, 1, {{"flops_profiler", {{"enabled", true}, {"output_file", file}}}});
+  const std::string checkpoint = test::freshDir("flops_resume_checkpoint");
+  const std::string feeds = test::writeFeedData(plan, "flops_resume", 32, 0.3);
+  ASSERT_EQ(test::tool("dsrun", plan + feeds + " --steps 3 --save " + checkpoint).exit_code, 0);
+  const std::string profile = test::readBytes(file);
+  EXPECT_NE(profile.find("Profile Summary at step 2:"), std::string::npos) << profile;
+  const test::CommandResult r =
+      test::tool("dsrun", plan + feeds + " --steps 5 --resume " + checkpoint);
+  ASSERT_EQ(r.exit_code, 0) << r.output;
+  EXPECT_EQ(test::readBytes(file), profile);
+}
+
 // An output_file that cannot be written fails before training, naming the key.
 TEST(FlopsProfiler, AnUnwritableOutputFileIsAOneLineErrorBeforeTraining) {
   const std::string blocker = test::scratch("flops_blocker");

@@ -214,13 +214,14 @@ void checkSaveDir(const Args& a, int64_t start_step) {
 }
 
 // Where the flops profiler's report goes: its output_file, opened before training
-// (its directory made, as DeepSpeed does) so that a bad path fails at once; else
-// among the lines rank 0 prints.
+// (its directory made, as DeepSpeed does) so that a bad path fails at once, and only
+// when this run reaches the profiled step (a resumed run past it leaves an earlier
+// profile alone); else among the lines rank 0 prints.
 class FlopsProfileOutput {
  public:
-  explicit FlopsProfileOutput(const ds::FlopsProfilerOptions& profiler)
+  FlopsProfileOutput(const ds::FlopsProfilerOptions& profiler, bool profiles_in_this_run)
       : path_(profiler.output_file) {
-    if (!profiler.enabled || path_.empty()) return;
+    if (!profiler.enabled || !profiles_in_this_run || path_.empty()) return;
     std::error_code error;
     const std::filesystem::path parent = std::filesystem::path(path_).parent_path();
     if (!parent.empty()) std::filesystem::create_directories(parent, error);
@@ -242,8 +243,8 @@ class FlopsProfileOutput {
   std::ofstream file_;
 };
 
-// Trains one rank; rank 0 reports (metrics file, the config's monitors, progress,
-// the summary line).
+// Trains one rank; rank 0 reports (metrics file, the config's monitors, DeepSpeed's
+// log lines, flops profile and comms log, progress, the summary line).
 int trainPlan(const Args& a, const ds::PlanFile& plan, ds::Executor& exec,
               const std::optional<ds::CheckpointInfo>& resume) {
   const bool reporting = exec.rank() == 0;
@@ -273,7 +274,9 @@ int trainPlan(const Args& a, const ds::PlanFile& plan, ds::Executor& exec,
   ds::TrainLog log(config);
   const ds::FlopsProfilerOptions profiler = ds::flopsProfilerOptions(config);
   std::optional<FlopsProfileOutput> profile_output;
-  if (reporting) profile_output.emplace(profiler);
+  if (reporting)
+    profile_output.emplace(
+        profiler, pos.step < profiler.profiledStep() && profiler.profiledStep() <= a.steps);
   options.after_step = [&](const ds::StepMetrics& m) {
     if (reporting) {
       std::vector<std::string> lines = log.lines(m);
