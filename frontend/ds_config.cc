@@ -8,6 +8,8 @@
 
 #include "frontend/ds_config_schema.h"
 #include "ir/error.h"
+#include "runtime/comm_log.h"
+#include "runtime/flops_profile.h"
 #include "runtime/lr_schedule.h"
 
 namespace ds {
@@ -234,6 +236,9 @@ DsConfig parseDsConfig(const std::string& text, const std::string& origin) {
       DS_CHECK(f->is_number() && f->get<double>() > 0,
                "gradient_predivide_factor: must be a number > 0, is ", f->dump());
     readTypes(c.raw, c);
+    // dsrun reads these; their values are checked now, not after a run's first steps.
+    flopsProfilerOptions(c.raw);
+    commLogOptions(c.raw);
     warnForeignParams(c);
     warnUncycledMomentum(c);
   } catch (const Error& e) {

@@ -167,6 +167,23 @@ TEST(CommLog, DsrunPrintsTheSummaryAfterTraining) {
     EXPECT_NE(std::find(lines.begin(), lines.end(), op), lines.end()) << op;
 }
 
+// Values dsrun would only read after compiling are checked when the config is.
+TEST(CommLog, BadValuesAreConfigErrors) {
+  try {
+    parseDsConfig(R"({"comms_logger": {"enabled": true, "prof_ops": [3]}})", "cfg.json");
+    ADD_FAILURE() << "a number was taken for an op name";
+  } catch (const Error& e) {
+    EXPECT_EQ(std::string(e.what()), "cfg.json: comms_logger.prof_ops: expected op names, got 3");
+  }
+  try {
+    parseDsConfig(R"({"flops_profiler": {"enabled": true, "output_file": 7}})", "cfg.json");
+    ADD_FAILURE() << "a number was taken for a file name";
+  } catch (const Error& e) {
+    EXPECT_EQ(std::string(e.what()),
+              "cfg.json: flops_profiler.output_file: must be a file name or null");
+  }
+}
+
 TEST(CommLog, DebugRecordsWarn) {
   EXPECT_EQ(
       parseDsConfig(R"({"comms_logger": {"enabled": true, "debug": true}})", "cfg.json").warnings,
