@@ -198,6 +198,16 @@ TEST(CudaTraining, ZeroStagesOverNcclAtWorldSizeOneMatchTheCpu) {
   expectZeroStagesMatchTheCpu(1, "nccl");
 }
 
+// Each rank draws its own Dropout masks (the rank is part of the key), as on the CPU.
+TEST(CudaTraining, DropoutOnFourRanksMatchesTheCpu) {
+  SKIP_WITHOUT_GPU();
+  const Model m = textModel("mlp_dropout", test::mlpText(true), 4);
+  std::string plan = compilePlan(m, 1, 4, "fp32");
+  Trained cpu = dsrun(m, plan, "--backend cpu");
+  Trained gpu = dsrun(m, plan, "--backend cuda --device-comm local");
+  expectSameTraining(gpu, cpu, 1e-4, 1e-4);
+}
+
 // 16-bit plans round the same values on both backends but sum them in different
 // orders (cuDNN, cuBLAS, the CPU's oneDNN), so a loss agrees to within 16-bit
 // precision, not bit for bit: 1% (issue 7's bar).

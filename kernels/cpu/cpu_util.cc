@@ -2,7 +2,14 @@
 // broadcast strides and the parallel byte copy.
 #include "kernels/cpu/cpu_util.h"
 
+#include "runtime/comm/communicator.h"
+
 namespace ds::cpu {
+
+DropoutStream dropoutStreamOf(const KernelContext& ctx) {
+  return {ctx.seed, static_cast<uint64_t>(ctx.i("seed")), nodeHash(ctx.node_name),        -1,
+          0,        ctx.comm ? ctx.comm->rank() : 0,      ctx.comm ? ctx.comm->size() : 1};
+}
 
 void copyBytes(void* dst, const void* src, size_t bytes) {
   if (dst == src || bytes == 0) return;

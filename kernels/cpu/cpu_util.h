@@ -19,6 +19,7 @@
 #include <vector>
 
 #include "kernels/cpu/kernel.h"
+#include "kernels/dropout_rng.h"
 
 namespace ds::cpu {
 
@@ -249,6 +250,11 @@ void parallelChunks(int64_t n, F&& fn, int64_t min_parallel = kParallelMin) {
 
 // memcpy split across threads for large copies; nothing when dst == src.
 void copyBytes(void* dst, const void* src, size_t bytes);
+
+// A Dropout node's mask stream on this rank (kernels/dropout_rng.h) before its
+// first step: the run seed, the node's seed attribute and name, the rank and the
+// world size, the same on every backend.
+DropoutStream dropoutStreamOf(const KernelContext& ctx);
 
 inline constexpr int kMaxWalkRank = 16;
 

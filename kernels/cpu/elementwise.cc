@@ -9,7 +9,6 @@
 #include "kernels/cpu/cpu_util.h"
 #include "kernels/cpu/layout.h"
 #include "kernels/dropout_rng.h"
-#include "runtime/comm/communicator.h"
 
 namespace ds::cpu {
 namespace {
@@ -471,13 +470,7 @@ class DropoutKernel : public CpuKernel {
       : ratio_(ctx.f("ratio")),
         seed_(static_cast<uint64_t>(ctx.i("seed"))),
         training_(ctx.i("training_mode") != 0),
-        stream_{ctx.seed,
-                seed_,
-                nodeHash(ctx.node_name),
-                -1,
-                0,
-                ctx.comm ? ctx.comm->rank() : 0,
-                ctx.comm ? ctx.comm->size() : 1} {
+        stream_(dropoutStreamOf(ctx)) {
     if (!(ratio_ >= 0.0 && ratio_ < 1.0)) ctx.fail("ratio ", ratio_, " must lie in [0, 1)");
     if (ctx.hasInput(1) && !(ctx.input(1).dtype() == DType::I64 && ctx.input(1).numel() == 1))
       ctx.fail("the step input must be an i64 scalar");

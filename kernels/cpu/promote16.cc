@@ -23,10 +23,6 @@ bool movesBytesOnly(const std::string& op) {
   return ops.count(op) != 0;
 }
 
-size_t f32Bytes(const TensorView& v) {
-  return static_cast<size_t>(v.numel()) * sizeof(float);
-}
-
 // fn(begin, end) over [0, n), split between the threads when n is large.
 template <typename F>
 void convertInChunks(int64_t n, F&& fn) {
@@ -71,7 +67,7 @@ class PromotedKernel : public CpuKernel {
     auto promote = [&](TensorView& v, std::vector<std::pair<TensorView, float*>>* list) {
       if (!v.present() || !is16BitFloat(v.dtype())) return;
       auto* f32 = reinterpret_cast<float*>(at);
-      at += f32Bytes(v);
+      at += promotedCopyBytes(v);
       list->push_back({v, f32});
       v.data = f32;
       v.type.dtype = DType::F32;
@@ -114,11 +110,17 @@ bool needsPromotion(const KernelContext& ctx) {
   return false;
 }
 
+size_t promotedCopyBytes(const TensorView& v) {
+  constexpr size_t kAlignment = 256;
+  const size_t bytes = static_cast<size_t>(v.numel()) * sizeof(float);
+  return (bytes + kAlignment - 1) / kAlignment * kAlignment;
+}
+
 size_t promotionScratchBytes(const KernelContext& ctx) {
   size_t bytes = 0;
   for (const auto* list : {&ctx.inputs, &ctx.outputs})
     for (const TensorView& v : *list)
-      if (v.present() && is16BitFloat(v.dtype())) bytes += f32Bytes(v);
+      if (v.present() && is16BitFloat(v.dtype())) bytes += promotedCopyBytes(v);
   return bytes;
 }
 

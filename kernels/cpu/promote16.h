@@ -19,6 +19,9 @@ namespace ds::cpu {
 
 // Whether the step has 16-bit float tensors and an op that computes on them.
 bool needsPromotion(const KernelContext& ctx);
+// The scratch bytes of one operand's f32 copy: rounded up to 256 bytes, so that
+// every copy starts as aligned as an arena tensor (vector loads, cuDNN, cuBLAS).
+size_t promotedCopyBytes(const TensorView& v);
 // The f32 scratch bytes the step needs.
 size_t promotionScratchBytes(const KernelContext& ctx);
 // The step's kernel computing in f32 through `scratch` (promotionScratchBytes long).

@@ -4,7 +4,9 @@
 
 #include <cudnn_frontend.h>
 
+#include <cstdint>
 #include <functional>
+#include <iostream>
 #include <map>
 #include <mutex>
 #include <string>
@@ -90,7 +92,7 @@ struct BuiltGraph {
 };
 
 BuiltGraph buildGraph(const KernelContext& ctx, const Device& dev, bool backward,
-                      fe::AttentionImplementation_t implementation) {
+                      fe::AttentionImplementation_t implementation, bool deterministic) {
   const size_t q = backward ? 1 : 0;
   const DType t = ctx.input(q).dtype();
   const AttentionDims d =
@@ -132,7 +134,7 @@ BuiltGraph buildGraph(const KernelContext& ctx, const Device& dev, bool backward
                        .set_name("attention_grad")
                        .set_attn_scale(scale)
                        .set_causal_mask(d.causal)
-                       .set_deterministic_algorithm(!dev.benchmark);
+                       .set_deterministic_algorithm(deterministic);
     auto [dq, dk, dv] = graph->sdpa_backward(
         operand("Q", 1, d.q_len, d.head), operand("K", 2, d.kv_len, d.head),
         operand("V", 3, d.kv_len, d.value_head), operand("Y", 4, d.q_len, d.value_head),
@@ -146,7 +148,9 @@ BuiltGraph buildGraph(const KernelContext& ctx, const Device& dev, bool backward
       {"validate", [&] { return graph->validate(); }},
       {"build_operation_graph", [&] { return graph->build_operation_graph(dev.cudnn); }},
       {"create_execution_plans",
-       [&] { return graph->create_execution_plans({fe::HeurMode_t::A}); }},
+       [&] {
+         return graph->create_execution_plans({fe::HeurMode_t::A, fe::HeurMode_t::FALLBACK});
+       }},
       {"check_support", [&] { return graph->check_support(dev.cudnn); }},
       {"build_plans", [&] { return graph->build_plans(dev.cudnn); }},
       {"get_workspace_size", [&] { return graph->get_workspace_size(built.workspace); }}};
@@ -183,18 +187,31 @@ BuiltGraph cachedGraph(const KernelContext& ctx, const Device& dev, bool backwar
   std::lock_guard<std::mutex> lock(cache_mutex);
   if (auto it = cache.find(key); it != cache.end()) return it->second;
   // The frontend throws where it finds no implementation.
-  auto build = [&](fe::AttentionImplementation_t implementation) -> BuiltGraph {
+  // Deterministic unless --cudnn-benchmark, as convolutions (docs/cuda_backend.md).
+  auto build = [&](fe::AttentionImplementation_t implementation, bool deterministic) -> BuiltGraph {
     try {
-      return buildGraph(ctx, dev, backward, implementation);
+      return buildGraph(ctx, dev, backward, implementation, deterministic);
     } catch (const std::exception& e) {
       return {nullptr, 0, e.what()};
     }
   };
-  BuiltGraph built = build(fe::AttentionImplementation_t::AUTO);
+  BuiltGraph built = build(fe::AttentionImplementation_t::AUTO, !dev.benchmark);
+  // Without a deterministic backward for this geometry, cuDNN's other one is still
+  // several times faster than the cuBLAS path; said once per geometry.
+  if (!built.graph && backward && !dev.benchmark) {
+    BuiltGraph any = build(fe::AttentionImplementation_t::AUTO, false);
+    if (any.graph)
+      std::cerr << "dsrun: note: cuDNN has no deterministic fused attention backward for " << ctx.op
+                << " '" << ctx.node_name << "' (" << built.why
+                << "); it and any like it run cuDNN's non-deterministic one\n";
+    else
+      any.why = "deterministic: " + built.why + "; non-deterministic: " + any.why;
+    built = any;
+  }
   // The forward's automatic choice may take an implementation without an engine
   // here; the composite one is the long-standing flash attention.
   if (!built.graph && !backward) {
-    BuiltGraph composite = build(fe::AttentionImplementation_t::COMPOSITE);
+    BuiltGraph composite = build(fe::AttentionImplementation_t::COMPOSITE, !dev.benchmark);
     if (!composite.graph)
       composite.why = "automatic: " + built.why + "; composite: " + composite.why;
     built = composite;
@@ -219,6 +236,14 @@ std::unique_ptr<CudaKernel> cudnnAttentionKernel(const KernelContext& ctx, const
     if (why) *why = dev.cudnn == nullptr ? "no cuDNN handle" : "not 16-bit";
     return nullptr;
   }
+  // cuDNN's engines need 16-byte-aligned operands (4 for L), and reject others
+  // only when run; the views' addresses are fixed at load, so decline here.
+  for (const std::vector<TensorView>* list : {&ctx.inputs, &ctx.outputs})
+    for (const TensorView& v : *list)
+      if (v.present() && reinterpret_cast<uintptr_t>(v.data) % (v.dtype() == DType::F32 ? 4 : 16)) {
+        if (why) *why = "an operand is not 16-byte aligned";
+        return nullptr;
+      }
   BuiltGraph built = cachedGraph(ctx, dev, backward);
   if (!built.graph) {
     if (why) *why = built.why;

@@ -25,8 +25,11 @@
 // rounds once. So do mixed dtypes and shapes cuDNN has no 16-bit algorithm for.
 #include <algorithm>
 #include <array>
+#include <map>
+#include <mutex>
 #include <optional>
-#include <type_traits>
+#include <sstream>
+#include <string>
 
 #include "kernels/cpu/grad_util.h"
 #include "kernels/cpu/layout.h"
@@ -156,24 +159,61 @@ ConvLayout convLayout(const KernelContext& ctx, ConvPass pass) {
   return l;
 }
 
-// The first usable algorithm of cuDNN's ranked list: succeeded, workspace within
-// bounds, no tensor-op math for f32 (`tensor_ops` false; for 16-bit data tensor-op
-// math is the fast path, but never with conversions), and, when
-// `prefer_deterministic`, deterministic when one is (falling back to any usable
-// one). Null when none is usable.
+// cuDNN's ranked algorithms of a pass: by heuristics, or with `benchmark` by
+// cuDNN's Find, which times every candidate (allocating its own buffers). Find runs
+// once per geometry (`key`) in the process, as PyTorch's benchmark cache does:
+// ResNet-101's hundreds of convolution steps have a few dozen geometries. It runs
+// under the lock, so ranks sharing the GPU do not time against each other.
+template <typename Perf, typename Rank>
+std::vector<Perf> rankedAlgorithms(const std::string& key, bool benchmark, Rank&& rank) {
+  constexpr int kMax = 16;
+  static std::mutex mutex;
+  static auto* found = new std::map<std::string, std::vector<Perf>>;  // outlives statics
+  std::unique_lock<std::mutex> lock(mutex, std::defer_lock);
+  if (benchmark) {
+    lock.lock();
+    if (auto it = found->find(key); it != found->end()) return it->second;
+  }
+  std::array<Perf, kMax> perf{};
+  int count = 0;
+  DS_CUDNN_CHECK(rank(kMax, &count, perf.data()));
+  std::vector<Perf> out(perf.begin(), perf.begin() + std::clamp(count, 0, kMax));
+  if (benchmark) (*found)[key] = out;
+  return out;
+}
+
+// The candidates of cuDNN's ranked list in the order they are tried: succeeded, no
+// tensor-op math for f32 (`tensor_ops` false; for 16-bit data tensor-op math is the
+// fast path, but never with conversions), and, when `prefer_deterministic`, the
+// deterministic ones first.
 template <typename Perf>
-const Perf* pickAlgorithm(const Perf* perf, int count, bool tensor_ops, bool prefer_deterministic) {
-  for (bool need_deterministic : {prefer_deterministic, false})
-    for (int i = 0; i < count; ++i) {
-      const Perf& p = perf[i];
-      if (p.status != CUDNN_STATUS_SUCCESS || p.memory > kMaxConvWorkspace) continue;
+std::vector<const Perf*> candidateAlgorithms(const std::vector<Perf>& perf, bool tensor_ops,
+                                             bool prefer_deterministic) {
+  std::vector<const Perf*> out;
+  for (bool deterministic_pass : {true, false})
+    for (const Perf& p : perf) {
+      if (p.status != CUDNN_STATUS_SUCCESS) continue;
       if (p.mathType == CUDNN_TENSOR_OP_MATH_ALLOW_CONVERSION ||
           (!tensor_ops && p.mathType == CUDNN_TENSOR_OP_MATH))
         continue;
-      if (need_deterministic && p.determinism != CUDNN_DETERMINISTIC) continue;
-      return &p;
+      const bool deterministic = p.determinism == CUDNN_DETERMINISTIC;
+      if (prefer_deterministic ? deterministic == deterministic_pass : deterministic_pass)
+        out.push_back(&p);
     }
-  return nullptr;
+  return out;
+}
+
+// What a convolution's ranked algorithms depend on, as a key.
+std::string geometryKey(ConvPass pass, DType t, const Shape& x, const Shape& w, const Shape& y,
+                        const cpu::Window& win, int64_t group, bool nhwc) {
+  std::ostringstream key;
+  key << static_cast<int>(pass) << ' ' << dtypeName(t) << ' ' << group << ' ' << nhwc;
+  for (const std::vector<int64_t>* v :
+       {&x, &w, &y, &win.strides, &win.dilations, &win.pad_begin, &win.pad_end}) {
+    key << " |";
+    for (int64_t e : *v) key << ' ' << e;
+  }
+  return key.str();
 }
 
 class CudnnConv : public CudaKernel {
@@ -199,7 +239,8 @@ class CudnnConv : public CudaKernel {
     elem_ = dtypeSize(t);
     if (!dev.cudnn)  // descriptors checked, but algorithms need a device
       throwCudaError("cudnnGetConvolution*Algorithm_v7", "no cuDNN handle", __FILE__, __LINE__);
-    usable_ = chooseAlgorithm(dev, t != DType::F32);
+    usable_ = chooseAlgorithm(dev, t != DType::F32,
+                              geometryKey(pass, t, x, w, y, win, group, layout_.nhwc));
     if (!usable_ && t == DType::F32)
       ctx.fail("cuDNN offers no usable f32 algorithm for this convolution");
     if (bias_) {
@@ -274,56 +315,71 @@ class CudnnConv : public CudaKernel {
   }
 
   // cuDNN's ranked algorithms for this pass (by heuristics, or by measured time
-  // with dev.benchmark), the first usable one taken.
-  bool chooseAlgorithm(const Device& dev, bool tensor_ops) {
-    constexpr int kMax = 16;
-    int count = 0;
+  // with dev.benchmark): the first candidate whose workspace cuDNN can state and is
+  // within kMaxConvWorkspace. A 16-bit algorithm runs with the math type it was
+  // ranked with (cuDNN's rule for its perf results; f32 keeps FMA math). The
+  // workspace is what cuDNN asks for that algorithm and math type, which a
+  // heuristic's or a timed result's `memory` can understate.
+  bool chooseAlgorithm(const Device& dev, bool tensor_ops, const std::string& key) {
     const ConvDescriptors& d = desc_;
-    // A 16-bit algorithm runs with the math type it was ranked with (cuDNN's rule for
-    // its perf results; f32 keeps FMA math). The workspace is what cuDNN asks for that
-    // algorithm and math type, which a timed result's `memory` can understate.
-    auto take = [&](const auto* p, auto* algo) {
-      if (!p) return false;
-      *algo = p->algo;
-      if (tensor_ops) DS_CUDNN_CHECK(cudnnSetConvolutionMathType(d.conv_, p->mathType));
-      size_t bytes = 0;
-      if constexpr (std::is_same_v<decltype(p->algo), cudnnConvolutionFwdAlgo_t>)
-        DS_CUDNN_CHECK(cudnnGetConvolutionForwardWorkspaceSize(dev.cudnn, d.x_, d.w_, d.conv_, d.y_,
-                                                               p->algo, &bytes));
-      else if constexpr (std::is_same_v<decltype(p->algo), cudnnConvolutionBwdDataAlgo_t>)
-        DS_CUDNN_CHECK(cudnnGetConvolutionBackwardDataWorkspaceSize(dev.cudnn, d.w_, d.y_, d.conv_,
-                                                                    d.x_, p->algo, &bytes));
-      else
-        DS_CUDNN_CHECK(cudnnGetConvolutionBackwardFilterWorkspaceSize(
-            dev.cudnn, d.x_, d.y_, d.conv_, d.w_, p->algo, &bytes));
-      workspace_ = std::max(p->memory, bytes);
-      return true;
+    const cudnnMathType_t math = tensor_ops ? CUDNN_TENSOR_OP_MATH : CUDNN_FMA_MATH;
+    auto take = [&](const auto& ranked, auto* algo, auto&& workspace_size) {
+      for (const auto* p : candidateAlgorithms(ranked, tensor_ops, !dev.benchmark)) {
+        size_t bytes = 0;
+        if ((tensor_ops &&
+             cudnnSetConvolutionMathType(d.conv_, p->mathType) != CUDNN_STATUS_SUCCESS) ||
+            workspace_size(p->algo, &bytes) != CUDNN_STATUS_SUCCESS ||
+            std::max(p->memory, bytes) > kMaxConvWorkspace) {
+          DS_CUDNN_CHECK(cudnnSetConvolutionMathType(d.conv_, math));
+          continue;
+        }
+        *algo = p->algo;
+        workspace_ = std::max(p->memory, bytes);
+        return true;
+      }
+      return false;
     };
-    if (pass_ == ConvPass::Forward) {
-      std::array<cudnnConvolutionFwdAlgoPerf_t, kMax> perf{};
-      DS_CUDNN_CHECK(dev.benchmark
-                         ? cudnnFindConvolutionForwardAlgorithm(dev.cudnn, d.x_, d.w_, d.conv_,
-                                                                d.y_, kMax, &count, perf.data())
-                         : cudnnGetConvolutionForwardAlgorithm_v7(dev.cudnn, d.x_, d.w_, d.conv_,
-                                                                  d.y_, kMax, &count, perf.data()));
-      return take(pickAlgorithm(perf.data(), count, tensor_ops, !dev.benchmark), &fwd_);
-    }
-    if (pass_ == ConvPass::GradInput) {
-      std::array<cudnnConvolutionBwdDataAlgoPerf_t, kMax> perf{};
-      DS_CUDNN_CHECK(dev.benchmark
-                         ? cudnnFindConvolutionBackwardDataAlgorithm(
-                               dev.cudnn, d.w_, d.y_, d.conv_, d.x_, kMax, &count, perf.data())
-                         : cudnnGetConvolutionBackwardDataAlgorithm_v7(
-                               dev.cudnn, d.w_, d.y_, d.conv_, d.x_, kMax, &count, perf.data()));
-      return take(pickAlgorithm(perf.data(), count, tensor_ops, !dev.benchmark), &bwd_data_);
-    }
-    std::array<cudnnConvolutionBwdFilterAlgoPerf_t, kMax> perf{};
-    DS_CUDNN_CHECK(dev.benchmark
-                       ? cudnnFindConvolutionBackwardFilterAlgorithm(
-                             dev.cudnn, d.x_, d.y_, d.conv_, d.w_, kMax, &count, perf.data())
-                       : cudnnGetConvolutionBackwardFilterAlgorithm_v7(
-                             dev.cudnn, d.x_, d.y_, d.conv_, d.w_, kMax, &count, perf.data()));
-    return take(pickAlgorithm(perf.data(), count, tensor_ops, !dev.benchmark), &bwd_filter_);
+    if (pass_ == ConvPass::Forward)
+      return take(rankedAlgorithms<cudnnConvolutionFwdAlgoPerf_t>(
+                      key, dev.benchmark,
+                      [&](int n, int* count, cudnnConvolutionFwdAlgoPerf_t* perf) {
+                        return dev.benchmark
+                                   ? cudnnFindConvolutionForwardAlgorithm(
+                                         dev.cudnn, d.x_, d.w_, d.conv_, d.y_, n, count, perf)
+                                   : cudnnGetConvolutionForwardAlgorithm_v7(
+                                         dev.cudnn, d.x_, d.w_, d.conv_, d.y_, n, count, perf);
+                      }),
+                  &fwd_, [&](cudnnConvolutionFwdAlgo_t a, size_t* bytes) {
+                    return cudnnGetConvolutionForwardWorkspaceSize(dev.cudnn, d.x_, d.w_, d.conv_,
+                                                                   d.y_, a, bytes);
+                  });
+    if (pass_ == ConvPass::GradInput)
+      return take(rankedAlgorithms<cudnnConvolutionBwdDataAlgoPerf_t>(
+                      key, dev.benchmark,
+                      [&](int n, int* count, cudnnConvolutionBwdDataAlgoPerf_t* perf) {
+                        return dev.benchmark
+                                   ? cudnnFindConvolutionBackwardDataAlgorithm(
+                                         dev.cudnn, d.w_, d.y_, d.conv_, d.x_, n, count, perf)
+                                   : cudnnGetConvolutionBackwardDataAlgorithm_v7(
+                                         dev.cudnn, d.w_, d.y_, d.conv_, d.x_, n, count, perf);
+                      }),
+                  &bwd_data_, [&](cudnnConvolutionBwdDataAlgo_t a, size_t* bytes) {
+                    return cudnnGetConvolutionBackwardDataWorkspaceSize(dev.cudnn, d.w_, d.y_,
+                                                                        d.conv_, d.x_, a, bytes);
+                  });
+    return take(rankedAlgorithms<cudnnConvolutionBwdFilterAlgoPerf_t>(
+                    key, dev.benchmark,
+                    [&](int n, int* count, cudnnConvolutionBwdFilterAlgoPerf_t* perf) {
+                      return dev.benchmark
+                                 ? cudnnFindConvolutionBackwardFilterAlgorithm(
+                                       dev.cudnn, d.x_, d.y_, d.conv_, d.w_, n, count, perf)
+                                 : cudnnGetConvolutionBackwardFilterAlgorithm_v7(
+                                       dev.cudnn, d.x_, d.y_, d.conv_, d.w_, n, count, perf);
+                    }),
+                &bwd_filter_, [&](cudnnConvolutionBwdFilterAlgo_t a, size_t* bytes) {
+                  return cudnnGetConvolutionBackwardFilterWorkspaceSize(dev.cudnn, d.x_, d.y_,
+                                                                        d.conv_, d.w_, a, bytes);
+                });
   }
 
   ConvPass pass_;

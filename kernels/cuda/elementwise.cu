@@ -673,10 +673,9 @@ void dropout(const float* x, float* y, bool* mask, int64_t n, uint64_t key,
                                                   scale);
 }
 
-void dropoutKey(uint64_t run_seed, uint64_t node_seed, uint64_t node, const int64_t* step,
-                int64_t* state, uint64_t* key, cudaStream_t s) {
-  dropoutKeyKernel<<<1, 1, 0, s>>>(DropoutStream{run_seed, node_seed, node, -1, 0}, step, state,
-                                   key);
+void dropoutKey(const DropoutStream& stream, const int64_t* step, int64_t* state, uint64_t* key,
+                cudaStream_t s) {
+  dropoutKeyKernel<<<1, 1, 0, s>>>(stream, step, state, key);
 }
 
 void dropoutRunKey(uint64_t seed, uint64_t* runs, uint64_t* key, cudaStream_t s) {

@@ -181,8 +181,7 @@ class DropoutKernel : public CudaKernel {
       : ratio_(ctx.f("ratio")),
         seed_(static_cast<uint64_t>(ctx.i("seed"))),
         training_(ctx.i("training_mode") != 0),
-        run_seed_(ctx.seed),
-        node_(nodeHash(ctx.node_name)) {
+        stream_(dropoutStreamOf(ctx)) {
     requireF32(ctx, 0);
     if (!(ratio_ >= 0.0 && ratio_ < 1.0)) ctx.fail("ratio ", ratio_, " must lie in [0, 1)");
     if (ctx.hasInput(1) && !(ctx.input(1).dtype() == DType::I64 && ctx.input(1).numel() == 1))
@@ -204,7 +203,7 @@ class DropoutKernel : public CudaKernel {
     auto* state = state_.as<int64_t>();
     auto* key = reinterpret_cast<uint64_t*>(state + 2);
     if (ctx.hasInput(1))
-      dropoutKey(run_seed_, seed_, node_, ctx.input(1).as<int64_t>(), state, key, dev.stream);
+      dropoutKey(stream_, ctx.input(1).as<int64_t>(), state, key, dev.stream);
     else
       dropoutRunKey(seed_, reinterpret_cast<uint64_t*>(state), key, dev.stream);
     const auto threshold = static_cast<uint64_t>(ratio_ * 4294967296.0);
@@ -216,8 +215,8 @@ class DropoutKernel : public CudaKernel {
   double ratio_;
   uint64_t seed_;
   bool training_;
-  uint64_t run_seed_, node_;
-  DeviceBuffer state_;  // {last step, micro-step} or {runs}, then the key; on the device
+  DropoutStream stream_;  // the node and rank; step and micro-step come on the device
+  DeviceBuffer state_;    // {last step, micro-step} or {runs}, then the key; on the device
 };
 
 }  // namespace

@@ -12,6 +12,7 @@
 #include <cstdint>
 
 #include "ir/dtype.h"
+#include "kernels/dropout_rng.h"
 
 namespace ds::cuda {
 
@@ -94,9 +95,10 @@ void dropout(const float* x, float* y, bool* mask, int64_t n, uint64_t key,
              const uint64_t* key_on_device, uint64_t threshold, float scale, cudaStream_t s);
 // The key of this run of a training-plan Dropout node, from the step feed: state
 // holds {last step, micro-step} (starting at {-1, 0}) and is advanced on the
-// device, so no step value needs to reach the host.
-void dropoutKey(uint64_t run_seed, uint64_t node_seed, uint64_t node, const int64_t* step,
-                int64_t* state, uint64_t* key, cudaStream_t s);
+// device, so no step value needs to reach the host. `stream` names the node and
+// the rank; its step and micro-step are filled in on the device.
+void dropoutKey(const DropoutStream& stream, const int64_t* step, int64_t* state, uint64_t* key,
+                cudaStream_t s);
 // The key of run r of a Dropout node without a step input: mix64(seed + golden * r),
 // with r counted on the device (runs: {r} starting at 0) so that a replayed CUDA
 // graph draws a fresh mask on every run, as the CPU kernel does.

@@ -133,6 +133,8 @@ MatMulPlan matmulPlan(const KernelContext& ctx) {
   p.trans_a = ctx.attrs.count("transA") && ctx.i("transA") != 0;
   p.trans_b = ctx.attrs.count("transB") && ctx.i("transB") != 0;
   p.alpha = ctx.attrs.count("alpha") ? static_cast<float>(ctx.f("alpha")) : 1.0f;
+  if ((p.trans_a && a.size() < 2) || (p.trans_b && b.size() < 2))
+    ctx.fail("transA/transB need operands of rank 2 or more");
   if (p.trans_a) std::swap(a[a.size() - 1], a[a.size() - 2]);
   if (p.trans_b) std::swap(b[b.size() - 1], b[b.size() - 2]);
   if (a.size() == 1) a.insert(a.begin(), 1);

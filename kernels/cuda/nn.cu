@@ -535,10 +535,13 @@ __global__ void maxPool2dGradKernel(Pool2d g, const S* dy, const int* at, S* dx)
 
 }  // namespace
 
+// The 2-D kernels count in int: below 2^30 elements, adding a grid stride (at most
+// 2^28 threads) cannot overflow.
 bool isPlainMaxPool2d(const PoolArgs& a) {
+  constexpr int64_t kIntCount = int64_t{1} << 30;
   return a.in[0] == 1 && a.out[0] == 1 && a.kernel[0] == 1 && a.dilations[1] == 1 &&
-         a.dilations[2] == 1 && a.planes * a.in[1] * a.in[2] < (int64_t{1} << 31) &&
-         a.planes * a.out[1] * a.out[2] < (int64_t{1} << 31);
+         a.dilations[2] == 1 && a.planes * a.in[1] * a.in[2] < kIntCount &&
+         a.planes * a.out[1] * a.out[2] < kIntCount;
 }
 
 void pool(const PoolArgs& a, bool max_pool, DType t, const void* x, void* y, cudaStream_t s) {

@@ -3,6 +3,7 @@
 #include <utility>
 #include <vector>
 
+#include "kernels/cpu/promote16.h"
 #include "kernels/cuda/cuda_util.h"
 
 namespace ds::cuda {
@@ -21,7 +22,7 @@ class PromotedKernel : public CudaKernel {
     auto promote = [&](TensorView& v, std::vector<Copy>* list) {
       if (!v.present() || !is16BitFloat(v.dtype())) return;
       auto* f32 = reinterpret_cast<float*>(at);
-      at += static_cast<size_t>(v.numel()) * sizeof(float);
+      at += cpu::promotedCopyBytes(v);
       list->push_back({v, f32});
       v.data = f32;
       v.type.dtype = DType::F32;

@@ -10,6 +10,7 @@
 // are f32 (expf; sums of them in double): in double, GPT-2's 8192 x 50257 scores
 // would make the loss FP64-bound.
 #include <algorithm>
+#include <type_traits>
 
 #include "kernels/cuda/device_util.h"
 
@@ -21,10 +22,10 @@ inline int rowThreads(int64_t rows) {
   return rows < 128 ? 1024 : 256;
 }
 
-// Threads for a LayerNorm row of `inner` elements: about 16 elements each (a warp
-// for 512 or fewer), so the block-wide sums of many short rows (GPT's 8192 rows of
-// 768) cost a warp's shuffles rather than eight warps' barriers; wide blocks still
-// for few rows.
+// Threads for a row of `inner` elements (LayerNorm, softmax, row sums): about 16
+// elements each (a warp for 512 or fewer), so the block-wide sums of many short
+// rows (GPT's 8192 rows of 768, a 7x7 pool's planes) cost a warp's shuffles rather
+// than eight warps' barriers; wide blocks still for few rows.
 inline int normRowThreads(int64_t rows, int64_t inner) {
   if (rows < 128) return rowThreads(rows);
   const int64_t warps = std::clamp<int64_t>((inner + 511) / 512, 1, 8);
@@ -134,6 +135,21 @@ __global__ void reduceTableKernel(const S* x, Y* y, const int64_t* base, int64_t
     for (int64_t r = 0; r < reduced; ++r) acc += term<kSquare>(x[base[o] + offsets[r]]);
     y[o] = sumOut<Y>(acc, scale);
   }
+}
+
+// The same with a block per output, for long reductions: the offsets run in the
+// input's order, so a warp's reads are contiguous within each run of the fastest
+// reduced dim (a conv bias gradient's H·W planes).
+template <bool kSquare, typename S, typename Y>
+__global__ void reduceTableRowsKernel(const S* x, Y* y, const int64_t* base, const int64_t* offsets,
+                                      int64_t reduced, double scale) {
+  __shared__ double shared[32];
+  const S* from = x + base[blockIdx.x];
+  double acc = 0.0;
+  for (int64_t r = threadIdx.x; r < reduced; r += blockDim.x)
+    acc += term<kSquare>(from[offsets[r]]);
+  acc = blockSum(acc, shared);
+  if (threadIdx.x == 0) y[blockIdx.x] = sumOut<Y>(acc, scale);
 }
 
 // SoftmaxGrad: dX = Y·(dY − Σ dY·Y) along the axis, the dot in double and each
@@ -656,13 +672,15 @@ template <typename S>
 __device__ inline void writeSampleGrad(const CrossEntropyArgs& a, const S* xs, double lse,
                                        double scale, int64_t label, S* dxs, int64_t first,
                                        int64_t step) {
-  // p in f32, but the label's p − 1 in double: it nears 0 as the model grows
-  // confident, where f32's absolute error in p would be a large relative one.
-  const auto lse_f = static_cast<float>(lse);
+  // p in f32 of x − lse taken in double (lse rounded to f32 first would err by
+  // half its ulp, a large relative error for large logits), but the label's p − 1
+  // in double: it nears 0 as the model grows confident, where f32's absolute error
+  // in p would be a large relative one.
   for (int64_t c = first; c < a.c; c += step) {
     const float x = toFloat(xs[c * a.d]);
-    const double d = c != label ? static_cast<double>(expf(x - lse_f))
-                                : ::exp(static_cast<double>(x) - lse) - 1.0;
+    const double d =
+        c != label ? static_cast<double>(expf(static_cast<float>(static_cast<double>(x) - lse)))
+                   : ::exp(static_cast<double>(x) - lse) - 1.0;
     dxs[c * a.d] = fromFloat<S>(c < a.classes ? static_cast<float>(scale * d) : 0.0f);
   }
 }
@@ -849,7 +867,8 @@ void reduceBlocksOf(const S* xs, Y* ys, int64_t outer, int64_t reduced, int64_t 
             xs, scratch, reduced, chunk);
     reducePartialsKernel<<<gridFor(outer), kThreads, 0, s>>>(scratch, ys, outer, parts, scale);
   } else if (inner == 1) {
-    reduceRowsKernel<kSquare><<<rowsGrid(outer), rowThreads(outer), 0, s>>>(xs, ys, reduced, scale);
+    reduceRowsKernel<kSquare>
+        <<<rowsGrid(outer), normRowThreads(outer, reduced), 0, s>>>(xs, ys, reduced, scale);
   } else {
     reduceColumnsKernel<kSquare>
         <<<gridFor(outer * inner), kThreads, 0, s>>>(xs, ys, outer, reduced, inner, scale);
@@ -886,13 +905,23 @@ void reduceTable(DType t, DType yt, const void* x, void* y, const int64_t* base,
                  const int64_t* offsets, int64_t reduced, double scale, cudaStream_t s,
                  bool square) {
   if (outputs == 0) return;
+  // A thread per output while each is short; a block per output when long.
+  constexpr int64_t kLongReduction = 64;
   withSumTypes(t, yt, x, y, [&](const auto* xs, auto* ys) {
+    auto launch = [&](auto square_tag) {
+      constexpr bool kSquare = decltype(square_tag)::value;
+      if (reduced >= kLongReduction)
+        reduceTableRowsKernel<kSquare>
+            <<<rowsGrid(outputs), normRowThreads(outputs, reduced), 0, s>>>(xs, ys, base, offsets,
+                                                                            reduced, scale);
+      else
+        reduceTableKernel<kSquare>
+            <<<gridFor(outputs), kThreads, 0, s>>>(xs, ys, base, outputs, offsets, reduced, scale);
+    };
     if (square)
-      reduceTableKernel<true>
-          <<<gridFor(outputs), kThreads, 0, s>>>(xs, ys, base, outputs, offsets, reduced, scale);
+      launch(std::true_type{});
     else
-      reduceTableKernel<false>
-          <<<gridFor(outputs), kThreads, 0, s>>>(xs, ys, base, outputs, offsets, reduced, scale);
+      launch(std::false_type{});
   });
 }
 
@@ -904,7 +933,7 @@ void softmax(bool log, DType t, const void* x, const void* mask, int64_t mask_ro
     const S* xs = static_cast<const S*>(x);
     S* ys = static_cast<S*>(y);
     if (inner == 1)
-      softmaxRowsKernel<<<rowsGrid(outer), rowThreads(outer), 0, s>>>(
+      softmaxRowsKernel<<<rowsGrid(outer), normRowThreads(outer, n), 0, s>>>(
           log, xs, static_cast<const S*>(mask), mask_rows, ys, n);
     else
       softmaxColumnsKernel<<<gridFor(outer * inner), kThreads, 0, s>>>(log, xs, ys, outer, n,
@@ -920,7 +949,7 @@ void softmaxGrad(DType t, const void* dy, const void* y, void* dx, int64_t outer
     const S *dys = static_cast<const S*>(dy), *ys = static_cast<const S*>(y);
     S* dxs = static_cast<S*>(dx);
     if (inner == 1)
-      softmaxGradRowsKernel<<<rowsGrid(outer), rowThreads(outer), 0, s>>>(dys, ys, dxs, n);
+      softmaxGradRowsKernel<<<rowsGrid(outer), normRowThreads(outer, n), 0, s>>>(dys, ys, dxs, n);
     else
       softmaxGradColumnsKernel<<<gridFor(outer * inner), kThreads, 0, s>>>(dys, ys, dxs, outer, n,
                                                                            inner);
@@ -966,7 +995,9 @@ double* launchBatchNormParts(const BatchNormArgs& a, const S* x, GradIn<S> dy, d
         <<<columns, dim3(32, kColumnWarps), 0, s>>>(a, x, dy, (a.n + parts - 1) / parts, partial);
     return partial;
   }
-  if (a.inner >= 128) {  // whole planes: parts split the images
+  // Whole planes: parts split the images (with fewer images than parts, most
+  // blocks would idle, so the parts then split within planes, below).
+  if (a.inner >= 128 && a.n >= parts) {
     const int64_t images = (a.n + parts - 1) / parts;
     if (packed)
       batchNormPlanePartsKernel<true, S, K><<<grid, 256, 0, s>>>(a, x, dy, images, partial);

@@ -181,7 +181,7 @@ std::optional<DType> normStorageDType(const KernelContext& ctx,
 
 // X as [n, c, inner] with the channel in the middle: [N, C, H·W], or for a
 // channels-last X [N·H·W, C, 1] (the kernels' column mode).
-BatchNormArgs batchNormGeometry(const TensorView& x) {
+BatchNormArgs batchNormGeometry(const KernelContext& ctx, const TensorView& x) {
   const Shape& s = x.shape();
   BatchNormArgs a;
   a.n = s[0];
@@ -191,6 +191,9 @@ BatchNormArgs batchNormGeometry(const TensorView& x) {
     a.n *= a.inner;
     a.inner = 1;
   }
+  // Planes put the channel on the grid's y dimension.
+  if (a.inner > 1 && a.c > 65535)
+    ctx.fail(a.c, " channels with spatial dims: the CUDA kernels take at most 65535");
   return a;
 }
 
@@ -202,7 +205,7 @@ std::unique_ptr<CudaKernel> batchNormKernel(const KernelContext& ctx, const Devi
   if (*t == DType::F32)
     for (size_t i = 0; i < 5; ++i) requireF32(ctx, i);
   const DType dtype = *t;
-  BatchNormArgs a = batchNormGeometry(ctx.input(0));
+  BatchNormArgs a = batchNormGeometry(ctx, ctx.input(0));
   a.eps = ctx.f("epsilon");
   a.momentum = ctx.f("momentum");
   // batchNormEpilogueRule accepted [Relu], [Add] or [Add, Relu].
@@ -228,7 +231,8 @@ bool batchNormEpilogueRule(const KernelContext& bn, const cpu::Epilogue& next) {
   const std::vector<cpu::Epilogue>& done = bn.epilogue;
   if (next.op == "Relu") return done.empty() || (done.size() == 1 && done[0].op == "Add");
   return next.op == "Add" && done.empty() && next.operand.data != nullptr &&
-         next.operand.type == bn.output(0).type;
+         next.operand.type == bn.output(0).type &&
+         next.operand.channels_last == bn.output(0).channels_last;
 }
 
 // BatchNormalizationGrad(dY, X, scale[, R]) -> dX, dScale, dBias.
@@ -239,7 +243,7 @@ std::unique_ptr<CudaKernel> batchNormGradKernel(const KernelContext& ctx, const 
     for (size_t i = 0; i < ctx.inputs.size(); ++i)
       if (ctx.hasInput(i)) requireF32(ctx, i);
   const DType dtype = *t;
-  BatchNormArgs a = batchNormGeometry(ctx.input(1));
+  BatchNormArgs a = batchNormGeometry(ctx, ctx.input(1));
   a.eps = ctx.f("epsilon");
   return launchKernel(
       [a, dtype](const KernelContext& c, const Device& d, void* ws) {

@@ -142,7 +142,11 @@ std::unique_ptr<CudaKernel> concatKernel(const KernelContext& ctx, bool split) {
           if (blocks[k] == 0) continue;
           auto* p = static_cast<uint8_t*>(ps[k].data);
           auto h = static_cast<size_t>(outer);
-          if (split)
+          // One row: a plain copy (a 2-D copy's pitch is capped at 2 GiB).
+          if (h == 1)
+            DS_CUDA_CHECK(cudaMemcpyAsync(split ? p : w + at, split ? w + at : p, blocks[k],
+                                          cudaMemcpyDeviceToDevice, dev.stream));
+          else if (split)
             DS_CUDA_CHECK(cudaMemcpy2DAsync(p, blocks[k], w + at, row, blocks[k], h,
                                             cudaMemcpyDeviceToDevice, dev.stream));
           else
