@@ -1,5 +1,6 @@
 #include "frontend/compile.h"
 
+#include <filesystem>
 #include <utility>
 
 #include "frontend/onnx_export.h"
@@ -421,7 +422,10 @@ PlanFile buildPlan(const Compilation& c, const std::string& model_path) {
                                .world_size = c.world_size,
                                .config_json = effectiveConfigJson(c).dump(),
                                .accumulation = c.config.gradient_accumulation_steps.value_or(1),
-                               .overlap_comm = overlapComm(c)});
+                               .overlap_comm = overlapComm(c),
+                               // at most the model file's bytes (trained weights left out)
+                               .blob_reserve = std::filesystem::file_size(model_path) +
+                                               static_cast<size_t>(kPlanAlignment)});
   embedOnnxModel(model_path, &plan);  // for dsrun --export-onnx
   return plan;
 }

@@ -5,9 +5,9 @@
 #include <cstdio>
 #include <filesystem>
 #include <fstream>
+#include <limits>
 #include <map>
 #include <set>
-#include <sstream>
 #include <string_view>
 
 #include "frontend/onnx_import.h"
@@ -18,21 +18,6 @@
 
 namespace ds {
 namespace {
-
-onnx::ModelProto parseModel(const std::string& bytes, const std::string& origin) {
-  onnx::ModelProto model;
-  DS_CHECK(model.ParseFromString(bytes) && model.has_graph(), origin,
-           ": not an ONNX model (the bytes do not parse as an ONNX ModelProto)");
-  return model;
-}
-
-std::string readFile(const std::string& path, const std::string& why) {
-  std::ifstream in(path, std::ios::binary);
-  DS_CHECK(in.good(), path, ": cannot open file", why);
-  std::stringstream buffer;
-  buffer << in.rdbuf();
-  return buffer.str();
-}
 
 // Plan tensors whose values training changes and the ONNX file holds as
 // initializers: parameters (whole or ZeRO shards of them) and buffers.
@@ -84,15 +69,19 @@ void setRawData(onnx::TensorProto* init, const uint8_t* data, size_t bytes) {
 onnx::ModelProto sourceModel(const PlanFile& plan) {
   const planpb::Plan& p = plan.plan;
   if (p.onnx_bytes() == 0)
-    return parseModel(readFile(p.model(),
-                               " (the plan embeds no ONNX model, so --export-onnx re-reads the "
-                               "model it was compiled from; recompile the plan)"),
-                      p.model());
+    return readOnnxModel(p.model(),
+                         " (the plan embeds no ONNX model, so --export-onnx re-reads the model "
+                         "it was compiled from; recompile the plan)");
   DS_CHECK(p.onnx_offset() + p.onnx_bytes() <= plan.blob.size(),
            "damaged plan: the embedded ONNX model lies outside the blob");
-  return parseModel(std::string(reinterpret_cast<const char*>(plan.blob.data() + p.onnx_offset()),
-                                p.onnx_bytes()),
-                    "the plan's embedded model of " + p.model());
+  onnx::ModelProto model;
+  DS_CHECK(p.onnx_bytes() <= static_cast<uint64_t>(std::numeric_limits<int>::max()) &&
+               model.ParseFromArray(plan.blob.data() + p.onnx_offset(),
+                                    static_cast<int>(p.onnx_bytes())) &&
+               model.has_graph(),
+           "the plan's embedded model of ", p.model(),
+           ": not an ONNX model (the bytes do not parse as an ONNX ModelProto)");
+  return model;
 }
 
 void writeAtomically(const std::string& path, const onnx::ModelProto& model) {
@@ -111,7 +100,7 @@ void writeAtomically(const std::string& path, const onnx::ModelProto& model) {
 }  // namespace
 
 void embedOnnxModel(const std::string& model_path, PlanFile* plan) {
-  onnx::ModelProto model = parseModel(readFile(model_path, ""), model_path);
+  onnx::ModelProto model = readOnnxModel(model_path);
   std::string base_dir = std::filesystem::path(model_path).parent_path().string();
   const std::set<std::string> trained = trainedNames(*plan);
   for (onnx::TensorProto& init : *model.mutable_graph()->mutable_initializer()) {
@@ -126,6 +115,7 @@ void embedOnnxModel(const std::string& model_path, PlanFile* plan) {
   DS_CHECK(model.SerializeToString(&bytes), model_path,
            ": the model is too large to embed in the plan");
   while (plan->blob.size() % kPlanAlignment) plan->blob.push_back(0);
+  plan->blob.reserve(plan->blob.size() + bytes.size());  // no more than it needs
   plan->plan.set_onnx_offset(plan->blob.size());
   plan->plan.set_onnx_bytes(bytes.size());
   plan->blob.insert(plan->blob.end(), bytes.begin(), bytes.end());

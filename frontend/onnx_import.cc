@@ -3,12 +3,12 @@
 // need them), then removes what nothing uses and verifies the result.
 #include "frontend/onnx_import.h"
 
+#include <fcntl.h>
 #include <onnx/onnx_pb.h>
+#include <unistd.h>
 
 #include <filesystem>
-#include <fstream>
 #include <set>
-#include <sstream>
 
 #include "frontend/onnx_internal.h"
 #include "ir/error.h"
@@ -227,14 +227,19 @@ std::unique_ptr<Graph> importOnnxModel(const onnx::ModelProto& model, const Impo
   }
 }
 
-std::unique_ptr<Graph> importOnnxFile(const std::string& path, const ImportOptions& options) {
-  std::ifstream in(path, std::ios::binary);
-  DS_CHECK(in.good(), path, ": cannot open file");
-  std::stringstream buffer;
-  buffer << in.rdbuf();
+onnx::ModelProto readOnnxModel(const std::string& path, const std::string& why) {
+  const int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
+  DS_CHECK(fd >= 0, path, ": cannot open file", why);
   onnx::ModelProto model;
-  DS_CHECK(model.ParseFromString(buffer.str()), path,
+  const bool parsed = model.ParseFromFileDescriptor(fd);
+  ::close(fd);
+  DS_CHECK(parsed, path,
            ": not an ONNX model (the file does not parse as an ONNX ModelProto; truncated?)");
+  return model;
+}
+
+std::unique_ptr<Graph> importOnnxFile(const std::string& path, const ImportOptions& options) {
+  const onnx::ModelProto model = readOnnxModel(path);
   DS_CHECK(model.has_graph() && model.ir_version() > 0, path,
            ": not an ONNX model (no ir_version or graph)");
   std::string base_dir = std::filesystem::path(path).parent_path().string();

@@ -32,6 +32,11 @@ struct ImportOptions {
 };
 
 // Reads and imports a model file; external data is looked up beside it.
+// Parses the ONNX model file at `path` straight from the file (a large model's
+// bytes are not held twice); throws naming the file (with `why` appended when it
+// cannot be opened) unless it parses as an ONNX ModelProto.
+onnx::ModelProto readOnnxModel(const std::string& path, const std::string& why = "");
+
 std::unique_ptr<Graph> importOnnxFile(const std::string& path, const ImportOptions& options = {});
 std::unique_ptr<Graph> importOnnxModel(const onnx::ModelProto& model, const ImportOptions& options,
                                        const std::string& base_dir, const std::string& origin);

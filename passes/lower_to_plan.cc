@@ -37,6 +37,13 @@ class Lowering {
       host_stream_ = addStream("host");
     if (has([](const Node& n) { return n.op() == "Copy"; }))  // optimizer or parameter offload
       copy_stream_ = addStream("copy");
+    // The initial data's bytes, reserved: growing the blob by doubling would hold
+    // twice a large model's weights at once.
+    size_t blob_bytes = o.blob_reserve;
+    for (const Value* v : g_.sources())
+      if (v->hasData())
+        blob_bytes += static_cast<size_t>(alignUp(static_cast<int64_t>(v->data().bytes())));
+    f_.blob.reserve(blob_bytes);
     for (const Value* v : g_.sources()) addSource(v);
     for (const auto& n : g_.nodes())
       for (const Value* v : n->outputs()) addArenaTensor(v);

@@ -29,6 +29,9 @@ struct LowerOptions {
   // zero_optimization.overlap_comm: collectives run on a "comm" stream, ordered
   // against compute by events, so they overlap the compute steps after them.
   bool overlap_comm = false;
+  // Blob bytes the caller appends after lowering (dscompile: the embedded ONNX
+  // model), reserved with the initial data so that appending copies nothing.
+  size_t blob_reserve = 0;
 };
 
 PlanFile lowerToPlan(const Graph& graph, const MemoryPlan& memory, const LowerOptions& options);

@@ -320,6 +320,9 @@ std::vector<OpCase> tensorCases() {
        "@n"},
       {"ReduceMean",
        "input %x0 : f32[2,3,4]\n %y = ReduceMean(%x0) {axes = [0, 2]} : f32[1,3,1] @n"},
+      {"ReduceSum",  // a conv bias gradient: long interleaved reductions, a block each
+       "input %x0 : f32[6,5,9,10]\n %y = ReduceSum(%x0) {axes = [0, 2, 3], keepdims = 0} : f32[5] "
+       "@n"},
       {"Softmax", "input %x0 : f32[3,500]\n %y = Softmax(%x0) {axis = -1} : f32[3,500] @n"},
       {"Softmax", "input %x0 : f32[3,5,2]\n %y = Softmax(%x0) {axis = 1} : f32[3,5,2] @n"},
       {"Softmax",  // an attention mask, repeating along the rows
