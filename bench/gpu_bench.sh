@@ -42,6 +42,11 @@
 #            with BUILD_DIR's binaries (default build); no dsrun, no peers
 #     smoke  no GPU: everything on the CPU at tiny sizes (ResNet-18, a 2-layer GPT) with
 #            BUILD_DIR's binaries: checks the script's plumbing, not speed
+#     warmup the torch.compile peers alone, one step each and no dsrun: run ahead (while
+#            the tests run) so that the timed compile peers find Inductor's caches warm
+#   BENCH_LOG_DIR: where each command's log goes (default: a temporary folder whose logs
+#   are appended to bench.log at the end; bench/gpu_session.sh puts them in its results,
+#   so that a run cut short keeps them).
 set -uo pipefail
 cd "$(dirname "$0")/.." || exit 2
 OUT=${OUT:-/tmp/gpu_bench_out}
@@ -64,8 +69,8 @@ progress=$OUT/bench.log
 log() { echo "gpu_bench: $*" | tee -a "$progress"; }
 
 case $mode in
-  gpu | plans | smoke) ;;
-  *) log "BENCH_MODE must be gpu, plans or smoke, not '$mode'"; exit 2 ;;
+  gpu | plans | smoke | warmup) ;;
+  *) log "BENCH_MODE must be gpu, plans, smoke or warmup, not '$mode'"; exit 2 ;;
 esac
 py=${BENCH_PYTHON:-}
 if [[ -z $py ]]; then
@@ -75,8 +80,20 @@ fi
 # ninja (torch.compile, DeepSpeed's op builds) lives beside the interpreter.
 PATH="$(dirname "$(command -v "$py")"):$PATH"
 export PATH PYTHONUNBUFFERED=1
+# torch.compile's caches (on by default in recent PyTorch; asked for here): the warmup
+# mode's compiles fill them for the timed compile peers.
+export TORCHINDUCTOR_FX_GRAPH_CACHE=1 TORCHINDUCTOR_AUTOGRAD_CACHE=1
 
-if [[ $mode == gpu ]]; then
+if [[ $mode == warmup ]]; then  # PyTorch only: no binaries
+  work=$(mktemp -d /tmp/dsbench.XXXXXX)
+  bin=
+  ds_ld_library_path=
+  device=cuda
+  steps=1
+  warmup=0
+  extra=0
+  BENCH_PEERS=compile
+elif [[ $mode == gpu ]]; then
   [[ -f .gpu/payload.tar.xz ]] || { log "no .gpu/payload.tar.xz: run scripts/gpu_pack.sh and carry .gpu"; exit 2; }
   # shellcheck source=bench/gpu_env.sh
   source bench/gpu_env.sh
@@ -96,7 +113,7 @@ if [[ $mode == smoke ]]; then
   warmup=${BENCH_WARMUP:-1}
   extra=${BENCH_EXTRA_WARMUP:-2}
 fi
-logs=$work/logs
+logs=${BENCH_LOG_DIR:-$work/logs}
 plans=$work/plans
 site=$work/pysite           # DeepSpeed and the packages it needs (pip --target)
 extensions=$work/torch_ext  # DeepSpeed's JIT-built ops, shared by the prebuild and the peer
@@ -305,7 +322,7 @@ deepspeed_peers() { # W DSRUN-VARIANT
   local w=$1 dsrun_variant=$2
   # run_peer sees this (bash scopes dynamically); the other peers run without it.
   local -a peer_env=(env "PYTHONPATH=$site" "TORCH_EXTENSIONS_DIR=$extensions" MAX_JOBS=4
-    TORCH_CUDA_ARCH_LIST=9.0)
+    TORCH_CUDA_ARCH_LIST=9.0 DS_SKIP_CUDA_CHECK=1)
   if [[ $ds_state == absent ]]; then
     note "$w" deepspeed-ref failed "DeepSpeed unavailable: not carried (scripts/gpu_pack.sh puts its wheels in .gpu/wheels) or its prebuild failed"
     return
@@ -341,6 +358,7 @@ deepspeed_peers() { # W DSRUN-VARIANT
 # workload, in the same order, with what is left (its compile is the longest wait, so
 # every workload gets its dsrun-vs-eager numbers first).
 declare -A share=([ref]=45 [r101_224]=30 [gpt]=25)
+declare -A used_variant=()  # per workload: the dsrun plan variant that trained
 phase1_pct=${BENCH_PHASE1_PCT:-65}
 peer_env=()  # deepspeed_peers' environment (a local there)
 selected=()
@@ -358,6 +376,7 @@ for w in "${selected[@]}"; do
   workload_end=$((t0 + budget * phase1_pct * cumulative / (100 * total_share)))
   ((workload_end > deadline)) && workload_end=$deadline
   setup_workload "$w"
+  [[ $mode == warmup ]] && continue
   log "== $w: until +$((workload_end - t0)) s of the budget (now +$(($(date +%s) - t0)) s) =="
 
   # dsrun: model, plan (variants until one trains), timing.
@@ -391,15 +410,12 @@ for w in "${selected[@]}"; do
     # NHWC activations (dsrun --channels-last, off by default until measured here).
     [[ $used != fp32 ]] && dsrun_time "$w" "$used" dsrun-channels-last feed --channels-last
   fi
-  if [[ -n $used && $mode == gpu ]]; then # where the device time goes, per op
-    limited "profile_$w" 60 "${ds[@]}" "$bin/dsrun" "$plans/${w}_$used.plan" --backend cuda \
-      --cudnn-benchmark --data synthetic --steps 4 --profile && cp "$logs/profile_$w.log" "$OUT/profile_$w.txt"
-    [[ $w == r101_224 && $used != fp32 ]] &&
-      limited "profile_${w}_nhwc" 60 "${ds[@]}" "$bin/dsrun" "$plans/${w}_$used.plan" --backend cuda \
-        --cudnn-benchmark --channels-last --data synthetic --steps 4 --profile &&
-      cp "$logs/profile_${w}_nhwc.log" "$OUT/profile_${w}_nhwc.txt"
-  fi
-  rm -f "$plans"/*.plan "$plans"/*.onnx "$plans"/*.onnx.data "$plans"/feeds/*.npy
+  # The plan that trained stays for the profiles after the compile peers.
+  used_variant[$w]=$used
+  for f in "$plans"/*.plan; do
+    [[ -e $f && $f != "$plans/${w}_$used.plan" ]] && rm -f "$f"
+  done
+  rm -f "$plans"/*.onnx "$plans"/*.onnx.data "$plans"/feeds/*.npy
 done
 
 if [[ $mode != plans ]] && wanted compile; then
@@ -408,6 +424,22 @@ if [[ $mode != plans ]] && wanted compile; then
     setup_workload "$w"
     log "== $w: torch.compile (now +$(($(date +%s) - t0)) s) =="
     run_peer "$w" compile 240 --peer compile
+  done
+fi
+
+# Phase 3, with what is left: where dsrun's device time goes, per op (diagnostics, after
+# every peer was measured).
+if [[ $mode == gpu ]]; then
+  workload_end=$deadline
+  for w in "${selected[@]}"; do
+    used=${used_variant[$w]:-}
+    [[ -n $used ]] || continue
+    limited "profile_$w" 60 "${ds[@]}" "$bin/dsrun" "$plans/${w}_$used.plan" --backend cuda \
+      --cudnn-benchmark --data synthetic --steps 4 --profile && cp "$logs/profile_$w.log" "$OUT/profile_$w.txt"
+    [[ $w == r101_224 && $used != fp32 ]] &&
+      limited "profile_${w}_nhwc" 60 "${ds[@]}" "$bin/dsrun" "$plans/${w}_$used.plan" --backend cuda \
+        --cudnn-benchmark --channels-last --data synthetic --steps 4 --profile &&
+      cp "$logs/profile_${w}_nhwc.log" "$OUT/profile_${w}_nhwc.txt"
   done
 fi
 

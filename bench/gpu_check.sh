@@ -69,10 +69,11 @@ log "ds_tests $filter in one process: exit $all_rc in $(($(date +%s) - start)) s
   "$(grep -c '^\[       OK \]' "$OUT/tests.log") passed," \
   "$(grep -c '^\[  SKIPPED \] .*(' "$OUT/tests.log") skipped; rerunning $(wc -l < "$OUT/rerun.txt") alone"
 # A GPU test skips only where no GPU is usable: here that is a failure, not a pass.
-no_gpu=$(grep -c 'no GPU:\|needs NCCL and a GPU' "$OUT/tests.log")
+no_gpu_pattern='no GPU:\|no GPU visible\|no usable GPU\|needs NCCL and a GPU'
+no_gpu=$(grep -c "$no_gpu_pattern" "$OUT/tests.log")
 if ((no_gpu > 0)); then
   tests_rc=2
-  log "$no_gpu tests skipped for want of a usable GPU: $(grep -m1 -o 'no GPU:.*' "$OUT/tests.log")"
+  log "$no_gpu tests skipped for want of a usable GPU: $(grep -m1 "$no_gpu_pattern" "$OUT/tests.log")"
 fi
 grep '^\[  SKIPPED \] .*(' "$OUT/tests.log" | sed 's/^/skipped: /' | head -20 >> "$OUT/summary.txt"
 rerun_end=$(($(date +%s) + ${GPU_CHECK_RERUN_S:-600}))

@@ -14,7 +14,12 @@ py=${2:-python3}
 mkdir -p "$dir"
 "$py" -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --target "$dir/pysite" \
   .gpu/wheels/*.whl || exit 3
-export PYTHONPATH=$dir/pysite TORCH_EXTENSIONS_DIR=$dir/torch_ext MAX_JOBS=4 TORCH_CUDA_ARCH_LIST=9.0
+# ninja (torch's JIT builds) lives beside the interpreter. DS_SKIP_CUDA_CHECK: DeepSpeed
+# refuses an nvcc whose minor version differs from torch's CUDA, which its table of
+# compatible versions does not yet know for CUDA 13.
+PATH="$(dirname "$(command -v "$py")"):$PATH"
+export PATH PYTHONPATH=$dir/pysite TORCH_EXTENSIONS_DIR=$dir/torch_ext MAX_JOBS=4 \
+  TORCH_CUDA_ARCH_LIST=9.0 DS_SKIP_CUDA_CHECK=1
 nice -n 19 "$py" bench/gpu_peers.py ds-prebuild CPUAdamBuilder &
 cpu_adam=$!
 nice -n 19 "$py" bench/gpu_peers.py ds-prebuild FusedAdamBuilder &

@@ -123,7 +123,16 @@ done
 # Only the payload is replaced: wheels packed before stay (GPU_PACK_WHEELS=0 keeps them).
 rm -f .gpu/payload.tar.xz
 mkdir -p .gpu
+# What was packed, so that a stale payload is seen: printed by bench/gpu_session.sh.
+{
+  echo "commit $(git rev-parse --short HEAD 2> /dev/null || echo unknown)$(git diff --quiet HEAD 2> /dev/null || echo ' (with uncommitted changes)')"
+  echo "packed $(date -u +%Y-%m-%dT%H:%MZ) from $build"
+  for b in ds_tests dsrun dscompile dsmodel; do
+    echo "$b built $(date -u -r "$build/$b" +%Y-%m-%dT%H:%MZ)"
+  done
+} > "$stage/STAMP"
 tar -C "$stage" -cf - bin lib lib-fallback | xz -T2 -6 > .gpu/payload.tar.xz
+cp "$stage/STAMP" .gpu/STAMP
 bytes=$(stat -c %s .gpu/payload.tar.xz)
 echo "gpu_pack: .gpu/payload.tar.xz $((bytes / 1024 / 1024)) MiB (unpacked $(du -sm "$stage" | cut -f1) MiB):"
 ls "$stage/bin" "$stage/lib" "$stage/lib-fallback" | tr '\n' ' '
