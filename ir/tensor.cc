@@ -157,6 +157,29 @@ Tensor Tensor::reshaped(Shape shape) const {
 
 Tensor Tensor::castTo(DType to) const {
   Tensor out(TensorType{to, shape()});
+  // Between f32 and 16 bits (mixed precision's copies of a model's weights): the same
+  // conversions as below, a whole buffer at a time.
+  const int64_t n = numel();
+  const auto* from_f32 = reinterpret_cast<const float*>(raw());
+  const auto* from_16 = reinterpret_cast<const uint16_t*>(raw());
+  auto* to_f32 = reinterpret_cast<float*>(out.raw());
+  auto* to_16 = reinterpret_cast<uint16_t*>(out.raw());
+  if (dtype() == DType::F32 && to == DType::F16) {
+    floatsToHalves(from_f32, to_16, n);
+    return out;
+  }
+  if (dtype() == DType::F16 && to == DType::F32) {
+    halvesToFloats(from_16, to_f32, n);
+    return out;
+  }
+  if (dtype() == DType::F32 && to == DType::BF16) {
+    for (int64_t i = 0; i < n; ++i) to_16[i] = floatToBf16(from_f32[i]);
+    return out;
+  }
+  if (dtype() == DType::BF16 && to == DType::F32) {
+    for (int64_t i = 0; i < n; ++i) to_f32[i] = bf16ToFloat(from_16[i]);
+    return out;
+  }
   bool exact_ints = !isFloat(to) && !isFloat(dtype());
   for (int64_t i = 0; i < numel(); ++i) {
     if (exact_ints)

@@ -11,6 +11,7 @@
 #include <vector>
 
 #include "ir/float16.h"
+#include "ir/tensor.h"
 
 namespace ds {
 namespace {
@@ -101,6 +102,28 @@ TEST(Float16, Bfloat16RoundsToNearestEvenAndKeepsNaN) {
   EXPECT_TRUE(std::isnan(bf16ToFloat(floatToBf16(std::bit_cast<float>(0x7f800001u)))));
   for (uint32_t b = 0; b < 0x7f80; b += 7)
     EXPECT_EQ(floatToBf16(bf16ToFloat(static_cast<uint16_t>(b))), b);
+}
+
+// Tensor::castTo converts whole buffers between f32 and 16 bits (mixed precision's
+// copies of a model): the scalar forms' bits, checked above against the oracle.
+TEST(Float16, TensorCastsGiveTheScalarFormsBits) {
+  std::vector<float> values = {
+      0.0f,     -0.0f,    INFINITY, -INFINITY, std::nanf(""),
+      65520.0f, 65504.0f, 1e-8f,    -6e-5f,    std::bit_cast<float>(0x3f808000u)};
+  for (int i = 0; i < 1000; ++i) values.push_back(std::ldexp(1.0f + 0.001f * i, i % 40 - 20));
+  Tensor f32(TensorType{DType::F32, {static_cast<int64_t>(values.size())}});
+  std::copy(values.begin(), values.end(), f32.as<float>().data());
+  const Tensor half = f32.castTo(DType::F16), bf16 = f32.castTo(DType::BF16);
+  const Tensor half_back = half.castTo(DType::F32), bf16_back = bf16.castTo(DType::F32);
+  for (size_t i = 0; i < values.size(); ++i) {
+    const uint16_t h = floatToHalf(values[i]), b = floatToBf16(values[i]);
+    EXPECT_EQ(half.as<uint16_t>()[i], h) << values[i];
+    EXPECT_EQ(bf16.as<uint16_t>()[i], b) << values[i];
+    EXPECT_EQ(std::bit_cast<uint32_t>(half_back.as<float>()[i]),
+              std::bit_cast<uint32_t>(halfToFloat(h)));
+    EXPECT_EQ(std::bit_cast<uint32_t>(bf16_back.as<float>()[i]),
+              std::bit_cast<uint32_t>(bf16ToFloat(b)));
+  }
 }
 
 }  // namespace

@@ -233,8 +233,8 @@ __global__ void softmaxColumnsKernel(bool log, const S* x, S* y, int64_t outer, 
 // fromFloat<S> from the f32 value the f32 kernel stores, so for S = float it is
 // that kernel and for 16 bits it equals the promoted f32 kernel bit for bit.
 // Statistics: block (p, c) sums part p of channel c's n * inner elements in double
-// (Σx, Σx², and for the gradient Σdy, Σdy·x); one thread per channel adds the
-// parts in order (deterministic), so a channel of a large image spreads over the GPU.
+// (Σx, Σx², and for the gradient Σdy, Σdy·x); one warp per channel adds the parts
+// in a fixed order (deterministic), so a channel of a large image spreads over the GPU.
 // I: the index type, 32 bits whenever the tensor allows (64-bit division is slow).
 
 // Flat index of element j (of n * inner) of channel c.
@@ -367,12 +367,29 @@ __global__ void batchNormColumnPartsKernel(BatchNormArgs a, const S* x, GradIn<S
   for (int k = 0; k < K; ++k) partial[(c * gridDim.x + blockIdx.x) * K + k] = acc[k];
 }
 
-// Channel c's sums over its parts, in order.
+// Channel c's sums over its parts, by the calling warp (column mode has hundreds
+// of parts per channel): lane l adds parts l, l + 32, ... in order, then a fixed
+// butterfly adds the lanes, which gives every lane the same bits (each addition's
+// two operands are the same on both lanes, in either order).
 template <int K>
 __device__ inline void channelSums(const double* partial, int64_t c, int64_t parts, double* sums) {
   for (int k = 0; k < K; ++k) sums[k] = 0.0;
-  for (int64_t p = 0; p < parts; ++p)
+  for (int64_t p = threadIdx.x & 31; p < parts; p += 32)
     for (int k = 0; k < K; ++k) sums[k] += partial[(c * parts + p) * K + k];
+  for (int k = 0; k < K; ++k)
+    for (int o = 16; o > 0; o >>= 1) sums[k] += __shfl_xor_sync(0xffffffffu, sums[k], o);
+}
+
+// A warp per channel: c over the grid's warps (blockDim.x a multiple of 32); the
+// lanes other than 0 only help channelSums.
+__device__ inline int64_t warpIndex() {
+  return globalIndex() / 32;
+}
+__device__ inline int64_t warpStride() {
+  return globalStride() / 32;
+}
+__device__ inline bool leadLane() {
+  return (threadIdx.x & 31) == 0;
 }
 
 // Mean and biased variance from Σx and Σx² of m elements.
@@ -387,9 +404,10 @@ __global__ void batchNormTrainStatsKernel(BatchNormArgs a, const double* partial
                                           const float* in_mean, const float* in_var,
                                           float* out_mean, float* out_var, double* scratch) {
   const int64_t count = a.n * a.inner;
-  for (int64_t c = globalIndex(); c < a.c; c += globalStride()) {
+  for (int64_t c = warpIndex(); c < a.c; c += warpStride()) {
     double sums[2], mean, var;
     channelSums<2>(partial, c, parts, sums);
+    if (!leadLane()) continue;
     meanVar(sums, count, &mean, &var);
     const double keep = a.momentum, take = 1.0 - a.momentum;
     if (out_mean) out_mean[c] = static_cast<float>(in_mean[c] * keep + mean * take);
@@ -480,9 +498,10 @@ __global__ void batchNormApplyKernel(BatchNormArgs a, const S* x, const S* resid
 __global__ void batchNormGradStatsKernel(BatchNormArgs a, const double* partial, int64_t parts,
                                          float* dscale, float* dbias, double* scratch) {
   const int64_t m = a.n * a.inner;
-  for (int64_t c = globalIndex(); c < a.c; c += globalStride()) {
+  for (int64_t c = warpIndex(); c < a.c; c += warpStride()) {
     double sums[4], mean, var;
     channelSums<4>(partial, c, parts, sums);
+    if (!leadLane()) continue;
     meanVar(sums, m, &mean, &var);
     const double inv = 1.0 / sqrt(var + a.eps);
     const double sb = sums[2], ss = m > 0 ? (sums[3] - mean * sums[2]) * inv : 0.0;
@@ -1031,9 +1050,9 @@ void batchNormForward(const BatchNormArgs& a, bool training, DType t, const void
       using I = decltype(index);
       if (training) {
         double* partial = launchBatchNormParts<2, S, I>(a, xs, GradIn<S>{}, scratch, s);
-        batchNormTrainStatsKernel<<<gridFor(a.c), kThreads, 0, s>>>(a, partial, batchNormParts(a),
-                                                                    scale, bias, in_mean, in_var,
-                                                                    out_mean, out_var, scratch);
+        batchNormTrainStatsKernel<<<gridFor(a.c * 32), kThreads, 0, s>>>(
+            a, partial, batchNormParts(a), scale, bias, in_mean, in_var, out_mean, out_var,
+            scratch);
       } else {
         batchNormInferStatsKernel<<<gridFor(a.c), kThreads, 0, s>>>(a, scale, bias, in_mean, in_var,
                                                                     scratch);
@@ -1063,8 +1082,8 @@ void batchNormBackward(const BatchNormArgs& a, DType t, const void* dy, const vo
     byIndexType(a, [&](auto index) {
       using I = decltype(index);
       double* partial = launchBatchNormParts<4, S, I>(a, xs, dys, scratch, s);
-      batchNormGradStatsKernel<<<gridFor(a.c), kThreads, 0, s>>>(a, partial, batchNormParts(a),
-                                                                 dscale, dbias, scratch);
+      batchNormGradStatsKernel<<<gridFor(a.c * 32), kThreads, 0, s>>>(a, partial, batchNormParts(a),
+                                                                      dscale, dbias, scratch);
       const int64_t total = a.n * a.c * a.inner;
       S* dxs = static_cast<S*>(dx);
       if (total > 0 && packable({dy, relu, x, dx}))
