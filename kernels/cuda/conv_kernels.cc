@@ -164,12 +164,16 @@ ConvLayout convLayout(const KernelContext& ctx, ConvPass pass) {
 // once per geometry (`key`) in the process, as PyTorch's benchmark cache does:
 // ResNet-101's hundreds of convolution steps have a few dozen geometries. It runs
 // under the lock, so ranks sharing the GPU do not time against each other.
+std::mutex& findMutex() {  // one for every pass: Finds never time against each other
+  static std::mutex mutex;
+  return mutex;
+}
+
 template <typename Perf, typename Rank>
 std::vector<Perf> rankedAlgorithms(const std::string& key, bool benchmark, Rank&& rank) {
   constexpr int kMax = 16;
-  static std::mutex mutex;
   static auto* found = new std::map<std::string, std::vector<Perf>>;  // outlives statics
-  std::unique_lock<std::mutex> lock(mutex, std::defer_lock);
+  std::unique_lock<std::mutex> lock(findMutex(), std::defer_lock);
   if (benchmark) {
     lock.lock();
     if (auto it = found->find(key); it != found->end()) return it->second;
