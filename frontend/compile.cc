@@ -20,6 +20,7 @@
 #include "passes/recompute.h"
 #include "passes/seed_dropout.h"
 #include "passes/zero_partition.h"
+#include "runtime/config_number.h"
 #include "runtime/loss_scaler.h"
 #include "runtime/lr_schedule.h"
 
@@ -115,15 +116,15 @@ OptimizerOptions optimizerOptions(const DsConfig& c) {
                                     : nlohmann::json::object();
   auto number = [&](const char* key, double fallback) {
     auto it = params.find(key);
-    DS_CHECK(it == params.end() || it->is_number(), "optimizer.params.", key,
-             ": 'auto' cannot be resolved without a trainer; give a number");
-    return it == params.end() ? fallback : it->get<double>();
+    return it == params.end() ? fallback
+                              : configNumber(*it, std::string("optimizer.params.") + key);
   };
   if (auto betas = params.find("betas"); betas != params.end()) {
+    if (!betas->is_array()) configNumber(*betas, "optimizer.params.betas");  // "auto"
     DS_CHECK(betas->is_array() && betas->size() == 2,
-             "optimizer.params.betas: must be [beta1, beta2]");
-    o.beta1 = (*betas)[0].get<double>();
-    o.beta2 = (*betas)[1].get<double>();
+             "optimizer.params.betas: must be [beta1, beta2], is ", betas->dump());
+    o.beta1 = configNumber((*betas)[0], "optimizer.params.betas[0]");
+    o.beta2 = configNumber((*betas)[1], "optimizer.params.betas[1]");
   }
   o.eps = number("eps", o.type == "Adagrad" ? 1e-10 : 1e-8);  // the classes' defaults
   o.weight_decay = number("weight_decay", 0.0);
@@ -141,8 +142,7 @@ OptimizerOptions optimizerOptions(const DsConfig& c) {
   o.adam_w_mode = params.value("adam_w_mode", true);
   o.bias_correction = params.value("bias_correction", true);
   if (auto clip = c.raw.find("gradient_clipping"); clip != c.raw.end()) {
-    DS_CHECK(clip->is_number(), "gradient_clipping: 'auto' cannot be resolved; give a number");
-    o.gradient_clipping = clip->get<double>();
+    o.gradient_clipping = configNumber(*clip, "gradient_clipping");
     DS_CHECK(o.gradient_clipping >= 0, "gradient_clipping: must be >= 0, is ", clip->dump());
   }
   // OneCycle cycles beta1 per step and fixes beta2 at 0.99 (DeepSpeed's OneCycle).
@@ -262,7 +262,8 @@ PassRunOptions passOptions(const CompileOptions& o) {
 // BatchNorm statistics updates, verified; `notes` gets the choices made for the user.
 void addTraining(Graph& g, const CompileOptions& o, const DsConfig& config,
                  std::vector<std::string>* notes) {
-  learningRate(config.raw, 1);  // rejects bad schedules now, naming the key
+  // Rejects bad schedules now, naming the key ("auto" total_num_steps is dsrun's --steps).
+  learningRate(withTotalSteps(config.raw, 1), 1);
   if (o.freeze_bn) freezeBatchNorm(g);
   Value* loss = addLoss(g, {.kind = *o.loss, .label = o.label, .output = o.loss_output});
   std::vector<Value*> params = g.sourcesWithRole(Role::Parameter);

@@ -7,11 +7,14 @@
 #include <numbers>
 
 #include "ir/error.h"
+#include "runtime/config_number.h"
 
 namespace ds {
 namespace {
 
 using nlohmann::json;
+
+constexpr const char* kTotalStepsKey = "total_num_steps";
 
 json optimizerParams(const json& config) {
   return config.contains("optimizer") ? config["optimizer"].value("params", json::object())
@@ -32,8 +35,7 @@ double baseLr(const json& config) {  // optimizer.params.lr
   auto it = p.find("lr");
   // The optimizer classes' defaults: torch.optim.Adagrad's 1e-2, DeepSpeed's 1e-3.
   if (it == p.end()) return optimizerType(config) == "adagrad" ? 1e-2 : 1e-3;
-  DS_CHECK(it->is_number(), "optimizer.params.lr: must be a number, is ", it->dump());
-  return it->get<double>();
+  return configNumber(*it, "optimizer.params.lr");
 }
 
 // DeepSpeed's constructor defaults per scheduler type; null marks a required key.
@@ -80,13 +82,14 @@ const std::map<std::string, json>& schedulerDefaults() {
 
 // "auto" in scheduler params, as the Hugging Face integration fills them from the
 // trainer: warmup_max_lr is the optimizer's lr, warmup_min_lr 0, warmup_num_steps
-// DeepSpeed's default; total_num_steps has no source and must be given.
+// DeepSpeed's default; total_num_steps stays "auto" for dsrun, the trainer, to fill
+// from --steps (withTotalSteps).
 json resolveAuto(const std::string& key, const json& config) {
   if (key == "warmup_max_lr") return baseLr(config);
   if (key == "warmup_min_lr") return 0.0;
   if (key == "warmup_num_steps") return 1000;
-  throw makeError("scheduler.params.", key,
-                  ": 'auto' cannot be resolved by dscompile (no trainer); give a number");
+  if (key == kTotalStepsKey) return "auto";
+  return configNumber(json("auto"), "scheduler.params." + key);  // says which key
 }
 
 json fillDefaults(const std::string& type, const json& given, const json& config) {
@@ -128,7 +131,10 @@ json fillDefaults(const std::string& type, const json& given, const json& config
 }
 
 double num(const json& p, const char* key) {
-  return p.at(key).get<double>();
+  const json& value = p.at(key);
+  DS_CHECK(value.is_number(), "scheduler.params.", key, ": ", value.dump(),
+           " where a number is needed (\"auto\" total_num_steps is dsrun's --steps)");
+  return value.get<double>();
 }
 
 // WarmupLR's gamma at iteration `it` < warmup steps: a log or linear ramp.
@@ -241,6 +247,16 @@ std::string supportedSchedulers() {
   std::string out;
   for (const auto& [type, defaults] : schedulerDefaults()) out += (out.empty() ? "" : ", ") + type;
   return out;
+}
+
+json withTotalSteps(json config, int64_t total_steps) {
+  auto scheduler = config.find("scheduler");
+  if (scheduler == config.end() || !scheduler->is_object()) return config;
+  auto params = scheduler->find("params");
+  if (params != scheduler->end() && params->is_object() &&
+      params->value(kTotalStepsKey, json()) == "auto")
+    (*params)[kTotalStepsKey] = total_steps;
+  return config;
 }
 
 double baseLearningRate(const json& config) {

@@ -22,6 +22,11 @@ namespace ds {
 // in docs/training.md); errors name the key path. Empty when there is no scheduler.
 nlohmann::json resolvedSchedulerParams(const nlohmann::json& config);
 
+// The config with scheduler.params.total_num_steps "auto" (kept so by dscompile)
+// set to `total_steps`: dsrun fills it with --steps, the steps of the whole run, as
+// the Hugging Face trainer fills it with its max_steps. Other configs unchanged.
+nlohmann::json withTotalSteps(nlohmann::json config, int64_t total_steps);
+
 // The scheduler types dscompile implements, comma-separated, for messages.
 std::string supportedSchedulers();
 bool supportsScheduler(const std::string& type);

@@ -456,6 +456,33 @@ TEST(DscompileCli, BadBatchArithmeticIsOneLineNamingTheKeys) {
                      "gradient_clipping: must be >= 0, is -1");
 }
 
+// A Hugging Face config's "auto" values that only its trainer's arguments can fill
+// (learning rate, betas, clipping) are one line naming the key; its "auto"
+// total_num_steps is dsrun's --steps, so that config compiles (tests/train_log_test.cc).
+TEST(DscompileCli, HuggingFaceAutoValuesWithoutASourceNameTheKey) {
+  auto withConfig = [](const std::string& json) {
+    std::string path = test::tempPath("hf_auto.json");
+    test::writeFile(path, json);
+    return dscompile(smallModel() + " --config " + path + " --batch 4 --loss mse");
+  };
+  const std::string why =
+      ": \"auto\" (which the Hugging Face trainer fills in from its arguments) has nothing to "
+      "be filled from here; give a number";
+  expectOneLineError(withConfig(R"({"optimizer": {"type": "AdamW", "params": {"lr": "auto"}}})"),
+                     "optimizer.params.lr" + why);
+  expectOneLineError(
+      withConfig(R"({"optimizer": {"type": "AdamW", "params": {"lr": 1, "betas": "auto"}}})"),
+      "optimizer.params.betas" + why);
+  expectOneLineError(withConfig(R"({"optimizer": {"type": "AdamW", "params": {"lr": 1,
+                                   "weight_decay": "auto"}}})"),
+                     "optimizer.params.weight_decay" + why);
+  expectOneLineError(withConfig(R"({"gradient_clipping": "auto"})"), "gradient_clipping" + why);
+  auto r = withConfig(R"({"optimizer": {"type": "AdamW", "params": {"lr": 1e-3}},
+                          "scheduler": {"type": "WarmupDecayLR", "params": {"total_num_steps":
+                          "auto", "warmup_max_lr": "auto", "warmup_num_steps": "auto"}}})");
+  EXPECT_EQ(r.exit_code, 0) << r.output;
+}
+
 // "auto" and absent values resolve by the documented rules; the plan stores them.
 TEST(DscompileCli, AutoBatchValuesResolveAndThePlanStoresThem) {
   std::string path = test::tempPath("auto.json");

@@ -142,9 +142,22 @@ TEST(LrSchedule, ResolvedParamsHoldDefaultsAndAuto) {
   EXPECT_EQ(errorOf(withScheduler("WarmupLR", {{"last_batch_iteration", 5}})),
             "scheduler.params.last_batch_iteration: only -1 (start from the beginning) is "
             "supported; continue a run with dsrun --resume");
-  EXPECT_EQ(errorOf(withScheduler("WarmupDecayLR", {{"total_num_steps", "auto"}})),
-            "scheduler.params.total_num_steps: 'auto' cannot be resolved by dscompile (no "
-            "trainer); give a number");
+  // total_num_steps "auto" stays for dsrun, which fills it with --steps.
+  json decay = withScheduler("WarmupDecayLR", {{"total_num_steps", "auto"}});
+  EXPECT_EQ(resolvedSchedulerParams(decay)["total_num_steps"], "auto");
+  try {
+    learningRate(decay, 2000);  // in the decay, which needs the number
+    ADD_FAILURE() << "no error";
+  } catch (const Error& e) {
+    EXPECT_STREQ(e.what(),
+                 "scheduler.params.total_num_steps: \"auto\" where a number is needed (\"auto\" "
+                 "total_num_steps is dsrun's --steps)");
+  }
+  for (int64_t step : {1, 500, 1500, 3000})
+    EXPECT_EQ(learningRate(withTotalSteps(decay, 3000), step),
+              learningRate(withScheduler("WarmupDecayLR", {{"total_num_steps", 3000}}), step));
+  EXPECT_EQ(withTotalSteps(withScheduler("WarmupLR", {}), 3000),
+            withScheduler("WarmupLR", {}));  // nothing to fill
 }
 
 }  // namespace

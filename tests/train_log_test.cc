@@ -270,6 +270,32 @@ std::vector<std::string> linesWith(const std::string& output, const std::string&
   return out;
 }
 
+// A Hugging Face config's "auto" total_num_steps is the run's --steps: dsrun is the
+// trainer that fills it, as the HF trainer fills it with max_steps. Same lrs as a
+// plan compiled with the number, and the decay reaches the minimum at the last step.
+TEST(TrainLog, DsrunFillsAutoTotalStepsFromSteps) {
+  auto schedule = [](const nlohmann::json& total) {
+    return nlohmann::json{
+        {"scheduler",
+         {{"type", "WarmupDecayLR"},
+          {"params",
+           {{"warmup_num_steps", 2}, {"warmup_max_lr", "auto"}, {"total_num_steps", total}}}}}};
+  };
+  const std::string automatic = compileMlp("auto_total", 0, 1, schedule("auto"));
+  const std::string given = compileMlp("given_total", 0, 1, schedule(6));
+  test::TrainedRun a = test::trainPlan(automatic, "auto_total", 6, 0.3);
+  test::TrainedRun b = test::trainPlan(given, "given_total", 6, 0.3);
+  ASSERT_EQ(a.metrics.size(), 6u) << a.output;
+  ASSERT_EQ(b.metrics.size(), 6u) << b.output;
+  for (size_t i = 0; i < 6; ++i)
+    EXPECT_EQ(a.metrics[i]["lr"].get<double>(), b.metrics[i]["lr"].get<double>()) << i;
+  EXPECT_GT(a.metrics[2]["lr"].get<double>(), a.metrics[5]["lr"].get<double>());
+  // Trained for 12 steps instead, the same plan decays over 12.
+  test::TrainedRun longer = test::trainPlan(automatic, "auto_total_12", 12, 0.3);
+  ASSERT_EQ(longer.metrics.size(), 12u) << longer.output;
+  EXPECT_GT(longer.metrics[5]["lr"].get<double>(), a.metrics[5]["lr"].get<double>());
+}
+
 // dsrun on two ranks with ZeRO-2: the progress lines at the steps_per_print steps
 // with the lr the metrics file says the next step used; two micro-step timer
 // lines and one step line per step, the step's the micro-steps' sums; the csv

@@ -28,6 +28,7 @@
 #include "runtime/flops_profile.h"
 #include "runtime/image_folder.h"
 #include "runtime/launch.h"
+#include "runtime/lr_schedule.h"
 #include "runtime/monitor.h"
 #include "runtime/npy.h"
 #include "runtime/step_profile.h"
@@ -452,6 +453,9 @@ int runRanks(const Args& a, const ds::PlanFile& plan) {
 int run(const Args& a) {
   checkBackend(a.backend);
   ds::PlanFile plan = ds::readPlanFile(a.plan);
+  // dsrun is the trainer: a scheduler's "auto" total_num_steps is this run's --steps.
+  if (ds::isTrainingPlan(plan))
+    plan.plan.set_config_json(ds::withTotalSteps(plan.config(), a.steps).dump());
   // A named device transport runs even one rank through it (NCCL at world size 1).
   const bool device_comm = a.backend == "cuda" && a.device_comm != "auto";
   DS_CHECK(a.data.empty() || ds::isTrainingPlan(plan), "--data: ", a.plan,
