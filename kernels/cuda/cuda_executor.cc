@@ -42,6 +42,13 @@ size_t align256(size_t bytes) {
   return (bytes + 255) / 256 * 256;
 }
 
+bool hasChannelsLastOperand(const cpu::KernelContext& ctx) {
+  for (const auto* views : {&ctx.inputs, &ctx.outputs})
+    for (const cpu::TensorView& v : *views)
+      if (v.channels_last) return true;
+  return false;
+}
+
 // Ops that need no library handle, workspace or promotion scratch on their stream.
 bool movesDataOnly(const std::string& op) {
   return op == "Copy" || op == "AllReduce" || op == "ReduceScatter" || op == "AllGather" ||
@@ -73,7 +80,8 @@ struct CudaExecutor::Step {
   std::unique_ptr<cpu::CpuKernel> host_kernel;  // host steps
   const cuda::CudaKernelRegistry::Entry* entry = nullptr;
   bool promoted = false;
-  bool absorbed = false;  // an earlier step's epilogue does its work
+  bool absorbed = false;      // an earlier step's epilogue does its work
+  bool pinned_plain = false;  // its native kernel declined channels-last operands
   size_t lane = 0;
   std::vector<int> wait_events;
   int record_event = -1;
@@ -277,9 +285,36 @@ void CudaExecutor::buildSteps() {
     step.entry = cuda::CudaKernelRegistry::instance().find(ps.op());
     DS_CHECK(step.entry != nullptr, "node '", ps.node(), "' (", ps.op(), "): no CUDA kernel");
   }
-  chooseLayoutsAndFuse();
-  buildDeviceKernels();
+  // A native kernel may decline a step whose operands the layout rules made
+  // channels-last (cuDNN without an algorithm for that layout): that step is then
+  // pinned plain, and layouts and fusion are chosen again from fresh contexts, so
+  // --channels-last never stops a plan from loading. Each round pins another step.
+  for (;;) {
+    chooseLayoutsAndFuse();
+    if (buildNativeKernels()) break;
+    resetDeviceSteps();
+  }
+  buildPromotedKernels();
   allocateWorkspaces();
+}
+
+// Device steps as buildSteps made them, before layouts, fusion and kernels (their
+// pins kept).
+void CudaExecutor::resetDeviceSteps() {
+  const planpb::RankPlan& rank = plan_.plan.ranks(options_.rank);
+  for (size_t s = 0; s < steps_.size(); ++s) {
+    Step& step = steps_[s];
+    if (!step.entry) continue;
+    step.ctx = stepContext(rank.steps(static_cast<int>(s)), regions_);
+    step.kernel.reset();
+    step.promoted = false;
+    step.absorbed = false;
+  }
+  for (auto& lane : lanes_) {
+    lane->scratch_bytes = 0;
+    lane->promoted_steps = 0;
+    lane->widest_scratch.clear();
+  }
 }
 
 // Load-time layout choice (kernels/cuda/layout.h) and epilogue fusion, deciding as
@@ -301,8 +336,9 @@ void CudaExecutor::chooseLayoutsAndFuse() {
     plan_step.phase = ps.phase();
     plan_step.lane = static_cast<int>(step.lane);
     plan_step.waits = !step.wait_events.empty();
-    plan_step.promoted = !step.entry || (cpu::needsPromotion(step.ctx) &&
-                                         step.entry->precision == cuda::Precision::F32Only);
+    plan_step.promoted =
+        !step.entry || step.pinned_plain ||
+        (cpu::needsPromotion(step.ctx) && step.entry->precision == cuda::Precision::F32Only);
   }
   if (options_.cuda_channels_last) channels_last_tensors_ = cuda::chooseChannelsLast(p, planned);
   if (!options_.fuse_epilogues) return;
@@ -344,8 +380,10 @@ void CudaExecutor::buildHostKernel(Step& step) {
 
 // Device kernels in two passes: native ones first, which also tells which steps
 // run promoted and how much f32 scratch each stream needs; then, with the scratch
-// allocated, the promoted ones (their views point into it).
-void CudaExecutor::buildDeviceKernels() {
+// allocated, the promoted ones (their views point into it). False when a native
+// kernel declined a step with channels-last operands, which is then pinned plain.
+bool CudaExecutor::buildNativeKernels() {
+  bool all_taken = true;
   for (Step& step : steps_) {
     if (!step.entry) continue;
     if (step.absorbed) {
@@ -357,17 +395,18 @@ void CudaExecutor::buildDeviceKernels() {
       bool sixteen = cpu::needsPromotion(step.ctx);
       if (!sixteen || step.entry->precision == cuda::Precision::Native16)
         step.kernel = step.entry->factory(step.ctx, lane.dev);
+      // Promotion widens plain buffers: a layout chosen for a native kernel
+      // (chooseLayoutsAndFuse) would be read as the wrong one, so the step is pinned
+      // plain (and unfused) for the next round.
+      if (!step.kernel && sixteen && hasChannelsLastOperand(step.ctx)) {
+        DS_CHECK(!step.pinned_plain, "internal: a step pinned plain has channels-last operands");
+        step.pinned_plain = true;
+        all_taken = false;
+        continue;
+      }
       DS_CHECK(step.kernel || step.ctx.epilogue.empty(),
                "a kernel with a fused epilogue must run natively");
       DS_CHECK(step.kernel || sixteen, "no CUDA kernel for these operand types");
-      // Promotion widens plain buffers: a layout chosen for a native kernel
-      // (chooseLayoutsAndFuse) would be read as the wrong one.
-      if (!step.kernel)
-        for (const auto* views : {&step.ctx.inputs, &step.ctx.outputs})
-          for (const cpu::TensorView& v : *views)
-            DS_CHECK(!v.channels_last, "no native 16-bit kernel for its channels-last ",
-                     "operands (no cuDNN algorithm within the workspace limit?); run without ",
-                     "--channels-last");
       if (sixteen && !step.kernel) {
         step.promoted = true;
         ++lane.promoted_steps;
@@ -381,6 +420,10 @@ void CudaExecutor::buildDeviceKernels() {
       throw atNode(step.ctx.node_name, step.ctx.op, e);
     }
   }
+  return all_taken;
+}
+
+void CudaExecutor::buildPromotedKernels() {
   for (auto& lane : lanes_)
     if (lane->scratch_bytes > 0) {
       DS_CUDA_CHECK(cudaMalloc(&lane->scratch, lane->scratch_bytes));

@@ -104,7 +104,9 @@ class CudaExecutor : public Executor {
   void createStaging();
   void buildSteps();
   void chooseLayoutsAndFuse();
-  void buildDeviceKernels();
+  bool buildNativeKernels();
+  void buildPromotedKernels();
+  void resetDeviceSteps();
   void allocateWorkspaces();
   void buildHostKernel(Step& step);
   void enqueue(bool optimizer_step);
