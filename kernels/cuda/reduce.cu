@@ -704,18 +704,34 @@ __device__ inline void writeSampleGrad(const CrossEntropyArgs& a, const S* xs, d
   }
 }
 
+// Online log-sum-exp, so that a sample's scores are read once (GPT's rows of 50304
+// classes do not stay in L2 for a second pass): a running maximum m and the sum of
+// exp(x - m), rescaled in double when m grows. Terms are f32 exps of x - m, as
+// against the final maximum before, each within an ulp.
+struct RunningLse {
+  float m = -INFINITY;
+  double sum = 0.0;
+
+  __device__ void add(float x) {
+    if (x > m) {
+      sum *= ::exp(static_cast<double>(m) - static_cast<double>(x));  // 0 while m is -inf
+      m = x;
+    }
+    if (x != -INFINITY) sum += expf(x - m);  // NaN and +inf: NaN, as log Σ exp is
+  }
+  // The sum rescaled to the maximum `to` (>= m).
+  __device__ double sumAt(double to) const {
+    return m == -INFINITY ? 0.0 : sum * ::exp(static_cast<double>(m) - to);
+  }
+};
+
 // log Σ_c exp(scores of sample s), over the block.
 template <typename S>
 __device__ inline double logSumExp(const CrossEntropyArgs& a, const S* xs, double* shared) {
-  double m = -INFINITY;
-  for (int64_t c = threadIdx.x; c < a.classes; c += blockDim.x)
-    m = fmax(m, static_cast<double>(toFloat(xs[c * a.d])));
-  m = blockMax(m, shared);
-  const auto mf = static_cast<float>(m);  // a score: exact
-  double sum = 0.0;
-  for (int64_t c = threadIdx.x; c < a.classes; c += blockDim.x)
-    sum += expf(toFloat(xs[c * a.d]) - mf);
-  return m + ::log(blockSum(sum, shared));
+  RunningLse lse;
+  for (int64_t c = threadIdx.x; c < a.classes; c += blockDim.x) lse.add(toFloat(xs[c * a.d]));
+  const double m = blockMax(static_cast<double>(lse.m), shared);
+  return m + ::log(blockSum(lse.sumAt(m), shared));
 }
 
 template <typename S>
@@ -738,22 +754,17 @@ template <typename S>
 __device__ inline double tileLogSumExp(const CrossEntropyArgs& a, const S* xs, bool valid,
                                        double (*shared)[33]) {
   const int lane = threadIdx.x, group = threadIdx.y;
-  double m = -INFINITY;
+  RunningLse lse;
   if (valid)
-    for (int64_t c = group; c < a.classes; c += 8)
-      m = fmax(m, static_cast<double>(toFloat(xs[c * a.d])));
-  shared[group][lane] = m;
+    for (int64_t c = group; c < a.classes; c += 8) lse.add(toFloat(xs[c * a.d]));
+  shared[group][lane] = lse.m;
   __syncthreads();
-  m = -INFINITY;
+  double m = -INFINITY;
   for (int k = 0; k < 8; ++k) m = fmax(m, shared[k][lane]);
   __syncthreads();
-  const auto mf = static_cast<float>(m);  // a score: exact
-  double sum = 0.0;
-  if (valid)
-    for (int64_t c = group; c < a.classes; c += 8) sum += expf(toFloat(xs[c * a.d]) - mf);
-  shared[group][lane] = sum;
+  shared[group][lane] = lse.sumAt(m);
   __syncthreads();
-  sum = 0.0;
+  double sum = 0.0;
   for (int k = 0; k < 8; ++k) sum += shared[k][lane];
   return m + ::log(sum);
 }
