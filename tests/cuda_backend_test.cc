@@ -210,6 +210,11 @@ std::vector<OpCase> nnCases() {
       {"SoftmaxCrossEntropyLoss",
        "input %x0 : f32[3,4]\n const %t : i64[3] = [3, 0, 3]\n"
        " %y = SoftmaxCrossEntropyLoss(%x0, %t) {reduction = \"none\"} : f32[3] @n"},
+      {"SoftmaxCrossEntropyLoss",  // a NaN score, and a row all -inf: NaN, as on the CPU
+       "input %x0 : f32[3,4]\n const %t : i64[3] = [3, 0, 1]\n"
+       " const %b : f32[3,4] = [0, nan, 0, 0, -inf, -inf, -inf, -inf, 0, 0, 0, 0]\n"
+       " %s = Add(%x0, %b) : f32[3,4] @bias\n"
+       " %y = SoftmaxCrossEntropyLoss(%s, %t) {reduction = \"none\"} : f32[3] @n"},
       {"SoftmaxCrossEntropyLoss",
        "input %x0 : f32[3,4]\n const %t : i64[3] = [3, 0, 1]\n"
        " %l, %y = SoftmaxCrossEntropyLoss(%x0, %t) : f32[], f32[3,4] @n"},

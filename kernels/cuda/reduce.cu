@@ -719,9 +719,10 @@ struct RunningLse {
     }
     if (x != -INFINITY) sum += expf(x - m);  // NaN and +inf: NaN, as log Σ exp is
   }
-  // The sum rescaled to the maximum `to` (>= m).
+  // The sum rescaled to the maximum `to` (>= m). With m still -inf the sum is 0, or
+  // NaN from a NaN score, which must reach the result.
   __device__ double sumAt(double to) const {
-    return m == -INFINITY ? 0.0 : sum * ::exp(static_cast<double>(m) - to);
+    return m == -INFINITY ? sum : sum * ::exp(static_cast<double>(m) - to);
   }
 };
 
@@ -731,7 +732,8 @@ __device__ inline double logSumExp(const CrossEntropyArgs& a, const S* xs, doubl
   RunningLse lse;
   for (int64_t c = threadIdx.x; c < a.classes; c += blockDim.x) lse.add(toFloat(xs[c * a.d]));
   const double m = blockMax(static_cast<double>(lse.m), shared);
-  return m + ::log(blockSum(lse.sumAt(m), shared));
+  const double sum = blockSum(lse.sumAt(m), shared);
+  return m == -INFINITY ? NAN : m + ::log(sum);  // every score -inf: NaN, as on the CPU
 }
 
 template <typename S>
@@ -766,7 +768,7 @@ __device__ inline double tileLogSumExp(const CrossEntropyArgs& a, const S* xs, b
   __syncthreads();
   double sum = 0.0;
   for (int k = 0; k < 8; ++k) sum += shared[k][lane];
-  return m + ::log(sum);
+  return m == -INFINITY ? NAN : m + ::log(sum);  // every score -inf: NaN, as on the CPU
 }
 
 // crossEntropySampleKernel over tiles of d.
