@@ -50,13 +50,17 @@ if [[ $parts == *tests* ]]; then
   # In sessions of their own: stopping one stops its compilers too.
   setsid nice -n 19 bash bench/gpu_ds_prebuild.sh "$ds" > "$res/bench/ds_prebuild.log" 2>&1 &
   prebuild=$!
-  warmup=
+  # One warm-up per workload, side by side: one after another, the last would not
+  # finish before the tests do (a ResNet-101 compile takes a minute and a half).
+  warmups=()
   if [[ $parts == *bench* ]]; then
-    mkdir -p "$res/bench/compile_warmup"
-    OUT=$res/bench/compile_warmup BENCH_MODE=warmup BENCH_BUDGET_S=$(($(left) - 330)) \
-      TORCHINDUCTOR_COMPILE_THREADS=8 setsid nice -n 19 bash bench/gpu_bench.sh \
-      > "$res/bench/compile_warmup/stdout.txt" 2>&1 &
-    warmup=$!
+    for w in ref r101_224 gpt; do
+      mkdir -p "$res/bench/compile_warmup/$w"
+      OUT=$res/bench/compile_warmup/$w BENCH_MODE=warmup BENCH_WORKLOADS=$w \
+        BENCH_BUDGET_S=$(($(left) - 330)) TORCHINDUCTOR_COMPILE_THREADS=4 \
+        setsid nice -n 19 bash bench/gpu_bench.sh > "$res/bench/compile_warmup/$w/stdout.txt" 2>&1 &
+      warmups+=($!)
+    done
   fi
   OUT=$res/check GPU_CHECK_TESTS_S=${GPU_CHECK_TESTS_S:-200} GPU_CHECK_RERUN_S=${GPU_CHECK_RERUN_S:-45} \
     GPU_CHECK_TIMING=0 GPU_CHECK_FILTER='Cuda*:Nccl*:CommDsrun.SeveralRanksOnTheCudaBackend-CudaMemory.*' \
@@ -75,11 +79,13 @@ if [[ $parts == *tests* ]]; then
   wait "$prebuild"
   prebuild_rc=$?
   # The timed runs must have the machine alone.
-  if [[ -n $warmup ]] && kill -0 "$warmup" 2> /dev/null; then
-    kill -- -"$warmup" 2> /dev/null
-    echo "gpu_session: torch.compile warm-up stopped unfinished (its caches keep what it did)"
-  fi
-  [[ -n $warmup ]] && wait "$warmup"
+  for pid in "${warmups[@]}"; do
+    if kill -0 "$pid" 2> /dev/null; then
+      kill -- -"$pid" 2> /dev/null
+      echo "gpu_session: a torch.compile warm-up stopped unfinished (its caches keep what it did)"
+    fi
+    wait "$pid"
+  done
   ((check_rc == 0)) && check_rc=$memory_rc
   echo "gpu_session: tests exit $check_rc (memory test $memory_rc); DeepSpeed prebuild exit" \
     "$prebuild_rc at +$(($(date +%s) - start)) s"
