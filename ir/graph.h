@@ -4,6 +4,7 @@
 // sync by the mutators here, so passes never edit edges by hand.
 #pragma once
 
+#include <algorithm>
 #include <list>
 #include <memory>
 #include <string>
@@ -110,6 +111,9 @@ class Node {
 
   const std::vector<Value*>& inputs() const { return inputs_; }
   const std::vector<Value*>& outputs() const { return outputs_; }
+  bool isOutput(const Value* v) const {
+    return std::find(outputs_.begin(), outputs_.end(), v) != outputs_.end();
+  }
   size_t numInputs() const { return inputs_.size(); }
   size_t numOutputs() const { return outputs_.size(); }
   // Optional inputs may be absent (nullptr); hasInput says whether input i is present.
@@ -207,6 +211,9 @@ class Graph {
   void replaceAllUsesWith(Value* from, Value* to);
 
   const std::vector<Value*>& outputs() const { return outputs_; }
+  bool isOutput(const Value* v) const {
+    return std::find(outputs_.begin(), outputs_.end(), v) != outputs_.end();
+  }
   void addOutput(Value* v) { outputs_.push_back(v); }
   void setOutput(size_t i, Value* v) { outputs_.at(i) = v; }
   void clearOutputs() { outputs_.clear(); }

@@ -5,14 +5,10 @@
 namespace ds {
 namespace {
 
-bool isGraphOutput(const Graph& g, const Value* v) {
-  return std::find(g.outputs().begin(), g.outputs().end(), v) != g.outputs().end();
-}
-
 bool isLive(const Graph& g, const Value* v) {
   for (const Graph::StateUpdate& u : g.stateUpdates())
     if (u.next == v || u.state == v) return true;
-  return !v->users().empty() || isGraphOutput(g, v);
+  return !v->users().empty() || g.isOutput(v);
 }
 
 }  // namespace

@@ -311,12 +311,6 @@ const std::map<std::string, Evaluator>& evaluators() {
   return table;
 }
 
-bool isGraphOutput(const Graph& graph, const Value* v) {
-  for (const Value* out : graph.outputs())
-    if (out == v) return true;
-  return false;
-}
-
 }  // namespace
 
 bool canFold(const Node& node) {
@@ -385,7 +379,7 @@ bool foldConstants(Graph& graph) {
   for (const std::string& name : candidates) {
     Value* v = graph.findValue(name);
     if (v && v->producer() == nullptr && v->role() == Role::Constant && v->users().empty() &&
-        !isGraphOutput(graph, v)) {
+        !graph.isOutput(v)) {
       graph.eraseSource(v);
       changed = true;
     }

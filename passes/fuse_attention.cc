@@ -11,13 +11,9 @@ const std::vector<int64_t> kHeadSplit = {0, 2, 1, 3};  // [B, T, H, D] <-> [B, H
 const std::vector<int64_t> kKeysSplit = {0, 2, 3, 1};  // [B, T, H, D] -> [B, H, D, T]
 constexpr double kMasked = -1e4;  // at most this is masked out: exp(-1e4) is 0 in f32
 
-bool isGraphOutput(const Graph& g, const Value* v) {
-  return std::find(g.outputs().begin(), g.outputs().end(), v) != g.outputs().end();
-}
-
 // The single node that reads `v`, when it is not also a graph output.
 Node* soleUser(const Graph& g, const Value* v) {
-  if (v->users().size() != 1 || isGraphOutput(g, v)) return nullptr;
+  if (v->users().size() != 1 || g.isOutput(v)) return nullptr;
   return v->users()[0];
 }
 

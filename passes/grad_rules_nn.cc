@@ -165,14 +165,16 @@ Grads geluGrad(GradContext& c) {
 
 // Y, L = FusedAttention(Q, K, V) ⇒ dQ, dK, dV from one FusedAttentionGrad step,
 // which recomputes the probabilities from Y and the statistics L (no gradient: L
-// is not differentiated through).
+// is not differentiated through). A packed QKV gets its packed gradient dQKV.
 Grads fusedAttentionGrad(GradContext& c) {
   requireOnlyFirstOutputGrad(c);
   const Node& n = c.node();
-  std::vector<Value*> g =
-      c.emitN("FusedAttentionGrad", {c.dy(), c.x(0), c.x(1), c.x(2), c.y(0), c.y(1)},
-              {{"scale", n.f("scale")}, {"causal", n.i("causal")}}, 3);
-  return {g[0], g[1], g[2]};
+  std::vector<Value*> inputs = {c.dy()};
+  for (size_t i = 0; i < n.numInputs(); ++i) inputs.push_back(c.x(i));
+  inputs.push_back(c.y(0));
+  inputs.push_back(c.y(1));
+  return c.emitN("FusedAttentionGrad", inputs, {{"scale", n.f("scale")}, {"causal", n.i("causal")}},
+                 n.numInputs());
 }
 
 // Y = gather(D, I, axis) ⇒ dD = zeros(D) with dY scatter-added at I along axis

@@ -50,10 +50,6 @@ void extendCollectiveInputs(const Graph& g, const std::map<const Node*, int64_t>
 
 bool relabels(const std::string& op);
 
-bool isGraphOutput(const Graph& g, const Value* v) {
-  return std::find(g.outputs().begin(), g.outputs().end(), v) != g.outputs().end();
-}
-
 // The values stored in a state's memory: each update's new value, and down a chain
 // of relabelling steps their inputs, while an input has no other reader, has the
 // same bytes and side, and is made after the state's last reader (so writing it
@@ -68,7 +64,7 @@ std::unordered_map<const Value*, const Value*> stateMemory(
     const Value* v = u.next;
     while (v->producer() && relabels(v->producer()->op())) {
       const Value* x = v->producer()->input(0);
-      if (!x->producer() || x->users().size() != 1 || isGraphOutput(g, x) ||
+      if (!x->producer() || x->users().size() != 1 || g.isOutput(x) ||
           x->type().bytes() != v->type().bytes() || isHostValue(x) != isHostValue(u.state) ||
           index.at(x->producer()) <= last_read || in_state.count(x))
         break;

@@ -15,6 +15,7 @@
 #include "passes/fuse_loss_padding.h"
 #include "passes/fuse_optimizer_casts.h"
 #include "passes/fuse_relu_grad.h"
+#include "passes/pack_attention.h"
 #include "passes/pad_products.h"
 
 namespace ds {
@@ -35,6 +36,10 @@ const std::vector<PassInfo>& allPasses() {
        "make MatMul -> Softmax -> MatMul attention between head transposes one FusedAttention",
        fuseAttention, true},
       {"dead-code", "remove nodes and sources that nothing uses", eliminateDeadCode, false},
+      {"pack-attention",
+       "make a FusedAttention whose Q, K and V are one projection split in three read that "
+       "projection packed (no Split, no Concat in its gradient)",
+       packAttention, true},
       // Training passes (frontend/compile.cc runs them within addTraining).
       {"pad-products",
        "pad a 16-bit MatMul's rows to a multiple of 64 columns when they are not 16-byte "

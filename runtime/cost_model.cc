@@ -6,6 +6,7 @@
 #include <set>
 
 #include "ir/error.h"
+#include "ir/ops/shape_helpers.h"
 
 namespace ds {
 namespace {
@@ -64,11 +65,15 @@ double matMulFlops(const PlanFile& plan, const planpb::Step& step) {
 // dSᵀ·Q; a causal mask skips about half of every product (flash attention's blocks).
 double attentionFlops(const PlanFile& plan, const planpb::Step& step) {
   const bool forward = step.op() == "FusedAttention";
-  const Shape q = inputType(plan, step, forward ? 0 : 1).shape;
-  const Shape k = inputType(plan, step, forward ? 1 : 2).shape;
-  const Shape v = inputType(plan, step, forward ? 2 : 3).shape;
-  const double pairs = static_cast<double>(q[0] * q[2] * q[1] * k[1]);
-  const double heads = forward ? static_cast<double>(q[3] + v[3]) : 3.0 * q[3] + 2.0 * v[3];
+  std::vector<Shape> qkv;
+  const size_t first = forward ? 0 : 1;
+  for (size_t i = 0; i < attentionOperandCount(step.op(), static_cast<size_t>(step.inputs_size()));
+       ++i)
+    qkv.push_back(inputType(plan, step, static_cast<int>(first + i)).shape);
+  const AttentionDims d = attentionDims(qkv, 0.0, false);
+  const double pairs = static_cast<double>(d.batch * d.heads * d.q_len * d.kv_len);
+  const auto head = static_cast<double>(d.head), value_head = static_cast<double>(d.value_head);
+  const double heads = forward ? head + value_head : 3.0 * head + 2.0 * value_head;
   return 2.0 * pairs * heads * (intAttr(step, "causal", 0) != 0 ? 0.5 : 1.0);
 }
 

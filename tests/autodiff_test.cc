@@ -106,6 +106,9 @@ std::vector<GradCase> lossAndTensorCases() {
       {"FusedAttention",
        "input %x0 : f64[1,2,2,3]\n input %x1 : f64[1,4,2,3]\n input %x2 : f64[1,4,2,5]\n"
        " %y, %l = FusedAttention(%x0, %x1, %x2) : f64[1,2,2,5], f64[1,2,2] @n"},
+      {"FusedAttention",  // Q, K and V packed: one gradient, dQKV
+       "input %x0 : f64[2,3,3,2,4]\n"
+       " %y, %l = FusedAttention(%x0) {causal = 1, scale = 0.6} : f64[2,3,2,4], f64[2,2,3] @n"},
       {"Gather",
        "input %x0 : f64[5,3]\n const %i : i64[4] = [1, 3, 1, -1]\n"
        " %y = Gather(%x0, %i) : f64[4,3] @n"},

@@ -168,6 +168,9 @@ std::vector<OpCase> nnCases() {
       {"FusedAttention",  // a head size cuDNN's engines lack: the cuBLAS kernels in 16 bits
        "input %x0 : f32[1,6,2,4]\n input %x1 : f32[1,6,2,4]\n input %x2 : f32[1,6,2,4]\n"
        " %y, %l = FusedAttention(%x0, %x1, %x2) {causal = 1} : f32[1,6,2,4], f32[1,2,6] @n"},
+      {"FusedAttention",  // Q, K and V packed in one [B, T, 3, H, D] (pack-attention)
+       "input %x0 : f32[2,7,3,3,8]\n"
+       " %y, %l = FusedAttention(%x0) {causal = 1} : f32[2,7,3,8], f32[2,3,7] @n"},
       {"MatMul",
        "input %x0 : f32[2,5,3]\n input %x1 : f32[3,4]\n %y = MatMul(%x0, %x1) : f32[2,5,4] @n"},
       {"MatMul",
@@ -953,28 +956,32 @@ void expectKernelsBuild(const PlanFile& plan, const std::string& what) {
 // FusedAttention cases above compare either against the CPU).
 TEST(CudaBackend, SixteenBitAttentionRunsOnCudnn) {
   SKIP_WITHOUT_GPU();
-  for (const char* t : {"f16", "bf16"}) {
-    PlanFile plan = casePlan(as16(
-        {"FusedAttention",
-         "input %x0 : f32[2,128,4,64]\n input %x1 : f32[2,128,4,64]\n input %x2 : f32[2,128,4,64]\n"
-         " %y, %l = FusedAttention(%x0, %x1, %x2) {causal = 1} : f32[2,128,4,64], f32[2,4,128] @n"},
-        t));
-    cuda::Device dev;
-    ASSERT_EQ(cudnnCreate(&dev.cudnn), CUDNN_STATUS_SUCCESS);
-    int built = 0;
-    for (const auto& step : plan.plan.ranks(0).steps()) {
-      if (step.op() != "FusedAttention" && step.op() != "FusedAttentionGrad") continue;
-      std::string why;
-      EXPECT_NE(cuda::cudnnAttentionKernel(fakeContext(plan, step), dev,
-                                           step.op() == "FusedAttentionGrad", &why),
-                nullptr)
-          << t << " " << step.op() << ": cuDNN declined: " << why;
-      ++built;
+  const std::string separate =
+      "input %x0 : f32[2,128,4,64]\n input %x1 : f32[2,128,4,64]\n input %x2 : f32[2,128,4,64]\n"
+      " %y, %l = FusedAttention(%x0, %x1, %x2) {causal = 1} : f32[2,128,4,64], f32[2,4,128] @n";
+  const std::string packed =  // Q, K and V read with a row stride of 3·heads·D
+      "input %x0 : f32[2,128,3,4,64]\n"
+      " %y, %l = FusedAttention(%x0) {causal = 1} : f32[2,128,4,64], f32[2,4,128] @n";
+  for (const char* t : {"f16", "bf16"})
+    for (const std::string& text : {separate, packed}) {
+      PlanFile plan = casePlan(as16({"FusedAttention", text}, t));
+      cuda::Device dev;
+      ASSERT_EQ(cudnnCreate(&dev.cudnn), CUDNN_STATUS_SUCCESS);
+      int built = 0;
+      for (const auto& step : plan.plan.ranks(0).steps()) {
+        if (step.op() != "FusedAttention" && step.op() != "FusedAttentionGrad") continue;
+        std::string why;
+        EXPECT_NE(cuda::cudnnAttentionKernel(fakeContext(plan, step), dev,
+                                             step.op() == "FusedAttentionGrad", &why),
+                  nullptr)
+            << t << " " << step.op() << " (" << step.inputs_size()
+            << " inputs): cuDNN declined: " << why;
+        ++built;
+      }
+      EXPECT_EQ(built, 2);
+      cuda::releaseCudnnAttentionGraphs(dev.cudnn);
+      cudnnDestroy(dev.cudnn);
     }
-    EXPECT_EQ(built, 2);
-    cuda::releaseCudnnAttentionGraphs(dev.cudnn);
-    cudnnDestroy(dev.cudnn);
-  }
 }
 
 TEST(CudaBackend, KernelFactoriesAcceptEveryCasePlan) {

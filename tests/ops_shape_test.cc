@@ -178,6 +178,24 @@ TEST_F(OpsShapeTest, FusedAttention) {
                   "L must be f32[2,3,5]"));
 }
 
+// Q, K and V packed in one [B, T, 3, H, D]: Y [B, T, H, D], and one gradient, dQKV.
+TEST_F(OpsShapeTest, FusedAttentionPacked) {
+  Value* qkv = in(DType::BF16, {2, 5, 3, 4, 8});
+  EXPECT_EQ(infer("FusedAttention", {qkv}, {{"causal", int64_t{1}}}, 2, 0),
+            T(DType::BF16, {2, 5, 4, 8}));
+  EXPECT_EQ(infer("FusedAttention", {qkv}, {}, 2, 1), T(DType::F32, {2, 4, 5}));
+  EXPECT_TRUE(has(fails("FusedAttention", {in(DType::BF16, {2, 5, 2, 4, 8})}, {}, 2),
+                  "must be [batch, T, 3, heads, head_dim]"));
+  EXPECT_TRUE(has(fails("FusedAttention", {in(DType::BF16, {2, 5, 4, 8})}, {}, 2), "rank"));
+  EXPECT_TRUE(has(fails("FusedAttention", {qkv, qkv}, {}, 2), "not 2 inputs"));
+  Value* y = in(DType::BF16, {2, 5, 4, 8});
+  Value* l = in(DType::F32, {2, 4, 5});
+  EXPECT_EQ(infer("FusedAttentionGrad", {y, qkv, y, l}, {}, 1, 0), T(DType::BF16, {2, 5, 3, 4, 8}));
+  EXPECT_TRUE(has(fails("FusedAttentionGrad", {y, qkv, y, l}, {}, 3), "one gradient output"));
+  EXPECT_TRUE(has(fails("FusedAttentionGrad", {y, qkv, in(DType::BF16, {2, 5, 4, 9}), l}, {}, 1),
+                  "must be Y's"));
+}
+
 TEST_F(OpsShapeTest, Unary) {
   for (const char* op : {"Relu", "Sigmoid", "Tanh", "Erf", "Sqrt", "LeakyRelu", "Gelu"})
     EXPECT_EQ(infer(op, {in(DType::F16, {2, 3})}), T(DType::F16, {2, 3})) << op;

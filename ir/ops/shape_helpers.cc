@@ -254,11 +254,37 @@ int64_t softmaxMaskRows(const Shape& x, const Shape& mask) {
   return rows == 1 || (x.size() >= 2 && rows == x[x.size() - 2]) ? rows : 0;
 }
 
-AttentionDims attentionDims(const Shape& q, const Shape& k, const Shape& v, double scale,
-                            bool causal) {
-  AttentionDims d{q[0], q[1], k[1], q[2], q[3], v[3], scale, causal};
+AttentionDims attentionDims(const std::vector<Shape>& qkv, double scale, bool causal) {
+  AttentionDims d;
+  d.scale = scale;
+  d.causal = causal;
+  if (qkv.size() == 1) {  // [B, T, 3, H, D]
+    const Shape& p = qkv[0];
+    d.packed = true;
+    d.batch = p[0];
+    d.q_len = d.kv_len = p[1];
+    d.heads = p[3];
+    d.head = d.value_head = p[4];
+    d.q_row = d.k_row = d.v_row = 3 * d.heads * d.head;
+    d.k_offset = d.heads * d.head;
+    d.v_offset = 2 * d.heads * d.head;
+  } else {
+    const Shape &q = qkv.at(0), &k = qkv.at(1), &v = qkv.at(2);
+    d.batch = q[0];
+    d.q_len = q[1];
+    d.kv_len = k[1];
+    d.heads = q[2];
+    d.head = q[3];
+    d.value_head = v[3];
+    d.q_row = d.k_row = d.heads * d.head;
+    d.v_row = d.heads * d.value_head;
+  }
   if (d.scale == 0) d.scale = 1.0 / std::sqrt(static_cast<double>(d.head));
   return d;
+}
+
+size_t attentionOperandCount(const std::string& op, size_t inputs) {
+  return inputs == (op == "FusedAttentionGrad" ? 4 : 1) ? 1 : 3;
 }
 
 DType attentionStatsDType(DType operands) {

@@ -76,16 +76,27 @@ std::vector<int64_t> stridesOf(const Shape& shape);
 // that broadcasts to it (numpy rules; `in` must broadcast to `out`).
 std::vector<int64_t> broadcastIndices(const Shape& in, const Shape& out);
 
-// FusedAttention's sizes (ir/ops/attention.cc) from Q [B, Tq, H, D], K [B, Tk, H, D]
-// and V [B, Tk, H, Dv], with the scale resolved (0 means 1/sqrt(D)); element
-// (b, t, h, d) of an operand of head size n is at ((b·T + t)·H + h)·n + d.
+// FusedAttention's sizes (ir/ops/attention.cc) from its Q, K, V operand shapes:
+// three, Q [B, Tq, H, D], K [B, Tk, H, D] and V [B, Tk, H, Dv], or one, the packed
+// QKV [B, T, 3, H, D] (pack-attention's form: the projection's output as it lies).
+// The scale is resolved (0 means 1/sqrt(D)). Element (b, t, h, d) of Q is at
+// q_offset + (b·Tq + t)·q_row + h·D + d, of K and V likewise; Y [B, Tq, H, Dv] is
+// never packed, its element at ((b·Tq + t)·H + h)·Dv + d.
 struct AttentionDims {
   int64_t batch = 0, q_len = 0, kv_len = 0, heads = 0, head = 0, value_head = 0;
   double scale = 1.0;
   bool causal = false;
+  bool packed = false;
+  // Elements between consecutive tokens of Q, K and V, and where each starts in its
+  // tensor (all in the one tensor when packed).
+  int64_t q_row = 0, k_row = 0, v_row = 0;
+  int64_t q_offset = 0, k_offset = 0, v_offset = 0;
+  int64_t y_row() const { return heads * value_head; }
 };
-AttentionDims attentionDims(const Shape& q, const Shape& k, const Shape& v, double scale,
-                            bool causal);
+AttentionDims attentionDims(const std::vector<Shape>& qkv, double scale, bool causal);
+// How many Q, K, V operands a FusedAttention(Grad) with `inputs` inputs has: 1
+// (packed) or 3.
+size_t attentionOperandCount(const std::string& op, size_t inputs);
 // The dtype of FusedAttention's softmax statistics L: f64 for f64 operands, else f32.
 DType attentionStatsDType(DType operands);
 

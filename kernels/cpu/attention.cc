@@ -7,22 +7,25 @@
 //   P[i,j] = exp(S[i,j] − L[i]),  D[i] = Σ_d dY[i,d]·Y[i,d],
 //   dV[j] += P[i,j]·dY[i],  dS[i,j] = P[i,j]·(dY[i]·V[j] − D[i]),
 //   dQ[i] += scale·dS[i,j]·K[j],  dK[j] += scale·dS[i,j]·Q[i].
-// 16-bit steps run through promotion (kernels/cpu/promote16.h).
+// Q, K and V may be one packed tensor (ir/ops/attention.cc), and then so are their
+// gradients. 16-bit steps run through promotion (kernels/cpu/promote16.h).
 #include <cmath>
 #include <limits>
 #include <vector>
 
-#include "ir/ops/shape_helpers.h"
+#include "kernels/attention_dims.h"
 #include "kernels/cpu/cpu_util.h"
 #include "kernels/cpu/nn.h"
 
 namespace ds::cpu {
 namespace {
 
-// Element (b, t, h) of a [B, T, H, n] operand.
+// Where element (b, t, h) of an operand of T tokens and head size n starts: `row`
+// elements between tokens, from `offset` (Q, K and V in their own [B, T, H, n]
+// tensors, or packed in one [B, T, 3, H, n]).
 struct Rows {
-  int64_t len, heads, n;
-  int64_t at(int64_t b, int64_t t, int64_t h) const { return ((b * len + t) * heads + h) * n; }
+  int64_t len, n, row, offset;
+  int64_t at(int64_t b, int64_t t, int64_t h) const { return offset + (b * len + t) * row + h * n; }
 };
 
 template <typename T>
@@ -42,13 +45,12 @@ void axpy(T* acc, T w, const T* x, int64_t n) {
 
 class AttentionGeometry {
  public:
-  explicit AttentionGeometry(const KernelContext& ctx, size_t q)
-      : dims_(attentionDims(ctx.input(q).shape(), ctx.input(q + 1).shape(),
-                            ctx.input(q + 2).shape(), ctx.f("scale"), ctx.i("causal") != 0)),
-        q_{dims_.q_len, dims_.heads, dims_.head},
-        k_{dims_.kv_len, dims_.heads, dims_.head},
-        v_{dims_.kv_len, dims_.heads, dims_.value_head},
-        y_{dims_.q_len, dims_.heads, dims_.value_head} {}
+  explicit AttentionGeometry(const KernelContext& ctx)
+      : dims_(attentionDimsOf(ctx)),
+        q_{dims_.q_len, dims_.head, dims_.q_row, dims_.q_offset},
+        k_{dims_.kv_len, dims_.head, dims_.k_row, dims_.k_offset},
+        v_{dims_.kv_len, dims_.value_head, dims_.v_row, dims_.v_offset},
+        y_{dims_.q_len, dims_.value_head, dims_.y_row(), 0} {}
 
   // Keys query i attends to: [0, keys(i)).
   int64_t keys(int64_t i) const { return dims_.causal ? i + 1 : dims_.kv_len; }
@@ -78,10 +80,12 @@ class AttentionGeometry {
 template <typename T, typename L>
 class FusedAttentionKernel : public CpuKernel {
  public:
-  explicit FusedAttentionKernel(const KernelContext& ctx) : g_(ctx, 0) {}
+  explicit FusedAttentionKernel(const KernelContext& ctx) : g_(ctx) {}
 
   void run(const KernelContext& ctx) override {
-    const T *q = ctx.input(0).as<T>(), *k = ctx.input(1).as<T>(), *v = ctx.input(2).as<T>();
+    const T* q = ctx.input(0).as<T>();
+    const T* k = g_.dims().packed ? q : ctx.input(1).as<T>();
+    const T* v = g_.dims().packed ? q : ctx.input(2).as<T>();
     T* y = ctx.output(0).as<T>();
     L* stats = ctx.output(1).as<L>();
     const AttentionDims& d = g_.dims();
@@ -113,19 +117,24 @@ class FusedAttentionKernel : public CpuKernel {
   AttentionGeometry g_;
 };
 
-// FusedAttentionGrad(dY, Q, K, V, Y, L) -> dQ, dK, dV.
+// FusedAttentionGrad(dY, Q, K, V, Y, L) -> dQ, dK, dV, or (dY, QKV, Y, L) -> dQKV.
 template <typename T, typename L>
 class FusedAttentionGradKernel : public CpuKernel {
  public:
-  explicit FusedAttentionGradKernel(const KernelContext& ctx) : g_(ctx, 1) {}
+  explicit FusedAttentionGradKernel(const KernelContext& ctx) : g_(ctx) {}
 
   void run(const KernelContext& ctx) override {
     const T* dy = ctx.input(0).as<T>();
-    const T *q = ctx.input(1).as<T>(), *k = ctx.input(2).as<T>(), *v = ctx.input(3).as<T>();
-    const T* y = ctx.input(4).as<T>();
-    const L* stats = ctx.input(5).as<L>();
-    T *dq = ctx.output(0).as<T>(), *dk = ctx.output(1).as<T>(), *dv = ctx.output(2).as<T>();
     const AttentionDims& d = g_.dims();
+    const T* q = ctx.input(1).as<T>();
+    const T* k = d.packed ? q : ctx.input(2).as<T>();
+    const T* v = d.packed ? q : ctx.input(3).as<T>();
+    const size_t after = d.packed ? 2 : 4;  // Y, then L
+    const T* y = ctx.input(after).as<T>();
+    const L* stats = ctx.input(after + 1).as<L>();
+    T* dq = ctx.output(0).as<T>();
+    T* dk = d.packed ? dq : ctx.output(1).as<T>();
+    T* dv = d.packed ? dq : ctx.output(2).as<T>();
     g_.forEachHead([&](int64_t b, int64_t h) {
       std::vector<T> dk_acc(static_cast<size_t>(d.kv_len * d.head), T(0));
       std::vector<T> dv_acc(static_cast<size_t>(d.kv_len * d.value_head), T(0));

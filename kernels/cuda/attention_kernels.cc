@@ -8,13 +8,15 @@
 // probabilities of the operands' dtype, and a second product writes Y in place.
 // The gradient recomputes the probabilities from L, then
 //   dV = Pᵀ·dY,  dP = dY·Vᵀ (f32),  dS = P·(dP − D),  dQ = scale·dS·K,  dK = scale·dSᵀ·Q.
-// The workspace holds one batch element's scores in f32 and in the operands' dtype.
+// Packed Q, K and V (and their packed gradient) are read and written where they lie
+// too, with a row stride of 3·heads·D. The workspace holds one batch element's
+// scores in f32 and in the operands' dtype.
 #include <iostream>
 #include <mutex>
 #include <set>
 #include <string>
 
-#include "ir/ops/shape_helpers.h"
+#include "kernels/attention_dims.h"
 #include "kernels/cuda/attention_sdpa.h"
 #include "kernels/cuda/cuda_util.h"
 
@@ -54,10 +56,9 @@ struct Geometry {
   DType t;
   size_t elem;
 
-  Geometry(const KernelContext& ctx, size_t q)
-      : dims(attentionDims(ctx.input(q).shape(), ctx.input(q + 1).shape(), ctx.input(q + 2).shape(),
-                           ctx.f("scale"), ctx.i("causal") != 0)),
-        t(ctx.input(q).dtype()),
+  explicit Geometry(const KernelContext& ctx)
+      : dims(attentionDimsOf(ctx)),
+        t(ctx.input(ctx.op == "FusedAttentionGrad" ? 1 : 0).dtype()),
         elem(dtypeSize(t)) {
     if (t != DType::F32 && !isSixteenBitFloat(t))
       ctx.fail("attention on ", dtypeName(t), " is not supported on CUDA (f32, f16, bf16)");
@@ -67,23 +68,28 @@ struct Geometry {
   size_t workspaceBytes() const { return static_cast<size_t>(scores()) * (sizeof(float) + elem); }
   float* f32Scores(void* ws) const { return static_cast<float*>(ws); }
   void* probs(void* ws) const { return static_cast<char*>(ws) + scores() * sizeof(float); }
-  // Batch element b of a [B, T, heads, n] operand, and that operand's head view.
-  const char* at(const void* base, int64_t b, int64_t len, int64_t n) const {
-    return static_cast<const char*>(base) + static_cast<size_t>(b * len * dims.heads * n) * elem;
+  // The input (or output) `first + which` of Q, K, V (which 0, 1, 2), or the packed one.
+  const void* operand(const std::vector<TensorView>& views, size_t first, size_t which) const {
+    return views.at(dims.packed ? first : first + which).data;
+  }
+  // Batch element b of an operand of `len` tokens `row` elements apart from `offset`,
+  // as its head view (head size n).
+  Operand at(const void* base, int64_t b, int64_t len, int64_t row, int64_t offset,
+             int64_t n) const {
+    return {static_cast<const char*>(base) + static_cast<size_t>(offset + b * len * row) * elem,
+            row, n};
   }
   Operand q(const void* base, int64_t b) const {
-    return {at(base, b, dims.q_len, dims.head), dims.heads * dims.head, dims.head};
+    return at(base, b, dims.q_len, dims.q_row, dims.q_offset, dims.head);
   }
   Operand k(const void* base, int64_t b) const {
-    return {at(base, b, dims.kv_len, dims.head), dims.heads * dims.head, dims.head};
+    return at(base, b, dims.kv_len, dims.k_row, dims.k_offset, dims.head);
   }
   Operand v(const void* base, int64_t b) const {
-    return {at(base, b, dims.kv_len, dims.value_head), dims.heads * dims.value_head,
-            dims.value_head};
+    return at(base, b, dims.kv_len, dims.v_row, dims.v_offset, dims.value_head);
   }
   Operand y(const void* base, int64_t b) const {
-    return {at(base, b, dims.q_len, dims.value_head), dims.heads * dims.value_head,
-            dims.value_head};
+    return at(base, b, dims.q_len, dims.y_row(), 0, dims.value_head);
   }
   Operand scoresOperand(const void* data) const {
     return {data, dims.kv_len, dims.q_len * dims.kv_len};
@@ -125,17 +131,19 @@ std::unique_ptr<CudaKernel> onCudnn(const KernelContext& ctx, const Device& dev,
 
 std::unique_ptr<CudaKernel> attentionKernel(const KernelContext& ctx, const Device& dev) {
   if (auto fused = onCudnn(ctx, dev, false)) return fused;
-  const Geometry g(ctx, 0);
+  const Geometry g(ctx);
   return launchKernel(
       [g](const KernelContext& c, const Device& d, void* ws) {
         const AttentionDims& n = g.dims;
         auto* stats = static_cast<float*>(c.output(1).data);
+        const void *q = g.operand(c.inputs, 0, 0), *k = g.operand(c.inputs, 0, 1);
+        const void* v = g.operand(c.inputs, 0, 2);
         for (int64_t b = 0; b < n.batch; ++b) {
-          g.computeScores(d, c.input(0).data, c.input(1).data, b, ws);
+          g.computeScores(d, q, k, b, ws);
           attentionProbs(g.t, g.f32Scores(ws), g.probs(ws), stats + b * g.rows(), nullptr, g.rows(),
                          n.q_len, n.kv_len, n.causal, d.stream);
           g.intoOperand(d, n.q_len, n.value_head, n.kv_len, 1.0f, g.scoresOperand(g.probs(ws)),
-                        g.v(c.input(2).data, b), g.y(c.output(0).data, b));
+                        g.v(v, b), g.y(c.output(0).data, b));
         }
       },
       g.workspaceBytes());
@@ -143,13 +151,17 @@ std::unique_ptr<CudaKernel> attentionKernel(const KernelContext& ctx, const Devi
 
 std::unique_ptr<CudaKernel> attentionGradKernel(const KernelContext& ctx, const Device& dev) {
   if (auto fused = onCudnn(ctx, dev, true)) return fused;
-  const Geometry g(ctx, 1);
+  const Geometry g(ctx);
   return launchKernel(
       [g](const KernelContext& c, const Device& d, void* ws) {
         const AttentionDims& n = g.dims;
-        const void *dy = c.input(0).data, *q = c.input(1).data, *k = c.input(2).data;
-        const void *v = c.input(3).data, *y = c.input(4).data;
-        const auto* stats = static_cast<const float*>(c.input(5).data);
+        const size_t after = n.packed ? 2 : 4;  // Y, then L
+        const void *dy = c.input(0).data, *q = g.operand(c.inputs, 1, 0);
+        const void *k = g.operand(c.inputs, 1, 1), *v = g.operand(c.inputs, 1, 2);
+        const void* y = c.input(after).data;
+        const auto* stats = static_cast<const float*>(c.input(after + 1).data);
+        const void *dq = g.operand(c.outputs, 0, 0), *dk = g.operand(c.outputs, 0, 1);
+        const void* dv = g.operand(c.outputs, 0, 2);
         const float scale = static_cast<float>(n.scale);
         for (int64_t b = 0; b < n.batch; ++b) {
           g.computeScores(d, q, k, b, ws);
@@ -157,8 +169,7 @@ std::unique_ptr<CudaKernel> attentionGradKernel(const KernelContext& ctx, const 
                          n.q_len, n.kv_len, n.causal, d.stream);
           Operand pt = g.scoresOperand(g.probs(ws));
           pt.trans = true;  // dV = Pᵀ·dY
-          g.intoOperand(d, n.kv_len, n.value_head, n.q_len, 1.0f, pt, g.y(dy, b),
-                        g.v(c.output(2).data, b));
+          g.intoOperand(d, n.kv_len, n.value_head, n.q_len, 1.0f, pt, g.y(dy, b), g.v(dv, b));
           Operand vt = g.v(v, b);
           vt.trans = true;  // dP = dY·Vᵀ, f32 over the scores
           headProducts(d, g.t, n.heads, n.q_len, n.kv_len, n.value_head, 1.0f, g.y(dy, b), vt,
@@ -168,11 +179,10 @@ std::unique_ptr<CudaKernel> attentionGradKernel(const KernelContext& ctx, const 
                               d.stream);
           const Operand ds = g.scoresOperand(g.probs(ws));
           g.intoOperand(d, n.q_len, n.head, n.kv_len, scale, ds, g.k(k, b),
-                        g.q(c.output(0).data, b));  // dQ = scale·dS·K
+                        g.q(dq, b));  // dQ = scale·dS·K
           Operand dst = ds;
           dst.trans = true;  // dK = scale·dSᵀ·Q
-          g.intoOperand(d, n.kv_len, n.head, n.q_len, scale, dst, g.q(q, b),
-                        g.k(c.output(1).data, b));
+          g.intoOperand(d, n.kv_len, n.head, n.q_len, scale, dst, g.q(q, b), g.k(dk, b));
         }
       },
       g.workspaceBytes());

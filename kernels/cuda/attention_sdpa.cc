@@ -15,7 +15,7 @@
 #include <utility>
 #include <vector>
 
-#include "ir/ops/shape_helpers.h"
+#include "kernels/attention_dims.h"
 #include "kernels/cuda/cuda_util.h"
 
 namespace ds::cuda {
@@ -24,53 +24,72 @@ namespace {
 namespace fe = cudnn_frontend;
 using TensorPtr = std::shared_ptr<fe::graph::Tensor_attributes>;
 
-// The graph's tensors by the uid the variant pack names them with: the step's
-// inputs, then its outputs.
-constexpr int64_t kOutputUids = 16;
-int64_t inputUid(size_t i) {
-  return static_cast<int64_t>(i) + 1;
-}
-int64_t outputUid(size_t i) {
-  return kOutputUids + static_cast<int64_t>(i);
+// Where a tensor of the graph lies: element `offset` of the step's input or output
+// `index`. The graph names it by its uid in the variant pack.
+struct Binding {
+  int64_t uid;
+  bool output;
+  size_t index;
+  int64_t offset;  // elements
+};
+
+// The graph's tensors: Q, K, V (or their gradients), Y, dY and L, each an operand
+// of the step, at an offset into it when Q, K and V are packed in one tensor.
+enum Uid : int64_t { kQ = 1, kK, kV, kY, kDY, kL, kDQ, kDK, kDV };
+
+// The bindings of the step's tensors (Q, K, V, Y, L forward; dY, Q, K, V, Y, L ->
+// dQ, dK, dV backward).
+std::vector<Binding> bindingsOf(const AttentionDims& d, bool backward) {
+  const size_t q = backward ? 1 : 0, after = q + (d.packed ? 1 : 3);
+  auto qkv = [&](bool output, size_t first, int64_t uid, size_t which, int64_t offset) {
+    return Binding{uid, output, d.packed ? first : first + which, offset};
+  };
+  if (!backward)
+    return {qkv(false, q, kQ, 0, d.q_offset),
+            qkv(false, q, kK, 1, d.k_offset),
+            qkv(false, q, kV, 2, d.v_offset),
+            {kY, true, 0, 0},
+            {kL, true, 1, 0}};
+  return {{kDY, false, 0, 0},
+          qkv(false, q, kQ, 0, d.q_offset),
+          qkv(false, q, kK, 1, d.k_offset),
+          qkv(false, q, kV, 2, d.v_offset),
+          {kY, false, after, 0},
+          {kL, false, after + 1, 0},
+          qkv(true, 0, kDQ, 0, d.q_offset),
+          qkv(true, 0, kDK, 1, d.k_offset),
+          qkv(true, 0, kDV, 2, d.v_offset)};
 }
 
-// A [B, T, heads, n] operand as cuDNN's [B, heads, T, n].
-fe::graph::Tensor_attributes headMajor(const std::string& name, int64_t uid, int64_t batch,
-                                       int64_t len, int64_t heads, int64_t n) {
-  return fe::graph::Tensor_attributes()
-      .set_name(name)
+// An operand of `len` tokens `row` elements apart ([B, T, heads, n], or a third of
+// a packed [B, T, 3, heads, n]) as cuDNN's [B, heads, T, n].
+fe::graph::Tensor_attributes& headMajor(fe::graph::Tensor_attributes& t, const std::string& name,
+                                        int64_t uid, int64_t batch, int64_t len, int64_t heads,
+                                        int64_t n, int64_t row) {
+  return t.set_name(name)
       .set_uid(uid)
       .set_dim({batch, heads, len, n})
-      .set_stride({len * heads * n, n, heads * n, 1});
-}
-
-void describeHeadMajor(const TensorPtr& t, const std::string& name, int64_t uid, int64_t batch,
-                       int64_t len, int64_t heads, int64_t n) {
-  t->set_output(true)
-      .set_name(name)
-      .set_uid(uid)
-      .set_dim({batch, heads, len, n})
-      .set_stride({len * heads * n, n, heads * n, 1});
+      .set_stride({len * row, n, row, 1});
 }
 
 class CudnnAttention : public CudaKernel {
  public:
-  CudnnAttention(std::shared_ptr<fe::graph::Graph> graph, size_t inputs, size_t outputs,
-                 int64_t workspace)
+  CudnnAttention(std::shared_ptr<fe::graph::Graph> graph, std::vector<Binding> bindings,
+                 size_t elem, int64_t workspace)
       : graph_(std::move(graph)),
-        inputs_(inputs),
-        outputs_(outputs),
+        bindings_(std::move(bindings)),
+        elem_(elem),
         workspace_(static_cast<size_t>(workspace)) {
     // Every uid now, so that run() only updates pointers (no allocation per step).
-    for (size_t i = 0; i < inputs_; ++i) pack_[inputUid(i)] = nullptr;
-    for (size_t i = 0; i < outputs_; ++i) pack_[outputUid(i)] = nullptr;
+    for (const Binding& b : bindings_) pack_[b.uid] = nullptr;
   }
 
   size_t workspaceBytes() const override { return workspace_; }
 
   void run(const KernelContext& c, const Device& dev, void* ws) override {
-    for (size_t i = 0; i < inputs_; ++i) pack_.at(inputUid(i)) = c.input(i).data;
-    for (size_t i = 0; i < outputs_; ++i) pack_.at(outputUid(i)) = c.output(i).data;
+    for (const Binding& b : bindings_)
+      pack_.at(b.uid) = static_cast<char*>((b.output ? c.output(b.index) : c.input(b.index)).data) +
+                        static_cast<size_t>(b.offset) * elem_;
     fe::error_t status = graph_->execute(dev.cudnn, pack_, ws);
     if (!status.is_good())
       throwCudaError("cudnn_frontend::graph::Graph::execute", status.get_message().c_str(),
@@ -79,7 +98,8 @@ class CudnnAttention : public CudaKernel {
 
  private:
   std::shared_ptr<fe::graph::Graph> graph_;
-  size_t inputs_, outputs_, workspace_;
+  std::vector<Binding> bindings_;
+  size_t elem_, workspace_;
   std::unordered_map<int64_t, void*> pack_;  // the variant pack: uid -> device address
 };
 
@@ -93,22 +113,27 @@ struct BuiltGraph {
 
 BuiltGraph buildGraph(const KernelContext& ctx, const Device& dev, bool backward,
                       fe::AttentionImplementation_t implementation, bool deterministic) {
-  const size_t q = backward ? 1 : 0;
-  const DType t = ctx.input(q).dtype();
-  const AttentionDims d =
-      attentionDims(ctx.input(q).shape(), ctx.input(q + 1).shape(), ctx.input(q + 2).shape(),
-                    ctx.f("scale"), ctx.i("causal") != 0);
+  const DType t = ctx.input(backward ? 1 : 0).dtype();
+  const AttentionDims d = attentionDimsOf(ctx);
   auto graph = std::make_shared<fe::graph::Graph>();
   graph->set_io_data_type(t == DType::F16 ? fe::DataType_t::HALF : fe::DataType_t::BFLOAT16)
       .set_intermediate_data_type(fe::DataType_t::FLOAT)
       .set_compute_data_type(fe::DataType_t::FLOAT);
-  auto operand = [&](const char* name, size_t input, int64_t len, int64_t n) {
-    return graph->tensor(headMajor(name, inputUid(input), d.batch, len, d.heads, n));
+  auto operand = [&](const char* name, int64_t uid, int64_t len, int64_t n, int64_t row) {
+    fe::graph::Tensor_attributes t;
+    return graph->tensor(headMajor(t, name, uid, d.batch, len, d.heads, n, row));
   };
-  auto stats = [&](size_t input) {  // L [B, heads, Tq] as [B, heads, Tq, 1]
+  auto output = [&](const TensorPtr& t, const char* name, int64_t uid, int64_t len, int64_t n,
+                    int64_t row) {
+    headMajor(t->set_output(true), name, uid, d.batch, len, d.heads, n, row);
+  };
+  auto q_in = [&] { return operand("Q", kQ, d.q_len, d.head, d.q_row); };
+  auto k_in = [&] { return operand("K", kK, d.kv_len, d.head, d.k_row); };
+  auto v_in = [&] { return operand("V", kV, d.kv_len, d.value_head, d.v_row); };
+  auto stats = [&] {  // L [B, heads, Tq] as [B, heads, Tq, 1]
     return graph->tensor(fe::graph::Tensor_attributes()
                              .set_name("L")
-                             .set_uid(inputUid(input))
+                             .set_uid(kL)
                              .set_dim({d.batch, d.heads, d.q_len, 1})
                              .set_stride({d.heads * d.q_len, d.q_len, 1, 1})
                              .set_data_type(fe::DataType_t::FLOAT));
@@ -121,11 +146,10 @@ BuiltGraph buildGraph(const KernelContext& ctx, const Device& dev, bool backward
                        .set_attn_scale(scale)
                        .set_causal_mask(d.causal)
                        .set_implementation(implementation);
-    auto [y, l] = graph->sdpa(operand("Q", 0, d.q_len, d.head), operand("K", 1, d.kv_len, d.head),
-                              operand("V", 2, d.kv_len, d.value_head), options);
-    describeHeadMajor(y, "Y", outputUid(0), d.batch, d.q_len, d.heads, d.value_head);
+    auto [y, l] = graph->sdpa(q_in(), k_in(), v_in(), options);
+    output(y, "Y", kY, d.q_len, d.value_head, d.y_row());
     l->set_output(true)
-        .set_uid(outputUid(1))
+        .set_uid(kL)
         .set_dim({d.batch, d.heads, d.q_len, 1})
         .set_stride({d.heads * d.q_len, d.q_len, 1, 1})
         .set_data_type(fe::DataType_t::FLOAT);
@@ -136,12 +160,11 @@ BuiltGraph buildGraph(const KernelContext& ctx, const Device& dev, bool backward
                        .set_causal_mask(d.causal)
                        .set_deterministic_algorithm(deterministic);
     auto [dq, dk, dv] = graph->sdpa_backward(
-        operand("Q", 1, d.q_len, d.head), operand("K", 2, d.kv_len, d.head),
-        operand("V", 3, d.kv_len, d.value_head), operand("Y", 4, d.q_len, d.value_head),
-        operand("dY", 0, d.q_len, d.value_head), stats(5), options);
-    describeHeadMajor(dq, "dQ", outputUid(0), d.batch, d.q_len, d.heads, d.head);
-    describeHeadMajor(dk, "dK", outputUid(1), d.batch, d.kv_len, d.heads, d.head);
-    describeHeadMajor(dv, "dV", outputUid(2), d.batch, d.kv_len, d.heads, d.value_head);
+        q_in(), k_in(), v_in(), operand("Y", kY, d.q_len, d.value_head, d.y_row()),
+        operand("dY", kDY, d.q_len, d.value_head, d.y_row()), stats(), options);
+    output(dq, "dQ", kDQ, d.q_len, d.head, d.q_row);
+    output(dk, "dK", kDK, d.kv_len, d.head, d.k_row);
+    output(dv, "dV", kDV, d.kv_len, d.value_head, d.v_row);
   }
   BuiltGraph built{graph, 0, {}};
   const std::pair<const char*, std::function<fe::error_t()>> stages[] = {
@@ -164,7 +187,7 @@ BuiltGraph buildGraph(const KernelContext& ctx, const Device& dev, bool backward
 // Graphs by step geometry and handle: a GPT's 24 attention steps have 2 shapes, and
 // a graph's plan takes cuDNN a while to build. Graph::execute is const. A geometry
 // cuDNN declined is kept too, with its reason, so it is tried once.
-using GraphKey = std::tuple<bool, DType, Shape, Shape, Shape, double, int64_t, cudnnHandle_t, bool>;
+using GraphKey = std::tuple<bool, DType, std::vector<Shape>, double, int64_t, cudnnHandle_t, bool>;
 
 std::mutex cache_mutex;
 std::map<GraphKey, BuiltGraph>& graphCache() {
@@ -174,12 +197,9 @@ std::map<GraphKey, BuiltGraph>& graphCache() {
 
 BuiltGraph cachedGraph(const KernelContext& ctx, const Device& dev, bool backward) {
   std::map<GraphKey, BuiltGraph>& cache = graphCache();
-  const size_t q = backward ? 1 : 0;
   const GraphKey key{backward,
-                     ctx.input(q).dtype(),
-                     ctx.input(q).shape(),
-                     ctx.input(q + 1).shape(),
-                     ctx.input(q + 2).shape(),
+                     ctx.input(backward ? 1 : 0).dtype(),
+                     attentionOperandShapes(ctx),
                      ctx.f("scale"),
                      ctx.i("causal"),
                      dev.cudnn,
@@ -226,7 +246,7 @@ void releaseCudnnAttentionGraphs(cudnnHandle_t handle) {
   std::lock_guard<std::mutex> lock(cache_mutex);
   std::map<GraphKey, BuiltGraph>& cache = graphCache();
   for (auto it = cache.begin(); it != cache.end();)
-    it = std::get<7>(it->first) == handle ? cache.erase(it) : std::next(it);
+    it = std::get<5>(it->first) == handle ? cache.erase(it) : std::next(it);
 }
 
 std::unique_ptr<CudaKernel> cudnnAttentionKernel(const KernelContext& ctx, const Device& dev,
@@ -236,21 +256,24 @@ std::unique_ptr<CudaKernel> cudnnAttentionKernel(const KernelContext& ctx, const
     if (why) *why = dev.cudnn == nullptr ? "no cuDNN handle" : "not 16-bit";
     return nullptr;
   }
+  std::vector<Binding> bindings = bindingsOf(attentionDimsOf(ctx), backward);
   // cuDNN's engines need 16-byte-aligned operands (4 for L), and reject others
   // only when run; the views' addresses are fixed at load, so decline here.
-  for (const std::vector<TensorView>* list : {&ctx.inputs, &ctx.outputs})
-    for (const TensorView& v : *list)
-      if (v.present() && reinterpret_cast<uintptr_t>(v.data) % (v.dtype() == DType::F32 ? 4 : 16)) {
-        if (why) *why = "an operand is not 16-byte aligned";
-        return nullptr;
-      }
+  const size_t elem = dtypeSize(t);
+  for (const Binding& b : bindings) {
+    const auto address =
+        reinterpret_cast<uintptr_t>((b.output ? ctx.output(b.index) : ctx.input(b.index)).data);
+    if ((address + static_cast<size_t>(b.offset) * elem) % (b.uid == kL ? 4 : 16) != 0) {
+      if (why) *why = "an operand is not 16-byte aligned";
+      return nullptr;
+    }
+  }
   BuiltGraph built = cachedGraph(ctx, dev, backward);
   if (!built.graph) {
     if (why) *why = built.why;
     return nullptr;
   }
-  return std::make_unique<CudnnAttention>(built.graph, backward ? 6 : 3, backward ? 3 : 2,
-                                          built.workspace);
+  return std::make_unique<CudnnAttention>(built.graph, std::move(bindings), elem, built.workspace);
 }
 
 }  // namespace ds::cuda
