@@ -111,9 +111,6 @@ class Node {
 
   const std::vector<Value*>& inputs() const { return inputs_; }
   const std::vector<Value*>& outputs() const { return outputs_; }
-  bool isOutput(const Value* v) const {
-    return std::find(outputs_.begin(), outputs_.end(), v) != outputs_.end();
-  }
   size_t numInputs() const { return inputs_.size(); }
   size_t numOutputs() const { return outputs_.size(); }
   // Optional inputs may be absent (nullptr); hasInput says whether input i is present.

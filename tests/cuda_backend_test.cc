@@ -171,6 +171,9 @@ std::vector<OpCase> nnCases() {
       {"FusedAttention",  // Q, K and V packed in one [B, T, 3, H, D] (pack-attention)
        "input %x0 : f32[2,7,3,3,8]\n"
        " %y, %l = FusedAttention(%x0) {causal = 1} : f32[2,7,3,8], f32[2,3,7] @n"},
+      {"FusedAttention",  // packed, of a GPT's head size: cuDNN's engines in 16 bits
+       "input %x0 : f32[1,16,3,2,64]\n"
+       " %y, %l = FusedAttention(%x0) {causal = 1} : f32[1,16,2,64], f32[1,2,16] @n"},
       {"MatMul",
        "input %x0 : f32[2,5,3]\n input %x1 : f32[3,4]\n %y = MatMul(%x0, %x1) : f32[2,5,4] @n"},
       {"MatMul",
@@ -962,8 +965,11 @@ TEST(CudaBackend, SixteenBitAttentionRunsOnCudnn) {
   const std::string packed =  // Q, K and V read with a row stride of 3·heads·D
       "input %x0 : f32[2,128,3,4,64]\n"
       " %y, %l = FusedAttention(%x0) {causal = 1} : f32[2,128,4,64], f32[2,4,128] @n";
+  const std::string packed_case =  // the packed case above, compared with the CPU
+      "input %x0 : f32[1,16,3,2,64]\n"
+      " %y, %l = FusedAttention(%x0) {causal = 1} : f32[1,16,2,64], f32[1,2,16] @n";
   for (const char* t : {"f16", "bf16"})
-    for (const std::string& text : {separate, packed}) {
+    for (const std::string& text : {separate, packed, packed_case}) {
       PlanFile plan = casePlan(as16({"FusedAttention", text}, t));
       cuda::Device dev;
       ASSERT_EQ(cudnnCreate(&dev.cudnn), CUDNN_STATUS_SUCCESS);

@@ -48,28 +48,29 @@ std::string attention(const std::string& t, const std::string& split = "{axis = 
 }
 
 TEST(PackAttention, SplitProjectionIsReadPacked) {
-  for (const std::string t : {"f32", "f64"}) {
-    SCOPED_TRACE(t);
-    auto before = parseGraph(attention(t));
-    auto after = parseGraph(attention(t));
-    EXPECT_TRUE(packAttention(*after));
-    verifyGraph(*after);
-    ASSERT_EQ(after->numNodes(), 2u) << printGraph(*after);
-    const Node& packed = *after->nodes().back();
-    EXPECT_EQ(packed.op(), "FusedAttention");
-    ASSERT_EQ(packed.numInputs(), 1u);
-    EXPECT_EQ(packed.input(0)->shape(), (Shape{2, 5, 3, 3, 2}));
-    EXPECT_EQ(packed.i("causal"), 1);
-    EXPECT_FLOAT_EQ(static_cast<float>(packed.f("scale")), 0.8f);
-    const double tolerance = t == "f32" ? 1e-5 : 1e-12;
-    std::vector<Tensor> want = test::outputAndGradients(*before, {"x"}, 2, 7);
-    std::vector<Tensor> got = test::outputAndGradients(*after, {"x"}, 2, 7);
-    ASSERT_EQ(got.size(), 2u);
-    for (size_t o = 0; o < 2; ++o)
-      for (int64_t i = 0; i < want[o].numel(); ++i)
-        EXPECT_NEAR(got[o].getDouble(i), want[o].getDouble(i), tolerance)
-            << "output " << o << " element " << i;
-  }
+  for (const std::string t : {"f32", "f64"})
+    for (const std::string split : {"{axis = 2}", "{axis = -1, split = [6, 6, 6]}"}) {
+      SCOPED_TRACE(t + " " + split);
+      auto before = parseGraph(attention(t, split));
+      auto after = parseGraph(attention(t, split));
+      EXPECT_TRUE(packAttention(*after));
+      verifyGraph(*after);
+      ASSERT_EQ(after->numNodes(), 2u) << printGraph(*after);
+      const Node& packed = *after->nodes().back();
+      EXPECT_EQ(packed.op(), "FusedAttention");
+      ASSERT_EQ(packed.numInputs(), 1u);
+      EXPECT_EQ(packed.input(0)->shape(), (Shape{2, 5, 3, 3, 2}));
+      EXPECT_EQ(packed.i("causal"), 1);
+      EXPECT_FLOAT_EQ(static_cast<float>(packed.f("scale")), 0.8f);
+      const double tolerance = t == "f32" ? 1e-5 : 1e-12;
+      std::vector<Tensor> want = test::outputAndGradients(*before, {"x"}, 2, 7);
+      std::vector<Tensor> got = test::outputAndGradients(*after, {"x"}, 2, 7);
+      ASSERT_EQ(got.size(), 2u);
+      for (size_t o = 0; o < 2; ++o)
+        for (int64_t i = 0; i < want[o].numel(); ++i)
+          EXPECT_NEAR(got[o].getDouble(i), want[o].getDouble(i), tolerance)
+              << "output " << o << " element " << i;
+    }
 }
 
 // The backward of the packed form is one FusedAttentionGrad with one output, dX's
@@ -116,6 +117,29 @@ TEST(PackAttention, LeavesOtherSplitsAlone) {
   std::string shared = attention("f32");
   shared = replaceAll(shared, "return %y", "return %y, %k");
   expectUnpacked(shared);
+  // A head view also read by another node.
+  std::string read = attention("f32");
+  read = replaceAll(read, "return %y", "return %y, %n");
+  read.replace(read.find("    %y, %l"), 0, "    %n = Neg(%kh) : f32[2,5,3,2] @reads_k\n");
+  expectUnpacked(read);
+  // K and V from a second split of the same projection.
+  std::string second = attention("f32");
+  second.replace(
+      second.find("    %qh"), 0,
+      "    %q2, %k2, %v2 = Split(%x) {axis = 2} : f32[2,5,6], f32[2,5,6], f32[2,5,6] @split2\n");
+  second = replaceAll(second, "Reshape(%k)", "Reshape(%k2)");
+  second = replaceAll(second, "Reshape(%v)", "Reshape(%v2)");
+  expectUnpacked(second);
+  // Split along the tokens, not the features.
+  expectUnpacked(R"(graph g {
+    input %x : f32[2,15,6]
+    %q, %k, %v = Split(%x) {axis = 1} : f32[2,5,6], f32[2,5,6], f32[2,5,6] @split
+    %qh = Reshape(%q) {shape = [0, 5, 3, 2]} : f32[2,5,3,2] @qh
+    %kh = Reshape(%k) {shape = [0, 5, 3, 2]} : f32[2,5,3,2] @kh
+    %vh = Reshape(%v) {shape = [0, 5, 3, 2]} : f32[2,5,3,2] @vh
+    %y, %l = FusedAttention(%qh, %kh, %vh) : f32[2,5,3,2], f32[2,3,5] @attention
+    return %y
+  })");
   // Q and K swapped: the packed form would read them in the wrong thirds.
   expectUnpacked(replaceAll(attention("f32"), "FusedAttention(%qh, %kh, %vh)",
                             "FusedAttention(%kh, %qh, %vh)"));

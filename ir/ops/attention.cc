@@ -69,12 +69,11 @@ Shape checkOperands(const InferContext& ctx, size_t first, size_t count) {
 // The number of Q, K, V operands of the node (3, or 1 packed); fails on another
 // input count.
 size_t operandCount(const InferContext& ctx) {
-  const bool grad = ctx.node().op() == "FusedAttentionGrad";
-  const size_t inputs = ctx.node().numInputs(), base = grad ? 3 : 0;
-  if (inputs != base + 1 && inputs != base + 3)
-    ctx.fail("takes ", grad ? "dY, Q, K, V, Y, L or dY, QKV, Y, L" : "Q, K, V or a packed QKV",
-             ", not ", inputs, " inputs");
-  return inputs - base;
+  try {
+    return attentionOperandCount(ctx.node().op(), ctx.node().numInputs());
+  } catch (const Error& e) {
+    ctx.fail(e.what());
+  }
 }
 OpSchema fusedAttention() {
   OpSchema s;

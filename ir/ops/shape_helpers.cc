@@ -284,7 +284,11 @@ AttentionDims attentionDims(const std::vector<Shape>& qkv, double scale, bool ca
 }
 
 size_t attentionOperandCount(const std::string& op, size_t inputs) {
-  return inputs == (op == "FusedAttentionGrad" ? 4 : 1) ? 1 : 3;
+  const size_t others = op == "FusedAttentionGrad" ? 3 : 0;  // dY, Y, L
+  DS_CHECK(inputs == others + 1 || inputs == others + 3, op, " takes ",
+           others ? "dY, Q, K, V, Y, L or dY, QKV, Y, L" : "Q, K, V or a packed QKV", ", not ",
+           inputs, " inputs");
+  return inputs - others;
 }
 
 DType attentionStatsDType(DType operands) {

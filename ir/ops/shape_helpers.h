@@ -95,7 +95,7 @@ struct AttentionDims {
 };
 AttentionDims attentionDims(const std::vector<Shape>& qkv, double scale, bool causal);
 // How many Q, K, V operands a FusedAttention(Grad) with `inputs` inputs has: 1
-// (packed) or 3.
+// (packed) or 3; throws on another count.
 size_t attentionOperandCount(const std::string& op, size_t inputs);
 // The dtype of FusedAttention's softmax statistics L: f64 for f64 operands, else f32.
 DType attentionStatsDType(DType operands);
