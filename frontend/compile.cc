@@ -372,7 +372,7 @@ Compilation compile(const CompileOptions& o) {
   // Stage 2: clean-up passes, verified after each.
   runPasses(*out.graph,
             {"fold-constants", "fold-transpose", "fold-scale", "fold-softmax-mask", "fuse-gelu",
-             "fuse-attention", "dead-code", "pack-attention"},
+             "fuse-layer-norm", "fuse-attention", "dead-code", "pack-attention"},
             passOptions(o));
 
   // Stage 3: training — loss, backward graph, optimizer step.

@@ -10,6 +10,8 @@
 #include <string>
 #include <vector>
 
+#include "passes/replace_chain.h"
+
 namespace ds {
 namespace {
 
@@ -169,28 +171,6 @@ class ChainMatcher {
   std::vector<Node*> nodes_;
 };
 
-// Replaces the matched chain by one Gelu with the last node's name and output name.
-void replaceChain(Graph& graph, const ChainMatcher& chain) {
-  Node* last = chain.nodes().front();
-  const std::string node_name = last->name(), out_name = last->output(0)->name();
-  const Phase phase = last->phase();
-  const Role role = last->output(0)->role();
-  const bool on_host = last->onHost();
-  Node* next = graph.nextNode(last);
-  // Park the users on a placeholder so the chain (and the output's name) can go first.
-  Value* parked = graph.addSource(graph.uniqueName(out_name + "_fusing"), last->output(0)->type(),
-                                  Role::Constant);
-  graph.replaceAllUsesWith(last->output(0), parked);
-  for (Node* n : chain.nodes()) graph.eraseNode(n);
-  Node* gelu = graph.addNode("Gelu", {chain.x()}, {{"approximate", chain.approximate()}},
-                             {out_name}, node_name, next);
-  gelu->setPhase(phase);
-  gelu->setOnHost(on_host);
-  gelu->output(0)->setRole(role);
-  graph.replaceAllUsesWith(parked, gelu->output(0));
-  graph.eraseSource(parked);
-}
-
 }  // namespace
 
 bool fuseGelu(Graph& graph) {
@@ -199,7 +179,7 @@ bool fuseGelu(Graph& graph) {
     Node* node = (it++)->get();  // advance first: fusing erases the node
     ChainMatcher chain(graph);
     if (!chain.match(node)) continue;
-    replaceChain(graph, chain);
+    replaceChain(graph, chain.nodes(), "Gelu", {chain.x()}, {{"approximate", chain.approximate()}});
     changed = true;
   }
   return changed;

@@ -12,6 +12,7 @@
 #include "passes/fold_transpose.h"
 #include "passes/fuse_attention.h"
 #include "passes/fuse_gelu.h"
+#include "passes/fuse_layer_norm.h"
 #include "passes/fuse_loss_padding.h"
 #include "passes/fuse_optimizer_casts.h"
 #include "passes/fuse_relu_grad.h"
@@ -32,6 +33,9 @@ const std::vector<PassInfo>& allPasses() {
        "make a constant mask added (or filled in) before a Softmax its mask input",
        foldMaskIntoSoftmax, true},
       {"fuse-gelu", "make the elementwise GELU chains exporters write one Gelu op", fuseGelu, true},
+      {"fuse-layer-norm",
+       "make the element-wise layer norm exporters write below opset 17 one LayerNormalization",
+       fuseLayerNorm, true},
       {"fuse-attention",
        "make MatMul -> Softmax -> MatMul attention between head transposes one FusedAttention",
        fuseAttention, true},

@@ -479,23 +479,16 @@ std::vector<OpCase> forwardOnlyCases() {
   };
 }
 
-// `text` with every `from` written as `to`.
-std::string replaceAll(std::string text, const std::string& from, const std::string& to) {
-  for (size_t at = 0; (at = text.find(from, at)) != std::string::npos; at += to.size())
-    text.replace(at, from.size(), to);
-  return text;
-}
-
 // The case with every f32 in its text written as `dtype` (f16 or bf16).
 OpCase as16(OpCase c, const std::string& dtype) {
-  c.text = replaceAll(c.text, "f32", dtype);
+  c.text = test::replaceAll(c.text, "f32", dtype);
   // FusedAttention's statistics (its second output's type) stay f32. Its 16-bit
   // kernels round the probabilities and their gradient dS to 16 bits before the
   // products, as flash attention does, where the CPU's promoted kernel keeps them
   // in f32; dQ = Σ dS·K cancels (dS's rows sum to 0), so that rounding reaches
   // about twice the 16-bit tolerance there.
   if (c.op == "FusedAttention") {
-    c.text = replaceAll(c.text, ", " + dtype + "[", ", f32[");
+    c.text = test::replaceAll(c.text, ", " + dtype + "[", ", f32[");
     c.slack = 4;
   }
   return c;
@@ -625,7 +618,7 @@ std::vector<OpCase> normCases16(const std::string& t) {
         input %x2 : f32[6,8]
         %y, %mean, %inv = LayerNormalization(%x0, %x1, %x2) {axis = 1} : T[2,6,8], f32[2,1,1], f32[2,1,1] @n)"},
   };
-  for (OpCase& c : cases) c.text = replaceAll(c.text, "T[", t + "[");
+  for (OpCase& c : cases) c.text = test::replaceAll(c.text, "T[", t + "[");
   return cases;
 }
 
@@ -658,7 +651,7 @@ std::vector<OpCase> crossEntropyCases16(const std::string& t) {
                                       R"(]
         %y = SoftmaxCrossEntropyLoss(%x0, %t) {reduction = "sum"} : f32[] @n)"},
   };
-  for (OpCase& c : cases) c.text = replaceAll(c.text, "T[", t + "[");
+  for (OpCase& c : cases) c.text = test::replaceAll(c.text, "T[", t + "[");
   return cases;
 }
 
@@ -706,8 +699,8 @@ std::vector<OpCase> optimizerCases16(const std::string& t) {
        "input %x0 : T[3,40,5]\n %y = ReduceSum(%x0) {axes = [1], to = \"f32\"} : f32[3,1,5] @n"},
   };
   for (OpCase& c : cases) {
-    c.text = replaceAll(c.text, "T[", t + "[");
-    c.text = replaceAll(c.text, "\"T\"", "\"" + t + "\"");
+    c.text = test::replaceAll(c.text, "T[", t + "[");
+    c.text = test::replaceAll(c.text, "\"T\"", "\"" + t + "\"");
   }
   return cases;
 }
@@ -753,7 +746,7 @@ std::vector<OpCase> fusionCases(const std::string& t) {
         %p = Mul(%z, %x1) : T[4,8,6,6] @product
         %y = Add(%p, %z) : T[4,8,6,6] @n)"},
   };
-  for (OpCase& c : cases) c.text = replaceAll(c.text, "T[", t + "[");
+  for (OpCase& c : cases) c.text = test::replaceAll(c.text, "T[", t + "[");
   return cases;
 }
 
@@ -1084,8 +1077,8 @@ std::string normChain(const std::string& t, bool casts) {
     %w = Cast(%n) {to = "f32"} : f32[4,3,5,5] @w
     %y32 = LayerNormalization(%w, %g, %c) {axis = 2} : f32[4,3,5,5] @ln
     %y = Cast(%y32) {to = "T"} : T[4,3,5,5] @y16)";
-  std::string text = replaceAll(inputs + (casts ? promoted : direct), "T[", t + "[");
-  return replaceAll(text, "\"T\"", "\"" + t + "\"");
+  std::string text = test::replaceAll(inputs + (casts ? promoted : direct), "T[", t + "[");
+  return test::replaceAll(text, "\"T\"", "\"" + t + "\"");
 }
 
 using test::outputsOf;
@@ -1539,7 +1532,7 @@ std::vector<OpCase> channelsLastChains(const std::string& t) {
     %y = Cast(%p) {to = "f32"} : f32[2,16,1,1] @n)"},
   };
   for (OpCase& c : chains) {
-    c.text = replaceAll(replaceAll(c.text, "T[", t + "["), "\"T\"", "\"" + t + "\"");
+    c.text = test::replaceAll(test::replaceAll(c.text, "T[", t + "["), "\"T\"", "\"" + t + "\"");
   }
   return chains;
 }

@@ -18,12 +18,6 @@
 namespace ds {
 namespace {
 
-std::string replaceAll(std::string text, const std::string& from, const std::string& to) {
-  for (size_t at = 0; (at = text.find(from, at)) != std::string::npos; at += to.size())
-    text.replace(at, from.size(), to);
-  return text;
-}
-
 // dsrun's summary from "loss" on: the losses, the last lr and the gradient norm.
 std::string trainedLosses(const std::string& output) {
   const size_t at = output.find("; loss ");
@@ -42,9 +36,9 @@ std::string attention(const std::string& t, const std::string& split = "{axis = 
     %y, %l = FusedAttention(%qh, %kh, %vh) {causal = 1, scale = 0.8} : T[2,5,3,2], L[2,3,5] @attention
     return %y
   })";
-  text = replaceAll(text, "SPLIT", split);
-  text = replaceAll(text, "T[", t + "[");
-  return replaceAll(text, "L[", (t == "f64" ? "f64" : "f32") + std::string("["));
+  text = test::replaceAll(text, "SPLIT", split);
+  text = test::replaceAll(text, "T[", t + "[");
+  return test::replaceAll(text, "L[", (t == "f64" ? "f64" : "f32") + std::string("["));
 }
 
 TEST(PackAttention, SplitProjectionIsReadPacked) {
@@ -102,24 +96,24 @@ TEST(PackAttention, LeavesOtherSplitsAlone) {
   };
   // Unequal parts: V is the wider.
   std::string unequal = attention("f32", "{axis = 2, split = [4, 4, 10]}");
-  unequal = replaceAll(unequal, "f32[2,5,6], f32[2,5,6], f32[2,5,6]",
-                       "f32[2,5,4], f32[2,5,4], f32[2,5,10]");
-  unequal = replaceAll(unequal, "%q) {shape = [0, 5, 3, 2]} : f32[2,5,3,2]",
-                       "%q) {shape = [0, 5, 2, 2]} : f32[2,5,2,2]");
-  unequal = replaceAll(unequal, "%k) {shape = [0, 5, 3, 2]} : f32[2,5,3,2]",
-                       "%k) {shape = [0, 5, 2, 2]} : f32[2,5,2,2]");
-  unequal = replaceAll(unequal, "%v) {shape = [0, 5, 3, 2]} : f32[2,5,3,2]",
-                       "%v) {shape = [0, 5, 2, 5]} : f32[2,5,2,5]");
-  unequal = replaceAll(unequal, ": f32[2,5,3,2], f32[2,3,5] @attention",
-                       ": f32[2,5,2,5], f32[2,2,5] @attention");
+  unequal = test::replaceAll(unequal, "f32[2,5,6], f32[2,5,6], f32[2,5,6]",
+                             "f32[2,5,4], f32[2,5,4], f32[2,5,10]");
+  unequal = test::replaceAll(unequal, "%q) {shape = [0, 5, 3, 2]} : f32[2,5,3,2]",
+                             "%q) {shape = [0, 5, 2, 2]} : f32[2,5,2,2]");
+  unequal = test::replaceAll(unequal, "%k) {shape = [0, 5, 3, 2]} : f32[2,5,3,2]",
+                             "%k) {shape = [0, 5, 2, 2]} : f32[2,5,2,2]");
+  unequal = test::replaceAll(unequal, "%v) {shape = [0, 5, 3, 2]} : f32[2,5,3,2]",
+                             "%v) {shape = [0, 5, 2, 5]} : f32[2,5,2,5]");
+  unequal = test::replaceAll(unequal, ": f32[2,5,3,2], f32[2,3,5] @attention",
+                             ": f32[2,5,2,5], f32[2,2,5] @attention");
   expectUnpacked(unequal);
   // K is also returned.
   std::string shared = attention("f32");
-  shared = replaceAll(shared, "return %y", "return %y, %k");
+  shared = test::replaceAll(shared, "return %y", "return %y, %k");
   expectUnpacked(shared);
   // A head view also read by another node.
   std::string read = attention("f32");
-  read = replaceAll(read, "return %y", "return %y, %n");
+  read = test::replaceAll(read, "return %y", "return %y, %n");
   read.replace(read.find("    %y, %l"), 0, "    %n = Neg(%kh) : f32[2,5,3,2] @reads_k\n");
   expectUnpacked(read);
   // K and V from a second split of the same projection.
@@ -127,8 +121,8 @@ TEST(PackAttention, LeavesOtherSplitsAlone) {
   second.replace(
       second.find("    %qh"), 0,
       "    %q2, %k2, %v2 = Split(%x) {axis = 2} : f32[2,5,6], f32[2,5,6], f32[2,5,6] @split2\n");
-  second = replaceAll(second, "Reshape(%k)", "Reshape(%k2)");
-  second = replaceAll(second, "Reshape(%v)", "Reshape(%v2)");
+  second = test::replaceAll(second, "Reshape(%k)", "Reshape(%k2)");
+  second = test::replaceAll(second, "Reshape(%v)", "Reshape(%v2)");
   expectUnpacked(second);
   // Split along the tokens, not the features.
   expectUnpacked(R"(graph g {
@@ -141,8 +135,8 @@ TEST(PackAttention, LeavesOtherSplitsAlone) {
     return %y
   })");
   // Q and K swapped: the packed form would read them in the wrong thirds.
-  expectUnpacked(replaceAll(attention("f32"), "FusedAttention(%qh, %kh, %vh)",
-                            "FusedAttention(%kh, %qh, %vh)"));
+  expectUnpacked(test::replaceAll(attention("f32"), "FusedAttention(%qh, %kh, %vh)",
+                                  "FusedAttention(%kh, %qh, %vh)"));
 }
 
 TEST(PackAttention, DsmodelGptTrainsWithPackedAttention) {
