@@ -97,7 +97,7 @@ class LayerNormMatcher {
     x_ = sub->input(0);
     Node* mean = producer(sub->input(1), sub, "ReduceMean");
     if (!mean || mean->input(0) != x_ || mean->i("keepdims") == 0 ||
-        mean->ints("axes") != variance->ints("axes") || !trailingAxes(mean->ints("axes")))
+        !trailingAxes(mean->ints("axes")) || normalisedAxes(variance->ints("axes")) != axes_)
       return false;
     *chain = {div, sqrt, add, variance, square, sub, mean};
     return true;
@@ -111,21 +111,30 @@ class LayerNormMatcher {
     return mul && mul->input(0) == mul->input(1) ? mul : nullptr;
   }
 
-  // Whether `axes` are x's last k axes, each once; sets axis_ to the first.
-  bool trailingAxes(std::vector<int64_t> axes) {
+  // `axes` of x as non-negative, sorted.
+  std::vector<int64_t> normalisedAxes(std::vector<int64_t> axes) const {
     const auto rank = static_cast<int64_t>(x_->rank());
     for (int64_t& a : axes) a = a < 0 ? a + rank : a;
     std::sort(axes.begin(), axes.end());
-    if (axes.empty() || axes.front() < 0) return false;
-    for (size_t i = 0; i < axes.size(); ++i)
-      if (axes[i] != rank - static_cast<int64_t>(axes.size() - i)) return false;
-    axis_ = axes.front();
+    return axes;
+  }
+
+  // Whether `axes` are x's last k axes, each once; sets axes_ and axis_ (the first).
+  bool trailingAxes(const std::vector<int64_t>& axes) {
+    axes_ = normalisedAxes(axes);
+    const auto rank = static_cast<int64_t>(x_->rank());
+    if (axes_.empty() || axes_.front() < 0) return false;
+    for (size_t i = 0; i < axes_.size(); ++i)
+      if (axes_[i] != rank - static_cast<int64_t>(axes_.size() - i)) return false;
+    axis_ = axes_.front();
     return true;
   }
 
   // Types: every value of the chain x's float dtype and shape, scale and bias of
-  // x's normalised shape.
+  // x's normalised shape and computed outside the chain (Mul(n, n) is no scale).
   bool fits(const Node* last) const {
+    for (const Value* p : {scale_, bias_})
+      if (p && std::find(nodes_.begin(), nodes_.end(), p->producer()) != nodes_.end()) return false;
     const TensorType& t = x_->type();
     if (!isFloat(t.dtype) || last->output(0)->type() != t) return false;
     const Shape normalised(t.shape.begin() + axis_, t.shape.end());
@@ -139,6 +148,7 @@ class LayerNormMatcher {
   const Graph& graph_;
   Value *x_ = nullptr, *scale_ = nullptr, *bias_ = nullptr;
   int64_t axis_ = -1;
+  std::vector<int64_t> axes_;  // normalised, sorted
   double epsilon_ = 0;
   std::vector<Node*> nodes_;
 };

@@ -1,6 +1,6 @@
 // Pass "fuse-layer-norm": the layer norm that PyTorch writes out as element-wise
-// ops and reductions below opset 17 (torch.nn.LayerNorm, Hugging Face's GPT-2 and
-// BERT exported at their default opsets) becomes the registry's single
+// ops and reductions below opset 17 (torch.nn.LayerNorm of an f32 model, Hugging
+// Face's GPT-2 and BERT exported at their default opsets) becomes the registry's single
 // LayerNormalization, so the forward makes one pass over memory instead of nine and
 // training uses LayerNormalization's gradient rule (one LayerNormalizationGrad
 // instead of some fifteen element-wise gradient steps). ONNX Runtime makes the same
@@ -15,8 +15,10 @@
 // where epsilon and the exponent 2 are compile-time constants (one element each)
 // and scale and bias have x's normalised shape (x.shape[axis:]).
 //
-// Guarantees: y computes what it did up to rounding (the variance is summed in f32
-// or f64 as LayerNormalization's kernels do). A chain is fused only when every
+// A 16-bit export's Casts to f32 around the normalisation keep its chain unfused.
+//
+// Guarantees: y computes what it did up to rounding (LayerNormalization's kernels
+// sum the moments in double). A chain is fused only when every
 // value inside it is read by the chain alone (not by another node or a graph
 // output) and all its values have x's float dtype. The LayerNormalization takes
 // the name of the chain's last node, its output keeps the name of the chain's

@@ -1,11 +1,17 @@
 #include "passes/replace_chain.h"
 
+#include <algorithm>
 #include <utility>
+
+#include "ir/error.h"
 
 namespace ds {
 
 Node* replaceChain(Graph& graph, const std::vector<Node*>& chain, const std::string& op,
                    std::vector<Value*> inputs, AttributeMap attrs) {
+  for (const Value* in : inputs)
+    DS_CHECK(std::find(chain.begin(), chain.end(), in->producer()) == chain.end(), "fusing '",
+             chain.front()->name(), "': input '", in->name(), "' is computed inside the chain");
   Node* last = chain.front();
   const std::string node_name = last->name(), out_name = last->output(0)->name();
   const Phase phase = last->phase();

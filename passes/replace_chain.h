@@ -13,7 +13,8 @@ namespace ds {
 // result, and only the chain reads the values inside it) by one node op(inputs)
 // {attrs}. The new node takes the first node's name, phase and host placement, and
 // its output the result's name and role, so diagnostics, profiles, output names and
-// state updates are unchanged. Returns the new node.
+// state updates are unchanged. No input may be computed inside the chain. Returns
+// the new node.
 Node* replaceChain(Graph& graph, const std::vector<Node*>& chain, const std::string& op,
                    std::vector<Value*> inputs, AttributeMap attrs);
 

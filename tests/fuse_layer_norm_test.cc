@@ -8,6 +8,7 @@
 #include <gtest/gtest.h>
 
 #include <string>
+#include <utility>
 #include <vector>
 
 #include "ir/text.h"
@@ -19,11 +20,10 @@
 namespace ds {
 namespace {
 
-// Layer norm of x [2, 3, 4] over AXES (normalised shape N), its square SQUARE, the
-// result AFFINE, in dtype T.
-std::string layerNorm(const std::string& t, const std::string& square = "Pow(%d, %two)",
-                      const std::string& affine = "Add(%scaled, %bias)") {
-  std::string text = R"(graph g {
+// Layer norm of x [2, 3, 4] over its last axis in dtype T, as torch 1.13 writes it
+// at opset 15. Tests edit the text: each line is unique.
+std::string layerNorm(const std::string& t) {
+  return test::replaceAll(R"(graph g {
     input %x : T[2,3,4]
     input %scale : T[4]
     input %bias : T[4]
@@ -31,25 +31,36 @@ std::string layerNorm(const std::string& t, const std::string& square = "Pow(%d,
     const %eps : T[] = [1e-05]
     %m = ReduceMean(%x) {axes = [-1]} : T[2,3,1] @mean
     %d = Sub(%x, %m) : T[2,3,4] @centred
-    %sq = SQUARE : T[2,3,4] @square
+    %sq = Pow(%d, %two) : T[2,3,4] @square
     %v = ReduceMean(%sq) {axes = [-1]} : T[2,3,1] @variance
     %ve = Add(%v, %eps) : T[2,3,1] @plus_eps
     %s = Sqrt(%ve) : T[2,3,1] @std
     %n = Div(%d, %s) : T[2,3,4] @normalised
     %scaled = Mul(%n, %scale) : T[2,3,4] @scaled
-    %y = AFFINE : T[2,3,4] @ln
+    %y = Add(%scaled, %bias) : T[2,3,4] @ln
     return %y
-  })";
-  text = test::replaceAll(text, "SQUARE", square);
-  text = test::replaceAll(text, "AFFINE", affine);
-  return test::replaceAll(text, "T[", t + "[");
+  })",
+                          "T[", t + "[");
 }
 
+// `text` with each (from, to) replaced in turn; every `from` must occur.
+std::string edited(std::string text,
+                   const std::vector<std::pair<std::string, std::string>>& edits) {
+  for (const auto& [from, to] : edits) {
+    EXPECT_NE(text.find(from), std::string::npos) << from;
+    text = test::replaceAll(text, from, to);
+  }
+  return text;
+}
+
+// The pass fuses `text` into one LayerNormalization named `last` over axis `axis`
+// whose output and gradients match the chain's.
 void expectFused(const std::string& text, const std::string& t, const std::string& last,
-                 bool bias) {
+                 int64_t axis, bool bias) {
+  SCOPED_TRACE(text);
   auto before = parseGraph(text);
   auto after = parseGraph(text);
-  ASSERT_TRUE(fuseLayerNorm(*after)) << text;
+  ASSERT_TRUE(fuseLayerNorm(*after));
   verifyGraph(*after);
   ASSERT_EQ(after->numNodes(), 1u) << printGraph(*after);
   const Node& ln = *after->nodes().front();
@@ -57,7 +68,7 @@ void expectFused(const std::string& text, const std::string& t, const std::strin
   EXPECT_EQ(ln.name(), last);
   EXPECT_EQ(ln.output(0)->name(), after->outputs()[0]->name());
   EXPECT_EQ(ln.numInputs(), bias ? 3u : 2u);
-  EXPECT_EQ(ln.i("axis"), 2);
+  EXPECT_EQ(ln.i("axis"), axis);
   EXPECT_NEAR(ln.f("epsilon"), 1e-5, 1e-12);
   std::vector<std::string> wrt = {"x", "scale"};
   if (bias) wrt.push_back("bias");
@@ -71,43 +82,90 @@ void expectFused(const std::string& text, const std::string& t, const std::strin
           << "output " << o << " element " << i;
 }
 
+void expectUnfused(const std::string& text) {
+  auto g = parseGraph(text);
+  EXPECT_FALSE(fuseLayerNorm(*g)) << text;
+}
+
 TEST(FuseLayerNorm, TorchsChainBecomesOneLayerNormalization) {
   for (const std::string t : {"f32", "f64"}) {
     SCOPED_TRACE(t);
-    expectFused(layerNorm(t), t, "ln", true);
-    expectFused(layerNorm(t, "Mul(%d, %d)", "Add(%bias, %scaled)"), t, "ln", true);
+    const std::string ln = layerNorm(t);
+    expectFused(ln, t, "ln", 2, true);
+    // Mul(d, d) for the square; operands of Add and Mul the other way round; the
+    // variance's axis counted from the front.
+    expectFused(edited(ln, {{"Pow(%d, %two)", "Mul(%d, %d)"},
+                            {"Add(%scaled, %bias)", "Add(%bias, %scaled)"},
+                            {"Mul(%n, %scale)", "Mul(%scale, %n)"},
+                            {"Add(%v, %eps)", "Add(%eps, %v)"},
+                            {"ReduceMean(%sq) {axes = [-1]}", "ReduceMean(%sq) {axes = [2]}"}}),
+                t, "ln", 2, true);
     // Without a bias the Mul is the last node.
-    std::string no_bias = layerNorm(t);
-    no_bias =
-        test::replaceAll(no_bias, "    %y = Add(%scaled, %bias) : " + t + "[2,3,4] @ln\n", "");
-    no_bias = test::replaceAll(no_bias, "return %y", "return %scaled");
-    expectFused(no_bias, t, "scaled", false);
+    expectFused(edited(ln, {{"    %y = Add(%scaled, %bias) : " + t + "[2,3,4] @ln\n", ""},
+                            {"return %y", "return %scaled"}}),
+                t, "scaled", 2, false);
+    // Over the last two axes: axis 1, scale and bias [3, 4].
+    expectFused(
+        edited(ln, {{"input %scale : " + t + "[4]", "input %scale : " + t + "[3,4]"},
+                    {"input %bias : " + t + "[4]", "input %bias : " + t + "[3,4]"},
+                    {"{axes = [-1]} : " + t + "[2,3,1]", "{axes = [-2, -1]} : " + t + "[2,1,1]"},
+                    {": " + t + "[2,3,1] @plus_eps", ": " + t + "[2,1,1] @plus_eps"},
+                    {": " + t + "[2,3,1] @std", ": " + t + "[2,1,1] @std"}}),
+        t, "ln", 1, true);
   }
 }
 
 TEST(FuseLayerNorm, OtherChainsStay) {
-  auto expectUnfused = [](const std::string& text) {
-    auto g = parseGraph(text);
-    EXPECT_FALSE(fuseLayerNorm(*g)) << text;
-  };
-  // The centred values are also returned.
-  expectUnfused(test::replaceAll(layerNorm("f32"), "return %y", "return %y, %d"));
-  // Normalised over the middle axis: LayerNormalization normalises trailing axes.
-  std::string middle =
-      test::replaceAll(layerNorm("f32"), "{axes = [-1]} : f32[2,3,1]", "{axes = [1]} : f32[2,1,4]");
-  middle = test::replaceAll(middle, "%ve = Add(%v, %eps) : f32[2,3,1]",
-                            "%ve = Add(%v, %eps) : f32[2,1,4]");
-  middle = test::replaceAll(middle, "%s = Sqrt(%ve) : f32[2,3,1]", "%s = Sqrt(%ve) : f32[2,1,4]");
-  expectUnfused(middle);
-  // Epsilon is trainable.
+  const std::string ln = layerNorm("f32");
+  // An intermediate also returned, or also read by another node.
+  expectUnfused(edited(ln, {{"return %y", "return %y, %d"}}));
   expectUnfused(
-      test::replaceAll(layerNorm("f32"), "const %eps : f32[] = [1e-05]", "input %eps : f32[]"));
+      edited(ln, {{"return %y", "return %y, %z"},
+                  {"    %y = Add", "    %z = Neg(%s) : f32[2,3,1] @reads_std\n    %y = Add"}}));
+  // The operands of Sub or Div swapped.
+  expectUnfused(edited(ln, {{"Sub(%x, %m)", "Sub(%m, %x)"}}));
+  expectUnfused(edited(ln, {{"Div(%d, %s) : f32[2,3,4]", "Div(%s, %d) : f32[2,3,4]"}}));
+  // Normalised over the middle axis: LayerNormalization normalises trailing axes
+  // (scale and bias of the shape it would normalise, so only the axes decide).
+  expectUnfused(
+      edited(ln, {{"input %scale : f32[4]", "input %scale : f32[3,4]"},
+                  {"input %bias : f32[4]", "input %bias : f32[3,4]"},
+                  {"{axes = [-1]} : f32[2,3,1]", "{axes = [1]} : f32[2,1,4]"},
+                  {"%ve = Add(%v, %eps) : f32[2,3,1]", "%ve = Add(%v, %eps) : f32[2,1,4]"},
+                  {"%s = Sqrt(%ve) : f32[2,3,1]", "%s = Sqrt(%ve) : f32[2,1,4]"}}));
+  // The reductions drop the axis.
+  expectUnfused(edited(ln, {{"ReduceMean(%x) {axes = [-1]} : f32[2,3,1]",
+                             "ReduceMean(%x) {axes = [-1], keepdims = 0} : f32[2,3]"},
+                            {"%d = Sub(%x, %m)",
+                             "%mk = Unsqueeze(%m) {axes = [-1]} : f32[2,3,1] @keep\n"
+                             "    %d = Sub(%x, %mk)"}}));
+  // Epsilon not a constant, negative, or of several elements.
+  expectUnfused(edited(ln, {{"const %eps : f32[] = [1e-05]", "input %eps : f32[]"}}));
+  expectUnfused(edited(ln, {{"const %eps : f32[] = [1e-05]", "const %eps : f32[] = [-1e-05]"}}));
+  expectUnfused(
+      edited(ln, {{"const %eps : f32[] = [1e-05]",
+                   "const %eps : f32[2,3,1] = [1e-05, 1e-05, 1e-05, 1e-05, 1e-05, 1e-05]"}}));
   // A cube, not a square.
-  expectUnfused(test::replaceAll(layerNorm("f32"), "const %two : f32[] = [2.0]",
-                                 "const %two : f32[] = [3.0]"));
+  expectUnfused(edited(ln, {{"const %two : f32[] = [2.0]", "const %two : f32[] = [3.0]"}}));
   // A scale that broadcasts (one element): not of the normalised shape.
-  expectUnfused(
-      test::replaceAll(layerNorm("f32"), "input %scale : f32[4]", "input %scale : f32[1]"));
+  expectUnfused(edited(ln, {{"input %scale : f32[4]", "input %scale : f32[1]"}}));
+}
+
+// Over a rank-1 x the normalised shape is x's: neither Mul(n, n) nor Add(y, y) may
+// pass for a scale or a bias (the chain computes them).
+TEST(FuseLayerNorm, ChainValuesAreNeverItsScaleOrBias) {
+  std::string rank1 = edited(layerNorm("f32"), {{"[2,3,4]", "[4]"}, {"[2,3,1]", "[1]"}});
+  expectFused(rank1, "f32", "ln", 0, true);
+  expectUnfused(edited(rank1, {{"Mul(%n, %scale)", "Mul(%n, %n)"}}));
+  // Add(y, y): the layer norm without a bias fuses, the Add reads it twice.
+  auto g = parseGraph(edited(rank1, {{"Add(%scaled, %bias)", "Add(%scaled, %scaled)"}}));
+  ASSERT_TRUE(fuseLayerNorm(*g));
+  verifyGraph(*g);
+  ASSERT_EQ(g->numNodes(), 2u) << printGraph(*g);
+  const Node& ln = *g->nodes().front();
+  EXPECT_EQ(ln.op(), "LayerNormalization");
+  EXPECT_EQ(ln.numInputs(), 2u);
+  EXPECT_EQ(g->nodes().back()->input(0), ln.output(0));
 }
 
 // dsmodel's GPT writes LayerNormalization; PyTorch's export of the same model at
