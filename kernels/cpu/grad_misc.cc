@@ -7,7 +7,7 @@
 #include <cmath>
 #include <cstring>
 #include <limits>
-#include <numbers>
+#include <type_traits>
 
 #include "ir/ops/shape_helpers.h"
 #include "kernels/cpu/cpu_util.h"
@@ -125,7 +125,9 @@ std::unique_ptr<CpuKernel> makeLeakyReluGrad(const KernelContext& ctx) {
   return std::make_unique<LeakyReluGradKernel<double>>(ctx);
 }
 
-// GeluGrad(dY, X): dX = dY·Gelu'(X), computed in double per element.
+// GeluGrad(dY, X): dX = dY·Gelu'(X), computed per element in the operands' type
+// (f32 with the vectorising approximations of kernels/cpu/cpu_util.h, as Gelu's
+// forward; f64 with <cmath>):
 //   erf:  Y = X·Φ(X)              ⇒ Gelu' = Φ(X) + X·φ(X), Φ = ½(1 + erf(X/√2)),
 //                                           φ = exp(−X²/2)/√(2π);
 //   tanh: Y = ½X(1 + tanh u), u = k(X + aX³) ⇒ Gelu' = ½(1 + tanh u)
@@ -138,22 +140,41 @@ class GeluGradKernel : public CpuKernel {
     const T* dy = ctx.input(0).as<T>();
     const T* x = ctx.input(1).as<T>();
     T* dx = ctx.output(0).as<T>();
-    parallelChunks(ctx.output(0).numel(), [&](int64_t begin, int64_t end) {
-      for (int64_t i = begin; i < end; ++i)
-        dx[i] = static_cast<T>(static_cast<double>(dy[i]) * slope(static_cast<double>(x[i])));
-    });
+    parallelChunks(
+        ctx.output(0).numel(),
+        [&](int64_t begin, int64_t end) {
+          if (tanh_) {
+#pragma omp simd
+            for (int64_t i = begin; i < end; ++i) dx[i] = dy[i] * tanhSlope(x[i]);
+          } else {
+#pragma omp simd
+            for (int64_t i = begin; i < end; ++i) dx[i] = dy[i] * erfSlope(x[i]);
+          }
+        },
+        kParallelMin / 8);  // transcendental work: worth threads sooner
   }
 
  private:
-  double slope(double x) const {
-    if (tanh_) {
-      const double k = std::sqrt(2.0 / std::numbers::pi), a = 0.044715;
-      const double t = std::tanh(k * (x + a * x * x * x));
-      return 0.5 * (1 + t) + 0.5 * x * (1 - t * t) * k * (1 + 3 * a * x * x);
+  static T tanhSlope(T x) {
+    const T k = T(0.79788456080286535588), a = T(0.044715);  // k = √(2/π)
+    T t;
+    if constexpr (std::is_same_v<T, float>)
+      t = fastTanh(k * (x + a * x * x * x));
+    else
+      t = std::tanh(k * (x + a * x * x * x));
+    return T(0.5) * (1 + t) + T(0.5) * x * (1 - t * t) * k * (1 + 3 * a * x * x);
+  }
+  static T erfSlope(T x) {
+    const T inv_sqrt2 = T(0.70710678118654752440), inv_sqrt2pi = T(0.39894228040143267794);
+    T erf, gauss;
+    if constexpr (std::is_same_v<T, float>) {
+      erf = fastErf(x * inv_sqrt2);
+      gauss = fastExp(T(-0.5) * x * x);
+    } else {
+      erf = std::erf(x * inv_sqrt2);
+      gauss = std::exp(T(-0.5) * x * x);
     }
-    const double cdf = 0.5 * (1 + std::erf(x / std::numbers::sqrt2));
-    const double pdf = std::exp(-0.5 * x * x) * std::numbers::inv_sqrtpi / std::numbers::sqrt2;
-    return cdf + x * pdf;
+    return T(0.5) * (1 + erf) + x * gauss * inv_sqrt2pi;
   }
   bool tanh_;
 };
