@@ -1,8 +1,9 @@
 // FusedAttention and FusedAttentionGrad (ir/ops/attention.cc) on the CPU: one
 // (batch, head) pair per work item, the probabilities of one query row at a time
-// (never a [Tq, Tk] matrix). Dot products and the weighted sums of V accumulate in
-// the operands' type, as the MatMul kernels they replace do (vectorised: f32 for
-// f32, f64 for the f64 oracle); softmax sums and statistics in double. The gradient recomputes them
+// (never a [Tq, Tk] matrix). Dot products, the weighted sums of V and the row's
+// exponentials are in the operands' type, as the MatMul and Softmax kernels they
+// replace compute them (vectorised: f32 for f32, with cpu_util.h's exp; f64 and
+// <cmath> for the f64 oracle); softmax sums and statistics in double. The gradient recomputes them
 // from the statistics L, as flash attention's backward does:
 //   P[i,j] = exp(S[i,j] − L[i]),  D[i] = Σ_d dY[i,d]·Y[i,d],
 //   dV[j] += P[i,j]·dY[i],  dS[i,j] = P[i,j]·(dY[i]·V[j] − D[i]),
@@ -11,6 +12,7 @@
 // gradients. 16-bit steps run through promotion (kernels/cpu/promote16.h).
 #include <cmath>
 #include <limits>
+#include <type_traits>
 #include <vector>
 
 #include "kernels/attention_dims.h"
@@ -34,6 +36,18 @@ double dot(const T* a, const T* b, int64_t n) {
 #pragma omp simd reduction(+ : s)
   for (int64_t d = 0; d < n; ++d) s += a[d] * b[d];
   return static_cast<double>(s);
+}
+
+// x[j] = exp(x[j] + shift) over n elements.
+template <typename T>
+void expShifted(T* x, T shift, int64_t n) {
+#pragma omp simd
+  for (int64_t j = 0; j < n; ++j) {
+    if constexpr (std::is_same_v<T, float>)
+      x[j] = fastExp(x[j] + shift);
+    else
+      x[j] = std::exp(x[j] + shift);
+  }
 }
 
 // acc[e] += w·x[e] over n elements.
@@ -90,21 +104,22 @@ class FusedAttentionKernel : public CpuKernel {
     L* stats = ctx.output(1).as<L>();
     const AttentionDims& d = g_.dims();
     g_.forEachHead([&](int64_t b, int64_t h) {
-      std::vector<double> s(static_cast<size_t>(d.kv_len));
+      std::vector<T> p(static_cast<size_t>(d.kv_len));
       std::vector<T> acc(static_cast<size_t>(d.value_head));
       for (int64_t i = 0; i < d.q_len; ++i) {
         const int64_t keys = g_.keys(i);
-        double max = -std::numeric_limits<double>::infinity();
+        T max = -std::numeric_limits<T>::infinity();
         for (int64_t j = 0; j < keys; ++j) {
-          s[j] = d.scale * dot(q + g_.q().at(b, i, h), k + g_.k().at(b, j, h), d.head);
-          max = std::max(max, s[j]);
+          p[j] =
+              static_cast<T>(d.scale * dot(q + g_.q().at(b, i, h), k + g_.k().at(b, j, h), d.head));
+          max = std::max(max, p[j]);
         }
+        expShifted(p.data(), -max, keys);
         double sum = 0.0;
         std::fill(acc.begin(), acc.end(), T(0));
         for (int64_t j = 0; j < keys; ++j) {
-          const double p = std::exp(s[j] - max);
-          sum += p;
-          axpy(acc.data(), static_cast<T>(p), v + g_.v().at(b, j, h), d.value_head);
+          sum += p[j];
+          axpy(acc.data(), p[j], v + g_.v().at(b, j, h), d.value_head);
         }
         T* yi = y + g_.y().at(b, i, h);
         for (int64_t e = 0; e < d.value_head; ++e) yi[e] = static_cast<T>(acc[e] / sum);
@@ -139,17 +154,21 @@ class FusedAttentionGradKernel : public CpuKernel {
       std::vector<T> dk_acc(static_cast<size_t>(d.kv_len * d.head), T(0));
       std::vector<T> dv_acc(static_cast<size_t>(d.kv_len * d.value_head), T(0));
       std::vector<T> dq_acc(static_cast<size_t>(d.head));
+      std::vector<T> p(static_cast<size_t>(d.kv_len));
       for (int64_t i = 0; i < d.q_len; ++i) {
         const T* qi = q + g_.q().at(b, i, h);
         const T* dyi = dy + g_.y().at(b, i, h);
-        const double l = static_cast<double>(stats[(b * d.heads + h) * d.q_len + i]);
+        const auto l = static_cast<T>(stats[(b * d.heads + h) * d.q_len + i]);
         const double di = dot(dyi, y + g_.y().at(b, i, h), d.value_head);
+        const int64_t keys = g_.keys(i);
+        for (int64_t j = 0; j < keys; ++j)
+          p[j] = static_cast<T>(d.scale * dot(qi, k + g_.k().at(b, j, h), d.head));
+        expShifted(p.data(), -l, keys);  // P[i, j]
         std::fill(dq_acc.begin(), dq_acc.end(), T(0));
-        for (int64_t j = 0; j < g_.keys(i); ++j) {
+        for (int64_t j = 0; j < keys; ++j) {
           const T* kj = k + g_.k().at(b, j, h);
-          const double p = std::exp(d.scale * dot(qi, kj, d.head) - l);
-          const double ds = p * (dot(dyi, v + g_.v().at(b, j, h), d.value_head) - di) * d.scale;
-          axpy(dv_acc.data() + j * d.value_head, static_cast<T>(p), dyi, d.value_head);
+          const double ds = p[j] * (dot(dyi, v + g_.v().at(b, j, h), d.value_head) - di) * d.scale;
+          axpy(dv_acc.data() + j * d.value_head, p[j], dyi, d.value_head);
           axpy(dq_acc.data(), static_cast<T>(ds), kj, d.head);
           axpy(dk_acc.data() + j * d.head, static_cast<T>(ds), qi, d.head);
         }
