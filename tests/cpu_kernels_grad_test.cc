@@ -9,6 +9,7 @@
 
 #include <algorithm>
 #include <cmath>
+#include <limits>
 #include <string>
 #include <vector>
 
@@ -108,6 +109,20 @@ TEST(CpuGradKernels, F32MatchesF64) {
   checkF32AgainstF64("SoftmaxCrossEntropyLossGrad", {dloss, scores, labels},
                      {{"ignore_index", int64_t{2}}});
   checkF32AgainstF64("Exp", {rnd(DType::F32, {1000}, 18, -20, 20)}, {});
+  // GeluGrad's f32 kernels use the vectorising approximations (over the threaded
+  // path's length), the f64 ones <cmath>.
+  for (const char* approximate : {"none", "tanh"})
+    checkF32AgainstF64("GeluGrad",
+                       {rnd(DType::F32, {20000}, 21), rnd(DType::F32, {20000}, 22, -12, 12)},
+                       {{"approximate", std::string(approximate)}});
+  // Attention with large scores (|S| in the hundreds, a scale that is no power of
+  // two): the f32 kernels round the scores before subtracting the max and L.
+  Tensor qkv = rnd(DType::F32, {2, 16, 3, 2, 32}, 23, -20, 20);
+  const AttributeMap attention{{"scale", 0.17677669529663687}, {"causal", int64_t{1}}};
+  checkF32AgainstF64("FusedAttention", {qkv}, attention, 2);
+  std::vector<Tensor> forward = runOp("FusedAttention", {qkv}, attention, 2);
+  checkF32AgainstF64("FusedAttentionGrad",
+                     {rnd(DType::F32, {2, 16, 2, 32}, 24), qkv, forward[0], forward[1]}, attention);
   Tensor idx = Tensor::fromInts(DType::I64, {3}, {2, -1, 2});
   checkF32AgainstF64("GatherGrad", {rnd(DType::F32, {3, 4}, 19), idx},
                      {{"data_shape", Ints{5, 4}}});
@@ -116,6 +131,24 @@ TEST(CpuGradKernels, F32MatchesF64) {
                       {"ends", Ints{0, 4}},
                       {"steps", Ints{-2, 3}},
                       {"input_shape", Ints{4, 5}}});
+}
+
+// GeluGrad's limits: 1 far right, 0 far left (also where x² overflows f32), NaN
+// for NaN, in both approximations and dtypes.
+TEST(CpuGradKernels, GeluGradLimits) {
+  const double nan = std::numeric_limits<double>::quiet_NaN();
+  for (DType t : {DType::F32, DType::F64})
+    for (const char* approximate : {"none", "tanh"}) {
+      Tensor dy = Tensor::fromDoubles(t, {5}, {1, 1, 1, 1, 1});
+      Tensor x = Tensor::fromDoubles(t, {5}, {40, -40, 1e20, -1e20, nan});
+      Vec got =
+          runOp("GeluGrad", {dy, x}, {{"approximate", std::string(approximate)}})[0].toDoubles();
+      EXPECT_EQ(got[0], 1.0) << approximate << " " << dtypeName(t);
+      EXPECT_EQ(got[1], 0.0) << approximate << " " << dtypeName(t);
+      EXPECT_EQ(got[2], 1.0) << approximate << " " << dtypeName(t);
+      EXPECT_EQ(got[3], 0.0) << approximate << " " << dtypeName(t);
+      EXPECT_TRUE(std::isnan(got[4])) << approximate << " " << dtypeName(t);
+    }
 }
 
 // Shapes big enough for the threaded loops, against naive references written here.

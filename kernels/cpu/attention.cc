@@ -1,9 +1,10 @@
 // FusedAttention and FusedAttentionGrad (ir/ops/attention.cc) on the CPU: one
 // (batch, head) pair per work item, the probabilities of one query row at a time
-// (never a [Tq, Tk] matrix). Dot products, the weighted sums of V and the row's
-// exponentials are in the operands' type, as the MatMul and Softmax kernels they
-// replace compute them (vectorised: f32 for f32, with cpu_util.h's exp; f64 and
-// <cmath> for the f64 oracle); softmax sums and statistics in double. The gradient recomputes them
+// (never a [Tq, Tk] matrix). Dot products, the weighted sums of V, the row's max
+// and its exponentials exp(S − max), exp(S − L) are in the operands' type, as the
+// MatMul and Softmax kernels they replace compute them (vectorised: f32 for f32,
+// with cpu_util.h's exp; f64 and <cmath> for the f64 oracle); the softmax sum, L =
+// max + log(sum), D and dS in double. The gradient recomputes the probabilities
 // from the statistics L, as flash attention's backward does:
 //   P[i,j] = exp(S[i,j] − L[i]),  D[i] = Σ_d dY[i,d]·Y[i,d],
 //   dV[j] += P[i,j]·dY[i],  dS[i,j] = P[i,j]·(dY[i]·V[j] − D[i]),

@@ -162,7 +162,10 @@ class GeluGradKernel : public CpuKernel {
       t = fastTanh(k * (x + a * x * x * x));
     else
       t = std::tanh(k * (x + a * x * x * x));
-    return T(0.5) * (1 + t) + T(0.5) * x * (1 - t * t) * k * (1 + 3 * a * x * x);
+    // x² bounded: where it would overflow (|x| > 1e15 in f32) 1 − t² is 0 and the
+    // term must be 0, not 0·inf.
+    const T x2 = std::min(x * x, T(1e30));
+    return T(0.5) * (1 + t) + T(0.5) * x * (1 - t * t) * k * (1 + 3 * a * x2);
   }
   static T erfSlope(T x) {
     const T inv_sqrt2 = T(0.70710678118654752440), inv_sqrt2pi = T(0.39894228040143267794);
