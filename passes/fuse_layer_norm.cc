@@ -38,7 +38,6 @@ class LayerNormMatcher {
     return last->op() == "Mul" && matchScaled(last) && fits(last);
   }
 
-  Value* x() const { return x_; }
   std::vector<Value*> inputs() const {
     std::vector<Value*> in = {x_, scale_};
     if (bias_) in.push_back(bias_);
