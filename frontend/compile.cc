@@ -299,7 +299,9 @@ void addTraining(Graph& g, const CompileOptions& o, const DsConfig& config,
   auto next = addOptimizer(g, partition.updates, optimizerOptions(config),
                            partition.shard_world_size, scaling);
   finishZeroStep(g, partition, next);
-  runPasses(g, {"fuse-optimizer-casts"}, passOptions(o));  // before offload moves the step
+  // After the partition, which holds the gradient values fuse-bias-grad replaces;
+  // fuse-optimizer-casts before offload moves the step.
+  runPasses(g, {"fuse-bias-grad", "fuse-optimizer-casts"}, passOptions(o));
   seedDropout(g, g.value(kStepFeed));
   if (!o.freeze_bn) bindBatchNormStatistics(g);
   if (config.offload_optimizer) {

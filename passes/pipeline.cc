@@ -11,6 +11,7 @@
 #include "passes/fold_softmax_mask.h"
 #include "passes/fold_transpose.h"
 #include "passes/fuse_attention.h"
+#include "passes/fuse_bias_grad.h"
 #include "passes/fuse_gelu.h"
 #include "passes/fuse_layer_norm.h"
 #include "passes/fuse_loss_padding.h"
@@ -56,6 +57,10 @@ const std::vector<PassInfo>& allPasses() {
       {"fuse-relu-grad",
        "make a BatchNormalizationGrad apply the gradient of the Relu after its BatchNorm",
        fuseReluIntoBatchNormGrad, true},
+      {"fuse-bias-grad",
+       "make a linear layer's weight-gradient product and bias-gradient sum over the same "
+       "gradient one WeightBiasGrad (the bias summed in the product's epilogue on a GPU)",
+       fuseBiasGrad, true},
       {"fuse-optimizer-casts",
        "make mixed precision's optimizer steps read 16-bit gradients and write the rounded "
        "16-bit parameters themselves",

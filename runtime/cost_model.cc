@@ -51,11 +51,17 @@ double convFlops(const PlanFile& plan, const planpb::Step& step) {
   return 2.0 * static_cast<double>(numElements(y)) * static_cast<double>(product(w, 1));
 }
 
+// Gemm, MatMul, and WeightBiasGrad (a MatMul with transA, its bias sum in the
+// epilogue).
+bool isMatrixProduct(const std::string& op) {
+  return op == "MatMul" || op == "Gemm" || op == "WeightBiasGrad";
+}
+
 // 2 M N K, batched: every output element is a K-long dot product. K is A's last
 // dim (its second-last with transA; a vector's only dim).
 double matMulFlops(const PlanFile& plan, const planpb::Step& step) {
   const Shape a = inputType(plan, step, 0).shape;
-  const bool trans_a = intAttr(step, "transA", 0) != 0;
+  const bool trans_a = step.op() == "WeightBiasGrad" || intAttr(step, "transA", 0) != 0;
   const int64_t k = a.size() == 1 ? a[0] : trans_a ? a[a.size() - 2] : a.back();
   return 2.0 * static_cast<double>(outputType(plan, step, 0).numel()) * static_cast<double>(k);
 }
@@ -131,8 +137,8 @@ bool movesDataOnly(const std::string& op) {
 }
 
 bool onTensorCores(const std::string& op) {
-  return op == "Conv" || op == "ConvGradInput" || op == "ConvGradWeight" || op == "Gemm" ||
-         op == "MatMul" || op == "FusedAttention" || op == "FusedAttentionGrad";
+  return op == "Conv" || op == "ConvGradInput" || op == "ConvGradWeight" || isMatrixProduct(op) ||
+         op == "FusedAttention" || op == "FusedAttentionGrad";
 }
 
 // A relabelling step whose output the memory plan put on its input's bytes (an
@@ -160,7 +166,7 @@ int64_t collectiveBufferBytes(const PlanFile& plan, const planpb::Step& step) {
 double stepFlops(const PlanFile& plan, const planpb::Step& step) {
   const std::string& op = step.op();
   if (op == "Conv" || op == "ConvGradInput" || op == "ConvGradWeight") return convFlops(plan, step);
-  if (op == "MatMul" || op == "Gemm") return matMulFlops(plan, step);
+  if (isMatrixProduct(op)) return matMulFlops(plan, step);
   if (op == "FusedAttention" || op == "FusedAttentionGrad") return attentionFlops(plan, step);
   if (op == "MaxPool" || op == "AveragePool" || op == "MaxPoolGrad" || op == "AveragePoolGrad")
     return poolFlops(plan, step);
@@ -190,7 +196,7 @@ int64_t stepBytes(const PlanFile& plan, const planpb::Step& step) {
 constexpr double kUnalignedGemmShare = 1.0 / 8;
 
 bool hasUnalignedRows(const PlanFile& plan, const planpb::Step& step) {
-  if (step.op() != "MatMul" && step.op() != "Gemm") return false;
+  if (!isMatrixProduct(step.op())) return false;
   for (const auto* list : {&step.inputs(), &step.outputs()})
     for (int t : *list)
       if (t >= 0) {

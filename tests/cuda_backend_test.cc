@@ -40,6 +40,7 @@
 #include "kernels/cuda/device.h"
 #include "kernels/cuda/epilogues.h"
 #include "kernels/cuda/layout.h"
+#include "kernels/cuda/weight_bias_grad_kernels.h"
 #include "models/models.h"
 #include "runtime/trainer.h"
 
@@ -705,6 +706,33 @@ std::vector<OpCase> optimizerCases16(const std::string& t) {
   return cases;
 }
 
+// WeightBiasGrad(A [k, m], B [k, n]) in dtype `t`, summing input `bias_input`'s rows.
+std::string weightBiasGradText(const std::string& t, int64_t k, int64_t m, int64_t n,
+                               int bias_input) {
+  auto type = [&](std::initializer_list<int64_t> dims) {
+    std::string out = t + "[";
+    for (int64_t d : dims) out += (out.back() == '[' ? "" : ",") + std::to_string(d);
+    return out + "]";
+  };
+  return "input %x0 : " + type({k, m}) + "\n input %x1 : " + type({k, n}) +
+         "\n %y, %s = WeightBiasGrad(%x0, %x1) {bias_input = " + std::to_string(bias_input) +
+         "} : " + type({m, n}) + ", " + type({bias_input == 0 ? m : n}) + " @n";
+}
+
+// A linear layer's weight and bias gradients in one step (k rows: the batch's
+// tokens), the sum over A's rows and over B's: odd sizes (16-bit rows of 2-byte
+// alignment, where cuBLASLt may have no algorithm and the MatMul and ReduceSum
+// kernels run) and a GPT's (in 16 bits one cuBLASLt matmul with a bias-gradient
+// epilogue). Both outputs are compared.
+std::vector<OpCase> weightBiasGradCases(const std::string& t) {
+  std::vector<OpCase> cases;
+  for (int bias_input : {0, 1}) {
+    cases.push_back({"WeightBiasGrad", weightBiasGradText(t, 7, 5, 3, bias_input), false});
+    cases.push_back({"WeightBiasGrad", weightBiasGradText(t, 256, 64, 192, bias_input), false});
+  }
+  return cases;
+}
+
 std::vector<OpCase> sixteenBitCases() {
   std::vector<OpCase> out = castCases16();
   for (const std::string dtype : {"f16", "bf16"}) {
@@ -713,6 +741,7 @@ std::vector<OpCase> sixteenBitCases() {
     for (const OpCase& c : reluBatchNormGradCases(dtype)) out.push_back(c);
     for (const OpCase& c : crossEntropyCases16(dtype)) out.push_back(c);
     for (const OpCase& c : optimizerCases16(dtype)) out.push_back(c);
+    for (const OpCase& c : weightBiasGradCases(dtype)) out.push_back(c);
   }
   return out;
 }
@@ -752,9 +781,9 @@ std::vector<OpCase> fusionCases(const std::string& t) {
 
 std::vector<OpCase> allCases() {
   std::vector<OpCase> all = nnCases();
-  for (const auto& part :
-       {tensorCases(), forwardOnlyCases(), reluBatchNormGradCases("f32"), sixteenBitCases(),
-        promotedNormCases16(), fusionCases("f32"), fusionCases("f16"), fusionCases("bf16")})
+  for (const auto& part : {tensorCases(), forwardOnlyCases(), reluBatchNormGradCases("f32"),
+                           weightBiasGradCases("f32"), sixteenBitCases(), promotedNormCases16(),
+                           fusionCases("f32"), fusionCases("f16"), fusionCases("bf16")})
     all.insert(all.end(), part.begin(), part.end());
   return all;
 }
@@ -767,6 +796,7 @@ PlanFile casePlan(const OpCase& c) {
   // Attention's statistics too: its forward and backward may run different kernels
   // (cuDNN's, cuBLAS's), which must agree on L.
   if (c.op == "FusedAttention") g->addOutput(g->value("l"));
+  if (c.op == "WeightBiasGrad") g->addOutput(g->value("s"));  // the bias gradient
   if (c.grads) {
     std::mt19937_64 rng(42);
     std::uniform_real_distribution<double> u(-1, 1);
@@ -983,6 +1013,30 @@ TEST(CudaBackend, SixteenBitAttentionRunsOnCudnn) {
     }
 }
 
+// 16-bit WeightBiasGrad of a GPT's linear layer runs as one cuBLASLt matmul whose
+// epilogue sums either operand's rows (the WeightBiasGrad cases compare whichever
+// path runs with the CPU).
+TEST(CudaBackend, SixteenBitWeightBiasGradRunsOnCublasLt) {
+  SKIP_WITHOUT_GPU();
+  cuda::Device dev;
+  ASSERT_EQ(cublasLtCreate(&dev.cublaslt), CUBLAS_STATUS_SUCCESS);
+  for (const char* t : {"f16", "bf16"})
+    for (int bias_input : {0, 1}) {
+      const std::string text = weightBiasGradText(t, 256, 64, 192, bias_input);
+      PlanFile plan = casePlan({"WeightBiasGrad", text, false});
+      int built = 0;
+      for (const auto& step : plan.plan.ranks(0).steps()) {
+        if (step.op() != "WeightBiasGrad") continue;
+        std::string why;
+        EXPECT_NE(cuda::ltWeightBiasGradKernel(fakeContext(plan, step), dev, &why), nullptr)
+            << text << ": cuBLASLt declined: " << why;
+        ++built;
+      }
+      EXPECT_EQ(built, 1) << text;
+    }
+  cublasLtDestroy(dev.cublaslt);
+}
+
 TEST(CudaBackend, KernelFactoriesAcceptEveryCasePlan) {
   for (const OpCase& c : allCases()) expectKernelsBuild(casePlan(c), c.op);
 }
@@ -1020,6 +1074,8 @@ TEST(CudaBackend, Native16KernelsRunSixteenBitCasesNatively) {
        {"BatchNormalization", "BatchNormalizationGrad", "LayerNormalization",
         "LayerNormalizationGrad", "SoftmaxCrossEntropyLoss", "SoftmaxCrossEntropyLossGrad"})
     EXPECT_TRUE(seen.count(op)) << op << " is in no 16-bit case";
+  // And a linear layer's fused weight and bias gradients (weightBiasGradCases).
+  EXPECT_TRUE(seen.count("WeightBiasGrad")) << "WeightBiasGrad is in no 16-bit case";
 }
 
 // Norm steps with 16-bit parameters are left to promotion: their factories decline.

@@ -36,12 +36,6 @@ std::string attention(const std::string& t, const std::string& masking) {
   return text;
 }
 
-int count(const Graph& g, const std::string& op) {
-  int n = 0;
-  for (const auto& node : g.nodes()) n += node->op() == op;
-  return n;
-}
-
 void expectFolded(const std::string& t, const std::string& masking) {
   SCOPED_TRACE(t + ": " + masking);
   auto before = parseGraph(attention(t, masking));
@@ -49,7 +43,7 @@ void expectFolded(const std::string& t, const std::string& masking) {
   EXPECT_TRUE(foldMaskIntoSoftmax(*after));
   eliminateDeadCode(*after);
   verifyGraph(*after);
-  EXPECT_EQ(count(*after, "Add") + count(*after, "Where"), 0);
+  EXPECT_EQ(test::countOps(*after, "Add") + test::countOps(*after, "Where"), 0);
   ASSERT_EQ(after->value("p")->producer()->numInputs(), 2u);  // the Softmax keeps its output
   const double tolerance = t == "f32" ? 1e-6 : 1e-12;
   std::vector<Tensor> want = test::outputAndGradients(*before, {"s"}, 3, 7);

@@ -50,12 +50,6 @@ std::vector<Tensor> run(Graph& g) {
   return test::outputsOf<CpuExecutor>(lowerToPlan(g, planMemory(g), {}));
 }
 
-int count(const Graph& g, const std::string& op) {
-  int n = 0;
-  for (const auto& node : g.nodes()) n += node->op() == op;
-  return n;
-}
-
 std::string bits(const Tensor& t) {
   return std::string(reinterpret_cast<const char*>(t.raw()), t.bytes());
 }
@@ -66,7 +60,7 @@ TEST(FuseOptimizerCasts, TheStepReadsTheNarrowGradientAndRoundsTheMaster) {
     auto fused = stepBetweenCasts(t);
     ASSERT_TRUE(fuseOptimizerCasts(*fused));
     std::vector<Tensor> got = run(*fused);
-    EXPECT_EQ(count(*fused, "Cast"), 0);
+    EXPECT_EQ(test::countOps(*fused, "Cast"), 0);
     const Node* step = fused->value("m2")->producer();
     EXPECT_EQ(step->input(1)->name(), "g");
     EXPECT_EQ(step->s("round_to"), t);

@@ -4,7 +4,6 @@
 #include <gtest/gtest.h>
 
 #include <cmath>
-#include <cstring>
 #include <string>
 #include <vector>
 
@@ -60,42 +59,28 @@ std::unique_ptr<Graph> bnReluTraining(const std::string& t, bool fuse) {
   return g;
 }
 
-// The graph's outputs on the CPU backend, from fixed feeds. Y has zero mean per
-// channel, so the Relu masks about half of the gradient.
-std::vector<Tensor> run(Graph& g) {
-  return test::outputsOf<CpuExecutor>(lowerToPlan(g, planMemory(g), {}));
-}
-
-int count(const Graph& g, const std::string& op) {
-  int n = 0;
-  for (const auto& node : g.nodes()) n += node->op() == op;
-  return n;
-}
-
 TEST(FuseReluGrad, BatchNormGradReadsTheRelusGradientAndOutput) {
   auto fused = bnReluTraining("f32", true);
-  EXPECT_EQ(count(*fused, "ReluGrad"), 0);
+  EXPECT_EQ(test::countOps(*fused, "ReluGrad"), 0);
   for (const auto& node : fused->nodes())
     if (node->op() == "BatchNormalizationGrad") {
       ASSERT_TRUE(node->hasInput(3));
       EXPECT_EQ(node->input(3)->name(), "r");
     }
   auto plain = bnReluTraining("f32", false);
-  EXPECT_EQ(count(*plain, "ReluGrad"), 1);
+  EXPECT_EQ(test::countOps(*plain, "ReluGrad"), 1);
 }
 
+// On the CPU backend, from fixed feeds. Y has zero mean per channel, so the Relu
+// masks about half of the gradient.
 TEST(FuseReluGrad, SameGradientsToTheBit) {
   for (const std::string t : {"f32", "f16"}) {
     SCOPED_TRACE(t);
     auto fused = bnReluTraining(t, true);
     auto plain = bnReluTraining(t, false);
-    std::vector<Tensor> got = run(*fused), want = run(*plain);
-    ASSERT_EQ(got.size(), 3u);
+    const std::vector<Tensor> want = test::cpuOutputs(*plain);
     ASSERT_EQ(want.size(), 3u);
-    for (size_t i = 0; i < want.size(); ++i) {
-      ASSERT_EQ(got[i].type(), want[i].type());
-      EXPECT_EQ(std::memcmp(got[i].raw(), want[i].raw(), want[i].bytes()), 0) << "output " << i;
-    }
+    test::expectSameBits(test::cpuOutputs(*fused), want);
   }
 }
 
@@ -111,7 +96,7 @@ TEST(FuseReluGrad, SharedReluGradientIsLeftAlone) {
     return %dx, %dy
   })");
   EXPECT_FALSE(fuseReluIntoBatchNormGrad(*g));
-  EXPECT_EQ(count(*g, "ReluGrad"), 1);
+  EXPECT_EQ(test::countOps(*g, "ReluGrad"), 1);
 }
 
 }  // namespace

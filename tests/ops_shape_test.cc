@@ -80,7 +80,7 @@ TEST_F(OpsShapeTest, RegistryHasEveryOp) {
       "LayerNormalizationGrad SoftmaxCrossEntropyLossGrad GatherGrad SliceGrad SgdStep AdamStep "
       "LionStep AdagradStep LambStep ClipCoef ZerosLike Copy ReluGrad ClipGrad LeakyReluGrad "
       "GeluGrad "
-      "SoftmaxGrad "
+      "SoftmaxGrad WeightBiasGrad "
       // Attention in one step (passes/fuse_attention.h).
       "FusedAttention FusedAttentionGrad "
       // Collectives (distributed plans).
@@ -90,7 +90,7 @@ TEST_F(OpsShapeTest, RegistryHasEveryOp) {
   size_t count = 0;
   for (std::string op; ops >> op; ++count)
     EXPECT_NE(std::find(names.begin(), names.end(), op), names.end()) << op;
-  EXPECT_EQ(count, 82u);
+  EXPECT_EQ(count, 83u);
   EXPECT_EQ(names.size(), count) << "a registered op is missing from this list";
   EXPECT_TRUE(std::is_sorted(names.begin(), names.end()));
 }
@@ -425,6 +425,24 @@ TEST_F(OpsShapeTest, SoftmaxGrad) {
   fails("SoftmaxGrad", {f32({2, 3}), f32({3})}, {{"axis", int64_t{-1}}});
   fails("SoftmaxGrad", {f32({2, 3}), f32({2, 3})}, {{"axis", int64_t{2}}});
   fails("SoftmaxGrad", {i64({2}), i64({2})}, {{"axis", int64_t{0}}});
+}
+
+TEST_F(OpsShapeTest, WeightBiasGrad) {
+  // Y = Aᵀ·B [m, n]; S sums input bias_input's rows.
+  EXPECT_EQ(infer("WeightBiasGrad", {f32({10, 4}), f32({10, 3})}, {}, 2, 0), F({4, 3}));
+  EXPECT_EQ(infer("WeightBiasGrad", {f32({10, 4}), f32({10, 3})}, {}, 2, 1), F({3}));
+  EXPECT_EQ(infer("WeightBiasGrad", {in(DType::BF16, {10, 4}), in(DType::BF16, {10, 3})},
+                  {{"bias_input", int64_t{0}}}, 2, 1),
+            T(DType::BF16, {4}));
+  EXPECT_TRUE(
+      has(fails("WeightBiasGrad", {f32({10, 4}), f32({9, 3})}, {}, 2), "the same rows: 10 vs 9"));
+  EXPECT_TRUE(
+      has(fails("WeightBiasGrad", {f32({10, 4}), f32({10, 3})}, {{"bias_input", int64_t{2}}}, 2),
+          "bias_input must be 0 or 1"));
+  fails("WeightBiasGrad", {f32({2, 10, 4}), f32({2, 10, 3})}, {}, 2);
+  fails("WeightBiasGrad", {f32({10, 4}), in(DType::F16, {10, 3})}, {}, 2);
+  fails("WeightBiasGrad", {i64({10, 4}), i64({10, 3})}, {}, 2);
+  fails("WeightBiasGrad", {f32({10, 4}), f32({10, 3})}, {}, 1);
 }
 
 TEST_F(OpsShapeTest, ReshapeTransposeSqueeze) {

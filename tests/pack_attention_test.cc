@@ -18,12 +18,6 @@
 namespace ds {
 namespace {
 
-// dsrun's summary from "loss" on: the losses, the last lr and the gradient norm.
-std::string trainedLosses(const std::string& output) {
-  const size_t at = output.find("; loss ");
-  return at == std::string::npos ? output : output.substr(at, output.find('\n', at) - at);
-}
-
 // Self-attention over X [2, 5, 18] split into Q, K and V [2, 5, 6] (3 heads of 2);
 // SPLIT is the Split, T the dtype.
 std::string attention(const std::string& t, const std::string& split = "{axis = 2}") {
@@ -161,7 +155,7 @@ TEST(PackAttention, DsmodelGptTrainsWithPackedAttention) {
   auto split = test::tool("dsrun", split_plan + " --data synthetic --steps 3");
   ASSERT_EQ(packed.exit_code, 0) << packed.output;
   ASSERT_EQ(split.exit_code, 0) << split.output;
-  EXPECT_EQ(trainedLosses(packed.output), trainedLosses(split.output));
+  EXPECT_EQ(test::trainedLosses(packed.output), test::trainedLosses(split.output));
 }
 
 }  // namespace

@@ -25,12 +25,6 @@ std::string product(const std::string& t, int64_t n, bool trans_b) {
          "] @logits\n return %y\n}";
 }
 
-int count(const Graph& g, const std::string& op) {
-  int n = 0;
-  for (const auto& node : g.nodes()) n += node->op() == op;
-  return n;
-}
-
 TEST(PadProducts, OddWideRowsArePaddedWithTheSameValuesAndGradients) {
   for (const char* t : {"f16", "bf16"})
     for (bool trans_b : {false, true}) {
@@ -39,8 +33,8 @@ TEST(PadProducts, OddWideRowsArePaddedWithTheSameValuesAndGradients) {
       auto after = parseGraph(product(t, 515, trans_b));
       ASSERT_TRUE(padProducts(*after));
       verifyGraph(*after);
-      EXPECT_EQ(count(*after, "Concat"), 1);
-      EXPECT_EQ(count(*after, "Slice"), 1);
+      EXPECT_EQ(test::countOps(*after, "Concat"), 1);
+      EXPECT_EQ(test::countOps(*after, "Slice"), 1);
       for (const auto& n : after->nodes())
         if (n->op() == "MatMul") {
           EXPECT_EQ(n->output(0)->shape(), (Shape{2, 3, 576}));

@@ -75,4 +75,11 @@ inline std::string replaceAll(std::string text, const std::string& from, const s
   return text;
 }
 
+// dsrun's training summary from "loss" on (the losses, the last lr and the gradient
+// norm), to compare two runs; the whole output when it has none.
+inline std::string trainedLosses(const std::string& output) {
+  const size_t at = output.find("; loss ");
+  return at == std::string::npos ? output : output.substr(at, output.find('\n', at) - at);
+}
+
 }  // namespace ds::test

@@ -6,6 +6,7 @@
 
 #include <algorithm>
 #include <cmath>
+#include <cstring>
 #include <filesystem>
 #include <fstream>
 #include <random>
@@ -230,6 +231,28 @@ std::vector<Tensor> outputsOf(const PlanFile& plan) {
   std::vector<Tensor> out;
   for (size_t i = 0; i < exec.numOutputs(); ++i) out.push_back(exec.output(i));
   return out;
+}
+
+// A pass test's graph `g` lowered as it is and run once on the CPU backend
+// (outputsOf's feeds).
+inline std::vector<Tensor> cpuOutputs(Graph& g) {
+  return outputsOf<CpuExecutor>(lowerToPlan(g, planMemory(g), {}));
+}
+
+// Two runs' outputs: as many, of the same types, with the same bits.
+inline void expectSameBits(const std::vector<Tensor>& got, const std::vector<Tensor>& want) {
+  ASSERT_EQ(got.size(), want.size());
+  for (size_t i = 0; i < want.size(); ++i) {
+    ASSERT_EQ(got[i].type(), want[i].type()) << "output " << i;
+    EXPECT_EQ(std::memcmp(got[i].raw(), want[i].raw(), want[i].bytes()), 0) << "output " << i;
+  }
+}
+
+// How many of `g`'s nodes are `op`s.
+inline int countOps(const Graph& g, const std::string& op) {
+  int n = 0;
+  for (const auto& node : g.nodes()) n += node->op() == op;
+  return n;
 }
 
 // A pass test's oracle: graph `g`'s first output, then the gradients of the

@@ -1,8 +1,8 @@
 // Training-only op schemas: the backward ops the gradient rules emit (ReLU, Clip, LeakyReLU,
-// normalisation, loss, gather and slice backward here; the sliding-window ones in
-// training_window.cc) and Exp, which the Erf, Gelu and LogSoftmax gradients need.
-// Each backward op takes its forward op's attributes unchanged, plus the shape it
-// cannot infer from its inputs.
+// normalisation, loss, linear layers' weight and bias, gather and slice backward here; the
+// sliding-window ones in training_window.cc) and Exp, which the Erf, Gelu and LogSoftmax gradients
+// need. Each backward op takes its forward op's attributes unchanged, plus the shape it cannot
+// infer from its inputs.
 #include <limits>
 #include <string>
 #include <vector>
@@ -199,6 +199,32 @@ OpSchema crossEntropyGrad() {
   return s;
 }
 
+// WeightBiasGrad(A, B){bias_input} -> (Y, S): a linear layer's weight and bias
+// gradients over rows (passes/fuse_bias_grad.h). A [k, m] and B [k, n], one float
+// dtype; Y [m, n] = Aᵀ·B (MatMul{transA = 1}), S = the sum of input `bias_input`'s
+// k rows (ReduceSum{axes = [0]}): [m] for A, [n] for B. One kernel reads the
+// gradient once for both, as cuBLASLt's bias-gradient epilogues do.
+OpSchema weightBiasGrad() {
+  OpSchema s;
+  s.name = "WeightBiasGrad";
+  s.min_inputs = s.max_inputs = 2;
+  s.min_outputs = s.max_outputs = 2;
+  s.attrs = {{"bias_input", AttrKind::Int, int64_t{1}}};
+  s.infer = [](InferContext& ctx) {
+    requireRank(ctx, 0, 2, 2);
+    requireRank(ctx, 1, 2, 2);
+    requireFloat(ctx, 0);
+    requireSameDType(ctx, 0, 1);
+    const Shape &a = ctx.shape(0), &b = ctx.shape(1);
+    if (a[0] != b[0]) ctx.fail("A and B must have the same rows: ", a[0], " vs ", b[0]);
+    const int64_t bias_input = ctx.node().i("bias_input");
+    if (bias_input != 0 && bias_input != 1) ctx.fail("bias_input must be 0 or 1, is ", bias_input);
+    ctx.setOutput(0, ctx.dtype(0), Shape{a[1], b[1]});
+    ctx.setOutput(1, ctx.dtype(0), Shape{bias_input == 0 ? a[1] : b[1]});
+  };
+  return s;
+}
+
 // GatherGrad(dY, indices){axis, data_shape} -> dData : data_shape (scatter-add).
 OpSchema gatherGrad() {
   OpSchema s;
@@ -254,6 +280,7 @@ void registerTrainingOps(OpRegistry& r) {
   r.add(batchNormGrad());
   r.add(layerNormGrad());
   r.add(crossEntropyGrad());
+  r.add(weightBiasGrad());
   r.add(gatherGrad());
   r.add(sliceGrad());
   registerTrainingWindowOps(r);

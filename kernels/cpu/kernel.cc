@@ -1,5 +1,7 @@
 #include "kernels/cpu/kernel.h"
 
+#include "ir/op_registry.h"
+
 namespace ds::cpu {
 
 namespace {
@@ -23,6 +25,23 @@ class FunctionKernel : public CpuKernel {
 };
 
 }  // namespace
+
+KernelContext partContext(const KernelContext& parent, const std::string& op,
+                          std::vector<TensorView> inputs, std::vector<TensorView> outputs,
+                          const AttributeMap& attrs) {
+  KernelContext part;
+  part.op = op;
+  part.node_name = parent.node_name;
+  for (const AttrSpec& spec : OpRegistry::instance().get(op).attrs)
+    if (spec.default_value) part.attrs[spec.name] = *spec.default_value;
+  for (const auto& [name, value] : attrs) part.attrs[name] = value;
+  part.inputs = std::move(inputs);
+  part.outputs = std::move(outputs);
+  part.seed = parent.seed;
+  part.comm = parent.comm;
+  part.device_comm = parent.device_comm;
+  return part;
+}
 
 int64_t KernelContext::i(const std::string& name) const {
   return attrAs<int64_t>(*this, name);

@@ -89,6 +89,13 @@ struct KernelContext {
   }
 };
 
+// The context of a step of `op` that a composite kernel runs as a part of `parent`'s
+// (WeightBiasGrad's product and sum): parent's node, seed and communicators, `op`'s
+// schema defaults overridden by `attrs`, and no epilogue.
+KernelContext partContext(const KernelContext& parent, const std::string& op,
+                          std::vector<TensorView> inputs, std::vector<TensorView> outputs,
+                          const AttributeMap& attrs);
+
 class CpuKernel {
  public:
   virtual ~CpuKernel() = default;

@@ -4,6 +4,7 @@
 // that follow fused as post-ops, kernels/cpu/fusion.h). f32 runs one oneDNN
 // matmul primitive built in the factory (transposes as strided descriptors, alpha as output scale,
 // beta*C through a sum post-op on Y prefilled with C); f64 runs GemmF64.
+// WeightBiasGrad runs the MatMul and ReduceSum kernels it fuses, one after the other.
 #include <algorithm>
 #include <memory>
 #include <type_traits>
@@ -12,6 +13,7 @@
 #include "kernels/cpu/dnnl_util.h"
 #include "kernels/cpu/gemm_ref.h"
 #include "kernels/cpu/nn.h"
+#include "kernels/weight_bias_grad_parts.h"
 
 namespace ds::cpu {
 
@@ -269,11 +271,38 @@ std::unique_ptr<CpuKernel> makeTyped(const KernelContext& ctx) {
   return std::make_unique<K<double>>(ctx);
 }
 
+// ---- WeightBiasGrad ----
+
+// WeightBiasGrad(A, B){bias_input}: the MatMul and ReduceSum kernels of its parts
+// (kernels/weight_bias_grad_parts.h), one after the other. Fusing gains a GPU a pass
+// over the gradient; oneDNN has no such epilogue to gain from.
+class WeightBiasGradKernel : public CpuKernel {
+ public:
+  explicit WeightBiasGradKernel(const KernelContext& ctx)
+      : parts_(weightBiasGradParts(ctx)), product_(part(parts_.product)), sum_(part(parts_.sum)) {}
+
+  void run(const KernelContext&) override {
+    product_->run(parts_.product);
+    sum_->run(parts_.sum);
+  }
+
+ private:
+  static std::unique_ptr<CpuKernel> part(const KernelContext& ctx) {
+    return (*CpuKernelRegistry::instance().find(ctx.op))(ctx);
+  }
+
+  WeightBiasGradParts parts_;  // the kernels may keep references to their contexts
+  std::unique_ptr<CpuKernel> product_, sum_;
+};
+
 }  // namespace
 
 void registerMatMulKernels(CpuKernelRegistry& r) {
   r.add("Gemm", makeTyped<GemmKernel>);
   r.add("MatMul", makeTyped<MatMulKernel>);
+  r.add("WeightBiasGrad", [](const KernelContext& ctx) -> std::unique_ptr<CpuKernel> {
+    return std::make_unique<WeightBiasGradKernel>(ctx);
+  });
   // Bias adds and activations as oneDNN post-ops of f32 matrix products (no 1-D
   // operands, whose dims the output drops; no empty K, which skips the primitive).
   r.allowEpilogue("MatMul", [](const KernelContext& ctx, const Epilogue& next) {

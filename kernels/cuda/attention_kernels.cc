@@ -23,10 +23,6 @@
 namespace ds::cuda {
 namespace {
 
-cudaDataType_t cudaTypeOf(DType t) {
-  return t == DType::F16 ? CUDA_R_16F : t == DType::BF16 ? CUDA_R_16BF : CUDA_R_32F;
-}
-
 // One row-major operand of a head-batched product: element (row, col) of head h at
 // data + h·head_stride + row·ld + col; `trans` reads it transposed.
 struct Operand {

@@ -90,6 +90,17 @@ void requireF32(const KernelContext& ctx, size_t i);
 // when every tensor has it, nullopt for a mix involving 16 bits (run promoted).
 std::optional<DType> uniformFloatDType(const KernelContext& ctx);
 bool hasOutput(const KernelContext& ctx, size_t i);
+// cuBLAS's type of f16, bf16 and (otherwise) f32 elements.
+inline cudaDataType_t cudaTypeOf(DType t) {
+  return t == DType::F16 ? CUDA_R_16F : t == DType::BF16 ? CUDA_R_16BF : CUDA_R_32F;
+}
+// The largest power of two up to 256 dividing `p`'s address (cuBLASLt's alignment
+// preferences: it otherwise assumes 256).
+inline uint32_t alignmentOf(const void* p) {
+  uint32_t a = 256;
+  while (a > 1 && reinterpret_cast<uintptr_t>(p) % a != 0) a /= 2;
+  return a;
+}
 // A kernel that does nothing (steps with empty outputs).
 std::unique_ptr<CudaKernel> noopKernel();
 // Copies the input to the output on the stream (nothing when they alias); either

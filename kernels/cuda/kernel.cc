@@ -55,6 +55,7 @@ const CudaKernelRegistry& CudaKernelRegistry::instance() {
     registerReductionKernels(r);
     registerConvKernels(r);
     registerMatMulKernels(r);
+    registerWeightBiasGradKernels(r);
     registerAttentionKernels(r);
     registerNnKernels(r);
     registerCollectiveKernels(r);

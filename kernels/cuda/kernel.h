@@ -93,12 +93,13 @@ class CudaKernelRegistry {
 };
 
 // Kernel families; CudaKernelRegistry::instance() calls each once.
-void registerElementwiseKernels(CudaKernelRegistry& r);  // elementwise_kernels.cc
-void registerShapeKernels(CudaKernelRegistry& r);        // shape_kernels.cc
-void registerReductionKernels(CudaKernelRegistry& r);    // reduction_kernels.cc (+ norms, loss)
-void registerConvKernels(CudaKernelRegistry& r);         // conv_kernels.cc (cuDNN)
-void registerMatMulKernels(CudaKernelRegistry& r);       // matmul_kernels.cc (cuBLAS)
-void registerAttentionKernels(CudaKernelRegistry& r);    // attention_kernels.cc (cuBLAS)
+void registerElementwiseKernels(CudaKernelRegistry& r);     // elementwise_kernels.cc
+void registerShapeKernels(CudaKernelRegistry& r);           // shape_kernels.cc
+void registerReductionKernels(CudaKernelRegistry& r);       // reduction_kernels.cc (+ norms, loss)
+void registerConvKernels(CudaKernelRegistry& r);            // conv_kernels.cc (cuDNN)
+void registerMatMulKernels(CudaKernelRegistry& r);          // matmul_kernels.cc (cuBLAS)
+void registerWeightBiasGradKernels(CudaKernelRegistry& r);  // weight_bias_grad_kernels.cc
+void registerAttentionKernels(CudaKernelRegistry& r);       // attention_kernels.cc (cuBLAS)
 void registerNnKernels(CudaKernelRegistry& r);  // nn_kernels.cc (pooling, gather, optimizers)
 void registerCollectiveKernels(CudaKernelRegistry& r);  // collective_kernels.cc
 

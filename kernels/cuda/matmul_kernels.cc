@@ -20,13 +20,10 @@
 
 #include "ir/ops/shape_helpers.h"
 #include "kernels/cuda/cuda_util.h"
+#include "kernels/cuda/lt_product.h"
 
 namespace ds::cuda {
 namespace {
-
-cudaDataType_t cudaTypeOf(DType t) {
-  return t == DType::F16 ? CUDA_R_16F : t == DType::BF16 ? CUDA_R_16BF : CUDA_R_32F;
-}
 
 // Row-major Y[m, n] = alpha·op(A)·op(B) (+ beta·Y) as the column-major Yᵀ = op(B)ᵀ·op(A)ᵀ;
 // A and B of dtype `t`, Y of `y_type`, f32 compute.
@@ -213,16 +210,9 @@ bool matmulBiasRule(const KernelContext& mm, const cpu::Epilogue& next) {
          mm.input(0).numel() > 0 && mm.input(1).numel() > 0 && isBiasOf(next.operand, mm.output(0));
 }
 
-// The largest power of two up to 256 dividing `p`'s address.
-uint32_t alignmentOf(const void* p) {
-  uint32_t a = 256;
-  while (a > 1 && reinterpret_cast<uintptr_t>(p) % a != 0) a /= 2;
-  return a;
-}
-
 // Y[m, n] = alpha·A[m, k]·op(B) + bias[n] as one cuBLASLt matmul (column-major
 // Yᵀ = op(B)ᵀ·Aᵀ with the bias along Yᵀ's rows), f32 compute, one rounding of Y.
-class LtBiasMatMul : public CudaKernel {
+class LtBiasMatMul : public LtProduct {
  public:
   // The kernel, or nullptr where cuBLASLt has no algorithm for it (the caller then
   // runs the product and the Add unfused, as PyTorch falls back from addmm's
@@ -232,90 +222,39 @@ class LtBiasMatMul : public CudaKernel {
     // cuBLASLt has no alignment preference for the bias and may read it in 16-byte
     // vectors (plan tensors are 256-byte aligned; a view into one may not be).
     if (!dev.cublaslt || alignmentOf(ctx.epilogue.at(0).operand.data) < 16) return nullptr;
-    auto kernel = std::unique_ptr<LtBiasMatMul>(new LtBiasMatMul(p));
+    auto kernel = std::unique_ptr<LtBiasMatMul>(new LtBiasMatMul(p.alpha));
     try {
-      if (!kernel->init(ctx, dev, p, t)) return nullptr;
+      kernel->describe(p, t);
+      if (!kernel->chooseAlgorithm(dev, ctx.input(0).data, ctx.input(1).data, ctx.output(0).data))
+        return nullptr;
     } catch (const std::exception&) {  // an unsupported layout: the descriptors are freed
       return nullptr;
     }
     return kernel;
   }
-  ~LtBiasMatMul() override {
-    if (pref_) cublasLtMatmulPreferenceDestroy(pref_);
-    for (cublasLtMatrixLayout_t l : {a_, b_, y_})
-      if (l) cublasLtMatrixLayoutDestroy(l);
-    if (op_) cublasLtMatmulDescDestroy(op_);
-  }
-  LtBiasMatMul(const LtBiasMatMul&) = delete;
-  LtBiasMatMul& operator=(const LtBiasMatMul&) = delete;
-
-  size_t workspaceBytes() const override { return heuristic_.workspaceSize; }
 
   void run(const KernelContext& c, const Device& dev, void* ws) override {
     const void* bias = c.epilogue.at(0).operand.data;
     setAttr(CUBLASLT_MATMUL_DESC_BIAS_POINTER, &bias, sizeof(bias));
-    const float zero = 0.0f;
-    DS_CUBLAS_CHECK(cublasLtMatmul(dev.cublaslt, op_, &alpha_, c.input(1).data, b_, c.input(0).data,
-                                   a_, &zero, c.output(0).data, y_, c.output(0).data, y_,
-                                   &heuristic_.algo, ws, heuristic_.workspaceSize, dev.stream));
+    matmul(dev, alpha_, c.input(0).data, c.input(1).data, c.output(0).data, ws);
   }
 
  private:
-  static constexpr size_t kMaxWorkspace = size_t{32} << 20;  // NVIDIA's advice for Hopper
-  explicit LtBiasMatMul(const MatMulPlan& p) : alpha_(p.alpha), m_(p.batches * p.m) {}
+  explicit LtBiasMatMul(float alpha) : alpha_(alpha) {}
 
-  // Describes the product and picks an algorithm; false when there is none.
-  bool init(const KernelContext& ctx, const Device& dev, const MatMulPlan& p, DType t) {
-    const cudaDataType_t type = cudaTypeOf(t);
-    DS_CUBLAS_CHECK(cublasLtMatmulDescCreate(&op_, CUBLAS_COMPUTE_32F, CUDA_R_32F));
-    const cublasOperation_t ta = p.trans_b ? CUBLAS_OP_T : CUBLAS_OP_N, tb = CUBLAS_OP_N;
-    const cublasLtEpilogue_t epilogue = CUBLASLT_EPILOGUE_BIAS;
-    setAttr(CUBLASLT_MATMUL_DESC_TRANSA, &ta, sizeof(ta));
-    setAttr(CUBLASLT_MATMUL_DESC_TRANSB, &tb, sizeof(tb));
-    setAttr(CUBLASLT_MATMUL_DESC_EPILOGUE, &epilogue, sizeof(epilogue));
+  // B stored [k, n] is column-major n x k; stored [n, k] (trans_b), k x n transposed.
+  // A's batches fold into its rows: m = batches·m.
+  void describe(const MatMulPlan& p, DType t) {
+    describeOp(p.trans_b ? CUBLAS_OP_T : CUBLAS_OP_N, CUBLAS_OP_N, CUBLASLT_EPILOGUE_BIAS);
     const auto n = static_cast<uint64_t>(p.n), k = static_cast<uint64_t>(p.k);
-    const auto m = static_cast<uint64_t>(m_);
-    // B first (op(B)ᵀ: B stored [k, n] is col-major n x k; stored [n, k] is k x n, transposed).
-    DS_CUBLAS_CHECK(p.trans_b
-                        ? cublasLtMatrixLayoutCreate(&b_, type, k, n, static_cast<int64_t>(k))
-                        : cublasLtMatrixLayoutCreate(&b_, type, n, k, static_cast<int64_t>(n)));
-    DS_CUBLAS_CHECK(cublasLtMatrixLayoutCreate(&a_, type, k, m, static_cast<int64_t>(k)));
-    DS_CUBLAS_CHECK(cublasLtMatrixLayoutCreate(&y_, type, n, m, static_cast<int64_t>(n)));
-    DS_CUBLAS_CHECK(cublasLtMatmulPreferenceCreate(&pref_));
-    DS_CUBLAS_CHECK(cublasLtMatmulPreferenceSetAttribute(
-        pref_, CUBLASLT_MATMUL_PREF_MAX_WORKSPACE_BYTES, &kMaxWorkspace, sizeof(kMaxWorkspace)));
-    // Split-K partial sums add in f32, never in the 16-bit output type: one rounding,
-    // as the cuBLAS handle's DISALLOW_REDUCED_PRECISION_REDUCTION asks of cuBLAS.
-    const uint32_t reductions = CUBLASLT_REDUCTION_SCHEME_COMPUTE_TYPE;
-    DS_CUBLAS_CHECK(cublasLtMatmulPreferenceSetAttribute(
-        pref_, CUBLASLT_MATMUL_PREF_REDUCTION_SCHEME_MASK, &reductions, sizeof(reductions)));
-    // Only algorithms the operands' addresses (fixed for the plan's life) suit, as
-    // PyTorch asks: cuBLASLt otherwise assumes 256-byte alignment.
-    const std::pair<cublasLtMatmulPreferenceAttributes_t, const void*> aligned[] = {
-        {CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_A_BYTES, ctx.input(1).data},
-        {CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_B_BYTES, ctx.input(0).data},
-        {CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_C_BYTES, ctx.output(0).data},
-        {CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_D_BYTES, ctx.output(0).data}};
-    for (const auto& [attr, ptr] : aligned) {
-      const uint32_t bytes = alignmentOf(ptr);
-      DS_CUBLAS_CHECK(cublasLtMatmulPreferenceSetAttribute(pref_, attr, &bytes, sizeof(bytes)));
-    }
-    int found = 0;
-    const cublasStatus_t status = cublasLtMatmulAlgoGetHeuristic(dev.cublaslt, op_, b_, a_, y_, y_,
-                                                                 pref_, 1, &heuristic_, &found);
-    return status == CUBLAS_STATUS_SUCCESS && found > 0;
-  }
-
-  void setAttr(cublasLtMatmulDescAttributes_t a, const void* v, size_t bytes) {
-    DS_CUBLAS_CHECK(cublasLtMatmulDescSetAttribute(op_, a, v, bytes));
+    const auto m = static_cast<uint64_t>(p.batches * p.m);
+    const Layout b =
+        p.trans_b ? Layout{k, n, static_cast<int64_t>(k)} : Layout{n, k, static_cast<int64_t>(n)};
+    describeLayouts(cudaTypeOf(t), b, {k, m, static_cast<int64_t>(k)},
+                    {n, m, static_cast<int64_t>(n)});
   }
 
   float alpha_;
-  int64_t m_;
-  cublasLtMatmulDesc_t op_ = nullptr;
-  cublasLtMatrixLayout_t a_ = nullptr, b_ = nullptr, y_ = nullptr;
-  cublasLtMatmulPreference_t pref_ = nullptr;
-  cublasLtMatmulHeuristicResult_t heuristic_{};
 };
 
 std::unique_ptr<CudaKernel> withBiasAdd(const KernelContext& ctx,
