@@ -127,7 +127,12 @@ TEST(Overlap, EveryBucketButTheLastIsReducedBeforeBackwardEnds) {
   ASSERT_GE(reduces.size(), 3u) << "buckets of 40 elements split the MLP's 212 parameters";
   size_t early = 0;  // buckets complete before backward's last step
   for (size_t i = 0; i < reduces.size(); ++i) {
-    if (lastGradientStep(rank, reduces[i]) >= last_backward) continue;
+    // Only the buckets backward's last step feeds may wait for it.
+    const int last_gradient = lastGradientStep(rank, reduces[i]);
+    if (last_gradient >= last_backward) {
+      EXPECT_EQ(last_gradient, last_backward) << "bucket " << i << " packs a later step";
+      continue;
+    }
     ++early;
     EXPECT_LT(reduces[i], last_backward) << "bucket " << i << " waits for the end of backward";
   }
