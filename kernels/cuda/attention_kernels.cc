@@ -11,9 +11,6 @@
 // Packed Q, K and V (and their packed gradient) are read and written where they lie
 // too, with a row stride of 3·heads·D. The workspace holds one batch element's
 // scores in f32 and in the operands' dtype.
-#include <iostream>
-#include <mutex>
-#include <set>
 #include <string>
 
 #include "kernels/attention_dims.h"
@@ -116,12 +113,9 @@ std::unique_ptr<CudaKernel> onCudnn(const KernelContext& ctx, const Device& dev,
   std::unique_ptr<CudaKernel> fused = cudnnAttentionKernel(ctx, dev, backward, &why);
   if (fused || dev.cudnn == nullptr || !isSixteenBitFloat(ctx.input(backward ? 1 : 0).dtype()))
     return fused;
-  static std::mutex mutex;
-  static auto* said = new std::set<std::string>;  // outlives static destructors
-  std::lock_guard<std::mutex> lock(mutex);
-  if (said->insert(why).second)
-    std::cerr << "dsrun: note: cuDNN's fused attention declined " << ctx.op << " '" << ctx.node_name
-              << "' (" << why << "); it and any like it run on cuBLAS, slower\n";
+  noteOnce("attention: " + why, "cuDNN's fused attention declined " + ctx.op + " '" +
+                                    ctx.node_name + "' (" + why +
+                                    "); it and any like it run on cuBLAS, slower");
   return nullptr;
 }
 

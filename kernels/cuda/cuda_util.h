@@ -10,6 +10,7 @@
 
 #include <cstdint>
 #include <optional>
+#include <string>
 #include <vector>
 
 #include "ir/error.h"
@@ -103,6 +104,9 @@ inline uint32_t alignmentOf(const void* p) {
 }
 // A kernel that does nothing (steps with empty outputs).
 std::unique_ptr<CudaKernel> noopKernel();
+// Writes "dsrun: note: " + message on stderr the first time `key` is seen in the
+// process: a kernel that declines its fast path says why once, not per step.
+void noteOnce(const std::string& key, const std::string& message);
 // Copies the input to the output on the stream (nothing when they alias); either
 // may be pinned host memory (optimizer offload's copies).
 void copyAsync(const TensorView& from, const TensorView& to, cudaStream_t stream);

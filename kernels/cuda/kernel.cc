@@ -2,6 +2,10 @@
 #include "kernels/cuda/kernel.h"
 
 #include <atomic>
+#include <iostream>
+#include <mutex>
+#include <set>
+#include <string>
 
 #include "kernels/cpu/cpu_util.h"
 #include "kernels/cuda/cuda_util.h"
@@ -190,6 +194,13 @@ bool hasOutput(const KernelContext& ctx, size_t i) {
 
 std::unique_ptr<CudaKernel> noopKernel() {
   return launchKernel([](const KernelContext&, const Device&, void*) {});
+}
+
+void noteOnce(const std::string& key, const std::string& message) {
+  static std::mutex mutex;
+  static auto* said = new std::set<std::string>;  // outlives static destructors
+  std::lock_guard<std::mutex> lock(mutex);
+  if (said->insert(key).second) std::cerr << "dsrun: note: " << message << "\n";
 }
 
 void copyAsync(const TensorView& from, const TensorView& to, cudaStream_t stream) {

@@ -140,8 +140,15 @@ std::unique_ptr<CudaKernel> weightBiasGradKernel(const KernelContext& ctx, const
   if (*dtype == DType::F32) {
     requireF32(ctx, 0);
     requireF32(ctx, 1);
-  } else if (auto fused = ltWeightBiasGradKernel(ctx, dev)) {
-    return fused;
+  } else {
+    std::string why;
+    if (auto fused = ltWeightBiasGradKernel(ctx, dev, &why)) return fused;
+    // Said once per reason, so that a slower run is not a mystery.
+    if (dev.cublaslt)
+      noteOnce("WeightBiasGrad: " + why, "cuBLASLt declined WeightBiasGrad '" + ctx.node_name +
+                                             "' (" + why +
+                                             "); it and any like it run the product and the "
+                                             "bias sum apart");
   }
   return ComposedWeightBiasGrad::create(ctx, dev);
 }
