@@ -169,6 +169,13 @@ MovedReshape takeOut(Graph& g, Node* reshape) {
   return r;
 }
 
+// Whether `reshape` means the same whatever its input's shape: no 0 in its shape
+// (ONNX: copy that input dim) unless allowzero.
+bool reshapesAnyInput(const Node* reshape) {
+  const std::vector<int64_t>& shape = reshape->ints("shape");
+  return reshape->i("allowzero") != 0 || std::count(shape.begin(), shape.end(), 0) == 0;
+}
+
 void putBack(Graph& g, const MovedReshape& r, Value* input, Node* before) {
   Value* out = g.addNode("Reshape", {input}, r.attrs, {r.output}, r.name, before)->output(0);
   out->setRole(r.role);
@@ -181,6 +188,8 @@ bool fuse(Graph& g, const Match& m) {
   Node* next = g.nextNode(p->at);
   while (next == m.sum || next == m.product) next = g.nextNode(next);
   const bool sum_moved = p->at == m.product;  // moved readers read the earlier result
+  const bool moved_read_any =
+      std::all_of(p->moved.begin(), p->moved.end(), [](Node* r) { return reshapesAnyInput(r); });
   std::vector<MovedReshape> moved;
   for (Node* reshape : p->moved) moved.push_back(takeOut(g, reshape));
   const std::string name = m.product->name(), y_name = m.product->output(0)->name(),
@@ -204,7 +213,14 @@ bool fuse(Graph& g, const Match& m) {
     rows->setRole(o.value->role());
     inputs.push_back(rows);
   }
-  const bool flat = db_type.shape.size() == 1;
+  // The sum's result in its own shape, unless only reshapes read it (the bias's
+  // gradient: ReduceSum's [1, 1, n] reshaped to [n]), which then read the flat one.
+  const std::vector<Node*> readers = parked_db->users();
+  const bool only_reshapes =
+      (!readers.empty() || (sum_moved && !moved.empty())) && (!sum_moved || moved_read_any) &&
+      std::all_of(readers.begin(), readers.end(),
+                  [](Node* r) { return r->op() == "Reshape" && reshapesAnyInput(r); });
+  const bool flat = db_type.shape.size() == 1 || only_reshapes;
   Node* fused = g.addNode("WeightBiasGrad", inputs, {{"bias_input", m.bias_input}},
                           {y_name, flat ? db_name : g.uniqueName(db_name + "/flat")}, name, next);
   Value* db = fused->output(1);

@@ -11,7 +11,8 @@
 // theirs, so training is bit for bit the same). It is placed where the earlier of
 // the two was, or else (activation checkpointing recomputes x after the sum) where
 // the later was when nothing reads the earlier one's result in between, reading
-// reshapes of the same values; the results keep their names, roles and shapes.
+// reshapes of the same values; the results keep their names, roles and shapes (a
+// bias sum only reshapes read is left flat for them to read).
 // Only a ReduceSum of exactly the leading axes in the input's type, a MatMul or a
 // Gemm without C with transA = 1, transB = 0, alpha = 1 and 2-D operands, with dY's
 // rows as one operand, and neither result a graph output or state update, are fused.

@@ -100,6 +100,8 @@ TEST(FuseBiasGrad, WeightAndBiasGradientsAreOneStep) {
     auto fused = linearTraining(l, true);
     EXPECT_EQ(test::countOps(*fused, op), products - 1);
     EXPECT_EQ(test::countOps(*fused, "ReduceSum"), sums - 1);
+    // The bias's reshape reads the flat sum: no reshape more than before.
+    EXPECT_EQ(test::countOps(*fused, "Reshape"), test::countOps(*plain, "Reshape"));
     const Node* step = find(*fused, "WeightBiasGrad");
     ASSERT_NE(step, nullptr);
     // dW = xᵀ·dY sums dY, its second operand; dWᵀ = dYᵀ·x sums its first.
